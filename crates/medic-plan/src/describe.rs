@@ -1,0 +1,250 @@
+//! Steps in words: what `medic plan` prints. Built from the same `Step` values the executor runs.
+
+use serde::Serialize;
+
+use medic_playbook::{Playbooks, RenderedAction};
+
+use crate::step::{Action, AlertLevel, DnsTarget, Step};
+
+/// One step as printed: a title, the target, and the exact commands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StepView {
+    pub index: usize,
+    pub kind: &'static str,
+    pub target: String,
+    pub summary: String,
+    pub commands: Vec<String>,
+}
+
+fn ms(ms: u64) -> String {
+    if ms % 1000 == 0 {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Renders a step. Playbook steps are rendered with their variables; addresses not known yet
+/// stay as `${address:MACHINE}`.
+pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
+    let a = &step.action;
+    let (target, summary, mut commands): (String, String, Vec<String>) = match a {
+        Action::Unmonitor { target } => (target.to_string(), "stop health checks".into(), vec![]),
+        Action::Monitor { target } => (target.to_string(), "resume health checks".into(), vec![]),
+        Action::FenceServer { proxy, server } => (
+            format!("{server} on {}", proxy.machine),
+            "take the server out of the proxy and cut its clients off".into(),
+            vec![],
+        ),
+        Action::ActivateServer { proxy, server } => (
+            format!("{server} on {}", proxy.machine),
+            "send traffic to the server".into(),
+            vec![],
+        ),
+        Action::SetServerAddress {
+            proxy,
+            server,
+            address,
+            port,
+        } => (
+            format!("{server} on {}", proxy.machine),
+            format!("point the server at {address}:{port}"),
+            vec![],
+        ),
+        Action::PromoteReplica {
+            server,
+            offset,
+            lag_bytes,
+        } => (
+            format!("{}@{}", server.shard, server.machine),
+            format!(
+                "promote to master (offset {offset}, {lag_bytes} bytes behind the lost master)"
+            ),
+            vec![],
+        ),
+        Action::ReplicaOf {
+            server,
+            master,
+            master_port,
+        } => (
+            format!("{}@{}", server.shard, server.machine),
+            format!("replicate {master}:{master_port}"),
+            vec![],
+        ),
+        Action::WaitInSync {
+            server,
+            master,
+            master_port,
+            timeout_ms,
+        } => (
+            format!("{}@{}", server.shard, server.machine),
+            format!(
+                "wait until in sync with {master}:{master_port} (up to {})",
+                ms(*timeout_ms)
+            ),
+            vec![],
+        ),
+        Action::TerminateInstance {
+            machine,
+            instance_id,
+        } => {
+            let id = instance_id
+                .clone()
+                .unwrap_or_else(|| "<found by tags medic:topology, medic:machine>".into());
+            (
+                machine.clone(),
+                "terminate the instance (already gone is fine)".into(),
+                vec![format!("ec2 TerminateInstances InstanceIds=[{id}]")],
+            )
+        }
+        Action::LaunchInstance { spec } => {
+            let mut c = Vec::new();
+            match &spec.image_id {
+                Some(image) => {
+                    let (first, rest) = spec
+                        .instance_types
+                        .split_first()
+                        .map_or(("?", &[][..]), |(f, r)| (f.as_str(), r));
+                    c.push(format!(
+                        "ec2 DescribeInstances Filters=[tag:medic:recovery={}, tag:medic:step={}, instance-state-name=pending|running]  (reuse an instance this step already launched)",
+                        spec.tags.get("medic:recovery").map_or("", String::as_str),
+                        spec.tags.get("medic:step").map_or("", String::as_str)
+                    ));
+                    c.push(format!(
+                        "ec2 RunInstances ImageId={image} InstanceType={first} MinCount=1 MaxCount=1 SubnetId={} SecurityGroupIds=[{}] KeyName={}{} MetadataOptions.HttpTokens=required ClientToken={}",
+                        spec.subnet.as_deref().unwrap_or("?"),
+                        spec.security_groups.join(","),
+                        spec.key_pair.as_deref().unwrap_or("?"),
+                        spec.instance_profile.as_ref().map(|p| format!(" IamInstanceProfile.Name={p}")).unwrap_or_default(),
+                        spec.client_token
+                    ));
+                    if !rest.is_empty() {
+                        c.push(format!(
+                            "  on InsufficientInstanceCapacity, retry with InstanceType={}",
+                            rest.join(", then ")
+                        ));
+                    }
+                }
+                None => c.push(format!(
+                    "lab: launch machine {} from AMI definition `{}`",
+                    spec.machine, spec.ami
+                )),
+            }
+            let tags: Vec<String> = spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            c.push(format!("  tags {}", tags.join(" ")));
+            (
+                spec.machine.clone(),
+                format!(
+                    "launch a {} machine from AMI `{}`",
+                    spec.role.as_str(),
+                    spec.ami
+                ),
+                c,
+            )
+        }
+        Action::WaitReachable {
+            machine,
+            address,
+            port,
+            timeout_ms,
+        } => (
+            machine.clone(),
+            format!(
+                "wait until SSH answers at {address}:{port} (up to {})",
+                ms(*timeout_ms)
+            ),
+            vec![],
+        ),
+        Action::RunPlaybook {
+            machine,
+            address,
+            playbook,
+            vars,
+        } => {
+            let c = match playbooks.get(playbook) {
+                None => vec![format!("(playbook `{playbook}` is not loaded)")],
+                Some(pb) => match pb.render(vars) {
+                    Err(e) => vec![format!("(cannot render: {e})")],
+                    Ok(steps) => steps
+                        .iter()
+                        .map(|s| match &s.action {
+                            RenderedAction::File { .. } => format!("{}: {}", s.name, s.action),
+                            other => format!("{}: {other}", s.name),
+                        })
+                        .collect(),
+                },
+            };
+            (
+                machine.clone(),
+                format!("ssh {address}: run playbook `{playbook}`"),
+                c,
+            )
+        }
+        Action::UpsertDns {
+            target,
+            name,
+            ttl,
+            values,
+        } => {
+            let values: Vec<String> = values.iter().map(ToString::to_string).collect();
+            let c = match target {
+                DnsTarget::Route53 { zone_id, .. } => vec![
+                    format!(
+                        "route53 ChangeResourceRecordSets HostedZoneId={zone_id} UPSERT {name}. A TTL={ttl} [{}]",
+                        values.join(", ")
+                    ),
+                    "route53 GetChange until INSYNC".to_owned(),
+                ],
+                DnsTarget::Rfc2136 {
+                    server,
+                    zone,
+                    tsig_key,
+                } => vec![format!(
+                    "dns UPDATE zone {zone} at {server} (TSIG {tsig_key}): replace {name}. A TTL={ttl} [{}]",
+                    values.join(", ")
+                )],
+            };
+            (name.clone(), "update the DNS record".into(), c)
+        }
+        Action::Alert { level, message } => (
+            match level {
+                AlertLevel::Critical => "CRITICAL".into(),
+                AlertLevel::Warning => "warning".into(),
+            },
+            message.clone(),
+            vec!["notify: webhooks, log, status page".into()],
+        ),
+    };
+    let proxy = match a {
+        Action::FenceServer { proxy, .. }
+        | Action::ActivateServer { proxy, .. }
+        | Action::SetServerAddress { proxy, .. } => {
+            Some(format!("haproxy {}:{}> ", proxy.address, proxy.port))
+        }
+        _ => None,
+    };
+    if let Some(prefix) = proxy {
+        commands.extend(
+            a.haproxy_commands()
+                .into_iter()
+                .map(|c| format!("{prefix}{c}")),
+        );
+    }
+    if let Action::PromoteReplica { server, .. }
+    | Action::ReplicaOf { server, .. }
+    | Action::WaitInSync { server, .. } = a
+    {
+        commands.extend(
+            a.redis_commands()
+                .into_iter()
+                .map(|c| format!("redis {}:{}> {c}", server.address, server.port)),
+        );
+    }
+    StepView {
+        index: step.index,
+        kind: a.kind(),
+        target,
+        summary,
+        commands,
+    }
+}

@@ -1,0 +1,16 @@
+//! medic's planner: decide, then act.
+//!
+//! [`plan_recovery`] is a pure function from a topology, the observed state and an event to a
+//! [`Plan`]: an ordered list of typed [`Step`]s, each carrying its concrete target. `medic plan`
+//! prints a plan; `medic run` executes the very same values. [`describe`] renders a step as
+//! the exact commands it sends (HAProxy runtime API, redis, EC2, Route 53, SSH playbook).
+
+pub mod describe;
+pub mod planner;
+pub mod state;
+pub mod step;
+pub mod vars;
+
+pub use planner::{PlanError, client_token, plan_recovery};
+pub use state::{MachineState, ObservedState, ReplicaState, ShardState};
+pub use step::*;

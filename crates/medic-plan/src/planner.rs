@@ -1,0 +1,684 @@
+//! The planner: `plan_recovery(topology, observed state, event) -> Plan`. Pure.
+//!
+//! # Guarantees (each is a test in this module)
+//! - A lost master leaves every proxy (maint, sessions shut) before any replica is promoted.
+//! - The replica promoted is the one with the largest replication offset; a replica further
+//!   behind than `policy.max_promotion_lag_bytes`, or never seen in sync, is not promoted: the
+//!   plan alerts and stops, and the lost machine is not terminated (its disk may hold the only
+//!   copy of what the replicas missed).
+//! - A dead master process is never restarted as a master: it comes back as a replica.
+//! - A lost instance is terminated before its replacement is launched.
+//! - Launch steps carry a token derived from the recovery id and the step number.
+
+use std::collections::BTreeMap;
+
+use medic_topology::{DnsProvider, Provider, Remedy, Role, Shard, Topology};
+
+use crate::state::ObservedState;
+use crate::step::*;
+use crate::vars::{self, ServerRole, addr_of};
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PlanError {
+    #[error("unknown machine `{machine}`; expected one of {known}")]
+    UnknownMachine { machine: String, known: String },
+    #[error("unknown shard `{shard}`; expected one of {known}")]
+    UnknownShard { shard: String, known: String },
+    #[error("shard `{shard}` has no server on machine `{machine}`; its servers are on {on}")]
+    NotOnMachine {
+        shard: String,
+        machine: String,
+        on: String,
+    },
+    #[error("the observed state has no shard `{shard}`, which the topology defines")]
+    StateMissingShard { shard: String },
+}
+
+/// Plans the recovery from `event`. `recovery` names this recovery (journal, tags, tokens).
+pub fn plan_recovery(
+    top: &Topology,
+    state: &ObservedState,
+    event: &Event,
+    recovery: &str,
+) -> Result<Plan, PlanError> {
+    let mut p = Planner {
+        top,
+        state,
+        recovery,
+        steps: Vec::new(),
+        new_masters: BTreeMap::new(),
+    };
+    match event {
+        Event::MachineLost { machine } => {
+            let role = p.role(machine)?;
+            match role {
+                Role::Redis => p.redis_machine_lost(machine)?,
+                Role::Haproxy => p.haproxy_lost(machine),
+                Role::App => p.app_lost(machine),
+                Role::Monitor => p.alert(
+                    AlertLevel::Critical,
+                    format!("the monitor host {machine} is lost: nothing watches the deployment; start medic on another host"),
+                ),
+            }
+        }
+        Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
+    }
+    let steps = p
+        .steps
+        .into_iter()
+        .enumerate()
+        .map(|(i, action)| Step {
+            index: i + 1,
+            action,
+        })
+        .collect();
+    Ok(Plan {
+        recovery: recovery.to_owned(),
+        topology: top.name.value.clone(),
+        event: event.clone(),
+        steps,
+    })
+}
+
+struct Planner<'a> {
+    top: &'a Topology,
+    state: &'a ObservedState,
+    recovery: &'a str,
+    steps: Vec<Action>,
+    /// Shards promoted earlier in this plan, and their new master.
+    new_masters: BTreeMap<String, String>,
+}
+
+impl<'a> Planner<'a> {
+    fn push(&mut self, a: Action) -> usize {
+        self.steps.push(a);
+        self.steps.len()
+    }
+
+    fn alert(&mut self, level: AlertLevel, message: String) {
+        self.push(Action::Alert { level, message });
+    }
+
+    fn role(&self, machine: &str) -> Result<Role, PlanError> {
+        self.top
+            .machine(machine)
+            .map(|m| m.role.value)
+            .ok_or_else(|| PlanError::UnknownMachine {
+                machine: machine.to_owned(),
+                known: self
+                    .top
+                    .machines
+                    .iter()
+                    .map(|m| m.value.name.value.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+
+    fn shard(&self, name: &str) -> Result<&'a Shard, PlanError> {
+        self.top.shard(name).ok_or_else(|| PlanError::UnknownShard {
+            shard: name.to_owned(),
+            known: self
+                .top
+                .shards
+                .iter()
+                .map(|s| s.value.name.value.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        })
+    }
+
+    fn shard_state(&self, name: &str) -> Result<&'a crate::state::ShardState, PlanError> {
+        self.state
+            .shards
+            .get(name)
+            .ok_or_else(|| PlanError::StateMissingShard {
+                shard: name.to_owned(),
+            })
+    }
+
+    fn master_of(&self, shard: &str) -> Option<String> {
+        self.new_masters
+            .get(shard)
+            .cloned()
+            .or_else(|| self.state.shards.get(shard).map(|s| s.master.clone()))
+    }
+
+    /// The runtime APIs of every proxy machine except `except`.
+    fn proxies(&self, except: &str) -> Vec<ProxyApi> {
+        let port = self.top.proxies.value.runtime_api.value.port.value;
+        self.top
+            .proxy_machines()
+            .filter(|m| *m != except)
+            .map(|m| ProxyApi {
+                machine: m.to_owned(),
+                address: addr_of(self.state, m),
+                port,
+            })
+            .collect()
+    }
+
+    fn server(&self, shard: &Shard, machine: &str, address: Addr) -> RedisServer {
+        RedisServer {
+            shard: shard.name.value.clone(),
+            machine: machine.to_owned(),
+            address,
+            port: shard.port.value,
+        }
+    }
+
+    /// Every shard with a server on `machine` now, by observed state.
+    fn shards_on(&self, machine: &str) -> Vec<&'a Shard> {
+        self.top
+            .shards
+            .iter()
+            .map(|s| &s.value)
+            .filter(|s| {
+                self.state.shards.get(&s.name.value).is_some_and(|st| {
+                    st.master == machine || st.replicas.iter().any(|r| r.machine == machine)
+                })
+            })
+            .collect()
+    }
+
+    /// Fences `lost`'s server of `shard` on every proxy, then promotes the best replica and
+    /// routes the proxies to it. Returns false (after alerting) when no replica may be promoted.
+    fn fail_over(&mut self, shard: &'a Shard, lost: &str) -> Result<bool, PlanError> {
+        let name = &shard.name.value;
+        let st = self.shard_state(name)?;
+        if !self.top.policy.allows(Remedy::Failover) {
+            self.alert(
+                AlertLevel::Critical,
+                format!("shard {name} lost its master {lost} and failover is not in policy.remediation: promote a replica by hand"),
+            );
+            return Ok(false);
+        }
+        // Largest offset wins; on a tie, the replica listed first.
+        let best = st.replicas.iter().filter(|r| r.machine != lost).fold(
+            None::<&crate::state::ReplicaState>,
+            |best, r| match (best, r.offset) {
+                (None, _) => Some(r),
+                (Some(b), Some(o)) if b.offset.is_none_or(|bo| o > bo) => Some(r),
+                (b, _) => b,
+            },
+        );
+        let Some(best) = best else {
+            self.alert(
+                AlertLevel::Critical,
+                format!("shard {name} lost its master {lost} and has no replica to promote"),
+            );
+            return Ok(false);
+        };
+        let Some(offset) = best.offset else {
+            self.alert(
+                AlertLevel::Critical,
+                format!(
+                    "shard {name} lost its master {lost}; replica {} was never seen in sync, so it is not promoted automatically",
+                    best.machine
+                ),
+            );
+            return Ok(false);
+        };
+        let lag = st.master_offset.map_or(0, |m| m.saturating_sub(offset));
+        let max = self.top.policy.max_promotion_lag_bytes.value;
+        if lag > max {
+            self.alert(
+                AlertLevel::Critical,
+                format!(
+                    "shard {name} lost its master {lost}; the best replica {} is {lag} bytes behind (policy.max_promotion_lag_bytes is {max}), so it is not promoted automatically",
+                    best.machine
+                ),
+            );
+            return Ok(false);
+        }
+        let server = self.server(shard, &best.machine, addr_of(self.state, &best.machine));
+        self.push(Action::PromoteReplica {
+            server,
+            offset,
+            lag_bytes: lag,
+        });
+        self.new_masters.insert(name.clone(), best.machine.clone());
+        Ok(true)
+    }
+
+    fn activate_masters(&mut self, shards: &[&'a Shard], except_proxy: &str) {
+        for shard in shards {
+            let Some(master) = self.new_masters.get(&shard.name.value).cloned() else {
+                continue;
+            };
+            for proxy in self.proxies(except_proxy) {
+                let server = ServerRef {
+                    backend: vars::proxy_backend(&shard.name.value),
+                    server: master.clone(),
+                };
+                self.push(Action::ActivateServer { proxy, server });
+            }
+        }
+    }
+
+    fn fence_on_proxies(&mut self, shard: &Shard, machine: &str) {
+        for proxy in self.proxies("") {
+            let server = ServerRef {
+                backend: vars::proxy_backend(&shard.name.value),
+                server: machine.to_owned(),
+            };
+            self.push(Action::FenceServer { proxy, server });
+        }
+    }
+
+    /// Whether a lost machine may be replaced; alerts and returns false if not.
+    fn may_replace(&mut self, machine: &str, consequence: &str) -> bool {
+        if !self.top.provider.value.can_launch() {
+            self.alert(
+                AlertLevel::Warning,
+                format!("{machine} cannot be replaced: the static provider launches nothing; {consequence} until {machine} is back (then `medic recover {machine}`)"),
+            );
+            return false;
+        }
+        if !self.top.policy.allows(Remedy::ReplaceMachine) {
+            self.alert(
+                AlertLevel::Warning,
+                format!("{machine} is not replaced: replace_machine is not in policy.remediation; {consequence}"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// Terminate, launch, wait for SSH. Returns the replacement's address reference.
+    fn replace(&mut self, machine: &str) -> Addr {
+        let top = self.top;
+        let m = top.machine(machine);
+        let instance_id = self
+            .state
+            .machines
+            .get(machine)
+            .and_then(|s| s.instance_id.clone());
+        self.push(Action::TerminateInstance {
+            machine: machine.to_owned(),
+            instance_id,
+        });
+        let index = self.steps.len() + 1;
+        let mut tags = BTreeMap::new();
+        let (mut image_id, mut subnet, mut sgs, mut key_pair, mut profile) =
+            (None, None, Vec::new(), None, None);
+        let ami = m
+            .and_then(|m| m.ami.as_ref())
+            .map(|a| a.value.clone())
+            .unwrap_or_default();
+        if let Provider::Aws(aws) = &top.provider.value {
+            tags.extend(aws.tags.clone());
+            image_id = top
+                .ami(&ami)
+                .and_then(|a| a.image_ids.get(&aws.region))
+                .map(|i| i.value.clone());
+            subnet = m.and_then(|m| top.subnet_for(m));
+            sgs = aws.security_groups.clone();
+            key_pair = Some(aws.key_pair.clone());
+            profile = aws.instance_profile.clone();
+        }
+        tags.insert("Name".to_owned(), format!("{}-{}", top.name.value, machine));
+        tags.insert("medic:topology".to_owned(), top.name.value.clone());
+        tags.insert("medic:machine".to_owned(), machine.to_owned());
+        tags.insert("medic:recovery".to_owned(), self.recovery.to_owned());
+        tags.insert("medic:step".to_owned(), index.to_string());
+        let instance_types = m
+            .map(|m| {
+                m.instance_type
+                    .iter()
+                    .chain(m.fallback_instance_types.iter())
+                    .map(|t| t.value.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let spec = LaunchSpec {
+            machine: machine.to_owned(),
+            role: m.map_or(Role::Redis, |m| m.role.value),
+            ami,
+            image_id,
+            instance_types,
+            subnet,
+            security_groups: sgs,
+            key_pair,
+            instance_profile: profile,
+            tags,
+            client_token: client_token(self.recovery, index),
+        };
+        self.push(Action::LaunchInstance { spec });
+        let address = Addr::Of(machine.to_owned());
+        let port = m.map_or(22, |m| top.ssh_for(m).port);
+        self.push(Action::WaitReachable {
+            machine: machine.to_owned(),
+            address: address.clone(),
+            port,
+            timeout_ms: top.policy.boot_timeout.value.as_millis() as u64,
+        });
+        address
+    }
+
+    /// UPSERTs every DNS record that lists `machine`, with `machine` at `address`.
+    fn update_dns(&mut self, machine: &str, address: &Addr) {
+        let Some(dns) = &self.top.dns else { return };
+        let dns = &dns.value;
+        let target = match &dns.provider.value {
+            DnsProvider::Route53(r) => DnsTarget::Route53 {
+                zone_id: r.zone_id.clone(),
+                zone: r.zone.clone(),
+            },
+            DnsProvider::Rfc2136(r) => DnsTarget::Rfc2136 {
+                server: r.server.to_string(),
+                zone: r.zone.clone(),
+                tsig_key: r.tsig_key.clone(),
+            },
+        };
+        let ttl = u32::try_from(dns.ttl.value).unwrap_or(60);
+        for record in self.top.dns_records_of(machine) {
+            let values = record
+                .machines
+                .iter()
+                .map(|m| {
+                    if m.value == machine {
+                        address.clone()
+                    } else {
+                        addr_of(self.state, &m.value)
+                    }
+                })
+                .collect();
+            self.push(Action::UpsertDns {
+                target: target.clone(),
+                name: record.name.value.clone(),
+                ttl,
+                values,
+            });
+        }
+    }
+
+    fn redis_machine_lost(&mut self, machine: &str) -> Result<(), PlanError> {
+        let on = self.shards_on(machine);
+        let mastered: Vec<&Shard> = on
+            .iter()
+            .copied()
+            .filter(|s| {
+                self.state
+                    .shards
+                    .get(&s.name.value)
+                    .is_some_and(|st| st.master == machine)
+            })
+            .collect();
+        self.push(Action::Unmonitor {
+            target: MonitorTarget::Machine {
+                machine: machine.to_owned(),
+            },
+        });
+        // 1. Every server of the machine leaves every proxy before anything is promoted.
+        for shard in &on {
+            self.fence_on_proxies(shard, machine);
+        }
+        // 2. Promote, shard by shard.
+        let mut refused = Vec::new();
+        for shard in &mastered {
+            if !self.fail_over(shard, machine)? {
+                refused.push(shard.name.value.clone());
+            }
+        }
+        // 3. Route each proxy to the new masters.
+        self.activate_masters(&mastered, "");
+        if !refused.is_empty() {
+            self.alert(
+                AlertLevel::Critical,
+                format!(
+                    "{machine} is left as it is (not terminated): shard {} has no master, and {machine}'s disk may hold the only copy of its latest writes",
+                    refused.join(", ")
+                ),
+            );
+            return Ok(());
+        }
+        let names: Vec<&str> = on.iter().map(|s| s.name.value.as_str()).collect();
+        if !self.may_replace(
+            machine,
+            &format!("shards {} run without that replica", names.join(", ")),
+        ) {
+            return Ok(());
+        }
+        // 4. Replace the machine and make each of its servers a replica of the current master.
+        let address = self.replace(machine);
+        let servers: Vec<(&Shard, ServerRole)> = on
+            .iter()
+            .filter_map(|s| {
+                self.master_of(&s.name.value)
+                    .map(|m| (*s, ServerRole::ReplicaOf { machine: m }))
+            })
+            .collect();
+        let vars = vars::redis_vars(self.top, self.state, machine, &address, &servers);
+        self.push(Action::RunPlaybook {
+            machine: machine.to_owned(),
+            address: address.clone(),
+            playbook: "redis".into(),
+            vars,
+        });
+        self.rejoin_as_replicas(&servers, machine, &address);
+        // 5. Register the new address with every proxy; as a replica it stays in maint.
+        for (shard, _) in &servers {
+            for proxy in self.proxies("") {
+                let server = ServerRef {
+                    backend: vars::proxy_backend(&shard.name.value),
+                    server: machine.to_owned(),
+                };
+                self.push(Action::SetServerAddress {
+                    proxy,
+                    server,
+                    address: address.clone(),
+                    port: shard.port.value,
+                });
+            }
+        }
+        self.update_dns(machine, &address);
+        self.push(Action::Monitor {
+            target: MonitorTarget::Machine {
+                machine: machine.to_owned(),
+            },
+        });
+        Ok(())
+    }
+
+    fn rejoin_as_replicas(
+        &mut self,
+        servers: &[(&'a Shard, ServerRole)],
+        machine: &str,
+        address: &Addr,
+    ) {
+        let timeout_ms = self.top.policy.sync_timeout.value.as_millis() as u64;
+        for (shard, role) in servers {
+            let ServerRole::ReplicaOf { machine: master } = role else {
+                continue;
+            };
+            let server = self.server(shard, machine, address.clone());
+            self.push(Action::ReplicaOf {
+                server,
+                master: addr_of(self.state, master),
+                master_port: shard.port.value,
+            });
+        }
+        for (shard, role) in servers {
+            let ServerRole::ReplicaOf { machine: master } = role else {
+                continue;
+            };
+            let server = self.server(shard, machine, address.clone());
+            self.push(Action::WaitInSync {
+                server,
+                master: addr_of(self.state, master),
+                master_port: shard.port.value,
+                timeout_ms,
+            });
+        }
+    }
+
+    fn process_died(&mut self, shard_name: &str, machine: &str) -> Result<(), PlanError> {
+        self.role(machine)?;
+        let shard = self.shard(shard_name)?;
+        let st = self.shard_state(shard_name)?;
+        let is_master = st.master == machine;
+        if !is_master && !st.replicas.iter().any(|r| r.machine == machine) {
+            let mut on = vec![st.master.clone()];
+            on.extend(st.replicas.iter().map(|r| r.machine.clone()));
+            return Err(PlanError::NotOnMachine {
+                shard: shard_name.to_owned(),
+                machine: machine.to_owned(),
+                on: on.join(", "),
+            });
+        }
+        let target = MonitorTarget::Server {
+            shard: shard_name.to_owned(),
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        if is_master {
+            self.fence_on_proxies(shard, machine);
+            if !self.fail_over(shard, machine)? {
+                // Never restart it empty as a master: with persistence off that wipes the replicas.
+                self.alert(
+                    AlertLevel::Critical,
+                    format!("{shard_name}@{machine} is not restarted: with no replica promoted it would come back as an empty master"),
+                );
+                return Ok(());
+            }
+            self.activate_masters(&[shard], "");
+        }
+        if !self.top.policy.allows(Remedy::RestartProcess) {
+            self.alert(
+                AlertLevel::Warning,
+                format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica"),
+            );
+            return Ok(());
+        }
+        let Some(master) = self.master_of(shard_name) else {
+            return Ok(());
+        };
+        let address = addr_of(self.state, machine);
+        let servers = vec![(shard, ServerRole::ReplicaOf { machine: master })];
+        let vars = vars::redis_vars(self.top, self.state, machine, &address, &servers);
+        self.push(Action::RunPlaybook {
+            machine: machine.to_owned(),
+            address: address.clone(),
+            playbook: "redis".into(),
+            vars,
+        });
+        self.rejoin_as_replicas(&servers, machine, &address);
+        self.push(Action::Monitor { target });
+        Ok(())
+    }
+
+    fn haproxy_lost(&mut self, machine: &str) {
+        let target = MonitorTarget::Machine {
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        // Every app proxy stops sending to it now, rather than after its own checks fail.
+        let apps = self.app_proxies_using(machine);
+        for (api, backend, _) in &apps {
+            let server = ServerRef {
+                backend: backend.clone(),
+                server: machine.to_owned(),
+            };
+            self.push(Action::FenceServer {
+                proxy: api.clone(),
+                server,
+            });
+        }
+        if !self.may_replace(machine, "clients go through the remaining proxies") {
+            return;
+        }
+        let address = self.replace(machine);
+        let masters: BTreeMap<String, String> = self
+            .state
+            .shards
+            .iter()
+            .map(|(k, v)| (k.clone(), v.master.clone()))
+            .collect();
+        let vars = vars::haproxy_vars(self.top, self.state, machine, &address, &masters);
+        self.push(Action::RunPlaybook {
+            machine: machine.to_owned(),
+            address: address.clone(),
+            playbook: "haproxy".into(),
+            vars,
+        });
+        self.update_dns(machine, &address);
+        for (api, backend, port) in &apps {
+            let server = ServerRef {
+                backend: backend.clone(),
+                server: machine.to_owned(),
+            };
+            self.push(Action::SetServerAddress {
+                proxy: api.clone(),
+                server: server.clone(),
+                address: address.clone(),
+                port: *port,
+            });
+            self.push(Action::ActivateServer {
+                proxy: api.clone(),
+                server,
+            });
+        }
+        self.push(Action::Monitor { target });
+    }
+
+    /// (app proxy API, backend, proxy port) for every app backend with a server on `proxy`.
+    fn app_proxies_using(&self, proxy: &str) -> Vec<(ProxyApi, String, u16)> {
+        let mut out = Vec::new();
+        for app in self.top.app_proxies.iter().map(|a| &a.value) {
+            if app.primary.value != proxy && app.backup.value != proxy {
+                continue;
+            }
+            let api = ProxyApi {
+                machine: app.machine.value.clone(),
+                address: addr_of(self.state, &app.machine.value),
+                port: app.runtime_api.value.port.value,
+            };
+            for f in &app.frontends {
+                let shard = &f.value.shard.value;
+                if let Some(port) = vars::proxy_port(self.top, shard) {
+                    out.push((api.clone(), vars::app_backend(shard), port));
+                }
+            }
+        }
+        out
+    }
+
+    fn app_lost(&mut self, machine: &str) {
+        let target = MonitorTarget::Machine {
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        if !self.may_replace(machine, "its clients have no proxy") {
+            return;
+        }
+        let address = self.replace(machine);
+        if let Some(vars) = vars::app_proxy_vars(self.top, self.state, machine, &address) {
+            self.push(Action::RunPlaybook {
+                machine: machine.to_owned(),
+                address: address.clone(),
+                playbook: "app-proxy".into(),
+                vars,
+            });
+        }
+        self.update_dns(machine, &address);
+        self.push(Action::Monitor { target });
+    }
+}
+
+/// The launch idempotency token: EC2 accepts up to 64 ASCII characters.
+pub fn client_token(recovery: &str, step: usize) -> String {
+    let mut t: String = recovery
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    let suffix = format!("-{step}");
+    t.truncate(64 - suffix.len());
+    t + &suffix
+}

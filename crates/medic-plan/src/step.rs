@@ -1,0 +1,320 @@
+//! Plans and steps: data, printed by `medic plan` and executed by `medic run`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// An address as a step knows it: a fixed IP, or "the address `machine` has when the step
+/// runs" — after a replacement is launched, that is the new instance's address, which the
+/// executor records from the launch step's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Addr {
+    Ip(IpAddr),
+    Of(String),
+}
+
+impl fmt::Display for Addr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Addr::Ip(ip) => write!(f, "{ip}"),
+            Addr::Of(m) => write!(f, "${{address:{m}}}"),
+        }
+    }
+}
+
+impl Addr {
+    /// Parses the form `Display` writes.
+    pub fn parse(s: &str) -> Option<Addr> {
+        if let Some(m) = s
+            .strip_prefix("${address:")
+            .and_then(|r| r.strip_suffix('}'))
+        {
+            return Some(Addr::Of(m.to_owned()));
+        }
+        s.parse().ok().map(Addr::Ip)
+    }
+}
+
+impl Serialize for Addr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Addr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Addr::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "`{s}` is not an address; expected an IP or ${{address:MACHINE}}"
+            ))
+        })
+    }
+}
+
+/// A HAProxy runtime API endpoint, and whose it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyApi {
+    /// The HAProxy's machine (a proxy or an app machine).
+    pub machine: String,
+    pub address: Addr,
+    pub port: u16,
+}
+
+/// A server line in a HAProxy backend: `backend/server`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerRef {
+    pub backend: String,
+    pub server: String,
+}
+
+impl fmt::Display for ServerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.backend, self.server)
+    }
+}
+
+/// A redis server: one shard's process on one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedisServer {
+    pub shard: String,
+    pub machine: String,
+    pub address: Addr,
+    pub port: u16,
+}
+
+/// What medic stops or resumes watching.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MonitorTarget {
+    Machine { machine: String },
+    Server { shard: String, machine: String },
+}
+
+impl fmt::Display for MonitorTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonitorTarget::Machine { machine } => write!(f, "{machine}"),
+            MonitorTarget::Server { shard, machine } => write!(f, "{shard}@{machine}"),
+        }
+    }
+}
+
+/// Everything a cloud needs to launch a machine's replacement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LaunchSpec {
+    pub machine: String,
+    pub role: medic_topology::Role,
+    /// The AMI's name in the topology (the lab builds from its definition).
+    pub ami: String,
+    /// The AWS image id for the provider's region (aws only).
+    pub image_id: Option<String>,
+    /// Preferred first, then the fallbacks tried on insufficient capacity (aws only).
+    pub instance_types: Vec<String>,
+    pub subnet: Option<String>,
+    pub security_groups: Vec<String>,
+    pub key_pair: Option<String>,
+    pub instance_profile: Option<String>,
+    /// Every tag: medic's own `medic:*` tags and the user's.
+    pub tags: BTreeMap<String, String>,
+    /// Idempotency token: the same recovery step never launches twice (EC2 ClientToken).
+    pub client_token: String,
+}
+
+/// How a DNS change is made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum DnsTarget {
+    Route53 {
+        zone_id: String,
+        zone: String,
+    },
+    Rfc2136 {
+        server: String,
+        zone: String,
+        tsig_key: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertLevel {
+    /// Someone must act.
+    Critical,
+    /// Degraded but safe; act in working hours.
+    Warning,
+}
+
+/// One thing to do. Each action is idempotent: doing it twice has the effect of doing it once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Stop health checks of a machine or server, so the controller does not act on it twice.
+    Unmonitor { target: MonitorTarget },
+    /// Resume health checks.
+    Monitor { target: MonitorTarget },
+    /// Take a server out of a HAProxy backend and cut its clients off:
+    /// `set server B/S state maint` then `shutdown sessions server B/S`.
+    FenceServer { proxy: ProxyApi, server: ServerRef },
+    /// Let a HAProxy send traffic to a server: `set server B/S state ready`.
+    ActivateServer { proxy: ProxyApi, server: ServerRef },
+    /// Point a HAProxy server line at a new address: `set server B/S addr A port P`.
+    /// The server's state (maint or ready) is left as it is.
+    SetServerAddress {
+        proxy: ProxyApi,
+        server: ServerRef,
+        address: Addr,
+        port: u16,
+    },
+    /// Make a replica the master: `REPLICAOF NO ONE`.
+    PromoteReplica {
+        server: RedisServer,
+        /// The replica's offset and its lag behind the lost master, as last observed.
+        offset: u64,
+        lag_bytes: u64,
+    },
+    /// Make a server replicate a master: `REPLICAOF host port`.
+    ReplicaOf {
+        server: RedisServer,
+        master: Addr,
+        master_port: u16,
+    },
+    /// Wait until a replica's link is up and it has caught up with its master.
+    WaitInSync {
+        server: RedisServer,
+        master: Addr,
+        master_port: u16,
+        timeout_ms: u64,
+    },
+    /// Terminate the machine's instance; one already gone is success.
+    TerminateInstance {
+        machine: String,
+        /// `None`: found by its tags `medic:topology` and `medic:machine` when the step runs.
+        instance_id: Option<String>,
+    },
+    /// Launch the machine's replacement (first looking for one this step already launched).
+    LaunchInstance { spec: LaunchSpec },
+    /// Wait until the machine answers on its SSH port.
+    WaitReachable {
+        machine: String,
+        address: Addr,
+        port: u16,
+        timeout_ms: u64,
+    },
+    /// Run a playbook on a machine over SSH with these variables.
+    RunPlaybook {
+        machine: String,
+        address: Addr,
+        playbook: String,
+        vars: serde_json::Value,
+    },
+    /// UPSERT an A record set, then wait until the change is in sync.
+    UpsertDns {
+        target: DnsTarget,
+        name: String,
+        ttl: u32,
+        values: Vec<Addr>,
+    },
+    /// Tell a human. The plan stops being automatic here.
+    Alert { level: AlertLevel, message: String },
+}
+
+impl Action {
+    /// A short name for tables, logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Action::Unmonitor { .. } => "unmonitor",
+            Action::Monitor { .. } => "monitor",
+            Action::FenceServer { .. } => "fence",
+            Action::ActivateServer { .. } => "activate",
+            Action::SetServerAddress { .. } => "set-address",
+            Action::PromoteReplica { .. } => "promote",
+            Action::ReplicaOf { .. } => "replicaof",
+            Action::WaitInSync { .. } => "wait-sync",
+            Action::TerminateInstance { .. } => "terminate",
+            Action::LaunchInstance { .. } => "launch",
+            Action::WaitReachable { .. } => "wait-ssh",
+            Action::RunPlaybook { .. } => "playbook",
+            Action::UpsertDns { .. } => "dns",
+            Action::Alert { .. } => "alert",
+        }
+    }
+}
+
+/// One numbered step of a plan.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// 1-based position in the plan; part of the launch idempotency token.
+    pub index: usize,
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What happened, as the controller concluded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A whole machine is gone (silent, or its instance terminated).
+    MachineLost { machine: String },
+    /// One redis process died on a machine that is otherwise alive.
+    ProcessDied { shard: String, machine: String },
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::MachineLost { machine } => write!(f, "machine {machine} lost"),
+            Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
+        }
+    }
+}
+
+/// A recovery: the ordered steps that bring the deployment back after `event`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    pub recovery: String,
+    pub topology: String,
+    pub event: Event,
+    pub steps: Vec<Step>,
+}
+
+impl Action {
+    /// The HAProxy runtime API commands this step sends, one per connection, in order.
+    /// The HAProxy driver sends exactly these strings.
+    pub fn haproxy_commands(&self) -> Vec<String> {
+        match self {
+            Action::FenceServer { server, .. } => vec![
+                format!("set server {server} state maint"),
+                format!("shutdown sessions server {server}"),
+            ],
+            Action::ActivateServer { server, .. } => {
+                vec![format!("set server {server} state ready")]
+            }
+            Action::SetServerAddress {
+                server,
+                address,
+                port,
+                ..
+            } => {
+                vec![format!("set server {server} addr {address} port {port}")]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// The redis commands this step sends, as redis-cli would show them.
+    pub fn redis_commands(&self) -> Vec<String> {
+        match self {
+            Action::PromoteReplica { .. } => vec!["REPLICAOF NO ONE".to_owned()],
+            Action::ReplicaOf {
+                master,
+                master_port,
+                ..
+            } => vec![format!("REPLICAOF {master} {master_port}")],
+            Action::WaitInSync { .. } => vec!["INFO replication".to_owned()],
+            _ => Vec::new(),
+        }
+    }
+}

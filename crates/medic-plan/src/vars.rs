@@ -1,0 +1,189 @@
+//! The variables each playbook gets, and the names medic gives HAProxy backends.
+//!
+//! The names here are the contract between the config a playbook renders and the runtime API
+//! commands a plan sends: both come from these functions.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use medic_topology::{Shard, Topology};
+
+use crate::state::ObservedState;
+use crate::step::Addr;
+
+/// The backend on a proxy machine that serves `shard`.
+pub fn proxy_backend(shard: &str) -> String {
+    format!("redis-{shard}")
+}
+
+/// The backend on an app proxy that serves `shard`.
+pub fn app_backend(shard: &str) -> String {
+    format!("app-{shard}")
+}
+
+/// A machine's address for a step: known, or resolved when the step runs.
+pub fn addr_of(state: &ObservedState, machine: &str) -> Addr {
+    state
+        .address(machine)
+        .map_or_else(|| Addr::Of(machine.to_owned()), Addr::Ip)
+}
+
+fn host(top: &Topology, machine: &str, address: &Addr) -> Value {
+    let role = top
+        .machine(machine)
+        .map(|m| m.role.value.as_str())
+        .unwrap_or("unknown");
+    json!({ "name": machine, "address": address.to_string(), "role": role, "topology": top.name.value })
+}
+
+/// The role a redis server should have when its playbook runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerRole {
+    Master,
+    ReplicaOf { machine: String },
+}
+
+/// Variables for `playbooks/redis.yaml`: the machine and each of its servers with its role.
+pub fn redis_vars(
+    top: &Topology,
+    state: &ObservedState,
+    machine: &str,
+    address: &Addr,
+    servers: &[(&Shard, ServerRole)],
+) -> Value {
+    let shards: Vec<Value> = servers
+        .iter()
+        .map(|(s, role)| {
+            let (role, master_host, master_port) = match role {
+                ServerRole::Master => ("master", Value::Null, Value::Null),
+                ServerRole::ReplicaOf { machine } => (
+                    "replica",
+                    Value::String(addr_of(state, machine).to_string()),
+                    Value::from(s.port.value),
+                ),
+            };
+            json!({
+                "name": s.name.value,
+                "port": s.port.value,
+                "role": role,
+                "master_host": master_host,
+                "master_port": master_port,
+                "persistence": s.persistence,
+                "maxmemory": s.maxmemory,
+            })
+        })
+        .collect();
+    json!({ "host": host(top, machine, address), "shards": shards })
+}
+
+/// Variables for `playbooks/haproxy.yaml`: every shard's frontend and backend, with the current
+/// master ready and every other server in maintenance.
+pub fn haproxy_vars(
+    top: &Topology,
+    state: &ObservedState,
+    machine: &str,
+    address: &Addr,
+    masters: &BTreeMap<String, String>,
+) -> Value {
+    let px = &top.proxies.value;
+    let frontends: Vec<Value> = px
+        .frontends
+        .iter()
+        .filter_map(|f| {
+            let shard = top.shard(&f.value.shard.value)?;
+            let master = masters
+                .get(&shard.name.value)
+                .map(String::as_str)
+                .unwrap_or(&shard.master.value);
+            let servers: Vec<Value> = Topology::shard_machines(shard)
+                .map(|m| {
+                    json!({
+                        "name": m,
+                        "address": addr_of(state, m).to_string(),
+                        "port": shard.port.value,
+                        "active": m == master,
+                    })
+                })
+                .collect();
+            Some(json!({
+                "shard": shard.name.value,
+                "listen": f.value.listen.value,
+                "backend": proxy_backend(&shard.name.value),
+                "servers": servers,
+            }))
+        })
+        .collect();
+    json!({
+        "host": host(top, machine, address),
+        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket },
+        "haproxy": haproxy_settings(&px.haproxy),
+        "frontends": frontends,
+    })
+}
+
+fn haproxy_settings(h: &medic_topology::HaproxySettings) -> Value {
+    json!({
+        "check_interval_ms": h.check_interval.as_millis() as u64,
+        "check_fall": h.check_fall,
+        "check_rise": h.check_rise,
+        "timeout_connect_ms": h.timeout_connect.as_millis() as u64,
+        "timeout_check_ms": h.timeout_check.as_millis() as u64,
+        "timeout_client_ms": h.timeout_client.as_millis() as u64,
+        "timeout_server_ms": h.timeout_server.as_millis() as u64,
+        "retries": h.retries,
+        "redispatch": h.redispatch,
+        "shutdown_sessions_on_down": h.shutdown_sessions_on_down,
+    })
+}
+
+/// The port of the proxies' frontend for `shard`.
+pub fn proxy_port(top: &Topology, shard: &str) -> Option<u16> {
+    top.proxies
+        .value
+        .frontends
+        .iter()
+        .find(|f| f.value.shard.value == shard)
+        .map(|f| f.value.listen.value)
+}
+
+/// Variables for `playbooks/app-proxy.yaml`: each app frontend goes to the primary proxy, and
+/// to the backup when the primary is unavailable.
+pub fn app_proxy_vars(
+    top: &Topology,
+    state: &ObservedState,
+    machine: &str,
+    address: &Addr,
+) -> Option<Value> {
+    let app = top
+        .app_proxies
+        .iter()
+        .map(|a| &a.value)
+        .find(|a| a.machine.value == machine)?;
+    let frontends: Vec<Value> = app
+        .frontends
+        .iter()
+        .filter_map(|f| {
+            let shard = &f.value.shard.value;
+            let port = proxy_port(top, shard)?;
+            let servers: Vec<Value> = [(&app.primary.value, false), (&app.backup.value, true)]
+                .into_iter()
+                .map(|(m, backup)| {
+                    json!({ "name": m, "address": addr_of(state, m).to_string(), "port": port, "backup": backup })
+                })
+                .collect();
+            Some(json!({
+                "shard": shard,
+                "listen": f.value.listen.value,
+                "backend": app_backend(shard),
+                "servers": servers,
+            }))
+        })
+        .collect();
+    Some(json!({
+        "host": host(top, machine, address),
+        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket },
+        "haproxy": haproxy_settings(&top.proxies.value.haproxy),
+        "frontends": frontends,
+    }))
+}

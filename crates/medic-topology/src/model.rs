@@ -1,0 +1,728 @@
+//! The topology model: what a topology file says, field for field.
+//!
+//! Every struct denies unknown fields. Values that validation must point at are wrapped in
+//! [`Spanned`] so a message can name their line and column. Names of machines, shards and AMIs
+//! are plain strings here; validation checks every reference.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::{Location, Spanned};
+
+use crate::duration::Dur;
+
+/// A value that came from a default rather than from the file: it has no position.
+pub fn unspanned<T>(value: T) -> Spanned<T> {
+    Spanned::new(value, Location::UNKNOWN, Location::UNKNOWN)
+}
+
+/// One deployment: the file `medic validate`, `medic plan` and `medic run` read.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    /// The deployment's name; tags every instance medic launches (`medic:topology`).
+    pub name: Spanned<String>,
+    pub provider: Spanned<Provider>,
+    /// Directory holding the playbooks, relative to this file.
+    #[serde(default = "default_playbooks")]
+    pub playbooks: Spanned<PathBuf>,
+    /// SSH settings every machine uses unless it says otherwise.
+    #[serde(default)]
+    pub ssh: Ssh,
+    #[serde(default)]
+    pub amis: Vec<Spanned<Ami>>,
+    pub machines: Vec<Spanned<Machine>>,
+    pub shards: Vec<Spanned<Shard>>,
+    pub proxies: Spanned<Proxies>,
+    #[serde(default)]
+    pub app_proxies: Vec<Spanned<AppProxy>>,
+    #[serde(default)]
+    pub dns: Option<Spanned<Dns>>,
+    #[serde(default)]
+    pub checks: Checks,
+    #[serde(default)]
+    pub policy: Policy,
+    #[serde(default)]
+    pub notifications: Vec<Spanned<Notification>>,
+    #[serde(default)]
+    pub controller: Controller,
+}
+
+fn default_playbooks() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/usr/share/medic/playbooks"))
+}
+
+/// Where machines come from.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    /// EC2 instances. Credentials come from the standard AWS chain, never from this file.
+    Aws(AwsProvider),
+    /// The local lab: machines are network namespaces on this host.
+    Local(LocalProvider),
+    /// Existing machines at fixed addresses. Nothing can be launched: after a failover medic
+    /// raises an alert instead of replacing the machine.
+    Static,
+}
+
+impl Provider {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Provider::Aws(_) => "aws",
+            Provider::Local(_) => "local",
+            Provider::Static => "static",
+        }
+    }
+
+    /// Whether this provider can launch a replacement machine.
+    pub fn can_launch(&self) -> bool {
+        !matches!(self, Provider::Static)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AwsProvider {
+    pub region: String,
+    /// Subnets to launch into; a machine takes `machines[].subnet`, or one of these in turn.
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub key_pair: String,
+    #[serde(default)]
+    pub instance_profile: Option<String>,
+    /// Extra tags on every instance, beside medic's own `medic:*` tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// An endpoint override (an emulator, a VPC endpoint); `AWS_ENDPOINT_URL` also works.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalProvider {
+    /// The private /24 the lab's bridge owns; machines get addresses from it.
+    #[serde(default = "default_lab_subnet")]
+    pub subnet: String,
+    #[serde(default = "default_lab_bridge")]
+    pub bridge: String,
+    /// Where the lab keeps its machines' state (roots, keys, tags).
+    #[serde(default = "default_lab_state")]
+    pub state_dir: PathBuf,
+}
+
+fn default_lab_subnet() -> String {
+    "10.77.0.0/24".to_owned()
+}
+fn default_lab_bridge() -> String {
+    "medic0".to_owned()
+}
+fn default_lab_state() -> PathBuf {
+    PathBuf::from("/var/lib/medic/lab")
+}
+
+/// A named machine image.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ami {
+    pub name: Spanned<String>,
+    /// The file (relative to the topology) that says what the image has baked in.
+    pub definition: Spanned<PathBuf>,
+    /// AWS image id per region, `us-east-1: ami-0123456789abcdef0`.
+    #[serde(default)]
+    pub image_ids: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Runs redis servers (masters and replicas of the shards).
+    Redis,
+    /// Runs HAProxy routing clients to each shard's master.
+    Haproxy,
+    /// A client machine running the app-side HAProxy.
+    App,
+    /// The monitor host that runs `medic run`.
+    Monitor,
+}
+
+impl Role {
+    /// The playbook that configures a machine of this role, if medic configures it.
+    pub fn playbook(self) -> Option<&'static str> {
+        match self {
+            Role::Redis => Some("redis"),
+            Role::Haproxy => Some("haproxy"),
+            Role::App => Some("app-proxy"),
+            Role::Monitor => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Redis => "redis",
+            Role::Haproxy => "haproxy",
+            Role::App => "app",
+            Role::Monitor => "monitor",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Machine {
+    pub name: Spanned<String>,
+    pub role: Spanned<Role>,
+    /// Name of an entry in `amis`; required for machines medic may replace.
+    #[serde(default)]
+    pub ami: Option<Spanned<String>>,
+    #[serde(default)]
+    pub instance_type: Option<Spanned<String>>,
+    /// Tried in order when EC2 has no capacity for `instance_type`.
+    #[serde(default)]
+    pub fallback_instance_types: Vec<Spanned<String>>,
+    /// The subnet to launch a replacement in (aws); defaults to one of `provider.aws.subnets`.
+    #[serde(default)]
+    pub subnet: Option<Spanned<String>>,
+    /// A fixed address. Without it, the address is discovered from the instance's tags.
+    #[serde(default)]
+    pub address: Option<Spanned<IpAddr>>,
+    /// Tags that find the machine's instance when it has no fixed address.
+    #[serde(default)]
+    pub discover: Option<Spanned<BTreeMap<String, String>>>,
+    #[serde(default)]
+    pub ssh: Ssh,
+}
+
+/// SSH settings; a machine's own fields override the topology-wide ones.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Ssh {
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Private key file; without it the ssh agent and default keys are used.
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub host_keys: Option<HostKeyPolicy>,
+}
+
+/// How the SSH layer trusts a machine's host key.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostKeyPolicy {
+    /// Only keys medic knows: recorded, or learned from the cloud (console output, lab record).
+    #[default]
+    Strict,
+    /// Trust the key a new machine presents on first contact. Say so only on a trusted network.
+    AcceptNew,
+}
+
+/// The effective SSH settings of one machine.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SshSettings {
+    pub user: String,
+    pub key: Option<PathBuf>,
+    pub port: u16,
+    pub host_keys: HostKeyPolicy,
+}
+
+pub const DEFAULT_SSH_USER: &str = "medic";
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Persistence {
+    /// Memory only: a restarted server comes back empty.
+    #[default]
+    None,
+    /// RDB snapshots.
+    Rdb,
+    /// Append-only file, fsync every second.
+    Aof,
+}
+
+/// One redis dataset: a master and its replicas, each on its own machine, on one port.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shard {
+    pub name: Spanned<String>,
+    pub port: Spanned<u16>,
+    /// The machine that is master when the deployment is first set up.
+    pub master: Spanned<String>,
+    /// The machines that replicate it (usually one).
+    pub replicas: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub persistence: Persistence,
+    /// `maxmemory` for the server, in redis's notation (`512mb`).
+    #[serde(default)]
+    pub maxmemory: Option<String>,
+}
+
+/// The HAProxy nodes that route clients to each shard's current master.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxies {
+    pub machines: Vec<Spanned<String>>,
+    pub runtime_api: Spanned<RuntimeApi>,
+    pub frontends: Vec<Spanned<Frontend>>,
+    #[serde(default)]
+    pub haproxy: HaproxySettings,
+}
+
+/// Where a HAProxy's runtime API listens. medic talks to it over TCP on the machine's address.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeApi {
+    pub port: Spanned<u16>,
+    /// A local admin socket the playbook also enables, for operators on the machine.
+    #[serde(default = "default_admin_socket")]
+    pub socket: PathBuf,
+}
+
+fn default_admin_socket() -> PathBuf {
+    PathBuf::from("/run/haproxy/admin.sock")
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Frontend {
+    /// The port clients connect to on every proxy machine.
+    pub listen: Spanned<u16>,
+    pub shard: Spanned<String>,
+}
+
+/// The HAProxy parameters the playbook renders. Their defaults are medic's recommendation;
+/// docs/topology.md explains each.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct HaproxySettings {
+    #[serde(default = "default_hc_inter")]
+    pub check_interval: Dur,
+    #[serde(default = "default_hc_fall")]
+    pub check_fall: u32,
+    #[serde(default = "default_hc_rise")]
+    pub check_rise: u32,
+    #[serde(default = "default_timeout_connect")]
+    pub timeout_connect: Dur,
+    #[serde(default = "default_timeout_check")]
+    pub timeout_check: Dur,
+    #[serde(default = "default_timeout_client")]
+    pub timeout_client: Dur,
+    #[serde(default = "default_timeout_client")]
+    pub timeout_server: Dur,
+    #[serde(default = "default_retries")]
+    pub retries: u32,
+    #[serde(default = "default_true")]
+    pub redispatch: bool,
+    /// `on-marked-down shutdown-sessions`: cut clients off a server HAProxy marks down.
+    #[serde(default = "default_true")]
+    pub shutdown_sessions_on_down: bool,
+}
+
+impl Default for HaproxySettings {
+    fn default() -> Self {
+        HaproxySettings {
+            check_interval: default_hc_inter(),
+            check_fall: default_hc_fall(),
+            check_rise: default_hc_rise(),
+            timeout_connect: default_timeout_connect(),
+            timeout_check: default_timeout_check(),
+            timeout_client: default_timeout_client(),
+            timeout_server: default_timeout_client(),
+            retries: default_retries(),
+            redispatch: true,
+            shutdown_sessions_on_down: true,
+        }
+    }
+}
+
+fn default_hc_inter() -> Dur {
+    Dur::from_millis(1000)
+}
+fn default_hc_fall() -> u32 {
+    2
+}
+fn default_hc_rise() -> u32 {
+    2
+}
+fn default_timeout_connect() -> Dur {
+    Dur::from_millis(200)
+}
+fn default_timeout_check() -> Dur {
+    Dur::from_millis(500)
+}
+fn default_timeout_client() -> Dur {
+    Dur::from_secs(3600)
+}
+fn default_retries() -> u32 {
+    1
+}
+fn default_true() -> bool {
+    true
+}
+
+/// A client-side HAProxy: its frontends go to the proxy machines, `primary` first and `backup`
+/// when the primary is unavailable.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppProxy {
+    pub machine: Spanned<String>,
+    pub runtime_api: Spanned<RuntimeApi>,
+    pub primary: Spanned<String>,
+    pub backup: Spanned<String>,
+    pub frontends: Vec<Spanned<Frontend>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dns {
+    pub provider: Spanned<DnsProvider>,
+    #[serde(default = "default_ttl")]
+    pub ttl: Spanned<i64>,
+    pub records: Vec<Spanned<DnsRecord>>,
+}
+
+fn default_ttl() -> Spanned<i64> {
+    unspanned(60)
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsProvider {
+    Route53(Route53),
+    Rfc2136(Rfc2136),
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Route53 {
+    pub zone_id: String,
+    /// The zone's name, `barton.example.com`; every record must be inside it.
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136 {
+    /// The primary server accepting dynamic updates, `10.0.0.53:53`.
+    pub server: SocketAddr,
+    pub zone: String,
+    /// The TSIG key's name as the server knows it.
+    pub tsig_key: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// File holding the base64 TSIG secret (never the secret itself).
+    pub tsig_secret_file: PathBuf,
+}
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_owned()
+}
+
+impl DnsProvider {
+    pub fn zone(&self) -> &str {
+        match self {
+            DnsProvider::Route53(r) => &r.zone,
+            DnsProvider::Rfc2136(r) => &r.zone,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsRecord {
+    /// Fully qualified name, `haproxy1.barton.example.com`.
+    pub name: Spanned<String>,
+    /// The machines whose addresses make up the record's A values.
+    pub machines: Vec<Spanned<String>>,
+}
+
+/// medic's own health checks, per kind of node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Checks {
+    #[serde(default = "default_redis_check")]
+    pub redis: Spanned<Check>,
+    #[serde(default = "default_haproxy_check")]
+    pub haproxy: Spanned<Check>,
+    #[serde(default = "default_haproxy_check")]
+    pub app_proxy: Spanned<Check>,
+}
+
+impl Default for Checks {
+    fn default() -> Self {
+        Checks {
+            redis: default_redis_check(),
+            haproxy: default_haproxy_check(),
+            app_proxy: default_haproxy_check(),
+        }
+    }
+}
+
+fn default_redis_check() -> Spanned<Check> {
+    unspanned(Check {
+        interval: Dur::from_millis(250),
+        timeout: Dur::from_millis(200),
+        fall: 3,
+        rise: 2,
+        jitter: Dur::from_millis(20),
+    })
+}
+
+fn default_haproxy_check() -> Spanned<Check> {
+    unspanned(Check {
+        interval: Dur::from_millis(500),
+        timeout: Dur::from_millis(400),
+        fall: 3,
+        rise: 2,
+        jitter: Dur::from_millis(50),
+    })
+}
+
+/// One kind of health check: every `interval` (± `jitter`), a probe that must answer within
+/// `timeout`; `fall` misses in a row make a node down, `rise` successes make it up again.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Check {
+    pub interval: Dur,
+    pub timeout: Dur,
+    pub fall: u32,
+    pub rise: u32,
+    #[serde(default)]
+    pub jitter: Dur,
+}
+
+/// What medic may do on its own, and how often.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// The remedies medic may apply, mildest first. A remedy left out becomes an alert.
+    #[serde(default = "default_remediation")]
+    pub remediation: Vec<Spanned<Remedy>>,
+    #[serde(default = "default_max_replacements")]
+    pub max_replacements_per_hour: Spanned<u32>,
+    /// After a machine is replaced, how long before it may be replaced again.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: Spanned<Dur>,
+    /// A replica further behind its lost master than this (bytes of replication stream) is not
+    /// promoted automatically: medic alerts and waits for an operator.
+    #[serde(default = "default_max_lag")]
+    pub max_promotion_lag_bytes: Spanned<u64>,
+    /// How long a new replica may take to sync before its step fails.
+    #[serde(default = "default_sync_timeout")]
+    pub sync_timeout: Spanned<Dur>,
+    /// How long a launched machine may take until its SSH port answers.
+    #[serde(default = "default_boot_timeout")]
+    pub boot_timeout: Spanned<Dur>,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            remediation: default_remediation(),
+            max_replacements_per_hour: default_max_replacements(),
+            cooldown: default_cooldown(),
+            max_promotion_lag_bytes: default_max_lag(),
+            sync_timeout: default_sync_timeout(),
+            boot_timeout: default_boot_timeout(),
+        }
+    }
+}
+
+impl Policy {
+    pub fn allows(&self, remedy: Remedy) -> bool {
+        self.remediation.iter().any(|r| r.value == remedy)
+    }
+}
+
+fn default_remediation() -> Vec<Spanned<Remedy>> {
+    vec![
+        unspanned(Remedy::RestartProcess),
+        unspanned(Remedy::Failover),
+        unspanned(Remedy::ReplaceMachine),
+    ]
+}
+fn default_max_replacements() -> Spanned<u32> {
+    unspanned(3)
+}
+fn default_cooldown() -> Spanned<Dur> {
+    unspanned(Dur::from_secs(300))
+}
+fn default_max_lag() -> Spanned<u64> {
+    unspanned(1024 * 1024)
+}
+fn default_sync_timeout() -> Spanned<Dur> {
+    unspanned(Dur::from_secs(120))
+}
+fn default_boot_timeout() -> Spanned<Dur> {
+    unspanned(Dur::from_secs(300))
+}
+
+/// The rungs of the remediation ladder.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum Remedy {
+    /// Restart a dead redis process on a live machine (always as a replica).
+    RestartProcess,
+    /// Promote a replica when a master is lost.
+    Failover,
+    /// Terminate a lost machine and launch a replacement from its AMI.
+    ReplaceMachine,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Notification {
+    Webhook(Webhook),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    /// The URL; a URL carrying a secret (Slack's do) belongs in `url_env` instead.
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    /// Name of an environment variable of the controller holding the URL.
+    #[serde(default)]
+    pub url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub format: WebhookFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WebhookFormat {
+    #[default]
+    Json,
+    Slack,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Controller {
+    /// The HTTP API and status page. Loopback unless you put a proxy with TLS in front.
+    #[serde(default = "default_listen")]
+    pub listen: Spanned<SocketAddr>,
+    /// Journal, API token, known hosts.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+impl Default for Controller {
+    fn default() -> Self {
+        Controller {
+            listen: default_listen(),
+            state_dir: default_state_dir(),
+        }
+    }
+}
+
+fn default_listen() -> Spanned<SocketAddr> {
+    unspanned(SocketAddr::from(([127, 0, 0, 1], 7600)))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/medic")
+}
+
+// ---- Lookups used by the validator and the planner -------------------------------------------
+
+impl Topology {
+    pub fn machine(&self, name: &str) -> Option<&Machine> {
+        self.machines
+            .iter()
+            .map(|m| &m.value)
+            .find(|m| m.name.value == name)
+    }
+
+    pub fn shard(&self, name: &str) -> Option<&Shard> {
+        self.shards
+            .iter()
+            .map(|s| &s.value)
+            .find(|s| s.name.value == name)
+    }
+
+    pub fn ami(&self, name: &str) -> Option<&Ami> {
+        self.amis
+            .iter()
+            .map(|a| &a.value)
+            .find(|a| a.name.value == name)
+    }
+
+    pub fn proxy_machines(&self) -> impl Iterator<Item = &str> {
+        self.proxies.value.machines.iter().map(|m| m.value.as_str())
+    }
+
+    /// The shards with a server on `machine` (as master or as replica in the topology).
+    pub fn shards_on(&self, machine: &str) -> impl Iterator<Item = &Shard> {
+        self.shards.iter().map(|s| &s.value).filter(move |s| {
+            s.master.value == machine || s.replicas.iter().any(|r| r.value == machine)
+        })
+    }
+
+    /// Every machine that runs a server of `shard`, master first.
+    pub fn shard_machines(shard: &Shard) -> impl Iterator<Item = &str> {
+        std::iter::once(shard.master.value.as_str())
+            .chain(shard.replicas.iter().map(|r| r.value.as_str()))
+    }
+
+    /// The SSH settings `machine` uses: its own fields, then the topology's, then medic's.
+    pub fn ssh_for(&self, machine: &Machine) -> SshSettings {
+        let own = &machine.ssh;
+        let all = &self.ssh;
+        SshSettings {
+            user: own
+                .user
+                .clone()
+                .or_else(|| all.user.clone())
+                .unwrap_or_else(|| DEFAULT_SSH_USER.to_owned()),
+            key: own.key.clone().or_else(|| all.key.clone()),
+            port: own.port.or(all.port).unwrap_or(22),
+            host_keys: own.host_keys.or(all.host_keys).unwrap_or_default(),
+        }
+    }
+
+    pub fn check_for(&self, role: Role) -> Option<&Check> {
+        match role {
+            Role::Redis => Some(&self.checks.redis.value),
+            Role::Haproxy => Some(&self.checks.haproxy.value),
+            Role::App => Some(&self.checks.app_proxy.value),
+            Role::Monitor => None,
+        }
+    }
+
+    /// The DNS records that list `machine`.
+    pub fn dns_records_of<'a>(&'a self, machine: &'a str) -> impl Iterator<Item = &'a DnsRecord> {
+        self.dns.iter().flat_map(move |d| {
+            d.value
+                .records
+                .iter()
+                .map(|r| &r.value)
+                .filter(move |r| r.machines.iter().any(|m| m.value == machine))
+        })
+    }
+
+    /// The subnet a replacement for `machine` is launched in (aws only).
+    pub fn subnet_for(&self, machine: &Machine) -> Option<String> {
+        if let Some(s) = &machine.subnet {
+            return Some(s.value.clone());
+        }
+        let Provider::Aws(aws) = &self.provider.value else {
+            return None;
+        };
+        if aws.subnets.is_empty() {
+            return None;
+        }
+        // Spread machines of one role over the subnets in file order, so a master and its
+        // replica land in different subnets (and so availability zones) when there are two.
+        let index = self
+            .machines
+            .iter()
+            .filter(|m| m.value.role.value == machine.role.value)
+            .position(|m| m.value.name.value == machine.name.value)
+            .unwrap_or(0);
+        aws.subnets.get(index % aws.subnets.len()).cloned()
+    }
+}

@@ -1,0 +1,911 @@
+//! The validation pass: every problem in a parsed topology, each located, none stopping the rest.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_saphyr::{Location, Spanned};
+
+use crate::diag::Diagnostics;
+use crate::model::*;
+
+/// Route 53 accepts TTLs from 0 to 2^31-1 seconds (RFC 2181's range for any DNS server too).
+pub const MAX_TTL: i64 = 2_147_483_647;
+
+/// A name medic uses in tags, HAProxy backends and file names.
+pub fn is_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn check_name(d: &mut Diagnostics, name: &Spanned<String>, path: &str) {
+    if !is_name(&name.value) {
+        d.error(
+            name.referenced,
+            path,
+            format!(
+                "`{}` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', \
+                 not starting or ending with '-'",
+                name.value
+            ),
+        );
+    }
+}
+
+fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = names.collect();
+    if v.is_empty() {
+        "none is defined".to_owned()
+    } else {
+        format!("expected one of {}", v.join(", "))
+    }
+}
+
+/// Checks the whole topology; the caller decides what errors mean.
+pub fn validate(top: &Topology, d: &mut Diagnostics) {
+    check_name(d, &top.name, "name");
+    let roles: BTreeMap<&str, Role> = top
+        .machines
+        .iter()
+        .map(|m| (m.value.name.value.as_str(), m.value.role.value))
+        .collect();
+    let mut ctx = Ctx { top, roles, d };
+    ctx.provider();
+    ctx.amis();
+    ctx.machines();
+    ctx.shards();
+    ctx.proxies();
+    ctx.app_proxies();
+    ctx.dns();
+    ctx.checks();
+    ctx.policy();
+    ctx.notifications();
+    ctx.controller();
+    ctx.ports();
+}
+
+struct Ctx<'a, 'd> {
+    top: &'a Topology,
+    roles: BTreeMap<&'a str, Role>,
+    d: &'d mut Diagnostics,
+}
+
+impl<'a> Ctx<'a, '_> {
+    /// Checks that `name` is a machine with `role`.
+    fn machine_ref(&mut self, name: &Spanned<String>, path: &str, role: Role) {
+        match self.roles.get(name.value.as_str()) {
+            None => {
+                let expected = one_of(
+                    self.top
+                        .machines
+                        .iter()
+                        .filter(|m| m.value.role.value == role)
+                        .map(|m| m.value.name.value.as_str()),
+                );
+                self.d.error(
+                    name.referenced,
+                    path,
+                    format!(
+                        "unknown machine `{}`; {} (machines with role {})",
+                        name.value,
+                        expected,
+                        role.as_str()
+                    ),
+                );
+            }
+            Some(r) if *r != role => self.d.error(
+                name.referenced,
+                path,
+                format!(
+                    "machine `{}` has role {}; expected a machine with role {}",
+                    name.value,
+                    r.as_str(),
+                    role.as_str()
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn shard_ref(&mut self, name: &Spanned<String>, path: &str) {
+        if self.top.shard(&name.value).is_none() {
+            let expected = one_of(self.top.shards.iter().map(|s| s.value.name.value.as_str()));
+            self.d.error(
+                name.referenced,
+                path,
+                format!("unknown shard `{}`; {}", name.value, expected),
+            );
+        }
+    }
+
+    fn duplicates<'s>(
+        &mut self,
+        items: impl Iterator<Item = (&'s Spanned<String>, String)>,
+        what: &str,
+    ) {
+        let mut seen: BTreeMap<&str, Location> = BTreeMap::new();
+        for (name, path) in items {
+            if let Some(first) = seen.get(name.value.as_str()) {
+                self.d.error(
+                    name.referenced,
+                    path,
+                    format!(
+                        "duplicate {what} `{}` (first defined at line {}); expected unique names",
+                        name.value,
+                        first.line()
+                    ),
+                );
+            } else {
+                seen.insert(&name.value, name.referenced);
+            }
+        }
+    }
+
+    fn provider(&mut self) {
+        let at = self.top.provider.referenced;
+        match &self.top.provider.value {
+            Provider::Aws(aws) => {
+                if aws.region.trim().is_empty() {
+                    self.d.error(
+                        at,
+                        "provider.aws.region",
+                        "empty; expected a region like us-east-1",
+                    );
+                }
+                if aws.subnets.is_empty() {
+                    self.d.error(
+                        at,
+                        "provider.aws.subnets",
+                        "empty; expected at least one subnet id (subnet-...)",
+                    );
+                }
+                for (i, s) in aws.subnets.iter().enumerate() {
+                    if !s.starts_with("subnet-") {
+                        self.d.error(
+                            at,
+                            format!("provider.aws.subnets[{i}]"),
+                            format!("`{s}` is not a subnet id; expected subnet-..."),
+                        );
+                    }
+                }
+                if aws.security_groups.is_empty() {
+                    self.d.error(
+                        at,
+                        "provider.aws.security_groups",
+                        "empty; expected at least one security group id (sg-...)",
+                    );
+                }
+                for (i, s) in aws.security_groups.iter().enumerate() {
+                    if !s.starts_with("sg-") {
+                        self.d.error(
+                            at,
+                            format!("provider.aws.security_groups[{i}]"),
+                            format!("`{s}` is not a security group id; expected sg-..."),
+                        );
+                    }
+                }
+                if aws.key_pair.trim().is_empty() {
+                    self.d.error(
+                        at,
+                        "provider.aws.key_pair",
+                        "empty; expected the name of an EC2 key pair",
+                    );
+                }
+                for k in aws.tags.keys() {
+                    if k.starts_with("medic:") || k.starts_with("aws:") {
+                        self.d.error(at, format!("provider.aws.tags.{k}"), "tag keys starting with `medic:` or `aws:` are reserved; expected another key");
+                    }
+                }
+            }
+            Provider::Local(local) => {
+                if parse_lab_subnet(&local.subnet).is_none() {
+                    self.d.error(
+                        at,
+                        "provider.local.subnet",
+                        format!("`{}` is not a private /24; expected a network like 10.77.0.0/24 (10/8, 172.16/12 or 192.168/16)", local.subnet),
+                    );
+                }
+                if local.bridge.is_empty() || local.bridge.len() > 15 {
+                    self.d.error(
+                        at,
+                        "provider.local.bridge",
+                        format!(
+                            "`{}` is not a valid interface name; expected 1 to 15 characters",
+                            local.bridge
+                        ),
+                    );
+                }
+            }
+            Provider::Static => {}
+        }
+    }
+
+    fn amis(&mut self) {
+        self.duplicates(
+            self.top
+                .amis
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (&a.value.name, format!("amis[{i}].name"))),
+            "AMI",
+        );
+        for (i, a) in self.top.amis.iter().enumerate() {
+            check_name(self.d, &a.value.name, &format!("amis[{i}].name"));
+            for (region, id) in &a.value.image_ids {
+                if !is_ami_id(&id.value) {
+                    self.d.error(
+                        id.referenced,
+                        format!("amis[{i}].image_ids.{region}"),
+                        format!(
+                            "`{}` is not an AMI id; expected ami- and 8 or 17 hex digits",
+                            id.value
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn machines(&mut self) {
+        let top = self.top;
+        self.duplicates(
+            top.machines
+                .iter()
+                .enumerate()
+                .map(|(i, m)| (&m.value.name, format!("machines[{i}].name"))),
+            "machine",
+        );
+        let mut addresses: BTreeMap<std::net::IpAddr, &str> = BTreeMap::new();
+        let provider = &top.provider.value;
+        for (i, sm) in top.machines.iter().enumerate() {
+            let m = &sm.value;
+            let p = format!("machines[{i}]");
+            check_name(self.d, &m.name, &format!("{p}.name"));
+            let replaceable = m.role.value != Role::Monitor;
+            match &m.ami {
+                Some(ami) => match top.ami(&ami.value) {
+                    None => {
+                        let expected = one_of(top.amis.iter().map(|a| a.value.name.value.as_str()));
+                        self.d.error(ami.referenced, format!("{p}.ami"), format!("unknown AMI `{}`; {}", ami.value, expected));
+                    }
+                    Some(def) => {
+                        if let Provider::Aws(aws) = provider {
+                            if !def.image_ids.contains_key(&aws.region) {
+                                self.d.error(
+                                    ami.referenced,
+                                    format!("{p}.ami"),
+                                    format!(
+                                        "AMI `{}` has no image id for region {}; expected amis[].image_ids.{} to be set",
+                                        ami.value, aws.region, aws.region
+                                    ),
+                                );
+                            }
+                        }
+                    }
+                },
+                None if replaceable && provider.can_launch() => self.d.error(
+                    sm.referenced,
+                    format!("{p}.ami"),
+                    format!(
+                        "machine `{}` has no `ami`; expected the name of an entry in `amis`, so a lost {} machine can be replaced",
+                        m.name.value,
+                        m.role.value.as_str()
+                    ),
+                ),
+                None => {}
+            }
+            if matches!(provider, Provider::Aws(_)) && replaceable && m.instance_type.is_none() {
+                self.d.error(
+                    sm.referenced,
+                    format!("{p}.instance_type"),
+                    format!("machine `{}` has no `instance_type`; expected an EC2 instance type like m6i.large", m.name.value),
+                );
+            }
+            if !matches!(provider, Provider::Aws(_)) {
+                if let Some(t) = &m.instance_type {
+                    self.d.warning(
+                        t.referenced,
+                        format!("{p}.instance_type"),
+                        format!(
+                            "ignored: the {} provider has no instance types",
+                            provider.kind()
+                        ),
+                    );
+                }
+            }
+            if let (Some(subnet), Provider::Aws(aws)) = (&m.subnet, provider) {
+                if !aws.subnets.contains(&subnet.value) {
+                    self.d.warning(
+                        subnet.referenced,
+                        format!("{p}.subnet"),
+                        format!("`{}` is not listed in provider.aws.subnets", subnet.value),
+                    );
+                }
+            }
+            match (&m.address, &m.discover) {
+                (Some(a), Some(_)) => self.d.error(
+                    a.referenced,
+                    format!("{p}.address"),
+                    "both `address` and `discover` are set; expected one of them",
+                ),
+                (None, _) if matches!(provider, Provider::Static) => self.d.error(
+                    sm.referenced,
+                    format!("{p}.address"),
+                    format!("machine `{}` has no `address`; expected a fixed address with the static provider", m.name.value),
+                ),
+                _ => {}
+            }
+            if let Some(a) = &m.address {
+                if let Some(other) = addresses.insert(a.value, &m.name.value) {
+                    self.d.error(
+                        a.referenced,
+                        format!("{p}.address"),
+                        format!("address {} is also the address of machine `{}`; expected one address per machine", a.value, other),
+                    );
+                }
+            }
+            if let Some(tags) = &m.discover {
+                if tags.value.is_empty() {
+                    self.d.error(
+                        tags.referenced,
+                        format!("{p}.discover"),
+                        "no tags; expected at least one `key: value` that finds the instance",
+                    );
+                }
+            }
+        }
+    }
+
+    fn shards(&mut self) {
+        let top = self.top;
+        if top.shards.is_empty() {
+            self.d.error(
+                Location::UNKNOWN,
+                "shards",
+                "no shards; expected at least one",
+            );
+        }
+        self.duplicates(
+            top.shards
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&s.value.name, format!("shards[{i}].name"))),
+            "shard",
+        );
+        for (i, ss) in top.shards.iter().enumerate() {
+            let s = &ss.value;
+            let p = format!("shards[{i}]");
+            check_name(self.d, &s.name, &format!("{p}.name"));
+            if s.port.value == 0 {
+                self.d.error(
+                    s.port.referenced,
+                    format!("{p}.port"),
+                    "port 0; expected a port from 1 to 65535",
+                );
+            }
+            self.machine_ref(&s.master, &format!("{p}.master"), Role::Redis);
+            if s.replicas.is_empty() {
+                self.d.error(
+                    ss.referenced,
+                    format!("{p}.replicas"),
+                    format!("shard `{}` has no replica; expected at least one machine (a master alone cannot fail over)", s.name.value),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (j, r) in s.replicas.iter().enumerate() {
+                let rp = format!("{p}.replicas[{j}]");
+                self.machine_ref(r, &rp, Role::Redis);
+                if r.value == s.master.value {
+                    self.d.error(
+                        r.referenced,
+                        rp,
+                        format!(
+                            "replica and master of shard `{}` are both on machine `{}`; expected a replica on another machine",
+                            s.name.value, r.value
+                        ),
+                    );
+                } else if !seen.insert(r.value.as_str()) {
+                    self.d.error(
+                        r.referenced,
+                        rp,
+                        format!(
+                            "machine `{}` is listed twice; expected each replica once",
+                            r.value
+                        ),
+                    );
+                }
+            }
+        }
+    }
+
+    fn proxies(&mut self) {
+        let top = self.top;
+        let px = &top.proxies.value;
+        if px.machines.is_empty() {
+            self.d.error(
+                top.proxies.referenced,
+                "proxies.machines",
+                "no proxy machine; expected at least one (two for redundancy)",
+            );
+        } else if px.machines.len() < 2 {
+            self.d.warning(
+                px.machines[0].referenced,
+                "proxies.machines",
+                "only one proxy machine: clients lose every shard while it is replaced; expected two",
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for (i, m) in px.machines.iter().enumerate() {
+            let p = format!("proxies.machines[{i}]");
+            self.machine_ref(m, &p, Role::Haproxy);
+            if !seen.insert(m.value.as_str()) {
+                self.d.error(
+                    m.referenced,
+                    p,
+                    format!(
+                        "machine `{}` is listed twice; expected each proxy once",
+                        m.value
+                    ),
+                );
+            }
+        }
+        let mut served = BTreeSet::new();
+        for (i, f) in px.frontends.iter().enumerate() {
+            let p = format!("proxies.frontends[{i}]");
+            self.shard_ref(&f.value.shard, &format!("{p}.shard"));
+            if f.value.listen.value == 0 {
+                self.d.error(
+                    f.value.listen.referenced,
+                    format!("{p}.listen"),
+                    "port 0; expected a port from 1 to 65535",
+                );
+            }
+            if !served.insert(f.value.shard.value.as_str()) {
+                self.d.error(
+                    f.value.shard.referenced,
+                    format!("{p}.shard"),
+                    format!(
+                        "shard `{}` already has a frontend; expected one frontend per shard",
+                        f.value.shard.value
+                    ),
+                );
+            }
+        }
+        for s in &top.shards {
+            if !served.contains(s.value.name.value.as_str()) {
+                self.d.error(
+                    s.value.name.referenced,
+                    "proxies.frontends",
+                    format!("shard `{}` has no frontend; expected an entry `{{listen: PORT, shard: {}}}`", s.value.name.value, s.value.name.value),
+                );
+            }
+        }
+        let h = &px.haproxy;
+        if h.check_fall == 0 || h.check_rise == 0 {
+            self.d.error(
+                top.proxies.referenced,
+                "proxies.haproxy",
+                "check_fall and check_rise must be at least 1",
+            );
+        }
+        if h.timeout_check.0.is_zero() || h.timeout_connect.0.is_zero() {
+            self.d.error(
+                top.proxies.referenced,
+                "proxies.haproxy",
+                "timeouts must be longer than 0",
+            );
+        }
+    }
+
+    fn app_proxies(&mut self) {
+        let top = self.top;
+        let mut seen = BTreeMap::new();
+        for (i, sa) in top.app_proxies.iter().enumerate() {
+            let a = &sa.value;
+            let p = format!("app_proxies[{i}]");
+            self.machine_ref(&a.machine, &format!("{p}.machine"), Role::App);
+            if let Some(first) = seen.insert(a.machine.value.as_str(), i) {
+                self.d.error(
+                    a.machine.referenced,
+                    format!("{p}.machine"),
+                    format!("machine `{}` already has an app proxy (app_proxies[{first}]); expected one per machine", a.machine.value),
+                );
+            }
+            for (field, r) in [("primary", &a.primary), ("backup", &a.backup)] {
+                if !top.proxy_machines().any(|m| m == r.value) {
+                    let expected = one_of(top.proxy_machines());
+                    self.d.error(
+                        r.referenced,
+                        format!("{p}.{field}"),
+                        format!("`{}` is not a proxy machine; {}", r.value, expected),
+                    );
+                }
+            }
+            if a.primary.value == a.backup.value {
+                self.d.error(
+                    a.backup.referenced,
+                    format!("{p}.backup"),
+                    format!(
+                        "primary and backup are both `{}`; expected two different proxy machines",
+                        a.backup.value
+                    ),
+                );
+            }
+            for (j, f) in a.frontends.iter().enumerate() {
+                self.shard_ref(&f.value.shard, &format!("{p}.frontends[{j}].shard"));
+                if f.value.listen.value == 0 {
+                    self.d.error(
+                        f.value.listen.referenced,
+                        format!("{p}.frontends[{j}].listen"),
+                        "port 0; expected a port from 1 to 65535",
+                    );
+                }
+            }
+        }
+    }
+
+    fn dns(&mut self) {
+        let top = self.top;
+        let Some(dns) = &top.dns else { return };
+        let dns = &dns.value;
+        let ttl = &dns.ttl;
+        if ttl.value < 0 || ttl.value > MAX_TTL {
+            self.d.error(
+                ttl.referenced,
+                "dns.ttl",
+                format!("TTL {} is out of range; expected 0 to {} seconds (Route 53's range; 60 is usual for failover)", ttl.value, MAX_TTL),
+            );
+        }
+        let zone = dns
+            .provider
+            .value
+            .zone()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if zone.is_empty() {
+            self.d.error(
+                dns.provider.referenced,
+                "dns.provider",
+                "empty zone; expected the zone's name, like example.com",
+            );
+        }
+        if let DnsProvider::Route53(r) = &dns.provider.value {
+            if r.zone_id.trim().is_empty() {
+                self.d.error(
+                    dns.provider.referenced,
+                    "dns.provider.route53.zone_id",
+                    "empty; expected a hosted zone id like Z0123456789ABC",
+                );
+            }
+        }
+        if let DnsProvider::Rfc2136(r) = &dns.provider.value {
+            if r.tsig_key.trim().is_empty() {
+                self.d.error(
+                    dns.provider.referenced,
+                    "dns.provider.rfc2136.tsig_key",
+                    "empty; expected the TSIG key's name",
+                );
+            }
+        }
+        let mut seen: BTreeMap<String, Location> = BTreeMap::new();
+        for (i, sr) in dns.records.iter().enumerate() {
+            let r = &sr.value;
+            let p = format!("dns.records[{i}]");
+            let name = r.name.value.trim_end_matches('.').to_ascii_lowercase();
+            if let Some(first) = seen.get(&name) {
+                self.d.error(
+                    r.name.referenced,
+                    format!("{p}.name"),
+                    format!(
+                        "duplicate record `{}` (first defined at line {}); expected unique names",
+                        r.name.value,
+                        first.line()
+                    ),
+                );
+            } else {
+                seen.insert(name.clone(), r.name.referenced);
+            }
+            if !zone.is_empty() && name != zone && !name.ends_with(&format!(".{zone}")) {
+                self.d.error(
+                    r.name.referenced,
+                    format!("{p}.name"),
+                    format!(
+                        "`{}` is outside the zone {}; expected a name ending in .{}",
+                        r.name.value, zone, zone
+                    ),
+                );
+            }
+            if r.machines.is_empty() {
+                self.d.error(
+                    sr.referenced,
+                    format!("{p}.machines"),
+                    "no machines: the record would have no value; expected at least one machine",
+                );
+            }
+            for (j, m) in r.machines.iter().enumerate() {
+                if !self.roles.contains_key(m.value.as_str()) {
+                    let expected = one_of(top.machines.iter().map(|m| m.value.name.value.as_str()));
+                    self.d.error(
+                        m.referenced,
+                        format!("{p}.machines[{j}]"),
+                        format!("unknown machine `{}`; {}", m.value, expected),
+                    );
+                }
+            }
+        }
+    }
+
+    fn checks(&mut self) {
+        let c = &self.top.checks;
+        for (kind, check) in [
+            ("redis", &c.redis),
+            ("haproxy", &c.haproxy),
+            ("app_proxy", &c.app_proxy),
+        ] {
+            let at = check.referenced;
+            let v = &check.value;
+            let p = format!("checks.{kind}");
+            if v.interval.0.is_zero() {
+                self.d.error(
+                    at,
+                    format!("{p}.interval"),
+                    "interval 0; expected a positive duration like 500ms",
+                );
+            } else if v.timeout >= v.interval {
+                self.d.error(
+                    at,
+                    format!("{p}.timeout"),
+                    format!(
+                        "timeout {} is not shorter than interval {}; expected a timeout below the interval, or checks pile up",
+                        v.timeout, v.interval
+                    ),
+                );
+            }
+            if v.timeout.0.is_zero() {
+                self.d.error(
+                    at,
+                    format!("{p}.timeout"),
+                    "timeout 0; expected a positive duration",
+                );
+            }
+            if v.fall == 0 {
+                self.d.error(
+                    at,
+                    format!("{p}.fall"),
+                    "fall 0 can never mark a node down; expected 1 or more",
+                );
+            }
+            if v.rise == 0 {
+                self.d.error(
+                    at,
+                    format!("{p}.rise"),
+                    "rise 0 can never mark a node up; expected 1 or more",
+                );
+            }
+            if !v.interval.0.is_zero() && v.jitter >= v.interval {
+                self.d.error(
+                    at,
+                    format!("{p}.jitter"),
+                    format!(
+                        "jitter {} is not shorter than interval {}; expected less",
+                        v.jitter, v.interval
+                    ),
+                );
+            }
+        }
+    }
+
+    fn policy(&mut self) {
+        let pol = &self.top.policy;
+        let mut seen = BTreeSet::new();
+        for (i, r) in pol.remediation.iter().enumerate() {
+            if !seen.insert(r.value) {
+                self.d.error(
+                    r.referenced,
+                    format!("policy.remediation[{i}]"),
+                    "listed twice; expected each remedy once",
+                );
+            }
+            if r.value == Remedy::ReplaceMachine && !self.top.provider.value.can_launch() {
+                self.d.warning(
+                    r.referenced,
+                    format!("policy.remediation[{i}]"),
+                    "the static provider cannot launch machines; a lost machine raises an alert instead",
+                );
+            }
+        }
+        if pol.sync_timeout.value.0.is_zero() {
+            self.d.error(
+                pol.sync_timeout.referenced,
+                "policy.sync_timeout",
+                "0; expected a positive duration",
+            );
+        }
+        if pol.boot_timeout.value.0.is_zero() {
+            self.d.error(
+                pol.boot_timeout.referenced,
+                "policy.boot_timeout",
+                "0; expected a positive duration",
+            );
+        }
+    }
+
+    fn notifications(&mut self) {
+        for (i, n) in self.top.notifications.iter().enumerate() {
+            let Notification::Webhook(w) = &n.value;
+            let p = format!("notifications[{i}].webhook");
+            match (&w.url, &w.url_env) {
+                (Some(_), Some(e)) => self.d.error(
+                    e.referenced,
+                    p,
+                    "both `url` and `url_env` are set; expected one",
+                ),
+                (None, None) => {
+                    self.d
+                        .error(n.referenced, p, "no `url` or `url_env`; expected one")
+                }
+                (Some(u), None) => {
+                    if !(u.value.starts_with("https://") || u.value.starts_with("http://")) {
+                        self.d.error(
+                            u.referenced,
+                            format!("{p}.url"),
+                            format!("`{}` is not an http(s) URL", u.value),
+                        );
+                    }
+                }
+                (None, Some(_)) => {}
+            }
+        }
+    }
+
+    fn controller(&mut self) {
+        let l = &self.top.controller.listen;
+        if !l.value.ip().is_loopback() {
+            self.d.warning(
+                l.referenced,
+                "controller.listen",
+                format!("{} is not a loopback address: the API is reachable from other machines; expected 127.0.0.1 unless a TLS proxy fronts it", l.value),
+            );
+        }
+    }
+
+    /// Two services on one port of one machine.
+    fn ports(&mut self) {
+        let top = self.top;
+        // machine -> port -> (what, where)
+        let mut used: BTreeMap<String, BTreeMap<u16, String>> = BTreeMap::new();
+        let mut claim = |d: &mut Diagnostics,
+                         machine: &str,
+                         port: &Spanned<u16>,
+                         what: String,
+                         path: String| {
+            let ports = used.entry(machine.to_owned()).or_default();
+            if let Some(other) = ports.get(&port.value) {
+                d.error(
+                    port.referenced,
+                    path,
+                    format!(
+                        "port {} on machine `{}` is already used by {}; expected a free port for {}",
+                        port.value, machine, other, what
+                    ),
+                );
+            } else {
+                ports.insert(port.value, what);
+            }
+        };
+        for m in &top.machines {
+            let ssh = top.ssh_for(&m.value);
+            let port = unspanned(ssh.port);
+            claim(
+                self.d,
+                &m.value.name.value,
+                &port,
+                "sshd".to_owned(),
+                String::new(),
+            );
+        }
+        for (i, s) in top.shards.iter().enumerate() {
+            let s = &s.value;
+            for m in Topology::shard_machines(s) {
+                claim(
+                    self.d,
+                    m,
+                    &s.port,
+                    format!("shard `{}`", s.name.value),
+                    format!("shards[{i}].port"),
+                );
+            }
+        }
+        let px = &top.proxies.value;
+        for m in &px.machines {
+            claim(
+                self.d,
+                &m.value,
+                &px.runtime_api.value.port,
+                "the runtime API".to_owned(),
+                "proxies.runtime_api.port".to_owned(),
+            );
+            for (i, f) in px.frontends.iter().enumerate() {
+                claim(
+                    self.d,
+                    &m.value,
+                    &f.value.listen,
+                    format!("the frontend of shard `{}`", f.value.shard.value),
+                    format!("proxies.frontends[{i}].listen"),
+                );
+            }
+        }
+        for (i, a) in top.app_proxies.iter().enumerate() {
+            let a = &a.value;
+            claim(
+                self.d,
+                &a.machine.value,
+                &a.runtime_api.value.port,
+                "the runtime API".to_owned(),
+                format!("app_proxies[{i}].runtime_api.port"),
+            );
+            for (j, f) in a.frontends.iter().enumerate() {
+                claim(
+                    self.d,
+                    &a.machine.value,
+                    &f.value.listen,
+                    format!("the app frontend of shard `{}`", f.value.shard.value),
+                    format!("app_proxies[{i}].frontends[{j}].listen"),
+                );
+            }
+        }
+    }
+}
+
+fn is_ami_id(s: &str) -> bool {
+    s.strip_prefix("ami-").is_some_and(|h| {
+        (h.len() == 8 || h.len() == 17) && h.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+/// Parses a lab subnet: a /24 inside a private range. Returns its first three octets.
+pub fn parse_lab_subnet(s: &str) -> Option<[u8; 3]> {
+    let (net, len) = s.split_once('/')?;
+    if len != "24" {
+        return None;
+    }
+    let ip: std::net::Ipv4Addr = net.parse().ok()?;
+    let o = ip.octets();
+    if o[3] != 0 || !ip.is_private() {
+        return None;
+    }
+    Some([o[0], o[1], o[2]])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(is_name("redis1"));
+        assert!(is_name("r-9001"));
+        assert!(!is_name("Redis1"));
+        assert!(!is_name("-a"));
+        assert!(!is_name(""));
+        assert!(!is_name("a_b"));
+    }
+
+    #[test]
+    fn ami_ids() {
+        assert!(is_ami_id("ami-0123abcd"));
+        assert!(is_ami_id("ami-0123456789abcdef0"));
+        assert!(!is_ami_id("ami-xyz"));
+        assert!(!is_ami_id("0123abcd"));
+    }
+
+    #[test]
+    fn lab_subnets() {
+        assert_eq!(parse_lab_subnet("10.77.0.0/24"), Some([10, 77, 0]));
+        assert_eq!(parse_lab_subnet("8.8.8.0/24"), None);
+        assert_eq!(parse_lab_subnet("10.77.0.0/16"), None);
+        assert_eq!(parse_lab_subnet("10.77.0.1/24"), None);
+    }
+}

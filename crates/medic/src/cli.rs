@@ -1,0 +1,260 @@
+//! Commands and their output. Exit codes: 0 success, 1 the input is invalid or a plan cannot
+//! be made (the messages say why), 2 wrong usage.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use medic_plan::describe::{StepView, describe};
+use medic_plan::{Event, ObservedState, Plan, plan_recovery};
+use medic_playbook::Playbooks;
+use medic_topology::{Diagnostic, LoadedTopology, load_topology};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "medic",
+    version,
+    about = "Self-healing orchestrator for redis behind HAProxy",
+    long_about = "medic watches redis masters and replicas, the HAProxy nodes in front of them and \
+                  the app-side proxies, and on a confirmed failure runs a recovery plan: fence, \
+                  promote, replace, reconfigure, re-register, update DNS.",
+    after_help = "Examples:\n  medic validate examples/barton.yaml\n  medic plan examples/barton.yaml --lose redis1\n  medic plan examples/barton.yaml --process r9001@redis2 --format json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Format {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a topology file, its AMI definitions and playbooks; print every problem.
+    #[command(
+        after_help = "Exit status: 0 valid (warnings may be printed), 1 invalid.\n\nExample:\n  medic validate examples/barton.yaml"
+    )]
+    Validate {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Print the recovery plan a failure would trigger, without doing anything.
+    #[command(
+        after_help = "The plan is computed by the same planner `medic run` executes, against the state the \
+topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic plan examples/barton.yaml --lose redis1\n  medic plan examples/barton.yaml --lose haproxy1 --format json\n  medic plan examples/barton.yaml --process r9001@redis1"
+    )]
+    Plan {
+        file: PathBuf,
+        /// A machine that is lost.
+        #[arg(
+            long,
+            value_name = "MACHINE",
+            conflicts_with = "process",
+            required_unless_present = "process"
+        )]
+        lose: Option<String>,
+        /// A redis process that died on a live machine, as SHARD@MACHINE.
+        #[arg(long, value_name = "SHARD@MACHINE")]
+        process: Option<String>,
+        /// The recovery id used in tags and launch tokens.
+        #[arg(long, default_value = "dry-run")]
+        recovery: String,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Validate { file, format } => validate(&file, format),
+        Command::Plan {
+            file,
+            lose,
+            process,
+            recovery,
+            format,
+        } => plan(&file, lose, process, &recovery, format),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("medic: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A topology with the playbooks it uses.
+struct Deployment {
+    loaded: LoadedTopology,
+    playbooks: Playbooks,
+}
+
+/// Loads everything; on failure prints every diagnostic and returns `None`.
+fn load(file: &Path, format: Format) -> anyhow::Result<Option<Deployment>> {
+    let (loaded, mut diags) = match load_topology(file) {
+        Ok(l) => {
+            let w = l.warnings.clone();
+            (Some(l), w)
+        }
+        Err(e) => (None, e.diagnostics),
+    };
+    let mut playbooks = None;
+    if let Some(l) = &loaded {
+        let mut names: Vec<&str> = l
+            .topology
+            .machines
+            .iter()
+            .filter_map(|m| m.value.role.value.playbook())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        match Playbooks::load(&l.playbook_dir(), names) {
+            Ok(p) => playbooks = Some(p),
+            Err(d) => diags.extend(d),
+        }
+    }
+    report(&diags, format)?;
+    Ok(match (loaded, playbooks) {
+        (Some(loaded), Some(playbooks)) => Some(Deployment { loaded, playbooks }),
+        _ => None,
+    })
+}
+
+fn report(diags: &[Diagnostic], format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Text => {
+            let mut err = io::stderr().lock();
+            for d in diags {
+                writeln!(err, "{d}")?;
+            }
+        }
+        Format::Json => {
+            if !diags.is_empty() {
+                eprintln!(
+                    "{}",
+                    serde_json::to_string(&serde_json::json!({ "diagnostics": diags }))?
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn validate(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let Some(dep) = load(file, format)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let top = &dep.loaded.topology;
+    match format {
+        Format::Text => println!(
+            "{}: valid: topology {}, provider {}, {} machines, {} shards, {} proxies, {} app proxies",
+            file.display(),
+            top.name.value,
+            top.provider.value.kind(),
+            top.machines.len(),
+            top.shards.len(),
+            top.proxies.value.machines.len(),
+            top.app_proxies.len()
+        ),
+        Format::Json => println!(
+            "{}",
+            serde_json::json!({ "valid": true, "topology": top.name.value, "warnings": dep.loaded.warnings.len() })
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn plan(
+    file: &Path,
+    lose: Option<String>,
+    process: Option<String>,
+    recovery: &str,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let event = match (lose, process) {
+        (Some(machine), _) => Event::MachineLost { machine },
+        (None, Some(p)) => {
+            let (shard, machine) = p.split_once('@').with_context(|| {
+                format!("--process `{p}`: expected SHARD@MACHINE, like r9001@redis1")
+            })?;
+            Event::ProcessDied {
+                shard: shard.to_owned(),
+                machine: machine.to_owned(),
+            }
+        }
+        (None, None) => anyhow::bail!("say what fails: --lose MACHINE or --process SHARD@MACHINE"),
+    };
+    let Some(dep) = load(file, format)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let top = &dep.loaded.topology;
+    let state = ObservedState::assumed(top);
+    let plan = match plan_recovery(top, &state, &event, recovery) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("{}: cannot plan: {e}", file.display());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let views: Vec<StepView> = plan
+        .steps
+        .iter()
+        .map(|s| describe(s, &dep.playbooks))
+        .collect();
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => {
+            let json = serde_json::json!({ "plan": plan, "views": views });
+            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
+        }
+        Format::Text => print_plan(&mut out, &plan, &views)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_plan(out: &mut impl Write, plan: &Plan, views: &[StepView]) -> io::Result<()> {
+    writeln!(
+        out,
+        "Recovery plan `{}` for topology {}: {}",
+        plan.recovery, plan.topology, plan.event
+    )?;
+    writeln!(
+        out,
+        "{} steps, in order; each is idempotent and journaled when medic runs it.",
+        plan.steps.len()
+    )?;
+    writeln!(out)?;
+    let wk = views.iter().map(|v| v.kind.len()).max().unwrap_or(4).max(4);
+    let wt = views
+        .iter()
+        .map(|v| v.target.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max(6);
+    let wn = views.len().to_string().len().max(2);
+    writeln!(
+        out,
+        "{:>wn$}  {:<wk$}  {:<wt$}  WHAT",
+        "#", "STEP", "TARGET"
+    )?;
+    for v in views {
+        writeln!(
+            out,
+            "{:>wn$}  {:<wk$}  {:<wt$}  {}",
+            v.index, v.kind, v.target, v.summary
+        )?;
+        for c in &v.commands {
+            writeln!(out, "{:wn$}  {:wk$}  {c}", "", "")?;
+        }
+    }
+    Ok(())
+}
