@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use medic_playbook::{Playbooks, RenderedAction};
+use medic_playbook::{Playbooks, RenderedAction, human_ms as ms};
 
 use crate::step::{Action, AlertLevel, DnsTarget, Step};
 
@@ -14,20 +14,22 @@ pub struct StepView {
     pub target: String,
     pub summary: String,
     pub commands: Vec<String>,
+    /// Files a playbook step writes, with their rendered content.
+    pub files: Vec<RenderedFile>,
 }
 
-fn ms(ms: u64) -> String {
-    if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
-    }
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RenderedFile {
+    pub path: String,
+    pub mode: u32,
+    pub content: String,
 }
 
 /// Renders a step. Playbook steps are rendered with their variables; addresses not known yet
 /// stay as `${address:MACHINE}`.
 pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
     let a = &step.action;
+    let mut files = Vec::new();
     let (target, summary, mut commands): (String, String, Vec<String>) = match a {
         Action::Unmonitor { target } => (target.to_string(), "stop health checks".into(), vec![]),
         Action::Monitor { target } => (target.to_string(), "resume health checks".into(), vec![]),
@@ -167,6 +169,20 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                     Err(e) => vec![format!("(cannot render: {e})")],
                     Ok(steps) => steps
                         .iter()
+                        .inspect(|s| {
+                            if let RenderedAction::File {
+                                path,
+                                mode,
+                                content,
+                            } = &s.action
+                            {
+                                files.push(RenderedFile {
+                                    path: path.clone(),
+                                    mode: *mode,
+                                    content: content.clone(),
+                                });
+                            }
+                        })
                         .map(|s| match &s.action {
                             RenderedAction::File { .. } => format!("{}: {}", s.name, s.action),
                             other => format!("{}: {other}", s.name),
@@ -246,5 +262,6 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
         target,
         summary,
         commands,
+        files,
     }
 }

@@ -178,7 +178,8 @@ impl fmt::Display for RenderedAction {
             } => {
                 write!(
                     f,
-                    "wait until {host}:{port} accepts connections (up to {timeout_ms} ms)"
+                    "wait until {host}:{port} accepts connections (up to {})",
+                    human_ms(*timeout_ms)
                 )
             }
         }
@@ -439,27 +440,27 @@ impl Playbook {
                     }
                 }
             }
-            if let Some(fe) = &s.for_each {
-                if !declared.contains(&fe.value.as_str()) {
-                    d.error(
-                        fe.referenced,
-                        format!("{p}.for_each"),
-                        format!(
-                            "`{}` is not a declared variable; expected one of {}",
-                            fe.value,
-                            declared.join(", ")
-                        ),
-                    );
-                }
+            if let Some(fe) = &s.for_each
+                && !declared.contains(&fe.value.as_str())
+            {
+                d.error(
+                    fe.referenced,
+                    format!("{p}.for_each"),
+                    format!(
+                        "`{}` is not a declared variable; expected one of {}",
+                        fe.value,
+                        declared.join(", ")
+                    ),
+                );
             }
-            if let Some(w) = &s.when {
-                if let Err(e) = env.compile_expression(&w.value) {
-                    d.error(
-                        w.referenced,
-                        format!("{p}.when"),
-                        format!("expression error: {}", e.detail().unwrap_or(&e.to_string())),
-                    );
-                }
+            if let Some(w) = &s.when
+                && let Err(e) = env.compile_expression(&w.value)
+            {
+                d.error(
+                    w.referenced,
+                    format!("{p}.when"),
+                    format!("expression error: {}", e.detail().unwrap_or(&e.to_string())),
+                );
             }
             for (field, v) in [
                 ("command", &s.command),
@@ -491,6 +492,15 @@ impl Playbook {
                 }
             }
         }
+    }
+}
+
+/// `1500ms`, `10s`: durations as the topology writes them.
+pub fn human_ms(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
     }
 }
 

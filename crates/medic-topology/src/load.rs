@@ -5,7 +5,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
-use serde_saphyr::{MessageFormatter, UserMessageFormatter};
+use std::borrow::Cow;
+
+use serde_saphyr::{Error, MessageFormatter, UserMessageFormatter};
 
 use crate::diag::{Diagnostic, Pos, Severity};
 
@@ -78,15 +80,17 @@ pub fn parse_str<T: DeserializeOwned>(
     }
     serde_saphyr::from_str::<T>(text).map_err(|e| {
         let pos = e.location().map(Pos::from).unwrap_or_default();
-        let message = UserMessageFormatter
-            .format_message(e.without_snippet())
-            .into_owned();
+        let message = OperatorMessages.format_message(&e).into_owned();
         Diagnostic {
             severity: Severity::Error,
             file: path.to_path_buf(),
             pos,
             path: String::new(),
-            message: message.escape_debug().to_string(),
+            // One line per diagnostic: no control characters from the input reach the terminal.
+            message: message
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect(),
         }
     })
 }
@@ -97,5 +101,51 @@ pub fn relative_to(file: &Path, written: &Path) -> PathBuf {
         written.to_path_buf()
     } else {
         file.parent().unwrap_or(Path::new(".")).join(written)
+    }
+}
+
+/// The parser's messages, with the terse ones said the way an operator needs them.
+struct OperatorMessages;
+
+impl MessageFormatter for OperatorMessages {
+    fn format_message<'a>(&self, mut err: &'a Error) -> Cow<'a, str> {
+        while let Error::AliasError { error, .. } | Error::WithSnippet { error, .. } = err {
+            err = error;
+        }
+        match err {
+            Error::InvalidScalar { ty, .. } => Cow::Owned(match ty.to_string().as_str() {
+                "u8" => "expected a whole number from 0 to 255".to_owned(),
+                "u16" => "expected a whole number from 0 to 65535".to_owned(),
+                "u32" => "expected a whole number from 0 to 4294967295".to_owned(),
+                "u64" | "usize" => "expected a whole number, 0 or more".to_owned(),
+                "i8" | "i16" | "i32" | "i64" | "isize" => "expected a whole number".to_owned(),
+                "f32" | "f64" => "expected a number".to_owned(),
+                "bool" => "expected true or false".to_owned(),
+                other => format!("expected a value of type {other}"),
+            }),
+            Error::Unexpected { expected, .. } => Cow::Owned(match expected.to_string().as_str() {
+                "string scalar" => "expected a single value, not a list or a mapping".to_owned(),
+                "sequence start" => {
+                    "expected a list: [a, b], or lines starting with '- '".to_owned()
+                }
+                "mapping start" => {
+                    "expected a mapping: `key: value` lines or {key: value}".to_owned()
+                }
+                other => format!("expected {other}"),
+            }),
+            other => {
+                let text = UserMessageFormatter.format_message(other);
+                // std's address parsers say what failed, not what is expected.
+                match text.as_ref() {
+                    "invalid socket address syntax" => Cow::Borrowed(
+                        "not an address with a port; expected IP:PORT, like 127.0.0.1:7600",
+                    ),
+                    "invalid IP address syntax" => {
+                        Cow::Borrowed("not an IP address; expected one like 10.0.1.11")
+                    }
+                    _ => text,
+                }
+            }
+        }
     }
 }

@@ -35,7 +35,12 @@ fn check_name(d: &mut Diagnostics, name: &Spanned<String>, path: &str) {
 }
 
 fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
-    let v: Vec<&str> = names.collect();
+    let mut v: Vec<&str> = Vec::new();
+    for n in names {
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    }
     if v.is_empty() {
         "none is defined".to_owned()
     } else {
@@ -271,8 +276,8 @@ impl<'a> Ctx<'a, '_> {
                         self.d.error(ami.referenced, format!("{p}.ami"), format!("unknown AMI `{}`; {}", ami.value, expected));
                     }
                     Some(def) => {
-                        if let Provider::Aws(aws) = provider {
-                            if !def.image_ids.contains_key(&aws.region) {
+                        if let Provider::Aws(aws) = provider
+                            && !def.image_ids.contains_key(&aws.region) {
                                 self.d.error(
                                     ami.referenced,
                                     format!("{p}.ami"),
@@ -282,7 +287,6 @@ impl<'a> Ctx<'a, '_> {
                                     ),
                                 );
                             }
-                        }
                     }
                 },
                 None if replaceable && provider.can_launch() => self.d.error(
@@ -303,26 +307,26 @@ impl<'a> Ctx<'a, '_> {
                     format!("machine `{}` has no `instance_type`; expected an EC2 instance type like m6i.large", m.name.value),
                 );
             }
-            if !matches!(provider, Provider::Aws(_)) {
-                if let Some(t) = &m.instance_type {
-                    self.d.warning(
-                        t.referenced,
-                        format!("{p}.instance_type"),
-                        format!(
-                            "ignored: the {} provider has no instance types",
-                            provider.kind()
-                        ),
-                    );
-                }
+            if !matches!(provider, Provider::Aws(_))
+                && let Some(t) = &m.instance_type
+            {
+                self.d.warning(
+                    t.referenced,
+                    format!("{p}.instance_type"),
+                    format!(
+                        "ignored: the {} provider has no instance types",
+                        provider.kind()
+                    ),
+                );
             }
-            if let (Some(subnet), Provider::Aws(aws)) = (&m.subnet, provider) {
-                if !aws.subnets.contains(&subnet.value) {
-                    self.d.warning(
-                        subnet.referenced,
-                        format!("{p}.subnet"),
-                        format!("`{}` is not listed in provider.aws.subnets", subnet.value),
-                    );
-                }
+            if let (Some(subnet), Provider::Aws(aws)) = (&m.subnet, provider)
+                && !aws.subnets.contains(&subnet.value)
+            {
+                self.d.warning(
+                    subnet.referenced,
+                    format!("{p}.subnet"),
+                    format!("`{}` is not listed in provider.aws.subnets", subnet.value),
+                );
             }
             match (&m.address, &m.discover) {
                 (Some(a), Some(_)) => self.d.error(
@@ -337,23 +341,23 @@ impl<'a> Ctx<'a, '_> {
                 ),
                 _ => {}
             }
-            if let Some(a) = &m.address {
-                if let Some(other) = addresses.insert(a.value, &m.name.value) {
-                    self.d.error(
+            if let Some(a) = &m.address
+                && let Some(other) = addresses.insert(a.value, &m.name.value)
+            {
+                self.d.error(
                         a.referenced,
                         format!("{p}.address"),
                         format!("address {} is also the address of machine `{}`; expected one address per machine", a.value, other),
                     );
-                }
             }
-            if let Some(tags) = &m.discover {
-                if tags.value.is_empty() {
-                    self.d.error(
-                        tags.referenced,
-                        format!("{p}.discover"),
-                        "no tags; expected at least one `key: value` that finds the instance",
-                    );
-                }
+            if let Some(tags) = &m.discover
+                && tags.value.is_empty()
+            {
+                self.d.error(
+                    tags.referenced,
+                    format!("{p}.discover"),
+                    "no tags; expected at least one `key: value` that finds the instance",
+                );
             }
         }
     }
@@ -473,12 +477,15 @@ impl<'a> Ctx<'a, '_> {
                 );
             }
         }
-        for s in &top.shards {
+        for (i, s) in top.shards.iter().enumerate() {
             if !served.contains(s.value.name.value.as_str()) {
                 self.d.error(
                     s.value.name.referenced,
-                    "proxies.frontends",
-                    format!("shard `{}` has no frontend; expected an entry `{{listen: PORT, shard: {}}}`", s.value.name.value, s.value.name.value),
+                    format!("shards[{i}].name"),
+                    format!(
+                        "shard `{}` has no frontend on the proxies; expected an entry `{{listen: PORT, shard: {}}}` in proxies.frontends",
+                        s.value.name.value, s.value.name.value
+                    ),
                 );
             }
         }
@@ -571,23 +578,23 @@ impl<'a> Ctx<'a, '_> {
                 "empty zone; expected the zone's name, like example.com",
             );
         }
-        if let DnsProvider::Route53(r) = &dns.provider.value {
-            if r.zone_id.trim().is_empty() {
-                self.d.error(
-                    dns.provider.referenced,
-                    "dns.provider.route53.zone_id",
-                    "empty; expected a hosted zone id like Z0123456789ABC",
-                );
-            }
+        if let DnsProvider::Route53(r) = &dns.provider.value
+            && r.zone_id.trim().is_empty()
+        {
+            self.d.error(
+                dns.provider.referenced,
+                "dns.provider.route53.zone_id",
+                "empty; expected a hosted zone id like Z0123456789ABC",
+            );
         }
-        if let DnsProvider::Rfc2136(r) = &dns.provider.value {
-            if r.tsig_key.trim().is_empty() {
-                self.d.error(
-                    dns.provider.referenced,
-                    "dns.provider.rfc2136.tsig_key",
-                    "empty; expected the TSIG key's name",
-                );
-            }
+        if let DnsProvider::Rfc2136(r) = &dns.provider.value
+            && r.tsig_key.trim().is_empty()
+        {
+            self.d.error(
+                dns.provider.referenced,
+                "dns.provider.rfc2136.tsig_key",
+                "empty; expected the TSIG key's name",
+            );
         }
         let mut seen: BTreeMap<String, Location> = BTreeMap::new();
         for (i, sr) in dns.records.iter().enumerate() {
@@ -795,7 +802,11 @@ impl<'a> Ctx<'a, '_> {
                 ports.insert(port.value, what);
             }
         };
+        let mut seen = BTreeSet::new();
         for m in &top.machines {
+            if !seen.insert(m.value.name.value.as_str()) {
+                continue; // a duplicate name, reported as such
+            }
             let ssh = top.ssh_for(&m.value);
             let port = unspanned(ssh.port);
             claim(
@@ -808,7 +819,11 @@ impl<'a> Ctx<'a, '_> {
         }
         for (i, s) in top.shards.iter().enumerate() {
             let s = &s.value;
-            for m in Topology::shard_machines(s) {
+            let mut machines: Vec<&str> = Topology::shard_machines(s).collect();
+            machines.dedup(); // master listed as its own replica: reported as such
+            machines.sort_unstable();
+            machines.dedup();
+            for m in machines {
                 claim(
                     self.d,
                     m,

@@ -63,6 +63,9 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
         /// A redis process that died on a live machine, as SHARD@MACHINE.
         #[arg(long, value_name = "SHARD@MACHINE")]
         process: Option<String>,
+        /// Also print the full content of every file a playbook step writes.
+        #[arg(long)]
+        files: bool,
         /// The recovery id used in tags and launch tokens.
         #[arg(long, default_value = "dry-run")]
         recovery: String,
@@ -79,9 +82,10 @@ pub fn main() -> ExitCode {
             file,
             lose,
             process,
+            files,
             recovery,
             format,
-        } => plan(&file, lose, process, &recovery, format),
+        } => plan(&file, lose, process, files, &recovery, format),
     };
     match result {
         Ok(code) => code,
@@ -177,6 +181,7 @@ fn plan(
     file: &Path,
     lose: Option<String>,
     process: Option<String>,
+    files: bool,
     recovery: &str,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
@@ -216,12 +221,17 @@ fn plan(
             let json = serde_json::json!({ "plan": plan, "views": views });
             writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
         }
-        Format::Text => print_plan(&mut out, &plan, &views)?,
+        Format::Text => print_plan(&mut out, &plan, &views, files)?,
     }
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_plan(out: &mut impl Write, plan: &Plan, views: &[StepView]) -> io::Result<()> {
+fn print_plan(
+    out: &mut impl Write,
+    plan: &Plan,
+    views: &[StepView],
+    files: bool,
+) -> io::Result<()> {
     writeln!(
         out,
         "Recovery plan `{}` for topology {}: {}",
@@ -229,7 +239,9 @@ fn print_plan(out: &mut impl Write, plan: &Plan, views: &[StepView]) -> io::Resu
     )?;
     writeln!(
         out,
-        "{} steps, in order; each is idempotent and journaled when medic runs it.",
+        "Planned against the state the topology describes (roles as written, replicas in sync);\n\
+         `medic run` plans against what it observes. {} steps, in order; each is idempotent.\n\
+         ${{address:M}} is M's address when the step runs (a replacement's is known once launched).",
         plan.steps.len()
     )?;
     writeln!(out)?;
@@ -254,6 +266,16 @@ fn print_plan(out: &mut impl Write, plan: &Plan, views: &[StepView]) -> io::Resu
         )?;
         for c in &v.commands {
             writeln!(out, "{:wn$}  {:wk$}  {c}", "", "")?;
+        }
+        for f in v.files.iter().filter(|_| files) {
+            writeln!(
+                out,
+                "{:wn$}  {:wk$}  --- {} (mode {:04o}) ---",
+                "", "", f.path, f.mode
+            )?;
+            for line in f.content.lines() {
+                writeln!(out, "{:wn$}  {:wk$}  | {line}", "", "")?;
+            }
         }
     }
     Ok(())

@@ -1,0 +1,96 @@
+//! The validator against a file full of mistakes: every message, exactly, in file order.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+use std::path::{Path, PathBuf};
+
+use medic_topology::{Severity, load_topology};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../tests/fixtures")
+        .join(name)
+}
+
+#[test]
+fn every_mistake_is_reported_at_once_with_its_location() {
+    let path = fixture("mistakes.yaml");
+    let err = load_topology(&path).unwrap_err();
+    let file = path.display().to_string();
+    let dir = path.parent().unwrap().display().to_string();
+    let got: Vec<String> = err.diagnostics.iter().map(|d| d.to_string()).collect();
+    let expected: Vec<String> = [
+        "{F}:3:7: name: `Barton_Test` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
+        "{F}:5:3: provider.aws.security_groups[0]: `default` is not a security group id; expected sg-...",
+        "{F}:5:3: provider.aws.tags.medic:owner: tag keys starting with `medic:` or `aws:` are reserved; expected another key",
+        "{F}:16:11: amis[1].name: duplicate AMI `redis` (first defined at line 13); expected unique names",
+        "{F}:18:28: amis[1].image_ids.us-east-1: `ami-nothex` is not an AMI id; expected ami- and 8 or 17 hex digits",
+        "{F}:20:17: amis[2].definition: no file {D}/../../amis/nothere.yaml; expected an AMI definition (amis/*.yaml)",
+        "{F}:22:38: machines[0].ami: AMI `redis` has no image id for region us-east-1; expected amis[].image_ids.us-east-1 to be set",
+        "{F}:23:38: machines[1].ami: unknown AMI `redos`; expected one of redis, haproxy",
+        "{F}:23:80: machines[1].address: address 10.0.1.11 is also the address of machine `redis1`; expected one address per machine",
+        "{F}:24:12: machines[2].name: duplicate machine `redis2` (first defined at line 23); expected unique names",
+        "{F}:24:38: machines[2].ami: AMI `redis` has no image id for region us-east-1; expected amis[].image_ids.us-east-1 to be set",
+        "{F}:25:42: machines[3].ami: AMI `haproxy` has no image id for region us-east-1; expected amis[].image_ids.us-east-1 to be set",
+        "{F}:26:5: machines[4].ami: machine `app` has no `ami`; expected the name of an entry in `amis`, so a lost app machine can be replaced",
+        "{F}:26:5: machines[4].instance_type: machine `app` has no `instance_type`; expected an EC2 instance type like m6i.large",
+        "{F}:28:58: shards[0].replicas[0]: replica and master of shard `r9001` are both on machine `redis1`; expected a replica on another machine",
+        "{F}:29:12: shards[1].name: shard `r9002` has no frontend on the proxies; expected an entry `{listen: PORT, shard: r9002}` in proxies.frontends",
+        "{F}:29:39: shards[1].master: unknown machine `redis3`; expected one of redis1, redis2 (machines with role redis)",
+        "{F}:29:58: shards[1].replicas[0]: machine `haproxy1` has role haproxy; expected a machine with role redis",
+        "{F}:30:5: shards[2].replicas: shard `r9001` has no replica; expected at least one machine (a master alone cannot fail over)",
+        "{F}:30:12: shards[2].name: duplicate shard `r9001` (first defined at line 28); expected unique names",
+        "{F}:30:25: shards[2].port: port 0; expected a port from 1 to 65535",
+        "{F}:32:14: warning: proxies.machines: only one proxy machine: clients lose every shard while it is replaced; expected two",
+        "{F}:35:16: proxies.frontends[0].listen: port 8001 on machine `haproxy1` is already used by the runtime API; expected a free port for the frontend of shard `r9001`",
+        "{F}:36:29: proxies.frontends[1].shard: unknown shard `r9003`; expected one of r9001, r9002",
+        "{F}:41:13: app_proxies[0].backup: `haproxy9` is not a proxy machine; expected one of haproxy1",
+        "{F}:47:8: dns.ttl: TTL -5 is out of range; expected 0 to 2147483647 seconds (Route 53's range; 60 is usual for failover)",
+        "{F}:50:14: dns.records[1].name: duplicate record `haproxy1.barton.example.com.` (first defined at line 49); expected unique names",
+        "{F}:50:55: dns.records[1].machines[0]: unknown machine `haproxy2`; expected one of redis1, redis2, haproxy1, app",
+        "{F}:51:7: dns.records[2].machines: no machines: the record would have no value; expected at least one machine",
+        "{F}:51:14: dns.records[2].name: `redis.example.org` is outside the zone barton.example.com; expected a name ending in .barton.example.com",
+        "{F}:53:10: checks.redis.fall: fall 0 can never mark a node down; expected 1 or more",
+        "{F}:53:10: checks.redis.rise: rise 0 can never mark a node up; expected 1 or more",
+        "{F}:53:10: checks.redis.timeout: timeout 250ms is not shorter than interval 200ms; expected a timeout below the interval, or checks pile up",
+        "{F}:55:27: policy.remediation[1]: listed twice; expected each remedy once",
+        "{F}:57:20: notifications[0].webhook.url: `ftp://hooks.example.com/x` is not an http(s) URL",
+        "{F}:59:11: warning: controller.listen: 0.0.0.0:7600 is not a loopback address: the API is reachable from other machines; expected 127.0.0.1 unless a TLS proxy fronts it",
+    ]
+    .iter()
+    .map(|l| l.replace("{F}", &file).replace("{D}", &dir))
+    .collect();
+    assert_eq!(got, expected);
+    assert_eq!(
+        err.errors().count(),
+        expected.len() - 2,
+        "two of them are warnings"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("{} errors in the topology", expected.len() - 2)
+    );
+    assert!(
+        err.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
+            .all(|d| d.to_string().contains(": warning: "))
+    );
+}
+
+#[test]
+fn the_examples_are_valid() {
+    for name in ["barton.yaml", "lab.yaml", "static.yaml"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples")
+            .join(name);
+        let loaded =
+            load_topology(&path).unwrap_or_else(|e| panic!("{name}: {:#?}", e.diagnostics));
+        assert!(loaded.warnings.is_empty(), "{name}: {:?}", loaded.warnings);
+        assert_eq!(loaded.topology.name.value, "barton");
+        assert_eq!(loaded.topology.machines.len(), 6);
+    }
+}

@@ -1,0 +1,297 @@
+//! The `medic` binary as an operator runs it: exit codes, messages, and golden plans.
+//!
+//! Golden files live in `tests/golden/`; after an intended change of output, regenerate them
+//! with `UPDATE_GOLDEN=1 cargo test -p medic --test cli` and review the diff.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs medic in the repository root, so paths in messages are the short relative ones.
+fn medic(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn assert_golden(name: &str, actual: &str) {
+    let path = root().join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; run with UPDATE_GOLDEN=1 to create it",
+            path.display()
+        )
+    });
+    if expected != actual {
+        let (e, a): (Vec<&str>, Vec<&str>) = (expected.lines().collect(), actual.lines().collect());
+        let first = e
+            .iter()
+            .zip(&a)
+            .position(|(x, y)| x != y)
+            .unwrap_or(e.len().min(a.len()));
+        panic!(
+            "{name} differs from the golden file at line {}:\n  golden: {:?}\n  actual: {:?}\n\
+             (UPDATE_GOLDEN=1 regenerates it)",
+            first + 1,
+            e.get(first),
+            a.get(first)
+        );
+    }
+}
+
+#[test]
+fn the_examples_validate() {
+    for (f, provider) in [
+        ("examples/barton.yaml", "aws"),
+        ("examples/lab.yaml", "local"),
+        ("examples/static.yaml", "static"),
+    ] {
+        let out = medic(&["validate", f]);
+        assert!(out.status.success(), "{f}: {}", text(&out.stderr));
+        assert_eq!(
+            text(&out.stdout),
+            format!(
+                "{f}: valid: topology barton, provider {provider}, 6 machines, 2 shards, \
+                 2 proxies, 1 app proxies\n"
+            )
+        );
+        assert_eq!(text(&out.stderr), "", "{f}: no warnings expected");
+    }
+}
+
+#[test]
+fn a_file_full_of_mistakes_exits_1_with_every_message() {
+    let out = medic(&["validate", "tests/fixtures/mistakes.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(text(&out.stdout), "");
+    let err = text(&out.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    // The exact messages are asserted in crates/medic-topology/tests/validation.rs; here, the
+    // binary prints all of them, each located, in file order.
+    assert_eq!(lines.len(), 36, "{err}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.starts_with("tests/fixtures/mistakes.yaml:")),
+        "{err}"
+    );
+    assert_eq!(
+        lines[0],
+        "tests/fixtures/mistakes.yaml:3:7: name: `Barton_Test` is not a valid name; expected 1 \
+         to 63 lowercase letters, digits and '-', not starting or ending with '-'"
+    );
+    let json = medic(&[
+        "validate",
+        "tests/fixtures/mistakes.yaml",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stderr).unwrap();
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert_eq!(diags.len(), 36);
+    assert_eq!(diags[0]["pos"], serde_json::json!({"line": 3, "column": 7}));
+    assert_eq!(diags[0]["path"], "name");
+    assert_eq!(diags[0]["severity"], "error");
+}
+
+#[test]
+fn bad_files_exit_1_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "empty.yaml",
+            b"".to_vec(),
+            "the file is empty; expected a topology",
+        ),
+        (
+            "broken.yaml",
+            b"name: x\nmachines: [\n".to_vec(),
+            ":2:11: unclosed bracket '['",
+        ),
+        (
+            "huge.yaml",
+            vec![b' '; 50 * 1024 * 1024],
+            "the file is 52428800 bytes; expected at most 4194304 bytes",
+        ),
+        (
+            "dup.yaml",
+            b"name: a\nname: b\n".to_vec(),
+            ":2:1: duplicate mapping key `name` is not allowed here",
+        ),
+        (
+            "type.yaml",
+            b"name: [a]\n".to_vec(),
+            ":1:7: expected a single value, not a list or a mapping",
+        ),
+        (
+            "binary.yaml",
+            vec![0xff, 0, 1, 2],
+            "the file is not UTF-8 text",
+        ),
+    ];
+    for (name, content, expected) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, content).unwrap();
+        let out = medic(&["validate", path.to_str().unwrap()]);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: {err}");
+        assert!(!err.contains("panicked"), "{name}: {err}");
+        assert_eq!(err.lines().count(), 1, "{name}: {err}");
+    }
+    let out = medic(&["validate", "/nonexistent/topology.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).starts_with("/nonexistent/topology.yaml: cannot open the file:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn golden_plan_barton_lose_redis1() {
+    let out = medic(&["plan", "examples/barton.yaml", "--lose", "redis1"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_golden("barton-lose-redis1.txt", &text(&out.stdout));
+}
+
+#[test]
+fn golden_plan_barton_lose_haproxy1_with_files() {
+    let out = medic(&[
+        "plan",
+        "examples/barton.yaml",
+        "--lose",
+        "haproxy1",
+        "--files",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_golden("barton-lose-haproxy1.txt", &text(&out.stdout));
+}
+
+#[test]
+fn golden_plan_barton_process_json() {
+    let args = [
+        "plan",
+        "examples/barton.yaml",
+        "--process",
+        "r9001@redis1",
+        "--format",
+        "json",
+    ];
+    let out = medic(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        v["plan"]["event"],
+        serde_json::json!({"event": "process_died", "shard": "r9001", "machine": "redis1"})
+    );
+    assert_eq!(v["plan"]["steps"][3]["action"], "promote_replica");
+    assert_eq!(v["plan"]["steps"][3]["server"]["machine"], "redis2");
+    assert_golden("barton-process-r9001-redis1.json", &text(&out.stdout));
+}
+
+#[test]
+fn plan_errors_are_clear() {
+    let out = medic(&["plan", "examples/barton.yaml", "--lose", "redis9"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "examples/barton.yaml: cannot plan: unknown machine `redis9`; expected one of redis1, \
+         redis2, haproxy1, haproxy2, app, monitor\n"
+    );
+    let out = medic(&["plan", "examples/barton.yaml", "--process", "r9001"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        "medic: --process `r9001`: expected SHARD@MACHINE, like r9001@redis1\n"
+    );
+    let out = medic(&["plan", "examples/barton.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let out = medic(&["plan", "tests/fixtures/mistakes.yaml", "--lose", "redis1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "an invalid topology is never planned"
+    );
+}
+
+/// Every HAProxy configuration a plan would write passes the real `haproxy -c`.
+#[test]
+fn rendered_haproxy_configs_pass_haproxy_check() {
+    let haproxy = ["/usr/sbin/haproxy", "/usr/bin/haproxy"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(haproxy) = haproxy else {
+        panic!("haproxy is not installed: .ci/run installs it (apt-get install haproxy)");
+    };
+    let dir = tempfile::tempdir().unwrap();
+    for machine in ["haproxy1", "app"] {
+        let out = medic(&[
+            "plan",
+            "examples/barton.yaml",
+            "--lose",
+            machine,
+            "--format",
+            "json",
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let files: Vec<&serde_json::Value> = v["views"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| s["files"].as_array().unwrap())
+            .collect();
+        assert_eq!(files.len(), 1, "{machine}: one haproxy.cfg");
+        assert_eq!(files[0]["path"], "/etc/haproxy/haproxy.cfg");
+        // The replacement's own address is known only once it is launched: stand one in, and
+        // keep the admin socket inside the test's directory.
+        let cfg = files[0]["content"]
+            .as_str()
+            .unwrap()
+            .replace(&format!("${{address:{machine}}}"), "127.0.0.1")
+            .replace(
+                "/run/haproxy/admin.sock",
+                &dir.path().join("admin.sock").display().to_string(),
+            );
+        assert!(
+            !cfg.contains("${"),
+            "{machine}: unresolved address left:\n{cfg}"
+        );
+        let path = dir.path().join(format!("{machine}.cfg"));
+        std::fs::write(&path, &cfg).unwrap();
+        let check = Command::new(haproxy)
+            .args(["-c", "-f"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "{machine}: haproxy -c rejected the rendered config:\n{}{}\n{cfg}",
+            text(&check.stdout),
+            text(&check.stderr)
+        );
+    }
+}
