@@ -698,7 +698,9 @@ mod tests {
     const STATIC: &str = include_str!("../../../examples/static.yaml");
 
     fn topology(text: &str) -> Topology {
-        medic_topology::load::parse_str(Path::new("t.yaml"), text, "a topology").unwrap()
+        medic_topology::load::parse_str(Path::new("t.yaml"), text, "a topology")
+            .into_result()
+            .unwrap()
     }
 
     fn lost(m: &str) -> Event {

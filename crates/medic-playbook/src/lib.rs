@@ -511,9 +511,12 @@ fn parse_mode(s: &str) -> Option<u32> {
 
 /// Loads and validates one playbook file; every problem is reported.
 pub fn load_playbook(path: &Path) -> Result<Playbook, Vec<Diagnostic>> {
-    let pb: Playbook =
-        parse_file(path, "a playbook (see docs/playbooks.md)").map_err(|d| vec![d])?;
+    let parsed = parse_file::<Playbook>(path, "a playbook (see docs/playbooks.md)");
+    let Some(pb) = parsed.value else {
+        return Err(parsed.diagnostics);
+    };
     let mut d = Diagnostics::new(path);
+    d.extend(parsed.diagnostics);
     pb.validate(&mut d);
     if d.has_errors() {
         Err(d.into_sorted())
@@ -577,7 +580,7 @@ mod tests {
 
     fn parse(text: &str) -> Result<Playbook, Vec<Diagnostic>> {
         let pb: Playbook = medic_topology::load::parse_str(Path::new("t.yaml"), text, "a playbook")
-            .map_err(|d| vec![d])?;
+            .into_result()?;
         let mut d = Diagnostics::new(Path::new("t.yaml"));
         pb.validate(&mut d);
         if d.has_errors() {

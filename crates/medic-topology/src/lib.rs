@@ -6,11 +6,11 @@
 //!
 //! # Guarantees
 //! - Pure apart from reading the files it is given: no network, no clock.
-//! - Never panics on input. Parse-level problems (malformed YAML, duplicate keys, a wrong type,
-//!   an unknown field) stop parsing and are reported once, located by the parser. Every
-//!   semantic problem (unknown references, duplicate names, port clashes, impossible checks,
-//!   ...) is reported together, each as `FILE:LINE:COL: path.to.field: what is wrong, what is
-//!   expected`.
+//! - Never panics on input. Every problem is reported in one run, each as
+//!   `FILE:LINE:COL: path.to.field: what is wrong, what is expected`: unknown fields (each
+//!   one; parsing goes on without them), then every semantic problem (unknown references,
+//!   duplicate names, port clashes, impossible checks, ...). Malformed YAML, a duplicate key,
+//!   a wrong type or an unknown variant stops parsing and is reported as the parser locates it.
 
 pub mod ami;
 pub mod diag;
@@ -72,27 +72,29 @@ impl fmt::Display for InvalidTopology {
 
 /// Reads, parses and validates a topology file and the AMI definitions it names.
 pub fn load_topology(path: &Path) -> Result<LoadedTopology, InvalidTopology> {
-    let topology: Topology =
-        load::parse_file(path, "a topology (see docs/topology.md)").map_err(|d| {
-            InvalidTopology {
-                diagnostics: vec![d],
-            }
-        })?;
+    let parsed = load::parse_file::<Topology>(path, "a topology (see docs/topology.md)");
+    let mut diagnostics = parsed.diagnostics;
+    // Unknown fields do not stop us: the rest of the file is still validated.
+    let Some(topology) = parsed.value else {
+        return Err(InvalidTopology { diagnostics });
+    };
     let mut d = Diagnostics::new(path);
     validate::validate(&topology, &mut d);
-    let mut diagnostics = d.into_sorted();
+    diagnostics.extend(d.into_sorted());
 
     let mut amis = BTreeMap::new();
     for (i, ami) in topology.amis.iter().enumerate() {
         let def_path = load::relative_to(path, &ami.value.definition.value);
-        match load::parse_file::<AmiDefinition>(
+        let parsed = load::parse_file::<AmiDefinition>(
             &def_path,
             "an AMI definition (see docs/topology.md)",
-        ) {
-            Err(mut e) => {
+        );
+        match parsed.value {
+            None => {
+                let mut e = parsed.diagnostics;
                 if !def_path.exists() {
                     // Point at the field that names the missing file, not at the file itself.
-                    e = Diagnostic {
+                    e = vec![Diagnostic {
                         severity: Severity::Error,
                         file: path.to_path_buf(),
                         pos: ami.value.definition.referenced.into(),
@@ -101,11 +103,12 @@ pub fn load_topology(path: &Path) -> Result<LoadedTopology, InvalidTopology> {
                             "no file {}; expected an AMI definition (amis/*.yaml)",
                             def_path.display()
                         ),
-                    };
+                    }];
                 }
-                diagnostics.push(e);
+                diagnostics.extend(e);
             }
-            Ok(def) => {
+            Some(def) => {
+                diagnostics.extend(parsed.diagnostics);
                 let mut dd = Diagnostics::new(&def_path);
                 def.validate(&mut dd);
                 if def.name.value != ami.value.name.value {
@@ -243,12 +246,17 @@ mod tests {
 
     #[test]
     fn unknown_fields_and_variants() {
+        // An unknown field does not stop validation: MINIMAL's own gaps are reported with it.
         let text = MINIMAL.replace("name: t\n", "name: t\nnmae: u\n");
-        let e = only_error("h.yaml", text.as_bytes());
+        let f = TempFile::new("h.yaml", text.as_bytes());
+        let err = load_topology(&f.0).unwrap_err();
+        let msgs: Vec<String> = err.diagnostics.iter().map(|d| d.message.clone()).collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
         assert!(
-            e.starts_with("F:2:1: unknown field `nmae`, expected one of"),
-            "{e}"
+            msgs[1].starts_with("unknown field `nmae`, expected one of name, provider"),
+            "{msgs:?}"
         );
+        assert_eq!(err.diagnostics[1].pos, diag::Pos { line: 2, column: 1 });
         let text = MINIMAL.replace("provider: static", "provider: gcp");
         let e = only_error("i.yaml", text.as_bytes());
         assert!(
@@ -283,6 +291,88 @@ mod tests {
         assert_eq!(
             only_error("k.yaml", &[0xff, 0xfe, 0x00, 0x41]),
             "F: the file is not UTF-8 text (invalid byte at offset 0)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod unknown_fields {
+    //! Unknown fields do not stop parsing: each is reported where it is, and the rest of the
+    //! file is still parsed and validated.
+    use std::path::Path;
+
+    use crate::load::parse_str;
+    use crate::{Diagnostics, Topology, validate};
+
+    fn messages(text: &str) -> Vec<String> {
+        let parsed = parse_str::<Topology>(Path::new("t.yaml"), text, "a topology");
+        let mut out: Vec<String> = parsed.diagnostics.iter().map(ToString::to_string).collect();
+        if let Some(top) = parsed.value {
+            let mut d = Diagnostics::new(Path::new("t.yaml"));
+            validate::validate(&top, &mut d);
+            out.extend(d.into_sorted().iter().map(ToString::to_string));
+        }
+        out.iter()
+            .map(|m| m.split(", expected one of").next().unwrap_or(m).to_owned())
+            .collect()
+    }
+
+    const BASE: &str = "name: t
+provider: static
+machines:
+  - {name: a, role: redis, address: 10.0.0.1}
+  - name: b
+    role: redis
+    address: 10.0.0.2
+  - {name: h, role: haproxy, address: 10.0.0.3}
+  - {name: h2, role: haproxy, address: 10.0.0.4}
+shards:
+  - {name: s, port: 9001, master: a, replicas: [b]}
+proxies:
+  machines: [h, h2]
+  runtime_api: {port: 9999}
+  frontends: [{listen: 8001, shard: s}]
+";
+
+    #[test]
+    fn the_base_is_valid() {
+        assert_eq!(messages(BASE), Vec::<String>::new());
+    }
+
+    #[test]
+    fn block_flow_nested_and_multiline_entries_are_all_reported() {
+        let text = BASE
+            .replace("name: t\n", "name: t\ncolour: blue\n")
+            .replace("role: redis, address: 10.0.0.1}", "role: redis, size: 3, address: 10.0.0.1}")
+            .replace("    address: 10.0.0.2\n", "    address: 10.0.0.2\n    notes: |\n      two\n      lines\n    labels:\n      - x\n")
+            .replace("{port: 9999}", "{port: 9999,\n    tls: true}")
+            .replace("replicas: [b]}", "replicas: [c], weight: 2}");
+        assert_eq!(
+            messages(&text),
+            [
+                "t.yaml:2:1: unknown field `colour`",
+                "t.yaml:5:28: unknown field `size`",
+                "t.yaml:9:5: unknown field `notes`",
+                "t.yaml:12:5: unknown field `labels`",
+                "t.yaml:17:53: unknown field `weight`",
+                "t.yaml:21:5: unknown field `tls`",
+                // ...and the semantic pass still ran over the rest.
+                "t.yaml:17:49: shards[0].replicas[0]: unknown machine `c`; expected one of a, b (machines with role redis)",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_type_error_after_unknown_fields_is_reported_too() {
+        let text = BASE
+            .replace("name: t\n", "name: t\ncolour: blue\n")
+            .replace("port: 9001", "port: lots");
+        assert_eq!(
+            messages(&text),
+            [
+                "t.yaml:2:1: unknown field `colour`",
+                "t.yaml:12:21: expected a whole number from 0 to 65535"
+            ]
         );
     }
 }

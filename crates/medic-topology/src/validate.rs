@@ -715,7 +715,11 @@ impl<'a> Ctx<'a, '_> {
                     "listed twice; expected each remedy once",
                 );
             }
-            if r.value == Remedy::ReplaceMachine && !self.top.provider.value.can_launch() {
+            // Only when written in the file: the default ladder applies to every provider.
+            if r.value == Remedy::ReplaceMachine
+                && r.referenced.line() > 0
+                && !self.top.provider.value.can_launch()
+            {
                 self.d.warning(
                     r.referenced,
                     format!("policy.remediation[{i}]"),
