@@ -376,3 +376,54 @@ proxies:
         );
     }
 }
+
+#[cfg(test)]
+mod no_panic {
+    //! Mutations of a real topology: the loader must answer every one without panicking.
+    use std::path::Path;
+
+    use crate::Topology;
+    use crate::load::parse_str;
+
+    const BARTON: &str = include_str!("../../../examples/barton.yaml");
+
+    fn parse(text: &str) -> usize {
+        let p = parse_str::<Topology>(Path::new("m.yaml"), text, "a topology");
+        p.diagnostics.len() + usize::from(p.value.is_some())
+    }
+
+    #[test]
+    fn truncations_and_stray_characters() {
+        let chars: Vec<(usize, char)> = BARTON.char_indices().collect();
+        let mut answered = 0;
+        for (k, (i, _)) in chars.iter().enumerate().step_by(7) {
+            answered += parse(&BARTON[..*i]).min(1);
+            for junk in ["{", "]", ":", "\"", "- ", "\t", "\n  ", "#"] {
+                if k % 3 == 0 {
+                    let text = format!("{}{}{}", &BARTON[..*i], junk, &BARTON[*i..]);
+                    answered += parse(&text).min(1);
+                }
+            }
+        }
+        assert!(answered > 1000, "{answered}");
+    }
+
+    #[test]
+    fn unknown_keys_injected_everywhere() {
+        let lines: Vec<&str> = BARTON.lines().collect();
+        for (n, line) in lines.iter().enumerate() {
+            for col in (0..=line.len()).filter(|c| line.is_char_boundary(*c)) {
+                for key in ["zz: 1, ", "zz: 1\n", "zz: {a: [1, 2]}, "] {
+                    let mut text = lines[..n].join("\n");
+                    text.push('\n');
+                    text.push_str(&line[..col]);
+                    text.push_str(key);
+                    text.push_str(&line[col..]);
+                    text.push('\n');
+                    text.push_str(&lines[n + 1..].join("\n"));
+                    parse(&text);
+                }
+            }
+        }
+    }
+}
