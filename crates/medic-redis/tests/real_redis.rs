@@ -1,0 +1,268 @@
+//! Against real redis-server processes, each on its own loopback address.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+use std::time::{Duration, Instant};
+
+use medic_redis::*;
+use medic_testkit::{RedisServer, unique_loopback};
+
+fn addr(s: &RedisServer) -> RedisAddr {
+    RedisAddr::from(s.addr)
+}
+
+fn pair() -> (RedisServer, RedisServer) {
+    let master = RedisServer::start(unique_loopback(), 9001);
+    let replica = RedisServer::start_replica_of(unique_loopback(), 9001, master.addr);
+    (master, replica)
+}
+
+#[tokio::test]
+async fn typed_replication_view_of_a_pair() {
+    let (master, replica) = pair();
+    let redis = Redis::default();
+    for i in 0..100 {
+        master.cli(&["SET", &format!("k{i}"), "v"]);
+    }
+    let synced = wait_in_sync(
+        &redis,
+        addr(&replica),
+        addr(&master),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(synced.role, Role::Replica);
+    assert_eq!(synced.master_link_status, Some(LinkStatus::Up));
+    assert_eq!(synced.master, Some((master.addr.ip().to_string(), 9001)));
+
+    let m = redis.replication(addr(&master)).await.unwrap();
+    assert_eq!(m.role, Role::Master);
+    assert!(m.offset > 0);
+    assert_eq!(m.replicas.len(), 1);
+    // The replica announces its own address (replica-announce-ip), not 127.0.0.1.
+    assert!(
+        m.replicas[0].is_at(replica.addr.ip(), 9001),
+        "{:?}",
+        m.replicas
+    );
+    assert_eq!(m.replicas[0].state, "online");
+}
+
+#[tokio::test]
+async fn promote_then_make_the_old_master_a_replica() {
+    let (master, replica) = pair();
+    let redis = Redis::default();
+    master.cli(&["SET", "before", "1"]);
+    wait_in_sync(
+        &redis,
+        addr(&replica),
+        addr(&master),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+
+    redis.replicaof(addr(&replica), None).await.unwrap();
+    assert_eq!(
+        redis.replication(addr(&replica)).await.unwrap().role,
+        Role::Master
+    );
+    assert_eq!(
+        replica.cli(&["SET", "after", "2"]),
+        "OK",
+        "the promoted replica takes writes"
+    );
+
+    redis
+        .replicaof(addr(&master), Some(addr(&replica)))
+        .await
+        .unwrap();
+    let info = wait_in_sync(
+        &redis,
+        addr(&master),
+        addr(&replica),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.role, Role::Replica);
+    assert_eq!(
+        master.cli(&["GET", "after"]),
+        "2",
+        "the old master has the new master's data"
+    );
+    // Twice is harmless.
+    redis
+        .replicaof(addr(&master), Some(addr(&replica)))
+        .await
+        .unwrap();
+    redis.replicaof(addr(&replica), None).await.unwrap();
+}
+
+#[tokio::test]
+async fn pause_holds_writes_until_unpause() {
+    let master = RedisServer::start(unique_loopback(), 9001);
+    let redis = Redis::default();
+    redis
+        .pause_writes(addr(&master), Duration::from_secs(10))
+        .await
+        .unwrap();
+    let a = master.addr;
+    let writer = std::thread::spawn(move || {
+        let t = Instant::now();
+        let out = medic_testkit::redis_cli(a, &["SET", "paused", "1"]);
+        (out, t.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        master.cli(&["GET", "paused"]),
+        "",
+        "reads go on; the write has not happened"
+    );
+    redis.unpause(addr(&master)).await.unwrap();
+    let (out, waited) = writer.join().unwrap();
+    assert_eq!(out, "OK");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "the write waited for the unpause ({waited:?})"
+    );
+}
+
+#[tokio::test]
+async fn config_set_and_its_errors() {
+    let master = RedisServer::start(unique_loopback(), 9001);
+    let redis = Redis::default();
+    redis
+        .config_set(addr(&master), "min-replicas-to-write", "1")
+        .await
+        .unwrap();
+    redis
+        .config_set(addr(&master), "min-replicas-max-lag", "10")
+        .await
+        .unwrap();
+    assert_eq!(
+        master.cli(&["CONFIG", "GET", "min-replicas-to-write"]),
+        "min-replicas-to-write\n1"
+    );
+    // With no replica, writes are now refused: redis's own error reaches us intact.
+    let e = redis
+        .config_set(addr(&master), "no-such-parameter", "1")
+        .await
+        .unwrap_err();
+    match &e {
+        RedisError::Reply { code, op, .. } => {
+            assert_eq!(code, "ERR");
+            assert_eq!(*op, "CONFIG SET");
+        }
+        other => panic!("expected a reply error, got {other:?}"),
+    }
+    assert!(
+        e.to_string().starts_with(&format!(
+            "redis {}: CONFIG SET: the server replied ERR",
+            master.addr
+        )),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn a_replica_that_never_syncs_times_out_saying_why() {
+    // Its master's address has no server at all.
+    let nowhere = RedisAddr::new(unique_loopback().into(), 9001);
+    let replica = RedisServer::start(unique_loopback(), 9001);
+    let redis = Redis::default();
+    redis
+        .replicaof(addr(&replica), Some(nowhere))
+        .await
+        .unwrap();
+    let t = Instant::now();
+    let e = wait_caught_up(
+        &redis,
+        addr(&replica),
+        nowhere,
+        1,
+        Duration::from_millis(600),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        t.elapsed() < Duration::from_secs(3),
+        "bounded by its timeout"
+    );
+    match &e {
+        RedisError::NotInSync { state, .. } => assert!(state.starts_with("link down"), "{state}"),
+        other => panic!("expected NotInSync, got {other:?}"),
+    }
+    assert!(e.to_string().contains("not in sync with"), "{e}");
+}
+
+#[tokio::test]
+async fn probe_tells_up_wrong_role_refused_hung_and_error_replies_apart() {
+    let (master, mut replica) = pair();
+    let timeout = Duration::from_millis(300);
+
+    let mut p = Probe::new(addr(&master), Some(Role::Master), timeout);
+    assert!(matches!(p.check().await, ProbeResult::Up { info } if info.role == Role::Master));
+    // The connection is kept: a second check does not reconnect (same client id).
+    let clients_before = master.cli(&["CLIENT", "LIST"]).lines().count();
+    for _ in 0..5 {
+        assert!(p.check().await.is_up());
+    }
+    assert_eq!(
+        master.cli(&["CLIENT", "LIST"]).lines().count(),
+        clients_before
+    );
+
+    let mut wrong = Probe::new(addr(&replica), Some(Role::Master), timeout);
+    assert_eq!(
+        wrong.check().await,
+        ProbeResult::WrongRole {
+            expected: Role::Master,
+            actual: Role::Replica
+        }
+    );
+
+    // Hung (SIGSTOP): the kernel still accepts, nothing answers.
+    let mut hung = Probe::new(addr(&replica), None, timeout);
+    assert!(hung.check().await.is_up());
+    replica.proc.signal("STOP");
+    let t = Instant::now();
+    assert_eq!(hung.check().await, ProbeResult::Timeout);
+    assert!(t.elapsed() < timeout * 3, "bounded: {:?}", t.elapsed());
+    replica.proc.signal("CONT");
+    assert!(hung.check().await.is_up(), "back after CONT");
+
+    // Dead process on a live host: refused.
+    replica.proc.kill();
+    assert_eq!(hung.check().await, ProbeResult::Refused);
+
+    // An error reply is reported with redis's code.
+    master.cli(&["CONFIG", "SET", "requirepass", "secret"]);
+    let mut auth = Probe::new(addr(&master), None, timeout);
+    match auth.check().await {
+        ProbeResult::ErrorReply { code, .. } => assert_eq!(code, "NOAUTH"),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_hung_server_does_not_delay_probes_of_others() {
+    let (master, replica) = pair();
+    replica.proc.signal("STOP");
+    let timeout = Duration::from_millis(500);
+    let mut slow = Probe::new(addr(&replica), None, timeout);
+    let mut fast = Probe::new(addr(&master), None, timeout);
+    let hung = tokio::spawn(async move { slow.check().await });
+    let t = Instant::now();
+    assert!(fast.check().await.is_up());
+    assert!(
+        t.elapsed() < timeout,
+        "the healthy server answered while the hung one was waited on"
+    );
+    assert_eq!(hung.await.unwrap(), ProbeResult::Timeout);
+    replica.proc.signal("CONT");
+}

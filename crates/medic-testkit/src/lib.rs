@@ -1,0 +1,414 @@
+//! Real servers for tests.
+//!
+//! Each server gets its own loopback address (Linux routes all of 127.0.0.0/8 to `lo`), its own
+//! directory with its config and pid files, and is killed — its whole process group — when the
+//! handle is dropped, so a failing test leaves nothing running. Nothing here is a fake.
+//!
+//! Setup failures panic with what failed: this crate is only for tests.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    reason = "test support: a failed setup must stop the test loudly"
+)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// A loopback address no other test of this process uses: `127.A.B.C`, `A` from the process
+/// id so concurrently running test binaries do not meet either.
+pub fn unique_loopback() -> Ipv4Addr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let a = 40 + (std::process::id() % 200) as u8;
+    Ipv4Addr::new(127, a, (n / 250) as u8, (n % 250 + 2) as u8)
+}
+
+/// Finds a program in the usual places (tests run without /usr/sbin on PATH sometimes).
+pub fn program(name: &str) -> PathBuf {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ] {
+        let p = Path::new(dir).join(name);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: .ci/run installs it (see scripts/test)");
+}
+
+/// A child process in its own process group, killed with the group on drop.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command, log: PathBuf) -> Proc {
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        cmd.stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .process_group(0);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_owned(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Sends a signal to the whole process group.
+    pub fn signal(&self, sig: &str) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill")
+                .args(["-s", sig, "--"])
+                .arg(format!("-{}", c.id()))
+                .status();
+        }
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    pub fn kill(&mut self) {
+        self.signal("KILL");
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until `addr` accepts TCP connections.
+pub fn wait_port(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A redis-server of its own.
+#[derive(Debug)]
+pub struct RedisServer {
+    pub addr: SocketAddr,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    pub fn start(ip: Ipv4Addr, port: u16) -> RedisServer {
+        Self::start_with(ip, port, &[])
+    }
+
+    pub fn start_replica_of(ip: Ipv4Addr, port: u16, master: SocketAddr) -> RedisServer {
+        Self::start_with(
+            ip,
+            port,
+            &[
+                "--replicaof",
+                &master.ip().to_string(),
+                &master.port().to_string(),
+            ],
+        )
+    }
+
+    pub fn start_with(ip: Ipv4Addr, port: u16, extra: &[&str]) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from((ip, port));
+        let mut cmd = Command::new(program("redis-server"));
+        let ip_s = ip.to_string();
+        cmd.args([
+            "--bind",
+            &ip_s,
+            "--port",
+            &port.to_string(),
+            "--protected-mode",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+        .args(["--bind-source-addr", &ip_s, "--replica-announce-ip", &ip_s])
+        .args([
+            "--repl-diskless-sync",
+            "yes",
+            "--repl-diskless-sync-delay",
+            "0",
+        ])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--pidfile")
+        .arg(dir.path().join("redis.pid"))
+        .args(extra);
+        let proc = Proc::spawn("redis-server", cmd, dir.path().join("redis.log"));
+        let s = RedisServer { addr, proc, dir };
+        assert!(
+            wait_port(addr, Duration::from_secs(10)),
+            "redis {addr} did not start:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// One command through redis-cli, its reply as text.
+    pub fn cli(&self, args: &[&str]) -> String {
+        redis_cli(self.addr, args)
+    }
+}
+
+pub fn redis_cli(addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new(program("redis-cli"))
+        .args(["-h", &addr.ip().to_string(), "-p", &addr.port().to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// An haproxy of its own, with an admin runtime API on a unix socket and on TCP.
+#[derive(Debug)]
+pub struct Haproxy {
+    pub ip: Ipv4Addr,
+    pub api_tcp: SocketAddr,
+    pub api_socket: PathBuf,
+    pub config: PathBuf,
+    pub pidfile: PathBuf,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl Haproxy {
+    /// Starts haproxy in the foreground (`-db`) with `body` (frontends, backends) after a global
+    /// section that enables the runtime API. `{dir}` in `body` is replaced with its directory.
+    pub fn start(ip: Ipv4Addr, body: &str) -> Haproxy {
+        let dir = tempfile::tempdir().unwrap();
+        let api_tcp = SocketAddr::from((ip, 9999));
+        let api_socket = dir.path().join("admin.sock");
+        let pidfile = dir.path().join("haproxy.pid");
+        let config = dir.path().join("haproxy.cfg");
+        let text = format!(
+            "global\n    stats socket {} mode 600 level admin\n    stats socket ipv4@{} level admin\n    \
+             pidfile {}\n    server-state-file {}\n\ndefaults\n    mode tcp\n    timeout connect 200ms\n    \
+             timeout client 30s\n    timeout server 30s\n    load-server-state-from-file global\n\n{}\n",
+            api_socket.display(),
+            api_tcp,
+            pidfile.display(),
+            dir.path().join("server-state").display(),
+            body.replace("{dir}", &dir.path().display().to_string()),
+        );
+        std::fs::write(&config, text).unwrap();
+        let mut cmd = Command::new(program("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&config);
+        let proc = Proc::spawn("haproxy", cmd, dir.path().join("haproxy.log"));
+        let h = Haproxy {
+            ip,
+            api_tcp,
+            api_socket,
+            config,
+            pidfile,
+            proc,
+            dir,
+        };
+        assert!(
+            wait_port(api_tcp, Duration::from_secs(10)),
+            "haproxy did not start:\n{}",
+            h.proc.log_text()
+        );
+        h
+    }
+
+    /// One runtime API command over TCP, the reply as text.
+    pub fn api(&self, command: &str) -> String {
+        let mut s = TcpStream::connect_timeout(&self.api_tcp, Duration::from_secs(2)).unwrap();
+        s.write_all(format!("{command}\n").as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    }
+
+    /// Restarts haproxy with the same configuration (a new process, as a reload would).
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        let mut cmd = Command::new(program("haproxy"));
+        cmd.arg("-db").arg("-f").arg(&self.config);
+        self.proc = Proc::spawn("haproxy", cmd, self.dir.path().join("haproxy-2.log"));
+        assert!(
+            wait_port(self.api_tcp, Duration::from_secs(10)),
+            "haproxy did not restart:\n{}",
+            self.proc.log_text()
+        );
+    }
+}
+
+/// A private sshd on its own address, with its own host key, accepting one client key for a
+/// dedicated user whose shell is /bin/sh.
+#[derive(Debug)]
+pub struct Sshd {
+    pub addr: SocketAddr,
+    pub user: String,
+    /// The client's private key.
+    pub client_key: PathBuf,
+    /// `known_hosts` line for this server's host key.
+    pub known_hosts_line: String,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+/// The user tests log in as. Created once (as root) with shell /bin/sh and uid 0, so playbooks
+/// can write where they would on a real machine, without a login profile slowing every command.
+pub const TEST_USER: &str = "medic-test";
+
+fn ensure_test_user() {
+    let exists = Command::new("id")
+        .arg(TEST_USER)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let _ = Command::new(program("useradd"))
+            .args([
+                "-o",
+                "-u",
+                "0",
+                "-g",
+                "0",
+                "-M",
+                "-d",
+                "/nonexistent",
+                "-s",
+                "/bin/sh",
+                "-p",
+                "*",
+                TEST_USER,
+            ])
+            .status();
+    }
+}
+
+pub fn keygen(path: &Path, comment: &str) {
+    let st = Command::new(program("ssh-keygen"))
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "ssh-keygen failed");
+}
+
+impl Sshd {
+    /// Starts sshd. With `private_dirs`, it runs in its own mount namespace where each listed
+    /// directory is a fresh empty one of its own (the lab's trick, in small), so what a test
+    /// writes there over SSH does not touch this machine's.
+    pub fn start(ip: Ipv4Addr, private_dirs: &[&str]) -> Sshd {
+        ensure_test_user();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let host_key = d.join("host_ed25519");
+        keygen(&host_key, "host");
+        let client_key = d.join("client_ed25519");
+        keygen(&client_key, "client");
+        let auth = d.join("authorized_keys");
+        std::fs::copy(d.join("client_ed25519.pub"), &auth).unwrap();
+        let addr = SocketAddr::from((ip, 22));
+        let config = d.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "ListenAddress {addr}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nUsePAM no\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
+                 StrictModes no\nMaxSessions 100\nMaxStartups 100:30:200\nAllowUsers {TEST_USER}\n\
+                 Subsystem sftp /usr/lib/openssh/sftp-server\n",
+                host_key.display(),
+                d.join("sshd.pid").display(),
+                auth.display()
+            ),
+        )
+        .unwrap();
+        let host_pub = std::fs::read_to_string(d.join("host_ed25519.pub")).unwrap();
+        let mut parts = host_pub.split_whitespace();
+        let known_hosts_line =
+            format!("{} {} {}", ip, parts.next().unwrap(), parts.next().unwrap());
+        let sshd = program("sshd");
+        let mut cmd = if private_dirs.is_empty() {
+            let mut c = Command::new(sshd);
+            c.arg("-D").arg("-e").arg("-f").arg(&config);
+            c
+        } else {
+            let mut script = String::from("set -e\n");
+            for (i, p) in private_dirs.iter().enumerate() {
+                let own = d.join(format!("private{i}"));
+                std::fs::create_dir_all(&own).unwrap();
+                std::fs::create_dir_all(p).unwrap();
+                script.push_str(&format!("mount --bind '{}' '{p}'\n", own.display()));
+            }
+            script.push_str(&format!(
+                "exec '{}' -D -e -f '{}'\n",
+                sshd.display(),
+                config.display()
+            ));
+            let mut c = Command::new(program("unshare"));
+            c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
+            c
+        };
+        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+        let proc = Proc::spawn("sshd", cmd, d.join("sshd.log"));
+        let s = Sshd {
+            addr,
+            user: TEST_USER.to_owned(),
+            client_key,
+            known_hosts_line,
+            proc,
+            dir,
+        };
+        assert!(
+            wait_port(addr, Duration::from_secs(10)),
+            "sshd did not start:\n{}",
+            s.proc.log_text()
+        );
+        s
+    }
+
+    /// Writes a known_hosts file holding this server's key and returns its path.
+    pub fn known_hosts_file(&self) -> PathBuf {
+        let p = self.dir.path().join("known_hosts");
+        std::fs::write(&p, format!("{}\n", self.known_hosts_line)).unwrap();
+        p
+    }
+}
