@@ -64,17 +64,7 @@ pub struct ProxyApi {
 }
 
 /// A server line in a HAProxy backend: `backend/server`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerRef {
-    pub backend: String,
-    pub server: String,
-}
-
-impl fmt::Display for ServerRef {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.backend, self.server)
-    }
-}
+pub use medic_haproxy::ServerName as ServerRef;
 
 /// A redis server: one shard's process on one machine.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -284,22 +274,23 @@ impl Action {
     /// The HAProxy runtime API commands this step sends, one per connection, in order.
     /// The HAProxy driver sends exactly these strings.
     pub fn haproxy_commands(&self) -> Vec<String> {
+        use medic_haproxy::{AdminState, cmd};
         match self {
-            Action::FenceServer { server, .. } => vec![
-                format!("set server {server} state maint"),
-                format!("shutdown sessions server {server}"),
-            ],
+            Action::FenceServer { server, .. } => {
+                vec![
+                    cmd::set_state(server, AdminState::Maint),
+                    cmd::shutdown_sessions(server),
+                ]
+            }
             Action::ActivateServer { server, .. } => {
-                vec![format!("set server {server} state ready")]
+                vec![cmd::set_state(server, AdminState::Ready)]
             }
             Action::SetServerAddress {
                 server,
                 address,
                 port,
                 ..
-            } => {
-                vec![format!("set server {server} addr {address} port {port}")]
-            }
+            } => vec![cmd::set_addr(server, address, *port)],
             _ => Vec::new(),
         }
     }
