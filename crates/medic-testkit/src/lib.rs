@@ -281,6 +281,9 @@ impl Haproxy {
 #[derive(Debug)]
 pub struct Sshd {
     pub addr: SocketAddr,
+    /// (directory as the machine sees it, where it really is)
+    pub private: Vec<(String, PathBuf)>,
+    command: Vec<String>,
     pub user: String,
     /// The client's private key.
     pub client_key: PathBuf,
@@ -294,32 +297,32 @@ pub struct Sshd {
 /// can write where they would on a real machine, without a login profile slowing every command.
 pub const TEST_USER: &str = "medic-test";
 
+/// Its home: empty, no profile, so a command over SSH costs milliseconds.
+pub const TEST_HOME: &str = "/var/lib/medic-test";
+
 fn ensure_test_user() {
-    let exists = Command::new("id")
-        .arg(TEST_USER)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !exists {
-        let _ = Command::new(program("useradd"))
-            .args([
-                "-o",
-                "-u",
-                "0",
-                "-g",
-                "0",
-                "-M",
-                "-d",
-                "/nonexistent",
-                "-s",
-                "/bin/sh",
-                "-p",
-                "*",
-                TEST_USER,
-            ])
+    std::fs::create_dir_all(TEST_HOME).unwrap();
+    let entry = Command::new("getent")
+        .args(["passwd", TEST_USER])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let wanted = format!("{TEST_USER}:x:0:0::{TEST_HOME}:/bin/sh");
+    if entry.trim() == wanted {
+        return;
+    }
+    if !entry.trim().is_empty() {
+        // usermod refuses a uid-0 user (every root process "uses" it): recreate it instead.
+        let _ = Command::new(program("userdel"))
+            .args(["-f", TEST_USER])
             .status();
     }
+    let _ = Command::new(program("useradd"))
+        .args([
+            "-o", "-u", "0", "-g", "0", "-M", "-d", TEST_HOME, "-s", "/bin/sh", "-p", "*",
+            TEST_USER,
+        ])
+        .status();
 }
 
 pub fn keygen(path: &Path, comment: &str) {
@@ -366,10 +369,15 @@ impl Sshd {
         let known_hosts_line =
             format!("{} {} {}", ip, parts.next().unwrap(), parts.next().unwrap());
         let sshd = program("sshd");
-        let mut cmd = if private_dirs.is_empty() {
-            let mut c = Command::new(sshd);
-            c.arg("-D").arg("-e").arg("-f").arg(&config);
-            c
+        let mut private = Vec::new();
+        let argv: Vec<String> = if private_dirs.is_empty() {
+            vec![
+                sshd.display().to_string(),
+                "-D".into(),
+                "-e".into(),
+                "-f".into(),
+                config.display().to_string(),
+            ]
         } else {
             let mut script = String::from("set -e\n");
             for (i, p) in private_dirs.iter().enumerate() {
@@ -377,20 +385,28 @@ impl Sshd {
                 std::fs::create_dir_all(&own).unwrap();
                 std::fs::create_dir_all(p).unwrap();
                 script.push_str(&format!("mount --bind '{}' '{p}'\n", own.display()));
+                private.push(((*p).to_owned(), own));
             }
             script.push_str(&format!(
                 "exec '{}' -D -e -f '{}'\n",
                 sshd.display(),
                 config.display()
             ));
-            let mut c = Command::new(program("unshare"));
-            c.args(["--mount", "--propagation", "private", "sh", "-c", &script]);
-            c
+            vec![
+                program("unshare").display().to_string(),
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "sh".into(),
+                "-c".into(),
+                script,
+            ]
         };
-        cmd.env_clear().env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
-        let proc = Proc::spawn("sshd", cmd, d.join("sshd.log"));
+        let proc = spawn_sshd(&argv, d);
         let s = Sshd {
             addr,
+            private,
+            command: argv,
             user: TEST_USER.to_owned(),
             client_key,
             known_hosts_line,
@@ -405,6 +421,54 @@ impl Sshd {
         s
     }
 
+    /// Kills sshd (and every session it serves) and starts it again, same key, same address.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = spawn_sshd(&self.command, self.dir.path());
+        assert!(
+            wait_port(self.addr, Duration::from_secs(10)),
+            "sshd did not restart:\n{}",
+            self.proc.log_text()
+        );
+    }
+
+    /// Where `path` (one of the private directories) really is.
+    pub fn private_path(&self, path: &str) -> Option<&Path> {
+        self.private
+            .iter()
+            .find(|(p, _)| p == path)
+            .map(|(_, real)| real.as_path())
+    }
+}
+
+fn spawn_sshd(argv: &[String], dir: &Path) -> Proc {
+    let mut cmd = Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin");
+    Proc::spawn("sshd", cmd, dir.join("sshd.log"))
+}
+
+impl Drop for Sshd {
+    /// Daemons a test started over SSH (redis with `daemonize yes`) left sshd's process group:
+    /// kill every pid found in a pid file under the private directories.
+    fn drop(&mut self) {
+        for (_, real) in &self.private {
+            for entry in std::fs::read_dir(real).into_iter().flatten().flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "pid")
+                    && let Ok(pid) = std::fs::read_to_string(&path)
+                {
+                    let _ = Command::new("kill")
+                        .args(["-s", "KILL", "--", pid.trim()])
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+impl Sshd {
     /// Writes a known_hosts file holding this server's key and returns its path.
     pub fn known_hosts_file(&self) -> PathBuf {
         let p = self.dir.path().join("known_hosts");
