@@ -196,3 +196,127 @@ mod tests {
         );
     }
 }
+
+/// The reply of `ROLE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum RoleReply {
+    Master {
+        offset: u64,
+        replicas: Vec<(String, u16, u64)>,
+    },
+    Replica {
+        master_host: String,
+        master_port: u16,
+        state: String,
+        offset: i64,
+    },
+}
+
+/// Parses the reply of `ROLE` (an array; see redis's documentation of the command).
+pub fn parse_role(v: &redis::Value) -> Result<RoleReply, InfoParseError> {
+    use redis::Value;
+    let bad = || InfoParseError(format!("ROLE reply {v:?}"));
+    let text = |x: &Value| match x {
+        Value::BulkString(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let int = |x: &Value| match x {
+        Value::Int(i) => Some(*i),
+        other => text(other).and_then(|s| s.parse().ok()),
+    };
+    let Value::Array(items) = v else {
+        return Err(bad());
+    };
+    match items.first().and_then(text).as_deref() {
+        Some("master") => {
+            let offset = items
+                .get(1)
+                .and_then(int)
+                .and_then(|o| u64::try_from(o).ok())
+                .ok_or_else(bad)?;
+            let mut replicas = Vec::new();
+            if let Some(Value::Array(list)) = items.get(2) {
+                for r in list {
+                    let Value::Array(f) = r else {
+                        return Err(bad());
+                    };
+                    let ip = f.first().and_then(text).ok_or_else(bad)?;
+                    let port = f
+                        .get(1)
+                        .and_then(int)
+                        .and_then(|p| u16::try_from(p).ok())
+                        .ok_or_else(bad)?;
+                    let off = f
+                        .get(2)
+                        .and_then(int)
+                        .and_then(|o| u64::try_from(o).ok())
+                        .ok_or_else(bad)?;
+                    replicas.push((ip, port, off));
+                }
+            }
+            Ok(RoleReply::Master { offset, replicas })
+        }
+        Some("slave") | Some("replica") => Ok(RoleReply::Replica {
+            master_host: items.get(1).and_then(text).ok_or_else(bad)?,
+            master_port: items
+                .get(2)
+                .and_then(int)
+                .and_then(|p| u16::try_from(p).ok())
+                .ok_or_else(bad)?,
+            state: items.get(3).and_then(text).ok_or_else(bad)?,
+            offset: items.get(4).and_then(int).ok_or_else(bad)?,
+        }),
+        _ => Err(bad()),
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use redis::Value;
+
+    use super::*;
+
+    fn b(s: &str) -> Value {
+        Value::BulkString(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn master_and_replica_replies() {
+        let m = Value::Array(vec![
+            b("master"),
+            Value::Int(3129659),
+            Value::Array(vec![Value::Array(vec![
+                b("127.0.0.2"),
+                b("9001"),
+                b("3129242"),
+            ])]),
+        ]);
+        assert_eq!(
+            parse_role(&m).unwrap(),
+            RoleReply::Master {
+                offset: 3129659,
+                replicas: vec![("127.0.0.2".into(), 9001, 3129242)]
+            }
+        );
+        let r = Value::Array(vec![
+            b("slave"),
+            b("127.0.0.1"),
+            Value::Int(9001),
+            b("connected"),
+            Value::Int(3167038),
+        ]);
+        assert_eq!(
+            parse_role(&r).unwrap(),
+            RoleReply::Replica {
+                master_host: "127.0.0.1".into(),
+                master_port: 9001,
+                state: "connected".into(),
+                offset: 3167038
+            }
+        );
+        assert!(parse_role(&Value::Array(vec![b("sentinel")])).is_err());
+        assert!(parse_role(&Value::Nil).is_err());
+    }
+}

@@ -25,7 +25,9 @@ use redis::AsyncConnectionConfig;
 use redis::aio::MultiplexedConnection;
 use tokio::time::{Instant, sleep, timeout};
 
-pub use info::{ConnectedReplica, LinkStatus, ReplicationInfo, Role, parse_replication};
+pub use info::{
+    ConnectedReplica, LinkStatus, ReplicationInfo, Role, RoleReply, parse_replication, parse_role,
+};
 pub use probe::{Probe, ProbeResult};
 
 /// Where a redis server listens.
@@ -119,6 +121,10 @@ impl RedisError {
 
 /// The primitives the controller needs from a redis server. Each call is bounded in time.
 pub trait RedisAdmin: Send + Sync {
+    /// `PING`: the server answers `PONG`.
+    fn ping(&self, at: RedisAddr) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `ROLE`, parsed.
+    fn role(&self, at: RedisAddr) -> impl Future<Output = Result<RoleReply, RedisError>> + Send;
     /// `INFO replication`, parsed.
     fn replication(
         &self,
@@ -223,6 +229,29 @@ impl Redis {
 }
 
 impl RedisAdmin for Redis {
+    async fn ping(&self, at: RedisAddr) -> Result<(), RedisError> {
+        let reply: String = self.call(at, "PING", redis::cmd("PING")).await?;
+        if reply == "PONG" {
+            Ok(())
+        } else {
+            Err(RedisError::Reply {
+                addr: at,
+                op: "PING",
+                code: "UNEXPECTED".into(),
+                message: reply,
+            })
+        }
+    }
+
+    async fn role(&self, at: RedisAddr) -> Result<RoleReply, RedisError> {
+        let v: redis::Value = self.call(at, "ROLE", redis::cmd("ROLE")).await?;
+        parse_role(&v).map_err(|source| RedisError::Parse {
+            addr: at,
+            op: "ROLE",
+            source,
+        })
+    }
+
     async fn replication(&self, at: RedisAddr) -> Result<ReplicationInfo, RedisError> {
         let mut cmd = redis::cmd("INFO");
         cmd.arg("replication");

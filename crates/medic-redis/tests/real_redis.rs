@@ -39,6 +39,24 @@ async fn typed_replication_view_of_a_pair() {
     assert_eq!(synced.master_link_status, Some(LinkStatus::Up));
     assert_eq!(synced.master, Some((master.addr.ip().to_string(), 9001)));
 
+    redis.ping(addr(&master)).await.unwrap();
+    match redis.role(addr(&master)).await.unwrap() {
+        RoleReply::Master { offset, replicas } => {
+            assert!(offset > 0);
+            assert_eq!(replicas.len(), 1);
+            assert_eq!(
+                (replicas[0].0.as_str(), replicas[0].1),
+                (replica.addr.ip().to_string().as_str(), 9001)
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match redis.role(addr(&replica)).await.unwrap() {
+        RoleReply::Replica {
+            master_port, state, ..
+        } => assert_eq!((master_port, state.as_str()), (9001, "connected")),
+        other => panic!("{other:?}"),
+    }
     let m = redis.replication(addr(&master)).await.unwrap();
     assert_eq!(m.role, Role::Master);
     assert!(m.offset > 0);

@@ -320,3 +320,38 @@ async fn a_failing_step_names_host_playbook_step_exit_and_stderr() {
         "lab1: playbook broken, step `explode` failed with exit 3: first\nno such thing"
     );
 }
+
+/// A login user who is not root (EC2's Debian `admin`): commands and uploads go through
+/// `sudo -n`; without sudo rights, sudo's own refusal is what the caller sees.
+#[tokio::test]
+async fn a_non_root_user_works_through_sudo_and_a_user_without_it_is_told_why() {
+    let s = Sshd::start(unique_loopback(), &["/etc/redis"]);
+    let ssh = ssh_for(&s);
+    let mut h = host(&s, HostKeys::Strict);
+    h.user = medic_testkit::SUDO_USER.into();
+    assert_eq!(ssh.run(&h, "id -u", T).await.unwrap().stdout, "0\n");
+    ssh.upload(&h, "/etc/redis/by-sudo.conf", b"x\n", 0o600, T)
+        .await
+        .unwrap();
+    let out = ssh
+        .run(&h, "stat -c '%U %a' /etc/redis/by-sudo.conf", T)
+        .await
+        .unwrap();
+    assert_eq!(out.stdout, "root 600\n");
+
+    h.user = medic_testkit::PLAIN_USER.into();
+    let out = ssh.run(&h, "id -u", T).await.unwrap();
+    assert!(!out.success());
+    assert!(
+        out.stderr.contains("sudo: a password is required"),
+        "{out:?}"
+    );
+    let e = ssh
+        .upload(&h, "/etc/redis/x.conf", b"x", 0o644, T)
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("sudo: a password is required"),
+        "{e}"
+    );
+}

@@ -325,6 +325,35 @@ fn ensure_test_user() {
         .status();
 }
 
+/// A non-root user with passwordless sudo, as EC2's Debian `admin` is.
+pub const SUDO_USER: &str = "medic-sudo";
+/// A non-root user without sudo rights.
+pub const PLAIN_USER: &str = "medic-plain";
+
+fn ensure_user(name: &str, sudo: bool) {
+    let home = format!("/var/lib/{name}");
+    std::fs::create_dir_all(&home).unwrap();
+    let exists = Command::new("id")
+        .arg(name)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !exists {
+        let _ = Command::new(program("useradd"))
+            .args(["-M", "-d", &home, "-s", "/bin/sh", "-p", "*", name])
+            .status();
+    }
+    if sudo {
+        std::fs::create_dir_all("/etc/sudoers.d").unwrap();
+        std::fs::write(
+            format!("/etc/sudoers.d/{name}"),
+            format!("{name} ALL=(ALL) NOPASSWD: ALL\n"),
+        )
+        .unwrap();
+    }
+}
+
 pub fn keygen(path: &Path, comment: &str) {
     let st = Command::new(program("ssh-keygen"))
         .args(["-q", "-t", "ed25519", "-N", "", "-C", comment, "-f"])
@@ -340,6 +369,8 @@ impl Sshd {
     /// writes there over SSH does not touch this machine's.
     pub fn start(ip: Ipv4Addr, private_dirs: &[&str]) -> Sshd {
         ensure_test_user();
+        ensure_user(SUDO_USER, true);
+        ensure_user(PLAIN_USER, false);
         std::fs::create_dir_all("/run/sshd").unwrap();
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -356,7 +387,7 @@ impl Sshd {
             format!(
                 "ListenAddress {addr}\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\nUsePAM no\n\
                  PasswordAuthentication no\nKbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n\
-                 StrictModes no\nMaxSessions 100\nMaxStartups 100:30:200\nAllowUsers {TEST_USER}\n\
+                 StrictModes no\nMaxSessions 100\nMaxStartups 100:30:200\nAllowUsers {TEST_USER} {SUDO_USER} {PLAIN_USER}\n\
                  Subsystem sftp /usr/lib/openssh/sftp-server\n",
                 host_key.display(),
                 d.join("sshd.pid").display(),
