@@ -507,3 +507,50 @@ impl Sshd {
         p
     }
 }
+
+/// The AWS API emulator (moto server), from the venv scripts/deps creates.
+pub fn moto_server() -> PathBuf {
+    let p = std::env::var_os("MEDIC_MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/medic/venv-moto/bin/moto_server"));
+    assert!(
+        p.exists(),
+        "{} is missing: scripts/deps installs moto[server] into a venv there",
+        p.display()
+    );
+    p
+}
+
+/// A moto server of its own (its state is this test's alone), AMI ids validated, no default
+/// AMIs loaded.
+#[derive(Debug)]
+pub struct Moto {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from((unique_loopback(), 5000));
+        let mut cmd = Command::new(moto_server());
+        cmd.args(["-H", &addr.ip().to_string(), "-p", "5000"])
+            .env("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
+            .env("MOTO_ENABLE_AMI_VALIDATION", "true");
+        let proc = Proc::spawn("moto_server", cmd, dir.path().join("moto.log"));
+        let m = Moto {
+            addr,
+            url: format!("http://{addr}"),
+            proc,
+            dir,
+        };
+        assert!(
+            wait_port(addr, Duration::from_secs(30)),
+            "moto did not start:\n{}",
+            m.proc.log_text()
+        );
+        m
+    }
+}

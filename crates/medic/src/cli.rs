@@ -35,7 +35,30 @@ enum Format {
 }
 
 #[derive(Debug, Subcommand)]
+enum AwsCommand {
+    /// Check, read-only, that every AMI, subnet, security group, the key pair and the hosted
+    /// zone the topology names exist and that these credentials can see them.
+    #[command(
+        after_help = "Credentials and region come from the standard AWS chain (environment, profile, \
+instance role); the region is the topology's. The first command a new AWS user runs.\n\n\
+Exit status: 0 everything found, 1 something missing or not visible.\n\n\
+Example:\n  medic aws check examples/barton.yaml"
+    )]
+    Check {
+        file: PathBuf,
+        /// An endpoint override (an emulator); `AWS_ENDPOINT_URL` works too.
+        #[arg(long)]
+        endpoint: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
+    /// AWS: check the resources a topology names.
+    #[command(subcommand)]
+    Aws(AwsCommand),
     /// Check a topology file, its AMI definitions and playbooks; print every problem.
     #[command(
         after_help = "Exit status: 0 valid (warnings may be printed), 1 invalid.\n\nExample:\n  medic validate examples/barton.yaml"
@@ -78,6 +101,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file, format } => validate(&file, format),
+        Command::Aws(AwsCommand::Check {
+            file,
+            endpoint,
+            format,
+        }) => aws_check(&file, endpoint, format),
         Command::Plan {
             file,
             lose,
@@ -279,4 +307,72 @@ fn print_plan(
         }
     }
     Ok(())
+}
+
+fn aws_check(file: &Path, endpoint: Option<String>, format: Format) -> anyhow::Result<ExitCode> {
+    use medic_aws::check::{Status, check_topology};
+    let Some(dep) = load(file, format)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let top = &dep.loaded.topology;
+    let medic_topology::Provider::Aws(aws) = &top.provider.value else {
+        anyhow::bail!(
+            "{}: the provider is {}, not aws: nothing to check",
+            file.display(),
+            top.provider.value.kind()
+        );
+    };
+    let settings = medic_aws::AwsSettings {
+        region: aws.region.clone(),
+        endpoint: endpoint.or_else(|| aws.endpoint.clone()),
+        static_credentials: None,
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let findings = rt.block_on(check_topology(top, &settings));
+    let bad = findings
+        .iter()
+        .filter(|f| f.status != Status::Found)
+        .count();
+    let unchecked = findings
+        .iter()
+        .filter(|f| matches!(f.status, Status::Error { .. }))
+        .count();
+    let mut out = io::stdout().lock();
+    match format {
+        Format::Json => writeln!(
+            out,
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "findings": findings }))?
+        )?,
+        Format::Text => {
+            let w = findings.iter().map(|f| f.what.len()).max().unwrap_or(0);
+            for f in &findings {
+                let (label, detail) = match &f.status {
+                    Status::Found => ("ok", String::new()),
+                    Status::Missing { detail } => ("MISSING", format!(": {detail}")),
+                    Status::Error { detail } => ("ERROR", format!(": {detail}")),
+                };
+                writeln!(out, "{label:<8} {:<w$}  {}{detail}", f.what, f.field)?;
+            }
+            writeln!(
+                out,
+                "{}: {} checked, {}",
+                file.display(),
+                findings.len(),
+                match (bad, unchecked) {
+                    (0, _) => "all found".to_owned(),
+                    (b, 0) => format!("{b} missing or not visible"),
+                    (b, u) if b == u => format!("{u} could not be checked"),
+                    (b, u) => format!("{} missing or not visible, {u} could not be checked", b - u),
+                }
+            )?;
+        }
+    }
+    Ok(if bad == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
