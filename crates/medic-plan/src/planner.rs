@@ -62,6 +62,7 @@ pub fn plan_recovery(
             }
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
+        Event::Bootstrap => p.bootstrap(),
     }
     let steps = p
         .steps
@@ -287,8 +288,6 @@ impl<'a> Planner<'a> {
 
     /// Terminate, launch, wait for SSH. Returns the replacement's address reference.
     fn replace(&mut self, machine: &str) -> Addr {
-        let top = self.top;
-        let m = top.machine(machine);
         let instance_id = self
             .state
             .machines
@@ -298,6 +297,13 @@ impl<'a> Planner<'a> {
             machine: machine.to_owned(),
             instance_id,
         });
+        self.launch(machine)
+    }
+
+    /// Launch and wait for SSH. Returns the new machine's address reference.
+    fn launch(&mut self, machine: &str) -> Addr {
+        let top = self.top;
+        let m = top.machine(machine);
         let index = self.steps.len() + 1;
         let mut tags = BTreeMap::new();
         let (mut image_id, mut subnet, mut sgs, mut key_pair, mut profile) =
@@ -646,6 +652,71 @@ impl<'a> Planner<'a> {
             }
         }
         out
+    }
+
+    /// Every machine launched and configured through the same steps a replacement takes:
+    /// redis machines first (masters as masters), then proxies, then app proxies.
+    fn bootstrap(&mut self) {
+        let top = self.top;
+        for role in [Role::Redis, Role::Haproxy, Role::App] {
+            let names: Vec<String> = top
+                .machines
+                .iter()
+                .map(|m| &m.value)
+                .filter(|m| m.role.value == role)
+                .map(|m| m.name.value.clone())
+                .collect();
+            for machine in names {
+                let address = self.launch(&machine);
+                let vars = match role {
+                    Role::Redis => {
+                        let servers: Vec<(&Shard, ServerRole)> = top
+                            .shards_on(&machine)
+                            .map(|s| {
+                                let role = if s.master.value == machine {
+                                    ServerRole::Master
+                                } else {
+                                    ServerRole::ReplicaOf {
+                                        machine: s.master.value.clone(),
+                                    }
+                                };
+                                (s, role)
+                            })
+                            .collect();
+                        Some((
+                            "redis",
+                            vars::redis_vars(top, self.state, &machine, &address, &servers),
+                        ))
+                    }
+                    Role::Haproxy => {
+                        let masters = top
+                            .shards
+                            .iter()
+                            .map(|s| (s.value.name.value.clone(), s.value.master.value.clone()))
+                            .collect();
+                        Some((
+                            "haproxy",
+                            vars::haproxy_vars(top, self.state, &machine, &address, &masters),
+                        ))
+                    }
+                    Role::App => vars::app_proxy_vars(top, self.state, &machine, &address)
+                        .map(|v| ("app-proxy", v)),
+                    Role::Monitor => None,
+                };
+                if let Some((playbook, vars)) = vars {
+                    self.push(Action::RunPlaybook {
+                        machine: machine.clone(),
+                        address: address.clone(),
+                        playbook: playbook.into(),
+                        vars,
+                    });
+                }
+                self.update_dns(&machine, &address);
+                self.push(Action::Monitor {
+                    target: MonitorTarget::Machine { machine },
+                });
+            }
+        }
     }
 
     fn app_lost(&mut self, machine: &str) {

@@ -89,6 +89,16 @@ impl ObservedState {
         ObservedState { machines, shards }
     }
 
+    /// The state before anything exists: roles as the topology says, no address known (each
+    /// is learned when its machine is launched). What `Event::Bootstrap` plans against.
+    pub fn empty(top: &Topology) -> Self {
+        let mut s = Self::assumed(top);
+        for m in s.machines.values_mut() {
+            m.address = None;
+        }
+        s
+    }
+
     pub fn address(&self, machine: &str) -> Option<IpAddr> {
         self.machines.get(machine).and_then(|m| m.address)
     }

@@ -250,6 +250,8 @@ pub enum Event {
     MachineLost { machine: String },
     /// One redis process died on a machine that is otherwise alive.
     ProcessDied { shard: String, machine: String },
+    /// Set the whole deployment up from nothing (the lab's `lab up`, a new deployment).
+    Bootstrap,
 }
 
 impl fmt::Display for Event {
@@ -257,6 +259,7 @@ impl fmt::Display for Event {
         match self {
             Event::MachineLost { machine } => write!(f, "machine {machine} lost"),
             Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
+            Event::Bootstrap => write!(f, "set up from nothing"),
         }
     }
 }

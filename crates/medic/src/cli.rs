@@ -54,8 +54,57 @@ Example:\n  medic aws check examples/barton.yaml"
     },
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum FaultKind {
+    Crash,
+    Hang,
+    Partition,
+    Heal,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Create every machine of a `local` topology and configure it, through the same launch
+    /// and playbook steps a recovery uses. Running it again changes nothing.
+    #[command(
+        after_help = "Needs root (network namespaces). Example:\n  medic lab up examples/lab.yaml"
+    )]
+    Up { file: PathBuf },
+    /// Remove every lab machine, namespace and the bridge, also what a crashed lab left.
+    #[command(after_help = "Example:\n  medic lab down --topology examples/lab.yaml")]
+    Down {
+        /// The lab's topology (its bridge, subnet, state directory); the defaults without it.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+    /// List the lab's machines, addresses, and whether each answers.
+    Status {
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Break a machine: crash (processes killed, silent), hang (SIGSTOP), partition (cut off,
+    /// alive), heal (undo hang and partition).
+    #[command(
+        after_help = "Examples:\n  medic lab fault redis1 crash\n  medic lab fault redis1 partition --from monitor\n  medic lab fault redis1 heal"
+    )]
+    Fault {
+        machine: String,
+        kind: FaultKind,
+        /// With partition: cut the machine off from the monitor only.
+        #[arg(long, value_name = "monitor")]
+        from: Option<String>,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+    },
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The local lab: machines on this host, for demos and end-to-end tests.
+    #[command(subcommand)]
+    Lab(LabCommand),
     /// AWS: check the resources a topology names.
     #[command(subcommand)]
     Aws(AwsCommand),
@@ -97,10 +146,13 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
     },
 }
 
+mod lab;
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { file, format } => validate(&file, format),
+        Command::Lab(cmd) => lab::run(cmd),
         Command::Aws(AwsCommand::Check {
             file,
             endpoint,

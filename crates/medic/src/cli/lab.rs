@@ -1,0 +1,262 @@
+//! `medic lab`: the local lab's machines.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use medic_lab::{Fault, Lab, LabConfig};
+use medic_plan::{Event, ObservedState, plan_recovery};
+use medic_topology::{LoadedTopology, Provider};
+
+use super::{Deployment, FaultKind, Format, LabCommand, load};
+
+pub(super) fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    match cmd {
+        LabCommand::Up { file } => {
+            let Some(dep) = load(&file, Format::Text)? else {
+                return Ok(ExitCode::from(1));
+            };
+            rt.block_on(up(&file, &dep))
+        }
+        LabCommand::Down { topology } => {
+            let lab = Lab::new(config(topology.as_deref())?);
+            let n = rt.block_on(lab.down())?;
+            println!(
+                "lab {}: removed {n} machines, the bridge and {}",
+                lab.cfg.bridge,
+                lab.cfg.state_dir.join("machines").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        LabCommand::Status { topology, format } => {
+            status(&Lab::new(config(topology.as_deref())?), format)
+        }
+        LabCommand::Fault {
+            machine,
+            kind,
+            from,
+            topology,
+        } => {
+            let fault = match (kind, from.as_deref()) {
+                (FaultKind::Partition, Some("monitor")) => Fault::Partition { monitor_only: true },
+                (_, Some(other)) if other != "monitor" => {
+                    bail!("--from {other}: only `--from monitor` is known")
+                }
+                (FaultKind::Partition, _) => Fault::Partition {
+                    monitor_only: false,
+                },
+                (FaultKind::Crash, _) => Fault::Crash,
+                (FaultKind::Hang, _) => Fault::Hang,
+                (FaultKind::Heal, _) => Fault::Heal,
+            };
+            let lab = Lab::new(config(topology.as_deref())?);
+            rt.block_on(lab.fault(&machine, fault))?;
+            println!("{machine}: {fault:?}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The lab's settings: from a `local` topology, or the provider's defaults.
+fn config(topology: Option<&Path>) -> anyhow::Result<LabConfig> {
+    match topology {
+        Some(file) => {
+            let loaded = medic_topology::load_topology(file).map_err(|e| {
+                let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+                anyhow::anyhow!("{e}:\n{}", lines.join("\n"))
+            })?;
+            from_topology(&loaded)
+        }
+        None => Ok(LabConfig {
+            subnet: [10, 77, 0],
+            bridge: "medic0".into(),
+            state_dir: PathBuf::from("/var/lib/medic/lab"),
+            prefix: "medic0-".into(),
+            authorized_key: String::new(),
+            amis: BTreeMap::new(),
+        }),
+    }
+}
+
+fn from_topology(loaded: &LoadedTopology) -> anyhow::Result<LabConfig> {
+    let top = &loaded.topology;
+    let Provider::Local(local) = &top.provider.value else {
+        bail!(
+            "{}: the provider is {}, not local",
+            loaded.path.display(),
+            top.provider.value.kind()
+        );
+    };
+    let subnet = medic_topology::validate::parse_lab_subnet(&local.subnet).with_context(|| {
+        format!(
+            "provider.local.subnet `{}` is not a private /24",
+            local.subnet
+        )
+    })?;
+    let key = top.ssh.key.clone().with_context(|| {
+        format!("{}: the local provider needs ssh.key: the controller's key, which the lab authorizes on its machines", loaded.path.display())
+    })?;
+    let public = key.with_extension("pub");
+    if !key.exists() {
+        if let Some(dir) = key.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let st = std::process::Command::new("ssh-keygen")
+            .args([
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-C",
+                "medic-controller",
+                "-f",
+            ])
+            .arg(&key)
+            .status()
+            .context("running ssh-keygen")?;
+        if !st.success() {
+            bail!("ssh-keygen could not create {}", key.display());
+        }
+    }
+    let authorized_key = std::fs::read_to_string(&public)
+        .with_context(|| format!("reading {}", public.display()))?;
+    let amis = loaded
+        .amis
+        .iter()
+        .map(|(name, def)| (name.clone(), def.summary().binaries))
+        .collect();
+    Ok(LabConfig {
+        subnet,
+        bridge: local.bridge.clone(),
+        state_dir: local.state_dir.clone(),
+        // Derived from the bridge, so tearing one lab down never touches another's machines.
+        prefix: format!("{}-", local.bridge),
+        authorized_key,
+        amis,
+    })
+}
+
+async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
+    let top = &dep.loaded.topology;
+    let cfg = from_topology(&dep.loaded)?;
+    let lab = Lab::new(cfg);
+    let ssh = medic_ssh::Ssh::new(&lab.cfg.state_dir.join("known_hosts"))?;
+    let plan = plan_recovery(top, &ObservedState::empty(top), &Event::Bootstrap, "lab-up")?;
+    println!(
+        "{}: setting up {} machines in {} steps (the same steps a replacement takes)",
+        file.display(),
+        top.machines.len(),
+        plan.steps.len()
+    );
+    if top.dns.is_some() {
+        println!("note: the lab's DNS server is not built yet: DNS steps are skipped and shown");
+    }
+    let mut exec = medic_exec::Executor::<_, medic_aws::Route53> {
+        topology: top,
+        cloud: &lab,
+        dns: None,
+        skip_dns: true,
+        ssh: &ssh,
+        playbooks: &dep.playbooks,
+        addresses: BTreeMap::new(),
+        instances: BTreeMap::new(),
+    };
+    let mut out = std::io::stdout();
+    let result = exec
+        .run(&plan, |step, done| {
+            let v = medic_plan::describe::describe(step, &dep.playbooks);
+            let _ = writeln!(
+                out,
+                "{:>3}  {:<9} {:<9} {:>7.2}s  {}",
+                step.index,
+                v.kind,
+                v.target,
+                done.duration.as_secs_f64(),
+                done.summary
+            );
+        })
+        .await;
+    if let Err(e) = result {
+        eprintln!("medic lab up: {e}");
+        eprintln!(
+            "(run it again to continue: finished steps are found, not repeated; `medic lab down --topology {}` removes everything)",
+            file.display()
+        );
+        return Ok(ExitCode::from(1));
+    }
+    status(&lab, Format::Text)
+}
+
+/// Whether a machine's sshd answers: `answers`, `silent`, `refused`.
+fn answers(addr: SocketAddr) -> &'static str {
+    match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => "refused",
+        Err(_) => "silent",
+        Ok(mut s) => {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(300)));
+            let mut b = [0u8; 4];
+            if matches!(s.read(&mut b), Ok(4)) && &b == b"SSH-" {
+                "answers"
+            } else {
+                "silent"
+            }
+        }
+    }
+}
+
+fn status(lab: &Lab, format: Format) -> anyhow::Result<ExitCode> {
+    let live: Vec<_> = lab
+        .records()
+        .into_iter()
+        .filter(|r| r.state != "terminated")
+        .collect();
+    let rows: Vec<(String, String, String, String)> = live
+        .iter()
+        .map(|r| {
+            let machine = r
+                .tags
+                .get(medic_cloud::TAG_MACHINE)
+                .cloned()
+                .unwrap_or_default();
+            (
+                machine,
+                r.id.clone(),
+                r.address.to_string(),
+                answers(SocketAddr::from((r.address, 22))).to_owned(),
+            )
+        })
+        .collect();
+    match format {
+        Format::Json => {
+            let v: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|(m, id, a, s)| serde_json::json!({"machine": m, "instance": id, "address": a, "ssh": s}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Text => {
+            println!(
+                "lab {} ({}.0/24): {} machines",
+                lab.cfg.bridge,
+                lab.bridge_address().to_string().trim_end_matches(".1"),
+                rows.len()
+            );
+            if !rows.is_empty() {
+                println!("{:<10} {:<10} {:<14} SSH", "MACHINE", "INSTANCE", "ADDRESS");
+            }
+            for (m, id, a, s) in &rows {
+                println!("{m:<10} {id:<10} {a:<14} {s}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
