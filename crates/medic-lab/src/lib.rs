@@ -453,58 +453,21 @@ impl Lab {
         )
         .await?;
         run("launch", "ip", &["link", "set", &r.veth, "up"]).await?;
-        run(
-            "launch",
-            "ip",
-            &[
-                "netns", "exec", &ns, "ip", "link", "set", &peer, "name", "eth0",
-            ],
-        )
-        .await?;
-        run(
-            "launch",
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "addr",
-                "add",
-                &format!("{address}/24"),
-                "dev",
-                "eth0",
-            ],
-        )
-        .await?;
-        run(
-            "launch",
-            "ip",
-            &["netns", "exec", &ns, "ip", "link", "set", "eth0", "up"],
-        )
-        .await?;
-        run(
-            "launch",
-            "ip",
-            &["netns", "exec", &ns, "ip", "link", "set", "lo", "up"],
-        )
-        .await?;
-        run(
-            "launch",
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &ns,
-                "ip",
-                "route",
-                "add",
-                "default",
-                "via",
-                &self.bridge_address().to_string(),
-            ],
-        )
-        .await?;
+        // Inside the machine: its link renamed eth0, its address, lo, the route to the bridge.
+        let cidr = format!("{address}/24");
+        let gateway = self.bridge_address().to_string();
+        let inside: [&[&str]; 5] = [
+            &["link", "set", &peer, "name", "eth0"],
+            &["addr", "add", &cidr, "dev", "eth0"],
+            &["link", "set", "eth0", "up"],
+            &["link", "set", "lo", "up"],
+            &["route", "add", "default", "via", &gateway],
+        ];
+        for args in inside {
+            let mut full = vec!["netns", "exec", ns.as_str(), "ip"];
+            full.extend_from_slice(args);
+            run("launch", "ip", &full).await?;
+        }
         self.start_machine(&r).await?;
         r.state = "running".into();
         self.write_record(&r)?;
