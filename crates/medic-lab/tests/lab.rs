@@ -207,6 +207,11 @@ fn connects_from(t: &TestLab, machine: &str, addr: SocketAddr) -> bool {
 
 #[tokio::test]
 async fn a_machine_launches_runs_the_redis_playbook_and_terminates_without_a_trace() {
+    if !medic_testkit::root_or_skip(
+        "a_machine_launches_runs_the_redis_playbook_and_terminates_without_a_trace",
+    ) {
+        return;
+    }
     let t = test_lab();
     let (i, ssh, host, _kh) = up(&t, "redis1").await;
     assert_eq!(
@@ -292,6 +297,9 @@ async fn a_machine_launches_runs_the_redis_playbook_and_terminates_without_a_tra
 
 #[tokio::test]
 async fn launch_is_idempotent_and_survives_a_new_controller() {
+    if !medic_testkit::root_or_skip("launch_is_idempotent_and_survives_a_new_controller") {
+        return;
+    }
     let t = test_lab();
     let a = t
         .lab
@@ -324,6 +332,9 @@ async fn launch_is_idempotent_and_survives_a_new_controller() {
 
 #[tokio::test]
 async fn faults_do_what_they_say() {
+    if !medic_testkit::root_or_skip("faults_do_what_they_say") {
+        return;
+    }
     let t = test_lab();
     let (a, ..) = up(&t, "a").await;
     let (b, ..) = up(&t, "b").await;
@@ -381,6 +392,9 @@ async fn faults_do_what_they_say() {
 
 #[tokio::test]
 async fn down_removes_everything_twice() {
+    if !medic_testkit::root_or_skip("down_removes_everything_twice") {
+        return;
+    }
     let t = test_lab();
     t.lab
         .launch(&spec("redis1", "redis", "rec-1", 1))

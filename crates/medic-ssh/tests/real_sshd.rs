@@ -38,6 +38,9 @@ fn ssh_for(s: &Sshd) -> Ssh {
 
 #[tokio::test]
 async fn commands_report_status_stdout_and_stderr_over_one_session() {
+    if !medic_testkit::root_or_skip("commands_report_status_stdout_and_stderr_over_one_session") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &[]);
     let ssh = ssh_for(&s);
     let h = host(&s, HostKeys::Strict);
@@ -76,6 +79,9 @@ async fn commands_report_status_stdout_and_stderr_over_one_session() {
 
 #[tokio::test]
 async fn upload_is_atomic_and_sets_the_mode() {
+    if !medic_testkit::root_or_skip("upload_is_atomic_and_sets_the_mode") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &["/etc/redis"]);
     let ssh = ssh_for(&s);
     let h = host(&s, HostKeys::Strict);
@@ -103,6 +109,9 @@ async fn upload_is_atomic_and_sets_the_mode() {
 
 #[tokio::test]
 async fn a_wrong_host_key_is_refused() {
+    if !medic_testkit::root_or_skip("a_wrong_host_key_is_refused") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &[]);
     let other = Sshd::start(unique_loopback(), &[]);
     let dir = tempfile::tempdir().unwrap();
@@ -135,6 +144,9 @@ async fn a_wrong_host_key_is_refused() {
 
 #[tokio::test]
 async fn an_unknown_host_needs_accept_new_or_a_learned_key() {
+    if !medic_testkit::root_or_skip("an_unknown_host_needs_accept_new_or_a_learned_key") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &[]);
     let dir = tempfile::tempdir().unwrap();
     let kh = dir.path().join("known_hosts");
@@ -202,6 +214,9 @@ async fn a_silent_host_times_out_within_its_bound() {
 
 #[tokio::test]
 async fn a_command_over_its_timeout_is_reported() {
+    if !medic_testkit::root_or_skip("a_command_over_its_timeout_is_reported") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &[]);
     let ssh = ssh_for(&s);
     let e = ssh
@@ -217,6 +232,9 @@ async fn a_command_over_its_timeout_is_reported() {
 
 #[tokio::test]
 async fn a_dropped_session_is_reopened() {
+    if !medic_testkit::root_or_skip("a_dropped_session_is_reopened") {
+        return;
+    }
     let mut s = Sshd::start(unique_loopback(), &[]);
     let ssh = ssh_for(&s);
     let h = host(&s, HostKeys::Strict);
@@ -237,6 +255,11 @@ fn playbook(name: &str) -> medic_playbook::Playbook {
 
 #[tokio::test]
 async fn the_redis_playbook_configures_a_real_redis_and_a_second_run_changes_nothing() {
+    if !medic_testkit::root_or_skip(
+        "the_redis_playbook_configures_a_real_redis_and_a_second_run_changes_nothing",
+    ) {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), REDIS_DIRS);
     let ssh = ssh_for(&s);
     let h = host(&s, HostKeys::Strict);
@@ -305,6 +328,9 @@ async fn the_redis_playbook_configures_a_real_redis_and_a_second_run_changes_not
 
 #[tokio::test]
 async fn a_failing_step_names_host_playbook_step_exit_and_stderr() {
+    if !medic_testkit::root_or_skip("a_failing_step_names_host_playbook_step_exit_and_stderr") {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &[]);
     let ssh = ssh_for(&s);
     let text = "name: broken\ndescription: fails\nsteps:\n  - name: fine\n    command: \"true\"\n  - name: explode\n    command: \"echo starting; echo first >&2; echo 'no such thing' >&2; exit 3\"\n  - name: never\n    command: \"true\"\n";
@@ -325,6 +351,11 @@ async fn a_failing_step_names_host_playbook_step_exit_and_stderr() {
 /// `sudo -n`; without sudo rights, sudo's own refusal is what the caller sees.
 #[tokio::test]
 async fn a_non_root_user_works_through_sudo_and_a_user_without_it_is_told_why() {
+    if !medic_testkit::root_or_skip(
+        "a_non_root_user_works_through_sudo_and_a_user_without_it_is_told_why",
+    ) {
+        return;
+    }
     let s = Sshd::start(unique_loopback(), &["/etc/redis"]);
     let ssh = ssh_for(&s);
     let mut h = host(&s, HostKeys::Strict);

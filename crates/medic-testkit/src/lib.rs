@@ -554,3 +554,18 @@ impl Moto {
         m
     }
 }
+
+/// Whether this process is root. Tests that need it (network namespaces, sshd, test users)
+/// call this first and, without root, say so on stderr and return: skipped, never silently.
+pub fn root_or_skip(test: &str) -> bool {
+    let uid = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default();
+    if uid == "0" {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs root (network namespaces, sshd, test users); CI runs as root");
+    false
+}
