@@ -569,3 +569,74 @@ pub fn root_or_skip(test: &str) -> bool {
     eprintln!("SKIPPED {test}: needs root (network namespaces, sshd, test users); CI runs as root");
     false
 }
+
+/// A BIND 9 `named` of its own: primary for one zone, accepting updates signed with a TSIG key
+/// made by BIND's own `tsig-keygen`.
+#[derive(Debug)]
+pub struct Named {
+    pub addr: SocketAddr,
+    pub zone: String,
+    pub key_name: String,
+    /// The key file (`key "..." { algorithm ...; secret "..."; };`).
+    pub key_file: PathBuf,
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+}
+
+impl Named {
+    /// named binds only addresses its interfaces have (loopback has 127.0.0.1 alone), so it
+    /// listens on 127.0.0.1 with a port of its own; `ip` is the name server's address in the
+    /// zone's records.
+    pub fn start(ip: Ipv4Addr, zone: &str, key_name: &str) -> Named {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = Command::new(program("tsig-keygen"))
+            .args(["-a", "hmac-sha256", key_name])
+            .output()
+            .unwrap();
+        assert!(key.status.success(), "tsig-keygen failed");
+        let key_file = d.join("tsig.key");
+        std::fs::write(&key_file, &key.stdout).unwrap();
+        std::fs::write(
+            d.join("zone.db"),
+            format!("$TTL 60\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{zone}.\nns IN A {ip}\n"),
+        )
+        .unwrap();
+        let conf = d.join("named.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "controls {{ }};\noptions {{\n  directory \"{d}\";\n  listen-on port {port} {{ 127.0.0.1; }};\n  listen-on-v6 {{ none; }};\n  \
+                 pid-file \"{d}/named.pid\";\n  recursion no;\n  dnssec-validation no;\n  allow-query {{ any; }};\n}};\n\
+                 include \"{k}\";\n\
+                 zone \"{zone}\" {{ type primary; file \"{d}/zone.db\"; allow-update {{ key \"{key_name}\"; }}; }};\n",
+                d = d.display(),
+                k = key_file.display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(program("named"));
+        cmd.arg("-g").arg("-c").arg(&conf);
+        let proc = Proc::spawn("named", cmd, d.join("named.log"));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let n = Named {
+            addr,
+            zone: zone.to_owned(),
+            key_name: key_name.to_owned(),
+            key_file,
+            proc,
+            dir,
+        };
+        assert!(
+            wait_port(addr, Duration::from_secs(15)),
+            "named did not start:\n{}",
+            n.proc.log_text()
+        );
+        n
+    }
+}
