@@ -12,6 +12,7 @@ medic="${CARGO_TARGET_DIR:-target}/debug/medic"
 dir="$(mktemp -d)"
 trap '"$medic" lab down --topology "$dir/lab.yaml" >/dev/null 2>&1 || true; rm -rf "$dir"' EXIT
 sed -e "s#subnet: 10.77.0.0/24#subnet: 10.76.250.0/24#; s#bridge: medic0#bridge: mbench0#" \
+    -e "s#server: 10.77.0.2:53#server: 10.76.250.2:53#" \
     -e "s#/var/lib/medic/lab#$dir/state#g; s#\.\./playbooks#$PWD/playbooks#; s#\.\./amis#$PWD/amis#g" \
     examples/lab.yaml > "$dir/lab.yaml"
 for i in $(seq "$runs"); do

@@ -533,6 +533,105 @@ impl Lab {
         Ok(())
     }
 
+    /// The lab's DNS server: BIND's named in a namespace of its own at `.2` on the bridge,
+    /// primary for `zone`, accepting updates signed with the TSIG key in `key_file` (created
+    /// with `tsig-keygen` if missing). Returns where it listens. Idempotent.
+    pub async fn start_dns(
+        &self,
+        zone: &str,
+        key_name: &str,
+        key_file: &Path,
+    ) -> Result<std::net::SocketAddr, CloudError> {
+        let _g = self.lock.lock().await;
+        self.ensure_bridge().await?;
+        let [a, b, c] = self.cfg.subnet;
+        let ip = Ipv4Addr::new(a, b, c, 2);
+        let addr = std::net::SocketAddr::from((ip, 53));
+        let ns = format!("{}dns", self.cfg.prefix);
+        if run("dns", "ip", &["netns", "pids", &ns])
+            .await
+            .is_ok_and(|p| !p.trim().is_empty())
+        {
+            return Ok(addr);
+        }
+        if !key_file.exists() {
+            let key = run("dns", "tsig-keygen", &["-a", "hmac-sha256", key_name]).await?;
+            if let Some(dir) = key_file.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| io("dns", dir, e))?;
+            }
+            std::fs::write(key_file, key).map_err(|e| io("dns", key_file, e))?;
+        }
+        let d = self.cfg.state_dir.join("dns");
+        std::fs::create_dir_all(&d).map_err(|e| io("dns", &d, e))?;
+        let zone = zone.trim_end_matches('.');
+        std::fs::write(
+            d.join("zone.db"),
+            format!("$TTL 60\n@ IN SOA ns.{zone}. hostmaster.{zone}. 1 3600 600 86400 60\n@ IN NS ns.{zone}.\nns IN A {ip}\n"),
+        )
+        .map_err(|e| io("dns", &d, e))?;
+        let _ = std::fs::remove_file(d.join("zone.db.jnl"));
+        std::fs::write(
+            d.join("named.conf"),
+            format!(
+                "controls {{ }};\noptions {{\n  directory \"{dir}\";\n  listen-on port 53 {{ {ip}; }};\n  listen-on-v6 {{ none; }};\n  \
+                 pid-file \"{dir}/named.pid\";\n  recursion no;\n  dnssec-validation no;\n  allow-query {{ any; }};\n}};\n\
+                 include \"{key}\";\nzone \"{zone}\" {{ type primary; file \"{dir}/zone.db\"; allow-update {{ key \"{key_name}\"; }}; }};\n",
+                dir = d.display(),
+                key = key_file.display(),
+            ),
+        )
+        .map_err(|e| io("dns", &d, e))?;
+        run_quiet("ip", &["netns", "del", &ns]).await;
+        let veth = format!("v{}dns", self.tag());
+        let peer = format!("p{}dns", self.tag());
+        run_quiet("ip", &["link", "del", &veth]).await;
+        run("dns", "ip", &["netns", "add", &ns]).await?;
+        run(
+            "dns",
+            "ip",
+            &["link", "add", &veth, "type", "veth", "peer", "name", &peer],
+        )
+        .await?;
+        run("dns", "ip", &["link", "set", &peer, "netns", &ns]).await?;
+        run(
+            "dns",
+            "ip",
+            &["link", "set", &veth, "master", &self.cfg.bridge],
+        )
+        .await?;
+        run("dns", "ip", &["link", "set", &veth, "up"]).await?;
+        let cidr = format!("{ip}/24");
+        for args in [
+            &["addr", "add", cidr.as_str(), "dev", peer.as_str()][..],
+            &["link", "set", &peer, "up"],
+            &["link", "set", "lo", "up"],
+        ] {
+            let mut full = vec!["netns", "exec", ns.as_str(), "ip"];
+            full.extend_from_slice(args);
+            run("dns", "ip", &full).await?;
+        }
+        let log = std::fs::File::create(d.join("named.log")).map_err(|e| io("dns", &d, e))?;
+        let log2 = log.try_clone().map_err(|e| io("dns", &d, e))?;
+        let conf = d.join("named.conf").display().to_string();
+        let status = Command::new("setsid")
+            .args(["-f", "ip", "netns", "exec", &ns, "named", "-g", "-c", &conf])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .status()
+            .await
+            .map_err(|e| err("dns", format!("cannot start named: {e}")))?;
+        if !status.success() {
+            return Err(err(
+                "dns",
+                format!("named did not start: see {}", d.join("named.log").display()),
+            ));
+        }
+        medic_cloud::wait_port(addr, Duration::from_secs(15)).await?;
+        tracing::info!(zone, address = %addr, "Lab DNS server started.");
+        Ok(addr)
+    }
+
     /// Removes every lab machine, namespace, link and the bridge — also what a lab that
     /// crashed left behind (any namespace with the lab's prefix). Twice is fine.
     pub async fn down(&self) -> Result<usize, CloudError> {

@@ -148,7 +148,9 @@ pub fn proxy_port(top: &Topology, shard: &str) -> Option<u16> {
 }
 
 /// Variables for `playbooks/app-proxy.yaml`: each app frontend goes to the primary proxy, and
-/// to the backup when the primary is unavailable.
+/// to the backup when the primary is unavailable. With an RFC 2136 DNS (its server's address
+/// is known), the app proxy resolves each proxy by its DNS record through that server, so a
+/// DNS change reaches it; it starts from the address known now.
 pub fn app_proxy_vars(
     top: &Topology,
     state: &ObservedState,
@@ -160,6 +162,19 @@ pub fn app_proxy_vars(
         .iter()
         .map(|a| &a.value)
         .find(|a| a.machine.value == machine)?;
+    let resolver = top
+        .dns
+        .as_ref()
+        .and_then(|d| match &d.value.provider.value {
+            medic_topology::DnsProvider::Rfc2136(r) => Some(r.server.to_string()),
+            medic_topology::DnsProvider::Route53(_) => None,
+        });
+    // The record naming exactly this proxy machine, if any.
+    let fqdn = |proxy: &str| {
+        top.dns_records_of(proxy)
+            .find(|r| r.machines.len() == 1)
+            .map(|r| r.name.value.trim_end_matches('.').to_owned())
+    };
     let frontends: Vec<Value> = app
         .frontends
         .iter()
@@ -169,7 +184,7 @@ pub fn app_proxy_vars(
             let servers: Vec<Value> = [(&app.primary.value, false), (&app.backup.value, true)]
                 .into_iter()
                 .map(|(m, backup)| {
-                    json!({ "name": m, "address": addr_of(state, m).to_string(), "port": port, "backup": backup })
+                    json!({ "name": m, "address": addr_of(state, m).to_string(), "port": port, "backup": backup, "fqdn": fqdn(m) })
                 })
                 .collect();
             Some(json!({
@@ -184,6 +199,7 @@ pub fn app_proxy_vars(
         "host": host(top, machine, address),
         "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket },
         "haproxy": haproxy_settings(&top.proxies.value.haproxy),
+        "resolver": resolver,
         "frontends": frontends,
     }))
 }

@@ -51,6 +51,18 @@ impl Drop for Down {
     }
 }
 
+/// The app proxy's current address for its server `haproxy1` of backend app-r9001.
+async fn app_sees_haproxy1_at(app_api: std::net::SocketAddr) -> String {
+    use medic_haproxy::ProxyApi;
+    let api = medic_haproxy::RuntimeApi::tcp(app_api);
+    let servers = api.servers(Some("app-r9001")).await.unwrap();
+    servers
+        .into_iter()
+        .find(|s| s.server == "haproxy1")
+        .unwrap()
+        .addr
+}
+
 #[test]
 fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     if !medic_testkit::root_or_skip(
@@ -68,6 +80,7 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     let topo = text_in
         .replace("subnet: 10.77.0.0/24", &format!("subnet: 10.76.{net}.0/24"))
         .replace("bridge: medic0", &format!("bridge: mlu{net}"))
+        .replace("server: 10.77.0.2:53", &format!("server: 10.76.{net}.2:53"))
         .replace(
             "/var/lib/medic/lab",
             &dir.path().join("lab").display().to_string(),
@@ -88,7 +101,7 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     // Machines in file order: redis1 .10, redis2 .11, haproxy1 .12, haproxy2 .13, app .14.
     assert_eq!(
         status_of(&text(&out), "app"),
-        ["app", "lab-0005", &ip(14), "answers"],
+        ["app", "app", "lab-0005", &ip(14), "answers"],
         "{}",
         text(&out)
     );
@@ -105,6 +118,43 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
         "the replica has it"
     );
     assert!(cli(&ip(11), 9001, &["ROLE"]).starts_with("slave"));
+
+    // The lab's DNS server has the proxies' records, and a DNS change reaches the app proxy
+    // (HAProxy resolvers), for real.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = dir.path().join("lab/tsig.key");
+    let dns = medic_rfc2136::Rfc2136::new(
+        format!("{}:53", ip(2)).parse().unwrap(),
+        "barton.lab",
+        "medic",
+        "hmac-sha256",
+        medic_rfc2136::read_secret(&key).unwrap(),
+    )
+    .unwrap();
+    use medic_cloud::Dns;
+    let rs = rt
+        .block_on(dns.read("haproxy1.barton.lab"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(rs.values, [ip(12).parse::<std::net::IpAddr>().unwrap()]);
+    let app_api: std::net::SocketAddr = format!("{}:9998", ip(14)).parse().unwrap();
+    assert_eq!(rt.block_on(app_sees_haproxy1_at(app_api)), ip(12));
+    rt.block_on(dns.upsert("haproxy1.barton.lab", 60, &[ip(13).parse().unwrap()]))
+        .unwrap();
+    let mut followed = false;
+    for _ in 0..50 {
+        if rt.block_on(app_sees_haproxy1_at(app_api)) == ip(13) {
+            followed = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(followed, "the app proxy follows the DNS change");
+    rt.block_on(dns.upsert("haproxy1.barton.lab", 60, &[ip(12).parse().unwrap()]))
+        .unwrap();
 
     // Again: every machine found, no playbook changes anything.
     let again = medic(&["lab", "up", f]);
@@ -126,7 +176,7 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     let st = text(&medic(&["lab", "status", "--topology", f]));
     assert_eq!(
         status_of(&st, "redis2"),
-        ["redis2", "lab-0002", &ip(11), "silent"],
+        ["redis2", "redis", "lab-0002", &ip(11), "silent"],
         "{st}"
     );
 

@@ -37,7 +37,8 @@ pub(super) fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         LabCommand::Status { topology, format } => {
-            status(&Lab::new(config(topology.as_deref())?), format)
+            let roles = roles(topology.as_deref());
+            status(&Lab::new(config(topology.as_deref())?), &roles, format)
         }
         LabCommand::Fault {
             machine,
@@ -157,14 +158,41 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         top.machines.len(),
         plan.steps.len()
     );
-    if top.dns.is_some() {
-        println!("note: the lab's DNS server is not built yet: DNS steps are skipped and shown");
-    }
-    let mut exec = medic_exec::Executor::<_, medic_aws::Route53> {
+    // The lab's own DNS server, primary for the topology's zone: records are upserted into it
+    // and the app proxies resolve the proxies' names through it.
+    let dns = match top.dns.as_ref().map(|d| &d.value.provider.value) {
+        Some(medic_topology::DnsProvider::Rfc2136(r)) => {
+            let at = lab
+                .start_dns(&r.zone, &r.tsig_key, &r.tsig_secret_file)
+                .await?;
+            if at != r.server {
+                bail!(
+                    "the lab's DNS server listens on {at}, but dns.provider.rfc2136.server says {}: \
+                     expected the lab subnet's .2 on port 53",
+                    r.server
+                );
+            }
+            println!("lab DNS: named at {at}, primary for {}", r.zone);
+            let secret = medic_rfc2136::read_secret(&r.tsig_secret_file)?;
+            Some(medic_rfc2136::Rfc2136::new(
+                r.server,
+                &r.zone,
+                &r.tsig_key,
+                &r.tsig_algorithm,
+                secret,
+            )?)
+        }
+        Some(medic_topology::DnsProvider::Route53(_)) => {
+            println!("note: the lab has no Route 53: DNS steps are skipped and shown");
+            None
+        }
+        None => None,
+    };
+    let mut exec = medic_exec::Executor {
         topology: top,
         cloud: &lab,
-        dns: None,
-        skip_dns: true,
+        dns: dns.as_ref(),
+        skip_dns: dns.is_none(),
         ssh: &ssh,
         playbooks: &dep.playbooks,
         addresses: BTreeMap::new(),
@@ -193,7 +221,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(1));
     }
-    status(&lab, Format::Text)
+    status(&lab, &roles_of(top), Format::Text)
 }
 
 /// Whether a machine's sshd answers: `answers`, `silent`, `refused`.
@@ -213,13 +241,33 @@ fn answers(addr: SocketAddr) -> &'static str {
     }
 }
 
-fn status(lab: &Lab, format: Format) -> anyhow::Result<ExitCode> {
+/// Machine name to role, from the topology (the lab's records do not carry roles).
+fn roles_of(top: &medic_topology::Topology) -> BTreeMap<String, String> {
+    top.machines
+        .iter()
+        .map(|m| {
+            (
+                m.value.name.value.clone(),
+                m.value.role.value.as_str().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn roles(topology: Option<&Path>) -> BTreeMap<String, String> {
+    topology
+        .and_then(|f| medic_topology::load_topology(f).ok())
+        .map(|l| roles_of(&l.topology))
+        .unwrap_or_default()
+}
+
+fn status(lab: &Lab, roles: &BTreeMap<String, String>, format: Format) -> anyhow::Result<ExitCode> {
     let live: Vec<_> = lab
         .records()
         .into_iter()
         .filter(|r| r.state != "terminated")
         .collect();
-    let rows: Vec<(String, String, String, String)> = live
+    let rows: Vec<(String, String, String, String, String)> = live
         .iter()
         .map(|r| {
             let machine = r
@@ -227,8 +275,10 @@ fn status(lab: &Lab, format: Format) -> anyhow::Result<ExitCode> {
                 .get(medic_cloud::TAG_MACHINE)
                 .cloned()
                 .unwrap_or_default();
+            let role = roles.get(&machine).cloned().unwrap_or_else(|| "-".into());
             (
                 machine,
+                role,
                 r.id.clone(),
                 r.address.to_string(),
                 answers(SocketAddr::from((r.address, 22))).to_owned(),
@@ -239,7 +289,7 @@ fn status(lab: &Lab, format: Format) -> anyhow::Result<ExitCode> {
         Format::Json => {
             let v: Vec<serde_json::Value> = rows
                 .iter()
-                .map(|(m, id, a, s)| serde_json::json!({"machine": m, "instance": id, "address": a, "ssh": s}))
+                .map(|(m, role, id, a, s)| serde_json::json!({"machine": m, "role": role, "instance": id, "address": a, "ssh": s}))
                 .collect();
             println!("{}", serde_json::to_string_pretty(&v)?);
         }
@@ -251,10 +301,13 @@ fn status(lab: &Lab, format: Format) -> anyhow::Result<ExitCode> {
                 rows.len()
             );
             if !rows.is_empty() {
-                println!("{:<10} {:<10} {:<14} SSH", "MACHINE", "INSTANCE", "ADDRESS");
+                println!(
+                    "{:<10} {:<8} {:<10} {:<14} SSH",
+                    "MACHINE", "ROLE", "INSTANCE", "ADDRESS"
+                );
             }
-            for (m, id, a, s) in &rows {
-                println!("{m:<10} {id:<10} {a:<14} {s}");
+            for (m, role, id, a, s) in &rows {
+                println!("{m:<10} {role:<8} {id:<10} {a:<14} {s}");
             }
         }
     }
