@@ -204,6 +204,20 @@ impl Lab {
             })
     }
 
+    /// Whether the lab's bridge carries its address. Without it, traffic to a lab address would
+    /// follow this host's default route off the machine: nothing may be sent then.
+    pub fn bridge_up(&self) -> bool {
+        let out = std::process::Command::new("ip")
+            .args(["-4", "-o", "addr", "show", "dev", &self.cfg.bridge])
+            .stderr(Stdio::null())
+            .output();
+        out.is_ok_and(|o| {
+            o.status.success()
+                && String::from_utf8_lossy(&o.stdout)
+                    .contains(&format!("{}/24", self.bridge_address()))
+        })
+    }
+
     async fn ensure_bridge(&self) -> Result<(), CloudError> {
         let b = &self.cfg.bridge;
         if run("bridge", "ip", &["link", "show", b]).await.is_ok() {

@@ -180,6 +180,17 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
         "{st}"
     );
 
+    // Without its bridge the lab sends nothing to its addresses (they would leave the host).
+    assert!(
+        Command::new("ip")
+            .args(["link", "del", &format!("mlu{net}")])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let st = text(&medic(&["lab", "status", "--topology", f]));
+    assert_eq!(st.matches("no bridge").count(), 5, "{st}");
+
     for _ in 0..2 {
         let out = medic(&["lab", "down", "--topology", f]);
         assert!(out.status.success(), "{}", text(&out));
