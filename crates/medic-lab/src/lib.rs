@@ -132,6 +132,40 @@ async fn run_quiet(program: &str, args: &[&str]) {
         .await;
 }
 
+/// Starts `argv` inside network namespace `ns`, detached (`setsid -f`: the machine's processes
+/// belong to no one here and outlive medic), its output to `log`.
+async fn spawn_in(op: &'static str, ns: &str, argv: &[&str], log: &Path) -> Result<(), CloudError> {
+    let out = std::fs::File::create(log).map_err(|e| io(op, log, e))?;
+    let err_out = out.try_clone().map_err(|e| io(op, log, e))?;
+    let mut args = vec!["-f", "ip", "netns", "exec", ns];
+    args.extend_from_slice(argv);
+    let status = Command::new("setsid")
+        .args(&args)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err_out)
+        .status()
+        .await
+        .map_err(|e| {
+            err(
+                op,
+                format!("cannot start {}: {e}", argv.first().unwrap_or(&"?")),
+            )
+        })?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(err(
+            op,
+            format!(
+                "{} did not start: see {}",
+                argv.first().unwrap_or(&"?"),
+                log.display()
+            ),
+        ))
+    }
+}
+
 fn io(op: &'static str, path: &Path, e: std::io::Error) -> CloudError {
     err(op, format!("{}: {e}", path.display()))
 }
@@ -345,40 +379,16 @@ impl Lab {
             d = d.display(),
             u = LOGIN_USER,
         );
-        let log = std::fs::File::create(d.join("sshd.log")).map_err(|e| io("launch", &d, e))?;
-        let log2 = log.try_clone().map_err(|e| io("launch", &d, e))?;
-        // setsid -f: the machine's processes belong to no one here; they outlive medic.
-        let status = Command::new("setsid")
-            .args([
-                "-f",
-                "ip",
-                "netns",
-                "exec",
-                &r.netns,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-                "sh",
-                "-c",
-                &script,
-            ])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .status()
-            .await
-            .map_err(|e| err("launch", format!("cannot start the machine: {e}")))?;
-        if !status.success() {
-            return Err(err(
-                "launch",
-                format!(
-                    "starting {} failed: see {}",
-                    r.id,
-                    d.join("sshd.log").display()
-                ),
-            ));
-        }
+        let argv = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script.as_str(),
+        ];
+        spawn_in("launch", &r.netns, &argv, &d.join("sshd.log")).await?;
         Ok(())
     }
 
@@ -624,23 +634,14 @@ impl Lab {
             full.extend_from_slice(args);
             run("dns", "ip", &full).await?;
         }
-        let log = std::fs::File::create(d.join("named.log")).map_err(|e| io("dns", &d, e))?;
-        let log2 = log.try_clone().map_err(|e| io("dns", &d, e))?;
         let conf = d.join("named.conf").display().to_string();
-        let status = Command::new("setsid")
-            .args(["-f", "ip", "netns", "exec", &ns, "named", "-g", "-c", &conf])
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .status()
-            .await
-            .map_err(|e| err("dns", format!("cannot start named: {e}")))?;
-        if !status.success() {
-            return Err(err(
-                "dns",
-                format!("named did not start: see {}", d.join("named.log").display()),
-            ));
-        }
+        spawn_in(
+            "dns",
+            &ns,
+            &["named", "-g", "-c", &conf],
+            &d.join("named.log"),
+        )
+        .await?;
         medic_cloud::wait_port(addr, Duration::from_secs(15)).await?;
         tracing::info!(zone, address = %addr, "Lab DNS server started.");
         Ok(addr)
