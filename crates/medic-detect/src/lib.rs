@@ -1,0 +1,320 @@
+//! Failure detection, as pure functions: what the controller concludes from check results.
+//!
+//! Per target, [`Detector`] keeps up / suspect / down with the topology's `fall` and `rise`:
+//! - a **refused** connection from a host that otherwise answers is certain — the process is
+//!   gone — and marks the target down at once;
+//! - **silence** (a timeout) needs `fall` misses in a row, and then still only makes the target
+//!   *silent*: before failing a master over, [`judge_silence`] asks the independent observers —
+//!   each HAProxy's own view of that server and the replica's link to its master. If they still
+//!   see it, the monitor host is the one cut off: medic must not fail over, it must alert.
+//!
+//! # Guarantees (each is a test)
+//! - One refusal is enough; one timeout is never enough.
+//! - A target marked down needs `rise` successes in a row to be up again.
+//! - Silence with every witness still seeing the target is never a failover.
+
+use serde::Serialize;
+
+/// One check's result, as the probe classified it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Observation {
+    /// It answered as expected.
+    Ok,
+    /// Connection refused: the host is there, the process is not.
+    Refused,
+    /// No answer within the timeout.
+    Silent,
+    /// It answered with an error (LOADING, MASTERDOWN...) or in the wrong role.
+    Unhealthy,
+}
+
+/// What the detector believes of a target now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum Health {
+    Up,
+    /// Missed checks, not yet `fall` of them.
+    Suspect {
+        misses: u32,
+    },
+    /// Down: `certain` when a refusal said so, else `fall` misses of silence or bad answers.
+    Down {
+        certain: bool,
+        successes: u32,
+    },
+}
+
+/// A change worth acting on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The process is gone from a live host: act now.
+    Dead,
+    /// `fall` checks failed without a refusal: ask the witnesses before acting.
+    Silent,
+    /// It answered badly `fall` times: it is there but unusable.
+    Failing,
+    /// Down before, `rise` good checks since.
+    Recovered,
+}
+
+/// up / suspect / down for one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detector {
+    pub fall: u32,
+    pub rise: u32,
+    pub health: Health,
+}
+
+impl Detector {
+    pub fn new(fall: u32, rise: u32) -> Self {
+        Detector {
+            fall: fall.max(1),
+            rise: rise.max(1),
+            health: Health::Up,
+        }
+    }
+
+    /// Takes one check's result; returns a verdict when the health changes in a way that
+    /// matters.
+    pub fn observe(&mut self, o: Observation) -> Option<Verdict> {
+        let (next, verdict) = match (self.health, o) {
+            (Health::Down { certain, successes }, Observation::Ok) => {
+                if successes + 1 >= self.rise {
+                    (Health::Up, Some(Verdict::Recovered))
+                } else {
+                    (
+                        Health::Down {
+                            certain,
+                            successes: successes + 1,
+                        },
+                        None,
+                    )
+                }
+            }
+            (Health::Down { .. }, Observation::Refused) => (
+                Health::Down {
+                    certain: true,
+                    successes: 0,
+                },
+                None,
+            ),
+            (Health::Down { certain, .. }, _) => (
+                Health::Down {
+                    certain,
+                    successes: 0,
+                },
+                None,
+            ),
+            (_, Observation::Ok) => (Health::Up, None),
+            (_, Observation::Refused) => (
+                Health::Down {
+                    certain: true,
+                    successes: 0,
+                },
+                Some(Verdict::Dead),
+            ),
+            (h, bad) => {
+                let misses = match h {
+                    Health::Suspect { misses } => misses + 1,
+                    _ => 1,
+                };
+                if misses >= self.fall {
+                    let verdict = if bad == Observation::Silent {
+                        Verdict::Silent
+                    } else {
+                        Verdict::Failing
+                    };
+                    (
+                        Health::Down {
+                            certain: false,
+                            successes: 0,
+                        },
+                        Some(verdict),
+                    )
+                } else {
+                    (Health::Suspect { misses }, None)
+                }
+            }
+        };
+        self.health = next;
+        verdict
+    }
+}
+
+/// What the independent observers say of a silent master.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Witnesses {
+    /// Per proxy that answered: does its own health check see the server up? (Proxies that did
+    /// not answer are left out.)
+    pub proxies_see_up: Vec<bool>,
+    /// Is the replica's link to this master up? `None` if the replica did not answer.
+    pub replica_link_up: Option<bool>,
+}
+
+/// What to do about silence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Every witness that answered agrees it is gone: fail over.
+    FailOver,
+    /// Every witness still sees it: the monitor host is the one cut off. Alert, do nothing.
+    MonitorCutOff,
+    /// The witnesses disagree, or none answered: wait for the next checks.
+    Wait,
+}
+
+/// Decides whether silence may be acted on.
+pub fn judge_silence(w: &Witnesses) -> Decision {
+    let mut saw_up = w.proxies_see_up.iter().filter(|up| **up).count();
+    let mut saw_down = w.proxies_see_up.len() - saw_up;
+    match w.replica_link_up {
+        Some(true) => saw_up += 1,
+        Some(false) => saw_down += 1,
+        None => {}
+    }
+    match (saw_up, saw_down) {
+        (0, 0) => Decision::Wait,
+        (0, _) => Decision::FailOver,
+        (_, 0) => Decision::MonitorCutOff,
+        _ => Decision::Wait,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Observation::*;
+
+    /// name, fall, rise, checks in order, the verdict expected after each.
+    type Row = (
+        &'static str,
+        u32,
+        u32,
+        Vec<Observation>,
+        Vec<Option<Verdict>>,
+    );
+
+    /// A row: checks in order, and the verdicts expected after each.
+    fn run(fall: u32, rise: u32, seq: &[Observation]) -> Vec<Option<Verdict>> {
+        let mut d = Detector::new(fall, rise);
+        seq.iter().map(|o| d.observe(*o)).collect()
+    }
+
+    #[test]
+    fn table() {
+        let rows: Vec<Row> = vec![
+            (
+                "one refusal is certain",
+                3,
+                2,
+                vec![Refused],
+                vec![Some(Verdict::Dead)],
+            ),
+            (
+                "one timeout is not enough",
+                3,
+                2,
+                vec![Silent, Ok],
+                vec![None, None],
+            ),
+            (
+                "fall timeouts make silence",
+                3,
+                2,
+                vec![Silent, Silent, Silent],
+                vec![None, None, Some(Verdict::Silent)],
+            ),
+            (
+                "a success resets the misses",
+                3,
+                2,
+                vec![Silent, Silent, Ok, Silent, Silent],
+                vec![None; 5],
+            ),
+            (
+                "bad answers are failing, not silent",
+                2,
+                2,
+                vec![Unhealthy, Unhealthy],
+                vec![None, Some(Verdict::Failing)],
+            ),
+            (
+                "silence then refusal is still only one verdict",
+                2,
+                1,
+                vec![Silent, Silent, Refused],
+                vec![None, Some(Verdict::Silent), None],
+            ),
+            (
+                "rise successes in a row to recover",
+                1,
+                3,
+                vec![Refused, Ok, Ok, Silent, Ok, Ok, Ok],
+                vec![
+                    Some(Verdict::Dead),
+                    None,
+                    None,
+                    None,
+                    None,
+                    None,
+                    Some(Verdict::Recovered),
+                ],
+            ),
+            (
+                "fall 1 acts on the first timeout",
+                1,
+                1,
+                vec![Silent],
+                vec![Some(Verdict::Silent)],
+            ),
+        ];
+        for (name, fall, rise, seq, want) in rows {
+            assert_eq!(run(fall, rise, &seq), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn down_remembers_whether_it_was_certain() {
+        let mut d = Detector::new(2, 2);
+        d.observe(Silent);
+        d.observe(Silent);
+        assert_eq!(
+            d.health,
+            Health::Down {
+                certain: false,
+                successes: 0
+            }
+        );
+        d.observe(Refused);
+        assert_eq!(
+            d.health,
+            Health::Down {
+                certain: true,
+                successes: 0
+            }
+        );
+    }
+
+    #[test]
+    fn silence_is_judged_by_the_witnesses() {
+        let w = |p: &[bool], r: Option<bool>| Witnesses {
+            proxies_see_up: p.to_vec(),
+            replica_link_up: r,
+        };
+        let rows = [
+            (w(&[false, false], Some(false)), Decision::FailOver),
+            (w(&[false], None), Decision::FailOver),
+            (w(&[], Some(false)), Decision::FailOver),
+            (w(&[true, true], Some(true)), Decision::MonitorCutOff),
+            (w(&[true], None), Decision::MonitorCutOff),
+            (w(&[true, false], Some(false)), Decision::Wait),
+            (w(&[false, false], Some(true)), Decision::Wait),
+            (w(&[], None), Decision::Wait),
+        ];
+        for (witnesses, want) in rows {
+            assert_eq!(judge_silence(&witnesses), want, "{witnesses:?}");
+        }
+    }
+}
