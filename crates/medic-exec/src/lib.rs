@@ -80,7 +80,6 @@ pub struct Executor<'a, C, D> {
     pub playbooks: &'a Playbooks,
     /// Every machine's address as known so far; launch steps add theirs.
     pub addresses: BTreeMap<String, IpAddr>,
-    pub instances: BTreeMap<String, String>,
 }
 
 /// What a step did, for the caller to show.
@@ -190,8 +189,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     machine: spec.machine.clone(),
                 })?;
                 self.addresses.insert(spec.machine.clone(), addr);
-                self.instances
-                    .insert(spec.machine.clone(), running.id.clone());
                 let host = self.host(&spec.machine, addr);
                 self.ssh.forget(&host).await;
                 for key in self.cloud.host_keys(&running.id).await.map_err(cloud_err)? {

@@ -145,12 +145,11 @@ impl<'a> Planner<'a> {
             .or_else(|| self.state.shards.get(shard).map(|s| s.master.clone()))
     }
 
-    /// The runtime APIs of every proxy machine except `except`.
-    fn proxies(&self, except: &str) -> Vec<ProxyApi> {
+    /// The runtime APIs of every proxy machine.
+    fn proxies(&self) -> Vec<ProxyApi> {
         let port = self.top.proxies.value.runtime_api.value.port.value;
         self.top
             .proxy_machines()
-            .filter(|m| *m != except)
             .map(|m| ProxyApi {
                 machine: m.to_owned(),
                 address: addr_of(self.state, m),
@@ -242,12 +241,12 @@ impl<'a> Planner<'a> {
         Ok(true)
     }
 
-    fn activate_masters(&mut self, shards: &[&'a Shard], except_proxy: &str) {
+    fn activate_masters(&mut self, shards: &[&'a Shard]) {
         for shard in shards {
             let Some(master) = self.new_masters.get(&shard.name.value).cloned() else {
                 continue;
             };
-            for proxy in self.proxies(except_proxy) {
+            for proxy in self.proxies() {
                 let server = ServerRef {
                     backend: vars::proxy_backend(&shard.name.value),
                     server: master.clone(),
@@ -258,7 +257,7 @@ impl<'a> Planner<'a> {
     }
 
     fn fence_on_proxies(&mut self, shard: &Shard, machine: &str) {
-        for proxy in self.proxies("") {
+        for proxy in self.proxies() {
             let server = ServerRef {
                 backend: vars::proxy_backend(&shard.name.value),
                 server: machine.to_owned(),
@@ -428,7 +427,7 @@ impl<'a> Planner<'a> {
             }
         }
         // 3. Route each proxy to the new masters.
-        self.activate_masters(&mastered, "");
+        self.activate_masters(&mastered);
         if !refused.is_empty() {
             self.alert(
                 AlertLevel::Critical,
@@ -465,7 +464,7 @@ impl<'a> Planner<'a> {
         self.rejoin_as_replicas(&servers, machine, &address);
         // 5. Register the new address with every proxy; as a replica it stays in maint.
         for (shard, _) in &servers {
-            for proxy in self.proxies("") {
+            for proxy in self.proxies() {
                 let server = ServerRef {
                     backend: vars::proxy_backend(&shard.name.value),
                     server: machine.to_owned(),
@@ -550,7 +549,7 @@ impl<'a> Planner<'a> {
                 );
                 return Ok(());
             }
-            self.activate_masters(&[shard], "");
+            self.activate_masters(&[shard]);
         }
         if !self.top.policy.allows(Remedy::RestartProcess) {
             self.alert(

@@ -196,7 +196,6 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         ssh: &ssh,
         playbooks: &dep.playbooks,
         addresses: BTreeMap::new(),
-        instances: BTreeMap::new(),
     };
     let mut out = std::io::stdout();
     let result = exec
