@@ -1,9 +1,14 @@
 //! The executor: runs the very `Step`s the planner made, through the traits.
 //!
-//! This first version executes what setting a deployment up needs — launch, wait for SSH,
-//! playbooks, DNS — and refuses, by name, the step kinds the controller (issue 6) adds with
-//! its journal (fencing, promotion, replication, re-registration). A refused step is an error,
-//! never silently skipped.
+//! Every action kind is executed here; the controller adds the journal, retries and the
+//! monitor set around it (`Unmonitor`/`Monitor` are the controller's own and only reported).
+//! Each action is idempotent, so a step re-run after a crash has the effect of running it once.
+//!
+//! HAProxy changes go through the runtime API, are read back, and are then written into the
+//! proxy's haproxy.cfg over SSH (`edit_server`), so a reload or a restart keeps them: HAProxy's
+//! server-state-file would keep the admin state but silently drop a static server's new address.
+//! A proxy whose runtime API does not answer is skipped with a warning rather than failing
+//! the recovery: it is down, and it is configured from the current state when it is replaced.
 //!
 //! Addresses not known when the plan was made (`${address:M}`) are resolved here from what
 //! each launch step returned; a new machine's SSH host keys are learned from the cloud (the
@@ -14,8 +19,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use medic_cloud::{Cloud, CloudError, Dns, upsert_and_wait, wait_port, wait_running};
-use medic_plan::{Action, Addr, Plan, Step};
+use medic_haproxy::{AdminState, HaproxyError, ProxyApi as _, RuntimeApi, ServerEdit};
+use medic_plan::{Action, Addr, Plan, ProxyApi, ServerRef, Step, StepOutput};
 use medic_playbook::Playbooks;
+use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
+use medic_ssh::Remote as _;
 use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError, run_playbook};
 use medic_topology::{HostKeyPolicy, Topology};
 
@@ -62,7 +70,61 @@ pub enum ExecError {
     Unsupported { index: usize, kind: &'static str },
     #[error("step {index} (dns): no DNS provider is configured for this run")]
     NoDns { index: usize },
+    #[error("step {index} ({kind}): {source}")]
+    Haproxy {
+        index: usize,
+        kind: &'static str,
+        #[source]
+        source: Box<HaproxyError>,
+    },
+    #[error("step {index} ({kind}): {source}")]
+    Redis {
+        index: usize,
+        kind: &'static str,
+        #[source]
+        source: Box<RedisError>,
+    },
+    #[error("step {index} ({kind}): {machine}: {message}")]
+    ProxyConfig {
+        index: usize,
+        kind: &'static str,
+        machine: String,
+        message: String,
+    },
 }
+
+impl ExecError {
+    /// Whether trying the step again may help (a timeout, a connection, throttling), as
+    /// opposed to a refusal that will not change (bad input, an unknown server).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ExecError::Cloud { source, .. } => !matches!(
+                source,
+                CloudError::Unauthorized { .. }
+                    | CloudError::NotFound { .. }
+                    | CloudError::Invalid { .. }
+            ),
+            ExecError::Haproxy { source, .. } => !matches!(
+                **source,
+                HaproxyError::Rejected { .. } | HaproxyError::UnknownServer { .. }
+            ),
+            ExecError::Redis { .. }
+            | ExecError::Ssh { .. }
+            | ExecError::Playbook { .. }
+            | ExecError::ProxyConfig { .. } => true,
+            ExecError::UnknownAddress { .. }
+            | ExecError::NoPlaybook { .. }
+            | ExecError::Unsupported { .. }
+            | ExecError::NoDns { .. } => false,
+        }
+    }
+}
+
+/// Where the haproxy and app-proxy playbooks write HAProxy's configuration.
+pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
+
+/// How long one runtime API command may take.
+const RUNTIME_API_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a launched machine may take to run and answer SSH when the step gives no bound.
 const BOOT: Duration = Duration::from_secs(120);
@@ -80,13 +142,24 @@ pub struct Executor<'a, C, D> {
     pub playbooks: &'a Playbooks,
     /// Every machine's address as known so far; launch steps add theirs.
     pub addresses: BTreeMap<String, IpAddr>,
+    /// Admin calls to redis servers (each bounded by its timeout).
+    pub redis: Redis,
 }
 
-/// What a step did, for the caller to show.
+/// What a step did, for the caller to show and the journal to keep.
 #[derive(Debug, Clone)]
 pub struct Done {
     pub summary: String,
     pub duration: Duration,
+    pub output: StepOutput,
+}
+
+/// A runtime API change to make and then persist in haproxy.cfg.
+#[derive(Debug, Clone, Copy)]
+enum ProxyChange {
+    Fence,
+    Activate,
+    Address(SocketAddr),
 }
 
 impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
@@ -167,6 +240,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         let started = Instant::now();
         let index = step.index;
         let kind = step.action.kind();
+        let mut output = StepOutput::default();
         let summary = match &step.action {
             Action::LaunchInstance { spec } => {
                 let cloud_err = |source| ExecError::Cloud {
@@ -189,6 +263,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     machine: spec.machine.clone(),
                 })?;
                 self.addresses.insert(spec.machine.clone(), addr);
+                output.address = Some(addr);
+                output.instance_id = Some(running.id.clone());
                 let host = self.host(&spec.machine, addr);
                 self.ssh.forget(&host).await;
                 for key in self.cloud.host_keys(&running.id).await.map_err(cloud_err)? {
@@ -291,14 +367,272 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 }
             }
             Action::Monitor { target } => format!("{target}: for the controller to watch"),
+            Action::Unmonitor { target } => format!("{target}: no longer watched"),
             Action::Alert { message, .. } => message.clone(),
-            _ => return Err(ExecError::Unsupported { index, kind }),
+            Action::FenceServer { proxy, server } => {
+                self.proxy_change(index, kind, proxy, server, ProxyChange::Fence)
+                    .await?
+            }
+            Action::ActivateServer { proxy, server } => {
+                self.proxy_change(index, kind, proxy, server, ProxyChange::Activate)
+                    .await?
+            }
+            Action::SetServerAddress {
+                proxy,
+                server,
+                address,
+                port,
+            } => {
+                let ip = self.resolve(index, kind, address)?;
+                let to = SocketAddr::new(ip, *port);
+                self.proxy_change(index, kind, proxy, server, ProxyChange::Address(to))
+                    .await?
+            }
+            Action::PromoteReplica { server, .. } => {
+                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
+                let redis_err = |source| ExecError::Redis {
+                    index,
+                    kind,
+                    source: Box::new(source),
+                };
+                self.redis.replicaof(at, None).await.map_err(redis_err)?;
+                // Read back: it must say master now.
+                let info = self.redis.replication(at).await.map_err(redis_err)?;
+                if info.role != medic_redis::Role::Master {
+                    return Err(redis_err(RedisError::NotInSync {
+                        replica: at,
+                        master: at,
+                        after: Duration::ZERO,
+                        state: "still a replica after REPLICAOF NO ONE".to_owned(),
+                    }));
+                }
+                output.offset = Some(info.offset);
+                format!(
+                    "{}@{} is master at offset {}",
+                    server.shard, server.machine, info.offset
+                )
+            }
+            Action::ReplicaOf {
+                server,
+                master,
+                master_port,
+            } => {
+                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
+                let to = RedisAddr::new(self.resolve(index, kind, master)?, *master_port);
+                self.redis
+                    .replicaof(at, Some(to))
+                    .await
+                    .map_err(|source| ExecError::Redis {
+                        index,
+                        kind,
+                        source: Box::new(source),
+                    })?;
+                format!("{}@{} replicates {to}", server.shard, server.machine)
+            }
+            Action::WaitInSync {
+                server,
+                master,
+                master_port,
+                timeout_ms,
+            } => {
+                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
+                let to = RedisAddr::new(self.resolve(index, kind, master)?, *master_port);
+                let info = medic_redis::wait_in_sync(
+                    &self.redis,
+                    at,
+                    to,
+                    Duration::from_millis(*timeout_ms),
+                )
+                .await
+                .map_err(|source| ExecError::Redis {
+                    index,
+                    kind,
+                    source: Box::new(source),
+                })?;
+                let offset = info.replica_offset.unwrap_or(info.offset);
+                output.offset = Some(offset);
+                format!(
+                    "{}@{} in sync with {to} at offset {offset}",
+                    server.shard, server.machine
+                )
+            }
+            Action::TerminateInstance {
+                machine,
+                instance_id,
+            } => {
+                self.terminate(index, kind, machine, instance_id.as_deref())
+                    .await?
+            }
         };
         tracing::info!(step = index, kind, "{summary}");
         Ok(Done {
             summary,
             duration: started.elapsed(),
+            output,
         })
+    }
+
+    /// Terminates the machine's instance: the one named, else every instance tagged as that
+    /// machine of this topology. (A plan terminates before it launches, and the journal runs a
+    /// launch only after the terminate is recorded done, so this never finds the replacement.)
+    async fn terminate(
+        &self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        id: Option<&str>,
+    ) -> Result<String, ExecError> {
+        let cloud_err = |source| ExecError::Cloud {
+            index,
+            kind,
+            source,
+        };
+        let ids: Vec<String> = match id {
+            Some(id) => vec![id.to_owned()],
+            None => {
+                let tags = BTreeMap::from([
+                    (
+                        medic_cloud::TAG_TOPOLOGY.to_owned(),
+                        self.topology.name.value.clone(),
+                    ),
+                    (medic_cloud::TAG_MACHINE.to_owned(), machine.to_owned()),
+                ]);
+                self.cloud
+                    .find(&tags)
+                    .await
+                    .map_err(cloud_err)?
+                    .into_iter()
+                    .map(|i| i.id)
+                    .collect()
+            }
+        };
+        if ids.is_empty() {
+            return Ok(format!("{machine}: no instance to terminate"));
+        }
+        let mut said = Vec::new();
+        for id in &ids {
+            let outcome = self.cloud.terminate(id).await.map_err(cloud_err)?;
+            said.push(match outcome {
+                medic_cloud::TerminateOutcome::Terminated => format!("{id} terminated"),
+                medic_cloud::TerminateOutcome::AlreadyGone => format!("{id} already gone"),
+            });
+        }
+        Ok(format!("{machine}: {}", said.join(", ")))
+    }
+
+    /// One HAProxy change: through the runtime API (read back), then into haproxy.cfg.
+    async fn proxy_change(
+        &self,
+        index: usize,
+        kind: &'static str,
+        proxy: &ProxyApi,
+        server: &ServerRef,
+        change: ProxyChange,
+    ) -> Result<String, ExecError> {
+        let ip = self.resolve(index, kind, &proxy.address)?;
+        let mut api = RuntimeApi::tcp(SocketAddr::new(ip, proxy.port));
+        api.timeout = RUNTIME_API_TIMEOUT;
+        let haproxy_err = |source| ExecError::Haproxy {
+            index,
+            kind,
+            source: Box::new(source),
+        };
+        let result = match change {
+            ProxyChange::Fence => medic_haproxy::fence(&api, server).await,
+            ProxyChange::Activate => api.set_state(server, AdminState::Ready).await,
+            ProxyChange::Address(to) => api.set_addr(server, to.ip(), to.port()).await,
+        };
+        match result {
+            Ok(()) => {}
+            // A proxy that does not answer is down: it is replaced and configured from the
+            // current state, so the recovery goes on without it.
+            Err(HaproxyError::Connect { .. } | HaproxyError::Timeout { .. }) => {
+                tracing::warn!(
+                    step = index,
+                    proxy = %proxy.machine,
+                    server = %server,
+                    "HAProxy runtime API does not answer; skipped."
+                );
+                return Ok(format!(
+                    "{}: skipped, its runtime API at {ip}:{} does not answer",
+                    proxy.machine, proxy.port
+                ));
+            }
+            Err(e) => return Err(haproxy_err(e)),
+        }
+        let edit = match change {
+            ProxyChange::Fence => ServerEdit {
+                addr: None,
+                enabled: Some(false),
+            },
+            ProxyChange::Activate => ServerEdit {
+                addr: None,
+                enabled: Some(true),
+            },
+            ProxyChange::Address(to) => ServerEdit {
+                addr: Some(to),
+                enabled: None,
+            },
+        };
+        self.persist(index, kind, &proxy.machine, ip, server, edit)
+            .await?;
+        Ok(format!(
+            "{}: {} {}",
+            proxy.machine,
+            server,
+            match change {
+                ProxyChange::Fence => "in maintenance, sessions shut".to_owned(),
+                ProxyChange::Activate => "ready".to_owned(),
+                ProxyChange::Address(to) => format!("at {to}"),
+            }
+        ))
+    }
+
+    /// Writes a server's new state into the proxy's haproxy.cfg, so a reload keeps it.
+    async fn persist(
+        &self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        ip: IpAddr,
+        server: &ServerRef,
+        edit: ServerEdit,
+    ) -> Result<(), ExecError> {
+        let host = self.host(machine, ip);
+        let ssh_err = |source| ExecError::Ssh {
+            index,
+            kind,
+            source: Box::new(source),
+        };
+        let within = Duration::from_secs(10);
+        let out = self
+            .ssh
+            .run(&host, &format!("cat {HAPROXY_CFG}"), within)
+            .await
+            .map_err(ssh_err)?;
+        if !out.success() {
+            return Err(ExecError::ProxyConfig {
+                index,
+                kind,
+                machine: machine.to_owned(),
+                message: format!("cannot read {HAPROXY_CFG}: {}", out.stderr_tail()),
+            });
+        }
+        let edited = medic_haproxy::edit_server(&out.stdout, server, edit).map_err(|e| {
+            ExecError::ProxyConfig {
+                index,
+                kind,
+                machine: machine.to_owned(),
+                message: format!("{HAPROXY_CFG}: {e}"),
+            }
+        })?;
+        if edited != out.stdout {
+            self.ssh
+                .upload(&host, HAPROXY_CFG, edited.as_bytes(), 0o644, within)
+                .await
+                .map_err(ssh_err)?;
+        }
+        Ok(())
     }
 
     /// Runs a whole plan, calling `progress` after each step.

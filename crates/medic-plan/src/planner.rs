@@ -62,6 +62,7 @@ pub fn plan_recovery(
             }
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
+        Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
         Event::Bootstrap => p.bootstrap(),
     }
     let steps = p
@@ -570,6 +571,39 @@ impl<'a> Planner<'a> {
             playbook: "redis".into(),
             vars,
         });
+        self.rejoin_as_replicas(&servers, machine, &address);
+        self.push(Action::Monitor { target });
+        Ok(())
+    }
+
+    /// An old master answers as master again: fence it on every proxy, then make it a replica
+    /// of the current master (its writes since the failover are discarded by the resync).
+    fn stale_master(&mut self, shard_name: &str, machine: &str) -> Result<(), PlanError> {
+        self.role(machine)?;
+        let shard = self.shard(shard_name)?;
+        let st = self.shard_state(shard_name)?;
+        if st.master == machine {
+            return Err(PlanError::NotOnMachine {
+                shard: shard_name.to_owned(),
+                machine: machine.to_owned(),
+                on: format!("{machine}, which is its master: nothing to demote"),
+            });
+        }
+        let target = MonitorTarget::Server {
+            shard: shard_name.to_owned(),
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        self.fence_on_proxies(shard, machine);
+        let servers = vec![(
+            shard,
+            ServerRole::ReplicaOf {
+                machine: st.master.clone(),
+            },
+        )];
+        let address = addr_of(self.state, machine);
         self.rejoin_as_replicas(&servers, machine, &address);
         self.push(Action::Monitor { target });
         Ok(())

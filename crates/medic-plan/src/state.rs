@@ -112,6 +112,93 @@ impl ObservedState {
     }
 }
 
+/// What a finished step learned, for the state and for later steps: the journal keeps it, so a
+/// controller restarted in the middle of a recovery knows what the steps before did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutput {
+    /// A launch: the new instance's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// A launch: the new instance's id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_id: Option<String>,
+    /// A promotion or a sync wait: the server's replication offset at that moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+}
+
+impl ObservedState {
+    /// The state after `action` succeeded with `output`. Pure: replaying a journal's finished
+    /// steps over the state from before a recovery gives the state after them.
+    pub fn apply(&mut self, action: &crate::Action, output: &StepOutput) {
+        use crate::Action;
+        match action {
+            Action::PromoteReplica { server, offset, .. } => {
+                let Some(shard) = self.shards.get_mut(&server.shard) else {
+                    return;
+                };
+                if shard.master != server.machine {
+                    let old = std::mem::replace(&mut shard.master, server.machine.clone());
+                    shard.replicas.retain(|r| r.machine != server.machine);
+                    // The old master comes back only as a replica, resynced before it counts.
+                    shard.replicas.push(ReplicaState {
+                        machine: old,
+                        offset: None,
+                    });
+                }
+                shard.master_offset = output.offset.or(Some(*offset));
+            }
+            Action::ReplicaOf { server, .. } => {
+                if let Some(shard) = self.shards.get_mut(&server.shard)
+                    && shard.master != server.machine
+                    && !shard.replicas.iter().any(|r| r.machine == server.machine)
+                {
+                    shard.replicas.push(ReplicaState {
+                        machine: server.machine.clone(),
+                        offset: None,
+                    });
+                }
+            }
+            Action::WaitInSync { server, .. } => {
+                if let Some(r) = self
+                    .shards
+                    .get_mut(&server.shard)
+                    .and_then(|s| s.replicas.iter_mut().find(|r| r.machine == server.machine))
+                {
+                    r.offset = Some(output.offset.unwrap_or(0));
+                }
+            }
+            Action::TerminateInstance { machine, .. } => {
+                if let Some(m) = self.machines.get_mut(machine) {
+                    m.instance_id = None;
+                }
+                // Its servers hold nothing until they have synced again.
+                for shard in self.shards.values_mut() {
+                    for r in shard.replicas.iter_mut().filter(|r| r.machine == *machine) {
+                        r.offset = None;
+                    }
+                }
+            }
+            Action::LaunchInstance { spec } => {
+                let m = self
+                    .machines
+                    .entry(spec.machine.clone())
+                    .or_insert(MachineState {
+                        address: None,
+                        instance_id: None,
+                    });
+                if output.address.is_some() {
+                    m.address = output.address;
+                }
+                if output.instance_id.is_some() {
+                    m.instance_id = output.instance_id.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// The address the lab gives `machine`: `.10` onward in file order, `.1` being the bridge.
 pub fn lab_address(top: &Topology, subnet: &str, machine: &str) -> Option<IpAddr> {
     let prefix = medic_topology::validate::parse_lab_subnet(subnet)?;
@@ -121,4 +208,113 @@ pub fn lab_address(top: &Topology, subnet: &str, machine: &str) -> Option<IpAddr
         .position(|m| m.value.name.value == machine)?;
     let host = u8::try_from(10 + index).ok().filter(|h| *h < 255)?;
     Some(IpAddr::from([prefix[0], prefix[1], prefix[2], host]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Action, Addr, RedisServer};
+
+    fn state() -> ObservedState {
+        let mut shards = BTreeMap::new();
+        shards.insert(
+            "r1".to_owned(),
+            ShardState {
+                master: "a".into(),
+                master_offset: Some(100),
+                replicas: vec![ReplicaState {
+                    machine: "b".into(),
+                    offset: Some(90),
+                }],
+            },
+        );
+        ObservedState {
+            machines: BTreeMap::new(),
+            shards,
+        }
+    }
+
+    fn server(machine: &str) -> RedisServer {
+        RedisServer {
+            shard: "r1".into(),
+            machine: machine.into(),
+            address: Addr::Of(machine.into()),
+            port: 9001,
+        }
+    }
+
+    #[test]
+    fn a_promotion_swaps_roles_and_the_old_master_is_not_in_sync() {
+        let mut s = state();
+        let promote = Action::PromoteReplica {
+            server: server("b"),
+            offset: 90,
+            lag_bytes: 10,
+        };
+        s.apply(&promote, &StepOutput::default());
+        let shard = &s.shards["r1"];
+        assert_eq!(shard.master, "b");
+        assert_eq!(
+            shard.replicas,
+            vec![ReplicaState {
+                machine: "a".into(),
+                offset: None
+            }]
+        );
+        // Twice is once.
+        let before = s.clone();
+        s.apply(&promote, &StepOutput::default());
+        assert_eq!(s, before);
+        // Synced again, it counts.
+        s.apply(
+            &Action::WaitInSync {
+                server: server("a"),
+                master: Addr::Of("b".into()),
+                master_port: 9001,
+                timeout_ms: 1,
+            },
+            &StepOutput {
+                offset: Some(500),
+                ..StepOutput::default()
+            },
+        );
+        assert_eq!(s.shards["r1"].replicas[0].offset, Some(500));
+    }
+
+    #[test]
+    fn a_launch_records_the_new_address_and_a_terminate_forgets_the_instance() {
+        let mut s = state();
+        s.apply(
+            &Action::TerminateInstance {
+                machine: "b".into(),
+                instance_id: Some("i-1".into()),
+            },
+            &StepOutput::default(),
+        );
+        assert_eq!(s.shards["r1"].replicas[0].offset, None);
+        let spec = crate::LaunchSpec {
+            machine: "b".into(),
+            role: medic_topology::Role::Redis,
+            ami: "redis".into(),
+            image_id: None,
+            instance_types: vec![],
+            subnet: None,
+            security_groups: vec![],
+            key_pair: None,
+            instance_profile: None,
+            tags: BTreeMap::new(),
+            client_token: "t-1".into(),
+        };
+        let ip: IpAddr = "10.0.0.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        s.apply(
+            &Action::LaunchInstance { spec },
+            &StepOutput {
+                address: Some(ip),
+                instance_id: Some("i-2".into()),
+                offset: None,
+            },
+        );
+        assert_eq!(s.address("b"), Some(ip));
+        assert_eq!(s.machines["b"].instance_id.as_deref(), Some("i-2"));
+    }
 }

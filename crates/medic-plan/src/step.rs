@@ -250,6 +250,9 @@ pub enum Event {
     MachineLost { machine: String },
     /// One redis process died on a machine that is otherwise alive.
     ProcessDied { shard: String, machine: String },
+    /// A server answers as master while another machine is its shard's master (an old master
+    /// that came back): it must never take writes again.
+    StaleMaster { shard: String, machine: String },
     /// Set the whole deployment up from nothing (the lab's `lab up`, a new deployment).
     Bootstrap,
 }
@@ -259,6 +262,9 @@ impl fmt::Display for Event {
         match self {
             Event::MachineLost { machine } => write!(f, "machine {machine} lost"),
             Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
+            Event::StaleMaster { shard, machine } => {
+                write!(f, "redis {shard}@{machine} is a master that lost its role")
+            }
             Event::Bootstrap => write!(f, "set up from nothing"),
         }
     }

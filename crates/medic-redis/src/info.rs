@@ -19,6 +19,10 @@ pub struct ReplicationInfo {
     pub replica_offset: Option<u64>,
     /// For a master: its connected replicas.
     pub replicas: Vec<ConnectedReplica>,
+    /// For a replica: seconds since it last heard from its master (`master_last_io_seconds_ago`).
+    /// A link that says `up` but has heard nothing for longer than the master's ping period is
+    /// a link to a master that went silent: TCP has not noticed yet.
+    pub master_last_io_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -77,6 +81,7 @@ pub fn parse_replication(text: &str) -> Result<ReplicationInfo, InfoParseError> 
     let mut offset = None;
     let mut replica_offset = None;
     let mut replicas = Vec::new();
+    let mut last_io = None;
     for line in text.lines() {
         let line = line.trim_end_matches('\r');
         let Some((key, value)) = line.split_once(':') else {
@@ -102,6 +107,7 @@ pub fn parse_replication(text: &str) -> Result<ReplicationInfo, InfoParseError> 
             "master_sync_in_progress" => sync = value == "1",
             "master_repl_offset" => offset = value.parse().ok(),
             "slave_repl_offset" => replica_offset = value.parse().ok(),
+            "master_last_io_seconds_ago" => last_io = value.parse().ok(),
             k if k.starts_with("slave") && k[5..].bytes().all(|b| b.is_ascii_digit()) => {
                 replicas
                     .push(parse_connected(value).ok_or_else(|| InfoParseError(line.to_owned()))?);
@@ -118,6 +124,7 @@ pub fn parse_replication(text: &str) -> Result<ReplicationInfo, InfoParseError> 
         offset: offset.ok_or_else(|| InfoParseError("no master_repl_offset".to_owned()))?,
         replica_offset,
         replicas,
+        master_last_io_secs: last_io,
     })
 }
 

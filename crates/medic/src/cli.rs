@@ -34,6 +34,25 @@ enum Format {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the operator commands find the controller: its topology file.
+#[derive(Debug, clap::Args)]
+struct TopologyArg {
+    /// The topology `medic run` watches (its controller.listen and state_dir).
+    #[arg(
+        short,
+        long,
+        env = "MEDIC_TOPOLOGY",
+        default_value = "/etc/medic/topology.yaml"
+    )]
+    topology: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum AwsCommand {
     /// Check, read-only, that every AMI, subnet, security group, the key pair and the hosted
@@ -102,6 +121,58 @@ enum LabCommand {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// The controller: check every node, detect failures, run recoveries, serve the API.
+    #[command(
+        after_help = "Runs until SIGTERM or SIGINT (it stops between two steps; the next start goes on from \
+the journal). SIGHUP reloads the topology (the running one stays if the new one is invalid).\n\n\
+Logs go to stderr; MEDIC_LOG sets the filter (e.g. MEDIC_LOG=debug).\n\n\
+Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/topology.yaml\n  medic run --log-format json /etc/medic/topology.yaml"
+    )]
+    Run {
+        file: PathBuf,
+        /// Validate the topology and playbooks, print where the controller would listen, exit.
+        #[arg(long)]
+        check_config: bool,
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Every machine and shard as the running controller sees them, and any recovery in flight.
+    #[command(after_help = "Example:\n  medic status -t examples/lab.yaml")]
+    Status {
+        #[command(flatten)]
+        t: TopologyArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Every recovery: trigger, steps with durations, outcome, the window of writes at risk.
+    #[command(after_help = "Example:\n  medic history -t examples/lab.yaml")]
+    History {
+        #[command(flatten)]
+        t: TopologyArg,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
+    /// Recover a machine now, as if it were lost (the seed's emergency procedure).
+    #[command(after_help = "Example:\n  medic recover redis1 -t examples/lab.yaml")]
+    Recover {
+        machine: String,
+        #[command(flatten)]
+        t: TopologyArg,
+    },
+    /// Put a machine in maintenance: not checked, never recovered (persisted).
+    #[command(after_help = "Example:\n  medic unmonitor redis2 -t examples/lab.yaml")]
+    Unmonitor {
+        machine: String,
+        #[command(flatten)]
+        t: TopologyArg,
+    },
+    /// End a machine's maintenance.
+    #[command(after_help = "Example:\n  medic monitor redis2 -t examples/lab.yaml")]
+    Monitor {
+        machine: String,
+        #[command(flatten)]
+        t: TopologyArg,
+    },
     /// The local lab: machines on this host, for demos and end-to-end tests.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -147,10 +218,24 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
 }
 
 mod lab;
+mod run;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run {
+            file,
+            check_config,
+            log_format,
+        } => {
+            run::init_logging(log_format);
+            run::run(&file, check_config)
+        }
+        Command::Status { t, format } => run::status(&t.topology, format),
+        Command::History { t, format } => run::history(&t.topology, format),
+        Command::Recover { machine, t } => run::command(&t.topology, "recover", &machine),
+        Command::Unmonitor { machine, t } => run::command(&t.topology, "unmonitor", &machine),
+        Command::Monitor { machine, t } => run::command(&t.topology, "monitor", &machine),
         Command::Validate { file, format } => validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Aws(AwsCommand::Check {
@@ -180,6 +265,29 @@ pub fn main() -> ExitCode {
 struct Deployment {
     loaded: LoadedTopology,
     playbooks: Playbooks,
+}
+
+/// Loads everything without printing; every problem in the error (for SIGHUP).
+fn load_quiet(file: &Path) -> Result<Deployment, String> {
+    let loaded = load_topology(file).map_err(|e| {
+        let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+        format!("{e}:\n{}", lines.join("\n"))
+    })?;
+    let mut names: Vec<&str> = loaded
+        .topology
+        .machines
+        .iter()
+        .filter_map(|m| m.value.role.value.playbook())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let playbooks = Playbooks::load(&loaded.playbook_dir(), names).map_err(|d| {
+        d.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    Ok(Deployment { loaded, playbooks })
 }
 
 /// Loads everything; on failure prints every diagnostic and returns `None`.

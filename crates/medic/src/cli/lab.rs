@@ -87,7 +87,7 @@ fn config(topology: Option<&Path>) -> anyhow::Result<LabConfig> {
     }
 }
 
-fn from_topology(loaded: &LoadedTopology) -> anyhow::Result<LabConfig> {
+pub(super) fn from_topology(loaded: &LoadedTopology) -> anyhow::Result<LabConfig> {
     let top = &loaded.topology;
     let Provider::Local(local) = &top.provider.value else {
         bail!(
@@ -196,6 +196,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         ssh: &ssh,
         playbooks: &dep.playbooks,
         addresses: BTreeMap::new(),
+        redis: medic_redis::Redis::default(),
     };
     let mut out = std::io::stdout();
     let result = exec

@@ -1,0 +1,76 @@
+//! The controller's HTTP API (loopback by default): what `medic status`, `medic history` and
+//! the operator commands talk to, `/metrics` for Prometheus, and the status page.
+//!
+//! | method | path | what |
+//! | --- | --- | --- |
+//! | GET | `/` | the status page |
+//! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
+//! | GET | `/api/history` | every recovery with its steps |
+//! | GET | `/metrics` | Prometheus text format |
+//! | POST | `/api/recover/MACHINE` | recover a machine (token) |
+//! | POST | `/api/unmonitor/MACHINE`, `/api/monitor/MACHINE` | maintenance (token) |
+//!
+//! Mutations need `Authorization: Bearer TOKEN`, the token being `STATE_DIR/api-token`.
+
+use tokio::net::TcpListener;
+
+use medic_cloud::{Cloud, Dns};
+
+use crate::controller::Controller;
+use crate::http::{Request, Response, read_request, write_response};
+
+pub async fn serve<C: Cloud + 'static, D: Dns + 'static>(c: Controller<C, D>, l: TcpListener) {
+    loop {
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
+        let c = c.clone();
+        tokio::spawn(async move {
+            let resp = match read_request(&mut s).await {
+                Ok(req) => route(&c, &req),
+                Err(resp) => resp,
+            };
+            write_response(&mut s, &resp).await;
+        });
+    }
+}
+
+fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Request) -> Response {
+    let path = req.path.trim_end_matches('/');
+    match (req.method.as_str(), path) {
+        ("GET", "" | "/index.html") => {
+            Response::text(200, "text/html; charset=utf-8", crate::page::PAGE)
+        }
+        ("GET", "/api/status") => Response::json(200, &c.status()),
+        ("GET", "/api/history") => match c.history() {
+            Ok(h) => Response::json(200, &h),
+            Err(e) => Response::error(500, e.to_string()),
+        },
+        ("GET", "/metrics") => Response::text(200, "text/plain; version=0.0.4", c.metrics()),
+        ("POST", p) if p.starts_with("/api/") => {
+            if !c.check_token(req.authorization.as_deref()) {
+                return Response::error(
+                    401,
+                    "this needs the API token: Authorization: Bearer <the controller's STATE_DIR/api-token>",
+                );
+            }
+            let rest = &p["/api/".len()..];
+            let (verb, arg) = rest.split_once('/').unwrap_or((rest, ""));
+            if arg.is_empty() {
+                return Response::error(400, format!("POST /api/{verb}/NAME: the name is missing"));
+            }
+            let result = match verb {
+                "recover" => c.recover_machine(arg),
+                "unmonitor" => c.set_maintenance(arg, true),
+                "monitor" => c.set_maintenance(arg, false),
+                _ => Err((404, format!("no command `{verb}`"))),
+            };
+            match result {
+                Ok(msg) => Response::json(202, &serde_json::json!({ "ok": msg })),
+                Err((code, msg)) => Response::error(code, msg),
+            }
+        }
+        (_, "/api/status" | "/api/history" | "/metrics") => Response::error(405, "GET only"),
+        _ => Response::error(404, format!("nothing at {}", req.path)),
+    }
+}

@@ -1,0 +1,302 @@
+//! The health checks: one task per target, each on its own schedule (interval ± jitter) and
+//! each bounded by its timeout, so a hung target never delays another check. Results go to
+//! the controller over a channel; the tasks decide nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use medic_detect::Observation;
+use medic_haproxy::{HaproxyError, ProxyApi as _, RuntimeApi};
+use medic_redis::{Probe, ProbeResult, RedisAddr, ReplicationInfo};
+use medic_topology::{Check, Topology};
+
+use crate::journal::now_ms;
+
+/// Something medic checks.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Target {
+    /// One shard's redis server on a machine.
+    Redis { shard: String, machine: String },
+    /// A proxy machine's HAProxy (its runtime API).
+    Proxy { machine: String },
+    /// An app machine's HAProxy (its runtime API).
+    App { machine: String },
+}
+
+impl Target {
+    pub fn machine(&self) -> &str {
+        match self {
+            Target::Redis { machine, .. } | Target::Proxy { machine } | Target::App { machine } => {
+                machine
+            }
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Target::Redis { .. } => "redis",
+            Target::Proxy { .. } => "haproxy",
+            Target::App { .. } => "app_proxy",
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Redis { shard, machine } => write!(f, "redis {shard}@{machine}"),
+            Target::Proxy { machine } => write!(f, "haproxy {machine}"),
+            Target::App { machine } => write!(f, "app proxy {machine}"),
+        }
+    }
+}
+
+/// Every target of a topology with its check settings and port.
+pub fn targets(top: &Topology) -> Vec<(Target, Check, u16)> {
+    let mut out = Vec::new();
+    for s in top.shards.iter().map(|s| &s.value) {
+        for m in Topology::shard_machines(s) {
+            out.push((
+                Target::Redis {
+                    shard: s.name.value.clone(),
+                    machine: m.to_owned(),
+                },
+                top.checks.redis.value,
+                s.port.value,
+            ));
+        }
+    }
+    let api = top.proxies.value.runtime_api.value.port.value;
+    for m in top.proxy_machines() {
+        out.push((
+            Target::Proxy {
+                machine: m.to_owned(),
+            },
+            top.checks.haproxy.value,
+            api,
+        ));
+    }
+    for a in top.app_proxies.iter().map(|a| &a.value) {
+        out.push((
+            Target::App {
+                machine: a.machine.value.clone(),
+            },
+            top.checks.app_proxy.value,
+            a.runtime_api.value.port.value,
+        ));
+    }
+    out
+}
+
+/// One check's result.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    pub target: Target,
+    pub at_ms: u64,
+    pub observation: Observation,
+    /// What was seen, in words ("connection refused", "no answer within 200ms", "LOADING ...").
+    pub detail: String,
+    /// A redis server's replication as it answered.
+    #[serde(skip)]
+    pub info: Option<ReplicationInfo>,
+    pub took: Duration,
+}
+
+/// Where each machine is and which are not to be checked: shared with the check tasks, which
+/// read it before every check (a replaced machine is checked at its new address at once).
+#[derive(Debug, Default)]
+pub struct Book {
+    pub addresses: BTreeMap<String, IpAddr>,
+    pub paused: BTreeSet<String>,
+}
+
+pub type SharedBook = Arc<RwLock<Book>>;
+
+fn address(book: &SharedBook, machine: &str) -> Option<IpAddr> {
+    let b = book.read().ok()?;
+    if b.paused.contains(machine) {
+        return None;
+    }
+    b.addresses.get(machine).copied()
+}
+
+/// A small per-task generator for jitter (no need for a shared or cryptographic one).
+struct Jitter(u64);
+
+impl Jitter {
+    fn new(seed: &str) -> Self {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ now_ms();
+        for b in seed.bytes() {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        Jitter(h | 1)
+    }
+
+    /// A duration uniformly in `[base - j, base + j]`.
+    fn around(&mut self, base: Duration, j: Duration) -> Duration {
+        if j.is_zero() {
+            return base;
+        }
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        let span = j.as_micros() as u64 * 2 + 1;
+        let off = self.0 % span;
+        (base + Duration::from_micros(off)).saturating_sub(j)
+    }
+}
+
+/// Starts one task per target. Dropping or aborting the handles stops them.
+pub fn spawn(
+    top: &Topology,
+    book: SharedBook,
+    tx: mpsc::Sender<CheckResult>,
+) -> Vec<JoinHandle<()>> {
+    targets(top)
+        .into_iter()
+        .map(|(target, check, port)| {
+            let book = book.clone();
+            let tx = tx.clone();
+            tokio::spawn(async move { run_target(target, check, port, book, tx).await })
+        })
+        .collect()
+}
+
+async fn run_target(
+    target: Target,
+    check: Check,
+    port: u16,
+    book: SharedBook,
+    tx: mpsc::Sender<CheckResult>,
+) {
+    let interval = check.interval.as_duration();
+    let within = check.timeout.as_duration();
+    let mut jitter = Jitter::new(&target.to_string());
+    // Spread the first checks over one interval so a thousand targets do not start together.
+    let mut next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
+    let mut probe: Option<Probe> = None;
+    loop {
+        tokio::time::sleep_until(next).await;
+        next += jitter.around(interval, check.jitter.as_duration());
+        let now = tokio::time::Instant::now();
+        if next < now {
+            // Never catch up in a burst: the schedule moves on from now.
+            next = now + interval;
+        }
+        let Some(ip) = address(&book, target.machine()) else {
+            probe = None;
+            continue;
+        };
+        let started = Instant::now();
+        let (observation, detail, info) = match &target {
+            Target::Redis { .. } => {
+                let addr = RedisAddr::new(ip, port);
+                let p = match &mut probe {
+                    Some(p) if p.addr == addr => p,
+                    slot => slot.insert(Probe::new(addr, None, within)),
+                };
+                redis_result(p.check().await, within)
+            }
+            Target::Proxy { .. } | Target::App { .. } => {
+                let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
+                api.timeout = within;
+                let r = tokio::time::timeout(within, api.servers(None)).await;
+                let (o, d) = proxy_result(r, within);
+                (o, d, None)
+            }
+        };
+        let result = CheckResult {
+            target: target.clone(),
+            at_ms: now_ms(),
+            observation,
+            detail,
+            info,
+            took: started.elapsed(),
+        };
+        if tx.send(result).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn redis_result(
+    r: ProbeResult,
+    within: Duration,
+) -> (Observation, String, Option<ReplicationInfo>) {
+    match r {
+        ProbeResult::Up { info } => (Observation::Ok, "answers".into(), Some(info)),
+        ProbeResult::Refused => (Observation::Refused, "connection refused".into(), None),
+        ProbeResult::Timeout => (
+            Observation::Silent,
+            format!(
+                "no answer within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+            None,
+        ),
+        ProbeResult::ErrorReply { code, message } => (
+            Observation::Unhealthy,
+            format!("replied {code} {message}"),
+            None,
+        ),
+        ProbeResult::WrongRole { expected, actual } => (
+            Observation::Unhealthy,
+            format!("is {} (expected {})", actual.as_str(), expected.as_str()),
+            None,
+        ),
+        // A reset or an unreachable host: nothing certain, so it counts as silence.
+        ProbeResult::Failed { reason } => (Observation::Silent, reason, None),
+    }
+}
+
+fn proxy_result<T>(
+    r: Result<Result<T, HaproxyError>, tokio::time::error::Elapsed>,
+    within: Duration,
+) -> (Observation, String) {
+    match r {
+        Ok(Ok(_)) => (Observation::Ok, "runtime API answers".into()),
+        Ok(Err(HaproxyError::Connect { source, .. }))
+            if source.kind() == std::io::ErrorKind::ConnectionRefused =>
+        {
+            (
+                Observation::Refused,
+                "runtime API: connection refused".into(),
+            )
+        }
+        Ok(Err(HaproxyError::Connect { source, .. })) => {
+            (Observation::Silent, format!("runtime API: {source}"))
+        }
+        Ok(Err(HaproxyError::Timeout { .. })) | Err(_) => (
+            Observation::Silent,
+            format!(
+                "runtime API: no answer within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+        ),
+        Ok(Err(e)) => (Observation::Unhealthy, e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_bounds() {
+        let mut j = Jitter::new("x");
+        let base = Duration::from_millis(250);
+        let d = Duration::from_millis(20);
+        for _ in 0..10_000 {
+            let v = j.around(base, d);
+            assert!(v >= base - d && v <= base + d, "{v:?}");
+        }
+        assert_eq!(j.around(base, Duration::ZERO), base);
+    }
+}

@@ -1,0 +1,491 @@
+//! The recovery journal: one append-only file per recovery, one JSON record per line, each
+//! written and fsynced before the controller moves on.
+//!
+//! A step's *intent* is on disk before the step starts and its *outcome* after it ends, so after
+//! a crash or SIGKILL at any point the next `medic run` knows which steps are confirmed done
+//! and rolls forward from the first one that is not. Every action is idempotent (a launch finds
+//! the instance its step already launched), so re-running the step that was in flight is safe.
+//! A torn last line (the crash came in the middle of a write) is ignored: its step is redone.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use medic_plan::{Plan, StepOutput};
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journal {path}:{line}: not a journal record: {message}")]
+    Corrupt {
+        path: PathBuf,
+        line: usize,
+        message: String,
+    },
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// How a recovery ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every step done.
+    Completed,
+    /// Every step done, and at least one was an alert: a human must act.
+    Alerted,
+    /// The replacement was held back by the flap limits; failover (if any) was done.
+    Held { reason: String },
+    /// A step failed after its retries; the steps after it did not run.
+    Failed { step: usize, error: String },
+}
+
+impl Outcome {
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "completed",
+            Outcome::Alerted => "alerted",
+            Outcome::Held { .. } => "held",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// One line of a journal file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "record", rename_all = "snake_case")]
+pub enum Record {
+    /// The plan, before its first step.
+    Begin {
+        at_ms: u64,
+        /// What was seen: "redis r9001@redis1: connection refused", "manual: medic recover".
+        trigger: String,
+        /// When the failure was first seen (the first failed check), if it was detected.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        first_failure_ms: Option<u64>,
+        /// When the lost master last answered a check, if a master was lost.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        master_last_ok_ms: Option<u64>,
+        plan: Plan,
+    },
+    /// A step is about to start (attempt counts from 1).
+    Intent {
+        step: usize,
+        at_ms: u64,
+        attempt: u32,
+    },
+    /// A step is confirmed done.
+    Done {
+        step: usize,
+        at_ms: u64,
+        duration_ms: u64,
+        summary: String,
+        #[serde(default)]
+        output: StepOutput,
+    },
+    /// One attempt of a step failed.
+    Failed {
+        step: usize,
+        at_ms: u64,
+        attempt: u32,
+        error: String,
+    },
+    /// The recovery is over.
+    End {
+        at_ms: u64,
+        #[serde(flatten)]
+        outcome: Outcome,
+    },
+    /// `medic run` picked the recovery up again after a restart.
+    Resumed { at_ms: u64, from_step: usize },
+}
+
+/// A journal file being written.
+#[derive(Debug)]
+pub struct Writer {
+    path: PathBuf,
+    file: File,
+}
+
+impl Writer {
+    /// Appends one record and makes it durable before returning.
+    pub fn append(&mut self, r: &Record) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let mut line = serde_json::to_vec(r).map_err(|e| JournalError::Io {
+            path: self.path.clone(),
+            source: std::io::Error::other(e),
+        })?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(io)?;
+        self.file.sync_data().map_err(io)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// A recovery as its journal tells it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecoveryLog {
+    pub id: String,
+    pub begun_ms: u64,
+    pub trigger: String,
+    pub first_failure_ms: Option<u64>,
+    pub master_last_ok_ms: Option<u64>,
+    pub plan: Plan,
+    /// Per step index: (duration_ms, summary, output, at_ms) once done.
+    pub done: std::collections::BTreeMap<usize, DoneStep>,
+    /// Failed attempts, in order.
+    pub failures: Vec<(usize, String)>,
+    pub resumed: Vec<u64>,
+    pub end: Option<(u64, Outcome)>,
+    /// A last line that did not parse (a write cut short by a crash).
+    pub torn_tail: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DoneStep {
+    pub at_ms: u64,
+    pub duration_ms: u64,
+    pub summary: String,
+    pub output: StepOutput,
+}
+
+impl RecoveryLog {
+    /// The first step not confirmed done: where a restarted controller goes on.
+    pub fn next_step(&self) -> Option<usize> {
+        self.plan
+            .steps
+            .iter()
+            .map(|s| s.index)
+            .find(|i| !self.done.contains_key(i))
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.end.is_none()
+    }
+}
+
+/// The journal directory: `<state_dir>/journal`, one `<recovery>.jsonl` per recovery.
+#[derive(Debug, Clone)]
+pub struct Journal {
+    dir: PathBuf,
+}
+
+impl Journal {
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Journal, JournalError> {
+        let dir = dir.into();
+        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(Journal { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path_of(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.jsonl"))
+    }
+
+    /// Starts a recovery's file with its `Begin` record; the directory entry is made durable too.
+    pub fn begin(&self, begin: &Record) -> Result<Writer, JournalError> {
+        let Record::Begin { plan, .. } = begin else {
+            return Err(JournalError::Io {
+                path: self.dir.clone(),
+                source: std::io::Error::other("a journal starts with a begin record"),
+            });
+        };
+        let mut w = self.create(&plan.recovery)?;
+        w.append(begin)?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(w)
+    }
+
+    fn create(&self, id: &str) -> Result<Writer, JournalError> {
+        let path = self.path_of(id);
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| JournalError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        Ok(Writer { path, file })
+    }
+
+    /// Reopens a recovery's file to append to it (roll forward).
+    pub fn reopen(&self, id: &str) -> Result<Writer, JournalError> {
+        self.create(id)
+    }
+
+    /// Reads one recovery's file.
+    pub fn read(&self, id: &str) -> Result<RecoveryLog, JournalError> {
+        read_file(&self.path_of(id), id)
+    }
+
+    /// Every recovery, oldest first.
+    pub fn all(&self) -> Result<Vec<RecoveryLog>, JournalError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|source| JournalError::Io {
+            path: self.dir.clone(),
+            source,
+        })?;
+        let mut logs = Vec::new();
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.extension().and_then(|x| x.to_str()) != Some("jsonl") {
+                continue;
+            }
+            let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
+                continue;
+            };
+            logs.push(read_file(&path, id)?);
+        }
+        logs.sort_by(|a, b| (a.begun_ms, &a.id).cmp(&(b.begun_ms, &b.id)));
+        Ok(logs)
+    }
+
+    /// Recoveries without an end: the ones a restarted controller must finish.
+    pub fn open_recoveries(&self) -> Result<Vec<RecoveryLog>, JournalError> {
+        Ok(self.all()?.into_iter().filter(|l| l.is_open()).collect())
+    }
+}
+
+fn read_file(path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
+    let file = File::open(path).map_err(|source| JournalError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let lines: Vec<String> = BufReader::new(file)
+        .lines()
+        .collect::<Result<_, _>>()
+        .map_err(|source| JournalError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    let mut log: Option<RecoveryLog> = None;
+    let mut torn_tail = false;
+    let last = lines.len();
+    for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let record: Record = match serde_json::from_str(line) {
+            Ok(r) => r,
+            // Only the last line may be torn; anything else is damage worth stopping for.
+            Err(_) if i + 1 == last => {
+                torn_tail = true;
+                break;
+            }
+            Err(e) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    message: e.to_string(),
+                });
+            }
+        };
+        match (record, log.as_mut()) {
+            (
+                Record::Begin {
+                    at_ms,
+                    trigger,
+                    first_failure_ms,
+                    master_last_ok_ms,
+                    plan,
+                },
+                None,
+            ) => {
+                log = Some(RecoveryLog {
+                    id: id.to_owned(),
+                    begun_ms: at_ms,
+                    trigger,
+                    first_failure_ms,
+                    master_last_ok_ms,
+                    plan,
+                    done: Default::default(),
+                    failures: Vec::new(),
+                    resumed: Vec::new(),
+                    end: None,
+                    torn_tail: false,
+                })
+            }
+            (_, None) | (Record::Begin { .. }, Some(_)) => {
+                return Err(JournalError::Corrupt {
+                    path: path.to_owned(),
+                    line: i + 1,
+                    message: "a journal has exactly one begin record, first".to_owned(),
+                });
+            }
+            (Record::Intent { .. }, Some(_)) => {}
+            (
+                Record::Done {
+                    step,
+                    at_ms,
+                    duration_ms,
+                    summary,
+                    output,
+                },
+                Some(l),
+            ) => {
+                l.done.insert(
+                    step,
+                    DoneStep {
+                        at_ms,
+                        duration_ms,
+                        summary,
+                        output,
+                    },
+                );
+            }
+            (Record::Failed { step, error, .. }, Some(l)) => l.failures.push((step, error)),
+            (Record::End { at_ms, outcome }, Some(l)) => l.end = Some((at_ms, outcome)),
+            (Record::Resumed { at_ms, .. }, Some(l)) => l.resumed.push(at_ms),
+        }
+    }
+    let mut log = log.ok_or_else(|| JournalError::Corrupt {
+        path: path.to_owned(),
+        line: 1,
+        message: "no begin record".to_owned(),
+    })?;
+    log.torn_tail = torn_tail;
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+    use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Step};
+
+    fn plan(id: &str) -> Plan {
+        let target = MonitorTarget::Machine {
+            machine: "redis1".into(),
+        };
+        Plan {
+            recovery: id.into(),
+            topology: "t".into(),
+            event: Event::MachineLost {
+                machine: "redis1".into(),
+            },
+            steps: vec![
+                Step {
+                    index: 1,
+                    action: Action::Unmonitor {
+                        target: target.clone(),
+                    },
+                },
+                Step {
+                    index: 2,
+                    action: Action::Alert {
+                        level: AlertLevel::Warning,
+                        message: "x".into(),
+                    },
+                },
+                Step {
+                    index: 3,
+                    action: Action::Monitor { target },
+                },
+            ],
+        }
+    }
+
+    fn begin(id: &str) -> Record {
+        Record::Begin {
+            at_ms: 1,
+            trigger: "test".into(),
+            first_failure_ms: None,
+            master_last_ok_ms: None,
+            plan: plan(id),
+        }
+    }
+
+    fn done(step: usize) -> Record {
+        Record::Done {
+            step,
+            at_ms: 2,
+            duration_ms: 3,
+            summary: "ok".into(),
+            output: StepOutput::default(),
+        }
+    }
+
+    #[test]
+    fn an_unfinished_recovery_goes_on_from_its_first_step_not_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut w = j.begin(&begin("r-1")).unwrap();
+        w.append(&Record::Intent {
+            step: 1,
+            at_ms: 1,
+            attempt: 1,
+        })
+        .unwrap();
+        w.append(&done(1)).unwrap();
+        // Step 2 started, and the controller died.
+        w.append(&Record::Intent {
+            step: 2,
+            at_ms: 1,
+            attempt: 1,
+        })
+        .unwrap();
+        let open = j.open_recoveries().unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].next_step(), Some(2));
+        let mut w = j.reopen("r-1").unwrap();
+        w.append(&done(2)).unwrap();
+        w.append(&done(3)).unwrap();
+        w.append(&Record::End {
+            at_ms: 9,
+            outcome: Outcome::Completed,
+        })
+        .unwrap();
+        assert!(j.open_recoveries().unwrap().is_empty());
+        let all = j.all().unwrap();
+        assert_eq!(all[0].end, Some((9, Outcome::Completed)));
+        assert_eq!(all[0].next_step(), None);
+    }
+
+    #[test]
+    fn a_torn_last_line_is_redone_and_damage_elsewhere_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let j = Journal::open(dir.path()).unwrap();
+        let mut w = j.begin(&begin("r-2")).unwrap();
+        w.append(&done(1)).unwrap();
+        drop(w);
+        let path = dir.path().join("r-2.jsonl");
+        let mut text = std::fs::read_to_string(&path).unwrap();
+        text.push_str("{\"record\":\"done\",\"step\":2,\"at_");
+        std::fs::write(&path, &text).unwrap();
+        let log = j.read("r-2").unwrap();
+        assert!(log.torn_tail);
+        assert_eq!(log.next_step(), Some(2));
+
+        let damaged = text.replacen("\"record\":\"done\"", "\"record\":\"dome\"", 1) + "\n{}\n";
+        std::fs::write(&path, damaged).unwrap();
+        let err = j.read("r-2").unwrap_err().to_string();
+        assert!(err.contains("r-2.jsonl:2:"), "{err}");
+    }
+}

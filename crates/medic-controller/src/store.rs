@@ -1,0 +1,177 @@
+//! What the controller keeps across restarts besides the journal: the observed state (current
+//! roles, addresses, instance ids), machines in maintenance, and recent replacements (for the
+//! flap limits). One JSON file, replaced atomically (temporary file, fsync, rename, fsync dir).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use medic_plan::ObservedState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: not medic state ({message}); move it away to start from the topology")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Saved {
+    /// The topology's name: state of another deployment is never used.
+    pub topology: String,
+    pub observed: ObservedState,
+    /// Machines an operator took out of monitoring (`medic unmonitor`).
+    #[serde(default)]
+    pub maintenance: BTreeSet<String>,
+    /// Machines a recovery took out of monitoring and has not given back (a recovery that
+    /// stopped, or a replacement held): they stay out until an operator acts.
+    #[serde(default)]
+    pub unmonitored: BTreeSet<String>,
+    /// When each machine was last replaced (ms since the epoch), for the flap limits.
+    #[serde(default)]
+    pub replacements: Vec<(String, u64)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    path: PathBuf,
+}
+
+impl Store {
+    pub fn new(state_dir: &Path) -> Store {
+        Store {
+            path: state_dir.join("state.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn load(&self) -> Result<Option<Saved>, StoreError> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => {
+                return Err(StoreError::Io {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt {
+                path: self.path.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    pub fn save(&self, saved: &Saved) -> Result<(), StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_vec_pretty(saved).map_err(|e| io(std::io::Error::other(e)))?;
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&text).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &self.path).map_err(io)?;
+        if let Some(dir) = self.path.parent()
+            && let Ok(d) = std::fs::File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// The flap limits: a cooldown per machine and a maximum of replacements per hour.
+/// Returns why a replacement of `machine` must be held, or `None` if it may go ahead.
+pub fn hold_reason(
+    replacements: &[(String, u64)],
+    machine: &str,
+    now_ms: u64,
+    cooldown_ms: u64,
+    max_per_hour: u32,
+) -> Option<String> {
+    let hour_ago = now_ms.saturating_sub(3_600_000);
+    let last_hour = replacements.iter().filter(|(_, at)| *at > hour_ago).count();
+    if last_hour >= max_per_hour as usize {
+        return Some(format!(
+            "{last_hour} machines were replaced in the last hour (policy.max_replacements_per_hour is {max_per_hour})"
+        ));
+    }
+    let last: BTreeMap<&str, u64> =
+        replacements
+            .iter()
+            .fold(BTreeMap::new(), |mut m, (name, at)| {
+                let e = m.entry(name.as_str()).or_insert(*at);
+                *e = (*e).max(*at);
+                m
+            });
+    if let Some(at) = last.get(machine)
+        && now_ms.saturating_sub(*at) < cooldown_ms
+    {
+        return Some(format!(
+            "{machine} was replaced {}s ago (policy.cooldown is {}s)",
+            now_ms.saturating_sub(*at) / 1000,
+            cooldown_ms / 1000
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests")]
+    use super::*;
+
+    #[test]
+    fn replacements_beyond_the_hourly_limit_or_within_the_cooldown_are_held() {
+        let h = 3_600_000;
+        let r = vec![("a".to_owned(), 10 * h), ("b".to_owned(), 10 * h + 1000)];
+        assert_eq!(hold_reason(&r, "c", 10 * h + 2000, 60_000, 3), None);
+        assert!(
+            hold_reason(&r, "a", 10 * h + 2000, 60_000, 3)
+                .unwrap()
+                .contains("policy.cooldown")
+        );
+        assert!(
+            hold_reason(&r, "c", 10 * h + 2000, 60_000, 2)
+                .unwrap()
+                .contains("max_replacements_per_hour is 2")
+        );
+        // An hour later, both limits have passed.
+        assert_eq!(hold_reason(&r, "a", 11 * h + 2000, 60_000, 2), None);
+    }
+
+    #[test]
+    fn state_survives_a_save_and_a_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(dir.path());
+        assert_eq!(store.load().unwrap(), None);
+        let saved = Saved {
+            topology: "t".into(),
+            observed: ObservedState {
+                machines: BTreeMap::new(),
+                shards: BTreeMap::new(),
+            },
+            maintenance: BTreeSet::from(["x".to_owned()]),
+            unmonitored: BTreeSet::new(),
+            replacements: vec![("x".into(), 5)],
+        };
+        store.save(&saved).unwrap();
+        assert_eq!(store.load().unwrap(), Some(saved));
+        std::fs::write(store.path(), "{").unwrap();
+        assert!(store.load().unwrap_err().to_string().contains("state.json"));
+    }
+}

@@ -1,0 +1,451 @@
+//! `medic run` and the commands that talk to it: status, history, recover, (un)monitor.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use medic_cloud::{
+    ChangeId, Cloud, CloudError, Dns, Instance, LaunchSpec, Launched, RecordSet, TerminateOutcome,
+};
+use medic_controller::{Controller, Setup};
+use medic_topology::{DnsProvider, LoadedTopology, Provider};
+
+use super::{Format, LogFormat, load};
+
+/// The machine providers `medic run` drives.
+#[derive(Debug)]
+pub(super) enum AnyCloud {
+    Lab(Box<medic_lab::Lab>),
+    Aws(Box<medic_aws::Ec2>),
+    /// Machines that exist on their own: nothing is launched or terminated.
+    Static,
+}
+
+fn static_refuses(op: &'static str) -> CloudError {
+    CloudError::Invalid {
+        op,
+        message: "the static provider launches and terminates nothing".into(),
+    }
+}
+
+impl Cloud for AnyCloud {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.launch(spec).await,
+            AnyCloud::Aws(c) => c.launch(spec).await,
+            AnyCloud::Static => Err(static_refuses("launch")),
+        }
+    }
+    async fn describe(&self, id: &str) -> Result<Option<Instance>, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.describe(id).await,
+            AnyCloud::Aws(c) => c.describe(id).await,
+            AnyCloud::Static => Ok(None),
+        }
+    }
+    async fn find(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.find(tags).await,
+            AnyCloud::Aws(c) => c.find(tags).await,
+            AnyCloud::Static => Ok(Vec::new()),
+        }
+    }
+    async fn terminate(&self, id: &str) -> Result<TerminateOutcome, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.terminate(id).await,
+            AnyCloud::Aws(c) => c.terminate(id).await,
+            AnyCloud::Static => Err(static_refuses("terminate")),
+        }
+    }
+    async fn host_keys(&self, id: &str) -> Result<Vec<String>, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.host_keys(id).await,
+            AnyCloud::Aws(c) => c.host_keys(id).await,
+            AnyCloud::Static => Ok(Vec::new()),
+        }
+    }
+}
+
+/// The DNS providers `medic run` drives.
+#[derive(Debug)]
+pub(super) enum AnyDns {
+    Route53(Box<medic_aws::Route53>),
+    Rfc2136(Box<medic_rfc2136::Rfc2136>),
+}
+
+impl Dns for AnyDns {
+    async fn upsert(
+        &self,
+        name: &str,
+        ttl: u32,
+        values: &[std::net::IpAddr],
+    ) -> Result<ChangeId, CloudError> {
+        match self {
+            AnyDns::Route53(d) => d.upsert(name, ttl, values).await,
+            AnyDns::Rfc2136(d) => d.upsert(name, ttl, values).await,
+        }
+    }
+    async fn in_sync(&self, change: &ChangeId) -> Result<bool, CloudError> {
+        match self {
+            AnyDns::Route53(d) => d.in_sync(change).await,
+            AnyDns::Rfc2136(d) => d.in_sync(change).await,
+        }
+    }
+    async fn read(&self, name: &str) -> Result<Option<RecordSet>, CloudError> {
+        match self {
+            AnyDns::Route53(d) => d.read(name).await,
+            AnyDns::Rfc2136(d) => d.read(name).await,
+        }
+    }
+}
+
+pub(super) async fn providers(
+    loaded: &LoadedTopology,
+) -> anyhow::Result<(AnyCloud, Option<AnyDns>)> {
+    let top = &loaded.topology;
+    let cloud = match &top.provider.value {
+        Provider::Local(_) => AnyCloud::Lab(Box::new(medic_lab::Lab::new(
+            super::lab::from_topology(loaded)?,
+        ))),
+        Provider::Aws(aws) => AnyCloud::Aws(Box::new(
+            medic_aws::Ec2::new(&medic_aws::AwsSettings {
+                region: aws.region.clone(),
+                endpoint: aws.endpoint.clone(),
+                static_credentials: None,
+            })
+            .await,
+        )),
+        Provider::Static => AnyCloud::Static,
+    };
+    let dns = match top.dns.as_ref().map(|d| &d.value.provider.value) {
+        None => None,
+        Some(DnsProvider::Rfc2136(r)) => {
+            let secret = medic_rfc2136::read_secret(&r.tsig_secret_file)?;
+            Some(AnyDns::Rfc2136(Box::new(medic_rfc2136::Rfc2136::new(
+                r.server,
+                &r.zone,
+                &r.tsig_key,
+                &r.tsig_algorithm,
+                secret,
+            )?)))
+        }
+        Some(DnsProvider::Route53(r)) => {
+            let (region, endpoint) = match &top.provider.value {
+                Provider::Aws(a) => (a.region.clone(), a.endpoint.clone()),
+                _ => ("us-east-1".to_owned(), None),
+            };
+            Some(AnyDns::Route53(Box::new(
+                medic_aws::Route53::new(
+                    &medic_aws::AwsSettings {
+                        region,
+                        endpoint,
+                        static_credentials: None,
+                    },
+                    &r.zone_id,
+                )
+                .await,
+            )))
+        }
+    };
+    Ok((cloud, dns))
+}
+
+pub(super) fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+pub(super) fn run(file: &Path, check_config: bool) -> anyhow::Result<ExitCode> {
+    let Some(dep) = load(file, Format::Text)? else {
+        return Ok(ExitCode::from(1));
+    };
+    if check_config {
+        println!(
+            "{}: valid; the controller would listen on {} with its state in {}",
+            file.display(),
+            dep.loaded.topology.controller.listen.value,
+            dep.loaded.topology.controller.state_dir.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (cloud, dns) = providers(&dep.loaded).await?;
+        let path = file.to_owned();
+        let reload: medic_controller::Reload = Box::new(move || {
+            let dep = super::load_quiet(&path)?;
+            Ok((dep.loaded, dep.playbooks))
+        });
+        let c = Controller::start(Setup {
+            loaded: dep.loaded,
+            playbooks: dep.playbooks,
+            cloud,
+            dns,
+            reload,
+        })
+        .await?;
+        let runner = {
+            let c = c.clone();
+            tokio::spawn(async move { c.run().await })
+        };
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    if let Err(e) = c.reload() {
+                        tracing::error!("SIGHUP: the topology was not reloaded, the running one stays: {e}");
+                    }
+                }
+            }
+        }
+        tracing::info!("Stopping at a safe point.");
+        c.stop();
+        runner.await??;
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Where the controller of `file` listens, and its token.
+fn endpoint(file: &Path) -> anyhow::Result<(String, PathBuf)> {
+    let loaded = medic_topology::load_topology(file).map_err(|e| {
+        let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+        anyhow::anyhow!("{e}:\n{}", lines.join("\n"))
+    })?;
+    let c = &loaded.topology.controller;
+    Ok((
+        medic_controller::http::base_url(c.listen.value),
+        c.state_dir.join("api-token"),
+    ))
+}
+
+fn call(file: &Path, method: &str, path: &str) -> anyhow::Result<(u16, serde_json::Value)> {
+    let (base, token_file) = endpoint(file)?;
+    let token = if method == "POST" {
+        Some(
+            std::fs::read_to_string(&token_file)
+                .with_context(|| {
+                    format!(
+                        "reading the API token {} (run this as the controller's user)",
+                        token_file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let url = format!("{base}{path}");
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let (status, body) = rt
+        .block_on(medic_controller::http::send(
+            method,
+            &url,
+            auth.as_deref(),
+            "application/json",
+            Vec::new(),
+            Duration::from_secs(10),
+        ))
+        .with_context(|| format!("is `medic run {}` running?", file.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&body).with_context(|| format!("{url}: the answer is not JSON"))?;
+    Ok((status, v))
+}
+
+pub(super) fn command(file: &Path, verb: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let (status, v) = call(file, "POST", &format!("/api/{verb}/{name}"))?;
+    if (200..300).contains(&status) {
+        println!("{}", v["ok"].as_str().unwrap_or("done"));
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!(
+            "medic {verb} {name}: {}",
+            v["error"].as_str().unwrap_or("refused")
+        );
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn since(now: u64, at: Option<u64>) -> String {
+    match at {
+        Some(a) => format!("{:.1}s ago", now.saturating_sub(a) as f64 / 1000.0),
+        None => "-".into(),
+    }
+}
+
+pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let (code, v) = call(file, "GET", "/api/status")?;
+    if code != 200 {
+        bail!("the controller answered {code}: {v}");
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+    let now = v["now_ms"].as_u64().unwrap_or(0);
+    println!("{} ({})", s(&v["topology"]), s(&v["provider"]));
+    println!();
+    println!(
+        "{:<8} {:<6} {:<10} {:<26} STATE",
+        "SHARD", "PORT", "MASTER", "REPLICAS"
+    );
+    for sh in v["shards"].as_array().into_iter().flatten() {
+        let reps: Vec<String> = sh["replicas"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| {
+                format!(
+                    "{} ({})",
+                    s(&r["machine"]),
+                    if r["in_sync"].as_bool() == Some(true) {
+                        "in sync"
+                    } else {
+                        "not in sync"
+                    }
+                )
+            })
+            .collect();
+        let state = match sh["state"].as_str() {
+            Some("degraded") => "degraded: master without replica",
+            Some(x) => x,
+            None => "-",
+        };
+        println!(
+            "{:<8} {:<6} {:<10} {:<26} {}",
+            s(&sh["name"]),
+            sh["port"],
+            s(&sh["master"]),
+            if reps.is_empty() {
+                "none".to_owned()
+            } else {
+                reps.join(", ")
+            },
+            state
+        );
+    }
+    println!();
+    println!(
+        "{:<10} {:<8} {:<12} {:<15} {:<10}",
+        "MACHINE", "ROLE", "STATE", "ADDRESS", "INSTANCE"
+    );
+    for m in v["machines"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:<8} {:<12} {:<15} {:<10}",
+            s(&m["name"]),
+            s(&m["role"]),
+            s(&m["state"]),
+            s(&m["address"]),
+            s(&m["instance"])
+        );
+    }
+    if let Some(f) = v["in_flight"].as_object() {
+        println!();
+        println!(
+            "recovery in flight: {} ({}), step {} of {}: {} {} for {:.1}s",
+            s(&f["recovery"]),
+            s(&f["event"]),
+            f["step"],
+            f["steps"],
+            s(&f["kind"]),
+            s(&f["target"]),
+            now.saturating_sub(f["step_started_ms"].as_u64().unwrap_or(now)) as f64 / 1000.0
+        );
+    }
+    let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
+    if !alerts.is_empty() {
+        println!();
+        println!("recent alerts:");
+        for a in alerts.iter().take(5) {
+            println!(
+                "  {:<9} {:<8} {}",
+                since(now, a["at_ms"].as_u64()),
+                s(&a["level"]),
+                s(&a["message"])
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn history(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
+    let (code, v) = call(file, "GET", "/api/history")?;
+    if code != 200 {
+        bail!("the controller answered {code}: {v}");
+    }
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        println!("no recoveries yet");
+    }
+    for r in &list {
+        let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+        let took = match (r["started_ms"].as_u64(), r["ended_ms"].as_u64()) {
+            (Some(a), Some(b)) => format!("{:.2}s", b.saturating_sub(a) as f64 / 1000.0),
+            _ => "in flight".into(),
+        };
+        println!(
+            "{}  {}  {}  {}",
+            s(&r["id"]),
+            s(&r["event"]),
+            r["outcome"]["outcome"].as_str().unwrap_or("unfinished"),
+            took
+        );
+        println!("  trigger: {}", s(&r["trigger"]));
+        if let Some(d) = r["detection_ms"].as_u64() {
+            println!("  detected {d} ms after the first failed check");
+        }
+        if let Some(w) = r["write_loss_window_ms"].as_u64() {
+            println!(
+                "  writes acknowledged in the last {w} ms before the promotion may be lost (if the replica lagged)"
+            );
+        }
+        for st in r["steps"].as_array().into_iter().flatten() {
+            let d = st["duration_ms"].as_u64().map_or_else(
+                || s(&st["status"]),
+                |d| format!("{:.2}s", d as f64 / 1000.0),
+            );
+            println!(
+                "  {:>3}  {:<11} {:>9}  {}",
+                st["index"],
+                s(&st["kind"]),
+                d,
+                st["summary"].as_str().map_or_else(
+                    || st["errors"]
+                        .as_array()
+                        .and_then(|e| e.last())
+                        .and_then(|e| e.as_str())
+                        .unwrap_or("")
+                        .to_owned(),
+                    str::to_owned
+                )
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
