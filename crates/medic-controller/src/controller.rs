@@ -204,6 +204,16 @@ struct Inner<C, D> {
     results_tx: mpsc::Sender<CheckResult>,
     results_rx: Mutex<Option<mpsc::Receiver<CheckResult>>>,
     listen: SocketAddr,
+    failpoint: Option<(String, usize)>,
+}
+
+/// `MEDIC_FAILPOINT=after-intent:N` or `after-done:N`: the process aborts right after journaling
+/// that record of step N (as a SIGKILL would stop it), so tests can prove the roll-forward at
+/// every step. Unset in production; read once at start.
+fn failpoint_from_env() -> Option<(String, usize)> {
+    let v = std::env::var("MEDIC_FAILPOINT").ok()?;
+    let (point, step) = v.split_once(':')?;
+    Some((point.to_owned(), step.parse().ok()?))
 }
 
 /// The controller. Cheap to clone; every clone is the same controller.
@@ -335,6 +345,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             results_tx,
             results_rx: Mutex::new(Some(results_rx)),
             listen,
+            failpoint: failpoint_from_env(),
         };
         let c = Controller {
             inner: Arc::new(inner),
@@ -1110,6 +1121,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let machine = req.machine().map(str::to_owned);
             let span = tracing::info_span!("recovery", event = %req.event);
             let outcome = self.recover(req).instrument(span).await;
+            let follow_up = outcome.as_ref().ok().cloned().flatten();
             if let Err(e) = outcome {
                 tracing::error!(error = %e, "The recovery could not be journaled.");
                 self.alert(
@@ -1128,11 +1140,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 st.cut_off.remove(&m);
                 st.warned.retain(|t| t.machine() != m);
             }
+            if let Some(next) = follow_up {
+                self.enqueue(next);
+            }
         }
     }
 
     /// Plans (or resumes) and runs one recovery.
-    async fn recover(&self, mut req: Request) -> Result<(), ControllerError> {
+    async fn recover(&self, mut req: Request) -> Result<Option<Request>, ControllerError> {
         let loaded = self.top();
         let top = &loaded.topology;
         let playbooks = read(&self.inner.playbooks).clone();
@@ -1155,7 +1170,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                             AlertLevel::Critical,
                             format!("{}: cannot plan a recovery: {e}", req.event),
                         );
-                        return Ok(());
+                        return Ok(None);
                     }
                 };
                 let plan = self.apply_flap_limits(top, plan);
@@ -1211,7 +1226,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             if self.inner.stopping.load(Ordering::SeqCst) {
                 tracing::warn!(recovery = %plan.recovery, step = step.index, "Stopping between steps; the next start goes on from here.");
                 lock(&self.inner.st).in_flight = None;
-                return Ok(());
+                return Ok(None);
             }
             let view = medic_plan::describe::describe(step, &playbooks);
             {
@@ -1263,6 +1278,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         outcome: outcome.clone(),
                     })?;
                     self.finish(&plan, &outcome, started);
+                    // The ladder: a process that cannot be restarted on its machine means the
+                    // machine is not usable (it may be going down): recover the machine.
+                    if let Event::ProcessDied { machine, .. } = &plan.event {
+                        self.alert(
+                            AlertLevel::Warning,
+                            format!("restarting the process on {machine} failed at step {} ({e}); recovering the whole machine", step.index),
+                        );
+                        return Ok(Some(Request {
+                            event: Event::MachineLost {
+                                machine: machine.clone(),
+                            },
+                            trigger: format!("escalated from {}: {e}", plan.event),
+                            first_failure_ms: req.first_failure_ms,
+                            master_last_ok_ms: None,
+                            resume: None,
+                        }));
+                    }
                     self.alert(
                         AlertLevel::Critical,
                         format!(
@@ -1275,7 +1307,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                             req.machine().unwrap_or("MACHINE"),
                         ),
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
             }
         }
@@ -1289,7 +1321,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             outcome: outcome.clone(),
         })?;
         self.finish(&plan, &outcome, started);
-        Ok(())
+        Ok(None)
     }
 
     fn finish(&self, plan: &Plan, outcome: &Outcome, started: u64) {
@@ -1374,6 +1406,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 at_ms: now_ms(),
                 attempt,
             })?;
+            self.failpoint("after-intent", step.index);
             let started = Instant::now();
             let result: Result<(String, StepOutput), ExecError> = match &step.action {
                 Action::Unmonitor { target } => {
@@ -1422,10 +1455,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         summary: summary.clone(),
                         output: output.clone(),
                     })?;
+                    self.failpoint("after-done", step.index);
                     return Ok(Ok((summary, output)));
                 }
                 Err(e) => {
-                    let message = e.to_string();
+                    let message = error_chain(&e);
                     w.append(&Record::Failed {
                         step: step.index,
                         at_ms: now_ms(),
@@ -1449,6 +1483,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
                 }
             }
+        }
+    }
+
+    fn failpoint(&self, point: &str, step: usize) {
+        if self
+            .inner
+            .failpoint
+            .as_ref()
+            .is_some_and(|(p, n)| p == point && *n == step)
+        {
+            tracing::error!(point, step, "MEDIC_FAILPOINT: aborting now.");
+            std::process::abort();
         }
     }
 
@@ -1784,6 +1830,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         ));
         out
     }
+}
+
+/// An error with its causes: "step 7 (playbook): ...: exit 1: No space left on device".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 fn monitor_machine(t: &MonitorTarget) -> String {

@@ -507,8 +507,10 @@ impl Lab {
         let bridge_ip = format!("{}/32", self.bridge_address());
         match fault {
             Fault::Crash => {
-                self.kill_all(&r.netns).await;
+                // The link first: a crashed machine is silent, it never refuses a connection
+                // (killing the processes first would let a check see "refused" in between).
                 run("fault", "ip", &["link", "set", &r.veth, "down"]).await?;
+                self.kill_all(&r.netns).await;
             }
             Fault::Hang => self.signal_all(&r.netns, "STOP").await,
             Fault::Partition {

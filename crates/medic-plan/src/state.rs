@@ -49,8 +49,11 @@ impl ObservedState {
                 let m = &m.value;
                 let address = m.address.as_ref().map(|a| a.value).or_else(|| {
                     // The lab hands out addresses in file order; show them, as the lab will.
+                    // (The monitor is this host: the lab launches no machine for it.)
                     match &top.provider.value {
-                        Provider::Local(l) => lab_address(top, &l.subnet, &m.name.value),
+                        Provider::Local(l) if m.role.value != medic_topology::Role::Monitor => {
+                            lab_address(top, &l.subnet, &m.name.value)
+                        }
                         _ => None,
                     }
                 });

@@ -336,7 +336,7 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
         println!(
             "{:<8} {:<6} {:<10} {:<26} {}",
             s(&sh["name"]),
-            sh["port"],
+            sh["port"].to_string(),
             s(&sh["master"]),
             if reps.is_empty() {
                 "none".to_owned()
