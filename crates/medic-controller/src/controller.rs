@@ -207,9 +207,10 @@ struct Inner<C, D> {
     failpoint: Option<(String, usize)>,
 }
 
-/// `MEDIC_FAILPOINT=after-intent:N` or `after-done:N`: the process aborts right after journaling
-/// that record of step N (as a SIGKILL would stop it), so tests can prove the roll-forward at
-/// every step. Unset in production; read once at start.
+/// `MEDIC_FAILPOINT=after-intent:N`, `after-exec:N` or `after-done:N`: the process aborts (as a
+/// SIGKILL would stop it) right after journaling step N's intent, after step N did its work but
+/// before its outcome is journaled, or after the outcome — so tests can prove the roll-forward
+/// at every point. Unset in production; read once at start.
 fn failpoint_from_env() -> Option<(String, usize)> {
     let v = std::env::var("MEDIC_FAILPOINT").ok()?;
     let (point, step) = v.split_once(':')?;
@@ -1436,6 +1437,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 _ => exec.execute(step).await.map(|d| (d.summary, d.output)),
             };
             let took = started.elapsed();
+            if result.is_ok() {
+                // Done, but not yet journaled: the case where only idempotence saves us.
+                self.failpoint("after-exec", step.index);
+            }
             {
                 let mut st = lock(&self.inner.st);
                 let e = st
