@@ -8,6 +8,7 @@
 //! | GET | `/api/history` | every recovery with its steps |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
+//! | POST | `/api/switchover/SHARD[?to=MACHINE]` | planned change of master (token) |
 //! | POST | `/api/unmonitor/MACHINE`, `/api/monitor/MACHINE` | maintenance (token) |
 //!
 //! Mutations need `Authorization: Bearer TOKEN`, the token being `STATE_DIR/api-token`.
@@ -61,6 +62,14 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
             }
             let result = match verb {
                 "recover" => c.recover_machine(arg),
+                "switchover" => {
+                    let to = req
+                        .query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("to="))
+                        .filter(|m| !m.is_empty());
+                    c.switchover(arg, to)
+                }
                 "unmonitor" => c.set_maintenance(arg, true),
                 "monitor" => c.set_maintenance(arg, false),
                 _ => Err((404, format!("no command `{verb}`"))),

@@ -157,7 +157,8 @@ pub struct Done {
 /// A runtime API change to make and then persist in haproxy.cfg.
 #[derive(Debug, Clone, Copy)]
 enum ProxyChange {
-    Fence,
+    /// Maintenance and sessions shut; `true`: wait until none is left.
+    Fence(bool),
     Activate,
     Address(SocketAddr),
 }
@@ -369,9 +370,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             Action::Monitor { target } => format!("{target}: for the controller to watch"),
             Action::Unmonitor { target } => format!("{target}: no longer watched"),
             Action::Alert { message, .. } => message.clone(),
-            Action::FenceServer { proxy, server } => {
-                self.proxy_change(index, kind, proxy, server, ProxyChange::Fence)
-                    .await?
+            Action::FenceServer {
+                proxy,
+                server,
+                wait_sessions,
+            } => {
+                self.proxy_change(
+                    index,
+                    kind,
+                    proxy,
+                    server,
+                    ProxyChange::Fence(*wait_sessions),
+                )
+                .await?
             }
             Action::ActivateServer { proxy, server } => {
                 self.proxy_change(index, kind, proxy, server, ProxyChange::Activate)
@@ -463,6 +474,33 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 self.terminate(index, kind, machine, instance_id.as_deref())
                     .await?
             }
+            Action::PauseWrites { server, timeout_ms } => {
+                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
+                self.redis
+                    .pause_writes(at, Duration::from_millis(*timeout_ms))
+                    .await
+                    .map_err(|source| ExecError::Redis {
+                        index,
+                        kind,
+                        source: Box::new(source),
+                    })?;
+                format!(
+                    "{}@{}: writes held (for at most {} ms)",
+                    server.shard, server.machine, timeout_ms
+                )
+            }
+            Action::Unpause { server } => {
+                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
+                self.redis
+                    .unpause(at)
+                    .await
+                    .map_err(|source| ExecError::Redis {
+                        index,
+                        kind,
+                        source: Box::new(source),
+                    })?;
+                format!("{}@{}: writes let go", server.shard, server.machine)
+            }
         };
         tracing::info!(step = index, kind, "{summary}");
         Ok(Done {
@@ -539,7 +577,23 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         };
         let mut lingering = None;
         let result = match change {
-            ProxyChange::Fence => match api.set_state(server, AdminState::Maint).await {
+            ProxyChange::Fence(false) => match api.set_state(server, AdminState::Maint).await {
+                Ok(()) => {
+                    // HAProxy answers `shutdown sessions` only once the streams are gone (a
+                    // held client's takes ~200 ms). Nothing waits for it here: the old master
+                    // holds every write and becomes a replica before it lets them go.
+                    let (api, command) =
+                        (api.clone(), medic_haproxy::cmd::shutdown_sessions(server));
+                    tokio::spawn(async move {
+                        if let Err(e) = api.send(&command).await {
+                            tracing::warn!(error = %e, "shutdown sessions");
+                        }
+                    });
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
+            ProxyChange::Fence(true) => match api.set_state(server, AdminState::Maint).await {
                 Ok(()) => match api.shutdown_sessions(server).await {
                     // In maintenance (read back), HAProxy sends it nothing new; a session that
                     // outlives the shutdown is one still connecting to a silent server, which
@@ -574,7 +628,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             Err(e) => return Err(haproxy_err(e)),
         }
         let edit = match change {
-            ProxyChange::Fence => ServerEdit {
+            ProxyChange::Fence(_) => ServerEdit {
                 addr: None,
                 enabled: Some(false),
             },
@@ -594,10 +648,13 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             proxy.machine,
             server,
             match (change, lingering) {
-                (ProxyChange::Fence, Some(found)) => format!(
+                (ProxyChange::Fence(_), Some(found)) => format!(
                     "in maintenance, sessions shut ({found} still closing: connections to a silent server)"
                 ),
-                (ProxyChange::Fence, None) => "in maintenance, sessions shut".to_owned(),
+                (ProxyChange::Fence(true), None) => "in maintenance, sessions shut".to_owned(),
+                (ProxyChange::Fence(false), None) => {
+                    "in maintenance, sessions being shut".to_owned()
+                }
                 (ProxyChange::Activate, _) => "ready".to_owned(),
                 (ProxyChange::Address(to), _) => format!("at {to}"),
             }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
@@ -145,9 +145,12 @@ async fn up(t: &TestLab, machine: &str) -> (Instance, Ssh, Host, tempfile::TempD
 
 fn playbook(name: &str) -> medic_playbook::Playbook {
     medic_playbook::load_playbook(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../playbooks")
-            .join(format!("{name}.yaml")),
+        &std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../../playbooks")
+        .join(format!("{name}.yaml")),
     )
     .unwrap()
 }

@@ -33,7 +33,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
     let (target, summary, mut commands): (String, String, Vec<String>) = match a {
         Action::Unmonitor { target } => (target.to_string(), "stop health checks".into(), vec![]),
         Action::Monitor { target } => (target.to_string(), "resume health checks".into(), vec![]),
-        Action::FenceServer { proxy, server } => (
+        Action::FenceServer { proxy, server, .. } => (
             format!("{server} on {}", proxy.machine),
             "take the server out of the proxy and cut its clients off".into(),
             vec![],
@@ -84,6 +84,19 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 "wait until in sync with {master}:{master_port} (up to {})",
                 ms(*timeout_ms)
             ),
+            vec![],
+        ),
+        Action::PauseWrites { server, timeout_ms } => (
+            format!("{}@{}", server.shard, server.machine),
+            format!(
+                "hold its clients' writes (reads go on; lifted by redis after {})",
+                ms(*timeout_ms)
+            ),
+            vec![],
+        ),
+        Action::Unpause { server } => (
+            format!("{}@{}", server.shard, server.machine),
+            "let held writes go on (a replica now: they get READONLY)".into(),
             vec![],
         ),
         Action::TerminateInstance {
@@ -248,7 +261,9 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
     }
     if let Action::PromoteReplica { server, .. }
     | Action::ReplicaOf { server, .. }
-    | Action::WaitInSync { server, .. } = a
+    | Action::WaitInSync { server, .. }
+    | Action::PauseWrites { server, .. }
+    | Action::Unpause { server } = a
     {
         commands.extend(
             a.redis_commands()

@@ -30,6 +30,8 @@ pub enum PlanError {
         machine: String,
         on: String,
     },
+    #[error("shard `{shard}` cannot be switched over: {reason}")]
+    CannotSwitch { shard: String, reason: String },
     #[error("the observed state has no shard `{shard}`, which the topology defines")]
     StateMissingShard { shard: String },
 }
@@ -63,6 +65,7 @@ pub fn plan_recovery(
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
         Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
+        Event::Switchover { shard, to } => p.switchover(shard, to.as_deref())?,
         Event::Bootstrap => p.bootstrap(),
     }
     let steps = p
@@ -263,7 +266,11 @@ impl<'a> Planner<'a> {
                 backend: vars::proxy_backend(&shard.name.value),
                 server: machine.to_owned(),
             };
-            self.push(Action::FenceServer { proxy, server });
+            self.push(Action::FenceServer {
+                proxy,
+                server,
+                wait_sessions: true,
+            });
         }
     }
 
@@ -609,6 +616,102 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// A planned change of master with no write lost: writes are held on the old master until
+    /// the replica has everything; the proxies then switch, the old master becomes a replica
+    /// (so held writes, once let go, are refused with READONLY rather than lost) and resyncs.
+    fn switchover(&mut self, shard_name: &str, to: Option<&str>) -> Result<(), PlanError> {
+        let shard = self.shard(shard_name)?;
+        let st = self.shard_state(shard_name)?;
+        let cannot = |reason: String| PlanError::CannotSwitch {
+            shard: shard_name.to_owned(),
+            reason,
+        };
+        let old = st.master.clone();
+        let candidate = match to {
+            Some(m) => st
+                .replicas
+                .iter()
+                .find(|r| r.machine == m)
+                .ok_or_else(|| cannot(format!("{m} is not one of its replicas")))?,
+            None => st
+                .replicas
+                .iter()
+                .filter(|r| r.offset.is_some())
+                .max_by_key(|r| r.offset)
+                .ok_or_else(|| cannot("it has no replica in sync".to_owned()))?,
+        };
+        let Some(offset) = candidate.offset else {
+            return Err(cannot(format!(
+                "its replica {} is not in sync",
+                candidate.machine
+            )));
+        };
+        let new = candidate.machine.clone();
+        let old_server = self.server(shard, &old, addr_of(self.state, &old));
+        let new_server = self.server(shard, &new, addr_of(self.state, &new));
+        let target = MonitorTarget::Server {
+            shard: shard_name.to_owned(),
+            machine: old.clone(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        // At most this long without writes even if medic died in the middle.
+        let pause_ms = 10_000;
+        self.push(Action::PauseWrites {
+            server: old_server.clone(),
+            timeout_ms: pause_ms,
+        });
+        self.push(Action::WaitInSync {
+            server: new_server.clone(),
+            master: addr_of(self.state, &old),
+            master_port: shard.port.value,
+            timeout_ms: pause_ms / 2,
+        });
+        // The old master holds every write: its sessions need not be gone before the promotion.
+        for proxy in self.proxies() {
+            let server = ServerRef {
+                backend: vars::proxy_backend(shard_name),
+                server: old.clone(),
+            };
+            self.push(Action::FenceServer {
+                proxy,
+                server,
+                wait_sessions: false,
+            });
+        }
+        self.push(Action::PromoteReplica {
+            server: new_server,
+            offset,
+            lag_bytes: 0,
+        });
+        self.new_masters.insert(shard_name.to_owned(), new.clone());
+        self.activate_masters(&[shard]);
+        self.push(Action::ReplicaOf {
+            server: old_server.clone(),
+            master: addr_of(self.state, &new),
+            master_port: shard.port.value,
+        });
+        self.push(Action::Unpause { server: old_server });
+        let servers = vec![(shard, ServerRole::ReplicaOf { machine: new })];
+        let address = addr_of(self.state, &old);
+        // rejoin_as_replicas would send REPLICAOF again (harmless); only the wait is needed.
+        let timeout_ms = self.top.policy.sync_timeout.value.as_millis() as u64;
+        for (shard, role) in &servers {
+            let ServerRole::ReplicaOf { machine: master } = role else {
+                continue;
+            };
+            self.push(Action::WaitInSync {
+                server: self.server(shard, &old, address.clone()),
+                master: addr_of(self.state, master),
+                master_port: shard.port.value,
+                timeout_ms,
+            });
+        }
+        self.push(Action::Monitor { target });
+        Ok(())
+    }
+
     fn haproxy_lost(&mut self, machine: &str) {
         let target = MonitorTarget::Machine {
             machine: machine.to_owned(),
@@ -626,6 +729,7 @@ impl<'a> Planner<'a> {
             self.push(Action::FenceServer {
                 proxy: api.clone(),
                 server,
+                wait_sessions: true,
             });
         }
         if !self.may_replace(machine, "clients go through the remaining proxies") {

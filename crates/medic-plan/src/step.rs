@@ -63,6 +63,14 @@ pub struct ProxyApi {
     pub port: u16,
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
 /// A server line in a HAProxy backend: `backend/server`.
 pub use medic_haproxy::ServerName as ServerRef;
 
@@ -147,7 +155,14 @@ pub enum Action {
     Monitor { target: MonitorTarget },
     /// Take a server out of a HAProxy backend and cut its clients off:
     /// `set server B/S state maint` then `shutdown sessions server B/S`.
-    FenceServer { proxy: ProxyApi, server: ServerRef },
+    FenceServer {
+        proxy: ProxyApi,
+        server: ServerRef,
+        /// Wait (briefly) until HAProxy shows no session left on the server. A switchover,
+        /// whose old master holds every write anyway, does not wait.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        wait_sessions: bool,
+    },
     /// Let a HAProxy send traffic to a server: `set server B/S state ready`.
     ActivateServer { proxy: ProxyApi, server: ServerRef },
     /// Point a HAProxy server line at a new address: `set server B/S addr A port P`.
@@ -171,6 +186,14 @@ pub enum Action {
         master: Addr,
         master_port: u16,
     },
+    /// Hold the writes of a master's clients (reads go on): `CLIENT PAUSE ms WRITE`. Bounded:
+    /// redis lifts it by itself after `timeout_ms` even if medic never comes back.
+    PauseWrites {
+        server: RedisServer,
+        timeout_ms: u64,
+    },
+    /// Let held writes go on: `CLIENT UNPAUSE`.
+    Unpause { server: RedisServer },
     /// Wait until a replica's link is up and it has caught up with its master.
     WaitInSync {
         server: RedisServer,
@@ -223,6 +246,8 @@ impl Action {
             Action::PromoteReplica { .. } => "promote",
             Action::ReplicaOf { .. } => "replicaof",
             Action::WaitInSync { .. } => "wait-sync",
+            Action::PauseWrites { .. } => "pause",
+            Action::Unpause { .. } => "unpause",
             Action::TerminateInstance { .. } => "terminate",
             Action::LaunchInstance { .. } => "launch",
             Action::WaitReachable { .. } => "wait-ssh",
@@ -253,6 +278,12 @@ pub enum Event {
     /// A server answers as master while another machine is its shard's master (an old master
     /// that came back): it must never take writes again.
     StaleMaster { shard: String, machine: String },
+    /// A planned change of master (an operator's `medic switchover`): no write is lost.
+    Switchover {
+        shard: String,
+        /// The replica to promote; the most advanced one if not given.
+        to: Option<String>,
+    },
     /// Set the whole deployment up from nothing (the lab's `lab up`, a new deployment).
     Bootstrap,
 }
@@ -265,6 +296,10 @@ impl fmt::Display for Event {
             Event::StaleMaster { shard, machine } => {
                 write!(f, "redis {shard}@{machine} is a master that lost its role")
             }
+            Event::Switchover { shard, to } => match to {
+                Some(m) => write!(f, "switchover of {shard} to {m}"),
+                None => write!(f, "switchover of {shard}"),
+            },
             Event::Bootstrap => write!(f, "set up from nothing"),
         }
     }
@@ -314,6 +349,10 @@ impl Action {
                 ..
             } => vec![format!("REPLICAOF {master} {master_port}")],
             Action::WaitInSync { .. } => vec!["INFO replication".to_owned()],
+            Action::PauseWrites { timeout_ms, .. } => {
+                vec![format!("CLIENT PAUSE {timeout_ms} WRITE")]
+            }
+            Action::Unpause { .. } => vec!["CLIENT UNPAUSE".to_owned()],
             _ => Vec::new(),
         }
     }

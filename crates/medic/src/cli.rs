@@ -159,6 +159,19 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         #[command(flatten)]
         t: TopologyArg,
     },
+    /// Change a shard's master on purpose, losing no write: writes are held on the master
+    /// until the replica has them all, the proxies switch, the old master becomes a replica.
+    #[command(
+        after_help = "Example:\n  medic switchover r9001 -t examples/lab.yaml\n  medic switchover r9001 --to redis2 -t examples/lab.yaml"
+    )]
+    Switchover {
+        shard: String,
+        /// The replica to promote (default: the most advanced one).
+        #[arg(long, value_name = "MACHINE")]
+        to: Option<String>,
+        #[command(flatten)]
+        t: TopologyArg,
+    },
     /// Put a machine in maintenance: not checked, never recovered (persisted).
     #[command(after_help = "Example:\n  medic unmonitor redis2 -t examples/lab.yaml")]
     Unmonitor {
@@ -199,13 +212,16 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
         #[arg(
             long,
             value_name = "MACHINE",
-            conflicts_with = "process",
-            required_unless_present = "process"
+            conflicts_with_all = ["process", "switchover"],
+            required_unless_present_any = ["process", "switchover"]
         )]
         lose: Option<String>,
         /// A redis process that died on a live machine, as SHARD@MACHINE.
-        #[arg(long, value_name = "SHARD@MACHINE")]
+        #[arg(long, value_name = "SHARD@MACHINE", conflicts_with = "switchover")]
         process: Option<String>,
+        /// A planned switchover of SHARD (what `medic switchover SHARD` would do).
+        #[arg(long, value_name = "SHARD")]
+        switchover: Option<String>,
         /// Also print the full content of every file a playbook step writes.
         #[arg(long)]
         files: bool,
@@ -234,6 +250,13 @@ pub fn main() -> ExitCode {
         Command::Status { t, format } => run::status(&t.topology, format),
         Command::History { t, format } => run::history(&t.topology, format),
         Command::Recover { machine, t } => run::command(&t.topology, "recover", &machine),
+        Command::Switchover { shard, to, t } => {
+            let path = match &to {
+                Some(m) => format!("{shard}?to={m}"),
+                None => shard.clone(),
+            };
+            run::command(&t.topology, "switchover", &path)
+        }
         Command::Unmonitor { machine, t } => run::command(&t.topology, "unmonitor", &machine),
         Command::Monitor { machine, t } => run::command(&t.topology, "monitor", &machine),
         Command::Validate { file, format } => validate(&file, format),
@@ -247,10 +270,11 @@ pub fn main() -> ExitCode {
             file,
             lose,
             process,
+            switchover,
             files,
             recovery,
             format,
-        } => plan(&file, lose, process, files, &recovery, format),
+        } => plan(&file, lose, process, switchover, files, &recovery, format),
     };
     match result {
         Ok(code) => code,
@@ -369,12 +393,17 @@ fn plan(
     file: &Path,
     lose: Option<String>,
     process: Option<String>,
+    switchover: Option<String>,
     files: bool,
     recovery: &str,
     format: Format,
 ) -> anyhow::Result<ExitCode> {
     let event = match (lose, process) {
         (Some(machine), _) => Event::MachineLost { machine },
+        (None, None) if switchover.is_some() => Event::Switchover {
+            shard: switchover.unwrap_or_default(),
+            to: None,
+        },
         (None, Some(p)) => {
             let (shard, machine) = p.split_once('@').with_context(|| {
                 format!("--process `{p}`: expected SHARD@MACHINE, like r9001@redis1")

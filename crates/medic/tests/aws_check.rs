@@ -100,7 +100,10 @@ async fn create(moto: &Moto) -> Ids {
 }
 
 fn topology(ids: &Ids, dir: &Path) -> std::path::PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..");
     let text = std::fs::read_to_string(root.join("examples/barton.yaml"))
         .unwrap()
         .replace("subnet-0a1b2c3d4e5f60718", &ids.subnets[0])

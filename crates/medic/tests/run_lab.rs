@@ -12,7 +12,7 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -210,10 +210,13 @@ impl Env {
         if !medic_testkit::root_or_skip("run_lab") {
             return None;
         }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../..")
-            .canonicalize()
-            .unwrap();
+        let root = std::path::PathBuf::from(
+            std::env::var_os("CARGO_MANIFEST_DIR")
+                .unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+        )
+        .join("../..")
+        .canonicalize()
+        .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let net = (std::process::id() % 20) * 10 + k;
         let port = 21000 + net as u16;
@@ -737,4 +740,83 @@ fn a_crash_beyond_the_replacement_limit_fails_over_and_holds_the_replacement() {
     );
     assert!(env.hook.events().iter().any(|e| e == "held"));
     assert_eq!(cli(&env.ip(14), 7001, &["SET", "k", "v"]), "OK");
+}
+
+/// Reads many keys in one pipeline: `GET` each, replies in order (`None` for a nil).
+fn get_many(addr: &str, keys: &[String]) -> Vec<Option<String>> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let mut out = Vec::new();
+    for chunk in keys.chunks(500) {
+        let mut cmds = String::new();
+        for k in chunk {
+            cmds.push_str(&format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()));
+        }
+        w.write_all(cmds.as_bytes()).unwrap();
+        for _ in chunk {
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            if line.starts_with("$-1") {
+                out.push(None);
+            } else {
+                let mut v = String::new();
+                r.read_line(&mut v).unwrap();
+                out.push(Some(v.trim_end().to_owned()));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_switchover_under_load_loses_no_acknowledged_write() {
+    let Some(mut env) = Env::new(8, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    let app = env.ip(14);
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    std::thread::sleep(Duration::from_millis(500));
+    let out = medic(&["switchover", "r9001", "-t", env.f()]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.wait("the switchover", RECOVERY, |e| {
+        e.ended("switchover of r9001", "completed")
+    });
+    let after = Instant::now();
+    env.wait("writes go on", Duration::from_secs(10), |_| {
+        writer.ok_after(after) > 20
+    });
+    let log = writer.finish();
+    let acked: Vec<(u64, String)> = log
+        .iter()
+        .filter(|(_, _, ok)| *ok)
+        .map(|(_, n, _)| (*n, format!("w:{n}")))
+        .collect();
+    assert!(acked.len() > 100, "{} writes acknowledged", acked.len());
+    let keys: Vec<String> = acked.iter().map(|(_, k)| k.clone()).collect();
+    let values = get_many(&format!("{}:9001", env.ip(11)), &keys);
+    let lost: Vec<&String> = keys
+        .iter()
+        .zip(&values)
+        .filter(|(_, v)| v.is_none())
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes lost: {:?}",
+        lost.len(),
+        keys.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let sh = env.shard("r9001");
+    assert_eq!(sh["master"], "redis2", "{sh}");
+    env.wait("redis1 a replica in sync", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "ok"
+    });
+    assert!(cli(&env.ip(10), 9001, &["ROLE"]).starts_with("slave"));
+    // The pause, as the journal measured it: from holding writes to routing to redis2.
+    let r = env.recovery("switchover of r9001").unwrap();
+    eprintln!("switchover steps: {}", r["steps"]);
 }
