@@ -252,7 +252,9 @@ impl Lab {
         })
     }
 
-    async fn ensure_bridge(&self) -> Result<(), CloudError> {
+    /// Creates the bridge (with its address) if it is not there: nothing is sent to a lab
+    /// address before it exists.
+    pub async fn ensure_bridge(&self) -> Result<(), CloudError> {
         let b = &self.cfg.bridge;
         if run("bridge", "ip", &["link", "show", b]).await.is_ok() {
             return Ok(());
@@ -276,7 +278,7 @@ impl Lab {
 
     /// The next id and address: addresses go up from `.10` and do not come back until they
     /// wrap, so a replacement gets a new address (which DNS must then follow).
-    fn allocate(&self) -> Result<(u32, Ipv4Addr), CloudError> {
+    fn allocate(&self, want: Option<Ipv4Addr>) -> Result<(u32, Ipv4Addr), CloudError> {
         let path = self.cfg.state_dir.join("counters.json");
         let mut c: Counters = std::fs::read_to_string(&path)
             .ok()
@@ -289,6 +291,24 @@ impl Lab {
             .map(|r| r.address)
             .collect();
         let [a, b, cc] = self.cfg.subnet;
+        if let Some(want) = want {
+            let [wa, wb, wc, wh] = want.octets();
+            if [wa, wb, wc] != [a, b, cc] || wh < 3 || wh == 255 || used.contains(&want) {
+                return Err(err(
+                    "launch",
+                    format!("{want} is not a free address of the lab's /24 (.3 to .254)"),
+                ));
+            }
+            c.seq += 1;
+            std::fs::create_dir_all(&self.cfg.state_dir)
+                .map_err(|e| io("launch", &self.cfg.state_dir, e))?;
+            std::fs::write(
+                &path,
+                serde_json::to_string(&c).map_err(|e| err("launch", e.to_string()))?,
+            )
+            .map_err(|e| io("launch", &path, e))?;
+            return Ok((c.seq, want));
+        }
         let mut host = c.next_host.max(10);
         let mut tries = 0;
         while used.contains(&Ipv4Addr::new(a, b, cc, host)) {
@@ -392,7 +412,22 @@ impl Lab {
         Ok(())
     }
 
-    async fn create(&self, spec: &LaunchSpec) -> Result<Record, CloudError> {
+    /// Launches a machine at a chosen address (for a test that mirrors another cloud's
+    /// instances, at the private addresses that cloud gave them).
+    pub async fn launch_at(
+        &self,
+        spec: &LaunchSpec,
+        address: Ipv4Addr,
+    ) -> Result<Record, CloudError> {
+        let _g = self.lock.lock().await;
+        self.create(spec, Some(address)).await
+    }
+
+    async fn create(
+        &self,
+        spec: &LaunchSpec,
+        want: Option<Ipv4Addr>,
+    ) -> Result<Record, CloudError> {
         if let Some(bins) = self.cfg.amis.get(&spec.ami) {
             if let Some(missing) = bins.iter().find(|b| !b.exists()) {
                 return Err(CloudError::Invalid {
@@ -414,7 +449,7 @@ impl Lab {
             });
         }
         self.ensure_bridge().await?;
-        let (seq, address) = self.allocate()?;
+        let (seq, address) = self.allocate(want)?;
         let id = format!("lab-{seq:04}");
         let netns = format!("{}{}-{seq}", self.cfg.prefix, spec.machine);
         // Link names are global to the host (15 characters at most): a tag from the bridge's
@@ -711,7 +746,7 @@ impl Cloud for Lab {
                 reused: true,
             });
         }
-        let r = self.create(spec).await?;
+        let r = self.create(spec, None).await?;
         Ok(Launched {
             instance: self.instance(&r),
             reused: false,

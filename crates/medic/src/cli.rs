@@ -136,6 +136,10 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
+    /// Set a deployment up from nothing on AWS: launch every machine, run its playbook,
+    /// publish DNS — the steps a replacement takes. Again: finds what exists, launches the rest.
+    #[command(after_help = "Example:\n  medic up examples/barton.yaml")]
+    Up { file: PathBuf },
     /// Every machine and shard as the running controller sees them, and any recovery in flight.
     #[command(after_help = "Example:\n  medic status -t examples/lab.yaml")]
     Status {
@@ -246,6 +250,10 @@ pub fn main() -> ExitCode {
         } => {
             run::init_logging(log_format);
             run::run(&file, check_config)
+        }
+        Command::Up { file } => {
+            run::init_logging(LogFormat::Text);
+            run::up(&file)
         }
         Command::Status { t, format } => run::status(&t.topology, format),
         Command::History { t, format } => run::history(&t.topology, format),

@@ -214,7 +214,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         })
         .await;
     if let Err(e) = result {
-        eprintln!("medic lab up: {e}");
+        eprintln!("medic lab up: {:#}", anyhow::Error::from(e));
         eprintln!(
             "(run it again to continue: finished steps are found, not repeated; `medic lab down --topology {}` removes everything)",
             file.display()

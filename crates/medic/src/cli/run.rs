@@ -449,3 +449,79 @@ pub(super) fn history(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `medic up`: sets a deployment up from nothing on its provider, through the same launch and
+/// playbook steps a replacement takes (the lab has `medic lab up`, which also starts its DNS).
+pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
+    let Some(dep) = load(file, Format::Text)? else {
+        return Ok(ExitCode::from(1));
+    };
+    let top = &dep.loaded.topology;
+    match &top.provider.value {
+        Provider::Local(_) => bail!(
+            "{}: a local topology is set up with `medic lab up {}`",
+            file.display(),
+            file.display()
+        ),
+        Provider::Static => bail!(
+            "{}: the static provider launches nothing: its machines exist already",
+            file.display()
+        ),
+        Provider::Aws(_) => {}
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let (cloud, dns) = providers(&dep.loaded).await?;
+        let state_dir = &top.controller.state_dir;
+        std::fs::create_dir_all(state_dir)
+            .with_context(|| format!("creating {}", state_dir.display()))?;
+        let ssh = medic_ssh::Ssh::new(&state_dir.join("known_hosts"))?;
+        let plan = medic_plan::plan_recovery(
+            top,
+            &medic_plan::ObservedState::empty(top),
+            &medic_plan::Event::Bootstrap,
+            "bootstrap",
+        )?;
+        println!(
+            "{}: setting up {} machines in {} steps",
+            file.display(),
+            top.machines.len(),
+            plan.steps.len()
+        );
+        let mut exec = medic_exec::Executor {
+            topology: top,
+            cloud: &cloud,
+            dns: dns.as_ref(),
+            skip_dns: dns.is_none(),
+            ssh: &ssh,
+            playbooks: &dep.playbooks,
+            addresses: BTreeMap::new(),
+            redis: medic_redis::Redis::default(),
+        };
+        let result = exec
+            .run(&plan, |step, done| {
+                let v = medic_plan::describe::describe(step, &dep.playbooks);
+                println!(
+                    "{:>3}  {:<9} {:<9} {:>7.2}s  {}",
+                    step.index,
+                    v.kind,
+                    v.target,
+                    done.duration.as_secs_f64(),
+                    done.summary
+                );
+            })
+            .await;
+        match result {
+            Ok(()) => anyhow::Ok(ExitCode::SUCCESS),
+            Err(e) => {
+                eprintln!("medic up: {:#}", anyhow::Error::from(e));
+                eprintln!(
+                    "(run it again to continue: instances launched are found by their tags, not launched twice)"
+                );
+                Ok(ExitCode::from(1))
+            }
+        }
+    })
+}

@@ -1,0 +1,452 @@
+//! The same redis-machine recovery as run_lab.rs, with the **EC2 and Route 53 providers**
+//! against the AWS emulator (moto), so the AWS code path runs end to end: `medic up` launches
+//! every machine through RunInstances, `medic run` terminates the crashed one and launches its
+//! replacement. A bridge in this test materialises each emulated instance as a lab machine at
+//! the instance's private address (the moto subnet is the lab's /24) and removes it when the
+//! instance is terminated — moto has no machines, the lab has no EC2 API. Needs root.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use medic_aws::{AwsSettings, load_config};
+use medic_cloud::{Cloud, LaunchSpec};
+use medic_lab::{Fault, Lab, LabConfig};
+use medic_testkit::Moto;
+
+const MIRROR_OF: &str = "mirror-of";
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn http_get(port: u16, path: &str) -> Option<Value> {
+    let mut s = TcpStream::connect_timeout(
+        &SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(1),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (_, body) = text.split_once("\r\n\r\n")?;
+    serde_json::from_str(body).ok()
+}
+
+/// Every emulated instance: (id, state, private address, machine tag, image id).
+async fn instances(
+    ec2: &aws_sdk_ec2::Client,
+) -> Vec<(String, String, Option<Ipv4Addr>, String, String)> {
+    let mut out = Vec::new();
+    let Ok(r) = ec2.describe_instances().send().await else {
+        return out;
+    };
+    for res in r.reservations() {
+        for i in res.instances() {
+            let machine = i
+                .tags()
+                .iter()
+                .find(|t| t.key() == Some("medic:machine"))
+                .and_then(|t| t.value())
+                .unwrap_or("")
+                .to_owned();
+            out.push((
+                i.instance_id().unwrap_or("").to_owned(),
+                i.state()
+                    .and_then(|s| s.name())
+                    .map(|n| n.as_str().to_owned())
+                    .unwrap_or_default(),
+                i.private_ip_address().and_then(|a| a.parse().ok()),
+                machine,
+                i.image_id().unwrap_or("").to_owned(),
+            ));
+        }
+    }
+    out
+}
+
+/// Keeps the lab in step with the emulator: a running instance gets a lab machine at its
+/// private address; a terminated one loses it.
+async fn bridge(
+    ec2: aws_sdk_ec2::Client,
+    lab: Arc<Lab>,
+    amis: BTreeMap<String, String>,
+    stop: Arc<AtomicBool>,
+) {
+    while !stop.load(Ordering::Relaxed) {
+        let records = lab.records();
+        for (id, state, addr, machine, image) in instances(&ec2).await {
+            let mirror = records
+                .iter()
+                .find(|r| r.tags.get(MIRROR_OF) == Some(&id) && r.state != "terminated");
+            match (state.as_str(), mirror, addr) {
+                ("running" | "pending", None, Some(addr)) if !machine.is_empty() => {
+                    let spec = LaunchSpec {
+                        machine: machine.clone(),
+                        role: medic_topology::Role::Redis,
+                        ami: amis.get(&image).cloned().unwrap_or_default(),
+                        image_id: None,
+                        instance_types: vec![],
+                        subnet: None,
+                        security_groups: vec![],
+                        key_pair: None,
+                        instance_profile: None,
+                        tags: BTreeMap::from([
+                            ("medic:machine".to_owned(), machine.clone()),
+                            (MIRROR_OF.to_owned(), id.clone()),
+                        ]),
+                        client_token: id.clone(),
+                    };
+                    if let Err(e) = lab.launch_at(&spec, addr).await {
+                        eprintln!("bridge: {id} at {addr}: {e}");
+                    }
+                }
+                ("terminated" | "shutting-down", Some(r), _) => {
+                    let _ = lab.terminate(&r.id).await;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Run(Option<Child>);
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while Instant::now() < deadline {
+                if c.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+        }
+    }
+}
+
+#[test]
+fn a_crashed_redis_machine_on_ec2_is_terminated_and_replaced_from_its_ami() {
+    if !medic_testkit::root_or_skip("a_crashed_redis_machine_on_ec2_is_terminated_and_replaced") {
+        return;
+    }
+    let root = std::path::PathBuf::from(
+        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
+    )
+    .join("../..")
+    .canonicalize()
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let moto = Moto::start();
+    let settings = AwsSettings {
+        region: "us-east-1".into(),
+        endpoint: Some(moto.url.clone()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+    };
+    let net = 100 + std::process::id() % 100;
+    let dir = tempfile::tempdir().unwrap();
+    let (ec2, subnet, sg, redis_ami, haproxy_ami, zone_id) = rt.block_on(async {
+        let config = load_config(&settings).await;
+        let ec2 = aws_sdk_ec2::Client::new(&config);
+        let vpc = ec2
+            .create_vpc()
+            .cidr_block("10.74.0.0/16")
+            .send()
+            .await
+            .unwrap()
+            .vpc()
+            .unwrap()
+            .vpc_id()
+            .unwrap()
+            .to_owned();
+        let subnet = ec2
+            .create_subnet()
+            .vpc_id(&vpc)
+            .cidr_block(format!("10.74.{net}.0/24"))
+            .send()
+            .await
+            .unwrap()
+            .subnet()
+            .unwrap()
+            .subnet_id()
+            .unwrap()
+            .to_owned();
+        let sg = ec2
+            .create_security_group()
+            .group_name("medic")
+            .description("medic")
+            .vpc_id(&vpc)
+            .send()
+            .await
+            .unwrap()
+            .group_id()
+            .unwrap()
+            .to_owned();
+        ec2.create_key_pair()
+            .key_name("medic")
+            .send()
+            .await
+            .unwrap();
+        let ami = |name: &'static str| {
+            let ec2 = ec2.clone();
+            async move {
+                ec2.register_image()
+                    .name(name)
+                    .root_device_name("/dev/sda1")
+                    .send()
+                    .await
+                    .unwrap()
+                    .image_id()
+                    .unwrap()
+                    .to_owned()
+            }
+        };
+        let redis_ami = ami("medic-redis").await;
+        let haproxy_ami = ami("medic-haproxy").await;
+        let r53 = aws_sdk_route53::Client::new(&config);
+        let zone_id = r53
+            .create_hosted_zone()
+            .name("barton.test")
+            .caller_reference("medic-e2e")
+            .send()
+            .await
+            .unwrap()
+            .hosted_zone()
+            .unwrap()
+            .id()
+            .trim_start_matches("/hostedzone/")
+            .to_owned();
+        (ec2, subnet, sg, redis_ami, haproxy_ami, zone_id)
+    });
+
+    // The controller's key, which the lab's machines authorize.
+    let key = dir.path().join("id_ed25519");
+    assert!(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let port = 22000 + net as u16;
+    let topo = format!(
+        r#"name: barton
+provider:
+  aws:
+    region: us-east-1
+    subnets: [{subnet}]
+    security_groups: [{sg}]
+    key_pair: medic
+    endpoint: {endpoint}
+playbooks: {playbooks}
+ssh:
+  user: medic
+  key: {key}
+  host_keys: accept-new
+amis:
+  - {{name: redis, definition: {amis}/redis.yaml, image_ids: {{us-east-1: {redis_ami}}}}}
+  - {{name: haproxy, definition: {amis}/haproxy.yaml, image_ids: {{us-east-1: {haproxy_ami}}}}}
+machines:
+  - {{name: redis1, role: redis, ami: redis, instance_type: r6i.large}}
+  - {{name: redis2, role: redis, ami: redis, instance_type: r6i.large}}
+  - {{name: haproxy1, role: haproxy, ami: haproxy, instance_type: c6i.large}}
+  - {{name: haproxy2, role: haproxy, ami: haproxy, instance_type: c6i.large}}
+  - {{name: app, role: app, ami: haproxy, instance_type: t3.medium}}
+  - {{name: monitor, role: monitor}}
+shards:
+  - {{name: r9001, port: 9001, master: redis1, replicas: [redis2]}}
+  - {{name: r9002, port: 9002, master: redis1, replicas: [redis2]}}
+proxies:
+  machines: [haproxy1, haproxy2]
+  runtime_api: {{port: 9999}}
+  frontends:
+    - {{listen: 8001, shard: r9001}}
+    - {{listen: 8002, shard: r9002}}
+app_proxies:
+  - machine: app
+    runtime_api: {{port: 9998}}
+    primary: haproxy1
+    backup: haproxy2
+    frontends:
+      - {{listen: 7001, shard: r9001}}
+      - {{listen: 7002, shard: r9002}}
+dns:
+  provider:
+    route53: {{zone_id: {zone_id}, zone: barton.test}}
+  ttl: 60
+  records:
+    - {{name: haproxy1.barton.test, machines: [haproxy1]}}
+    - {{name: haproxy2.barton.test, machines: [haproxy2]}}
+checks:
+  redis: {{interval: 250ms, timeout: 200ms, fall: 3, rise: 2, jitter: 20ms}}
+policy:
+  boot_timeout: 1m
+  sync_timeout: 1m
+controller:
+  listen: 127.0.0.1:{port}
+  state_dir: {state}
+"#,
+        endpoint = moto.url,
+        playbooks = root.join("playbooks").display(),
+        amis = root.join("amis").display(),
+        key = key.display(),
+        state = dir.path().join("controller").display(),
+    );
+    let file = dir.path().join("aws.yaml");
+    std::fs::write(&file, &topo).unwrap();
+    let loaded = medic_topology::load_topology(&file)
+        .map_err(|e| format!("{e}: {:?}", e.diagnostics))
+        .unwrap();
+    let lab = Arc::new(Lab::new(LabConfig {
+        subnet: [10, 74, net as u8],
+        bridge: format!("maws{net}"),
+        state_dir: dir.path().join("lab"),
+        prefix: format!("maws{net}-"),
+        authorized_key: std::fs::read_to_string(key.with_extension("pub")).unwrap(),
+        amis: loaded
+            .amis
+            .iter()
+            .map(|(name, def)| (name.clone(), def.summary().binaries))
+            .collect(),
+    }));
+    let stop = Arc::new(AtomicBool::new(false));
+    let amis = BTreeMap::from([
+        (redis_ami.clone(), "redis".to_owned()),
+        (haproxy_ami.clone(), "haproxy".to_owned()),
+    ]);
+    // Nothing may be sent to a lab address before the lab's bridge routes it.
+    rt.block_on(lab.ensure_bridge()).unwrap();
+    let bridge_task = rt.spawn(bridge(ec2.clone(), lab.clone(), amis, stop.clone()));
+    struct Down(Arc<Lab>, tokio::runtime::Handle);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = self.1.block_on(self.0.down());
+        }
+    }
+    let _down = Down(lab.clone(), rt.handle().clone());
+    let aws_env = [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+        ("NO_COLOR", "1"),
+    ];
+
+    // Set up from nothing through RunInstances, the playbooks and Route 53.
+    let out = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["up", file.to_str().unwrap()])
+        .envs(aws_env)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let before = rt.block_on(instances(&ec2));
+    assert_eq!(
+        before.iter().filter(|i| i.1 == "running").count(),
+        5,
+        "{before:?}"
+    );
+    let old_redis1 = before.iter().find(|i| i.3 == "redis1").unwrap().clone();
+
+    let log = dir.path().join("run.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args(["run", file.to_str().unwrap()])
+        .envs(aws_env)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _run = Run(Some(child));
+    let wait = |what: &str, within: Duration, cond: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if cond() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "waited {within:?} for {what}\nhistory: {}\nlog:\n{}",
+            serde_json::to_string_pretty(&http_get(port, "/api/history")).unwrap(),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    };
+    wait("the controller's API", Duration::from_secs(30), &|| {
+        http_get(port, "/api/status").is_some()
+    });
+    let app: IpAddr = rt
+        .block_on(instances(&ec2))
+        .into_iter()
+        .find(|i| i.3 == "app")
+        .and_then(|i| i.2)
+        .map(IpAddr::V4)
+        .unwrap();
+    let redis_cli = |host: &str, port: u16, args: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", host, "-p", &port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    assert_eq!(redis_cli(&app.to_string(), 7001, &["SET", "k", "1"]), "OK");
+
+    rt.block_on(lab.fault("redis1", Fault::Crash)).unwrap();
+    wait("the recovery of redis1", Duration::from_secs(90), &|| {
+        http_get(port, "/api/history")
+            .and_then(|h| h.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .any(|r| r["event"] == "machine redis1 lost" && r["outcome"]["outcome"] == "completed")
+    });
+    // The crashed instance terminated in EC2, exactly one replacement launched from the AMI.
+    let after = rt.block_on(instances(&ec2));
+    let redis1: Vec<_> = after.iter().filter(|i| i.3 == "redis1").collect();
+    assert_eq!(redis1.len(), 2, "{redis1:?}");
+    assert!(
+        redis1
+            .iter()
+            .any(|i| i.0 == old_redis1.0 && i.1 == "terminated")
+    );
+    let new = redis1.iter().find(|i| i.1 == "running").unwrap();
+    assert_eq!(new.4, redis_ami);
+    let new_ip = new.2.unwrap().to_string();
+    // The replacement (a lab machine at the instance's address) is a replica in sync.
+    wait("redis1 in sync", Duration::from_secs(30), &|| {
+        redis_cli(&new_ip, 9001, &["ROLE"]).starts_with("slave")
+            && redis_cli(&new_ip, 9001, &["GET", "k"]) == "1"
+    });
+    assert_eq!(redis_cli(&app.to_string(), 7001, &["SET", "k", "2"]), "OK");
+    stop.store(true, Ordering::Relaxed);
+    let _ = rt.block_on(bridge_task);
+}
