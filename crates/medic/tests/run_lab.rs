@@ -182,6 +182,31 @@ fn http_get(port: u16, path: &str) -> Option<Value> {
     serde_json::from_str(body).ok()
 }
 
+fn http_text(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf
+}
+
+/// A POST without the API token: the status line.
+fn post_without_token(port: u16, path: &str) -> String {
+    let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    buf.lines().next().unwrap_or_default().to_owned()
+}
+
 fn cli(host: &str, port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli")
         .args(["-h", host, "-p", &port.to_string()])
@@ -507,6 +532,27 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     let inst = env.instances("redis1");
     assert_eq!(inst.len(), 2, "{inst:?}");
     assert_eq!(inst.iter().filter(|(_, s)| s == "running").count(), 1);
+    // Prometheus sees it; `medic status` and `medic history` tell it.
+    let metrics = http_text(env.port, "/metrics");
+    assert!(
+        metrics.contains("medic_recoveries_total{outcome=\"completed\"} 1"),
+        "{metrics}"
+    );
+    let status = text(&medic(&["status", "-t", env.f()]));
+    let r9001 = status
+        .lines()
+        .find(|l| l.starts_with("r9001"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert_eq!(r9001, "r9001 9001 redis2 redis1 (in sync) ok", "{status}");
+    let history = text(&medic(&["history", "-t", env.f()]));
+    assert!(
+        history.contains("machine redis1 lost  completed"),
+        "{history}"
+    );
+    assert!(history.contains("launch"), "{history}");
     // The webhook heard about it.
     let events = env.hook.events();
     for e in ["detection", "recovery_start", "recovery_done"] {
@@ -819,4 +865,57 @@ fn a_switchover_under_load_loses_no_acknowledged_write() {
     // The pause, as the journal measured it: from holding writes to routing to redis2.
     let r = env.recovery("switchover of r9001").unwrap();
     eprintln!("switchover steps: {}", r["steps"]);
+}
+
+#[test]
+fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_need_the_token() {
+    let Some(mut env) = Env::new(9, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    assert_eq!(
+        post_without_token(env.port, "/api/unmonitor/redis2"),
+        "HTTP/1.1 401 Unauthorized"
+    );
+    let pid = env.run.as_ref().unwrap().id().to_string();
+    let good = std::fs::read_to_string(&env.file).unwrap();
+    std::fs::write(
+        &env.file,
+        good.replace("fall: 3, rise: 2", "fall: zero, rise: 2"),
+    )
+    .unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    env.wait("the refusal", Duration::from_secs(10), |e| {
+        e.logs().contains("the topology was not reloaded")
+    });
+    assert!(env.status().is_some(), "still running on the old topology");
+    std::fs::write(&env.file, &good).unwrap();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    env.wait("the reload", Duration::from_secs(10), |e| {
+        e.logs().contains("Topology reloaded")
+    });
+    // Maintenance through the CLI (with the token from the state directory) is persisted.
+    let out = medic(&["unmonitor", "redis2", "-t", env.f()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(env.machine("redis2")["state"], "maintenance");
+    env.stop();
+    env.start(&[]);
+    assert_eq!(env.machine("redis2")["state"], "maintenance");
+    let out = medic(&["monitor", "redis2", "-t", env.f()]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.wait("redis2 watched again", Duration::from_secs(10), |e| {
+        e.machine("redis2")["state"] == "up"
+    });
 }
