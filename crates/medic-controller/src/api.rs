@@ -6,6 +6,7 @@
 //! | GET | `/` | the status page |
 //! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
 //! | GET | `/api/history` | every recovery with its steps |
+//! | GET | `/api/events[?after=SEQ]` | what happened since SEQ (detections, steps, alerts) |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
 //! | POST | `/api/switchover/SHARD[?to=MACHINE]` | planned change of master (token) |
@@ -47,6 +48,15 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
             Ok(h) => Response::json(200, &h),
             Err(e) => Response::error(500, e.to_string()),
         },
+        ("GET", "/api/events") => {
+            let after = req
+                .query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("after="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            Response::json(200, &c.events(after))
+        }
         ("GET", "/metrics") => Response::text(200, "text/plain; version=0.0.4", c.metrics()),
         ("POST", p) if p.starts_with("/api/") => {
             if !c.check_token(req.authorization.as_deref()) {

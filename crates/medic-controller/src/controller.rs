@@ -182,7 +182,24 @@ struct St {
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
     metrics: Metrics,
+    /// What happened, newest last, numbered: `medic events` follows it.
+    events: VecDeque<EventRecord>,
+    next_event: u64,
 }
+
+/// One line of `medic events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// detection, recovery_start, step, step_failed, recovery_done, recovery_failed, held,
+    /// alert, recovered.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Events kept for `medic events`.
+const EVENTS_KEPT: usize = 1000;
 
 struct Inner<C, D> {
     loaded: RwLock<Arc<LoadedTopology>>,
@@ -337,6 +354,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 judged_at: BTreeMap::new(),
                 warned: BTreeSet::new(),
                 metrics: Metrics::default(),
+                events: VecDeque::new(),
+                next_event: 1,
             }),
             requests,
             requests_rx: Mutex::new(Some(rx)),
@@ -1314,6 +1333,20 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     }
                     drop(st);
                     tracing::info!(step = step.index, kind = step.action.kind(), "{summary}");
+                    let took = lock(&self.inner.st)
+                        .in_flight
+                        .as_ref()
+                        .map_or(0, |f| now_ms().saturating_sub(f.step_started_ms));
+                    self.record_event(
+                        "step",
+                        &format!(
+                            "{:>2}/{} {:<11} {:>6.2}s  {summary}",
+                            step.index,
+                            plan.steps.len(),
+                            step.action.kind(),
+                            took as f64 / 1000.0
+                        ),
+                    );
                 }
                 Err(e) => {
                     let outcome = Outcome::Failed {
@@ -1581,7 +1614,32 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         );
     }
 
+    fn record_event(&self, kind: &str, message: &str) {
+        let mut st = lock(&self.inner.st);
+        let seq = st.next_event;
+        st.next_event += 1;
+        st.events.push_back(EventRecord {
+            seq,
+            at_ms: now_ms(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        });
+        while st.events.len() > EVENTS_KEPT {
+            st.events.pop_front();
+        }
+    }
+
+    /// Events after `after` (a sequence number), oldest first.
+    pub fn events(&self, after: u64) -> serde_json::Value {
+        let st = lock(&self.inner.st);
+        serde_json::json!({
+            "next": st.next_event,
+            "events": st.events.iter().filter(|e| e.seq > after).collect::<Vec<_>>(),
+        })
+    }
+
     fn notify(&self, event: &str, message: &str, details: Option<serde_json::Value>) {
+        self.record_event(event, message);
         let n = read(&self.inner.notifier).clone();
         let topology = self.top().topology.name.value.clone();
         n.send(event, &topology, message, details);

@@ -260,7 +260,11 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn fence_on_proxies(&mut self, shard: &Shard, machine: &str) {
+    /// `wait_sessions`: whether each fence waits until HAProxy shows no session left. Worth it
+    /// where the server may still answer on an old session (a stale master); not for a lost
+    /// machine, whose sessions hang on a silent peer and which is terminated anyway (a hung
+    /// process that wakes up writes to a machine that no longer serves anyone).
+    fn fence_on_proxies(&mut self, shard: &Shard, machine: &str, wait_sessions: bool) {
         for proxy in self.proxies() {
             let server = ServerRef {
                 backend: vars::proxy_backend(&shard.name.value),
@@ -269,7 +273,7 @@ impl<'a> Planner<'a> {
             self.push(Action::FenceServer {
                 proxy,
                 server,
-                wait_sessions: true,
+                wait_sessions,
             });
         }
     }
@@ -425,7 +429,7 @@ impl<'a> Planner<'a> {
         });
         // 1. Every server of the machine leaves every proxy before anything is promoted.
         for shard in &on {
-            self.fence_on_proxies(shard, machine);
+            self.fence_on_proxies(shard, machine, false);
         }
         // 2. Promote, shard by shard.
         let mut refused = Vec::new();
@@ -548,7 +552,7 @@ impl<'a> Planner<'a> {
             target: target.clone(),
         });
         if is_master {
-            self.fence_on_proxies(shard, machine);
+            self.fence_on_proxies(shard, machine, true);
             if !self.fail_over(shard, machine)? {
                 // Never restart it empty as a master: with persistence off that wipes the replicas.
                 self.alert(
@@ -603,7 +607,7 @@ impl<'a> Planner<'a> {
         self.push(Action::Unmonitor {
             target: target.clone(),
         });
-        self.fence_on_proxies(shard, machine);
+        self.fence_on_proxies(shard, machine, true);
         let servers = vec![(
             shard,
             ServerRole::ReplicaOf {
@@ -726,10 +730,11 @@ impl<'a> Planner<'a> {
                 backend: backend.clone(),
                 server: machine.to_owned(),
             };
+            // A lost proxy's sessions hang on a silent peer: do not wait for them.
             self.push(Action::FenceServer {
                 proxy: api.clone(),
                 server,
-                wait_sessions: true,
+                wait_sessions: false,
             });
         }
         if !self.may_replace(machine, "clients go through the remaining proxies") {

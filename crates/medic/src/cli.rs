@@ -156,6 +156,17 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
+    /// What the controller saw and did — detections, each recovery step with its duration,
+    /// alerts — oldest first (times in UTC); `--follow` keeps printing as it happens.
+    #[command(after_help = "Example:\n  medic events --follow -t examples/lab.yaml")]
+    Events {
+        #[command(flatten)]
+        t: TopologyArg,
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
+    },
     /// Recover a machine now, as if it were lost (the seed's emergency procedure).
     #[command(after_help = "Example:\n  medic recover redis1 -t examples/lab.yaml")]
     Recover {
@@ -257,6 +268,7 @@ pub fn main() -> ExitCode {
         }
         Command::Status { t, format } => run::status(&t.topology, format),
         Command::History { t, format } => run::history(&t.topology, format),
+        Command::Events { t, follow, format } => run::events(&t.topology, follow, format),
         Command::Recover { machine, t } => run::command(&t.topology, "recover", &machine),
         Command::Switchover { shard, to, t } => {
             let path = match &to {

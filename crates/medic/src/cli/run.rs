@@ -525,3 +525,37 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
         }
     })
 }
+
+/// `medic events [--follow]`: what the controller did, as it happens.
+pub(super) fn events(file: &Path, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
+    let mut after = 0u64;
+    loop {
+        let (code, v) = call(file, "GET", &format!("/api/events?after={after}"))?;
+        if code != 200 {
+            bail!("the controller answered {code}: {v}");
+        }
+        for e in v["events"].as_array().into_iter().flatten() {
+            after = after.max(e["seq"].as_u64().unwrap_or(0));
+            match format {
+                Format::Json => println!("{e}"),
+                Format::Text => {
+                    let at = e["at_ms"].as_u64().unwrap_or(0);
+                    let secs = at / 1000;
+                    println!(
+                        "{:02}:{:02}:{:02}.{:03}  {:<15} {}",
+                        (secs / 3600) % 24,
+                        (secs / 60) % 60,
+                        secs % 60,
+                        at % 1000,
+                        e["kind"].as_str().unwrap_or("-"),
+                        e["message"].as_str().unwrap_or("")
+                    );
+                }
+            }
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
