@@ -58,8 +58,9 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Every target of a topology with its check settings and port.
-pub fn targets(top: &Topology) -> Vec<(Target, Check, u16)> {
+/// Every target of a topology with its check settings, its port and (for a HAProxy) the
+/// ports its frontends listen on.
+pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
     let mut out = Vec::new();
     for s in top.shards.iter().map(|s| &s.value) {
         for m in Topology::shard_machines(s) {
@@ -70,10 +71,18 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16)> {
                 },
                 top.checks.redis.value,
                 s.port.value,
+                Vec::new(),
             ));
         }
     }
     let api = top.proxies.value.runtime_api.value.port.value;
+    let listens: Vec<u16> = top
+        .proxies
+        .value
+        .frontends
+        .iter()
+        .map(|f| f.value.listen.value)
+        .collect();
     for m in top.proxy_machines() {
         out.push((
             Target::Proxy {
@@ -81,6 +90,7 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16)> {
             },
             top.checks.haproxy.value,
             api,
+            listens.clone(),
         ));
     }
     for a in top.app_proxies.iter().map(|a| &a.value) {
@@ -90,6 +100,7 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16)> {
             },
             top.checks.app_proxy.value,
             a.runtime_api.value.port.value,
+            a.frontends.iter().map(|f| f.value.listen.value).collect(),
         ));
     }
     out
@@ -161,10 +172,10 @@ pub fn spawn(
 ) -> Vec<JoinHandle<()>> {
     targets(top)
         .into_iter()
-        .map(|(target, check, port)| {
+        .map(|(target, check, port, listens)| {
             let book = book.clone();
             let tx = tx.clone();
-            tokio::spawn(async move { run_target(target, check, port, book, tx).await })
+            tokio::spawn(async move { run_target(target, check, port, listens, book, tx).await })
         })
         .collect()
 }
@@ -173,6 +184,7 @@ async fn run_target(
     target: Target,
     check: Check,
     port: u16,
+    listens: Vec<u16>,
     book: SharedBook,
     tx: mpsc::Sender<CheckResult>,
 ) {
@@ -207,9 +219,25 @@ async fn run_target(
             Target::Proxy { .. } | Target::App { .. } => {
                 let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
                 api.timeout = within;
-                let r = tokio::time::timeout(within, api.servers(None)).await;
-                let (o, d) = proxy_result(r, within);
-                (o, d, None)
+                let work = async {
+                    api.servers(None).await?;
+                    // The runtime API answering is not enough: clients come in through the
+                    // frontends.
+                    for p in &listens {
+                        if let Err(e) = tokio::net::TcpStream::connect((ip, *p)).await {
+                            return Ok(Some(format!("frontend {ip}:{p} does not accept: {e}")));
+                        }
+                    }
+                    Ok(None)
+                };
+                let r = tokio::time::timeout(within, work).await;
+                match r {
+                    Ok(Ok(Some(closed))) => (Observation::Unhealthy, closed, None),
+                    other => {
+                        let (o, d) = proxy_result(other, within);
+                        (o, d, None)
+                    }
+                }
             }
         };
         let result = CheckResult {

@@ -88,3 +88,35 @@ impl Notifier {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_carries_the_event_and_slack_gets_one_line_of_text() {
+        let details = serde_json::json!({"step": 3});
+        let j = Notifier::body(
+            WebhookFormat::Json,
+            "step_failed",
+            "barton",
+            "step 3 failed",
+            Some(&details),
+        );
+        assert_eq!(j["source"], "medic");
+        assert_eq!(j["event"], "step_failed");
+        assert_eq!(j["topology"], "barton");
+        assert_eq!(j["details"]["step"], 3);
+        let s = Notifier::body(
+            WebhookFormat::Slack,
+            "held",
+            "barton",
+            "replacement held",
+            None,
+        );
+        assert_eq!(
+            s,
+            serde_json::json!({"text": "*medic* `barton` — held: replacement held"})
+        );
+    }
+}
