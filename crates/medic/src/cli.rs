@@ -21,7 +21,7 @@ use medic_topology::{Diagnostic, LoadedTopology, load_topology};
     long_about = "medic watches redis masters and replicas, the HAProxy nodes in front of them and \
                   the app-side proxies, and on a confirmed failure runs a recovery plan: fence, \
                   promote, replace, reconfigure, re-register, update DNS.",
-    after_help = "Examples:\n  medic validate examples/barton.yaml\n  medic plan examples/barton.yaml --lose redis1\n  medic plan examples/barton.yaml --process r9001@redis2 --format json"
+    after_help = "Examples:\n  medic validate examples/barton.yaml\n  medic plan examples/barton.yaml --lose redis1\n  medic run examples/lab.yaml\n  medic status -t examples/lab.yaml\n\nExit status: 0 success; 1 invalid input, no plan possible, or the controller refused or could not be reached; 2 wrong usage."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -38,6 +38,8 @@ enum Format {
 enum LogFormat {
     Text,
     Json,
+    /// Native journald fields (step, kind, recovery, target...) for `journalctl -o verbose`.
+    Journald,
 }
 
 /// Where the operator commands find the controller: its topology file.
@@ -201,6 +203,11 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         #[command(flatten)]
         t: TopologyArg,
     },
+    /// Print a shell completion script.
+    #[command(
+        after_help = "Examples:\n  medic completions bash > /etc/bash_completion.d/medic\n  medic completions zsh > \"${fpath[1]}/_medic\"\n  medic completions fish > ~/.config/fish/completions/medic.fish"
+    )]
+    Completions { shell: clap_complete::Shell },
     /// The local lab: machines on this host, for demos and end-to-end tests.
     #[command(subcommand)]
     Lab(LabCommand),
@@ -254,6 +261,16 @@ mod run;
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into a buffer first: clap_complete panics when it cannot write (`| head`).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "medic", &mut script);
+            match io::stdout().lock().write_all(&script) {
+                Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
         Command::Run {
             file,
             check_config,

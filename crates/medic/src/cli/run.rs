@@ -161,8 +161,44 @@ pub(super) fn init_logging(format: LogFormat) {
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().with_current_span(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Text => builder.with_ansi(colour(&std::io::stderr())).init(),
+        LogFormat::Journald => {
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            match tracing_journald::layer() {
+                Ok(layer) => tracing_subscriber::registry()
+                    .with(
+                        tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
+                            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                    )
+                    .with(layer)
+                    .init(),
+                Err(e) => {
+                    builder.init();
+                    tracing::warn!("journald is not reachable ({e}): logging to stderr");
+                }
+            }
+        }
     }
+}
+
+/// Colour only on a terminal, and never with NO_COLOR set.
+pub(super) fn colour(stream: &impl std::io::IsTerminal) -> bool {
+    stream.is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// A state word, coloured on a terminal: green when well, yellow when degraded, red when down.
+fn paint(word: &str, on: bool) -> String {
+    if !on {
+        return word.to_owned();
+    }
+    let code = match word.split(':').next().unwrap_or(word) {
+        "ok" | "up" => "32",
+        "degraded" | "suspect" | "recovering" | "unmonitored" => "33",
+        "down" => "31",
+        _ => return word.to_owned(),
+    };
+    format!("\x1b[{code}m{word}\x1b[0m")
 }
 
 pub(super) fn run(file: &Path, check_config: bool) -> anyhow::Result<ExitCode> {
@@ -304,6 +340,7 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+    let on = colour(&std::io::stdout());
     let now = v["now_ms"].as_u64().unwrap_or(0);
     println!("{} ({})", s(&v["topology"]), s(&v["provider"]));
     println!();
@@ -343,7 +380,7 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             } else {
                 reps.join(", ")
             },
-            state
+            paint(state, on)
         );
     }
     println!();
@@ -352,11 +389,13 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
         "MACHINE", "ROLE", "STATE", "ADDRESS", "INSTANCE"
     );
     for m in v["machines"].as_array().into_iter().flatten() {
+        // Padded before painting: escape codes have no width.
+        let state = format!("{:<12}", s(&m["state"]));
         println!(
-            "{:<10} {:<8} {:<12} {:<15} {:<10}",
+            "{:<10} {:<8} {} {:<15} {}",
             s(&m["name"]),
             s(&m["role"]),
-            s(&m["state"]),
+            paint(state.trim_end(), on) + &" ".repeat(state.len() - state.trim_end().len()),
             s(&m["address"]),
             s(&m["instance"])
         );
