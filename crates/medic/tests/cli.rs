@@ -315,3 +315,29 @@ fn completions_know_every_command() {
         "an unknown shell is a usage error"
     );
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    let file = root().join("examples/barton.yaml");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+        .args([
+            "plan",
+            file.to_str().unwrap(),
+            "--lose",
+            "redis1",
+            "--files",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Closed before medic writes anything: its first line meets a closed pipe.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "no panic, no error"
+    );
+}

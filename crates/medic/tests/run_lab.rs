@@ -947,3 +947,85 @@ fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_
         e.machine("redis2")["state"] == "up"
     });
 }
+
+/// The status page as headless Chromium renders it (its script fetches the API), as text.
+fn page_text(port: u16) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("chromium (scripts/deps installs it)");
+    let html = String::from_utf8_lossy(&out.stdout);
+    // Tags out, whitespace folded: what a reader sees, in order.
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn the_status_page_shows_the_failure_then_the_recovered_state() {
+    let Some(mut env) = Env::new(10, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    let before = page_text(env.port);
+    assert!(
+        before.contains("r9001 9001 ok redis1 redis2 in sync"),
+        "{before}"
+    );
+    env.fault("redis1", "crash", &[]);
+    // The failure: redis1 down (before or while it is recovered).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = String::new();
+    while Instant::now() < deadline {
+        seen = page_text(env.port);
+        if seen.contains("redis1 redis down") || seen.contains("Recovery in flight") {
+            break;
+        }
+    }
+    assert!(
+        seen.contains("redis1 redis down") || seen.contains("Recovery in flight"),
+        "{seen}"
+    );
+    env.wait("the recovery", RECOVERY, |e| {
+        e.ended("machine redis1 lost", "completed")
+    });
+    env.wait("both shards ok", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "ok" && e.shard("r9002")["state"] == "ok"
+    });
+    let after = page_text(env.port);
+    assert!(
+        after.contains("r9001 9001 ok redis2 redis1 in sync"),
+        "{after}"
+    );
+    assert!(after.contains("machine redis1 lost"), "{after}");
+    assert!(after.contains("completed"), "{after}");
+    assert!(
+        after.contains(&format!("redis1 redis up {}", env.ip(15))),
+        "{after}"
+    );
+}
