@@ -634,46 +634,36 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         Ok(())
     }
 
-    /// Opens the SSH sessions a failover uses (to every proxy, whose haproxy.cfg each runtime
-    /// change is written into) before they are needed: opening one costs ~200 ms, which would
-    /// otherwise be spent inside the first fence of a failover.
+    /// Opens the SSH sessions a failover uses before they are needed (opening one costs
+    /// ~200 ms): to every proxy, whose haproxy.cfg each runtime change is written into, and to
+    /// every machine that may be asked as a witness.
     fn warm_up_ssh(&self) {
         let c = self.clone();
         tokio::spawn(async move {
             let loaded = c.top();
             let top = &loaded.topology;
             let observed = lock(&c.inner.st).saved.observed.clone();
-            let proxies = top.proxy_machines().map(str::to_owned).chain(
-                top.app_proxies
-                    .iter()
-                    .map(|a| a.value.machine.value.clone()),
-            );
-            for m in proxies {
-                let (Some(ip), Some(machine)) = (observed.address(&m), top.machine(&m)) else {
+            let mut set = tokio::task::JoinSet::new();
+            for m in top.machines.iter().map(|m| &m.value) {
+                if m.role.value == medic_topology::Role::Monitor {
+                    continue;
+                }
+                let name = m.name.value.clone();
+                let Some(host) = observed
+                    .address(&name)
+                    .and_then(|ip| ssh_host(top, &name, ip))
+                else {
                     continue;
                 };
-                let ssh = top.ssh_for(machine);
-                let host = medic_ssh::Host {
-                    name: m.clone(),
-                    addr: ip,
-                    port: ssh.port,
-                    user: ssh.user.clone(),
-                    key: ssh.key.clone(),
-                    host_keys: match ssh.host_keys {
-                        medic_topology::HostKeyPolicy::AcceptNew => medic_ssh::HostKeys::AcceptNew,
-                        _ => medic_ssh::HostKeys::Strict,
-                    },
-                };
-                use medic_ssh::Remote as _;
-                if let Err(e) = c
-                    .inner
-                    .ssh
-                    .run(&host, "true", Duration::from_secs(10))
-                    .await
-                {
-                    tracing::warn!(machine = %m, error = %e, "SSH to a proxy does not work: runtime changes cannot be made permanent there.");
-                }
+                let c = c.clone();
+                set.spawn(async move {
+                    use medic_ssh::Remote as _;
+                    if let Err(e) = c.inner.ssh.run(&host, "true", Duration::from_secs(10)).await {
+                        tracing::warn!(machine = %name, error = %e, "No SSH session: this machine cannot be a first-hand witness, and runtime changes on it cannot be made permanent.");
+                    }
+                });
             }
+            while set.join_next().await.is_some() {}
         });
     }
 
@@ -1001,7 +991,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let c = self.clone();
         let target = target.clone();
         tokio::spawn(async move {
-            let w = c.witnesses(&target).await;
+            let asked = c.witnesses(&target).await;
+            let first_hand = asked.as_ref().is_some_and(|(_, f)| *f);
+            let w = asked.map(|(w, _)| w);
             let mut decision = match &w {
                 Some(w) => judge_silence(w),
                 // Nothing else can see it: the controller's own checks are all there is.
@@ -1010,8 +1002,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let silent_for = first_fail.map_or(Duration::ZERO, |f| {
                 Duration::from_millis(now_ms().saturating_sub(f))
             });
-            if decision == Decision::MonitorCutOff && silent_for < c.witness_grace() {
-                // The witnesses may not have noticed yet: their checks are slower than ours.
+            if decision == Decision::MonitorCutOff && !first_hand && silent_for < c.witness_grace()
+            {
+                // Some witnesses spoke from their own checks, which may not have noticed yet.
                 decision = Decision::Wait;
             }
             tracing::info!(%target, ?w, ?decision, silent_ms = silent_for.as_millis() as u64, "Witnesses asked.");
@@ -1066,26 +1059,32 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         haproxy.max(Duration::from_secs(LINK_SILENT_SECS + 2))
     }
 
-    /// Asks the independent observers of a machine. `None`: there is no observer to ask.
-    async fn witnesses(&self, target: &Target) -> Option<Witnesses> {
+    /// Asks the independent observers of a machine. `None`: there is no observer to ask. The
+    /// flag says whether every witness answered first-hand (asked to probe it now, over its
+    /// SSH session) rather than from its own, slower, checks.
+    async fn witnesses(&self, target: &Target) -> Option<(Witnesses, bool)> {
         let loaded = self.top();
         let top = &loaded.topology;
         let machine = target.machine();
         let observed = lock(&self.inner.st).saved.observed.clone();
-        let mut w = Witnesses::default();
-        let mut any = false;
-        let ask_proxy = |api: SocketAddr, backend: String, server: String| async move {
-            let mut rt = RuntimeApi::tcp(api);
-            rt.timeout = WITNESS_WITHIN;
-            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(&backend))).await {
-                Ok(Ok(servers)) => servers
-                    .iter()
-                    .find(|s| s.server == server)
-                    .filter(|s| !s.in_maint())
-                    .map(|s| s.op_state == OpState::Running),
-                _ => None,
-            }
-        };
+        let silent_ip = observed.address(machine)?;
+        // (the witness, what it is asked to probe, how; then its passive view if it cannot be asked)
+        enum Passive {
+            /// A proxy's health check of `backend/server` through its runtime API.
+            Proxy(SocketAddr, String),
+            /// A replica's link to its master (`INFO replication` of the replica).
+            ReplicaLink(SocketAddr),
+            /// The master's list of connected replicas: is `at` there and recent?
+            MasterSees(SocketAddr, SocketAddr),
+        }
+        struct Ask {
+            observer: String,
+            probe: SocketAddr,
+            how: Probe,
+            proxy: bool,
+            passive: Option<Passive>,
+        }
+        let mut asks: Vec<Ask> = Vec::new();
         match target {
             Target::Redis { .. } => {
                 let api_port = top.proxies.value.runtime_api.value.port.value;
@@ -1094,87 +1093,184 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         continue;
                     };
                     let port = s.port.value;
+                    let probe = SocketAddr::new(silent_ip, port);
                     if shard.master == machine {
                         for p in top.proxy_machines() {
-                            any = true;
-                            let Some(ip) = observed.address(p) else {
-                                continue;
-                            };
-                            if let Some(up) = ask_proxy(
-                                SocketAddr::new(ip, api_port),
-                                medic_plan::vars::proxy_backend(&s.name.value),
-                                machine.to_owned(),
-                            )
-                            .await
-                            {
-                                w.proxies_see_up.push(up);
-                            }
+                            asks.push(Ask {
+                                observer: p.to_owned(),
+                                probe,
+                                how: Probe::Ping,
+                                proxy: true,
+                                passive: observed.address(p).map(|ip| {
+                                    Passive::Proxy(
+                                        SocketAddr::new(ip, api_port),
+                                        medic_plan::vars::proxy_backend(&s.name.value),
+                                    )
+                                }),
+                            });
                         }
                         for r in &shard.replicas {
-                            any = true;
-                            let Some(ip) = observed.address(&r.machine) else {
-                                continue;
-                            };
-                            if let Ok(Ok(info)) = tokio::time::timeout(
-                                WITNESS_WITHIN,
-                                self.inner.redis.replication(RedisAddr::new(ip, port)),
-                            )
-                            .await
-                            {
-                                let up = info.role == Role::Replica
-                                    && info.master_link_status == Some(LinkStatus::Up)
-                                    && info
-                                        .master_last_io_secs
-                                        .is_some_and(|s| s <= LINK_SILENT_SECS);
-                                w.replica_link_up = Some(w.replica_link_up.unwrap_or(false) || up);
-                            }
+                            asks.push(Ask {
+                                observer: r.machine.clone(),
+                                probe,
+                                how: Probe::Ping,
+                                proxy: false,
+                                passive: observed
+                                    .address(&r.machine)
+                                    .map(|ip| Passive::ReplicaLink(SocketAddr::new(ip, port))),
+                            });
                         }
                     } else if shard.replicas.iter().any(|r| r.machine == machine) {
-                        any = true;
-                        let (Some(mip), Some(rip)) =
-                            (observed.address(&shard.master), observed.address(machine))
-                        else {
-                            continue;
-                        };
-                        if let Ok(Ok(info)) = tokio::time::timeout(
-                            WITNESS_WITHIN,
-                            self.inner.redis.replication(RedisAddr::new(mip, port)),
-                        )
-                        .await
-                        {
-                            let up = info
-                                .replicas
-                                .iter()
-                                .any(|c| c.is_at(rip, port) && c.lag <= LINK_SILENT_SECS);
-                            w.replica_link_up = Some(w.replica_link_up.unwrap_or(false) || up);
-                        }
+                        asks.push(Ask {
+                            observer: shard.master.clone(),
+                            probe,
+                            how: Probe::Ping,
+                            proxy: false,
+                            passive: observed
+                                .address(&shard.master)
+                                .map(|ip| Passive::MasterSees(SocketAddr::new(ip, port), probe)),
+                        });
                     }
                 }
             }
             Target::Proxy { .. } => {
+                let api =
+                    SocketAddr::new(silent_ip, top.proxies.value.runtime_api.value.port.value);
                 for a in top.app_proxies.iter().map(|a| &a.value) {
                     if a.primary.value != machine && a.backup.value != machine {
                         continue;
                     }
-                    any = true;
-                    let Some(ip) = observed.address(&a.machine.value) else {
-                        continue;
-                    };
-                    if let Some(f) = a.frontends.first()
-                        && let Some(up) = ask_proxy(
-                            SocketAddr::new(ip, a.runtime_api.value.port.value),
-                            medic_plan::vars::app_backend(&f.value.shard.value),
-                            machine.to_owned(),
-                        )
-                        .await
-                    {
-                        w.proxies_see_up.push(up);
-                    }
+                    asks.push(Ask {
+                        observer: a.machine.value.clone(),
+                        probe: api,
+                        how: Probe::RuntimeApi,
+                        proxy: true,
+                        passive: match (observed.address(&a.machine.value), a.frontends.first()) {
+                            (Some(ip), Some(f)) => Some(Passive::Proxy(
+                                SocketAddr::new(ip, a.runtime_api.value.port.value),
+                                medic_plan::vars::app_backend(&f.value.shard.value),
+                            )),
+                            _ => None,
+                        },
+                    });
                 }
             }
             Target::App { .. } => {}
         }
-        any.then_some(w)
+        if asks.is_empty() {
+            return None;
+        }
+        // Every witness at once: a silent target makes each probe wait its whole bound.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, a) in asks.iter().enumerate() {
+            let c = self.clone();
+            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
+            set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
+        }
+        let mut first_hand = vec![None; asks.len()];
+        while let Some(Ok((i, v))) = set.join_next().await {
+            first_hand[i] = v;
+        }
+        let mut w = Witnesses::default();
+        let mut all_first_hand = true;
+        let link = |w: &mut Witnesses, up: bool| {
+            w.replica_link_up = Some(w.replica_link_up.unwrap_or(false) || up);
+        };
+        for (a, seen) in asks.iter().zip(first_hand) {
+            let seen = match seen {
+                Some(v) => Some(v),
+                None => {
+                    all_first_hand = false;
+                    match &a.passive {
+                        None => None,
+                        Some(Passive::Proxy(api, backend)) => {
+                            let mut rt = RuntimeApi::tcp(*api);
+                            rt.timeout = WITNESS_WITHIN;
+                            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend)))
+                                .await
+                            {
+                                Ok(Ok(servers)) => servers
+                                    .iter()
+                                    .find(|s| s.server == machine)
+                                    .filter(|s| !s.in_maint())
+                                    .map(|s| s.op_state == OpState::Running),
+                                _ => None,
+                            }
+                        }
+                        Some(Passive::ReplicaLink(at)) => tokio::time::timeout(
+                            WITNESS_WITHIN,
+                            self.inner
+                                .redis
+                                .replication(RedisAddr::new(at.ip(), at.port())),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|info| {
+                            info.role == Role::Replica
+                                && info.master_link_status == Some(LinkStatus::Up)
+                                && info
+                                    .master_last_io_secs
+                                    .is_some_and(|s| s <= LINK_SILENT_SECS)
+                        }),
+                        Some(Passive::MasterSees(master, replica)) => tokio::time::timeout(
+                            WITNESS_WITHIN,
+                            self.inner
+                                .redis
+                                .replication(RedisAddr::new(master.ip(), master.port())),
+                        )
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .map(|info| {
+                            info.replicas.iter().any(|c| {
+                                c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS
+                            })
+                        }),
+                    }
+                }
+            };
+            match (seen, a.proxy) {
+                (Some(up), true) => w.proxies_see_up.push(up),
+                (Some(up), false) => link(&mut w, up),
+                (None, _) => {}
+            }
+        }
+        Some((w, all_first_hand))
+    }
+
+    /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a
+    /// HAProxy runtime API command, bounded at 0.4 s. `None`: the observer could not be asked
+    /// (no session, no bash), so its answer says nothing about `at`.
+    async fn ask_from(&self, observer: &str, at: SocketAddr, how: Probe) -> Option<bool> {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let observed_ip = lock(&self.inner.st).saved.observed.address(observer)?;
+        let host = ssh_host(top, observer, observed_ip)?;
+        let send = match how {
+            Probe::Ping => "PING\\r\\n",
+            Probe::RuntimeApi => "show info\\n",
+        };
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
+            at.ip(),
+            at.port()
+        );
+        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
+        use medic_ssh::Remote as _;
+        let out = tokio::time::timeout(
+            Duration::from_millis(1500),
+            self.inner.ssh.run(&host, &command, Duration::from_secs(1)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        match out.status {
+            Some(0) => Some(true),
+            // Refused, no answer in time, or killed by `timeout`: it does not answer.
+            Some(1 | 124) => Some(false),
+            _ => None,
+        }
     }
 
     // ---- recoveries ---------------------------------------------------------------------
@@ -1973,6 +2069,32 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         ));
         out
     }
+}
+
+/// What a witness is asked to probe.
+#[derive(Debug, Clone, Copy)]
+enum Probe {
+    /// `PING` a redis server: any reply is an answer (a hung process gives none).
+    Ping,
+    /// A HAProxy's runtime API: `show info`.
+    RuntimeApi,
+}
+
+/// How to reach `machine` at `ip` over SSH, as the topology says.
+fn ssh_host(top: &Topology, machine: &str, ip: IpAddr) -> Option<medic_ssh::Host> {
+    let m = top.machine(machine)?;
+    let ssh = top.ssh_for(m);
+    Some(medic_ssh::Host {
+        name: machine.to_owned(),
+        addr: ip,
+        port: ssh.port,
+        user: ssh.user.clone(),
+        key: ssh.key.clone(),
+        host_keys: match ssh.host_keys {
+            medic_topology::HostKeyPolicy::AcceptNew => medic_ssh::HostKeys::AcceptNew,
+            _ => medic_ssh::HostKeys::Strict,
+        },
+    })
 }
 
 /// An error with its causes: "step 7 (playbook): ...: exit 1: No space left on device".
