@@ -1584,6 +1584,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             })?;
             self.failpoint("after-intent", step.index);
             let started = Instant::now();
+            // Steps that may take a while say that they started, so a follower is not left
+            // looking at silence while a machine boots or a replica syncs.
+            if attempt == 1
+                && matches!(
+                    step.action,
+                    Action::LaunchInstance { .. }
+                        | Action::WaitReachable { .. }
+                        | Action::RunPlaybook { .. }
+                        | Action::WaitInSync { .. }
+                        | Action::UpsertDns { .. }
+                )
+            {
+                self.record_event(
+                    "step_start",
+                    &format!("{:>2} {} started", step.index, step.action.kind()),
+                );
+            }
             let result: Result<(String, StepOutput), ExecError> = match &step.action {
                 Action::Unmonitor { target } => {
                     let machine = monitor_machine(target);

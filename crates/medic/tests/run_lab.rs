@@ -581,6 +581,11 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
         "{history}"
     );
     assert!(history.contains("launch"), "{history}");
+    let events = text(&medic(&["events", "-t", env.f()]));
+    for kind in ["detection", "recovery_start", "step_start", "recovery_done"] {
+        assert!(events.contains(kind), "{kind} in {events}");
+    }
+    assert!(events.contains("13/24 launch"), "{events}");
     // The webhook heard about it.
     let events = env.hook.events();
     for e in ["detection", "recovery_start", "recovery_done"] {

@@ -568,6 +568,7 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
 /// `medic events [--follow]`: what the controller did, as it happens.
 pub(super) fn events(file: &Path, follow: bool, format: Format) -> anyhow::Result<ExitCode> {
     let mut after = 0u64;
+    let mut last_progress = std::time::Instant::now();
     loop {
         let (code, v) = call(file, "GET", &format!("/api/events?after={after}"))?;
         if code != 200 {
@@ -594,6 +595,28 @@ pub(super) fn events(file: &Path, follow: bool, format: Format) -> anyhow::Resul
         }
         if !follow {
             return Ok(ExitCode::SUCCESS);
+        }
+        // A long step (a machine booting, a replica syncing) gets a line every 5 s.
+        if format == Format::Text && last_progress.elapsed() >= Duration::from_secs(5) {
+            last_progress = std::time::Instant::now();
+            if let Ok((200, s)) = call(file, "GET", "/api/status")
+                && let Some(f) = s["in_flight"].as_object()
+            {
+                let now = s["now_ms"].as_u64().unwrap_or(0);
+                let running = now.saturating_sub(f["step_started_ms"].as_u64().unwrap_or(now));
+                if running >= 3000 {
+                    println!(
+                        "{:>12}  {:<15} {:>2}/{} {} {}: running for {:.0}s",
+                        "",
+                        "progress",
+                        f["step"],
+                        f["steps"],
+                        f["kind"].as_str().unwrap_or("-"),
+                        f["target"].as_str().unwrap_or("-"),
+                        running as f64 / 1000.0
+                    );
+                }
+            }
         }
         std::thread::sleep(Duration::from_millis(200));
     }
