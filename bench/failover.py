@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Client-visible outage and lost writes when a master fails, with medic on the lab.
+"""Client-visible outage and lost writes when a master fails: medic, Redis Sentinel, and the
+seed's HAProxy-backup-and-watcher design, on the same lab deployment.
 
 For each run: a fresh lab of examples/lab.yaml (on a subnet of its own), `medic run`, two
 `loadgen` clients writing through the app proxy (app:7001 -> haproxy1 -> the r9001 master)
@@ -7,15 +8,26 @@ every 2 ms with a 200 ms budget — one plain, one following each write with `WA
 then, 3 s in at a random point of medic's 250 ms check cycle, the fault:
 
   process  SIGKILL of the r9001 master's redis-server (the machine stays up: refused)
+  restart  the same, and 5 s later the killed master is started again, empty, as a master
+           (what a supervisor that restarts redis does)
   machine  the master's machine crashes (its link goes down, its processes die: silent)
+
+Designs (`--designs`), each on a fresh lab:
+  medic         `medic run`, HAProxy as medic's playbook renders it
+  sentinel1000  three sentinels on the monitor host (quorum 2, down-after-milliseconds 1000),
+                HAProxy with the widely published `role:master` tcp-check every 500 ms
+  sentinel500   the same with down-after-milliseconds 500 and the check every 250 ms
+  seed          seed 003's design: HAProxy with the replica as `backup`, `inter 5s fall 3`,
+                and a watcher that promotes the replica after three failed 5 s polls
 
 After the run every acknowledged key is read back from the shard's final master. Reported per
 scenario, min / median / max over the runs: the unavailability window (first failed write to
 the first write after which all succeed), failed writes, acknowledged writes lost.
 
-  bench/failover.py [--runs 5] [--scenarios process,machine] [--smoke]
+  bench/failover.py [--runs 5] [--scenarios process,restart,machine]
+                    [--designs medic,sentinel1000,sentinel500,seed] [--smoke]
 
-Needs root (the lab). The scenarios are interleaved run by run.
+Needs root (the lab). Designs and scenarios are interleaved run by run.
 """
 
 import argparse
@@ -69,6 +81,99 @@ def resp_get_many(host, port, keys):
     return found
 
 
+def ssh(d, host, command):
+    key = os.path.join(d, "state", "id_ed25519")
+    return subprocess.run(
+        ["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+         "-o", "LogLevel=ERROR", "-o", "BatchMode=yes", f"medic@{host}", command],
+        capture_output=True, text=True, timeout=30)
+
+
+def haproxy_cfg(design, addr):
+    """A whole haproxy.cfg for the proxy at `addr` in a non-medic design."""
+    if design == "seed":
+        check = "    option tcp-check\n    tcp-check send PING\\r\\n\n    tcp-check expect string +PONG\n"
+        servers = (f"    server redis1 {NET}.10:{{port}} check inter 5s fall 3\n"
+                   f"    server redis2 {NET}.11:{{port}} check inter 5s fall 3 backup\n")
+    else:
+        inter = "500ms" if design == "sentinel1000" else "250ms"
+        check = ("    option tcp-check\n    tcp-check connect\n"
+                 "    tcp-check send PING\\r\\n\n    tcp-check expect string +PONG\n"
+                 "    tcp-check send info\\ replication\\r\\n\n    tcp-check expect string role:master\n"
+                 "    tcp-check send QUIT\\r\\n\n    tcp-check expect string +OK\n")
+        servers = (f"    server redis1 {NET}.10:{{port}} check inter {inter}\n"
+                   f"    server redis2 {NET}.11:{{port}} check inter {inter}\n")
+    out = ("global\n    daemon\n    pidfile /run/haproxy/haproxy.pid\n"
+           "    stats socket /run/haproxy/admin.sock mode 600 level admin\n"
+           f"    stats socket ipv4@{addr}:9999 level admin\n"
+           "defaults\n    mode tcp\n    timeout connect 1s\n    timeout client 30s\n"
+           "    timeout server 30s\n    timeout check 1s\n")
+    for shard, listen in (("r9001", 8001), ("r9002", 8002)):
+        port = int(shard[1:])
+        out += (f"frontend fe-{shard}\n    bind {addr}:{listen}\n    default_backend redis-{shard}\n"
+                f"backend redis-{shard}\n{check}{servers.format(port=port)}")
+    return out
+
+
+def setup_design(d, design):
+    """Replaces the proxies' configuration and starts what the design runs beside redis."""
+    procs = []
+    if design == "medic":
+        return procs
+    for addr in (f"{NET}.12", f"{NET}.13"):
+        cfg = haproxy_cfg(design, addr)
+        subprocess.run(["ssh", "-i", os.path.join(d, "state", "id_ed25519"), "-o", "StrictHostKeyChecking=no",
+                        "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"medic@{addr}",
+                        "cat > /etc/haproxy/haproxy.cfg && haproxy -c -q -f /etc/haproxy/haproxy.cfg && "
+                        "haproxy -f /etc/haproxy/haproxy.cfg -sf $(cat /run/haproxy/haproxy.pid)"],
+                       input=cfg, text=True, check=True, capture_output=True, timeout=30)
+    if design.startswith("sentinel"):
+        down = 1000 if design == "sentinel1000" else 500
+        for i in range(3):
+            sd = os.path.join(d, f"sentinel{i}")
+            os.makedirs(sd, exist_ok=True)
+            conf = os.path.join(sd, "sentinel.conf")
+            open(conf, "w").write(
+                f"port {26379 + i}\nbind {NET}.1\nsentinel announce-ip {NET}.1\ndir {sd}\n"
+                f"sentinel monitor r9001 {NET}.10 9001 2\n"
+                f"sentinel down-after-milliseconds r9001 {down}\n"
+                "sentinel failover-timeout r9001 10000\nsentinel parallel-syncs r9001 1\n")
+            procs.append(subprocess.Popen(["redis-server", conf, "--sentinel"],
+                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(2)  # the sentinels find each other through the master
+    if design == "seed":
+        procs.append(SeedWatcher())
+    return procs
+
+
+class SeedWatcher:
+    """The seed's failover script: poll the master every 5 s; after three failures in a row,
+    promote the replica (REPLICAOF NO ONE). HAProxy's `backup` server then takes the traffic."""
+
+    def __init__(self):
+        import threading
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        fails = 0
+        while not self.stop.wait(5):
+            ok = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "-t", "1", "PING"],
+                                capture_output=True, text=True).stdout.strip() == "PONG"
+            fails = 0 if ok else fails + 1
+            if fails >= 3:
+                subprocess.run(["redis-cli", "-h", f"{NET}.11", "-p", "9001", "REPLICAOF", "NO", "ONE"],
+                               capture_output=True)
+                return
+
+    def terminate(self):
+        self.stop.set()
+
+    def wait(self):
+        self.thread.join(timeout=10)
+
+
 def topology(d):
     text = open(os.path.join(ROOT, "examples/lab.yaml")).read()
     text = (
@@ -100,22 +205,51 @@ def analyse(log):
     return (end - first) / 1000.0, len(failed), acked
 
 
-def one_run(topo, d, scenario, duration):
+def final_master(design):
+    """The address of r9001's master when the run ends."""
+    if design == "medic":
+        status = api("/api/status")
+        shard = next(s for s in status["shards"] if s["name"] == "r9001")
+        return next(m for m in status["machines"] if m["name"] == shard["master"])["address"]
+    # Whoever says so; with two (a restarted empty master), the one the sentinels chose.
+    masters = []
+    for host in (f"{NET}.10", f"{NET}.11"):
+        role = subprocess.run(["redis-cli", "-h", host, "-p", "9001", "-t", "1", "ROLE"],
+                              capture_output=True, text=True).stdout.split()
+        if role[:1] == ["master"]:
+            masters.append(host)
+    if design.startswith("sentinel"):
+        r = subprocess.run(["redis-cli", "-h", f"{NET}.1", "-p", "26379", "SENTINEL",
+                            "get-master-addr-by-name", "r9001"], capture_output=True, text=True)
+        chosen = r.stdout.split()
+        if chosen:
+            return chosen[0]
+    return masters[-1] if masters else f"{NET}.11"
+
+
+def one_run(topo, d, design, scenario, duration):
     sh(MEDIC, "lab", "down", "--topology", topo, check=False)
     sh(MEDIC, "lab", "up", topo)
     state = os.path.join(d, "state", "controller")
     subprocess.run(["rm", "-rf", state])
-    run_log = open(os.path.join(d, f"run-{scenario}.log"), "w")
-    medic = subprocess.Popen([MEDIC, "run", topo], stderr=run_log, stdout=subprocess.DEVNULL,
-                             env={**os.environ, "NO_COLOR": "1"})
+    run_log = open(os.path.join(d, f"run-{design}-{scenario}.log"), "w")
+    medic = None
+    extra = []
+    if design == "medic":
+        medic = subprocess.Popen([MEDIC, "run", topo], stderr=run_log, stdout=subprocess.DEVNULL,
+                                 env={**os.environ, "NO_COLOR": "1"})
+    else:
+        extra = setup_design(d, design)
     try:
         for _ in range(100):
+            if medic is None:
+                break
             try:
                 api("/api/status")
                 break
             except OSError:
                 time.sleep(0.1)
-        time.sleep(1.0)  # every check task has run at least once
+        time.sleep(1.0)  # every check has run at least once
         app = f"{NET}.14:7001"
         logs = {kind: os.path.join(d, f"{scenario}-{kind}.csv") for kind in ("plain", "wait")}
         clients = [
@@ -127,17 +261,19 @@ def one_run(topo, d, scenario, duration):
                               "--log", logs["wait"]], stdout=subprocess.DEVNULL),
         ]
         time.sleep(3 + random.uniform(0, 0.25))
-        if scenario == "process":
+        if scenario in ("process", "restart"):
             info = sh("redis-cli", "-h", f"{NET}.10", "-p", "9001", "INFO", "server").stdout
             pid = re.search(r"process_id:(\d+)", info).group(1)
             os.kill(int(pid), 9)
+            if scenario == "restart":
+                time.sleep(5)
+                # Empty (persistence is off) and as a master, as its configuration says.
+                ssh(d, f"{NET}.10", "redis-server /etc/redis/redis-9001.conf")
         else:
             sh(MEDIC, "lab", "fault", "redis1", "crash", "--topology", topo)
         for c in clients:
             c.wait()
-        status = api("/api/status")
-        shard = next(s for s in status["shards"] if s["name"] == "r9001")
-        master = next(m for m in status["machines"] if m["name"] == shard["master"])
+        master = {"address": final_master(design)}
         result = {}
         for kind, log in logs.items():
             outage, failed, acked = analyse(log)
@@ -145,12 +281,15 @@ def one_run(topo, d, scenario, duration):
             keys = [f"{prefix}:{r['n']}" for r in acked]
             found = resp_get_many(master["address"], 9001, keys)
             result[kind] = (outage, failed, len(keys) - len(found))
-        history = api("/api/history")
-        detection = next((h["detection_ms"] for h in history if h.get("detection_ms") is not None), None)
+        detection = None
+        if medic is not None:
+            history = api("/api/history")
+            detection = next((h["detection_ms"] for h in history if h.get("detection_ms") is not None), None)
         return result, detection
     finally:
-        medic.terminate()
-        medic.wait()
+        for p in ([medic] if medic else []) + extra:
+            p.terminate()
+            p.wait()
         sh(MEDIC, "lab", "down", "--topology", topo, check=False)
 
 
@@ -163,31 +302,38 @@ def spread(values):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
-    p.add_argument("--scenarios", default="process,machine")
+    p.add_argument("--scenarios", default="process,restart,machine")
+    p.add_argument("--designs", default="medic,sentinel1000,sentinel500,seed")
     p.add_argument("--smoke", action="store_true", help="one short run of each, as CI does")
     a = p.parse_args()
-    runs, duration = (1, 7) if a.smoke else (a.runs, 10)
+    runs, duration = (1, 7) if a.smoke else (a.runs, 12)
     scenarios = a.scenarios.split(",")
+    designs = a.designs.split(",")
+    if a.smoke and a.designs == p.get_default("designs"):
+        designs = ["medic", "sentinel1000"]
+
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
-    results = {s: [] for s in scenarios}
+    results = {(g, s): [] for g in designs for s in scenarios}
     with tempfile.TemporaryDirectory() as d:
         topo = topology(d)
         for i in range(runs):
             for s in scenarios:
-                r, detection = one_run(topo, d, s, duration)
-                results[s].append((r, detection))
-                print(f"run {i + 1} {s:<8} detection {detection} ms; plain: outage {r['plain'][0]:.0f} ms, "
-                      f"failed {r['plain'][1]}, lost {r['plain'][2]}; WAIT 1: outage {r['wait'][0]:.0f} ms, "
-                      f"failed {r['wait'][1]}, lost {r['wait'][2]}", flush=True)
+                for g in designs:
+                    # The seed's design needs three 5 s polls (and HAProxy's inter 5s fall 3).
+                    r, detection = one_run(topo, d, g, s, 30 if g == "seed" and not a.smoke else duration)
+                    results[(g, s)].append((r, detection))
+                    print(f"run {i + 1} {g:<12} {s:<8} detection {detection} ms; plain: outage {r['plain'][0]:.0f} ms, "
+                          f"failed {r['plain'][1]}, lost {r['plain'][2]}; WAIT 1: outage {r['wait'][0]:.0f} ms, "
+                          f"failed {r['wait'][1]}, lost {r['wait'][2]}", flush=True)
     print()
-    print(f"{'scenario':<9} {'runs':>4}  {'detection ms':>16}  {'outage ms (plain)':>18}  {'failed':>14}  "
-          f"{'lost (plain)':>12}  {'lost (WAIT 1)':>13}   min / median / max")
-    for s in scenarios:
-        rs = results[s]
-        det = [d for _, d in rs if d is not None]
-        print(f"{s:<9} {len(rs):>4}  {spread(det):>16}  {spread([r['plain'][0] for r, _ in rs]):>18}  "
-              f"{spread([r['plain'][1] for r, _ in rs]):>14}  {spread([r['plain'][2] for r, _ in rs]):>12}  "
-              f"{spread([r['wait'][2] for r, _ in rs]):>13}")
+    print(f"{'design':<12} {'scenario':<9} {'runs':>4}  {'outage ms (plain)':>18}  {'failed':>14}  "
+          f"{'lost (plain)':>14}  {'lost (WAIT 1)':>14}   min / median / max")
+    for g in designs:
+        for s in scenarios:
+            rs = results[(g, s)]
+            print(f"{g:<12} {s:<9} {len(rs):>4}  {spread([r['plain'][0] for r, _ in rs]):>18}  "
+                  f"{spread([r['plain'][1] for r, _ in rs]):>14}  {spread([r['plain'][2] for r, _ in rs]):>14}  "
+                  f"{spread([r['wait'][2] for r, _ in rs]):>14}")
 
 
 if __name__ == "__main__":
