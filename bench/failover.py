@@ -174,8 +174,15 @@ class SeedWatcher:
         self.thread.join(timeout=10)
 
 
+CHECK = None  # e.g. "100ms": medic's redis check interval for this run (the example's is 250ms)
+
+
 def topology(d):
     text = open(os.path.join(ROOT, "examples/lab.yaml")).read()
+    if CHECK:
+        ms = int(CHECK.rstrip("ms"))
+        text = text.replace("redis: {interval: 250ms, timeout: 200ms, fall: 3, rise: 2, jitter: 20ms}",
+                            f"redis: {{interval: {ms}ms, timeout: {ms * 4 // 5}ms, fall: 3, rise: 2, jitter: {ms // 10}ms}}")
     text = (
         text.replace("subnet: 10.77.0.0/24", f"subnet: {NET}.0/24")
         .replace("bridge: medic0", "bridge: mbfail0")
@@ -305,7 +312,10 @@ def main():
     p.add_argument("--scenarios", default="process,restart,machine")
     p.add_argument("--designs", default="medic,sentinel1000,sentinel500,seed")
     p.add_argument("--smoke", action="store_true", help="one short run of each, as CI does")
+    p.add_argument("--check-interval", help="medic's redis check interval, e.g. 100ms (default: the example's 250ms)")
     a = p.parse_args()
+    global CHECK
+    CHECK = a.check_interval
     runs, duration = (1, 7) if a.smoke else (a.runs, 12)
     scenarios = a.scenarios.split(",")
     designs = a.designs.split(",")
