@@ -1,0 +1,173 @@
+#!/usr/bin/env python3
+"""Monitoring at scale: CPU and memory of `medic run` checking N redis endpoints every second,
+and whether hung endpoints change the cadence of everyone else's checks.
+
+The endpoints are served by `responder` (crates/medic-bench): one process holding N listeners on
+loopback addresses 127.0.50.1.. (500 ports each), answering INFO replication as masters (odd
+hosts) and replicas (even hosts). The topology is generated: N/2 shards of a master and a
+replica, provider `static`, checks every 1 s (timeout 500 ms, jitter 100 ms). For each N: a
+warm-up of 10 s, then CPU time (user + system) and RSS of `medic run` over the measuring window,
+and the check rate from its /metrics; then the same with 10 endpoints hung (they accept and
+never answer).
+
+  bench/scale.py [--endpoints 1000,10000] [--seconds 60] [--hang 10] [--smoke]
+
+Needs root only to raise the file descriptor limit (N sockets each side).
+"""
+
+import argparse
+import os
+import resource
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+MEDIC = os.path.join(TARGET, "debug", "medic")
+RESPONDER = os.path.join(TARGET, "debug", "responder")
+LISTEN = 7691
+PER_HOST = 500
+
+
+def raise_nofile():
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def topology(d, n):
+    hosts = max(2, 2 * -(-n // (2 * PER_HOST)))
+    per_host = n // hosts
+    lines = [
+        "name: scale",
+        "provider: static",
+        f"playbooks: {ROOT}/playbooks",
+        "machines:",
+    ]
+    for h in range(1, hosts + 1):
+        lines.append(f"  - {{name: m{h}, role: redis, address: 127.0.50.{h}}}")
+    lines.append("  - {name: px, role: haproxy, address: 127.0.51.1}")
+    lines.append("shards:")
+    frontends = []
+    for pair in range(hosts // 2):
+        master, replica = 2 * pair + 1, 2 * pair + 2
+        for i in range(per_host):
+            name = f"s{pair}-{i}"
+            lines.append(f"  - {{name: {name}, port: {20000 + i}, master: m{master}, replicas: [m{replica}]}}")
+            frontends.append(name)
+    lines += ["proxies:", "  machines: [px]", "  runtime_api: {port: 9999}", "  frontends:"]
+    for i, name in enumerate(frontends):
+        lines.append(f"    - {{listen: {30000 + i}, shard: {name}}}")
+    lines += [
+        "checks:",
+        "  redis: {interval: 1s, timeout: 500ms, fall: 3, rise: 2, jitter: 100ms}",
+        "policy:",
+        "  remediation: [failover]",
+        "controller:",
+        f"  listen: 127.0.0.1:{LISTEN}",
+        f"  state_dir: {d}/state",
+    ]
+    path = os.path.join(d, f"scale-{n}.yaml")
+    open(path, "w").write("\n".join(lines) + "\n")
+    return path, hosts, per_host
+
+
+def metrics():
+    with socket.create_connection(("127.0.0.1", LISTEN), timeout=5) as s:
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := s.recv(1 << 16):
+            data += chunk
+    checks = 0
+    for line in data.decode().splitlines():
+        if line.startswith('medic_checks_total{kind="redis"'):
+            checks += int(float(line.rsplit(" ", 1)[1]))
+    return checks
+
+
+def cpu_seconds(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return (int(f[11]) + int(f[12])) / tick
+
+
+def rss_mb(pid):
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def measure(d, n, seconds, hang):
+    topo, hosts, per_host = topology(d, n)
+    # Each responder holds two descriptors per endpoint: 8 hosts of 500 each stay within the
+    # 20,000 this container allows a process.
+    responders = []
+    for first in range(1, hosts + 1, 8):
+        responders.append(subprocess.Popen(
+            [RESPONDER, "--base", "127.0.50", "--first-host", str(first), "--hosts", str(min(8, hosts - first + 1)),
+             "--first-port", "20000", "--per-host", str(per_host), "--hang", str(hang if first == 1 else 0)],
+            stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
+    try:
+        for responder in responders:
+            ready = responder.stdout.readline()
+            if not ready.startswith("ready"):
+                sys.exit(f"responder did not start: {ready}")
+        subprocess.run(["rm", "-rf", f"{d}/state"])
+        log = open(os.path.join(d, f"run-{n}-{hang}.log"), "w")
+        medic = subprocess.Popen([MEDIC, "run", topo], stdout=subprocess.DEVNULL, stderr=log,
+                                 env={**os.environ, "NO_COLOR": "1", "MEDIC_LOG": "warn"},
+                                 preexec_fn=raise_nofile)
+        try:
+            for _ in range(300):
+                try:
+                    metrics()
+                    break
+                except OSError:
+                    time.sleep(0.1)
+            time.sleep(10)
+            c0, k0, t0 = cpu_seconds(medic.pid), metrics(), time.time()
+            time.sleep(seconds)
+            c1, k1, t1 = cpu_seconds(medic.pid), metrics(), time.time()
+            return {
+                "endpoints": hosts * per_host,
+                "hung": hang,
+                "cpu": 100 * (c1 - c0) / (t1 - t0),
+                "rss": rss_mb(medic.pid),
+                "rate": (k1 - k0) / (t1 - t0),
+            }
+        finally:
+            medic.terminate()
+            medic.wait()
+    finally:
+        for responder in responders:
+            responder.terminate()
+            responder.wait()
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--endpoints", default="1000,10000")
+    p.add_argument("--seconds", type=int, default=60)
+    p.add_argument("--hang", type=int, default=10)
+    p.add_argument("--smoke", action="store_true", help="1,000 endpoints for 5 s, as CI does")
+    a = p.parse_args()
+    counts = [int(x) for x in a.endpoints.split(",")]
+    seconds = a.seconds
+    if a.smoke:
+        counts, seconds = [1000], 5
+    subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
+    # Every endpoint host address must exist: loopback answers the whole 127/8 on Linux.
+    print(f"{'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} {'checks/s':>9} {'expected':>9}")
+    with tempfile.TemporaryDirectory() as d:
+        for n in counts:
+            for hang in (0, a.hang):
+                r = measure(d, n, seconds, hang)
+                print(f"{r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
+                      f"{r['rate']:>9.0f} {r['endpoints']:>9}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+//! Many redis endpoints from one process, for the monitoring-at-scale benchmark: on hosts
+//! `BASE.1 .. BASE.H` (loopback addresses) and ports `FIRST .. FIRST+S-1`, each listener
+//! answers `INFO replication` as a master (odd host numbers) or as a replica of the same port
+//! on the host before it (even host numbers), `PING` with `PONG`, anything else with `+OK`.
+//! The first `--hang K` ports of host 1 accept connections and never answer (a hung process).
+//!
+//!   responder --base 127.0.50 [--first-host 1] --hosts 20 --first-port 20000 --per-host 500
+//!             [--hang 10]
+//!
+//! (Several processes can share the hosts with `--first-host`, each within its descriptor limit.)
+//!
+//! Prints `ready N` once every listener is bound.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::process::ExitCode;
+
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+struct Args {
+    base: [u8; 3],
+    first_host: u8,
+    hosts: u8,
+    first_port: u16,
+    per_host: u16,
+    hang: u16,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        base: [127, 0, 50],
+        first_host: 1,
+        hosts: 2,
+        first_port: 20000,
+        per_host: 10,
+        hang: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().ok_or_else(|| format!("{k} needs a value"))?;
+        let num = |v: &str| v.parse::<u32>().map_err(|_| format!("{k}: a number"));
+        match k.as_str() {
+            "--base" => {
+                let p: Vec<u8> = v.split('.').filter_map(|x| x.parse().ok()).collect();
+                a.base = p
+                    .try_into()
+                    .map_err(|_| "--base: three octets, like 127.0.50")?;
+            }
+            "--hosts" => a.hosts = u8::try_from(num(&v)?).map_err(|_| "--hosts: up to 254")?,
+            "--first-host" => {
+                a.first_host = u8::try_from(num(&v)?).map_err(|_| "--first-host: up to 254")?
+            }
+            "--first-port" => a.first_port = u16::try_from(num(&v)?).map_err(|_| "--first-port")?,
+            "--per-host" => a.per_host = u16::try_from(num(&v)?).map_err(|_| "--per-host")?,
+            "--hang" => a.hang = u16::try_from(num(&v)?).map_err(|_| "--hang")?,
+            other => return Err(format!("unknown option {other}")),
+        }
+    }
+    Ok(a)
+}
+
+fn info(host: u8, a: &Args, port: u16) -> String {
+    let body = if host % 2 == 1 {
+        "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:1000\r\n"
+            .to_owned()
+    } else {
+        let [x, y, z] = a.base;
+        format!(
+            "# Replication\r\nrole:slave\r\nmaster_host:{x}.{y}.{z}.{}\r\nmaster_port:{port}\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:0\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:1000\r\nmaster_repl_offset:1000\r\n",
+            host - 1
+        )
+    };
+    format!("${}\r\n{body}\r\n", body.len())
+}
+
+/// Reads one RESP command (an array of bulk strings, or an inline line); returns its words.
+async fn command(r: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
+    let mut line = String::new();
+    if r.read_line(&mut line).await.ok()? == 0 {
+        return None;
+    }
+    let line = line.trim_end();
+    let Some(n) = line.strip_prefix('*') else {
+        return Some(line.split_whitespace().map(str::to_owned).collect());
+    };
+    let n: usize = n.parse().ok()?;
+    let mut words = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut len = String::new();
+        r.read_line(&mut len).await.ok()?;
+        let mut word = String::new();
+        r.read_line(&mut word).await.ok()?;
+        words.push(word.trim_end().to_owned());
+    }
+    Some(words)
+}
+
+async fn serve(s: TcpStream, reply_info: String, hang: bool) {
+    let mut r = BufReader::new(s);
+    if hang {
+        // Accepted, never answered: the kernel's backlog, a stopped process.
+        std::future::pending::<()>().await;
+    }
+    while let Some(words) = command(&mut r).await {
+        let verb = words
+            .first()
+            .map(|w| w.to_ascii_uppercase())
+            .unwrap_or_default();
+        let reply = match verb.as_str() {
+            "INFO" => reply_info.clone(),
+            "PING" => "+PONG\r\n".to_owned(),
+            _ => "+OK\r\n".to_owned(),
+        };
+        if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let a = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("responder: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut n = 0usize;
+    for host in a.first_host..a.first_host.saturating_add(a.hosts) {
+        let [x, y, z] = a.base;
+        let ip = Ipv4Addr::new(x, y, z, host);
+        for i in 0..a.per_host {
+            let port = a.first_port + i;
+            let l = match TcpListener::bind(SocketAddr::from((ip, port))).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("responder: {ip}:{port}: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            let reply = info(host, &a, port);
+            let hang = host == 1 && i < a.hang;
+            tokio::spawn(async move {
+                while let Ok((s, _)) = l.accept().await {
+                    tokio::spawn(serve(s, reply.clone(), hang));
+                }
+            });
+            n += 1;
+        }
+    }
+    println!("ready {n}");
+    std::future::pending::<()>().await;
+    ExitCode::SUCCESS
+}
