@@ -762,22 +762,31 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             Target::Proxy { .. } => top.checks.haproxy.value,
             Target::App { .. } => top.checks.app_proxy.value,
         };
-        let h = st
-            .health
-            .entry(r.target.clone())
-            .or_insert_with(|| TargetHealth {
-                detector: Detector::new(check.fall, check.rise),
-                last: Observation::Ok,
-                detail: String::new(),
-                last_ok_ms: None,
-                first_fail_ms: None,
-                role: None,
-                offset: None,
-                checks: 0,
-            });
+        // Thousands of results a second: no allocation on the steady path (the target is cloned
+        // only the first time, the detail only when it changes).
+        if !st.health.contains_key(&r.target) {
+            st.health.insert(
+                r.target.clone(),
+                TargetHealth {
+                    detector: Detector::new(check.fall, check.rise),
+                    last: Observation::Ok,
+                    detail: String::new(),
+                    last_ok_ms: None,
+                    first_fail_ms: None,
+                    role: None,
+                    offset: None,
+                    checks: 0,
+                },
+            );
+        }
+        let Some(h) = st.health.get_mut(&r.target) else {
+            return;
+        };
         h.checks += 1;
         h.last = r.observation;
-        h.detail = r.detail.clone();
+        if h.detail != r.detail {
+            h.detail.clone_from(&r.detail);
+        }
         if r.observation == Observation::Ok {
             h.last_ok_ms = Some(r.at_ms);
             h.first_fail_ms = None;

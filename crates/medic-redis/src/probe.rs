@@ -2,12 +2,15 @@
 
 use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
+use std::net::SocketAddr;
+
 use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::RedisAddr;
 use crate::info::{ReplicationInfo, Role, parse_replication};
-use crate::{RedisAddr, RedisError, connect};
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -38,14 +41,31 @@ impl ProbeResult {
 /// A probe owns its connection and nothing else: a check of one server never waits for another
 /// (the controller runs each probe in its own task). After any failure the connection is
 /// dropped and the next check connects afresh.
+///
+/// It speaks RESP itself on a plain socket — one fixed request, the reply read in place into a
+/// small reused buffer — rather than through a client library's multiplexed connection (a task,
+/// channels and buffers per server): a controller keeps thousands of these.
 #[derive(Debug)]
 pub struct Probe {
     pub addr: RedisAddr,
     /// The role the server should have, if the caller knows it.
     pub expect: Option<Role>,
     pub timeout: Duration,
-    conn: Option<MultiplexedConnection>,
+    conn: Option<BufReader<TcpStream>>,
+    buf: Vec<u8>,
 }
+
+/// Why one attempt failed.
+enum Fail {
+    Refused,
+    /// The kept connection broke (reset, closed): worth one fresh attempt.
+    Broken(String),
+    Other(String),
+}
+
+const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
+/// An `INFO replication` reply is a few hundred bytes; more than this is not one.
+const MAX_REPLY: usize = 64 * 1024;
 
 impl Probe {
     pub fn new(addr: RedisAddr, expect: Option<Role>, timeout: Duration) -> Self {
@@ -54,6 +74,7 @@ impl Probe {
             expect,
             timeout,
             conn: None,
+            buf: Vec::new(),
         }
     }
 
@@ -73,31 +94,70 @@ impl Probe {
         // A kept connection that breaks says little (the process died? the network blinked?):
         // reconnect once, within the same check, and let the fresh attempt say which.
         let reused = self.conn.is_some();
-        match self.ask_once().await {
-            Err(RedisError::Io { source, .. }) if reused && !source.is_timeout() => {
+        let first = self.ask_once().await;
+        let outcome = match first {
+            Err(Fail::Broken(_)) if reused => {
                 self.conn = None;
-                self.ask_once().await.unwrap_or_else(classify)
+                self.ask_once().await
             }
-            Err(e) => classify(e),
+            other => other,
+        };
+        match outcome {
             Ok(r) => r,
+            Err(Fail::Refused) => ProbeResult::Refused,
+            Err(Fail::Broken(reason) | Fail::Other(reason)) => ProbeResult::Failed { reason },
         }
     }
 
-    async fn ask_once(&mut self) -> Result<ProbeResult, RedisError> {
+    async fn ask_once(&mut self) -> Result<ProbeResult, Fail> {
         if self.conn.is_none() {
-            self.conn = Some(connect(self.addr, self.timeout).await?);
+            let s = TcpStream::connect(SocketAddr::new(self.addr.host, self.addr.port))
+                .await
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::ConnectionRefused => Fail::Refused,
+                    _ => Fail::Other(e.to_string()),
+                })?;
+            let _ = s.set_nodelay(true);
+            self.conn = Some(BufReader::with_capacity(1024, s));
         }
         let Some(conn) = self.conn.as_mut() else {
-            return Ok(ProbeResult::Failed {
-                reason: "no connection".into(),
-            });
+            return Err(Fail::Other("no connection".into()));
         };
-        let mut cmd = redis::cmd("INFO");
-        cmd.arg("replication");
-        let text: String = cmd
-            .query_async(conn)
+        let broken = |e: std::io::Error| Fail::Broken(e.to_string());
+        conn.get_mut()
+            .write_all(INFO_REPLICATION)
             .await
-            .map_err(|e| RedisError::from_redis(self.addr, "INFO replication", e))?;
+            .map_err(broken)?;
+        self.buf.clear();
+        let n = conn
+            .read_until(b'\n', &mut self.buf)
+            .await
+            .map_err(broken)?;
+        if n == 0 {
+            return Err(Fail::Broken("connection closed".into()));
+        }
+        let line = String::from_utf8_lossy(&self.buf).trim_end().to_owned();
+        let text = match line.as_bytes().first() {
+            Some(b'$') => {
+                let len: usize = line[1..]
+                    .parse()
+                    .ok()
+                    .filter(|l| *l <= MAX_REPLY)
+                    .ok_or_else(|| Fail::Other(format!("unexpected reply `{line}`")))?;
+                self.buf.clear();
+                self.buf.resize(len + 2, 0);
+                conn.read_exact(&mut self.buf).await.map_err(broken)?;
+                String::from_utf8_lossy(&self.buf[..len]).into_owned()
+            }
+            Some(b'-') => {
+                let (code, message) = line[1..].split_once(' ').unwrap_or((&line[1..], ""));
+                return Ok(ProbeResult::ErrorReply {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+            _ => return Err(Fail::Other(format!("unexpected reply `{line}`"))),
+        };
         Ok(match parse_replication(&text) {
             Err(e) => ProbeResult::Failed {
                 reason: e.to_string(),
@@ -110,17 +170,5 @@ impl Probe {
                 _ => ProbeResult::Up { info },
             },
         })
-    }
-}
-
-fn classify(e: RedisError) -> ProbeResult {
-    match e {
-        RedisError::Refused { .. } => ProbeResult::Refused,
-        RedisError::Timeout { .. } => ProbeResult::Timeout,
-        RedisError::Reply { code, message, .. } => ProbeResult::ErrorReply { code, message },
-        RedisError::Io { source, .. } if source.is_timeout() => ProbeResult::Timeout,
-        other => ProbeResult::Failed {
-            reason: other.to_string(),
-        },
     }
 }
