@@ -395,20 +395,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let mut observed = lock(&self.inner.st).saved.observed.clone();
-        // Machines the topology gained since the state was saved.
-        let assumed = ObservedState::assumed(top);
-        for (m, s) in &assumed.machines {
-            observed
-                .machines
-                .entry(m.clone())
-                .or_insert_with(|| s.clone());
-        }
-        for (name, s) in &assumed.shards {
-            observed
-                .shards
-                .entry(name.clone())
-                .or_insert_with(|| s.clone());
-        }
+        add_new(&mut observed, top);
         if top.provider.value.can_launch() {
             for m in top.machines.iter().map(|m| &m.value) {
                 if m.role.value == medic_topology::Role::Monitor {
@@ -450,14 +437,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let Some(ip) = observed.address(m) else {
                     continue;
                 };
-                if let Ok(Ok(info)) = tokio::time::timeout(
-                    WITNESS_WITHIN,
-                    self.inner
-                        .redis
-                        .replication(RedisAddr::new(ip, s.port.value)),
-                )
-                .await
-                {
+                if let Some(info) = replication_now(SocketAddr::new(ip, s.port.value)).await {
                     if info.role == Role::Master {
                         masters.push(m.to_owned());
                     }
@@ -507,21 +487,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     async fn learn_host_keys(&self, top: &Topology, machine: &str, ip: Option<IpAddr>, id: &str) {
-        let (Some(ip), Some(m)) = (ip, top.machine(machine)) else {
+        let Some(ip) = ip else {
             return;
         };
         let Ok(keys) = self.inner.cloud.host_keys(id).await else {
             return;
         };
-        let ssh = top.ssh_for(m);
-        let host = medic_ssh::Host {
-            name: machine.to_owned(),
-            addr: ip,
-            port: ssh.port,
-            user: ssh.user.clone(),
-            key: ssh.key.clone(),
-            host_keys: medic_ssh::HostKeys::Strict,
-        };
+        let host = medic_exec::ssh_host(top, machine, ip);
         for k in keys {
             if let Err(e) = self.inner.ssh.learn_host_key(&host, &k) {
                 tracing::warn!(machine, error = %e, "Cannot record the host key.");
@@ -651,7 +623,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let name = m.name.value.clone();
                 let Some(host) = observed
                     .address(&name)
-                    .and_then(|ip| ssh_host(top, &name, ip))
+                    .map(|ip| medic_exec::ssh_host(top, &name, ip))
                 else {
                     continue;
                 };
@@ -713,13 +685,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             Notifier::from_topology(&loaded.topology);
         {
             let mut st = lock(&self.inner.st);
-            let assumed = ObservedState::assumed(&loaded.topology);
-            for (m, s) in assumed.machines {
-                st.saved.observed.machines.entry(m).or_insert(s);
-            }
-            for (n, s) in assumed.shards {
-                st.saved.observed.shards.entry(n).or_insert(s);
-            }
+            add_new(&mut st.saved.observed, &loaded.topology);
             self.sync_book(&st);
         }
         *self
@@ -1206,36 +1172,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                                 _ => None,
                             }
                         }
-                        Some(Passive::ReplicaLink(at)) => tokio::time::timeout(
-                            WITNESS_WITHIN,
-                            self.inner
-                                .redis
-                                .replication(RedisAddr::new(at.ip(), at.port())),
-                        )
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|info| {
+                        Some(Passive::ReplicaLink(at)) => replication_now(*at).await.map(|info| {
                             info.role == Role::Replica
                                 && info.master_link_status == Some(LinkStatus::Up)
                                 && info
                                     .master_last_io_secs
                                     .is_some_and(|s| s <= LINK_SILENT_SECS)
                         }),
-                        Some(Passive::MasterSees(master, replica)) => tokio::time::timeout(
-                            WITNESS_WITHIN,
-                            self.inner
-                                .redis
-                                .replication(RedisAddr::new(master.ip(), master.port())),
-                        )
-                        .await
-                        .ok()
-                        .and_then(Result::ok)
-                        .map(|info| {
-                            info.replicas.iter().any(|c| {
-                                c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS
+                        Some(Passive::MasterSees(master, replica)) => {
+                            replication_now(*master).await.map(|info| {
+                                info.replicas.iter().any(|c| {
+                                    c.is_at(replica.ip(), replica.port())
+                                        && c.lag <= LINK_SILENT_SECS
+                                })
                             })
-                        }),
+                        }
                     }
                 }
             };
@@ -1255,7 +1206,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let observed_ip = lock(&self.inner.st).saved.observed.address(observer)?;
-        let host = ssh_host(top, observer, observed_ip)?;
+        let host = medic_exec::ssh_host(top, observer, observed_ip);
         let send = match how {
             Probe::Ping => "PING\\r\\n",
             Probe::RuntimeApi => "show info\\n",
@@ -2106,21 +2057,27 @@ enum Probe {
     RuntimeApi,
 }
 
-/// How to reach `machine` at `ip` over SSH, as the topology says.
-fn ssh_host(top: &Topology, machine: &str, ip: IpAddr) -> Option<medic_ssh::Host> {
-    let m = top.machine(machine)?;
-    let ssh = top.ssh_for(m);
-    Some(medic_ssh::Host {
-        name: machine.to_owned(),
-        addr: ip,
-        port: ssh.port,
-        user: ssh.user.clone(),
-        key: ssh.key.clone(),
-        host_keys: match ssh.host_keys {
-            medic_topology::HostKeyPolicy::AcceptNew => medic_ssh::HostKeys::AcceptNew,
-            _ => medic_ssh::HostKeys::Strict,
-        },
-    })
+/// A server's `INFO replication` within the witnesses' bound (the admin client bounds each
+/// call itself); `None` if it does not answer in time.
+async fn replication_now(at: SocketAddr) -> Option<medic_redis::ReplicationInfo> {
+    Redis {
+        timeout: WITNESS_WITHIN,
+    }
+    .replication(RedisAddr::new(at.ip(), at.port()))
+    .await
+    .ok()
+}
+
+/// Adds the machines and shards the topology has and the state does not (saved before they
+/// were added), as the topology describes them; what the state knows stays.
+fn add_new(observed: &mut ObservedState, top: &Topology) {
+    let assumed = ObservedState::assumed(top);
+    for (m, s) in assumed.machines {
+        observed.machines.entry(m).or_insert(s);
+    }
+    for (n, s) in assumed.shards {
+        observed.shards.entry(n).or_insert(s);
+    }
 }
 
 /// An error with its causes: "step 7 (playbook): ...: exit 1: No space left on device".

@@ -129,6 +129,34 @@ const RUNTIME_API_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a launched machine may take to run and answer SSH when the step gives no bound.
 const BOOT: Duration = Duration::from_secs(120);
 
+/// How to reach `machine` at `addr` over SSH, as the topology says (its `ssh` settings, or
+/// medic's defaults for a machine the topology does not name).
+pub fn ssh_host(top: &Topology, machine: &str, addr: IpAddr) -> Host {
+    let settings = top.machine(machine).map(|m| top.ssh_for(m));
+    Host {
+        name: machine.to_owned(),
+        addr,
+        port: settings.as_ref().map_or(22, |s| s.port),
+        user: settings
+            .as_ref()
+            .map_or_else(|| "medic".to_owned(), |s| s.user.clone()),
+        key: settings.as_ref().and_then(|s| s.key.clone()),
+        host_keys: match settings.map(|s| s.host_keys) {
+            Some(HostKeyPolicy::AcceptNew) => HostKeys::AcceptNew,
+            _ => HostKeys::Strict,
+        },
+    }
+}
+
+/// Maps a redis error to the failing step's error.
+fn redis_err(index: usize, kind: &'static str) -> impl Fn(RedisError) -> ExecError {
+    move |source| ExecError::Redis {
+        index,
+        kind,
+        source: Box::new(source),
+    }
+}
+
 /// Runs steps in order; stops at the first failure, which names the step.
 #[derive(Debug)]
 pub struct Executor<'a, C, D> {
@@ -217,23 +245,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
     }
 
     fn host(&self, machine: &str, addr: IpAddr) -> Host {
-        let settings = self
-            .topology
-            .machine(machine)
-            .map(|m| self.topology.ssh_for(m));
-        Host {
-            name: machine.to_owned(),
-            addr,
-            port: settings.as_ref().map_or(22, |s| s.port),
-            user: settings
-                .as_ref()
-                .map_or_else(|| "medic".to_owned(), |s| s.user.clone()),
-            key: settings.as_ref().and_then(|s| s.key.clone()),
-            host_keys: match settings.map(|s| s.host_keys) {
-                Some(HostKeyPolicy::AcceptNew) => HostKeys::AcceptNew,
-                _ => HostKeys::Strict,
-            },
-        }
+        ssh_host(self.topology, machine, addr)
     }
 
     /// Runs one step.
@@ -401,14 +413,10 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             }
             Action::PromoteReplica { server, .. } => {
                 let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                let redis_err = |source| ExecError::Redis {
-                    index,
-                    kind,
-                    source: Box::new(source),
-                };
-                self.redis.replicaof(at, None).await.map_err(redis_err)?;
+                let redis_err = redis_err(index, kind);
+                self.redis.replicaof(at, None).await.map_err(&redis_err)?;
                 // Read back: it must say master now.
-                let info = self.redis.replication(at).await.map_err(redis_err)?;
+                let info = self.redis.replication(at).await.map_err(&redis_err)?;
                 if info.role != medic_redis::Role::Master {
                     return Err(redis_err(RedisError::NotInSync {
                         replica: at,
@@ -433,11 +441,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 self.redis
                     .replicaof(at, Some(to))
                     .await
-                    .map_err(|source| ExecError::Redis {
-                        index,
-                        kind,
-                        source: Box::new(source),
-                    })?;
+                    .map_err(redis_err(index, kind))?;
                 format!("{}@{} replicates {to}", server.shard, server.machine)
             }
             Action::WaitInSync {
@@ -455,11 +459,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     Duration::from_millis(*timeout_ms),
                 )
                 .await
-                .map_err(|source| ExecError::Redis {
-                    index,
-                    kind,
-                    source: Box::new(source),
-                })?;
+                .map_err(redis_err(index, kind))?;
                 let offset = info.replica_offset.unwrap_or(info.offset);
                 output.offset = Some(offset);
                 format!(
@@ -479,11 +479,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 self.redis
                     .pause_writes(at, Duration::from_millis(*timeout_ms))
                     .await
-                    .map_err(|source| ExecError::Redis {
-                        index,
-                        kind,
-                        source: Box::new(source),
-                    })?;
+                    .map_err(redis_err(index, kind))?;
                 format!(
                     "{}@{}: writes held (for at most {} ms)",
                     server.shard, server.machine, timeout_ms
@@ -494,11 +490,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 self.redis
                     .unpause(at)
                     .await
-                    .map_err(|source| ExecError::Redis {
-                        index,
-                        kind,
-                        source: Box::new(source),
-                    })?;
+                    .map_err(redis_err(index, kind))?;
                 format!("{}@{}: writes let go", server.shard, server.machine)
             }
         };

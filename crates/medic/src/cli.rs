@@ -337,13 +337,9 @@ struct Deployment {
     playbooks: Playbooks,
 }
 
-/// Loads everything without printing; every problem in the error (for SIGHUP).
-fn load_quiet(file: &Path) -> Result<Deployment, String> {
-    let loaded = load_topology(file).map_err(|e| {
-        let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
-        format!("{e}:\n{}", lines.join("\n"))
-    })?;
-    let mut names: Vec<&str> = loaded
+/// The playbooks the topology's machines use, each once.
+fn playbook_names(l: &LoadedTopology) -> Vec<&'static str> {
+    let mut names: Vec<&str> = l
         .topology
         .machines
         .iter()
@@ -351,12 +347,22 @@ fn load_quiet(file: &Path) -> Result<Deployment, String> {
         .collect();
     names.sort_unstable();
     names.dedup();
-    let playbooks = Playbooks::load(&loaded.playbook_dir(), names).map_err(|d| {
-        d.iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n")
+    names
+}
+
+/// Loads everything without printing; every problem in the error (for SIGHUP).
+fn load_quiet(file: &Path) -> Result<Deployment, String> {
+    let loaded = load_topology(file).map_err(|e| {
+        let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
+        format!("{e}:\n{}", lines.join("\n"))
     })?;
+    let playbooks =
+        Playbooks::load(&loaded.playbook_dir(), playbook_names(&loaded)).map_err(|d| {
+            d.iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?;
     Ok(Deployment { loaded, playbooks })
 }
 
@@ -371,15 +377,7 @@ fn load(file: &Path, format: Format) -> anyhow::Result<Option<Deployment>> {
     };
     let mut playbooks = None;
     if let Some(l) = &loaded {
-        let mut names: Vec<&str> = l
-            .topology
-            .machines
-            .iter()
-            .filter_map(|m| m.value.role.value.playbook())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        match Playbooks::load(&l.playbook_dir(), names) {
+        match Playbooks::load(&l.playbook_dir(), playbook_names(l)) {
             Ok(p) => playbooks = Some(p),
             Err(d) => diags.extend(d),
         }

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 
 use medic_lab::{Fault, Lab, LabConfig};
 use medic_plan::{Event, ObservedState, plan_recovery};
+use medic_playbook::Playbooks;
 use medic_topology::{LoadedTopology, Provider};
 
 use super::{Deployment, FaultKind, Format, LabCommand, load};
@@ -198,20 +199,8 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         addresses: BTreeMap::new(),
         redis: medic_redis::Redis::default(),
     };
-    let mut out = std::io::stdout();
     let result = exec
-        .run(&plan, |step, done| {
-            let v = medic_plan::describe::describe(step, &dep.playbooks);
-            let _ = writeln!(
-                out,
-                "{:>3}  {:<9} {:<9} {:>7.2}s  {}",
-                step.index,
-                v.kind,
-                v.target,
-                done.duration.as_secs_f64(),
-                done.summary
-            );
-        })
+        .run(&plan, |step, done| print_done(step, done, &dep.playbooks))
         .await;
     if let Err(e) = result {
         eprintln!("medic lab up: {:#}", anyhow::Error::from(e));
@@ -222,6 +211,20 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     }
     status(&lab, &roles_of(top), Format::Text)
+}
+
+/// One finished step of a set-up, as `lab up` and `up` print it.
+pub(super) fn print_done(step: &medic_plan::Step, done: &medic_exec::Done, playbooks: &Playbooks) {
+    let v = medic_plan::describe::describe(step, playbooks);
+    let _ = writeln!(
+        std::io::stdout(),
+        "{:>3}  {:<9} {:<9} {:>7.2}s  {}",
+        step.index,
+        v.kind,
+        v.target,
+        done.duration.as_secs_f64(),
+        done.summary
+    );
 }
 
 /// Whether a machine's sshd answers: `answers`, `silent`, `refused`.

@@ -541,15 +541,7 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
         };
         let result = exec
             .run(&plan, |step, done| {
-                let v = medic_plan::describe::describe(step, &dep.playbooks);
-                println!(
-                    "{:>3}  {:<9} {:<9} {:>7.2}s  {}",
-                    step.index,
-                    v.kind,
-                    v.target,
-                    done.duration.as_secs_f64(),
-                    done.summary
-                );
+                super::lab::print_done(step, done, &dep.playbooks)
             })
             .await;
         match result {
