@@ -349,7 +349,7 @@ fn default_hc_rise() -> u32 {
     2
 }
 fn default_timeout_connect() -> Dur {
-    Dur::from_millis(200)
+    Dur::from_millis(50)
 }
 fn default_timeout_check() -> Dur {
     Dur::from_millis(500)
@@ -358,7 +358,7 @@ fn default_timeout_client() -> Dur {
     Dur::from_secs(3600)
 }
 fn default_retries() -> u32 {
-    1
+    8
 }
 fn default_true() -> bool {
     true
