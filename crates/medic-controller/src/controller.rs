@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -179,12 +179,23 @@ struct St {
     /// Machines whose witnesses are being asked now, and when they were last asked.
     judging: BTreeSet<String>,
     judged_at: BTreeMap<String, Instant>,
+    /// Witness answers asked ahead, at a machine's first missed check, so that the verdict at
+    /// the `fall`-th miss need not wait for them: `None` while they are being asked.
+    early: BTreeMap<String, watch::Receiver<Option<EarlyAnswer>>>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
     metrics: Metrics,
     /// What happened, newest last, numbered: `medic events` follows it.
     events: VecDeque<EventRecord>,
     next_event: u64,
+}
+
+/// What the witnesses said when asked ahead of a verdict.
+#[derive(Debug, Clone)]
+struct EarlyAnswer {
+    /// When they were asked (the controller's clock, ms).
+    asked_ms: u64,
+    answer: Option<(Witnesses, bool)>,
 }
 
 /// One line of `medic events`.
@@ -352,6 +363,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 cut_off: BTreeSet::new(),
                 judging: BTreeSet::new(),
                 judged_at: BTreeMap::new(),
+                early: BTreeMap::new(),
                 warned: BTreeSet::new(),
                 metrics: Metrics::default(),
                 events: VecDeque::new(),
@@ -763,9 +775,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             h.role = Some(info.role);
             h.offset = Some(info.replica_offset.unwrap_or(info.offset));
         }
+        let was_up = h.detector.health == Health::Up;
         let verdict = h.detector.observe(r.observation);
         let health = h.detector.health;
         let first_fail = h.first_fail_ms;
+        let first_miss = was_up && verdict.is_none() && r.observation == Observation::Silent;
         // Offsets and roles as the servers report them.
         if let (Target::Redis { shard, machine }, Some(info)) = (&r.target, &r.info)
             && let Some(s) = st.saved.observed.shards.get_mut(shard)
@@ -815,6 +829,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
         }
         let Some(verdict) = verdict else {
+            if first_miss {
+                drop(st);
+                self.ask_ahead(&r.target);
+                return;
+            }
             // Silence that has not been acted on is judged again as it goes on.
             if matches!(health, Health::Down { certain: false, .. })
                 && r.observation == Observation::Silent
@@ -966,7 +985,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let c = self.clone();
         let target = target.clone();
         tokio::spawn(async move {
-            let asked = c.witnesses(&target).await;
+            let asked = c.witnesses_now_or_ahead(&target, first_fail).await;
             let first_hand = asked.as_ref().is_some_and(|(_, f)| *f);
             let w = asked.map(|(w, _)| w);
             let mut decision = match &w {
@@ -1022,6 +1041,60 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 Decision::Wait => {}
             }
         });
+    }
+
+    /// A machine's first missed check: asks its witnesses now, in the background, so that if
+    /// the silence lasts the `fall` checks the verdict has their answer at once (a first-hand
+    /// probe of a silent server takes its whole bound). Nothing is decided here.
+    fn ask_ahead(&self, target: &Target) {
+        let machine = target.machine().to_owned();
+        let (tx, rx) = watch::channel(None);
+        {
+            let mut st = lock(&self.inner.st);
+            if st.busy.contains(&machine)
+                || st.judging.contains(&machine)
+                || st.early.get(&machine).is_some_and(|e| e.borrow().is_none())
+            {
+                return;
+            }
+            st.early.insert(machine, rx);
+        }
+        let c = self.clone();
+        let target = target.clone();
+        tokio::spawn(async move {
+            let asked_ms = now_ms();
+            let answer = c.witnesses(&target).await;
+            let _ = tx.send(Some(EarlyAnswer { asked_ms, answer }));
+        });
+    }
+
+    /// The witnesses' answer for a verdict: the one asked ahead if it was asked during this
+    /// silence and says the machine is gone (waiting for it if it is still coming); otherwise
+    /// they are asked now. Only a failover is sped up: an answer that the machine is still seen
+    /// may be stale by now, so it is asked again.
+    async fn witnesses_now_or_ahead(
+        &self,
+        target: &Target,
+        first_fail: Option<u64>,
+    ) -> Option<(Witnesses, bool)> {
+        let early = lock(&self.inner.st).early.remove(target.machine());
+        if let Some(mut rx) = early {
+            let got = rx
+                .wait_for(Option::is_some)
+                .await
+                .ok()
+                .and_then(|a| a.clone());
+            if let Some(EarlyAnswer {
+                asked_ms,
+                answer: Some(answer),
+            }) = got
+                && first_fail.is_some_and(|f| asked_ms >= f)
+                && judge_silence(&answer.0) == Decision::FailOver
+            {
+                return Some(answer);
+            }
+        }
+        self.witnesses(target).await
     }
 
     /// How long the witnesses may take to notice a silent server: a HAProxy's checks, or a
