@@ -1,11 +1,16 @@
 #!/usr/bin/env python3
 """Client-visible outage and lost writes when a master fails: medic, Redis Sentinel, and the
-seed's HAProxy-backup-and-watcher design, on the same lab deployment.
+seed's HAProxy-backup-and-watcher design, on the same deployment.
 
-For each run: a fresh lab of examples/lab.yaml (on a subnet of its own), `medic run`, two
-`loadgen` clients writing through the app proxy (app:7001 -> haproxy1 -> the r9001 master)
-every 2 ms with a 200 ms budget — one plain, one following each write with `WAIT 1 100` —
-then, 3 s in at a random point of medic's 250 ms check cycle, the fault:
+The deployment (`--setup issue`, the default): issue 7's — two redis machines each running
+two shards (r9001, r9002; redis1 masters, redis2 replicas) and one HAProxy, as lab machines
+(network namespaces on a bridge of their own, each with its address and sshd); medic runs on
+the `static` provider with their fixed addresses. `--setup lab`: examples/lab.yaml as it is
+(two proxies, the app proxy, DNS), the clients writing through the app proxy.
+
+For each run: a fresh lab, the design started, two `loadgen` clients writing to r9001 through
+HAProxy every 2 ms with a 200 ms budget — one plain, one following each write with
+`WAIT 1 100` — then, 3 s in at a random point of medic's 250 ms check cycle, the fault:
 
   process  SIGKILL of the r9001 master's redis-server (the machine stays up: refused)
   restart  the same, and 5 s later the killed master is started again, empty, as a master
@@ -13,7 +18,9 @@ then, 3 s in at a random point of medic's 250 ms check cycle, the fault:
   machine  the master's machine crashes (its link goes down, its processes die: silent)
 
 Designs (`--designs`), each on a fresh lab:
-  medic         `medic run`, HAProxy as medic's playbook renders it
+  medic         `medic run`, HAProxy as medic's playbook renders it by default
+  medic-seedha  `medic run`, HAProxy with the seed's settings (inter 5s fall 3, HAProxy's
+                defaults otherwise: 3 retries to the same server, no redispatch)
   sentinel1000  three sentinels on the monitor host (quorum 2, down-after-milliseconds 1000),
                 HAProxy with the widely published `role:master` tcp-check every 500 ms
   sentinel500   the same with down-after-milliseconds 500 and the check every 250 ms
@@ -21,11 +28,13 @@ Designs (`--designs`), each on a fresh lab:
                 and a watcher that promotes the replica after three failed 5 s polls
 
 After the run every acknowledged key is read back from the shard's final master. Reported per
-scenario, min / median / max over the runs: the unavailability window (first failed write to
-the first write after which all succeed), failed writes, acknowledged writes lost.
+scenario, min / median / max over the runs: the unavailability window (from the start of the
+first failed write to the completion of the first write after which all succeed), failed
+writes, acknowledged writes lost.
 
-  bench/failover.py [--runs 5] [--scenarios process,restart,machine]
-                    [--designs medic,sentinel1000,sentinel500,seed] [--smoke]
+  bench/failover.py [--runs 5] [--scenarios process,restart,machine] [--setup issue|lab]
+                    [--designs medic,medic-seedha,sentinel1000,sentinel500,seed]
+                    [--check-interval 100ms] [--smoke]
 
 Needs root (the lab). Designs and scenarios are interleaved run by run.
 """
@@ -118,9 +127,9 @@ def haproxy_cfg(design, addr):
 def setup_design(d, design):
     """Replaces the proxies' configuration and starts what the design runs beside redis."""
     procs = []
-    if design == "medic":
+    if design.startswith("medic"):
         return procs
-    for addr in (f"{NET}.12", f"{NET}.13"):
+    for addr in (f"{NET}.{h}" for h in PROXIES[SETUP]):
         cfg = haproxy_cfg(design, addr)
         subprocess.run(["ssh", "-i", os.path.join(d, "state", "id_ed25519"), "-o", "StrictHostKeyChecking=no",
                         "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"medic@{addr}",
@@ -175,31 +184,112 @@ class SeedWatcher:
 
 
 CHECK = None  # e.g. "100ms": medic's redis check interval for this run (the example's is 250ms)
+HAPROXY = None  # e.g. "{timeout_connect: 50ms, retries: 8}": proxies.haproxy for the `medic` design
+SETUP = "issue"  # "issue": two redis machines and one HAProxy, medic on the static provider;
+                 # "lab": examples/lab.yaml as it is (two proxies, the app proxy, DNS)
+PROXIES = {"issue": [12], "lab": [12, 13]}
+CLIENT = {"issue": 8001, "lab": 7001}  # the port the load clients write to, on the machine below
+CLIENT_HOST = {"issue": 12, "lab": 14}
+
+# HAProxy's settings as seed 003 ran them (`inter 5s fall 3`, nothing else set: HAProxy's
+# defaults of 3 retries to the same server, no redispatch), for medic's `medic-seedha` design.
+SEED_HAPROXY = ("  haproxy: {check_interval: 5s, check_fall: 3, check_rise: 2, timeout_connect: 5s, "
+                "retries: 3, redispatch: false, shutdown_sessions_on_down: false}\n")
+
+ISSUE_TOPOLOGY = """name: bench
+provider:
+  local: {subnet: NET.0/24, bridge: mbfail0, state_dir: STATE}
+playbooks: ROOT/playbooks
+ssh: {user: medic, key: STATE/id_ed25519}
+amis:
+  - {name: redis, definition: ROOT/amis/redis.yaml}
+  - {name: haproxy, definition: ROOT/amis/haproxy.yaml}
+machines:
+  - {name: redis1, role: redis, ami: redis}
+  - {name: redis2, role: redis, ami: redis}
+  - {name: haproxy1, role: haproxy, ami: haproxy}
+  - {name: monitor, role: monitor}
+shards:
+  - {name: r9001, port: 9001, master: redis1, replicas: [redis2]}
+  - {name: r9002, port: 9002, master: redis1, replicas: [redis2]}
+proxies:
+  machines: [haproxy1]
+  runtime_api: {port: 9999}
+  frontends:
+    - {listen: 8001, shard: r9001}
+    - {listen: 8002, shard: r9002}
+checks:
+  redis: {interval: 250ms, timeout: 200ms, fall: 3, rise: 2, jitter: 20ms}
+  haproxy: {interval: 500ms, timeout: 400ms, fall: 3, rise: 2, jitter: 50ms}
+policy:
+  remediation: [restart_process, failover, replace_machine]
+controller:
+  listen: 127.0.0.1:LISTEN
+  state_dir: STATE/controller
+"""
+
+
+def with_checks(text):
+    if not CHECK:
+        return text
+    ms = int(CHECK.rstrip("ms"))
+    return text.replace("redis: {interval: 250ms, timeout: 200ms, fall: 3, rise: 2, jitter: 20ms}",
+                        f"redis: {{interval: {ms}ms, timeout: {ms * 4 // 5}ms, fall: 3, rise: 2, jitter: {ms // 10}ms}}")
 
 
 def topology(d):
-    text = open(os.path.join(ROOT, "examples/lab.yaml")).read()
-    if CHECK:
-        ms = int(CHECK.rstrip("ms"))
-        text = text.replace("redis: {interval: 250ms, timeout: 200ms, fall: 3, rise: 2, jitter: 20ms}",
-                            f"redis: {{interval: {ms}ms, timeout: {ms * 4 // 5}ms, fall: 3, rise: 2, jitter: {ms // 10}ms}}")
-    text = (
-        text.replace("subnet: 10.77.0.0/24", f"subnet: {NET}.0/24")
-        .replace("bridge: medic0", "bridge: mbfail0")
-        .replace("server: 10.77.0.2:53", f"server: {NET}.2:53")
-        .replace("/var/lib/medic/lab", os.path.join(d, "state"))
-        .replace("../playbooks", os.path.join(ROOT, "playbooks"))
-        .replace("../amis", os.path.join(ROOT, "amis"))
-        .replace("listen: 127.0.0.1:7600", f"listen: 127.0.0.1:{LISTEN}")
-        .replace('url: "http://127.0.0.1:7601/hook"', 'url: "http://127.0.0.1:9/hook"')
-    )
-    path = os.path.join(d, "lab.yaml")
-    open(path, "w").write(text)
-    return path
+    """Writes the topologies of a run: `lab` (for `medic lab up`), `medic` (for `medic run`),
+    and both again with the seed's HAProxy settings (`-seedha`). Returns their paths by name."""
+    state = os.path.join(d, "state")
+    if SETUP == "issue":
+        lab = (ISSUE_TOPOLOGY.replace("NET", NET).replace("STATE", state).replace("ROOT", ROOT)
+               .replace("LISTEN", str(LISTEN)))
+        # medic itself runs on the static provider, with the lab machines' fixed addresses
+        # (the lab hands out .10, .11, .12 in the order of `machines`).
+        static = lab.replace(f"provider:\n  local: {{subnet: {NET}.0/24, bridge: mbfail0, state_dir: {state}}}\n",
+                             "provider: static\n")
+        for name, host in (("redis1", 10), ("redis2", 11), ("haproxy1", 12)):
+            static = static.replace(f"{{name: {name}, role: ", f"{{name: {name}, address: {NET}.{host}, role: ")
+        static = static.replace("{name: monitor, role: monitor}", f"{{name: monitor, role: monitor, address: {NET}.1}}")
+        # The lab's host keys are in its own record, which the static provider does not read.
+        static = static.replace("/id_ed25519}", "/id_ed25519, host_keys: accept-new}")
+        static = static.replace("remediation: [restart_process, failover, replace_machine]",
+                                "remediation: [restart_process, failover]")
+    else:
+        lab = (
+            open(os.path.join(ROOT, "examples/lab.yaml")).read()
+            .replace("subnet: 10.77.0.0/24", f"subnet: {NET}.0/24")
+            .replace("bridge: medic0", "bridge: mbfail0")
+            .replace("server: 10.77.0.2:53", f"server: {NET}.2:53")
+            .replace("/var/lib/medic/lab", state)
+            .replace("../playbooks", os.path.join(ROOT, "playbooks"))
+            .replace("../amis", os.path.join(ROOT, "amis"))
+            .replace("listen: 127.0.0.1:7600", f"listen: 127.0.0.1:{LISTEN}")
+            .replace('url: "http://127.0.0.1:7601/hook"', 'url: "http://127.0.0.1:9/hook"')
+        )
+        static = lab
+    static = with_checks(static)
+
+    def seed_haproxy(text):
+        return text.replace("    - {listen: 8002, shard: r9002}\n",
+                            "    - {listen: 8002, shard: r9002}\n" + SEED_HAPROXY, 1)
+
+    if HAPROXY:
+        settings = f"  haproxy: {HAPROXY}\n"
+        lab, static = (t.replace("    - {listen: 8002, shard: r9002}\n",
+                                 "    - {listen: 8002, shard: r9002}\n" + settings, 1) for t in (lab, static))
+    paths = {}
+    for name, text in (("lab", lab), ("lab-seedha", seed_haproxy(lab)), ("medic", static),
+                       ("medic-seedha", seed_haproxy(static))):
+        paths[name] = os.path.join(d, f"{name}.yaml")
+        open(paths[name], "w").write(text)
+    return paths
 
 
 def analyse(log):
-    """(outage_ms, failed, acked keys, t_first_fail) from a loadgen CSV."""
+    """(outage_ms, failed, acked rows) from a loadgen CSV. The window runs from the start of the
+    first failed write to the completion of the first write after which every write succeeds:
+    a write held by HAProxy until the failover is done counts as outage until it completes."""
     rows = list(csv.DictReader(open(log)))
     acked = [r for r in rows if r["outcome"] == "ok"]
     failed = [r for r in rows if r["outcome"] != "ok"]
@@ -207,14 +297,14 @@ def analyse(log):
         return 0.0, 0, acked
     first = int(failed[0]["start_us"])
     last = int(failed[-1]["start_us"])
-    after = [int(r["start_us"]) for r in acked if int(r["start_us"]) > last]
+    after = [int(r["start_us"]) + int(r["latency_us"]) for r in acked if int(r["start_us"]) > last]
     end = after[0] if after else last
     return (end - first) / 1000.0, len(failed), acked
 
 
 def final_master(design):
     """The address of r9001's master when the run ends."""
-    if design == "medic":
+    if design.startswith("medic"):
         status = api("/api/status")
         shard = next(s for s in status["shards"] if s["name"] == "r9001")
         return next(m for m in status["machines"] if m["name"] == shard["master"])["address"]
@@ -234,7 +324,11 @@ def final_master(design):
     return masters[-1] if masters else f"{NET}.11"
 
 
-def one_run(topo, d, design, scenario, duration):
+def one_run(topos, d, design, scenario, duration):
+    # medic-seedha: the playbooks render HAProxy with the seed's settings instead of medic's.
+    seedha = design == "medic-seedha"
+    topo = topos["lab-seedha" if seedha else "lab"]
+    medic_topo = topos["medic-seedha" if seedha else "medic"]
     sh(MEDIC, "lab", "down", "--topology", topo, check=False)
     sh(MEDIC, "lab", "up", topo)
     state = os.path.join(d, "state", "controller")
@@ -242,8 +336,8 @@ def one_run(topo, d, design, scenario, duration):
     run_log = open(os.path.join(d, f"run-{design}-{scenario}.log"), "w")
     medic = None
     extra = []
-    if design == "medic":
-        medic = subprocess.Popen([MEDIC, "run", topo], stderr=run_log, stdout=subprocess.DEVNULL,
+    if design.startswith("medic"):
+        medic = subprocess.Popen([MEDIC, "run", medic_topo], stderr=run_log, stdout=subprocess.DEVNULL,
                                  env={**os.environ, "NO_COLOR": "1"})
     else:
         extra = setup_design(d, design)
@@ -257,8 +351,8 @@ def one_run(topo, d, design, scenario, duration):
             except OSError:
                 time.sleep(0.1)
         time.sleep(1.0)  # every check has run at least once
-        app = f"{NET}.14:7001"
-        logs = {kind: os.path.join(d, f"{scenario}-{kind}.csv") for kind in ("plain", "wait")}
+        app = f"{NET}.{CLIENT_HOST[SETUP]}:{CLIENT[SETUP]}"
+        logs = {kind: os.path.join(d, f"{design}-{scenario}-{kind}.csv") for kind in ("plain", "wait")}
         clients = [
             subprocess.Popen([LOADGEN, "--addr", app, "--every", "2ms", "--budget", "200ms",
                               "--duration", f"{duration}s", "--prefix", "p", "--log", logs["plain"]],
@@ -310,12 +404,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--scenarios", default="process,restart,machine")
-    p.add_argument("--designs", default="medic,sentinel1000,sentinel500,seed")
+    p.add_argument("--designs", default="medic,medic-seedha,sentinel1000,sentinel500,seed")
     p.add_argument("--smoke", action="store_true", help="one short run of each, as CI does")
+    p.add_argument("--setup", choices=["issue", "lab"], default="issue",
+                   help="issue: two redis machines, one HAProxy, medic on the static provider (default); "
+                        "lab: examples/lab.yaml, through the app proxy")
+    p.add_argument("--haproxy", help="proxies.haproxy settings for the medic design, as YAML flow, "
+                   "e.g. '{timeout_connect: 50ms, retries: 8}' (default: the playbook's defaults)")
     p.add_argument("--check-interval", help="medic's redis check interval, e.g. 100ms (default: the example's 250ms)")
     a = p.parse_args()
-    global CHECK
+    global CHECK, SETUP, HAPROXY
     CHECK = a.check_interval
+    HAPROXY = a.haproxy
+    SETUP = a.setup
     runs, duration = (1, 7) if a.smoke else (a.runs, 12)
     scenarios = a.scenarios.split(",")
     designs = a.designs.split(",")
@@ -325,12 +426,12 @@ def main():
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
     results = {(g, s): [] for g in designs for s in scenarios}
     with tempfile.TemporaryDirectory() as d:
-        topo = topology(d)
+        topos = topology(d)
         for i in range(runs):
             for s in scenarios:
                 for g in designs:
                     # The seed's design needs three 5 s polls (and HAProxy's inter 5s fall 3).
-                    r, detection = one_run(topo, d, g, s, 30 if g == "seed" and not a.smoke else duration)
+                    r, detection = one_run(topos, d, g, s, 30 if g == "seed" and not a.smoke else duration)
                     results[(g, s)].append((r, detection))
                     print(f"run {i + 1} {g:<12} {s:<8} detection {detection} ms; plain: outage {r['plain'][0]:.0f} ms, "
                           f"failed {r['plain'][1]}, lost {r['plain'][2]}; WAIT 1: outage {r['wait'][0]:.0f} ms, "
