@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinHandle;
@@ -63,6 +64,8 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the health checks' thread: {0}")]
+    ChecksThread(#[source] std::io::Error),
 }
 
 /// Reloads the topology and playbooks from disk (validated), for SIGHUP.
@@ -169,7 +172,9 @@ struct Metrics {
 #[derive(Debug)]
 struct St {
     saved: Saved,
-    health: BTreeMap<Target, TargetHealth>,
+    /// Hashed, not ordered: it is looked up for every check result (thousands a second), and
+    /// only listings (status, metrics) need an order, which they sort for.
+    health: FxHashMap<Target, TargetHealth>,
     in_flight: Option<InFlight>,
     /// Machines with a recovery queued or running.
     busy: BTreeSet<String>,
@@ -188,6 +193,40 @@ struct St {
     /// What happened, newest last, numbered: `medic events` follows it.
     events: VecDeque<EventRecord>,
     next_event: u64,
+}
+
+/// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
+/// returns is used or dropped.
+async fn checks_thread()
+-> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>), ControllerError> {
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("medic-checks".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                }
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(ControllerError::ChecksThread)?;
+    match handle_rx.await {
+        Ok(Ok(handle)) => Ok((handle, stop_tx)),
+        Ok(Err(e)) => Err(ControllerError::ChecksThread(e)),
+        Err(_) => Err(ControllerError::ChecksThread(std::io::Error::other(
+            "the checks' thread ended before its runtime started",
+        ))),
+    }
 }
 
 /// What the witnesses said when asked ahead of a verdict.
@@ -231,6 +270,11 @@ struct Inner<C, D> {
     stopping: AtomicBool,
     stop: Notify,
     checks: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime of the health checks and of the detection that reads their results: a
+    /// thread of its own, so no recovery step, journal fsync or API request ever delays a
+    /// check, and thousands of checks a second cost no wake-ups across threads. `None` until
+    /// `run` starts it (checks then run on the caller's runtime).
+    checks_rt: Mutex<Option<tokio::runtime::Handle>>,
     results_tx: mpsc::Sender<CheckResult>,
     results_rx: Mutex<Option<mpsc::Receiver<CheckResult>>>,
     listen: SocketAddr,
@@ -356,7 +400,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             book: Arc::new(RwLock::new(Book::default())),
             st: Mutex::new(St {
                 saved,
-                health: BTreeMap::new(),
+                health: FxHashMap::default(),
                 in_flight: None,
                 busy: BTreeSet::new(),
                 alerts: VecDeque::new(),
@@ -376,6 +420,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             stopping: AtomicBool::new(false),
             stop: Notify::new(),
             checks: Mutex::new(Vec::new()),
+            checks_rt: Mutex::new(None),
             results_tx,
             results_rx: Mutex::new(Some(results_rx)),
             listen,
@@ -584,11 +629,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 source,
             })?;
         let api = tokio::spawn(crate::api::serve(self.clone(), listener));
+        let (checks_rt, checks_stop) = checks_thread().await?;
+        *lock(&self.inner.checks_rt) = Some(checks_rt.clone());
         self.spawn_checks();
         let brain = {
             let c = self.clone();
             let rx = lock(&self.inner.results_rx).take();
-            tokio::spawn(async move {
+            checks_rt.spawn(async move {
                 if let Some(mut rx) = rx {
                     while let Some(r) = rx.recv().await {
                         c.on_result(r);
@@ -615,6 +662,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         brain.abort();
         api.abort();
+        let _ = checks_stop.send(());
         Ok(())
     }
 
@@ -667,7 +715,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     fn spawn_checks(&self) {
         let loaded = self.top();
+        let rt = lock(&self.inner.checks_rt)
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
         let handles = checks::spawn(
+            &rt,
             &loaded.topology,
             self.inner.book.clone(),
             self.inner.results_tx.clone(),
@@ -720,7 +772,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     fn on_result(&self, r: CheckResult) {
         let loaded = self.top();
         let top = &loaded.topology;
-        let machine = r.target.machine().to_owned();
+        let machine = r.target.machine();
         let mut st = lock(&self.inner.st);
         let m = &mut st.metrics;
         *m.checks
@@ -729,22 +781,22 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let e = m.check_seconds.entry(r.target.kind()).or_default();
         e.0 += r.took.as_secs_f64();
         e.1 += 1;
-        if st.busy.contains(&machine)
-            || st.saved.maintenance.contains(&machine)
-            || st.saved.unmonitored.contains(&machine)
+        if st.busy.contains(machine)
+            || st.saved.maintenance.contains(machine)
+            || st.saved.unmonitored.contains(machine)
         {
             return;
         }
-        let check = match &r.target {
+        let check = match &*r.target {
             Target::Redis { .. } => top.checks.redis.value,
             Target::Proxy { .. } => top.checks.haproxy.value,
             Target::App { .. } => top.checks.app_proxy.value,
         };
-        // Thousands of results a second: no allocation on the steady path (the target is cloned
-        // only the first time, the detail only when it changes).
-        if !st.health.contains_key(&r.target) {
+        // Thousands of results a second: one lookup and no allocation on the steady path (the
+        // target is cloned only the first time, the detail only when it changes).
+        let Some(h) = st.health.get_mut(&*r.target) else {
             st.health.insert(
-                r.target.clone(),
+                Target::clone(&r.target),
                 TargetHealth {
                     detector: Detector::new(check.fall, check.rise),
                     last: Observation::Ok,
@@ -756,15 +808,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     checks: 0,
                 },
             );
-        }
-        let Some(h) = st.health.get_mut(&r.target) else {
-            return;
+            drop(st);
+            return self.on_result(r);
         };
         h.checks += 1;
-        h.last = r.observation;
-        if h.detail != r.detail {
-            h.detail.clone_from(&r.detail);
+        // (An answer's detail is always the same: compared only when something is wrong.)
+        let steady = r.observation == Observation::Ok && h.last == Observation::Ok;
+        if !steady && h.detail != r.detail {
+            h.detail = r.detail.to_string();
         }
+        h.last = r.observation;
         if r.observation == Observation::Ok {
             h.last_ok_ms = Some(r.at_ms);
             h.first_fail_ms = None;
@@ -781,7 +834,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let first_fail = h.first_fail_ms;
         let first_miss = was_up && verdict.is_none() && r.observation == Observation::Silent;
         // Offsets and roles as the servers report them.
-        if let (Target::Redis { shard, machine }, Some(info)) = (&r.target, &r.info)
+        if let (Target::Redis { shard, machine }, Some(info)) = (&*r.target, &r.info)
             && let Some(s) = st.saved.observed.shards.get_mut(shard)
         {
             let recorded_master = s.master == *machine;
@@ -816,8 +869,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     return;
                 }
                 (Role::Replica, true) => {
-                    if st.warned.insert(r.target.clone()) {
-                        let t = r.target.clone();
+                    if st.warned.insert(Target::clone(&r.target)) {
+                        let t = Target::clone(&r.target);
                         drop(st);
                         self.alert(
                             AlertLevel::Critical,
@@ -848,14 +901,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         match verdict {
             Verdict::Recovered => {
                 let mut st = lock(&self.inner.st);
-                st.cut_off.remove(&machine);
+                st.cut_off.remove(machine);
                 st.warned.remove(&r.target);
                 drop(st);
                 self.notify("recovered", &format!("{} answers again", r.target), None);
             }
             Verdict::Dead => {
                 self.detected(&r, first_fail);
-                match &r.target {
+                match &*r.target {
                     Target::Redis { shard, machine } => {
                         self.enqueue(Request {
                             event: Event::ProcessDied {
@@ -884,7 +937,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             Verdict::Silent => self.judge(&r.target, first_fail),
             Verdict::Failing => {
                 let mut st = lock(&self.inner.st);
-                if st.warned.insert(r.target.clone()) {
+                if st.warned.insert(Target::clone(&r.target)) {
                     drop(st);
                     self.alert(
                         AlertLevel::Warning,
@@ -929,7 +982,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         self.notify(
             "detection",
             &format!("{}: {}", r.target, r.detail),
-            Some(serde_json::json!({ "target": r.target, "detail": r.detail })),
+            Some(serde_json::json!({ "target": &*r.target, "detail": r.detail })),
         );
     }
 
@@ -1006,14 +1059,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             match decision {
                 Decision::FailOver => {
                     let r = CheckResult {
-                        target: target.clone(),
+                        target: Arc::new(target.clone()),
                         at_ms: now_ms(),
                         observation: Observation::Silent,
                         detail: format!(
                             "silent for {} ms, confirmed by {}",
                             silent_for.as_millis(),
                             describe_witnesses(w.as_ref())
-                        ),
+                        )
+                        .into(),
                         info: None,
                         took: Duration::ZERO,
                     };
@@ -1923,10 +1977,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .map(|m| {
                 let name = &m.value.name.value;
                 let ms = obs.machines.get(name);
-                let targets: Vec<serde_json::Value> = st
-                    .health
-                    .keys()
-                    .filter(|t| t.machine() == name)
+                let mut of_machine: Vec<&Target> =
+                    st.health.keys().filter(|t| t.machine() == name).collect();
+                of_machine.sort();
+                let targets: Vec<serde_json::Value> = of_machine
+                    .into_iter()
                     .map(|t| serde_json::json!({"target": t.to_string(), "health": health_of(t)}))
                     .collect();
                 let state = if st.saved.maintenance.contains(name) {
@@ -2079,7 +2134,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             ));
         }
         out.push_str("# HELP medic_target_up Whether each target is up (1), suspect (0.5) or down (0).\n# TYPE medic_target_up gauge\n");
-        for (t, h) in &st.health {
+        let mut listed: Vec<(&Target, &TargetHealth)> = st.health.iter().collect();
+        listed.sort_by(|a, b| a.0.cmp(b.0));
+        for (t, h) in listed {
             let v = match h.detector.health {
                 Health::Up => 1.0,
                 Health::Suspect { .. } => 0.5,

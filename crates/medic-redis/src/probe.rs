@@ -136,29 +136,38 @@ impl Probe {
         if n == 0 {
             return Err(Fail::Broken("connection closed".into()));
         }
-        let line = String::from_utf8_lossy(&self.buf).trim_end().to_owned();
-        let text = match line.as_bytes().first() {
+        let header = self.buf.trim_ascii_end();
+        let unexpected =
+            |h: &[u8]| Fail::Other(format!("unexpected reply `{}`", String::from_utf8_lossy(h)));
+        match header.first() {
             Some(b'$') => {
-                let len: usize = line[1..]
-                    .parse()
+                let len: usize = std::str::from_utf8(&header[1..])
                     .ok()
+                    .and_then(|l| l.parse().ok())
                     .filter(|l| *l <= MAX_REPLY)
-                    .ok_or_else(|| Fail::Other(format!("unexpected reply `{line}`")))?;
+                    .ok_or_else(|| unexpected(header))?;
                 self.buf.clear();
                 self.buf.resize(len + 2, 0);
                 conn.read_exact(&mut self.buf).await.map_err(broken)?;
-                String::from_utf8_lossy(&self.buf[..len]).into_owned()
             }
             Some(b'-') => {
-                let (code, message) = line[1..].split_once(' ').unwrap_or((&line[1..], ""));
+                let line = String::from_utf8_lossy(&header[1..]);
+                let (code, message) = line.split_once(' ').unwrap_or((&line, ""));
                 return Ok(ProbeResult::ErrorReply {
                     code: code.to_owned(),
                     message: message.to_owned(),
                 });
             }
-            _ => return Err(Fail::Other(format!("unexpected reply `{line}`"))),
+            _ => return Err(unexpected(header)),
+        }
+        // Parsed in place: the reply is read into the probe's own buffer, not copied out.
+        let Some(body) = self.buf.get(..self.buf.len() - 2) else {
+            return Err(Fail::Other("short reply".into()));
         };
-        Ok(match parse_replication(&text) {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return Err(Fail::Other("reply is not UTF-8".into()));
+        };
+        Ok(match parse_replication(text) {
             Err(e) => ProbeResult::Failed {
                 reason: e.to_string(),
             },
