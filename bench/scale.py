@@ -1,16 +1,22 @@
 #!/usr/bin/env python3
 """Monitoring at scale: CPU and memory of `medic run` checking N redis endpoints every second,
-and whether hung endpoints change the cadence of everyone else's checks.
+whether hung endpoints change the cadence of everyone else's checks, and monit doing the same.
 
-The endpoints are served by `responder` (crates/medic-bench): one process holding N listeners on
+The endpoints are served by `responder` (crates/medic-bench): processes holding N listeners on
 loopback addresses 127.0.50.1.. (500 ports each), answering INFO replication as masters (odd
-hosts) and replicas (even hosts). The topology is generated: N/2 shards of a master and a
-replica, provider `static`, checks every 1 s (timeout 500 ms, jitter 100 ms). For each N: a
-warm-up of 10 s, then CPU time (user + system) and RSS of `medic run` over the measuring window,
-and the check rate from its /metrics; then the same with 10 endpoints hung (they accept and
-never answer).
+hosts) and replicas (even hosts), PING with PONG, and counting the checks they answer. For
+medic the topology is generated: N/2 shards of a master and a replica, provider `static`,
+checks every 1 s (timeout 500 ms, jitter 100 ms). For monit: `set daemon 1` and one
+`check host` per endpoint with `if failed port P protocol redis` (its default 5 s timeout).
 
-  bench/scale.py [--endpoints 1000,10000] [--seconds 60] [--hang 10] [--smoke]
+For each N and tool: a warm-up of 10 s, then CPU time (user + system) and RSS over the
+measuring window, and the rate at which the answering endpoints were checked (from the
+responders' counts); then the same with 10 endpoints hung (they accept and never answer).
+"full pass" is how long it takes to check every answering endpoint once at that rate: 1 s is
+a 1 s cadence kept.
+
+  bench/scale.py [--endpoints 1000,10000] [--seconds 60] [--hang 10] [--tools medic,monit]
+                 [--smoke]
 
 Needs root only to raise the file descriptor limit (N sockets each side).
 """
@@ -18,6 +24,7 @@ Needs root only to raise the file descriptor limit (N sockets each side).
 import argparse
 import os
 import resource
+import shutil
 import socket
 import subprocess
 import sys
@@ -100,15 +107,51 @@ def rss_mb(pid):
     return 0.0
 
 
-def measure(d, n, seconds, hang):
+def monitrc(d, hosts, per_host):
+    """monit checking the same endpoints, as the issue's comparison asks: `set daemon 1` and
+    `if failed port .. protocol redis` (PING, then QUIT), monit's default 5 s timeout."""
+    lines = [
+        "set daemon 1",
+        f"set logfile {d}/monit.log",
+        f"set pidfile {d}/monit.pid",
+        f"set idfile {d}/monit.id",
+        f"set statefile {d}/monit.state",
+    ]
+    for h in range(1, hosts + 1):
+        for i in range(per_host):
+            lines.append(f"check host e{h}-{i} with address 127.0.50.{h}")
+            lines.append(f"    if failed port {20000 + i} protocol redis then alert")
+    path = os.path.join(d, "monitrc")
+    open(path, "w").write("\n".join(lines) + "\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+def answered(d):
+    """Health checks the responders have answered so far (INFO and PING commands)."""
+    total = 0
+    for name in os.listdir(d):
+        if name.startswith("count-") and not name.endswith(".tmp"):
+            try:
+                total += int(open(os.path.join(d, name)).read().strip() or 0)
+            except (OSError, ValueError):
+                pass
+    return total
+
+
+def measure(d, tool, n, seconds, hang):
     topo, hosts, per_host = topology(d, n)
+    for name in os.listdir(d):
+        if name.startswith("count-"):
+            os.remove(os.path.join(d, name))
     # Each responder holds two descriptors per endpoint: 8 hosts of 500 each stay within the
     # 20,000 this container allows a process.
     responders = []
     for first in range(1, hosts + 1, 8):
         responders.append(subprocess.Popen(
             [RESPONDER, "--base", "127.0.50", "--first-host", str(first), "--hosts", str(min(8, hosts - first + 1)),
-             "--first-port", "20000", "--per-host", str(per_host), "--hang", str(hang if first == 1 else 0)],
+             "--first-port", "20000", "--per-host", str(per_host), "--hang", str(hang if first == 1 else 0),
+             "--count", os.path.join(d, f"count-{first}")],
             stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
     try:
         for responder in responders:
@@ -116,31 +159,41 @@ def measure(d, n, seconds, hang):
             if not ready.startswith("ready"):
                 sys.exit(f"responder did not start: {ready}")
         subprocess.run(["rm", "-rf", f"{d}/state"])
-        log = open(os.path.join(d, f"run-{n}-{hang}.log"), "w")
-        medic = subprocess.Popen([MEDIC, "run", topo], stdout=subprocess.DEVNULL, stderr=log,
-                                 env={**os.environ, "NO_COLOR": "1", "MEDIC_LOG": "warn"},
-                                 preexec_fn=raise_nofile)
+        log = open(os.path.join(d, f"{tool}-{n}-{hang}.log"), "w")
+        if tool == "medic":
+            cmd = [MEDIC, "run", topo]
+        else:
+            cmd = ["monit", "-I", "-c", monitrc(d, hosts, per_host)]
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                                env={**os.environ, "NO_COLOR": "1", "MEDIC_LOG": "warn"},
+                                preexec_fn=raise_nofile)
         try:
-            for _ in range(300):
-                try:
-                    metrics()
-                    break
-                except OSError:
-                    time.sleep(0.1)
+            if tool == "medic":
+                for _ in range(300):
+                    try:
+                        metrics()
+                        break
+                    except OSError:
+                        time.sleep(0.1)
             time.sleep(10)
-            c0, k0, t0 = cpu_seconds(medic.pid), metrics(), time.time()
+            c0, k0, t0 = cpu_seconds(proc.pid), answered(d), time.time()
             time.sleep(seconds)
-            c1, k1, t1 = cpu_seconds(medic.pid), metrics(), time.time()
+            c1, k1, t1 = cpu_seconds(proc.pid), answered(d), time.time()
+            if proc.poll() is not None:
+                sys.exit(f"{tool} exited early; see {log.name}")
             return {
+                "tool": tool,
                 "endpoints": hosts * per_host,
                 "hung": hang,
                 "cpu": 100 * (c1 - c0) / (t1 - t0),
-                "rss": rss_mb(medic.pid),
+                "rss": rss_mb(proc.pid),
+                # What the endpoints that answer saw: the hung ones never answer.
                 "rate": (k1 - k0) / (t1 - t0),
+                "expected": hosts * per_host - hang,
             }
         finally:
-            medic.terminate()
-            medic.wait()
+            proc.terminate()
+            proc.wait()
     finally:
         for responder in responders:
             responder.terminate()
@@ -152,21 +205,30 @@ def main():
     p.add_argument("--endpoints", default="1000,10000")
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--hang", type=int, default=10)
+    p.add_argument("--tools", default="medic,monit", help="medic, monit or both")
     p.add_argument("--smoke", action="store_true", help="1,000 endpoints for 5 s, as CI does")
     a = p.parse_args()
     counts = [int(x) for x in a.endpoints.split(",")]
     seconds = a.seconds
     if a.smoke:
         counts, seconds = [1000], 5
+    tools = a.tools.split(",")
+    if "monit" in tools and not shutil.which("monit"):
+        sys.exit("monit is not installed (scripts/deps installs it)")
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
     # Every endpoint host address must exist: loopback answers the whole 127/8 on Linux.
-    print(f"{'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} {'checks/s':>9} {'expected':>9}")
+    print(f"{'tool':<6} {'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} "
+          f"{'answered/s':>10} {'expected':>9} {'full pass s':>11}")
     with tempfile.TemporaryDirectory() as d:
         for n in counts:
-            for hang in (0, a.hang):
-                r = measure(d, n, seconds, hang)
-                print(f"{r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
-                      f"{r['rate']:>9.0f} {r['endpoints']:>9}", flush=True)
+            for tool in tools:
+                for hang in (0, a.hang):
+                    if a.smoke and hang and tool == "monit":
+                        continue  # a hung target costs monit 5 s a cycle: too long for a smoke run
+                    r = measure(d, tool, n, seconds, hang)
+                    full = r["expected"] / r["rate"] if r["rate"] else float("inf")
+                    print(f"{r['tool']:<6} {r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
+                          f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":

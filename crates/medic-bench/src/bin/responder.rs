@@ -3,9 +3,11 @@
 //! answers `INFO replication` as a master (odd host numbers) or as a replica of the same port
 //! on the host before it (even host numbers), `PING` with `PONG`, anything else with `+OK`.
 //! The first `--hang K` ports of host 1 accept connections and never answer (a hung process).
+//! With `--count FILE`, the number of health checks answered so far (`INFO` and `PING`
+//! commands) is written to FILE every 100 ms, so a benchmark can tell any checker's rate.
 //!
 //!   responder --base 127.0.50 [--first-host 1] --hosts 20 --first-port 20000 --per-host 500
-//!             [--hang 10]
+//!             [--hang 10] [--count FILE]
 //!
 //! (Several processes can share the hosts with `--first-host`, each within its descriptor limit.)
 //!
@@ -13,6 +15,8 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -24,6 +28,7 @@ struct Args {
     first_port: u16,
     per_host: u16,
     hang: u16,
+    count: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,6 +39,7 @@ fn parse() -> Result<Args, String> {
         first_port: 20000,
         per_host: 10,
         hang: 0,
+        count: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -53,6 +59,7 @@ fn parse() -> Result<Args, String> {
             "--first-port" => a.first_port = u16::try_from(num(&v)?).map_err(|_| "--first-port")?,
             "--per-host" => a.per_host = u16::try_from(num(&v)?).map_err(|_| "--per-host")?,
             "--hang" => a.hang = u16::try_from(num(&v)?).map_err(|_| "--hang")?,
+            "--count" => a.count = Some(v),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -95,7 +102,7 @@ async fn command(r: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
     Some(words)
 }
 
-async fn serve(s: TcpStream, reply_info: String, hang: bool) {
+async fn serve(s: TcpStream, reply_info: String, hang: bool, answered: Arc<AtomicU64>) {
     let mut r = BufReader::new(s);
     if hang {
         // Accepted, never answered: the kernel's backlog, a stopped process.
@@ -111,6 +118,9 @@ async fn serve(s: TcpStream, reply_info: String, hang: bool) {
             "PING" => "+PONG\r\n".to_owned(),
             _ => "+OK\r\n".to_owned(),
         };
+        if matches!(verb.as_str(), "INFO" | "PING") {
+            answered.fetch_add(1, Ordering::Relaxed);
+        }
         if r.get_mut().write_all(reply.as_bytes()).await.is_err() {
             return;
         }
@@ -126,6 +136,21 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let answered = Arc::new(AtomicU64::new(0));
+    if let Some(path) = a.count.clone() {
+        let answered = answered.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tick.tick().await;
+                let n = answered.load(Ordering::Relaxed);
+                let tmp = format!("{path}.tmp");
+                if std::fs::write(&tmp, format!("{n}\n")).is_ok() {
+                    let _ = std::fs::rename(&tmp, &path);
+                }
+            }
+        });
+    }
     let mut n = 0usize;
     for host in a.first_host..a.first_host.saturating_add(a.hosts) {
         let [x, y, z] = a.base;
@@ -141,9 +166,10 @@ async fn main() -> ExitCode {
             };
             let reply = info(host, &a, port);
             let hang = host == 1 && i < a.hang;
+            let answered = answered.clone();
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(serve(s, reply.clone(), hang));
+                    tokio::spawn(serve(s, reply.clone(), hang, answered.clone()));
                 }
             });
             n += 1;
