@@ -127,16 +127,32 @@ pub struct CheckResult {
 pub struct Book {
     pub addresses: BTreeMap<String, IpAddr>,
     pub paused: BTreeSet<String>,
+    /// Bumped by every change, so a task looks its machine up again only after one.
+    pub version: u64,
 }
 
 pub type SharedBook = Arc<RwLock<Book>>;
 
-fn address(book: &SharedBook, machine: &str) -> Option<IpAddr> {
+/// Where to check `machine` now (`None`: nowhere, or not now); `seen` caches the answer for
+/// the book's version it was read at.
+fn address(
+    book: &SharedBook,
+    machine: &str,
+    seen: &mut Option<(u64, Option<IpAddr>)>,
+) -> Option<IpAddr> {
     let b = book.read().ok()?;
-    if b.paused.contains(machine) {
-        return None;
+    if let Some((version, ip)) = *seen
+        && version == b.version
+    {
+        return ip;
     }
-    b.addresses.get(machine).copied()
+    let ip = if b.paused.contains(machine) {
+        None
+    } else {
+        b.addresses.get(machine).copied()
+    };
+    *seen = Some((b.version, ip));
+    ip
 }
 
 /// A small per-task generator for jitter (no need for a shared or cryptographic one).
@@ -219,6 +235,7 @@ async fn run_target(
     // Spread the first checks over one interval so a thousand targets do not start together.
     let mut next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
     let mut probe: Option<Probe> = None;
+    let mut seen = None;
     let tick = tick_for(interval);
     loop {
         tokio::time::sleep_until(on_tick(next, epoch, tick)).await;
@@ -228,7 +245,7 @@ async fn run_target(
             // Never catch up in a burst: the schedule moves on from now.
             next = now + interval;
         }
-        let Some(ip) = address(&book, target.machine()) else {
+        let Some(ip) = address(&book, target.machine(), &mut seen) else {
             probe = None;
             continue;
         };

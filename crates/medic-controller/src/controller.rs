@@ -195,6 +195,9 @@ struct St {
     next_event: u64,
 }
 
+/// How many of a silent machine's servers each witness probes.
+const WITNESS_SHARDS: usize = 3;
+
 /// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
 /// returns is used or dropped.
 async fn checks_thread()
@@ -606,6 +609,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .chain(st.saved.unmonitored.iter())
             .cloned()
             .collect();
+        b.version += 1;
     }
 
     fn enqueue(&self, req: Request) -> bool {
@@ -1010,27 +1014,36 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
             // Every redis server of the machine must be failing: one silent server next to
             // answering ones is a hung process, not a lost machine.
-            if matches!(target, Target::Redis { .. }) {
-                let answering: Vec<String> = st
-                    .health
-                    .iter()
-                    .filter(|(t, h)| {
-                        t.machine() == machine
-                            && matches!(t, Target::Redis { .. })
-                            && h.detector.health == Health::Up
-                    })
-                    .map(|(t, _)| t.to_string())
-                    .collect();
-                if !answering.is_empty() {
-                    if st.warned.insert(target.clone()) {
-                        drop(st);
-                        self.alert(
-                            AlertLevel::Warning,
-                            format!("{target} is silent while {} on the same machine answer: a hung process? medic does not act on it", answering.join(", ")),
-                        );
+            // (This runs for every result of a silent target: the scan stops at the first
+            // answering server, and the names are gathered only for the one warning.)
+            let answers = |t: &Target, h: &TargetHealth| {
+                t.machine() == machine
+                    && matches!(t, Target::Redis { .. })
+                    && h.detector.health == Health::Up
+            };
+            if matches!(target, Target::Redis { .. })
+                && st.health.iter().any(|(t, h)| answers(t, h))
+            {
+                if st.warned.insert(target.clone()) {
+                    let mut answering: Vec<String> = st
+                        .health
+                        .iter()
+                        .filter(|(t, h)| answers(t, h))
+                        .map(|(t, _)| t.to_string())
+                        .collect();
+                    answering.sort();
+                    let more = answering.len().saturating_sub(3);
+                    answering.truncate(3);
+                    if more > 0 {
+                        answering.push(format!("{more} more"));
                     }
-                    return;
+                    drop(st);
+                    self.alert(
+                        AlertLevel::Warning,
+                        format!("{target} is silent while {} on the same machine answer: a hung process? medic does not act on it", answering.join(", ")),
+                    );
                 }
+                return;
             }
             st.judging.insert(machine.clone());
             st.judged_at.insert(machine.clone(), Instant::now());
@@ -1111,6 +1124,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 return;
             }
+            // Another server of the machine answering: not a lost machine (the verdict will
+            // say hung process), nothing to ask.
+            if matches!(target, Target::Redis { .. })
+                && st.health.iter().any(|(t, h)| {
+                    t.machine() == machine
+                        && t != target
+                        && matches!(t, Target::Redis { .. })
+                        && h.detector.health == Health::Up
+                })
+            {
+                return;
+            }
             st.early.insert(machine, rx);
         }
         let c = self.clone();
@@ -1188,9 +1213,24 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         let mut asks: Vec<Ask> = Vec::new();
         match target {
-            Target::Redis { .. } => {
+            Target::Redis { shard: own, .. } => {
                 let api_port = top.proxies.value.runtime_api.value.port.value;
-                for s in top.shards.iter().map(|s| &s.value) {
+                // The machine is asked about through a few of its servers (the silent one
+                // first), not all: that tells a lost machine from a reachable one, and a
+                // machine with hundreds of shards would otherwise cost hundreds of probes.
+                let mut involved: Vec<_> = top
+                    .shards
+                    .iter()
+                    .map(|s| &s.value)
+                    .filter(|s| {
+                        observed.shards.get(&s.name.value).is_some_and(|o| {
+                            o.master == machine || o.replicas.iter().any(|r| r.machine == machine)
+                        })
+                    })
+                    .collect();
+                involved.sort_by_key(|s| s.name.value != *own);
+                involved.truncate(WITNESS_SHARDS);
+                for s in involved {
                     let Some(shard) = observed.shards.get(&s.name.value) else {
                         continue;
                     };
