@@ -1,6 +1,7 @@
 //! The health checks: one task per target, each on its own schedule (interval ± jitter) and
-//! each bounded by its timeout, so a hung target never delays another check. Results go to
-//! the controller over a channel; the tasks decide nothing.
+//! each bounded by its timeout, so a hung target never delays another check. Each result is
+//! handed to the controller's detection (a plain call: both live on the checks' thread); the
+//! tasks decide nothing.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,7 +10,6 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use medic_detect::Observation;
@@ -201,20 +201,25 @@ fn on_tick(
     epoch + Duration::from_micros(u64::try_from(ticks * tick_us).unwrap_or(u64::MAX / 2))
 }
 
+/// Where the results go: the controller's detection, called on the checks' thread.
+pub type Sink = Arc<dyn Fn(CheckResult) + Send + Sync>;
+
 /// Starts one task per target on `rt`. Aborting the handles stops them.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
     book: SharedBook,
-    tx: mpsc::Sender<CheckResult>,
+    sink: Sink,
 ) -> Vec<JoinHandle<()>> {
     let epoch = tokio::time::Instant::now();
     targets(top)
         .into_iter()
         .map(|(target, check, port, listens)| {
             let book = book.clone();
-            let tx = tx.clone();
-            rt.spawn(async move { run_target(target, check, port, listens, book, tx, epoch).await })
+            let sink = sink.clone();
+            rt.spawn(
+                async move { run_target(target, check, port, listens, book, sink, epoch).await },
+            )
         })
         .collect()
 }
@@ -225,7 +230,7 @@ async fn run_target(
     port: u16,
     listens: Vec<u16>,
     book: SharedBook,
-    tx: mpsc::Sender<CheckResult>,
+    sink: Sink,
     epoch: tokio::time::Instant,
 ) {
     let target = Arc::new(target);
@@ -291,9 +296,7 @@ async fn run_target(
             info,
             took: started.elapsed(),
         };
-        if tx.send(result).await.is_err() {
-            return;
-        }
+        sink(result);
     }
 }
 

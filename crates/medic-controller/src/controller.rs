@@ -278,8 +278,6 @@ struct Inner<C, D> {
     /// check, and thousands of checks a second cost no wake-ups across threads. `None` until
     /// `run` starts it (checks then run on the caller's runtime).
     checks_rt: Mutex<Option<tokio::runtime::Handle>>,
-    results_tx: mpsc::Sender<CheckResult>,
-    results_rx: Mutex<Option<mpsc::Receiver<CheckResult>>>,
     listen: SocketAddr,
     failpoint: Option<(String, usize)>,
 }
@@ -385,7 +383,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             },
         };
         let (requests, rx) = mpsc::unbounded_channel();
-        let (results_tx, results_rx) = mpsc::channel(4096);
         let listen = top.controller.listen.value;
         let notifier = Notifier::from_topology(top);
         let inner = Inner {
@@ -424,8 +421,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             stop: Notify::new(),
             checks: Mutex::new(Vec::new()),
             checks_rt: Mutex::new(None),
-            results_tx,
-            results_rx: Mutex::new(Some(results_rx)),
             listen,
             failpoint: failpoint_from_env(),
         };
@@ -636,17 +631,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let (checks_rt, checks_stop) = checks_thread().await?;
         *lock(&self.inner.checks_rt) = Some(checks_rt.clone());
         self.spawn_checks();
-        let brain = {
-            let c = self.clone();
-            let rx = lock(&self.inner.results_rx).take();
-            checks_rt.spawn(async move {
-                if let Some(mut rx) = rx {
-                    while let Some(r) = rx.recv().await {
-                        c.on_result(r);
-                    }
-                }
-            })
-        };
         let worker = {
             let c = self.clone();
             let rx = lock(&self.inner.requests_rx).take();
@@ -664,7 +648,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         for h in lock(&self.inner.checks).drain(..) {
             h.abort();
         }
-        brain.abort();
         api.abort();
         let _ = checks_stop.send(());
         Ok(())
@@ -722,12 +705,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let rt = lock(&self.inner.checks_rt)
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        let handles = checks::spawn(
-            &rt,
-            &loaded.topology,
-            self.inner.book.clone(),
-            self.inner.results_tx.clone(),
-        );
+        let handles = checks::spawn(&rt, &loaded.topology, self.inner.book.clone(), {
+            let c = self.clone();
+            Arc::new(move |r| c.on_result(r))
+        });
         let mut old = lock(&self.inner.checks);
         for h in old.drain(..) {
             h.abort();
