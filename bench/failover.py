@@ -16,6 +16,7 @@ HAProxy every 2 ms with a 200 ms budget — one plain, one following each write 
   restart  the same, and 5 s later the killed master is started again, empty, as a master
            (what a supervisor that restarts redis does)
   machine  the master's machine crashes (its link goes down, its processes die: silent)
+  switchover  `medic switchover r9001` (medic's designs only): the planned move of the master
 
 Designs (`--designs`), each on a fresh lab:
   medic         `medic run`, HAProxy as medic's playbook renders it by default
@@ -370,6 +371,8 @@ def one_run(topos, d, design, scenario, duration):
                 time.sleep(5)
                 # Empty (persistence is off) and as a master, as its configuration says.
                 ssh(d, f"{NET}.10", "redis-server /etc/redis/redis-9001.conf")
+        elif scenario == "switchover":
+            sh(MEDIC, "switchover", "r9001", "-t", medic_topo)
         else:
             sh(MEDIC, "lab", "fault", "redis1", "crash", "--topology", topo)
         for c in clients:
@@ -381,11 +384,30 @@ def one_run(topos, d, design, scenario, duration):
             prefix = "p" if kind == "plain" else "w"
             keys = [f"{prefix}:{r['n']}" for r in acked]
             found = resp_get_many(master["address"], 9001, keys)
-            result[kind] = (outage, failed, len(keys) - len(found))
+            # The longest acknowledged write: a switchover's pause shows here, not as failures.
+            longest = max((int(r["latency_us"]) for r in acked), default=0) / 1000.0
+            result[kind] = (outage, failed, len(keys) - len(found), longest)
+        # What the old master is now (restart: medic made it a replica before the supervisor's
+        # restart could bring it back empty as a master).
+        if scenario != "machine":
+            role = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "-t", "1", "ROLE"],
+                                  capture_output=True, text=True).stdout.split()
+            result["old_master_role"] = role[0] if role else "down"
         detection = None
         if medic is not None:
             history = api("/api/history")
-            detection = next((h["detection_ms"] for h in history if h.get("detection_ms") is not None), None)
+            first = next((h for h in history if h.get("detection_ms") is not None), None)
+            if first is not None:
+                # From detection to the recovery's end: for a machine on the lab provider, the
+                # replacement launched, configured, synced and registered on every proxy.
+                ended = first.get("ended_ms")
+                detection = {
+                    "detection_ms": first["detection_ms"],
+                    "recovery_ms": ended - first["started_ms"] if ended else None,
+                    "steps": [(st["kind"], st.get("duration_ms")) for st in first.get("steps", [])],
+                }
+                with open(os.path.join(d, f"history-{design}-{scenario}.json"), "w") as f:
+                    json.dump(first, f)
         return result, detection
     finally:
         for p in ([medic] if medic else []) + extra:
@@ -430,21 +452,37 @@ def main():
         for i in range(runs):
             for s in scenarios:
                 for g in designs:
+                    if s == "switchover" and not g.startswith("medic"):
+                        continue
                     # The seed's design needs three 5 s polls (and HAProxy's inter 5s fall 3).
                     r, detection = one_run(topos, d, g, s, 30 if g == "seed" and not a.smoke else duration)
                     results[(g, s)].append((r, detection))
-                    print(f"run {i + 1} {g:<12} {s:<8} detection {detection} ms; plain: outage {r['plain'][0]:.0f} ms, "
+                    det = detection or {}
+                    print(f"run {i + 1} {g:<12} {s:<8} detection {det.get('detection_ms')} ms, recovery "
+                          f"{det.get('recovery_ms')} ms; plain: outage {r['plain'][0]:.0f} ms, "
                           f"failed {r['plain'][1]}, lost {r['plain'][2]}; WAIT 1: outage {r['wait'][0]:.0f} ms, "
-                          f"failed {r['wait'][1]}, lost {r['wait'][2]}", flush=True)
+                          f"failed {r['wait'][1]}, lost {r['wait'][2]}; longest write {r['plain'][3]:.0f} ms; "
+                          f"old master now {r.get('old_master_role', '-')}", flush=True)
+                    if det.get("steps") and i == 0:
+                        print("      steps (ms): " + ", ".join(f"{k} {v}" for k, v in det["steps"]), flush=True)
     print()
     print(f"{'design':<12} {'scenario':<9} {'runs':>4}  {'outage ms (plain)':>18}  {'failed':>14}  "
-          f"{'lost (plain)':>14}  {'lost (WAIT 1)':>14}   min / median / max")
+          f"{'lost (plain)':>14}  {'lost (WAIT 1)':>14}  {'outage ms (WAIT 1)':>18}  {'detection ms':>14}  "
+          f"{'recovery ms':>16}  {'longest write ms':>18}   min / median / max")
     for g in designs:
         for s in scenarios:
             rs = results[(g, s)]
+            if not rs:
+                continue
+
+            def of(key):
+                return [d[key] for _, d in rs if d and d.get(key) is not None]
+
             print(f"{g:<12} {s:<9} {len(rs):>4}  {spread([r['plain'][0] for r, _ in rs]):>18}  "
                   f"{spread([r['plain'][1] for r, _ in rs]):>14}  {spread([r['plain'][2] for r, _ in rs]):>14}  "
-                  f"{spread([r['wait'][2] for r, _ in rs]):>14}")
+                  f"{spread([r['wait'][2] for r, _ in rs]):>14}  {spread([r['wait'][0] for r, _ in rs]):>18}  "
+                  f"{spread(of('detection_ms')):>14}  {spread(of('recovery_ms')):>16}  "
+                  f"{spread([r['plain'][3] for r, _ in rs]):>18}")
 
 
 if __name__ == "__main__":
