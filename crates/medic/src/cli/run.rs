@@ -214,6 +214,7 @@ pub(super) fn run(file: &Path, check_config: bool) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
+    raise_open_files_limit(&dep.loaded.topology);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -611,5 +612,37 @@ pub(super) fn events(file: &Path, follow: bool, format: Format) -> anyhow::Resul
             }
         }
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The controller keeps a connection to every server it checks: raises the soft limit on open
+/// files to the hard one (systemd's default soft limit is 1,024), and warns when even that is
+/// too few for the topology.
+fn raise_open_files_limit(top: &medic_topology::Topology) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (limit.current, limit.maximum)
+        && cur < max
+    {
+        limit.current = Some(max);
+        if setrlimit(Resource::Nofile, limit).is_err() {
+            limit.current = Some(cur);
+        }
+    }
+    let servers: u64 = top
+        .shards
+        .iter()
+        .map(|s| 1 + s.value.replicas.len() as u64)
+        .sum();
+    // Checks, plus SSH sessions, the API and the journal.
+    let needed = servers + top.machines.len() as u64 * 2 + 64;
+    if let Some(cur) = limit.current
+        && cur < needed
+    {
+        tracing::warn!(
+            limit = cur,
+            needed,
+            "The limit on open files is below one per checked server: some checks will fail to connect. Raise it (LimitNOFILE= in the unit, ulimit -n)."
+        );
     }
 }
