@@ -169,8 +169,11 @@ class SeedWatcher:
     def run(self):
         fails = 0
         while not self.stop.wait(5):
-            ok = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "-t", "1", "PING"],
-                                capture_output=True, text=True).stdout.strip() == "PONG"
+            try:
+                ok = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "PING"],
+                                    capture_output=True, text=True, timeout=1).stdout.strip() == "PONG"
+            except subprocess.TimeoutExpired:
+                ok = False
             fails = 0 if ok else fails + 1
             if fails >= 3:
                 subprocess.run(["redis-cli", "-h", f"{NET}.11", "-p", "9001", "REPLICAOF", "NO", "ONE"],
@@ -312,8 +315,8 @@ def final_master(design):
     # Whoever says so; with two (a restarted empty master), the one the sentinels chose.
     masters = []
     for host in (f"{NET}.10", f"{NET}.11"):
-        role = subprocess.run(["redis-cli", "-h", host, "-p", "9001", "-t", "1", "ROLE"],
-                              capture_output=True, text=True).stdout.split()
+        role = subprocess.run(["redis-cli", "-h", host, "-p", "9001", "ROLE"],
+                              capture_output=True, text=True, timeout=5).stdout.split()
         if role[:1] == ["master"]:
             masters.append(host)
     if design.startswith("sentinel"):
@@ -390,8 +393,8 @@ def one_run(topos, d, design, scenario, duration):
         # What the old master is now (restart: medic made it a replica before the supervisor's
         # restart could bring it back empty as a master).
         if scenario != "machine":
-            role = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "-t", "1", "ROLE"],
-                                  capture_output=True, text=True).stdout.split()
+            role = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "ROLE"],
+                                  capture_output=True, text=True, timeout=5).stdout.split()
             result["old_master_role"] = role[0] if role else "down"
         detection = None
         if medic is not None:
