@@ -306,6 +306,16 @@ def analyse(log):
     return (end - first) / 1000.0, len(failed), acked
 
 
+def redis_role(host):
+    """`ROLE` of r9001 on `host`, as words; [] if it does not answer (a crashed machine is
+    silent: redis-cli would wait for the kernel's connect timeout)."""
+    try:
+        return subprocess.run(["redis-cli", "-h", host, "-p", "9001", "ROLE"],
+                              capture_output=True, text=True, timeout=3).stdout.split()
+    except subprocess.TimeoutExpired:
+        return []
+
+
 def final_master(design):
     """The address of r9001's master when the run ends."""
     if design.startswith("medic"):
@@ -315,8 +325,7 @@ def final_master(design):
     # Whoever says so; with two (a restarted empty master), the one the sentinels chose.
     masters = []
     for host in (f"{NET}.10", f"{NET}.11"):
-        role = subprocess.run(["redis-cli", "-h", host, "-p", "9001", "ROLE"],
-                              capture_output=True, text=True, timeout=5).stdout.split()
+        role = redis_role(host)
         if role[:1] == ["master"]:
             masters.append(host)
     if design.startswith("sentinel"):
@@ -393,8 +402,7 @@ def one_run(topos, d, design, scenario, duration):
         # What the old master is now (restart: medic made it a replica before the supervisor's
         # restart could bring it back empty as a master).
         if scenario != "machine":
-            role = subprocess.run(["redis-cli", "-h", f"{NET}.10", "-p", "9001", "ROLE"],
-                                  capture_output=True, text=True, timeout=5).stdout.split()
+            role = redis_role(f"{NET}.10")
             result["old_master_role"] = role[0] if role else "down"
         detection = None
         if medic is not None:
