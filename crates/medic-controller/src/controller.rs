@@ -997,20 +997,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             // answering ones is a hung process, not a lost machine.
             // (This runs for every result of a silent target: the scan stops at the first
             // answering server, and the names are gathered only for the one warning.)
-            let answers = |t: &Target, h: &TargetHealth| {
-                t.machine() == machine
-                    && matches!(t, Target::Redis { .. })
-                    && h.detector.health == Health::Up
-            };
-            if matches!(target, Target::Redis { .. })
-                && st.health.iter().any(|(t, h)| answers(t, h))
-            {
+            if answering_beside(&st, target).next().is_some() {
                 if st.warned.insert(target.clone()) {
-                    let mut answering: Vec<String> = st
-                        .health
-                        .iter()
-                        .filter(|(t, h)| answers(t, h))
-                        .map(|(t, _)| t.to_string())
+                    let mut answering: Vec<String> = answering_beside(&st, target)
+                        .map(Target::to_string)
                         .collect();
                     answering.sort();
                     let more = answering.len().saturating_sub(3);
@@ -1107,14 +1097,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
             // Another server of the machine answering: not a lost machine (the verdict will
             // say hung process), nothing to ask.
-            if matches!(target, Target::Redis { .. })
-                && st.health.iter().any(|(t, h)| {
-                    t.machine() == machine
-                        && t != target
-                        && matches!(t, Target::Redis { .. })
-                        && h.detector.health == Health::Up
-                })
-            {
+            if answering_beside(&st, target).next().is_some() {
                 return;
             }
             st.early.insert(machine, rx);
@@ -1203,18 +1186,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .shards
                     .iter()
                     .map(|s| &s.value)
-                    .filter(|s| {
-                        observed.shards.get(&s.name.value).is_some_and(|o| {
-                            o.master == machine || o.replicas.iter().any(|r| r.machine == machine)
-                        })
+                    .filter_map(|s| Some((s, observed.shards.get(&s.name.value)?)))
+                    .filter(|(_, o)| {
+                        o.master == machine || o.replicas.iter().any(|r| r.machine == machine)
                     })
                     .collect();
-                involved.sort_by_key(|s| s.name.value != *own);
+                involved.sort_by_key(|(s, _)| s.name.value != *own);
                 involved.truncate(WITNESS_SHARDS);
-                for s in involved {
-                    let Some(shard) = observed.shards.get(&s.name.value) else {
-                        continue;
-                    };
+                for (s, shard) in involved {
                     let port = s.port.value;
                     let probe = SocketAddr::new(silent_ip, port);
                     if shard.master == machine {
@@ -2206,6 +2185,22 @@ enum Probe {
     Ping,
     /// A HAProxy's runtime API: `show info`.
     RuntimeApi,
+}
+
+/// For a silent redis server: the other redis servers of its machine that answer. Any one of
+/// them makes the silence a hung process, not a lost machine. (Nothing for other targets.)
+fn answering_beside<'a>(st: &'a St, target: &'a Target) -> impl Iterator<Item = &'a Target> + 'a {
+    let redis = matches!(target, Target::Redis { .. });
+    st.health
+        .iter()
+        .filter(move |(t, h)| {
+            redis
+                && *t != target
+                && t.machine() == target.machine()
+                && matches!(t, Target::Redis { .. })
+                && h.detector.health == Health::Up
+        })
+        .map(|(t, _)| t)
 }
 
 /// A server's `INFO replication` within the witnesses' bound (the admin client bounds each

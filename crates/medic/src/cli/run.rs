@@ -629,13 +629,9 @@ fn raise_open_files_limit(top: &medic_topology::Topology) {
             limit.current = Some(cur);
         }
     }
-    let servers: u64 = top
-        .shards
-        .iter()
-        .map(|s| 1 + s.value.replicas.len() as u64)
-        .sum();
-    // Checks, plus SSH sessions, the API and the journal.
-    let needed = servers + top.machines.len() as u64 * 2 + 64;
+    // A connection per checked target, plus SSH sessions, the API and the journal.
+    let targets = medic_controller::checks::targets(top).len() as u64;
+    let needed = targets + top.machines.len() as u64 * 2 + 64;
     if let Some(cur) = limit.current
         && cur < needed
     {
