@@ -556,7 +556,11 @@ impl Moto {
 }
 
 /// Whether this process is root. Tests that need it (network namespaces, sshd, test users)
-/// call this first and, without root, say so on stderr and return: skipped, never silently.
+/// call this first. Without root:
+/// - under `CI=true` or `MEDIC_REQUIRE_ROOT=1` the test **fails**, naming what it lacked: in CI
+///   a skip must never count as a pass;
+/// - otherwise it says so on stderr, appends the test's name to the file named by
+///   `MEDIC_SKIP_LOG` (so `scripts/test` counts it as skipped, not passed) and returns `false`.
 pub fn root_or_skip(test: &str) -> bool {
     let uid = Command::new("id")
         .arg("-u")
@@ -566,8 +570,57 @@ pub fn root_or_skip(test: &str) -> bool {
     if uid == "0" {
         return true;
     }
-    eprintln!("SKIPPED {test}: needs root (network namespaces, sshd, test users); CI runs as root");
+    let name = std::thread::current()
+        .name()
+        .map_or_else(|| test.to_owned(), |t| format!("{test}: {t}"));
+    let lacks = "root (network namespaces, sshd, test users)";
+    if skipping_forbidden() {
+        panic!(
+            "{name} needs {lacks} and cannot run as uid {uid}: CI=true or MEDIC_REQUIRE_ROOT=1 \
+             forbids skipping it; run the tests as root"
+        );
+    }
+    eprintln!("SKIPPED {name}: needs {lacks}; CI runs as root");
+    if let Some(log) = std::env::var_os("MEDIC_SKIP_LOG") {
+        // One short write per line with O_APPEND: lines of concurrent test binaries do not mix.
+        let line = format!("{name}\n");
+        let written = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(e) = written {
+            panic!("cannot record the skip of {name} in MEDIC_SKIP_LOG: {e}");
+        }
+    }
     false
+}
+
+/// Whether a test that cannot run must fail rather than skip: under CI, or when asked.
+pub fn skipping_forbidden() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+        || std::env::var("MEDIC_REQUIRE_ROOT").is_ok_and(|v| v == "1")
+}
+
+/// Polls `probe` every `every` until it returns `Ok`, within `within`; then returns its value.
+/// On the deadline it panics with `what`, how long it waited and the last thing `probe` saw
+/// (its `Err`): a test waits on the condition itself, never on a fixed sleep.
+pub fn wait_until<T>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        match probe() {
+            Ok(v) => return v,
+            Err(seen) if Instant::now() >= deadline => {
+                panic!("waited {within:?} for {what}; last seen: {seen}")
+            }
+            Err(_) => std::thread::sleep(every),
+        }
+    }
 }
 
 /// A BIND 9 `named` of its own: primary for one zone, accepting updates signed with a TSIG key
