@@ -130,24 +130,32 @@ async fn pause_holds_writes_until_unpause() {
         .await
         .unwrap();
     let a = master.addr;
-    let writer = std::thread::spawn(move || {
-        let t = Instant::now();
-        let out = medic_testkit::redis_cli(a, &["SET", "paused", "1"]);
-        (out, t.elapsed())
-    });
-    std::thread::sleep(Duration::from_millis(300));
+    let writer = std::thread::spawn(move || medic_testkit::redis_cli(a, &["SET", "paused", "1"]));
+    // The write arrived and is held: redis lists its client as blocked in a SET.
+    medic_testkit::wait_until(
+        "the SET to be held by the pause",
+        Duration::from_secs(10),
+        Duration::from_millis(10),
+        || {
+            let clients = master.cli(&["CLIENT", "LIST"]);
+            let held = clients
+                .lines()
+                .any(|l| l.contains(" flags=b ") && l.contains(" cmd=set "));
+            if held { Ok(()) } else { Err(clients) }
+        },
+    );
     assert_eq!(
         master.cli(&["GET", "paused"]),
         "",
         "reads go on; the write has not happened"
     );
-    redis.unpause(addr(&master)).await.unwrap();
-    let (out, waited) = writer.join().unwrap();
-    assert_eq!(out, "OK");
     assert!(
-        waited >= Duration::from_millis(250),
-        "the write waited for the unpause ({waited:?})"
+        !writer.is_finished(),
+        "the client still waits for its reply"
     );
+    redis.unpause(addr(&master)).await.unwrap();
+    assert_eq!(writer.join().unwrap(), "OK");
+    assert_eq!(master.cli(&["GET", "paused"]), "1");
 }
 
 #[tokio::test]

@@ -113,11 +113,14 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     assert_eq!(cli(&ip(14), 7002, &["SET", "shard", "9002"]), "OK");
     assert_eq!(cli(&ip(10), 9001, &["GET", "seed"]), "003");
     assert_eq!(cli(&ip(10), 9002, &["GET", "shard"]), "9002");
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    assert_eq!(
-        cli(&ip(11), 9001, &["GET", "seed"]),
-        "003",
-        "the replica has it"
+    medic_testkit::wait_until(
+        "the replica to have seed=003",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(20),
+        || match cli(&ip(11), 9001, &["GET", "seed"]) {
+            v if v == "003" => Ok(()),
+            v => Err(format!("GET seed on the replica: {v:?}")),
+        },
     );
     assert!(cli(&ip(11), 9001, &["ROLE"]).starts_with("slave"));
 
@@ -146,15 +149,15 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     assert_eq!(rt.block_on(app_sees_haproxy1_at(app_api)), ip(12));
     rt.block_on(dns.upsert("haproxy1.barton.lab", 60, &[ip(13).parse().unwrap()]))
         .unwrap();
-    let mut followed = false;
-    for _ in 0..50 {
-        if rt.block_on(app_sees_haproxy1_at(app_api)) == ip(13) {
-            followed = true;
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(200));
-    }
-    assert!(followed, "the app proxy follows the DNS change");
+    medic_testkit::wait_until(
+        "the app proxy to follow the DNS change",
+        std::time::Duration::from_secs(10),
+        std::time::Duration::from_millis(200),
+        || match rt.block_on(app_sees_haproxy1_at(app_api)) {
+            a if a == ip(13) => Ok(()),
+            a => Err(format!("the app proxy has haproxy1 at {a}")),
+        },
+    );
     rt.block_on(dns.upsert("haproxy1.barton.lab", 60, &[ip(12).parse().unwrap()]))
         .unwrap();
 

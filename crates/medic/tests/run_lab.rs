@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use medic_testkit::wait_until;
 use serde_json::Value;
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -88,6 +89,24 @@ impl Hook {
             .map(|b| b["event"].as_str().unwrap_or("").to_owned())
             .collect()
     }
+
+    /// Waits for a webhook of kind `event` (they are sent from a task of their own, after the
+    /// event itself): fails with the ones received so far.
+    fn wait_for(&self, event: &str) {
+        wait_until(
+            &format!("the webhook {event:?}"),
+            Duration::from_secs(10),
+            Duration::from_millis(50),
+            || {
+                let seen = self.events();
+                if seen.iter().any(|e| e == event) {
+                    Ok(())
+                } else {
+                    Err(format!("{seen:?}"))
+                }
+            },
+        );
+    }
 }
 
 /// A client writing `SET w:N N` through the app proxy every 5 ms, speaking RESP itself.
@@ -142,6 +161,26 @@ impl Writer {
             log,
             handle: Some(handle),
         }
+    }
+
+    /// Waits until the client has had `n` writes acknowledged after `t`.
+    fn wait_acked(&self, what: &str, t: Instant, n: usize) {
+        wait_until(
+            what,
+            Duration::from_secs(15),
+            Duration::from_millis(20),
+            || {
+                let ok = self.ok_after(t);
+                if ok >= n {
+                    Ok(())
+                } else {
+                    let last = self.log.lock().unwrap().last().copied();
+                    Err(format!(
+                        "{ok} acknowledged writes, the last attempt {last:?}"
+                    ))
+                }
+            },
+        );
     }
 
     /// Successful writes after `t`.
@@ -357,10 +396,20 @@ impl Env {
         http_get(self.port, "/api/status")
     }
 
+    /// `/api/history`, or what went wrong asking for it.
+    fn try_history(&self) -> Result<Vec<Value>, String> {
+        let v = http_get(self.port, "/api/history")
+            .ok_or_else(|| "GET /api/history gave no JSON answer".to_owned())?;
+        v.as_array()
+            .cloned()
+            .ok_or_else(|| format!("/api/history is not a list: {v}"))
+    }
+
+    /// `/api/history`; a controller that does not answer fails the test (it is never taken
+    /// for an empty history).
     fn history(&self) -> Vec<Value> {
-        http_get(self.port, "/api/history")
-            .and_then(|v| v.as_array().cloned())
-            .unwrap_or_default()
+        self.try_history()
+            .unwrap_or_else(|e| panic!("{e}\nlog (tail):\n{}", tail(&self.logs(), 40)))
     }
 
     fn logs(&self) -> String {
@@ -379,7 +428,8 @@ impl Env {
         panic!(
             "waited {within:?} for {what}\nstatus: {}\nhistory: {}\nlog (tail):\n{}",
             serde_json::to_string_pretty(&self.status()).unwrap(),
-            serde_json::to_string_pretty(&self.history()).unwrap(),
+            self.try_history()
+                .map_or_else(|e| e, |h| serde_json::to_string_pretty(&h).unwrap()),
             tail(&self.logs(), 40)
         );
     }
@@ -399,9 +449,14 @@ impl Env {
             .find(|r| r["event"].as_str().is_some_and(|e| e.contains(what)))
     }
 
+    /// Whether the recovery mentioning `what` ended with `outcome` (false while the API does
+    /// not answer: a wait goes on and, at its deadline, shows why).
     fn ended(&self, what: &str, outcome: &str) -> bool {
-        self.recovery(what)
-            .is_some_and(|r| r["outcome"]["outcome"].as_str() == Some(outcome))
+        self.try_history().is_ok_and(|h| {
+            h.iter()
+                .find(|r| r["event"].as_str().is_some_and(|e| e.contains(what)))
+                .is_some_and(|r| r["outcome"]["outcome"].as_str() == Some(outcome))
+        })
     }
 
     fn shard(&self, name: &str) -> Value {
@@ -468,6 +523,87 @@ fn tail(s: &str, n: usize) -> String {
 
 const RECOVERY: Duration = Duration::from_secs(60);
 
+/// The most writes a client may see fail during one recovery. It tries every 5 ms, and a failed
+/// attempt is answered at once (no server in the backend) or after its 300 ms timeout (a silent
+/// one): 1,000 is five seconds of failing at the fastest, several times what the lab's
+/// recoveries cost (5 to 160 failed writes seen), so only a recovery that leaves clients
+/// failing trips it. The window check beside it is the exact one: no write fails before the
+/// fault or after the recovery.
+const MAX_FAILED_WRITES: usize = 1000;
+
+/// The client's record after a fault at `fault`, with writes flowing again by `settled`:
+/// every acknowledged write reads back, with its value, through the clients' path (the app
+/// proxy); the failed ones all fall between the fault and `settled`, and are few.
+fn assert_no_acknowledged_write_lost(
+    app: &str,
+    log: &[(Instant, u64, bool)],
+    fault: Instant,
+    settled: Instant,
+) {
+    let acked: Vec<u64> = log.iter().filter(|w| w.2).map(|w| w.1).collect();
+    // The test waited for 50 before the fault and 20 after the recovery.
+    assert!(acked.len() >= 70, "{} writes acknowledged", acked.len());
+    let keys: Vec<String> = acked.iter().map(|n| format!("w:{n}")).collect();
+    let values = get_many(&format!("{app}:7001"), &keys);
+    let lost: Vec<String> = acked
+        .iter()
+        .zip(&values)
+        .filter(|(n, v)| v.as_deref() != Some(n.to_string().as_str()))
+        .map(|(n, v)| format!("w:{n}={v:?}"))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes not read back through the app proxy: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(10)]
+    );
+    let failed: Vec<&(Instant, u64, bool)> = log.iter().filter(|w| !w.2).collect();
+    let outside: Vec<String> = failed
+        .iter()
+        .filter(|w| w.0 < fault || w.0 > settled)
+        .map(|w| {
+            let at = if w.0 < fault {
+                format!("{:?} before the fault", fault - w.0)
+            } else {
+                format!("{:?} after writes flowed again", w.0 - settled)
+            };
+            format!("w:{} {at}", w.1)
+        })
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "writes failed outside the recovery: {outside:?}"
+    );
+    eprintln!(
+        "{} writes acknowledged and read back, {} failed during the recovery",
+        acked.len(),
+        failed.len()
+    );
+    assert!(
+        failed.len() <= MAX_FAILED_WRITES,
+        "{} writes failed during the recovery",
+        failed.len()
+    );
+}
+
+/// Waits until `GET key` on `host:port` (a replica) answers `value`.
+fn wait_replicated(host: &str, port: u16, key: &str, value: &str) {
+    wait_until(
+        &format!("{key}={value} on {host}:{port}"),
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let got = cli(host, port, &["GET", key]);
+            if got == value {
+                Ok(())
+            } else {
+                Err(format!("{got:?}"))
+            }
+        },
+    );
+}
+
 /// Machines in file order: redis1 .10, redis2 .11, haproxy1 .12, haproxy2 .13, app .14; the
 /// first replacement gets .15.
 #[test]
@@ -478,7 +614,7 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     env.start(&[]);
     let app = env.ip(14);
     let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
     let crashed_at = Instant::now();
     env.fault("redis1", "crash", &[]);
     env.wait("the recovery of redis1", RECOVERY, |e| {
@@ -492,24 +628,21 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
                 && sh["replicas"][0]["machine"] == "redis1"
         })
     });
-    // Writes resumed through the app proxy.
-    let resumed_from = Instant::now();
-    env.wait(
-        "writes through the app proxy",
-        Duration::from_secs(10),
-        |_| writer.ok_after(resumed_from) > 20,
-    );
+    // Writes resumed through the app proxy, and none acknowledged was lost.
+    let settled = Instant::now();
+    writer.wait_acked("writes through the app proxy", settled, 20);
     let log = writer.finish();
-    assert!(log.iter().any(|(at, _, ok)| *at > crashed_at && *ok));
+    assert_no_acknowledged_write_lost(&app, &log, crashed_at, settled);
     // The replacement is a replica of redis2, synced, at its new address.
     let new = env.machine("redis1");
     assert_eq!(new["address"], env.ip(15), "{new}");
     assert_eq!(new["state"], "up", "monitored again: {new}");
     let last_ok = log.iter().rev().find(|(_, _, ok)| *ok).unwrap().1;
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(
-        cli(&env.ip(15), 9001, &["GET", &format!("w:{last_ok}")]),
-        last_ok.to_string()
+    wait_replicated(
+        &env.ip(15),
+        9001,
+        &format!("w:{last_ok}"),
+        &last_ok.to_string(),
     );
     assert!(cli(&env.ip(15), 9001, &["ROLE"]).starts_with("slave"));
     // Registered on both proxies at the new address, and the proxies' files say so too.
@@ -561,10 +694,18 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     assert_eq!(inst.len(), 2, "{inst:?}");
     assert_eq!(inst.iter().filter(|(_, s)| s == "running").count(), 1);
     // Prometheus sees it; `medic status` and `medic history` tell it.
-    let metrics = http_text(env.port, "/metrics");
-    assert!(
-        metrics.contains("medic_recoveries_total{outcome=\"completed\"} 1"),
-        "{metrics}"
+    wait_until(
+        "the completed recovery in /metrics",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let metrics = http_text(env.port, "/metrics");
+            if metrics.contains("medic_recoveries_total{outcome=\"completed\"} 1") {
+                Ok(())
+            } else {
+                Err(metrics)
+            }
+        },
     );
     let status = text(&medic(&["status", "-t", env.f()]));
     let r9001 = status
@@ -581,15 +722,25 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
         "{history}"
     );
     assert!(history.contains("launch"), "{history}");
-    let events = text(&medic(&["events", "-t", env.f()]));
-    for kind in ["detection", "recovery_start", "step_start", "recovery_done"] {
-        assert!(events.contains(kind), "{kind} in {events}");
-    }
-    assert!(events.contains("13/24 launch"), "{events}");
+    wait_until(
+        "every kind of event in `medic events`",
+        Duration::from_secs(10),
+        Duration::from_millis(100),
+        || {
+            let events = text(&medic(&["events", "-t", env.f()]));
+            let all = ["detection", "recovery_start", "step_start", "recovery_done"]
+                .iter()
+                .all(|kind| events.contains(kind));
+            if all && events.contains("13/24 launch") {
+                Ok(())
+            } else {
+                Err(events)
+            }
+        },
+    );
     // The webhook heard about it.
-    let events = env.hook.events();
     for e in ["detection", "recovery_start", "recovery_done"] {
-        assert!(events.iter().any(|x| x == e), "{e} in {events:?}");
+        env.hook.wait_for(e);
     }
 }
 
@@ -600,8 +751,10 @@ fn a_dead_master_process_is_failed_over_and_comes_back_as_a_replica() {
     };
     env.start(&[]);
     let app = env.ip(14);
-    assert_eq!(cli(&app, 7001, &["SET", "before", "1"]), "OK");
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
     // The process exits; the machine stays: connections are refused.
+    let killed_at = Instant::now();
     let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
     env.wait("the restart of r9001@redis1", RECOVERY, |e| {
         e.ended("r9001@redis1 died", "completed")
@@ -610,11 +763,13 @@ fn a_dead_master_process_is_failed_over_and_comes_back_as_a_replica() {
         let sh = e.shard("r9001");
         sh["state"] == "ok" && sh["master"] == "redis2"
     });
+    let settled = Instant::now();
+    writer.wait_acked("writes through the app proxy", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
     assert!(cli(&env.ip(10), 9001, &["ROLE"]).starts_with("slave"));
-    assert_eq!(cli(&app, 7001, &["GET", "before"]), "1");
     assert_eq!(cli(&app, 7001, &["SET", "after", "2"]), "OK");
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(cli(&env.ip(10), 9001, &["GET", "after"]), "2");
+    wait_replicated(&env.ip(10), 9001, "after", "2");
     // The other shard on the machine was not touched, and nothing was replaced.
     assert_eq!(env.shard("r9002")["master"], "redis1");
     assert_eq!(env.instances("redis1").len(), 1);
@@ -628,16 +783,16 @@ fn a_crashed_haproxy_is_replaced_its_dns_record_updated_and_app_proxies_repointe
     env.start(&[]);
     let app = env.ip(14);
     let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    std::thread::sleep(Duration::from_millis(300));
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let crashed_at = Instant::now();
     env.fault("haproxy1", "crash", &[]);
     env.wait("the recovery of haproxy1", RECOVERY, |e| {
         e.ended("machine haproxy1 lost", "completed")
     });
-    let after = Instant::now();
-    env.wait("writes go on", Duration::from_secs(10), |_| {
-        writer.ok_after(after) > 20
-    });
-    writer.finish();
+    let settled = Instant::now();
+    writer.wait_acked("writes go on", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, crashed_at, settled);
     let new = env.ip(15);
     // The lab's DNS server answers with the replacement's address.
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -699,11 +854,19 @@ fn a_hung_master_is_failed_over_and_never_takes_writes_again() {
         return;
     };
     env.start(&[]);
+    let app = env.ip(14);
     let old = env.instances("redis1")[0].0.clone();
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let hung_at = Instant::now();
     env.fault("redis1", "hang", &[]);
     env.wait("the recovery of redis1", RECOVERY, |e| {
         e.ended("machine redis1 lost", "completed")
     });
+    let settled = Instant::now();
+    writer.wait_acked("writes through the app proxy", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, hung_at, settled);
     env.fault("redis1", "heal", &[]);
     // The hung instance was terminated, not resumed: it can never take a write again.
     let inst = env.instances("redis1");
@@ -808,16 +971,18 @@ fn a_crash_beyond_the_replacement_limit_fails_over_and_holds_the_replacement() {
         e.ended("machine redis2 lost", "held")
     });
     // Failover happened: the replacement redis1 is master of both; redis2 is not replaced.
-    assert_eq!(env.shard("r9001")["master"], "redis1");
-    assert_eq!(env.shard("r9002")["master"], "redis1");
-    assert_eq!(env.instances("redis2").len(), 1);
-    assert_eq!(env.machine("redis2")["state"], "unmonitored");
-    assert!(
-        env.alerts().iter().any(|a| a.contains("replacement held")),
-        "{:?}",
-        env.alerts()
+    env.wait(
+        "redis1 master of both, redis2 unmonitored, the alert",
+        RECOVERY,
+        |e| {
+            e.shard("r9001")["master"] == "redis1"
+                && e.shard("r9002")["master"] == "redis1"
+                && e.machine("redis2")["state"] == "unmonitored"
+                && e.alerts().iter().any(|a| a.contains("replacement held"))
+        },
     );
-    assert!(env.hook.events().iter().any(|e| e == "held"));
+    assert_eq!(env.instances("redis2").len(), 1);
+    env.hook.wait_for("held");
     assert_eq!(cli(&env.ip(14), 7001, &["SET", "k", "v"]), "OK");
 }
 
@@ -857,38 +1022,26 @@ fn a_switchover_under_load_loses_no_acknowledged_write() {
     env.start(&[]);
     let app = env.ip(14);
     let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    std::thread::sleep(Duration::from_millis(500));
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let asked_at = Instant::now();
     let out = medic(&["switchover", "r9001", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
     env.wait("the switchover", RECOVERY, |e| {
         e.ended("switchover of r9001", "completed")
     });
-    let after = Instant::now();
-    env.wait("writes go on", Duration::from_secs(10), |_| {
-        writer.ok_after(after) > 20
-    });
+    let settled = Instant::now();
+    writer.wait_acked("writes go on", settled, 20);
     let log = writer.finish();
-    let acked: Vec<(u64, String)> = log
+    assert_no_acknowledged_write_lost(&app, &log, asked_at, settled);
+    // ... and every one of them is on the new master itself.
+    let acked: Vec<String> = log
         .iter()
-        .filter(|(_, _, ok)| *ok)
-        .map(|(_, n, _)| (*n, format!("w:{n}")))
+        .filter(|w| w.2)
+        .map(|w| format!("w:{}", w.1))
         .collect();
-    assert!(acked.len() > 100, "{} writes acknowledged", acked.len());
-    let keys: Vec<String> = acked.iter().map(|(_, k)| k.clone()).collect();
-    let values = get_many(&format!("{}:9001", env.ip(11)), &keys);
-    let lost: Vec<&String> = keys
-        .iter()
-        .zip(&values)
-        .filter(|(_, v)| v.is_none())
-        .map(|(k, _)| k)
-        .collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes lost: {:?}",
-        lost.len(),
-        keys.len(),
-        &lost[..lost.len().min(10)]
-    );
+    let on_redis2 = get_many(&format!("{}:9001", env.ip(11)), &acked);
+    let missing = on_redis2.iter().filter(|v| v.is_none()).count();
+    assert_eq!(missing, 0, "acknowledged writes missing on redis2");
     let sh = env.shard("r9001");
     assert_eq!(sh["master"], "redis2", "{sh}");
     env.wait("redis1 a replica in sync", RECOVERY, |e| {
@@ -928,7 +1081,24 @@ fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_
         e.logs().contains("the topology was not reloaded")
     });
     assert!(env.status().is_some(), "still running on the old topology");
-    std::fs::write(&env.file, &good).unwrap();
+    assert_eq!(
+        env.status().unwrap()["dns"].as_array().map(Vec::len),
+        Some(2),
+        "the running topology is unchanged"
+    );
+    // A valid topology that differs: one more DNS record, and webhooks to another receiver.
+    let hook2 = Hook::start();
+    let changed = good
+        .replace(
+            &format!("http://127.0.0.1:{}/hook", env.hook.port),
+            &format!("http://127.0.0.1:{}/hook", hook2.port),
+        )
+        .replace(
+            "    - {name: haproxy2.barton.lab, machines: [haproxy2]}\n",
+            "    - {name: haproxy2.barton.lab, machines: [haproxy2]}\n    - {name: redis2.barton.lab, machines: [redis2]}\n",
+        );
+    assert_ne!(changed, good);
+    std::fs::write(&env.file, &changed).unwrap();
     assert!(
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -939,6 +1109,27 @@ fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_
     env.wait("the reload", Duration::from_secs(10), |e| {
         e.logs().contains("Topology reloaded")
     });
+    // Applied: the status lists the new record, and the next notification goes to the new
+    // receiver, not the old one.
+    let dns = env.status().unwrap()["dns"].clone();
+    assert!(
+        dns.as_array().is_some_and(|d| d
+            .iter()
+            .any(|r| r["name"] == "redis2.barton.lab" && r["values"][0] == env.ip(11))),
+        "{dns}"
+    );
+    let before = env.hook.events().len();
+    env.fault("redis1", "partition", &["--from", "monitor"]);
+    hook2.wait_for("alert");
+    env.fault("redis1", "heal", &[]);
+    env.wait("redis1 up again", Duration::from_secs(20), |e| {
+        e.machine("redis1")["state"] == "up"
+    });
+    assert_eq!(
+        env.hook.events()[before..],
+        [] as [String; 0],
+        "the old receiver heard nothing after the reload"
+    );
     // Maintenance through the CLI (with the token from the state directory) is persisted.
     let out = medic(&["unmonitor", "redis2", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
