@@ -298,15 +298,71 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
     }
 }
 
+/// Every command and subcommand, as `medic --help` lists them.
+const COMMANDS: [&str; 15] = [
+    "run",
+    "up",
+    "status",
+    "history",
+    "events",
+    "recover",
+    "switchover",
+    "unmonitor",
+    "monitor",
+    "completions",
+    "lab",
+    "aws",
+    "validate",
+    "plan",
+    "help",
+];
+const SUBCOMMANDS: [(&str, &[&str]); 2] = [
+    ("lab", &["up", "down", "status", "fault"]),
+    ("aws", &["check"]),
+];
+
 #[test]
 fn completions_know_every_command() {
+    // The list above is the CLI's: a new command must be added here too.
+    let help = text(&medic(&["--help"]).stdout);
+    let listed: Vec<&str> = help
+        .split("Commands:\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(listed, COMMANDS, "{help}");
     for shell in ["bash", "zsh", "fish"] {
         let out = medic(&["completions", shell]);
         assert!(out.status.success(), "{shell}");
         let script = String::from_utf8_lossy(&out.stdout);
-        for cmd in ["run", "status", "history", "switchover", "lab"] {
-            assert!(script.contains(cmd), "{shell} completion lacks {cmd}");
+        // Each shell's own way of naming a command it completes, as clap_complete writes it.
+        let offers = |parent: Option<&str>, cmd: &str| match (shell, parent) {
+            ("bash", None) => script.contains(&format!("            medic,{cmd})")),
+            ("bash", Some(p)) => script.contains(&format!("medic__subcmd__{p},{cmd})")),
+            ("zsh", _) => script.contains(&format!("\n'{cmd}:")),
+            (_, None) => script.contains(&format!(
+                "-n \"__fish_medic_needs_command\" -f -a \"{cmd}\""
+            )),
+            (_, Some(p)) => script.lines().any(|l| {
+                l.contains(&format!("__fish_medic_using_subcommand {p};"))
+                    && l.contains(&format!(" -f -a \"{cmd}\""))
+            }),
+        };
+        for cmd in COMMANDS {
+            assert!(offers(None, cmd), "{shell} completion lacks {cmd}");
         }
+        for (parent, subs) in SUBCOMMANDS {
+            for sub in subs {
+                assert!(
+                    offers(Some(parent), sub),
+                    "{shell} completion lacks {parent} {sub}"
+                );
+            }
+        }
+        assert!(!offers(None, "nonsense"), "{shell}: the check itself works");
     }
     let out = medic(&["completions", "tcsh"]);
     assert_eq!(
