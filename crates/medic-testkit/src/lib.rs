@@ -570,9 +570,16 @@ pub fn root_or_skip(test: &str) -> bool {
     if uid == "0" {
         return true;
     }
-    let name = std::thread::current()
-        .name()
-        .map_or_else(|| test.to_owned(), |t| format!("{test}: {t}"));
+    // The test binary (its file name less cargo's hash) and the test (libtest names the
+    // thread after it): `lab::faults_do_what_they_say`.
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .map(|s| s.rsplit_once('-').map_or(s.clone(), |(b, _)| b.to_owned()));
+    let name = match (binary, std::thread::current().name()) {
+        (Some(b), Some(t)) if t != "main" => format!("{b}::{t}"),
+        _ => test.to_owned(),
+    };
     let lacks = "root (network namespaces, sshd, test users)";
     if skipping_forbidden() {
         panic!(
