@@ -8,7 +8,7 @@
 //! A torn last line (the crash came in the middle of a write) is ignored: its step is redone.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -139,6 +139,26 @@ impl Writer {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Makes the file end with a newline after its last whole record, durably.
+    fn end_last_line(&mut self) -> Result<(), JournalError> {
+        let io = |source| JournalError::Io {
+            path: self.path.clone(),
+            source,
+        };
+        let bytes = std::fs::read(&self.path).map_err(io)?;
+        let start = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let tail = &bytes[start..];
+        if tail.is_empty() {
+            return Ok(());
+        }
+        if serde_json::from_slice::<Record>(tail).is_ok() {
+            self.file.write_all(b"\n").map_err(io)?;
+        } else {
+            self.file.set_len(start as u64).map_err(io)?;
+        }
+        self.file.sync_data().map_err(io)
+    }
 }
 
 /// A recovery as its journal tells it.
@@ -236,9 +256,13 @@ impl Journal {
         Ok(Writer { path, file })
     }
 
-    /// Reopens a recovery's file to append to it (roll forward).
+    /// Reopens a recovery's file to append to it (roll forward). Its last line is ended first
+    /// as the reader took it: a torn one is cut off (appended to, it would become damage in the
+    /// middle of the file), a whole record that lost only its newline gets it back.
     pub fn reopen(&self, id: &str) -> Result<Writer, JournalError> {
-        self.create(id)
+        let mut w = self.create(id)?;
+        w.end_last_line()?;
+        Ok(w)
     }
 
     /// Reads one recovery's file.
@@ -274,25 +298,23 @@ impl Journal {
 }
 
 fn read_file(path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
-    let file = File::open(path).map_err(|source| JournalError::Io {
+    let bytes = std::fs::read(path).map_err(|source| JournalError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let lines: Vec<String> = BufReader::new(file)
-        .lines()
-        .collect::<Result<_, _>>()
-        .map_err(|source| JournalError::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+    // Bytes, not text: a write torn in the middle of a multi-byte character is a torn line too.
+    let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+    if bytes.ends_with(b"\n") {
+        lines.pop();
+    }
     let mut log: Option<RecoveryLog> = None;
     let mut torn_tail = false;
     let last = lines.len();
     for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let record: Record = match serde_json::from_str(line) {
+        let record: Record = match serde_json::from_slice(line) {
             Ok(r) => r,
             // Only the last line may be torn; anything else is damage worth stopping for.
             Err(_) if i + 1 == last => {
