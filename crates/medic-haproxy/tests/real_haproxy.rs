@@ -45,26 +45,88 @@ fn r1() -> ServerName {
     ServerName::new("be", "r1")
 }
 
+/// The admin state `show servers state` says a server is in: maintenance over drain over
+/// ready, as `set_state` itself judges it.
+fn admin_state(s: &ServerState) -> AdminState {
+    if s.in_maint() {
+        AdminState::Maint
+    } else if s.in_drain() {
+        AdminState::Drain
+    } else {
+        AdminState::Ready
+    }
+}
+
+/// Reads every server of `be` back and asserts each is in the state `expected` says.
+async fn assert_states(api: &RuntimeApi, expected: &[(ServerName, AdminState)], after: &str) {
+    let st = api.servers(Some("be")).await.unwrap();
+    assert_eq!(
+        st.len(),
+        expected.len(),
+        "via {}, {after}: {st:?}",
+        api.endpoint
+    );
+    for (server, state) in expected {
+        let found = st.iter().find(|s| s.server == server.server).unwrap();
+        assert_eq!(
+            admin_state(found),
+            *state,
+            "via {}, {after}: {server} reads back as {found:?}",
+            api.endpoint
+        );
+    }
+}
+
 #[tokio::test]
 async fn states_are_set_and_read_back_over_tcp_and_unix_socket() {
     let w = world();
+    let r2 = ServerName::new("be", "r2");
     for api in apis(&w) {
-        for state in [
-            AdminState::Maint,
-            AdminState::Drain,
-            AdminState::Ready,
-            AdminState::Maint,
-            AdminState::Maint,
+        // As configured (and as the first API left them): r1 ready, r2 `disabled`.
+        let mut expected = [(r1(), AdminState::Ready), (r2.clone(), AdminState::Maint)];
+        assert_states(&api, &expected, "at the start").await;
+        for (i, state) in [
+            (0, AdminState::Maint),
+            (0, AdminState::Drain),
+            (0, AdminState::Ready),
+            (0, AdminState::Maint),
+            (0, AdminState::Maint),
+            // A server `disabled` in the config becomes ready (HAProxy keeps its CMAINT bit),
+            // and drains like any other.
+            (1, AdminState::Ready),
+            (1, AdminState::Drain),
+            (1, AdminState::Maint),
+            (0, AdminState::Ready),
         ] {
-            api.set_state(&r1(), state).await.unwrap();
+            let server = expected[i].0.clone();
+            api.set_state(&server, state).await.unwrap();
+            expected[i].1 = state;
+            let after = format!("after `{}`", cmd::set_state(&server, state));
+            assert_states(&api, &expected, &after).await;
         }
-        // A server `disabled` in the config becomes ready (HAProxy keeps its CMAINT bit).
-        let r2 = ServerName::new("be", "r2");
-        api.set_state(&r2, AdminState::Ready).await.unwrap();
-        let st = api.servers(Some("be")).await.unwrap();
-        assert!(st.iter().find(|s| s.server == "r2").unwrap().is_ready());
-        api.set_state(&r2, AdminState::Maint).await.unwrap();
-        api.set_state(&r1(), AdminState::Ready).await.unwrap();
+    }
+}
+
+/// `medic_testkit::wait_until` for an async probe: polls `probe` every `every` until it
+/// returns `Ok`, within `within`; on the deadline panics with what it saw last.
+async fn wait_until_async<T, F>(
+    what: &str,
+    within: Duration,
+    every: Duration,
+    mut probe: impl FnMut() -> F,
+) -> T
+where
+    F: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(seen) if tokio::time::Instant::now() >= deadline => {
+                panic!("waited {within:?} for {what}; last seen: {seen}")
+            }
+            Err(_) => tokio::time::sleep(every).await,
+        }
     }
 }
 
@@ -73,18 +135,21 @@ async fn fencing_cuts_a_live_client_off() {
     let w = world();
     let api = RuntimeApi::tcp(w.haproxy.api_tcp);
     // Wait for HAProxy's check to see r1 up, then hold a client session through it.
-    for _ in 0..50 {
-        if api
-            .stats()
-            .await
-            .unwrap()
-            .iter()
-            .any(|r| r.name == "r1" && r.status == "UP")
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let a = &api;
+    wait_until_async(
+        "HAProxy's check to see be/r1 UP",
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        move || async move {
+            let rows = a.stats().await.map_err(|e| e.to_string())?;
+            match rows.iter().find(|r| r.proxy == "be" && r.name == "r1") {
+                Some(r) if r.status == "UP" => Ok(()),
+                Some(r) => Err(format!("be/r1 {}", r.status)),
+                None => Err(format!("no be/r1 in {rows:?}")),
+            }
+        },
+    )
+    .await;
     let mut client = TcpStream::connect(w.frontend).unwrap();
     client
         .set_read_timeout(Some(Duration::from_secs(3)))
