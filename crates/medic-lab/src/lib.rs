@@ -122,6 +122,27 @@ async fn run(op: &'static str, program: &str, args: &[&str]) -> Result<String, C
 }
 
 /// Like `run`, for clean-up steps where "already gone" is fine.
+/// Inside `netns`, traffic to `to` is dropped.
+async fn blackhole(netns: &str, to: Ipv4Addr) -> Result<(), CloudError> {
+    let to = format!("{to}/32");
+    run(
+        "fault",
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "ip",
+            "route",
+            "replace",
+            "blackhole",
+            &to,
+        ],
+    )
+    .await
+    .map(drop)
+}
+
 async fn run_quiet(program: &str, args: &[&str]) {
     let _ = Command::new(program)
         .args(args)
@@ -573,6 +594,8 @@ impl Lab {
             }
             Fault::Heal => {
                 self.signal_all(&r.netns, "CONT").await;
+                // Every cut of this machine, both ways: its own blackhole routes, and those
+                // of other machines towards it.
                 run_quiet(
                     "ip",
                     &[
@@ -581,16 +604,58 @@ impl Lab {
                         &r.netns,
                         "ip",
                         "route",
-                        "del",
+                        "flush",
+                        "type",
                         "blackhole",
-                        &bridge_ip,
                     ],
                 )
                 .await;
+                let own = format!("{}/32", r.address);
+                for peer in self.records().into_iter().filter(|p| p.id != r.id) {
+                    run_quiet(
+                        "ip",
+                        &[
+                            "netns",
+                            "exec",
+                            &peer.netns,
+                            "ip",
+                            "route",
+                            "del",
+                            "blackhole",
+                            &own,
+                        ],
+                    )
+                    .await;
+                }
                 run("fault", "ip", &["link", "set", &r.veth, "up"]).await?;
             }
         }
         tracing::info!(machine = %machine, fault = ?fault, "Fault injected.");
+        Ok(())
+    }
+
+    /// A partial partition: `machine` and each of `peers` (machine names, or `monitor` for
+    /// this host) stop reaching each other, both ways (blackhole routes in both namespaces);
+    /// every other path stays. `Fault::Heal` of `machine` undoes it.
+    pub async fn cut(&self, machine: &str, peers: &[&str]) -> Result<(), CloudError> {
+        let r = self
+            .live(machine)
+            .ok_or_else(|| err("fault", format!("no running lab machine {machine}")))?;
+        for peer in peers {
+            let (peer_ip, peer_ns) = if *peer == "monitor" {
+                (self.bridge_address(), None)
+            } else {
+                let p = self
+                    .live(peer)
+                    .ok_or_else(|| err("fault", format!("no running lab machine {peer}")))?;
+                (p.address, Some(p.netns))
+            };
+            blackhole(&r.netns, peer_ip).await?;
+            if let Some(ns) = peer_ns {
+                blackhole(&ns, r.address).await?;
+            }
+        }
+        tracing::info!(machine = %machine, peers = ?peers, "Partition injected.");
         Ok(())
     }
 

@@ -106,15 +106,16 @@ enum LabCommand {
         format: Format,
     },
     /// Break a machine: crash (processes killed, silent), hang (SIGSTOP), partition (cut off,
-    /// alive), heal (undo hang and partition).
+    /// alive), heal (undo hang and every partition of the machine).
     #[command(
-        after_help = "Examples:\n  medic lab fault redis1 crash\n  medic lab fault redis1 partition --from monitor\n  medic lab fault redis1 heal"
+        after_help = "Examples:\n  medic lab fault redis1 crash\n  medic lab fault redis1 partition --from monitor\n  medic lab fault redis1 partition --from monitor,redis2\n  medic lab fault redis1 heal"
     )]
     Fault {
         machine: String,
         kind: FaultKind,
-        /// With partition: cut the machine off from the monitor only.
-        #[arg(long, value_name = "monitor")]
+        /// With partition: cut the machine off only from these, both ways (comma-separated
+        /// machine names; `monitor` is this host). Without it, from everyone.
+        #[arg(long, value_name = "PEERS")]
         from: Option<String>,
         #[arg(long)]
         topology: Option<PathBuf>,

@@ -47,19 +47,22 @@ pub(super) fn run(cmd: LabCommand) -> anyhow::Result<ExitCode> {
             from,
             topology,
         } => {
+            let lab = Lab::new(config(topology.as_deref())?);
             let fault = match (kind, from.as_deref()) {
-                (FaultKind::Partition, Some("monitor")) => Fault::Partition { monitor_only: true },
-                (_, Some(other)) if other != "monitor" => {
-                    bail!("--from {other}: only `--from monitor` is known")
+                (FaultKind::Partition, Some(peers)) => {
+                    let peers: Vec<&str> = peers.split(',').map(str::trim).collect();
+                    rt.block_on(lab.cut(&machine, &peers))?;
+                    println!("{machine}: cut off from {}", peers.join(", "));
+                    return Ok(ExitCode::SUCCESS);
                 }
-                (FaultKind::Partition, _) => Fault::Partition {
+                (_, Some(_)) => bail!("--from goes with partition"),
+                (FaultKind::Partition, None) => Fault::Partition {
                     monitor_only: false,
                 },
-                (FaultKind::Crash, _) => Fault::Crash,
-                (FaultKind::Hang, _) => Fault::Hang,
-                (FaultKind::Heal, _) => Fault::Heal,
+                (FaultKind::Crash, None) => Fault::Crash,
+                (FaultKind::Hang, None) => Fault::Hang,
+                (FaultKind::Heal, None) => Fault::Heal,
             };
-            let lab = Lab::new(config(topology.as_deref())?);
             rt.block_on(lab.fault(&machine, fault))?;
             println!("{machine}: {fault:?}");
             Ok(ExitCode::SUCCESS)
