@@ -28,8 +28,9 @@ use tracing::Instrument;
 
 use medic_cloud::{Cloud, Dns};
 use medic_detect::{Decision, Detector, Health, Observation, Verdict, Witnesses, judge_silence};
+
+mod witness;
 use medic_exec::{ExecError, Executor};
-use medic_haproxy::{OpState, ProxyApi as _, RuntimeApi};
 use medic_plan::{
     Action, AlertLevel, Event, MonitorTarget, ObservedState, Plan, ReplicaState, ShardState, Step,
     StepOutput, plan_recovery,
@@ -237,7 +238,7 @@ async fn checks_thread()
 struct EarlyAnswer {
     /// When they were asked (the controller's clock, ms).
     asked_ms: u64,
-    answer: Option<(Witnesses, bool)>,
+    answer: (Witnesses, bool),
 }
 
 /// One line of `medic events`.
@@ -813,11 +814,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             h.role = Some(info.role);
             h.offset = Some(info.replica_offset.unwrap_or(info.offset));
         }
+        // A refusal is certain of a redis process. Not of a proxy's machine: HAProxy's runtime
+        // API or a frontend refuses while it restarts or reloads, and there is no process
+        // restart for it, only a replacement — so it is judged like silence: `fall` of them,
+        // then the machine's observers.
+        let observation = match (&*r.target, r.observation) {
+            (Target::Proxy { .. } | Target::App { .. }, Observation::Refused) => {
+                Observation::Silent
+            }
+            (_, o) => o,
+        };
         let was_up = h.detector.health == Health::Up;
-        let verdict = h.detector.observe(r.observation);
+        let verdict = h.detector.observe(observation);
         let health = h.detector.health;
         let first_fail = h.first_fail_ms;
-        let first_miss = was_up && verdict.is_none() && r.observation == Observation::Silent;
+        let first_miss = was_up && verdict.is_none() && observation == Observation::Silent;
         // Offsets and roles as the servers report them.
         if let (Target::Redis { shard, machine }, Some(info)) = (&*r.target, &r.info)
             && let Some(s) = st.saved.observed.shards.get_mut(shard)
@@ -874,7 +885,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
             // Silence that has not been acted on is judged again as it goes on.
             if matches!(health, Health::Down { certain: false, .. })
-                && r.observation == Observation::Silent
+                && observation == Observation::Silent
             {
                 drop(st);
                 self.judge(&r.target, first_fail);
@@ -892,31 +903,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 self.notify("recovered", &format!("{} answers again", r.target), None);
             }
             Verdict::Dead => {
-                self.detected(&r, first_fail);
-                match &*r.target {
-                    Target::Redis { shard, machine } => {
-                        self.enqueue(Request {
-                            event: Event::ProcessDied {
-                                shard: shard.clone(),
-                                machine: machine.clone(),
-                            },
-                            trigger: format!("{}: {}", r.target, r.detail),
-                            first_failure_ms: first_fail,
-                            master_last_ok_ms: self.last_ok_if_master(&r.target),
-                            resume: None,
-                        });
-                    }
-                    Target::Proxy { machine } | Target::App { machine } => {
-                        self.enqueue(Request {
-                            event: Event::MachineLost {
-                                machine: machine.clone(),
-                            },
-                            trigger: format!("{}: {}", r.target, r.detail),
-                            first_failure_ms: first_fail,
-                            master_last_ok_ms: None,
-                            resume: None,
-                        });
-                    }
+                // Only a redis target is ever dead: a proxy's refusal is judged as silence.
+                if let Target::Redis { shard, machine } = &*r.target {
+                    self.detected(&r, first_fail);
+                    self.enqueue(Request {
+                        event: Event::ProcessDied {
+                            shard: shard.clone(),
+                            machine: machine.clone(),
+                        },
+                        trigger: format!("{}: {}", r.target, r.detail),
+                        first_failure_ms: first_fail,
+                        master_last_ok_ms: self.last_ok_if_master(&r.target),
+                        resume: None,
+                    });
                 }
             }
             Verdict::Silent => self.judge(&r.target, first_fail),
@@ -1022,20 +1021,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let c = self.clone();
         let target = target.clone();
         tokio::spawn(async move {
-            let asked = c.witnesses_now_or_ahead(&target, first_fail).await;
-            let first_hand = asked.as_ref().is_some_and(|(_, f)| *f);
-            let w = asked.map(|(w, _)| w);
-            let mut decision = match &w {
-                Some(w) => judge_silence(w),
-                // Nothing else can see it: the controller's own checks are all there is.
-                None => Decision::FailOver,
-            };
+            let (w, first_hand) = c.witnesses_now_or_ahead(&target, first_fail).await;
+            let mut decision = judge_silence(&w);
             let silent_for = first_fail.map_or(Duration::ZERO, |f| {
                 Duration::from_millis(now_ms().saturating_sub(f))
             });
-            if decision == Decision::MonitorCutOff && !first_hand && silent_for < c.witness_grace()
+            let early = silent_for < c.witness_grace();
+            if (decision == Decision::MonitorCutOff && !first_hand && early)
+                || (decision == Decision::Unconfirmed && early)
             {
-                // Some witnesses spoke from their own checks, which may not have noticed yet.
+                // Some witnesses spoke from their own checks, which may not have noticed yet,
+                // or could not be asked this time: the next checks ask again.
                 decision = Decision::Wait;
             }
             tracing::info!(%target, ?w, ?decision, silent_ms = silent_for.as_millis() as u64, "Witnesses asked.");
@@ -1049,7 +1045,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         detail: format!(
                             "silent for {} ms, confirmed by {}",
                             silent_for.as_millis(),
-                            describe_witnesses(w.as_ref())
+                            witness::describe(&w)
                         )
                         .into(),
                         info: None,
@@ -1072,7 +1068,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     if first {
                         c.alert(
                             AlertLevel::Critical,
-                            format!("the monitor host cannot reach {machine}, but {} still see it: medic does not fail over; check the monitor host's network", describe_witnesses(w.as_ref())),
+                            format!("the monitor host cannot reach {machine}, but other observers still see it ({}): medic does not fail over; check the monitor host's network", witness::describe(&w)),
+                        );
+                    }
+                }
+                Decision::Unconfirmed => {
+                    let first = lock(&c.inner.st).cut_off.insert(machine.clone());
+                    if first {
+                        c.alert(
+                            AlertLevel::Critical,
+                            format!("{machine} is silent to the monitor host, but only {}: no majority of its observers confirms it is gone, so medic does not fail over (the monitor host may be on the minority side of a partition); check the network, or `medic recover {machine}` if it is really lost", witness::describe(&w)),
                         );
                     }
                 }
@@ -1119,7 +1124,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         &self,
         target: &Target,
         first_fail: Option<u64>,
-    ) -> Option<(Witnesses, bool)> {
+    ) -> (Witnesses, bool) {
         let early = lock(&self.inner.st).early.remove(target.machine());
         if let Some(mut rx) = early {
             let got = rx
@@ -1127,14 +1132,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .await
                 .ok()
                 .and_then(|a| a.clone());
-            if let Some(EarlyAnswer {
-                asked_ms,
-                answer: Some(answer),
-            }) = got
+            if let Some(EarlyAnswer { asked_ms, answer }) = got
                 && first_fail.is_some_and(|f| asked_ms >= f)
                 && judge_silence(&answer.0) == Decision::FailOver
             {
-                return Some(answer);
+                return answer;
             }
         }
         self.witnesses(target).await
@@ -1148,216 +1150,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let haproxy =
             h.check_interval.as_duration() * (h.check_fall + 1) + h.timeout_check.as_duration();
         haproxy.max(Duration::from_secs(LINK_SILENT_SECS + 2))
-    }
-
-    /// Asks the independent observers of a machine. `None`: there is no observer to ask. The
-    /// flag says whether every witness answered first-hand (asked to probe it now, over its
-    /// SSH session) rather than from its own, slower, checks.
-    async fn witnesses(&self, target: &Target) -> Option<(Witnesses, bool)> {
-        let loaded = self.top();
-        let top = &loaded.topology;
-        let machine = target.machine();
-        let observed = lock(&self.inner.st).saved.observed.clone();
-        let silent_ip = observed.address(machine)?;
-        // (the witness, what it is asked to probe, how; then its passive view if it cannot be asked)
-        enum Passive {
-            /// A proxy's health check of `backend/server` through its runtime API.
-            Proxy(SocketAddr, String),
-            /// A replica's link to its master (`INFO replication` of the replica).
-            ReplicaLink(SocketAddr),
-            /// The master's list of connected replicas: is `at` there and recent?
-            MasterSees(SocketAddr, SocketAddr),
-        }
-        struct Ask {
-            observer: String,
-            probe: SocketAddr,
-            how: Probe,
-            proxy: bool,
-            passive: Option<Passive>,
-        }
-        let mut asks: Vec<Ask> = Vec::new();
-        match target {
-            Target::Redis { shard: own, .. } => {
-                let api_port = top.proxies.value.runtime_api.value.port.value;
-                // The machine is asked about through a few of its servers (the silent one
-                // first), not all: that tells a lost machine from a reachable one, and a
-                // machine with hundreds of shards would otherwise cost hundreds of probes.
-                let mut involved: Vec<_> = top
-                    .shards
-                    .iter()
-                    .map(|s| &s.value)
-                    .filter_map(|s| Some((s, observed.shards.get(&s.name.value)?)))
-                    .filter(|(_, o)| {
-                        o.master == machine || o.replicas.iter().any(|r| r.machine == machine)
-                    })
-                    .collect();
-                involved.sort_by_key(|(s, _)| s.name.value != *own);
-                involved.truncate(WITNESS_SHARDS);
-                for (s, shard) in involved {
-                    let port = s.port.value;
-                    let probe = SocketAddr::new(silent_ip, port);
-                    if shard.master == machine {
-                        for p in top.proxy_machines() {
-                            asks.push(Ask {
-                                observer: p.to_owned(),
-                                probe,
-                                how: Probe::Ping,
-                                proxy: true,
-                                passive: observed.address(p).map(|ip| {
-                                    Passive::Proxy(
-                                        SocketAddr::new(ip, api_port),
-                                        medic_plan::vars::proxy_backend(&s.name.value),
-                                    )
-                                }),
-                            });
-                        }
-                        for r in &shard.replicas {
-                            asks.push(Ask {
-                                observer: r.machine.clone(),
-                                probe,
-                                how: Probe::Ping,
-                                proxy: false,
-                                passive: observed
-                                    .address(&r.machine)
-                                    .map(|ip| Passive::ReplicaLink(SocketAddr::new(ip, port))),
-                            });
-                        }
-                    } else if shard.replicas.iter().any(|r| r.machine == machine) {
-                        asks.push(Ask {
-                            observer: shard.master.clone(),
-                            probe,
-                            how: Probe::Ping,
-                            proxy: false,
-                            passive: observed
-                                .address(&shard.master)
-                                .map(|ip| Passive::MasterSees(SocketAddr::new(ip, port), probe)),
-                        });
-                    }
-                }
-            }
-            Target::Proxy { .. } => {
-                let api =
-                    SocketAddr::new(silent_ip, top.proxies.value.runtime_api.value.port.value);
-                for a in top.app_proxies.iter().map(|a| &a.value) {
-                    if a.primary.value != machine && a.backup.value != machine {
-                        continue;
-                    }
-                    asks.push(Ask {
-                        observer: a.machine.value.clone(),
-                        probe: api,
-                        how: Probe::RuntimeApi,
-                        proxy: true,
-                        passive: match (observed.address(&a.machine.value), a.frontends.first()) {
-                            (Some(ip), Some(f)) => Some(Passive::Proxy(
-                                SocketAddr::new(ip, a.runtime_api.value.port.value),
-                                medic_plan::vars::app_backend(&f.value.shard.value),
-                            )),
-                            _ => None,
-                        },
-                    });
-                }
-            }
-            Target::App { .. } => {}
-        }
-        if asks.is_empty() {
-            return None;
-        }
-        // Every witness at once: a silent target makes each probe wait its whole bound.
-        let mut set = tokio::task::JoinSet::new();
-        for (i, a) in asks.iter().enumerate() {
-            let c = self.clone();
-            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
-            set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
-        }
-        let mut first_hand = vec![None; asks.len()];
-        while let Some(Ok((i, v))) = set.join_next().await {
-            first_hand[i] = v;
-        }
-        let mut w = Witnesses::default();
-        let mut all_first_hand = true;
-        let link = |w: &mut Witnesses, up: bool| {
-            w.replica_link_up = Some(w.replica_link_up.unwrap_or(false) || up);
-        };
-        for (a, seen) in asks.iter().zip(first_hand) {
-            let seen = match seen {
-                Some(v) => Some(v),
-                None => {
-                    all_first_hand = false;
-                    match &a.passive {
-                        None => None,
-                        Some(Passive::Proxy(api, backend)) => {
-                            let mut rt = RuntimeApi::tcp(*api);
-                            rt.timeout = WITNESS_WITHIN;
-                            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend)))
-                                .await
-                            {
-                                Ok(Ok(servers)) => servers
-                                    .iter()
-                                    .find(|s| s.server == machine)
-                                    .filter(|s| !s.in_maint())
-                                    .map(|s| s.op_state == OpState::Running),
-                                _ => None,
-                            }
-                        }
-                        Some(Passive::ReplicaLink(at)) => replication_now(*at).await.map(|info| {
-                            info.role == Role::Replica
-                                && info.master_link_status == Some(LinkStatus::Up)
-                                && info
-                                    .master_last_io_secs
-                                    .is_some_and(|s| s <= LINK_SILENT_SECS)
-                        }),
-                        Some(Passive::MasterSees(master, replica)) => {
-                            replication_now(*master).await.map(|info| {
-                                info.replicas.iter().any(|c| {
-                                    c.is_at(replica.ip(), replica.port())
-                                        && c.lag <= LINK_SILENT_SECS
-                                })
-                            })
-                        }
-                    }
-                }
-            };
-            match (seen, a.proxy) {
-                (Some(up), true) => w.proxies_see_up.push(up),
-                (Some(up), false) => link(&mut w, up),
-                (None, _) => {}
-            }
-        }
-        Some((w, all_first_hand))
-    }
-
-    /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a
-    /// HAProxy runtime API command, bounded at 0.4 s. `None`: the observer could not be asked
-    /// (no session, no bash), so its answer says nothing about `at`.
-    async fn ask_from(&self, observer: &str, at: SocketAddr, how: Probe) -> Option<bool> {
-        let loaded = self.top();
-        let top = &loaded.topology;
-        let observed_ip = lock(&self.inner.st).saved.observed.address(observer)?;
-        let host = medic_exec::ssh_host(top, observer, observed_ip);
-        let send = match how {
-            Probe::Ping => "PING\\r\\n",
-            Probe::RuntimeApi => "show info\\n",
-        };
-        let script = format!(
-            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
-            at.ip(),
-            at.port()
-        );
-        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
-        use medic_ssh::Remote as _;
-        let out = tokio::time::timeout(
-            Duration::from_millis(1500),
-            self.inner.ssh.run(&host, &command, Duration::from_secs(1)),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        match out.status {
-            Some(0) => Some(true),
-            // Refused, no answer in time, or killed by `timeout`: it does not answer.
-            Some(1 | 124) => Some(false),
-            _ => None,
-        }
     }
 
     // ---- recoveries ---------------------------------------------------------------------
@@ -2178,15 +1970,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 }
 
-/// What a witness is asked to probe.
-#[derive(Debug, Clone, Copy)]
-enum Probe {
-    /// `PING` a redis server: any reply is an answer (a hung process gives none).
-    Ping,
-    /// A HAProxy's runtime API: `show info`.
-    RuntimeApi,
-}
-
 /// For a silent redis server: the other redis servers of its machine that answer. Any one of
 /// them makes the silence a hung process, not a lost machine. (Nothing for other targets.)
 fn answering_beside<'a>(st: &'a St, target: &'a Target) -> impl Iterator<Item = &'a Target> + 'a {
@@ -2277,24 +2060,6 @@ fn health_label(h: Health) -> &'static str {
         Health::Suspect { .. } => "suspect",
         Health::Down { .. } => "down",
     }
-}
-
-fn describe_witnesses(w: Option<&Witnesses>) -> String {
-    let Some(w) = w else {
-        return "no other observer (none is configured)".to_owned();
-    };
-    let up = w.proxies_see_up.iter().filter(|u| **u).count();
-    let mut parts = vec![format!(
-        "{} of {} proxies see it up",
-        up,
-        w.proxies_see_up.len()
-    )];
-    parts.push(match w.replica_link_up {
-        Some(true) => "its replica link is up".to_owned(),
-        Some(false) => "its replica link is down".to_owned(),
-        None => "no replica answered".to_owned(),
-    });
-    parts.join(", ")
 }
 
 /// One recovery for `medic history`.

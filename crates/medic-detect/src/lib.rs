@@ -4,14 +4,18 @@
 //! - a **refused** connection from a host that otherwise answers is certain — the process is
 //!   gone — and marks the target down at once;
 //! - **silence** (a timeout) needs `fall` misses in a row, and then still only makes the target
-//!   *silent*: before failing a master over, [`judge_silence`] asks the independent observers —
-//!   each HAProxy's own view of that server and the replica's link to its master. If they still
-//!   see it, the monitor host is the one cut off: medic must not fail over, it must alert.
+//!   *silent*: before failing a machine over, [`judge_silence`] asks the independent observers
+//!   the topology configures for it (each HAProxy, the redis peers, the app proxies). Failing
+//!   over needs a majority of them to say it is gone and none to see it; an observer that
+//!   cannot be asked counts against. If they still see it, the monitor host is the one cut
+//!   off: medic must not fail over, it must alert.
 //!
 //! # Guarantees (each is a test)
 //! - One refusal is enough; one timeout is never enough.
 //! - A target marked down needs `rise` successes in a row to be up again.
-//! - Silence with every witness still seeing the target is never a failover.
+//! - Silence with any witness still seeing the target is never a failover.
+//! - Silence confirmed by no majority of the configured witnesses is never a failover, and a
+//!   machine with no configured witness is never failed over on silence.
 
 use serde::Serialize;
 
@@ -143,40 +147,63 @@ impl Detector {
     }
 }
 
-/// What the independent observers say of a silent master.
+/// What one observer says of a silent machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Seen {
+    /// It reaches the machine: a server there answered it.
+    Up,
+    /// It does not reach the machine either.
+    Gone,
+    /// It could not be asked (cut off from the monitor host too, no session, no answer in
+    /// time): its view is unknown, and it counts against failing over.
+    Unknown,
+}
+
+/// What the independent observers of a silent machine say: one answer per **configured**
+/// observer (each proxy, each redis peer, each app proxy that the topology says can see the
+/// machine), whether or not it could be asked.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Witnesses {
-    /// Per proxy that answered: does its own health check see the server up? (Proxies that did
-    /// not answer are left out.)
-    pub proxies_see_up: Vec<bool>,
-    /// Is the replica's link to this master up? `None` if the replica did not answer.
-    pub replica_link_up: Option<bool>,
+    /// (observer, what it says), one per configured observer.
+    pub answers: Vec<(String, Seen)>,
+}
+
+impl Witnesses {
+    /// How many observers say `seen`.
+    pub fn count(&self, seen: Seen) -> usize {
+        self.answers.iter().filter(|(_, s)| *s == seen).count()
+    }
 }
 
 /// What to do about silence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Decision {
-    /// Every witness that answered agrees it is gone: fail over.
+    /// A majority of the configured observers say it is gone, and none sees it: fail over.
     FailOver,
-    /// Every witness still sees it: the monitor host is the one cut off. Alert, do nothing.
+    /// Observers still see it and none says it is gone: the monitor host is the one cut off.
+    /// Alert, do nothing.
     MonitorCutOff,
-    /// The witnesses disagree, or none answered: wait for the next checks.
+    /// The observers disagree: wait for the next checks.
     Wait,
+    /// No observer sees it, but those who say it is gone are no majority of the configured
+    /// ones (the rest could not be asked, or there are none): the monitor host may be on the
+    /// minority side of a partition. Alert, never fail over on it.
+    Unconfirmed,
 }
 
-/// Decides whether silence may be acted on.
+/// Decides whether silence may be acted on: **a majority of the configured observers** must
+/// say the machine is gone, and none may see it. An observer that could not be asked counts
+/// against failing over, so a monitor host cut off together with a few observers can never
+/// outvote the rest; a machine with no configured observer is never failed over on silence.
 pub fn judge_silence(w: &Witnesses) -> Decision {
-    let mut saw_up = w.proxies_see_up.iter().filter(|up| **up).count();
-    let mut saw_down = w.proxies_see_up.len() - saw_up;
-    match w.replica_link_up {
-        Some(true) => saw_up += 1,
-        Some(false) => saw_down += 1,
-        None => {}
-    }
-    match (saw_up, saw_down) {
-        (0, 0) => Decision::Wait,
-        (0, _) => Decision::FailOver,
+    let configured = w.answers.len();
+    let up = w.count(Seen::Up);
+    let gone = w.count(Seen::Gone);
+    match (up, gone) {
+        (0, g) if configured > 0 && 2 * g > configured => Decision::FailOver,
+        (0, _) => Decision::Unconfirmed,
         (_, 0) => Decision::MonitorCutOff,
         _ => Decision::Wait,
     }
@@ -298,20 +325,30 @@ mod tests {
     }
 
     #[test]
-    fn silence_is_judged_by_the_witnesses() {
-        let w = |p: &[bool], r: Option<bool>| Witnesses {
-            proxies_see_up: p.to_vec(),
-            replica_link_up: r,
+    fn silence_is_judged_by_a_majority_of_the_configured_witnesses() {
+        use Seen::{Gone, Unknown, Up};
+        let w = |answers: &[Seen]| Witnesses {
+            answers: answers
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("o{i}"), *s))
+                .collect(),
         };
         let rows = [
-            (w(&[false, false], Some(false)), Decision::FailOver),
-            (w(&[false], None), Decision::FailOver),
-            (w(&[], Some(false)), Decision::FailOver),
-            (w(&[true, true], Some(true)), Decision::MonitorCutOff),
-            (w(&[true], None), Decision::MonitorCutOff),
-            (w(&[true, false], Some(false)), Decision::Wait),
-            (w(&[false, false], Some(true)), Decision::Wait),
-            (w(&[], None), Decision::Wait),
+            (w(&[Gone, Gone, Gone]), Decision::FailOver),
+            (w(&[Gone, Gone, Unknown]), Decision::FailOver),
+            (w(&[Gone]), Decision::FailOver),
+            (w(&[Up, Up, Up]), Decision::MonitorCutOff),
+            (w(&[Up, Unknown, Unknown]), Decision::MonitorCutOff),
+            (w(&[Up, Gone, Gone]), Decision::Wait),
+            (w(&[Gone, Gone, Up]), Decision::Wait),
+            // The monitor host and the replica cut off from the master and the proxies: the
+            // replica's "link down" is one of three, no majority.
+            (w(&[Unknown, Unknown, Gone]), Decision::Unconfirmed),
+            (w(&[Gone, Unknown]), Decision::Unconfirmed),
+            (w(&[Unknown]), Decision::Unconfirmed),
+            // No observer at all (an app proxy nobody else can see): never on silence alone.
+            (w(&[]), Decision::Unconfirmed),
         ];
         for (witnesses, want) in rows {
             assert_eq!(judge_silence(&witnesses), want, "{witnesses:?}");

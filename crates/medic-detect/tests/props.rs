@@ -9,10 +9,13 @@
 //! - a verdict comes with a change between down and not down, and only then; its kind says why
 //!   (a refusal: dead; `fall` misses: silent or failing as the last miss was);
 //! - the counters stay within their bounds, and no sequence panics;
-//! - silence is a failover only when every witness that answered says the target is gone, and
-//!   never when one of them still sees it.
+//! - silence is a failover only when a majority of the configured witnesses say the target is
+//!   gone, never when one of them still sees it, and never on the say of a minority whose
+//!   peers could not be asked.
 
-use medic_detect::{Decision, Detector, Health, Observation, Verdict, Witnesses, judge_silence};
+use medic_detect::{
+    Decision, Detector, Health, Observation, Seen, Verdict, Witnesses, judge_silence,
+};
 use proptest::prelude::*;
 
 fn observation() -> impl Strategy<Value = Observation> {
@@ -169,36 +172,49 @@ proptest! {
         prop_assert_eq!(d.observe(Observation::Silent), (fall == 1).then_some(Verdict::Silent));
     }
 
-    /// The judgement of silence follows what the witnesses that answered say, and only that.
+    /// The judgement of silence: a failover needs a majority of the configured witnesses to
+    /// say gone and none to see the target; whoever could not be asked counts against.
     #[test]
-    fn silence_is_a_failover_only_when_every_witness_says_gone(
-        proxies in prop::collection::vec(any::<bool>(), 0..6),
-        replica in prop::option::of(any::<bool>()),
-        rotate in 0usize..6,
+    fn silence_is_a_failover_only_on_a_majority_of_the_configured_witnesses(
+        says in prop::collection::vec(
+            prop_oneof![Just(Seen::Up), Just(Seen::Gone), Just(Seen::Unknown)],
+            0..8,
+        ),
+        rotate in 0usize..8,
     ) {
-        let w = Witnesses { proxies_see_up: proxies.clone(), replica_link_up: replica };
+        let named = |v: &[Seen]| Witnesses {
+            answers: v.iter().enumerate().map(|(i, s)| (format!("o{i}"), *s)).collect(),
+        };
+        let w = named(&says);
         let decision = judge_silence(&w);
-        let says: Vec<bool> = proxies.iter().copied().chain(replica).collect();
-        let any_up = says.iter().any(|up| *up);
-        let any_down = says.iter().any(|up| !*up);
-        let want = match (any_up, any_down) {
-            (false, true) => Decision::FailOver,
-            (true, false) => Decision::MonitorCutOff,
-            // No one answered, or they disagree: the next checks decide.
-            _ => Decision::Wait,
+        let up = says.iter().filter(|s| **s == Seen::Up).count();
+        let gone = says.iter().filter(|s| **s == Seen::Gone).count();
+        let want = if up == 0 && gone * 2 > says.len() {
+            Decision::FailOver
+        } else if up == 0 {
+            Decision::Unconfirmed
+        } else if gone == 0 {
+            Decision::MonitorCutOff
+        } else {
+            Decision::Wait
         };
         prop_assert_eq!(decision, want, "{:?}", w);
-        // Never a failover while a witness still sees the target.
-        if any_up {
-            prop_assert_ne!(decision, Decision::FailOver, "{:?}", w);
+        // Never a failover while a witness still sees the target, nor without a majority.
+        if decision == Decision::FailOver {
+            prop_assert!(up == 0 && gone > says.len() / 2, "{:?}", w);
         }
-        // The order the proxies answered in does not matter.
-        let mut turned = proxies;
+        // Adding an observer that cannot be asked never turns a wait into a failover.
+        let mut more = says.clone();
+        more.push(Seen::Unknown);
+        if decision != Decision::FailOver {
+            prop_assert_ne!(judge_silence(&named(&more)), Decision::FailOver);
+        }
+        // The order the observers answered in does not matter.
+        let mut turned = says;
         if !turned.is_empty() {
             let n = rotate % turned.len();
             turned.rotate_left(n);
         }
-        let w2 = Witnesses { proxies_see_up: turned, replica_link_up: replica };
-        prop_assert_eq!(judge_silence(&w2), decision);
+        prop_assert_eq!(judge_silence(&named(&turned)), decision);
     }
 }

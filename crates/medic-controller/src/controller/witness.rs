@@ -1,0 +1,476 @@
+//! The witnesses of a silent machine: who the topology says can see it (pure: [`observers`]),
+//! and asking each of them, all at once (the controller's I/O).
+//!
+//! # Who observes whom
+//! - a **redis** machine: every proxy, and the other redis machines of its shards (its replicas
+//!   or its master), each asked to PING a few of its servers (the silent one first);
+//! - a **proxy** machine: the app proxies that use it (primary or backup), asked to reach its
+//!   runtime API;
+//! - an **app proxy** machine: the proxies it uses, asked to reach its runtime API.
+//!
+//! Each observer is asked first-hand, over its SSH session; one that cannot be asked falls back
+//! to its own view where it has one (a proxy's health check of a routed server, a replica's
+//! link, a master's list of replicas), else it is `Unknown`. [`medic_detect::judge_silence`]
+//! then needs a majority of these *configured* observers — so a monitor host cut off together
+//! with a minority can never fail over, and a machine nobody else can see is never replaced on
+//! the monitor host's word alone.
+
+use std::net::{IpAddr, SocketAddr};
+
+use medic_cloud::{Cloud, Dns};
+use medic_detect::{Seen, Witnesses};
+use medic_haproxy::{OpState, ProxyApi as _, RuntimeApi};
+use medic_plan::ObservedState;
+use medic_redis::{LinkStatus, Role};
+use medic_topology::Topology;
+
+use super::{Controller, LINK_SILENT_SECS, WITNESS_SHARDS, WITNESS_WITHIN, lock, replication_now};
+use crate::checks::Target;
+
+/// What a witness is asked to probe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probe {
+    /// `PING` a redis server: any reply is an answer (a hung process gives none).
+    Ping,
+    /// A HAProxy's runtime API: `show info`.
+    RuntimeApi,
+}
+
+/// An observer's own, passive view of the silent machine, asked when it cannot probe first-hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Passive {
+    /// A proxy's health check of `backend/server` through its runtime API.
+    Proxy(SocketAddr, String),
+    /// A replica's link to its master (`INFO replication` of the replica).
+    ReplicaLink(SocketAddr),
+    /// The master's list of connected replicas: is `at` there and recent?
+    MasterSees(SocketAddr, SocketAddr),
+}
+
+/// One question to one observer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Ask {
+    pub observer: String,
+    pub probe: SocketAddr,
+    pub how: Probe,
+    pub passive: Option<Passive>,
+}
+
+/// The configured observers of `target`'s machine and what each is asked (pure). An observer
+/// may be asked several questions (one per shard probed); an empty list means no other machine
+/// can see this one.
+pub(super) fn observers(
+    top: &Topology,
+    observed: &ObservedState,
+    target: &Target,
+    silent_ip: IpAddr,
+) -> Vec<Ask> {
+    let machine = target.machine();
+    let mut asks: Vec<Ask> = Vec::new();
+    match target {
+        Target::Redis { shard: own, .. } => {
+            let api_port = top.proxies.value.runtime_api.value.port.value;
+            // The machine is asked about through a few of its servers (the silent one first),
+            // not all: that tells a lost machine from a reachable one, and a machine with
+            // hundreds of shards would otherwise cost hundreds of probes.
+            let mut involved: Vec<_> = top
+                .shards
+                .iter()
+                .map(|s| &s.value)
+                .filter_map(|s| Some((s, observed.shards.get(&s.name.value)?)))
+                .filter(|(_, o)| {
+                    o.master == machine || o.replicas.iter().any(|r| r.machine == machine)
+                })
+                .collect();
+            involved.sort_by_key(|(s, _)| s.name.value != *own);
+            involved.truncate(WITNESS_SHARDS);
+            for (s, shard) in involved {
+                let port = s.port.value;
+                let probe = SocketAddr::new(silent_ip, port);
+                let is_master = shard.master == machine;
+                for p in top.proxy_machines() {
+                    asks.push(Ask {
+                        observer: p.to_owned(),
+                        probe,
+                        how: Probe::Ping,
+                        // A proxy's own check says something only of a server it routes to.
+                        passive: is_master.then(|| observed.address(p)).flatten().map(|ip| {
+                            Passive::Proxy(
+                                SocketAddr::new(ip, api_port),
+                                medic_plan::vars::proxy_backend(&s.name.value),
+                            )
+                        }),
+                    });
+                }
+                let peers = std::iter::once(shard.master.as_str())
+                    .chain(shard.replicas.iter().map(|r| r.machine.as_str()))
+                    .filter(|m| *m != machine);
+                for peer in peers {
+                    let at = observed.address(peer).map(|ip| SocketAddr::new(ip, port));
+                    asks.push(Ask {
+                        observer: peer.to_owned(),
+                        probe,
+                        how: Probe::Ping,
+                        passive: match (is_master, peer == shard.master) {
+                            (true, _) => at.map(Passive::ReplicaLink),
+                            (false, true) => at.map(|at| Passive::MasterSees(at, probe)),
+                            (false, false) => None,
+                        },
+                    });
+                }
+            }
+        }
+        Target::Proxy { .. } => {
+            let api = SocketAddr::new(silent_ip, top.proxies.value.runtime_api.value.port.value);
+            for a in top.app_proxies.iter().map(|a| &a.value) {
+                if a.primary.value != machine && a.backup.value != machine {
+                    continue;
+                }
+                asks.push(Ask {
+                    observer: a.machine.value.clone(),
+                    probe: api,
+                    how: Probe::RuntimeApi,
+                    passive: match (observed.address(&a.machine.value), a.frontends.first()) {
+                        (Some(ip), Some(f)) => Some(Passive::Proxy(
+                            SocketAddr::new(ip, a.runtime_api.value.port.value),
+                            medic_plan::vars::app_backend(&f.value.shard.value),
+                        )),
+                        _ => None,
+                    },
+                });
+            }
+        }
+        Target::App { .. } => {
+            for a in top.app_proxies.iter().map(|a| &a.value) {
+                if a.machine.value != machine {
+                    continue;
+                }
+                let api = SocketAddr::new(silent_ip, a.runtime_api.value.port.value);
+                for p in [&a.primary.value, &a.backup.value] {
+                    asks.push(Ask {
+                        observer: p.clone(),
+                        probe: api,
+                        how: Probe::RuntimeApi,
+                        passive: None,
+                    });
+                }
+            }
+        }
+    }
+    asks.retain(|a| a.observer != machine);
+    asks
+}
+
+/// One answer per configured observer, from the answers to its questions: it sees the machine
+/// if any of its probes got an answer, it does not if every one it could make failed, and it is
+/// unknown if it could make none.
+pub(super) fn merge(asks: &[Ask], seen: &[Option<bool>]) -> Witnesses {
+    let mut answers: Vec<(String, Seen)> = Vec::new();
+    for (a, s) in asks.iter().zip(seen) {
+        let s = match s {
+            Some(true) => Seen::Up,
+            Some(false) => Seen::Gone,
+            None => Seen::Unknown,
+        };
+        match answers.iter_mut().find(|(o, _)| *o == a.observer) {
+            None => answers.push((a.observer.clone(), s)),
+            Some((_, prev)) => {
+                *prev = match (*prev, s) {
+                    (Seen::Up, _) | (_, Seen::Up) => Seen::Up,
+                    (Seen::Gone, _) | (_, Seen::Gone) => Seen::Gone,
+                    _ => Seen::Unknown,
+                }
+            }
+        }
+    }
+    Witnesses { answers }
+}
+
+/// "haproxy1 gone, haproxy2 unknown, redis2 gone" (or that no other observer is configured).
+pub(super) fn describe(w: &Witnesses) -> String {
+    if w.answers.is_empty() {
+        return "no other observer (none is configured)".to_owned();
+    }
+    let words: Vec<String> = w
+        .answers
+        .iter()
+        .map(|(o, s)| {
+            let s = match s {
+                Seen::Up => "sees it",
+                Seen::Gone => "gone",
+                Seen::Unknown => "could not be asked",
+            };
+            format!("{o} {s}")
+        })
+        .collect();
+    format!(
+        "{} of {} observers ({})",
+        w.count(Seen::Gone),
+        w.answers.len(),
+        words.join(", ")
+    )
+}
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Asks every configured observer of `target`'s machine, all at once. The flag says whether
+    /// every observer answered first-hand (asked to probe it now, over its SSH session) rather
+    /// than from its own, slower, checks. A machine whose address is unknown has every
+    /// observer unknown.
+    pub(super) async fn witnesses(&self, target: &Target) -> (Witnesses, bool) {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let observed = lock(&self.inner.st).saved.observed.clone();
+        let Some(silent_ip) = observed.address(target.machine()) else {
+            let asks = observers(top, &observed, target, IpAddr::from([0, 0, 0, 0]));
+            return (merge(&asks, &vec![None; asks.len()]), false);
+        };
+        let asks = observers(top, &observed, target, silent_ip);
+        // Every witness at once: a silent target makes each probe wait its whole bound.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, a) in asks.iter().enumerate() {
+            let c = self.clone();
+            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
+            set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
+        }
+        let mut first_hand = vec![None; asks.len()];
+        while let Some(Ok((i, v))) = set.join_next().await {
+            first_hand[i] = v;
+        }
+        let mut all_first_hand = true;
+        let mut seen = Vec::with_capacity(asks.len());
+        for (a, v) in asks.iter().zip(first_hand) {
+            seen.push(match v {
+                Some(v) => Some(v),
+                None => {
+                    all_first_hand = false;
+                    match &a.passive {
+                        None => None,
+                        Some(p) => passive_view(p, target.machine()).await,
+                    }
+                }
+            });
+        }
+        (merge(&asks, &seen), all_first_hand)
+    }
+
+    /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a
+    /// HAProxy runtime API command, bounded at 0.4 s. `None`: the observer could not be asked
+    /// (no session, no bash), so its answer says nothing about `at`.
+    pub(super) async fn ask_from(
+        &self,
+        observer: &str,
+        at: SocketAddr,
+        how: Probe,
+    ) -> Option<bool> {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let observed_ip = lock(&self.inner.st).saved.observed.address(observer)?;
+        let host = medic_exec::ssh_host(top, observer, observed_ip);
+        let send = match how {
+            Probe::Ping => "PING\\r\\n",
+            Probe::RuntimeApi => "show info\\n",
+        };
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
+            at.ip(),
+            at.port()
+        );
+        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
+        use medic_ssh::Remote as _;
+        let out = tokio::time::timeout(
+            std::time::Duration::from_millis(1500),
+            self.inner
+                .ssh
+                .run(&host, &command, std::time::Duration::from_secs(1)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        match out.status {
+            Some(0) => Some(true),
+            // Refused, no answer in time, or killed by `timeout`: it does not answer.
+            Some(1 | 124) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// An observer's own view of `machine`, through what it already knows: `None` if it cannot be
+/// reached either, or says nothing of it.
+async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
+    match p {
+        Passive::Proxy(api, backend) => {
+            let mut rt = RuntimeApi::tcp(*api);
+            rt.timeout = WITNESS_WITHIN;
+            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend))).await {
+                Ok(Ok(servers)) => servers
+                    .iter()
+                    .find(|s| s.server == machine)
+                    .filter(|s| !s.in_maint())
+                    .map(|s| s.op_state == OpState::Running),
+                _ => None,
+            }
+        }
+        Passive::ReplicaLink(at) => replication_now(*at).await.map(|info| {
+            info.role == Role::Replica
+                && info.master_link_status == Some(LinkStatus::Up)
+                && info
+                    .master_last_io_secs
+                    .is_some_and(|s| s <= LINK_SILENT_SECS)
+        }),
+        Passive::MasterSees(master, replica) => replication_now(*master).await.map(|info| {
+            info.replicas
+                .iter()
+                .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// examples/lab.yaml: redis1 masters both shards, redis2 replicates, two proxies, one app
+    /// proxy using both.
+    fn lab() -> (Topology, ObservedState) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
+        let loaded = medic_topology::load_topology(&path).expect("examples/lab.yaml loads");
+        let observed = ObservedState::assumed(&loaded.topology);
+        (loaded.topology, observed)
+    }
+
+    fn who(asks: &[Ask]) -> Vec<&str> {
+        let mut o: Vec<&str> = asks.iter().map(|a| a.observer.as_str()).collect();
+        o.dedup();
+        o.sort_unstable();
+        o.dedup();
+        o
+    }
+
+    #[test]
+    fn each_machine_has_the_observers_the_topology_gives_it() {
+        let (top, obs) = lab();
+        let ip = IpAddr::from([10, 77, 0, 99]);
+        let redis = |shard: &str, machine: &str| Target::Redis {
+            shard: shard.to_owned(),
+            machine: machine.to_owned(),
+        };
+        // A master: both proxies and its replica, PINGing its servers.
+        let m = observers(&top, &obs, &redis("r9001", "redis1"), ip);
+        assert_eq!(who(&m), ["haproxy1", "haproxy2", "redis2"]);
+        assert!(m.iter().all(|a| a.how == Probe::Ping && a.probe.ip() == ip));
+        assert_eq!(m[0].probe.port(), 9001, "the silent server first");
+        // A replica: both proxies (first-hand only: they do not route to it) and its master.
+        let r = observers(&top, &obs, &redis("r9001", "redis2"), ip);
+        assert_eq!(who(&r), ["haproxy1", "haproxy2", "redis1"]);
+        assert!(
+            r.iter()
+                .filter(|a| a.observer.starts_with("haproxy"))
+                .all(|a| a.passive.is_none())
+        );
+        // A proxy: the app proxy that uses it; the app proxy: the proxies it uses.
+        let p = observers(
+            &top,
+            &obs,
+            &Target::Proxy {
+                machine: "haproxy1".into(),
+            },
+            ip,
+        );
+        assert_eq!(who(&p), ["app"]);
+        assert!(
+            p.iter()
+                .all(|a| a.how == Probe::RuntimeApi && a.probe.port() == 9999)
+        );
+        let a = observers(
+            &top,
+            &obs,
+            &Target::App {
+                machine: "app".into(),
+            },
+            ip,
+        );
+        assert_eq!(who(&a), ["haproxy1", "haproxy2"]);
+        assert!(
+            a.iter()
+                .all(|a| a.how == Probe::RuntimeApi && a.probe.port() == 9998)
+        );
+    }
+
+    /// The partition of the issue: {monitor, redis2} | {redis1, haproxy1, haproxy2, app}. Only
+    /// redis2 can be asked about redis1, and says gone: no majority, no failover. The app host
+    /// and the proxies have no observer the monitor can ask: no replacement either.
+    #[test]
+    fn the_minority_side_of_a_partition_confirms_nothing() {
+        use medic_detect::{Decision, judge_silence};
+        let (top, obs) = lab();
+        let ip = IpAddr::from([10, 77, 0, 10]);
+        let target = Target::Redis {
+            shard: "r9001".into(),
+            machine: "redis1".into(),
+        };
+        let asks = observers(&top, &obs, &target, ip);
+        let seen: Vec<Option<bool>> = asks
+            .iter()
+            .map(|a| (a.observer == "redis2").then_some(false))
+            .collect();
+        assert_eq!(judge_silence(&merge(&asks, &seen)), Decision::Unconfirmed);
+        for t in [
+            Target::App {
+                machine: "app".into(),
+            },
+            Target::Proxy {
+                machine: "haproxy1".into(),
+            },
+        ] {
+            let asks = observers(&top, &obs, &t, ip);
+            let w = merge(&asks, &vec![None; asks.len()]);
+            assert_eq!(judge_silence(&w), Decision::Unconfirmed, "{t}");
+        }
+        // The same crash seen from the majority side: every observer says gone.
+        let all_gone = vec![Some(false); asks.len()];
+        assert_eq!(judge_silence(&merge(&asks, &all_gone)), Decision::FailOver);
+    }
+
+    #[test]
+    fn answers_merge_per_observer() {
+        let ask = |o: &str| Ask {
+            observer: o.to_owned(),
+            probe: SocketAddr::from(([10, 0, 0, 1], 1)),
+            how: Probe::Ping,
+            passive: None,
+        };
+        let asks = [
+            ask("h1"),
+            ask("h1"),
+            ask("h2"),
+            ask("h2"),
+            ask("r2"),
+            ask("h3"),
+        ];
+        let w = merge(
+            &asks,
+            &[
+                Some(false),
+                Some(true),
+                Some(false),
+                None,
+                None,
+                Some(false),
+            ],
+        );
+        assert_eq!(
+            w.answers,
+            [
+                ("h1".to_owned(), Seen::Up),
+                ("h2".to_owned(), Seen::Gone),
+                ("r2".to_owned(), Seen::Unknown),
+                ("h3".to_owned(), Seen::Gone),
+            ]
+        );
+        assert_eq!(
+            describe(&w),
+            "2 of 4 observers (h1 sees it, h2 gone, r2 could not be asked, h3 gone)"
+        );
+    }
+}
