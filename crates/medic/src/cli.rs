@@ -351,19 +351,63 @@ fn playbook_names(l: &LoadedTopology) -> Vec<&'static str> {
     names
 }
 
+/// The playbooks the topology's machines use, from its `playbooks` directory. A directory
+/// that is not there is one error at the topology's `playbooks` field, as a missing AMI
+/// definition is at its `amis[i].definition`, not one "cannot open" per playbook.
+fn load_playbooks(l: &LoadedTopology) -> Result<Playbooks, Vec<Diagnostic>> {
+    let names = playbook_names(l);
+    let dir = l.playbook_dir();
+    if !names.is_empty() {
+        let problem = match std::fs::metadata(&dir) {
+            Ok(m) if m.is_dir() => None,
+            Ok(_) => Some(format!("{} is not a directory", dir.display())),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                Some(format!("no directory {}", dir.display()))
+            }
+            Err(e) => Some(format!("cannot read the directory {}: {e}", dir.display())),
+        };
+        if let Some(problem) = problem {
+            let field = &l.topology.playbooks;
+            let pos = medic_topology::diag::Pos::from(field.referenced);
+            let default = if pos.known() {
+                ""
+            } else {
+                " (the default: `playbooks` is not set)"
+            };
+            let files: Vec<String> = names.iter().map(|n| format!("{n}.yaml")).collect();
+            return Err(vec![Diagnostic {
+                severity: medic_topology::Severity::Error,
+                file: l.path.clone(),
+                pos,
+                path: "playbooks".into(),
+                message: format!(
+                    "{problem}{default}; expected a directory with the playbooks the machines' \
+                     roles use: {}",
+                    files.join(", ")
+                ),
+            }]);
+        }
+    }
+    Playbooks::load(&dir, names)
+}
+
 /// Loads everything without printing; every problem in the error (for SIGHUP).
 fn load_quiet(file: &Path) -> Result<Deployment, String> {
     let loaded = load_topology(file).map_err(|e| {
         let lines: Vec<String> = e.diagnostics.iter().map(ToString::to_string).collect();
         format!("{e}:\n{}", lines.join("\n"))
     })?;
-    let playbooks =
-        Playbooks::load(&loaded.playbook_dir(), playbook_names(&loaded)).map_err(|d| {
-            d.iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("\n")
-        })?;
+    let playbooks = load_playbooks(&loaded).map_err(|d| {
+        d.iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
     Ok(Deployment { loaded, playbooks })
 }
 
@@ -378,7 +422,7 @@ fn load(file: &Path, format: Format) -> anyhow::Result<Option<Deployment>> {
     };
     let mut playbooks = None;
     if let Some(l) = &loaded {
-        match Playbooks::load(&l.playbook_dir(), playbook_names(l)) {
+        match load_playbooks(l) {
             Ok(p) => playbooks = Some(p),
             Err(d) => diags.extend(d),
         }

@@ -172,6 +172,88 @@ fn bad_files_exit_1_without_a_panic() {
     );
 }
 
+/// A `playbooks:` naming a directory that is not there is one error at that field (as a
+/// missing AMI definition is at its `amis[i].definition`), not a "cannot open" per playbook;
+/// validate, plan and run --check-config all say it the same way.
+#[test]
+fn a_missing_playbook_directory_is_reported_at_its_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
+    std::fs::create_dir(tmp.join("examples")).unwrap();
+    for sub in ["amis", "playbooks"] {
+        std::fs::create_dir(tmp.join(sub)).unwrap();
+        for entry in std::fs::read_dir(root().join(sub)).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), tmp.join(sub).join(entry.file_name())).unwrap();
+        }
+    }
+    let barton = std::fs::read_to_string(root().join("examples/barton.yaml")).unwrap();
+    let line = 1 + barton
+        .lines()
+        .position(|l| l == "playbooks: ../playbooks")
+        .unwrap();
+    // The copy as it is validates: only the directory makes the difference below.
+    let good = tmp.join("examples/good.yaml");
+    std::fs::write(&good, &barton).unwrap();
+    let out = medic(&["validate", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let bad = tmp.join("examples/barton.yaml");
+    std::fs::write(
+        &bad,
+        barton.replace("playbooks: ../playbooks", "playbooks: ../play books"),
+    )
+    .unwrap();
+    let bad = bad.to_str().unwrap();
+    let expected = format!(
+        "{bad}:{line}:12: playbooks: no directory {}/examples/../play books; expected a \
+         directory with the playbooks the machines' roles use: app-proxy.yaml, haproxy.yaml, \
+         redis.yaml\n",
+        tmp.display()
+    );
+    for args in [
+        vec!["validate", bad],
+        vec!["plan", bad, "--lose", "redis1"],
+        vec!["run", "--check-config", bad],
+    ] {
+        let out = medic(&args);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "", "{args:?}");
+        assert_eq!(text(&out.stderr), expected, "{args:?}");
+    }
+
+    let json = medic(&["validate", bad, "--format", "json"]);
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stderr).unwrap();
+    let diags = v["diagnostics"].as_array().unwrap();
+    assert_eq!(diags.len(), 1, "{v}");
+    assert_eq!(diags[0]["file"], bad);
+    assert_eq!(diags[0]["path"], "playbooks");
+    assert_eq!(
+        diags[0]["pos"],
+        serde_json::json!({"line": line, "column": 12})
+    );
+
+    // A file where the directory should be: said so, at the same field.
+    std::fs::write(tmp.join("play books"), "").unwrap();
+    let out = medic(&["validate", bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "{bad}:{line}:12: playbooks: {}/examples/../play books is not a directory; \
+             expected a directory with the playbooks the machines' roles use: app-proxy.yaml, \
+             haproxy.yaml, redis.yaml\n",
+            tmp.display()
+        )
+    );
+}
+
 #[test]
 fn golden_plan_barton_lose_redis1() {
     let out = medic(&["plan", "examples/barton.yaml", "--lose", "redis1"]);
