@@ -223,6 +223,34 @@ pub fn check_values(name: &str, values: &[IpAddr]) -> Result<(), CloudError> {
     Ok(())
 }
 
+/// Waits until instance `id` is terminated or stopped (or no longer known): only then is a
+/// machine fenced at its source — a `shutting-down` EC2 instance may still serve.
+pub async fn wait_gone<C: Cloud>(
+    cloud: &C,
+    id: &str,
+    within: Duration,
+    poll: Duration,
+) -> Result<(), CloudError> {
+    let deadline = Instant::now() + within;
+    loop {
+        let state = match cloud.describe(id).await? {
+            None => return Ok(()),
+            Some(i) if matches!(i.state, InstanceState::Terminated | InstanceState::Stopped) => {
+                return Ok(());
+            }
+            Some(i) => format!("{id} is {:?}", i.state),
+        };
+        if Instant::now() + poll > deadline {
+            return Err(CloudError::Timeout {
+                op: "wait gone",
+                after: within,
+                state,
+            });
+        }
+        sleep(poll).await;
+    }
+}
+
 /// Polls `describe` until the instance runs and has an address.
 pub async fn wait_running<C: Cloud>(
     cloud: &C,

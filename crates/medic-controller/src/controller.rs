@@ -29,6 +29,7 @@ use tracing::Instrument;
 use medic_cloud::{Cloud, Dns};
 use medic_detect::{Decision, Detector, Health, Observation, Verdict, Witnesses, judge_silence};
 
+mod reconcile;
 mod witness;
 use medic_exec::{ExecError, Executor};
 use medic_plan::{
@@ -642,8 +643,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             })
         };
         self.warm_up_ssh();
+        let reconcile = {
+            let c = self.clone();
+            tokio::spawn(async move { c.reconcile_proxies().await })
+        };
         tracing::info!(listen = %self.inner.listen, "medic is watching.");
         self.inner.stop.notified().await;
+        reconcile.abort();
         // A safe point: the worker finishes the step it is in, then stops.
         let _ = worker.await;
         for h in lock(&self.inner.checks).drain(..) {
@@ -1043,7 +1049,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         at_ms: now_ms(),
                         observation: Observation::Silent,
                         detail: format!(
-                            "silent for {} ms, confirmed by {}",
+                            "silent for {} ms; {}",
                             silent_for.as_millis(),
                             witness::describe(&w)
                         )
@@ -1068,7 +1074,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     if first {
                         c.alert(
                             AlertLevel::Critical,
-                            format!("the monitor host cannot reach {machine}, but other observers still see it ({}): medic does not fail over; check the monitor host's network", witness::describe(&w)),
+                            format!("the monitor host cannot reach {machine}, but other observers still see it — {}: medic does not fail over; check the monitor host's network", witness::describe(&w)),
                         );
                     }
                 }
@@ -1254,7 +1260,27 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             playbooks: &playbooks,
             addresses,
             redis: self.inner.redis.clone(),
+            unfenced: medic_exec::Unfenced::default(),
         };
+        // Proxies the checks see down are not waited for, step after step.
+        exec.unfenced.unreachable = lock(&self.inner.st)
+            .health
+            .iter()
+            .filter(|(t, h)| {
+                matches!(t, Target::Proxy { .. } | Target::App { .. })
+                    && matches!(h.detector.health, Health::Down { .. })
+            })
+            .map(|(t, _)| t.machine().to_owned())
+            .collect();
+        // A resumed recovery: the fences its done steps skipped, and what it fenced at the
+        // source, still count.
+        let mut skipped: Vec<String> = Vec::new();
+        for s in &plan.steps {
+            let Some(d) = log.as_ref().and_then(|l| l.done.get(&s.index)) else {
+                continue;
+            };
+            note_skips(&mut exec.unfenced, &mut skipped, &s.action, &d.output);
+        }
         let mut alerted = false;
         let mut held = None;
         for step in &plan.steps {
@@ -1291,6 +1317,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .await?;
             match result {
                 Ok((summary, output)) => {
+                    if output.skipped.is_some() || output.terminated {
+                        let mut none = medic_exec::Unfenced::default();
+                        note_skips(&mut none, &mut skipped, &step.action, &output);
+                    }
                     if let Action::Alert { message, .. } = &step.action {
                         alerted = true;
                         if message.starts_with("replacement held") {
@@ -1369,6 +1399,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let outcome = match (held, alerted) {
             (Some(reason), _) => Outcome::Held { reason },
             (None, true) => Outcome::Alerted,
+            (None, false) if !skipped.is_empty() => Outcome::Incomplete { skipped },
             (None, false) => Outcome::Completed,
         };
         writer.append(&Record::End {
@@ -2059,6 +2090,25 @@ fn health_label(h: Health) -> &'static str {
         Health::Up => "up",
         Health::Suspect { .. } => "suspect",
         Health::Down { .. } => "down",
+    }
+}
+
+/// What a done step skipped: into the executor's ledger (a resumed recovery's) and the list
+/// that makes the recovery `incomplete`.
+fn note_skips(
+    unfenced: &mut medic_exec::Unfenced,
+    skipped: &mut Vec<String>,
+    action: &Action,
+    output: &StepOutput,
+) {
+    if let Some(why) = &output.skipped {
+        skipped.push(why.clone());
+        if let Action::FenceServer { proxy, server, .. } = action {
+            unfenced.fences.push((proxy.clone(), server.clone()));
+        }
+    }
+    if let (Action::FenceAtSource { machine, .. }, true) = (action, output.terminated) {
+        unfenced.at_source.insert(machine.clone());
     }
 }
 

@@ -47,6 +47,9 @@ pub enum Outcome {
     Completed,
     /// Every step done, and at least one was an alert: a human must act.
     Alerted,
+    /// Every step ran, but some proxy changes were skipped (the proxy's runtime API did not
+    /// answer): that proxy may still route as before until it is repaired.
+    Incomplete { skipped: Vec<String> },
     /// The replacement was held back by the flap limits; failover (if any) was done.
     Held { reason: String },
     /// A step failed after its retries; the steps after it did not run.
@@ -58,6 +61,7 @@ impl Outcome {
         match self {
             Outcome::Completed => "completed",
             Outcome::Alerted => "alerted",
+            Outcome::Incomplete { .. } => "incomplete",
             Outcome::Held { .. } => "held",
             Outcome::Failed { .. } => "failed",
         }

@@ -7,8 +7,9 @@
 //! HAProxy changes go through the runtime API, are read back, and are then written into the
 //! proxy's haproxy.cfg over SSH (`edit_server`), so a reload or a restart keeps them: HAProxy's
 //! server-state-file would keep the admin state but silently drop a static server's new address.
-//! A proxy whose runtime API does not answer is skipped with a warning rather than failing
-//! the recovery: it is down, and it is configured from the current state when it is replaced.
+//! A proxy whose runtime API does not answer is skipped with a warning, and the step's output
+//! says so (`skipped`). A skipped **fence** is not done: the shard's promotion is blocked until
+//! it is made good, or the old master's machine is fenced at its source (module `fence`).
 //!
 //! Addresses not known when the plan was made (`${address:M}`) are resolved here from what
 //! each launch step returned; a new machine's SSH host keys are learned from the cloud (the
@@ -26,6 +27,9 @@ use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
 use medic_ssh::Remote as _;
 use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError, run_playbook};
 use medic_topology::{HostKeyPolicy, Topology};
+
+mod fence;
+pub use fence::Unfenced;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -84,6 +88,14 @@ pub enum ExecError {
         #[source]
         source: Box<RedisError>,
     },
+    #[error(
+        "step {index} ({kind}): promotion blocked: {missed} could not be fenced (its runtime API does not answer) and the old master's machine was not fenced at its source; medic will not make a second master reachable"
+    )]
+    Unfenced {
+        index: usize,
+        kind: &'static str,
+        missed: String,
+    },
     #[error("step {index} ({kind}): {machine}: {message}")]
     ProxyConfig {
         index: usize,
@@ -111,7 +123,8 @@ impl ExecError {
             ExecError::Redis { .. }
             | ExecError::Ssh { .. }
             | ExecError::Playbook { .. }
-            | ExecError::ProxyConfig { .. } => true,
+            | ExecError::ProxyConfig { .. }
+            | ExecError::Unfenced { .. } => true,
             ExecError::UnknownAddress { .. }
             | ExecError::NoPlaybook { .. }
             | ExecError::Unsupported { .. }
@@ -172,6 +185,8 @@ pub struct Executor<'a, C, D> {
     pub addresses: BTreeMap<String, IpAddr>,
     /// Admin calls to redis servers (each bounded by its timeout).
     pub redis: Redis,
+    /// Fences skipped so far in this recovery (a resumed one is given those of its done steps).
+    pub unfenced: Unfenced,
 }
 
 /// What a step did, for the caller to show and the journal to keep.
@@ -387,18 +402,37 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 server,
                 wait_sessions,
             } => {
-                self.proxy_change(
-                    index,
-                    kind,
-                    proxy,
-                    server,
-                    ProxyChange::Fence(*wait_sessions),
-                )
-                .await?
+                let (summary, skipped) = self
+                    .proxy_change(
+                        index,
+                        kind,
+                        proxy,
+                        server,
+                        ProxyChange::Fence(*wait_sessions),
+                    )
+                    .await?;
+                if skipped {
+                    self.unfenced.fences.push((proxy.clone(), server.clone()));
+                    output.skipped = Some(summary.clone());
+                }
+                summary
             }
             Action::ActivateServer { proxy, server } => {
-                self.proxy_change(index, kind, proxy, server, ProxyChange::Activate)
-                    .await?
+                let (summary, skipped) = self
+                    .proxy_change(index, kind, proxy, server, ProxyChange::Activate)
+                    .await?;
+                output.skipped = skipped.then(|| summary.clone());
+                summary
+            }
+            Action::FenceAtSource {
+                machine,
+                instance_id,
+            } => {
+                let (summary, terminated) = self
+                    .fence_at_source(index, kind, machine, instance_id.as_deref())
+                    .await?;
+                output.terminated = terminated;
+                summary
             }
             Action::SetServerAddress {
                 proxy,
@@ -408,10 +442,16 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             } => {
                 let ip = self.resolve(index, kind, address)?;
                 let to = SocketAddr::new(ip, *port);
-                self.proxy_change(index, kind, proxy, server, ProxyChange::Address(to))
-                    .await?
+                let (summary, skipped) = self
+                    .proxy_change(index, kind, proxy, server, ProxyChange::Address(to))
+                    .await?;
+                output.skipped = skipped.then(|| summary.clone());
+                summary
             }
             Action::PromoteReplica { server, .. } => {
+                let backend = medic_plan::vars::proxy_backend(&server.shard);
+                self.ensure_fenced(index, kind, &backend, &server.machine)
+                    .await?;
                 let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
                 let redis_err = redis_err(index, kind);
                 self.redis.replicaof(at, None).await.map_err(&redis_err)?;
@@ -517,7 +557,35 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             kind,
             source,
         };
-        let ids: Vec<String> = match id {
+        let ids = self.instance_ids(index, kind, machine, id).await?;
+        if ids.is_empty() {
+            return Ok(format!("{machine}: no instance to terminate"));
+        }
+        let mut said = Vec::new();
+        for id in &ids {
+            let outcome = self.cloud.terminate(id).await.map_err(cloud_err)?;
+            said.push(match outcome {
+                medic_cloud::TerminateOutcome::Terminated => format!("{id} terminated"),
+                medic_cloud::TerminateOutcome::AlreadyGone => format!("{id} already gone"),
+            });
+        }
+        Ok(format!("{machine}: {}", said.join(", ")))
+    }
+
+    /// The instance `id`, or (without one) the instances tagged as `machine`'s.
+    async fn instance_ids(
+        &self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        id: Option<&str>,
+    ) -> Result<Vec<String>, ExecError> {
+        let cloud_err = |source| ExecError::Cloud {
+            index,
+            kind,
+            source,
+        };
+        Ok(match id {
             Some(id) => vec![id.to_owned()],
             None => {
                 let tags = BTreeMap::from([
@@ -535,31 +603,28 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     .map(|i| i.id)
                     .collect()
             }
-        };
-        if ids.is_empty() {
-            return Ok(format!("{machine}: no instance to terminate"));
-        }
-        let mut said = Vec::new();
-        for id in &ids {
-            let outcome = self.cloud.terminate(id).await.map_err(cloud_err)?;
-            said.push(match outcome {
-                medic_cloud::TerminateOutcome::Terminated => format!("{id} terminated"),
-                medic_cloud::TerminateOutcome::AlreadyGone => format!("{id} already gone"),
-            });
-        }
-        Ok(format!("{machine}: {}", said.join(", ")))
+        })
     }
 
     /// One HAProxy change: through the runtime API (read back), then into haproxy.cfg.
     async fn proxy_change(
-        &self,
+        &mut self,
         index: usize,
         kind: &'static str,
         proxy: &ProxyApi,
         server: &ServerRef,
         change: ProxyChange,
-    ) -> Result<String, ExecError> {
+    ) -> Result<(String, bool), ExecError> {
         let ip = self.resolve(index, kind, &proxy.address)?;
+        if self.unfenced.unreachable.contains(&proxy.machine) {
+            return Ok((
+                format!(
+                    "{}: skipped, its runtime API at {ip}:{} does not answer (the checks or an earlier step of this recovery said so)",
+                    proxy.machine, proxy.port
+                ),
+                true,
+            ));
+        }
         let mut api = RuntimeApi::tcp(SocketAddr::new(ip, proxy.port));
         api.timeout = RUNTIME_API_TIMEOUT;
         let haproxy_err = |source| ExecError::Haproxy {
@@ -612,9 +677,13 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     server = %server,
                     "HAProxy runtime API does not answer; skipped."
                 );
-                return Ok(format!(
-                    "{}: skipped, its runtime API at {ip}:{} does not answer",
-                    proxy.machine, proxy.port
+                self.unfenced.unreachable.insert(proxy.machine.clone());
+                return Ok((
+                    format!(
+                        "{}: skipped, its runtime API at {ip}:{} does not answer",
+                        proxy.machine, proxy.port
+                    ),
+                    true,
                 ));
             }
             Err(e) => return Err(haproxy_err(e)),
@@ -635,7 +704,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         };
         self.persist(index, kind, &proxy.machine, ip, server, edit)
             .await?;
-        Ok(format!(
+        let summary = format!(
             "{}: {} {}",
             proxy.machine,
             server,
@@ -650,7 +719,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 (ProxyChange::Activate, _) => "ready".to_owned(),
                 (ProxyChange::Address(to), _) => format!("at {to}"),
             }
-        ))
+        );
+        Ok((summary, false))
     }
 
     /// Writes a server's new state into the proxy's haproxy.cfg, so a reload keeps it.

@@ -99,6 +99,22 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             "let held writes go on (a replica now: they get READONLY)".into(),
             vec![],
         ),
+        Action::FenceAtSource {
+            machine,
+            instance_id,
+        } => {
+            let id = instance_id
+                .clone()
+                .unwrap_or_else(|| "<found by tags medic:topology, medic:machine>".into());
+            (
+                machine.clone(),
+                "only if a proxy above could not be fenced: terminate the instance before any promotion, and wait until it is gone".into(),
+                vec![
+                    format!("ec2 TerminateInstances InstanceIds=[{id}]"),
+                    format!("ec2 DescribeInstances InstanceIds=[{id}]  (until terminated)"),
+                ],
+            )
+        }
         Action::TerminateInstance {
             machine,
             instance_id,

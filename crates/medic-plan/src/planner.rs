@@ -431,12 +431,31 @@ impl<'a> Planner<'a> {
         for shard in &on {
             self.fence_on_proxies(shard, machine, false);
         }
-        // 2. Promote, shard by shard.
+        // 2. Promote, shard by shard — after fencing the machine at its source if a proxy
+        //    could not be fenced (the step decides when it runs).
         let mut refused = Vec::new();
+        let before = self.steps.len();
         for shard in &mastered {
             if !self.fail_over(shard, machine)? {
                 refused.push(shard.name.value.clone());
             }
+        }
+        if let Some(at) = self.steps[before..]
+            .iter()
+            .position(|a| matches!(a, Action::PromoteReplica { .. }))
+        {
+            let instance_id = self
+                .state
+                .machines
+                .get(machine)
+                .and_then(|s| s.instance_id.clone());
+            self.steps.insert(
+                before + at,
+                Action::FenceAtSource {
+                    machine: machine.to_owned(),
+                    instance_id,
+                },
+            );
         }
         // 3. Route each proxy to the new masters.
         self.activate_masters(&mastered);
@@ -957,6 +976,7 @@ mod tests {
                     "fence redis-r9001/redis1 on haproxy2",
                     "fence redis-r9002/redis1 on haproxy1",
                     "fence redis-r9002/redis1 on haproxy2",
+                    "fence-source redis1",
                     "promote r9001@redis2",
                     "promote r9002@redis2",
                     "activate redis-r9001/redis2 on haproxy1",

@@ -128,9 +128,30 @@ pub struct StepOutput {
     /// A promotion or a sync wait: the server's replication offset at that moment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// A proxy change not made because the proxy's runtime API did not answer: why. The
+    /// recovery that skipped something is not `completed`, and the proxy is repaired when it
+    /// answers again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+    /// A fence at the source: the instance was terminated (and is gone).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminated: bool,
 }
 
 impl ObservedState {
+    /// A machine's instance is terminated: no instance, and its servers hold nothing until
+    /// they have synced again.
+    fn instance_gone(&mut self, machine: &str) {
+        if let Some(m) = self.machines.get_mut(machine) {
+            m.instance_id = None;
+        }
+        for shard in self.shards.values_mut() {
+            for r in shard.replicas.iter_mut().filter(|r| r.machine == machine) {
+                r.offset = None;
+            }
+        }
+    }
+
     /// The state after `action` succeeded with `output`. Pure: replaying a journal's finished
     /// steps over the state from before a recovery gives the state after them.
     pub fn apply(&mut self, action: &crate::Action, output: &StepOutput) {
@@ -171,17 +192,10 @@ impl ObservedState {
                     r.offset = Some(output.offset.unwrap_or(0));
                 }
             }
-            Action::TerminateInstance { machine, .. } => {
-                if let Some(m) = self.machines.get_mut(machine) {
-                    m.instance_id = None;
-                }
-                // Its servers hold nothing until they have synced again.
-                for shard in self.shards.values_mut() {
-                    for r in shard.replicas.iter_mut().filter(|r| r.machine == *machine) {
-                        r.offset = None;
-                    }
-                }
+            Action::FenceAtSource { machine, .. } if output.terminated => {
+                self.instance_gone(machine);
             }
+            Action::TerminateInstance { machine, .. } => self.instance_gone(machine),
             Action::LaunchInstance { spec } => {
                 let m = self
                     .machines
@@ -314,7 +328,7 @@ mod tests {
             &StepOutput {
                 address: Some(ip),
                 instance_id: Some("i-2".into()),
-                offset: None,
+                ..StepOutput::default()
             },
         );
         assert_eq!(s.address("b"), Some(ip));

@@ -201,6 +201,14 @@ pub enum Action {
         master_port: u16,
         timeout_ms: u64,
     },
+    /// Fence a lost machine at its source before any promotion, if some proxy could not be
+    /// fenced: terminate its instance and wait until the cloud says it is gone. A machine that
+    /// every proxy fenced is left for the later terminate step.
+    FenceAtSource {
+        machine: String,
+        /// `None`: found by its tags `medic:topology` and `medic:machine` when the step runs.
+        instance_id: Option<String>,
+    },
     /// Terminate the machine's instance; one already gone is success.
     TerminateInstance {
         machine: String,
@@ -248,6 +256,7 @@ impl Action {
             Action::WaitInSync { .. } => "wait-sync",
             Action::PauseWrites { .. } => "pause",
             Action::Unpause { .. } => "unpause",
+            Action::FenceAtSource { .. } => "fence-source",
             Action::TerminateInstance { .. } => "terminate",
             Action::LaunchInstance { .. } => "launch",
             Action::WaitReachable { .. } => "wait-ssh",

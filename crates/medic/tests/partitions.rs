@@ -144,3 +144,91 @@ fn a_monitor_on_the_minority_side_of_a_partition_neither_fails_over_nor_terminat
         },
     );
 }
+
+/// haproxy2 cut off from the monitor host only (the app proxy still reaches it), then redis1
+/// crashes. The majority (haproxy1, redis2) confirms the loss; haproxy2 cannot be fenced, so
+/// redis1 is fenced at its source — terminated and gone — before redis2 is promoted. The
+/// recovery says it is `incomplete` (haproxy2 missed its changes), and once haproxy2 answers
+/// again the reconcile brings it to the intended routing: redis2 ready, redis1's replacement in
+/// maintenance at its new address.
+#[test]
+fn a_proxy_that_cannot_be_fenced_blocks_nothing_unsafe_and_is_repaired_when_it_answers() {
+    let Some(mut env) = Env::new(2, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    let app = env.ip(14);
+    let writer = Writer::start_in(
+        Some(env.netns("app")),
+        format!("{app}:7001").parse().unwrap(),
+    );
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    env.fault("haproxy2", "partition", &["--from", "monitor"]);
+    env.wait(
+        "the alert that the monitor cannot reach haproxy2",
+        RECOVERY,
+        |e| {
+            e.alerts()
+                .iter()
+                .any(|a| a.contains("cannot reach haproxy2"))
+        },
+    );
+    let crashed_at = Instant::now();
+    env.fault("redis1", "crash", &[]);
+    env.wait("the recovery of redis1, incomplete", RECOVERY, |e| {
+        e.ended("machine redis1 lost", "incomplete")
+    });
+    let r = env.recovery("machine redis1 lost").unwrap();
+    let steps = r["steps"].as_array().unwrap();
+    let source = steps.iter().find(|s| s["kind"] == "fence-source").unwrap();
+    assert!(
+        source["summary"]
+            .as_str()
+            .is_some_and(|s| s.contains("gone before any promotion") && s.contains("haproxy2")),
+        "{source}"
+    );
+    let skipped = r["outcome"]["skipped"].as_array().unwrap();
+    assert!(
+        !skipped.is_empty()
+            && skipped.iter().all(|s| s
+                .as_str()
+                .is_some_and(|s| s.starts_with("haproxy2: skipped"))),
+        "{skipped:?}"
+    );
+    let settled = Instant::now();
+    writer.wait_acked("writes through haproxy1", settled, 20);
+    // haproxy2 answers again: the reconcile repairs it.
+    env.fault("haproxy2", "heal", &[]);
+    let new = env.ip(15);
+    wait_until(
+        "haproxy2 routing as intended",
+        RECOVERY,
+        Duration::from_millis(200),
+        || {
+            let r: Vec<_> = ["r9001", "r9002"].map(|s| routing(&env, 13, s)).to_vec();
+            let want = vec![
+                ("redis1".to_owned(), new.clone(), false),
+                ("redis2".to_owned(), env.ip(11), true),
+            ];
+            if r.iter().all(|b| *b == want) {
+                Ok(())
+            } else {
+                Err(format!("{r:?}"))
+            }
+        },
+    );
+    env.wait("the repair's alert", Duration::from_secs(10), |e| {
+        e.alerts()
+            .iter()
+            .any(|a| a.contains("haproxy2 did not route as intended; repaired"))
+    });
+    // A client of haproxy2 writes to the new master.
+    assert_eq!(cli(&env.ip(13), 8001, &["SET", "via", "haproxy2"]), "OK");
+    assert_eq!(cli(&env.ip(11), 9001, &["GET", "via"]), "haproxy2");
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, crashed_at, settled);
+    // Both proxies agree.
+    for s in ["r9001", "r9002"] {
+        assert_eq!(routing(&env, 12, s), routing(&env, 13, s), "{s}");
+    }
+}

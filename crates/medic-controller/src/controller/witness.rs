@@ -204,7 +204,7 @@ pub(super) fn describe(w: &Witnesses) -> String {
         })
         .collect();
     format!(
-        "{} of {} observers ({})",
+        "{} of {} observers say it is gone ({})",
         w.count(Seen::Gone),
         w.answers.len(),
         words.join(", ")
@@ -470,7 +470,7 @@ mod tests {
         );
         assert_eq!(
             describe(&w),
-            "2 of 4 observers (h1 sees it, h2 gone, r2 could not be asked, h3 gone)"
+            "2 of 4 observers say it is gone (h1 sees it, h2 gone, r2 could not be asked, h3 gone)"
         );
     }
 }

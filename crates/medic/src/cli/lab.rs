@@ -201,6 +201,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         playbooks: &dep.playbooks,
         addresses: BTreeMap::new(),
         redis: medic_redis::Redis::default(),
+        unfenced: medic_exec::Unfenced::default(),
     };
     let result = exec
         .run(&plan, |step, done| print_done(step, done, &dep.playbooks))

@@ -539,6 +539,7 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
             playbooks: &dep.playbooks,
             addresses: BTreeMap::new(),
             redis: medic_redis::Redis::default(),
+            unfenced: medic_exec::Unfenced::default(),
         };
         let result = exec
             .run(&plan, |step, done| {

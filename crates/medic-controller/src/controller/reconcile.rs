@@ -1,0 +1,313 @@
+//! The proxies' routing, compared with what it should be and repaired.
+//!
+//! A proxy that did not answer during a recovery (partitioned from the monitor host, or slow)
+//! keeps routing as before: to a terminated master, with the promoted replica in maintenance.
+//! Every few seconds, while no recovery runs, each proxy that answers is read (`show servers
+//! state`) and compared with the intended routing of every shard's backend ([`repairs`], pure):
+//! - a server that is not the shard's master must be in maintenance;
+//! - every server must be at its machine's current address and the shard's port;
+//! - the master must be `ready` — only while its own check sees it up (a master that medic
+//!   could not fail over, and fenced, is not let back in here).
+//!
+//! Repairs run through the executor's own steps (fences first, then addresses, then the
+//! master's activation), so each is read back and written into haproxy.cfg, and an alert
+//! says what was found.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use medic_cloud::{Cloud, Dns};
+use medic_detect::Health;
+use medic_haproxy::{ProxyApi as _, RuntimeApi, ServerState};
+use medic_plan::{Action, Addr, AlertLevel, ObservedState, ProxyApi, ServerRef, Step};
+use medic_topology::Topology;
+
+use super::{Controller, lock, read};
+use crate::checks::Target;
+
+/// How often the proxies' routing is compared with the intended one.
+pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+/// How long reading one proxy's state may take.
+const READ_WITHIN: Duration = Duration::from_secs(1);
+
+/// The changes that bring one proxy's redis backends to the intended routing, in a safe order:
+/// every fence, then every address, then the activations. `master_up(shard)`: whether the
+/// shard's master answers its checks.
+pub(super) fn repairs(
+    top: &Topology,
+    observed: &ObservedState,
+    proxy: &ProxyApi,
+    servers: &[ServerState],
+    master_up: impl Fn(&str) -> bool,
+) -> Vec<Action> {
+    let (mut fences, mut addresses, mut activations) = (Vec::new(), Vec::new(), Vec::new());
+    for s in top.shards.iter().map(|s| &s.value) {
+        let name = &s.name.value;
+        let Some(st) = observed.shards.get(name) else {
+            continue;
+        };
+        let backend = medic_plan::vars::proxy_backend(name);
+        for sv in servers.iter().filter(|x| x.backend == backend) {
+            let server = ServerRef {
+                backend: backend.clone(),
+                server: sv.server.clone(),
+            };
+            let is_master = sv.server == st.master;
+            if !is_master && sv.is_ready() {
+                fences.push(Action::FenceServer {
+                    proxy: proxy.clone(),
+                    server: server.clone(),
+                    wait_sessions: false,
+                });
+            }
+            if let Some(ip) = observed.address(&sv.server)
+                && (sv.addr.parse::<IpAddr>().ok() != Some(ip) || sv.port != s.port.value)
+            {
+                addresses.push(Action::SetServerAddress {
+                    proxy: proxy.clone(),
+                    server: server.clone(),
+                    address: Addr::Ip(ip),
+                    port: s.port.value,
+                });
+            }
+            if is_master && !sv.is_ready() && master_up(name) {
+                activations.push(Action::ActivateServer {
+                    proxy: proxy.clone(),
+                    server,
+                });
+            }
+        }
+    }
+    fences.extend(addresses);
+    fences.extend(activations);
+    fences
+}
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Compares every proxy's routing with the intended one, every [`RECONCILE_EVERY`], and
+    /// repairs what differs; never while a recovery runs (it makes its own changes).
+    pub(super) async fn reconcile_proxies(&self) {
+        loop {
+            tokio::time::sleep(RECONCILE_EVERY).await;
+            let idle = {
+                let st = lock(&self.inner.st);
+                st.in_flight.is_none() && st.busy.is_empty()
+            };
+            if idle {
+                self.reconcile_once().await;
+            }
+        }
+    }
+
+    async fn reconcile_once(&self) {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let port = top.proxies.value.runtime_api.value.port.value;
+        let (observed, skip, up) = {
+            let st = lock(&self.inner.st);
+            let skip: Vec<String> = st
+                .saved
+                .maintenance
+                .iter()
+                .chain(st.saved.unmonitored.iter())
+                .cloned()
+                .collect();
+            let up: Vec<String> = top
+                .shards
+                .iter()
+                .map(|s| s.value.name.value.clone())
+                .filter(|name| {
+                    st.saved.observed.shards.get(name).is_some_and(|ss| {
+                        let t = Target::Redis {
+                            shard: name.clone(),
+                            machine: ss.master.clone(),
+                        };
+                        st.health
+                            .get(&t)
+                            .is_some_and(|h| h.detector.health == Health::Up)
+                    })
+                })
+                .collect();
+            (st.saved.observed.clone(), skip, up)
+        };
+        for machine in top.proxy_machines() {
+            if skip.iter().any(|m| m == machine) {
+                continue;
+            }
+            let Some(ip) = observed.address(machine) else {
+                continue;
+            };
+            let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
+            api.timeout = READ_WITHIN;
+            let Ok(Ok(servers)) = tokio::time::timeout(READ_WITHIN, api.servers(None)).await else {
+                continue;
+            };
+            let proxy = ProxyApi {
+                machine: machine.to_owned(),
+                address: Addr::Ip(ip),
+                port,
+            };
+            let fixes = repairs(top, &observed, &proxy, &servers, |s| {
+                up.iter().any(|u| u == s)
+            });
+            if !fixes.is_empty() {
+                self.repair(machine, fixes).await;
+            }
+        }
+    }
+
+    /// Runs the repairs of one proxy through the executor (read back, persisted).
+    async fn repair(&self, machine: &str, fixes: Vec<Action>) {
+        let loaded = self.top();
+        let playbooks = read(&self.inner.playbooks).clone();
+        let mut exec = medic_exec::Executor {
+            topology: &loaded.topology,
+            cloud: &self.inner.cloud,
+            dns: self.inner.dns.as_ref(),
+            skip_dns: true,
+            ssh: &self.inner.ssh,
+            playbooks: &playbooks,
+            addresses: Default::default(),
+            redis: self.inner.redis.clone(),
+            unfenced: medic_exec::Unfenced::default(),
+        };
+        let mut done = Vec::new();
+        let mut failed = None;
+        for action in fixes {
+            let view = medic_plan::describe::describe(
+                &Step {
+                    index: 0,
+                    action: action.clone(),
+                },
+                &playbooks,
+            );
+            match exec
+                .execute(&Step {
+                    index: 0,
+                    action: action.clone(),
+                })
+                .await
+            {
+                Ok(d) if d.output.skipped.is_none() => {
+                    done.push(format!("{} {}", action.kind(), view.target));
+                }
+                Ok(d) => {
+                    failed = Some(d.summary);
+                    break;
+                }
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        let message = match failed {
+            None => format!(
+                "{machine} did not route as intended; repaired: {}",
+                done.join(", ")
+            ),
+            Some(e) => format!(
+                "{machine} does not route as intended; repaired {} of it, then: {e}",
+                if done.is_empty() {
+                    "none".to_owned()
+                } else {
+                    done.join(", ")
+                }
+            ),
+        };
+        tracing::warn!(proxy = %machine, "{message}");
+        self.alert(AlertLevel::Warning, message);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medic_haproxy::OpState;
+
+    fn lab() -> (Topology, ObservedState) {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
+        let loaded = medic_topology::load_topology(&path).expect("examples/lab.yaml loads");
+        let mut observed = ObservedState::assumed(&loaded.topology);
+        for (m, last) in [("redis1", 10), ("redis2", 11)] {
+            if let Some(s) = observed.machines.get_mut(m) {
+                s.address = Some(IpAddr::from([10, 77, 0, last]));
+            }
+        }
+        (loaded.topology, observed)
+    }
+
+    fn server(backend: &str, name: &str, addr: &str, port: u16, maint: bool) -> ServerState {
+        ServerState {
+            backend: backend.to_owned(),
+            server: name.to_owned(),
+            addr: addr.to_owned(),
+            port,
+            op_state: OpState::Running,
+            admin_state: u32::from(maint),
+        }
+    }
+
+    fn proxy() -> ProxyApi {
+        ProxyApi {
+            machine: "haproxy2".into(),
+            address: Addr::Ip(IpAddr::from([10, 77, 0, 13])),
+            port: 9999,
+        }
+    }
+
+    #[test]
+    fn the_intended_routing_needs_nothing() {
+        let (top, obs) = lab();
+        let servers = [
+            server("redis-r9001", "redis1", "10.77.0.10", 9001, false),
+            server("redis-r9001", "redis2", "10.77.0.11", 9001, true),
+            server("redis-r9002", "redis1", "10.77.0.10", 9002, false),
+            server("redis-r9002", "redis2", "10.77.0.11", 9002, true),
+        ];
+        assert_eq!(repairs(&top, &obs, &proxy(), &servers, |_| true), []);
+    }
+
+    /// A proxy that missed a failover of r9001 to redis2 and redis1's replacement at .15:
+    /// the old master fenced first, its new address set, then redis2 let in.
+    #[test]
+    fn a_proxy_that_missed_a_recovery_is_fenced_first_then_pointed_then_activated() {
+        let (top, mut obs) = lab();
+        if let Some(s) = obs.shards.get_mut("r9001") {
+            s.master = "redis2".into();
+        }
+        if let Some(m) = obs.machines.get_mut("redis1") {
+            m.address = Some(IpAddr::from([10, 77, 0, 15]));
+        }
+        let servers = [
+            server("redis-r9001", "redis1", "10.77.0.10", 9001, false),
+            server("redis-r9001", "redis2", "10.77.0.11", 9001, true),
+        ];
+        let kinds: Vec<String> = repairs(&top, &obs, &proxy(), &servers, |_| true)
+            .iter()
+            .map(|a| match a {
+                Action::FenceServer { server, .. } => format!("fence {}", server.server),
+                Action::SetServerAddress {
+                    server, address, ..
+                } => format!("address {} {address}", server.server),
+                Action::ActivateServer { server, .. } => format!("activate {}", server.server),
+                other => other.kind().to_owned(),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "fence redis1",
+                "address redis1 10.77.0.15",
+                "activate redis2"
+            ]
+        );
+        // A master whose own check does not see it up is not let in.
+        let none_up = repairs(&top, &obs, &proxy(), &servers, |_| false);
+        assert!(
+            none_up
+                .iter()
+                .all(|a| !matches!(a, Action::ActivateServer { .. }))
+        );
+    }
+}
