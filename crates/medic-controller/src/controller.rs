@@ -195,6 +195,10 @@ struct St {
     /// What happened, newest last, numbered: `medic events` follows it.
     events: VecDeque<EventRecord>,
     next_event: u64,
+    /// Each proxy's routing as last read (the reconcile reads it every few seconds).
+    routing: BTreeMap<String, reconcile::Routing>,
+    /// When this controller started (ms): a proxy never read since is "unknown" after a while.
+    started_ms: u64,
 }
 
 /// How many of a silent machine's servers each witness probes.
@@ -414,6 +418,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 metrics: Metrics::default(),
                 events: VecDeque::new(),
                 next_event: 1,
+                routing: BTreeMap::new(),
+                started_ms: now_ms(),
             }),
             requests,
             requests_rx: Mutex::new(Some(rx)),
@@ -1878,8 +1884,26 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .iter()
                     .filter(|r| r["in_sync"].as_bool() == Some(true))
                     .count();
+                // What clients get: the server each proxy sends the shard's writes to.
+                let backend = medic_plan::vars::proxy_backend(name);
+                let routes: Vec<serde_json::Value> = top
+                    .proxy_machines()
+                    .map(|p| reconcile::route_of(&st, p, &backend, now_ms()))
+                    .collect();
+                // (Before the first readings after start, a proxy counts as neither.)
+                let read = || routes.iter().filter(|r| r["pending"] != true);
+                let misrouted = read().any(|r| {
+                    r["to"]
+                        .as_array()
+                        .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
+                });
+                let unknown = read().any(|r| r["to"].is_null());
                 let state = if !master_up {
                     "down"
+                } else if misrouted {
+                    "misrouted"
+                } else if unknown {
+                    "routing unknown"
                 } else if synced == 0 {
                     "degraded"
                 } else {
@@ -1892,6 +1916,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     "master_offset": ss.master_offset,
                     "master_health": health_of(&master_t),
                     "replicas": replicas,
+                    "routes": routes,
                     "state": state,
                 })
             })

@@ -197,6 +197,10 @@ fn a_proxy_that_cannot_be_fenced_blocks_nothing_unsafe_and_is_repaired_when_it_a
     );
     let settled = Instant::now();
     writer.wait_acked("writes through haproxy1", settled, 20);
+    // Until then the status does not call the shards ok: haproxy2's routing is unknown.
+    env.wait("r9001's routing unknown", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "routing unknown"
+    });
     // haproxy2 answers again: the reconcile repairs it.
     env.fault("haproxy2", "heal", &[]);
     let new = env.ip(15);
@@ -227,8 +231,17 @@ fn a_proxy_that_cannot_be_fenced_blocks_nothing_unsafe_and_is_repaired_when_it_a
     assert_eq!(cli(&env.ip(11), 9001, &["GET", "via"]), "haproxy2");
     let log = writer.finish();
     assert_no_acknowledged_write_lost(&app, &log, crashed_at, settled);
-    // Both proxies agree.
+    // Both proxies agree, and the status says so.
     for s in ["r9001", "r9002"] {
         assert_eq!(routing(&env, 12, s), routing(&env, 13, s), "{s}");
     }
+    env.wait("both shards ok", RECOVERY, |e| {
+        ["r9001", "r9002"].iter().all(|s| {
+            let sh = e.shard(s);
+            sh["state"] == "ok"
+                && sh["routes"]
+                    .as_array()
+                    .is_some_and(|r| r.len() == 2 && r.iter().all(|x| x["to"][0] == "redis2"))
+        })
+    });
 }

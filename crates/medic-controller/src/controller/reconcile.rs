@@ -13,6 +13,7 @@
 //! master's activation), so each is read back and written into haproxy.cfg, and an alert
 //! says what was found.
 
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -29,6 +30,47 @@ use crate::checks::Target;
 pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(2);
 /// How long reading one proxy's state may take.
 const READ_WITHIN: Duration = Duration::from_secs(1);
+/// A proxy's routing read longer ago than this (or never, this long after start) is unknown.
+const ROUTING_STALE_MS: u64 = 10_000;
+
+/// One proxy's routing as last read: per backend, the servers it may send traffic to.
+#[derive(Debug, Clone)]
+pub(super) struct Routing {
+    pub read_ms: u64,
+    pub ready: BTreeMap<String, Vec<String>>,
+}
+
+impl Routing {
+    fn of(servers: &[ServerState], read_ms: u64) -> Routing {
+        let mut ready: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for s in servers {
+            let e = ready.entry(s.backend.clone()).or_default();
+            if s.is_ready() {
+                e.push(s.server.clone());
+            }
+        }
+        Routing { read_ms, ready }
+    }
+}
+
+/// `{"proxy", "to": [servers] | null, "read_ms"}`: where `proxy` sends `backend`'s clients,
+/// as last read; `to` is null when that reading is missing or older than ten seconds (a proxy
+/// the monitor host cannot read is not known to route well).
+pub(super) fn route_of(st: &super::St, proxy: &str, backend: &str, now: u64) -> serde_json::Value {
+    match st.routing.get(proxy) {
+        Some(r) if now.saturating_sub(r.read_ms) <= ROUTING_STALE_MS => serde_json::json!({
+            "proxy": proxy,
+            "to": r.ready.get(backend).cloned().unwrap_or_default(),
+            "read_ms": r.read_ms,
+        }),
+        Some(r) => serde_json::json!({"proxy": proxy, "to": null, "read_ms": r.read_ms}),
+        // Never read: unknown only once the first readings should have come.
+        None if now.saturating_sub(st.started_ms) > ROUTING_STALE_MS => {
+            serde_json::json!({"proxy": proxy, "to": null, "read_ms": null})
+        }
+        None => serde_json::json!({"proxy": proxy, "to": null, "read_ms": null, "pending": true}),
+    }
+}
 
 /// The changes that bring one proxy's redis backends to the intended routing, in a safe order:
 /// every fence, then every address, then the activations. `master_up(shard)`: whether the
@@ -84,18 +126,12 @@ pub(super) fn repairs(
 }
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
-    /// Compares every proxy's routing with the intended one, every [`RECONCILE_EVERY`], and
-    /// repairs what differs; never while a recovery runs (it makes its own changes).
+    /// Reads every proxy's routing every [`RECONCILE_EVERY`] (for the status) and repairs what
+    /// differs from the intended one — never while a recovery runs (it makes its own changes).
     pub(super) async fn reconcile_proxies(&self) {
         loop {
+            self.reconcile_once().await;
             tokio::time::sleep(RECONCILE_EVERY).await;
-            let idle = {
-                let st = lock(&self.inner.st);
-                st.in_flight.is_none() && st.busy.is_empty()
-            };
-            if idle {
-                self.reconcile_once().await;
-            }
         }
     }
 
@@ -142,6 +178,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Ok(Ok(servers)) = tokio::time::timeout(READ_WITHIN, api.servers(None)).await else {
                 continue;
             };
+            let idle = {
+                let mut st = lock(&self.inner.st);
+                let reading = Routing::of(&servers, crate::journal::now_ms());
+                st.routing.insert(machine.to_owned(), reading);
+                st.in_flight.is_none() && st.busy.is_empty()
+            };
+            if !idle {
+                continue;
+            }
             let proxy = ProxyApi {
                 machine: machine.to_owned(),
                 address: Addr::Ip(ip),
