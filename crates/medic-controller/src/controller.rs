@@ -1289,10 +1289,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         let mut alerted = false;
         let mut held = None;
+        // Done steps whose effect expires (a switchover's bounded pause) are run again.
+        let redo = log.as_ref().map_or_else(Default::default, |l| {
+            plan.redo_on_resume(&l.done.keys().copied().collect())
+        });
+        if !redo.is_empty() {
+            tracing::info!(recovery = %plan.recovery, steps = ?redo, "Resumed: steps whose effect expires run again.");
+        }
         for step in &plan.steps {
             if log
                 .as_ref()
                 .is_some_and(|l| l.done.contains_key(&step.index))
+                && !redo.contains(&step.index)
             {
                 continue;
             }

@@ -7,6 +7,7 @@
 
 pub mod describe;
 pub mod planner;
+mod resume;
 pub mod state;
 pub mod step;
 pub mod vars;
