@@ -466,8 +466,18 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     }));
                 }
                 output.offset = Some(info.offset);
+                // Into its config file too, or a restart brings it back as a replica of the
+                // old master. The promotion itself is done (read back): a rewrite that fails
+                // does not undo it, so the step goes on and says so.
+                let persisted = match self.redis.config_rewrite(at).await {
+                    Ok(()) => "config rewritten".to_owned(),
+                    Err(e) => {
+                        tracing::warn!(step = index, server = %at, error = %e, "Promoted, but the role is not in its config file.");
+                        format!("role not persisted: {e}")
+                    }
+                };
                 format!(
-                    "{}@{} is master at offset {}",
+                    "{}@{} is master at offset {}, {persisted}",
                     server.shard, server.machine, info.offset
                 )
             }
@@ -482,7 +492,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     .replicaof(at, Some(to))
                     .await
                     .map_err(redis_err(index, kind))?;
-                format!("{}@{} replicates {to}", server.shard, server.machine)
+                // Into its config file too, or a restart brings it back in its old role (an old
+                // master as a second master). As with a promotion, a failed rewrite is reported.
+                let persisted = match self.redis.config_rewrite(at).await {
+                    Ok(()) => "config rewritten".to_owned(),
+                    Err(e) => {
+                        tracing::warn!(step = index, server = %at, error = %e, "Made a replica, but the role is not in its config file.");
+                        format!("role not persisted: {e}")
+                    }
+                };
+                format!(
+                    "{}@{} replicates {to}, {persisted}",
+                    server.shard, server.machine
+                )
             }
             Action::WaitInSync {
                 server,

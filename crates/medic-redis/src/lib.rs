@@ -1,7 +1,8 @@
 //! Redis administration over the redis protocol: what the controller asks of redis servers.
 //!
 //! [`RedisAdmin`] is the seam: a small trait with the primitives (read replication state,
-//! `REPLICAOF`, `CONFIG SET`, `CLIENT PAUSE`), implemented for real servers by [`Redis`].
+//! `REPLICAOF`, `CONFIG SET`, `CONFIG REWRITE`, `CLIENT PAUSE`), implemented for real servers by
+//! [`Redis`].
 //! What is built from the primitives — waiting until a replica has caught up — is a free
 //! function over the trait ([`wait_caught_up`], [`wait_in_sync`]).
 //!
@@ -89,6 +90,12 @@ pub enum RedisError {
         #[source]
         source: info::InfoParseError,
     },
+    /// `CONFIG REWRITE` on a server started without a config file (`redis-server --port ...`):
+    /// there is no file to write its settings (its role) into.
+    #[error(
+        "redis {addr}: CONFIG REWRITE: the server runs without a config file, so nothing keeps its settings over a restart"
+    )]
+    NoConfigFile { addr: RedisAddr },
     #[error("redis {replica}: not in sync with {master} after {after:?}: {state}")]
     NotInSync {
         replica: RedisAddr,
@@ -136,6 +143,10 @@ pub trait RedisAdmin: Send + Sync {
         at: RedisAddr,
         master: Option<RedisAddr>,
     ) -> impl Future<Output = Result<(), RedisError>> + Send;
+    /// `CONFIG REWRITE`: the server writes its running settings — its role (`replicaof`)
+    /// among them — into the config file it was started from, so a restart keeps them.
+    /// [`RedisError::NoConfigFile`] when it was started without one.
+    fn config_rewrite(&self, at: RedisAddr) -> impl Future<Output = Result<(), RedisError>> + Send;
     /// `CONFIG SET key value`.
     fn config_set(
         &self,
@@ -278,6 +289,19 @@ impl RedisAdmin for Redis {
         cmd.arg("SET").arg(key).arg(value);
         let _: String = self.call(at, "CONFIG SET", cmd).await?;
         Ok(())
+    }
+
+    async fn config_rewrite(&self, at: RedisAddr) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("CONFIG");
+        cmd.arg("REWRITE");
+        match self.call::<String>(at, "CONFIG REWRITE", cmd).await {
+            Ok(_) => Ok(()),
+            // redis: "ERR The server is running without a config file".
+            Err(RedisError::Reply { message, .. }) if message.contains("without a config file") => {
+                Err(RedisError::NoConfigFile { addr: at })
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn pause_writes(&self, at: RedisAddr, how_long: Duration) -> Result<(), RedisError> {

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use medic_redis::*;
-use medic_testkit::{RedisServer, unique_loopback};
+use medic_testkit::{Proc, RedisServer, unique_loopback};
 
 fn addr(s: &RedisServer) -> RedisAddr {
     RedisAddr::from(s.addr)
@@ -291,4 +291,157 @@ async fn a_hung_server_does_not_delay_probes_of_others() {
     );
     assert_eq!(hung.await.unwrap(), ProbeResult::Timeout);
     replica.proc.signal("CONT");
+}
+
+/// Kills a server started by [`RedisServer::start_with_config`] and starts it again from its
+/// config file, as a reboot, systemd or an operator would: it comes back as the file says.
+fn restart_from_config(s: &mut RedisServer) {
+    s.proc.kill();
+    let mut cmd = std::process::Command::new(medic_testkit::program("redis-server"));
+    cmd.arg(s.dir.path().join("redis.conf"));
+    s.proc = Proc::spawn("redis-server", cmd, s.dir.path().join("redis.log"));
+    assert!(
+        medic_testkit::wait_port(s.addr, Duration::from_secs(10)),
+        "redis {} did not restart:\n{}",
+        s.addr,
+        s.proc.log_text()
+    );
+    // It listens before it has loaded its data (a replica's sync leaves a dump.rdb behind).
+    medic_testkit::wait_until(
+        "the restarted server to have loaded its data",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let info = s.cli(&["INFO", "persistence"]);
+            if info.contains("loading:0") {
+                Ok(())
+            } else {
+                Err(info)
+            }
+        },
+    );
+}
+
+fn replicaof_lines(s: &RedisServer) -> Vec<String> {
+    std::fs::read_to_string(s.dir.path().join("redis.conf"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with("replicaof"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_role_change_not_rewritten_is_lost_on_restart() {
+    // The defect itself: a replica (by its config file, as the playbook writes it) promoted
+    // at runtime only comes back as a replica of the old master.
+    let master = RedisServer::start(unique_loopback(), 9001);
+    let mut server = RedisServer::start_with_config(
+        unique_loopback(),
+        9001,
+        &format!("replicaof {} 9001\n", master.addr.ip()),
+    );
+    let redis = Redis::default();
+    redis.replicaof(addr(&server), None).await.unwrap();
+    assert_eq!(
+        redis.replication(addr(&server)).await.unwrap().role,
+        Role::Master
+    );
+    restart_from_config(&mut server);
+    let info = redis.replication(addr(&server)).await.unwrap();
+    assert_eq!(
+        info.role,
+        Role::Replica,
+        "the file's role, not the runtime one"
+    );
+    assert_eq!(info.master, Some((master.addr.ip().to_string(), 9001)));
+}
+
+#[tokio::test]
+async fn role_changes_rewritten_into_the_config_file_survive_a_restart() {
+    let master = RedisServer::start(unique_loopback(), 9001);
+    master.cli(&["SET", "k", "v"]);
+    // A master by its file (no `replicaof` line).
+    let mut server = RedisServer::start_with_config(unique_loopback(), 9001, "");
+    let redis = Redis::default();
+    assert_eq!(
+        redis.replication(addr(&server)).await.unwrap().role,
+        Role::Master
+    );
+
+    // Made a replica and rewritten: the file names the master ...
+    redis
+        .replicaof(addr(&server), Some(addr(&master)))
+        .await
+        .unwrap();
+    redis.config_rewrite(addr(&server)).await.unwrap();
+    assert_eq!(
+        replicaof_lines(&server),
+        [format!("replicaof {} 9001", master.addr.ip())]
+    );
+    // ... and the restarted process replicates that master again: it gets what was written
+    // while it was down.
+    restart_from_config(&mut server);
+    master.cli(&["SET", "while-down", "1"]);
+    let info = wait_in_sync(
+        &redis,
+        addr(&server),
+        addr(&master),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
+    assert_eq!(info.role, Role::Replica);
+    assert_eq!(info.master, Some((master.addr.ip().to_string(), 9001)));
+    assert_eq!(
+        server.cli(&["GET", "while-down"]),
+        "1",
+        "synced from the master"
+    );
+
+    // Promoted and rewritten: the file has no `replicaof` any more ...
+    redis.replicaof(addr(&server), None).await.unwrap();
+    redis.config_rewrite(addr(&server)).await.unwrap();
+    assert_eq!(replicaof_lines(&server), Vec::<String>::new());
+    // ... and the restarted process is a master, not a replica of the old one (which still
+    // runs): it takes writes, and the old master has no replica.
+    restart_from_config(&mut server);
+    let info = redis.replication(addr(&server)).await.unwrap();
+    assert_eq!(info.role, Role::Master);
+    assert_eq!(info.master, None);
+    assert_eq!(server.cli(&["SET", "after", "1"]), "OK");
+    medic_testkit::wait_until(
+        "the old master to have no replica",
+        Duration::from_secs(10),
+        Duration::from_millis(20),
+        || {
+            let info = master.cli(&["INFO", "replication"]);
+            if info.contains("connected_slaves:0") {
+                Ok(())
+            } else {
+                Err(info)
+            }
+        },
+    );
+    // Twice is harmless.
+    redis.config_rewrite(addr(&server)).await.unwrap();
+}
+
+#[tokio::test]
+async fn config_rewrite_without_a_config_file_says_so() {
+    // Started with its settings on the command line: no file to rewrite.
+    let server = RedisServer::start(unique_loopback(), 9001);
+    let redis = Redis::default();
+    let e = redis.config_rewrite(addr(&server)).await.unwrap_err();
+    assert!(
+        matches!(e, RedisError::NoConfigFile { addr: a } if a == addr(&server)),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        format!(
+            "redis {}: CONFIG REWRITE: the server runs without a config file, so nothing keeps its settings over a restart",
+            server.addr
+        )
+    );
 }

@@ -700,3 +700,38 @@ impl Named {
         n
     }
 }
+
+impl RedisServer {
+    /// A redis-server started from a config file, `redis-server DIR/redis.conf`, as medic's
+    /// playbook starts them (so `CONFIG REWRITE` has a file to write, and the server can be
+    /// restarted from it: kill `proc`, spawn `redis-server` with that file again). The file
+    /// has the settings [`RedisServer::start`] passes on the command line, then `extra` (whole
+    /// lines, e.g. `"replicaof 127.40.0.2 9001\n"`).
+    pub fn start_with_config(ip: Ipv4Addr, port: u16, extra: &str) -> RedisServer {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let addr = SocketAddr::from((ip, port));
+        let conf = d.join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "bind {ip}\nport {port}\nprotected-mode no\ndaemonize no\nsave \"\"\nappendonly no\n\
+                 dir \"{d}\"\npidfile \"{d}/redis.pid\"\nbind-source-addr {ip}\nreplica-announce-ip {ip}\n\
+                 repl-diskless-sync yes\nrepl-diskless-sync-delay 0\n{extra}",
+                d = d.display(),
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(program("redis-server"));
+        cmd.arg(&conf);
+        let proc = Proc::spawn("redis-server", cmd, d.join("redis.log"));
+        let s = RedisServer { addr, proc, dir };
+        assert!(
+            wait_port(addr, Duration::from_secs(10)),
+            "redis {addr} did not start from {}:\n{}",
+            conf.display(),
+            s.proc.log_text()
+        );
+        s
+    }
+}
