@@ -6,6 +6,9 @@
 //!   behind than `policy.max_promotion_lag_bytes`, or never seen in sync, is not promoted: the
 //!   plan alerts and stops, and the lost machine is not terminated (its disk may hold the only
 //!   copy of what the replicas missed).
+//! - Every other replica of a shard whose replica is promoted (a failover or a switchover) is
+//!   pointed at the new master once clients are routed to it, and waited for before the plan
+//!   ends; the failed server is left to the steps that replace, restart or demote it.
 //! - A dead master process is never restarted as a master: it comes back as a replica.
 //! - A lost instance is terminated before its replacement is launched.
 //! - Launch steps carry a token derived from the recovery id and the step number.
@@ -260,6 +263,46 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Points every other replica of each shard promoted in this plan at its new master: they
+    /// still follow the old one, and would never resync (their offsets, frozen, would even look
+    /// in sync). Not `failed`'s server (the lost machine's, the dead master, the old master of a
+    /// switchover), which later steps replace, restart or demote as a replica. Pushes the
+    /// `REPLICAOF`s now, so the resyncs start as soon as clients are routed, and returns the
+    /// waits for them to catch up, for the caller to push where nothing else waits on them.
+    fn follow_new_masters(&mut self, shards: &[&'a Shard], failed: &str) -> Vec<Action> {
+        let timeout_ms = self.top.policy.sync_timeout.value.as_millis() as u64;
+        let mut waits = Vec::new();
+        for shard in shards {
+            let name = &shard.name.value;
+            let Some(master) = self.new_masters.get(name).cloned() else {
+                continue;
+            };
+            let Some(st) = self.state.shards.get(name) else {
+                continue;
+            };
+            let master_addr = addr_of(self.state, &master);
+            for r in st
+                .replicas
+                .iter()
+                .filter(|r| r.machine != master && r.machine != failed)
+            {
+                let server = self.server(shard, &r.machine, addr_of(self.state, &r.machine));
+                self.push(Action::ReplicaOf {
+                    server: server.clone(),
+                    master: master_addr.clone(),
+                    master_port: shard.port.value,
+                });
+                waits.push(Action::WaitInSync {
+                    server,
+                    master: master_addr.clone(),
+                    master_port: shard.port.value,
+                    timeout_ms,
+                });
+            }
+        }
+        waits
+    }
+
     /// `wait_sessions`: whether each fence waits until HAProxy shows no session left. Worth it
     /// where the server may still answer on an old session (a stale master); not for a lost
     /// machine, whose sessions hang on a silent peer and which is terminated anyway (a hung
@@ -457,8 +500,9 @@ impl<'a> Planner<'a> {
                 },
             );
         }
-        // 3. Route each proxy to the new masters.
+        // 3. Route each proxy to the new masters, then point the other replicas at them.
         self.activate_masters(&mastered);
+        let waits = self.follow_new_masters(&mastered, machine);
         if !refused.is_empty() {
             self.alert(
                 AlertLevel::Critical,
@@ -467,6 +511,7 @@ impl<'a> Planner<'a> {
                     refused.join(", ")
                 ),
             );
+            self.steps.extend(waits);
             return Ok(());
         }
         let names: Vec<&str> = on.iter().map(|s| s.name.value.as_str()).collect();
@@ -474,6 +519,7 @@ impl<'a> Planner<'a> {
             machine,
             &format!("shards {} run without that replica", names.join(", ")),
         ) {
+            self.steps.extend(waits);
             return Ok(());
         }
         // 4. Replace the machine and make each of its servers a replica of the current master.
@@ -509,6 +555,8 @@ impl<'a> Planner<'a> {
             }
         }
         self.update_dns(machine, &address);
+        // 6. The other replicas of the promoted shards have caught up with their new masters.
+        self.steps.extend(waits);
         self.push(Action::Monitor {
             target: MonitorTarget::Machine {
                 machine: machine.to_owned(),
@@ -582,14 +630,18 @@ impl<'a> Planner<'a> {
             }
             self.activate_masters(&[shard]);
         }
+        // Only after a promotion: none waits otherwise.
+        let waits = self.follow_new_masters(&[shard], machine);
         if !self.top.policy.allows(Remedy::RestartProcess) {
             self.alert(
                 AlertLevel::Warning,
                 format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica"),
             );
+            self.steps.extend(waits);
             return Ok(());
         }
         let Some(master) = self.master_of(shard_name) else {
+            self.steps.extend(waits);
             return Ok(());
         };
         let address = addr_of(self.state, machine);
@@ -602,6 +654,7 @@ impl<'a> Planner<'a> {
             vars,
         });
         self.rejoin_as_replicas(&servers, machine, &address);
+        self.steps.extend(waits);
         self.push(Action::Monitor { target });
         Ok(())
     }
@@ -716,6 +769,9 @@ impl<'a> Planner<'a> {
             master_port: shard.port.value,
         });
         self.push(Action::Unpause { server: old_server });
+        // The other replicas follow the new master too (else they would replicate the old one,
+        // a replica now, chained behind it).
+        let waits = self.follow_new_masters(&[shard], &old);
         let servers = vec![(shard, ServerRole::ReplicaOf { machine: new })];
         let address = addr_of(self.state, &old);
         // rejoin_as_replicas would send REPLICAOF again (harmless); only the wait is needed.
@@ -731,6 +787,7 @@ impl<'a> Planner<'a> {
                 timeout_ms,
             });
         }
+        self.steps.extend(waits);
         self.push(Action::Monitor { target });
         Ok(())
     }
@@ -1164,6 +1221,237 @@ mod tests {
         s.replicas[1].offset = Some(9_900);
         s.replicas[2].offset = None;
         (top, state)
+    }
+
+    fn switch(s: &str, to: Option<&str>) -> Event {
+        Event::Switchover {
+            shard: s.into(),
+            to: to.map(str::to_owned),
+        }
+    }
+
+    /// Every replica of a shard follows its master: when another replica is promoted, each
+    /// other surviving replica is pointed at the new master — after the promotion and after
+    /// the proxies route to it, clients first — and waited for, before the plan ends. The lost
+    /// server itself is left to the steps that replace or restart it.
+    #[test]
+    fn other_replicas_follow_the_new_master() {
+        let (top, state) = three_replicas();
+        // Both shards have three replicas (r9002 all at offset 0: the first listed is promoted).
+        // After earlier failovers: redis2 is r9001's master, redis4 its most advanced replica;
+        // redis2 is still a replica of r9002 (which promotes nothing when redis2 is lost).
+        let mut moved = state.clone();
+        let s = moved.shards.get_mut("r9001").unwrap();
+        s.master = "redis2".into();
+        s.replicas = [
+            ("redis1", Some(9_000)),
+            ("redis3", None),
+            ("redis4", Some(9_950)),
+        ]
+        .into_iter()
+        .map(|(m, offset)| ReplicaState {
+            machine: m.into(),
+            offset,
+        })
+        .collect();
+        // (event, state, the shard, its new master, the replicas re-pointed, the failed one)
+        type Row<'s> = (
+            Event,
+            &'s ObservedState,
+            &'s str,
+            &'s str,
+            Vec<&'s str>,
+            &'s str,
+        );
+        let rows: Vec<Row> = vec![
+            (
+                lost("redis1"),
+                &state,
+                "r9001",
+                "redis3",
+                vec!["redis2", "redis4"],
+                "redis1",
+            ),
+            (
+                lost("redis1"),
+                &state,
+                "r9002",
+                "redis2",
+                vec!["redis3", "redis4"],
+                "redis1",
+            ),
+            (
+                died("r9001", "redis1"),
+                &state,
+                "r9001",
+                "redis3",
+                vec!["redis2", "redis4"],
+                "redis1",
+            ),
+            (
+                switch("r9001", None),
+                &state,
+                "r9001",
+                "redis3",
+                vec!["redis2", "redis4"],
+                "redis1",
+            ),
+            (
+                switch("r9001", Some("redis2")),
+                &state,
+                "r9001",
+                "redis2",
+                vec!["redis3", "redis4"],
+                "redis1",
+            ),
+            (
+                lost("redis2"),
+                &moved,
+                "r9001",
+                "redis4",
+                vec!["redis1", "redis3"],
+                "redis2",
+            ),
+            (
+                died("r9001", "redis2"),
+                &moved,
+                "r9001",
+                "redis4",
+                vec!["redis1", "redis3"],
+                "redis2",
+            ),
+        ];
+        let sync_ms = top.policy.sync_timeout.value.as_millis() as u64;
+        for (event, state, shard, new, others, failed) in rows {
+            let p = plan(&top, state, &event);
+            let o = outline(&p);
+            let at = |pred: &dyn Fn(&Action) -> bool| position(&p, pred);
+            let promoted = at(&|a| {
+                matches!(a, Action::PromoteReplica { server, .. }
+                    if server.shard == shard && server.machine == new)
+            });
+            assert_eq!(promoted.len(), 1, "{event}: {o:#?}");
+            let activated = at(&|a| {
+                matches!(a, Action::ActivateServer { server, .. }
+                    if server.backend == vars::proxy_backend(shard) && server.server == new)
+            });
+            assert_eq!(activated.len(), 2, "{event}: {o:#?}");
+            let routed = activated.iter().max().copied().unwrap();
+            assert!(promoted[0] < routed, "{event}: {o:#?}");
+            // The plan's end: its last monitor, else its last step.
+            let end = at(&|a| matches!(a, Action::Monitor { .. }))
+                .last()
+                .copied()
+                .unwrap_or(p.steps.len() + 1);
+            let port = top.shard(shard).unwrap().port.value;
+            let master = addr_of(state, new);
+            for r in &others {
+                let server = RedisServer {
+                    shard: shard.into(),
+                    machine: (*r).into(),
+                    address: addr_of(state, r),
+                    port,
+                };
+                let replicaof = at(&|a| {
+                    *a == Action::ReplicaOf {
+                        server: server.clone(),
+                        master: master.clone(),
+                        master_port: port,
+                    }
+                });
+                let waits = at(&|a| {
+                    *a == Action::WaitInSync {
+                        server: server.clone(),
+                        master: master.clone(),
+                        master_port: port,
+                        timeout_ms: sync_ms,
+                    }
+                });
+                assert_eq!(
+                    (replicaof.len(), waits.len()),
+                    (1, 1),
+                    "{event}: {shard}@{r} re-pointed at {new} {replicaof:?}, waited {waits:?}: {o:#?}"
+                );
+                assert!(
+                    routed < replicaof[0] && replicaof[0] < waits[0] && waits[0] < end,
+                    "{event}: {shard}@{r}: routed at {routed}, replicaof {replicaof:?}, wait {waits:?}, end {end}: {o:#?}"
+                );
+            }
+            // Nothing else of the shard is re-pointed but the failed server, and that only by
+            // the steps that restart or replace it (a lost machine: once it is reachable again).
+            let repointed: Vec<&str> = p
+                .steps
+                .iter()
+                .filter_map(|s| match &s.action {
+                    Action::ReplicaOf { server, .. } if server.shard == shard => {
+                        Some(server.machine.as_str())
+                    }
+                    _ => None,
+                })
+                .filter(|m| *m != failed)
+                .collect();
+            assert_eq!(repointed, others, "{event}: {o:#?}");
+            if let Event::MachineLost { machine } = &event {
+                let reachable =
+                    at(&|a| matches!(a, Action::WaitReachable { machine: m, .. } if m == machine));
+                let addressed = at(&|a| {
+                    matches!(a, Action::ReplicaOf { server, .. } | Action::WaitInSync { server, .. }
+                        if server.machine == *machine)
+                });
+                assert!(
+                    addressed
+                        .iter()
+                        .all(|i| reachable.first().is_some_and(|r| r < i)),
+                    "{event}: {machine} addressed at {addressed:?}, reachable at {reachable:?}: {o:#?}"
+                );
+            }
+        }
+    }
+
+    /// The whole plan when the master of two shards with three replicas each is lost: in each,
+    /// the two replicas left are pointed at the new master as soon as clients are routed to it, and waited for once the lost machine is
+    /// replaced.
+    #[test]
+    fn a_lost_master_of_three_replicas_plan() {
+        let (top, state) = three_replicas();
+        assert_eq!(
+            outline(&plan(&top, &state, &lost("redis1"))),
+            [
+                "unmonitor redis1",
+                "fence redis-r9001/redis1 on haproxy1",
+                "fence redis-r9001/redis1 on haproxy2",
+                "fence redis-r9002/redis1 on haproxy1",
+                "fence redis-r9002/redis1 on haproxy2",
+                "fence-source redis1",
+                "promote r9001@redis3",
+                "promote r9002@redis2",
+                "activate redis-r9001/redis3 on haproxy1",
+                "activate redis-r9001/redis3 on haproxy2",
+                "activate redis-r9002/redis2 on haproxy1",
+                "activate redis-r9002/redis2 on haproxy2",
+                "replicaof r9001@redis2",
+                "replicaof r9001@redis4",
+                "replicaof r9002@redis3",
+                "replicaof r9002@redis4",
+                "terminate redis1",
+                "launch redis1",
+                "wait-ssh redis1",
+                "playbook redis1",
+                "replicaof r9001@redis1",
+                "replicaof r9002@redis1",
+                "wait-sync r9001@redis1",
+                "wait-sync r9002@redis1",
+                "set-address redis-r9001/redis1 on haproxy1",
+                "set-address redis-r9001/redis1 on haproxy2",
+                "set-address redis-r9002/redis1 on haproxy1",
+                "set-address redis-r9002/redis1 on haproxy2",
+                "wait-sync r9001@redis2",
+                "wait-sync r9001@redis4",
+                "wait-sync r9002@redis3",
+                "wait-sync r9002@redis4",
+                "monitor redis1",
+            ]
+        );
     }
 
     #[test]

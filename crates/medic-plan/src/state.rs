@@ -175,12 +175,20 @@ impl ObservedState {
             Action::ReplicaOf { server, .. } => {
                 if let Some(shard) = self.shards.get_mut(&server.shard)
                     && shard.master != server.machine
-                    && !shard.replicas.iter().any(|r| r.machine == server.machine)
                 {
-                    shard.replicas.push(ReplicaState {
-                        machine: server.machine.clone(),
-                        offset: None,
-                    });
+                    // Pointed at a (new) master, it holds nothing certain until it is seen
+                    // linked again: not a candidate for promotion meanwhile.
+                    match shard
+                        .replicas
+                        .iter_mut()
+                        .find(|r| r.machine == server.machine)
+                    {
+                        Some(r) => r.offset = None,
+                        None => shard.replicas.push(ReplicaState {
+                            machine: server.machine.clone(),
+                            offset: None,
+                        }),
+                    }
                 }
             }
             Action::WaitInSync { server, .. } => {

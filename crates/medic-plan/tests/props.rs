@@ -13,6 +13,9 @@
 //! - a replica is promoted only if it was seen in sync, within `policy.max_promotion_lag_bytes`
 //!   and the most advanced; with none such the plan alerts instead, and the lost machine is not
 //!   terminated nor the dead master restarted;
+//! - when a replica of a shard is promoted, every other replica of the shard, but the failed
+//!   server, is pointed at the new master after the promotion and after the proxies route to
+//!   it, then waited for until in sync, before the plan ends;
 //! - no server is ever (re)configured as a master outside a bootstrap;
 //! - every plan, and the document `medic plan --format json` prints, round-trips through JSON;
 //! - errors only where the event makes no sense for the state, and planning is deterministic.
@@ -24,7 +27,7 @@
 
 mod props_support;
 
-use medic_plan::{Action, AlertLevel, Event, Plan, client_token, plan_recovery};
+use medic_plan::{Action, Addr, AlertLevel, Event, Plan, client_token, plan_recovery};
 use proptest::prelude::*;
 
 use props_support::{Case, case, oracle_best, outcome_expected, proxies_of, views_document};
@@ -57,6 +60,7 @@ proptest! {
         fences_before_promotion(&c, &plan)?;
         terminate_before_launch(&c, &plan)?;
         promotes_only_eligible(&c, &plan)?;
+        other_replicas_follow(&c, &plan)?;
         no_master_outside_bootstrap(&c, &plan)?;
         round_trips(&c, &plan)?;
         // Deterministic: the same input, the same plan.
@@ -370,6 +374,120 @@ fn promotes_only_eligible(c: &Case, plan: &Plan) -> Result<(), TestCaseError> {
             "{}: the lost master {} is touched after a refusal",
             c.event,
             lost
+        );
+    }
+    Ok(())
+}
+
+/// Each promotion of shard S to machine N: every other replica of S the state lists but the
+/// failed server (the lost machine's, the dead master, the old master of a switchover) still
+/// follows the old master, so it is pointed at N — after the promotion and after every proxy
+/// routes to N — then waited for, all before the plan's last monitor. Once S is promoted nothing
+/// of S is pointed anywhere but at N, N itself not at all; a lost machine is addressed only
+/// once its replacement is reachable.
+fn other_replicas_follow(c: &Case, plan: &Plan) -> Result<(), TestCaseError> {
+    let addr = |m: &str| {
+        c.state
+            .address(m)
+            .map_or_else(|| Addr::Of(m.to_owned()), Addr::Ip)
+    };
+    let at = |pred: &dyn Fn(&Action) -> bool| {
+        plan.steps
+            .iter()
+            .filter(|s| pred(&s.action))
+            .map(|s| s.index)
+            .collect::<Vec<_>>()
+    };
+    let end = at(&|a| matches!(a, Action::Monitor { .. }))
+        .last()
+        .copied()
+        .unwrap_or(plan.steps.len() + 1);
+    for step in &plan.steps {
+        let Action::PromoteReplica { server: new, .. } = &step.action else {
+            continue;
+        };
+        let (shard, promoted) = (&new.shard, step.index);
+        let st = &c.state.shards[shard];
+        let port = c.top.shard(shard).unwrap().port.value;
+        let master = addr(&new.machine);
+        let backend = format!("redis-{shard}");
+        let routed = at(&|a| {
+            matches!(a, Action::ActivateServer { server, .. }
+                if server.backend == backend && server.server == new.machine)
+        })
+        .into_iter()
+        .max()
+        .unwrap_or(promoted);
+        for r in st
+            .replicas
+            .iter()
+            .filter(|r| r.machine != new.machine && r.machine != st.master)
+        {
+            let replicaof = at(&|a| {
+                matches!(a, Action::ReplicaOf { server, master: m, master_port }
+                    if server.shard == *shard && server.machine == r.machine
+                        && server.address == addr(&r.machine) && *m == master
+                        && *master_port == port)
+            });
+            let waits = at(&|a| {
+                matches!(a, Action::WaitInSync { server, master: m, master_port, .. }
+                    if server.shard == *shard && server.machine == r.machine
+                        && *m == master && *master_port == port)
+            });
+            prop_assert!(
+                replicaof.len() == 1
+                    && replicaof[0] > routed
+                    && waits.iter().any(|w| *w > replicaof[0] && *w < end),
+                "{}: {}@{} promoted at step {}, routed to by step {}; the replica {} is pointed \
+                at it at {:?}, waited for at {:?}, the plan ends at {}",
+                c.event,
+                shard,
+                new.machine,
+                promoted,
+                routed,
+                r.machine,
+                replicaof,
+                waits,
+                end
+            );
+        }
+        for s in &plan.steps[promoted..] {
+            if let Action::ReplicaOf {
+                server, master: m, ..
+            } = &s.action
+                && server.shard == *shard
+            {
+                prop_assert!(
+                    server.machine != new.machine && *m == master,
+                    "{}: after {}@{} is promoted (step {}), step {} points {}@{} at {}",
+                    c.event,
+                    shard,
+                    new.machine,
+                    promoted,
+                    s.index,
+                    shard,
+                    server.machine,
+                    m
+                );
+            }
+        }
+    }
+    if let Event::MachineLost { machine } = &c.event {
+        let reachable =
+            at(&|a| matches!(a, Action::WaitReachable { machine: m, .. } if m == machine));
+        let addressed = at(&|a| {
+            matches!(a, Action::ReplicaOf { server, .. } | Action::WaitInSync { server, .. }
+                if server.machine == *machine)
+        });
+        prop_assert!(
+            addressed
+                .iter()
+                .all(|i| reachable.first().is_some_and(|r| r < i)),
+            "{}: {} addressed at steps {:?}, reachable at {:?}",
+            c.event,
+            machine,
+            addressed,
+            reachable
         );
     }
     Ok(())
