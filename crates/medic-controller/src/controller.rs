@@ -567,6 +567,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// Queues every recovery the journal says is unfinished, oldest first.
     fn resume_open(&self) -> Result<(), ControllerError> {
         let open = self.inner.journal.open_recoveries()?;
+        open.alert_damaged(|level, text| self.alert(level, text));
         for log in open {
             tracing::warn!(recovery = %log.id, next = ?log.next_step(), "Resuming an unfinished recovery.");
             {

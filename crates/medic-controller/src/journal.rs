@@ -6,6 +6,13 @@
 //! and rolls forward from the first one that is not. Every action is idempotent (a launch finds
 //! the instance its step already launched), so re-running the step that was in flight is safe.
 //! A torn last line (the crash came in the middle of a write) is ignored: its step is redone.
+//!
+//! Damage anywhere else makes that one file unreadable, never the others: at start-up
+//! ([`Journal::open_recoveries`]) the good journals are resumed and each damaged one is reported
+//! with its file and line, and whether its recovery may have been in flight, and is moved into
+//! `journal/damaged/` under its own name (never deleted) so the next start is clean. A file
+//! with no whole line (empty, or a torn begin record: a crash while it was being created) is
+//! set aside the same way; no step of its recovery ran. `medic history` skips damaged files.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -14,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use medic_plan::{Plan, StepOutput};
+use medic_plan::{AlertLevel, Plan, StepOutput};
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -274,13 +281,26 @@ impl Journal {
         read_file(&self.path_of(id), id)
     }
 
-    /// Every recovery, oldest first.
+    /// Every recovery that reads back, oldest first. A damaged file is skipped (not moved: a
+    /// recovery being written may be read mid-write), so `medic history` shows the others;
+    /// [`scan`](Self::scan) says which were skipped.
     pub fn all(&self) -> Result<Vec<RecoveryLog>, JournalError> {
+        let scan = self.scan()?;
+        for d in &scan.damaged {
+            tracing::debug!(error = %d.error, "Skipping a damaged recovery journal.");
+        }
+        Ok(scan.recoveries)
+    }
+
+    /// Reads every journal in the directory: the recoveries that read back, oldest first, and
+    /// the files that do not, each with its error (file and line). Moves nothing. Only an
+    /// unreadable directory is an error: one bad file never hides the others.
+    pub fn scan(&self) -> Result<Scan, JournalError> {
         let entries = std::fs::read_dir(&self.dir).map_err(|source| JournalError::Io {
             path: self.dir.clone(),
             source,
         })?;
-        let mut logs = Vec::new();
+        let mut scan = Scan::default();
         for e in entries.flatten() {
             let path = e.path();
             if path.extension().and_then(|x| x.to_str()) != Some("jsonl") {
@@ -289,15 +309,313 @@ impl Journal {
             let Some(id) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            logs.push(read_file(&path, id)?);
+            let id = id.to_owned();
+            match std::fs::read(&path) {
+                Ok(bytes) => match parse(&bytes, &path, &id) {
+                    Ok(log) => scan.recoveries.push(log),
+                    Err(error) => scan
+                        .damaged
+                        .push(Damaged::new(id, path, error, Some(&bytes))),
+                },
+                Err(source) => {
+                    let error = JournalError::Io {
+                        path: path.clone(),
+                        source,
+                    };
+                    scan.damaged.push(Damaged::new(id, path, error, None));
+                }
+            }
         }
-        logs.sort_by(|a, b| (a.begun_ms, &a.id).cmp(&(b.begun_ms, &b.id)));
-        Ok(logs)
+        scan.recoveries
+            .sort_by(|a, b| (a.begun_ms, &a.id).cmp(&(b.begun_ms, &b.id)));
+        scan.damaged.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(scan)
     }
 
-    /// Recoveries without an end: the ones a restarted controller must finish.
-    pub fn open_recoveries(&self) -> Result<Vec<RecoveryLog>, JournalError> {
-        Ok(self.all()?.into_iter().filter(|l| l.is_open()).collect())
+    /// At start-up, before any recovery is written: the recoveries without an end (the ones a
+    /// restarted controller must finish), oldest first, and the damaged files, each moved into
+    /// `journal/damaged/` under its own name so the next start is clean. A file that cannot
+    /// be read at all is left where it is (reported again at the next start). One damaged file
+    /// never keeps the others from being resumed; the caller alerts about each damaged one
+    /// ([`Damaged::level`], and its `Display` is the alert's text).
+    ///
+    /// Not while recoveries are being written: a journal just created (still empty) would be
+    /// taken for a damaged one and moved away from its writer.
+    pub fn open_recoveries(&self) -> Result<OpenRecoveries, JournalError> {
+        let Scan {
+            recoveries,
+            mut damaged,
+        } = self.scan()?;
+        for d in &mut damaged {
+            // Unreadable is not damaged: whatever keeps it from being read, its text may be
+            // whole, so it stays where the next start looks.
+            if d.line.is_some() {
+                match self.set_aside(&d.path) {
+                    Ok(to) => d.moved_to = Some(to),
+                    Err(e) => d.not_moved = Some(e.to_string()),
+                }
+            }
+            tracing::warn!(
+                path = %d.path.display(),
+                moved_to = ?d.moved_to,
+                not_moved = ?d.not_moved,
+                recovery = ?d.recovery,
+                error = %d.error,
+                "A recovery journal does not read back."
+            );
+        }
+        Ok(OpenRecoveries {
+            recoveries: recoveries.into_iter().filter(|l| l.is_open()).collect(),
+            damaged,
+        })
+    }
+
+    /// Moves a file into `<dir>/damaged/`, under its own name (with `.1`, `.2`... after it if
+    /// that is taken: nothing there is ever replaced), durably.
+    fn set_aside(&self, path: &Path) -> Result<PathBuf, JournalError> {
+        let aside = self.dir.join(DAMAGED_DIR);
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| JournalError::Io { path, source }
+        };
+        std::fs::create_dir_all(&aside).map_err(io(&aside))?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let mut to = aside.join(&*name);
+        let mut n = 0;
+        while std::fs::symlink_metadata(&to).is_ok() {
+            n += 1;
+            to = aside.join(format!("{name}.{n}"));
+        }
+        std::fs::rename(path, &to).map_err(io(path))?;
+        for d in [&aside, &self.dir] {
+            File::open(d).and_then(|d| d.sync_all()).map_err(io(d))?;
+        }
+        Ok(to)
+    }
+}
+
+/// Where [`Journal::open_recoveries`] moves damaged journals, inside the journal directory.
+pub const DAMAGED_DIR: &str = "damaged";
+
+/// Every journal in the directory, as [`Journal::scan`] read it.
+#[derive(Debug, Default)]
+pub struct Scan {
+    /// Oldest first.
+    pub recoveries: Vec<RecoveryLog>,
+    /// The files that did not read back, by path.
+    pub damaged: Vec<Damaged>,
+}
+
+/// What a restarted controller finds in the journal: see [`Journal::open_recoveries`].
+/// Iterating over it gives the recoveries to resume.
+#[derive(Debug)]
+pub struct OpenRecoveries {
+    /// The recoveries without an end, oldest first.
+    pub recoveries: Vec<RecoveryLog>,
+    /// The damaged files, moved aside: alert about each.
+    pub damaged: Vec<Damaged>,
+}
+
+impl OpenRecoveries {
+    /// Calls `alert` with the level and the text of the alert each damaged journal calls for
+    /// (critical if its recovery may have been in flight).
+    pub fn alert_damaged(&self, mut alert: impl FnMut(AlertLevel, String)) {
+        for d in &self.damaged {
+            alert(d.level(), d.to_string());
+        }
+    }
+}
+
+impl IntoIterator for OpenRecoveries {
+    type Item = RecoveryLog;
+    type IntoIter = std::vec::IntoIter<RecoveryLog>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.recoveries.into_iter()
+    }
+}
+
+/// What a damaged journal's readable lines say about its recovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DamagedRecovery {
+    /// Not one whole line: the file is empty or holds only a torn begin record (a crash while
+    /// it was being created). The begin record is durable before the first step starts, so no
+    /// step ran.
+    NotStarted,
+    /// An end record is readable: the recovery was over.
+    Ended,
+    /// No end record is readable: the recovery may have been in flight, with steps done that
+    /// nothing rolls forward now.
+    MaybeInFlight,
+}
+
+/// A recovery journal that does not read back.
+#[derive(Debug)]
+pub struct Damaged {
+    /// The file's name without `.jsonl`: the recovery's id.
+    pub id: String,
+    /// Where the file was found.
+    pub path: PathBuf,
+    /// The first damaged line (1-based; a missing begin record is line 1). `None`: the file
+    /// could not be read at all, and is left where it is.
+    pub line: Option<usize>,
+    /// What is wrong, naming the file and the line.
+    pub error: JournalError,
+    pub recovery: DamagedRecovery,
+    /// What the begin record says, if it can be read: the event ("machine redis1 lost").
+    pub event: Option<String>,
+    /// ... and the machines its plan names.
+    pub machines: Vec<String>,
+    /// Where it was moved.
+    pub moved_to: Option<PathBuf>,
+    /// Why it could not be moved (it is found again at the next start).
+    pub not_moved: Option<String>,
+}
+
+impl Damaged {
+    fn new(id: String, path: PathBuf, error: JournalError, bytes: Option<&[u8]>) -> Damaged {
+        let line = match &error {
+            JournalError::Corrupt { line, .. } => Some(*line),
+            JournalError::Io { .. } => None,
+        };
+        let mut d = Damaged {
+            id,
+            path,
+            line,
+            error,
+            recovery: DamagedRecovery::MaybeInFlight,
+            event: None,
+            machines: Vec::new(),
+            moved_to: None,
+            not_moved: None,
+        };
+        let Some(bytes) = bytes else {
+            return d;
+        };
+        let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        // The last piece has no newline: a torn write, or nothing.
+        let unended = lines.pop().unwrap_or_default();
+        let blank = |l: &[u8]| l.iter().all(u8::is_ascii_whitespace);
+        if lines.iter().all(|l| blank(l)) {
+            // No whole line; `unended` is no whole record either, or the file would read back.
+            d.recovery = DamagedRecovery::NotStarted;
+        } else if lines
+            .iter()
+            .chain([&unended])
+            .any(|l| matches!(serde_json::from_slice(l), Ok(Record::End { .. })))
+        {
+            d.recovery = DamagedRecovery::Ended;
+        }
+        // The begin record, even if part of it is damaged: whatever of it still parses.
+        if let Some(begin) = lines
+            .iter()
+            .chain([&unended])
+            .find(|l| !blank(l))
+            .and_then(|l| serde_json::from_slice::<serde_json::Value>(l).ok())
+        {
+            d.event = serde_json::from_value::<medic_plan::Event>(begin["plan"]["event"].clone())
+                .ok()
+                .map(|e| e.to_string());
+            let mut machines = std::collections::BTreeSet::new();
+            machines_in(&begin["plan"], &mut machines);
+            d.machines = machines.into_iter().collect();
+        }
+        d
+    }
+
+    /// Whether the recovery may have been in flight: then a human must check its machines.
+    pub fn may_be_in_flight(&self) -> bool {
+        self.recovery == DamagedRecovery::MaybeInFlight
+    }
+
+    /// How loud the alert about it is: critical if the recovery may have been in flight.
+    pub fn level(&self) -> AlertLevel {
+        if self.may_be_in_flight() {
+            AlertLevel::Critical
+        } else {
+            AlertLevel::Warning
+        }
+    }
+}
+
+/// Every string under a `machine` key (a playbook's free-form variables aside).
+fn machines_in(v: &serde_json::Value, out: &mut std::collections::BTreeSet<String>) {
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m {
+                match (k.as_str(), v) {
+                    ("machine", serde_json::Value::String(s)) => {
+                        out.insert(s.clone());
+                    }
+                    ("vars", _) => {}
+                    _ => machines_in(v, out),
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter().for_each(|v| machines_in(v, out)),
+        _ => {}
+    }
+}
+
+/// The alert's text.
+impl std::fmt::Display for Damaged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let path = self.path.display();
+        match &self.error {
+            JournalError::Corrupt { line, message, .. } => {
+                // serde_json counts lines within the one it was given.
+                let message = message.replace(" at line 1 column ", " at column ");
+                write!(
+                    f,
+                    "recovery journal {path} is damaged at line {line} ({message})"
+                )?;
+            }
+            JournalError::Io { source, .. } => {
+                write!(f, "recovery journal {path} cannot be read ({source})")?;
+            }
+        }
+        match (&self.moved_to, &self.not_moved) {
+            (Some(to), _) => write!(f, ": moved to {}", to.display())?,
+            (None, Some(e)) => write!(
+                f,
+                ": could not be moved aside ({e}), so it is reported again at the next start"
+            )?,
+            (None, None) if self.line.is_none() => write!(
+                f,
+                ": left in place, so it is reported again at the next start"
+            )?,
+            (None, None) => {}
+        }
+        let event = self.event.as_deref();
+        match self.recovery {
+            DamagedRecovery::NotStarted => write!(
+                f,
+                "; it holds no whole record (a crash while the recovery was being created): no step ran, and a failure still there is detected again"
+            ),
+            DamagedRecovery::Ended => {
+                write!(f, "; the recovery")?;
+                if let Some(event) = event {
+                    write!(f, " ({event})")?;
+                }
+                write!(f, " had ended; `medic history` no longer shows it")
+            }
+            DamagedRecovery::MaybeInFlight => {
+                write!(f, "; if a recovery was in flight")?;
+                if let Some(event) = event {
+                    write!(f, " ({event})")?;
+                }
+                write!(f, ", check the machines it names")?;
+                if self.machines.is_empty() {
+                    write!(f, " (its begin record is unreadable: see the file)")?;
+                } else {
+                    write!(f, ": {}", self.machines.join(", "))?;
+                }
+                write!(
+                    f,
+                    ". `medic history` no longer shows it and `medic run` does not resume it"
+                )
+            }
+        }
     }
 }
 
@@ -306,6 +624,10 @@ fn read_file(path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
         path: path.to_owned(),
         source,
     })?;
+    parse(&bytes, path, id)
+}
+
+fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
     // Bytes, not text: a write torn in the middle of a multi-byte character is a torn line too.
     let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     if bytes.ends_with(b"\n") {
@@ -477,7 +799,7 @@ mod tests {
             attempt: 1,
         })
         .unwrap();
-        let open = j.open_recoveries().unwrap();
+        let open = j.open_recoveries().unwrap().recoveries;
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].next_step(), Some(2));
         let mut w = j.reopen("r-1").unwrap();
@@ -488,7 +810,7 @@ mod tests {
             outcome: Outcome::Completed,
         })
         .unwrap();
-        assert!(j.open_recoveries().unwrap().is_empty());
+        assert!(j.open_recoveries().unwrap().recoveries.is_empty());
         let all = j.all().unwrap();
         assert_eq!(all[0].end, Some((9, Outcome::Completed)));
         assert_eq!(all[0].next_step(), None);
