@@ -17,6 +17,19 @@ use common::*;
 use medic_haproxy::ProxyApi;
 use medic_testkit::wait_until;
 
+/// Starts the controller and a client writing from the app machine through its app proxy;
+/// returns once the client has had its first writes acknowledged.
+fn start_with_a_client_on_the_app_machine(env: &mut Env) -> (String, Writer) {
+    env.start(&[]);
+    let app = env.ip(14);
+    let writer = Writer::start_in(
+        Some(env.netns("app")),
+        format!("{app}:7001").parse().unwrap(),
+    );
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    (app, writer)
+}
+
 /// How many checks the controller has made of `target` (from its status).
 fn checks_of(env: &Env, machine: &str, target: &str) -> u64 {
     env.machine(machine)["targets"]
@@ -54,14 +67,8 @@ fn a_monitor_on_the_minority_side_of_a_partition_neither_fails_over_nor_terminat
     let Some(mut env) = Env::new(1, |t| t) else {
         return;
     };
-    env.start(&[]);
-    let app = env.ip(14);
     // The client runs on the app machine, on the majority side.
-    let writer = Writer::start_in(
-        Some(env.netns("app")),
-        format!("{app}:7001").parse().unwrap(),
-    );
-    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let (app, writer) = start_with_a_client_on_the_app_machine(&mut env);
     let before: Vec<_> = [12u8, 13]
         .iter()
         .flat_map(|p| ["r9001", "r9002"].map(|s| routing(&env, *p, s)))
@@ -156,13 +163,7 @@ fn a_proxy_that_cannot_be_fenced_blocks_nothing_unsafe_and_is_repaired_when_it_a
     let Some(mut env) = Env::new(2, |t| t) else {
         return;
     };
-    env.start(&[]);
-    let app = env.ip(14);
-    let writer = Writer::start_in(
-        Some(env.netns("app")),
-        format!("{app}:7001").parse().unwrap(),
-    );
-    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let (app, writer) = start_with_a_client_on_the_app_machine(&mut env);
     env.fault("haproxy2", "partition", &["--from", "monitor"]);
     env.wait(
         "the alert that the monitor cannot reach haproxy2",

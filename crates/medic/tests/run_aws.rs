@@ -10,51 +10,24 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Output, Stdio};
+use std::net::{IpAddr, Ipv4Addr};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use medic_aws::{AwsSettings, load_config};
 use medic_cloud::{Cloud, LaunchSpec};
 use medic_lab::{Fault, Lab, LabConfig};
 use medic_testkit::Moto;
 
+use common::{http_get, text};
+
 const MIRROR_OF: &str = "mirror-of";
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn http_get(port: u16, path: &str) -> Option<Value> {
-    let mut s = TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(1),
-    )
-    .ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let (_, body) = text.split_once("\r\n\r\n")?;
-    serde_json::from_str(body).ok()
-}
-
-/// Every emulated instance: (id, state, private address, machine tag, image id).
 async fn instances(
     ec2: &aws_sdk_ec2::Client,
 ) -> Vec<(String, String, Option<Ipv4Addr>, String, String)> {
