@@ -6,8 +6,11 @@
 //! state`) and compared with the intended routing of every shard's backend ([`repairs`], pure):
 //! - a server that is not the shard's master must be in maintenance;
 //! - every server must be at its machine's current address and the shard's port;
-//! - the master must be `ready` — only while its own check sees it up (a master that medic
-//!   could not fail over, and fenced, is not let back in here).
+//! - the master must be `ready`.
+//!
+//! The first and the last are enforced only while the shard's recorded master answers its own
+//! checks, as master: a master that medic could not fail over (and fenced) is not let back in
+//! here, and a state medic is unsure of never cuts clients off the server they use.
 //!
 //! Repairs run through the executor's own steps (fences first, then addresses, then the
 //! master's activation), so each is read back and written into haproxy.cfg, and an alert
@@ -74,7 +77,10 @@ pub(super) fn route_of(st: &super::St, proxy: &str, backend: &str, now: u64) -> 
 
 /// The changes that bring one proxy's redis backends to the intended routing, in a safe order:
 /// every fence, then every address, then the activations. `master_up(shard)`: whether the
-/// shard's master answers its checks.
+/// shard's recorded master answers its checks, as master. Only then is the shard's routing
+/// changed at all (a fence of another server, the master's activation): a state medic is not
+/// sure of — its master silent, or answering as a replica — is never enforced on the proxies;
+/// an address is always corrected (it sends nothing to a server in maintenance).
 pub(super) fn repairs(
     top: &Topology,
     observed: &ObservedState,
@@ -95,7 +101,8 @@ pub(super) fn repairs(
                 server: sv.server.clone(),
             };
             let is_master = sv.server == st.master;
-            if !is_master && sv.is_ready() {
+            let sure = master_up(name);
+            if !is_master && sv.is_ready() && sure {
                 fences.push(Action::FenceServer {
                     proxy: proxy.clone(),
                     server: server.clone(),
@@ -112,7 +119,7 @@ pub(super) fn repairs(
                     port: s.port.value,
                 });
             }
-            if is_master && !sv.is_ready() && master_up(name) {
+            if is_master && !sv.is_ready() && sure {
                 activations.push(Action::ActivateServer {
                     proxy: proxy.clone(),
                     server,
@@ -158,9 +165,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                             shard: name.clone(),
                             machine: ss.master.clone(),
                         };
-                        st.health
-                            .get(&t)
-                            .is_some_and(|h| h.detector.health == Health::Up)
+                        st.health.get(&t).is_some_and(|h| {
+                            h.detector.health == Health::Up
+                                && h.role == Some(medic_redis::Role::Master)
+                        })
                     })
                 })
                 .collect();
@@ -347,12 +355,14 @@ mod tests {
                 "activate redis2"
             ]
         );
-        // A master whose own check does not see it up is not let in.
-        let none_up = repairs(&top, &obs, &proxy(), &servers, |_| false);
+        // A master whose own check does not see it up (as master) is not let in, and no
+        // other server is fenced for it: only the address is corrected.
+        let unsure = repairs(&top, &obs, &proxy(), &servers, |_| false);
         assert!(
-            none_up
+            unsure
                 .iter()
-                .all(|a| !matches!(a, Action::ActivateServer { .. }))
+                .all(|a| matches!(a, Action::SetServerAddress { .. })),
+            "{unsure:?}"
         );
     }
 }
