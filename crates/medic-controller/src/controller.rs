@@ -1332,10 +1332,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .await?;
             match result {
                 Ok((summary, output)) => {
-                    if output.skipped.is_some() || output.terminated {
-                        let mut none = medic_exec::Unfenced::default();
-                        note_skips(&mut none, &mut skipped, &step.action, &output);
-                    }
+                    // (The executor keeps its own ledger of this run's skipped fences.)
+                    skipped.extend(output.skipped.clone());
                     if let Action::Alert { message, .. } = &step.action {
                         alerted = true;
                         if message.starts_with("replacement held") {

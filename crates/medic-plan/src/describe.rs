@@ -103,9 +103,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             machine,
             instance_id,
         } => {
-            let id = instance_id
-                .clone()
-                .unwrap_or_else(|| "<found by tags medic:topology, medic:machine>".into());
+            let id = instance_label(instance_id.as_deref());
             (
                 machine.clone(),
                 "only if a proxy above could not be fenced: terminate the instance before any promotion, and wait until it is gone".into(),
@@ -119,9 +117,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             machine,
             instance_id,
         } => {
-            let id = instance_id
-                .clone()
-                .unwrap_or_else(|| "<found by tags medic:topology, medic:machine>".into());
+            let id = instance_label(instance_id.as_deref());
             (
                 machine.clone(),
                 "terminate the instance (already gone is fine)".into(),
@@ -295,4 +291,12 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
         commands,
         files,
     }
+}
+
+/// An instance id as a command shows it: the id, or how the step finds it when it runs.
+fn instance_label(id: Option<&str>) -> String {
+    id.map_or_else(
+        || "<found by tags medic:topology, medic:machine>".to_owned(),
+        str::to_owned,
+    )
 }
