@@ -29,6 +29,10 @@ pub struct ShardState {
     /// The master's replication offset when last seen.
     pub master_offset: Option<u64>,
     pub replicas: Vec<ReplicaState>,
+    /// Bumped by every change of master: the newest record of who is master wins, and a
+    /// server that was master in an older generation is never adopted again.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +89,7 @@ impl ObservedState {
                         master: s.master.value.clone(),
                         master_offset: Some(0),
                         replicas,
+                        generation: 0,
                     },
                 )
             })
@@ -163,6 +168,7 @@ impl ObservedState {
                 };
                 if shard.master != server.machine {
                     let old = std::mem::replace(&mut shard.master, server.machine.clone());
+                    shard.generation += 1;
                     shard.replicas.retain(|r| r.machine != server.machine);
                     // The old master comes back only as a replica, resynced before it counts.
                     shard.replicas.push(ReplicaState {
@@ -251,6 +257,7 @@ mod tests {
                     machine: "b".into(),
                     offset: Some(90),
                 }],
+                generation: 0,
             },
         );
         ObservedState {

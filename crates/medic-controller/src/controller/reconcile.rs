@@ -81,7 +81,7 @@ pub(super) fn route_of(st: &super::St, proxy: &str, backend: &str, now: u64) -> 
 /// changed at all (a fence of another server, the master's activation): a state medic is not
 /// sure of — its master silent, or answering as a replica — is never enforced on the proxies;
 /// an address is always corrected (it sends nothing to a server in maintenance).
-pub(super) fn repairs(
+pub fn repairs(
     top: &Topology,
     observed: &ObservedState,
     proxy: &ProxyApi,
@@ -149,10 +149,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let (observed, skip, up) = {
             let st = lock(&self.inner.st);
             let skip: Vec<String> = st
+                .core
                 .saved
                 .maintenance
                 .iter()
-                .chain(st.saved.unmonitored.iter())
+                .chain(st.core.saved.unmonitored.iter())
                 .cloned()
                 .collect();
             let up: Vec<String> = top
@@ -160,19 +161,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .iter()
                 .map(|s| s.value.name.value.clone())
                 .filter(|name| {
-                    st.saved.observed.shards.get(name).is_some_and(|ss| {
+                    st.core.saved.observed.shards.get(name).is_some_and(|ss| {
                         let t = Target::Redis {
                             shard: name.clone(),
                             machine: ss.master.clone(),
                         };
-                        st.health.get(&t).is_some_and(|h| {
+                        st.core.health.get(&t).is_some_and(|h| {
                             h.detector.health == Health::Up
                                 && h.role == Some(medic_redis::Role::Master)
                         })
                     })
                 })
                 .collect();
-            (st.saved.observed.clone(), skip, up)
+            (st.core.saved.observed.clone(), skip, up)
         };
         for machine in top.proxy_machines() {
             if skip.iter().any(|m| m == machine) {
@@ -190,7 +191,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let mut st = lock(&self.inner.st);
                 let reading = Routing::of(&servers, crate::journal::now_ms());
                 st.routing.insert(machine.to_owned(), reading);
-                st.in_flight.is_none() && st.busy.is_empty()
+                st.core.idle()
             };
             if !idle {
                 continue;

@@ -194,6 +194,7 @@ fn shard_state(machines: Vec<String>) -> impl Strategy<Value = ShardState> {
                 master: machines[master].clone(),
                 master_offset: m_off,
                 replicas: listed.into_iter().map(|(_, r)| r).collect(),
+                generation: 0,
             }
         })
     })

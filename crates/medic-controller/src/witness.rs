@@ -1,5 +1,5 @@
-//! The witnesses of a silent machine: who the topology says can see it (pure: [`observers`]),
-//! and asking each of them, all at once (the controller's I/O).
+//! The witnesses of a silent machine: who the topology says can see it, and how their answers
+//! add up (pure; the controller asks them, the simulator answers for them).
 //!
 //! # Who observes whom
 //! - a **redis** machine: every proxy, and the other redis machines of its shards (its replicas
@@ -17,19 +17,18 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use medic_cloud::{Cloud, Dns};
 use medic_detect::{Seen, Witnesses};
-use medic_haproxy::{OpState, ProxyApi as _, RuntimeApi};
 use medic_plan::ObservedState;
-use medic_redis::{LinkStatus, Role};
 use medic_topology::Topology;
 
-use super::{Controller, LINK_SILENT_SECS, WITNESS_SHARDS, WITNESS_WITHIN, lock, replication_now};
 use crate::checks::Target;
+
+/// How many of a silent machine's servers each witness probes.
+pub const WITNESS_SHARDS: usize = 3;
 
 /// What a witness is asked to probe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Probe {
+pub enum Probe {
     /// `PING` a redis server: any reply is an answer (a hung process gives none).
     Ping,
     /// A HAProxy's runtime API: `show info`.
@@ -38,7 +37,7 @@ pub(super) enum Probe {
 
 /// An observer's own, passive view of the silent machine, asked when it cannot probe first-hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Passive {
+pub enum Passive {
     /// A proxy's health check of `backend/server` through its runtime API.
     Proxy(SocketAddr, String),
     /// A replica's link to its master (`INFO replication` of the replica).
@@ -49,7 +48,7 @@ pub(super) enum Passive {
 
 /// One question to one observer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Ask {
+pub struct Ask {
     pub observer: String,
     pub probe: SocketAddr,
     pub how: Probe,
@@ -59,7 +58,7 @@ pub(super) struct Ask {
 /// The configured observers of `target`'s machine and what each is asked (pure). An observer
 /// may be asked several questions (one per shard probed); an empty list means no other machine
 /// can see this one.
-pub(super) fn observers(
+pub fn observers(
     top: &Topology,
     observed: &ObservedState,
     target: &Target,
@@ -164,7 +163,7 @@ pub(super) fn observers(
 /// One answer per configured observer, from the answers to its questions: it sees the machine
 /// if any of its probes got an answer, it does not if every one it could make failed, and it is
 /// unknown if it could make none.
-pub(super) fn merge(asks: &[Ask], seen: &[Option<bool>]) -> Witnesses {
+pub fn merge(asks: &[Ask], seen: &[Option<bool>]) -> Witnesses {
     let mut answers: Vec<(String, Seen)> = Vec::new();
     for (a, s) in asks.iter().zip(seen) {
         let s = match s {
@@ -187,7 +186,7 @@ pub(super) fn merge(asks: &[Ask], seen: &[Option<bool>]) -> Witnesses {
 }
 
 /// "haproxy1 gone, haproxy2 unknown, redis2 gone" (or that no other observer is configured).
-pub(super) fn describe(w: &Witnesses) -> String {
+pub fn describe(w: &Witnesses) -> String {
     if w.answers.is_empty() {
         return "no other observer (none is configured)".to_owned();
     }
@@ -209,121 +208,6 @@ pub(super) fn describe(w: &Witnesses) -> String {
         w.answers.len(),
         words.join(", ")
     )
-}
-
-impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
-    /// Asks every configured observer of `target`'s machine, all at once. The flag says whether
-    /// every observer answered first-hand (asked to probe it now, over its SSH session) rather
-    /// than from its own, slower, checks. A machine whose address is unknown has every
-    /// observer unknown.
-    pub(super) async fn witnesses(&self, target: &Target) -> (Witnesses, bool) {
-        let loaded = self.top();
-        let top = &loaded.topology;
-        let observed = lock(&self.inner.st).saved.observed.clone();
-        let Some(silent_ip) = observed.address(target.machine()) else {
-            let asks = observers(top, &observed, target, IpAddr::from([0, 0, 0, 0]));
-            return (merge(&asks, &vec![None; asks.len()]), false);
-        };
-        let asks = observers(top, &observed, target, silent_ip);
-        // Every witness at once: a silent target makes each probe wait its whole bound.
-        let mut set = tokio::task::JoinSet::new();
-        for (i, a) in asks.iter().enumerate() {
-            let c = self.clone();
-            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
-            set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
-        }
-        let mut first_hand = vec![None; asks.len()];
-        while let Some(Ok((i, v))) = set.join_next().await {
-            first_hand[i] = v;
-        }
-        let mut all_first_hand = true;
-        let mut seen = Vec::with_capacity(asks.len());
-        for (a, v) in asks.iter().zip(first_hand) {
-            seen.push(match v {
-                Some(v) => Some(v),
-                None => {
-                    all_first_hand = false;
-                    match &a.passive {
-                        None => None,
-                        Some(p) => passive_view(p, target.machine()).await,
-                    }
-                }
-            });
-        }
-        (merge(&asks, &seen), all_first_hand)
-    }
-
-    /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a
-    /// HAProxy runtime API command, bounded at 0.4 s. `None`: the observer could not be asked
-    /// (no session, no bash), so its answer says nothing about `at`.
-    pub(super) async fn ask_from(
-        &self,
-        observer: &str,
-        at: SocketAddr,
-        how: Probe,
-    ) -> Option<bool> {
-        let loaded = self.top();
-        let top = &loaded.topology;
-        let observed_ip = lock(&self.inner.st).saved.observed.address(observer)?;
-        let host = medic_exec::ssh_host(top, observer, observed_ip);
-        let send = match how {
-            Probe::Ping => "PING\\r\\n",
-            Probe::RuntimeApi => "show info\\n",
-        };
-        let script = format!(
-            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
-            at.ip(),
-            at.port()
-        );
-        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
-        use medic_ssh::Remote as _;
-        let out = tokio::time::timeout(
-            std::time::Duration::from_millis(1500),
-            self.inner
-                .ssh
-                .run(&host, &command, std::time::Duration::from_secs(1)),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        match out.status {
-            Some(0) => Some(true),
-            // Refused, no answer in time, or killed by `timeout`: it does not answer.
-            Some(1 | 124) => Some(false),
-            _ => None,
-        }
-    }
-}
-
-/// An observer's own view of `machine`, through what it already knows: `None` if it cannot be
-/// reached either, or says nothing of it.
-async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
-    match p {
-        Passive::Proxy(api, backend) => {
-            let mut rt = RuntimeApi::tcp(*api);
-            rt.timeout = WITNESS_WITHIN;
-            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend))).await {
-                Ok(Ok(servers)) => servers
-                    .iter()
-                    .find(|s| s.server == machine)
-                    .filter(|s| !s.in_maint())
-                    .map(|s| s.op_state == OpState::Running),
-                _ => None,
-            }
-        }
-        Passive::ReplicaLink(at) => replication_now(*at).await.map(|info| {
-            info.role == Role::Replica
-                && info.master_link_status == Some(LinkStatus::Up)
-                && info
-                    .master_last_io_secs
-                    .is_some_and(|s| s <= LINK_SILENT_SECS)
-        }),
-        Passive::MasterSees(master, replica) => replication_now(*master).await.map(|info| {
-            info.replicas
-                .iter()
-                .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
-        }),
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,129 @@
+//! Asking a silent machine's witnesses, all at once (the controller's I/O; who they are is
+//! [`crate::witness::observers`]).
+
+use std::net::{IpAddr, SocketAddr};
+
+use medic_cloud::{Cloud, Dns};
+use medic_detect::Witnesses;
+use medic_haproxy::{OpState, ProxyApi as _, RuntimeApi};
+use medic_redis::{LinkStatus, Role};
+
+use super::{Controller, WITNESS_WITHIN, lock, replication_now};
+use crate::checks::Target;
+use crate::core::LINK_SILENT_SECS;
+use crate::witness::{Passive, Probe, merge, observers};
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Asks every configured observer of `target`'s machine, all at once. The flag says whether
+    /// every observer answered first-hand (asked to probe it now, over its SSH session) rather
+    /// than from its own, slower, checks. A machine whose address is unknown has every
+    /// observer unknown.
+    pub(super) async fn witnesses(&self, target: &Target) -> (Witnesses, bool) {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let observed = lock(&self.inner.st).core.saved.observed.clone();
+        let Some(silent_ip) = observed.address(target.machine()) else {
+            let asks = observers(top, &observed, target, IpAddr::from([0, 0, 0, 0]));
+            return (merge(&asks, &vec![None; asks.len()]), false);
+        };
+        let asks = observers(top, &observed, target, silent_ip);
+        // Every witness at once: a silent target makes each probe wait its whole bound.
+        let mut set = tokio::task::JoinSet::new();
+        for (i, a) in asks.iter().enumerate() {
+            let c = self.clone();
+            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
+            set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
+        }
+        let mut first_hand = vec![None; asks.len()];
+        while let Some(Ok((i, v))) = set.join_next().await {
+            first_hand[i] = v;
+        }
+        let mut all_first_hand = true;
+        let mut seen = Vec::with_capacity(asks.len());
+        for (a, v) in asks.iter().zip(first_hand) {
+            seen.push(match v {
+                Some(v) => Some(v),
+                None => {
+                    all_first_hand = false;
+                    match &a.passive {
+                        None => None,
+                        Some(p) => passive_view(p, target.machine()).await,
+                    }
+                }
+            });
+        }
+        (merge(&asks, &seen), all_first_hand)
+    }
+
+    /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a
+    /// HAProxy runtime API command, bounded at 0.4 s. `None`: the observer could not be asked
+    /// (no session, no bash), so its answer says nothing about `at`.
+    pub(super) async fn ask_from(
+        &self,
+        observer: &str,
+        at: SocketAddr,
+        how: Probe,
+    ) -> Option<bool> {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let observed_ip = lock(&self.inner.st).core.saved.observed.address(observer)?;
+        let host = medic_exec::ssh_host(top, observer, observed_ip);
+        let send = match how {
+            Probe::Ping => "PING\\r\\n",
+            Probe::RuntimeApi => "show info\\n",
+        };
+        let script = format!(
+            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
+            at.ip(),
+            at.port()
+        );
+        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
+        use medic_ssh::Remote as _;
+        let out = tokio::time::timeout(
+            std::time::Duration::from_millis(1500),
+            self.inner
+                .ssh
+                .run(&host, &command, std::time::Duration::from_secs(1)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        match out.status {
+            Some(0) => Some(true),
+            // Refused, no answer in time, or killed by `timeout`: it does not answer.
+            Some(1 | 124) => Some(false),
+            _ => None,
+        }
+    }
+}
+
+/// An observer's own view of `machine`, through what it already knows: `None` if it cannot be
+/// reached either, or says nothing of it.
+async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
+    match p {
+        Passive::Proxy(api, backend) => {
+            let mut rt = RuntimeApi::tcp(*api);
+            rt.timeout = WITNESS_WITHIN;
+            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend))).await {
+                Ok(Ok(servers)) => servers
+                    .iter()
+                    .find(|s| s.server == machine)
+                    .filter(|s| !s.in_maint())
+                    .map(|s| s.op_state == OpState::Running),
+                _ => None,
+            }
+        }
+        Passive::ReplicaLink(at) => replication_now(*at).await.map(|info| {
+            info.role == Role::Replica
+                && info.master_link_status == Some(LinkStatus::Up)
+                && info
+                    .master_last_io_secs
+                    .is_some_and(|s| s <= LINK_SILENT_SECS)
+        }),
+        Passive::MasterSees(master, replica) => replication_now(*master).await.map(|info| {
+            info.replicas
+                .iter()
+                .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
+        }),
+    }
+}

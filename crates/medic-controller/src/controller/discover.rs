@@ -1,0 +1,259 @@
+//! Start-up: where every machine is (the cloud's instances by tag, or the topology's
+//! addresses), who is master of each shard, the recoveries the journal left unfinished, and
+//! SSH sessions opened before a failover needs them.
+//!
+//! # Who is master
+//! The saved state is the truth, and each shard's generation (bumped by every change of
+//! master) says which record is newest. A server that answers as master is adopted only when
+//! - nothing was saved (a first start: the deployment's own roles), or
+//! - the recorded master answers as a **replica of it** (someone moved the role while medic
+//!   was away, and the old master already follows the new one: nothing it held is lost).
+//!
+//! A recorded master that does not answer in time is kept: another server answering as master
+//! is then a stale one from before a failover (its writes since are not the shard's), and the
+//! checks fence it — never the other way round.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use medic_cloud::{Cloud, Dns};
+use medic_plan::{AlertLevel, ReplicaState, ShardState};
+use medic_redis::{Redis, RedisAddr, RedisAdmin as _, Role};
+use medic_topology::Topology;
+
+use super::{Controller, ControllerError, WITNESS_WITHIN, lock};
+use crate::core::{Resume, add_new};
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    pub(super) async fn discover(&self, had_state: bool) {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let mut observed = lock(&self.inner.st).core.saved.observed.clone();
+        add_new(&mut observed, top);
+        if top.provider.value.can_launch() {
+            for m in top.machines.iter().map(|m| &m.value) {
+                if m.role.value == medic_topology::Role::Monitor {
+                    continue;
+                }
+                let tags = BTreeMap::from([
+                    (medic_cloud::TAG_TOPOLOGY.to_owned(), top.name.value.clone()),
+                    (medic_cloud::TAG_MACHINE.to_owned(), m.name.value.clone()),
+                ]);
+                match self.inner.cloud.find(&tags).await {
+                    Ok(found) => {
+                        // The newest running one (a replacement that finished).
+                        let Some(i) = found.into_iter().rfind(|i| !i.state.is_gone()) else {
+                            tracing::warn!(machine = %m.name.value, "No instance found for the machine.");
+                            continue;
+                        };
+                        let st = observed.machines.entry(m.name.value.clone()).or_insert(
+                            medic_plan::MachineState {
+                                address: None,
+                                instance_id: None,
+                            },
+                        );
+                        st.address = i.address.or(st.address);
+                        st.instance_id = Some(i.id.clone());
+                        self.learn_host_keys(top, &m.name.value, i.address, &i.id)
+                            .await;
+                    }
+                    Err(e) => {
+                        tracing::warn!(machine = %m.name.value, error = %e, "Cannot look the machine up.")
+                    }
+                }
+            }
+        }
+        for s in top.shards.iter().map(|s| &s.value) {
+            let mut answers = BTreeMap::new();
+            for m in Topology::shard_machines(s) {
+                let Some(ip) = observed.address(m) else {
+                    continue;
+                };
+                if let Some(info) = replication_now(SocketAddr::new(ip, s.port.value)).await {
+                    answers.insert(m.to_owned(), info);
+                }
+            }
+            let masters: Vec<&String> = answers
+                .iter()
+                .filter(|(_, i)| i.role == Role::Master)
+                .map(|(m, _)| m)
+                .collect();
+            let recorded = observed.shards.get(&s.name.value).map(|x| x.master.clone());
+            let adopt = match (masters.as_slice(), &recorded) {
+                ([only], Some(rec)) if *only == rec => None,
+                ([only], Some(rec)) if had_state => {
+                    // Adopted only if the recorded master follows it.
+                    let follows = answers.get(rec).is_some_and(|i| {
+                        i.role == Role::Replica
+                            && i.master.as_ref().is_some_and(|(host, port)| {
+                                *port == s.port.value
+                                    && observed
+                                        .address(only)
+                                        .is_some_and(|ip| host.parse() == Ok(ip))
+                            })
+                    });
+                    if follows {
+                        Some((*only).clone())
+                    } else {
+                        self.alert(
+                            AlertLevel::Critical,
+                            format!(
+                                "shard {}: {only} answers as master, but {rec} is the recorded master ({}): medic keeps {rec} and treats {only} as a stale master",
+                                s.name.value,
+                                if answers.contains_key(rec) { "it answers as a replica of another server" } else { "it did not answer at start" }
+                            ),
+                        );
+                        None
+                    }
+                }
+                ([only], _) => Some((*only).clone()),
+                ([], _) => None,
+                (many, rec) => {
+                    self.alert(
+                        AlertLevel::Critical,
+                        format!(
+                            "shard {} has {} masters ({}): medic keeps {} as recorded and demotes the others",
+                            s.name.value,
+                            many.len(),
+                            many.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+                            rec.as_deref().unwrap_or("?")
+                        ),
+                    );
+                    None
+                }
+            };
+            let offset = |m: &str| answers.get(m).map(|i| i.replica_offset.unwrap_or(i.offset));
+            match adopt {
+                Some(master) => {
+                    let generation = observed.shards.get(&s.name.value).map_or(0, |x| {
+                        x.generation + u64::from(recorded.as_ref() != Some(&master))
+                    });
+                    let replicas = Topology::shard_machines(s)
+                        .filter(|m| *m != master)
+                        .map(|m| ReplicaState {
+                            machine: m.to_owned(),
+                            offset: offset(m),
+                        })
+                        .collect();
+                    observed.shards.insert(
+                        s.name.value.clone(),
+                        ShardState {
+                            master_offset: offset(&master),
+                            master,
+                            replicas,
+                            generation,
+                        },
+                    );
+                }
+                None => {
+                    // Offsets as they answered; roles as recorded.
+                    if let Some(x) = observed.shards.get_mut(&s.name.value) {
+                        for r in &mut x.replicas {
+                            if let Some(o) = offset(&r.machine) {
+                                r.offset = Some(o);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mut st = lock(&self.inner.st);
+        st.core.saved.observed = observed;
+        self.save(&st);
+    }
+
+    async fn learn_host_keys(&self, top: &Topology, machine: &str, ip: Option<IpAddr>, id: &str) {
+        let Some(ip) = ip else {
+            return;
+        };
+        let Ok(keys) = self.inner.cloud.host_keys(id).await else {
+            return;
+        };
+        let host = medic_exec::ssh_host(top, machine, ip);
+        for k in keys {
+            if let Err(e) = self.inner.ssh.learn_host_key(&host, &k) {
+                tracing::warn!(machine, error = %e, "Cannot record the host key.");
+            }
+        }
+    }
+
+    /// Queues every recovery the journal says is unfinished, oldest first.
+    pub(super) fn resume_open(&self) -> Result<(), ControllerError> {
+        let open = self.inner.journal.open_recoveries()?;
+        open.alert_damaged(|level, text| self.alert(level, text));
+        for log in open {
+            tracing::warn!(recovery = %log.id, next = ?log.next_step(), "Resuming an unfinished recovery.");
+            let resume = Resume {
+                id: log.id.clone(),
+                plan: log.plan.clone(),
+                done: log
+                    .done
+                    .iter()
+                    .map(|(i, d)| (*i, d.output.clone()))
+                    .collect(),
+                launched_ms: log
+                    .plan
+                    .steps
+                    .iter()
+                    .filter(|s| matches!(s.action, medic_plan::Action::LaunchInstance { .. }))
+                    .filter_map(|s| log.done.get(&s.index).map(|d| (s.index, d.at_ms)))
+                    .collect(),
+            };
+            let mut st = lock(&self.inner.st);
+            st.core.resume(
+                resume,
+                log.trigger.clone(),
+                log.first_failure_ms,
+                log.master_last_ok_ms,
+                crate::journal::now_ms(),
+            );
+            self.save(&st);
+        }
+        Ok(())
+    }
+
+    /// Opens the SSH sessions a failover uses before they are needed (opening one costs
+    /// ~200 ms): to every proxy, whose haproxy.cfg each runtime change is written into, and to
+    /// every machine that may be asked as a witness.
+    pub(super) fn warm_up_ssh(&self) {
+        let c = self.clone();
+        tokio::spawn(async move {
+            let loaded = c.top();
+            let top = &loaded.topology;
+            let observed = lock(&c.inner.st).core.saved.observed.clone();
+            let mut set = tokio::task::JoinSet::new();
+            for m in top.machines.iter().map(|m| &m.value) {
+                if m.role.value == medic_topology::Role::Monitor {
+                    continue;
+                }
+                let name = m.name.value.clone();
+                let Some(host) = observed
+                    .address(&name)
+                    .map(|ip| medic_exec::ssh_host(top, &name, ip))
+                else {
+                    continue;
+                };
+                let c = c.clone();
+                set.spawn(async move {
+                    use medic_ssh::Remote as _;
+                    if let Err(e) = c.inner.ssh.run(&host, "true", Duration::from_secs(10)).await {
+                        tracing::warn!(machine = %name, error = %e, "No SSH session: this machine cannot be a first-hand witness, and runtime changes on it cannot be made permanent.");
+                    }
+                });
+            }
+            while set.join_next().await.is_some() {}
+        });
+    }
+}
+
+/// A server's `INFO replication` within the witnesses' bound (the admin client bounds each
+/// call itself); `None` if it does not answer in time.
+pub(super) async fn replication_now(at: SocketAddr) -> Option<medic_redis::ReplicationInfo> {
+    Redis {
+        timeout: WITNESS_WITHIN,
+    }
+    .replication(RedisAddr::new(at.ip(), at.port()))
+    .await
+    .ok()
+}

@@ -1,0 +1,532 @@
+//! The controller's adapters: the I/O around the [`Core`](crate::core::Core).
+//!
+//! - the **checks** (a thread of their own) hand each result to the core ([`drive`]);
+//! - the **witnesses** of a silent machine are asked over SSH when the core asks ([`ask`]);
+//! - each **recovery** the core starts runs in a task of its own ([`runner`]): each step's
+//!   intent journaled, executed with retries through the executor, its outcome journaled and
+//!   given to the core; a panic in it is reported and the controller keeps watching;
+//! - the **reconcile** reads every proxy's routing and repairs drift ([`reconcile`]);
+//! - start-up finds the machines and the roles ([`discover`]); the HTTP API's commands and the
+//!   status are [`operator`] and [`status`].
+//!
+//! Every decision is the core's: these modules own the sockets, the clock, the files and the
+//! tasks, and nothing else.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+use medic_cloud::{Cloud, Dns};
+use medic_plan::{AlertLevel, ObservedState};
+use medic_playbook::Playbooks;
+use medic_redis::Redis;
+use medic_ssh::Ssh;
+use medic_topology::LoadedTopology;
+
+mod ask;
+mod discover;
+mod drive;
+mod operator;
+mod reconcile;
+mod runner;
+mod status;
+
+use discover::replication_now;
+pub use reconcile::repairs;
+pub use status::history_entry;
+use status::observation_label;
+
+use crate::checks::{self, Book, SharedBook};
+use crate::core::Core;
+use crate::journal::{Journal, now_ms};
+use crate::notify::Notifier;
+use crate::store::{Saved, Store};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Ssh(#[from] medic_ssh::SshError),
+    #[error("{path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the controller cannot listen on {addr}: {source} (is another `medic run` running?)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the health checks' thread: {0}")]
+    ChecksThread(#[source] std::io::Error),
+}
+
+/// Reloads the topology and playbooks from disk (validated), for SIGHUP.
+pub type Reload =
+    Box<dyn Fn() -> Result<(LoadedTopology, Playbooks), String> + Send + Sync + 'static>;
+
+/// What `medic run` starts with.
+pub struct Setup<C, D> {
+    pub loaded: LoadedTopology,
+    pub playbooks: Playbooks,
+    pub cloud: C,
+    pub dns: Option<D>,
+    pub reload: Reload,
+}
+
+impl<C, D> std::fmt::Debug for Setup<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Setup")
+            .field("topology", &self.loaded.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How many times a failing step is tried, and the first pause between tries (doubling).
+const ATTEMPTS: u32 = 3;
+const BACKOFF: Duration = Duration::from_millis(500);
+/// How long a witness may take to answer.
+const WITNESS_WITHIN: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AlertRecord {
+    pub at_ms: u64,
+    pub level: AlertLevel,
+    pub message: String,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    checks: BTreeMap<(&'static str, &'static str), u64>,
+    check_seconds: BTreeMap<&'static str, (f64, u64)>,
+    recoveries: BTreeMap<&'static str, u64>,
+    steps: BTreeMap<String, (f64, u64)>,
+    step_failures: BTreeMap<String, u64>,
+    detection_seconds: Option<f64>,
+    alerts: BTreeMap<&'static str, u64>,
+}
+
+/// A running recovery, for the status.
+#[derive(Debug, Clone, Serialize)]
+pub struct InFlight {
+    pub recovery: String,
+    pub event: String,
+    pub trigger: String,
+    pub started_ms: u64,
+    pub step: usize,
+    pub steps: usize,
+    pub kind: String,
+    pub target: String,
+    pub step_started_ms: u64,
+}
+
+/// The core, and what only the status shows.
+#[derive(Debug)]
+struct St {
+    core: Core,
+    alerts: VecDeque<AlertRecord>,
+    metrics: Metrics,
+    /// What happened, newest last, numbered: `medic events` follows it.
+    events: VecDeque<EventRecord>,
+    next_event: u64,
+    /// Each proxy's routing as last read (the reconcile reads it every few seconds).
+    routing: BTreeMap<String, reconcile::Routing>,
+    /// When this controller started (ms): a proxy never read since is "unknown" after a while.
+    started_ms: u64,
+}
+
+/// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
+/// returns is used or dropped.
+async fn checks_thread()
+-> Result<(tokio::runtime::Handle, tokio::sync::oneshot::Sender<()>), ControllerError> {
+    let (handle_tx, handle_rx) = tokio::sync::oneshot::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("medic-checks".into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => {
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                }
+                Err(e) => {
+                    let _ = handle_tx.send(Err(e));
+                }
+            }
+        })
+        .map_err(ControllerError::ChecksThread)?;
+    match handle_rx.await {
+        Ok(Ok(handle)) => Ok((handle, stop_tx)),
+        Ok(Err(e)) => Err(ControllerError::ChecksThread(e)),
+        Err(_) => Err(ControllerError::ChecksThread(std::io::Error::other(
+            "the checks' thread ended before its runtime started",
+        ))),
+    }
+}
+
+/// One line of `medic events`.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub at_ms: u64,
+    /// detection, recovery_start, step, step_failed, recovery_done, recovery_failed, held,
+    /// alert, recovered.
+    pub kind: String,
+    pub message: String,
+}
+
+/// Events kept for `medic events`.
+const EVENTS_KEPT: usize = 1000;
+
+struct Inner<C, D> {
+    loaded: RwLock<Arc<LoadedTopology>>,
+    playbooks: RwLock<Arc<Playbooks>>,
+    reload: Reload,
+    cloud: C,
+    dns: Option<D>,
+    ssh: Ssh,
+    redis: Redis,
+    journal: Journal,
+    store: Store,
+    book: SharedBook,
+    st: Mutex<St>,
+    notifier: RwLock<Notifier>,
+    token: String,
+    stopping: AtomicBool,
+    stop: Notify,
+    checks: Mutex<Vec<JoinHandle<()>>>,
+    /// The runtime of the health checks and of the detection that reads their results: a
+    /// thread of its own, so no recovery step, journal fsync or API request ever delays a
+    /// check, and thousands of checks a second cost no wake-ups across threads. `None` until
+    /// `run` starts it (checks then run on the caller's runtime).
+    checks_rt: Mutex<Option<tokio::runtime::Handle>>,
+    /// The runtime recoveries run on (the one `run` was called on).
+    main_rt: Mutex<Option<tokio::runtime::Handle>>,
+    /// Each running recovery's supervisor.
+    runners: Mutex<Vec<JoinHandle<()>>>,
+    listen: SocketAddr,
+    failpoint: Option<(String, usize)>,
+}
+
+/// `MEDIC_FAILPOINT=after-intent:N`, `after-exec:N` or `after-done:N`: the process aborts (as a
+/// SIGKILL would stop it) right after journaling step N's intent, after step N did its work but
+/// before its outcome is journaled, or after the outcome — so tests can prove the roll-forward
+/// at every point. Unset in production; read once at start.
+fn failpoint_from_env() -> Option<(String, usize)> {
+    let v = std::env::var("MEDIC_FAILPOINT").ok()?;
+    let (point, step) = v.split_once(':')?;
+    Some((point.to_owned(), step.parse().ok()?))
+}
+
+/// The controller. Cheap to clone; every clone is the same controller.
+pub struct Controller<C, D> {
+    inner: Arc<Inner<C, D>>,
+}
+
+impl<C, D> Clone for Controller<C, D> {
+    fn clone(&self) -> Self {
+        Controller {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C, D> std::fmt::Debug for Controller<C, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("listen", &self.inner.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn read<T>(m: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    m.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Reads the API token, creating it (random, mode 0600) on first start.
+pub fn api_token(state_dir: &std::path::Path) -> Result<String, ControllerError> {
+    let path = state_dir.join("api-token");
+    let io = |source| ControllerError::Io {
+        path: path.clone(),
+        source,
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io(e)),
+    }
+    let mut bytes = [0u8; 24];
+    {
+        use std::io::Read;
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut bytes))
+            .map_err(io)?;
+    }
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io)?;
+        f.write_all(token.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+    }
+    Ok(token)
+}
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Opens the state directory, discovers where every machine is and who is master, and
+    /// makes the controller ready to [`run`](Self::run).
+    pub async fn start(setup: Setup<C, D>) -> Result<Self, ControllerError> {
+        let loaded = Arc::new(setup.loaded);
+        let top = &loaded.topology;
+        let state_dir = top.controller.state_dir.clone();
+        std::fs::create_dir_all(&state_dir).map_err(|source| ControllerError::Io {
+            path: state_dir.clone(),
+            source,
+        })?;
+        let token = api_token(&state_dir)?;
+        let journal = Journal::open(state_dir.join("journal"))?;
+        let store = Store::new(&state_dir);
+        let ssh = Ssh::new(&state_dir.join("known_hosts"))?;
+        let loaded_state = store.load()?.filter(|s| s.topology == top.name.value);
+        let had_state = loaded_state.is_some();
+        let saved = match loaded_state {
+            Some(s) => s,
+            None => Saved {
+                topology: top.name.value.clone(),
+                observed: ObservedState::assumed(top),
+                maintenance: Default::default(),
+                unmonitored: Default::default(),
+                replacements: Vec::new(),
+            },
+        };
+        let listen = top.controller.listen.value;
+        let notifier = Notifier::from_topology(top);
+        let inner = Inner {
+            loaded: RwLock::new(loaded.clone()),
+            playbooks: RwLock::new(Arc::new(setup.playbooks)),
+            reload: setup.reload,
+            cloud: setup.cloud,
+            dns: setup.dns,
+            ssh,
+            redis: Redis {
+                timeout: Duration::from_secs(2),
+            },
+            journal,
+            store,
+            book: Arc::new(RwLock::new(Book::default())),
+            st: Mutex::new(St {
+                core: Core::new(loaded.clone(), saved),
+                alerts: VecDeque::new(),
+                metrics: Metrics::default(),
+                events: VecDeque::new(),
+                next_event: 1,
+                routing: BTreeMap::new(),
+                started_ms: now_ms(),
+            }),
+            notifier: RwLock::new(notifier),
+            token,
+            stopping: AtomicBool::new(false),
+            stop: Notify::new(),
+            checks: Mutex::new(Vec::new()),
+            checks_rt: Mutex::new(None),
+            main_rt: Mutex::new(None),
+            runners: Mutex::new(Vec::new()),
+            listen,
+            failpoint: failpoint_from_env(),
+        };
+        let c = Controller {
+            inner: Arc::new(inner),
+        };
+        c.discover(had_state).await;
+        c.resume_open()?;
+        Ok(c)
+    }
+
+    fn top(&self) -> Arc<LoadedTopology> {
+        read(&self.inner.loaded).clone()
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.inner.listen
+    }
+
+    pub fn token(&self) -> &str {
+        &self.inner.token
+    }
+
+    /// Updates what the check tasks read: addresses and who is not to be checked.
+    fn sync_book(&self, st: &St) {
+        let mut b = self
+            .inner
+            .book
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.addresses = st
+            .core
+            .saved
+            .observed
+            .machines
+            .iter()
+            .filter_map(|(m, s)| s.address.map(|a| (m.clone(), a)))
+            .collect();
+        b.paused = st.core.paused();
+        b.version += 1;
+    }
+
+    /// Persists the state and tells the checks.
+    fn save(&self, st: &St) {
+        self.sync_book(st);
+        if let Err(e) = self.inner.store.save(&st.core.saved) {
+            tracing::error!(error = %e, "Cannot save the state.");
+        }
+    }
+
+    // ---- running ------------------------------------------------------------------------
+
+    /// Runs until [`stop`](Self::stop): checks, detection, recoveries and the HTTP API.
+    pub async fn run(&self) -> Result<(), ControllerError> {
+        let listener = tokio::net::TcpListener::bind(self.inner.listen)
+            .await
+            .map_err(|source| ControllerError::Listen {
+                addr: self.inner.listen,
+                source,
+            })?;
+        *lock(&self.inner.main_rt) = Some(tokio::runtime::Handle::current());
+        let api = tokio::spawn(crate::api::serve(self.clone(), listener));
+        let (checks_rt, checks_stop) = checks_thread().await?;
+        *lock(&self.inner.checks_rt) = Some(checks_rt.clone());
+        self.spawn_checks();
+        // Recoveries resumed from the journal start now.
+        self.kick();
+        self.warm_up_ssh();
+        let reconcile = {
+            let c = self.clone();
+            tokio::spawn(async move { c.reconcile_proxies().await })
+        };
+        tracing::info!(listen = %self.inner.listen, "medic is watching.");
+        self.inner.stop.notified().await;
+        reconcile.abort();
+        // A safe point: each recovery finishes the step it is in, then stops.
+        loop {
+            let runners: Vec<JoinHandle<()>> = lock(&self.inner.runners).drain(..).collect();
+            if runners.is_empty() {
+                break;
+            }
+            for r in runners {
+                let _ = r.await;
+            }
+        }
+        for h in lock(&self.inner.checks).drain(..) {
+            h.abort();
+        }
+        api.abort();
+        let _ = checks_stop.send(());
+        Ok(())
+    }
+
+    /// Asks [`run`](Self::run) to stop at the next safe point (between steps).
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stop.notify_one();
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    fn spawn_checks(&self) {
+        let loaded = self.top();
+        let rt = lock(&self.inner.checks_rt)
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current);
+        let handles = checks::spawn(&rt, &loaded.topology, self.inner.book.clone(), {
+            let c = self.clone();
+            Arc::new(move |r| c.on_result(r))
+        });
+        let mut old = lock(&self.inner.checks);
+        for h in old.drain(..) {
+            h.abort();
+        }
+        *old = handles;
+    }
+
+    /// SIGHUP: re-reads the topology; on any error the running one stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let (loaded, playbooks) = (self.inner.reload)()?;
+        if loaded.topology.name.value != self.top().topology.name.value {
+            return Err(format!(
+                "the topology's name changed from {} to {}: restart medic for another deployment",
+                self.top().topology.name.value,
+                loaded.topology.name.value
+            ));
+        }
+        *self
+            .inner
+            .notifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Notifier::from_topology(&loaded.topology);
+        let loaded = Arc::new(loaded);
+        {
+            let mut st = lock(&self.inner.st);
+            st.core.set_topology(loaded.clone());
+            self.sync_book(&st);
+        }
+        *self
+            .inner
+            .loaded
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = loaded;
+        *self
+            .inner
+            .playbooks
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(playbooks);
+        self.spawn_checks();
+        tracing::info!("Topology reloaded.");
+        Ok(())
+    }
+}
+
+/// An error with its causes: "step 7 (playbook): ...: exit 1: No space left on device".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,163 @@
+//! What operators ask (the HTTP API calls these), and what medic tells them: alerts, events
+//! and webhooks.
+
+use medic_cloud::{Cloud, Dns};
+use medic_plan::{AlertLevel, Event, plan_recovery};
+
+use super::{AlertRecord, Controller, EVENTS_KEPT, EventRecord, lock, read};
+use crate::core::{ALERTS_KEPT, Request};
+use crate::journal::now_ms;
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    // ---- alerts and notifications -----------------------------------------------------
+
+    pub(crate) fn alert(&self, level: AlertLevel, message: String) {
+        match level {
+            AlertLevel::Critical => tracing::error!(alert = "critical", "{message}"),
+            AlertLevel::Warning => tracing::warn!(alert = "warning", "{message}"),
+        }
+        {
+            let mut st = lock(&self.inner.st);
+            st.alerts.push_back(AlertRecord {
+                at_ms: now_ms(),
+                level,
+                message: message.clone(),
+            });
+            while st.alerts.len() > ALERTS_KEPT {
+                st.alerts.pop_front();
+            }
+            *st.metrics
+                .alerts
+                .entry(match level {
+                    AlertLevel::Critical => "critical",
+                    AlertLevel::Warning => "warning",
+                })
+                .or_default() += 1;
+        }
+        self.notify(
+            "alert",
+            &message,
+            Some(serde_json::json!({ "level": level })),
+        );
+    }
+
+    pub(super) fn record_event(&self, kind: &str, message: &str) {
+        let mut st = lock(&self.inner.st);
+        let seq = st.next_event;
+        st.next_event += 1;
+        st.events.push_back(EventRecord {
+            seq,
+            at_ms: now_ms(),
+            kind: kind.to_owned(),
+            message: message.to_owned(),
+        });
+        while st.events.len() > EVENTS_KEPT {
+            st.events.pop_front();
+        }
+    }
+
+    /// Events after `after` (a sequence number), oldest first.
+    pub fn events(&self, after: u64) -> serde_json::Value {
+        let st = lock(&self.inner.st);
+        serde_json::json!({
+            "next": st.next_event,
+            "events": st.events.iter().filter(|e| e.seq > after).collect::<Vec<_>>(),
+        })
+    }
+
+    pub(super) fn notify(&self, event: &str, message: &str, details: Option<serde_json::Value>) {
+        self.record_event(event, message);
+        let n = read(&self.inner.notifier).clone();
+        let topology = self.top().topology.name.value.clone();
+        n.send(event, &topology, message, details);
+    }
+
+    // ---- operator commands (the HTTP API calls these) ----------------------------------
+
+    pub(crate) fn check_token(&self, authorization: Option<&str>) -> bool {
+        authorization
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), self.inner.token.as_bytes()))
+    }
+
+    /// `medic recover MACHINE`: the seed's emergency procedure, planned and journaled.
+    pub(crate) fn recover_machine(&self, machine: &str) -> Result<String, (u16, String)> {
+        if self.top().topology.machine(machine).is_none() {
+            return Err((404, format!("no machine `{machine}` in the topology")));
+        }
+        {
+            let mut st = lock(&self.inner.st);
+            st.core
+                .recover_machine(machine, now_ms())
+                .map_err(|e| (409, e))?;
+            self.save(&st);
+        }
+        self.kick();
+        Ok(format!("recovery of {machine} queued"))
+    }
+
+    /// `medic switchover SHARD [--to MACHINE]`: planned, zero loss. Checked against the current
+    /// state now, so a refusal is the operator's answer rather than a failed recovery.
+    pub(crate) fn switchover(
+        &self,
+        shard: &str,
+        to: Option<&str>,
+    ) -> Result<String, (u16, String)> {
+        let loaded = self.top();
+        let event = Event::Switchover {
+            shard: shard.to_owned(),
+            to: to.map(str::to_owned),
+        };
+        let queued = {
+            let mut st = lock(&self.inner.st);
+            let plan = plan_recovery(&loaded.topology, &st.core.saved.observed, &event, "check")
+                .map_err(|e| (409, e.to_string()))?;
+            st.core
+                .request(Request {
+                    event,
+                    trigger: format!("manual: medic switchover {shard}"),
+                    first_failure_ms: None,
+                    master_last_ok_ms: None,
+                    queued_ms: now_ms(),
+                    detected: false,
+                    resume: None,
+                })
+                .then_some(plan.steps.len())
+        };
+        let Some(steps) = queued else {
+            return Err((
+                409,
+                format!("a switchover of {shard} is already queued or running"),
+            ));
+        };
+        self.kick();
+        Ok(format!(
+            "switchover of {shard} queued ({steps} steps); `medic history` shows it"
+        ))
+    }
+
+    /// `medic unmonitor|monitor MACHINE`: maintenance, persisted.
+    pub(crate) fn set_maintenance(&self, machine: &str, on: bool) -> Result<String, (u16, String)> {
+        if self.top().topology.machine(machine).is_none() {
+            return Err((404, format!("no machine `{machine}` in the topology")));
+        }
+        let mut st = lock(&self.inner.st);
+        st.core.set_maintenance(machine, on);
+        self.sync_book(&st);
+        self.inner
+            .store
+            .save(&st.core.saved)
+            .map_err(|e| (500, e.to_string()))?;
+        Ok(if on {
+            format!(
+                "{machine} is in maintenance: not checked, never recovered, until `medic monitor {machine}`"
+            )
+        } else {
+            format!("{machine} is monitored")
+        })
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

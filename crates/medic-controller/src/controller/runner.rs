@@ -1,0 +1,277 @@
+//! Running one recovery the core started: each step's intent journaled, the step executed
+//! (with retries and backoff) through the executor, its outcome journaled and handed to the
+//! core, which says what comes next.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use medic_cloud::{Cloud, Dns};
+use medic_exec::{ExecError, Executor};
+use medic_plan::{Action, AlertLevel, Step, StepOutput};
+
+use super::{ATTEMPTS, BACKOFF, Controller, ControllerError, error_chain, lock, read};
+use crate::checks::Target;
+use crate::core::{Next, internal_summary, is_internal};
+use crate::journal::{Outcome, Record, Writer, now_ms};
+use medic_detect::Health;
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Runs recovery `id` to its end (or to the next safe point when stopping).
+    pub(super) async fn run_recovery(&self, id: &str) {
+        let span = {
+            let st = lock(&self.inner.st);
+            let event = st
+                .core
+                .running
+                .get(id)
+                .map(|r| r.plan.event.to_string())
+                .unwrap_or_default();
+            tracing::info_span!("recovery", recovery = %id, %event)
+        };
+        if let Err(e) = self.recovery(id).instrument(span).await {
+            tracing::error!(recovery = %id, error = %e, "The recovery could not be journaled.");
+            self.alert(
+                AlertLevel::Critical,
+                format!("recovery {id} stopped: its journal cannot be written: {e}"),
+            );
+            let outcome = Outcome::Failed {
+                step: 0,
+                error: format!("the journal cannot be written: {e}"),
+            };
+            let outputs = lock(&self.inner.st).core.finished(id, &outcome, now_ms());
+            self.carry_out(outputs);
+        }
+    }
+
+    async fn recovery(&self, id: &str) -> Result<(), ControllerError> {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let playbooks = read(&self.inner.playbooks).clone();
+        let (run, addresses, unreachable) = {
+            let st = lock(&self.inner.st);
+            let Some(run) = st.core.running.get(id).cloned() else {
+                return Ok(());
+            };
+            let addresses = st
+                .core
+                .saved
+                .observed
+                .machines
+                .iter()
+                .filter_map(|(m, s)| s.address.map(|a| (m.clone(), a)))
+                .collect();
+            // Proxies the checks see down are not waited for, step after step.
+            let unreachable = st
+                .core
+                .health
+                .iter()
+                .filter(|(t, h)| {
+                    matches!(t, Target::Proxy { .. } | Target::App { .. })
+                        && matches!(h.detector.health, Health::Down { .. })
+                })
+                .map(|(t, _)| t.machine().to_owned())
+                .collect();
+            (run, addresses, unreachable)
+        };
+        let plan = &run.plan;
+        let mut writer = if run.resumed {
+            let mut w = self.inner.journal.reopen(id)?;
+            let from_step = plan
+                .steps
+                .iter()
+                .find(|s| !run.done.contains(&s.index))
+                .map_or(0, |s| s.index);
+            w.append(&Record::Resumed {
+                at_ms: now_ms(),
+                from_step,
+            })?;
+            if !run.redo.is_empty() {
+                tracing::info!(steps = ?run.redo, "Resumed: steps whose effect expires run again.");
+            }
+            w
+        } else {
+            self.inner.journal.begin(&Record::Begin {
+                at_ms: now_ms(),
+                trigger: run.trigger.clone(),
+                first_failure_ms: run.first_failure_ms,
+                master_last_ok_ms: run.master_last_ok_ms,
+                plan: plan.clone(),
+            })?
+        };
+        tracing::info!(steps = plan.steps.len(), trigger = %run.trigger, "Recovery starts.");
+        let mut exec = Executor {
+            topology: top,
+            cloud: &self.inner.cloud,
+            dns: self.inner.dns.as_ref(),
+            skip_dns: self.inner.dns.is_none(),
+            ssh: &self.inner.ssh,
+            playbooks: &playbooks,
+            addresses,
+            redis: self.inner.redis.clone(),
+            unfenced: run.unfenced.clone(),
+        };
+        exec.unfenced.unreachable = unreachable;
+        loop {
+            if self.stopping() {
+                tracing::warn!("Stopping between steps; the next start goes on from here.");
+                lock(&self.inner.st).core.abandon(id);
+                return Ok(());
+            }
+            let next = lock(&self.inner.st).core.next_step(id, now_ms());
+            let step = match next {
+                Next::Unknown => return Ok(()),
+                Next::End(outcome) => {
+                    writer.append(&Record::End {
+                        at_ms: now_ms(),
+                        outcome: outcome.clone(),
+                    })?;
+                    let took = now_ms().saturating_sub(run.started_ms);
+                    tracing::info!(outcome = outcome.label(), took_ms = took, "Recovery ends.");
+                    let outputs = {
+                        let mut st = lock(&self.inner.st);
+                        *st.metrics.recoveries.entry(outcome.label()).or_default() += 1;
+                        st.core.finished(id, &outcome, now_ms())
+                    };
+                    self.carry_out(outputs);
+                    return Ok(());
+                }
+                Next::Run(step) => step,
+            };
+            let view = medic_plan::describe::describe(&step, &playbooks);
+            let span = tracing::info_span!("step", index = step.index, kind = step.action.kind(), target = %view.target);
+            let started = Instant::now();
+            match self
+                .run_step(&mut exec, &mut writer, &step)
+                .instrument(span)
+                .await?
+            {
+                Ok((summary, output)) => {
+                    tracing::info!(step = step.index, kind = step.action.kind(), "{summary}");
+                    let outputs = lock(&self.inner.st)
+                        .core
+                        .step_done(id, &step, &output, now_ms());
+                    self.carry_out(outputs);
+                    self.record_event(
+                        "step",
+                        &format!(
+                            "{:>2}/{} {:<11} {:>6.2}s  {summary}",
+                            step.index,
+                            plan.steps.len(),
+                            step.action.kind(),
+                            started.elapsed().as_secs_f64()
+                        ),
+                    );
+                }
+                Err(e) => lock(&self.inner.st).core.step_failed(id, step.index, e),
+            }
+        }
+    }
+
+    /// One step with its journal records and retries. The outer `Result` is the journal's;
+    /// the inner one the step's.
+    async fn run_step(
+        &self,
+        exec: &mut Executor<'_, C, D>,
+        w: &mut Writer,
+        step: &Step,
+    ) -> Result<Result<(String, StepOutput), String>, ControllerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            w.append(&Record::Intent {
+                step: step.index,
+                at_ms: now_ms(),
+                attempt,
+            })?;
+            self.failpoint("after-intent", step.index);
+            let started = Instant::now();
+            // Steps that may take a while say that they started, so a follower is not left
+            // looking at silence while a machine boots or a replica syncs.
+            if attempt == 1
+                && matches!(
+                    step.action,
+                    Action::LaunchInstance { .. }
+                        | Action::WaitReachable { .. }
+                        | Action::RunPlaybook { .. }
+                        | Action::WaitInSync { .. }
+                        | Action::UpsertDns { .. }
+                )
+            {
+                self.record_event(
+                    "step_start",
+                    &format!("{:>2} {} started", step.index, step.action.kind()),
+                );
+            }
+            let result: Result<(String, StepOutput), ExecError> = if is_internal(&step.action) {
+                Ok((internal_summary(&step.action), StepOutput::default()))
+            } else {
+                exec.execute(step).await.map(|d| (d.summary, d.output))
+            };
+            let took = started.elapsed();
+            if result.is_ok() {
+                // Done, but not yet journaled: the case where only idempotence saves us.
+                self.failpoint("after-exec", step.index);
+            }
+            {
+                let mut st = lock(&self.inner.st);
+                let e = st
+                    .metrics
+                    .steps
+                    .entry(step.action.kind().to_owned())
+                    .or_default();
+                e.0 += took.as_secs_f64();
+                e.1 += 1;
+            }
+            match result {
+                Ok((summary, output)) => {
+                    w.append(&Record::Done {
+                        step: step.index,
+                        at_ms: now_ms(),
+                        duration_ms: took.as_millis() as u64,
+                        summary: summary.clone(),
+                        output: output.clone(),
+                    })?;
+                    self.failpoint("after-done", step.index);
+                    return Ok(Ok((summary, output)));
+                }
+                Err(e) => {
+                    let message = error_chain(&e);
+                    w.append(&Record::Failed {
+                        step: step.index,
+                        at_ms: now_ms(),
+                        attempt,
+                        error: message.clone(),
+                    })?;
+                    *lock(&self.inner.st)
+                        .metrics
+                        .step_failures
+                        .entry(step.action.kind().to_owned())
+                        .or_default() += 1;
+                    tracing::warn!(step = step.index, attempt, error = %message, "Step failed.");
+                    self.notify(
+                        "step_failed",
+                        &format!("step {} ({}) failed, attempt {attempt}: {message}", step.index, step.action.kind()),
+                        Some(serde_json::json!({"step": step.index, "kind": step.action.kind(), "attempt": attempt, "error": message})),
+                    );
+                    if !e.is_retryable() || attempt >= ATTEMPTS {
+                        return Ok(Err(message));
+                    }
+                    tokio::time::sleep(BACKOFF * 2u32.pow(attempt - 1)).await;
+                }
+            }
+        }
+    }
+
+    fn failpoint(&self, point: &str, step: usize) {
+        if self
+            .inner
+            .failpoint
+            .as_ref()
+            .is_some_and(|(p, n)| p == point && *n == step)
+        {
+            tracing::error!(point, step, "MEDIC_FAILPOINT: aborting now.");
+            std::process::abort();
+        }
+    }
+}

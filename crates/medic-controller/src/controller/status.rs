@@ -1,0 +1,366 @@
+//! What `medic status`, `medic history`, `medic events` and `/metrics` show.
+
+use std::net::IpAddr;
+
+use medic_cloud::{Cloud, Dns};
+use medic_detect::{Health, Observation};
+use medic_plan::Action;
+use medic_playbook::Playbooks;
+use medic_redis::Role;
+
+use super::{Controller, ControllerError, InFlight, St, lock, read, reconcile};
+use crate::checks::Target;
+use crate::core::TargetHealth;
+use crate::journal::{RecoveryLog, now_ms};
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    pub fn status(&self) -> serde_json::Value {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let st = lock(&self.inner.st);
+        let obs = &st.core.saved.observed;
+        let running = in_flight(&st, &read(&self.inner.playbooks));
+        let health_of = |t: &Target| -> serde_json::Value {
+            match st.core.health.get(t) {
+                None => serde_json::json!({"state": "unknown"}),
+                Some(h) => serde_json::json!({
+                    "state": health_label(h.detector.health),
+                    "last": observation_label(h.last),
+                    "detail": h.detail,
+                    "last_ok_ms": h.last_ok_ms,
+                    "role": h.role.map(Role::as_str),
+                    "offset": h.offset,
+                    "checks": h.checks,
+                }),
+            }
+        };
+        let machines: Vec<serde_json::Value> = top
+            .machines
+            .iter()
+            .map(|m| {
+                let name = &m.value.name.value;
+                let ms = obs.machines.get(name);
+                let mut of_machine: Vec<&Target> = st
+                    .core
+                    .health
+                    .keys()
+                    .filter(|t| t.machine() == name)
+                    .collect();
+                of_machine.sort();
+                let targets: Vec<serde_json::Value> = of_machine
+                    .into_iter()
+                    .map(|t| serde_json::json!({"target": t.to_string(), "health": health_of(t)}))
+                    .collect();
+                let state = if st.core.saved.maintenance.contains(name) {
+                    "maintenance"
+                } else if st.core.is_busy(name) {
+                    "recovering"
+                } else if st.core.saved.unmonitored.contains(name) {
+                    "unmonitored"
+                } else if m.value.role.value == medic_topology::Role::Monitor {
+                    "this host"
+                } else if targets.is_empty() {
+                    "unknown"
+                } else if st.core.health.iter().any(|(t, h)| {
+                    t.machine() == name && matches!(h.detector.health, Health::Down { .. })
+                }) {
+                    "down"
+                } else if st.core.health.iter().any(|(t, h)| {
+                    t.machine() == name && matches!(h.detector.health, Health::Suspect { .. })
+                }) {
+                    "suspect"
+                } else {
+                    "up"
+                };
+                serde_json::json!({
+                    "name": name,
+                    "role": m.value.role.value.as_str(),
+                    "address": ms.and_then(|s| s.address),
+                    "instance": ms.and_then(|s| s.instance_id.clone()),
+                    "state": state,
+                    "targets": targets,
+                })
+            })
+            .collect();
+        let shards: Vec<serde_json::Value> = top
+            .shards
+            .iter()
+            .map(|s| {
+                let name = &s.value.name.value;
+                let Some(ss) = obs.shards.get(name) else {
+                    return serde_json::json!({"name": name});
+                };
+                let master_t = Target::Redis {
+                    shard: name.clone(),
+                    machine: ss.master.clone(),
+                };
+                let master_up = st
+                    .core
+                    .health
+                    .get(&master_t)
+                    .is_some_and(|h| h.detector.health == Health::Up);
+                let replicas: Vec<serde_json::Value> = ss
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let t = Target::Redis {
+                            shard: name.clone(),
+                            machine: r.machine.clone(),
+                        };
+                        let up = st
+                            .core
+                            .health
+                            .get(&t)
+                            .is_some_and(|h| h.detector.health == Health::Up);
+                        serde_json::json!({
+                            "machine": r.machine,
+                            "in_sync": r.offset.is_some() && up,
+                            "offset": r.offset,
+                            "health": health_of(&t),
+                        })
+                    })
+                    .collect();
+                let synced = replicas
+                    .iter()
+                    .filter(|r| r["in_sync"].as_bool() == Some(true))
+                    .count();
+                // What clients get: the server each proxy sends the shard's writes to.
+                let backend = medic_plan::vars::proxy_backend(name);
+                let routes: Vec<serde_json::Value> = top
+                    .proxy_machines()
+                    .map(|p| reconcile::route_of(&st, p, &backend, now_ms()))
+                    .collect();
+                // (Before the first readings after start, a proxy counts as neither.)
+                let read = || routes.iter().filter(|r| r["pending"] != true);
+                let misrouted = read().any(|r| {
+                    r["to"]
+                        .as_array()
+                        .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
+                });
+                let unknown = read().any(|r| r["to"].is_null());
+                let state = if !master_up {
+                    "down"
+                } else if misrouted {
+                    "misrouted"
+                } else if unknown {
+                    "routing unknown"
+                } else if synced == 0 {
+                    "degraded"
+                } else {
+                    "ok"
+                };
+                serde_json::json!({
+                    "name": name,
+                    "port": s.value.port.value,
+                    "master": ss.master,
+                    "master_offset": ss.master_offset,
+                    "generation": ss.generation,
+                    "master_health": health_of(&master_t),
+                    "replicas": replicas,
+                    "routes": routes,
+                    "state": state,
+                })
+            })
+            .collect();
+        let dns: Vec<serde_json::Value> = top
+            .dns
+            .iter()
+            .flat_map(|d| d.value.records.iter())
+            .map(|r| {
+                let values: Vec<Option<IpAddr>> = r
+                    .value
+                    .machines
+                    .iter()
+                    .map(|m| obs.address(&m.value))
+                    .collect();
+                serde_json::json!({"name": r.value.name.value, "machines": r.value.machines.iter().map(|m| &m.value).collect::<Vec<_>>(), "values": values})
+            })
+            .collect();
+        let apps: Vec<serde_json::Value> = top
+            .app_proxies
+            .iter()
+            .map(|a| serde_json::json!({"machine": a.value.machine.value, "primary": a.value.primary.value, "backup": a.value.backup.value}))
+            .collect();
+        serde_json::json!({
+            "topology": top.name.value,
+            "provider": top.provider.value.kind(),
+            "now_ms": now_ms(),
+            "machines": machines,
+            "shards": shards,
+            "proxies": top.proxy_machines().collect::<Vec<_>>(),
+            "app_proxies": apps,
+            "dns": dns,
+            "in_flight": running.first(),
+            "running": running,
+            "queued": st.core.queued().map(|r| r.event.to_string()).collect::<Vec<_>>(),
+            "maintenance": st.core.saved.maintenance,
+            "alerts": st.alerts.iter().rev().collect::<Vec<_>>(),
+        })
+    }
+
+    /// Every recovery in the journal, newest first, with step durations and the estimated
+    /// window of writes that may have been lost.
+    pub fn history(&self) -> Result<serde_json::Value, ControllerError> {
+        let logs = self.inner.journal.all()?;
+        Ok(serde_json::Value::Array(
+            logs.iter().rev().map(history_entry).collect(),
+        ))
+    }
+
+    pub(crate) fn metrics(&self) -> String {
+        let st = lock(&self.inner.st);
+        let m = &st.metrics;
+        let mut out = String::new();
+        out.push_str("# HELP medic_checks_total Health checks by target kind and result.\n# TYPE medic_checks_total counter\n");
+        for ((kind, result), n) in &m.checks {
+            out.push_str(&format!(
+                "medic_checks_total{{kind=\"{kind}\",result=\"{result}\"}} {n}\n"
+            ));
+        }
+        out.push_str("# HELP medic_check_duration_seconds Time the checks took.\n# TYPE medic_check_duration_seconds summary\n");
+        for (kind, (sum, count)) in &m.check_seconds {
+            out.push_str(&format!(
+                "medic_check_duration_seconds_sum{{kind=\"{kind}\"}} {sum}\nmedic_check_duration_seconds_count{{kind=\"{kind}\"}} {count}\n"
+            ));
+        }
+        out.push_str("# HELP medic_target_up Whether each target is up (1), suspect (0.5) or down (0).\n# TYPE medic_target_up gauge\n");
+        let mut listed: Vec<(&Target, &TargetHealth)> = st.core.health.iter().collect();
+        listed.sort_by(|a, b| a.0.cmp(b.0));
+        for (t, h) in listed {
+            let v = match h.detector.health {
+                Health::Up => 1.0,
+                Health::Suspect { .. } => 0.5,
+                Health::Down { .. } => 0.0,
+            };
+            out.push_str(&format!(
+                "medic_target_up{{target=\"{}\",machine=\"{}\"}} {v}\n",
+                t.to_string().replace('"', "'"),
+                t.machine()
+            ));
+        }
+        out.push_str("# HELP medic_detection_seconds From the first failed check to the verdict, last detection.\n# TYPE medic_detection_seconds gauge\n");
+        if let Some(d) = m.detection_seconds {
+            out.push_str(&format!("medic_detection_seconds {d}\n"));
+        }
+        out.push_str("# HELP medic_recoveries_total Recoveries by outcome.\n# TYPE medic_recoveries_total counter\n");
+        for (o, n) in &m.recoveries {
+            out.push_str(&format!("medic_recoveries_total{{outcome=\"{o}\"}} {n}\n"));
+        }
+        out.push_str("# HELP medic_step_duration_seconds Recovery steps by kind.\n# TYPE medic_step_duration_seconds summary\n");
+        for (k, (sum, count)) in &m.steps {
+            out.push_str(&format!(
+                "medic_step_duration_seconds_sum{{kind=\"{k}\"}} {sum}\nmedic_step_duration_seconds_count{{kind=\"{k}\"}} {count}\n"
+            ));
+        }
+        out.push_str("# HELP medic_step_failures_total Failed step attempts by kind.\n# TYPE medic_step_failures_total counter\n");
+        for (k, n) in &m.step_failures {
+            out.push_str(&format!("medic_step_failures_total{{kind=\"{k}\"}} {n}\n"));
+        }
+        out.push_str("# HELP medic_alerts_total Alerts raised by level.\n# TYPE medic_alerts_total counter\n");
+        for (l, n) in &m.alerts {
+            out.push_str(&format!("medic_alerts_total{{level=\"{l}\"}} {n}\n"));
+        }
+        out.push_str(&format!(
+            "# HELP medic_recovery_in_flight How many recoveries are running.\n# TYPE medic_recovery_in_flight gauge\nmedic_recovery_in_flight {}\n",
+            st.core.running.len()
+        ));
+        out
+    }
+}
+
+/// The running recoveries, oldest first, with the step each is in.
+fn in_flight(st: &St, playbooks: &Playbooks) -> Vec<InFlight> {
+    let mut out: Vec<InFlight> = st
+        .core
+        .running
+        .values()
+        .map(|r| {
+            let step = r
+                .current
+                .and_then(|(i, _)| r.plan.steps.iter().find(|s| s.index == i));
+            InFlight {
+                recovery: r.plan.recovery.clone(),
+                event: r.plan.event.to_string(),
+                trigger: r.trigger.clone(),
+                started_ms: r.started_ms,
+                step: r.current.map_or(0, |(i, _)| i),
+                steps: r.plan.steps.len(),
+                kind: step.map_or("", |s| s.action.kind()).to_owned(),
+                target: step
+                    .map(|s| medic_plan::describe::describe(s, playbooks).target)
+                    .unwrap_or_default(),
+                step_started_ms: r.current.map_or(r.started_ms, |(_, at)| at),
+            }
+        })
+        .collect();
+    out.sort_by_key(|f| f.started_ms);
+    out
+}
+
+pub(crate) fn observation_label(o: Observation) -> &'static str {
+    match o {
+        Observation::Ok => "ok",
+        Observation::Refused => "refused",
+        Observation::Silent => "silent",
+        Observation::Unhealthy => "unhealthy",
+    }
+}
+
+fn health_label(h: Health) -> &'static str {
+    match h {
+        Health::Up => "up",
+        Health::Suspect { .. } => "suspect",
+        Health::Down { .. } => "down",
+    }
+}
+
+/// One recovery for `medic history`.
+pub fn history_entry(l: &RecoveryLog) -> serde_json::Value {
+    let steps: Vec<serde_json::Value> = l
+        .plan
+        .steps
+        .iter()
+        .map(|s| {
+            let d = l.done.get(&s.index);
+            let failed: Vec<&String> = l
+                .failures
+                .iter()
+                .filter(|(i, _)| *i == s.index)
+                .map(|(_, e)| e)
+                .collect();
+            serde_json::json!({
+                "index": s.index,
+                "kind": s.action.kind(),
+                "status": if d.is_some() { "done" } else if !failed.is_empty() { "failed" } else { "not run" },
+                "duration_ms": d.map(|d| d.duration_ms),
+                "summary": d.map(|d| d.summary.clone()),
+                "errors": failed,
+            })
+        })
+        .collect();
+    // Writes acknowledged by the old master after its last good check may not have reached
+    // the replica: the window closes when the promoted replica takes over.
+    let promoted_at = l
+        .plan
+        .steps
+        .iter()
+        .filter(|s| matches!(s.action, Action::PromoteReplica { .. }))
+        .filter_map(|s| l.done.get(&s.index).map(|d| d.at_ms))
+        .max();
+    let window = match (l.master_last_ok_ms, promoted_at) {
+        (Some(ok), Some(p)) => Some(p.saturating_sub(ok)),
+        _ => None,
+    };
+    serde_json::json!({
+        "id": l.id,
+        "event": l.plan.event.to_string(),
+        "trigger": l.trigger,
+        "started_ms": l.begun_ms,
+        "ended_ms": l.end.as_ref().map(|e| e.0),
+        "outcome": l.end.as_ref().map(|e| e.1.clone()),
+        "resumed": l.resumed.len(),
+        "detection_ms": l.first_failure_ms.map(|f| l.begun_ms.saturating_sub(f)),
+        "write_loss_window_ms": window,
+        "steps": steps,
+    })
+}

@@ -1,0 +1,348 @@
+//! The controller's decisions, without I/O: a state machine that owns no socket, clock, file
+//! or task.
+//!
+//! # Inputs and outputs
+//! The adapters around it (the check tasks, the witnesses' questions, the recovery runners,
+//! the HTTP API — or the simulator) call it with what happened, each call with the time:
+//! - a check's result ([`Core::on_check`]),
+//! - the witnesses' answer about a silent machine ([`Core::on_witnesses`]),
+//! - a step's outcome ([`Core::step_done`], [`Core::step_failed`]),
+//! - a tick ([`Core::schedule`]: queued recoveries whose machines are free start),
+//! - an operator's request ([`Core::request`]),
+//!
+//! and get back [`Output`]s to carry out: alerts, events, questions to the witnesses,
+//! recoveries to run (each step asked for with [`Core::next_step`]) and "the state changed,
+//! persist it".
+//!
+//! # Guarantees
+//! - A machine is failed over only on the word of a majority of its configured observers
+//!   ([`medic_detect::judge_silence`]), never on the monitor host's alone.
+//! - At most one recovery per machine (and per shard) is queued or running; recoveries whose
+//!   machines and shards are disjoint run at the same time, so a master's failover never waits
+//!   behind another machine's boot.
+//! - A recovery queued on a check's verdict is checked again before it starts: a machine that
+//!   answered since is not acted on.
+//! - A server that a running recovery is promoting is not taken for a stale master.
+
+mod detect;
+mod recovery;
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
+
+use medic_detect::{Detector, Observation, Witnesses};
+use medic_plan::{AlertLevel, Event, ObservedState, Plan, StepOutput};
+use medic_redis::Role;
+use medic_topology::LoadedTopology;
+
+use crate::checks::Target;
+use crate::store::Saved;
+
+pub use detect::LINK_SILENT_SECS;
+pub use recovery::{Next, internal_summary, is_internal, note_skips};
+
+/// Alerts kept for the status page.
+pub const ALERTS_KEPT: usize = 50;
+
+/// One target's health, for status and decisions.
+#[derive(Debug, Clone)]
+pub struct TargetHealth {
+    pub detector: Detector,
+    pub last: Observation,
+    pub detail: String,
+    pub last_ok_ms: Option<u64>,
+    /// The first failed check of the current run of failures.
+    pub first_fail_ms: Option<u64>,
+    pub role: Option<Role>,
+    pub offset: Option<u64>,
+    pub checks: u64,
+}
+
+/// A recovery asked for, waiting its turn.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub event: Event,
+    pub trigger: String,
+    pub first_failure_ms: Option<u64>,
+    pub master_last_ok_ms: Option<u64>,
+    /// When it was asked for.
+    pub queued_ms: u64,
+    /// Asked for on a check's verdict (re-validated before it starts), not by an operator or
+    /// a journal.
+    pub detected: bool,
+    /// Set when resuming a journaled recovery: its id, and what its finished steps output.
+    pub resume: Option<Resume>,
+}
+
+/// A journaled recovery that did not finish.
+#[derive(Debug, Clone)]
+pub struct Resume {
+    pub id: String,
+    pub plan: Plan,
+    pub done: BTreeMap<usize, StepOutput>,
+    /// When each finished launch step was done (ms), for the flap limits.
+    pub launched_ms: BTreeMap<usize, u64>,
+}
+
+impl Request {
+    /// The key that makes requests exclusive: one recovery per machine, one switchover per
+    /// shard.
+    pub fn key(&self) -> Option<&str> {
+        match &self.event {
+            Event::MachineLost { machine }
+            | Event::ProcessDied { machine, .. }
+            | Event::StaleMaster { machine, .. } => Some(machine),
+            Event::Switchover { shard, .. } => Some(shard),
+            Event::Bootstrap => None,
+        }
+    }
+}
+
+/// What the core asks its adapters to do.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Tell a human (status page, log, webhook).
+    Alert { level: AlertLevel, message: String },
+    /// An event for `medic events` and the webhooks (`step` events only for `medic events`).
+    Notify {
+        event: &'static str,
+        message: String,
+        details: Option<serde_json::Value>,
+    },
+    /// A failure was detected `seconds` after its first failed check.
+    Detected { seconds: Option<f64> },
+    /// Ask the observers of `target`'s machine whether they see it, and answer with
+    /// [`Core::on_witnesses`]. `ahead`: asked at the first missed check, before any verdict.
+    Ask { target: Target, ahead: bool },
+    /// Run this recovery: ask [`Core::next_step`] for its steps.
+    Start { recovery: String },
+    /// The saved state changed: persist it, and tell the checks where machines are and which
+    /// are not to be checked.
+    Save,
+}
+
+/// A recovery being run.
+#[derive(Debug, Clone)]
+pub struct Running {
+    pub plan: Plan,
+    pub trigger: String,
+    pub first_failure_ms: Option<u64>,
+    pub master_last_ok_ms: Option<u64>,
+    pub started_ms: u64,
+    /// Resumed from the journal: it already has one.
+    pub resumed: bool,
+    /// Steps finished (before a restart too), and those to run again although finished.
+    pub done: BTreeSet<usize>,
+    pub redo: BTreeSet<usize>,
+    /// The step running now and when it started.
+    pub current: Option<(usize, u64)>,
+    /// The proxy changes its steps skipped, and the fences it made good at the source.
+    pub skipped: Vec<String>,
+    pub unfenced: medic_exec::Unfenced,
+    pub alerted: bool,
+    pub held: Option<String>,
+    /// Why it stopped, when a step failed: (step, error).
+    pub failed: Option<(usize, String)>,
+    key: Option<String>,
+    claims: Claims,
+}
+
+/// What a recovery may change: machines and shards. Two recoveries whose claims are disjoint
+/// run at the same time.
+#[derive(Debug, Clone, Default)]
+struct Claims {
+    machines: BTreeSet<String>,
+    shards: BTreeSet<String>,
+}
+
+impl Claims {
+    fn overlaps(&self, other: &Claims) -> bool {
+        !self.machines.is_disjoint(&other.machines) || !self.shards.is_disjoint(&other.shards)
+    }
+}
+
+/// What the witnesses said when asked ahead of a verdict.
+#[derive(Debug, Clone)]
+enum Early {
+    Asked {
+        asked_ms: u64,
+    },
+    Answered {
+        asked_ms: u64,
+        w: Witnesses,
+        first_hand: bool,
+    },
+}
+
+/// A silent machine whose witnesses are being asked.
+#[derive(Debug, Clone)]
+struct Judging {
+    target: Target,
+    first_fail: Option<u64>,
+    /// Waiting for the answer asked ahead rather than for a question of its own.
+    on_early: bool,
+}
+
+/// The controller's decisions. See the module's documentation.
+#[derive(Debug)]
+pub struct Core {
+    loaded: Arc<LoadedTopology>,
+    pub saved: Saved,
+    /// Hashed, not ordered: it is looked up for every check result (thousands a second), and
+    /// only listings (status, metrics) need an order, which they sort for.
+    pub health: FxHashMap<Target, TargetHealth>,
+    queue: VecDeque<Request>,
+    /// Recoveries running now, by id.
+    pub running: BTreeMap<String, Running>,
+    /// Keys (machine or shard) of the recoveries queued or running.
+    busy: BTreeSet<String>,
+    /// Machines whose "monitor cut off" or "unconfirmed" alert was raised (once per episode).
+    cut_off: BTreeSet<String>,
+    judging: BTreeMap<String, Judging>,
+    judged_at: BTreeMap<String, u64>,
+    early: BTreeMap<String, Early>,
+    /// Warnings raised once per episode (hung process, bad answers).
+    warned: BTreeSet<Target>,
+}
+
+impl Core {
+    /// A core over `saved`, the state as the last run left it (or as the topology assumes).
+    pub fn new(loaded: Arc<LoadedTopology>, saved: Saved) -> Core {
+        Core {
+            loaded,
+            saved,
+            health: FxHashMap::default(),
+            queue: VecDeque::new(),
+            running: BTreeMap::new(),
+            busy: BTreeSet::new(),
+            cut_off: BTreeSet::new(),
+            judging: BTreeMap::new(),
+            judged_at: BTreeMap::new(),
+            early: BTreeMap::new(),
+            warned: BTreeSet::new(),
+        }
+    }
+
+    pub fn topology(&self) -> &Arc<LoadedTopology> {
+        &self.loaded
+    }
+
+    /// A reloaded topology (same deployment): new machines and shards join the state.
+    pub fn set_topology(&mut self, loaded: Arc<LoadedTopology>) {
+        add_new(&mut self.saved.observed, &loaded.topology);
+        self.loaded = loaded;
+    }
+
+    /// Whether `key` (a machine, or a shard for a switchover) has a recovery queued or running.
+    pub fn is_busy(&self, key: &str) -> bool {
+        self.busy.contains(key)
+    }
+
+    /// Keys of the recoveries queued or running.
+    pub fn busy(&self) -> impl Iterator<Item = &String> {
+        self.busy.iter()
+    }
+
+    /// No recovery queued or running.
+    pub fn idle(&self) -> bool {
+        self.busy.is_empty() && self.running.is_empty()
+    }
+
+    /// Machines the checks leave alone: in maintenance, or taken out by a recovery.
+    pub fn paused(&self) -> BTreeSet<String> {
+        self.saved
+            .maintenance
+            .iter()
+            .chain(self.saved.unmonitored.iter())
+            .cloned()
+            .collect()
+    }
+
+    /// Queues a recovery (an operator's, a resumed one, or a verdict's). `false` if one for
+    /// the same machine or shard is queued or running.
+    pub fn request(&mut self, req: Request) -> bool {
+        if let Some(k) = req.key()
+            && !self.busy.insert(k.to_owned())
+        {
+            return false;
+        }
+        self.queue.push_back(req);
+        true
+    }
+
+    /// `medic recover MACHINE`: the operator decides, so the flap limits and a previous stop
+    /// no longer apply.
+    pub fn recover_machine(&mut self, machine: &str, now_ms: u64) -> Result<(), String> {
+        if self.busy.contains(machine) {
+            return Err(format!(
+                "a recovery of {machine} is already queued or running"
+            ));
+        }
+        self.saved.replacements.retain(|(m, _)| m != machine);
+        self.saved.unmonitored.remove(machine);
+        self.request(Request {
+            event: Event::MachineLost {
+                machine: machine.to_owned(),
+            },
+            trigger: format!("manual: medic recover {machine}"),
+            first_failure_ms: None,
+            master_last_ok_ms: None,
+            queued_ms: now_ms,
+            detected: false,
+            resume: None,
+        });
+        Ok(())
+    }
+
+    /// `medic unmonitor|monitor MACHINE`.
+    pub fn set_maintenance(&mut self, machine: &str, on: bool) {
+        if on {
+            self.saved.maintenance.insert(machine.to_owned());
+        } else {
+            self.saved.maintenance.remove(machine);
+            self.saved.unmonitored.remove(machine);
+            self.health.retain(|t, _| t.machine() != machine);
+        }
+    }
+
+    /// The shard's recorded master.
+    pub fn master_of(&self, shard: &str) -> Option<&str> {
+        self.saved
+            .observed
+            .shards
+            .get(shard)
+            .map(|s| s.master.as_str())
+    }
+
+    /// Queued requests, oldest first (for the status).
+    pub fn queued(&self) -> impl Iterator<Item = &Request> {
+        self.queue.iter()
+    }
+}
+
+/// Adds the machines and shards the topology has and the state does not (saved before they
+/// were added), as the topology describes them; what the state knows stays.
+pub fn add_new(observed: &mut ObservedState, top: &medic_topology::Topology) {
+    let assumed = ObservedState::assumed(top);
+    for (m, s) in assumed.machines {
+        observed.machines.entry(m).or_insert(s);
+    }
+    for (n, s) in assumed.shards {
+        observed.shards.entry(n).or_insert(s);
+    }
+}
+
+/// A recovery's id: its start time and machine.
+fn recovery_id(key: &str, now_ms: u64) -> String {
+    let m: String = key
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(24)
+        .collect();
+    format!("r{now_ms}-{m}")
+}
+
+#[cfg(test)]
+mod tests;

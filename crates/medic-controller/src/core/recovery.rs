@@ -1,0 +1,486 @@
+//! Recoveries: which queued one starts (and whether it still should), which step comes next,
+//! what a step's outcome changes, and how a recovery ends.
+//!
+//! Each is planned when it starts, against the state the recoveries before it left. One runs
+//! per machine and per shard; recoveries whose machines and shards are disjoint run at the
+//! same time. A step that still fails after its retries stops the recovery: the machine stays
+//! out of monitoring and an alert says where it stopped; a process that cannot be restarted
+//! escalates to the recovery of its machine.
+//!
+//! **Flap damping**: a replacement beyond `policy.cooldown` or
+//! `policy.max_replacements_per_hour` is held — the plan runs up to its terminate step
+//! (failover included) and alerts instead of replacing.
+
+use std::collections::BTreeSet;
+
+use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery};
+
+use super::{Claims, Core, Output, Request, Resume, Running, recovery_id};
+use crate::journal::Outcome;
+use crate::store::hold_reason;
+
+/// What a recovery does next.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Next {
+    /// Run this step (journal its intent first).
+    Run(Box<Step>),
+    /// It is over: journal this outcome, then call [`Core::finished`].
+    End(Outcome),
+    /// No such recovery running.
+    Unknown,
+}
+
+/// Steps the core does itself (the adapter journals them like any other, and reports them
+/// done with an empty output).
+pub fn is_internal(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::Unmonitor { .. } | Action::Monitor { .. } | Action::Alert { .. }
+    )
+}
+
+/// What an internal step says it did.
+pub fn internal_summary(action: &Action) -> String {
+    match action {
+        Action::Unmonitor { target } => format!("{target}: no longer watched"),
+        Action::Monitor { target } => format!("{target}: watched again"),
+        Action::Alert { message, .. } => message.clone(),
+        other => other.kind().to_owned(),
+    }
+}
+
+fn monitor_machine(t: &MonitorTarget) -> &str {
+    match t {
+        MonitorTarget::Machine { machine } | MonitorTarget::Server { machine, .. } => machine,
+    }
+}
+
+impl Core {
+    /// A journaled recovery that did not finish: what its finished steps did is applied to
+    /// the state again (idempotent), and it is queued to go on from where it stopped.
+    pub fn resume(
+        &mut self,
+        resume: Resume,
+        trigger: String,
+        first_failure_ms: Option<u64>,
+        master_last_ok_ms: Option<u64>,
+        now_ms: u64,
+    ) {
+        for step in &resume.plan.steps {
+            if let Some(output) = resume.done.get(&step.index) {
+                self.saved.observed.apply(&step.action, output);
+            }
+            // A replacement launched before the restart counts for the flap limits.
+            if let (Action::LaunchInstance { spec }, Some(at)) =
+                (&step.action, resume.launched_ms.get(&step.index))
+                && !self
+                    .saved
+                    .replacements
+                    .iter()
+                    .any(|(m, t)| *m == spec.machine && t == at)
+            {
+                self.saved.replacements.push((spec.machine.clone(), *at));
+            }
+        }
+        self.request(Request {
+            event: resume.plan.event.clone(),
+            trigger,
+            first_failure_ms,
+            master_last_ok_ms,
+            queued_ms: now_ms,
+            detected: false,
+            resume: Some(resume),
+        });
+    }
+
+    /// What a request may change.
+    fn claims(&self, req: &Request) -> Claims {
+        let mut c = Claims::default();
+        let holds = |m: &str| -> BTreeSet<String> {
+            self.saved
+                .observed
+                .shards
+                .iter()
+                .filter(|(_, s)| s.master == m || s.replicas.iter().any(|r| r.machine == m))
+                .map(|(n, _)| n.clone())
+                .collect()
+        };
+        match &req.event {
+            Event::MachineLost { machine } => {
+                c.machines.insert(machine.clone());
+                c.shards = holds(machine);
+            }
+            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
+                c.machines.insert(machine.clone());
+                c.shards.insert(shard.clone());
+            }
+            Event::Switchover { shard, .. } => {
+                c.shards.insert(shard.clone());
+            }
+            Event::Bootstrap => {
+                c.machines = self.saved.observed.machines.keys().cloned().collect();
+                c.shards = self.saved.observed.shards.keys().cloned().collect();
+            }
+        }
+        if let Some(r) = &req.resume {
+            for s in &r.plan.steps {
+                if let Action::PromoteReplica { server, .. } | Action::ReplicaOf { server, .. } =
+                    &s.action
+                {
+                    c.shards.insert(server.shard.clone());
+                }
+            }
+        }
+        c
+    }
+
+    /// Starts every queued recovery whose machines and shards no running one holds (in the
+    /// order they were asked for: none overtakes an earlier one it overlaps).
+    pub fn schedule(&mut self, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        let mut waiting: Vec<Claims> = Vec::new();
+        let mut i = 0;
+        while i < self.queue.len() {
+            let claims = self.claims(&self.queue[i]);
+            if self.running.values().any(|r| r.claims.overlaps(&claims))
+                || waiting.iter().any(|w| w.overlaps(&claims))
+            {
+                waiting.push(claims);
+                i += 1;
+                continue;
+            }
+            let Some(req) = self.queue.remove(i) else {
+                break;
+            };
+            self.start(req, claims, now_ms, &mut out);
+        }
+        out
+    }
+
+    /// Whether a request queued on a verdict still stands: the machine (or the server) has
+    /// not answered since, and a stale master is still not the recorded one.
+    fn still_wanted(&self, req: &Request) -> Result<(), String> {
+        if !req.detected {
+            return Ok(());
+        }
+        let answered = |machine: &str, shard: Option<&str>| {
+            self.health.iter().any(|(t, h)| {
+                t.machine() == machine
+                    && shard.is_none_or(
+                        |s| matches!(t, crate::checks::Target::Redis { shard, .. } if shard == s),
+                    )
+                    && h.last_ok_ms.is_some_and(|ok| ok > req.queued_ms)
+            })
+        };
+        match &req.event {
+            Event::MachineLost { machine } if answered(machine, None) => {
+                Err(format!("{machine} answered again since"))
+            }
+            Event::ProcessDied { shard, machine } if answered(machine, Some(shard)) => {
+                Err(format!("{shard}@{machine} answered again since"))
+            }
+            Event::StaleMaster { shard, machine } if self.master_of(shard) == Some(machine) => {
+                Err(format!("{machine} is {shard}'s recorded master by now"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn start(&mut self, req: Request, claims: Claims, now_ms: u64, out: &mut Vec<Output>) {
+        let key = req.key().map(str::to_owned);
+        if let Err(why) = self.still_wanted(&req) {
+            out.push(Output::Alert {
+                level: AlertLevel::Warning,
+                message: format!("{}: not acted on: {why}", req.event),
+            });
+            self.release(key.as_deref());
+            return;
+        }
+        let (id, plan, done, resumed) = match req.resume {
+            Some(r) => (r.id, r.plan, Some(r.done), true),
+            None => {
+                let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
+                match plan_recovery(&self.loaded.topology, &self.saved.observed, &req.event, &id) {
+                    Ok(p) => (id, self.apply_flap_limits(p, now_ms), None, false),
+                    Err(e) => {
+                        out.push(Output::Alert {
+                            level: AlertLevel::Critical,
+                            message: format!("{}: cannot plan a recovery: {e}", req.event),
+                        });
+                        self.release(key.as_deref());
+                        return;
+                    }
+                }
+            }
+        };
+        let mut run = Running {
+            redo: BTreeSet::new(),
+            done: BTreeSet::new(),
+            plan,
+            trigger: req.trigger,
+            first_failure_ms: req.first_failure_ms,
+            master_last_ok_ms: req.master_last_ok_ms,
+            started_ms: now_ms,
+            resumed,
+            current: None,
+            skipped: Vec::new(),
+            unfenced: medic_exec::Unfenced::default(),
+            alerted: false,
+            held: None,
+            failed: None,
+            key,
+            claims,
+        };
+        if let Some(done) = done {
+            // The fences its finished steps skipped, and what it fenced at the source, still
+            // count; steps whose effect expires (a switchover's bounded pause) run again.
+            for s in &run.plan.steps {
+                if let Some(o) = done.get(&s.index) {
+                    note_skips(&mut run.unfenced, &mut run.skipped, &s.action, o);
+                    run.done.insert(s.index);
+                }
+            }
+            run.redo = run.plan.redo_on_resume(&run.done);
+        }
+        out.push(Output::Notify {
+            event: "recovery_start",
+            message: format!(
+                "{}: recovery {} starts ({} steps) after {}",
+                run.plan.event,
+                run.plan.recovery,
+                run.plan.steps.len(),
+                run.trigger
+            ),
+            details: Some(serde_json::json!({"recovery": run.plan.recovery, "event": run.plan.event, "steps": run.plan.steps.len()})),
+        });
+        self.running.insert(id.clone(), run);
+        out.push(Output::Start { recovery: id });
+    }
+
+    fn release(&mut self, key: Option<&str>) {
+        if let Some(k) = key {
+            self.busy.remove(k);
+        }
+    }
+
+    /// Cuts the plan before its terminate step when a replacement would break the flap limits.
+    fn apply_flap_limits(&self, mut plan: Plan, now_ms: u64) -> Plan {
+        let top = &self.loaded.topology;
+        let Some(pos) = plan
+            .steps
+            .iter()
+            .position(|s| matches!(s.action, Action::TerminateInstance { .. }))
+        else {
+            return plan;
+        };
+        let Action::TerminateInstance { machine, .. } = &plan.steps[pos].action else {
+            return plan;
+        };
+        let Some(reason) = hold_reason(
+            &self.saved.replacements,
+            machine,
+            now_ms,
+            top.policy.cooldown.value.as_duration().as_millis() as u64,
+            top.policy.max_replacements_per_hour.value,
+        ) else {
+            return plan;
+        };
+        let machine = machine.clone();
+        plan.steps.truncate(pos);
+        plan.steps.push(Step {
+            index: pos + 1,
+            action: Action::Alert {
+                level: AlertLevel::Critical,
+                message: format!(
+                    "replacement held: {reason}. {machine} stays out of monitoring and is not replaced; `medic recover {machine}` replaces it when you decide"
+                ),
+            },
+        });
+        plan
+    }
+
+    /// The next step of a running recovery, or how it ended.
+    pub fn next_step(&mut self, id: &str, now_ms: u64) -> Next {
+        let Some(run) = self.running.get_mut(id) else {
+            return Next::Unknown;
+        };
+        if let Some((step, error)) = &run.failed {
+            return Next::End(Outcome::Failed {
+                step: *step,
+                error: error.clone(),
+            });
+        }
+        let after = run.current.map(|(i, _)| i);
+        let next = run.plan.steps.iter().find(|s| {
+            after.is_none_or(|a| s.index > a)
+                && (!run.done.contains(&s.index) || run.redo.contains(&s.index))
+        });
+        match next {
+            Some(s) => {
+                run.current = Some((s.index, now_ms));
+                Next::Run(Box::new(s.clone()))
+            }
+            None => Next::End(match (&run.held, run.alerted) {
+                (Some(reason), _) => Outcome::Held {
+                    reason: reason.clone(),
+                },
+                (None, true) => Outcome::Alerted,
+                (None, false) if !run.skipped.is_empty() => Outcome::Incomplete {
+                    skipped: run.skipped.clone(),
+                },
+                (None, false) => Outcome::Completed,
+            }),
+        }
+    }
+
+    /// A step is done (and journaled): what it did is now the state.
+    pub fn step_done(
+        &mut self,
+        id: &str,
+        step: &Step,
+        output: &StepOutput,
+        now_ms: u64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(run) = self.running.get_mut(id) else {
+            return out;
+        };
+        run.done.insert(step.index);
+        note_skips(&mut run.unfenced, &mut run.skipped, &step.action, output);
+        match &step.action {
+            Action::Alert { level, message } => {
+                run.alerted = true;
+                if message.starts_with("replacement held") {
+                    run.held = Some(message.clone());
+                }
+                out.push(Output::Alert {
+                    level: *level,
+                    message: message.clone(),
+                });
+            }
+            Action::Unmonitor { target } => {
+                self.saved
+                    .unmonitored
+                    .insert(monitor_machine(target).to_owned());
+            }
+            Action::Monitor { target } => {
+                let m = monitor_machine(target);
+                self.saved.unmonitored.remove(m);
+                self.health.retain(|t, _| t.machine() != m);
+            }
+            Action::LaunchInstance { spec } => {
+                self.saved.replacements.push((spec.machine.clone(), now_ms));
+            }
+            _ => {}
+        }
+        self.saved.observed.apply(&step.action, output);
+        out.push(Output::Save);
+        out
+    }
+
+    /// A step failed after its retries: the recovery stops there.
+    pub fn step_failed(&mut self, id: &str, step: usize, error: String) {
+        if let Some(run) = self.running.get_mut(id) {
+            run.failed = Some((step, error));
+        }
+    }
+
+    /// A recovery is over (its end journaled): its machine is free, judged afresh, and what
+    /// follows from a failure is asked for.
+    pub fn finished(&mut self, id: &str, outcome: &Outcome, now_ms: u64) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(run) = self.running.remove(id) else {
+            return out;
+        };
+        self.release(run.key.as_deref());
+        for m in &run.claims.machines {
+            // Fresh detectors: what is still wrong is detected (and acted on) again.
+            self.health.retain(|t, _| t.machine() != m);
+            self.cut_off.remove(m);
+            self.warned.retain(|t| t.machine() != m);
+        }
+        let took = now_ms.saturating_sub(run.started_ms);
+        out.push(Output::Notify {
+            event: match outcome {
+                Outcome::Held { .. } => "held",
+                Outcome::Failed { .. } => "recovery_failed",
+                _ => "recovery_done",
+            },
+            message: format!(
+                "{}: recovery {} {} in {:.1}s",
+                run.plan.event,
+                run.plan.recovery,
+                outcome.label(),
+                took as f64 / 1000.0
+            ),
+            details: Some(
+                serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
+            ),
+        });
+        if let Outcome::Failed { step, error } = outcome {
+            // The ladder: a process that cannot be restarted on its machine means the machine
+            // is not usable (it may be going down): recover the machine.
+            if let Event::ProcessDied { machine, .. } = &run.plan.event {
+                out.push(Output::Alert {
+                    level: AlertLevel::Warning,
+                    message: format!("restarting the process on {machine} failed at step {step} ({error}); recovering the whole machine"),
+                });
+                self.request(Request {
+                    event: Event::MachineLost {
+                        machine: machine.clone(),
+                    },
+                    trigger: format!("escalated from {}: {error}", run.plan.event),
+                    first_failure_ms: run.first_failure_ms,
+                    master_last_ok_ms: None,
+                    queued_ms: now_ms,
+                    detected: false,
+                    resume: None,
+                });
+            } else {
+                let view = run
+                    .plan
+                    .steps
+                    .iter()
+                    .find(|s| s.index == *step)
+                    .map(|s| s.action.kind())
+                    .unwrap_or("step");
+                out.push(Output::Alert {
+                    level: AlertLevel::Critical,
+                    message: format!(
+                        "recovery {} stopped at step {step} of {} ({view}): {error}. The machine stays out of monitoring; `medic history` shows what was done; `medic recover {}` tries again",
+                        run.plan.recovery,
+                        run.plan.steps.len(),
+                        run.key.as_deref().unwrap_or("MACHINE"),
+                    ),
+                });
+            }
+        }
+        out.push(Output::Save);
+        out
+    }
+
+    /// The controller stops between steps: the recovery is left for the next start (its
+    /// journal says where it was).
+    pub fn abandon(&mut self, id: &str) {
+        self.running.remove(id);
+    }
+}
+
+/// What a done step skipped: into the ledger of unmade fences (a resumed recovery's) and the
+/// list that makes the recovery `incomplete`.
+pub fn note_skips(
+    unfenced: &mut medic_exec::Unfenced,
+    skipped: &mut Vec<String>,
+    action: &Action,
+    output: &StepOutput,
+) {
+    if let Some(why) = &output.skipped {
+        skipped.push(why.clone());
+        if let Action::FenceServer { proxy, server, .. } = action {
+            unfenced.fences.push((proxy.clone(), server.clone()));
+        }
+    }
+    if let (Action::FenceAtSource { machine, .. }, true) = (action, output.terminated) {
+        unfenced.at_source.insert(machine.clone());
+    }
+}
