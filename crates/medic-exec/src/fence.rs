@@ -36,7 +36,7 @@ pub struct Unfenced {
 
 impl Unfenced {
     /// The skipped fences of `machine`'s servers that still matter (not fenced at the source).
-    fn of_machine(&self, machine: &str) -> impl Iterator<Item = &(ProxyApi, ServerRef)> {
+    pub fn of_machine(&self, machine: &str) -> impl Iterator<Item = &(ProxyApi, ServerRef)> {
         let gone = self.at_source.contains(machine);
         self.fences
             .iter()
@@ -44,7 +44,7 @@ impl Unfenced {
     }
 
     /// The skipped fences in `backend` of any server but `keep` that still matter.
-    fn in_backend(&self, backend: &str, keep: &str) -> Vec<(ProxyApi, ServerRef)> {
+    pub fn in_backend(&self, backend: &str, keep: &str) -> Vec<(ProxyApi, ServerRef)> {
         self.fences
             .iter()
             .filter(|(_, s)| {

@@ -1,0 +1,634 @@
+//! The simulation: medic's real controller core and real planner against the simulated world,
+//! in virtual time, with faults drawn from one seed.
+//!
+//! Every 50 ms of virtual time: the world replicates and the clients write; faults start and
+//! end; due health checks are made from the monitor host and handed to the core; witnesses
+//! answer; queued recoveries start; each running recovery's step completes (executed against
+//! the world as medic's executor would); every 2 s an idle controller reconciles the proxies
+//! with the real `repairs`. After every tick the invariants I1 and I3 are checked; once the
+//! faults have stopped, the run must converge (I5) within [`CONVERGE_WITHIN_MS`], and then no
+//! acknowledged write may be missing outside a promotion's replication window (I2) and no
+//! instance may be orphaned (I4).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use medic_controller::checks::{CheckResult, Target};
+use medic_controller::core::{Core, Next, Output, Resume, is_internal};
+use medic_controller::store::Saved;
+use medic_detect::{Observation, Seen};
+use medic_haproxy::{OpState, ServerState};
+use medic_plan::{Action, Addr, ObservedState, ProxyApi, Step, StepOutput};
+use medic_topology::LoadedTopology;
+
+use crate::exec::{SimExec, execute};
+use crate::faults::{Fault, Planned};
+use crate::invariants;
+use crate::rng::Rng;
+use crate::world::{Admin, World};
+
+/// Virtual time between two looks at the world.
+pub const TICK_MS: u64 = 50;
+/// After the last fault ends, everything must be healthy within this.
+pub const CONVERGE_WITHIN_MS: u64 = 180_000;
+/// How often an idle controller reconciles the proxies.
+const RECONCILE_MS: u64 = 2_000;
+
+/// One journaled recovery, as the controller's journal keeps it.
+#[derive(Debug, Clone)]
+struct Journaled {
+    resume: Resume,
+    trigger: String,
+    first_failure_ms: Option<u64>,
+    master_last_ok_ms: Option<u64>,
+    ended: bool,
+}
+
+/// A recovery being run: the step in progress, its attempt and when it completes.
+#[derive(Debug)]
+struct Runner {
+    exec: SimExec,
+    addresses: BTreeMap<String, IpAddr>,
+    step: Option<(Step, u32, u64)>,
+}
+
+/// A failed run: the seed, the broken invariant and what led to it.
+#[derive(Debug)]
+pub struct Failure {
+    pub seed: u64,
+    pub at_ms: u64,
+    pub violation: String,
+    pub trace: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "seed {}: at {} ms: {}",
+            self.seed, self.at_ms, self.violation
+        )?;
+        for line in self.trace.iter().rev().take(40).rev() {
+            writeln!(f, "  {line}")?;
+        }
+        write!(
+            f,
+            "replay: cargo run -p medic-sim --bin medic-sim -- --seed {} --trace",
+            self.seed
+        )
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+pub struct Report {
+    pub recoveries: usize,
+    pub acked: usize,
+    pub lost_in_window: usize,
+    pub converged_ms: u64,
+    pub trace: Vec<String>,
+}
+
+/// The simulation of one seed.
+pub struct Sim {
+    seed: u64,
+    loaded: Arc<LoadedTopology>,
+    world: World,
+    core: Core,
+    persisted: Saved,
+    journal: BTreeMap<String, Journaled>,
+    runners: BTreeMap<String, Runner>,
+    asks: Vec<(u64, Target, bool)>,
+    checks: Vec<(Target, u64, u64)>,
+    faults: Vec<Planned>,
+    /// Crash the controller right after the n-th executed step, before its outcome is
+    /// journaled.
+    crash_after_exec: Option<usize>,
+    executed: usize,
+    /// (shard, promoted replica's last sync, promotion time): writes acknowledged in between
+    /// may be lost.
+    windows: Vec<(String, u64, u64)>,
+    now: u64,
+    rng: Rng,
+    trace: Vec<String>,
+    recoveries: usize,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim").field("seed", &self.seed).finish()
+    }
+}
+
+impl Sim {
+    /// A healthy deployment of `loaded`, faults as planned.
+    pub fn new(
+        seed: u64,
+        loaded: Arc<LoadedTopology>,
+        faults: Vec<Planned>,
+        crash_after_exec: Option<usize>,
+    ) -> Sim {
+        let top = &loaded.topology;
+        let observed = ObservedState::assumed(top);
+        let world = World::new(top, &observed);
+        let saved = Saved {
+            topology: top.name.value.clone(),
+            observed,
+            maintenance: Default::default(),
+            unmonitored: Default::default(),
+            replacements: Vec::new(),
+        };
+        let mut rng = Rng::new(seed ^ 0x5eed);
+        let checks = medic_controller::checks::targets(top)
+            .into_iter()
+            .map(|(t, c, _, _)| {
+                let every = c.interval.as_duration().as_millis() as u64;
+                let first = rng.below(every);
+                (t, every, first)
+            })
+            .collect();
+        let core = Core::new(loaded.clone(), saved.clone());
+        let mut sim = Sim {
+            seed,
+            loaded,
+            world,
+            core,
+            persisted: saved,
+            journal: BTreeMap::new(),
+            runners: BTreeMap::new(),
+            asks: Vec::new(),
+            checks,
+            faults,
+            crash_after_exec,
+            executed: 0,
+            windows: Vec::new(),
+            now: 0,
+            rng,
+            trace: Vec::new(),
+            recoveries: 0,
+        };
+        sim.discover();
+        sim
+    }
+
+    fn note(&mut self, text: String) {
+        self.trace.push(format!("{:>7} {text}", self.now));
+    }
+
+    fn fail(&self, violation: String) -> Failure {
+        Failure {
+            seed: self.seed,
+            at_ms: self.now,
+            violation,
+            trace: self.trace.clone(),
+        }
+    }
+
+    /// Runs until the faults are over and everything converged (or an invariant breaks).
+    pub fn run(mut self) -> Result<Report, Failure> {
+        let faults_end = self
+            .faults
+            .iter()
+            .map(|f| f.heal_ms.unwrap_or(f.at_ms))
+            .max()
+            .unwrap_or(0);
+        let deadline = faults_end + CONVERGE_WITHIN_MS;
+        let mut converged_since = None;
+        while self.now < deadline {
+            self.now += TICK_MS;
+            self.tick()?;
+            if let Err(v) = invariants::check(&self.world, self.now) {
+                return Err(self.fail(v.to_string()));
+            }
+            // (Once the faults are over, the replicas are given the tick's writes before the
+            // comparison: a replica one tick behind is in sync.)
+            if self.now > faults_end && self.core.idle() && self.runners.is_empty() && {
+                self.world.advance(self.now);
+                invariants::converged(&self.world).is_ok()
+            } {
+                let since = *converged_since.get_or_insert(self.now);
+                // Steady for a while (a check may still be about to act).
+                if self.now - since >= 5_000 {
+                    return self.finish(since);
+                }
+            } else {
+                converged_since = None;
+            }
+        }
+        self.world.advance(self.now);
+        let why = invariants::converged(&self.world)
+            .err()
+            .unwrap_or_else(|| "the controller is still busy".to_owned());
+        let running: Vec<String> = self
+            .core
+            .running
+            .values()
+            .map(|r| r.plan.event.to_string())
+            .collect();
+        Err(self.fail(format!(
+            "I5: not healthy {} s after the faults stopped: {why} (running: {running:?}, unmonitored: {:?})",
+            CONVERGE_WITHIN_MS / 1000,
+            self.core.saved.unmonitored
+        )))
+    }
+
+    fn finish(self, since: u64) -> Result<Report, Failure> {
+        let lost = invariants::lost_writes(&self.world);
+        let (mut in_window, mut outside) = (0, Vec::new());
+        for a in &lost {
+            if self
+                .windows
+                .iter()
+                .any(|(s, from, to)| *s == a.shard && a.at_ms >= *from && a.at_ms <= *to)
+            {
+                in_window += 1;
+            } else {
+                outside.push(a);
+            }
+        }
+        if let Some(a) = outside.first() {
+            return Err(self.fail(format!(
+                "I2: {} acknowledged writes lost outside any replication window, e.g. {} value {} acked by {} at {} ms (windows: {:?})",
+                outside.len(),
+                a.shard,
+                a.value,
+                a.instance,
+                a.at_ms,
+                self.windows
+            )));
+        }
+        let recorded: BTreeMap<String, String> = self
+            .core
+            .saved
+            .observed
+            .machines
+            .iter()
+            .filter_map(|(m, s)| Some((m.clone(), s.instance_id.clone()?)))
+            .collect();
+        let orphans = invariants::orphans(&self.world, &recorded);
+        if !orphans.is_empty() {
+            return Err(self.fail(format!("I4: {}", orphans.join("; "))));
+        }
+        Ok(Report {
+            recoveries: self.recoveries,
+            acked: self.world.acks.len(),
+            lost_in_window: in_window,
+            converged_ms: since,
+            trace: self.trace,
+        })
+    }
+
+    fn tick(&mut self) -> Result<(), Failure> {
+        let now = self.now;
+        self.world.advance(now);
+        self.world.client_writes(now);
+        self.apply_faults();
+        // Health checks due.
+        let paused = self.core.paused();
+        for i in 0..self.checks.len() {
+            let (target, every, due) = self.checks[i].clone();
+            if due > now {
+                continue;
+            }
+            self.checks[i].2 = due + every;
+            if paused.contains(target.machine()) {
+                continue;
+            }
+            let (observation, info) = match &target {
+                Target::Redis { shard, machine } => self.world.check_redis(shard, machine),
+                Target::Proxy { machine } | Target::App { machine } => {
+                    (self.world.check_proxy(machine), None)
+                }
+            };
+            let r = CheckResult {
+                target: Arc::new(target),
+                at_ms: now,
+                observation,
+                detail: match observation {
+                    Observation::Ok => "ok",
+                    Observation::Refused => "connection refused",
+                    Observation::Silent => "no answer",
+                    Observation::Unhealthy => "bad answer",
+                }
+                .into(),
+                info,
+                took: std::time::Duration::ZERO,
+            };
+            let out = self.core.on_check(&r);
+            self.carry_out(out);
+        }
+        // Witnesses answering.
+        let due: Vec<(u64, Target, bool)> = self.asks.iter().filter(|a| a.0 <= now).cloned().collect();
+        self.asks.retain(|a| a.0 > now);
+        for (_, target, ahead) in due {
+            let (w, first_hand) = self.witnesses(&target);
+            let out = self.core.on_witnesses(&target, ahead, w, first_hand, now);
+            self.carry_out(out);
+        }
+        let out = self.core.schedule(now);
+        self.carry_out(out);
+        let ids: Vec<String> = self.runners.keys().cloned().collect();
+        for id in ids {
+            self.advance_recovery(&id)?;
+        }
+        if now % RECONCILE_MS == 0 && self.core.idle() {
+            self.reconcile();
+        }
+        Ok(())
+    }
+
+    /// What each configured observer of `target`'s machine says (the real observer list).
+    fn witnesses(&self, target: &Target) -> (medic_detect::Witnesses, bool) {
+        let top = &self.loaded.topology;
+        let observed = &self.core.saved.observed;
+        let ip = observed
+            .address(target.machine())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let asks = medic_controller::witness::observers(top, observed, target, ip);
+        let seen: Vec<Option<bool>> = asks
+            .iter()
+            .map(|a| match self.world.witness(&a.observer, target.machine()) {
+                Seen::Up => Some(true),
+                Seen::Gone => Some(false),
+                Seen::Unknown => None,
+            })
+            .collect();
+        let first_hand = seen.iter().all(Option::is_some);
+        (medic_controller::witness::merge(&asks, &seen), first_hand)
+    }
+
+    fn carry_out(&mut self, outputs: Vec<Output>) {
+        for o in outputs {
+            match o {
+                Output::Alert { level, message } => self.note(format!("alert {level:?}: {message}")),
+                Output::Notify { event, message, .. } => self.note(format!("{event}: {message}")),
+                Output::Detected { .. } => {}
+                Output::Ask { target, ahead } => {
+                    let delay = 50 + self.rng.below(400);
+                    self.asks.push((self.now + delay, target, ahead));
+                }
+                Output::Start { recovery } => self.start(recovery),
+                Output::Save => self.persisted = self.core.saved.clone(),
+            }
+        }
+    }
+
+    fn start(&mut self, id: String) {
+        let Some(run) = self.core.running.get(&id) else {
+            return;
+        };
+        self.recoveries += 1;
+        if !self.journal.contains_key(&id) {
+            self.journal.insert(
+                id.clone(),
+                Journaled {
+                    resume: Resume {
+                        id: id.clone(),
+                        plan: run.plan.clone(),
+                        done: BTreeMap::new(),
+                        launched_ms: BTreeMap::new(),
+                    },
+                    trigger: run.trigger.clone(),
+                    first_failure_ms: run.first_failure_ms,
+                    master_last_ok_ms: run.master_last_ok_ms,
+                    ended: false,
+                },
+            );
+        }
+        let mut exec = SimExec::default();
+        exec.unfenced = run.unfenced.clone();
+        let addresses = self
+            .core
+            .saved
+            .observed
+            .machines
+            .iter()
+            .filter_map(|(m, s)| Some((m.clone(), s.address?)))
+            .collect();
+        self.runners.insert(
+            id,
+            Runner {
+                exec,
+                addresses,
+                step: None,
+            },
+        );
+    }
+
+    /// How long a step takes (virtual ms).
+    fn duration(&mut self, action: &Action) -> u64 {
+        match action {
+            Action::LaunchInstance { .. } => 2_000 + self.rng.below(3_000),
+            Action::RunPlaybook { .. } => 1_000 + self.rng.below(2_000),
+            Action::UpsertDns { .. } => 100 + self.rng.below(400),
+            _ => 10 + self.rng.below(100),
+        }
+    }
+
+    fn advance_recovery(&mut self, id: &str) -> Result<(), Failure> {
+        loop {
+            let Some(runner) = self.runners.get_mut(id) else {
+                return Ok(());
+            };
+            let Some((step, attempt, due)) = runner.step.clone() else {
+                match self.core.next_step(id, self.now) {
+                    Next::Run(step) => {
+                        let d = if is_internal(&step.action) { 0 } else { self.duration(&step.action) };
+                        if let Some(r) = self.runners.get_mut(id) {
+                            r.step = Some((*step, 1, self.now + d));
+                        }
+                        continue;
+                    }
+                    Next::End(outcome) => {
+                        self.note(format!("recovery {id} ends: {}", outcome.label()));
+                        if let Some(j) = self.journal.get_mut(id) {
+                            j.ended = true;
+                        }
+                        self.runners.remove(id);
+                        let out = self.core.finished(id, &outcome, self.now);
+                        self.carry_out(out);
+                        return Ok(());
+                    }
+                    Next::Unknown => {
+                        self.runners.remove(id);
+                        return Ok(());
+                    }
+                }
+            };
+            if due > self.now {
+                return Ok(());
+            }
+            let result = if is_internal(&step.action) {
+                Ok(StepOutput::default())
+            } else {
+                let promoted_sync = match &step.action {
+                    Action::PromoteReplica { server, .. } => self
+                        .world
+                        .redis(&server.shard, &server.machine)
+                        .map(|r| (server.shard.clone(), r.last_sync_ms)),
+                    _ => None,
+                };
+                let r = execute(&mut self.world, &mut runner.exec, &runner.addresses, &step, self.now);
+                if let (Ok(_), Some((shard, last))) = (&r, promoted_sync) {
+                    self.windows.push((shard, last, self.now));
+                }
+                r
+            };
+            match result {
+                Ok(output) => {
+                    self.note(format!("{id} step {} {} done{}", step.index, step.action.kind(), output.skipped.as_ref().map(|s| format!(" (skipped: {s})")).unwrap_or_default()));
+                    if let (Action::LaunchInstance { spec }, Some(ip)) = (&step.action, output.address)
+                        && let Some(r) = self.runners.get_mut(id)
+                    {
+                        r.addresses.insert(spec.machine.clone(), ip);
+                    }
+                    self.executed += 1;
+                    if self.crash_after_exec == Some(self.executed) {
+                        self.note(format!("controller crashes after step {} ran, before it is journaled", step.index));
+                        self.restart_controller();
+                        return Ok(());
+                    }
+                    if let Some(j) = self.journal.get_mut(id) {
+                        j.resume.done.insert(step.index, output.clone());
+                        if matches!(step.action, Action::LaunchInstance { .. }) {
+                            j.resume.launched_ms.insert(step.index, self.now);
+                        }
+                    }
+                    let out = self.core.step_done(id, &step, &output, self.now);
+                    self.carry_out(out);
+                    if let Some(r) = self.runners.get_mut(id) {
+                        r.step = None;
+                    }
+                }
+                Err(e) => {
+                    let (tries, pause) = match &step.action {
+                        Action::WaitInSync { timeout_ms, .. }
+                        | Action::WaitReachable { timeout_ms, .. } => ((*timeout_ms / 1_000).max(1) as u32, 1_000),
+                        _ => (3, 500 * 2u64.pow(attempt.saturating_sub(1))),
+                    };
+                    if e.retryable && attempt < tries {
+                        if let Some(r) = self.runners.get_mut(id) {
+                            r.step = Some((step, attempt + 1, self.now + pause));
+                        }
+                        return Ok(());
+                    }
+                    self.note(format!("{id} step {} {} failed: {}", step.index, step.action.kind(), e.message));
+                    self.core.step_failed(id, step.index, e.message);
+                    if let Some(r) = self.runners.get_mut(id) {
+                        r.step = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The controller process dies and starts again: everything in memory is gone; the saved
+    /// state and the journal stay.
+    fn restart_controller(&mut self) {
+        self.runners.clear();
+        self.asks.clear();
+        self.core = Core::new(self.loaded.clone(), self.persisted.clone());
+        self.discover();
+        let open: Vec<Journaled> = self.journal.values().filter(|j| !j.ended).cloned().collect();
+        for j in open {
+            self.core.resume(j.resume, j.trigger, j.first_failure_ms, j.master_last_ok_ms, self.now);
+        }
+        self.persisted = self.core.saved.clone();
+    }
+
+    /// Start-up discovery, as the controller does it: each machine's newest running instance
+    /// from the cloud; roles as recorded.
+    fn discover(&mut self) {
+        for m in self.world.machines() {
+            if let Some(i) = self.world.instance(&m).filter(|i| i.state == crate::world::InstanceState::Running) {
+                let st = self.core.saved.observed.machines.entry(m.clone()).or_insert(medic_plan::MachineState {
+                    address: None,
+                    instance_id: None,
+                });
+                st.address = Some(i.address);
+                st.instance_id = Some(i.id.clone());
+            }
+        }
+        self.persisted = self.core.saved.clone();
+    }
+
+    /// The controller's reconcile: each proxy the monitor reaches is read and repaired with
+    /// the real `repairs`.
+    fn reconcile(&mut self) {
+        let top = self.loaded.topology.clone();
+        let port = top.proxies.value.runtime_api.value.port.value;
+        let observed = self.core.saved.observed.clone();
+        let paused = self.core.paused();
+        let up: Vec<String> = observed
+            .shards
+            .iter()
+            .filter(|(shard, s)| {
+                self.core.health.get(&Target::Redis { shard: (*shard).clone(), machine: s.master.clone() }).is_some_and(|h| {
+                    h.detector.health == medic_detect::Health::Up && h.role == Some(medic_redis::Role::Master)
+                })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for machine in top.proxy_machines() {
+            if paused.contains(machine) || self.world.check_proxy(machine) != Observation::Ok {
+                continue;
+            }
+            let Some(ip) = observed.address(machine) else { continue };
+            let Some(proxy) = self.world.instance(machine).and_then(|i| i.proxy.clone()) else { continue };
+            let servers: Vec<ServerState> = proxy
+                .backends
+                .iter()
+                .flat_map(|(b, lines)| lines.iter().map(move |l| (b, l)))
+                .map(|(b, l)| ServerState {
+                    backend: b.clone(),
+                    server: l.name.clone(),
+                    addr: l.addr.to_string(),
+                    port: l.port,
+                    op_state: OpState::Running,
+                    admin_state: if l.admin == Admin::Maint { medic_haproxy::parse::admin::FMAINT } else { 0 },
+                })
+                .collect();
+            let api = ProxyApi { machine: machine.to_owned(), address: Addr::Ip(ip), port };
+            let fixes = medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| up.iter().any(|u| u == s));
+            if fixes.is_empty() {
+                continue;
+            }
+            let mut exec = SimExec::default();
+            let addresses = self.world.addresses();
+            for (i, action) in fixes.into_iter().enumerate() {
+                let step = Step { index: i + 1, action };
+                let r = execute(&mut self.world, &mut exec, &addresses, &step, self.now);
+                self.note(format!("reconcile {machine}: {} {}", step.action.kind(), if r.is_ok() { "done" } else { "failed" }));
+            }
+        }
+    }
+
+    fn apply_faults(&mut self) {
+        let now = self.now;
+        let mut notes = Vec::new();
+        let mut restart = false;
+        for f in &self.faults {
+            if f.at_ms > now - TICK_MS && f.at_ms <= now {
+                notes.push(format!("fault: {}", f.fault));
+                match &f.fault {
+                    Fault::Controller => restart = true,
+                    other => other.start(&mut self.world),
+                }
+            }
+            if let Some(h) = f.heal_ms
+                && h > now - TICK_MS
+                && h <= now
+            {
+                notes.push(format!("fault over: {}", f.fault));
+                f.fault.end(&mut self.world);
+            }
+        }
+        for n in notes {
+            self.note(n);
+        }
+        if restart {
+            self.restart_controller();
+        }
+    }
+}
