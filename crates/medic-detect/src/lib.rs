@@ -97,12 +97,13 @@ impl Detector {
                     )
                 }
             }
-            (Health::Down { .. }, Observation::Refused) => (
+            // Silent, and now refused: the host is back and the process is not.
+            (Health::Down { certain, .. }, Observation::Refused) => (
                 Health::Down {
                     certain: true,
                     successes: 0,
                 },
-                None,
+                (!certain).then_some(Verdict::Dead),
             ),
             (Health::Down { certain, .. }, _) => (
                 Health::Down {
@@ -268,11 +269,13 @@ mod tests {
                 vec![None, Some(Verdict::Failing)],
             ),
             (
-                "silence then refusal is still only one verdict",
+                // (The host came back without the process: found by the simulator, where a
+                // process killed during a partition was never restarted.)
+                "silence then refusal: the process is dead, once",
                 2,
                 1,
-                vec![Silent, Silent, Refused],
-                vec![None, Some(Verdict::Silent), None],
+                vec![Silent, Silent, Refused, Refused],
+                vec![None, Some(Verdict::Silent), Some(Verdict::Dead), None],
             ),
             (
                 "rise successes in a row to recover",

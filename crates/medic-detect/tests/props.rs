@@ -74,8 +74,16 @@ proptest! {
             if o == Observation::Ok { successes += 1 } else { successes = 0 }
             let at = format!("check {i} ({o:?}) of {seq:?}, fall {fall} rise {rise}");
 
-            // A verdict exactly when down / not down changes.
-            prop_assert_eq!(verdict.is_some(), is_down(before) != is_down(after), "{}", at);
+            // A verdict exactly when down / not down changes — or when a silent target starts
+            // refusing (the host is back, the process is not).
+            let uncertain_to_certain = before == Health::Down { certain: false, successes: before_successes(before) }
+                && after == Health::Down { certain: true, successes: 0 };
+            prop_assert_eq!(
+                verdict.is_some(),
+                is_down(before) != is_down(after) || uncertain_to_certain,
+                "{}",
+                at
+            );
             match verdict {
                 Some(Verdict::Dead) => {
                     prop_assert_eq!(o, Observation::Refused, "{}", at);
@@ -216,5 +224,13 @@ proptest! {
             turned.rotate_left(n);
         }
         prop_assert_eq!(judge_silence(&named(&turned)), decision);
+    }
+}
+
+/// The successes a `Down` state counts (0 for the others).
+fn before_successes(h: Health) -> u32 {
+    match h {
+        Health::Down { successes, .. } => successes,
+        _ => 0,
     }
 }

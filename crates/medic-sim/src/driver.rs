@@ -17,16 +17,17 @@ use std::sync::Arc;
 use medic_controller::checks::{CheckResult, Target};
 use medic_controller::core::{Core, Next, Output, Resume, is_internal};
 use medic_controller::store::Saved;
-use medic_detect::{Observation, Seen};
-use medic_haproxy::{OpState, ServerState};
-use medic_plan::{Action, Addr, ObservedState, ProxyApi, Step, StepOutput};
+use medic_detect::Observation;
+use medic_plan::{Action, ObservedState, Step, StepOutput};
 use medic_topology::LoadedTopology;
 
 use crate::exec::{SimExec, execute};
+
+mod adapters;
 use crate::faults::{Fault, Planned};
 use crate::invariants;
 use crate::rng::Rng;
-use crate::world::{Admin, World};
+use crate::world::World;
 
 /// Virtual time between two looks at the world.
 pub const TICK_MS: u64 = 50;
@@ -319,7 +320,8 @@ impl Sim {
             self.carry_out(out);
         }
         // Witnesses answering.
-        let due: Vec<(u64, Target, bool)> = self.asks.iter().filter(|a| a.0 <= now).cloned().collect();
+        let due: Vec<(u64, Target, bool)> =
+            self.asks.iter().filter(|a| a.0 <= now).cloned().collect();
         self.asks.retain(|a| a.0 > now);
         for (_, target, ahead) in due {
             let (w, first_hand) = self.witnesses(&target);
@@ -332,36 +334,18 @@ impl Sim {
         for id in ids {
             self.advance_recovery(&id)?;
         }
-        if now % RECONCILE_MS == 0 && self.core.idle() {
+        if now.is_multiple_of(RECONCILE_MS) && self.core.idle() {
             self.reconcile();
         }
         Ok(())
     }
 
-    /// What each configured observer of `target`'s machine says (the real observer list).
-    fn witnesses(&self, target: &Target) -> (medic_detect::Witnesses, bool) {
-        let top = &self.loaded.topology;
-        let observed = &self.core.saved.observed;
-        let ip = observed
-            .address(target.machine())
-            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
-        let asks = medic_controller::witness::observers(top, observed, target, ip);
-        let seen: Vec<Option<bool>> = asks
-            .iter()
-            .map(|a| match self.world.witness(&a.observer, target.machine()) {
-                Seen::Up => Some(true),
-                Seen::Gone => Some(false),
-                Seen::Unknown => None,
-            })
-            .collect();
-        let first_hand = seen.iter().all(Option::is_some);
-        (medic_controller::witness::merge(&asks, &seen), first_hand)
-    }
-
     fn carry_out(&mut self, outputs: Vec<Output>) {
         for o in outputs {
             match o {
-                Output::Alert { level, message } => self.note(format!("alert {level:?}: {message}")),
+                Output::Alert { level, message } => {
+                    self.note(format!("alert {level:?}: {message}"))
+                }
                 Output::Notify { event, message, .. } => self.note(format!("{event}: {message}")),
                 Output::Detected { .. } => {}
                 Output::Ask { target, ahead } => {
@@ -396,8 +380,9 @@ impl Sim {
                 },
             );
         }
-        let mut exec = SimExec::default();
-        exec.unfenced = run.unfenced.clone();
+        let exec = SimExec {
+            unfenced: run.unfenced.clone(),
+        };
         let addresses = self
             .core
             .saved
@@ -434,7 +419,11 @@ impl Sim {
             let Some((step, attempt, due)) = runner.step.clone() else {
                 match self.core.next_step(id, self.now) {
                     Next::Run(step) => {
-                        let d = if is_internal(&step.action) { 0 } else { self.duration(&step.action) };
+                        let d = if is_internal(&step.action) {
+                            0
+                        } else {
+                            self.duration(&step.action)
+                        };
                         if let Some(r) = self.runners.get_mut(id) {
                             r.step = Some((*step, 1, self.now + d));
                         }
@@ -469,7 +458,13 @@ impl Sim {
                         .map(|r| (server.shard.clone(), r.last_sync_ms)),
                     _ => None,
                 };
-                let r = execute(&mut self.world, &mut runner.exec, &runner.addresses, &step, self.now);
+                let r = execute(
+                    &mut self.world,
+                    &mut runner.exec,
+                    &runner.addresses,
+                    &step,
+                    self.now,
+                );
                 if let (Ok(_), Some((shard, last))) = (&r, promoted_sync) {
                     self.windows.push((shard, last, self.now));
                 }
@@ -477,15 +472,28 @@ impl Sim {
             };
             match result {
                 Ok(output) => {
-                    self.note(format!("{id} step {} {} done{}", step.index, step.action.kind(), output.skipped.as_ref().map(|s| format!(" (skipped: {s})")).unwrap_or_default()));
-                    if let (Action::LaunchInstance { spec }, Some(ip)) = (&step.action, output.address)
+                    self.note(format!(
+                        "{id} step {} {} done{}",
+                        step.index,
+                        step.action.kind(),
+                        output
+                            .skipped
+                            .as_ref()
+                            .map(|s| format!(" (skipped: {s})"))
+                            .unwrap_or_default()
+                    ));
+                    if let (Action::LaunchInstance { spec }, Some(ip)) =
+                        (&step.action, output.address)
                         && let Some(r) = self.runners.get_mut(id)
                     {
                         r.addresses.insert(spec.machine.clone(), ip);
                     }
                     self.executed += 1;
                     if self.crash_after_exec == Some(self.executed) {
-                        self.note(format!("controller crashes after step {} ran, before it is journaled", step.index));
+                        self.note(format!(
+                            "controller crashes after step {} ran, before it is journaled",
+                            step.index
+                        ));
                         self.restart_controller();
                         return Ok(());
                     }
@@ -504,7 +512,9 @@ impl Sim {
                 Err(e) => {
                     let (tries, pause) = match &step.action {
                         Action::WaitInSync { timeout_ms, .. }
-                        | Action::WaitReachable { timeout_ms, .. } => ((*timeout_ms / 1_000).max(1) as u32, 1_000),
+                        | Action::WaitReachable { timeout_ms, .. } => {
+                            ((*timeout_ms / 1_000).max(1) as u32, 1_000)
+                        }
                         _ => (3, 500 * 2u64.pow(attempt.saturating_sub(1))),
                     };
                     if e.retryable && attempt < tries {
@@ -513,93 +523,17 @@ impl Sim {
                         }
                         return Ok(());
                     }
-                    self.note(format!("{id} step {} {} failed: {}", step.index, step.action.kind(), e.message));
+                    self.note(format!(
+                        "{id} step {} {} failed: {}",
+                        step.index,
+                        step.action.kind(),
+                        e.message
+                    ));
                     self.core.step_failed(id, step.index, e.message);
                     if let Some(r) = self.runners.get_mut(id) {
                         r.step = None;
                     }
                 }
-            }
-        }
-    }
-
-    /// The controller process dies and starts again: everything in memory is gone; the saved
-    /// state and the journal stay.
-    fn restart_controller(&mut self) {
-        self.runners.clear();
-        self.asks.clear();
-        self.core = Core::new(self.loaded.clone(), self.persisted.clone());
-        self.discover();
-        let open: Vec<Journaled> = self.journal.values().filter(|j| !j.ended).cloned().collect();
-        for j in open {
-            self.core.resume(j.resume, j.trigger, j.first_failure_ms, j.master_last_ok_ms, self.now);
-        }
-        self.persisted = self.core.saved.clone();
-    }
-
-    /// Start-up discovery, as the controller does it: each machine's newest running instance
-    /// from the cloud; roles as recorded.
-    fn discover(&mut self) {
-        for m in self.world.machines() {
-            if let Some(i) = self.world.instance(&m).filter(|i| i.state == crate::world::InstanceState::Running) {
-                let st = self.core.saved.observed.machines.entry(m.clone()).or_insert(medic_plan::MachineState {
-                    address: None,
-                    instance_id: None,
-                });
-                st.address = Some(i.address);
-                st.instance_id = Some(i.id.clone());
-            }
-        }
-        self.persisted = self.core.saved.clone();
-    }
-
-    /// The controller's reconcile: each proxy the monitor reaches is read and repaired with
-    /// the real `repairs`.
-    fn reconcile(&mut self) {
-        let top = self.loaded.topology.clone();
-        let port = top.proxies.value.runtime_api.value.port.value;
-        let observed = self.core.saved.observed.clone();
-        let paused = self.core.paused();
-        let up: Vec<String> = observed
-            .shards
-            .iter()
-            .filter(|(shard, s)| {
-                self.core.health.get(&Target::Redis { shard: (*shard).clone(), machine: s.master.clone() }).is_some_and(|h| {
-                    h.detector.health == medic_detect::Health::Up && h.role == Some(medic_redis::Role::Master)
-                })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        for machine in top.proxy_machines() {
-            if paused.contains(machine) || self.world.check_proxy(machine) != Observation::Ok {
-                continue;
-            }
-            let Some(ip) = observed.address(machine) else { continue };
-            let Some(proxy) = self.world.instance(machine).and_then(|i| i.proxy.clone()) else { continue };
-            let servers: Vec<ServerState> = proxy
-                .backends
-                .iter()
-                .flat_map(|(b, lines)| lines.iter().map(move |l| (b, l)))
-                .map(|(b, l)| ServerState {
-                    backend: b.clone(),
-                    server: l.name.clone(),
-                    addr: l.addr.to_string(),
-                    port: l.port,
-                    op_state: OpState::Running,
-                    admin_state: if l.admin == Admin::Maint { medic_haproxy::parse::admin::FMAINT } else { 0 },
-                })
-                .collect();
-            let api = ProxyApi { machine: machine.to_owned(), address: Addr::Ip(ip), port };
-            let fixes = medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| up.iter().any(|u| u == s));
-            if fixes.is_empty() {
-                continue;
-            }
-            let mut exec = SimExec::default();
-            let addresses = self.world.addresses();
-            for (i, action) in fixes.into_iter().enumerate() {
-                let step = Step { index: i + 1, action };
-                let r = execute(&mut self.world, &mut exec, &addresses, &step, self.now);
-                self.note(format!("reconcile {machine}: {} {}", step.action.kind(), if r.is_ok() { "done" } else { "failed" }));
             }
         }
     }

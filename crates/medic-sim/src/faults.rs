@@ -18,9 +18,16 @@ use crate::world::World;
 pub enum Fault {
     Crash(String),
     Hang(String),
-    KillRedis { shard: String, machine: String },
+    KillRedis {
+        shard: String,
+        machine: String,
+    },
     /// `from` cannot reach `to` (and `to` cannot reach `from` if `both`).
-    Cut { from: String, to: String, both: bool },
+    Cut {
+        from: String,
+        to: String,
+        both: bool,
+    },
     ApiDown(String),
     /// The controller process is killed and started again.
     Controller,
@@ -32,8 +39,16 @@ impl std::fmt::Display for Fault {
             Fault::Crash(m) => write!(f, "{m} crashes"),
             Fault::Hang(m) => write!(f, "{m} hangs"),
             Fault::KillRedis { shard, machine } => write!(f, "redis {shard}@{machine} killed"),
-            Fault::Cut { from, to, both: true } => write!(f, "{from} <-/-> {to}"),
-            Fault::Cut { from, to, both: false } => write!(f, "{from} -/-> {to}"),
+            Fault::Cut {
+                from,
+                to,
+                both: true,
+            } => write!(f, "{from} <-/-> {to}"),
+            Fault::Cut {
+                from,
+                to,
+                both: false,
+            } => write!(f, "{from} -/-> {to}"),
             Fault::ApiDown(p) => write!(f, "{p}'s runtime API refuses"),
             Fault::Controller => write!(f, "the controller is killed and restarted"),
         }

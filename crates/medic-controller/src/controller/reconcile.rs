@@ -138,6 +138,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     pub(super) async fn reconcile_proxies(&self) {
         loop {
             self.reconcile_once().await;
+            // (Also the clock for the core's timed decisions: a failed recovery's retry.)
+            self.kick();
             tokio::time::sleep(RECONCILE_EVERY).await;
         }
     }

@@ -205,6 +205,9 @@ pub struct Core {
     early: BTreeMap<String, Early>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
+    /// Machines whose recovery failed: when they are watched again, and how many times in a
+    /// row it failed (the wait doubles).
+    retries: BTreeMap<String, (u64, u32)>,
 }
 
 impl Core {
@@ -222,6 +225,7 @@ impl Core {
             judged_at: BTreeMap::new(),
             early: BTreeMap::new(),
             warned: BTreeSet::new(),
+            retries: BTreeMap::new(),
         }
     }
 
@@ -282,6 +286,7 @@ impl Core {
         }
         self.saved.replacements.retain(|(m, _)| m != machine);
         self.saved.unmonitored.remove(machine);
+        self.retries.remove(machine);
         self.request(Request {
             event: Event::MachineLost {
                 machine: machine.to_owned(),

@@ -49,6 +49,30 @@ pub fn internal_summary(action: &Action) -> String {
     }
 }
 
+/// The first wait before a machine whose recovery failed is watched again, and the longest.
+const RETRY_FIRST_MS: u64 = 30_000;
+const RETRY_MAX_MS: u64 = 600_000;
+
+/// The machine a step acts on, when it acts on one.
+fn step_machine(action: &Action) -> Option<&str> {
+    match action {
+        Action::PromoteReplica { server, .. }
+        | Action::ReplicaOf { server, .. }
+        | Action::PauseWrites { server, .. }
+        | Action::Unpause { server }
+        | Action::WaitInSync { server, .. } => Some(&server.machine),
+        Action::FenceServer { proxy, .. }
+        | Action::ActivateServer { proxy, .. }
+        | Action::SetServerAddress { proxy, .. } => Some(&proxy.machine),
+        Action::FenceAtSource { machine, .. }
+        | Action::TerminateInstance { machine, .. }
+        | Action::WaitReachable { machine, .. }
+        | Action::RunPlaybook { machine, .. } => Some(machine),
+        Action::LaunchInstance { spec } => Some(&spec.machine),
+        _ => None,
+    }
+}
+
 fn monitor_machine(t: &MonitorTarget) -> &str {
     match t {
         MonitorTarget::Machine { machine } | MonitorTarget::Server { machine, .. } => machine,
@@ -138,6 +162,25 @@ impl Core {
     /// order they were asked for: none overtakes an earlier one it overlaps).
     pub fn schedule(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
+        let due: Vec<String> = self
+            .retries
+            .iter()
+            .filter(|(m, (at, _))| *at <= now_ms && !self.busy.contains(*m))
+            .map(|(m, _)| m.clone())
+            .collect();
+        for m in due {
+            if let Some(r) = self.retries.get_mut(&m) {
+                r.0 = u64::MAX;
+            }
+            if self.saved.unmonitored.remove(&m) {
+                self.health.retain(|t, _| t.machine() != m);
+                out.push(Output::Alert {
+                    level: AlertLevel::Warning,
+                    message: format!("{m} is watched again after its failed recovery: what is still wrong is detected and acted on afresh"),
+                });
+                out.push(Output::Save);
+            }
+        }
         let mut waiting: Vec<Claims> = Vec::new();
         let mut i = 0;
         while i < self.queue.len() {
@@ -418,42 +461,68 @@ impl Core {
             ),
         });
         if let Outcome::Failed { step, error } = outcome {
-            // The ladder: a process that cannot be restarted on its machine means the machine
-            // is not usable (it may be going down): recover the machine.
-            if let Event::ProcessDied { machine, .. } = &run.plan.event {
-                out.push(Output::Alert {
-                    level: AlertLevel::Warning,
-                    message: format!("restarting the process on {machine} failed at step {step} ({error}); recovering the whole machine"),
-                });
-                self.request(Request {
-                    event: Event::MachineLost {
-                        machine: machine.clone(),
-                    },
-                    trigger: format!("escalated from {}: {error}", run.plan.event),
-                    first_failure_ms: run.first_failure_ms,
-                    master_last_ok_ms: None,
-                    queued_ms: now_ms,
-                    detected: false,
-                    resume: None,
-                });
-            } else {
-                let view = run
-                    .plan
-                    .steps
-                    .iter()
-                    .find(|s| s.index == *step)
-                    .map(|s| s.action.kind())
-                    .unwrap_or("step");
-                out.push(Output::Alert {
-                    level: AlertLevel::Critical,
-                    message: format!(
-                        "recovery {} stopped at step {step} of {} ({view}): {error}. The machine stays out of monitoring; `medic history` shows what was done; `medic recover {}` tries again",
-                        run.plan.recovery,
-                        run.plan.steps.len(),
-                        run.key.as_deref().unwrap_or("MACHINE"),
-                    ),
-                });
+            let failed_on = run
+                .plan
+                .steps
+                .iter()
+                .find(|s| s.index == *step)
+                .and_then(|s| step_machine(&s.action));
+            match &run.plan.event {
+                // The ladder: a process that cannot be restarted on its machine means the
+                // machine is not usable (it may be going down): recover the machine. (Not when
+                // the step that failed was another machine's: a replica that cannot be reached
+                // says nothing of this machine.)
+                Event::ProcessDied { machine, .. } if failed_on.is_none_or(|m| m == machine) => {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Warning,
+                        message: format!("restarting the process on {machine} failed at step {step} ({error}); recovering the whole machine"),
+                    });
+                    self.request(Request {
+                        event: Event::MachineLost {
+                            machine: machine.clone(),
+                        },
+                        trigger: format!("escalated from {}: {error}", run.plan.event),
+                        first_failure_ms: run.first_failure_ms,
+                        master_last_ok_ms: None,
+                        queued_ms: now_ms,
+                        detected: false,
+                        resume: None,
+                    });
+                }
+                _ => {
+                    let kind = run
+                        .plan
+                        .steps
+                        .iter()
+                        .find(|s| s.index == *step)
+                        .map(|s| s.action.kind())
+                        .unwrap_or("step");
+                    let who = run.key.clone().unwrap_or_else(|| "MACHINE".to_owned());
+                    // Watched again after a backoff: what is still wrong then is detected and
+                    // acted on afresh (a partition that made the step fail may be over).
+                    let retry = if run.claims.machines.contains(&who) {
+                        let tries = self.retries.get(&who).map_or(0, |r| r.1) + 1;
+                        let wait = (RETRY_FIRST_MS << (tries - 1).min(5)).min(RETRY_MAX_MS);
+                        self.retries.insert(who.clone(), (now_ms + wait, tries));
+                        format!(
+                            "it is watched again in {} s (try {tries}), or `medic recover {who}` now",
+                            wait / 1000
+                        )
+                    } else {
+                        format!("`medic recover {who}` tries again")
+                    };
+                    out.push(Output::Alert {
+                        level: AlertLevel::Critical,
+                        message: format!(
+                            "recovery {} stopped at step {step} of {} ({kind}): {error}. The machine stays out of monitoring; `medic history` shows what was done; {retry}",
+                            run.plan.recovery,
+                            run.plan.steps.len(),
+                        ),
+                    });
+                }
             }
+        } else if let Some(m) = &run.key {
+            self.retries.remove(m);
         }
         out.push(Output::Save);
         out

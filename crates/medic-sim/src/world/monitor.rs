@@ -89,10 +89,14 @@ impl World {
         if !self.reach(&self.monitor, observer) {
             return Seen::Unknown;
         }
-        let serves = self.roles.get(machine) != Some(&Role::Redis)
-            || self
-                .instance(machine)
-                .is_some_and(|i| i.redis.values().any(|r| r.alive));
+        // A redis machine is seen through its servers, a proxy through its runtime API.
+        let serves = self.instance(machine).is_some_and(|i| {
+            if self.roles.get(machine) == Some(&Role::Redis) {
+                i.redis.values().any(|r| r.alive)
+            } else {
+                i.proxy.as_ref().is_some_and(|p| !p.api_down)
+            }
+        });
         if self.reach(observer, machine) && serves {
             Seen::Up
         } else {

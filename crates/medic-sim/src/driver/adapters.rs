@@ -1,0 +1,169 @@
+//! The controller's adapters in the simulation: the witnesses' answers, start-up discovery
+//! after a restart, and the reconcile (the real `repairs` against the world's proxies).
+
+use std::net::IpAddr;
+
+use medic_controller::checks::Target;
+use medic_controller::core::Core;
+use medic_detect::{Observation, Seen};
+use medic_haproxy::{OpState, ServerState};
+use medic_plan::{Addr, ProxyApi, Step};
+
+use super::{Journaled, Sim};
+use crate::exec::{SimExec, execute};
+use crate::world::Admin;
+
+impl Sim {
+    /// What each configured observer of `target`'s machine says (the real observer list).
+    pub(super) fn witnesses(&self, target: &Target) -> (medic_detect::Witnesses, bool) {
+        let top = &self.loaded.topology;
+        let observed = &self.core.saved.observed;
+        let ip = observed
+            .address(target.machine())
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let asks = medic_controller::witness::observers(top, observed, target, ip);
+        let seen: Vec<Option<bool>> = asks
+            .iter()
+            .map(
+                |a| match self.world.witness(&a.observer, target.machine()) {
+                    Seen::Up => Some(true),
+                    Seen::Gone => Some(false),
+                    Seen::Unknown => None,
+                },
+            )
+            .collect();
+        let first_hand = seen.iter().all(Option::is_some);
+        (medic_controller::witness::merge(&asks, &seen), first_hand)
+    }
+
+    /// The controller process dies and starts again: everything in memory is gone; the saved
+    /// state and the journal stay.
+    pub(super) fn restart_controller(&mut self) {
+        self.runners.clear();
+        self.asks.clear();
+        self.core = Core::new(self.loaded.clone(), self.persisted.clone());
+        self.discover();
+        let open: Vec<Journaled> = self
+            .journal
+            .values()
+            .filter(|j| !j.ended)
+            .cloned()
+            .collect();
+        for j in open {
+            self.core.resume(
+                j.resume,
+                j.trigger,
+                j.first_failure_ms,
+                j.master_last_ok_ms,
+                self.now,
+            );
+        }
+        self.persisted = self.core.saved.clone();
+    }
+
+    /// Start-up discovery, as the controller does it: each machine's newest running instance
+    /// from the cloud; roles as recorded.
+    pub(super) fn discover(&mut self) {
+        for m in self.world.machines() {
+            if let Some(i) = self
+                .world
+                .instance(&m)
+                .filter(|i| i.state == crate::world::InstanceState::Running)
+            {
+                let st = self
+                    .core
+                    .saved
+                    .observed
+                    .machines
+                    .entry(m.clone())
+                    .or_insert(medic_plan::MachineState {
+                        address: None,
+                        instance_id: None,
+                    });
+                st.address = Some(i.address);
+                st.instance_id = Some(i.id.clone());
+            }
+        }
+        self.persisted = self.core.saved.clone();
+    }
+
+    /// The controller's reconcile: each proxy the monitor reaches is read and repaired with
+    /// the real `repairs`.
+    pub(super) fn reconcile(&mut self) {
+        let top = self.loaded.topology.clone();
+        let port = top.proxies.value.runtime_api.value.port.value;
+        let observed = self.core.saved.observed.clone();
+        let paused = self.core.paused();
+        let up: Vec<String> = observed
+            .shards
+            .iter()
+            .filter(|(shard, s)| {
+                self.core
+                    .health
+                    .get(&Target::Redis {
+                        shard: (*shard).clone(),
+                        machine: s.master.clone(),
+                    })
+                    .is_some_and(|h| {
+                        h.detector.health == medic_detect::Health::Up
+                            && h.role == Some(medic_redis::Role::Master)
+                    })
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
+        for machine in top.proxy_machines() {
+            if paused.contains(machine) || self.world.check_proxy(machine) != Observation::Ok {
+                continue;
+            }
+            let Some(ip) = observed.address(machine) else {
+                continue;
+            };
+            let Some(proxy) = self.world.instance(machine).and_then(|i| i.proxy.clone()) else {
+                continue;
+            };
+            let servers: Vec<ServerState> = proxy
+                .backends
+                .iter()
+                .flat_map(|(b, lines)| lines.iter().map(move |l| (b, l)))
+                .map(|(b, l)| ServerState {
+                    backend: b.clone(),
+                    server: l.name.clone(),
+                    addr: l.addr.to_string(),
+                    port: l.port,
+                    op_state: OpState::Running,
+                    admin_state: if l.admin == Admin::Maint {
+                        medic_haproxy::parse::admin::FMAINT
+                    } else {
+                        0
+                    },
+                })
+                .collect();
+            let api = ProxyApi {
+                machine: machine.to_owned(),
+                address: Addr::Ip(ip),
+                port,
+            };
+            let fixes =
+                medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| {
+                    up.iter().any(|u| u == s)
+                });
+            if fixes.is_empty() {
+                continue;
+            }
+            let mut exec = SimExec::default();
+            let addresses = self.world.addresses();
+            for (i, action) in fixes.into_iter().enumerate() {
+                let step = Step {
+                    index: i + 1,
+                    action,
+                };
+                let r = execute(&mut self.world, &mut exec, &addresses, &step, self.now);
+                self.note(format!(
+                    "reconcile {machine}: {} {}",
+                    step.action.kind(),
+                    if r.is_ok() { "done" } else { "failed" }
+                ));
+            }
+        }
+    }
+}
