@@ -37,6 +37,11 @@ pub struct Saved {
     /// When each machine was last replaced (ms since the epoch), for the flap limits.
     #[serde(default)]
     pub replacements: Vec<(String, u64)>,
+    /// Machines whose recovery failed: when they are watched again (ms since the epoch) and
+    /// how many times in a row it failed (the wait doubles). Kept here so a restart does not
+    /// leave them out of monitoring for good.
+    #[serde(default)]
+    pub retries: std::collections::BTreeMap<String, (u64, u32)>,
 }
 
 #[derive(Debug, Clone)]
@@ -168,6 +173,7 @@ mod tests {
             maintenance: BTreeSet::from(["x".to_owned()]),
             unmonitored: BTreeSet::new(),
             replacements: vec![("x".into(), 5)],
+            retries: BTreeMap::from([("y".to_owned(), (10, 2))]),
         };
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));

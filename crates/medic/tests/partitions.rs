@@ -246,3 +246,60 @@ fn a_proxy_that_cannot_be_fenced_blocks_nothing_unsafe_and_is_repaired_when_it_a
         })
     });
 }
+
+/// The monitor host is cut off from redis2 (the replica), and while it is, redis2's r9001
+/// process dies. Nothing is decided then (the proxies still see redis2); once the partition
+/// heals, the refusals are a dead process: it is restarted and syncs again. (Found by the
+/// simulator: silence followed by refusals gave no verdict, and the process stayed dead.)
+#[test]
+fn a_process_that_died_while_the_monitor_was_cut_off_is_restarted_after_the_heal() {
+    let Some(mut env) = Env::new(3, |t| t) else {
+        return;
+    };
+    let (app, writer) = start_with_a_client_on_the_app_machine(&mut env);
+    env.fault("redis2", "partition", &["--from", "monitor"]);
+    env.wait(
+        "the alert that the monitor cannot reach redis2",
+        RECOVERY,
+        |e| e.alerts().iter().any(|a| a.contains("cannot reach redis2")),
+    );
+    // r9001@redis2 dies where the monitor host cannot see it (asked from inside redis2).
+    let replica = env.ip(11);
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.netns("redis2"), "redis-cli", "-h"])
+        .args([replica.as_str(), "-p", "9001", "SHUTDOWN", "NOSAVE"])
+        .output()
+        .unwrap();
+    assert!(
+        cli_refused_in(&env, "redis2", &replica, 9001),
+        "r9001@redis2 still answers after SHUTDOWN: {out:?}"
+    );
+    let healed = Instant::now();
+    env.fault("redis2", "heal", &[]);
+    env.wait("the restart of r9001@redis2", RECOVERY, |e| {
+        e.ended("r9001@redis2 died", "completed")
+    });
+    env.wait("r9001 ok, redis1 master", RECOVERY, |e| {
+        let sh = e.shard("r9001");
+        sh["state"] == "ok" && sh["master"] == "redis1"
+    });
+    assert!(cli(&replica, 9001, &["ROLE"]).starts_with("slave"));
+    assert_eq!(cli(&app, 7001, &["SET", "after-heal", "1"]), "OK");
+    wait_replicated(&replica, 9001, "after-heal", "1");
+    let settled = Instant::now();
+    writer.wait_acked("writes after the restart", settled, 20);
+    let log = writer.finish();
+    // The master was never touched: not one write failed.
+    assert_no_acknowledged_write_lost(&app, &log, healed, healed);
+    assert_eq!(env.instances("redis2").len(), 1, "nothing replaced");
+}
+
+/// Whether `machine`'s server at `ip:port`, asked from inside the machine, refuses.
+fn cli_refused_in(env: &Env, machine: &str, ip: &str, port: u16) -> bool {
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &env.netns(machine), "redis-cli", "-h", ip])
+        .args(["-p", &port.to_string(), "PING"])
+        .output()
+        .unwrap();
+    !String::from_utf8_lossy(&out.stdout).contains("PONG")
+}

@@ -127,3 +127,50 @@ async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
         }),
     }
 }
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// The last look before terminating a lost machine: does any of its servers (a few of its
+    /// redis servers, or its HAProxy's runtime API) answer the monitor host now?
+    pub(super) async fn answers(&self, machine: &str) -> bool {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let Some(ip) = lock(&self.inner.st).core.saved.observed.address(machine) else {
+            return false;
+        };
+        let mut probes = tokio::task::JoinSet::new();
+        let ports = top
+            .shards
+            .iter()
+            .map(|s| &s.value)
+            .filter(|s| medic_topology::Topology::shard_machines(s).any(|m| m == machine))
+            .map(|s| s.port.value)
+            .take(crate::witness::WITNESS_SHARDS);
+        for port in ports {
+            probes.spawn(async move { replication_now(SocketAddr::new(ip, port)).await.is_some() });
+        }
+        let api = if top.proxy_machines().any(|p| p == machine) {
+            Some(top.proxies.value.runtime_api.value.port.value)
+        } else {
+            top.app_proxies
+                .iter()
+                .find(|a| a.value.machine.value == machine)
+                .map(|a| a.value.runtime_api.value.port.value)
+        };
+        if let Some(port) = api {
+            probes.spawn(async move {
+                let mut rt = RuntimeApi::tcp(SocketAddr::new(ip, port));
+                rt.timeout = WITNESS_WITHIN;
+                matches!(
+                    tokio::time::timeout(WITNESS_WITHIN, rt.servers(None)).await,
+                    Ok(Ok(_))
+                )
+            });
+        }
+        while let Some(r) = probes.join_next().await {
+            if matches!(r, Ok(true)) {
+                return true;
+            }
+        }
+        false
+    }
+}

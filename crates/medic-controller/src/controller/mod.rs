@@ -38,7 +38,7 @@ mod runner;
 mod status;
 
 use discover::replication_now;
-pub use reconcile::repairs;
+pub use reconcile::{app_repairs, repairs};
 pub use status::history_entry;
 use status::observation_label;
 
@@ -325,6 +325,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 maintenance: Default::default(),
                 unmonitored: Default::default(),
                 replacements: Vec::new(),
+                retries: Default::default(),
             },
         };
         let listen = top.controller.listen.value;

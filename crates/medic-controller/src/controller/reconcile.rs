@@ -132,6 +132,41 @@ pub fn repairs(
     fences
 }
 
+/// The changes that bring one app proxy's backends back to the proxies it may use: every proxy
+/// that `proxy_up` (its checks say it answers, and no recovery holds it) and that the app
+/// proxy keeps in maintenance is made `ready` again — a recovery that fenced it and then
+/// stopped (its machine answered again), or an activation skipped while the app proxy could
+/// not be reached. Nothing is fenced here: taking a proxy out is a recovery's decision.
+pub fn app_repairs(
+    top: &Topology,
+    app: &ProxyApi,
+    servers: &[ServerState],
+    proxy_up: impl Fn(&str) -> bool,
+) -> Vec<Action> {
+    let mut out = Vec::new();
+    for a in top.app_proxies.iter().map(|a| &a.value) {
+        if a.machine.value != app.machine {
+            continue;
+        }
+        for f in a.frontends.iter().map(|f| &f.value) {
+            let backend = medic_plan::vars::app_backend(&f.shard.value);
+            for sv in servers.iter().filter(|x| x.backend == backend) {
+                let configured = sv.server == a.primary.value || sv.server == a.backup.value;
+                if configured && !sv.is_ready() && proxy_up(&sv.server) {
+                    out.push(Action::ActivateServer {
+                        proxy: app.clone(),
+                        server: ServerRef {
+                            backend: backend.clone(),
+                            server: sv.server.clone(),
+                        },
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// Reads every proxy's routing every [`RECONCILE_EVERY`] (for the status) and repairs what
     /// differs from the intended one — never while a recovery runs (it makes its own changes).
@@ -175,8 +210,22 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     })
                 })
                 .collect();
-            (st.core.saved.observed.clone(), skip, up)
+            let proxies_up: Vec<String> = top
+                .proxy_machines()
+                .filter(|p| !skip.iter().any(|m| m == p) && !st.core.is_busy(p))
+                .filter(|p| {
+                    st.core
+                        .health
+                        .get(&Target::Proxy {
+                            machine: (*p).to_owned(),
+                        })
+                        .is_some_and(|h| h.detector.health == Health::Up)
+                })
+                .map(str::to_owned)
+                .collect();
+            (st.core.saved.observed.clone(), skip, (up, proxies_up))
         };
+        let (up, proxies_up) = up;
         for machine in top.proxy_machines() {
             if skip.iter().any(|m| m == machine) {
                 continue;
@@ -206,6 +255,30 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let fixes = repairs(top, &observed, &proxy, &servers, |s| {
                 up.iter().any(|u| u == s)
             });
+            if !fixes.is_empty() {
+                self.repair(machine, fixes).await;
+            }
+        }
+        for a in top.app_proxies.iter().map(|a| &a.value) {
+            let machine = a.machine.value.as_str();
+            if skip.iter().any(|m| m == machine) || !lock(&self.inner.st).core.idle() {
+                continue;
+            }
+            let Some(ip) = observed.address(machine) else {
+                continue;
+            };
+            let port = a.runtime_api.value.port.value;
+            let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
+            api.timeout = READ_WITHIN;
+            let Ok(Ok(servers)) = tokio::time::timeout(READ_WITHIN, api.servers(None)).await else {
+                continue;
+            };
+            let app = ProxyApi {
+                machine: machine.to_owned(),
+                address: Addr::Ip(ip),
+                port,
+            };
+            let fixes = app_repairs(top, &app, &servers, |p| proxies_up.iter().any(|u| u == p));
             if !fixes.is_empty() {
                 self.repair(machine, fixes).await;
             }
@@ -367,5 +440,35 @@ mod tests {
                 .all(|a| matches!(a, Action::SetServerAddress { .. })),
             "{unsure:?}"
         );
+    }
+
+    /// An app proxy that keeps a proxy in maintenance (a recovery fenced it, then stopped at
+    /// its last look; or its activation was skipped): let back in only while that proxy
+    /// answers; never fenced here.
+    #[test]
+    fn an_app_proxy_lets_back_in_only_the_proxies_that_answer() {
+        let (top, _) = lab();
+        let app = ProxyApi {
+            machine: "app".into(),
+            address: Addr::Ip(IpAddr::from([10, 77, 0, 14])),
+            port: 9998,
+        };
+        let servers = [
+            server("app-r9001", "haproxy1", "10.77.0.12", 8001, true),
+            server("app-r9001", "haproxy2", "10.77.0.13", 8001, true),
+            server("app-r9002", "haproxy1", "10.77.0.12", 8002, false),
+            server("app-r9002", "haproxy2", "10.77.0.13", 8002, false),
+        ];
+        let activated: Vec<String> = app_repairs(&top, &app, &servers, |p| p == "haproxy1")
+            .iter()
+            .map(|a| match a {
+                Action::ActivateServer { server, .. } => {
+                    format!("{}/{}", server.backend, server.server)
+                }
+                other => other.kind().to_owned(),
+            })
+            .collect();
+        assert_eq!(activated, ["app-r9001/haproxy1"]);
+        assert_eq!(app_repairs(&top, &app, &servers, |_| false), []);
     }
 }

@@ -12,7 +12,7 @@ use medic_plan::{Action, AlertLevel, Step, StepOutput};
 
 use super::{ATTEMPTS, BACKOFF, Controller, ControllerError, error_chain, lock, read};
 use crate::checks::Target;
-use crate::core::{Next, internal_summary, is_internal};
+use crate::core::{Next, internal_summary, is_internal, last_look_failed};
 use crate::journal::{Outcome, Record, Writer, now_ms};
 use medic_detect::Health;
 
@@ -138,6 +138,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
                 Next::Run(step) => step,
             };
+            let look = lock(&self.inner.st).core.last_look(id, &step);
+            if let Some(machine) = look
+                && self.answers(&machine).await
+            {
+                let error = last_look_failed(&machine);
+                tracing::warn!(step = step.index, "{error}");
+                w_failed(&mut writer, step.index, &error)?;
+                lock(&self.inner.st).core.step_failed(id, step.index, error);
+                continue;
+            }
             let view = medic_plan::describe::describe(&step, &playbooks);
             let span = tracing::info_span!("step", index = step.index, kind = step.action.kind(), target = %view.target);
             let started = Instant::now();
@@ -274,4 +284,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             std::process::abort();
         }
     }
+}
+
+/// Journals a step refused before it ran.
+fn w_failed(w: &mut Writer, step: usize, error: &str) -> Result<(), ControllerError> {
+    w.append(&Record::Failed {
+        step,
+        at_ms: now_ms(),
+        attempt: 1,
+        error: error.to_owned(),
+    })?;
+    Ok(())
 }

@@ -41,7 +41,7 @@ use crate::checks::Target;
 use crate::store::Saved;
 
 pub use detect::LINK_SILENT_SECS;
-pub use recovery::{Next, internal_summary, is_internal, note_skips};
+pub use recovery::{Next, internal_summary, is_internal, last_look_failed, note_skips};
 
 /// Alerts kept for the status page.
 pub const ALERTS_KEPT: usize = 50;
@@ -141,6 +141,8 @@ pub struct Running {
     /// The proxy changes its steps skipped, and the fences it made good at the source.
     pub skipped: Vec<String>,
     pub unfenced: medic_exec::Unfenced,
+    /// Started on a verdict (not by an operator or a journal).
+    pub detected: bool,
     pub alerted: bool,
     pub held: Option<String>,
     /// Why it stopped, when a step failed: (step, error).
@@ -205,9 +207,6 @@ pub struct Core {
     early: BTreeMap<String, Early>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
-    /// Machines whose recovery failed: when they are watched again, and how many times in a
-    /// row it failed (the wait doubles).
-    retries: BTreeMap<String, (u64, u32)>,
 }
 
 impl Core {
@@ -225,7 +224,6 @@ impl Core {
             judged_at: BTreeMap::new(),
             early: BTreeMap::new(),
             warned: BTreeSet::new(),
-            retries: BTreeMap::new(),
         }
     }
 
@@ -286,7 +284,7 @@ impl Core {
         }
         self.saved.replacements.retain(|(m, _)| m != machine);
         self.saved.unmonitored.remove(machine);
-        self.retries.remove(machine);
+        self.saved.retries.remove(machine);
         self.request(Request {
             event: Event::MachineLost {
                 machine: machine.to_owned(),

@@ -50,8 +50,8 @@ pub fn internal_summary(action: &Action) -> String {
 }
 
 /// The first wait before a machine whose recovery failed is watched again, and the longest.
-const RETRY_FIRST_MS: u64 = 30_000;
-const RETRY_MAX_MS: u64 = 600_000;
+const RETRY_FIRST_MS: u64 = 10_000;
+const RETRY_MAX_MS: u64 = 300_000;
 
 /// The machine a step acts on, when it acts on one.
 fn step_machine(action: &Action) -> Option<&str> {
@@ -163,13 +163,14 @@ impl Core {
     pub fn schedule(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
         let due: Vec<String> = self
+            .saved
             .retries
             .iter()
             .filter(|(m, (at, _))| *at <= now_ms && !self.busy.contains(*m))
             .map(|(m, _)| m.clone())
             .collect();
         for m in due {
-            if let Some(r) = self.retries.get_mut(&m) {
+            if let Some(r) = self.saved.retries.get_mut(&m) {
                 r.0 = u64::MAX;
             }
             if self.saved.unmonitored.remove(&m) {
@@ -256,6 +257,8 @@ impl Core {
                 }
             }
         };
+        // (A resumed one was detected unless an operator asked for it.)
+        let detected = req.detected || (resumed && !req.trigger.starts_with("manual:"));
         let mut run = Running {
             redo: BTreeSet::new(),
             done: BTreeSet::new(),
@@ -268,6 +271,7 @@ impl Core {
             current: None,
             skipped: Vec::new(),
             unfenced: medic_exec::Unfenced::default(),
+            detected,
             alerted: false,
             held: None,
             failed: None,
@@ -421,6 +425,27 @@ impl Core {
         out
     }
 
+    /// Whether `step` must wait for a last look at a machine: a machine lost on the checks'
+    /// and witnesses' word is terminated only if it still does not answer (its hang or its
+    /// partition may have ended since the verdict). Returns the machine to look at; the
+    /// adapter probes it and, if it answers, fails the step with [`last_look_failed`].
+    /// An operator's `medic recover` is not second-guessed.
+    pub fn last_look(&self, id: &str, step: &Step) -> Option<String> {
+        let run = self.running.get(id)?;
+        let Event::MachineLost { machine } = &run.plan.event else {
+            return None;
+        };
+        match &step.action {
+            Action::TerminateInstance { machine: m, .. }
+            | Action::FenceAtSource { machine: m, .. }
+                if m == machine && run.detected =>
+            {
+                Some(m.clone())
+            }
+            _ => None,
+        }
+    }
+
     /// A step failed after its retries: the recovery stops there.
     pub fn step_failed(&mut self, id: &str, step: usize, error: String) {
         if let Some(run) = self.running.get_mut(id) {
@@ -461,18 +486,25 @@ impl Core {
             ),
         });
         if let Outcome::Failed { step, error } = outcome {
+            // The restart itself (its playbook, or reaching the machine for it), not a step
+            // that also needs another machine (a sync from the master).
             let failed_on = run
                 .plan
                 .steps
                 .iter()
                 .find(|s| s.index == *step)
-                .and_then(|s| step_machine(&s.action));
+                .and_then(|s| match &s.action {
+                    Action::RunPlaybook { .. } | Action::WaitReachable { .. } => {
+                        step_machine(&s.action)
+                    }
+                    _ => Some(""),
+                });
             match &run.plan.event {
                 // The ladder: a process that cannot be restarted on its machine means the
                 // machine is not usable (it may be going down): recover the machine. (Not when
                 // the step that failed was another machine's: a replica that cannot be reached
                 // says nothing of this machine.)
-                Event::ProcessDied { machine, .. } if failed_on.is_none_or(|m| m == machine) => {
+                Event::ProcessDied { machine, .. } if failed_on.is_some_and(|m| m == machine) => {
                     out.push(Output::Alert {
                         level: AlertLevel::Warning,
                         message: format!("restarting the process on {machine} failed at step {step} ({error}); recovering the whole machine"),
@@ -501,9 +533,11 @@ impl Core {
                     // Watched again after a backoff: what is still wrong then is detected and
                     // acted on afresh (a partition that made the step fail may be over).
                     let retry = if run.claims.machines.contains(&who) {
-                        let tries = self.retries.get(&who).map_or(0, |r| r.1) + 1;
+                        let tries = self.saved.retries.get(&who).map_or(0, |r| r.1) + 1;
                         let wait = (RETRY_FIRST_MS << (tries - 1).min(5)).min(RETRY_MAX_MS);
-                        self.retries.insert(who.clone(), (now_ms + wait, tries));
+                        self.saved
+                            .retries
+                            .insert(who.clone(), (now_ms + wait, tries));
                         format!(
                             "it is watched again in {} s (try {tries}), or `medic recover {who}` now",
                             wait / 1000
@@ -522,7 +556,7 @@ impl Core {
                 }
             }
         } else if let Some(m) = &run.key {
-            self.retries.remove(m);
+            self.saved.retries.remove(m);
         }
         out.push(Output::Save);
         out
@@ -533,6 +567,13 @@ impl Core {
     pub fn abandon(&mut self, id: &str) {
         self.running.remove(id);
     }
+}
+
+/// The error of a step refused because its machine answered at the last look.
+pub fn last_look_failed(machine: &str) -> String {
+    format!(
+        "{machine} answers again: not terminated (it was judged lost, but its hang or partition is over); it is watched again and what is still wrong is acted on afresh"
+    )
 }
 
 /// What a done step skipped: into the ledger of unmade fences (a resumed recovery's) and the

@@ -22,6 +22,7 @@ fn core() -> Core {
         maintenance: Default::default(),
         unmonitored: Default::default(),
         replacements: Vec::new(),
+        retries: Default::default(),
     };
     Core::new(Arc::new(loaded), saved)
 }
@@ -335,8 +336,15 @@ fn a_failed_step_ends_the_recovery_and_a_process_that_cannot_restart_escalates()
     });
     c.schedule(10);
     let id = c.running.keys().next().cloned().expect("started");
-    let Next::Run(step) = c.next_step(&id, 10) else {
-        panic!("no step");
+    // Up to the restart (its playbook), which fails.
+    let step = loop {
+        let Next::Run(step) = c.next_step(&id, 10) else {
+            panic!("no playbook step");
+        };
+        if matches!(step.action, Action::RunPlaybook { .. }) {
+            break step;
+        }
+        c.step_done(&id, &step, &StepOutput::default(), 10);
     };
     c.step_failed(&id, step.index, "ssh: no route".into());
     let Next::End(outcome) = c.next_step(&id, 11) else {
@@ -406,4 +414,50 @@ fn a_replacement_launched_before_a_restart_counts_for_the_flap_limits() {
     c2.queue.clear();
     c2.resume(again, "test".into(), None, None, 4_000);
     assert_eq!(c2.saved.replacements.len(), 1);
+}
+
+#[test]
+fn a_restart_that_fails_on_another_machine_does_not_escalate_and_is_retried() {
+    let mut c = core();
+    c.request(Request {
+        event: Event::ProcessDied {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(5),
+        master_last_ok_ms: None,
+        queued_ms: 5,
+        detected: true,
+        resume: None,
+    });
+    c.schedule(10);
+    let id = c.running.keys().next().cloned().expect("started");
+    // Every step done up to the sync from the master, which fails (the master is gone).
+    let step = loop {
+        let Next::Run(step) = c.next_step(&id, 10) else {
+            panic!("no sync step");
+        };
+        if matches!(step.action, Action::WaitInSync { .. }) {
+            break step;
+        }
+        c.step_done(&id, &step, &StepOutput::default(), 10);
+    };
+    c.step_failed(&id, step.index, "master 10.77.0.10:9002: no answer".into());
+    let Next::End(outcome) = c.next_step(&id, 11) else {
+        panic!("not ended");
+    };
+    let out = c.finished(&id, &outcome, 12);
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("watched again in 10 s")),
+        "{out:?}"
+    );
+    c.schedule(13);
+    assert!(c.running.is_empty(), "escalated: {:?}", c.running.keys());
+    assert!(c.saved.unmonitored.contains("redis2"));
+    // Ten seconds on, it is watched again.
+    let out = c.schedule(10_012);
+    assert!(!c.saved.unmonitored.contains("redis2"), "{out:?}");
 }

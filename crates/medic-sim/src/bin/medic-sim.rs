@@ -27,12 +27,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (mut failed, mut recoveries) = (0u64, 0usize);
+    let (mut failed, mut recoveries, mut human) = (0u64, 0usize, 0u64);
     let started = std::time::Instant::now();
     for seed in from..from + count {
         match medic_sim::run_seed(&loaded, seed) {
             Ok(r) => {
                 recoveries += r.recoveries;
+                if let Some(why) = &r.needs_human {
+                    human += 1;
+                    if trace || count <= 100 {
+                        println!("seed {seed}: ends waiting for a human, as designed: {why}");
+                    }
+                }
                 if trace {
                     for l in &r.trace {
                         println!("  {l}");
@@ -53,7 +59,7 @@ fn main() -> ExitCode {
         }
     }
     println!(
-        "seeds {from}..{}: {count} run, {failed} violated an invariant, {recoveries} recoveries, {:.1} s",
+        "seeds {from}..{}: {count} run, {failed} violated an invariant, {human} ended waiting for a human (as designed), {recoveries} recoveries, {:.1} s",
         from + count,
         started.elapsed().as_secs_f64()
     );

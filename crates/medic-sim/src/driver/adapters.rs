@@ -111,45 +111,52 @@ impl Sim {
             })
             .map(|(n, _)| n.clone())
             .collect();
-        for machine in top.proxy_machines() {
-            if paused.contains(machine) || self.world.check_proxy(machine) != Observation::Ok {
+        let proxies_up: Vec<String> = top
+            .proxy_machines()
+            .filter(|p| !paused.contains(*p) && !self.core.is_busy(p))
+            .filter(|p| {
+                self.core
+                    .health
+                    .get(&Target::Proxy {
+                        machine: (*p).to_owned(),
+                    })
+                    .is_some_and(|h| h.detector.health == medic_detect::Health::Up)
+            })
+            .map(str::to_owned)
+            .collect();
+        let mut apis: Vec<(String, u16, bool)> = top
+            .proxy_machines()
+            .map(|m| (m.to_owned(), port, false))
+            .collect();
+        apis.extend(top.app_proxies.iter().map(|a| {
+            (
+                a.value.machine.value.clone(),
+                a.value.runtime_api.value.port.value,
+                true,
+            )
+        }));
+        for (machine, port, is_app) in apis {
+            if paused.contains(&machine) || self.world.check_proxy(&machine) != Observation::Ok {
                 continue;
             }
-            let Some(ip) = observed.address(machine) else {
+            let (Some(ip), Some(servers)) = (observed.address(&machine), self.servers_of(&machine))
+            else {
                 continue;
             };
-            let Some(proxy) = self.world.instance(machine).and_then(|i| i.proxy.clone()) else {
-                continue;
-            };
-            let servers: Vec<ServerState> = proxy
-                .backends
-                .iter()
-                .flat_map(|(b, lines)| lines.iter().map(move |l| (b, l)))
-                .map(|(b, l)| ServerState {
-                    backend: b.clone(),
-                    server: l.name.clone(),
-                    addr: l.addr.to_string(),
-                    port: l.port,
-                    op_state: OpState::Running,
-                    admin_state: if l.admin == Admin::Maint {
-                        medic_haproxy::parse::admin::FMAINT
-                    } else {
-                        0
-                    },
-                })
-                .collect();
             let api = ProxyApi {
-                machine: machine.to_owned(),
+                machine: machine.clone(),
                 address: Addr::Ip(ip),
                 port,
             };
-            let fixes =
+            let fixes = if is_app {
+                medic_controller::controller::app_repairs(&top, &api, &servers, |p| {
+                    proxies_up.iter().any(|u| u == p)
+                })
+            } else {
                 medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| {
                     up.iter().any(|u| u == s)
-                });
-            if fixes.is_empty() {
-                continue;
-            }
+                })
+            };
             let mut exec = SimExec::default();
             let addresses = self.world.addresses();
             for (i, action) in fixes.into_iter().enumerate() {
@@ -165,5 +172,47 @@ impl Sim {
                 ));
             }
         }
+    }
+
+    /// A proxy's `show servers state`, as HAProxy would answer it.
+    fn servers_of(&self, machine: &str) -> Option<Vec<ServerState>> {
+        let proxy = self.world.instance(machine)?.proxy.as_ref()?;
+        Some(
+            proxy
+                .backends
+                .iter()
+                .flat_map(|(b, lines)| lines.iter().map(move |l| (b, l)))
+                .map(|(b, l)| ServerState {
+                    backend: b.clone(),
+                    server: l.name.clone(),
+                    addr: l.addr.to_string(),
+                    port: l.port,
+                    op_state: OpState::Running,
+                    admin_state: if l.admin == Admin::Maint {
+                        medic_haproxy::parse::admin::FMAINT
+                    } else {
+                        0
+                    },
+                })
+                .collect(),
+        )
+    }
+
+    /// The last look: does any of `machine`'s targets answer the monitor host now?
+    pub(super) fn answers(&self, machine: &str) -> bool {
+        let redis = self
+            .world
+            .shards
+            .iter()
+            .filter(|(_, l)| l.machines.iter().any(|m| m == machine))
+            .any(|(shard, _)| self.world.check_redis(shard, machine).0 == Observation::Ok);
+        let proxy = self.world.proxies().iter().any(|p| p == machine)
+            || self
+                .loaded
+                .topology
+                .app_proxies
+                .iter()
+                .any(|a| a.value.machine.value == machine);
+        redis || (proxy && self.world.check_proxy(machine) == Observation::Ok)
     }
 }
