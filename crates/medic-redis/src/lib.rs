@@ -209,6 +209,30 @@ pub(crate) async fn connect(
 }
 
 impl Redis {
+    /// A client's write, to see whether writes pass (through a proxy, say): `SET key value PX
+    /// ttl_ms`, which must answer `OK`.
+    pub async fn write_probe(
+        &self,
+        at: RedisAddr,
+        key: &str,
+        value: &str,
+        ttl_ms: u64,
+    ) -> Result<(), RedisError> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(ttl_ms);
+        let reply: String = self.call(at, "SET", cmd).await?;
+        if reply == "OK" {
+            Ok(())
+        } else {
+            Err(RedisError::Reply {
+                addr: at,
+                op: "SET",
+                code: "UNEXPECTED".into(),
+                message: reply,
+            })
+        }
+    }
+
     async fn call<T: redis::FromRedisValue + Send>(
         &self,
         addr: RedisAddr,

@@ -613,3 +613,50 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
         "{after}"
     );
 }
+
+/// Health as the clients see it: redis1 holds every write to r9001 (`CLIENT PAUSE WRITE`) while
+/// it answers every check and every proxy routes to it. The write probe through each proxy
+/// fails: the status calls r9001 `unwritable` (never `ok`) and a critical alert says so, with
+/// nothing failed over; once writes pass again, the status says `ok`.
+#[test]
+fn a_shard_that_takes_no_writes_is_unwritable_in_the_status_and_alerted() {
+    let Some(mut env) = Env::new(11, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    env.wait("r9001 ok", RECOVERY, |e| e.shard("r9001")["state"] == "ok");
+    assert_eq!(
+        cli(&env.ip(10), 9001, &["CLIENT", "PAUSE", "30000", "WRITE"]),
+        "OK"
+    );
+    env.wait("r9001 unwritable", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "unwritable"
+    });
+    env.wait("the alert", RECOVERY, |e| {
+        e.alerts()
+            .iter()
+            .any(|a| a.contains("writes to r9001 through haproxy1 fail"))
+    });
+    let sh = env.shard("r9001");
+    assert_eq!(sh["master"], "redis1", "{sh}");
+    assert!(
+        sh["writes"]
+            .as_array()
+            .is_some_and(|w| w.len() == 2 && w.iter().all(|x| x["ok"] == false)),
+        "{sh}"
+    );
+    assert_eq!(
+        env.shard("r9002")["state"],
+        "ok",
+        "the other shard takes writes"
+    );
+    assert_eq!(env.history(), Vec::<Value>::new(), "nothing to recover");
+    assert_eq!(cli(&env.ip(10), 9001, &["CLIENT", "UNPAUSE"]), "OK");
+    env.wait("r9001 ok again", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "ok"
+    });
+    env.wait("writes pass again", RECOVERY, |e| {
+        text(&medic(&["events", "-t", e.f()]))
+            .contains("writes to r9001 through haproxy1 pass again")
+    });
+}

@@ -33,6 +33,7 @@ mod ask;
 mod discover;
 mod drive;
 mod operator;
+mod probe;
 mod reconcile;
 mod runner;
 mod status;
@@ -142,6 +143,8 @@ struct St {
     next_event: u64,
     /// Each proxy's routing as last read (the reconcile reads it every few seconds).
     routing: BTreeMap<String, reconcile::Routing>,
+    /// The last write probe through each proxy to each shard: (proxy, shard).
+    writes: BTreeMap<(String, String), probe::WriteProbe>,
     /// When this controller started (ms): a proxy never read since is "unknown" after a while.
     started_ms: u64,
 }
@@ -350,6 +353,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 events: VecDeque::new(),
                 next_event: 1,
                 routing: BTreeMap::new(),
+                writes: BTreeMap::new(),
                 started_ms: now_ms(),
             }),
             notifier: RwLock::new(notifier),

@@ -171,8 +171,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// Reads every proxy's routing every [`RECONCILE_EVERY`] (for the status) and repairs what
     /// differs from the intended one — never while a recovery runs (it makes its own changes).
     pub(super) async fn reconcile_proxies(&self) {
+        let mut round = 0;
         loop {
             self.reconcile_once().await;
+            self.probe_writes(round).await;
+            round += 1;
             // (Also the clock for the core's timed decisions: a failed recovery's retry.)
             self.kick();
             tokio::time::sleep(RECONCILE_EVERY).await;

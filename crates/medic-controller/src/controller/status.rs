@@ -8,7 +8,7 @@ use medic_plan::Action;
 use medic_playbook::Playbooks;
 use medic_redis::Role;
 
-use super::{Controller, ControllerError, InFlight, St, lock, read, reconcile};
+use super::{Controller, ControllerError, InFlight, St, lock, probe, read, reconcile};
 use crate::checks::Target;
 use crate::core::TargetHealth;
 use crate::journal::{RecoveryLog, now_ms};
@@ -138,10 +138,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
                 });
                 let unknown = read().any(|r| r["to"].is_null());
+                let writes = probe::writes_of(&st.writes, name);
+                let now = now_ms();
+                let unwritable = st.writes.iter().any(|((_, sh), w)| {
+                    sh == name && !w.ok && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
+                });
                 let state = if !master_up {
                     "down"
                 } else if misrouted {
                     "misrouted"
+                } else if unwritable {
+                    "unwritable"
                 } else if unknown {
                     "routing unknown"
                 } else if synced == 0 {
@@ -158,6 +165,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     "master_health": health_of(&master_t),
                     "replicas": replicas,
                     "routes": routes,
+                    "writes": writes,
                     "state": state,
                 })
             })
