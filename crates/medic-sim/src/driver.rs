@@ -33,6 +33,8 @@ use crate::world::World;
 pub const TICK_MS: u64 = 50;
 /// After the last fault ends, everything must be healthy within this.
 pub const CONVERGE_WITHIN_MS: u64 = 600_000;
+/// After the faults stop, the operator acts on the alerts that asked for `medic recover`.
+const OPERATOR_AFTER_MS: u64 = 30_000;
 /// How often an idle controller reconciles the proxies.
 const RECONCILE_MS: u64 = 2_000;
 
@@ -120,6 +122,10 @@ pub struct Sim {
     /// An alert saying a human must decide (a held replacement, a shard with no replica fit
     /// to promote), if one was raised.
     human: Option<String>,
+    /// Machines an alert told the operator to `medic recover` if they are really lost, and
+    /// those the simulated operator recovered.
+    ask_operator: std::collections::BTreeSet<String>,
+    recovered_by_operator: std::collections::BTreeSet<String>,
 }
 
 impl std::fmt::Debug for Sim {
@@ -176,6 +182,8 @@ impl Sim {
             trace: Vec::new(),
             recoveries: 0,
             human: None,
+            ask_operator: Default::default(),
+            recovered_by_operator: Default::default(),
         };
         sim.discover();
         sim
@@ -207,6 +215,9 @@ impl Sim {
         while self.now < deadline {
             self.now += TICK_MS;
             self.tick()?;
+            if self.now > faults_end + OPERATOR_AFTER_MS {
+                self.operator();
+            }
             if let Err(v) = invariants::check(&self.world, self.now) {
                 return Err(self.fail(v.to_string()));
             }
@@ -301,6 +312,29 @@ impl Sim {
         })
     }
 
+    /// The on-call engineer: a machine an alert said to `medic recover` if it is really lost,
+    /// and that is lost (not up), is recovered by hand, once. The run must then converge.
+    fn operator(&mut self) {
+        let due: Vec<String> = self
+            .ask_operator
+            .iter()
+            .filter_map(|m| match m.strip_prefix('!') {
+                // Held: replaced if it does not answer (as `medic status` shows it).
+                Some(held) => (!self.answers(held)).then(|| held.to_owned()),
+                None => (!self.world.is_up(m)).then(|| m.clone()),
+            })
+            .filter(|m| !self.recovered_by_operator.contains(m))
+            .collect();
+        for m in due {
+            self.recovered_by_operator.insert(m.clone());
+            match self.core.recover_machine(&m, self.now) {
+                Ok(()) => self.note(format!("operator: medic recover {m}")),
+                Err(e) => self.note(format!("operator: medic recover {m}: {e}")),
+            }
+            self.persisted = self.core.saved.clone();
+        }
+    }
+
     fn tick(&mut self) -> Result<(), Failure> {
         let now = self.now;
         self.world.advance(now);
@@ -365,10 +399,25 @@ impl Sim {
         for o in outputs {
             match o {
                 Output::Alert { level, message } => {
-                    if message.starts_with("replacement held")
-                        || message.contains("is not promoted automatically")
-                    {
+                    // What a human must decide: promoting a replica that was never in sync
+                    // (losing writes) is left to them; a held replacement and a loss too few
+                    // observers could confirm are what `medic recover` is for, and the
+                    // simulated operator runs it (see `operator`).
+                    if message.contains("is not promoted automatically") {
                         self.human.get_or_insert_with(|| message.clone());
+                    }
+                    if let Some(m) = message
+                        .split_once(" stays out of monitoring and is not replaced")
+                        .and_then(|(before, _)| before.rsplit(' ').next())
+                        .filter(|_| message.starts_with("replacement held"))
+                    {
+                        // (Held: the operator decides to replace it, whatever it does now.)
+                        self.ask_operator.insert(format!("!{m}"));
+                    }
+                    if message.contains("no majority of its observers confirms")
+                        && let Some((m, _)) = message.split_once(" is silent to the monitor host")
+                    {
+                        self.ask_operator.insert(m.to_owned());
                     }
                     self.note(format!("alert {level:?}: {message}"))
                 }

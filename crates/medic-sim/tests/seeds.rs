@@ -43,7 +43,7 @@ fn every_seed_keeps_every_invariant_but_the_known_ones() {
         }
     }
     eprintln!(
-        "{seeds} seeds: {ok} kept every invariant ({recoveries} recoveries; {human} ended waiting for a human, as designed: a held replacement or a shard with no copy left), {} known violations",
+        "{seeds} seeds: {ok} kept every invariant ({recoveries} recoveries; {human} ended waiting for a human, as designed: a shard with no copy fit to promote), {} known violations",
         known.range(..seeds).count()
     );
     assert!(wrong.is_empty(), "{}", wrong.join("\n\n"));
@@ -80,7 +80,7 @@ fn seeds_that_found_defects_now_pass() {
         ),
         (
             13,
-            "a second loss of a machine within the cooldown is held for a human by design, and must not count as a failure to converge",
+            "a second loss of a machine within the cooldown is held for a human by design; the simulated operator's `medic recover` must then bring everything back",
         ),
     ] {
         if let Err(f) = medic_sim::run_seed(&loaded, seed) {

@@ -94,6 +94,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let (alert, recovered) = {
                 let mut st = lock(&self.inner.st);
                 let busy = !st.core.idle();
+                // A proxy the monitor host cannot read at all has its own alert (it cannot be
+                // reached): its failed writes say nothing more.
+                let readable = st
+                    .routing
+                    .get(&proxy)
+                    .is_some_and(|r| now_ms().saturating_sub(r.read_ms) <= PROBE_STALE_MS);
                 let e = st
                     .writes
                     .entry((proxy.clone(), shard.clone()))
@@ -118,7 +124,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     }
                 }
                 // While a recovery runs, failed writes are its window, not news.
-                let alert = !busy && e.failures == ALERT_AFTER;
+                let alert = !busy && readable && e.failures == ALERT_AFTER;
                 (alert.then(|| e.detail.clone()), was_alerted && e.ok)
             };
             if let Some(why) = alert {

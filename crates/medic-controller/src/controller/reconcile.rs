@@ -132,6 +132,11 @@ pub fn repairs(
     fences
 }
 
+/// An operator's maintenance: not touched at all.
+fn st_maintenance(st: &std::sync::Mutex<super::St>, machine: &str) -> bool {
+    lock(st).core.saved.maintenance.contains(machine)
+}
+
 /// The changes that bring one app proxy's backends back to the proxies it may use: every proxy
 /// that `proxy_up` (its checks say it answers, and no recovery holds it) and that the app
 /// proxy keeps in maintenance is made `ready` again — a recovery that fenced it and then
@@ -186,7 +191,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let port = top.proxies.value.runtime_api.value.port.value;
-        let (observed, skip, up) = {
+        let (observed, _, up) = {
             let st = lock(&self.inner.st);
             let skip: Vec<String> = st
                 .core
@@ -226,11 +231,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
                 .map(str::to_owned)
                 .collect();
-            (st.core.saved.observed.clone(), skip, (up, proxies_up))
+            (st.core.saved.observed.clone(), (), (up, proxies_up))
         };
         let (up, proxies_up) = up;
         for machine in top.proxy_machines() {
-            if skip.iter().any(|m| m == machine) {
+            // (A proxy a recovery took out of monitoring is still repaired if it answers: a
+            // proxy that routes wrongly is a danger whether or not medic watches it.)
+            if st_maintenance(&self.inner.st, machine) {
                 continue;
             }
             let Some(ip) = observed.address(machine) else {
@@ -264,7 +271,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         for a in top.app_proxies.iter().map(|a| &a.value) {
             let machine = a.machine.value.as_str();
-            if skip.iter().any(|m| m == machine) || !lock(&self.inner.st).core.idle() {
+            if st_maintenance(&self.inner.st, machine) || !lock(&self.inner.st).core.idle() {
                 continue;
             }
             let Some(ip) = observed.address(machine) else {

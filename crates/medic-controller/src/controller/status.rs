@@ -82,94 +82,101 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
             })
             .collect();
-        let shards: Vec<serde_json::Value> = top
-            .shards
-            .iter()
-            .map(|s| {
-                let name = &s.value.name.value;
-                let Some(ss) = obs.shards.get(name) else {
-                    return serde_json::json!({"name": name});
-                };
-                let master_t = Target::Redis {
-                    shard: name.clone(),
-                    machine: ss.master.clone(),
-                };
-                let master_up = st
-                    .core
-                    .health
-                    .get(&master_t)
-                    .is_some_and(|h| h.detector.health == Health::Up);
-                let replicas: Vec<serde_json::Value> = ss
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        let t = Target::Redis {
-                            shard: name.clone(),
-                            machine: r.machine.clone(),
-                        };
-                        let up = st
-                            .core
-                            .health
-                            .get(&t)
-                            .is_some_and(|h| h.detector.health == Health::Up);
-                        serde_json::json!({
-                            "machine": r.machine,
-                            "in_sync": r.offset.is_some() && up,
-                            "offset": r.offset,
-                            "health": health_of(&t),
+        let shards: Vec<serde_json::Value> =
+            top.shards
+                .iter()
+                .map(|s| {
+                    let name = &s.value.name.value;
+                    let Some(ss) = obs.shards.get(name) else {
+                        return serde_json::json!({"name": name});
+                    };
+                    let master_t = Target::Redis {
+                        shard: name.clone(),
+                        machine: ss.master.clone(),
+                    };
+                    let master_up = st
+                        .core
+                        .health
+                        .get(&master_t)
+                        .is_some_and(|h| h.detector.health == Health::Up);
+                    let replicas: Vec<serde_json::Value> = ss
+                        .replicas
+                        .iter()
+                        .map(|r| {
+                            let t = Target::Redis {
+                                shard: name.clone(),
+                                machine: r.machine.clone(),
+                            };
+                            let up = st
+                                .core
+                                .health
+                                .get(&t)
+                                .is_some_and(|h| h.detector.health == Health::Up);
+                            serde_json::json!({
+                                "machine": r.machine,
+                                "in_sync": r.offset.is_some() && up,
+                                "offset": r.offset,
+                                "health": health_of(&t),
+                            })
                         })
+                        .collect();
+                    let synced = replicas
+                        .iter()
+                        .filter(|r| r["in_sync"].as_bool() == Some(true))
+                        .count();
+                    // What clients get: the server each proxy sends the shard's writes to.
+                    let backend = medic_plan::vars::proxy_backend(name);
+                    let routes: Vec<serde_json::Value> = top
+                        .proxy_machines()
+                        .map(|p| reconcile::route_of(&st, p, &backend, now_ms()))
+                        .collect();
+                    // (Before the first readings after start, a proxy counts as neither.)
+                    let read = || routes.iter().filter(|r| r["pending"] != true);
+                    let misrouted = read().any(|r| {
+                        r["to"]
+                            .as_array()
+                            .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
+                    });
+                    let unknown = read().any(|r| r["to"].is_null());
+                    let writes = probe::writes_of(&st.writes, name);
+                    let now = now_ms();
+                    // Writes fail through a proxy the monitor host can read (one it cannot reach at
+                    // all is `routing unknown`, not known to refuse its clients).
+                    let unwritable = st.writes.iter().any(|((p, sh), w)| {
+                        sh == name
+                            && !w.ok
+                            && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
+                            && st.routing.get(p).is_some_and(|r| {
+                                now.saturating_sub(r.read_ms) <= probe::PROBE_STALE_MS
+                            })
+                    });
+                    let state = if !master_up {
+                        "down"
+                    } else if misrouted {
+                        "misrouted"
+                    } else if unwritable {
+                        "unwritable"
+                    } else if unknown {
+                        "routing unknown"
+                    } else if synced == 0 {
+                        "degraded"
+                    } else {
+                        "ok"
+                    };
+                    serde_json::json!({
+                        "name": name,
+                        "port": s.value.port.value,
+                        "master": ss.master,
+                        "master_offset": ss.master_offset,
+                        "generation": ss.generation,
+                        "master_health": health_of(&master_t),
+                        "replicas": replicas,
+                        "routes": routes,
+                        "writes": writes,
+                        "state": state,
                     })
-                    .collect();
-                let synced = replicas
-                    .iter()
-                    .filter(|r| r["in_sync"].as_bool() == Some(true))
-                    .count();
-                // What clients get: the server each proxy sends the shard's writes to.
-                let backend = medic_plan::vars::proxy_backend(name);
-                let routes: Vec<serde_json::Value> = top
-                    .proxy_machines()
-                    .map(|p| reconcile::route_of(&st, p, &backend, now_ms()))
-                    .collect();
-                // (Before the first readings after start, a proxy counts as neither.)
-                let read = || routes.iter().filter(|r| r["pending"] != true);
-                let misrouted = read().any(|r| {
-                    r["to"]
-                        .as_array()
-                        .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
-                });
-                let unknown = read().any(|r| r["to"].is_null());
-                let writes = probe::writes_of(&st.writes, name);
-                let now = now_ms();
-                let unwritable = st.writes.iter().any(|((_, sh), w)| {
-                    sh == name && !w.ok && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
-                });
-                let state = if !master_up {
-                    "down"
-                } else if misrouted {
-                    "misrouted"
-                } else if unwritable {
-                    "unwritable"
-                } else if unknown {
-                    "routing unknown"
-                } else if synced == 0 {
-                    "degraded"
-                } else {
-                    "ok"
-                };
-                serde_json::json!({
-                    "name": name,
-                    "port": s.value.port.value,
-                    "master": ss.master,
-                    "master_offset": ss.master_offset,
-                    "generation": ss.generation,
-                    "master_health": health_of(&master_t),
-                    "replicas": replicas,
-                    "routes": routes,
-                    "writes": writes,
-                    "state": state,
                 })
-            })
-            .collect();
+                .collect();
         let dns: Vec<serde_json::Value> = top
             .dns
             .iter()

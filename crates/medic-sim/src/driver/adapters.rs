@@ -136,7 +136,9 @@ impl Sim {
             )
         }));
         for (machine, port, is_app) in apis {
-            if paused.contains(&machine) || self.world.check_proxy(&machine) != Observation::Ok {
+            if self.core.saved.maintenance.contains(&machine)
+                || self.world.check_proxy(&machine) != Observation::Ok
+            {
                 continue;
             }
             let (Some(ip), Some(servers)) = (observed.address(&machine), self.servers_of(&machine))

@@ -132,7 +132,8 @@ impl World {
             Some(Role::Redis) => self.proxies().into_iter().chain(clients).collect(),
             // A proxy whose runtime API refuses cannot be fenced in a failover: medic replaces
             // it (its observers cannot reach the API either), so it does not count as healthy.
-            Some(Role::Haproxy) if inst.proxy.as_ref().is_none_or(|p| p.api_down) => {
+            // (An app machine likewise: its HAProxy is what it serves.)
+            Some(Role::Haproxy | Role::App) if inst.proxy.as_ref().is_none_or(|p| p.api_down) => {
                 return false;
             }
             Some(Role::Haproxy) => clients.collect(),
