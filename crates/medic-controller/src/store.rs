@@ -42,6 +42,10 @@ pub struct Saved {
     /// leave them out of monitoring for good.
     #[serde(default)]
     pub retries: std::collections::BTreeMap<String, (u64, u32)>,
+    /// When each machine's automatic recoveries started (ms since the epoch), for
+    /// `policy.max_recoveries_per_hour`.
+    #[serde(default)]
+    pub recoveries: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +178,7 @@ mod tests {
             unmonitored: BTreeSet::new(),
             replacements: vec![("x".into(), 5)],
             retries: BTreeMap::from([("y".to_owned(), (10, 2))]),
+            recoveries: vec![("y".into(), 7)],
         };
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));

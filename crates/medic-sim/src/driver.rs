@@ -152,6 +152,7 @@ impl Sim {
             unmonitored: Default::default(),
             replacements: Vec::new(),
             retries: Default::default(),
+            recoveries: Vec::new(),
         };
         let mut rng = Rng::new(seed ^ 0x5eed);
         let checks = medic_controller::checks::targets(top)
@@ -315,21 +316,28 @@ impl Sim {
     /// The on-call engineer: a machine an alert said to `medic recover` if it is really lost,
     /// and that is lost (not up), is recovered by hand, once. The run must then converge.
     fn operator(&mut self) {
-        let due: Vec<String> = self
+        // (machine, replace it): a held machine that does not answer is replaced; one that
+        // answers again is watched again (`medic monitor`); an unconfirmed loss that is real
+        // is recovered.
+        let due: Vec<(String, bool)> = self
             .ask_operator
             .iter()
             .filter_map(|m| match m.strip_prefix('!') {
-                // Held: replaced if it does not answer (as `medic status` shows it).
-                Some(held) => (!self.answers(held)).then(|| held.to_owned()),
-                None => (!self.world.is_up(m)).then(|| m.clone()),
+                Some(held) => Some((held.to_owned(), !self.answers(held))),
+                None => (!self.world.is_up(m)).then(|| (m.clone(), true)),
             })
-            .filter(|m| !self.recovered_by_operator.contains(m))
+            .filter(|(m, _)| !self.recovered_by_operator.contains(m))
             .collect();
-        for m in due {
+        for (m, replace) in due {
             self.recovered_by_operator.insert(m.clone());
-            match self.core.recover_machine(&m, self.now) {
-                Ok(()) => self.note(format!("operator: medic recover {m}")),
-                Err(e) => self.note(format!("operator: medic recover {m}: {e}")),
+            if replace {
+                match self.core.recover_machine(&m, self.now) {
+                    Ok(()) => self.note(format!("operator: medic recover {m}")),
+                    Err(e) => self.note(format!("operator: medic recover {m}: {e}")),
+                }
+            } else {
+                self.core.set_maintenance(&m, false);
+                self.note(format!("operator: medic monitor {m} (it answers again)"));
             }
             self.persisted = self.core.saved.clone();
         }
@@ -412,6 +420,13 @@ impl Sim {
                         .filter(|_| message.starts_with("replacement held"))
                     {
                         // (Held: the operator decides to replace it, whatever it does now.)
+                        self.ask_operator.insert(format!("!{m}"));
+                    }
+                    if let Some(m) = message
+                        .strip_prefix("recoveries of ")
+                        .and_then(|r| r.split_once(" held:"))
+                        .map(|(m, _)| m)
+                    {
                         self.ask_operator.insert(format!("!{m}"));
                     }
                     if message.contains("no majority of its observers confirms")

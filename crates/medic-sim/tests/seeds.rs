@@ -82,6 +82,10 @@ fn seeds_that_found_defects_now_pass() {
             13,
             "a second loss of a machine within the cooldown is held for a human by design; the simulated operator's `medic recover` must then bring everything back",
         ),
+        (
+            6529,
+            "two crashes at once left too few observers to confirm either loss: medic alerted instead of acting, and the operator's `medic recover` must bring everything back",
+        ),
     ] {
         if let Err(f) = medic_sim::run_seed(&loaded, seed) {
             panic!("{defect}:\n{f}");

@@ -504,6 +504,10 @@ pub struct Policy {
     pub remediation: Vec<Spanned<Remedy>>,
     #[serde(default = "default_max_replacements")]
     pub max_replacements_per_hour: Spanned<u32>,
+    /// Automatic recoveries of one machine (restarts, failovers, replacements, retries) in an
+    /// hour beyond which no more start: a crash loop is held for a human.
+    #[serde(default = "default_max_recoveries")]
+    pub max_recoveries_per_hour: Spanned<u32>,
     /// After a machine is replaced, how long before it may be replaced again.
     #[serde(default = "default_cooldown")]
     pub cooldown: Spanned<Dur>,
@@ -524,6 +528,7 @@ impl Default for Policy {
         Policy {
             remediation: default_remediation(),
             max_replacements_per_hour: default_max_replacements(),
+            max_recoveries_per_hour: default_max_recoveries(),
             cooldown: default_cooldown(),
             max_promotion_lag_bytes: default_max_lag(),
             sync_timeout: default_sync_timeout(),
@@ -547,6 +552,9 @@ fn default_remediation() -> Vec<Spanned<Remedy>> {
 }
 fn default_max_replacements() -> Spanned<u32> {
     unspanned(3)
+}
+fn default_max_recoveries() -> Spanned<u32> {
+    unspanned(6)
 }
 fn default_cooldown() -> Spanned<Dur> {
     unspanned(Dur::from_secs(300))

@@ -329,6 +329,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 unmonitored: Default::default(),
                 replacements: Vec::new(),
                 retries: Default::default(),
+                recoveries: Vec::new(),
             },
         };
         let listen = top.controller.listen.value;

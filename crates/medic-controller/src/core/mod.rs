@@ -285,6 +285,7 @@ impl Core {
         self.saved.replacements.retain(|(m, _)| m != machine);
         self.saved.unmonitored.remove(machine);
         self.saved.retries.remove(machine);
+        self.saved.recoveries.retain(|(m, _)| m != machine);
         self.request(Request {
             event: Event::MachineLost {
                 machine: machine.to_owned(),

@@ -240,6 +240,37 @@ impl Core {
             self.release(key.as_deref());
             return;
         }
+        // A crash loop: beyond `policy.max_recoveries_per_hour` automatic recoveries of one
+        // machine, no more start (an operator's and a resumed one always do).
+        if req.detected
+            && let Some(machine) = claims
+                .machines
+                .first()
+                .filter(|_| claims.machines.len() == 1)
+        {
+            let hour_ago = now_ms.saturating_sub(3_600_000);
+            let max = self.loaded.topology.policy.max_recoveries_per_hour.value;
+            self.saved
+                .recoveries
+                .retain(|(_, at)| *at > now_ms.saturating_sub(2 * 3_600_000));
+            let recent = self
+                .saved
+                .recoveries
+                .iter()
+                .filter(|(m, at)| m == machine && *at > hour_ago)
+                .count();
+            if recent >= max as usize {
+                self.saved.unmonitored.insert(machine.clone());
+                out.push(Output::Alert {
+                    level: AlertLevel::Critical,
+                    message: format!("recoveries of {machine} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it. {machine} stays out of monitoring; `medic recover {machine}` when you decide", req.event),
+                });
+                out.push(Output::Save);
+                self.release(key.as_deref());
+                return;
+            }
+            self.saved.recoveries.push((machine.clone(), now_ms));
+        }
         let (id, plan, done, resumed) = match req.resume {
             Some(r) => (r.id, r.plan, Some(r.done), true),
             None => {

@@ -23,6 +23,7 @@ fn core() -> Core {
         unmonitored: Default::default(),
         replacements: Vec::new(),
         retries: Default::default(),
+        recoveries: Vec::new(),
     };
     Core::new(Arc::new(loaded), saved)
 }
@@ -460,4 +461,47 @@ fn a_restart_that_fails_on_another_machine_does_not_escalate_and_is_retried() {
     // Ten seconds on, it is watched again.
     let out = c.schedule(10_012);
     assert!(!c.saved.unmonitored.contains("redis2"), "{out:?}");
+}
+
+#[test]
+fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    let died = |at: u64| Request {
+        event: Event::ProcessDied {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: None,
+        queued_ms: at,
+        detected: true,
+        resume: None,
+    };
+    // `max` restarts in the hour, each completed.
+    for i in 0..max {
+        let at = 1_000 + i * 60_000;
+        assert!(c.request(died(at)));
+        c.schedule(at);
+        let id = c.running.keys().next().cloned().expect("started");
+        while let Next::Run(step) = c.next_step(&id, at) {
+            c.step_done(&id, &step, &StepOutput::default(), at);
+        }
+        c.finished(&id, &Outcome::Completed, at);
+    }
+    // One more within the hour: held, the machine out of monitoring, an alert.
+    let at = 1_000 + max * 60_000;
+    assert!(c.request(died(at)));
+    let out = c.schedule(at);
+    assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
+    assert!(
+        alerts(&out)[0].contains("recoveries of redis2 held"),
+        "{out:?}"
+    );
+    assert!(c.saved.unmonitored.contains("redis2"));
+    // An hour later it would start again; and the operator may start it at any time.
+    c.recover_machine("redis2", at + 1).expect("queued");
+    c.schedule(at + 1);
+    assert_eq!(c.running.len(), 1);
 }
