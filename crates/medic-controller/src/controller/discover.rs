@@ -19,10 +19,11 @@ use std::time::Duration;
 
 use medic_cloud::{Cloud, Dns};
 use medic_plan::{AlertLevel, ReplicaState, ShardState};
-use medic_redis::{Redis, RedisAddr, RedisAdmin as _, Role};
+use medic_redis::{Redis, RedisAddr, RedisAdmin as _};
 use medic_topology::Topology;
 
 use super::{Controller, ControllerError, WITNESS_WITHIN, lock};
+use crate::core::startup::{Adoption, who_is_master};
 use crate::core::{Resume, add_new};
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
@@ -74,55 +75,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     answers.insert(m.to_owned(), info);
                 }
             }
-            let masters: Vec<&String> = answers
-                .iter()
-                .filter(|(_, i)| i.role == Role::Master)
-                .map(|(m, _)| m)
-                .collect();
             let recorded = observed.shards.get(&s.name.value).map(|x| x.master.clone());
-            let adopt = match (masters.as_slice(), &recorded) {
-                ([only], Some(rec)) if *only == rec => None,
-                ([only], Some(rec)) if had_state => {
-                    // Adopted only if the recorded master follows it.
-                    let follows = answers.get(rec).is_some_and(|i| {
-                        i.role == Role::Replica
-                            && i.master.as_ref().is_some_and(|(host, port)| {
-                                *port == s.port.value
-                                    && observed
-                                        .address(only)
-                                        .is_some_and(|ip| host.parse() == Ok(ip))
-                            })
-                    });
-                    if follows {
-                        Some((*only).clone())
-                    } else {
-                        self.alert(
-                            AlertLevel::Critical,
-                            format!(
-                                "shard {}: {only} answers as master, but {rec} is the recorded master ({}): medic keeps {rec} and treats {only} as a stale master",
-                                s.name.value,
-                                if answers.contains_key(rec) { "it answers as a replica of another server" } else { "it did not answer at start" }
-                            ),
-                        );
-                        None
-                    }
-                }
-                ([only], _) => Some((*only).clone()),
-                ([], _) => None,
-                (many, rec) => {
-                    self.alert(
-                        AlertLevel::Critical,
-                        format!(
-                            "shard {} has {} masters ({}): medic keeps {} as recorded and demotes the others",
-                            s.name.value,
-                            many.len(),
-                            many.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
-                            rec.as_deref().unwrap_or("?")
-                        ),
-                    );
-                    None
-                }
-            };
+            let Adoption { adopt, alert } = who_is_master(
+                &s.name.value,
+                s.port.value,
+                had_state,
+                recorded.as_deref(),
+                &answers,
+                |m| observed.address(m),
+            );
+            if let Some(a) = alert {
+                self.alert(AlertLevel::Critical, a);
+            }
             let offset = |m: &str| answers.get(m).map(|i| i.replica_offset.unwrap_or(i.offset));
             match adopt {
                 Some(master) => {

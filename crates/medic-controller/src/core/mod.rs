@@ -26,6 +26,8 @@
 
 mod detect;
 mod recovery;
+pub mod startup;
+mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -41,7 +43,8 @@ use crate::checks::Target;
 use crate::store::Saved;
 
 pub use detect::LINK_SILENT_SECS;
-pub use recovery::{Next, internal_summary, is_internal, last_look_failed, note_skips};
+pub use recovery::Next;
+pub use steps::{internal_summary, is_internal, last_look_failed, note_skips};
 
 /// Alerts kept for the status page.
 pub const ALERTS_KEPT: usize = 50;

@@ -13,8 +13,9 @@
 
 use std::collections::BTreeSet;
 
-use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery};
+use medic_plan::{Action, AlertLevel, Event, Plan, Step, StepOutput, plan_recovery};
 
+use super::steps::{monitor_machine, note_skips, step_machine};
 use super::{Claims, Core, Output, Request, Resume, Running, recovery_id};
 use crate::journal::Outcome;
 use crate::store::hold_reason;
@@ -30,54 +31,9 @@ pub enum Next {
     Unknown,
 }
 
-/// Steps the core does itself (the adapter journals them like any other, and reports them
-/// done with an empty output).
-pub fn is_internal(action: &Action) -> bool {
-    matches!(
-        action,
-        Action::Unmonitor { .. } | Action::Monitor { .. } | Action::Alert { .. }
-    )
-}
-
-/// What an internal step says it did.
-pub fn internal_summary(action: &Action) -> String {
-    match action {
-        Action::Unmonitor { target } => format!("{target}: no longer watched"),
-        Action::Monitor { target } => format!("{target}: watched again"),
-        Action::Alert { message, .. } => message.clone(),
-        other => other.kind().to_owned(),
-    }
-}
-
 /// The first wait before a machine whose recovery failed is watched again, and the longest.
 const RETRY_FIRST_MS: u64 = 10_000;
 const RETRY_MAX_MS: u64 = 300_000;
-
-/// The machine a step acts on, when it acts on one.
-fn step_machine(action: &Action) -> Option<&str> {
-    match action {
-        Action::PromoteReplica { server, .. }
-        | Action::ReplicaOf { server, .. }
-        | Action::PauseWrites { server, .. }
-        | Action::Unpause { server }
-        | Action::WaitInSync { server, .. } => Some(&server.machine),
-        Action::FenceServer { proxy, .. }
-        | Action::ActivateServer { proxy, .. }
-        | Action::SetServerAddress { proxy, .. } => Some(&proxy.machine),
-        Action::FenceAtSource { machine, .. }
-        | Action::TerminateInstance { machine, .. }
-        | Action::WaitReachable { machine, .. }
-        | Action::RunPlaybook { machine, .. } => Some(machine),
-        Action::LaunchInstance { spec } => Some(&spec.machine),
-        _ => None,
-    }
-}
-
-fn monitor_machine(t: &MonitorTarget) -> &str {
-    match t {
-        MonitorTarget::Machine { machine } | MonitorTarget::Server { machine, .. } => machine,
-    }
-}
 
 impl Core {
     /// A journaled recovery that did not finish: what its finished steps did is applied to
@@ -459,7 +415,7 @@ impl Core {
     /// Whether `step` must wait for a last look at a machine: a machine lost on the checks'
     /// and witnesses' word is terminated only if it still does not answer (its hang or its
     /// partition may have ended since the verdict). Returns the machine to look at; the
-    /// adapter probes it and, if it answers, fails the step with [`last_look_failed`].
+    /// adapter probes it and, if it answers, fails the step with [`last_look_failed`](super::last_look_failed).
     /// An operator's `medic recover` is not second-guessed.
     pub fn last_look(&self, id: &str, step: &Step) -> Option<String> {
         let run = self.running.get(id)?;
@@ -597,31 +553,5 @@ impl Core {
     /// journal says where it was).
     pub fn abandon(&mut self, id: &str) {
         self.running.remove(id);
-    }
-}
-
-/// The error of a step refused because its machine answered at the last look.
-pub fn last_look_failed(machine: &str) -> String {
-    format!(
-        "{machine} answers again: not terminated (it was judged lost, but its hang or partition is over); it is watched again and what is still wrong is acted on afresh"
-    )
-}
-
-/// What a done step skipped: into the ledger of unmade fences (a resumed recovery's) and the
-/// list that makes the recovery `incomplete`.
-pub fn note_skips(
-    unfenced: &mut medic_exec::Unfenced,
-    skipped: &mut Vec<String>,
-    action: &Action,
-    output: &StepOutput,
-) {
-    if let Some(why) = &output.skipped {
-        skipped.push(why.clone());
-        if let Action::FenceServer { proxy, server, .. } = action {
-            unfenced.fences.push((proxy.clone(), server.clone()));
-        }
-    }
-    if let (Action::FenceAtSource { machine, .. }, true) = (action, output.terminated) {
-        unfenced.at_source.insert(machine.clone());
     }
 }
