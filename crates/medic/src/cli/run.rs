@@ -401,8 +401,18 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             s(&m["instance"])
         );
     }
-    if let Some(f) = v["in_flight"].as_object() {
+    // Every recovery running (recoveries of disjoint machines run at once); an older
+    // controller reports only `in_flight`.
+    let running = v["running"].as_array().cloned().unwrap_or_else(|| {
+        v["in_flight"]
+            .as_object()
+            .map(|f| vec![serde_json::Value::Object(f.clone())])
+            .unwrap_or_default()
+    });
+    if !running.is_empty() {
         println!();
+    }
+    for f in running.iter().filter_map(|f| f.as_object()) {
         println!(
             "recovery in flight: {} ({}), step {} of {}: {} {} for {:.1}s",
             s(&f["recovery"]),
