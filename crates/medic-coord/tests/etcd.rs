@@ -46,6 +46,18 @@ fn etcd() -> Server {
         "etcd did not start: {}",
         proc.log_text()
     );
+    // Listening is not serving: a new member answers once it has elected itself.
+    let c = Etcd::new(vec![client], Duration::from_secs(2));
+    let rt = rt();
+    wait_until(
+        "etcd serves requests",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            rt.block_on(c.leader("/medic/test/ready"))
+                .map_err(|e| e.to_string())
+        },
+    );
     Server {
         proc,
         client,
@@ -69,7 +81,7 @@ fn one_leader_at_a_time_and_a_deposed_leader_cannot_write() {
     let c = Etcd::new(vec![server.client], Duration::from_secs(2));
     let (a, b) = rt.block_on(async {
         (
-            c.grant(Duration::from_secs(2)).await.unwrap(),
+            c.grant(Duration::from_secs(3)).await.unwrap(),
             c.grant(Duration::from_secs(30)).await.unwrap(),
         )
     });
@@ -86,7 +98,7 @@ fn one_leader_at_a_time_and_a_deposed_leader_cannot_write() {
     // higher token.
     let second = wait_until(
         "b leads after a's lease expired",
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         Duration::from_millis(200),
         || {
             let l = rt.block_on(c.campaign(KEY, "monitor-b", b.id)).unwrap();
