@@ -60,6 +60,8 @@ struct Runner {
 #[derive(Debug)]
 pub struct Failure {
     pub seed: u64,
+    /// The replay's extra flag for the deployment (`--three`), if not the lab's.
+    pub flag: &'static str,
     pub at_ms: u64,
     pub violation: String,
     pub trace: Vec<String>,
@@ -77,8 +79,8 @@ impl std::fmt::Display for Failure {
         }
         write!(
             f,
-            "replay: cargo run -p medic-sim --bin medic-sim -- --seed {} --trace",
-            self.seed
+            "replay: cargo run -p medic-sim --bin medic-sim --{} --seed {} --trace",
+            self.flag, self.seed
         )
     }
 }
@@ -197,6 +199,11 @@ impl Sim {
     fn fail(&self, violation: String) -> Failure {
         Failure {
             seed: self.seed,
+            flag: if self.loaded.path.ends_with("three.yaml") {
+                " --three"
+            } else {
+                ""
+            },
             at_ms: self.now,
             violation,
             trace: self.trace.clone(),

@@ -19,8 +19,17 @@ use medic_topology::LoadedTopology;
 /// The deployment every seed runs: examples/lab.yaml (two redis machines with two shards, two
 /// proxies, an app machine with its app proxy and a client, the lab cloud, DNS).
 pub fn lab() -> Result<Arc<LoadedTopology>, String> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
-    medic_topology::load_topology(&path)
+    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml"))
+}
+
+/// The second deployment: three redis machines, three shards with two replicas each
+/// (`topologies/three.yaml`).
+pub fn three() -> Result<Arc<LoadedTopology>, String> {
+    load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("topologies/three.yaml"))
+}
+
+fn load(path: &Path) -> Result<Arc<LoadedTopology>, String> {
+    medic_topology::load_topology(path)
         .map(Arc::new)
         .map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -1,5 +1,6 @@
 //! `medic-sim --seeds N [--from S]`: runs N seeds and reports every invariant violation with
-//! its one-line replay; `medic-sim --seed S [--trace]` replays one seed.
+//! its one-line replay; `medic-sim --seed S [--trace]` replays one seed. `--three` runs the
+//! second deployment (three redis machines, three shards with two replicas each).
 
 use std::process::ExitCode;
 
@@ -16,11 +17,16 @@ fn main() -> ExitCode {
         (Some(s), _) => (s, 1),
         (None, Some(n)) => (value("--from").unwrap_or(0), n),
         (None, None) => {
-            eprintln!("usage: medic-sim --seeds N [--from S] | --seed S [--trace]");
+            eprintln!("usage: medic-sim [--three] --seeds N [--from S] | --seed S [--trace]");
             return ExitCode::from(2);
         }
     };
-    let loaded = match medic_sim::lab() {
+    let three = args.iter().any(|a| a == "--three");
+    let loaded = match if three {
+        medic_sim::three()
+    } else {
+        medic_sim::lab()
+    } {
         Ok(l) => l,
         Err(e) => {
             eprintln!("{e}");
