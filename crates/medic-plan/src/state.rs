@@ -111,6 +111,14 @@ impl ObservedState {
         self.machines.get(machine).and_then(|m| m.address)
     }
 
+    /// Every machine whose address is known, with it.
+    pub fn addresses(&self) -> std::collections::BTreeMap<String, IpAddr> {
+        self.machines
+            .iter()
+            .filter_map(|(m, s)| Some((m.clone(), s.address?)))
+            .collect()
+    }
+
     /// The shards whose master is on `machine` now.
     pub fn mastered_by<'a>(
         &'a self,

@@ -480,14 +480,7 @@ impl Sim {
         let exec = SimExec {
             unfenced: run.unfenced.clone(),
         };
-        let addresses = self
-            .core
-            .saved
-            .observed
-            .machines
-            .iter()
-            .filter_map(|(m, s)| Some((m.clone(), s.address?)))
-            .collect();
+        let addresses = self.core.saved.observed.addresses();
         self.runners.insert(
             id,
             Runner {

@@ -395,14 +395,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .book
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        b.addresses = st
-            .core
-            .saved
-            .observed
-            .machines
-            .iter()
-            .filter_map(|(m, s)| s.address.map(|a| (m.clone(), a)))
-            .collect();
+        b.addresses = st.core.saved.observed.addresses();
         b.paused = st.core.paused();
         b.version += 1;
     }

@@ -21,13 +21,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use medic_cloud::{Cloud, Dns};
-use medic_detect::Health;
 use medic_haproxy::{ProxyApi as _, RuntimeApi, ServerState};
 use medic_plan::{Action, Addr, AlertLevel, ObservedState, ProxyApi, ServerRef, Step};
 use medic_topology::Topology;
 
 use super::{Controller, lock, read};
-use crate::checks::Target;
 
 /// How often the proxies' routing is compared with the intended one.
 pub(super) const RECONCILE_EVERY: Duration = Duration::from_secs(2);
@@ -191,49 +189,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let port = top.proxies.value.runtime_api.value.port.value;
-        let (observed, _, up) = {
+        let (observed, up, proxies_up) = {
             let st = lock(&self.inner.st);
-            let skip: Vec<String> = st
-                .core
-                .saved
-                .maintenance
-                .iter()
-                .chain(st.core.saved.unmonitored.iter())
-                .cloned()
-                .collect();
-            let up: Vec<String> = top
-                .shards
-                .iter()
-                .map(|s| s.value.name.value.clone())
-                .filter(|name| {
-                    st.core.saved.observed.shards.get(name).is_some_and(|ss| {
-                        let t = Target::Redis {
-                            shard: name.clone(),
-                            machine: ss.master.clone(),
-                        };
-                        st.core.health.get(&t).is_some_and(|h| {
-                            h.detector.health == Health::Up
-                                && h.role == Some(medic_redis::Role::Master)
-                        })
-                    })
-                })
-                .collect();
-            let proxies_up: Vec<String> = top
-                .proxy_machines()
-                .filter(|p| !skip.iter().any(|m| m == p) && !st.core.is_busy(p))
-                .filter(|p| {
-                    st.core
-                        .health
-                        .get(&Target::Proxy {
-                            machine: (*p).to_owned(),
-                        })
-                        .is_some_and(|h| h.detector.health == Health::Up)
-                })
-                .map(str::to_owned)
-                .collect();
-            (st.core.saved.observed.clone(), (), (up, proxies_up))
+            (
+                st.core.saved.observed.clone(),
+                st.core.masters_up(),
+                st.core.proxies_up(),
+            )
         };
-        let (up, proxies_up) = up;
         for machine in top.proxy_machines() {
             // (A proxy a recovery took out of monitoring is still repaired if it answers: a
             // proxy that routes wrongly is a danger whether or not medic watches it.)

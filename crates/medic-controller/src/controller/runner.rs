@@ -53,14 +53,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(run) = st.core.running.get(id).cloned() else {
                 return Ok(());
             };
-            let addresses = st
-                .core
-                .saved
-                .observed
-                .machines
-                .iter()
-                .filter_map(|(m, s)| s.address.map(|a| (m.clone(), a)))
-                .collect();
+            let addresses = st.core.saved.observed.addresses();
             // Proxies the checks see down are not waited for, step after step.
             let unreachable = st
                 .core

@@ -323,6 +323,47 @@ impl Core {
             .map(|s| s.master.as_str())
     }
 
+    /// Shards whose recorded master answers its own checks, as master: the only ones whose
+    /// routing the reconcile may enforce on the proxies.
+    pub fn masters_up(&self) -> Vec<String> {
+        self.saved
+            .observed
+            .shards
+            .iter()
+            .filter(|(shard, s)| {
+                self.health
+                    .get(&Target::Redis {
+                        shard: (*shard).clone(),
+                        machine: s.master.clone(),
+                    })
+                    .is_some_and(|h| {
+                        h.detector.health == medic_detect::Health::Up
+                            && h.role == Some(Role::Master)
+                    })
+            })
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Proxies that answer their checks and that no recovery, maintenance or failed recovery
+    /// holds: the ones the reconcile lets back into the app proxies' backends.
+    pub fn proxies_up(&self) -> Vec<String> {
+        let paused = self.paused();
+        self.loaded
+            .topology
+            .proxy_machines()
+            .filter(|p| !paused.contains(*p) && !self.is_busy(p))
+            .filter(|p| {
+                self.health
+                    .get(&Target::Proxy {
+                        machine: (*p).to_owned(),
+                    })
+                    .is_some_and(|h| h.detector.health == medic_detect::Health::Up)
+            })
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Queued requests, oldest first (for the status).
     pub fn queued(&self) -> impl Iterator<Item = &Request> {
         self.queue.iter()

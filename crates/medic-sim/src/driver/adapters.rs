@@ -93,37 +93,7 @@ impl Sim {
         let top = self.loaded.topology.clone();
         let port = top.proxies.value.runtime_api.value.port.value;
         let observed = self.core.saved.observed.clone();
-        let paused = self.core.paused();
-        let up: Vec<String> = observed
-            .shards
-            .iter()
-            .filter(|(shard, s)| {
-                self.core
-                    .health
-                    .get(&Target::Redis {
-                        shard: (*shard).clone(),
-                        machine: s.master.clone(),
-                    })
-                    .is_some_and(|h| {
-                        h.detector.health == medic_detect::Health::Up
-                            && h.role == Some(medic_redis::Role::Master)
-                    })
-            })
-            .map(|(n, _)| n.clone())
-            .collect();
-        let proxies_up: Vec<String> = top
-            .proxy_machines()
-            .filter(|p| !paused.contains(*p) && !self.core.is_busy(p))
-            .filter(|p| {
-                self.core
-                    .health
-                    .get(&Target::Proxy {
-                        machine: (*p).to_owned(),
-                    })
-                    .is_some_and(|h| h.detector.health == medic_detect::Health::Up)
-            })
-            .map(str::to_owned)
-            .collect();
+        let (up, proxies_up) = (self.core.masters_up(), self.core.proxies_up());
         let mut apis: Vec<(String, u16, bool)> = top
             .proxy_machines()
             .map(|m| (m.to_owned(), port, false))
