@@ -54,6 +54,9 @@ pub struct Lease {
 pub struct Leader {
     pub name: String,
     pub token: i64,
+    /// The lease the leader key lives under: who holds it (a member restarted under the same
+    /// name holds another lease, and does not inherit its predecessor's term).
+    pub lease: i64,
 }
 
 /// An etcd client (cheap to clone).
@@ -260,6 +263,75 @@ impl Etcd {
             .and_then(|s| B64.decode(s).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
+
+    /// Writes `key` = `value` under `lease` (it goes when the lease does): what a member
+    /// publishes of itself.
+    pub async fn put_leased(&self, key: &str, value: &str, lease: i64) -> Result<(), EtcdError> {
+        self.call(
+            "put",
+            "/v3/kv/put",
+            json!({ "key": b64(key), "value": b64(value), "lease": lease.to_string() }),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Every key under `prefix` with its value, in key order.
+    pub async fn range_prefix(&self, prefix: &str) -> Result<Vec<(String, String)>, EtcdError> {
+        let v = self
+            .call(
+                "range",
+                "/v3/kv/range",
+                json!({ "key": b64(prefix), "range_end": B64.encode(prefix_end(prefix.as_bytes())) }),
+            )
+            .await?;
+        let text = |v: &Value| {
+            B64.decode(v.as_str().unwrap_or(""))
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default()
+        };
+        Ok(v["kvs"]
+            .as_array()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (text(&kv["key"]), text(&kv["value"])))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Deletes `key` only while `leader_key` is still the one created at `token`.
+    pub async fn delete_if_leader(
+        &self,
+        leader_key: &str,
+        token: i64,
+        key: &str,
+    ) -> Result<bool, EtcdError> {
+        let v = self
+            .call(
+                "guarded delete",
+                "/v3/kv/txn",
+                json!({
+                    "compare": [{"key": b64(leader_key), "target": "CREATE", "create_revision": token.to_string()}],
+                    "success": [{"request_delete_range": {"key": b64(key)}}],
+                }),
+            )
+            .await?;
+        Ok(v["succeeded"].as_bool().unwrap_or(false))
+    }
+}
+
+/// The end of the range of keys that start with `prefix` (the prefix with its last byte that
+/// is not 0xff incremented; `\0` — every key — if there is none).
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
 }
 
 /// The leader from a range answer over the leader key.
@@ -269,5 +341,6 @@ fn leader_of(range: &Value) -> Option<Leader> {
     Some(Leader {
         name: String::from_utf8_lossy(&name).into_owned(),
         token: num(&kv["create_revision"]),
+        lease: num(&kv["lease"]),
     })
 }

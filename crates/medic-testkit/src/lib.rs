@@ -20,6 +20,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+mod etcd;
+pub use etcd::EtcdCluster;
+
 /// A loopback address no other test of this process uses: `127.A.B.C`, `A` from the process
 /// id so concurrently running test binaries do not meet either.
 pub fn unique_loopback() -> Ipv4Addr {
