@@ -617,6 +617,10 @@ pub struct Controller {
     /// Journal, API token, known hosts.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// Controllers in a group (one leader by an etcd lease). Absent: this controller runs
+    /// alone on its local files.
+    #[serde(default)]
+    pub cluster: Option<Spanned<Cluster>>,
 }
 
 impl Default for Controller {
@@ -624,8 +628,28 @@ impl Default for Controller {
         Controller {
             listen: default_listen(),
             state_dir: default_state_dir(),
+            cluster: None,
         }
     }
+}
+
+/// `controller.cluster`: the etcd cluster the group coordinates through.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cluster {
+    /// etcd members' client addresses (`host:port`), any of which may answer.
+    pub etcd: Spanned<Vec<Spanned<SocketAddr>>>,
+    /// The leader's lease: a dead leader is replaced after about this long.
+    #[serde(default = "default_lease")]
+    pub lease: Spanned<Dur>,
+    /// This member's name in the group; the host's name when absent (each member has its own
+    /// copy of the file, or they share one and differ by host).
+    #[serde(default)]
+    pub member: Option<Spanned<String>>,
+}
+
+fn default_lease() -> Spanned<Dur> {
+    unspanned(Dur::from_secs(5))
 }
 
 fn default_listen() -> Spanned<SocketAddr> {

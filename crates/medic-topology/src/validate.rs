@@ -780,6 +780,51 @@ impl<'a> Ctx<'a, '_> {
                 format!("{} is not a loopback address: the API is reachable from other machines; expected 127.0.0.1 unless a TLS proxy fronts it", l.value),
             );
         }
+        if let Some(c) = &self.top.controller.cluster {
+            let c = &c.value;
+            if c.etcd.value.is_empty() {
+                self.d.error(
+                    c.etcd.referenced,
+                    "controller.cluster.etcd",
+                    "no etcd endpoint: expected a list of etcd members' client addresses, e.g. [10.0.0.5:2379, 10.0.0.6:2379, 10.0.0.7:2379]",
+                );
+            }
+            let lease = c.lease.value.as_duration();
+            if lease < std::time::Duration::from_secs(2)
+                || lease > std::time::Duration::from_secs(60)
+            {
+                self.d.error(
+                    c.lease.referenced,
+                    "controller.cluster.lease",
+                    format!("{} is out of range: expected whole seconds from 2s to 60s (the leader stops acting 1 s before its lease could expire)", c.lease.value),
+                );
+            } else if lease.subsec_millis() != 0 {
+                self.d.error(
+                    c.lease.referenced,
+                    "controller.cluster.lease",
+                    format!(
+                        "{}: expected whole seconds (etcd's leases are counted in seconds)",
+                        c.lease.value
+                    ),
+                );
+            }
+            if let Some(m) = &c.member
+                && (m.value.is_empty()
+                    || !m
+                        .value
+                        .chars()
+                        .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)))
+            {
+                self.d.error(
+                    m.referenced,
+                    "controller.cluster.member",
+                    format!(
+                        "`{}`: expected a name of letters, digits, `-`, `_` or `.`",
+                        m.value
+                    ),
+                );
+            }
+        }
     }
 
     /// Two services on one port of one machine.

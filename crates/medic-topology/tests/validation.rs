@@ -63,6 +63,9 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:56:27: policy.remediation[1]: listed twice; expected each remedy once",
         "{F}:58:20: notifications[0].webhook.url: `ftp://hooks.example.com/x` is not an http(s) URL",
         "{F}:60:11: warning: controller.listen: 0.0.0.0:7600 is not a loopback address: the API is reachable from other machines; expected 127.0.0.1 unless a TLS proxy fronts it",
+        "{F}:62:11: controller.cluster.etcd: no etcd endpoint: expected a list of etcd members' client addresses, e.g. [10.0.0.5:2379, 10.0.0.6:2379, 10.0.0.7:2379]",
+        "{F}:63:12: controller.cluster.lease: 1s 500ms is out of range: expected whole seconds from 2s to 60s (the leader stops acting 1 s before its lease could expire)",
+        "{F}:64:13: controller.cluster.member: `a b`: expected a name of letters, digits, `-`, `_` or `.`",
     ]
     .iter()
     .map(|l| l.replace("{F}", &file).replace("{D}", &dir))
