@@ -100,6 +100,10 @@ pub enum Record {
         step: usize,
         at_ms: u64,
         attempt: u32,
+        /// In a group: the fencing token of the leader that ran the step (checked in etcd
+        /// before the step started).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        token: Option<i64>,
     },
     /// A step is confirmed done.
     Done {
@@ -280,6 +284,44 @@ impl Journal {
     }
 
     /// Reads one recovery's file.
+    /// A recovery's journal as written (what a group keeps in etcd).
+    pub fn raw(&self, id: &str) -> Result<String, JournalError> {
+        let path = self.path_of(id);
+        std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|source| JournalError::Io { path, source })
+    }
+
+    /// Writes a recovery's journal as the group has it (a new leader takes the journal from
+    /// etcd), replacing the local copy atomically.
+    pub fn install(&self, id: &str, text: &str) -> Result<(), JournalError> {
+        let path = self.path_of(id);
+        let tmp = self.dir.join(format!(".{id}.jsonl.tmp"));
+        let io = |source| JournalError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut f = File::create(&tmp).map_err(io)?;
+        f.write_all(text.as_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)
+    }
+
+    /// Moves a recovery's journal into `<journal>/<into>/` (kept, never deleted).
+    pub fn move_aside(&self, id: &str, into: &str) -> Result<PathBuf, JournalError> {
+        let dir = self.dir.join(into);
+        std::fs::create_dir_all(&dir).map_err(|source| JournalError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let to = dir.join(format!("{id}.jsonl"));
+        std::fs::rename(self.path_of(id), &to).map_err(|source| JournalError::Io {
+            path: to.clone(),
+            source,
+        })?;
+        Ok(to)
+    }
+
     pub fn read(&self, id: &str) -> Result<RecoveryLog, JournalError> {
         read_file(&self.path_of(id), id)
     }
@@ -567,6 +609,7 @@ mod tests {
             step: 1,
             at_ms: 1,
             attempt: 1,
+            token: None,
         })
         .unwrap();
         w.append(&done(1)).unwrap();
@@ -575,6 +618,7 @@ mod tests {
             step: 2,
             at_ms: 1,
             attempt: 1,
+            token: None,
         })
         .unwrap();
         let open = j.open_recoveries().unwrap().recoveries;

@@ -99,6 +99,7 @@ fn mid(ended: bool, garbage: bool) -> Vec<u8> {
         step: 2,
         at_ms: 4,
         attempt: 1,
+        token: None,
     });
     if ended {
         text += &line(&end());

@@ -74,6 +74,7 @@ fn records() -> Vec<Record> {
         step,
         at_ms: 1_000 + step as u64,
         attempt,
+        token: None,
     };
     let done = |step: usize, summary: &str| Record::Done {
         step,
@@ -253,6 +254,7 @@ fn a_journal_cut_at_any_byte_can_be_rolled_forward() {
             step: 4,
             at_ms: 9_001,
             attempt: 1,
+            token: None,
         },
         Record::End {
             at_ms: 9_002,

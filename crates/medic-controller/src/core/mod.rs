@@ -210,6 +210,9 @@ pub struct Core {
     early: BTreeMap<String, Early>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
+    /// Whether this controller may start recoveries: always when it runs alone; in a group,
+    /// only while it leads. A follower detects and queues, and starts nothing.
+    pub leading: bool,
 }
 
 impl Core {
@@ -227,6 +230,7 @@ impl Core {
             judged_at: BTreeMap::new(),
             early: BTreeMap::new(),
             warned: BTreeSet::new(),
+            leading: true,
         }
     }
 
@@ -267,14 +271,51 @@ impl Core {
 
     /// Queues a recovery (an operator's, a resumed one, or a verdict's). `false` if one for
     /// the same machine or shard is queued or running.
+    ///
+    /// A resumed recovery (a new leader's, from the journal) takes the place of a verdict
+    /// queued for the same key: the recovery already under way is the one that goes on.
     pub fn request(&mut self, req: Request) -> bool {
         if let Some(k) = req.key()
             && !self.busy.insert(k.to_owned())
         {
-            return false;
+            let queued = self
+                .queue
+                .iter()
+                .position(|q| q.resume.is_none() && q.key() == Some(k));
+            match queued {
+                Some(i) if req.resume.is_some() => {
+                    self.queue.remove(i);
+                    self.queue.push_front(req);
+                    return true;
+                }
+                _ => return false,
+            }
         }
-        self.queue.push_back(req);
+        if req.resume.is_some() {
+            self.queue.push_front(req);
+        } else {
+            self.queue.push_back(req);
+        }
         true
+    }
+
+    /// This controller no longer leads (its lease is gone, or it stepped down): it starts
+    /// nothing, and forgets the recoveries it ran — the leader resumes them from the journal
+    /// in etcd. Verdicts stay queued: if it leads again, they are re-validated before they
+    /// start.
+    pub fn stand_down(&mut self) {
+        self.leading = false;
+        let ids: Vec<String> = self.running.keys().cloned().collect();
+        for id in ids {
+            self.abandon(&id);
+        }
+    }
+
+    /// The state as the leader saved it (a follower follows it; a new leader starts from it).
+    /// What this controller has seen of each target stays.
+    pub fn adopt(&mut self, mut saved: Saved) {
+        add_new(&mut saved.observed, &self.loaded.topology);
+        self.saved = saved;
     }
 
     /// `medic recover MACHINE`: the operator decides, so the flap limits and a previous stop

@@ -118,6 +118,9 @@ impl Core {
     /// order they were asked for: none overtakes an earlier one it overlaps).
     pub fn schedule(&mut self, now_ms: u64) -> Vec<Output> {
         let mut out = Vec::new();
+        if !self.leading {
+            return out;
+        }
         let due: Vec<String> = self
             .saved
             .retries
@@ -552,6 +555,8 @@ impl Core {
     /// The controller stops between steps: the recovery is left for the next start (its
     /// journal says where it was).
     pub fn abandon(&mut self, id: &str) {
-        self.running.remove(id);
+        if let Some(r) = self.running.remove(id) {
+            self.release(r.key.as_deref());
+        }
     }
 }

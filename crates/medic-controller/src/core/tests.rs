@@ -505,3 +505,101 @@ fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
     c.schedule(at + 1);
     assert_eq!(c.running.len(), 1);
 }
+
+#[test]
+fn a_follower_detects_and_queues_but_starts_nothing_until_it_leads() {
+    let mut c = core();
+    c.leading = false;
+    silence_redis1(&mut c);
+    let gone = witnesses(&[
+        ("haproxy1", Seen::Gone),
+        ("haproxy2", Seen::Gone),
+        ("redis2", Seen::Gone),
+    ]);
+    c.on_witnesses(&redis("r9001", "redis1"), true, gone, true, 1_800);
+    assert!(c.is_busy("redis1"), "the verdict is queued");
+    assert_eq!(c.schedule(1_900), [], "a follower starts nothing");
+    assert!(c.running.is_empty());
+    c.leading = true;
+    assert!(
+        c.schedule(2_000)
+            .iter()
+            .any(|o| matches!(o, Output::Start { .. })),
+        "once it leads, the queued verdict starts"
+    );
+}
+
+#[test]
+fn a_new_leaders_resumed_recovery_takes_the_place_of_its_own_verdict() {
+    // The old leader's recovery of redis1, as the journal in etcd has it.
+    let mut old = core();
+    old.request(Request {
+        event: Event::MachineLost {
+            machine: "redis1".into(),
+        },
+        trigger: "old leader".into(),
+        first_failure_ms: None,
+        master_last_ok_ms: None,
+        queued_ms: 0,
+        detected: false,
+        resume: None,
+    });
+    old.schedule(1_000);
+    let (id, run) = old.running.pop_first().expect("started");
+    // The follower queued its own verdict on the same machine.
+    let mut c = core();
+    c.leading = false;
+    assert!(c.request(Request {
+        event: Event::MachineLost {
+            machine: "redis1".into(),
+        },
+        trigger: "own verdict".into(),
+        first_failure_ms: None,
+        master_last_ok_ms: None,
+        queued_ms: 1_500,
+        detected: true,
+        resume: None,
+    }));
+    c.resume(
+        Resume {
+            id: id.clone(),
+            plan: run.plan.clone(),
+            done: [(1, StepOutput::default())].into(),
+            launched_ms: Default::default(),
+        },
+        "old leader".into(),
+        None,
+        None,
+        2_000,
+    );
+    assert_eq!(c.queue.len(), 1, "one recovery of redis1, not two");
+    c.leading = true;
+    let out = c.schedule(2_100);
+    assert!(
+        out.contains(&Output::Start {
+            recovery: id.clone()
+        }),
+        "{out:?}"
+    );
+    assert!(c.running[&id].resumed);
+    // Deposed: it forgets what it ran (the next leader resumes it) and starts nothing.
+    c.stand_down();
+    assert!(c.running.is_empty() && !c.is_busy("redis1") && !c.leading);
+    assert_eq!(c.schedule(2_200), []);
+}
+
+#[test]
+fn a_follower_adopts_the_leaders_state_and_keeps_what_it_has_seen() {
+    let mut c = core();
+    c.on_check(&check(
+        &redis("r9001", "redis1"),
+        100,
+        Observation::Ok,
+        Some(Role::Master),
+    ));
+    let mut theirs = c.saved.clone();
+    theirs.maintenance.insert("redis2".into());
+    c.adopt(theirs);
+    assert!(c.saved.maintenance.contains("redis2"));
+    assert!(c.health.contains_key(&redis("r9001", "redis1")));
+}
