@@ -67,7 +67,7 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
             }
             let rest = &p["/api/".len()..];
             let (verb, arg) = rest.split_once('/').unwrap_or((rest, ""));
-            if arg.is_empty() {
+            if arg.is_empty() && verb != "step-down" {
                 return Response::error(400, format!("POST /api/{verb}/NAME: the name is missing"));
             }
             let result = match verb {
@@ -82,6 +82,7 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
                 }
                 "unmonitor" => c.set_maintenance(arg, true),
                 "monitor" => c.set_maintenance(arg, false),
+                "step-down" => c.step_down(),
                 _ => Err((404, format!("no command `{verb}`"))),
             };
             match result {

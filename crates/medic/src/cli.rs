@@ -204,6 +204,13 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         #[command(flatten)]
         t: TopologyArg,
     },
+    /// In a group of controllers: the leader gives its lease up and does not stand again for
+    /// two leases, so another member takes over (before maintenance of the leader's host).
+    #[command(after_help = "Example:\n  medic step-down -t /etc/medic/topology.yaml")]
+    StepDown {
+        #[command(flatten)]
+        t: TopologyArg,
+    },
     /// Print a shell completion script.
     #[command(
         after_help = "Examples:\n  medic completions bash > /etc/bash_completion.d/medic\n  medic completions zsh > \"${fpath[1]}/_medic\"\n  medic completions fish > ~/.config/fish/completions/medic.fish"
@@ -256,6 +263,7 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
     },
 }
 
+mod group;
 mod lab;
 mod run;
 
@@ -297,6 +305,7 @@ pub fn main() -> ExitCode {
         }
         Command::Unmonitor { machine, t } => run::command(&t.topology, "unmonitor", &machine),
         Command::Monitor { machine, t } => run::command(&t.topology, "monitor", &machine),
+        Command::StepDown { t } => group::step_down(&t.topology),
         Command::Validate { file, format } => validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Aws(AwsCommand::Check {

@@ -52,7 +52,28 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             });
         }
-        (merge(&asks, &seen), all_first_hand)
+        let mut w = merge(&asks, &seen);
+        self.add_members(target, &mut w);
+        (w, all_first_hand)
+    }
+
+    /// In a group, the other members are observers too, through the views they publish: one
+    /// whose checks fail says it is gone; one that saw it answer after this member's checks
+    /// began to fail sees it; one silent, or that has not checked it since, could not be asked.
+    fn add_members(&self, target: &Target, w: &mut Witnesses) {
+        let Some(g) = self.inner.group.as_ref() else {
+            return;
+        };
+        let first_fail = lock(&self.inner.st)
+            .core
+            .health
+            .get(target)
+            .and_then(|h| h.first_fail_ms);
+        let views = g.fresh_views(crate::journal::now_ms());
+        for v in views {
+            let seen = super::group::member_says(&v, target.machine(), first_fail);
+            w.answers.push((format!("controller {}", v.member), seen));
+        }
     }
 
     /// Asks `observer` to probe `at` itself, now, over its SSH session: a redis PING, or a

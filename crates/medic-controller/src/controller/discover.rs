@@ -127,7 +127,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         self.save(&st);
     }
 
-    async fn learn_host_keys(&self, top: &Topology, machine: &str, ip: Option<IpAddr>, id: &str) {
+    pub(super) async fn learn_host_keys(
+        &self,
+        top: &Topology,
+        machine: &str,
+        ip: Option<IpAddr>,
+        id: &str,
+    ) {
         let Some(ip) = ip else {
             return;
         };

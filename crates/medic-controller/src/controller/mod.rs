@@ -32,6 +32,7 @@ use medic_topology::LoadedTopology;
 mod ask;
 mod discover;
 mod drive;
+mod group;
 mod operator;
 mod probe;
 mod reconcile;
@@ -39,6 +40,7 @@ mod runner;
 mod status;
 
 use discover::replication_now;
+pub use group::{GroupStatus, MachineView, View};
 pub use reconcile::{app_repairs, repairs};
 pub use status::history_entry;
 use status::observation_label;
@@ -71,6 +73,9 @@ pub enum ControllerError {
     },
     #[error("cannot start the health checks' thread: {0}")]
     ChecksThread(#[source] std::io::Error),
+    /// This member no longer leads the group: the recovery stops before its next step.
+    #[error("not leading any more: {0}")]
+    Deposed(String),
 }
 
 /// Reloads the topology and playbooks from disk (validated), for SIGHUP.
@@ -225,6 +230,8 @@ struct Inner<C, D> {
     runners: Mutex<Vec<JoinHandle<()>>>,
     listen: SocketAddr,
     failpoint: Option<(String, usize)>,
+    /// This controller's group (`controller.cluster`), if it has one.
+    group: Option<group::Group>,
 }
 
 /// `MEDIC_FAILPOINT=after-intent:N`, `after-exec:N` or `after-done:N`: the process aborts (as a
@@ -318,7 +325,20 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let journal = Journal::open(state_dir.join("journal"))?;
         let store = Store::new(&state_dir);
         let ssh = Ssh::new(&state_dir.join("known_hosts"))?;
-        let loaded_state = store.load()?.filter(|s| s.topology == top.name.value);
+        let group = group::Group::from_topology(top);
+        // In a group the state is etcd's (if it answers now); alone, or without etcd, the
+        // local copy.
+        let from_group = match &group {
+            Some(g) => tokio::time::timeout(Duration::from_secs(3), g.load_state(&top.name.value))
+                .await
+                .ok()
+                .flatten(),
+            None => None,
+        };
+        let loaded_state = match from_group {
+            Some(s) => Some(s),
+            None => store.load()?.filter(|s| s.topology == top.name.value),
+        };
         let had_state = loaded_state.is_some();
         let saved = match loaded_state {
             Some(s) => s,
@@ -334,6 +354,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         };
         let listen = top.controller.listen.value;
         let notifier = Notifier::from_topology(top);
+        let mut core = Core::new(loaded.clone(), saved);
+        // A member of a group starts as a follower: it leads once etcd says so.
+        core.leading = group.is_none();
         let inner = Inner {
             loaded: RwLock::new(loaded.clone()),
             playbooks: RwLock::new(Arc::new(setup.playbooks)),
@@ -348,7 +371,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             store,
             book: Arc::new(RwLock::new(Book::default())),
             st: Mutex::new(St {
-                core: Core::new(loaded.clone(), saved),
+                core,
                 alerts: VecDeque::new(),
                 metrics: Metrics::default(),
                 events: VecDeque::new(),
@@ -367,12 +390,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             runners: Mutex::new(Vec::new()),
             listen,
             failpoint: failpoint_from_env(),
+            group,
         };
         let c = Controller {
             inner: Arc::new(inner),
         };
         c.discover(had_state).await;
-        c.resume_open()?;
+        if c.inner.group.is_none() {
+            // In a group, the leader resumes what is in flight, from etcd's journal.
+            c.resume_open()?;
+        }
         Ok(c)
     }
 
@@ -406,6 +433,24 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         if let Err(e) = self.inner.store.save(&st.core.saved) {
             tracing::error!(error = %e, "Cannot save the state.");
         }
+        if let Some(g) = &self.inner.group
+            && st.core.leading
+        {
+            g.save_state(&st.core.saved);
+        }
+    }
+
+    /// Whether this controller may act now: alone, always; in a group, while it leads.
+    fn may_act(&self) -> bool {
+        self.inner
+            .group
+            .as_ref()
+            .is_none_or(|g| g.acting_token().is_some())
+    }
+
+    /// The group's view, if this controller is in one.
+    pub fn group_status(&self) -> Option<GroupStatus> {
+        self.inner.group.as_ref().map(group::Group::status)
     }
 
     // ---- running ------------------------------------------------------------------------
@@ -430,6 +475,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let c = self.clone();
             tokio::spawn(async move { c.reconcile_proxies().await })
         };
+        let group = {
+            let c = self.clone();
+            tokio::spawn(async move { c.run_group().await })
+        };
         tracing::info!(listen = %self.inner.listen, "medic is watching.");
         self.inner.stop.notified().await;
         reconcile.abort();
@@ -446,6 +495,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         for h in lock(&self.inner.checks).drain(..) {
             h.abort();
         }
+        // Gives the lease up, so another member leads at once.
+        let _ = tokio::time::timeout(Duration::from_secs(2), group).await;
         api.abort();
         let _ = checks_stop.send(());
         Ok(())

@@ -81,7 +81,25 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     /// `medic recover MACHINE`: the seed's emergency procedure, planned and journaled.
+    /// In a group, only the leader takes operators' commands (a follower's would be lost).
+    fn leader_only(&self) -> Result<(), (u16, String)> {
+        match self.group_status() {
+            Some(g) if !g.leading => Err((
+                409,
+                format!(
+                    "{} is a follower in the group; the leader is {}: send the command to the leader's medic",
+                    g.member,
+                    g.leader
+                        .as_deref()
+                        .unwrap_or("nobody (no member leads now: is etcd reachable?)")
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub(crate) fn recover_machine(&self, machine: &str) -> Result<String, (u16, String)> {
+        self.leader_only()?;
         if self.top().topology.machine(machine).is_none() {
             return Err((404, format!("no machine `{machine}` in the topology")));
         }
@@ -103,6 +121,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         shard: &str,
         to: Option<&str>,
     ) -> Result<String, (u16, String)> {
+        self.leader_only()?;
         let loaded = self.top();
         let event = Event::Switchover {
             shard: shard.to_owned(),
@@ -141,13 +160,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         if self.top().topology.machine(machine).is_none() {
             return Err((404, format!("no machine `{machine}` in the topology")));
         }
+        self.leader_only()?;
         let mut st = lock(&self.inner.st);
         st.core.set_maintenance(machine, on);
-        self.sync_book(&st);
         self.inner
             .store
             .save(&st.core.saved)
             .map_err(|e| (500, e.to_string()))?;
+        self.save(&st);
         Ok(if on {
             format!(
                 "{machine} is in maintenance: not checked, never recovered, until `medic monitor {machine}`"

@@ -260,6 +260,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     /// Runs the repairs of one proxy through the executor (read back, persisted).
     async fn repair(&self, machine: &str, fixes: Vec<Action>) {
+        // In a group only the leader changes a proxy (a follower reads, for its status).
+        if !self.may_act() {
+            return;
+        }
         let loaded = self.top();
         let playbooks = read(&self.inner.playbooks).clone();
         let mut exec = medic_exec::Executor {

@@ -29,7 +29,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .unwrap_or_default();
             tracing::info_span!("recovery", recovery = %id, %event)
         };
-        if let Err(e) = self.recovery(id).instrument(span).await {
+        let result = self.recovery(id).instrument(span).await;
+        if let Err(ControllerError::Deposed(why)) = &result {
+            // The leader goes on from the journal in etcd.
+            tracing::warn!(recovery = %id, "Recovery left to the group's leader: {why}.");
+            lock(&self.inner.st).core.abandon(id);
+            return;
+        }
+        if let Err(e) = result {
             tracing::error!(recovery = %id, error = %e, "The recovery could not be journaled.");
             self.alert(
                 AlertLevel::Critical,
@@ -75,22 +82,29 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .iter()
                 .find(|s| !run.done.contains(&s.index))
                 .map_or(0, |s| s.index);
-            w.append(&Record::Resumed {
-                at_ms: now_ms(),
-                from_step,
-            })?;
+            self.journaled(
+                &mut w,
+                id,
+                &Record::Resumed {
+                    at_ms: now_ms(),
+                    from_step,
+                },
+            )
+            .await?;
             if !run.redo.is_empty() {
                 tracing::info!(steps = ?run.redo, "Resumed: steps whose effect expires run again.");
             }
             w
         } else {
-            self.inner.journal.begin(&Record::Begin {
+            let w = self.inner.journal.begin(&Record::Begin {
                 at_ms: now_ms(),
                 trigger: run.trigger.clone(),
                 first_failure_ms: run.first_failure_ms,
                 master_last_ok_ms: run.master_last_ok_ms,
                 plan: plan.clone(),
-            })?
+            })?;
+            self.mirror(id).await?;
+            w
         };
         tracing::info!(steps = plan.steps.len(), trigger = %run.trigger, "Recovery starts.");
         let mut exec = Executor {
@@ -111,14 +125,24 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 lock(&self.inner.st).core.abandon(id);
                 return Ok(());
             }
+            if !self.may_act() {
+                return Err(ControllerError::Deposed(
+                    "its lease may have run out".to_owned(),
+                ));
+            }
             let next = lock(&self.inner.st).core.next_step(id, now_ms());
             let step = match next {
                 Next::Unknown => return Ok(()),
                 Next::End(outcome) => {
-                    writer.append(&Record::End {
-                        at_ms: now_ms(),
-                        outcome: outcome.clone(),
-                    })?;
+                    self.journaled(
+                        &mut writer,
+                        id,
+                        &Record::End {
+                            at_ms: now_ms(),
+                            outcome: outcome.clone(),
+                        },
+                    )
+                    .await?;
                     let took = now_ms().saturating_sub(run.started_ms);
                     tracing::info!(outcome = outcome.label(), took_ms = took, "Recovery ends.");
                     let outputs = {
@@ -137,7 +161,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 let error = last_look_failed(&machine);
                 tracing::warn!(step = step.index, "{error}");
-                w_failed(&mut writer, step.index, &error)?;
+                let failed = Record::Failed {
+                    step: step.index,
+                    at_ms: now_ms(),
+                    attempt: 1,
+                    error: error.clone(),
+                };
+                self.journaled(&mut writer, id, &failed).await?;
                 lock(&self.inner.st).core.step_failed(id, step.index, error);
                 continue;
             }
@@ -145,7 +175,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let span = tracing::info_span!("step", index = step.index, kind = step.action.kind(), target = %view.target);
             let started = Instant::now();
             match self
-                .run_step(&mut exec, &mut writer, &step)
+                .run_step(&mut exec, &mut writer, id, &step)
                 .instrument(span)
                 .await?
             {
@@ -177,16 +207,22 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         &self,
         exec: &mut Executor<'_, C, D>,
         w: &mut Writer,
+        id: &str,
         step: &Step,
     ) -> Result<Result<(String, StepOutput), String>, ControllerError> {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            w.append(&Record::Intent {
+            // In a group, the intent lands in etcd under the leader's token before the step
+            // starts: a deposed leader's step never starts.
+            let token = self.inner.group.as_ref().and_then(|g| g.acting_token());
+            let intent = Record::Intent {
                 step: step.index,
                 at_ms: now_ms(),
                 attempt,
-            })?;
+                token,
+            };
+            self.journaled(w, id, &intent).await?;
             self.failpoint("after-intent", step.index);
             let started = Instant::now();
             // Steps that may take a while say that they started, so a follower is not left
@@ -209,7 +245,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let result: Result<(String, StepOutput), ExecError> = if is_internal(&step.action) {
                 Ok((internal_summary(&step.action), StepOutput::default()))
             } else {
-                exec.execute(step).await.map(|d| (d.summary, d.output))
+                let work = exec.execute(step);
+                tokio::pin!(work);
+                loop {
+                    tokio::select! {
+                        r = &mut work => break r.map(|d| (d.summary, d.output)),
+                        // A leader whose tenure runs out mid-step drops the step: the next
+                        // leader does it again (every step is idempotent).
+                        () = tokio::time::sleep(std::time::Duration::from_millis(100)), if self.inner.group.is_some() => {
+                            if !self.may_act() {
+                                return Err(ControllerError::Deposed(format!(
+                                    "its lease may have run out while step {} was in flight",
+                                    step.index
+                                )));
+                            }
+                        }
+                    }
+                }
             };
             let took = started.elapsed();
             if result.is_ok() {
@@ -228,24 +280,26 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
             match result {
                 Ok((summary, output)) => {
-                    w.append(&Record::Done {
+                    let done = Record::Done {
                         step: step.index,
                         at_ms: now_ms(),
                         duration_ms: took.as_millis() as u64,
                         summary: summary.clone(),
                         output: output.clone(),
-                    })?;
+                    };
+                    self.journaled(w, id, &done).await?;
                     self.failpoint("after-done", step.index);
                     return Ok(Ok((summary, output)));
                 }
                 Err(e) => {
                     let message = error_chain(&e);
-                    w.append(&Record::Failed {
+                    let failed = Record::Failed {
                         step: step.index,
                         at_ms: now_ms(),
                         attempt,
                         error: message.clone(),
-                    })?;
+                    };
+                    self.journaled(w, id, &failed).await?;
                     *lock(&self.inner.st)
                         .metrics
                         .step_failures
@@ -266,6 +320,33 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
+    /// Appends a record to the recovery's journal (on disk, fsynced), and in a group writes
+    /// the journal to etcd under the leader's token: `Deposed` if it no longer leads.
+    async fn journaled(&self, w: &mut Writer, id: &str, r: &Record) -> Result<(), ControllerError> {
+        w.append(r)?;
+        self.mirror(id).await
+    }
+
+    /// In a group: the recovery's journal to etcd, guarded by the leader's token.
+    async fn mirror(&self, id: &str) -> Result<(), ControllerError> {
+        let Some(g) = self.inner.group.as_ref() else {
+            return Ok(());
+        };
+        let Some(token) = g.acting_token() else {
+            return Err(ControllerError::Deposed(
+                "its lease may have run out".to_owned(),
+            ));
+        };
+        let text = self.inner.journal.raw(id)?;
+        let why = match g.guard_journal(id, &text, token).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => "etcd refused its journal write: another member leads".to_owned(),
+            Err(e) => format!("its journal could not be written to etcd: {e}"),
+        };
+        self.stand_down(&why);
+        Err(ControllerError::Deposed(why))
+    }
+
     fn failpoint(&self, point: &str, step: usize) {
         if self
             .inner
@@ -277,15 +358,4 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             std::process::abort();
         }
     }
-}
-
-/// Journals a step refused before it ran.
-fn w_failed(w: &mut Writer, step: usize, error: &str) -> Result<(), ControllerError> {
-    w.append(&Record::Failed {
-        step,
-        at_ms: now_ms(),
-        attempt: 1,
-        error: error.to_owned(),
-    })?;
-    Ok(())
 }

@@ -15,6 +15,7 @@ use crate::journal::{RecoveryLog, now_ms};
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     pub fn status(&self) -> serde_json::Value {
+        let group = self.group_status();
         let loaded = self.top();
         let top = &loaded.topology;
         let st = lock(&self.inner.st);
@@ -210,6 +211,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "queued": st.core.queued().map(|r| r.event.to_string()).collect::<Vec<_>>(),
             "maintenance": st.core.saved.maintenance,
             "alerts": st.alerts.iter().rev().collect::<Vec<_>>(),
+            "group": group,
         })
     }
 
@@ -223,9 +225,25 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     pub(crate) fn metrics(&self) -> String {
+        let group = self.group_status();
         let st = lock(&self.inner.st);
         let m = &st.metrics;
         let mut out = String::new();
+        if let Some(g) = group {
+            out.push_str(&format!(
+                "# HELP medic_group_leader Whether this member leads its group (1) or follows (0).\n# TYPE medic_group_leader gauge\nmedic_group_leader{{member=\"{}\"}} {}\n",
+                g.member,
+                u8::from(g.leading)
+            ));
+            out.push_str(&format!(
+                "# HELP medic_group_term The leader's term (the fencing token; 0 if nobody leads).\n# TYPE medic_group_term gauge\nmedic_group_term {}\n",
+                g.term.unwrap_or(0)
+            ));
+            out.push_str(&format!(
+                "# HELP medic_group_etcd_up Whether etcd answered this member's last request.\n# TYPE medic_group_etcd_up gauge\nmedic_group_etcd_up {}\n",
+                u8::from(g.etcd == "reachable")
+            ));
+        }
         out.push_str("# HELP medic_checks_total Health checks by target kind and result.\n# TYPE medic_checks_total counter\n");
         for ((kind, result), n) in &m.checks {
             out.push_str(&format!(

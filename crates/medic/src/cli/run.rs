@@ -311,13 +311,19 @@ fn call(file: &Path, method: &str, path: &str) -> anyhow::Result<(u16, serde_jso
 }
 
 pub(super) fn command(file: &Path, verb: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let (status, v) = call(file, "POST", &format!("/api/{verb}/{name}"))?;
+    let path = if name.is_empty() {
+        format!("/api/{verb}")
+    } else {
+        format!("/api/{verb}/{name}")
+    };
+    let (status, v) = call(file, "POST", &path)?;
     if (200..300).contains(&status) {
         println!("{}", v["ok"].as_str().unwrap_or("done"));
         Ok(ExitCode::SUCCESS)
     } else {
         eprintln!(
-            "medic {verb} {name}: {}",
+            "medic {verb}{}{name}: {}",
+            if name.is_empty() { "" } else { " " },
             v["error"].as_str().unwrap_or("refused")
         );
         Ok(ExitCode::from(1))
@@ -424,6 +430,7 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             now.saturating_sub(f["step_started_ms"].as_u64().unwrap_or(now)) as f64 / 1000.0
         );
     }
+    super::group::print(&v, now);
     let alerts = v["alerts"].as_array().cloned().unwrap_or_default();
     if !alerts.is_empty() {
         println!();
