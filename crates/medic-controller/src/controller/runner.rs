@@ -96,15 +96,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
             w
         } else {
-            let w = self.inner.journal.begin(&Record::Begin {
+            self.inner.journal.begin(&Record::Begin {
                 at_ms: now_ms(),
                 trigger: run.trigger.clone(),
                 first_failure_ms: run.first_failure_ms,
                 master_last_ok_ms: run.master_last_ok_ms,
                 plan: plan.clone(),
-            })?;
-            self.mirror(id).await?;
-            w
+            })?
         };
         tracing::info!(steps = plan.steps.len(), trigger = %run.trigger, "Recovery starts.");
         let mut exec = Executor {
@@ -320,11 +318,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
-    /// Appends a record to the recovery's journal (on disk, fsynced), and in a group writes
-    /// the journal to etcd under the leader's token: `Deposed` if it no longer leads.
+    /// Appends a record to the recovery's journal (on disk, fsynced). In a group, an intent or
+    /// an end also writes the whole journal to etcd under the leader's token (`Deposed` if it
+    /// no longer leads): the guard before each step. The records between (begin, done,
+    /// failed, resumed) reach etcd with the next intent or the end: a leader that dies before
+    /// then leaves its successor one idempotent step to redo, and the failover path waits for
+    /// one etcd write per step rather than two.
     async fn journaled(&self, w: &mut Writer, id: &str, r: &Record) -> Result<(), ControllerError> {
         w.append(r)?;
-        self.mirror(id).await
+        if matches!(r, Record::Intent { .. } | Record::End { .. }) {
+            self.mirror(id).await
+        } else {
+            Ok(())
+        }
     }
 
     /// In a group: the recovery's journal to etcd, guarded by the leader's token.
