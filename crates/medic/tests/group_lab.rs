@@ -97,6 +97,17 @@ impl Drop for Member {
 
 /// The lab deployment with a group of two members over `etcd`; member `a` is `env`'s file.
 fn group(k: u32, etcd: &EtcdCluster, lease: &str) -> Option<(Env, [Member; 2])> {
+    group_with(k, etcd, lease, None)
+}
+
+/// The same, with member b given only the etcd endpoints `b_etcd` (to cut it off from etcd
+/// alone by killing those members).
+fn group_with(
+    k: u32,
+    etcd: &EtcdCluster,
+    lease: &str,
+    b_etcd: Option<String>,
+) -> Option<(Env, [Member; 2])> {
     let cluster = format!(
         "  cluster:\n    etcd: [{}]\n    lease: {lease}\n    member: MEMBER\n",
         etcd.endpoints_arg()
@@ -112,8 +123,11 @@ fn group(k: u32, etcd: &EtcdCluster, lease: &str) -> Option<(Env, [Member; 2])> 
     let state_a = dir.join("lab/controller");
     let state_b = dir.join("lab/controller-b");
     let port_b = env.port + 2000;
-    let text_b = text
-        .replace("member: a", "member: b")
+    let mut text_b = text.replace("member: a", "member: b");
+    if let Some(e) = b_etcd {
+        text_b = text_b.replace(&etcd.endpoints_arg(), &e);
+    }
+    let text_b = text_b
         .replace(
             &format!("listen: 127.0.0.1:{}", env.port),
             &format!("listen: 127.0.0.1:{port_b}"),
@@ -436,7 +450,12 @@ fn without_etcd_quorum_nobody_recovers_and_says_why_then_the_leader_does() {
     wait(&m, "one member leads", Duration::from_secs(20), |m| {
         m[0].leads() || m[1].leads()
     });
-    assert!(!(m[0].leads() && m[1].leads()), "two leaders at once");
+    // Started together, they never both lead (sampled for a few seconds).
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        assert!(!(m[0].leads() && m[1].leads()), "two leaders at once");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     // One etcd member lost: nothing changes.
     etcd.kill(0);
     wait(
@@ -502,4 +521,113 @@ fn without_etcd_quorum_nobody_recovers_and_says_why_then_the_leader_does() {
     });
     let inst = env.instances("redis1");
     assert_eq!(inst.len(), 2, "exactly one replacement: {inst:?}");
+}
+
+#[test]
+fn a_leader_cut_off_from_etcd_mid_recovery_stops_and_the_other_finishes() {
+    let mut etcd = EtcdCluster::start(3);
+    // b reaches etcd only through member 0: killing it cuts b off, the cluster keeps quorum.
+    let only = etcd.endpoints()[0].to_string();
+    let Some((env, mut m)) = group_with(15, &etcd, "2s", Some(only)) else {
+        return;
+    };
+    m[0].start(None);
+    wait(&m, "member a leads", Duration::from_secs(20), |m| {
+        m[0].leads()
+    });
+    m[1].start(None);
+    wait(&m, "member b follows", Duration::from_secs(20), |m| {
+        m[1].status().is_some_and(|s| s["group"]["leader"] == "a")
+    });
+    // `medic step-down` on a: b takes over at once (a does not stand again for two leases).
+    let out = medic(&["step-down", "-t", m[0].file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    wait(
+        &m,
+        "b leads after a stepped down",
+        Duration::from_secs(10),
+        |m| m[1].leads() && !m[0].leads(),
+    );
+    let app = env.ip(14);
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let crashed_at = Instant::now();
+    env.fault("redis1", "crash", &[]);
+    let launched = |m: &[Member; 2]| {
+        let records = journal(&m[1]);
+        let Some(begin) = records.first() else {
+            return false;
+        };
+        let launch = begin["plan"]["steps"]
+            .as_array()
+            .and_then(|s| s.iter().position(|s| s["action"] == "launch_instance"))
+            .map(|i| i + 1);
+        records
+            .iter()
+            .any(|r| r["record"] == "done" && r["step"].as_u64().map(|s| s as usize) == launch)
+    };
+    wait(&m, "b launches the replacement", RECOVERY, launched);
+    etcd.kill(0);
+    wait(&m, "a completes the recovery", RECOVERY, |m| {
+        completed(&m[0], "machine redis1 lost")
+    });
+    wait(
+        &m,
+        "b knows it does not lead",
+        Duration::from_secs(20),
+        |m| {
+            m[1].status()
+                .is_some_and(|s| s["group"]["leading"] == false)
+        },
+    );
+    let settled = Instant::now();
+    writer.wait_acked("writes go on", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, crashed_at, settled);
+    let inst = env.instances("redis1");
+    assert_eq!(inst.len(), 2, "exactly one replacement: {inst:?}");
+    assert_eq!(inst.iter().filter(|(_, s)| s == "running").count(), 1);
+    // What each started, by its intents: b's (its own copy) and a's (etcd's, which is a's).
+    let in_etcd = etcd_journals(&etcd);
+    assert_eq!(in_etcd.len(), 1, "{in_etcd:?}");
+    terms_never_go_back(&in_etcd[0]).unwrap();
+    let started =
+        |records: &[Value], by: &dyn Fn(i64) -> bool| -> std::collections::BTreeSet<u64> {
+            records
+                .iter()
+                .filter(|r| r["record"] == "intent" && r["token"].as_i64().is_some_and(by))
+                .filter_map(|r| r["step"].as_u64())
+                .collect()
+        };
+    let b_terms: std::collections::BTreeSet<i64> = journal(&m[1])
+        .iter()
+        .filter_map(|r| r["token"].as_i64())
+        .collect();
+    let by_b = started(&journal(&m[1]), &|t| b_terms.contains(&t));
+    let by_a = started(&in_etcd[0], &|t| !b_terms.contains(&t));
+    let both: Vec<u64> = by_a.intersection(&by_b).copied().collect();
+    // At most the step b had in flight when it was cut off (idempotent: a redid it).
+    let brief = |records: &[Value]| -> Vec<String> {
+        records
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {} {}",
+                    r["record"], r["step"], r["token"], r["at_ms"]
+                )
+            })
+            .collect()
+    };
+    assert!(
+        both.len() <= 1,
+        "steps started by both: {both:?} (b {by_b:?}, a {by_a:?})\nb: {:?}\netcd: {:?}\nb's log:\n{}",
+        brief(&journal(&m[1])),
+        brief(&in_etcd[0]),
+        key_lines(&m[1].logs())
+    );
+    assert!(
+        m[1].logs().contains("does not lead the group any more"),
+        "b noticed\n{}",
+        key_lines(&m[1].logs())
+    );
 }

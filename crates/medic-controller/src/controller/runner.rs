@@ -13,7 +13,7 @@ use medic_plan::{Action, AlertLevel, Step, StepOutput};
 use super::{ATTEMPTS, BACKOFF, Controller, ControllerError, error_chain, lock, read};
 use crate::checks::Target;
 use crate::core::{Next, internal_summary, is_internal, last_look_failed};
-use crate::journal::{Outcome, Record, Writer, now_ms};
+use crate::journal::{JournalError, Outcome, Record, Writer, now_ms};
 use medic_detect::Health;
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
@@ -319,22 +319,27 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     /// Appends a record to the recovery's journal (on disk, fsynced). In a group, an intent or
-    /// an end also writes the whole journal to etcd under the leader's token (`Deposed` if it
-    /// no longer leads): the guard before each step. The records between (begin, done,
-    /// failed, resumed) reach etcd with the next intent or the end: a leader that dies before
-    /// then leaves its successor one idempotent step to redo, and the failover path waits for
-    /// one etcd write per step rather than two.
+    /// an end is first written to etcd with the whole journal, under the leader's token
+    /// (`Deposed` if it no longer leads): the guard before each step, so that an intent in any
+    /// copy of the journal means the step was allowed to start. The records between (begin,
+    /// done, failed, resumed) reach etcd with the next intent or the end: a leader that dies
+    /// before then leaves its successor one idempotent step to redo, and the failover path
+    /// waits for one etcd write per step rather than two.
     async fn journaled(&self, w: &mut Writer, id: &str, r: &Record) -> Result<(), ControllerError> {
-        w.append(r)?;
-        if matches!(r, Record::Intent { .. } | Record::End { .. }) {
-            self.mirror(id).await
-        } else {
-            Ok(())
+        if self.inner.group.is_some() && matches!(r, Record::Intent { .. } | Record::End { .. }) {
+            let line = serde_json::to_string(r).map_err(|e| JournalError::Io {
+                path: w.path().to_path_buf(),
+                source: std::io::Error::other(e),
+            })?;
+            let text = self.inner.journal.raw(id)? + &line + "\n";
+            self.mirror(id, &text).await?;
         }
+        w.append(r)?;
+        Ok(())
     }
 
     /// In a group: the recovery's journal to etcd, guarded by the leader's token.
-    async fn mirror(&self, id: &str) -> Result<(), ControllerError> {
+    async fn mirror(&self, id: &str, text: &str) -> Result<(), ControllerError> {
         let Some(g) = self.inner.group.as_ref() else {
             return Ok(());
         };
@@ -343,8 +348,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 "its lease may have run out".to_owned(),
             ));
         };
-        let text = self.inner.journal.raw(id)?;
-        let why = match g.guard_journal(id, &text, token).await {
+        let why = match g.guard_journal(id, text, token).await {
             Ok(true) => return Ok(()),
             Ok(false) => "etcd refused its journal write: another member leads".to_owned(),
             Err(e) => format!("its journal could not be written to etcd: {e}"),
