@@ -325,14 +325,42 @@ impl Ssh {
         *slot.lock().await = None;
     }
 
+    /// Runs a shell command as the login user itself, never under `sudo` (a witness's probe
+    /// needs no privilege, and sudo's own failures must not look like the probe's answer).
+    pub async fn run_unprivileged(
+        &self,
+        host: &Host,
+        command: &str,
+        within: Duration,
+    ) -> Result<CommandOutput, SshError> {
+        match self.run_once_as(host, command, within, false).await {
+            Err(e) if session_lost(&e) => {
+                self.drop_conn(host).await;
+                self.run_once_as(host, command, within, false).await
+            }
+            other => other,
+        }
+    }
+
     async fn run_once(
         &self,
         host: &Host,
         command: &str,
         within: Duration,
     ) -> Result<CommandOutput, SshError> {
+        self.run_once_as(host, command, within, true).await
+    }
+
+    async fn run_once_as(
+        &self,
+        host: &Host,
+        command: &str,
+        within: Duration,
+        privileged: bool,
+    ) -> Result<CommandOutput, SshError> {
         let c = self.conn(host).await?;
-        let wrapped = format!("{}sh -c {}", c.prefix, shell_quote(command));
+        let prefix = if privileged { c.prefix } else { "" };
+        let wrapped = format!("{prefix}sh -c {}", shell_quote(command));
         let out = timeout(within, c.session.raw_command(&wrapped).output())
             .await
             .map_err(|_| SshError::Timeout {

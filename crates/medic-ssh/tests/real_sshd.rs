@@ -387,4 +387,9 @@ async fn a_non_root_user_works_through_sudo_and_a_user_without_it_is_told_why() 
         e.to_string().contains("sudo: a password is required"),
         "{e}"
     );
+    // What needs no privilege (a witness's probe) runs as the user itself, without sudo.
+    let out = ssh.run_unprivileged(&h, "id -u; exit 3", T).await.unwrap();
+    assert_eq!(out.status, Some(3), "{out:?}");
+    assert_ne!(out.stdout.trim(), "0", "{out:?}");
+    assert!(!out.stderr.contains("sudo"), "{out:?}");
 }

@@ -89,32 +89,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let top = &loaded.topology;
         let observed_ip = lock(&self.inner.st).core.saved.observed.address(observer)?;
         let host = medic_exec::ssh_host(top, observer, observed_ip);
-        let send = match how {
-            Probe::Ping => "PING\\r\\n",
-            Probe::RuntimeApi => "show info\\n",
-        };
-        let script = format!(
-            "exec 3<>/dev/tcp/{}/{} && printf '{send}' >&3 && IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ]",
-            at.ip(),
-            at.port()
-        );
+        let script = probe_script(at, how);
         let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
-        use medic_ssh::Remote as _;
         let out = tokio::time::timeout(
             std::time::Duration::from_millis(1500),
             self.inner
                 .ssh
-                .run(&host, &command, std::time::Duration::from_secs(1)),
+                .run_unprivileged(&host, &command, std::time::Duration::from_secs(1)),
         )
         .await
         .ok()?
         .ok()?;
-        match out.status {
-            Some(0) => Some(true),
-            // Refused, no answer in time, or killed by `timeout`: it does not answer.
-            Some(1 | 124) => Some(false),
-            _ => None,
-        }
+        probe_answer(out.status)
     }
 }
 
@@ -193,5 +179,56 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
         }
         false
+    }
+}
+
+/// The witness's probe of `at` (bash, run as the login user): exit 0 if it answered, 3 if it
+/// refused or said nothing in time; `timeout` ends it with 124.
+fn probe_script(at: SocketAddr, how: Probe) -> String {
+    let send = match how {
+        Probe::Ping => "PING\\r\\n",
+        Probe::RuntimeApi => "show info\\n",
+    };
+    format!(
+        "exec 3<>/dev/tcp/{}/{} 2>/dev/null || exit 3; printf '{send}' >&3 || exit 3; IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ] || exit 3",
+        at.ip(),
+        at.port()
+    )
+}
+
+/// What the probe's exit status says of the machine: it answered (0); it did not (3, or 124
+/// when `timeout` ended it); anything else (no bash, a shell error, SSH's 255) says nothing.
+fn probe_answer(status: Option<i32>) -> Option<bool> {
+    match status {
+        Some(0) => Some(true),
+        Some(3 | 124) => Some(false),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_probes_own_codes_count_as_an_answer() {
+        assert_eq!(probe_answer(Some(0)), Some(true));
+        assert_eq!(probe_answer(Some(3)), Some(false));
+        assert_eq!(probe_answer(Some(124)), Some(false));
+        // sudo's refusal, bash missing, SSH failing: not evidence that the machine is gone.
+        for other in [Some(1), Some(2), Some(127), Some(255), None] {
+            assert_eq!(probe_answer(other), None, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_probe_script_answers_with_its_own_codes() {
+        let s = probe_script("10.0.0.5:9001".parse().unwrap(), Probe::Ping);
+        assert!(
+            s.starts_with("exec 3<>/dev/tcp/10.0.0.5/9001 2>/dev/null || exit 3;"),
+            "{s}"
+        );
+        assert!(s.contains("printf 'PING\\r\\n'"), "{s}");
+        assert!(s.ends_with("|| exit 3"), "{s}");
     }
 }
