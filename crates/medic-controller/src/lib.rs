@@ -12,6 +12,7 @@ pub mod checks;
 pub mod controller;
 pub mod core;
 pub mod http;
+pub mod hygiene;
 pub mod journal;
 pub mod notify;
 mod page;

@@ -69,8 +69,9 @@ impl Notifier {
         message: &str,
         details: Option<serde_json::Value>,
     ) {
+        let message = crate::hygiene::printable(message);
         for (url, format) in &self.hooks {
-            let body = Self::body(*format, event, topology, message, details.as_ref());
+            let body = Self::body(*format, event, topology, &message, details.as_ref());
             let url = url.clone();
             let event = event.to_owned();
             tokio::spawn(async move {
@@ -80,9 +81,15 @@ impl Notifier {
                 {
                     Ok((status, _)) if (200..300).contains(&status) => {}
                     Ok((status, _)) => {
-                        tracing::warn!(%event, status, "The webhook refused a notification.")
+                        let webhook = crate::hygiene::redact_url(&url);
+                        tracing::warn!(%event, %webhook, status, "The webhook refused a notification.")
                     }
-                    Err(e) => tracing::warn!(%event, error = %e, "A notification was not sent."),
+                    Err(e) => {
+                        // The URL is a secret: never in a log line.
+                        let webhook = crate::hygiene::redact_url(&url);
+                        let error = crate::hygiene::without_url(&e.to_string(), &url);
+                        tracing::warn!(%event, %webhook, %error, "A notification was not sent.")
+                    }
                 }
             });
         }

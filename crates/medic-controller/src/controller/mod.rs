@@ -578,5 +578,5 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         }
         source = s.source();
     }
-    out
+    crate::hygiene::printable(&out)
 }

@@ -12,6 +12,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     // ---- alerts and notifications -----------------------------------------------------
 
     pub(crate) fn alert(&self, level: AlertLevel, message: String) {
+        // It may quote remote text (a command's stderr, a server's error).
+        let message = crate::hygiene::printable(&message);
         match level {
             AlertLevel::Critical => tracing::error!(alert = "critical", "{message}"),
             AlertLevel::Warning => tracing::warn!(alert = "warning", "{message}"),
@@ -49,7 +51,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             seq,
             at_ms: now_ms(),
             kind: kind.to_owned(),
-            message: message.to_owned(),
+            message: crate::hygiene::printable(message),
         });
         while st.events.len() > EVENTS_KEPT {
             st.events.pop_front();
