@@ -70,7 +70,7 @@ pub fn redis_vars(
                 "master_host": master_host,
                 "master_port": master_port,
                 "persistence": s.persistence,
-                "maxmemory": s.maxmemory,
+                "maxmemory": s.maxmemory.as_ref().map(|m| &m.value),
             })
         })
         .collect();
@@ -116,7 +116,7 @@ pub fn haproxy_vars(
         .collect();
     json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket },
+        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value },
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
     })
@@ -197,7 +197,7 @@ pub fn app_proxy_vars(
         .collect();
     Some(json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket },
+        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket.value },
         "haproxy": haproxy_settings(&top.proxies.value.haproxy),
         "resolver": resolver,
         "frontends": frontends,

@@ -222,7 +222,14 @@ fn environment() -> Environment<'static> {
     // Playbooks write config files and shell commands, never HTML.
     env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
     env.set_keep_trailing_newline(true);
+    // `{{ value | shell_quote }}`: one shell word whatever the value holds.
+    env.add_filter("shell_quote", shell_quote);
     env
+}
+
+/// A value as one single-quoted shell word (`'` written as `'\''`).
+fn shell_quote(value: String) -> String {
+    format!("'{}'", value.replace('\'', "'\\''"))
 }
 
 impl Playbook {
@@ -614,6 +621,31 @@ steps:
     for_each: shards
     wait_for_port: {port: "{{ item.port }}", timeout: 5s}
 "#;
+
+    #[test]
+    fn shell_quote_makes_any_value_one_shell_word() {
+        let pb = parse(
+            r#"
+name: q
+description: test
+vars:
+  - {name: path, description: a path}
+steps:
+  - name: touch
+    command: touch {{ path | shell_quote }}
+"#,
+        )
+        .unwrap();
+        let steps = pb
+            .render(&json!({"path": "/tmp/a b'; rm -rf / #"}))
+            .unwrap();
+        match &steps[0].action {
+            RenderedAction::Command { command, .. } => {
+                assert_eq!(command, r#"touch '/tmp/a b'\''; rm -rf / #'"#)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 
     #[test]
     fn renders_for_each_when_and_defaults() {

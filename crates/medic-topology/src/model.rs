@@ -258,7 +258,7 @@ pub struct Shard {
     pub persistence: Persistence,
     /// `maxmemory` for the server, in redis's notation (`512mb`).
     #[serde(default)]
-    pub maxmemory: Option<String>,
+    pub maxmemory: Option<Spanned<String>>,
 }
 
 /// The HAProxy nodes that route clients to each shard's current master.
@@ -279,11 +279,11 @@ pub struct RuntimeApi {
     pub port: Spanned<u16>,
     /// A local admin socket the playbook also enables, for operators on the machine.
     #[serde(default = "default_admin_socket")]
-    pub socket: PathBuf,
+    pub socket: Spanned<PathBuf>,
 }
 
-fn default_admin_socket() -> PathBuf {
-    PathBuf::from("/run/haproxy/admin.sock")
+fn default_admin_socket() -> Spanned<PathBuf> {
+    unspanned(PathBuf::from("/run/haproxy/admin.sock"))
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -49,6 +49,8 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Checks the whole topology; the caller decides what errors mean.
+mod rendered;
+
 pub fn validate(top: &Topology, d: &mut Diagnostics) {
     check_name(d, &top.name, "name");
     let roles: BTreeMap<&str, Role> = top
@@ -69,6 +71,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.notifications();
     ctx.controller();
     ctx.ports();
+    ctx.rendered();
 }
 
 struct Ctx<'a, 'd> {
