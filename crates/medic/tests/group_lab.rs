@@ -420,6 +420,13 @@ fn a_frozen_leader_is_replaced_and_does_nothing_when_it_wakes() {
     let terms: std::collections::BTreeSet<i64> =
         records.iter().filter_map(|r| r["token"].as_i64()).collect();
     assert_eq!(terms.len(), 2, "a's term, then b's: {terms:?}");
+    // Both members detected the crash; only the leader told the webhook.
+    let events = env.hook.events();
+    assert_eq!(
+        events.iter().filter(|e| *e == "detection").count(),
+        1,
+        "{events:?}"
+    );
     // etcd's copy is b's: nothing a did after it woke landed there.
     let in_etcd = etcd_journals(&etcd);
     assert_eq!(in_etcd.len(), 1, "{in_etcd:?}");

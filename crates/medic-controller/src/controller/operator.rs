@@ -69,6 +69,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     pub(super) fn notify(&self, event: &str, message: &str, details: Option<serde_json::Value>) {
         self.record_event(event, message);
+        // In a group the leader tells the humans (one webhook per event, not one per member);
+        // a follower does only while nobody leads (etcd lost, a takeover under way).
+        if let Some(g) = self.group_status()
+            && !g.leading
+            && g.leader.is_some()
+            && event != "group"
+        {
+            return;
+        }
         let n = read(&self.inner.notifier).clone();
         let topology = self.top().topology.name.value.clone();
         n.send(event, &topology, message, details);

@@ -68,6 +68,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let alert = {
                     let mut st = lock(&g.st);
                     st.etcd_error = Some(text.clone());
+                    // Who leads is unknown while etcd does not answer (and every member's
+                    // webhooks speak, see `notify`).
+                    st.leader = None;
                     let due = now.saturating_sub(st.alerted_ms) >= ETCD_ALERT_EVERY_MS;
                     if due {
                         st.alerted_ms = now;
@@ -372,17 +375,30 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let mut rx = g.state_tx.subscribe();
         while rx.changed().await.is_ok() {
             let text = rx.borrow_and_update().clone();
-            let (Some(text), Some(token)) = (text, g.acting_token()) else {
-                continue;
-            };
-            match g
-                .etcd
-                .put_if_leader(&g.keys.leader, token, &g.keys.state, &text)
-                .await
-            {
-                Ok(true) => lock(&g.st).state_text = Some(text),
-                Ok(false) => self.stand_down("etcd refused its write (another member leads)"),
-                Err(e) => tracing::warn!(error = %e, "Cannot write the state to etcd."),
+            let Some(text) = text else { continue };
+            // Until it lands, a newer state replaces it, or this member stops leading.
+            while let Some(token) = g.acting_token() {
+                match g
+                    .etcd
+                    .put_if_leader(&g.keys.leader, token, &g.keys.state, &text)
+                    .await
+                {
+                    Ok(true) => {
+                        lock(&g.st).state_text = Some(text);
+                        break;
+                    }
+                    Ok(false) => {
+                        self.stand_down("etcd refused its write (another member leads)");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Cannot write the state to etcd; trying again.");
+                        tokio::time::sleep(g.tick()).await;
+                        if rx.has_changed().unwrap_or(false) {
+                            break;
+                        }
+                    }
+                }
             }
         }
     }
