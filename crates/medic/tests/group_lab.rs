@@ -236,6 +236,21 @@ fn key_lines(log: &str) -> String {
         .join("\n")
 }
 
+/// Whether the member's recovery has launched its replacement (the launch step is done).
+fn launched(m: &Member) -> bool {
+    let records = journal(m);
+    let Some(begin) = records.first() else {
+        return false;
+    };
+    let launch = begin["plan"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().position(|s| s["action"] == "launch_instance"))
+        .map(|i| i + 1);
+    records
+        .iter()
+        .any(|r| r["record"] == "done" && r["step"].as_u64().map(|s| s as usize) == launch)
+}
+
 /// The recoveries' journals as etcd holds them (records of each).
 fn etcd_journals(etcd: &EtcdCluster) -> Vec<Vec<Value>> {
     let client = medic_coord::etcd::Etcd::new(etcd.endpoints(), Duration::from_secs(2));
@@ -383,20 +398,9 @@ fn a_frozen_leader_is_replaced_and_does_nothing_when_it_wakes() {
     let crashed_at = Instant::now();
     env.fault("redis1", "crash", &[]);
     // Frozen once its replacement is launched (the steps after it take a while).
-    let launched = |m: &[Member; 2]| {
-        let records = journal(&m[0]);
-        let Some(begin) = records.first() else {
-            return false;
-        };
-        let launch = begin["plan"]["steps"]
-            .as_array()
-            .and_then(|s| s.iter().position(|s| s["action"] == "launch_instance"))
-            .map(|i| i + 1);
-        records
-            .iter()
-            .any(|r| r["record"] == "done" && r["step"].as_u64().map(|s| s as usize) == launch)
-    };
-    wait(&m, "a launches the replacement", RECOVERY, launched);
+    wait(&m, "a launches the replacement", RECOVERY, |m| {
+        launched(&m[0])
+    });
     m[0].signal("-STOP");
     wait(&m, "b completes the recovery", RECOVERY, |m| {
         completed(&m[1], "machine redis1 lost")
@@ -560,20 +564,9 @@ fn a_leader_cut_off_from_etcd_mid_recovery_stops_and_the_other_finishes() {
     writer.wait_acked("the client's first writes", Instant::now(), 50);
     let crashed_at = Instant::now();
     env.fault("redis1", "crash", &[]);
-    let launched = |m: &[Member; 2]| {
-        let records = journal(&m[1]);
-        let Some(begin) = records.first() else {
-            return false;
-        };
-        let launch = begin["plan"]["steps"]
-            .as_array()
-            .and_then(|s| s.iter().position(|s| s["action"] == "launch_instance"))
-            .map(|i| i + 1);
-        records
-            .iter()
-            .any(|r| r["record"] == "done" && r["step"].as_u64().map(|s| s as usize) == launch)
-    };
-    wait(&m, "b launches the replacement", RECOVERY, launched);
+    wait(&m, "b launches the replacement", RECOVERY, |m| {
+        launched(&m[1])
+    });
     etcd.kill(0);
     wait(&m, "a completes the recovery", RECOVERY, |m| {
         completed(&m[0], "machine redis1 lost")

@@ -221,6 +221,13 @@ impl Group {
             .collect()
     }
 
+    /// It does not lead, and etcd named a leader at its last answer.
+    pub(super) fn follows_a_leader(&self) -> bool {
+        let st = lock(&self.st);
+        let leading = st.token.is_some() && st.tenure.may_act(self.mono_ms());
+        !leading && st.leader.is_some()
+    }
+
     pub(super) fn status(&self) -> GroupStatus {
         let st = lock(&self.st);
         let now = self.mono_ms();

@@ -448,6 +448,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .is_none_or(|g| g.acting_token().is_some())
     }
 
+    /// In a group, whether another member leads now (this one does not act, and is quiet).
+    fn follows_a_leader(&self) -> bool {
+        self.inner
+            .group
+            .as_ref()
+            .is_some_and(|g| g.follows_a_leader())
+    }
+
     /// The group's view, if this controller is in one.
     pub fn group_status(&self) -> Option<GroupStatus> {
         self.inner.group.as_ref().map(group::Group::status)

@@ -71,11 +71,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         self.record_event(event, message);
         // In a group the leader tells the humans (one webhook per event, not one per member);
         // a follower does only while nobody leads (etcd lost, a takeover under way).
-        if let Some(g) = self.group_status()
-            && !g.leading
-            && g.leader.is_some()
-            && event != "group"
-        {
+        if event != "group" && self.follows_a_leader() {
             return;
         }
         let n = read(&self.inner.notifier).clone();
