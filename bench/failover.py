@@ -104,7 +104,7 @@ def sh(*args, check=True, **kw):
 
 def api(path):
     with socket.create_connection(("127.0.0.1", LISTEN), timeout=2) as s:
-        s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(65536):
             data += chunk

@@ -83,7 +83,7 @@ def topology(d, n):
 
 def metrics():
     with socket.create_connection(("127.0.0.1", LISTEN), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         data = b""
         while chunk := s.recv(1 << 16):
             data += chunk

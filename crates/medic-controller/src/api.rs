@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | GET | `/` | the status page |
 //! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
-//! | GET | `/api/history` | every recovery with its steps |
+//! | GET | `/api/history[?limit=N&offset=K]` | the recoveries with their steps, newest first (100 by default, 1,000 at most) |
 //! | GET | `/api/events[?after=SEQ]` | what happened since SEQ (detections, steps, alerts) |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
@@ -19,17 +19,40 @@ use tokio::net::TcpListener;
 use medic_cloud::{Cloud, Dns};
 
 use crate::controller::Controller;
-use crate::http::{Request, Response, read_request, write_response};
+use crate::http::{Request, Response, read_request, request_allowed, write_response};
+
+/// At most this many connections are served at once; the others wait in the kernel's accept
+/// queue and cost this process nothing (no descriptor: the checks need those).
+pub const MAX_CONNECTIONS: usize = 64;
+/// A failed `accept` (out of descriptors, say) is retried after this pause, never in a spin.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub async fn serve<C: Cloud + 'static, D: Dns + 'static>(c: Controller<C, D>, l: TcpListener) {
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut last_warning: Option<tokio::time::Instant> = None;
     loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            continue;
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let mut s = match l.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                if last_warning.is_none_or(|t| t.elapsed() > std::time::Duration::from_secs(10)) {
+                    tracing::warn!(error = %e, "The API cannot accept a connection; retrying.");
+                    last_warning = Some(tokio::time::Instant::now());
+                }
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
         };
         let c = c.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let resp = match read_request(&mut s).await {
-                Ok(req) => route(&c, &req),
+                Ok(req) => match request_allowed(&req) {
+                    Ok(()) => route(&c, &req),
+                    Err(refused) => refused,
+                },
                 Err(resp) => resp,
             };
             write_response(&mut s, &resp).await;
@@ -44,7 +67,10 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
             Response::text(200, "text/html; charset=utf-8", crate::page::PAGE)
         }
         ("GET", "/api/status") => Response::json(200, &c.status()),
-        ("GET", "/api/history") => match c.history() {
+        ("GET", "/api/history") => match c.history(
+            query_number(&req.query, "offset").unwrap_or(0),
+            query_number(&req.query, "limit").unwrap_or(crate::controller::HISTORY_PAGE),
+        ) {
             Ok(h) => Response::json(200, &h),
             Err(e) => Response::error(500, e.to_string()),
         },
@@ -93,4 +119,12 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
         (_, "/api/status" | "/api/history" | "/metrics") => Response::error(405, "GET only"),
         _ => Response::error(404, format!("nothing at {}", req.path)),
     }
+}
+
+/// `name=N` in a query string.
+fn query_number(query: &str, name: &str) -> Option<usize> {
+    query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
 }

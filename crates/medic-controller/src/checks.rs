@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use medic_detect::Observation;
 use medic_haproxy::{HaproxyError, ProxyApi as _, RuntimeApi};
-use medic_redis::{Probe, ProbeResult, RedisAddr, ReplicationInfo};
+use medic_redis::{Credentials, Probe, ProbeResult, RedisAddr, ReplicationInfo};
 use medic_topology::{Check, Topology};
 
 use crate::journal::now_ms;
@@ -208,6 +208,7 @@ pub type Sink = Arc<dyn Fn(CheckResult) + Send + Sync>;
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
+    auth: Option<Credentials>,
     book: SharedBook,
     sink: Sink,
 ) -> Vec<JoinHandle<()>> {
@@ -215,24 +216,34 @@ pub fn spawn(
     targets(top)
         .into_iter()
         .map(|(target, check, port, listens)| {
-            let book = book.clone();
-            let sink = sink.clone();
-            rt.spawn(
-                async move { run_target(target, check, port, listens, book, sink, epoch).await },
-            )
+            let shared = Shared {
+                auth: auth.clone(),
+                book: book.clone(),
+                sink: sink.clone(),
+                epoch,
+            };
+            rt.spawn(async move { run_target(target, check, port, listens, shared).await })
         })
         .collect()
 }
 
-async fn run_target(
-    target: Target,
-    check: Check,
-    port: u16,
-    listens: Vec<u16>,
+/// What every check task is given alike.
+struct Shared {
+    /// medic's redis login, if the servers ask for one.
+    auth: Option<Credentials>,
     book: SharedBook,
     sink: Sink,
+    /// The checks' common clock origin (ticks are multiples from it).
     epoch: tokio::time::Instant,
-) {
+}
+
+async fn run_target(target: Target, check: Check, port: u16, listens: Vec<u16>, shared: Shared) {
+    let Shared {
+        auth,
+        book,
+        sink,
+        epoch,
+    } = shared;
     let target = Arc::new(target);
     let interval = check.interval.as_duration();
     let within = check.timeout.as_duration();
@@ -260,7 +271,7 @@ async fn run_target(
                 let addr = RedisAddr::new(ip, port);
                 let p = match &mut probe {
                     Some(p) if p.addr == addr => p,
-                    slot => slot.insert(Probe::new(addr, None, within)),
+                    slot => slot.insert(Probe::new(addr, None, within).with_auth(auth.clone())),
                 };
                 redis_result(p.check().await, within)
             }
@@ -318,6 +329,13 @@ fn redis_result(
                 medic_playbook::human_ms(within.as_millis() as u64)
             )
             .into(),
+            None,
+        ),
+        // It answers, so it runs; medic cannot see its replication until its credentials are
+        // put right, which `medic status` shows in this detail.
+        ProbeResult::ErrorReply { code, message } if medic_redis::is_auth_refusal(&code) => (
+            Observation::Ok,
+            format!("answers, but refuses medic's login: {code} {message}").into(),
             None,
         ),
         ProbeResult::ErrorReply { code, message } => (

@@ -25,6 +25,10 @@ pub struct Request {
     pub path: String,
     pub query: String,
     pub authorization: Option<String>,
+    /// The `Host` header, if any.
+    pub host: Option<String>,
+    /// The `Origin` header a browser adds to a cross-site request, if any.
+    pub origin: Option<String>,
     pub body: Vec<u8>,
 }
 
@@ -60,7 +64,11 @@ impl Response {
 
 const MAX_HEAD: usize = 16 * 1024;
 const MAX_BODY: usize = 64 * 1024;
-const READ_WITHIN: Duration = Duration::from_secs(5);
+/// The whole request, head and body, must arrive within this: a client trickling a byte at a
+/// time cannot hold a connection longer.
+pub const READ_WITHIN: Duration = Duration::from_secs(5);
+/// The whole response must be taken within this.
+pub const WRITE_WITHIN: Duration = Duration::from_secs(10);
 
 fn reason(status: u16) -> &'static str {
     match status {
@@ -68,16 +76,27 @@ fn reason(status: u16) -> &'static str {
         202 => "Accepted",
         400 => "Bad Request",
         401 => "Unauthorized",
+        403 => "Forbidden",
+        421 => "Misdirected Request",
+        503 => "Service Unavailable",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         413 => "Payload Too Large",
         _ => "Error",
     }
 }
 
-/// Reads one request from `s`; `Err` carries the response to send instead.
+/// Reads one request from `s`, all of it within [`READ_WITHIN`]; `Err` carries the response
+/// to send instead.
 pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
+    tokio::time::timeout(READ_WITHIN, read_request_unbounded(s))
+        .await
+        .unwrap_or_else(|_| Err(Response::error(408, "the request did not arrive in time")))
+}
+
+async fn read_request_unbounded(s: &mut TcpStream) -> Result<Request, Response> {
     let mut buf = Vec::with_capacity(1024);
     let head_end = loop {
         if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -87,11 +106,9 @@ pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
             return Err(Response::error(413, "request head too large"));
         }
         let mut chunk = [0u8; 4096];
-        let n = match tokio::time::timeout(READ_WITHIN, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => {
-                return Err(Response::error(400, "incomplete request"));
-            }
-            Ok(Ok(n)) => n,
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Response::error(400, "incomplete request")),
+            Ok(n) => n,
         };
         buf.extend_from_slice(&chunk[..n]);
     };
@@ -106,6 +123,7 @@ pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
     };
     let mut length = 0usize;
     let mut authorization = None;
+    let (mut host, mut origin) = (None, None);
     for line in lines {
         let Some((k, v)) = line.split_once(':') else {
             continue;
@@ -117,6 +135,10 @@ pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
                 .map_err(|_| Response::error(400, "bad Content-Length"))?;
         } else if k.eq_ignore_ascii_case("authorization") {
             authorization = Some(v.to_owned());
+        } else if k.eq_ignore_ascii_case("host") {
+            host = Some(v.to_owned());
+        } else if k.eq_ignore_ascii_case("origin") {
+            origin = Some(v.to_owned());
         }
     }
     if length > MAX_BODY {
@@ -125,9 +147,9 @@ pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
     let mut body = buf[head_end + 4..].to_vec();
     while body.len() < length {
         let mut chunk = vec![0u8; length - body.len()];
-        let n = match tokio::time::timeout(READ_WITHIN, s.read(&mut chunk)).await {
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Response::error(400, "incomplete body")),
-            Ok(Ok(n)) => n,
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Response::error(400, "incomplete body")),
+            Ok(n) => n,
         };
         body.extend_from_slice(&chunk[..n]);
     }
@@ -137,11 +159,68 @@ pub async fn read_request(s: &mut TcpStream) -> Result<Request, Response> {
         path,
         query,
         authorization,
+        host,
+        origin,
         body,
     })
 }
 
+/// Whether a `Host` (or an `Origin`'s host) names this API the way its users reach it: an
+/// IP address or `localhost`, with any port. Any other name is a page that had its own name
+/// resolved to this address (DNS rebinding), or a proxy that should say where it forwards.
+pub fn host_allowed(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // [v6]:port
+        return rest
+            .split_once(']')
+            .is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok());
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, port)| {
+            if port.chars().all(|c| c.is_ascii_digit()) {
+                n
+            } else {
+                host
+            }
+        })
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
+/// Whether a request may be served: no `Host`, or one [`host_allowed`]; and for a mutation,
+/// no `Origin` or a same-host one (`http://HOST`).
+pub fn request_allowed(req: &Request) -> Result<(), Response> {
+    if let Some(h) = &req.host
+        && !host_allowed(h)
+    {
+        return Err(Response::error(
+            421,
+            format!(
+                "Host {h:?} is not an address of this API; use its IP address or localhost (a proxy in front must send one)"
+            ),
+        ));
+    }
+    if req.method != "GET"
+        && let Some(o) = &req.origin
+    {
+        let host = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        if !host.is_some_and(host_allowed) {
+            return Err(Response::error(
+                403,
+                format!("a command from the web page at {o:?} is refused"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `r`, all of it within [`WRITE_WITHIN`] (a client that does not read is dropped).
 pub async fn write_response(s: &mut TcpStream, r: &Response) {
+    let _ = tokio::time::timeout(WRITE_WITHIN, write_response_unbounded(s, r)).await;
+}
+
+async fn write_response_unbounded(s: &mut TcpStream, r: &Response) {
     let head = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         r.status,
@@ -211,4 +290,84 @@ pub async fn send(
 /// The URL of the controller's API at `listen`.
 pub fn base_url(listen: SocketAddr) -> String {
     format!("http://{listen}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_addresses_and_localhost_name_the_api() {
+        for ok in [
+            "127.0.0.1:7600",
+            "127.0.0.1",
+            "localhost:7600",
+            "LOCALHOST",
+            "[::1]:7600",
+            "10.0.0.5:7600",
+        ] {
+            assert!(host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example.com",
+            "evil.example.com:7600",
+            "127.0.0.1.evil.example.com",
+            "localhost.evil.example.com:7600",
+            "[::1",
+            "",
+        ] {
+            assert!(!host_allowed(bad), "{bad}");
+        }
+    }
+
+    fn req(method: &str, host: Option<&str>, origin: Option<&str>) -> Request {
+        Request {
+            method: method.to_owned(),
+            path: "/api/recover/redis1".to_owned(),
+            query: String::new(),
+            authorization: None,
+            host: host.map(str::to_owned),
+            origin: origin.map(str::to_owned),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rebound_name_or_a_foreign_page_is_refused() {
+        assert!(request_allowed(&req("GET", None, None)).is_ok());
+        assert!(request_allowed(&req("GET", Some("127.0.0.1:7600"), None)).is_ok());
+        assert!(
+            request_allowed(&req(
+                "POST",
+                Some("127.0.0.1:7600"),
+                Some("http://127.0.0.1:7600")
+            ))
+            .is_ok()
+        );
+        let refused = |r: Result<(), Response>| r.err().map(|r| r.status);
+        assert_eq!(
+            refused(request_allowed(&req(
+                "GET",
+                Some("evil.example.com:7600"),
+                None
+            ))),
+            Some(421)
+        );
+        assert_eq!(
+            refused(request_allowed(&req(
+                "POST",
+                Some("127.0.0.1:7600"),
+                Some("http://evil.example.com")
+            ))),
+            Some(403)
+        );
+        assert_eq!(
+            refused(request_allowed(&req(
+                "POST",
+                Some("127.0.0.1:7600"),
+                Some("null")
+            ))),
+            Some(403)
+        );
+    }
 }

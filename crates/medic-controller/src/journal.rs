@@ -447,7 +447,7 @@ fn read_file(path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
     parse(&bytes, path, id)
 }
 
-fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
+pub(crate) fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, JournalError> {
     // Bytes, not text: a write torn in the middle of a multi-byte character is a torn line too.
     let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
     if bytes.ends_with(b"\n") {
@@ -543,12 +543,12 @@ fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, JournalErro
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
     use super::*;
     use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Step};
 
-    fn plan(id: &str) -> Plan {
+    pub(crate) fn plan(id: &str) -> Plan {
         let target = MonitorTarget::Machine {
             machine: "redis1".into(),
         };
@@ -580,7 +580,7 @@ mod tests {
         }
     }
 
-    fn begin(id: &str) -> Record {
+    pub(crate) fn begin(id: &str) -> Record {
         Record::Begin {
             at_ms: 1,
             trigger: "test".into(),
@@ -590,7 +590,7 @@ mod tests {
         }
     }
 
-    fn done(step: usize) -> Record {
+    pub(crate) fn done(step: usize) -> Record {
         Record::Done {
             step,
             at_ms: 2,

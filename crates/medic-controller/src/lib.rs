@@ -19,4 +19,6 @@ mod page;
 pub mod store;
 pub mod witness;
 
-pub use controller::{Controller, ControllerError, Reload, Setup, api_token, history_entry};
+pub use controller::{
+    Controller, ControllerError, Reload, Setup, api_token, history_entry, medic_credentials,
+};

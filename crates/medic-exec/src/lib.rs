@@ -26,7 +26,7 @@ use medic_playbook::Playbooks;
 use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
 use medic_ssh::Remote as _;
 use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError, run_playbook};
-use medic_topology::{HostKeyPolicy, Topology};
+use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
 mod fence;
 pub use fence::Unfenced;
@@ -62,6 +62,10 @@ pub enum ExecError {
         kind: &'static str,
         machine: String,
     },
+    #[error(
+        "step {index} (playbook): no password for redis user `{user}` (redis_auth) was read when medic started"
+    )]
+    NoSecret { index: usize, user: String },
     #[error("step {index} ({kind}): playbook `{playbook}` is not loaded")]
     NoPlaybook {
         index: usize,
@@ -127,6 +131,7 @@ impl ExecError {
             | ExecError::Unfenced { .. } => true,
             ExecError::UnknownAddress { .. }
             | ExecError::NoPlaybook { .. }
+            | ExecError::NoSecret { .. }
             | ExecError::Unsupported { .. }
             | ExecError::NoDns { .. } => false,
         }
@@ -181,12 +186,40 @@ pub struct Executor<'a, C, D> {
     pub skip_dns: bool,
     pub ssh: &'a Ssh,
     pub playbooks: &'a Playbooks,
+    /// The passwords of `redis_auth`, for the playbooks that render them.
+    pub secrets: &'a Secrets,
     /// Every machine's address as known so far; launch steps add theirs.
     pub addresses: BTreeMap<String, IpAddr>,
     /// Admin calls to redis servers (each bounded by its timeout).
     pub redis: Redis,
     /// Fences skipped so far in this recovery (a resumed one is given those of its done steps).
     pub unfenced: Unfenced,
+}
+
+/// Replaces each `${KIND:NAME}` of `s` with what `value(KIND, NAME)` gives; one it gives
+/// nothing for, and an unclosed `${`, stay as they are.
+fn fill_placeholders<E>(
+    s: &str,
+    mut value: impl FnMut(&str, &str) -> Result<Option<String>, E>,
+) -> Result<String, E> {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let (kind, name) = after[..end].split_once(':').unwrap_or((&after[..end], ""));
+        match value(kind, name)? {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(&rest[start..start + 2 + end + 1]),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
 }
 
 /// What a step did, for the caller to show and the journal to keep.
@@ -223,7 +256,34 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         }
     }
 
-    /// Replaces every `${address:M}` in the variables with M's address.
+    /// Puts each `${address:M}` (M's address), `${secret:U}` (U's password) and
+    /// `${secret-sha256:U}` (its SHA-256 in hex) of `s` in.
+    fn fill(&self, index: usize, s: &str) -> Result<String, ExecError> {
+        fill_placeholders(s, |kind, name| {
+            let secret = || {
+                self.secrets
+                    .password(name)
+                    .ok_or_else(|| ExecError::NoSecret {
+                        index,
+                        user: name.to_owned(),
+                    })
+            };
+            Ok(match kind {
+                "address" => Some(
+                    self.resolve(index, "playbook", &Addr::Of(name.to_owned()))?
+                        .to_string(),
+                ),
+                "secret" => Some(secret()?.expose().to_owned()),
+                "secret-sha256" => {
+                    use sha2::Digest as _;
+                    Some(format!("{:x}", sha2::Sha256::digest(secret()?.expose())))
+                }
+                _ => None,
+            })
+        })
+    }
+
+    /// Replaces every placeholder in the variables (see [`Executor::fill`]).
     fn resolve_vars(
         &self,
         index: usize,
@@ -231,20 +291,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
     ) -> Result<serde_json::Value, ExecError> {
         use serde_json::Value;
         Ok(match v {
-            Value::String(s) if s.contains("${address:") => {
-                let mut out = String::new();
-                let mut rest = s.as_str();
-                while let Some(start) = rest.find("${address:") {
-                    out.push_str(&rest[..start]);
-                    let after = &rest[start + "${address:".len()..];
-                    let Some(end) = after.find('}') else { break };
-                    let ip = self.resolve(index, "playbook", &Addr::Of(after[..end].to_owned()))?;
-                    out.push_str(&ip.to_string());
-                    rest = &after[end + 1..];
-                }
-                out.push_str(rest);
-                Value::String(out)
-            }
+            Value::String(s) if s.contains("${") => Value::String(self.fill(index, s)?),
             Value::Array(a) => Value::Array(
                 a.iter()
                     .map(|x| self.resolve_vars(index, x))
@@ -803,5 +850,26 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             progress(step, &done);
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fill_placeholders;
+
+    fn fill(s: &str) -> String {
+        fill_placeholders::<()>(s, |kind, name| {
+            Ok((kind == "address").then(|| format!("<{name}>")))
+        })
+        .unwrap_or_default()
+    }
+
+    #[test]
+    fn placeholders_are_filled_and_anything_else_is_kept_as_it_is() {
+        assert_eq!(fill("${address:a}:${address:b}"), "<a>:<b>");
+        assert_eq!(fill("x ${other:a} y"), "x ${other:a} y");
+        assert_eq!(fill("x ${address:a"), "x ${address:a");
+        assert_eq!(fill("plain"), "plain");
+        assert_eq!(fill("$ {address:a} ${address:b}"), "$ {address:a} <b>");
     }
 }

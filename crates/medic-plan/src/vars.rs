@@ -37,6 +37,41 @@ fn host(top: &Topology, machine: &str, address: &Addr) -> Value {
     json!({ "name": machine, "address": address.to_string(), "role": role, "topology": top.name.value })
 }
 
+/// A password in playbook variables, as a placeholder: the plan and the journal show it as
+/// it is; the executor puts the password in when the step runs.
+pub fn secret(user: &str) -> String {
+    format!("${{secret:{user}}}")
+}
+
+/// As [`secret`], for the password's SHA-256 in hex (what a redis ACL line may hold instead
+/// of the password).
+pub fn secret_sha256(user: &str) -> String {
+    format!("${{secret-sha256:{user}}}")
+}
+
+/// `redis_auth` for the redis playbook: each user with its rules and its password's hash, and
+/// the replication password (the one a replica must send).
+fn redis_auth_vars(top: &Topology) -> Value {
+    let Some(a) = &top.redis_auth else {
+        return Value::Null;
+    };
+    let a = &a.value;
+    let user = |name: &str, rules: &str| json!({ "user": name, "rules": rules, "hash": secret_sha256(name) });
+    let clients: Vec<Value> = a
+        .clients
+        .iter()
+        .map(|c| user(&c.value.user.value, &c.value.rules.value))
+        .collect();
+    let repl = &a.replication.value.user.value;
+    let mut replication = user(repl, medic_topology::auth::REPLICATION_RULES);
+    replication["password"] = Value::String(secret(repl));
+    json!({
+        "medic": user(&a.medic.value.user.value, medic_topology::auth::MEDIC_RULES),
+        "replication": replication,
+        "clients": clients,
+    })
+}
+
 /// The role a redis server should have when its playbook runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerRole {
@@ -74,7 +109,7 @@ pub fn redis_vars(
             })
         })
         .collect();
-    json!({ "host": host(top, machine, address), "shards": shards })
+    json!({ "host": host(top, machine, address), "shards": shards, "auth": redis_auth_vars(top) })
 }
 
 /// Variables for `playbooks/haproxy.yaml`: every shard's frontend and backend, with the current
@@ -119,6 +154,7 @@ pub fn haproxy_vars(
         "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value },
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
+        "redis_auth": top.redis_auth.is_some(),
     })
 }
 

@@ -31,6 +31,39 @@ pub use info::{
 };
 pub use probe::{Probe, ProbeResult};
 
+/// A redis ACL user and its password, sent as `AUTH user password` on every new connection.
+/// The password is never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    pub user: String,
+    password: String,
+}
+
+impl Credentials {
+    pub fn new(user: impl Into<String>, password: impl Into<String>) -> Credentials {
+        Credentials {
+            user: user.into(),
+            password: password.into(),
+        }
+    }
+
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Credentials({}, ********)", self.user)
+    }
+}
+
+/// Whether a redis error code says the server refused whom we logged in as (or that we did not),
+/// not that it is unwell.
+pub fn is_auth_refusal(code: &str) -> bool {
+    matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
+}
+
 /// Where a redis server listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RedisAddr {
@@ -169,22 +202,44 @@ pub trait RedisAdmin: Send + Sync {
 pub struct Redis {
     /// The bound on each call: connecting and the reply together.
     pub timeout: Duration,
+    /// Whom to log in as; `None` for a server without ACLs.
+    pub auth: Option<Credentials>,
 }
 
 impl Default for Redis {
     fn default() -> Self {
         Redis {
             timeout: Duration::from_secs(2),
+            auth: None,
+        }
+    }
+}
+
+impl Redis {
+    /// The default bound, logging in as `auth`.
+    pub fn with_auth(auth: Option<Credentials>) -> Redis {
+        Redis {
+            auth,
+            ..Redis::default()
         }
     }
 }
 
 pub(crate) async fn connect(
     addr: RedisAddr,
+    auth: Option<&Credentials>,
     within: Duration,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let client = redis::Client::open(format!("redis://{addr}/"))
-        .map_err(|e| RedisError::from_redis(addr, "connect", e))?;
+    let info = redis::ConnectionInfo {
+        addr: redis::ConnectionAddr::Tcp(addr.host.to_string(), addr.port),
+        redis: redis::RedisConnectionInfo {
+            username: auth.map(|a| a.user.clone()),
+            password: auth.map(|a| a.password().to_owned()),
+            ..Default::default()
+        },
+    };
+    let client =
+        redis::Client::open(info).map_err(|e| RedisError::from_redis(addr, "connect", e))?;
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(within)
         .set_response_timeout(within);
@@ -240,7 +295,7 @@ impl Redis {
         cmd: redis::Cmd,
     ) -> Result<T, RedisError> {
         let work = async {
-            let mut con = connect(addr, self.timeout).await?;
+            let mut con = connect(addr, self.auth.as_ref(), self.timeout).await?;
             cmd.query_async::<T>(&mut con)
                 .await
                 .map_err(|e| RedisError::from_redis(addr, op, e))

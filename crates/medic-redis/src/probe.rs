@@ -9,8 +9,8 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::RedisAddr;
 use crate::info::{ReplicationInfo, Role, parse_replication};
+use crate::{Credentials, RedisAddr};
 
 /// What one check found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -51,6 +51,8 @@ pub struct Probe {
     /// The role the server should have, if the caller knows it.
     pub expect: Option<Role>,
     pub timeout: Duration,
+    /// Whom to log in as on each new connection.
+    auth: Option<Credentials>,
     conn: Option<BufReader<TcpStream>>,
     buf: Vec<u8>,
 }
@@ -73,9 +75,16 @@ impl Probe {
             addr,
             expect,
             timeout,
+            auth: None,
             conn: None,
             buf: Vec::new(),
         }
+    }
+
+    /// Logs in as `auth` (`AUTH user password`) on every new connection.
+    pub fn with_auth(mut self, auth: Option<Credentials>) -> Self {
+        self.auth = auth;
+        self
     }
 
     /// One check: `INFO replication`, bounded by the timeout (connecting included).
@@ -118,7 +127,13 @@ impl Probe {
                     _ => Fail::Other(e.to_string()),
                 })?;
             let _ = s.set_nodelay(true);
-            self.conn = Some(BufReader::with_capacity(1024, s));
+            let mut conn = BufReader::with_capacity(1024, s);
+            if let Some(a) = &self.auth
+                && let Some(refused) = login(&mut conn, a, &mut self.buf).await?
+            {
+                return Ok(refused);
+            }
+            self.conn = Some(conn);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Fail::Other("no connection".into()));
@@ -179,5 +194,46 @@ impl Probe {
                 _ => ProbeResult::Up { info },
             },
         })
+    }
+}
+
+/// `AUTH user password` on a fresh connection: `None` once logged in, the server's refusal
+/// otherwise.
+async fn login(
+    conn: &mut BufReader<TcpStream>,
+    a: &Credentials,
+    buf: &mut Vec<u8>,
+) -> Result<Option<ProbeResult>, Fail> {
+    let bulk = |s: &str| format!("${}\r\n{s}\r\n", s.len());
+    let request = format!(
+        "*3\r\n$4\r\nAUTH\r\n{}{}",
+        bulk(&a.user),
+        bulk(a.password())
+    );
+    let broken = |e: std::io::Error| Fail::Other(e.to_string());
+    conn.get_mut()
+        .write_all(request.as_bytes())
+        .await
+        .map_err(broken)?;
+    buf.clear();
+    let n = conn.read_until(b'\n', buf).await.map_err(broken)?;
+    if n == 0 {
+        return Err(Fail::Other("connection closed".into()));
+    }
+    let line = buf.trim_ascii_end();
+    match line.first() {
+        Some(b'+') => Ok(None),
+        Some(b'-') => {
+            let line = String::from_utf8_lossy(&line[1..]);
+            let (code, message) = line.split_once(' ').unwrap_or((&line, ""));
+            Ok(Some(ProbeResult::ErrorReply {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }))
+        }
+        _ => Err(Fail::Other(format!(
+            "unexpected reply to AUTH `{}`",
+            String::from_utf8_lossy(line)
+        ))),
     }
 }

@@ -13,6 +13,7 @@
 //!   a wrong type or an unknown variant stops parsing and is reported as the parser locates it.
 
 pub mod ami;
+pub mod auth;
 pub mod diag;
 pub mod duration;
 pub mod load;
@@ -24,6 +25,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 pub use ami::AmiDefinition;
+pub use auth::{Password, RedisAuth, SecretError, Secrets};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 

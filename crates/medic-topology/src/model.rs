@@ -48,6 +48,9 @@ pub struct Topology {
     pub notifications: Vec<Spanned<Notification>>,
     #[serde(default)]
     pub controller: Controller,
+    /// Who may talk to the redis servers. Absent: redis accepts anyone who can reach it.
+    #[serde(default)]
+    pub redis_auth: Option<Spanned<crate::auth::RedisAuth>>,
 }
 
 fn default_playbooks() -> Spanned<PathBuf> {

@@ -49,6 +49,7 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Checks the whole topology; the caller decides what errors mean.
+mod auth;
 mod rendered;
 
 pub fn validate(top: &Topology, d: &mut Diagnostics) {
@@ -72,6 +73,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.controller();
     ctx.ports();
     ctx.rendered();
+    ctx.redis_auth();
 }
 
 struct Ctx<'a, 'd> {

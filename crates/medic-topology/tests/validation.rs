@@ -28,7 +28,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:3:7: name: `Barton_Test` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
         "{F}:5:3: provider.aws.security_groups[0]: `default` is not a security group id; expected sg-...",
         "{F}:5:3: provider.aws.tags.medic:owner: tag keys starting with `medic:` or `aws:` are reserved; expected another key",
-        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, app_proxies, dns, checks, policy, notifications, controller",
+        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, app_proxies, dns, checks, policy, notifications, controller, redis_auth",
         "{F}:17:11: amis[1].name: duplicate AMI `redis` (first defined at line 14); expected unique names",
         "{F}:19:28: amis[1].image_ids.us-east-1: `ami-nothex` is not an AMI id; expected ami- and 8 or 17 hex digits",
         "{F}:21:17: amis[2].definition: no file {D}/../../amis/nothere.yaml; expected an AMI definition (amis/*.yaml)",
@@ -68,6 +68,11 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:62:11: controller.cluster.etcd: no etcd endpoint: expected a list of etcd members' client addresses, e.g. [10.0.0.5:2379, 10.0.0.6:2379, 10.0.0.7:2379]",
         "{F}:63:12: controller.cluster.lease: 1s 500ms is out of range: expected whole seconds from 2s to 60s (the leader stops acting 1 s before its lease could expire)",
         "{F}:64:13: controller.cluster.member: `a b`: expected a name of letters, digits, `-`, `_` or `.`",
+        "{F}:66:41: redis_auth.medic.password.file: secrets/medic is not an absolute path; expected e.g. /etc/medic/secrets/redis-medic",
+        "{F}:67:23: redis_auth.replication.user: \"medic\" is named twice; expected one entry per user",
+        "{F}:69:14: redis_auth.clients[0].user: \"app x\" is not a user name medic can give; expected letters, digits, `_`, `-` or `.` (and not `default`, which medic turns off)",
+        "{F}:69:33: redis_auth.clients[0].password: no `file` or `env`; expected where the password is kept (never the password itself)",
+        "{F}:69:44: redis_auth.clients[0].rules: \">hunter2\" is not a key, channel or command rule; expected redis ACL rules for keys (~), channels (&) and commands (+/-), e.g. \"~* &* +@all -@dangerous\" (the password comes from `password`)",
     ]
     .iter()
     .map(|l| l.replace("{F}", &file).replace("{D}", &dir))

@@ -405,6 +405,15 @@ fn load_playbooks(l: &LoadedTopology) -> Result<Playbooks, Vec<Diagnostic>> {
     Playbooks::load(&dir, names)
 }
 
+/// The passwords the topology's `redis_auth` names, read now (from their files or this
+/// process's environment).
+fn read_secrets(
+    loaded: &medic_topology::LoadedTopology,
+) -> anyhow::Result<medic_topology::Secrets> {
+    medic_topology::Secrets::read(&loaded.topology)
+        .with_context(|| format!("{}: redis_auth", loaded.path.display()))
+}
+
 /// Loads everything without printing; every problem in the error (for SIGHUP).
 fn load_quiet(file: &Path) -> Result<Deployment, String> {
     let loaded = load_topology(file).map_err(|e| {

@@ -170,7 +170,7 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
     // their read-only `haproxy -c` check every time).
     assert_eq!(t.matches(": 0 files written").count(), 5, "{t}");
     assert_eq!(
-        t.matches("8 steps: 0 files written, 0 commands ran")
+        t.matches("11 steps: 0 files written, 0 commands ran")
             .count(),
         2,
         "{t}"

@@ -47,7 +47,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     all_first_hand = false;
                     match &a.passive {
                         None => None,
-                        Some(p) => passive_view(p, target.machine()).await,
+                        Some(p) => {
+                            passive_view(p, target.machine(), self.inner.redis.auth.clone()).await
+                        }
                     }
                 }
             });
@@ -106,7 +108,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
 /// An observer's own view of `machine`, through what it already knows: `None` if it cannot be
 /// reached either, or says nothing of it.
-async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
+async fn passive_view(
+    p: &Passive,
+    machine: &str,
+    auth: Option<medic_redis::Credentials>,
+) -> Option<bool> {
     match p {
         Passive::Proxy(api, backend) => {
             let mut rt = RuntimeApi::tcp(*api);
@@ -120,14 +126,14 @@ async fn passive_view(p: &Passive, machine: &str) -> Option<bool> {
                 _ => None,
             }
         }
-        Passive::ReplicaLink(at) => replication_now(*at).await.map(|info| {
+        Passive::ReplicaLink(at) => replication_now(auth, *at).await.map(|info| {
             info.role == Role::Replica
                 && info.master_link_status == Some(LinkStatus::Up)
                 && info
                     .master_last_io_secs
                     .is_some_and(|s| s <= LINK_SILENT_SECS)
         }),
-        Passive::MasterSees(master, replica) => replication_now(*master).await.map(|info| {
+        Passive::MasterSees(master, replica) => replication_now(auth, *master).await.map(|info| {
             info.replicas
                 .iter()
                 .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
@@ -153,7 +159,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .map(|s| s.port.value)
             .take(crate::witness::WITNESS_SHARDS);
         for port in ports {
-            probes.spawn(async move { replication_now(SocketAddr::new(ip, port)).await.is_some() });
+            let auth = self.inner.redis.auth.clone();
+            probes.spawn(async move {
+                replication_now(auth, SocketAddr::new(ip, port))
+                    .await
+                    .is_some()
+            });
         }
         let api = if top.proxy_machines().any(|p| p == machine) {
             Some(top.proxies.value.runtime_api.value.port.value)

@@ -27,12 +27,13 @@ use medic_plan::{AlertLevel, ObservedState};
 use medic_playbook::Playbooks;
 use medic_redis::Redis;
 use medic_ssh::Ssh;
-use medic_topology::LoadedTopology;
+use medic_topology::{LoadedTopology, Secrets, Topology};
 
 mod ask;
 mod discover;
 mod drive;
 mod group;
+mod history;
 mod operator;
 mod probe;
 mod reconcile;
@@ -41,6 +42,7 @@ mod status;
 
 use discover::replication_now;
 pub use group::{GroupStatus, MachineView, View};
+pub use history::DEFAULT_PAGE as HISTORY_PAGE;
 pub use reconcile::{app_repairs, repairs};
 pub use status::history_entry;
 use status::observation_label;
@@ -89,6 +91,18 @@ pub struct Setup<C, D> {
     pub cloud: C,
     pub dns: Option<D>,
     pub reload: Reload,
+    /// The passwords of `redis_auth`, read once at start.
+    pub secrets: Secrets,
+}
+
+/// medic's own redis user and password, when the topology has `redis_auth`.
+pub fn medic_credentials(top: &Topology, secrets: &Secrets) -> Option<medic_redis::Credentials> {
+    let user = &top.redis_auth.as_ref()?.value.medic.value.user.value;
+    let password = secrets.password(user)?;
+    Some(medic_redis::Credentials::new(
+        user.clone(),
+        password.expose(),
+    ))
 }
 
 impl<C, D> std::fmt::Debug for Setup<C, D> {
@@ -210,6 +224,10 @@ struct Inner<C, D> {
     dns: Option<D>,
     ssh: Ssh,
     redis: Redis,
+    /// The passwords of `redis_auth`, for the playbooks.
+    secrets: Secrets,
+    /// `medic history`'s entries, each read again only when its journal changes.
+    history: Mutex<history::HistoryCache>,
     journal: Journal,
     store: Store,
     book: SharedBook,
@@ -366,7 +384,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             ssh,
             redis: Redis {
                 timeout: Duration::from_secs(2),
+                auth: medic_credentials(top, &setup.secrets),
             },
+            secrets: setup.secrets,
+            history: Mutex::new(history::HistoryCache::default()),
             journal,
             store,
             book: Arc::new(RwLock::new(Book::default())),
@@ -525,7 +546,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let rt = lock(&self.inner.checks_rt)
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        let handles = checks::spawn(&rt, &loaded.topology, self.inner.book.clone(), {
+        let auth = self.inner.redis.auth.clone();
+        let handles = checks::spawn(&rt, &loaded.topology, auth, self.inner.book.clone(), {
             let c = self.clone();
             Arc::new(move |r| c.on_result(r))
         });

@@ -71,9 +71,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 let (proxy, shard, at) =
                     (proxy.to_owned(), shard.clone(), SocketAddr::new(ip, *port));
+                let auth = self.inner.redis.auth.clone();
                 set.spawn(async move {
                     let r = Redis {
                         timeout: WRITE_WITHIN,
+                        auth,
                     }
                     .write_probe(
                         RedisAddr::new(at.ip(), at.port()),

@@ -273,6 +273,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             skip_dns: true,
             ssh: &self.inner.ssh,
             playbooks: &playbooks,
+            secrets: &self.inner.secrets,
             addresses: Default::default(),
             redis: self.inner.redis.clone(),
             unfenced: medic_exec::Unfenced::default(),

@@ -112,6 +112,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             skip_dns: self.inner.dns.is_none(),
             ssh: &self.inner.ssh,
             playbooks: &playbooks,
+            secrets: &self.inner.secrets,
             addresses,
             redis: self.inner.redis.clone(),
             unfenced: run.unfenced.clone(),

@@ -1,5 +1,6 @@
 //! What `medic status`, `medic history`, `medic events` and `/metrics` show.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use medic_cloud::{Cloud, Dns};
@@ -12,28 +13,37 @@ use super::{Controller, ControllerError, InFlight, St, lock, probe, read, reconc
 use crate::checks::Target;
 use crate::core::TargetHealth;
 use crate::journal::{RecoveryLog, now_ms};
+use rustc_hash::FxHashMap;
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     pub fn status(&self) -> serde_json::Value {
         let group = self.group_status();
         let loaded = self.top();
         let top = &loaded.topology;
-        let st = lock(&self.inner.st);
-        let obs = &st.core.saved.observed;
-        let running = in_flight(&st, &read(&self.inner.playbooks));
+        let playbooks = read(&self.inner.playbooks).clone();
+        let v = {
+            let st = lock(&self.inner.st);
+            View::of(&st, top, &playbooks)
+        };
+        // The JSON is built from the copy: a check's result never waits for a status.
+        let obs = &v.observed;
+        let mut by_machine: BTreeMap<&str, Vec<(&Target, &TargetHealth)>> = BTreeMap::new();
+        for (t, h) in &v.health {
+            by_machine.entry(t.machine()).or_default().push((t, h));
+        }
+        for targets in by_machine.values_mut() {
+            targets.sort_by(|a, b| a.0.cmp(b.0));
+        }
         let health_of = |t: &Target| -> serde_json::Value {
-            match st.core.health.get(t) {
+            match v.health.get(t) {
                 None => serde_json::json!({"state": "unknown"}),
-                Some(h) => serde_json::json!({
-                    "state": health_label(h.detector.health),
-                    "last": observation_label(h.last),
-                    "detail": h.detail,
-                    "last_ok_ms": h.last_ok_ms,
-                    "role": h.role.map(Role::as_str),
-                    "offset": h.offset,
-                    "checks": h.checks,
-                }),
+                Some(h) => health_json(h),
             }
+        };
+        let up = |t: &Target| {
+            v.health
+                .get(t)
+                .is_some_and(|h| h.detector.health == Health::Up)
         };
         let machines: Vec<serde_json::Value> = top
             .machines
@@ -41,34 +51,25 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .map(|m| {
                 let name = &m.value.name.value;
                 let ms = obs.machines.get(name);
-                let mut of_machine: Vec<&Target> = st
-                    .core
-                    .health
-                    .keys()
-                    .filter(|t| t.machine() == name)
-                    .collect();
-                of_machine.sort();
+                let of_machine = by_machine.get(name.as_str()).map_or(&[][..], Vec::as_slice);
                 let targets: Vec<serde_json::Value> = of_machine
-                    .into_iter()
-                    .map(|t| serde_json::json!({"target": t.to_string(), "health": health_of(t)}))
+                    .iter()
+                    .map(|(t, h)| serde_json::json!({"target": t.to_string(), "health": health_json(h)}))
                     .collect();
-                let state = if st.core.saved.maintenance.contains(name) {
+                let any = |f: fn(&Health) -> bool| of_machine.iter().any(|(_, h)| f(&h.detector.health));
+                let state = if v.maintenance.contains(name) {
                     "maintenance"
-                } else if st.core.is_busy(name) {
+                } else if v.busy.contains(name) {
                     "recovering"
-                } else if st.core.saved.unmonitored.contains(name) {
+                } else if v.unmonitored.contains(name) {
                     "unmonitored"
                 } else if m.value.role.value == medic_topology::Role::Monitor {
                     "this host"
                 } else if targets.is_empty() {
                     "unknown"
-                } else if st.core.health.iter().any(|(t, h)| {
-                    t.machine() == name && matches!(h.detector.health, Health::Down { .. })
-                }) {
+                } else if any(|h| matches!(h, Health::Down { .. })) {
                     "down"
-                } else if st.core.health.iter().any(|(t, h)| {
-                    t.machine() == name && matches!(h.detector.health, Health::Suspect { .. })
-                }) {
+                } else if any(|h| matches!(h, Health::Suspect { .. })) {
                     "suspect"
                 } else {
                     "up"
@@ -83,101 +84,79 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
             })
             .collect();
-        let shards: Vec<serde_json::Value> =
-            top.shards
-                .iter()
-                .map(|s| {
-                    let name = &s.value.name.value;
-                    let Some(ss) = obs.shards.get(name) else {
-                        return serde_json::json!({"name": name});
-                    };
-                    let master_t = Target::Redis {
-                        shard: name.clone(),
-                        machine: ss.master.clone(),
-                    };
-                    let master_up = st
-                        .core
-                        .health
-                        .get(&master_t)
-                        .is_some_and(|h| h.detector.health == Health::Up);
-                    let replicas: Vec<serde_json::Value> = ss
-                        .replicas
-                        .iter()
-                        .map(|r| {
-                            let t = Target::Redis {
-                                shard: name.clone(),
-                                machine: r.machine.clone(),
-                            };
-                            let up = st
-                                .core
-                                .health
-                                .get(&t)
-                                .is_some_and(|h| h.detector.health == Health::Up);
-                            serde_json::json!({
-                                "machine": r.machine,
-                                "in_sync": r.offset.is_some() && up,
-                                "offset": r.offset,
-                                "health": health_of(&t),
-                            })
+        let shards: Vec<serde_json::Value> = top
+            .shards
+            .iter()
+            .map(|s| {
+                let name = &s.value.name.value;
+                let Some(ss) = obs.shards.get(name) else {
+                    return serde_json::json!({"name": name});
+                };
+                let master_t = Target::Redis {
+                    shard: name.clone(),
+                    machine: ss.master.clone(),
+                };
+                let master_up = up(&master_t);
+                let replicas: Vec<serde_json::Value> = ss
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let t = Target::Redis {
+                            shard: name.clone(),
+                            machine: r.machine.clone(),
+                        };
+                        serde_json::json!({
+                            "machine": r.machine,
+                            "in_sync": r.offset.is_some() && up(&t),
+                            "offset": r.offset,
+                            "health": health_of(&t),
                         })
-                        .collect();
-                    let synced = replicas
-                        .iter()
-                        .filter(|r| r["in_sync"].as_bool() == Some(true))
-                        .count();
-                    // What clients get: the server each proxy sends the shard's writes to.
-                    let backend = medic_plan::vars::proxy_backend(name);
-                    let routes: Vec<serde_json::Value> = top
-                        .proxy_machines()
-                        .map(|p| reconcile::route_of(&st, p, &backend, now_ms()))
-                        .collect();
-                    // (Before the first readings after start, a proxy counts as neither.)
-                    let read = || routes.iter().filter(|r| r["pending"] != true);
-                    let misrouted = read().any(|r| {
-                        r["to"]
-                            .as_array()
-                            .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
-                    });
-                    let unknown = read().any(|r| r["to"].is_null());
-                    let writes = probe::writes_of(&st.writes, name);
-                    let now = now_ms();
-                    // Writes fail through a proxy the monitor host can read (one it cannot reach at
-                    // all is `routing unknown`, not known to refuse its clients).
-                    let unwritable = st.writes.iter().any(|((p, sh), w)| {
-                        sh == name
-                            && !w.ok
-                            && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
-                            && st.routing.get(p).is_some_and(|r| {
-                                now.saturating_sub(r.read_ms) <= probe::PROBE_STALE_MS
-                            })
-                    });
-                    let state = if !master_up {
-                        "down"
-                    } else if misrouted {
-                        "misrouted"
-                    } else if unwritable {
-                        "unwritable"
-                    } else if unknown {
-                        "routing unknown"
-                    } else if synced == 0 {
-                        "degraded"
-                    } else {
-                        "ok"
-                    };
-                    serde_json::json!({
-                        "name": name,
-                        "port": s.value.port.value,
-                        "master": ss.master,
-                        "master_offset": ss.master_offset,
-                        "generation": ss.generation,
-                        "master_health": health_of(&master_t),
-                        "replicas": replicas,
-                        "routes": routes,
-                        "writes": writes,
-                        "state": state,
                     })
+                    .collect();
+                let synced = replicas
+                    .iter()
+                    .filter(|r| r["in_sync"].as_bool() == Some(true))
+                    .count();
+                let ShardRouting {
+                    routes,
+                    writes,
+                    unwritable,
+                } = v.routing.get(name).cloned().unwrap_or_default();
+                // (Before the first readings after start, a proxy counts as neither.)
+                let read = || routes.iter().filter(|r| r["pending"] != true);
+                let misrouted = read().any(|r| {
+                    r["to"]
+                        .as_array()
+                        .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
+                });
+                let unknown = read().any(|r| r["to"].is_null());
+                let state = if !master_up {
+                    "down"
+                } else if misrouted {
+                    "misrouted"
+                } else if unwritable {
+                    "unwritable"
+                } else if unknown {
+                    "routing unknown"
+                } else if synced == 0 {
+                    "degraded"
+                } else {
+                    "ok"
+                };
+                serde_json::json!({
+                    "name": name,
+                    "port": s.value.port.value,
+                    "master": ss.master,
+                    "master_offset": ss.master_offset,
+                    "generation": ss.generation,
+                    "master_health": health_of(&master_t),
+                    "replicas": replicas,
+                    "routes": routes,
+                    "writes": writes,
+                    "state": state,
                 })
-                .collect();
+            })
+            .collect();
         let dns: Vec<serde_json::Value> = top
             .dns
             .iter()
@@ -206,22 +185,26 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "proxies": top.proxy_machines().collect::<Vec<_>>(),
             "app_proxies": apps,
             "dns": dns,
-            "in_flight": running.first(),
-            "running": running,
-            "queued": st.core.queued().map(|r| r.event.to_string()).collect::<Vec<_>>(),
-            "maintenance": st.core.saved.maintenance,
-            "alerts": st.alerts.iter().rev().collect::<Vec<_>>(),
+            "in_flight": v.running.first(),
+            "running": v.running,
+            "queued": v.queued,
+            "maintenance": v.maintenance,
+            "alerts": v.alerts.iter().rev().collect::<Vec<_>>(),
             "group": group,
         })
     }
 
     /// Every recovery in the journal, newest first, with step durations and the estimated
     /// window of writes that may have been lost.
-    pub fn history(&self) -> Result<serde_json::Value, ControllerError> {
-        let logs = self.inner.journal.all()?;
-        Ok(serde_json::Value::Array(
-            logs.iter().rev().map(history_entry).collect(),
-        ))
+    /// `offset` and `limit` page it ([`super::history::MAX_PAGE`] at most); each journal is
+    /// read again only when it changed.
+    pub fn history(
+        &self,
+        offset: usize,
+        limit: usize,
+    ) -> Result<serde_json::Value, ControllerError> {
+        let page = lock(&self.inner.history).page(self.inner.journal.dir(), offset, limit)?;
+        Ok(serde_json::Value::Array(page))
     }
 
     pub(crate) fn metrics(&self) -> String {
@@ -299,6 +282,93 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         ));
         out
     }
+}
+
+/// What the status shows of the controller's state, copied under its lock: a copy of each
+/// target's health (cheap next to writing it out), the routing per shard (proxies × shards),
+/// the rest as it is. The checks take the same lock for each result; they never wait for a
+/// status to be written.
+struct View {
+    health: FxHashMap<Target, TargetHealth>,
+    observed: medic_plan::ObservedState,
+    maintenance: BTreeSet<String>,
+    unmonitored: BTreeSet<String>,
+    busy: BTreeSet<String>,
+    routing: BTreeMap<String, ShardRouting>,
+    running: Vec<InFlight>,
+    queued: Vec<String>,
+    alerts: Vec<super::AlertRecord>,
+}
+
+/// One shard's routing as the status shows it.
+#[derive(Debug, Clone, Default)]
+struct ShardRouting {
+    /// Each proxy's route for the shard.
+    routes: Vec<serde_json::Value>,
+    /// The write probes through each proxy.
+    writes: Vec<serde_json::Value>,
+    /// Writes fail now through a proxy the monitor host can read.
+    unwritable: bool,
+}
+
+impl View {
+    fn of(st: &St, top: &medic_topology::Topology, playbooks: &Playbooks) -> View {
+        let now = now_ms();
+        let routing =
+            top.shards
+                .iter()
+                .map(|s| {
+                    let name = &s.value.name.value;
+                    // What clients get: the server each proxy sends the shard's writes to.
+                    let backend = medic_plan::vars::proxy_backend(name);
+                    let routes: Vec<serde_json::Value> = top
+                        .proxy_machines()
+                        .map(|p| reconcile::route_of(st, p, &backend, now))
+                        .collect();
+                    // Writes fail through a proxy the monitor host can read (one it cannot reach
+                    // at all is `routing unknown`, not known to refuse its clients).
+                    let unwritable = st.writes.iter().any(|((p, sh), w)| {
+                        sh == name
+                            && !w.ok
+                            && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
+                            && st.routing.get(p).is_some_and(|r| {
+                                now.saturating_sub(r.read_ms) <= probe::PROBE_STALE_MS
+                            })
+                    });
+                    (
+                        name.clone(),
+                        ShardRouting {
+                            routes,
+                            writes: probe::writes_of(&st.writes, name),
+                            unwritable,
+                        },
+                    )
+                })
+                .collect();
+        View {
+            health: st.core.health.clone(),
+            observed: st.core.saved.observed.clone(),
+            maintenance: st.core.saved.maintenance.clone(),
+            unmonitored: st.core.saved.unmonitored.clone(),
+            busy: st.core.busy().cloned().collect(),
+            routing,
+            running: in_flight(st, playbooks),
+            queued: st.core.queued().map(|r| r.event.to_string()).collect(),
+            alerts: st.alerts.iter().cloned().collect(),
+        }
+    }
+}
+
+fn health_json(h: &TargetHealth) -> serde_json::Value {
+    serde_json::json!({
+        "state": health_label(h.detector.health),
+        "last": observation_label(h.last),
+        "detail": h.detail,
+        "last_ok_ms": h.last_ok_ms,
+        "role": h.role.map(Role::as_str),
+        "offset": h.offset,
+        "checks": h.checks,
+    })
 }
 
 /// The running recoveries, oldest first, with the step each is in.

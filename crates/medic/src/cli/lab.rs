@@ -192,6 +192,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let secrets = super::read_secrets(&dep.loaded)?;
     let mut exec = medic_exec::Executor {
         topology: top,
         cloud: &lab,
@@ -199,8 +200,9 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         skip_dns: dns.is_none(),
         ssh: &ssh,
         playbooks: &dep.playbooks,
+        secrets: &secrets,
         addresses: BTreeMap::new(),
-        redis: medic_redis::Redis::default(),
+        redis: medic_redis::Redis::with_auth(medic_controller::medic_credentials(top, &secrets)),
         unfenced: medic_exec::Unfenced::default(),
     };
     let result = exec

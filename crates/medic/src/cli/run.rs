@@ -220,6 +220,7 @@ pub(super) fn run(file: &Path, check_config: bool) -> anyhow::Result<ExitCode> {
         .build()?;
     rt.block_on(async {
         let (cloud, dns) = providers(&dep.loaded).await?;
+        let secrets = super::read_secrets(&dep.loaded)?;
         let path = file.to_owned();
         let reload: medic_controller::Reload = Box::new(move || {
             let dep = super::load_quiet(&path)?;
@@ -231,6 +232,7 @@ pub(super) fn run(file: &Path, check_config: bool) -> anyhow::Result<ExitCode> {
             cloud,
             dns,
             reload,
+            secrets,
         })
         .await?;
         let runner = {
@@ -547,6 +549,7 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
             top.machines.len(),
             plan.steps.len()
         );
+        let secrets = super::read_secrets(&dep.loaded)?;
         let mut exec = medic_exec::Executor {
             topology: top,
             cloud: &cloud,
@@ -554,8 +557,9 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
             skip_dns: dns.is_none(),
             ssh: &ssh,
             playbooks: &dep.playbooks,
+            secrets: &secrets,
             addresses: BTreeMap::new(),
-            redis: medic_redis::Redis::default(),
+            redis: medic_redis::Redis::with_auth(medic_controller::medic_credentials(top, &secrets)),
             unfenced: medic_exec::Unfenced::default(),
         };
         let result = exec

@@ -18,13 +18,28 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use medic_testkit::wait_until;
 use serde_json::Value;
 
 pub static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The clients' redis login, for a lab whose topology has `redis_auth` (a test sets it once):
+/// the writer, the read-back and [`cli`] log in with it.
+pub static CLIENT_AUTH: OnceLock<(String, String)> = OnceLock::new();
+
+/// `AUTH user password` in RESP, when [`CLIENT_AUTH`] is set.
+fn auth_command() -> Option<String> {
+    CLIENT_AUTH.get().map(|(u, p)| {
+        format!(
+            "*3\r\n$4\r\nAUTH\r\n${}\r\n{u}\r\n${}\r\n{p}\r\n",
+            u.len(),
+            p.len()
+        )
+    })
+}
 
 pub fn medic(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_medic"))
@@ -93,6 +108,11 @@ impl Hook {
             .collect()
     }
 
+    /// Every body received, as JSON text (to search).
+    pub fn bodies_text(&self) -> String {
+        serde_json::to_string(&*self.bodies.lock().unwrap()).unwrap()
+    }
+
     /// Waits for a webhook of kind `event` (they are sent from a task of their own, after the
     /// event itself): fails with the ones received so far.
     pub fn wait_for(&self, event: &str) {
@@ -149,7 +169,16 @@ impl Writer {
                         let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
                         s.set_read_timeout(Some(Duration::from_millis(300)))?;
                         s.set_write_timeout(Some(Duration::from_millis(300)))?;
-                        conn = Some(BufReader::new(s));
+                        let mut c = BufReader::new(s);
+                        if let Some(auth) = auth_command() {
+                            c.get_mut().write_all(auth.as_bytes())?;
+                            let mut line = String::new();
+                            c.read_line(&mut line)?;
+                            if line != "+OK\r\n" {
+                                return Ok(false);
+                            }
+                        }
+                        conn = Some(c);
                     }
                     let c = conn.as_mut().unwrap();
                     let k = format!("w:{n}");
@@ -229,7 +258,7 @@ pub fn http_get(port: u16, path: &str) -> Option<Value> {
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut buf = Vec::new();
@@ -243,7 +272,7 @@ pub fn http_text(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();
@@ -256,7 +285,7 @@ pub fn post_without_token(port: u16, path: &str) -> String {
     let mut s = TcpStream::connect(SocketAddr::from(([127, 0, 0, 1], port))).unwrap();
     write!(
         s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut buf = String::new();
@@ -265,11 +294,13 @@ pub fn post_without_token(port: u16, path: &str) -> String {
 }
 
 pub fn cli(host: &str, port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", host, "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .unwrap();
+    let mut cmd = Command::new("redis-cli");
+    cmd.args(["-h", host, "-p", &port.to_string()]);
+    if let Some((u, p)) = CLIENT_AUTH.get() {
+        cmd.args(["--user", u, "--no-auth-warning"])
+            .env("REDISCLI_AUTH", p);
+    }
+    let out = cmd.args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
@@ -655,6 +686,12 @@ pub fn get_many(addr: &str, keys: &[String]) -> Vec<Option<String>> {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
+    if let Some(auth) = auth_command() {
+        w.write_all(auth.as_bytes()).unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "+OK\r\n", "the clients' login through {addr}");
+    }
     let mut out = Vec::new();
     for chunk in keys.chunks(500) {
         let mut cmds = String::new();
