@@ -335,7 +335,9 @@ shards:
   - {name: r9002, port: 9002, master: redis1, replicas: [redis2]}
 proxies:
   machines: [haproxy1]
-  runtime_api: {port: 9999}
+  # On the network: the Sentinel designs' scripts and this benchmark's own reads reach it
+  # directly (medic's default, reach: ssh, keeps it on the proxy's loopback).
+  runtime_api: {port: 9999, reach: network}
   frontends:
     - {listen: 8001, shard: r9001}
     - {listen: 8002, shard: r9002}

@@ -64,7 +64,7 @@ def topology(d, n):
             name = f"s{pair}-{i}"
             lines.append(f"  - {{name: {name}, port: {20000 + i}, master: m{master}, replicas: [m{replica}]}}")
             frontends.append(name)
-    lines += ["proxies:", "  machines: [px]", "  runtime_api: {port: 9999}", "  frontends:"]
+    lines += ["proxies:", "  machines: [px]", "  runtime_api: {port: 9999, reach: network}", "  frontends:"]
     for i, name in enumerate(frontends):
         lines.append(f"    - {{listen: {30000 + i}, shard: {name}}}")
     lines += [

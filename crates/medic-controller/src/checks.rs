@@ -5,7 +5,9 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, SocketAddr};
+use std::future::Future;
+use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +17,7 @@ use tokio::task::JoinHandle;
 use medic_detect::Observation;
 use medic_haproxy::{HaproxyError, ProxyApi as _, RuntimeApi};
 use medic_redis::{Credentials, Probe, ProbeResult, RedisAddr, ReplicationInfo};
-use medic_topology::{Check, Topology};
+use medic_topology::{Check, Reach, Topology};
 
 use crate::journal::now_ms;
 
@@ -204,11 +206,24 @@ fn on_tick(
 /// Where the results go: the controller's detection, called on the checks' thread.
 pub type Sink = Arc<dyn Fn(CheckResult) + Send + Sync>;
 
+/// How a check reaches the runtime API of the HAProxy on a machine (name, address, port): the
+/// controller's, through its SSH session where the API is on the machine's loopback.
+pub type ApiFor = Arc<
+    dyn Fn(
+            String,
+            IpAddr,
+            u16,
+        ) -> Pin<Box<dyn Future<Output = Result<RuntimeApi, HaproxyError>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Starts one task per target on `rt`. Aborting the handles stops them.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
     auth: Option<Credentials>,
+    api: ApiFor,
     book: SharedBook,
     sink: Sink,
 ) -> Vec<JoinHandle<()>> {
@@ -216,34 +231,57 @@ pub fn spawn(
     targets(top)
         .into_iter()
         .map(|(target, check, port, listens)| {
+            let reach = top
+                .runtime_api_of(target.machine())
+                .map_or(Reach::Network, |r| r.reach);
             let shared = Shared {
                 auth: auth.clone(),
+                api: api.clone(),
                 book: book.clone(),
                 sink: sink.clone(),
                 epoch,
             };
-            rt.spawn(async move { run_target(target, check, port, listens, shared).await })
+            let how = How {
+                port,
+                listens,
+                reach,
+            };
+            rt.spawn(async move { run_target(target, check, how, shared).await })
         })
         .collect()
+}
+
+/// Where one target is checked: its port, a HAProxy's frontends, how its API is reached.
+struct How {
+    port: u16,
+    listens: Vec<u16>,
+    reach: Reach,
 }
 
 /// What every check task is given alike.
 struct Shared {
     /// medic's redis login, if the servers ask for one.
     auth: Option<Credentials>,
+    api: ApiFor,
     book: SharedBook,
     sink: Sink,
     /// The checks' common clock origin (ticks are multiples from it).
     epoch: tokio::time::Instant,
 }
 
-async fn run_target(target: Target, check: Check, port: u16, listens: Vec<u16>, shared: Shared) {
+async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let Shared {
         auth,
+        api: api_for,
         book,
         sink,
         epoch,
     } = shared;
+    let How {
+        port,
+        listens,
+        reach,
+    } = how;
     let target = Arc::new(target);
     let interval = check.interval.as_duration();
     let within = check.timeout.as_duration();
@@ -275,10 +313,10 @@ async fn run_target(target: Target, check: Check, port: u16, listens: Vec<u16>, 
                 };
                 redis_result(p.check().await, within)
             }
-            Target::Proxy { .. } | Target::App { .. } => {
-                let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
-                api.timeout = within;
+            Target::Proxy { machine } | Target::App { machine } => {
                 let work = async {
+                    let mut api = api_for(machine.clone(), ip, port).await?;
+                    api.timeout = within;
                     api.servers(None).await?;
                     // The runtime API answering is not enough: clients come in through the
                     // frontends.
@@ -292,6 +330,15 @@ async fn run_target(target: Target, check: Check, port: u16, listens: Vec<u16>, 
                 let r = tokio::time::timeout(within, work).await;
                 match r {
                     Ok(Ok(Some(closed))) => (Observation::Unhealthy, closed.into(), None),
+                    // Over SSH, an API that cannot be asked says nothing of HAProxy itself
+                    // (sshd down? the session broken?): its frontends say whether it runs.
+                    Ok(Err(e))
+                        if reach == Reach::Ssh && !matches!(e, HaproxyError::Timeout { .. }) =>
+                    {
+                        let left = within.saturating_sub(started.elapsed());
+                        let (o, d) = frontends_say(ip, &listens, left, &e).await;
+                        (o, d.into(), None)
+                    }
                     other => {
                         let (o, d) = proxy_result(other, within);
                         (o, d.into(), None)
@@ -351,6 +398,39 @@ fn redis_result(
         // A reset or an unreachable host: nothing certain, so it counts as silence.
         ProbeResult::Failed { reason } => (Observation::Silent, reason.into(), None),
     }
+}
+
+/// What a HAProxy's frontends say when its API could not be asked over SSH (`why`): one that
+/// refuses is HAProxy not running; one silent is silence; all accepting is a running HAProxy
+/// medic cannot control (unhealthy: it cannot be fenced).
+async fn frontends_say(
+    ip: IpAddr,
+    listens: &[u16],
+    within: Duration,
+    why: &HaproxyError,
+) -> (Observation, String) {
+    for p in listens {
+        match tokio::time::timeout(within, tokio::net::TcpStream::connect((ip, *p))).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                return (
+                    Observation::Refused,
+                    format!("frontend {ip}:{p}: connection refused (and {why})"),
+                );
+            }
+            Ok(Err(e)) => return (Observation::Silent, format!("frontend {ip}:{p}: {e}")),
+            Err(_) => {
+                return (
+                    Observation::Silent,
+                    format!("frontend {ip}:{p}: no answer in time"),
+                );
+            }
+        }
+    }
+    (
+        Observation::Unhealthy,
+        format!("its frontends accept, but {why}"),
+    )
 }
 
 fn proxy_result<T>(

@@ -5,8 +5,9 @@
 //! - a **redis** machine: every proxy, and the other redis machines of its shards (its replicas
 //!   or its master), each asked to PING a few of its servers (the silent one first);
 //! - a **proxy** machine: the app proxies that use it (primary or backup), asked to reach its
-//!   runtime API;
-//! - an **app proxy** machine: the proxies it uses, asked to reach its runtime API.
+//!   runtime API (`reach: network`) or, where the API listens on its loopback only (`reach:
+//!   ssh`, the default), to connect to its first frontend;
+//! - an **app proxy** machine: the proxies it uses, asked the same of it.
 //!
 //! Each observer is asked first-hand, over its SSH session; one that cannot be asked falls back
 //! to its own view where it has one (a proxy's health check of a routed server, a replica's
@@ -19,7 +20,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use medic_detect::{Seen, Witnesses};
 use medic_plan::ObservedState;
-use medic_topology::Topology;
+use medic_topology::{Reach, Topology};
 
 use crate::checks::Target;
 
@@ -33,13 +34,16 @@ pub enum Probe {
     Ping,
     /// A HAProxy's runtime API: `show info`.
     RuntimeApi,
+    /// A TCP connection to a HAProxy frontend: accepted is an answer, refused is none.
+    Connect,
 }
 
 /// An observer's own, passive view of the silent machine, asked when it cannot probe first-hand.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Passive {
-    /// A proxy's health check of `backend/server` through its runtime API.
-    Proxy(SocketAddr, String),
+    /// A proxy's health check of `backend/server` through its runtime API: the proxy machine,
+    /// its API's address (as the topology gives it), the backend.
+    Proxy(String, SocketAddr, String),
     /// A replica's link to its master (`INFO replication` of the replica).
     ReplicaLink(SocketAddr),
     /// The master's list of connected replicas: is `at` there and recent?
@@ -95,6 +99,7 @@ pub fn observers(
                         // A proxy's own check says something only of a server it routes to.
                         passive: is_master.then(|| observed.address(p)).flatten().map(|ip| {
                             Passive::Proxy(
+                                p.to_owned(),
                                 SocketAddr::new(ip, api_port),
                                 medic_plan::vars::proxy_backend(&s.name.value),
                             )
@@ -120,17 +125,28 @@ pub fn observers(
             }
         }
         Target::Proxy { .. } => {
-            let api = SocketAddr::new(silent_ip, top.proxies.value.runtime_api.value.port.value);
+            let px = &top.proxies.value;
+            let (probe, how) = match (px.runtime_api.value.reach, px.frontends.first()) {
+                (Reach::Ssh, Some(f)) => (
+                    SocketAddr::new(silent_ip, f.value.listen.value),
+                    Probe::Connect,
+                ),
+                _ => (
+                    SocketAddr::new(silent_ip, px.runtime_api.value.port.value),
+                    Probe::RuntimeApi,
+                ),
+            };
             for a in top.app_proxies.iter().map(|a| &a.value) {
                 if a.primary.value != machine && a.backup.value != machine {
                     continue;
                 }
                 asks.push(Ask {
                     observer: a.machine.value.clone(),
-                    probe: api,
-                    how: Probe::RuntimeApi,
+                    probe,
+                    how,
                     passive: match (observed.address(&a.machine.value), a.frontends.first()) {
                         (Some(ip), Some(f)) => Some(Passive::Proxy(
+                            a.machine.value.clone(),
                             SocketAddr::new(ip, a.runtime_api.value.port.value),
                             medic_plan::vars::app_backend(&f.value.shard.value),
                         )),
@@ -144,12 +160,21 @@ pub fn observers(
                 if a.machine.value != machine {
                     continue;
                 }
-                let api = SocketAddr::new(silent_ip, a.runtime_api.value.port.value);
+                let (probe, how) = match (a.runtime_api.value.reach, a.frontends.first()) {
+                    (Reach::Ssh, Some(f)) => (
+                        SocketAddr::new(silent_ip, f.value.listen.value),
+                        Probe::Connect,
+                    ),
+                    _ => (
+                        SocketAddr::new(silent_ip, a.runtime_api.value.port.value),
+                        Probe::RuntimeApi,
+                    ),
+                };
                 for p in [&a.primary.value, &a.backup.value] {
                     asks.push(Ask {
                         observer: p.clone(),
-                        probe: api,
-                        how: Probe::RuntimeApi,
+                        probe,
+                        how,
                         passive: None,
                     });
                 }
@@ -262,9 +287,11 @@ mod tests {
             ip,
         );
         assert_eq!(who(&p), ["app"]);
+        // Its admin API listens on its loopback (reach: ssh): the app proxy connects to its
+        // first frontend.
         assert!(
             p.iter()
-                .all(|a| a.how == Probe::RuntimeApi && a.probe.port() == 9999)
+                .all(|a| a.how == Probe::Connect && a.probe.port() == 8001)
         );
         let a = observers(
             &top,
@@ -277,7 +304,22 @@ mod tests {
         assert_eq!(who(&a), ["haproxy1", "haproxy2"]);
         assert!(
             a.iter()
-                .all(|a| a.how == Probe::RuntimeApi && a.probe.port() == 9998)
+                .all(|a| a.how == Probe::Connect && a.probe.port() == 7001)
+        );
+        // With `reach: network`, the observers reach the API itself.
+        let mut top = top;
+        top.proxies.value.runtime_api.value.reach = Reach::Network;
+        let p = observers(
+            &top,
+            &obs,
+            &Target::Proxy {
+                machine: "haproxy1".into(),
+            },
+            ip,
+        );
+        assert!(
+            p.iter()
+                .all(|a| a.how == Probe::RuntimeApi && a.probe.port() == 9999)
         );
     }
 

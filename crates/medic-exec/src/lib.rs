@@ -29,7 +29,9 @@ use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError, run_playbook};
 use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
 mod fence;
+mod reach;
 pub use fence::Unfenced;
+pub use reach::proxy_api;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -675,34 +677,15 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         })
     }
 
-    /// One HAProxy change: through the runtime API (read back), then into haproxy.cfg.
-    async fn proxy_change(
-        &mut self,
-        index: usize,
-        kind: &'static str,
-        proxy: &ProxyApi,
+    /// `change` through `api`; `lingering` says what a fence found still closing.
+    async fn change_through(
+        &self,
+        api: &RuntimeApi,
         server: &ServerRef,
         change: ProxyChange,
-    ) -> Result<(String, bool), ExecError> {
-        let ip = self.resolve(index, kind, &proxy.address)?;
-        if self.unfenced.unreachable.contains(&proxy.machine) {
-            return Ok((
-                format!(
-                    "{}: skipped, its runtime API at {ip}:{} does not answer (the checks or an earlier step of this recovery said so)",
-                    proxy.machine, proxy.port
-                ),
-                true,
-            ));
-        }
-        let mut api = RuntimeApi::tcp(SocketAddr::new(ip, proxy.port));
-        api.timeout = RUNTIME_API_TIMEOUT;
-        let haproxy_err = |source| ExecError::Haproxy {
-            index,
-            kind,
-            source: Box::new(source),
-        };
-        let mut lingering = None;
-        let result = match change {
+        lingering: &mut Option<String>,
+    ) -> Result<(), HaproxyError> {
+        match change {
             ProxyChange::Fence(false) => match api.set_state(server, AdminState::Maint).await {
                 Ok(()) => {
                     // HAProxy answers `shutdown sessions` only once the streams are gone (a
@@ -725,7 +708,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     // outlives the shutdown is one still connecting to a silent server, which
                     // can deliver nothing. Say so rather than fail the failover over it.
                     Err(HaproxyError::NotApplied { found, .. }) => {
-                        lingering = Some(found);
+                        *lingering = Some(found);
                         Ok(())
                     }
                     other => other,
@@ -734,16 +717,53 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             },
             ProxyChange::Activate => api.set_state(server, AdminState::Ready).await,
             ProxyChange::Address(to) => api.set_addr(server, to.ip(), to.port()).await,
+        }
+    }
+
+    /// One HAProxy change: through the runtime API (read back), then into haproxy.cfg.
+    async fn proxy_change(
+        &mut self,
+        index: usize,
+        kind: &'static str,
+        proxy: &ProxyApi,
+        server: &ServerRef,
+        change: ProxyChange,
+    ) -> Result<(String, bool), ExecError> {
+        let ip = self.resolve(index, kind, &proxy.address)?;
+        if self.unfenced.unreachable.contains(&proxy.machine) {
+            return Ok((
+                format!(
+                    "{}: skipped, its runtime API at {ip}:{} does not answer (the checks or an earlier step of this recovery said so)",
+                    proxy.machine, proxy.port
+                ),
+                true,
+            ));
+        }
+        let haproxy_err = |source| ExecError::Haproxy {
+            index,
+            kind,
+            source: Box::new(source),
+        };
+        let mut lingering = None;
+        let api = proxy_api(self.ssh, self.topology, &proxy.machine, ip, proxy.port).await;
+        let result = match api {
+            Err(e) => Err(e),
+            Ok(mut api) => {
+                api.timeout = RUNTIME_API_TIMEOUT;
+                self.change_through(&api, server, change, &mut lingering)
+                    .await
+            }
         };
         match result {
             Ok(()) => {}
             // A proxy that does not answer is down: it is replaced and configured from the
             // current state, so the recovery goes on without it.
-            Err(HaproxyError::Connect { .. } | HaproxyError::Timeout { .. }) => {
+            Err(e @ (HaproxyError::Connect { .. } | HaproxyError::Timeout { .. })) => {
                 tracing::warn!(
                     step = index,
                     proxy = %proxy.machine,
                     server = %server,
+                    error = %e,
                     "HAProxy runtime API does not answer; skipped."
                 );
                 self.unfenced.unreachable.insert(proxy.machine.clone());

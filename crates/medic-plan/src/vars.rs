@@ -151,7 +151,7 @@ pub fn haproxy_vars(
         .collect();
     json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value },
+        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value, "reach": px.runtime_api.value.reach },
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
         "redis_auth": top.redis_auth.is_some(),
@@ -233,7 +233,7 @@ pub fn app_proxy_vars(
         .collect();
     Some(json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket.value },
+        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket.value, "reach": app.runtime_api.value.reach },
         "haproxy": haproxy_settings(&top.proxies.value.haproxy),
         "resolver": resolver,
         "frontends": frontends,

@@ -32,6 +32,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 use tokio::time::timeout;
 
+mod forward;
 pub use runner::{PlaybookError, StepOutcome, StepResult, run_playbook};
 
 /// How a host's key is trusted.
@@ -165,6 +166,9 @@ struct Conn {
     session: Arc<Session>,
     /// `sudo -n ` when the login user is not root, else empty.
     prefix: &'static str,
+    /// Sockets forwarded through this session (see [`Ssh::forward`]): remote address → the
+    /// local socket. They go with the session.
+    forwards: Arc<Mutex<HashMap<SocketAddr, PathBuf>>>,
 }
 
 /// Quotes `s` for a POSIX shell.
@@ -315,7 +319,11 @@ impl Ssh {
             "sudo -n "
         };
         tracing::debug!(machine = %host.name, host = %host.socket(), "SSH session opened.");
-        let conn = Conn { session, prefix };
+        let conn = Conn {
+            session,
+            prefix,
+            forwards: Arc::default(),
+        };
         *guard = Some(conn.clone());
         Ok(conn)
     }

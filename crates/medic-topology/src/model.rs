@@ -275,14 +275,31 @@ pub struct Proxies {
     pub haproxy: HaproxySettings,
 }
 
-/// Where a HAProxy's runtime API listens. medic talks to it over TCP on the machine's address.
+/// Where a HAProxy's runtime API (level admin) listens, and how medic reaches it.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeApi {
+    /// The TCP port: on the machine's loopback (`reach: ssh`) or its address (`network`).
     pub port: Spanned<u16>,
     /// A local admin socket the playbook also enables, for operators on the machine.
     #[serde(default = "default_admin_socket")]
     pub socket: Spanned<PathBuf>,
+    #[serde(default)]
+    pub reach: Reach,
+}
+
+/// How medic reaches a HAProxy's admin API.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Reach {
+    /// The API listens on the machine's loopback only; medic reaches it through its SSH
+    /// session to the machine (a forwarded socket). Nobody on the network can.
+    #[default]
+    Ssh,
+    /// The API listens on the machine's address, unauthenticated: anyone who can reach that
+    /// port can repoint every backend. Only behind a firewall that lets the monitor hosts
+    /// alone reach it (or for tools that must reach it directly, like a Sentinel script).
+    Network,
 }
 
 fn default_admin_socket() -> Spanned<PathBuf> {
@@ -688,6 +705,17 @@ impl Topology {
 
     pub fn proxy_machines(&self) -> impl Iterator<Item = &str> {
         self.proxies.value.machines.iter().map(|m| m.value.as_str())
+    }
+
+    /// The runtime API of the HAProxy on `machine`: a proxy's, or an app proxy's.
+    pub fn runtime_api_of(&self, machine: &str) -> Option<&RuntimeApi> {
+        if self.proxy_machines().any(|p| p == machine) {
+            return Some(&self.proxies.value.runtime_api.value);
+        }
+        self.app_proxies
+            .iter()
+            .find(|a| a.value.machine.value == machine)
+            .map(|a| &a.value.runtime_api.value)
     }
 
     /// The shards with a server on `machine` (as master or as replica in the topology).

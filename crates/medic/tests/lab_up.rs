@@ -6,7 +6,9 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
-use std::path::PathBuf;
+mod common;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn medic(args: &[&str]) -> Output {
@@ -51,12 +53,11 @@ impl Drop for Down {
     }
 }
 
-/// The app proxy's current address for its server `haproxy1` of backend app-r9001.
-async fn app_sees_haproxy1_at(app_api: std::net::SocketAddr) -> String {
-    use medic_haproxy::ProxyApi;
-    let api = medic_haproxy::RuntimeApi::tcp(app_api);
-    let servers = api.servers(Some("app-r9001")).await.unwrap();
-    servers
+/// The app proxy's current address for its server `haproxy1` of backend app-r9001, asked of
+/// its admin API on the app machine's loopback (the lab's state being `lab`).
+fn app_sees_haproxy1_at(lab: &Path) -> String {
+    let netns = common::lab_netns(lab, "app");
+    common::haproxy_servers_in(&netns, 9998, Some("app-r9001"))
         .into_iter()
         .find(|s| s.server == "haproxy1")
         .unwrap()
@@ -145,15 +146,15 @@ fn lab_up_gives_a_deployment_a_client_can_write_to_and_down_removes_it() {
         .unwrap()
         .unwrap();
     assert_eq!(rs.values, [ip(12).parse::<std::net::IpAddr>().unwrap()]);
-    let app_api: std::net::SocketAddr = format!("{}:9998", ip(14)).parse().unwrap();
-    assert_eq!(rt.block_on(app_sees_haproxy1_at(app_api)), ip(12));
+    let lab = dir.path().join("lab");
+    assert_eq!(app_sees_haproxy1_at(&lab), ip(12));
     rt.block_on(dns.upsert("haproxy1.barton.lab", 60, &[ip(13).parse().unwrap()]))
         .unwrap();
     medic_testkit::wait_until(
         "the app proxy to follow the DNS change",
         std::time::Duration::from_secs(10),
         std::time::Duration::from_millis(200),
-        || match rt.block_on(app_sees_haproxy1_at(app_api)) {
+        || match app_sees_haproxy1_at(&lab) {
             a if a == ip(13) => Ok(()),
             a => Err(format!("the app proxy has haproxy1 at {a}")),
         },

@@ -14,7 +14,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use medic_haproxy::ProxyApi;
 use medic_testkit::wait_until;
 
 /// Starts the controller and a client writing from the app machine through its app proxy;
@@ -42,15 +41,9 @@ fn checks_of(env: &Env, machine: &str, target: &str) -> u64 {
 /// Each proxy's routing, read from HAProxy itself: for backend `redis-SHARD`, which servers are
 /// `ready` and which in maintenance, with their addresses.
 fn routing(env: &Env, proxy_host: u8, shard: &str) -> Vec<(String, String, bool)> {
-    let api =
-        medic_haproxy::RuntimeApi::tcp(format!("{}:9999", env.ip(proxy_host)).parse().unwrap());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let mut servers: Vec<(String, String, bool)> = rt
-        .block_on(api.servers(Some(&format!("redis-{shard}"))))
-        .unwrap()
+    let proxy = format!("haproxy{}", proxy_host - 11);
+    let mut servers: Vec<(String, String, bool)> = env
+        .haproxy_servers(&proxy, 9999, Some(&format!("redis-{shard}")))
         .into_iter()
         .map(|s| (s.server.clone(), s.addr.clone(), s.is_ready()))
         .collect();

@@ -62,15 +62,8 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     );
     assert!(cli(&env.ip(15), 9001, &["ROLE"]).starts_with("slave"));
     // Registered on both proxies at the new address, and the proxies' files say so too.
-    for proxy in [12u8, 13] {
-        let api =
-            medic_haproxy::RuntimeApi::tcp(format!("{}:9999", env.ip(proxy)).parse().unwrap());
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        use medic_haproxy::ProxyApi;
-        let servers = rt.block_on(api.servers(Some("redis-r9001"))).unwrap();
+    for proxy in ["haproxy1", "haproxy2"] {
+        let servers = env.haproxy_servers(proxy, 9999, Some("redis-r9001"));
         let r1 = servers.iter().find(|s| s.server == "redis1").unwrap();
         let r2 = servers.iter().find(|s| s.server == "redis2").unwrap();
         assert_eq!(r1.addr, env.ip(15));
@@ -231,9 +224,7 @@ fn a_crashed_haproxy_is_replaced_its_dns_record_updated_and_app_proxies_repointe
         .unwrap();
     assert_eq!(rs.values, vec![new.parse::<std::net::IpAddr>().unwrap()]);
     // The app proxy points at it and takes it as its primary again.
-    use medic_haproxy::ProxyApi;
-    let api = medic_haproxy::RuntimeApi::tcp(format!("{app}:9998").parse().unwrap());
-    let servers = rt.block_on(api.servers(Some("app-r9001"))).unwrap();
+    let servers = env.haproxy_servers("app", 9998, Some("app-r9001"));
     let h1 = servers.iter().find(|s| s.server == "haproxy1").unwrap();
     assert_eq!(h1.addr, new);
     assert!(h1.is_ready());

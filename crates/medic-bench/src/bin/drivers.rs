@@ -10,7 +10,7 @@
 use std::time::{Duration, Instant};
 
 use medic_bench::{cpu_time, summarize, us};
-use medic_haproxy::{AdminState, ProxyApi, RuntimeApi, ServerName};
+use medic_haproxy::{AdminState, Endpoint, ProxyApi, RuntimeApi, ServerName};
 use medic_redis::{Probe, RedisAddr};
 use medic_ssh::{Host, HostKeys, Remote, Ssh};
 use medic_testkit::{Haproxy, RedisServer, Sshd, unique_loopback};
@@ -108,6 +108,41 @@ fn main() {
         println!(
             "ssh: first command (connect + `id -u` + command) {}; then `true` over the open session: {} commands; median {}, p90 {}, max {}",
             us(connect),
+            s.n,
+            us(s.median),
+            us(s.p90),
+            us(s.max)
+        );
+
+        // --- the runtime API through the SSH session (`reach: ssh`) -------------------------
+        // The API as the machine itself sees it, through a socket forwarded by the session:
+        // what a fence costs when the API is not on the network.
+        let path = ssh.forward(&host, hp.api_tcp).await.unwrap();
+        let tunneled = RuntimeApi::new(Endpoint::Unix(path));
+        let mut show = Vec::with_capacity(n_api);
+        for _ in 0..n_api {
+            let t = Instant::now();
+            tunneled.servers(Some("be")).await.unwrap();
+            show.push(t.elapsed());
+        }
+        let s = summarize(show);
+        println!(
+            "haproxy `show servers state be` over SSH (forwarded socket): {} calls; median {}, p90 {}, max {}",
+            s.n,
+            us(s.median),
+            us(s.p90),
+            us(s.max)
+        );
+        let mut set = Vec::with_capacity(n_api / 2);
+        for i in 0..n_api / 2 {
+            let state = if i % 2 == 0 { AdminState::Maint } else { AdminState::Ready };
+            let t = Instant::now();
+            tunneled.set_state(&r1, state).await.unwrap();
+            set.push(t.elapsed());
+        }
+        let s = summarize(set);
+        println!(
+            "haproxy `set server be/r1 state ...` with read-back over SSH: {} changes; median {}, p90 {}, max {}",
             s.n,
             us(s.median),
             us(s.p90),

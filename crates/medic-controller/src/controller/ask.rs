@@ -47,9 +47,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     all_first_hand = false;
                     match &a.passive {
                         None => None,
-                        Some(p) => {
-                            passive_view(p, target.machine(), self.inner.redis.auth.clone()).await
-                        }
+                        Some(p) => self.passive_view(p, target.machine()).await,
                     }
                 }
             });
@@ -106,44 +104,55 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 }
 
-/// An observer's own view of `machine`, through what it already knows: `None` if it cannot be
-/// reached either, or says nothing of it.
-async fn passive_view(
-    p: &Passive,
-    machine: &str,
-    auth: Option<medic_redis::Credentials>,
-) -> Option<bool> {
-    match p {
-        Passive::Proxy(api, backend) => {
-            let mut rt = RuntimeApi::tcp(*api);
-            rt.timeout = WITNESS_WITHIN;
-            match tokio::time::timeout(WITNESS_WITHIN, rt.servers(Some(backend))).await {
-                Ok(Ok(servers)) => servers
-                    .iter()
-                    .find(|s| s.server == machine)
-                    .filter(|s| !s.in_maint())
-                    .map(|s| s.op_state == OpState::Running),
-                _ => None,
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// An observer's own view of `machine`, through what it already knows: `None` if it
+    /// cannot be reached either, or says nothing of it.
+    async fn passive_view(&self, p: &Passive, machine: &str) -> Option<bool> {
+        let auth = self.inner.redis.auth.clone();
+        match p {
+            Passive::Proxy(proxy, api, backend) => {
+                let loaded = self.top();
+                let read = async {
+                    let mut rt = medic_exec::proxy_api(
+                        &self.inner.ssh,
+                        &loaded.topology,
+                        proxy,
+                        api.ip(),
+                        api.port(),
+                    )
+                    .await?;
+                    rt.timeout = WITNESS_WITHIN;
+                    rt.servers(Some(backend)).await
+                };
+                match tokio::time::timeout(WITNESS_WITHIN, read).await {
+                    Ok(Ok(servers)) => servers
+                        .iter()
+                        .find(|s| s.server == machine)
+                        .filter(|s| !s.in_maint())
+                        .map(|s| s.op_state == OpState::Running),
+                    _ => None,
+                }
+            }
+            Passive::ReplicaLink(at) => replication_now(auth, *at).await.map(|info| {
+                info.role == Role::Replica
+                    && info.master_link_status == Some(LinkStatus::Up)
+                    && info
+                        .master_last_io_secs
+                        .is_some_and(|s| s <= LINK_SILENT_SECS)
+            }),
+            Passive::MasterSees(master, replica) => {
+                replication_now(auth, *master).await.map(|info| {
+                    info.replicas
+                        .iter()
+                        .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
+                })
             }
         }
-        Passive::ReplicaLink(at) => replication_now(auth, *at).await.map(|info| {
-            info.role == Role::Replica
-                && info.master_link_status == Some(LinkStatus::Up)
-                && info
-                    .master_last_io_secs
-                    .is_some_and(|s| s <= LINK_SILENT_SECS)
-        }),
-        Passive::MasterSees(master, replica) => replication_now(auth, *master).await.map(|info| {
-            info.replicas
-                .iter()
-                .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
-        }),
     }
-}
 
-impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// The last look before terminating a lost machine: does any of its servers (a few of its
-    /// redis servers, or its HAProxy's runtime API) answer the monitor host now?
+    /// redis servers, or its HAProxy: a frontend, or the runtime API where it is on the
+    /// network) answer the monitor host now?
     pub(super) async fn answers(&self, machine: &str) -> bool {
         let loaded = self.top();
         let top = &loaded.topology;
@@ -166,14 +175,36 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .is_some()
             });
         }
-        let api = if top.proxy_machines().any(|p| p == machine) {
-            Some(top.proxies.value.runtime_api.value.port.value)
+        let frontends: Vec<u16> = if top.proxy_machines().any(|p| p == machine) {
+            top.proxies
+                .value
+                .frontends
+                .iter()
+                .map(|f| f.value.listen.value)
+                .collect()
         } else {
             top.app_proxies
                 .iter()
-                .find(|a| a.value.machine.value == machine)
-                .map(|a| a.value.runtime_api.value.port.value)
+                .filter(|a| a.value.machine.value == machine)
+                .flat_map(|a| a.value.frontends.iter().map(|f| f.value.listen.value))
+                .collect()
         };
+        for port in frontends.into_iter().take(crate::witness::WITNESS_SHARDS) {
+            probes.spawn(async move {
+                matches!(
+                    tokio::time::timeout(
+                        WITNESS_WITHIN,
+                        tokio::net::TcpStream::connect(SocketAddr::new(ip, port))
+                    )
+                    .await,
+                    Ok(Ok(_))
+                )
+            });
+        }
+        let api = top
+            .runtime_api_of(machine)
+            .filter(|r| r.reach == medic_topology::Reach::Network)
+            .map(|r| r.port.value);
         if let Some(port) = api {
             probes.spawn(async move {
                 let mut rt = RuntimeApi::tcp(SocketAddr::new(ip, port));
@@ -199,6 +230,13 @@ fn probe_script(at: SocketAddr, how: Probe) -> String {
     let send = match how {
         Probe::Ping => "PING\\r\\n",
         Probe::RuntimeApi => "show info\\n",
+        Probe::Connect => {
+            return format!(
+                "exec 3<>/dev/tcp/{}/{} 2>/dev/null || exit 3",
+                at.ip(),
+                at.port()
+            );
+        }
     };
     format!(
         "exec 3<>/dev/tcp/{}/{} 2>/dev/null || exit 3; printf '{send}' >&3 || exit 3; IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ] || exit 3",

@@ -547,7 +547,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
         let auth = self.inner.redis.auth.clone();
-        let handles = checks::spawn(&rt, &loaded.topology, auth, self.inner.book.clone(), {
+        let api: checks::ApiFor = {
+            let c = self.clone();
+            Arc::new(move |machine: String, ip, port| {
+                let c = c.clone();
+                Box::pin(async move {
+                    let loaded = c.top();
+                    medic_exec::proxy_api(&c.inner.ssh, &loaded.topology, &machine, ip, port).await
+                })
+            })
+        };
+        let handles = checks::spawn(&rt, &loaded.topology, auth, api, self.inner.book.clone(), {
             let c = self.clone();
             Arc::new(move |r| c.on_result(r))
         });

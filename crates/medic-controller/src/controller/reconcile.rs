@@ -17,11 +17,11 @@
 //! says what was found.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use medic_cloud::{Cloud, Dns};
-use medic_haproxy::{ProxyApi as _, RuntimeApi, ServerState};
+use medic_haproxy::{ProxyApi as _, ServerState};
 use medic_plan::{Action, Addr, AlertLevel, ObservedState, ProxyApi, ServerRef, Step};
 use medic_topology::Topology;
 
@@ -185,6 +185,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
+    /// Every server of the HAProxy on `machine`, as its runtime API says within
+    /// [`READ_WITHIN`] (reaching it included); `None` if it does not.
+    async fn read_proxy(
+        &self,
+        top: &Topology,
+        machine: &str,
+        ip: std::net::IpAddr,
+        port: u16,
+    ) -> Option<Vec<ServerState>> {
+        let read = async {
+            let mut api = medic_exec::proxy_api(&self.inner.ssh, top, machine, ip, port).await?;
+            api.timeout = READ_WITHIN;
+            api.servers(None).await
+        };
+        tokio::time::timeout(READ_WITHIN, read).await.ok()?.ok()
+    }
+
     async fn reconcile_once(&self) {
         let loaded = self.top();
         let top = &loaded.topology;
@@ -206,9 +223,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(ip) = observed.address(machine) else {
                 continue;
             };
-            let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
-            api.timeout = READ_WITHIN;
-            let Ok(Ok(servers)) = tokio::time::timeout(READ_WITHIN, api.servers(None)).await else {
+            let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
             let idle = {
@@ -241,9 +256,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 continue;
             };
             let port = a.runtime_api.value.port.value;
-            let mut api = RuntimeApi::tcp(SocketAddr::new(ip, port));
-            api.timeout = READ_WITHIN;
-            let Ok(Ok(servers)) = tokio::time::timeout(READ_WITHIN, api.servers(None)).await else {
+            let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
             let app = ProxyApi {

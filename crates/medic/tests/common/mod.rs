@@ -550,17 +550,19 @@ impl Env {
 
     /// The network namespace of `machine`'s running instance.
     pub fn netns(&self, machine: &str) -> String {
-        let dir = self._dir.path().join("lab/machines");
-        for e in std::fs::read_dir(dir).unwrap().flatten() {
-            let Ok(t) = std::fs::read_to_string(e.path().join("record.json")) else {
-                continue;
-            };
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["tags"]["medic:machine"] == machine && v["state"] == "running" {
-                return v["netns"].as_str().unwrap().to_owned();
-            }
-        }
-        panic!("no running lab machine {machine}");
+        lab_netns(&self._dir.path().join("lab"), machine)
+    }
+
+    /// The servers of `backend` (every backend's with `None`) as the HAProxy on `machine`
+    /// says, asked of its admin API on the machine's loopback at `port` (where medic reaches
+    /// it over SSH).
+    pub fn haproxy_servers(
+        &self,
+        machine: &str,
+        port: u16,
+        backend: Option<&str>,
+    ) -> Vec<medic_haproxy::ServerState> {
+        haproxy_servers_in(&self.netns(machine), port, backend)
     }
 
     pub fn alerts(&self) -> Vec<String> {
@@ -712,4 +714,55 @@ pub fn get_many(addr: &str, keys: &[String]) -> Vec<Option<String>> {
         }
     }
     out
+}
+
+/// The network namespace of the running lab machine `machine`, the lab's state being `lab`.
+pub fn lab_netns(lab: &std::path::Path, machine: &str) -> String {
+    for e in std::fs::read_dir(lab.join("machines")).unwrap().flatten() {
+        let Ok(t) = std::fs::read_to_string(e.path().join("record.json")) else {
+            continue;
+        };
+        let v: Value = serde_json::from_str(&t).unwrap();
+        if v["tags"]["medic:machine"] == machine && v["state"] == "running" {
+            return v["netns"].as_str().unwrap().to_owned();
+        }
+    }
+    panic!("no running lab machine {machine}");
+}
+
+/// Runs `f` on a thread that joined the network namespace `netns`: what it connects to, it
+/// connects to from inside that machine.
+pub fn in_netns<T: Send>(netns: &str, f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            use std::os::fd::AsFd;
+            let ns = std::fs::File::open(format!("/run/netns/{netns}")).unwrap();
+            rustix::thread::move_into_link_name_space(
+                ns.as_fd(),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )
+            .unwrap();
+            f()
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+/// [`Env::haproxy_servers`] by namespace: the HAProxy admin API at 127.0.0.1:`port` in `netns`.
+pub fn haproxy_servers_in(
+    netns: &str,
+    port: u16,
+    backend: Option<&str>,
+) -> Vec<medic_haproxy::ServerState> {
+    in_netns(netns, || {
+        use medic_haproxy::ProxyApi;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api =
+            medic_haproxy::RuntimeApi::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
+        rt.block_on(api.servers(backend)).unwrap()
+    })
 }

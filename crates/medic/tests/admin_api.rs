@@ -1,0 +1,107 @@
+//! HAProxy's admin runtime API off the network (`runtime_api.reach: ssh`, the default): it
+//! listens on each proxy's loopback, medic reaches it through its SSH session, and no other
+//! machine can change a backend. Needs root.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// `command` sent to `at` from inside `netns`: the connection's error, or the answer.
+fn admin_command(netns: &str, at: SocketAddr, command: &str) -> Result<String, std::io::Error> {
+    in_netns(netns, || {
+        let mut s = TcpStream::connect_timeout(&at, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(format!("{command}\n").as_bytes())?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })
+}
+
+#[test]
+fn the_admin_api_is_off_the_network_and_medic_fails_over_through_ssh() {
+    let Some(mut env) = Env::new(6, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    // Reading the proxies' routing goes through SSH: a shard is `ok` only once medic has read
+    // every proxy's servers.
+    env.wait("both shards ok, the proxies' routing read", RECOVERY, |e| {
+        ["r9001", "r9002"]
+            .iter()
+            .all(|s| e.shard(s)["state"] == "ok")
+    });
+
+    // From another lab machine (the app host) and from the monitor host's own network, the
+    // admin API of each proxy cannot even be connected to; a `set server` cannot be sent.
+    let attack = "set server redis-r9001/redis2 addr 10.66.66.66 port 9001";
+    for proxy in [12u8, 13] {
+        let at: SocketAddr = format!("{}:9999", env.ip(proxy)).parse().unwrap();
+        for from in [env.netns("app"), env.netns("redis2")] {
+            match admin_command(&from, at, attack) {
+                Err(e) => assert_eq!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionRefused,
+                    "{from} -> {at}: {e}"
+                ),
+                Ok(answer) => panic!("{from} reached the admin API at {at}: {answer:?}"),
+            }
+        }
+        let direct = TcpStream::connect_timeout(&at, Duration::from_secs(2));
+        assert!(direct.is_err(), "the monitor host reached {at} directly");
+    }
+    for proxy in ["haproxy1", "haproxy2"] {
+        let servers = env.haproxy_servers(proxy, 9999, Some("redis-r9001"));
+        let r2 = servers.iter().find(|s| s.server == "redis2").unwrap();
+        assert_eq!(r2.addr, env.ip(11), "{proxy}: the attack changed nothing");
+    }
+
+    // A dead master is failed over: every fence and activation goes through SSH.
+    let app = env.ip(14);
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let killed_at = Instant::now();
+    let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
+    env.wait("the failover of r9001", RECOVERY, |e| {
+        e.ended("r9001@redis1 died", "completed")
+    });
+    env.wait("r9001 ok with redis2 its master", RECOVERY, |e| {
+        let sh = e.shard("r9001");
+        sh["state"] == "ok" && sh["master"] == "redis2"
+    });
+    let settled = Instant::now();
+    writer.wait_acked("writes through the app proxy", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
+    for proxy in ["haproxy1", "haproxy2"] {
+        let servers = env.haproxy_servers(proxy, 9999, Some("redis-r9001"));
+        let ready: Vec<&str> = servers
+            .iter()
+            .filter(|s| s.is_ready())
+            .map(|s| s.server.as_str())
+            .collect();
+        assert_eq!(ready, ["redis2"], "{proxy} routes r9001 to {ready:?}");
+    }
+    // The fences' summaries say where they went; none was skipped for an unreachable API.
+    let history = env.history();
+    let steps = history[0]["steps"].as_array().unwrap();
+    let fences: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["kind"] == "fence")
+        .filter_map(|s| s["summary"].as_str())
+        .collect();
+    assert!(!fences.is_empty(), "{history:#?}");
+    for f in &fences {
+        assert!(!f.contains("skipped"), "a fence was skipped: {f}");
+    }
+    env.stop();
+}
