@@ -12,6 +12,7 @@
 //! instead of launching a second. [`Cloud::terminate`] of an instance already gone succeeds and
 //! says so. [`Dns::upsert`] is an UPSERT.
 
+pub mod adopt;
 pub mod faults;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -65,6 +65,15 @@ pub enum ExecError {
         machine: String,
     },
     #[error(
+        "step {index} (launch): {machine}'s instance {instance} showed no SSH host key within {after:?}; with ssh.host_keys: strict it cannot be verified (the console output carries the keys once cloud-init has run)"
+    )]
+    NoHostKey {
+        index: usize,
+        machine: String,
+        instance: String,
+        after: Duration,
+    },
+    #[error(
         "step {index} (playbook): no password for redis user `{user}` (redis_auth) was read when medic started"
     )]
     NoSecret { index: usize, user: String },
@@ -130,7 +139,8 @@ impl ExecError {
             | ExecError::Ssh { .. }
             | ExecError::Playbook { .. }
             | ExecError::ProxyConfig { .. }
-            | ExecError::Unfenced { .. } => true,
+            | ExecError::Unfenced { .. }
+            | ExecError::NoHostKey { .. } => true,
             ExecError::UnknownAddress { .. }
             | ExecError::NoPlaybook { .. }
             | ExecError::NoSecret { .. }
@@ -148,6 +158,8 @@ const RUNTIME_API_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a launched machine may take to run and answer SSH when the step gives no bound.
 const BOOT: Duration = Duration::from_secs(120);
+/// How often a launched instance's console is read for its host keys.
+const HOST_KEYS_POLL: Duration = Duration::from_secs(2);
 
 /// How to reach `machine` at `addr` over SSH, as the topology says (its `ssh` settings, or
 /// medic's defaults for a machine the topology does not name).
@@ -344,7 +356,30 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 output.instance_id = Some(running.id.clone());
                 let host = self.host(&spec.machine, addr);
                 self.ssh.forget(&host).await;
-                for key in self.cloud.host_keys(&running.id).await.map_err(cloud_err)? {
+                // EC2 shows the keys in the console output a while after the instance runs:
+                // a strict SSH waits for them (never accepts whatever key answers first).
+                let keys = match host.host_keys {
+                    HostKeys::Strict => {
+                        medic_cloud::adopt::host_keys_when_ready(
+                            self.cloud,
+                            &running.id,
+                            BOOT,
+                            HOST_KEYS_POLL,
+                        )
+                        .await
+                    }
+                    HostKeys::AcceptNew => self.cloud.host_keys(&running.id).await,
+                }
+                .map_err(cloud_err)?;
+                if keys.is_empty() && host.host_keys == HostKeys::Strict {
+                    return Err(ExecError::NoHostKey {
+                        index,
+                        machine: spec.machine.clone(),
+                        instance: running.id.clone(),
+                        after: BOOT,
+                    });
+                }
+                for key in keys {
                     self.ssh
                         .learn_host_key(&host, &key)
                         .map_err(|source| ExecError::Ssh {

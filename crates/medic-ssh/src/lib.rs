@@ -248,6 +248,18 @@ impl Ssh {
         std::fs::rename(&tmp, &self.known_hosts).map_err(kh_err)
     }
 
+    /// Whether medic's known_hosts has a key for `host` (its address and port).
+    pub fn knows(&self, host: &Host) -> bool {
+        let name = host.known_hosts_name();
+        std::fs::read_to_string(&self.known_hosts).is_ok_and(|text| {
+            text.lines().any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|n| n.split(',').any(|x| x == name))
+            })
+        })
+    }
+
     /// Drops the session to `host` (after it was replaced, say).
     pub async fn forget(&self, host: &Host) {
         self.sessions.lock().await.remove(host);

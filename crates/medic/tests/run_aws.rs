@@ -352,14 +352,23 @@ controller:
     let old_redis1 = before.iter().find(|i| i.3 == "redis1").unwrap().clone();
 
     let log = dir.path().join("run.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(["run", file.to_str().unwrap()])
-        .envs(aws_env)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let _run = Run(Some(child));
+    let start = || {
+        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+            .args(["run", file.to_str().unwrap()])
+            .envs(aws_env)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            )
+            .spawn()
+            .unwrap();
+        Run(Some(child))
+    };
+    let mut run = start();
     let wait = |what: &str, within: Duration, cond: &dyn Fn() -> bool| {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
@@ -394,6 +403,57 @@ controller:
     };
     assert_eq!(redis_cli(&app.to_string(), 7001, &["SET", "k", "1"]), "OK");
 
+    // A look-alike: an instance carrying medic's tags for redis1, launched by someone else
+    // (another deployment, an impostor) after medic's. A restarted controller keeps the
+    // instance it recorded, says so, and never terminates the look-alike.
+    let impostor = rt.block_on(async {
+        use aws_sdk_ec2::types::{ResourceType, Tag, TagSpecification};
+        let tag = |k: &str, v: &str| Tag::builder().key(k).value(v).build();
+        ec2.run_instances()
+            .image_id(&redis_ami)
+            .min_count(1)
+            .max_count(1)
+            .subnet_id(&subnet)
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Instance)
+                    .tags(tag("medic:topology", "barton"))
+                    .tags(tag("medic:machine", "redis1"))
+                    .tags(tag("medic:recovery", "not-medics"))
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap()
+            .instances()[0]
+            .instance_id()
+            .unwrap()
+            .to_owned()
+    });
+    drop(run);
+    run = start();
+    wait(
+        "the look-alike named in an alert",
+        Duration::from_secs(30),
+        &|| {
+            http_get(port, "/api/status").is_some_and(|s| {
+                s["alerts"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|a| a["message"].as_str().is_some_and(|m| m.contains(&impostor)))
+            })
+        },
+    );
+    let status = http_get(port, "/api/status").unwrap();
+    let redis1 = status["machines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "redis1")
+        .unwrap();
+    assert_eq!(redis1["instance"], old_redis1.0, "{redis1}");
+
     rt.block_on(lab.fault("redis1", Fault::Crash)).unwrap();
     wait("the recovery of redis1", Duration::from_secs(90), &|| {
         http_get(port, "/api/history")
@@ -402,9 +462,17 @@ controller:
             .iter()
             .any(|r| r["event"] == "machine redis1 lost" && r["outcome"]["outcome"] == "completed")
     });
-    // The crashed instance terminated in EC2, exactly one replacement launched from the AMI.
+    // The crashed instance terminated in EC2, exactly one replacement launched from the AMI;
+    // the look-alike untouched.
     let after = rt.block_on(instances(&ec2));
-    let redis1: Vec<_> = after.iter().filter(|i| i.3 == "redis1").collect();
+    assert!(
+        after.iter().any(|i| i.0 == impostor && i.1 == "running"),
+        "the look-alike was terminated: {after:?}"
+    );
+    let redis1: Vec<_> = after
+        .iter()
+        .filter(|i| i.3 == "redis1" && i.0 != impostor)
+        .collect();
     assert_eq!(redis1.len(), 2, "{redis1:?}");
     assert!(
         redis1
@@ -420,6 +488,7 @@ controller:
             && redis_cli(&new_ip, 9001, &["GET", "k"]) == "1"
     });
     assert_eq!(redis_cli(&app.to_string(), 7001, &["SET", "k", "2"]), "OK");
+    drop(run);
     stop.store(true, Ordering::Relaxed);
     let _ = rt.block_on(bridge_task);
 }

@@ -33,6 +33,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let mut observed = lock(&self.inner.st).core.saved.observed.clone();
         add_new(&mut observed, top);
         if top.provider.value.can_launch() {
+            // The recoveries this controller ran: an instance one of them launched is medic's.
+            let ours: std::collections::BTreeSet<String> = self
+                .inner
+                .journal
+                .all()
+                .map(|logs| logs.into_iter().map(|l| l.id).collect())
+                .unwrap_or_default();
             for m in top.machines.iter().map(|m| &m.value) {
                 if m.role.value == medic_topology::Role::Monitor {
                     continue;
@@ -43,11 +50,28 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 ]);
                 match self.inner.cloud.find(&tags).await {
                     Ok(found) => {
-                        // The newest running one (a replacement that finished).
-                        let Some(i) = found.into_iter().rfind(|i| !i.state.is_gone()) else {
-                            tracing::warn!(machine = %m.name.value, "No instance found for the machine.");
+                        let recorded = observed
+                            .machines
+                            .get(&m.name.value)
+                            .and_then(|s| s.instance_id.clone());
+                        let choice =
+                            medic_cloud::adopt::choose_instance(&found, recorded.as_deref(), |r| {
+                                ours.contains(r)
+                            });
+                        for id in &choice.foreign {
+                            self.alert(
+                                AlertLevel::Warning,
+                                format!(
+                                    "instance {id} carries medic's tags for machine {} of topology {} but medic did not launch it: it is neither adopted nor terminated; terminate it or remove its tags if it is not yours",
+                                    m.name.value, top.name.value
+                                ),
+                            );
+                        }
+                        let Some(i) = choice.adopt else {
+                            tracing::warn!(machine = %m.name.value, "No instance of medic's found for the machine.");
                             continue;
                         };
+                        let known = recorded.as_deref() == Some(i.id.as_str());
                         let st = observed.machines.entry(m.name.value.clone()).or_insert(
                             medic_plan::MachineState {
                                 address: None,
@@ -56,8 +80,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         );
                         st.address = i.address.or(st.address);
                         st.instance_id = Some(i.id.clone());
-                        self.learn_host_keys(top, &m.name.value, i.address, &i.id)
-                            .await;
+                        // The instance medic recorded keeps the key medic learned for it (a
+                        // key is never replaced for the same instance).
+                        let has_key = i.address.is_some_and(|ip| {
+                            self.inner
+                                .ssh
+                                .knows(&medic_exec::ssh_host(top, &m.name.value, ip))
+                        });
+                        if !(known && has_key) {
+                            self.learn_host_keys(top, &m.name.value, i.address, &i.id)
+                                .await;
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(machine = %m.name.value, error = %e, "Cannot look the machine up.")
