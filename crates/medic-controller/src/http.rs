@@ -112,7 +112,26 @@ async fn read_request_unbounded(s: &mut TcpStream) -> Result<Request, Response> 
         };
         buf.extend_from_slice(&chunk[..n]);
     };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let (mut req, length) = parse_head(&buf[..head_end])?;
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < length {
+        let mut chunk = vec![0u8; length - body.len()];
+        let n = match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return Err(Response::error(400, "incomplete body")),
+            Ok(n) => n,
+        };
+        body.extend_from_slice(&chunk[..n]);
+    }
+    body.truncate(length);
+    req.body = body;
+    Ok(req)
+}
+
+/// A request's head (without its blank line): the request, its body still empty, and the
+/// body's length (`Content-Length`, at most [`MAX_BODY`]). Any bytes at all give a request or
+/// the response that refuses it.
+pub fn parse_head(head: &[u8]) -> Result<(Request, usize), Response> {
+    let head = String::from_utf8_lossy(head);
     let mut lines = head.split("\r\n");
     let mut first = lines.next().unwrap_or_default().split(' ');
     let method = first.next().unwrap_or_default().to_owned();
@@ -144,25 +163,18 @@ async fn read_request_unbounded(s: &mut TcpStream) -> Result<Request, Response> 
     if length > MAX_BODY {
         return Err(Response::error(413, "request body too large"));
     }
-    let mut body = buf[head_end + 4..].to_vec();
-    while body.len() < length {
-        let mut chunk = vec![0u8; length - body.len()];
-        let n = match s.read(&mut chunk).await {
-            Ok(0) | Err(_) => return Err(Response::error(400, "incomplete body")),
-            Ok(n) => n,
-        };
-        body.extend_from_slice(&chunk[..n]);
-    }
-    body.truncate(length);
-    Ok(Request {
-        method,
-        path,
-        query,
-        authorization,
-        host,
-        origin,
-        body,
-    })
+    Ok((
+        Request {
+            method,
+            path,
+            query,
+            authorization,
+            host,
+            origin,
+            body: Vec::new(),
+        },
+        length,
+    ))
 }
 
 /// Whether a `Host` (or an `Origin`'s host) names this API the way its users reach it: an
