@@ -16,6 +16,9 @@ use std::time::Instant;
 
 use common::*;
 
+/// A webhook URL with its token in the path; port 9 refuses, so every delivery fails.
+const SECRET_HOOK: &str = "http://127.0.0.1:9/services/T0000/B0000/XWEBHOOKTOKENX";
+
 const PASSWORDS: [(&str, &str); 3] = [
     ("medic", "medic-Ls8vQ2xk9Tq4Wm7c"),
     ("replica", "replica-Hp3nZ6rt1Yb8Ke5d"),
@@ -78,6 +81,11 @@ fn with_redis_auth_medic_checks_fails_over_and_replaces_and_tells_no_password() 
     let secrets = tempfile::tempdir().unwrap();
     let files = secret_files(secrets.path());
     let Some(mut env) = Env::new(3, |t| {
+        // A second webhook whose URL (a secret, as Slack's are) cannot be reached.
+        let t = t.replace(
+            "notifications:\n",
+            "notifications:\n  - webhook: {url_env: MEDIC_TEST_SECRET_HOOK, format: slack}\n",
+        );
         format!(
             "{t}\nredis_auth:\n  medic: {{user: medic, password: {{file: {}}}}}\n  \
              replication: {{user: replica, password: {{file: {}}}}}\n  \
@@ -105,7 +113,11 @@ fn with_redis_auth_medic_checks_fails_over_and_replaces_and_tells_no_password() 
         "the app's login"
     );
 
-    env.start(&[]);
+    // Everything medic logs, at the most detailed level, is searched for secrets below.
+    env.start(&[
+        ("MEDIC_TEST_SECRET_HOOK", SECRET_HOOK),
+        ("MEDIC_LOG", "trace"),
+    ]);
     env.wait("both shards ok, replicas seen in sync", RECOVERY, |e| {
         ["r9001", "r9002"]
             .iter()
@@ -177,9 +189,15 @@ fn with_redis_auth_medic_checks_fails_over_and_replaces_and_tells_no_password() 
         places.push((f.display().to_string(), content));
     }
     assert!(places.len() > 6, "the controller's state dir has files");
-    for (user, pass) in PASSWORDS {
+    let log = env.logs();
+    assert!(
+        log.contains("A notification was not sent.") && log.contains(" DEBUG "),
+        "the failing webhook logged, at the most detailed level: {}",
+        tail(&log, 20)
+    );
+    for (user, pass) in PASSWORDS.iter().chain(&[("the webhook", "XWEBHOOKTOKENX")]) {
         for (place, content) in &places {
-            assert!(!content.contains(pass), "{user}'s password in {place}");
+            assert!(!content.contains(pass), "{user}'s secret in {place}");
         }
     }
     env.stop();

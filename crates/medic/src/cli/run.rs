@@ -153,9 +153,54 @@ pub(super) async fn providers(
     Ok((cloud, dns))
 }
 
+/// Libraries whose debug and trace lines carry what must not be logged (request URIs with a
+/// webhook's token, signed AWS requests, TLS secrets): capped at `warn` unless `MEDIC_LOG`
+/// names them itself.
+const CAPPED: &[&str] = &[
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "aws_config",
+    "aws_smithy_runtime",
+    "aws_smithy_runtime_api",
+    "aws_sdk_ec2",
+    "aws_sdk_route53",
+    "aws_sigv4",
+];
+
+/// The log filter: `MEDIC_LOG` (default `info`) after the caps of [`CAPPED`], so a bare level
+/// (`MEDIC_LOG=trace`) leaves them capped and a directive naming one (`hyper=debug`) lifts it.
+pub(super) fn log_filter(user: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let user = user.filter(|u| !u.trim().is_empty()).unwrap_or("info");
+    let caps: Vec<String> = CAPPED.iter().map(|t| format!("{t}=warn")).collect();
+    let (level, named): (Vec<&str>, Vec<&str>) = user
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .partition(|d| !d.contains('='));
+    let directives = level
+        .into_iter()
+        .map(str::to_owned)
+        .chain(caps)
+        .chain(named.into_iter().map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join(",");
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "info,{}",
+            CAPPED
+                .iter()
+                .map(|t| format!("{t}=warn"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ))
+    })
+}
+
 pub(super) fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let user = std::env::var("MEDIC_LOG").ok();
+    let filter = log_filter(user.as_deref());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -167,10 +212,7 @@ pub(super) fn init_logging(format: LogFormat) {
             use tracing_subscriber::util::SubscriberInitExt as _;
             match tracing_journald::layer() {
                 Ok(layer) => tracing_subscriber::registry()
-                    .with(
-                        tracing_subscriber::EnvFilter::try_from_env("MEDIC_LOG")
-                            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                    )
+                    .with(log_filter(user.as_deref()))
                     .with(layer)
                     .init(),
                 Err(e) => {
@@ -662,5 +704,68 @@ fn raise_open_files_limit(top: &medic_topology::Topology) {
             needed,
             "The limit on open files is below one per checked server: some checks will fail to connect. Raise it (LimitNOFILE= in the unit, ulimit -n)."
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::layer::SubscriberExt as _;
+
+    use super::log_filter;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What reaches the log with `MEDIC_LOG=user` when medic and hyper both log at trace.
+    fn logged(user: &str) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::registry()
+            .with(log_filter(Some(user)))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(false)
+                    .with_writer(move || writer.clone()),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            tracing::trace!(target: "hyper_util::client::legacy", "POST https://hooks.example.com/T0/B0/SECRET");
+            tracing::trace!(target: "aws_sigv4::http_request", "signed with SECRET");
+            tracing::trace!(target: "medic_controller::notify", "medic's own trace");
+            tracing::warn!(target: "hyper", "hyper warns");
+        });
+        let text = out
+            .0
+            .lock()
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        text.unwrap_or_default()
+    }
+
+    #[test]
+    fn a_bare_level_leaves_the_libraries_capped_and_naming_one_lifts_it() {
+        let text = logged("trace");
+        assert!(text.contains("medic's own trace"), "{text}");
+        assert!(text.contains("hyper warns"), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        let text = logged("info");
+        assert!(!text.contains("medic's own trace"), "{text}");
+        let text = logged("info,hyper_util=trace");
+        assert!(text.contains("hooks.example.com"), "{text}");
+        assert!(!text.contains("signed with"), "{text}");
     }
 }
