@@ -165,13 +165,24 @@ impl Writer {
             source,
         };
         let bytes = std::fs::read(&self.path).map_err(io)?;
-        let start = bytes.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-        let tail = &bytes[start..];
+        // The last line as the reader takes it: what follows the last newline or, when the file
+        // ends with one, the line that newline ends (a torn line can be followed by its newline
+        // when the pages of a write reach the disk out of order).
+        let ended = bytes.ends_with(b"\n");
+        let body = &bytes[..bytes.len() - usize::from(ended)];
+        let start = body.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        let tail = &body[start..];
         if tail.is_empty() {
             return Ok(());
         }
         if serde_json::from_slice::<Record>(tail).is_ok() {
+            if ended {
+                return Ok(());
+            }
             self.file.write_all(b"\n").map_err(io)?;
+        } else if ended && tail.iter().all(u8::is_ascii_whitespace) {
+            // A blank last line: the reader skips it.
+            return Ok(());
         } else {
             self.file.set_len(start as u64).map_err(io)?;
         }

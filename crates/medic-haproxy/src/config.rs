@@ -78,11 +78,17 @@ pub fn edit_server(cfg: &str, s: &ServerName, edit: ServerEdit) -> Result<String
             if let Some(a) = edit.addr {
                 t[2] = a.to_string();
             }
+            // `disabled` is a keyword among the options, after `server NAME ADDRESS`: a server
+            // may be named `disabled` (a valid machine name).
+            let mut options = t.split_off(3);
             match edit.enabled {
-                Some(true) => t.retain(|x| x != "disabled"),
-                Some(false) if !t.iter().any(|x| x == "disabled") => t.push("disabled".to_owned()),
+                Some(true) => options.retain(|x| x != "disabled"),
+                Some(false) if !options.iter().any(|x| x == "disabled") => {
+                    options.push("disabled".to_owned())
+                }
                 _ => {}
             }
+            t.extend(options);
             out.push(format!("{indent}{}{ending}", t.join(" ")));
             done = true;
         } else {
