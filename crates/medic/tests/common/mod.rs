@@ -385,12 +385,28 @@ impl Env {
 
     /// Starts `medic run` (with extra environment) and waits for its API.
     pub fn start(&mut self, envs: &[(&str, &str)]) {
+        self.start_limited(envs, None);
+    }
+
+    /// [`Env::start`], `medic run` limited to `open_files` descriptors if given (util-linux
+    /// `prlimit`, which execs it: the pid is medic's).
+    pub fn start_limited(&mut self, envs: &[(&str, &str)], open_files: Option<u64>) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_medic"))
+        let mut cmd = match open_files {
+            None => Command::new(env!("CARGO_BIN_EXE_medic")),
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}"))
+                    .arg("--")
+                    .arg(env!("CARGO_BIN_EXE_medic"));
+                c
+            }
+        };
+        let child = cmd
             .args(["run", self.f()])
             .envs(envs.iter().copied())
             .env("NO_COLOR", "1")
