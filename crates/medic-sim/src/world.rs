@@ -41,6 +41,10 @@ pub struct World {
     pub failed_writes: u64,
     pub terminations: Vec<Termination>,
     pub now_ms: u64,
+    /// Machines whose HAProxy admin API medic reaches over SSH (`runtime_api.reach: ssh`): an
+    /// API that does not answer while HAProxy routes is then a HAProxy medic cannot control,
+    /// seen as unhealthy (its frontends accept), not as a dead one.
+    pub api_over_ssh: BTreeSet<String>,
     current: BTreeMap<String, usize>,
     tokens: BTreeMap<String, usize>,
     next_value: u64,
@@ -63,6 +67,15 @@ impl World {
             failed_writes: 0,
             terminations: Vec::new(),
             now_ms: 0,
+            api_over_ssh: top
+                .machines
+                .iter()
+                .map(|m| m.value.name.value.clone())
+                .filter(|m| {
+                    top.runtime_api_of(m)
+                        .is_some_and(|r| r.reach == medic_topology::Reach::Ssh)
+                })
+                .collect(),
             current: BTreeMap::new(),
             tokens: BTreeMap::new(),
             next_value: 0,

@@ -130,10 +130,17 @@ impl World {
                 return false;
             }
             Some(Role::Redis) => self.proxies().into_iter().chain(clients).collect(),
-            // A proxy whose runtime API refuses cannot be fenced in a failover: medic replaces
-            // it (its observers cannot reach the API either), so it does not count as healthy.
-            // (An app machine likewise: its HAProxy is what it serves.)
-            Some(Role::Haproxy | Role::App) if inst.proxy.as_ref().is_none_or(|p| p.api_down) => {
+            // A proxy whose runtime API refuses on the network cannot be fenced in a failover:
+            // medic replaces it (its observers cannot reach the API either), so it does not
+            // count as healthy. (An app machine likewise: its HAProxy is what it serves.) One
+            // whose API medic reaches over SSH and cannot ask still routes, and its observers
+            // see its frontends: it is healthy, and must not be terminated.
+            Some(Role::Haproxy | Role::App)
+                if inst
+                    .proxy
+                    .as_ref()
+                    .is_none_or(|p| p.api_down && !self.api_over_ssh.contains(&inst.machine)) =>
+            {
                 return false;
             }
             Some(Role::Haproxy) => clients.collect(),

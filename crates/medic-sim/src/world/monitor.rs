@@ -80,6 +80,8 @@ impl World {
         };
         match &self.instances[i].proxy {
             Some(p) if !p.api_down => Observation::Ok,
+            // Over SSH, an API that cannot be asked while the frontends accept: unhealthy.
+            Some(_) if self.api_over_ssh.contains(machine) => Observation::Unhealthy,
             _ => Observation::Refused,
         }
     }
@@ -89,12 +91,15 @@ impl World {
         if !self.reach(&self.monitor, observer) {
             return Seen::Unknown;
         }
-        // A redis machine is seen through its servers, a proxy through its runtime API.
+        // A redis machine is seen through its servers, a proxy through its runtime API (its
+        // frontends, when medic reaches the API over SSH).
         let serves = self.instance(machine).is_some_and(|i| {
             if self.roles.get(machine) == Some(&Role::Redis) {
                 i.redis.values().any(|r| r.alive)
             } else {
-                i.proxy.as_ref().is_some_and(|p| !p.api_down)
+                i.proxy
+                    .as_ref()
+                    .is_some_and(|p| !p.api_down || self.api_over_ssh.contains(machine))
             }
         });
         if self.reach(observer, machine) && serves {
@@ -123,6 +128,11 @@ mod tests {
         w.unhang("redis2");
         assert_eq!(w.check_redis("r9001", "redis2").0, Observation::Ok);
         w.proxy_api_down("haproxy1", true);
+        // Over SSH (lab.yaml's default reach): a HAProxy medic cannot control, its frontends
+        // accepting; on the network, a refusal.
+        assert_eq!(w.check_proxy("haproxy1"), Observation::Unhealthy);
+        assert_eq!(w.witness("app", "haproxy1"), Seen::Up);
+        w.api_over_ssh.clear();
         assert_eq!(w.check_proxy("haproxy1"), Observation::Refused);
         assert_eq!(acked_on(&w.client_writes(5)), ["redis1", "redis1"]);
     }
