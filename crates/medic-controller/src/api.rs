@@ -49,8 +49,13 @@ pub async fn serve<C: Cloud + 'static, D: Dns + 'static>(c: Controller<C, D>, l:
         tokio::spawn(async move {
             let _slot = slot;
             let resp = match read_request(&mut s).await {
+                // Answered on a blocking thread: a status or a history reads the controller's
+                // state and journals synchronously, and must not hold a runtime thread the
+                // recoveries need.
                 Ok(req) => match request_allowed(&req) {
-                    Ok(()) => route(&c, &req),
+                    Ok(()) => tokio::task::spawn_blocking(move || route(&c, &req))
+                        .await
+                        .unwrap_or_else(|_| Response::error(500, "the request's handler failed")),
                     Err(refused) => refused,
                 },
                 Err(resp) => resp,

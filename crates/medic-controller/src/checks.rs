@@ -314,36 +314,9 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 redis_result(p.check().await, within)
             }
             Target::Proxy { machine } | Target::App { machine } => {
-                let work = async {
-                    let mut api = api_for(machine.clone(), ip, port).await?;
-                    api.timeout = within;
-                    api.servers(None).await?;
-                    // The runtime API answering is not enough: clients come in through the
-                    // frontends.
-                    for p in &listens {
-                        if let Err(e) = tokio::net::TcpStream::connect((ip, *p)).await {
-                            return Ok(Some(format!("frontend {ip}:{p} does not accept: {e}")));
-                        }
-                    }
-                    Ok(None)
-                };
-                let r = tokio::time::timeout(within, work).await;
-                match r {
-                    Ok(Ok(Some(closed))) => (Observation::Unhealthy, closed.into(), None),
-                    // Over SSH, an API that cannot be asked says nothing of HAProxy itself
-                    // (sshd down? the session broken?): its frontends say whether it runs.
-                    Ok(Err(e))
-                        if reach == Reach::Ssh && !matches!(e, HaproxyError::Timeout { .. }) =>
-                    {
-                        let left = within.saturating_sub(started.elapsed());
-                        let (o, d) = frontends_say(ip, &listens, left, &e).await;
-                        (o, d.into(), None)
-                    }
-                    other => {
-                        let (o, d) = proxy_result(other, within);
-                        (o, d.into(), None)
-                    }
-                }
+                let (o, d) =
+                    proxy_check(&api_for, machine, ip, port, &listens, reach, within).await;
+                (o, d.into(), None)
             }
         };
         let result = CheckResult {
@@ -397,6 +370,59 @@ fn redis_result(
         ),
         // A reset or an unreachable host: nothing certain, so it counts as silence.
         ProbeResult::Failed { reason } => (Observation::Silent, reason.into(), None),
+    }
+}
+
+/// One check of the HAProxy on `machine`: its runtime API answers, then its frontends accept.
+/// Over SSH (`reach`), reaching the API (the session, its forward) is judged apart from asking
+/// it: an API that cannot be reached, or whose forwarded connection the machine refused, says
+/// nothing of HAProxy itself, and the frontends decide. An API reached that does not answer in
+/// time is silence, as on the network (a hung HAProxy).
+async fn proxy_check(
+    api_for: &ApiFor,
+    machine: &str,
+    ip: IpAddr,
+    port: u16,
+    listens: &[u16],
+    reach: Reach,
+    within: Duration,
+) -> (Observation, String) {
+    let started = Instant::now();
+    let mut api = match tokio::time::timeout(within, api_for(machine.to_owned(), ip, port)).await {
+        Ok(Ok(api)) => api,
+        Ok(Err(e)) if reach == Reach::Ssh => return frontends_say(ip, listens, within, &e).await,
+        Err(_) if reach == Reach::Ssh => {
+            let e = HaproxyError::Connect {
+                endpoint: medic_haproxy::Endpoint::Tcp(std::net::SocketAddr::new(ip, port)),
+                source: std::io::Error::other(format!(
+                    "over SSH: no session within {}",
+                    medic_playbook::human_ms(within.as_millis() as u64)
+                )),
+            };
+            return frontends_say(ip, listens, within, &e).await;
+        }
+        other => return proxy_result(other, within),
+    };
+    let left = within.saturating_sub(started.elapsed());
+    api.timeout = left;
+    let work = async {
+        api.servers(None).await?;
+        // The runtime API answering is not enough: clients come in through the frontends.
+        for p in listens {
+            if let Err(e) = tokio::net::TcpStream::connect((ip, *p)).await {
+                return Ok(Some(format!("frontend {ip}:{p} does not accept: {e}")));
+            }
+        }
+        Ok(None)
+    };
+    match tokio::time::timeout(left, work).await {
+        Ok(Ok(Some(closed))) => (Observation::Unhealthy, closed),
+        // Over SSH, a forwarded connection the machine refused (HAProxy down, forwarding
+        // disabled) comes back as a closed or broken reply: the frontends say which.
+        Ok(Err(e)) if reach == Reach::Ssh && !matches!(e, HaproxyError::Timeout { .. }) => {
+            frontends_say(ip, listens, within, &e).await
+        }
+        other => proxy_result(other, within),
     }
 }
 

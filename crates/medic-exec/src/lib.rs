@@ -701,13 +701,28 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     ),
                     (medic_cloud::TAG_MACHINE.to_owned(), machine.to_owned()),
                 ]);
-                self.cloud
+                let found: Vec<String> = self
+                    .cloud
                     .find(&tags)
                     .await
                     .map_err(cloud_err)?
                     .into_iter()
+                    .filter(|i| !i.state.is_gone())
                     .map(|i| i.id)
-                    .collect()
+                    .collect();
+                // Without the instance medic recorded, a tag is all it has: several instances
+                // carrying it are a look-alike among them, and none is terminated on a guess.
+                if found.len() > 1 {
+                    return Err(cloud_err(medic_cloud::CloudError::Invalid {
+                        op: "terminate",
+                        message: format!(
+                            "{} instances carry machine {machine}'s tags ({}) and medic recorded none of them: it terminates none; terminate the lost one yourself, then `medic recover {machine}`",
+                            found.len(),
+                            found.join(", ")
+                        ),
+                    }));
+                }
+                found
             }
         })
     }
@@ -780,7 +795,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             source: Box::new(source),
         };
         let mut lingering = None;
-        let api = proxy_api(self.ssh, self.topology, &proxy.machine, ip, proxy.port).await;
+        let api = match tokio::time::timeout(
+            RUNTIME_API_TIMEOUT * 4,
+            proxy_api(self.ssh, self.topology, &proxy.machine, ip, proxy.port),
+        )
+        .await
+        {
+            Ok(api) => api,
+            Err(_) => Err(HaproxyError::Timeout {
+                endpoint: medic_haproxy::Endpoint::Tcp(SocketAddr::new(ip, proxy.port)),
+                command: "reaching the runtime API over SSH".to_owned(),
+                after: RUNTIME_API_TIMEOUT * 4,
+            }),
+        };
         let result = match api {
             Err(e) => Err(e),
             Ok(mut api) => {
@@ -793,7 +820,16 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             Ok(()) => {}
             // A proxy that does not answer is down: it is replaced and configured from the
             // current state, so the recovery goes on without it.
-            Err(e @ (HaproxyError::Connect { .. } | HaproxyError::Timeout { .. })) => {
+            // (Over SSH, a forwarded connection the machine refused comes back as a closed or
+            // broken reply: the API cannot be asked either.)
+            Err(
+                e @ (HaproxyError::Connect { .. }
+                | HaproxyError::Timeout { .. }
+                | HaproxyError::Io {
+                    endpoint: medic_haproxy::Endpoint::Unix(_),
+                    ..
+                }),
+            ) => {
                 tracing::warn!(
                     step = index,
                     proxy = %proxy.machine,

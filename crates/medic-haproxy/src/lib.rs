@@ -187,6 +187,15 @@ impl RuntimeApi {
                     s.read_to_end(&mut reply).await.map_err(io)?;
                 }
             }
+            // HAProxy ends every reply with a line end (an empty reply is "\n"): nothing at all
+            // is a connection closed before HAProxy said anything (a forward the machine
+            // refused, HAProxy dying).
+            if reply.is_empty() {
+                return Err(io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the connection closed without a reply",
+                )));
+            }
             Ok(String::from_utf8_lossy(&reply).into_owned())
         };
         timeout(self.timeout, work).await.unwrap_or_else(|_| {

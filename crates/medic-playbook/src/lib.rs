@@ -289,7 +289,7 @@ impl Playbook {
                         })
                 };
                 if let Some(when) = &step.when {
-                    let expr = env.compile_expression(&when.value).map_err(|source| {
+                    let expr = compile_when(&env, &when.value).map_err(|source| {
                         RenderError::Template {
                             playbook: playbook.clone(),
                             step: sname.clone(),
@@ -461,7 +461,7 @@ impl Playbook {
                 );
             }
             if let Some(w) = &s.when
-                && let Err(e) = env.compile_expression(&w.value)
+                && let Err(e) = compile_when(&env, &w.value)
             {
                 d.error(
                     w.referenced,
@@ -580,9 +580,44 @@ impl Playbooks {
     }
 }
 
+/// A step's `when:` compiled. It is an expression, never a template: a template's delimiters
+/// in it are refused here (minijinja's expression lexer panics on a stray `}}`), and a panic
+/// of the compiler on any other input is an error too, never medic's.
+fn compile_when<'env, 'source>(
+    env: &'env minijinja::Environment<'source>,
+    src: &'source str,
+) -> Result<minijinja::Expression<'env, 'source>, minijinja::Error> {
+    if ["{{", "}}", "{%", "%}", "{#", "#}"]
+        .iter()
+        .any(|d| src.contains(d))
+    {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::SyntaxError,
+            "a `when` is an expression (e.g. `item.role == \"replica\"`), without {{ }} or {% %}",
+        ));
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| env.compile_expression(src)))
+        .unwrap_or_else(|_| {
+            Err(minijinja::Error::new(
+                minijinja::ErrorKind::SyntaxError,
+                "the expression cannot be parsed",
+            ))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_when_with_template_delimiters_is_an_error_not_a_panic() {
+        // Found by fuzzing: minijinja's expression lexer panics on a stray `}}`.
+        let env = minijinja::Environment::new();
+        for bad in ["haproxy.timeout_connect_ms }}ms", "{{ x }}", "a %} b", "#}"] {
+            assert!(compile_when(&env, bad).is_err(), "{bad}");
+        }
+        assert!(compile_when(&env, "item.role == \"replica\"").is_ok());
+    }
     use serde_json::json;
 
     fn parse(text: &str) -> Result<Playbook, Vec<Diagnostic>> {

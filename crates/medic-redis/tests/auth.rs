@@ -95,10 +95,6 @@ async fn medic_checks_and_fails_over_a_pair_with_acls_with_its_own_user_only() {
     redis.replicaof(r, None).await.unwrap();
     redis.config_rewrite(r).await.unwrap();
     redis.replicaof(m, Some(r)).await.unwrap();
-    redis
-        .config_set(m, "repl-ping-replica-period", "1")
-        .await
-        .unwrap();
     let synced = wait_in_sync(&redis, m, r, Duration::from_secs(10))
         .await
         .unwrap();
@@ -111,6 +107,12 @@ async fn medic_checks_and_fails_over_a_pair_with_acls_with_its_own_user_only() {
             Err(RedisError::Reply { code, .. }) => assert_eq!(code, "NOPERM", "{what}"),
             other => panic!("{what} with medic's user: {other:?}"),
         }
+    }
+    // CONFIG SET is not among them: with medic's password one cannot make a replica
+    // writable or change what it replicates from.
+    match redis.config_set(m, "replica-read-only", "no").await {
+        Err(RedisError::Reply { code, .. }) => assert_eq!(code, "NOPERM"),
+        other => panic!("CONFIG SET with medic's user: {other:?}"),
     }
     let flush = redis_cli_as(replica.addr, "medic", MEDIC_PASS, &["FLUSHALL"]);
     assert!(

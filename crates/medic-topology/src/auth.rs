@@ -60,7 +60,7 @@ pub struct SecretRef {
 }
 
 /// The ACL rules of medic's own user: the commands medic sends and its probe key, nothing else.
-pub const MEDIC_RULES: &str = "resetkeys ~medic:* resetchannels -@all +ping +info +role +replicaof +config|set +config|rewrite +client|pause +client|unpause +set";
+pub const MEDIC_RULES: &str = "resetkeys ~medic:* resetchannels -@all +ping +info +role +replicaof +config|rewrite +client|pause +client|unpause +set";
 /// The ACL rules of the replication user: what a replica sends its master.
 pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replconf +ping";
 
@@ -211,6 +211,13 @@ fn read_one(
             "it holds a space, a line break or a character that is not printable ASCII",
         ));
     }
+    // redis reads a quote or a backslash anywhere in a config value as quoting: `masterauth`
+    // would silently become another password, or stop redis with the line in its error.
+    if text.contains(['"', '\'', '\\']) {
+        return Err(weak(
+            "it holds a quote or a backslash, which redis's config file would read as quoting",
+        ));
+    }
     if text.len() < MIN_PASSWORD {
         return Err(weak("it is too short"));
     }
@@ -286,7 +293,14 @@ mod tests {
             env: Some(crate::model::unspanned("P".to_owned())),
         };
         assert!(read_one("f", &r, &env("0123456789abcdef\n")).is_ok());
-        for bad in ["tiny-pw", "0123456789 abcdef", "0123456789abcdef\nmore"] {
+        for bad in [
+            "tiny-pw",
+            "0123456789 abcdef",
+            "0123456789abcdef\nmore",
+            "0123456789\"abcdef",
+            "0123456789'abcdef",
+            "0123456789\\abcdef",
+        ] {
             let e = read_one("f", &r, &env(bad)).expect_err(bad).to_string();
             assert!(e.starts_with("f: "), "{e}");
             assert!(!e.contains(bad), "the error shows the password: {e}");

@@ -168,11 +168,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .map(|s| s.port.value)
             .take(crate::witness::WITNESS_SHARDS);
         for port in ports {
-            let auth = self.inner.redis.auth.clone();
+            // Any reply is an answer: a server that refuses medic's login runs.
             probes.spawn(async move {
-                replication_now(auth, SocketAddr::new(ip, port))
-                    .await
-                    .is_some()
+                let addr = medic_redis::RedisAddr::new(ip, port);
+                let mut probe = medic_redis::Probe::new(addr, None, WITNESS_WITHIN);
+                matches!(
+                    probe.check().await,
+                    medic_redis::ProbeResult::Up { .. }
+                        | medic_redis::ProbeResult::ErrorReply { .. }
+                        | medic_redis::ProbeResult::WrongRole { .. }
+                )
             });
         }
         let frontends: Vec<u16> = if top.proxy_machines().any(|p| p == machine) {
