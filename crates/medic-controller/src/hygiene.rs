@@ -6,6 +6,20 @@
 //!   log lines; control characters become `�` and line breaks a space.
 //! - [`redact_url`]: a webhook URL is a secret (Slack's carry their token in the path): only
 //!   its scheme and host are ever shown.
+//! - [`without_secrets`]: a step's error or an alert that quotes a `redis_auth` password (a
+//!   server's stderr echoing its config line) shows `********` instead.
+
+/// `text` with each of `secrets` (the passwords of `redis_auth`) replaced by `********`: a
+/// command's stderr or a server's error that quoted one must not carry it any further.
+pub fn without_secrets<'a>(text: &str, secrets: impl IntoIterator<Item = &'a str>) -> String {
+    let mut out = text.to_owned();
+    for s in secrets {
+        if !s.is_empty() {
+            out = out.replace(s, "********");
+        }
+    }
+    out
+}
 
 /// `text` with every control character replaced: line breaks and tabs by a space, the others
 /// (ESC, BEL, NUL, DEL, C1 controls) by `�`.
@@ -52,6 +66,16 @@ pub fn without_url(message: &str, url: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_quoted_in_an_error_is_hidden() {
+        let text = "step 4 (playbook): redis: >>> 'masterauth hunter2-0123456789abc' Bad directive";
+        let out = without_secrets(text, ["hunter2-0123456789abc", ""]);
+        assert_eq!(
+            out,
+            "step 4 (playbook): redis: >>> 'masterauth ********' Bad directive"
+        );
+    }
 
     #[test]
     fn control_characters_never_leave_medic() {

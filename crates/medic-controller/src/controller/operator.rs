@@ -13,7 +13,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     pub(crate) fn alert(&self, level: AlertLevel, message: String) {
         // It may quote remote text (a command's stderr, a server's error).
-        let message = crate::hygiene::printable(&message);
+        let message = crate::hygiene::printable(&crate::hygiene::without_secrets(
+            &message,
+            self.inner.secrets.values(),
+        ));
         match level {
             AlertLevel::Critical => tracing::error!(alert = "critical", "{message}"),
             AlertLevel::Warning => tracing::warn!(alert = "warning", "{message}"),

@@ -291,7 +291,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     return Ok(Ok((summary, output)));
                 }
                 Err(e) => {
-                    let message = error_chain(&e);
+                    let message = crate::hygiene::without_secrets(
+                        &error_chain(&e),
+                        self.inner.secrets.values(),
+                    );
                     let failed = Record::Failed {
                         step: step.index,
                         at_ms: now_ms(),
