@@ -59,6 +59,23 @@ pub struct Ask {
     pub passive: Option<Passive>,
 }
 
+/// How an observer probes a silent HAProxy at `silent_ip`: its runtime API where that is on
+/// the network, else (`reach: ssh`, the API on its loopback) a connection to its first
+/// frontend.
+fn haproxy_probe(
+    api: &medic_topology::RuntimeApi,
+    first_frontend: Option<u16>,
+    silent_ip: IpAddr,
+) -> (SocketAddr, Probe) {
+    match (api.reach, first_frontend) {
+        (Reach::Ssh, Some(port)) => (SocketAddr::new(silent_ip, port), Probe::Connect),
+        _ => (
+            SocketAddr::new(silent_ip, api.port.value),
+            Probe::RuntimeApi,
+        ),
+    }
+}
+
 /// The configured observers of `target`'s machine and what each is asked (pure). An observer
 /// may be asked several questions (one per shard probed); an empty list means no other machine
 /// can see this one.
@@ -126,16 +143,11 @@ pub fn observers(
         }
         Target::Proxy { .. } => {
             let px = &top.proxies.value;
-            let (probe, how) = match (px.runtime_api.value.reach, px.frontends.first()) {
-                (Reach::Ssh, Some(f)) => (
-                    SocketAddr::new(silent_ip, f.value.listen.value),
-                    Probe::Connect,
-                ),
-                _ => (
-                    SocketAddr::new(silent_ip, px.runtime_api.value.port.value),
-                    Probe::RuntimeApi,
-                ),
-            };
+            let (probe, how) = haproxy_probe(
+                &px.runtime_api.value,
+                px.frontends.first().map(|f| f.value.listen.value),
+                silent_ip,
+            );
             for a in top.app_proxies.iter().map(|a| &a.value) {
                 if a.primary.value != machine && a.backup.value != machine {
                     continue;
@@ -160,16 +172,11 @@ pub fn observers(
                 if a.machine.value != machine {
                     continue;
                 }
-                let (probe, how) = match (a.runtime_api.value.reach, a.frontends.first()) {
-                    (Reach::Ssh, Some(f)) => (
-                        SocketAddr::new(silent_ip, f.value.listen.value),
-                        Probe::Connect,
-                    ),
-                    _ => (
-                        SocketAddr::new(silent_ip, a.runtime_api.value.port.value),
-                        Probe::RuntimeApi,
-                    ),
-                };
+                let (probe, how) = haproxy_probe(
+                    &a.runtime_api.value,
+                    a.frontends.first().map(|f| f.value.listen.value),
+                    silent_ip,
+                );
                 for p in [&a.primary.value, &a.backup.value] {
                     asks.push(Ask {
                         observer: p.clone(),
