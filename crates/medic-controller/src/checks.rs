@@ -16,7 +16,7 @@ use tokio::task::JoinHandle;
 
 use medic_detect::Observation;
 use medic_haproxy::{HaproxyError, ProxyApi as _, RuntimeApi};
-use medic_redis::{Credentials, Probe, ProbeResult, RedisAddr, ReplicationInfo};
+use medic_redis::{Probe, ProbeResult, Redis, RedisAddr, ReplicationInfo};
 use medic_topology::{Check, Reach, Topology};
 
 use crate::journal::now_ms;
@@ -222,7 +222,7 @@ pub type ApiFor = Arc<
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
-    auth: Option<Credentials>,
+    redis: Redis,
     api: ApiFor,
     book: SharedBook,
     sink: Sink,
@@ -235,7 +235,7 @@ pub fn spawn(
                 .runtime_api_of(target.machine())
                 .map_or(Reach::Network, |r| r.reach);
             let shared = Shared {
-                auth: auth.clone(),
+                redis: redis.clone(),
                 api: api.clone(),
                 book: book.clone(),
                 sink: sink.clone(),
@@ -260,8 +260,8 @@ struct How {
 
 /// What every check task is given alike.
 struct Shared {
-    /// medic's redis login, if the servers ask for one.
-    auth: Option<Credentials>,
+    /// medic's redis client: its login and TLS, for the probes.
+    redis: Redis,
     api: ApiFor,
     book: SharedBook,
     sink: Sink,
@@ -271,7 +271,7 @@ struct Shared {
 
 async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let Shared {
-        auth,
+        redis,
         api: api_for,
         book,
         sink,
@@ -309,7 +309,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 let addr = RedisAddr::new(ip, port);
                 let p = match &mut probe {
                     Some(p) if p.addr == addr => p,
-                    slot => slot.insert(Probe::new(addr, None, within).with_auth(auth.clone())),
+                    slot => slot.insert(redis.probe(addr, None, within)),
                 };
                 redis_result(p.check().await, within)
             }

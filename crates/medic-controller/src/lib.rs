@@ -21,4 +21,5 @@ pub mod witness;
 
 pub use controller::{
     Controller, ControllerError, Reload, Setup, api_token, history_entry, medic_credentials,
+    medic_redis_client,
 };

@@ -74,7 +74,7 @@ pub enum ExecError {
         after: Duration,
     },
     #[error(
-        "step {index} (playbook): no password for redis user `{user}` (redis_auth) was read when medic started"
+        "step {index} (playbook): the secret `{user}` (a redis_auth user's password or a redis_tls file) was not read when medic started"
     )]
     NoSecret { index: usize, user: String },
     #[error("step {index} ({kind}): playbook `{playbook}` is not loaded")]
@@ -270,8 +270,9 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         }
     }
 
-    /// Puts each `${address:M}` (M's address), `${secret:U}` (U's password) and
-    /// `${secret-sha256:U}` (its SHA-256 in hex) of `s` in.
+    /// Puts each `${address:M}` (M's address), `${secret:U}` (U's password),
+    /// `${secret-sha256:U}` (its SHA-256 in hex) and `${tls:ca|cert|key}` (a `redis_tls` file)
+    /// of `s` in.
     fn fill(&self, index: usize, s: &str) -> Result<String, ExecError> {
         fill_placeholders(s, |kind, name| {
             let secret = || {
@@ -291,6 +292,18 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 "secret-sha256" => {
                     use sha2::Digest as _;
                     Some(format!("{:x}", sha2::Sha256::digest(secret()?.expose())))
+                }
+                "tls" => {
+                    let files = self.secrets.tls().ok_or_else(|| ExecError::NoSecret {
+                        index,
+                        user: format!("redis_tls.{name}"),
+                    })?;
+                    match name {
+                        "ca" => Some(files.ca.clone()),
+                        "cert" => Some(files.cert.clone()),
+                        "key" => Some(files.key.expose().to_owned()),
+                        _ => None,
+                    }
                 }
                 _ => None,
             })

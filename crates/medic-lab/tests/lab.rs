@@ -247,6 +247,7 @@ async fn a_machine_launches_runs_the_redis_playbook_and_terminates_without_a_tra
         "host": {"name": "redis1", "address": i.address.unwrap().to_string(), "role": "redis", "topology": "barton"},
         "shards": [{"name": "r9001", "port": 9001, "role": "master", "master_host": null, "master_port": null, "persistence": "none", "maxmemory": null}],
         "auth": null,
+        "tls": null,
     });
     run_playbook(&ssh, &host, &playbook("redis"), &vars)
         .await

@@ -72,6 +72,20 @@ fn redis_auth_vars(top: &Topology) -> Value {
     })
 }
 
+/// `redis_tls` for the playbooks: the certificate's name and its files as placeholders (the
+/// executor puts each file's text in when the step runs; a plan shows `${tls:key}`).
+fn redis_tls_vars(top: &Topology) -> Value {
+    let Some(t) = &top.redis_tls else {
+        return Value::Null;
+    };
+    json!({
+        "name": t.value.name.value,
+        "ca": "${tls:ca}",
+        "cert": "${tls:cert}",
+        "key": "${tls:key}",
+    })
+}
+
 /// The role a redis server should have when its playbook runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerRole {
@@ -109,7 +123,12 @@ pub fn redis_vars(
             })
         })
         .collect();
-    json!({ "host": host(top, machine, address), "shards": shards, "auth": redis_auth_vars(top) })
+    json!({
+        "host": host(top, machine, address),
+        "shards": shards,
+        "auth": redis_auth_vars(top),
+        "tls": redis_tls_vars(top),
+    })
 }
 
 /// Variables for `playbooks/haproxy.yaml`: every shard's frontend and backend, with the current
@@ -155,6 +174,7 @@ pub fn haproxy_vars(
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
         "redis_auth": top.redis_auth.is_some(),
+        "redis_tls": redis_tls_vars(top),
     })
 }
 

@@ -16,6 +16,7 @@
 
 pub mod info;
 mod probe;
+mod tls;
 
 use std::fmt;
 use std::future::Future;
@@ -30,6 +31,7 @@ pub use info::{
     ConnectedReplica, LinkStatus, ReplicationInfo, Role, RoleReply, parse_replication, parse_role,
 };
 pub use probe::{Probe, ProbeResult};
+pub use tls::{Conn, Tls, TlsError};
 
 /// A redis ACL user and its password, sent as `AUTH user password` on every new connection.
 /// The password is never printed.
@@ -204,6 +206,8 @@ pub struct Redis {
     pub timeout: Duration,
     /// Whom to log in as; `None` for a server without ACLs.
     pub auth: Option<Credentials>,
+    /// TLS, the servers' certificate verified; `None` in the clear.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Redis {
@@ -211,11 +215,19 @@ impl Default for Redis {
         Redis {
             timeout: Duration::from_secs(2),
             auth: None,
+            tls: None,
         }
     }
 }
 
 impl Redis {
+    /// A health check of the server at `addr` that logs in and speaks TLS as this client does.
+    pub fn probe(&self, addr: RedisAddr, expect: Option<info::Role>, within: Duration) -> Probe {
+        Probe::new(addr, expect, within)
+            .with_auth(self.auth.clone())
+            .with_tls(self.tls.clone())
+    }
+
     /// The default bound, logging in as `auth`.
     pub fn with_auth(auth: Option<Credentials>) -> Redis {
         Redis {
@@ -228,38 +240,43 @@ impl Redis {
 pub(crate) async fn connect(
     addr: RedisAddr,
     auth: Option<&Credentials>,
+    tls: Option<&Tls>,
     within: Duration,
 ) -> Result<MultiplexedConnection, RedisError> {
-    let info = redis::ConnectionInfo {
-        addr: redis::ConnectionAddr::Tcp(addr.host.to_string(), addr.port),
-        redis: redis::RedisConnectionInfo {
-            username: auth.map(|a| a.user.clone()),
-            password: auth.map(|a| a.password().to_owned()),
-            ..Default::default()
-        },
+    let info = redis::RedisConnectionInfo {
+        username: auth.map(|a| a.user.clone()),
+        password: auth.map(|a| a.password().to_owned()),
+        ..Default::default()
     };
-    let client =
-        redis::Client::open(info).map_err(|e| RedisError::from_redis(addr, "connect", e))?;
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(within)
-        .set_response_timeout(within);
-    match timeout(
+    let timed_out = || RedisError::Timeout {
+        addr,
+        op: "connect",
+        after: within,
+    };
+    let stream = match timeout(
         within,
-        client.get_multiplexed_async_connection_with_config(&config),
+        tls::open(SocketAddr::new(addr.host, addr.port), tls),
     )
     .await
     {
-        Err(_) => Err(RedisError::Timeout {
-            addr,
-            op: "connect",
-            after: within,
-        }),
-        Ok(Err(e)) if e.is_timeout() => Err(RedisError::Timeout {
-            addr,
-            op: "connect",
-            after: within,
-        }),
-        Ok(r) => r.map_err(|e| RedisError::from_redis(addr, "connect", e)),
+        Err(_) => return Err(timed_out()),
+        Ok(Err(e)) => return Err(RedisError::from_redis(addr, "connect", e.into())),
+        Ok(Ok(s)) => s,
+    };
+    let config = AsyncConnectionConfig::new().set_response_timeout(within);
+    match timeout(
+        within,
+        MultiplexedConnection::new_with_config(&info, stream, config),
+    )
+    .await
+    {
+        Err(_) => Err(timed_out()),
+        Ok(Err(e)) if e.is_timeout() => Err(timed_out()),
+        Ok(Err(e)) => Err(RedisError::from_redis(addr, "connect", e)),
+        Ok(Ok((con, driver))) => {
+            tokio::spawn(driver);
+            Ok(con)
+        }
     }
 }
 
@@ -295,7 +312,8 @@ impl Redis {
         cmd: redis::Cmd,
     ) -> Result<T, RedisError> {
         let work = async {
-            let mut con = connect(addr, self.auth.as_ref(), self.timeout).await?;
+            let mut con =
+                connect(addr, self.auth.as_ref(), self.tls.as_ref(), self.timeout).await?;
             cmd.query_async::<T>(&mut con)
                 .await
                 .map_err(|e| RedisError::from_redis(addr, op, e))

@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::info::{ReplicationInfo, Role, parse_replication};
+use crate::tls::{Conn, Tls, open};
 use crate::{Credentials, RedisAddr};
 
 /// What one check found.
@@ -42,10 +42,9 @@ impl ProbeResult {
 /// (the controller runs each probe in its own task). After any failure the connection is
 /// dropped and the next check connects afresh.
 ///
-/// It speaks RESP itself on a plain socket — one fixed request, the reply read in place into a
+/// It speaks RESP itself on a plain (or TLS) socket — one fixed request, the reply read in place into a
 /// small reused buffer — rather than through a client library's multiplexed connection (a task,
 /// channels and buffers per server): a controller keeps thousands of these.
-#[derive(Debug)]
 pub struct Probe {
     pub addr: RedisAddr,
     /// The role the server should have, if the caller knows it.
@@ -53,8 +52,23 @@ pub struct Probe {
     pub timeout: Duration,
     /// Whom to log in as on each new connection.
     auth: Option<Credentials>,
-    conn: Option<BufReader<TcpStream>>,
+    /// TLS on each new connection, the server's certificate verified.
+    tls: Option<Tls>,
+    conn: Option<BufReader<Box<dyn Conn>>>,
     buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Probe")
+            .field("addr", &self.addr)
+            .field("expect", &self.expect)
+            .field("timeout", &self.timeout)
+            .field("auth", &self.auth)
+            .field("tls", &self.tls)
+            .field("connected", &self.conn.is_some())
+            .finish()
+    }
 }
 
 /// Why one attempt failed.
@@ -76,6 +90,7 @@ impl Probe {
             expect,
             timeout,
             auth: None,
+            tls: None,
             conn: None,
             buf: Vec::new(),
         }
@@ -84,6 +99,12 @@ impl Probe {
     /// Logs in as `auth` (`AUTH user password`) on every new connection.
     pub fn with_auth(mut self, auth: Option<Credentials>) -> Self {
         self.auth = auth;
+        self
+    }
+
+    /// Speaks TLS (`tls`) on every new connection.
+    pub fn with_tls(mut self, tls: Option<Tls>) -> Self {
+        self.tls = tls;
         self
     }
 
@@ -120,13 +141,15 @@ impl Probe {
 
     async fn ask_once(&mut self) -> Result<ProbeResult, Fail> {
         if self.conn.is_none() {
-            let s = TcpStream::connect(SocketAddr::new(self.addr.host, self.addr.port))
-                .await
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => Fail::Refused,
-                    _ => Fail::Other(e.to_string()),
-                })?;
-            let _ = s.set_nodelay(true);
+            let s = open(
+                SocketAddr::new(self.addr.host, self.addr.port),
+                self.tls.as_ref(),
+            )
+            .await
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused => Fail::Refused,
+                _ => Fail::Other(e.to_string()),
+            })?;
             let mut conn = BufReader::with_capacity(1024, s);
             if let Some(a) = &self.auth
                 && let Some(refused) = login(&mut conn, a, &mut self.buf).await?
@@ -139,10 +162,9 @@ impl Probe {
             return Err(Fail::Other("no connection".into()));
         };
         let broken = |e: std::io::Error| Fail::Broken(e.to_string());
-        conn.get_mut()
-            .write_all(INFO_REPLICATION)
-            .await
-            .map_err(broken)?;
+        let w = conn.get_mut();
+        w.write_all(INFO_REPLICATION).await.map_err(broken)?;
+        w.flush().await.map_err(broken)?;
         self.buf.clear();
         let n = conn
             .read_until(b'\n', &mut self.buf)
@@ -200,7 +222,7 @@ impl Probe {
 /// `AUTH user password` on a fresh connection: `None` once logged in, the server's refusal
 /// otherwise.
 async fn login(
-    conn: &mut BufReader<TcpStream>,
+    conn: &mut BufReader<Box<dyn Conn>>,
     a: &Credentials,
     buf: &mut Vec<u8>,
 ) -> Result<Option<ProbeResult>, Fail> {
@@ -211,10 +233,9 @@ async fn login(
         bulk(a.password())
     );
     let broken = |e: std::io::Error| Fail::Other(e.to_string());
-    conn.get_mut()
-        .write_all(request.as_bytes())
-        .await
-        .map_err(broken)?;
+    let w = conn.get_mut();
+    w.write_all(request.as_bytes()).await.map_err(broken)?;
+    w.flush().await.map_err(broken)?;
     buf.clear();
     let n = conn.read_until(b'\n', buf).await.map_err(broken)?;
     if n == 0 {

@@ -273,6 +273,7 @@ async fn the_redis_playbook_configures_a_real_redis_and_a_second_run_changes_not
             {"name": "r9002", "port": 9002, "role": "replica", "master_host": ip, "master_port": 9001, "persistence": "aof", "maxmemory": "64mb"},
         ],
         "auth": null,
+        "tls": null,
     });
     let pb = playbook("redis");
     let first = run_playbook(&ssh, &h, &pb, &vars).await.unwrap();

@@ -69,6 +69,10 @@ pub const REPLICATION_RULES: &str = "resetkeys resetchannels -@all +psync +replc
 pub struct Password(String);
 
 impl Password {
+    pub(crate) fn new(s: String) -> Password {
+        Password(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -95,12 +99,20 @@ pub enum SecretError {
     Weak { field: String, what: &'static str },
     #[error("{field}: neither `file` nor `env`")]
     Nowhere { field: String },
+    #[error("{field}: {} holds no PEM block of a {kind}; expected a file starting `-----BEGIN {kind}-----`", path.display())]
+    NotPem {
+        field: String,
+        path: PathBuf,
+        kind: String,
+    },
 }
 
 /// Every password of a topology's `redis_auth`, by user name.
 #[derive(Debug, Clone, Default)]
 pub struct Secrets {
     by_user: BTreeMap<String, Password>,
+    /// The files of `redis_tls`.
+    tls: Option<crate::tls::TlsFiles>,
 }
 
 /// The shortest password medic accepts.
@@ -122,7 +134,10 @@ impl Secrets {
             let p = read_one(&field, u.1, &env)?;
             by_user.insert(u.0.to_owned(), p);
         }
-        Ok(Secrets { by_user })
+        Ok(Secrets {
+            by_user,
+            tls: crate::tls::TlsFiles::read(top)?,
+        })
     }
 
     /// For tests and tools: secrets given directly.
@@ -132,7 +147,19 @@ impl Secrets {
                 .into_iter()
                 .map(|(u, p)| (u.to_owned(), Password(p.to_owned())))
                 .collect(),
+            tls: None,
         }
+    }
+
+    /// The same, with the files of `redis_tls`.
+    pub fn with_tls(mut self, tls: Option<crate::tls::TlsFiles>) -> Secrets {
+        self.tls = tls;
+        self
+    }
+
+    /// The files of `redis_tls`, if the topology has it.
+    pub fn tls(&self) -> Option<&crate::tls::TlsFiles> {
+        self.tls.as_ref()
     }
 
     pub fn password(&self, user: &str) -> Option<&Password> {
@@ -140,12 +167,15 @@ impl Secrets {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_user.is_empty()
+        self.by_user.is_empty() && self.tls.is_none()
     }
 
-    /// Every password, to scrub from text that might have picked one up.
+    /// Every password (and the TLS key), to scrub from text that might have picked one up.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.by_user.values().map(|p| p.0.as_str())
+        self.by_user
+            .values()
+            .chain(self.tls.iter().map(|t| &t.key))
+            .map(|p| p.0.as_str())
     }
 }
 

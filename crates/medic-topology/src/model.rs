@@ -51,6 +51,9 @@ pub struct Topology {
     /// Who may talk to the redis servers. Absent: redis accepts anyone who can reach it.
     #[serde(default)]
     pub redis_auth: Option<Spanned<crate::auth::RedisAuth>>,
+    /// TLS on every redis server (clients, replication, medic). Absent: redis in the clear.
+    #[serde(default)]
+    pub redis_tls: Option<Spanned<crate::tls::RedisTls>>,
 }
 
 fn default_playbooks() -> Spanned<PathBuf> {

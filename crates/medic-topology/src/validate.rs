@@ -74,6 +74,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.ports();
     ctx.rendered();
     ctx.redis_auth();
+    ctx.redis_tls();
 }
 
 struct Ctx<'a, 'd> {

@@ -28,7 +28,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:3:7: name: `Barton_Test` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
         "{F}:5:3: provider.aws.security_groups[0]: `default` is not a security group id; expected sg-...",
         "{F}:5:3: provider.aws.tags.medic:owner: tag keys starting with `medic:` or `aws:` are reserved; expected another key",
-        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, app_proxies, dns, checks, policy, notifications, controller, redis_auth",
+        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, app_proxies, dns, checks, policy, notifications, controller, redis_auth, redis_tls",
         "{F}:17:11: amis[1].name: duplicate AMI `redis` (first defined at line 14); expected unique names",
         "{F}:19:28: amis[1].image_ids.us-east-1: `ami-nothex` is not an AMI id; expected ami- and 8 or 17 hex digits",
         "{F}:21:17: amis[2].definition: no file {D}/../../amis/nothere.yaml; expected an AMI definition (amis/*.yaml)",
@@ -73,6 +73,8 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:69:14: redis_auth.clients[0].user: \"app x\" is not a user name medic can give; expected letters, digits, `_`, `-` or `.` (and not `default`, which medic turns off)",
         "{F}:69:33: redis_auth.clients[0].password: no `file` or `env`; expected where the password is kept (never the password itself)",
         "{F}:69:44: redis_auth.clients[0].rules: \">hunter2\" is not a key, channel or command rule; expected redis ACL rules for keys (~), channels (&) and commands (+/-), e.g. \"~* &* +@all -@dangerous\" (the password comes from `password`)",
+        "{F}:71:9: redis_tls.name: \"10.0.0.1\" is not a DNS name; expected the name the servers' certificate was issued for, e.g. redis.internal",
+        "{F}:73:9: redis_tls.cert: tls/redis.pem is not an absolute path; expected a PEM file on the controller's host, e.g. /etc/medic/tls/redis-cert.pem",
     ]
     .iter()
     .map(|l| l.replace("{F}", &file).replace("{D}", &dir))

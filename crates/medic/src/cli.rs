@@ -410,8 +410,18 @@ fn load_playbooks(l: &LoadedTopology) -> Result<Playbooks, Vec<Diagnostic>> {
 fn read_secrets(
     loaded: &medic_topology::LoadedTopology,
 ) -> anyhow::Result<medic_topology::Secrets> {
-    medic_topology::Secrets::read(&loaded.topology)
-        .with_context(|| format!("{}: redis_auth", loaded.path.display()))
+    let secrets = medic_topology::Secrets::read(&loaded.topology)
+        .with_context(|| loaded.path.display().to_string())?;
+    redis_client(&loaded.topology, &secrets).with_context(|| loaded.path.display().to_string())?;
+    Ok(secrets)
+}
+
+/// medic's redis client (its login and TLS) for `top`.
+fn redis_client(
+    top: &medic_topology::Topology,
+    secrets: &medic_topology::Secrets,
+) -> anyhow::Result<medic_redis::Redis> {
+    Ok(medic_controller::medic_redis_client(top, secrets)?)
 }
 
 /// Loads everything without printing; every problem in the error (for SIGHUP).

@@ -202,16 +202,3 @@ fn with_redis_auth_medic_checks_fails_over_and_replaces_and_tells_no_password() 
     }
     env.stop();
 }
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
-}

@@ -89,7 +89,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let top = &loaded.topology;
         let observed_ip = lock(&self.inner.st).core.saved.observed.address(observer)?;
         let host = medic_exec::ssh_host(top, observer, observed_ip);
-        let script = probe_script(at, how);
+        let tls = top.redis_tls.as_ref().map(|t| t.value.name.value.clone());
+        let script = probe_script(at, how, tls.as_deref());
         let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
         let out = tokio::time::timeout(
             std::time::Duration::from_millis(1500),
@@ -108,7 +109,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// An observer's own view of `machine`, through what it already knows: `None` if it
     /// cannot be reached either, or says nothing of it.
     async fn passive_view(&self, p: &Passive, machine: &str) -> Option<bool> {
-        let auth = self.inner.redis.auth.clone();
+        let client = &self.inner.redis;
         match p {
             Passive::Proxy(proxy, api, backend) => {
                 let loaded = self.top();
@@ -133,7 +134,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     _ => None,
                 }
             }
-            Passive::ReplicaLink(at) => replication_now(auth, *at).await.map(|info| {
+            Passive::ReplicaLink(at) => replication_now(client, *at).await.map(|info| {
                 info.role == Role::Replica
                     && info.master_link_status == Some(LinkStatus::Up)
                     && info
@@ -141,7 +142,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         .is_some_and(|s| s <= LINK_SILENT_SECS)
             }),
             Passive::MasterSees(master, replica) => {
-                replication_now(auth, *master).await.map(|info| {
+                replication_now(client, *master).await.map(|info| {
                     info.replicas
                         .iter()
                         .any(|c| c.is_at(replica.ip(), replica.port()) && c.lag <= LINK_SILENT_SECS)
@@ -169,9 +170,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .take(crate::witness::WITNESS_SHARDS);
         for port in ports {
             // Any reply is an answer: a server that refuses medic's login runs.
+            let redis = self.inner.redis.clone();
             probes.spawn(async move {
                 let addr = medic_redis::RedisAddr::new(ip, port);
-                let mut probe = medic_redis::Probe::new(addr, None, WITNESS_WITHIN);
+                let mut probe = redis.probe(addr, None, WITNESS_WITHIN);
                 matches!(
                     probe.check().await,
                     medic_redis::ProbeResult::Up { .. }
@@ -230,8 +232,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 }
 
 /// The witness's probe of `at` (bash, run as the login user): exit 0 if it answered, 3 if it
-/// refused or said nothing in time; `timeout` ends it with 124.
-fn probe_script(at: SocketAddr, how: Probe) -> String {
+/// refused or said nothing in time; `timeout` ends it with 124. A redis server under TLS
+/// (`tls`: its certificate's name) is pinged through `openssl s_client`: a hung server accepts
+/// the connection (the kernel does) but never completes the handshake, so says nothing. The
+/// certificate is not checked: only whether the server answers (a PING carries no secret).
+/// Without openssl the witness cannot ask (exit 2).
+fn probe_script(at: SocketAddr, how: Probe, tls: Option<&str>) -> String {
+    if let (Probe::Ping, Some(name)) = (how, tls) {
+        return format!(
+            "exec 2>/dev/null </dev/null; command -v openssl >/dev/null || exit 2; \
+             exec 3< <({{ printf 'PING\\r\\n'; sleep 1; }} | openssl s_client -quiet -connect {}:{} -servername {name}); \
+             IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ] || exit 3",
+            at.ip(),
+            at.port()
+        );
+    }
     let send = match how {
         Probe::Ping => "PING\\r\\n",
         Probe::RuntimeApi => "show info\\n",
@@ -277,12 +292,57 @@ mod tests {
 
     #[test]
     fn the_probe_script_answers_with_its_own_codes() {
-        let s = probe_script("10.0.0.5:9001".parse().unwrap(), Probe::Ping);
+        let s = probe_script("10.0.0.5:9001".parse().unwrap(), Probe::Ping, None);
         assert!(
             s.starts_with("exec 3<>/dev/tcp/10.0.0.5/9001 2>/dev/null || exit 3;"),
             "{s}"
         );
         assert!(s.contains("printf 'PING\\r\\n'"), "{s}");
         assert!(s.ends_with("|| exit 3"), "{s}");
+    }
+
+    /// The script as a witness runs it (`timeout 0.4 bash -c`): its exit status.
+    fn run(script: &str, path: Option<&str>) -> Option<i32> {
+        let mut cmd = std::process::Command::new("/usr/bin/timeout");
+        cmd.args(["0.4", "bash", "-c", script]);
+        if let Some(p) = path {
+            cmd.env("PATH", p);
+        }
+        cmd.status().unwrap().code()
+    }
+
+    #[test]
+    fn over_tls_a_live_server_answers_a_hung_one_does_not() {
+        let certs = medic_testkit::Certs::issue("redis.medic.test");
+        let server = medic_testkit::RedisServer::start_with_config(
+            medic_testkit::unique_loopback(),
+            9001,
+            &certs.redis_conf(9001),
+        );
+        let script = probe_script(server.addr, Probe::Ping, Some("redis.medic.test"));
+        let live = run(&script, None);
+        assert_eq!(probe_answer(live), Some(true), "exit {live:?}: {script}");
+        server.proc.signal("STOP");
+        let hung = run(&script, None);
+        server.proc.signal("CONT");
+        assert_eq!(
+            probe_answer(hung),
+            Some(false),
+            "a hung server: exit {hung:?}"
+        );
+        let refused = SocketAddr::new(server.addr.ip(), 9002);
+        let script = probe_script(refused, Probe::Ping, Some("redis.medic.test"));
+        let none = run(&script, None);
+        assert_eq!(
+            probe_answer(none),
+            Some(false),
+            "nobody listens: exit {none:?}"
+        );
+        // Without openssl the witness cannot ask: that says nothing of the server.
+        let empty = tempfile::tempdir().unwrap();
+        let bash_only = format!("{}", empty.path().display());
+        std::os::unix::fs::symlink("/bin/bash", empty.path().join("bash")).unwrap();
+        let cannot = run(&script, Some(&bash_only));
+        assert_eq!(probe_answer(cannot), None, "no openssl: exit {cannot:?}");
     }
 }

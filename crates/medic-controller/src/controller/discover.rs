@@ -104,11 +104,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let Some(ip) = observed.address(m) else {
                     continue;
                 };
-                if let Some(info) = replication_now(
-                    self.inner.redis.auth.clone(),
-                    SocketAddr::new(ip, s.port.value),
-                )
-                .await
+                if let Some(info) =
+                    replication_now(&self.inner.redis, SocketAddr::new(ip, s.port.value)).await
                 {
                     answers.insert(m.to_owned(), info);
                 }
@@ -258,12 +255,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 /// A server's `INFO replication` within the witnesses' bound (the admin client bounds each
 /// call itself); `None` if it does not answer in time.
 pub(super) async fn replication_now(
-    auth: Option<medic_redis::Credentials>,
+    client: &Redis,
     at: SocketAddr,
 ) -> Option<medic_redis::ReplicationInfo> {
     Redis {
         timeout: WITNESS_WITHIN,
-        auth,
+        ..client.clone()
     }
     .replication(RedisAddr::new(at.ip(), at.port()))
     .await

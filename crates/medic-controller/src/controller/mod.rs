@@ -78,6 +78,8 @@ pub enum ControllerError {
     /// This member no longer leads the group: the recovery stops before its next step.
     #[error("not leading any more: {0}")]
     Deposed(String),
+    #[error("redis_tls.ca: {0}")]
+    RedisTls(#[from] medic_redis::TlsError),
 }
 
 /// Reloads the topology and playbooks from disk (validated), for SIGHUP.
@@ -103,6 +105,22 @@ pub fn medic_credentials(top: &Topology, secrets: &Secrets) -> Option<medic_redi
         user.clone(),
         password.expose(),
     ))
+}
+
+/// medic's redis client: its own login (`redis_auth`) and TLS (`redis_tls`), as `top` says.
+pub fn medic_redis_client(
+    top: &Topology,
+    secrets: &Secrets,
+) -> Result<Redis, medic_redis::TlsError> {
+    let tls = match secrets.tls() {
+        Some(t) => Some(medic_redis::Tls::new(t.ca.as_bytes(), &t.name)?),
+        None => None,
+    };
+    Ok(Redis {
+        auth: medic_credentials(top, secrets),
+        tls,
+        ..Redis::default()
+    })
 }
 
 impl<C, D> std::fmt::Debug for Setup<C, D> {
@@ -382,10 +400,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             cloud: setup.cloud,
             dns: setup.dns,
             ssh,
-            redis: Redis {
-                timeout: Duration::from_secs(2),
-                auth: medic_credentials(top, &setup.secrets),
-            },
+            redis: medic_redis_client(top, &setup.secrets)?,
             secrets: setup.secrets,
             history: Mutex::new(history::HistoryCache::default()),
             journal,
@@ -546,7 +561,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let rt = lock(&self.inner.checks_rt)
             .clone()
             .unwrap_or_else(tokio::runtime::Handle::current);
-        let auth = self.inner.redis.auth.clone();
+        let redis = self.inner.redis.clone();
         let api: checks::ApiFor = {
             let c = self.clone();
             Arc::new(move |machine: String, ip, port| {
@@ -557,10 +572,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
             })
         };
-        let handles = checks::spawn(&rt, &loaded.topology, auth, api, self.inner.book.clone(), {
-            let c = self.clone();
-            Arc::new(move |r| c.on_result(r))
-        });
+        let handles = checks::spawn(
+            &rt,
+            &loaded.topology,
+            redis,
+            api,
+            self.inner.book.clone(),
+            {
+                let c = self.clone();
+                Arc::new(move |r| c.on_result(r))
+            },
+        );
         let mut old = lock(&self.inner.checks);
         for h in old.drain(..) {
             h.abort();

@@ -71,19 +71,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 let (proxy, shard, at) =
                     (proxy.to_owned(), shard.clone(), SocketAddr::new(ip, *port));
-                let auth = self.inner.redis.auth.clone();
+                let client = Redis {
+                    timeout: WRITE_WITHIN,
+                    ..self.inner.redis.clone()
+                };
                 set.spawn(async move {
-                    let r = Redis {
-                        timeout: WRITE_WITHIN,
-                        auth,
-                    }
-                    .write_probe(
-                        RedisAddr::new(at.ip(), at.port()),
-                        "medic:probe",
-                        &now_ms().to_string(),
-                        60_000,
-                    )
-                    .await;
+                    let r = client
+                        .write_probe(
+                            RedisAddr::new(at.ip(), at.port()),
+                            "medic:probe",
+                            &now_ms().to_string(),
+                            60_000,
+                        )
+                        .await;
                     (proxy, shard, r.map_err(|e| e.to_string()))
                 });
             }

@@ -1,4 +1,5 @@
-//! `redis_auth`: user names and rules rendered into redis.conf, and where each password is.
+//! `redis_auth`: user names and rules rendered into redis.conf, and where each password is;
+//! `redis_tls`: the certificate's name and where its files are.
 
 use std::collections::BTreeSet;
 
@@ -59,6 +60,35 @@ impl Ctx<'_, '_> {
                 );
             }
             self.secret_ref(password, &format!("{p}.password"));
+        }
+    }
+
+    pub(super) fn redis_tls(&mut self) {
+        let Some(t) = &self.top.redis_tls else {
+            return;
+        };
+        let t = &t.value;
+        if !crate::tls::is_cert_name(&t.name.value) {
+            self.d.error(
+                t.name.referenced,
+                "redis_tls.name",
+                format!(
+                    "{:?} is not a DNS name; expected the name the servers' certificate was issued for, e.g. redis.internal",
+                    t.name.value
+                ),
+            );
+        }
+        for (field, path) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+            if !path.value.is_absolute() {
+                self.d.error(
+                    path.referenced,
+                    format!("redis_tls.{field}"),
+                    format!(
+                        "{} is not an absolute path; expected a PEM file on the controller's host, e.g. /etc/medic/tls/redis-{field}.pem",
+                        path.value.display()
+                    ),
+                );
+            }
         }
     }
 

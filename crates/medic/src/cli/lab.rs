@@ -202,7 +202,7 @@ async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
         playbooks: &dep.playbooks,
         secrets: &secrets,
         addresses: BTreeMap::new(),
-        redis: medic_redis::Redis::with_auth(medic_controller::medic_credentials(top, &secrets)),
+        redis: super::redis_client(top, &secrets)?,
         unfenced: medic_exec::Unfenced::default(),
     };
     let result = exec

@@ -30,6 +30,49 @@ pub static SERIAL: Mutex<()> = Mutex::new(());
 /// the writer, the read-back and [`cli`] log in with it.
 pub static CLIENT_AUTH: OnceLock<(String, String)> = OnceLock::new();
 
+/// The CA and the certificate's name, for a lab whose topology has `redis_tls` (a test sets it
+/// once): the writer, the read-back and [`cli`] speak TLS and verify the servers' certificate.
+pub static CLIENT_TLS: OnceLock<(PathBuf, String)> = OnceLock::new();
+
+/// A stream a client reads and writes, in the clear or under TLS.
+pub trait Rw: Read + Write + Send {}
+impl<T: Read + Write + Send> Rw for T {}
+
+/// A client's connection to `addr` (with TLS when [`CLIENT_TLS`] is set), its reads and writes
+/// bounded by `io`.
+pub fn redis_stream(
+    addr: &SocketAddr,
+    connect: Duration,
+    io: Duration,
+) -> std::io::Result<Box<dyn Rw>> {
+    let s = TcpStream::connect_timeout(addr, connect)?;
+    s.set_read_timeout(Some(io))?;
+    s.set_write_timeout(Some(io))?;
+    let Some((ca, name)) = CLIENT_TLS.get() else {
+        return Ok(Box::new(s));
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca)?;
+    use rustls::pki_types::pem::PemObject as _;
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots
+            .add(c.map_err(std::io::Error::other)?)
+            .map_err(std::io::Error::other)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(std::io::Error::other)?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let server =
+        rustls::pki_types::ServerName::try_from(name.clone()).map_err(std::io::Error::other)?;
+    let conn = rustls::ClientConnection::new(std::sync::Arc::new(config), server)
+        .map_err(std::io::Error::other)?;
+    Ok(Box::new(rustls::StreamOwned::new(conn, s)))
+}
+
 /// `AUTH user password` in RESP, when [`CLIENT_AUTH`] is set.
 fn auth_command() -> Option<String> {
     CLIENT_AUTH.get().map(|(u, p)| {
@@ -160,15 +203,17 @@ impl Writer {
                 )
                 .unwrap();
             }
-            let mut conn: Option<BufReader<TcpStream>> = None;
+            let mut conn: Option<BufReader<Box<dyn Rw>>> = None;
             let mut n = 0u64;
             while !s2.load(Ordering::Relaxed) {
                 n += 1;
                 let ok = (|| -> std::io::Result<bool> {
                     if conn.is_none() {
-                        let s = TcpStream::connect_timeout(&addr, Duration::from_millis(200))?;
-                        s.set_read_timeout(Some(Duration::from_millis(300)))?;
-                        s.set_write_timeout(Some(Duration::from_millis(300)))?;
+                        let s = redis_stream(
+                            &addr,
+                            Duration::from_millis(200),
+                            Duration::from_millis(300),
+                        )?;
                         let mut c = BufReader::new(s);
                         if let Some(auth) = auth_command() {
                             c.get_mut().write_all(auth.as_bytes())?;
@@ -299,6 +344,9 @@ pub fn cli(host: &str, port: u16, args: &[&str]) -> String {
     if let Some((u, p)) = CLIENT_AUTH.get() {
         cmd.args(["--user", u, "--no-auth-warning"])
             .env("REDISCLI_AUTH", p);
+    }
+    if let Some((ca, name)) = CLIENT_TLS.get() {
+        cmd.args(["--tls", "--sni", name]).arg("--cacert").arg(ca);
     }
     let out = cmd.args(args).output().unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -700,12 +748,15 @@ pub fn wait_replicated(host: &str, port: u16, key: &str, value: &str) {
 
 /// Reads many keys in one pipeline: `GET` each, replies in order (`None` for a nil).
 pub fn get_many(addr: &str, keys: &[String]) -> Vec<Option<String>> {
-    let s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut w = s.try_clone().unwrap();
+    let s = redis_stream(
+        &addr.parse().unwrap(),
+        Duration::from_secs(2),
+        Duration::from_secs(10),
+    )
+    .unwrap();
     let mut r = BufReader::new(s);
     if let Some(auth) = auth_command() {
-        w.write_all(auth.as_bytes()).unwrap();
+        r.get_mut().write_all(auth.as_bytes()).unwrap();
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         assert_eq!(line, "+OK\r\n", "the clients' login through {addr}");
@@ -716,7 +767,7 @@ pub fn get_many(addr: &str, keys: &[String]) -> Vec<Option<String>> {
         for k in chunk {
             cmds.push_str(&format!("*2\r\n$3\r\nGET\r\n${}\r\n{k}\r\n", k.len()));
         }
-        w.write_all(cmds.as_bytes()).unwrap();
+        r.get_mut().write_all(cmds.as_bytes()).unwrap();
         for _ in chunk {
             let mut line = String::new();
             r.read_line(&mut line).unwrap();
@@ -781,4 +832,18 @@ pub fn haproxy_servers_in(
             medic_haproxy::RuntimeApi::tcp(std::net::SocketAddr::from(([127, 0, 0, 1], port)));
         rt.block_on(api.servers(backend)).unwrap()
     })
+}
+
+/// Every file under `dir`, at any depth.
+pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -1,0 +1,99 @@
+//! TLS to redis servers: the CA that signed their certificate and the name it was issued for.
+//!
+//! The servers share one certificate for a name (not an address: a replacement comes up at a
+//! new address), and every connection of medic's — its checks, its admin calls — verifies the
+//! chain against the CA and the certificate against that name.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// How medic speaks TLS to redis servers.
+#[derive(Clone)]
+pub struct Tls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tls({:?})", self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("the CA certificate holds no PEM certificate ({0})")]
+    NoCertificate(String),
+    #[error("the CA certificate is not usable: {0}")]
+    BadCertificate(String),
+    #[error("`{0}` is not a name a certificate can be issued for")]
+    BadName(String),
+}
+
+impl Tls {
+    /// Servers whose certificate `ca_pem` (one or more PEM certificates) signed for `name`.
+    pub fn new(ca_pem: &[u8], name: &str) -> Result<Tls, TlsError> {
+        let mut roots = rustls::RootCertStore::empty();
+        let mut found = 0;
+        for cert in CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| TlsError::NoCertificate(e.to_string()))?;
+            roots
+                .add(cert)
+                .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(TlsError::NoCertificate("none found".to_owned()));
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let name = ServerName::try_from(name.to_owned())
+            .map_err(|_| TlsError::BadName(name.to_owned()))?;
+        Ok(Tls {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+
+    /// The name servers' certificates are checked against.
+    pub fn name(&self) -> String {
+        self.name.to_str().into_owned()
+    }
+}
+
+/// A connection to a redis server, in the clear or under TLS.
+pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}
+
+/// Connects to `addr` and, with `tls`, completes the handshake (the certificate verified). A
+/// refused connection keeps its kind ([`io::ErrorKind::ConnectionRefused`]); a failed
+/// handshake is [`io::ErrorKind::InvalidData`].
+pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> io::Result<Box<dyn Conn>> {
+    let s = TcpStream::connect(addr).await?;
+    let _ = s.set_nodelay(true);
+    match tls {
+        None => Ok(Box::new(s)),
+        Some(t) => {
+            let stream = t.connector.connect(t.name.clone(), s).await.map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+                } else {
+                    e
+                }
+            })?;
+            Ok(Box::new(stream))
+        }
+    }
+}

@@ -1,0 +1,117 @@
+//! `redis_tls`: redis servers that speak only TLS, all with one certificate for one name.
+//!
+//! A name, not an address: a replacement comes up at a new address with the same certificate.
+//! medic, HAProxy's checks and the clients verify the certificate against the CA and the name;
+//! replicas verify their master's against the CA. The files are on the controller's host and
+//! read when medic starts; they reach the machines only inside the playbooks' files (the key
+//! 0600, owned by redis), never in a plan or a journal.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::auth::{Password, SecretError};
+use crate::model::Topology;
+
+/// `redis_tls`: the certificate's name and where its files are.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisTls {
+    /// The DNS name the servers' certificate was issued for.
+    pub name: Spanned<String>,
+    /// The CA certificate (PEM) that signed it.
+    pub ca: Spanned<PathBuf>,
+    /// The servers' certificate (PEM, its chain after it).
+    pub cert: Spanned<PathBuf>,
+    /// Its private key (PEM): a file only the controller's user can read.
+    pub key: Spanned<PathBuf>,
+}
+
+/// The TLS files, read when medic runs. The key is never printed.
+#[derive(Clone)]
+pub struct TlsFiles {
+    pub name: String,
+    pub ca: String,
+    pub cert: String,
+    pub key: Password,
+}
+
+impl fmt::Debug for TlsFiles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TlsFiles({}, key ********)", self.name)
+    }
+}
+
+/// Whether `s` is a DNS name a certificate can be issued for (and rendered into a config line).
+pub fn is_cert_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && !s.chars().all(|c| c.is_ascii_digit() || c == '.')
+}
+
+impl TlsFiles {
+    /// Reads the files `top`'s `redis_tls` names (`None` without it).
+    pub fn read(top: &Topology) -> Result<Option<TlsFiles>, SecretError> {
+        let Some(t) = &top.redis_tls else {
+            return Ok(None);
+        };
+        let t = &t.value;
+        let ca = pem(&t.ca.value, "redis_tls.ca", "CERTIFICATE")?;
+        let cert = pem(&t.cert.value, "redis_tls.cert", "CERTIFICATE")?;
+        let key = pem(&t.key.value, "redis_tls.key", "PRIVATE KEY")?;
+        Ok(Some(TlsFiles {
+            name: t.name.value.clone(),
+            ca,
+            cert,
+            key: Password::new(key),
+        }))
+    }
+}
+
+/// The text of a PEM file holding a `-----BEGIN ...{kind}-----` block.
+fn pem(path: &Path, field: &str, kind: &str) -> Result<String, SecretError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SecretError::File {
+        field: field.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let begins = text
+        .lines()
+        .any(|l| l.starts_with("-----BEGIN ") && l.trim_end().ends_with(&format!("{kind}-----")));
+    if !begins || text.contains("${") {
+        return Err(SecretError::NotPem {
+            field: field.to_owned(),
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+        });
+    }
+    Ok(if text.ends_with('\n') {
+        text
+    } else {
+        text + "\n"
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificate_names_are_dns_names() {
+        for ok in ["redis.internal", "r-1.example.com", "localhost"] {
+            assert!(is_cert_name(ok), "{ok}");
+        }
+        for bad in ["", "10.0.0.1", "a..b", "-a.b", "a b", "a\nb", "*.x", "x_y"] {
+            assert!(!is_cert_name(bad), "{bad:?}");
+        }
+    }
+}
