@@ -27,11 +27,15 @@ pub struct Unfenced {
     pub fences: Vec<(ProxyApi, ServerRef)>,
     /// Machines whose instance a fence at the source terminated.
     pub at_source: BTreeSet<String>,
-    /// Proxies whose runtime API does not answer (the controller's checks say so, or a step of
-    /// this recovery found it): their changes are skipped at once rather than each waiting out
-    /// the timeout (the reconcile repairs them when they answer; a promotion still retries
-    /// their fences for real).
+    /// Proxies a step of this recovery found not answering: their changes are skipped at once
+    /// rather than each waiting out the timeout (the reconcile repairs them when they answer;
+    /// a promotion still retries their fences for real).
     pub unreachable: BTreeSet<String>,
+    /// Proxies the controller's checks see down when the recovery starts: the first change is
+    /// still tried, within [`SUSPECT_WITHIN`](crate::SUSPECT_WITHIN) rather than the full
+    /// timeout (a check that failed under load must not cost a fence), and only a failure
+    /// makes them unreachable.
+    pub suspect: BTreeSet<String>,
 }
 
 impl Unfenced {

@@ -155,6 +155,9 @@ pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
 
 /// How long one runtime API command may take.
 const RUNTIME_API_TIMEOUT: Duration = Duration::from_secs(2);
+/// The bound on a change to a proxy the checks see down: the command (reaching its API, which
+/// may mean a new SSH session, gets twice that).
+pub const SUSPECT_WITHIN: Duration = Duration::from_secs(1);
 
 /// How long a launched machine may take to run and answer SSH when the step gives no bound.
 const BOOT: Duration = Duration::from_secs(120);
@@ -796,7 +799,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         if self.unfenced.unreachable.contains(&proxy.machine) {
             return Ok((
                 format!(
-                    "{}: skipped, its runtime API at {ip}:{} does not answer (the checks or an earlier step of this recovery said so)",
+                    "{}: skipped, its runtime API at {ip}:{} does not answer (an earlier step of this recovery found so)",
                     proxy.machine, proxy.port
                 ),
                 true,
@@ -808,8 +811,15 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             source: Box::new(source),
         };
         let mut lingering = None;
+        // A proxy the checks see down is tried all the same, only not for as long.
+        let suspect = self.unfenced.suspect.contains(&proxy.machine);
+        let (reach_within, command_within) = if suspect {
+            (SUSPECT_WITHIN * 2, SUSPECT_WITHIN)
+        } else {
+            (RUNTIME_API_TIMEOUT * 4, RUNTIME_API_TIMEOUT)
+        };
         let api = match tokio::time::timeout(
-            RUNTIME_API_TIMEOUT * 4,
+            reach_within,
             proxy_api(self.ssh, self.topology, &proxy.machine, ip, proxy.port),
         )
         .await
@@ -818,17 +828,18 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             Err(_) => Err(HaproxyError::Timeout {
                 endpoint: medic_haproxy::Endpoint::Tcp(SocketAddr::new(ip, proxy.port)),
                 command: "reaching the runtime API over SSH".to_owned(),
-                after: RUNTIME_API_TIMEOUT * 4,
+                after: reach_within,
             }),
         };
         let result = match api {
             Err(e) => Err(e),
             Ok(mut api) => {
-                api.timeout = RUNTIME_API_TIMEOUT;
+                api.timeout = command_within;
                 self.change_through(&api, server, change, &mut lingering)
                     .await
             }
         };
+        self.unfenced.suspect.remove(&proxy.machine);
         match result {
             Ok(()) => {}
             // A proxy that does not answer is down: it is replaced and configured from the

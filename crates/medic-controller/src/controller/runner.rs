@@ -55,14 +55,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let playbooks = read(&self.inner.playbooks).clone();
-        let (run, addresses, unreachable) = {
+        let (run, addresses, suspect) = {
             let st = lock(&self.inner.st);
             let Some(run) = st.core.running.get(id).cloned() else {
                 return Ok(());
             };
             let addresses = st.core.saved.observed.addresses();
-            // Proxies the checks see down are not waited for, step after step.
-            let unreachable = st
+            // Proxies the checks see down are tried once, briefly (medic_exec::SUSPECT_WITHIN).
+            let suspect = st
                 .core
                 .health
                 .iter()
@@ -72,7 +72,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
                 .map(|(t, _)| t.machine().to_owned())
                 .collect();
-            (run, addresses, unreachable)
+            (run, addresses, suspect)
         };
         let plan = &run.plan;
         let mut writer = if run.resumed {
@@ -117,7 +117,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             redis: self.inner.redis.clone(),
             unfenced: run.unfenced.clone(),
         };
-        exec.unfenced.unreachable = unreachable;
+        exec.unfenced.suspect = suspect;
         loop {
             if self.stopping() {
                 tracing::warn!("Stopping between steps; the next start goes on from here.");
