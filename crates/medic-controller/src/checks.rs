@@ -358,6 +358,13 @@ fn redis_result(
             format!("answers, but refuses medic's login: {code} {message}").into(),
             None,
         ),
+        // The same for a certificate medic refuses: a configuration to put right, never a
+        // reason to fail a running server over.
+        ProbeResult::ErrorReply { code, message } if code == medic_redis::TLS_REFUSED => (
+            Observation::Ok,
+            format!("answers, but its TLS handshake fails: {message}").into(),
+            None,
+        ),
         ProbeResult::ErrorReply { code, message } => (
             Observation::Unhealthy,
             format!("replied {code} {message}").into(),

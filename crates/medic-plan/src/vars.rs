@@ -174,7 +174,11 @@ pub fn haproxy_vars(
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
         "redis_auth": top.redis_auth.is_some(),
-        "redis_tls": redis_tls_vars(top),
+        // The proxies' checks need the name and the CA, not the servers' certificate or key.
+        "redis_tls": top.redis_tls.as_ref().map(|t| json!({
+            "name": t.value.name.value,
+            "ca": "${tls:ca}",
+        })),
     })
 }
 

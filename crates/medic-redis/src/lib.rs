@@ -66,6 +66,11 @@ pub fn is_auth_refusal(code: &str) -> bool {
     matches!(code, "NOAUTH" | "WRONGPASS" | "NOPERM")
 }
 
+/// The [`ProbeResult::ErrorReply`] code of a server whose TLS handshake failed on what it sent
+/// (a certificate medic refuses: expired, from another CA, for another name; or no TLS at
+/// all): it runs, and medic cannot talk to it until the certificates are put right.
+pub const TLS_REFUSED: &str = "TLS";
+
 /// Where a redis server listens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RedisAddr {

@@ -74,6 +74,8 @@ impl std::fmt::Debug for Probe {
 /// Why one attempt failed.
 enum Fail {
     Refused,
+    /// The TLS handshake failed on what the server sent (it runs).
+    Tls(String),
     /// The kept connection broke (reset, closed): worth one fresh attempt.
     Broken(String),
     Other(String),
@@ -135,6 +137,10 @@ impl Probe {
         match outcome {
             Ok(r) => r,
             Err(Fail::Refused) => ProbeResult::Refused,
+            Err(Fail::Tls(message)) => ProbeResult::ErrorReply {
+                code: crate::TLS_REFUSED.to_owned(),
+                message,
+            },
             Err(Fail::Broken(reason) | Fail::Other(reason)) => ProbeResult::Failed { reason },
         }
     }
@@ -148,6 +154,8 @@ impl Probe {
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::ConnectionRefused => Fail::Refused,
+                // The server sent something: a certificate medic refuses, or not TLS at all.
+                std::io::ErrorKind::InvalidData => Fail::Tls(e.to_string()),
                 _ => Fail::Other(e.to_string()),
             })?;
             let mut conn = BufReader::with_capacity(1024, s);

@@ -69,8 +69,15 @@ async fn medic_checks_and_replicates_over_tls_and_refuses_a_wrong_certificate() 
     assert!(e.to_string().contains("connect"), "{e}");
     let mut p = client(&other, NAME).probe(m, None, Duration::from_secs(2));
     let got = p.check().await;
+    // ... and the check says it answers, its certificate refused: never that it is gone.
     assert!(
-        matches!(&got, ProbeResult::Failed { reason } if reason.contains("TLS") || reason.contains("certificate")),
+        matches!(&got, ProbeResult::ErrorReply { code, message } if code == TLS_REFUSED && message.contains("certificate")),
+        "{got:?}"
+    );
+    let mut p = wrong_name.probe(m, None, Duration::from_secs(2));
+    let got = p.check().await;
+    assert!(
+        matches!(&got, ProbeResult::ErrorReply { code, .. } if code == TLS_REFUSED),
         "{got:?}"
     );
 

@@ -86,7 +86,7 @@ impl fmt::Debug for Password {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("{field}: cannot read the password file {}: {source}", path.display())]
+    #[error("{field}: cannot read {}: {source}", path.display())]
     File {
         field: String,
         path: PathBuf,
@@ -170,12 +170,18 @@ impl Secrets {
         self.by_user.is_empty() && self.tls.is_none()
     }
 
-    /// Every password (and the TLS key), to scrub from text that might have picked one up.
+    /// Every password (and each line of the TLS key, as text that quotes part of it would
+    /// hold it, its line breaks perhaps made spaces), to scrub from text that might have picked
+    /// one up.
     pub fn values(&self) -> impl Iterator<Item = &str> {
-        self.by_user
-            .values()
-            .chain(self.tls.iter().map(|t| &t.key))
-            .map(|p| p.0.as_str())
+        let key_lines = self.tls.iter().flat_map(|t| {
+            t.key
+                .0
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.starts_with("-----") && l.len() >= MIN_PASSWORD)
+        });
+        self.by_user.values().map(|p| p.0.as_str()).chain(key_lines)
     }
 }
 

@@ -89,8 +89,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let top = &loaded.topology;
         let observed_ip = lock(&self.inner.st).core.saved.observed.address(observer)?;
         let host = medic_exec::ssh_host(top, observer, observed_ip);
-        let tls = top.redis_tls.as_ref().map(|t| t.value.name.value.clone());
-        let script = probe_script(at, how, tls.as_deref());
+        let script = probe_script(at, how, self.inner.redis.tls.is_some());
         let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
         let out = tokio::time::timeout(
             std::time::Duration::from_millis(1500),
@@ -233,16 +232,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
 /// The witness's probe of `at` (bash, run as the login user): exit 0 if it answered, 3 if it
 /// refused or said nothing in time; `timeout` ends it with 124. A redis server under TLS
-/// (`tls`: its certificate's name) is pinged through `openssl s_client`: a hung server accepts
-/// the connection (the kernel does) but never completes the handshake, so says nothing. The
-/// certificate is not checked: only whether the server answers (a PING carries no secret).
-/// Without openssl the witness cannot ask (exit 2).
-fn probe_script(at: SocketAddr, how: Probe, tls: Option<&str>) -> String {
-    if let (Probe::Ping, Some(name)) = (how, tls) {
+/// (`tls`) is sent the same clear-text PING: a running one rejects it as a TLS hello and closes
+/// the connection at once (that closing is its answer), while a hung one, whose connection the
+/// kernel accepted, says nothing. No TLS client is needed on the witness, and no secret or
+/// certificate is involved.
+fn probe_script(at: SocketAddr, how: Probe, tls: bool) -> String {
+    if let (Probe::Ping, true) = (how, tls) {
         return format!(
-            "exec 2>/dev/null </dev/null; command -v openssl >/dev/null || exit 2; \
-             exec 3< <({{ printf 'PING\\r\\n'; sleep 1; }} | openssl s_client -quiet -connect {}:{} -servername {name}); \
-             IFS= read -r -t 0.3 l <&3 && [ -n \"$l\" ] || exit 3",
+            "exec 3<>/dev/tcp/{}/{} 2>/dev/null || exit 3; printf 'PING\\r\\n' >&3 || exit 3; IFS= read -r -t 0.3 l <&3; r=$?; [ -n \"$l\" ] || [ $r -le 128 ] || exit 3",
             at.ip(),
             at.port()
         );
@@ -292,7 +289,7 @@ mod tests {
 
     #[test]
     fn the_probe_script_answers_with_its_own_codes() {
-        let s = probe_script("10.0.0.5:9001".parse().unwrap(), Probe::Ping, None);
+        let s = probe_script("10.0.0.5:9001".parse().unwrap(), Probe::Ping, false);
         assert!(
             s.starts_with("exec 3<>/dev/tcp/10.0.0.5/9001 2>/dev/null || exit 3;"),
             "{s}"
@@ -302,13 +299,12 @@ mod tests {
     }
 
     /// The script as a witness runs it (`timeout 0.4 bash -c`): its exit status.
-    fn run(script: &str, path: Option<&str>) -> Option<i32> {
-        let mut cmd = std::process::Command::new("/usr/bin/timeout");
-        cmd.args(["0.4", "bash", "-c", script]);
-        if let Some(p) = path {
-            cmd.env("PATH", p);
-        }
-        cmd.status().unwrap().code()
+    fn run(script: &str) -> Option<i32> {
+        std::process::Command::new("timeout")
+            .args(["0.4", "bash", "-c", script])
+            .status()
+            .unwrap()
+            .code()
     }
 
     #[test]
@@ -319,11 +315,11 @@ mod tests {
             9001,
             &certs.redis_conf(9001),
         );
-        let script = probe_script(server.addr, Probe::Ping, Some("redis.medic.test"));
-        let live = run(&script, None);
+        let script = probe_script(server.addr, Probe::Ping, true);
+        let live = run(&script);
         assert_eq!(probe_answer(live), Some(true), "exit {live:?}: {script}");
         server.proc.signal("STOP");
-        let hung = run(&script, None);
+        let hung = run(&script);
         server.proc.signal("CONT");
         assert_eq!(
             probe_answer(hung),
@@ -331,18 +327,14 @@ mod tests {
             "a hung server: exit {hung:?}"
         );
         let refused = SocketAddr::new(server.addr.ip(), 9002);
-        let script = probe_script(refused, Probe::Ping, Some("redis.medic.test"));
-        let none = run(&script, None);
+        let none = run(&probe_script(refused, Probe::Ping, true));
         assert_eq!(
             probe_answer(none),
             Some(false),
             "nobody listens: exit {none:?}"
         );
-        // Without openssl the witness cannot ask: that says nothing of the server.
-        let empty = tempfile::tempdir().unwrap();
-        let bash_only = format!("{}", empty.path().display());
-        std::os::unix::fs::symlink("/bin/bash", empty.path().join("bash")).unwrap();
-        let cannot = run(&script, Some(&bash_only));
-        assert_eq!(probe_answer(cannot), None, "no openssl: exit {cannot:?}");
+        // The clear-text script would take the TLS server's closing for silence.
+        let plain = run(&probe_script(server.addr, Probe::Ping, false));
+        assert_eq!(probe_answer(plain), Some(false), "exit {plain:?}");
     }
 }

@@ -78,7 +78,7 @@ pub enum ControllerError {
     /// This member no longer leads the group: the recovery stops before its next step.
     #[error("not leading any more: {0}")]
     Deposed(String),
-    #[error("redis_tls.ca: {0}")]
+    #[error("redis_tls: {0}")]
     RedisTls(#[from] medic_redis::TlsError),
 }
 
@@ -600,6 +600,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 loaded.topology.name.value
             ));
         }
+        // The passwords and TLS files were read at start, and the checks' client is built
+        // from them: a reload cannot change them under a running controller.
+        if redis_access(&loaded.topology) != redis_access(&self.top().topology) {
+            return Err(
+                "redis_auth or redis_tls changed: restart medic so that it reads the new passwords or files"
+                    .to_owned(),
+            );
+        }
         *self
             .inner
             .notifier
@@ -626,6 +634,27 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         tracing::info!("Topology reloaded.");
         Ok(())
     }
+}
+
+/// What `redis_auth` and `redis_tls` name (users, where each secret is, the certificate's
+/// name and files), positions aside: whether a reload changed how medic talks to redis.
+fn redis_access(top: &Topology) -> String {
+    let mut out = String::new();
+    for (field, (user, r)) in medic_topology::auth::users(top) {
+        out += &format!(
+            "{field} {user} {:?} {:?}\n",
+            r.file.as_ref().map(|f| &f.value),
+            r.env.as_ref().map(|e| &e.value)
+        );
+    }
+    if let Some(t) = &top.redis_tls {
+        let t = &t.value;
+        out += &format!(
+            "tls {} {:?} {:?} {:?}\n",
+            t.name.value, t.ca.value, t.cert.value, t.key.value
+        );
+    }
+    out
 }
 
 /// An error with its causes: "step 7 (playbook): ...: exit 1: No space left on device".
