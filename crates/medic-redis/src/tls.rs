@@ -73,6 +73,26 @@ impl Tls {
     }
 }
 
+/// What the server at `addr` does with a clear-text `PING` within `within`: `Some(false)` if
+/// it replies (it speaks in the clear), `Some(true)` if it closes the connection without a word
+/// (a TLS server rejecting what is not a TLS hello), `None` if it cannot be reached or says
+/// nothing in time. How medic tells, at start, servers that do not speak as the topology says.
+pub async fn speaks_tls(addr: SocketAddr, within: std::time::Duration) -> Option<bool> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ask = async {
+        let mut s = TcpStream::connect(addr).await.ok()?;
+        s.write_all(b"PING\r\n").await.ok()?;
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf).await {
+            Ok(0) => Some(true),
+            Ok(_) => Some(!matches!(buf[0], b'+' | b'-')),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => Some(true),
+            Err(_) => None,
+        }
+    };
+    tokio::time::timeout(within, ask).await.ok().flatten()
+}
+
 /// A connection to a redis server, in the clear or under TLS.
 pub trait Conn: AsyncRead + AsyncWrite + Send + Unpin {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin> Conn for T {}

@@ -81,6 +81,20 @@ async fn medic_checks_and_replicates_over_tls_and_refuses_a_wrong_certificate() 
         "{got:?}"
     );
 
+    // What a clear-text PING finds: a TLS server closes at once, a clear-text one replies, a
+    // port nobody listens on says nothing.
+    let clear = RedisServer::start(unique_loopback(), 9001);
+    assert_eq!(
+        speaks_tls(master.addr, Duration::from_secs(1)).await,
+        Some(true)
+    );
+    assert_eq!(
+        speaks_tls(clear.addr, Duration::from_secs(1)).await,
+        Some(false)
+    );
+    let nobody = std::net::SocketAddr::new(clear.addr.ip(), 9002);
+    assert_eq!(speaks_tls(nobody, Duration::from_secs(1)).await, None);
+
     // A hung server accepts the connection (the kernel does) but never completes the
     // handshake: a timeout, never "up".
     master.proc.signal("STOP");

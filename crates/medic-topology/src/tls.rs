@@ -106,6 +106,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn each_line_of_the_key_is_a_secret_to_scrub() {
+        let key = "-----BEGIN PRIVATE KEY-----\nMIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg\nshort\n-----END PRIVATE KEY-----\n";
+        let secrets = crate::auth::Secrets::from_pairs([("medic", "medic-0123456789abcdef")])
+            .with_tls(Some(TlsFiles {
+                name: "redis.internal".to_owned(),
+                ca: String::new(),
+                cert: String::new(),
+                key: Password::new(key.to_owned()),
+            }));
+        let values: Vec<&str> = secrets.values().collect();
+        assert_eq!(
+            values,
+            [
+                "medic-0123456789abcdef",
+                "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQg"
+            ]
+        );
+        assert!(!format!("{secrets:?}").contains("MIGH"), "{secrets:?}");
+    }
+
+    #[test]
     fn certificate_names_are_dns_names() {
         for ok in ["redis.internal", "r-1.example.com", "localhost"] {
             assert!(is_cert_name(ok), "{ok}");

@@ -182,5 +182,42 @@ fn with_redis_tls_medic_checks_fails_over_and_replaces_and_the_key_stays_secret(
     for (place, content) in &places {
         assert!(!content.contains(&key_body), "the TLS key in {place}");
     }
+
+    // The same deployment described without redis_tls. A reload cannot take TLS away under
+    // the running controller ...
+    let described = std::fs::read_to_string(&env.file).unwrap();
+    let without = described[..described.find("redis_tls:").unwrap()].to_owned();
+    std::fs::write(&env.file, &without).unwrap();
+    let pid = env.run.as_ref().unwrap().id().to_string();
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    env.wait("the reload refused", Duration::from_secs(10), |e| {
+        e.logs().contains("redis_auth or redis_tls changed")
+    });
+    std::fs::write(&env.file, &described).unwrap();
     env.stop();
+    // ... and medic does not start on it (it would take every server for a silent one and fail
+    // them all over), and says why.
+    let plain = env._dir.path().join("without-tls.yaml");
+    std::fs::write(&plain, &without).unwrap();
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(env!("CARGO_BIN_EXE_medic"))
+        .arg("run")
+        .arg(&plain)
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(
+        !out.status.success() && out.status.code() != Some(124),
+        "medic run on TLS servers described without redis_tls: {:?}\n{said}",
+        out.status
+    );
+    assert!(
+        said.contains("not started") && said.contains("speaks TLS"),
+        "{said}"
+    );
 }

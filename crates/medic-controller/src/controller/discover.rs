@@ -27,7 +27,7 @@ use crate::core::startup::{Adoption, who_is_master};
 use crate::core::{Resume, add_new};
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
-    pub(super) async fn discover(&self, had_state: bool) {
+    pub(super) async fn discover(&self, had_state: bool) -> Result<(), ControllerError> {
         let loaded = self.top();
         let top = &loaded.topology;
         let mut observed = lock(&self.inner.st).core.saved.observed.clone();
@@ -98,16 +98,29 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             }
         }
+        let tls = self.inner.redis.tls.is_some();
+        let mut mismatched = Vec::new();
         for s in top.shards.iter().map(|s| &s.value) {
             let mut answers = BTreeMap::new();
             for m in Topology::shard_machines(s) {
                 let Some(ip) = observed.address(m) else {
                     continue;
                 };
-                if let Some(info) =
-                    replication_now(&self.inner.redis, SocketAddr::new(ip, s.port.value)).await
-                {
+                let at = SocketAddr::new(ip, s.port.value);
+                if let Some(info) = replication_now(&self.inner.redis, at).await {
                     answers.insert(m.to_owned(), info);
+                } else if medic_redis::speaks_tls(at, WITNESS_WITHIN).await == Some(!tls) {
+                    // Taken for silent, such a server would be failed over, and so would every
+                    // other: medic does not start on a deployment that is not as described.
+                    mismatched.push(format!(
+                        "{}@{m} ({at}) {}",
+                        s.name.value,
+                        if tls {
+                            "answers in the clear"
+                        } else {
+                            "speaks TLS (it closes a clear-text connection at once)"
+                        }
+                    ));
                 }
             }
             let recorded = observed.shards.get(&s.name.value).map(|x| x.master.clone());
@@ -157,9 +170,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             }
         }
+        if !mismatched.is_empty() {
+            return Err(ControllerError::TlsMismatch(format!(
+                "{} redis_tls; {}: restart those servers from their playbook first (docs/topology.md, redis_tls)",
+                if tls {
+                    "the topology has"
+                } else {
+                    "the topology has no"
+                },
+                mismatched.join(", ")
+            )));
+        }
         let mut st = lock(&self.inner.st);
         st.core.saved.observed = observed;
         self.save(&st);
+        Ok(())
     }
 
     pub(super) async fn learn_host_keys(

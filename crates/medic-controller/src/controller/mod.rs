@@ -80,6 +80,10 @@ pub enum ControllerError {
     Deposed(String),
     #[error("redis_tls: {0}")]
     RedisTls(#[from] medic_redis::TlsError),
+    /// A redis server does not speak as the topology says (TLS or not): medic would take it
+    /// for a silent one and fail it over.
+    #[error("not started: {0}")]
+    TlsMismatch(String),
 }
 
 /// Reloads the topology and playbooks from disk (validated), for SIGHUP.
@@ -431,7 +435,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let c = Controller {
             inner: Arc::new(inner),
         };
-        c.discover(had_state).await;
+        c.discover(had_state).await?;
         if c.inner.group.is_none() {
             // In a group, the leader resumes what is in flight, from etcd's journal.
             c.resume_open()?;
