@@ -31,7 +31,7 @@ pub use info::{
     ConnectedReplica, LinkStatus, ReplicationInfo, Role, RoleReply, parse_replication, parse_role,
 };
 pub use probe::{Probe, ProbeResult};
-pub use tls::{Conn, Tls, TlsError, speaks_tls};
+pub use tls::{Conn, Tls, TlsError, check_server_files, speaks_tls};
 
 /// A redis ACL user and its password, sent as `AUTH user password` on every new connection.
 /// The password is never printed.

@@ -36,23 +36,71 @@ pub enum TlsError {
     BadCertificate(String),
     #[error("`{0}` is not a name a certificate can be issued for")]
     BadName(String),
+    #[error("the servers' certificate (cert): {0}")]
+    ServerCert(String),
+    #[error("the key (key): {0}")]
+    Key(String),
+}
+
+/// The CA certificates of `ca_pem` as trust anchors.
+fn roots(ca_pem: &[u8]) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| TlsError::NoCertificate(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoCertificate("none found".to_owned()));
+    }
+    Ok(roots)
+}
+
+/// What the servers will present, checked before any machine gets it: `cert_pem` (the
+/// certificate, then its chain) verifies against `ca_pem` for `name` now, and `key_pem` is the
+/// private key of that certificate. A mistake here would otherwise show only as servers that
+/// do not start, or that nobody can talk to.
+pub fn check_server_files(
+    ca_pem: &[u8],
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    name: &str,
+) -> Result<(), TlsError> {
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{PrivateKeyDer, UnixTime};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::ServerCert(e.to_string()))?;
+    let Some((end_entity, intermediates)) = chain.split_first() else {
+        return Err(TlsError::ServerCert("no PEM certificate in it".to_owned()));
+    };
+    let server =
+        ServerName::try_from(name.to_owned()).map_err(|_| TlsError::BadName(name.to_owned()))?;
+    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        Arc::new(roots(ca_pem)?),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
+    verifier
+        .verify_server_cert(end_entity, intermediates, &server, &[], UnixTime::now())
+        .map_err(|e| TlsError::ServerCert(format!("not valid for {name} under the CA: {e}")))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| {
+        TlsError::Key(format!(
+            "no unencrypted PEM private key ({e}); redis cannot read an encrypted one"
+        ))
+    })?;
+    rustls::sign::CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| TlsError::Key(format!("not the certificate's key: {e}")))?;
+    Ok(())
 }
 
 impl Tls {
     /// Servers whose certificate `ca_pem` (one or more PEM certificates) signed for `name`.
     pub fn new(ca_pem: &[u8], name: &str) -> Result<Tls, TlsError> {
-        let mut roots = rustls::RootCertStore::empty();
-        let mut found = 0;
-        for cert in CertificateDer::pem_slice_iter(ca_pem) {
-            let cert = cert.map_err(|e| TlsError::NoCertificate(e.to_string()))?;
-            roots
-                .add(cert)
-                .map_err(|e| TlsError::BadCertificate(e.to_string()))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(TlsError::NoCertificate("none found".to_owned()));
-        }
+        let roots = roots(ca_pem)?;
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()

@@ -103,3 +103,30 @@ async fn medic_checks_and_replicates_over_tls_and_refuses_a_wrong_certificate() 
     master.proc.signal("CONT");
     assert!(fresh.check().await.is_up());
 }
+
+#[test]
+fn the_servers_files_are_checked_before_any_machine_gets_them() {
+    let certs = Certs::issue(NAME);
+    let other = Certs::issue(NAME);
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap();
+    let (ca, cert, key) = (read(&certs.ca), read(&certs.cert), read(&certs.key));
+    check_server_files(&ca, &cert, &key, NAME).unwrap();
+    let e = check_server_files(&ca, &cert, &key, "other.medic.test").unwrap_err();
+    assert!(
+        matches!(e, TlsError::ServerCert(_)) && e.to_string().contains("other.medic.test"),
+        "another name: {e}"
+    );
+    let e = check_server_files(&read(&other.ca), &cert, &key, NAME).unwrap_err();
+    assert!(matches!(e, TlsError::ServerCert(_)), "another CA: {e}");
+    let e = check_server_files(&ca, &cert, &read(&other.key), NAME).unwrap_err();
+    assert!(
+        matches!(e, TlsError::Key(_)),
+        "another certificate's key: {e}"
+    );
+    let e = check_server_files(&ca, &cert, b"not a key", NAME).unwrap_err();
+    assert!(matches!(e, TlsError::Key(_)), "no key: {e}");
+    assert!(
+        !e.to_string().contains("not a key"),
+        "the key's text is not quoted: {e}"
+    );
+}

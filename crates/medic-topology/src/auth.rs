@@ -99,6 +99,12 @@ pub enum SecretError {
     Weak { field: String, what: &'static str },
     #[error("{field}: neither `file` nor `env`")]
     Nowhere { field: String },
+    #[error("{field}: {} is mode {mode:04o}: others may read it; expected only its owner (chmod 600)", path.display())]
+    Exposed {
+        field: String,
+        path: PathBuf,
+        mode: u32,
+    },
     #[error("{field}: {} holds no PEM block of a {kind}; expected a file starting `-----BEGIN {kind}-----`", path.display())]
     NotPem {
         field: String,

@@ -68,6 +68,7 @@ impl TlsFiles {
         let ca = pem(&t.ca.value, "redis_tls.ca", "CERTIFICATE")?;
         let cert = pem(&t.cert.value, "redis_tls.cert", "CERTIFICATE")?;
         let key = pem(&t.key.value, "redis_tls.key", "PRIVATE KEY")?;
+        private(&t.key.value, "redis_tls.key")?;
         Ok(Some(TlsFiles {
             name: t.name.value.clone(),
             ca,
@@ -75,6 +76,25 @@ impl TlsFiles {
             key: Password::new(key),
         }))
     }
+}
+
+/// An error unless only its owner may read `path` (as ssh asks of a private key).
+fn private(path: &Path, field: &str) -> Result<(), SecretError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let meta = std::fs::metadata(path).map_err(|source| SecretError::File {
+        field: field.to_owned(),
+        path: path.to_owned(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(SecretError::Exposed {
+            field: field.to_owned(),
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    Ok(())
 }
 
 /// The text of a PEM file holding a `-----BEGIN ...{kind}-----` block.
@@ -124,6 +144,19 @@ mod tests {
             ]
         );
         assert!(!format!("{secrets:?}").contains("MIGH"), "{secrets:?}");
+    }
+
+    #[test]
+    fn a_key_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("redis.key");
+        std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\n").unwrap();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = private(&key, "redis_tls.key").unwrap_err();
+        assert!(e.to_string().contains("mode 0644"), "{e}");
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        private(&key, "redis_tls.key").unwrap();
     }
 
     #[test]

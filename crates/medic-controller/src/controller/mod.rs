@@ -117,7 +117,15 @@ pub fn medic_redis_client(
     secrets: &Secrets,
 ) -> Result<Redis, medic_redis::TlsError> {
     let tls = match secrets.tls() {
-        Some(t) => Some(medic_redis::Tls::new(t.ca.as_bytes(), &t.name)?),
+        Some(t) => {
+            medic_redis::check_server_files(
+                t.ca.as_bytes(),
+                t.cert.as_bytes(),
+                t.key.expose().as_bytes(),
+                &t.name,
+            )?;
+            Some(medic_redis::Tls::new(t.ca.as_bytes(), &t.name)?)
+        }
         None => None,
     };
     Ok(Redis {
