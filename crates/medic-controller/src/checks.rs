@@ -31,14 +31,17 @@ pub enum Target {
     Proxy { machine: String },
     /// An app machine's HAProxy (its runtime API).
     App { machine: String },
+    /// One service on one of its machines (`services` in the topology).
+    Service { service: String, machine: String },
 }
 
 impl Target {
     pub fn machine(&self) -> &str {
         match self {
-            Target::Redis { machine, .. } | Target::Proxy { machine } | Target::App { machine } => {
-                machine
-            }
+            Target::Redis { machine, .. }
+            | Target::Proxy { machine }
+            | Target::App { machine }
+            | Target::Service { machine, .. } => machine,
         }
     }
 
@@ -47,6 +50,7 @@ impl Target {
             Target::Redis { .. } => "redis",
             Target::Proxy { .. } => "haproxy",
             Target::App { .. } => "app_proxy",
+            Target::Service { .. } => "service",
         }
     }
 }
@@ -57,6 +61,7 @@ impl std::fmt::Display for Target {
             Target::Redis { shard, machine } => write!(f, "redis {shard}@{machine}"),
             Target::Proxy { machine } => write!(f, "haproxy {machine}"),
             Target::App { machine } => write!(f, "app proxy {machine}"),
+            Target::Service { service, machine } => write!(f, "service {service}@{machine}"),
         }
     }
 }
@@ -105,6 +110,19 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
             a.runtime_api.value.port.value,
             a.frontends.iter().map(|f| f.value.listen.value).collect(),
         ));
+    }
+    for s in top.services.iter().map(|s| &s.value) {
+        for m in s.machines() {
+            out.push((
+                Target::Service {
+                    service: s.name.value.clone(),
+                    machine: m.to_owned(),
+                },
+                s.check.value.cadence(),
+                s.port.value,
+                Vec::new(),
+            ));
+        }
     }
     out
 }
@@ -241,10 +259,17 @@ pub fn spawn(
                 sink: sink.clone(),
                 epoch,
             };
+            let service = match &target {
+                Target::Service { service, .. } => top
+                    .service(service)
+                    .map(|s| Arc::new(s.check.value.clone())),
+                _ => None,
+            };
             let how = How {
                 port,
                 listens,
                 reach,
+                service,
             };
             rt.spawn(async move { run_target(target, check, how, shared).await })
         })
@@ -256,6 +281,8 @@ struct How {
     port: u16,
     listens: Vec<u16>,
     reach: Reach,
+    /// A service's check.
+    service: Option<Arc<medic_topology::ServiceCheck>>,
 }
 
 /// What every check task is given alike.
@@ -281,6 +308,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
         port,
         listens,
         reach,
+        service,
     } = how;
     let target = Arc::new(target);
     let interval = check.interval.as_duration();
@@ -318,6 +346,13 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     proxy_check(&api_for, machine, ip, port, &listens, reach, within).await;
                 (o, d.into(), None)
             }
+            Target::Service { .. } => match &service {
+                Some(how) => {
+                    let (o, d) = crate::service_check::check(ip, port, how, within).await;
+                    (o, d.into(), None)
+                }
+                None => continue,
+            },
         };
         let result = CheckResult {
             target: Arc::clone(&target),

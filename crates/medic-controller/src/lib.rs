@@ -16,6 +16,7 @@ pub mod hygiene;
 pub mod journal;
 pub mod notify;
 mod page;
+pub mod service_check;
 pub mod store;
 pub mod witness;
 

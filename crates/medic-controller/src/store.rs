@@ -173,6 +173,7 @@ mod tests {
             observed: ObservedState {
                 machines: BTreeMap::new(),
                 shards: BTreeMap::new(),
+                services: BTreeMap::new(),
             },
             maintenance: BTreeSet::from(["x".to_owned()]),
             unmonitored: BTreeSet::new(),

@@ -7,7 +7,9 @@
 //! - a **proxy** machine: the app proxies that use it (primary or backup), asked to reach its
 //!   runtime API (`reach: network`) or, where the API listens on its loopback only (`reach:
 //!   ssh`, the default), to connect to its first frontend;
-//! - an **app proxy** machine: the proxies it uses, asked the same of it.
+//! - an **app proxy** machine: the proxies it uses, asked the same of it;
+//! - a **service**'s machine: the service's other machines, asked to connect to its port (an
+//!   `http` check: to send a request and get any reply line).
 //!
 //! Each observer is asked first-hand, over its SSH session; one that cannot be asked falls back
 //! to its own view where it has one (a proxy's health check of a routed server, a replica's
@@ -34,8 +36,11 @@ pub enum Probe {
     Ping,
     /// A HAProxy's runtime API: `show info`.
     RuntimeApi,
-    /// A TCP connection to a HAProxy frontend: accepted is an answer, refused is none.
+    /// A TCP connection to a HAProxy frontend or a service: accepted is an answer, refused is
+    /// none.
     Connect,
+    /// An HTTP request to a service: any reply line is an answer (a hung server gives none).
+    Http,
 }
 
 /// An observer's own, passive view of the silent machine, asked when it cannot probe first-hand.
@@ -165,6 +170,24 @@ pub fn observers(
                         _ => None,
                     },
                 });
+            }
+        }
+        Target::Service { service, .. } => {
+            if let Some(s) = top.service(service) {
+                let how = match s.check.value.kind {
+                    medic_topology::CheckKind::Http => Probe::Http,
+                    medic_topology::CheckKind::Tcp => Probe::Connect,
+                };
+                // The service's other machines: they are where it moves to, and often on
+                // another site than the monitor host.
+                for other in s.machines().filter(|m| *m != machine) {
+                    asks.push(Ask {
+                        observer: other.to_owned(),
+                        probe: SocketAddr::new(silent_ip, s.port.value),
+                        how,
+                        passive: None,
+                    });
+                }
             }
         }
         Target::App { .. } => {

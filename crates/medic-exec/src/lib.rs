@@ -25,10 +25,11 @@ use medic_plan::{Action, Addr, Plan, ProxyApi, ServerRef, Step, StepOutput};
 use medic_playbook::Playbooks;
 use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
 use medic_ssh::Remote as _;
-use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError, run_playbook};
+use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError};
 use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
 mod fence;
+mod hook;
 mod reach;
 pub use fence::Unfenced;
 pub use reach::proxy_api;
@@ -435,34 +436,37 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 playbook,
                 vars,
             } => {
-                let ip = self.resolve(index, kind, address)?;
-                let pb = self
-                    .playbooks
-                    .get(playbook)
-                    .ok_or_else(|| ExecError::NoPlaybook {
-                        index,
-                        kind,
-                        playbook: playbook.clone(),
-                    })?;
-                let vars = self.resolve_vars(index, vars)?;
-                let results = run_playbook(self.ssh, &self.host(machine, ip), pb, &vars)
-                    .await
-                    .map_err(|source| ExecError::Playbook {
-                        index,
-                        kind,
-                        source: Box::new(source),
-                    })?;
-                use medic_ssh::StepOutcome;
-                let count =
-                    |f: fn(&StepOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
-                format!(
-                    "{} steps: {} files written, {} commands ran, {} skipped or unchanged",
-                    results.len(),
-                    count(|o| matches!(o, StepOutcome::Changed)),
-                    count(|o| matches!(o, StepOutcome::Ran)),
-                    count(|o| matches!(o, StepOutcome::Skipped { .. } | StepOutcome::Unchanged)),
-                )
+                self.playbook(index, kind, machine, address, playbook, vars)
+                    .await?
             }
+            Action::RunHook {
+                service,
+                hook,
+                machine,
+                address,
+                playbook,
+                vars,
+                skip_unreachable,
+            } => {
+                let ip = self.resolve(index, kind, address)?;
+                match self.unreachable(machine, ip, *skip_unreachable).await {
+                    Some(why) => format!("skipped: {why}; {service}@{machine} serves nobody"),
+                    None => {
+                        let ran = self
+                            .playbook(index, kind, machine, address, playbook, vars)
+                            .await?;
+                        format!("{hook} of {service}: {ran}")
+                    }
+                }
+            }
+            Action::ServiceRole {
+                service,
+                machine,
+                role,
+            } => match role {
+                medic_plan::ServiceRole::Primary => format!("{service}@{machine}: primary now"),
+                medic_plan::ServiceRole::Standby => format!("{service}@{machine}: a standby now"),
+            },
             Action::UpsertDns {
                 name, ttl, values, ..
             } => {

@@ -188,39 +188,49 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             playbook,
             vars,
         } => {
-            let c = match playbooks.get(playbook) {
-                None => vec![format!("(playbook `{playbook}` is not loaded)")],
-                Some(pb) => match pb.render(vars) {
-                    Err(e) => vec![format!("(cannot render: {e})")],
-                    Ok(steps) => steps
-                        .iter()
-                        .inspect(|s| {
-                            if let RenderedAction::File {
-                                path,
-                                mode,
-                                content,
-                            } = &s.action
-                            {
-                                files.push(RenderedFile {
-                                    path: path.clone(),
-                                    mode: *mode,
-                                    content: content.clone(),
-                                });
-                            }
-                        })
-                        .map(|s| match &s.action {
-                            RenderedAction::File { .. } => format!("{}: {}", s.name, s.action),
-                            other => format!("{}: {other}", s.name),
-                        })
-                        .collect(),
-                },
-            };
+            let c = render(playbooks, playbook, vars, &mut files);
             (
                 machine.clone(),
                 format!("ssh {address}: run playbook `{playbook}`"),
                 c,
             )
         }
+        Action::RunHook {
+            service,
+            hook,
+            machine,
+            address,
+            playbook,
+            vars,
+            skip_unreachable,
+        } => {
+            let c = render(playbooks, playbook, vars, &mut files);
+            let skip = if *skip_unreachable {
+                " (skipped if the machine cannot be reached)"
+            } else {
+                ""
+            };
+            (
+                format!("{service}@{machine}"),
+                format!("ssh {address}: run {hook} hook `{playbook}`{skip}"),
+                c,
+            )
+        }
+        Action::ServiceRole {
+            service,
+            machine,
+            role,
+        } => (
+            format!("{service}@{machine}"),
+            match role {
+                crate::ServiceRole::Primary => {
+                    "record it as the service's primary (the old one is out until it rejoins)"
+                        .into()
+                }
+                crate::ServiceRole::Standby => "record it as a standby of the service".into(),
+            },
+            vec![],
+        ),
         Action::UpsertDns {
             target,
             name,
@@ -290,6 +300,42 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
         summary,
         commands,
         files,
+    }
+}
+
+/// A playbook's steps as `medic plan` prints them; its files are added to `files`.
+fn render(
+    playbooks: &Playbooks,
+    playbook: &str,
+    vars: &serde_json::Value,
+    files: &mut Vec<RenderedFile>,
+) -> Vec<String> {
+    match playbooks.get(playbook) {
+        None => vec![format!("(playbook `{playbook}` is not loaded)")],
+        Some(pb) => match pb.render(vars) {
+            Err(e) => vec![format!("(cannot render: {e})")],
+            Ok(steps) => steps
+                .iter()
+                .inspect(|s| {
+                    if let RenderedAction::File {
+                        path,
+                        mode,
+                        content,
+                    } = &s.action
+                    {
+                        files.push(RenderedFile {
+                            path: path.clone(),
+                            mode: *mode,
+                            content: content.clone(),
+                        });
+                    }
+                })
+                .map(|s| match &s.action {
+                    RenderedAction::File { .. } => format!("{}: {}", s.name, s.action),
+                    other => format!("{}: {other}", s.name),
+                })
+                .collect(),
+        },
     }
 }
 

@@ -13,5 +13,5 @@ pub mod step;
 pub mod vars;
 
 pub use planner::{PlanError, client_token, plan_recovery};
-pub use state::{MachineState, ObservedState, ReplicaState, ShardState, StepOutput};
+pub use state::{MachineState, ObservedState, ReplicaState, ServiceState, ShardState, StepOutput};
 pub use step::*;

@@ -23,6 +23,7 @@ use crate::vars::{self, addr_of};
 
 mod proxy;
 mod redis;
+mod service;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -40,6 +41,14 @@ pub enum PlanError {
     CannotSwitch { shard: String, reason: String },
     #[error("the observed state has no shard `{shard}`, which the topology defines")]
     StateMissingShard { shard: String },
+    #[error("unknown service `{service}`; expected one of {known}")]
+    UnknownService { service: String, known: String },
+    #[error("service `{service}` has no machine `{machine}`; its machines are {on}")]
+    NotInService {
+        service: String,
+        machine: String,
+        on: String,
+    },
 }
 
 /// Plans the recovery from `event`. `recovery` names this recovery (journal, tags, tokens).
@@ -63,6 +72,7 @@ pub fn plan_recovery(
                 Role::Redis => p.redis_machine_lost(machine)?,
                 Role::Haproxy => p.haproxy_lost(machine),
                 Role::App => p.app_lost(machine),
+                Role::Service => p.service_machine_lost(machine),
                 Role::Monitor => p.alert(
                     AlertLevel::Critical,
                     format!("the monitor host {machine} is lost: nothing watches the deployment; start medic on another host"),
@@ -73,6 +83,8 @@ pub fn plan_recovery(
         Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
         Event::Switchover { shard, to } => p.switchover(shard, to.as_deref())?,
         Event::Bootstrap => p.bootstrap(),
+        Event::ServiceDown { service, machine } => p.service_down(service, machine)?,
+        Event::ServiceRejoin { service, machine } => p.service_rejoin(service, machine)?,
     }
     let steps = p
         .steps
@@ -420,9 +432,9 @@ impl<'a> Planner<'a> {
     }
 
     /// UPSERTs every DNS record that lists `machine`, with `machine` at `address`.
-    fn update_dns(&mut self, machine: &str, address: &Addr) {
-        let Some(dns) = &self.top.dns else { return };
-        let dns = &dns.value;
+    /// How DNS is changed, and the topology's TTL; `None` without a `dns` section.
+    fn dns_target(&self) -> Option<(DnsTarget, u32)> {
+        let dns = &self.top.dns.as_ref()?.value;
         let target = match &dns.provider.value {
             DnsProvider::Route53(r) => DnsTarget::Route53 {
                 zone_id: r.zone_id.clone(),
@@ -434,7 +446,13 @@ impl<'a> Planner<'a> {
                 tsig_key: r.tsig_key.clone(),
             },
         };
-        let ttl = u32::try_from(dns.ttl.value).unwrap_or(60);
+        Some((target, u32::try_from(dns.ttl.value).unwrap_or(60)))
+    }
+
+    fn update_dns(&mut self, machine: &str, address: &Addr) {
+        let Some((target, ttl)) = self.dns_target() else {
+            return;
+        };
         for record in self.top.dns_records_of(machine) {
             let values = record
                 .machines
@@ -468,5 +486,7 @@ pub fn client_token(recovery: &str, step: usize) -> String {
     t + &suffix
 }
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;

@@ -12,6 +12,26 @@ use medic_topology::{Provider, Topology};
 pub struct ObservedState {
     pub machines: BTreeMap<String, MachineState>,
     pub shards: BTreeMap<String, ShardState>,
+    /// Each service's roles now (`services` in the topology).
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceState>,
+}
+
+/// Who is a service's primary now, and which machines were failed away from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceState {
+    pub primary: String,
+    /// Bumped by every change of primary.
+    #[serde(default)]
+    pub generation: u64,
+    /// Machines failed away from that have not rejoined: not standbys until their
+    /// `on_demote` hook has run (they may still believe they are the primary).
+    #[serde(default)]
+    pub out: std::collections::BTreeSet<String>,
+    /// Machines failing the service's checks as last seen (the controller keeps this): a
+    /// standby here is not promoted.
+    #[serde(default)]
+    pub down: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,7 +114,26 @@ impl ObservedState {
                 )
             })
             .collect();
-        ObservedState { machines, shards }
+        let services = top
+            .services
+            .iter()
+            .map(|s| {
+                (
+                    s.value.name.value.clone(),
+                    ServiceState {
+                        primary: s.value.primary.value.clone(),
+                        generation: 0,
+                        out: Default::default(),
+                        down: Default::default(),
+                    },
+                )
+            })
+            .collect();
+        ObservedState {
+            machines,
+            shards,
+            services,
+        }
     }
 
     /// The state before anything exists: roles as the topology says, no address known (each
@@ -218,6 +257,27 @@ impl ObservedState {
                 self.instance_gone(machine);
             }
             Action::TerminateInstance { machine, .. } => self.instance_gone(machine),
+            Action::ServiceRole {
+                service,
+                machine,
+                role,
+            } => {
+                let Some(s) = self.services.get_mut(service) else {
+                    return;
+                };
+                match role {
+                    crate::ServiceRole::Primary if s.primary != *machine => {
+                        let old = std::mem::replace(&mut s.primary, machine.clone());
+                        s.generation += 1;
+                        s.out.insert(old);
+                        s.out.remove(machine);
+                    }
+                    crate::ServiceRole::Primary => {}
+                    crate::ServiceRole::Standby => {
+                        s.out.remove(machine);
+                    }
+                }
+            }
             Action::LaunchInstance { spec } => {
                 let m = self
                     .machines
@@ -271,6 +331,7 @@ mod tests {
         ObservedState {
             machines: BTreeMap::new(),
             shards,
+            services: BTreeMap::new(),
         }
     }
 

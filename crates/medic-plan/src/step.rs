@@ -238,8 +238,37 @@ pub enum Action {
         ttl: u32,
         values: Vec<Addr>,
     },
+    /// Run one of a service's hook playbooks on one of its machines over SSH.
+    RunHook {
+        service: String,
+        /// `on_fenced`, `on_promote` or `on_demote`.
+        hook: String,
+        machine: String,
+        address: Addr,
+        playbook: String,
+        vars: serde_json::Value,
+        /// A machine that cannot be reached over SSH is skipped, not failed (the hook on a
+        /// silent old primary: it serves nobody).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skip_unreachable: bool,
+    },
+    /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
+    /// primary puts the old one out until it rejoins.
+    ServiceRole {
+        service: String,
+        machine: String,
+        role: ServiceRole,
+    },
     /// Tell a human. The plan stops being automatic here.
     Alert { level: AlertLevel, message: String },
+}
+
+/// A machine's role in a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceRole {
+    Primary,
+    Standby,
 }
 
 impl Action {
@@ -262,6 +291,8 @@ impl Action {
             Action::WaitReachable { .. } => "wait-ssh",
             Action::RunPlaybook { .. } => "playbook",
             Action::UpsertDns { .. } => "dns",
+            Action::RunHook { .. } => "hook",
+            Action::ServiceRole { .. } => "role",
             Action::Alert { .. } => "alert",
         }
     }
@@ -295,6 +326,10 @@ pub enum Event {
     },
     /// Set the whole deployment up from nothing (the lab's `lab up`, a new deployment).
     Bootstrap,
+    /// A service's machine answers, but the service fails its checks there.
+    ServiceDown { service: String, machine: String },
+    /// A machine a service was failed away from answers again: it rejoins as a standby.
+    ServiceRejoin { service: String, machine: String },
 }
 
 impl fmt::Display for Event {
@@ -310,6 +345,12 @@ impl fmt::Display for Event {
                 None => write!(f, "switchover of {shard}"),
             },
             Event::Bootstrap => write!(f, "set up from nothing"),
+            Event::ServiceDown { service, machine } => {
+                write!(f, "service {service}@{machine} failed")
+            }
+            Event::ServiceRejoin { service, machine } => {
+                write!(f, "{machine} rejoins service {service}")
+            }
         }
     }
 }

@@ -371,6 +371,8 @@ impl Sim {
                 Target::Proxy { machine } | Target::App { machine } => {
                     (self.world.check_proxy(machine), None)
                 }
+                // The simulated world has no services (docs/DESIGN.md, the simulator's gaps).
+                Target::Service { .. } => continue,
             };
             let r = CheckResult {
                 target: Arc::new(target),

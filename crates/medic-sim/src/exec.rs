@@ -61,6 +61,8 @@ pub fn execute(
     match &step.action {
         // The controller's own: nothing to do in the world.
         Action::Unmonitor { .. } | Action::Monitor { .. } | Action::Alert { .. } => {}
+        // Services are not simulated: their steps change nothing in the world.
+        Action::RunHook { .. } | Action::ServiceRole { .. } => {}
         Action::FenceServer { proxy, server, .. } => {
             out.skipped = run.proxy_change(proxy, server, Change::Fence)?;
             if out.skipped.is_some() {

@@ -18,6 +18,7 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod service;
 pub mod tls;
 pub mod validate;
 
@@ -29,6 +30,9 @@ pub use ami::AmiDefinition;
 pub use auth::{Password, RedisAuth, SecretError, Secrets};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
+pub use service::{
+    CheckKind, Failback, Hooks, RoleState, Service, ServiceCheck, ServiceDns, ServiceMode,
+};
 
 /// A topology that passed validation, with what it references.
 #[derive(Debug, Clone)]
@@ -254,7 +258,7 @@ mod tests {
         let f = TempFile::new("h.yaml", text.as_bytes());
         let err = load_topology(&f.0).unwrap_err();
         let msgs: Vec<String> = err.diagnostics.iter().map(|d| d.message.clone()).collect();
-        assert_eq!(msgs.len(), 3, "{msgs:?}");
+        assert_eq!(msgs.len(), 2, "{msgs:?}"); // "no shards and no services", and it
         assert!(
             msgs[1].starts_with("unknown field `nmae`, expected one of name, provider"),
             "{msgs:?}"

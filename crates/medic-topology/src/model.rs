@@ -34,8 +34,14 @@ pub struct Topology {
     #[serde(default)]
     pub amis: Vec<Spanned<Ami>>,
     pub machines: Vec<Spanned<Machine>>,
+    /// Redis shards behind HAProxy. A topology of services alone has none (nor proxies).
+    #[serde(default)]
     pub shards: Vec<Spanned<Shard>>,
+    #[serde(default = "default_proxies")]
     pub proxies: Spanned<Proxies>,
+    /// Primary/standby services beside the shards (`crate::service`).
+    #[serde(default)]
+    pub services: Vec<Spanned<crate::service::Service>>,
     #[serde(default)]
     pub app_proxies: Vec<Spanned<AppProxy>>,
     #[serde(default)]
@@ -54,6 +60,20 @@ pub struct Topology {
     /// TLS on every redis server (clients, replication, medic). Absent: redis in the clear.
     #[serde(default)]
     pub redis_tls: Option<Spanned<crate::tls::RedisTls>>,
+}
+
+/// No proxies: a topology of services alone.
+fn default_proxies() -> Spanned<Proxies> {
+    unspanned(Proxies {
+        machines: Vec::new(),
+        runtime_api: unspanned(RuntimeApi {
+            port: unspanned(9999),
+            socket: default_admin_socket(),
+            reach: Reach::Ssh,
+        }),
+        frontends: Vec::new(),
+        haproxy: HaproxySettings::default(),
+    })
 }
 
 fn default_playbooks() -> Spanned<PathBuf> {
@@ -152,6 +172,9 @@ pub enum Role {
     App,
     /// The monitor host that runs `medic run`.
     Monitor,
+    /// Runs the processes of one or more `services`; medic checks them and moves their roles,
+    /// the operator's own tooling configures them.
+    Service,
 }
 
 impl Role {
@@ -161,7 +184,7 @@ impl Role {
             Role::Redis => Some("redis"),
             Role::Haproxy => Some("haproxy"),
             Role::App => Some("app-proxy"),
-            Role::Monitor => None,
+            Role::Monitor | Role::Service => None,
         }
     }
 
@@ -171,6 +194,7 @@ impl Role {
             Role::Haproxy => "haproxy",
             Role::App => "app",
             Role::Monitor => "monitor",
+            Role::Service => "service",
         }
     }
 }
@@ -699,6 +723,21 @@ impl Topology {
             .find(|s| s.name.value == name)
     }
 
+    pub fn service(&self, name: &str) -> Option<&crate::service::Service> {
+        self.services
+            .iter()
+            .map(|s| &s.value)
+            .find(|s| s.name.value == name)
+    }
+
+    /// The services with `machine` among their machines.
+    pub fn services_on(&self, machine: &str) -> impl Iterator<Item = &crate::service::Service> {
+        self.services
+            .iter()
+            .map(|s| &s.value)
+            .filter(move |s| s.machines().any(|m| m == machine))
+    }
+
     pub fn ami(&self, name: &str) -> Option<&Ami> {
         self.amis
             .iter()
@@ -755,7 +794,7 @@ impl Topology {
             Role::Redis => Some(&self.checks.redis.value),
             Role::Haproxy => Some(&self.checks.haproxy.value),
             Role::App => Some(&self.checks.app_proxy.value),
-            Role::Monitor => None,
+            Role::Monitor | Role::Service => None,
         }
     }
 

@@ -20,7 +20,7 @@ pub fn is_name(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
-fn check_name(d: &mut Diagnostics, name: &Spanned<String>, path: &str) {
+pub(super) fn check_name(d: &mut Diagnostics, name: &Spanned<String>, path: &str) {
     if !is_name(&name.value) {
         d.error(
             name.referenced,
@@ -51,6 +51,7 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 /// Checks the whole topology; the caller decides what errors mean.
 mod auth;
 mod rendered;
+mod service;
 
 pub fn validate(top: &Topology, d: &mut Diagnostics) {
     check_name(d, &top.name, "name");
@@ -66,6 +67,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.shards();
     ctx.proxies();
     ctx.app_proxies();
+    ctx.services();
     ctx.dns();
     ctx.checks();
     ctx.policy();
@@ -274,7 +276,8 @@ impl<'a> Ctx<'a, '_> {
             let m = &sm.value;
             let p = format!("machines[{i}]");
             check_name(self.d, &m.name, &format!("{p}.name"));
-            let replaceable = m.role.value != Role::Monitor;
+            // (A service's machines are the operator's: medic moves their roles, never replaces them.)
+            let replaceable = !matches!(m.role.value, Role::Monitor | Role::Service);
             match &m.ami {
                 Some(ami) => match top.ami(&ami.value) {
                     None => {
@@ -370,11 +373,12 @@ impl<'a> Ctx<'a, '_> {
 
     fn shards(&mut self) {
         let top = self.top;
-        if top.shards.is_empty() {
+        if top.shards.is_empty() && top.services.is_empty() {
+            // (Located at the topology's name: neither field is there to point at.)
             self.d.error(
-                Location::UNKNOWN,
+                top.name.referenced,
                 "shards",
-                "no shards; expected at least one",
+                "no shards and no services; expected at least one of either",
             );
         }
         self.duplicates(
@@ -433,7 +437,9 @@ impl<'a> Ctx<'a, '_> {
     fn proxies(&mut self) {
         let top = self.top;
         let px = &top.proxies.value;
-        if px.machines.is_empty() {
+        if px.machines.is_empty() && top.shards.is_empty() {
+            // A topology of services alone has no proxies.
+        } else if px.machines.is_empty() {
             self.d.error(
                 top.proxies.referenced,
                 "proxies.machines",
@@ -657,56 +663,58 @@ impl<'a> Ctx<'a, '_> {
             ("haproxy", &c.haproxy),
             ("app_proxy", &c.app_proxy),
         ] {
-            let at = check.referenced;
-            let v = &check.value;
-            let p = format!("checks.{kind}");
-            if v.interval.0.is_zero() {
-                self.d.error(
-                    at,
-                    format!("{p}.interval"),
-                    "interval 0; expected a positive duration like 500ms",
-                );
-            } else if v.timeout >= v.interval {
-                self.d.error(
-                    at,
-                    format!("{p}.timeout"),
-                    format!(
-                        "timeout {} is not shorter than interval {}; expected a timeout below the interval, or checks pile up",
-                        v.timeout, v.interval
-                    ),
-                );
-            }
-            if v.timeout.0.is_zero() {
-                self.d.error(
-                    at,
-                    format!("{p}.timeout"),
-                    "timeout 0; expected a positive duration",
-                );
-            }
-            if v.fall == 0 {
-                self.d.error(
-                    at,
-                    format!("{p}.fall"),
-                    "fall 0 can never mark a node down; expected 1 or more",
-                );
-            }
-            if v.rise == 0 {
-                self.d.error(
-                    at,
-                    format!("{p}.rise"),
-                    "rise 0 can never mark a node up; expected 1 or more",
-                );
-            }
-            if !v.interval.0.is_zero() && v.jitter >= v.interval {
-                self.d.error(
-                    at,
-                    format!("{p}.jitter"),
-                    format!(
-                        "jitter {} is not shorter than interval {}; expected less",
-                        v.jitter, v.interval
-                    ),
-                );
-            }
+            self.cadence(check.referenced, &format!("checks.{kind}"), &check.value);
+        }
+    }
+
+    /// A check's cadence: interval, timeout, fall, rise and jitter that can work.
+    pub(super) fn cadence(&mut self, at: Location, p: &str, v: &Check) {
+        if v.interval.0.is_zero() {
+            self.d.error(
+                at,
+                format!("{p}.interval"),
+                "interval 0; expected a positive duration like 500ms",
+            );
+        } else if v.timeout >= v.interval {
+            self.d.error(
+                at,
+                format!("{p}.timeout"),
+                format!(
+                    "timeout {} is not shorter than interval {}; expected a timeout below the interval, or checks pile up",
+                    v.timeout, v.interval
+                ),
+            );
+        }
+        if v.timeout.0.is_zero() {
+            self.d.error(
+                at,
+                format!("{p}.timeout"),
+                "timeout 0; expected a positive duration",
+            );
+        }
+        if v.fall == 0 {
+            self.d.error(
+                at,
+                format!("{p}.fall"),
+                "fall 0 can never mark a node down; expected 1 or more",
+            );
+        }
+        if v.rise == 0 {
+            self.d.error(
+                at,
+                format!("{p}.rise"),
+                "rise 0 can never mark a node up; expected 1 or more",
+            );
+        }
+        if !v.interval.0.is_zero() && v.jitter >= v.interval {
+            self.d.error(
+                at,
+                format!("{p}.jitter"),
+                format!(
+                    "jitter {} is not shorter than interval {}; expected less",
+                    v.jitter, v.interval
+                ),
+            );
         }
     }
 
@@ -885,6 +893,21 @@ impl<'a> Ctx<'a, '_> {
                     &s.port,
                     format!("shard `{}`", s.name.value),
                     format!("shards[{i}].port"),
+                );
+            }
+        }
+        for (i, s) in top.services.iter().enumerate() {
+            let s = &s.value;
+            let mut machines: Vec<&str> = s.machines().collect();
+            machines.sort_unstable();
+            machines.dedup(); // a machine listed twice is reported as such
+            for m in machines {
+                claim(
+                    self.d,
+                    m,
+                    &s.port,
+                    format!("service `{}`", s.name.value),
+                    format!("services[{i}].port"),
                 );
             }
         }

@@ -28,7 +28,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:3:7: name: `Barton_Test` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
         "{F}:5:3: provider.aws.security_groups[0]: `default` is not a security group id; expected sg-...",
         "{F}:5:3: provider.aws.tags.medic:owner: tag keys starting with `medic:` or `aws:` are reserved; expected another key",
-        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, app_proxies, dns, checks, policy, notifications, controller, redis_auth, redis_tls",
+        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, services, app_proxies, dns, checks, policy, notifications, controller, redis_auth, redis_tls",
         "{F}:17:11: amis[1].name: duplicate AMI `redis` (first defined at line 14); expected unique names",
         "{F}:19:28: amis[1].image_ids.us-east-1: `ami-nothex` is not an AMI id; expected ami- and 8 or 17 hex digits",
         "{F}:21:17: amis[2].definition: no file {D}/../../amis/nothere.yaml; expected an AMI definition (amis/*.yaml)",
@@ -111,5 +111,72 @@ fn the_examples_are_valid() {
         assert!(loaded.warnings.is_empty(), "{name}: {:?}", loaded.warnings);
         assert_eq!(loaded.topology.name.value, "barton");
         assert_eq!(loaded.topology.machines.len(), 6);
+    }
+}
+
+/// A service's mistakes (examples/domino.yaml, each line changed), each named with its field.
+#[test]
+fn a_service_s_mistakes_are_named_with_their_fields() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/domino.yaml")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            "standbys: [web2]",
+            "standbys: [web1]",
+            "services[0].standbys[0]: machine `web1` is the primary of service `www`",
+        ),
+        (
+            "standbys: [web2]",
+            "standbys: [monitor]",
+            "services[0].standbys[0]: machine `monitor` has role monitor; expected a machine with role service",
+        ),
+        (
+            "check: {kind: http, path: /health",
+            "check: {kind: tcp, path: /health",
+            "services[0].check.path: `path` is for an http check",
+        ),
+        (
+            "status: 200, body",
+            "status: 700, body",
+            "services[0].check.status: 700 is not an HTTP status",
+        ),
+        (
+            "timeout: 400ms, fall",
+            "timeout: 900ms, fall",
+            "services[0].check.timeout: timeout 900ms is not shorter than interval 500ms",
+        ),
+        (
+            "name: www.domino.lab",
+            "name: www.example.org",
+            "services[0].dns.name: `www.example.org` is outside the zone domino.lab",
+        ),
+        (
+            "on_promote: primary-include",
+            "on_promote: Primary_Include",
+            "services[0].hooks.on_promote: `Primary_Include` is not a valid name",
+        ),
+    ];
+    for (from, to, want) in cases {
+        assert!(text.contains(from), "{from}");
+        let file = dir.path().join("domino.yaml");
+        std::fs::write(
+            &file,
+            text.replace(from, to)
+                .replace("../amis", &root.join("amis").display().to_string()),
+        )
+        .unwrap();
+        let err = load_topology(&file).unwrap_err();
+        let msgs: Vec<String> = err
+            .diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Error)
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect();
+        assert!(msgs.iter().any(|m| m.starts_with(want)), "{to}: {msgs:?}");
+        assert!(
+            err.diagnostics.iter().all(|d| d.pos.line > 0),
+            "located: {msgs:?}"
+        );
     }
 }

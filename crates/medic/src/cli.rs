@@ -347,13 +347,19 @@ struct Deployment {
     playbooks: Playbooks,
 }
 
-/// The playbooks the topology's machines use, each once.
-fn playbook_names(l: &LoadedTopology) -> Vec<&'static str> {
+/// The playbooks the topology's machines use and its services' hooks, each once.
+fn playbook_names(l: &LoadedTopology) -> Vec<&str> {
     let mut names: Vec<&str> = l
         .topology
         .machines
         .iter()
         .filter_map(|m| m.value.role.value.playbook())
+        .chain(
+            l.topology
+                .services
+                .iter()
+                .flat_map(|s| s.value.hook_playbooks()),
+        )
         .collect();
     names.sort_unstable();
     names.dedup();
@@ -396,13 +402,13 @@ fn load_playbooks(l: &LoadedTopology) -> Result<Playbooks, Vec<Diagnostic>> {
                 path: "playbooks".into(),
                 message: format!(
                     "{problem}{default}; expected a directory with the playbooks the machines' \
-                     roles use: {}",
+                     roles and the services' hooks use: {}",
                     files.join(", ")
                 ),
             }]);
         }
     }
-    Playbooks::load(&dir, names)
+    Playbooks::load(&dir, names.iter().copied())
 }
 
 /// The passwords the topology's `redis_auth` names, read now (from their files or this

@@ -207,7 +207,7 @@ fn a_missing_playbook_directory_is_reported_at_its_field() {
     let bad = bad.to_str().unwrap();
     let expected = format!(
         "{bad}:{line}:12: playbooks: no directory {}/examples/../play books; expected a \
-         directory with the playbooks the machines' roles use: app-proxy.yaml, haproxy.yaml, \
+         directory with the playbooks the machines' roles and the services' hooks use: app-proxy.yaml, haproxy.yaml, \
          redis.yaml\n",
         tmp.display()
     );
@@ -247,7 +247,7 @@ fn a_missing_playbook_directory_is_reported_at_its_field() {
         text(&out.stderr),
         format!(
             "{bad}:{line}:12: playbooks: {}/examples/../play books is not a directory; \
-             expected a directory with the playbooks the machines' roles use: app-proxy.yaml, \
+             expected a directory with the playbooks the machines' roles and the services' hooks use: app-proxy.yaml, \
              haproxy.yaml, redis.yaml\n",
             tmp.display()
         )

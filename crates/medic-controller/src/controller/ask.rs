@@ -247,6 +247,7 @@ fn probe_script(at: SocketAddr, how: Probe, tls: bool) -> String {
     let send = match how {
         Probe::Ping => "PING\\r\\n",
         Probe::RuntimeApi => "show info\\n",
+        Probe::Http => "GET / HTTP/1.0\\r\\nUser-Agent: medic-witness\\r\\n\\r\\n",
         Probe::Connect => {
             return format!(
                 "exec 3<>/dev/tcp/{}/{} 2>/dev/null || exit 3",

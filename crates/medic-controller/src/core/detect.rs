@@ -39,11 +39,7 @@ impl Core {
             return out;
         }
         let top = &self.loaded.topology;
-        let check = match &*r.target {
-            Target::Redis { .. } => top.checks.redis.value,
-            Target::Proxy { .. } => top.checks.haproxy.value,
-            Target::App { .. } => top.checks.app_proxy.value,
-        };
+        let check = check_of(top, &r.target);
         // Thousands of results a second: one lookup and no allocation on the steady path (the
         // target is cloned only the first time, the detail only when it changes).
         let h = match self.health.get_mut(&*r.target) {
@@ -83,10 +79,13 @@ impl Core {
         // API or a frontend refuses while it restarts or reloads, and there is no process
         // restart for it, only a replacement — so it is judged like silence: `fall` of them,
         // then the machine's observers.
+        // A service's refusal is a bad answer: `fall` of them fail it over (a restart by its
+        // supervisor is not a failover), and its machine answers.
         let observation = match (&*r.target, r.observation) {
             (Target::Proxy { .. } | Target::App { .. }, Observation::Refused) => {
                 Observation::Silent
             }
+            (Target::Service { .. }, Observation::Refused) => Observation::Unhealthy,
             (_, o) => o,
         };
         let was_up = h.detector.health == Health::Up;
@@ -96,6 +95,11 @@ impl Core {
         let first_miss = was_up && verdict.is_none() && observation == Observation::Silent;
         if let (Target::Redis { shard, machine }, Some(info)) = (&*r.target, &r.info)
             && self.roles(shard, machine, info, r, &mut out)
+        {
+            return out;
+        }
+        if let Target::Service { service, machine } = &*r.target
+            && self.service_seen(service, machine, r, verdict, &mut out)
         {
             return out;
         }
@@ -138,6 +142,7 @@ impl Core {
                 }
             }
             Verdict::Silent => self.judge(&r.target, first_fail, r.at_ms, &mut out),
+            Verdict::Failing if matches!(&*r.target, Target::Service { .. }) => {}
             Verdict::Failing => {
                 if self.warned.insert(Target::clone(&r.target)) {
                     out.push(Output::Alert {
@@ -296,14 +301,10 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let machine = target.machine().to_owned();
-        let top = &self.loaded.topology;
-        let interval = match target {
-            Target::Redis { .. } => top.checks.redis.value.interval,
-            Target::Proxy { .. } => top.checks.haproxy.value.interval,
-            Target::App { .. } => top.checks.app_proxy.value.interval,
-        }
-        .as_duration()
-        .as_millis() as u64;
+        let interval = check_of(&self.loaded.topology, target)
+            .interval
+            .as_duration()
+            .as_millis() as u64;
         if self.busy.contains(&machine) || self.judging.contains_key(&machine) {
             return;
         }
@@ -513,7 +514,19 @@ impl Core {
     }
 }
 
-fn notify(event: &'static str, message: String) -> Output {
+/// The check settings of `target`.
+fn check_of(top: &medic_topology::Topology, target: &Target) -> medic_topology::Check {
+    match target {
+        Target::Redis { .. } => top.checks.redis.value,
+        Target::Proxy { .. } => top.checks.haproxy.value,
+        Target::App { .. } => top.checks.app_proxy.value,
+        Target::Service { service, .. } => top
+            .service(service)
+            .map_or(top.checks.haproxy.value, |s| s.check.value.cadence()),
+    }
+}
+
+pub(super) fn notify(event: &'static str, message: String) -> Output {
     Output::Notify {
         event,
         message,
@@ -522,7 +535,7 @@ fn notify(event: &'static str, message: String) -> Output {
 }
 
 /// The detection of a failure: its time for the metrics and its event.
-fn detected(
+pub(super) fn detected(
     out: &mut Vec<Output>,
     target: &Target,
     detail: &str,

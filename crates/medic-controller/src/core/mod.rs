@@ -26,6 +26,7 @@
 
 mod detect;
 mod recovery;
+mod service;
 pub mod startup;
 mod steps;
 
@@ -96,7 +97,9 @@ impl Request {
         match &self.event {
             Event::MachineLost { machine }
             | Event::ProcessDied { machine, .. }
-            | Event::StaleMaster { machine, .. } => Some(machine),
+            | Event::StaleMaster { machine, .. }
+            | Event::ServiceDown { machine, .. }
+            | Event::ServiceRejoin { machine, .. } => Some(machine),
             Event::Switchover { shard, .. } => Some(shard),
             Event::Bootstrap => None,
         }
@@ -420,6 +423,9 @@ pub fn add_new(observed: &mut ObservedState, top: &medic_topology::Topology) {
     }
     for (n, s) in assumed.shards {
         observed.shards.entry(n).or_insert(s);
+    }
+    for (n, s) in assumed.services {
+        observed.services.entry(n).or_insert(s);
     }
 }
 

@@ -89,6 +89,13 @@ impl Core {
             Event::MachineLost { machine } => {
                 c.machines.insert(machine.clone());
                 c.shards = holds(machine);
+                for s in self.loaded.topology.services_on(machine) {
+                    c.shards.insert(service_claim(&s.name.value));
+                }
+            }
+            Event::ServiceDown { service, machine } | Event::ServiceRejoin { service, machine } => {
+                c.machines.insert(machine.clone());
+                c.shards.insert(service_claim(service));
             }
             Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
                 c.machines.insert(machine.clone());
@@ -100,6 +107,13 @@ impl Core {
             Event::Bootstrap => {
                 c.machines = self.saved.observed.machines.keys().cloned().collect();
                 c.shards = self.saved.observed.shards.keys().cloned().collect();
+                c.shards.extend(
+                    self.saved
+                        .observed
+                        .services
+                        .keys()
+                        .map(|s| service_claim(s)),
+                );
             }
         }
         if let Some(r) = &req.resume {
@@ -108,6 +122,9 @@ impl Core {
                     &s.action
                 {
                     c.shards.insert(server.shard.clone());
+                }
+                if let Action::ServiceRole { service, .. } = &s.action {
+                    c.shards.insert(service_claim(service));
                 }
             }
         }
@@ -559,4 +576,10 @@ impl Core {
             self.release(r.key.as_deref());
         }
     }
+}
+
+/// A service's key among the claims (beside shard names, which cannot contain `:`): one role
+/// change per service at a time.
+fn service_claim(service: &str) -> String {
+    format!("service:{service}")
 }

@@ -93,7 +93,7 @@ impl<'a> Planner<'a> {
     /// redis machines first (masters as masters), then proxies, then app proxies.
     pub(super) fn bootstrap(&mut self) {
         let top = self.top;
-        for role in [Role::Redis, Role::Haproxy, Role::App] {
+        for role in [Role::Redis, Role::Haproxy, Role::App, Role::Service] {
             let names: Vec<String> = top
                 .machines
                 .iter()
@@ -136,7 +136,7 @@ impl<'a> Planner<'a> {
                     }
                     Role::App => vars::app_proxy_vars(top, self.state, &machine, &address)
                         .map(|v| ("app-proxy", v)),
-                    Role::Monitor => None,
+                    Role::Monitor | Role::Service => None,
                 };
                 if let Some((playbook, vars)) = vars {
                     self.push(Action::RunPlaybook {
@@ -151,6 +151,11 @@ impl<'a> Planner<'a> {
                     target: MonitorTarget::Machine { machine },
                 });
             }
+        }
+        for s in &top.services {
+            let s = &s.value;
+            let primary = Addr::Of(s.primary.value.clone());
+            self.service_dns(s, &primary);
         }
     }
 

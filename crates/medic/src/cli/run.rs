@@ -434,6 +434,25 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             paint(state, on)
         );
     }
+    if let Some(services) = v["services"].as_array().filter(|a| !a.is_empty()) {
+        println!();
+        println!(
+            "{:<10} {:<10} {:<8} {:<8} STATE",
+            "SERVICE", "MACHINE", "NOMINAL", "ROLE"
+        );
+        for sv in services {
+            for m in sv["machines"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<10} {:<10} {:<8} {:<8} {}",
+                    s(&sv["name"]),
+                    s(&m["machine"]),
+                    s(&m["nominal"]),
+                    s(&m["role"]),
+                    paint(m["state"].as_str().unwrap_or("-"), on)
+                );
+            }
+        }
+    }
     println!();
     println!(
         "{:<10} {:<8} {:<12} {:<15} {:<10}",

@@ -367,6 +367,12 @@ pub struct Env {
 impl Env {
     /// examples/lab.yaml on subnet 10.75.K.0/24, with `edit` applied to the text.
     pub fn new(k: u32, edit: impl Fn(String) -> String) -> Option<Env> {
+        Env::of_example("lab.yaml", k, edit)
+    }
+
+    /// `examples/EXAMPLE` on subnet 10.75.K.0/24, with `edit` applied to the text; a relative
+    /// `playbooks` directory is resolved against examples/.
+    pub fn of_example(example: &str, k: u32, edit: impl Fn(String) -> String) -> Option<Env> {
         let serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
         if !medic_testkit::root_or_skip("run_lab") {
             return None;
@@ -382,7 +388,7 @@ impl Env {
         let net = (std::process::id() % 20) * 10 + k;
         let port = 21000 + net as u16;
         let hook = Hook::start();
-        let text_in = std::fs::read_to_string(root.join("examples/lab.yaml")).unwrap();
+        let text_in = std::fs::read_to_string(root.join("examples").join(example)).unwrap();
         let topo = text_in
             .replace("subnet: 10.77.0.0/24", &format!("subnet: 10.75.{net}.0/24"))
             .replace("bridge: medic0", &format!("bridge: mrun{net}"))
@@ -396,6 +402,10 @@ impl Env {
                 &root.join("playbooks").display().to_string(),
             )
             .replace("../amis", &root.join("amis").display().to_string())
+            .replace(
+                "\nplaybooks: domino\n",
+                &format!("\nplaybooks: {}\n", root.join("examples/domino").display()),
+            )
             .replace(
                 "listen: 127.0.0.1:7600",
                 &format!("listen: 127.0.0.1:{port}"),

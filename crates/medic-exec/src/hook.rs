@@ -1,0 +1,77 @@
+//! Playbooks on machines: the roles' own (`RunPlaybook`) and the services' hooks (`RunHook`),
+//! whose step on a silent machine is skipped rather than failed.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use medic_cloud::{Cloud, Dns};
+use medic_plan::Addr;
+use medic_ssh::{StepOutcome, run_playbook};
+
+use crate::{ExecError, Executor};
+
+/// How long a hook that may be skipped waits for the machine's SSH port to accept: a silent
+/// old primary costs a failover this much, not SSH's connect timeout.
+pub const HOOK_REACH_WITHIN: Duration = Duration::from_secs(1);
+
+impl<C: Cloud, D: Dns> Executor<'_, C, D> {
+    /// Runs `playbook` on `machine` with `vars` (placeholders filled); a summary of its steps.
+    pub(crate) async fn playbook(
+        &self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        address: &Addr,
+        playbook: &str,
+        vars: &serde_json::Value,
+    ) -> Result<String, ExecError> {
+        let ip = self.resolve(index, kind, address)?;
+        let pb = self
+            .playbooks
+            .get(playbook)
+            .ok_or_else(|| ExecError::NoPlaybook {
+                index,
+                kind,
+                playbook: playbook.to_owned(),
+            })?;
+        let vars = self.resolve_vars(index, vars)?;
+        let results = run_playbook(self.ssh, &self.host(machine, ip), pb, &vars)
+            .await
+            .map_err(|source| ExecError::Playbook {
+                index,
+                kind,
+                source: Box::new(source),
+            })?;
+        let count = |f: fn(&StepOutcome) -> bool| results.iter().filter(|r| f(&r.outcome)).count();
+        Ok(format!(
+            "{} steps: {} files written, {} commands ran, {} skipped or unchanged",
+            results.len(),
+            count(|o| matches!(o, StepOutcome::Changed)),
+            count(|o| matches!(o, StepOutcome::Ran)),
+            count(|o| matches!(o, StepOutcome::Skipped { .. } | StepOutcome::Unchanged)),
+        ))
+    }
+
+    /// Why a hook that may be skipped (`may_skip`) is: the machine's SSH port does not accept
+    /// within [`HOOK_REACH_WITHIN`]. `None`: run it (a machine that accepts and then fails the
+    /// hook fails the step).
+    pub(crate) async fn unreachable(
+        &self,
+        machine: &str,
+        ip: IpAddr,
+        may_skip: bool,
+    ) -> Option<String> {
+        if !may_skip {
+            return None;
+        }
+        let at = SocketAddr::new(ip, self.host(machine, ip).port);
+        match tokio::time::timeout(HOOK_REACH_WITHIN, tokio::net::TcpStream::connect(at)).await {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(format!("{machine}'s SSH at {at}: {e}")),
+            Err(_) => Some(format!(
+                "{machine}'s SSH at {at} did not answer within {}",
+                medic_playbook::human_ms(HOOK_REACH_WITHIN.as_millis() as u64)
+            )),
+        }
+    }
+}

@@ -1,0 +1,271 @@
+//! Services beside the redis shards: a process on two or more machines, one of them the
+//! primary, that medic checks, fails over and points DNS at (docs/topology.md, "Services").
+//!
+//! medic does not configure a service's machines (role `service`): the operator's own tooling
+//! does. What medic owns is the *role* each machine plays now, the checks that decide it, the
+//! record that follows the primary, and the hooks it runs on a machine when its role changes.
+
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::duration::Dur;
+use crate::model::Check;
+
+/// One service: which machine is primary when the deployment is set up, which stand by, how
+/// each is checked, and what follows the primary.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub mode: ServiceMode,
+    /// The machine that is primary when the deployment is first set up (its nominal role).
+    pub primary: Spanned<String>,
+    /// The machines that take over, in order of preference.
+    pub standbys: Vec<Spanned<String>>,
+    /// The port the service listens on, on every one of its machines.
+    pub port: Spanned<u16>,
+    #[serde(default = "default_check")]
+    pub check: Spanned<ServiceCheck>,
+    /// A DNS record (in the zone of the topology's `dns.provider`) whose A value is the
+    /// primary's address, changed whenever the primary changes.
+    #[serde(default)]
+    pub dns: Option<Spanned<ServiceDns>>,
+    #[serde(default)]
+    pub hooks: Hooks,
+    #[serde(default)]
+    pub failback: Failback,
+}
+
+impl Service {
+    /// Every machine of the service, the nominal primary first.
+    pub fn machines(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.primary.value.as_str())
+            .chain(self.standbys.iter().map(|s| s.value.as_str()))
+    }
+
+    /// The hook playbooks the service names, each once.
+    pub fn hook_playbooks(&self) -> impl Iterator<Item = &str> {
+        [
+            &self.hooks.on_fenced,
+            &self.hooks.on_promote,
+            &self.hooks.on_demote,
+        ]
+        .into_iter()
+        .flatten()
+        .map(|h| h.value.as_str())
+    }
+}
+
+/// How the machines of a service share the work.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceMode {
+    /// One primary serves; the standbys wait. On the primary's failure the first healthy
+    /// standby is promoted.
+    #[default]
+    PrimaryStandby,
+}
+
+/// What makes a machine of the service healthy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckKind {
+    /// A TCP connection to the port is accepted.
+    #[default]
+    Tcp,
+    /// An HTTP request to the port gets the expected status (and body substring).
+    Http,
+}
+
+/// A service's health check.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// `http`: the request's path.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `http`: the status a healthy machine answers with.
+    #[serde(default)]
+    pub status: Option<u16>,
+    /// `http`: text the healthy answer's body contains.
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default = "default_interval")]
+    pub interval: Dur,
+    #[serde(default = "default_timeout")]
+    pub timeout: Dur,
+    #[serde(default = "default_fall")]
+    pub fall: u32,
+    #[serde(default = "default_rise")]
+    pub rise: u32,
+}
+
+impl Default for ServiceCheck {
+    fn default() -> Self {
+        ServiceCheck {
+            kind: CheckKind::Tcp,
+            path: None,
+            status: None,
+            body: None,
+            interval: default_interval(),
+            timeout: default_timeout(),
+            fall: default_fall(),
+            rise: default_rise(),
+        }
+    }
+}
+
+impl ServiceCheck {
+    /// The cadence part, in the form every other check has.
+    pub fn cadence(&self) -> Check {
+        Check {
+            interval: self.interval,
+            timeout: self.timeout,
+            fall: self.fall,
+            rise: self.rise,
+            jitter: Dur::from_millis(self.interval.as_millis() as u64 / 10),
+        }
+    }
+
+    /// `http`: the path asked for (`/` unless given).
+    pub fn http_path(&self) -> &str {
+        self.path.as_deref().unwrap_or("/")
+    }
+
+    /// `http`: the status expected (200 unless given).
+    pub fn http_status(&self) -> u16 {
+        self.status.unwrap_or(200)
+    }
+}
+
+fn default_check() -> Spanned<ServiceCheck> {
+    crate::model::unspanned(ServiceCheck::default())
+}
+fn default_interval() -> Dur {
+    Dur::from_millis(500)
+}
+fn default_timeout() -> Dur {
+    Dur::from_millis(400)
+}
+fn default_fall() -> u32 {
+    3
+}
+fn default_rise() -> u32 {
+    2
+}
+
+/// The record that follows the primary.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceDns {
+    /// Fully qualified, inside the zone of `dns.provider`.
+    pub name: String,
+    /// Seconds; low, so clients ask again soon after a failover (`dns.ttl` unless given).
+    #[serde(default)]
+    pub ttl: Option<i64>,
+}
+
+/// Playbooks (names in the topology's `playbooks` directory) run on a machine when its role
+/// changes. Each gets the variables `service` (name, port), `machine` (name, address),
+/// `primary` (the machine that is primary after the change: name, address) and `previous`
+/// (the one before: name, address). Like every playbook they must be idempotent: a recovery
+/// that resumes runs a hook again.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Hooks {
+    /// On the failed primary, before anything is promoted, if it can be reached over SSH
+    /// (a silent machine is skipped: it serves nobody). A hook that fails on a machine that
+    /// answers stops the failover: a primary that could not be fenced is not replaced by a
+    /// second one.
+    #[serde(default)]
+    pub on_fenced: Option<Spanned<String>>,
+    /// On the standby being promoted, before the record moves to it.
+    #[serde(default)]
+    pub on_promote: Option<Spanned<String>>,
+    /// On a machine failed away from, when it answers again, before it is counted as a
+    /// standby.
+    #[serde(default)]
+    pub on_demote: Option<Spanned<String>>,
+}
+
+/// What happens when the nominal primary is healthy again after a failover.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Failback {
+    /// It stays a standby until an operator moves the role back.
+    #[default]
+    Manual,
+}
+
+/// The role states of a machine of a service (seed 001's names), from its nominal role, its
+/// current role and its health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RoleState {
+    /// The nominal primary, primary, with a healthy standby.
+    Production,
+    /// A nominal standby, standing by.
+    Standby,
+    /// The nominal primary, primary, with no healthy standby.
+    ProductionAlone,
+    /// A nominal standby serving as primary.
+    StandbyAsProduction,
+    /// The nominal primary standing by (after a failover, before a failback).
+    ProductionAsStandby,
+    /// Failing its checks, or failed away from and not rejoined yet.
+    Down,
+}
+
+impl RoleState {
+    /// `nominal_primary`: the topology names it primary; `primary`: it is primary now;
+    /// `healthy`: it passes its checks and has rejoined; `standby_healthy`: some other machine
+    /// of the service is a healthy standby.
+    pub fn of(nominal_primary: bool, primary: bool, healthy: bool, standby_healthy: bool) -> Self {
+        match (healthy, nominal_primary, primary) {
+            (false, _, _) => RoleState::Down,
+            (true, true, true) if standby_healthy => RoleState::Production,
+            (true, true, true) => RoleState::ProductionAlone,
+            (true, true, false) => RoleState::ProductionAsStandby,
+            (true, false, true) => RoleState::StandbyAsProduction,
+            (true, false, false) => RoleState::Standby,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleState::Production => "production",
+            RoleState::Standby => "standby",
+            RoleState::ProductionAlone => "production_alone",
+            RoleState::StandbyAsProduction => "standby_as_production",
+            RoleState::ProductionAsStandby => "production_as_standby",
+            RoleState::Down => "down",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RoleState;
+
+    #[test]
+    fn the_six_states_of_a_production_standby_pair() {
+        assert_eq!(RoleState::of(true, true, true, true), RoleState::Production);
+        assert_eq!(
+            RoleState::of(true, true, true, false),
+            RoleState::ProductionAlone
+        );
+        assert_eq!(RoleState::of(false, false, true, true), RoleState::Standby);
+        assert_eq!(
+            RoleState::of(false, true, true, false),
+            RoleState::StandbyAsProduction
+        );
+        assert_eq!(
+            RoleState::of(true, false, true, true),
+            RoleState::ProductionAsStandby
+        );
+        assert_eq!(RoleState::of(true, true, false, true), RoleState::Down);
+    }
+}

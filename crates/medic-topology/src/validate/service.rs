@@ -1,0 +1,172 @@
+//! `services`: names, machines and their roles, ports, checks, the record that follows the
+//! primary, and the hooks' playbooks.
+
+use std::collections::BTreeSet;
+
+use super::{Ctx, MAX_TTL, check_name};
+use crate::model::Role;
+use crate::service::CheckKind;
+
+impl Ctx<'_, '_> {
+    pub(super) fn services(&mut self) {
+        let top = self.top;
+        self.duplicates(
+            top.services
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (&s.value.name, format!("services[{i}].name"))),
+            "service",
+        );
+        let mut records = BTreeSet::new();
+        for (i, ss) in top.services.iter().enumerate() {
+            let s = &ss.value;
+            let p = format!("services[{i}]");
+            check_name(self.d, &s.name, &format!("{p}.name"));
+            if s.port.value == 0 {
+                self.d.error(
+                    s.port.referenced,
+                    format!("{p}.port"),
+                    "port 0; expected a port from 1 to 65535",
+                );
+            }
+            self.machine_ref(&s.primary, &format!("{p}.primary"), Role::Service);
+            if s.standbys.is_empty() {
+                self.d.error(
+                    ss.referenced,
+                    format!("{p}.standbys"),
+                    format!("service `{}` has no standby; expected at least one machine (a primary alone cannot fail over)", s.name.value),
+                );
+            }
+            let mut seen = BTreeSet::new();
+            for (j, m) in s.standbys.iter().enumerate() {
+                let sp = format!("{p}.standbys[{j}]");
+                self.machine_ref(m, &sp, Role::Service);
+                if m.value == s.primary.value {
+                    self.d.error(
+                        m.referenced,
+                        sp,
+                        format!("machine `{}` is the primary of service `{}`; expected a standby on another machine", m.value, s.name.value),
+                    );
+                } else if !seen.insert(m.value.as_str()) {
+                    self.d.error(
+                        m.referenced,
+                        sp,
+                        format!(
+                            "machine `{}` is listed twice; expected each standby once",
+                            m.value
+                        ),
+                    );
+                }
+            }
+            let check = &s.check.value;
+            let cp = format!("{p}.check");
+            self.cadence(s.check.referenced, &cp, &check.cadence());
+            if check.kind == CheckKind::Tcp {
+                for (field, set) in [
+                    ("path", check.path.is_some()),
+                    ("status", check.status.is_some()),
+                    ("body", check.body.is_some()),
+                ] {
+                    if set {
+                        self.d.error(
+                            s.check.referenced,
+                            format!("{cp}.{field}"),
+                            format!("`{field}` is for an http check; expected `kind: http`, or no `{field}` for a tcp check"),
+                        );
+                    }
+                }
+            }
+            if let Some(path) = &check.path
+                && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
+            {
+                self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.path"),
+                    format!("`{}`: expected an absolute path like /health, without spaces or control characters", path.escape_debug()),
+                );
+            }
+            if let Some(status) = check.status
+                && !(100..=599).contains(&status)
+            {
+                self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.status"),
+                    format!("{status} is not an HTTP status; expected 100 to 599"),
+                );
+            }
+            if let Some(body) = &check.body
+                && (body.is_empty() || body.chars().any(|c| c.is_control()))
+            {
+                self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.body"),
+                    "expected text the healthy answer contains, on one line and not empty",
+                );
+            }
+            if let Some(d) = &s.dns {
+                let dp = format!("{p}.dns");
+                match &top.dns {
+                    None => self.d.error(
+                        d.referenced,
+                        dp.clone(),
+                        "no `dns.provider` to change the record with; expected a top-level `dns` with a provider (its `records` may be empty)",
+                    ),
+                    Some(dns) => {
+                        let zone = dns.value.provider.value.zone().trim_end_matches('.').to_ascii_lowercase();
+                        let name = d.value.name.trim_end_matches('.').to_ascii_lowercase();
+                        if !zone.is_empty() && name != zone && !name.ends_with(&format!(".{zone}")) {
+                            self.d.error(
+                                d.referenced,
+                                format!("{dp}.name"),
+                                format!("`{}` is outside the zone {zone}; expected a name ending in .{zone}", d.value.name),
+                            );
+                        }
+                        if dns.value.records.iter().any(|r| r.value.name.value.trim_end_matches('.').eq_ignore_ascii_case(&name)) {
+                            self.d.error(
+                                d.referenced,
+                                format!("{dp}.name"),
+                                format!("`{}` is also in dns.records, which lists its machines; expected a record of its own that follows the primary", d.value.name),
+                            );
+                        }
+                    }
+                }
+                if !records.insert(d.value.name.trim_end_matches('.').to_ascii_lowercase()) {
+                    self.d.error(
+                        d.referenced,
+                        format!("{dp}.name"),
+                        format!("`{}` follows another service's primary too; expected one service per record", d.value.name),
+                    );
+                }
+                if let Some(ttl) = d.value.ttl
+                    && !(0..=MAX_TTL).contains(&ttl)
+                {
+                    self.d.error(
+                        d.referenced,
+                        format!("{dp}.ttl"),
+                        format!("TTL {ttl} is out of range; expected 0 to {MAX_TTL} seconds (low, like 5, so clients follow a failover soon)"),
+                    );
+                }
+            }
+            for (hook, name) in [
+                ("on_fenced", &s.hooks.on_fenced),
+                ("on_promote", &s.hooks.on_promote),
+                ("on_demote", &s.hooks.on_demote),
+            ] {
+                if let Some(n) = name {
+                    check_name(self.d, n, &format!("{p}.hooks.{hook}"));
+                }
+            }
+        }
+        // A machine of role service that no service names is checked by nobody.
+        for (i, m) in top.machines.iter().enumerate() {
+            let m = &m.value;
+            if m.role.value == Role::Service && top.services_on(&m.name.value).next().is_none() {
+                self.d.warning(
+                    m.name.referenced,
+                    format!("machines[{i}].role"),
+                    format!("machine `{}` has role service but no service names it; medic does not check it", m.name.value),
+                );
+            }
+        }
+    }
+}
