@@ -25,25 +25,23 @@ pub async fn check(
     within: Duration,
 ) -> (Observation, String) {
     let at = SocketAddr::new(ip, port);
-    match tokio::time::timeout(within, probe(at, how)).await {
-        Ok(r) => r,
-        Err(_) => (
+    let deadline = tokio::time::Instant::now() + within;
+    let silent = || {
+        (
             Observation::Silent,
             format!(
                 "{at}: no answer within {}",
                 medic_playbook::human_ms(within.as_millis() as u64)
             ),
-        ),
-    }
-}
-
-async fn probe(at: SocketAddr, how: &ServiceCheck) -> (Observation, String) {
-    let mut conn = match TcpStream::connect(at).await {
-        Ok(c) => c,
-        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+        )
+    };
+    let mut conn = match tokio::time::timeout_at(deadline, TcpStream::connect(at)).await {
+        Err(_) => return silent(),
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return (Observation::Refused, format!("{at}: connection refused"));
         }
-        Err(e) => return (Observation::Silent, format!("{at}: {e}")),
+        Ok(Err(e)) => return (Observation::Silent, format!("{at}: {e}")),
     };
     if how.kind == CheckKind::Tcp {
         return (Observation::Ok, format!("{at} accepts"));
@@ -53,33 +51,69 @@ async fn probe(at: SocketAddr, how: &ServiceCheck) -> (Observation, String) {
         "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: medic\r\nConnection: close\r\n\r\n",
         at.ip()
     );
-    if let Err(e) = conn.write_all(request.as_bytes()).await {
-        return (
-            Observation::Unhealthy,
-            format!("{at}: sending the request: {e}"),
-        );
+    match tokio::time::timeout_at(deadline, conn.write_all(request.as_bytes())).await {
+        Err(_) => return silent(),
+        Ok(Err(e)) => {
+            return (
+                Observation::Unhealthy,
+                format!("{at}: sending the request: {e}"),
+            );
+        }
+        Ok(Ok(())) => {}
     }
     let mut reply = Vec::with_capacity(1024);
     let mut buf = [0u8; 4096];
     loop {
-        match conn.read(&mut buf).await {
-            Ok(0) => break,
-            Ok(n) => {
+        match tokio::time::timeout_at(deadline, conn.read(&mut buf)).await {
+            // Nothing at all in time is silence; a reply begun and not finished is judged on
+            // what came (its status line is there: the server answers).
+            Err(_) if reply.is_empty() => return silent(),
+            Err(_) => break,
+            Ok(Ok(0)) => break,
+            Ok(Ok(n)) => {
                 reply.extend_from_slice(&buf[..n]);
-                if reply.len() >= MAX_REPLY {
+                if reply.len() >= MAX_REPLY || complete(&reply) {
                     break;
                 }
             }
-            Err(e) if reply.is_empty() => {
+            Ok(Err(e)) if reply.is_empty() => {
                 return (
                     Observation::Unhealthy,
                     format!("{at}: reading the reply: {e}"),
                 );
             }
-            Err(_) => break,
+            Ok(Err(_)) => break,
         }
     }
     judge(&reply, how, path)
+}
+
+/// Where the body of `reply` starts, if its head is complete (`\r\n\r\n`, or a bare
+/// `\n\n`).
+fn body_start(reply: &[u8]) -> Option<usize> {
+    let crlf = reply
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|i| i + 4);
+    let lf = reply.windows(2).position(|w| w == b"\n\n").map(|i| i + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Whether `reply` holds its whole body by its `Content-Length` (a server that keeps the
+/// connection open despite `Connection: close` is not waited for).
+fn complete(reply: &[u8]) -> bool {
+    let Some(start) = body_start(reply) else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&reply[..start]);
+    head.lines()
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+        .is_some_and(|len| reply.len() - start >= len)
 }
 
 /// What an HTTP reply says (pure).
@@ -107,7 +141,9 @@ pub fn judge(reply: &[u8], how: &ServiceCheck, path: &str) -> (Observation, Stri
         );
     }
     if let Some(want) = &how.body {
-        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let body = body_start(reply).map_or(String::new(), |i| {
+            String::from_utf8_lossy(&reply[i..]).into_owned()
+        });
         if !body.contains(want.as_str()) {
             return (
                 Observation::Unhealthy,
@@ -153,6 +189,8 @@ mod tests {
             Observation::Unhealthy
         );
         assert_eq!(judge(b"", &http(None), "/").0, Observation::Unhealthy);
+        let bare = b"HTTP/1.0 200 OK\nServer: x\n\nok primary\n";
+        assert_eq!(judge(bare, &http(Some("primary")), "/").0, Observation::Ok);
     }
 
     #[tokio::test]
@@ -196,5 +234,32 @@ mod tests {
         let (o, d) = check(ip, port, &http(Some("primary")), within).await;
         assert_eq!(o, Observation::Ok, "{d}");
         served.abort();
+        // Keeping the connection open: the body by its length is enough; a reply that stops
+        // short is judged on what came, not taken for silence.
+        for (reply, want) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nprimary\n"[..],
+                Observation::Ok,
+            ),
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\nprim"[..],
+                Observation::Unhealthy,
+            ),
+        ] {
+            let web = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = web.local_addr().unwrap().port();
+            let served = tokio::spawn(async move {
+                let mut kept = Vec::new();
+                while let Ok((mut c, _)) = web.accept().await {
+                    let mut buf = [0u8; 1024];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c.write_all(reply).await;
+                    kept.push(c);
+                }
+            });
+            let (o, d) = check(ip, port, &http(Some("primary")), within).await;
+            assert_eq!(o, want, "{d}");
+            served.abort();
+        }
     }
 }

@@ -52,9 +52,10 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         ))
     }
 
-    /// Why a hook that may be skipped (`may_skip`) is: the machine's SSH port does not accept
-    /// within [`HOOK_REACH_WITHIN`]. `None`: run it (a machine that accepts and then fails the
-    /// hook fails the step).
+    /// Why a hook that may be skipped (`may_skip`) is: the machine's SSH port says nothing
+    /// within [`HOOK_REACH_WITHIN`], or there is no route to it. `None`: run it — a machine
+    /// that refuses the connection has a live network stack and may be serving, so the hook is
+    /// tried and its failure fails the step, as does one that accepts and then fails it.
     pub(crate) async fn unreachable(
         &self,
         machine: &str,
@@ -67,6 +68,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         let at = SocketAddr::new(ip, self.host(machine, ip).port);
         match tokio::time::timeout(HOOK_REACH_WITHIN, tokio::net::TcpStream::connect(at)).await {
             Ok(Ok(_)) => None,
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => None,
             Ok(Err(e)) => Some(format!("{machine}'s SSH at {at}: {e}")),
             Err(_) => Some(format!(
                 "{machine}'s SSH at {at} did not answer within {}",

@@ -450,7 +450,9 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             } => {
                 let ip = self.resolve(index, kind, address)?;
                 match self.unreachable(machine, ip, *skip_unreachable).await {
-                    Some(why) => format!("skipped: {why}; {service}@{machine} serves nobody"),
+                    Some(why) => format!(
+                        "skipped: {why}; a majority of its observers found it silent: it is demoted when it answers again"
+                    ),
                     None => {
                         let ran = self
                             .playbook(index, kind, machine, address, playbook, vars)
@@ -466,6 +468,9 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             } => match role {
                 medic_plan::ServiceRole::Primary => format!("{service}@{machine}: primary now"),
                 medic_plan::ServiceRole::Standby => format!("{service}@{machine}: a standby now"),
+                medic_plan::ServiceRole::Out => {
+                    format!("{service}@{machine}: out until it answers and rejoins")
+                }
             },
             Action::UpsertDns {
                 name, ttl, values, ..

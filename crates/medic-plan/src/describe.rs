@@ -228,6 +228,9 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                         .into()
                 }
                 crate::ServiceRole::Standby => "record it as a standby of the service".into(),
+                crate::ServiceRole::Out => {
+                    "record it as out of the service until it answers and rejoins".into()
+                }
             },
             vec![],
         ),

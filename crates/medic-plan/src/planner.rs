@@ -37,7 +37,7 @@ pub enum PlanError {
         machine: String,
         on: String,
     },
-    #[error("shard `{shard}` cannot be switched over: {reason}")]
+    #[error("`{shard}` cannot be switched over: {reason}")]
     CannotSwitch { shard: String, reason: String },
     #[error("the observed state has no shard `{shard}`, which the topology defines")]
     StateMissingShard { shard: String },
@@ -81,6 +81,9 @@ pub fn plan_recovery(
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
         Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
+        Event::Switchover { shard, to } if top.service(shard).is_some() => {
+            p.service_switchover(shard, to.as_deref())?
+        }
         Event::Switchover { shard, to } => p.switchover(shard, to.as_deref())?,
         Event::Bootstrap => p.bootstrap(),
         Event::ServiceDown { service, machine } => p.service_down(service, machine)?,

@@ -6,7 +6,8 @@
 //! that dies after the pause and comes back later finds it lifted: writes went on, and the
 //! replica's earlier catch-up no longer says it has them all. Fencing and promoting then would
 //! discard the writes acknowledged since. So the pause is taken again, and — while the
-//! promotion has not happened yet — the wait for the replica to catch up too.
+//! promotion has not happened yet — the wait for the replica to catch up too. A service's
+//! fence expires the same way: the old primary may have been restarted as one since.
 
 use std::collections::BTreeSet;
 
@@ -15,7 +16,8 @@ use crate::{Action, Plan};
 impl Plan {
     /// The indices of done steps to run again when this plan is resumed with `done` finished:
     /// a pause of writes whose unpause is not done, and the sync waits between that pause and
-    /// a promotion not done yet.
+    /// a promotion not done yet; a service's `on_fenced` (or a switchover's `on_demote`) hook
+    /// whose new primary is not recorded yet.
     pub fn redo_on_resume(&self, done: &BTreeSet<usize>) -> BTreeSet<usize> {
         let mut redo = BTreeSet::new();
         for (i, step) in self.steps.iter().enumerate() {
@@ -50,6 +52,27 @@ impl Plan {
             }
             if !promoted {
                 redo.extend(waits);
+            }
+        }
+        // A service's fence (or a switchover's demotion) done before the restart proves
+        // nothing now: the old primary may have been restarted meanwhile. Until the new
+        // primary is recorded it is done again, so the promotion follows a fresh one.
+        for (i, step) in self.steps.iter().enumerate() {
+            let Action::RunHook { service, hook, .. } = &step.action else {
+                continue;
+            };
+            if !done.contains(&step.index) || !matches!(hook.as_str(), "on_fenced" | "on_demote") {
+                continue;
+            }
+            let promoted = self.steps[i + 1..].iter().any(|s| {
+                done.contains(&s.index)
+                    && matches!(&s.action, Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. } if sv == service)
+            });
+            let promotes = self.steps[i + 1..].iter().any(|s| {
+                matches!(&s.action, Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. } if sv == service)
+            });
+            if promotes && !promoted {
+                redo.insert(step.index);
             }
         }
         redo

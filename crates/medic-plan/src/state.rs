@@ -276,6 +276,11 @@ impl ObservedState {
                     crate::ServiceRole::Standby => {
                         s.out.remove(machine);
                     }
+                    crate::ServiceRole::Out => {
+                        if s.primary != *machine {
+                            s.out.insert(machine.clone());
+                        }
+                    }
                 }
             }
             Action::LaunchInstance { spec } => {

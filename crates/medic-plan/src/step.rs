@@ -269,6 +269,8 @@ pub enum Action {
 pub enum ServiceRole {
     Primary,
     Standby,
+    /// Lost or failed away from: never promoted until it has rejoined (`Standby`).
+    Out,
 }
 
 impl Action {

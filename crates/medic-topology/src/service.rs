@@ -35,6 +35,14 @@ pub struct Service {
     pub hooks: Hooks,
     #[serde(default)]
     pub failback: Failback,
+    /// `failback: automatic`: how long the nominal primary must pass its checks, without a
+    /// miss, before the role moves back to it.
+    #[serde(default = "default_failback_after")]
+    pub failback_after: Dur,
+}
+
+fn default_failback_after() -> Dur {
+    Dur::from_secs(300)
 }
 
 impl Service {
@@ -195,9 +203,12 @@ pub struct Hooks {
 #[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Failback {
-    /// It stays a standby until an operator moves the role back.
+    /// It stays a standby until an operator moves the role back (`medic switchover`).
     #[default]
     Manual,
+    /// The role moves back to it by a planned switchover once it has rejoined and passed its
+    /// checks for `failback_after`.
+    Automatic,
 }
 
 /// The role states of a machine of a service (seed 001's names), from its nominal role, its

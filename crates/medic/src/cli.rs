@@ -179,8 +179,10 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
     },
     /// Change a shard's master on purpose, losing no write: writes are held on the master
     /// until the replica has them all, the proxies switch, the old master becomes a replica.
+    /// Or a service's primary: the primary demoted first, then the other promoted, the record
+    /// moved.
     #[command(
-        after_help = "Example:\n  medic switchover r9001 -t examples/lab.yaml\n  medic switchover r9001 --to redis2 -t examples/lab.yaml"
+        after_help = "Example:\n  medic switchover r9001 -t examples/lab.yaml\n  medic switchover r9001 --to redis2 -t examples/lab.yaml\n  medic switchover www --to web1 -t examples/domino.yaml"
     )]
     Switchover {
         shard: String,
@@ -249,8 +251,8 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
         /// A redis process that died on a live machine, as SHARD@MACHINE.
         #[arg(long, value_name = "SHARD@MACHINE", conflicts_with = "switchover")]
         process: Option<String>,
-        /// A planned switchover of SHARD (what `medic switchover SHARD` would do).
-        #[arg(long, value_name = "SHARD")]
+        /// A planned switchover of SHARD or SERVICE (what `medic switchover NAME` would do).
+        #[arg(long, value_name = "SHARD|SERVICE")]
         switchover: Option<String>,
         /// Also print the full content of every file a playbook step writes.
         #[arg(long)]

@@ -2,9 +2,9 @@
 //! hot standby on web2, clients reaching it by a DNS name with a 5 s TTL. medic checks both
 //! over HTTP; when the primary's nginx dies it runs the hooks (the old primary switched to the
 //! standby's configuration include, the standby to the primary's), moves the record to the
-//! standby and lets the old primary rejoin as a standby once it serves again. Then the new
-//! primary's whole machine crashes: the hook on the silent machine is skipped and the role
-//! goes back to web1. A client resolving the name and asking `/role` follows along, and at no
+//! standby and lets the old primary rejoin as a standby once it serves again. The operator
+//! moves the role back (`medic switchover`); then web1's whole machine crashes: the hook on
+//! the silent machine is skipped and the role goes to web2. A client resolving the name and asking `/role` follows along, and at no
 //! sample do two machines call themselves primary. Needs root.
 
 #![allow(
@@ -231,32 +231,49 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
         assert!(env.ended(what, "completed"), "{what}: {:?}", env.history());
     }
 
-    // 2. web2's whole machine crashes: its observers (web1) confirm it is gone; the hook on
-    //    the silent machine is skipped; web1 is primary again.
+    // 2. The operator moves the role back (failback is manual): web2 is demoted (its hook)
+    //    before web1 is promoted, and the record follows.
+    let out = medic(&["switchover", "www", "--to", "web1", "-t", env.f()]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.wait("the record back on web1", Duration::from_secs(20), |e| {
+        resolve(e) == web1 && e.ended("switchover of www to web1", "completed")
+    });
+    env.wait(
+        "web1 to serve as primary, web2 as standby",
+        Duration::from_secs(5),
+        |_| get(&web1, "/role") == "primary" && get(&web2, "/role") == "standby",
+    );
+    env.wait(
+        "both in their nominal states again",
+        Duration::from_secs(10),
+        |e| state_of(e, "web1") == "production" && state_of(e, "web2") == "standby",
+    );
+
+    // 3. web1's whole machine crashes: its observer (web2) confirms it is gone; the hook on
+    //    the silent machine is skipped; web2 is primary.
     let t_crash = Instant::now();
-    env.fault("web2", "crash", &[]);
-    env.wait("the record back on web1", Duration::from_secs(30), |e| {
-        resolve(e) == web1 && service(e)["primary"] == "web1"
+    env.fault("web1", "crash", &[]);
+    env.wait("the record on web2", Duration::from_secs(30), |e| {
+        resolve(e) == web2 && service(e)["primary"] == "web2"
     });
     let back = t_crash.elapsed();
-    env.wait("web1 to serve as primary", Duration::from_secs(5), |_| {
-        get(&web1, "/role") == "primary"
+    env.wait("web2 to serve as primary", Duration::from_secs(5), |_| {
+        get(&web2, "/role") == "primary"
     });
     env.wait(
-        "web1 in production, web2 down",
+        "web2 serving as production, web1 down",
         Duration::from_secs(10),
-        |e| state_of(e, "web1") == "production_alone" && state_of(e, "web2") == "down",
+        |e| state_of(e, "web2") == "standby_as_production" && state_of(e, "web1") == "down",
     );
-    // It ends by asking for an operator: the lost machine stays out of monitoring until
-    // `medic monitor web2`.
+    // web1 stays watched, out of the service: if it answers again it is demoted first.
     env.wait(
-        "the recovery of web2 to end",
+        "the recovery of web1 to end",
         Duration::from_secs(10),
-        |e| e.ended("machine web2 lost", "alerted"),
+        |e| e.ended("machine web1 lost", "completed"),
     );
-    let lost = env.recovery("machine web2 lost").unwrap();
+    let lost = env.recovery("machine web1 lost").unwrap();
     assert!(
-        lost.to_string().contains("skipped: web2's SSH"),
+        lost.to_string().contains("skipped: web1's SSH"),
         "the hook on the silent machine was skipped: {lost}"
     );
 
@@ -269,7 +286,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
             seen.lock()
                 .unwrap()
                 .iter()
-                .any(|s| s.0 > moved && s.1 == web1 && s.2 == "primary")
+                .any(|s| s.0 > moved && s.1 == web2 && s.2 == "primary")
         },
     );
     stop.store(true, Ordering::Relaxed);

@@ -377,11 +377,13 @@ fn service_json(
     let st = obs.services.get(name);
     let primary = st.map_or(s.primary.value.as_str(), |st| st.primary.as_str());
     let out = |m: &str| st.is_some_and(|st| st.out.contains(m));
+    // Not yet seen passing `rise` checks in a row: not usable (never promoted).
+    let unproven = |m: &str| st.is_some_and(|st| st.down.contains(m));
     let target = |m: &str| Target::Service {
         service: name.clone(),
         machine: m.to_owned(),
     };
-    let healthy = |m: &str| up(&target(m)) && !out(m);
+    let healthy = |m: &str| up(&target(m)) && !out(m) && !unproven(m);
     let machines: Vec<serde_json::Value> = s
         .machines()
         .map(|m| {

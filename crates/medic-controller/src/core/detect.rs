@@ -53,6 +53,7 @@ impl Core {
                     detail: String::new(),
                     last_ok_ms: None,
                     first_fail_ms: None,
+                    ok_since_ms: None,
                     role: None,
                     offset: None,
                     checks: 0,
@@ -68,8 +69,12 @@ impl Core {
         if r.observation == Observation::Ok {
             h.last_ok_ms = Some(r.at_ms);
             h.first_fail_ms = None;
-        } else if h.first_fail_ms.is_none() {
-            h.first_fail_ms = Some(r.at_ms);
+            h.ok_since_ms.get_or_insert(r.at_ms);
+        } else {
+            h.ok_since_ms = None;
+            if h.first_fail_ms.is_none() {
+                h.first_fail_ms = Some(r.at_ms);
+            }
         }
         if let Some(info) = &r.info {
             h.role = Some(info.role);

@@ -59,6 +59,8 @@ pub struct TargetHealth {
     pub last_ok_ms: Option<u64>,
     /// The first failed check of the current run of failures.
     pub first_fail_ms: Option<u64>,
+    /// The first good check of the current run of good ones.
+    pub ok_since_ms: Option<u64>,
     pub role: Option<Role>,
     pub offset: Option<u64>,
     pub checks: u64,
@@ -220,7 +222,8 @@ pub struct Core {
 
 impl Core {
     /// A core over `saved`, the state as the last run left it (or as the topology assumes).
-    pub fn new(loaded: Arc<LoadedTopology>, saved: Saved) -> Core {
+    pub fn new(loaded: Arc<LoadedTopology>, mut saved: Saved) -> Core {
+        service::forget_health(&mut saved.observed, &loaded.topology);
         Core {
             loaded,
             saved,
@@ -318,6 +321,7 @@ impl Core {
     /// What this controller has seen of each target stays.
     pub fn adopt(&mut self, mut saved: Saved) {
         add_new(&mut saved.observed, &self.loaded.topology);
+        service::forget_health(&mut saved.observed, &self.loaded.topology);
         self.saved = saved;
     }
 
@@ -439,5 +443,7 @@ fn recovery_id(key: &str, now_ms: u64) -> String {
     format!("r{now_ms}-{m}")
 }
 
+#[cfg(test)]
+mod service_tests;
 #[cfg(test)]
 mod tests;

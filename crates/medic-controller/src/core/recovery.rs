@@ -101,6 +101,9 @@ impl Core {
                 c.machines.insert(machine.clone());
                 c.shards.insert(shard.clone());
             }
+            Event::Switchover { shard, .. } if self.loaded.topology.service(shard).is_some() => {
+                c.shards.insert(service_claim(shard));
+            }
             Event::Switchover { shard, .. } => {
                 c.shards.insert(shard.clone());
             }
@@ -198,6 +201,14 @@ impl Core {
             }
             Event::ProcessDied { shard, machine } if answered(machine, Some(shard)) => {
                 Err(format!("{shard}@{machine} answered again since"))
+            }
+            Event::ServiceDown { service, machine }
+                if self.health.iter().any(|(t, h)| {
+                    matches!(t, crate::checks::Target::Service { service: s, machine: m } if s == service && m == machine)
+                        && h.last_ok_ms.is_some_and(|ok| ok > req.queued_ms)
+                }) =>
+            {
+                Err(format!("{service}@{machine} passed its checks again since"))
             }
             Event::StaleMaster { shard, machine } if self.master_of(shard) == Some(machine) => {
                 Err(format!("{machine} is {shard}'s recorded master by now"))

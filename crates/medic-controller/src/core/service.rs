@@ -1,16 +1,29 @@
-//! A service check's result, past its detector: which machines of the service fail their
-//! checks (a standby that does is never promoted), a primary's failover after `fall` bad
-//! answers, and the rejoining of a machine the service was failed away from.
+//! A service check's result, past its detector: which machines of the service may be
+//! promoted (those seen passing `rise` checks in a row; the rest are in `down`), a primary's
+//! failover after `fall` bad answers, the rejoining of a machine the service was failed away
+//! from, and the automatic failback to the nominal primary (`failback: automatic`).
 //!
-//! Silence is not handled here: it goes to the machine's observers like any other
-//! (`detect.rs`), and a machine they confirm lost is failed over by the planner.
+//! Silence goes to the machine's observers like any other (`detect.rs`), and a machine they
+//! confirm lost is failed over by the planner — except a machine already out of the service:
+//! its silence changes nothing, and it rejoins when it answers.
 
 use medic_detect::{Health, Observation, Verdict};
-use medic_plan::{AlertLevel, Event};
+use medic_plan::{AlertLevel, Event, ObservedState};
+use medic_topology::{Failback, Topology};
 
 use super::detect::detected;
 use super::{Core, Output, Request};
 use crate::checks::{CheckResult, Target};
+
+/// Nothing is known of any service's machines yet (a start, a new leader): none may be
+/// promoted until it has been seen passing its checks.
+pub(super) fn forget_health(observed: &mut ObservedState, top: &Topology) {
+    for s in top.services.iter().map(|s| &s.value) {
+        if let Some(st) = observed.services.get_mut(&s.name.value) {
+            st.down = s.machines().map(str::to_owned).collect();
+        }
+    }
+}
 
 impl Core {
     /// `true` if the result was acted on and is not to be judged further.
@@ -22,39 +35,70 @@ impl Core {
         verdict: Option<Verdict>,
         out: &mut Vec<Output>,
     ) -> bool {
-        // Down or up as the detector sees it now (a detector started afresh, after the
-        // machine was watched again, gives no `Recovered`: its state is what counts).
-        let health = self.health.get(&*r.target).map(|h| h.detector.health);
-        let up = health == Some(Health::Up);
+        let loaded = std::sync::Arc::clone(&self.loaded);
+        let Some(s) = loaded.topology.service(service) else {
+            return false;
+        };
+        let cadence = s.check.value.cadence();
+        let (automatic, hold) = (
+            s.failback == Failback::Automatic,
+            s.failback_after.as_millis() as u64,
+        );
+        let nominal = s.primary.value == machine;
+        // Usable: up, and passing for the time `rise` checks take (a detector started afresh,
+        // after the machine was watched again, is up at once: that is not enough).
+        let h = self.health.get(&*r.target);
+        let up = h.is_some_and(|h| h.detector.health == Health::Up);
+        let ok_since = h.and_then(|h| h.ok_since_ms);
+        let rise_ms =
+            cadence.interval.as_millis() as u64 * u64::from(cadence.rise.saturating_sub(1));
+        let ready = up && ok_since.is_some_and(|t| r.at_ms.saturating_sub(t) >= rise_ms);
         let Some(st) = self.saved.observed.services.get_mut(service) else {
             return false;
         };
-        let primary = st.primary == machine;
-        let changed = match health {
-            Some(Health::Down { .. }) => st.down.insert(machine.to_owned()),
-            Some(Health::Up) => st.down.remove(machine),
-            _ => false,
+        let primary = st.primary.clone();
+        let changed = if ready {
+            st.down.remove(machine)
+        } else if st.down.contains(machine) {
+            false
+        } else {
+            st.down.insert(machine.to_owned())
         };
+        let rejoins = st.out.contains(machine);
+        let primary_down = st.down.contains(&primary);
         if changed {
             out.push(Output::Save);
         }
-        let rejoins = st.out.contains(machine);
-        if verdict == Some(Verdict::Failing) {
-            let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);
-            if primary {
-                detected(out, &r.target, &r.detail, first_fail, r.at_ms);
+        if rejoins {
+            // Out already: its silence or failure changes nothing; passing, it rejoins.
+            if ready {
                 self.request(Request {
-                    event: Event::ServiceDown {
+                    event: Event::ServiceRejoin {
                         service: service.to_owned(),
                         machine: machine.to_owned(),
                     },
-                    trigger: format!("{}: {}", r.target, r.detail),
-                    first_failure_ms: first_fail,
+                    trigger: format!("{} passes its checks again", r.target),
+                    first_failure_ms: None,
                     master_last_ok_ms: None,
                     queued_ms: r.at_ms,
-                    detected: true,
+                    detected: false,
                     resume: None,
                 });
+            }
+            return true;
+        }
+        if verdict == Some(Verdict::Failing) {
+            let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);
+            if primary == machine {
+                detected(out, &r.target, &r.detail, first_fail, r.at_ms);
+                self.service_down(
+                    service,
+                    machine,
+                    &r.target.to_string(),
+                    &r.detail,
+                    first_fail,
+                    r.at_ms,
+                );
             } else if self.warned.insert(Target::clone(&r.target)) {
                 out.push(Output::Alert {
                     level: AlertLevel::Warning,
@@ -66,23 +110,81 @@ impl Core {
             }
             return true;
         }
-        // A machine failed away from that passes its checks again rejoins (its `on_demote`
-        // hook first): until then it is not a standby.
-        if rejoins && up && r.observation == Observation::Ok {
-            self.request(Request {
-                event: Event::ServiceRejoin {
-                    service: service.to_owned(),
-                    machine: machine.to_owned(),
+        // A standby just became usable while the primary fails its checks (a failover that
+        // found no standby): now it can.
+        if changed && ready && primary != machine && primary_down {
+            let t = Target::Service {
+                service: service.to_owned(),
+                machine: primary.clone(),
+            };
+            let failing = self.health.get(&t).filter(|h| {
+                matches!(h.detector.health, Health::Down { .. }) && h.last != Observation::Silent
+            });
+            if let Some(h) = failing {
+                let (detail, first_fail) = (h.detail.clone(), h.first_fail_ms);
+                let why = format!("{machine} passes its checks now");
+                self.service_down(
+                    service,
+                    &primary,
+                    &t.to_string(),
+                    &format!("{detail} ({why})"),
+                    first_fail,
+                    r.at_ms,
+                );
+            }
+        }
+        // Automatic failback: the nominal primary, rejoined, healthy for `failback_after`.
+        if automatic
+            && nominal
+            && primary != machine
+            && up
+            && ok_since.is_some_and(|t| r.at_ms.saturating_sub(t) >= hold)
+        {
+            let asked = self.request(Request {
+                event: Event::Switchover {
+                    shard: service.to_owned(),
+                    to: Some(machine.to_owned()),
                 },
-                trigger: format!("{} passes its checks again", r.target),
+                trigger: format!(
+                    "failback: {} has passed its checks for {}",
+                    r.target, s.failback_after
+                ),
                 first_failure_ms: None,
                 master_last_ok_ms: None,
                 queued_ms: r.at_ms,
                 detected: false,
                 resume: None,
             });
-            return true;
+            // The next attempt, if this one fails, only after another `failback_after` of
+            // good checks: never a switchover per check.
+            if let Some(h) = self.health.get_mut(&*r.target) {
+                h.ok_since_ms = Some(r.at_ms);
+            }
+            return asked;
         }
         false
+    }
+
+    fn service_down(
+        &mut self,
+        service: &str,
+        machine: &str,
+        target: &str,
+        detail: &str,
+        first_fail: Option<u64>,
+        now_ms: u64,
+    ) {
+        self.request(Request {
+            event: Event::ServiceDown {
+                service: service.to_owned(),
+                machine: machine.to_owned(),
+            },
+            trigger: format!("{target}: {detail}"),
+            first_failure_ms: first_fail,
+            master_last_ok_ms: None,
+            queued_ms: now_ms,
+            detected: true,
+            resume: None,
+        });
     }
 }

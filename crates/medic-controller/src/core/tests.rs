@@ -210,6 +210,7 @@ fn a_machine_that_answers_while_its_loss_is_queued_is_not_acted_on() {
             detail: String::new(),
             last_ok_ms: None,
             first_fail_ms: None,
+            ok_since_ms: None,
             role: None,
             offset: None,
             checks: 1,

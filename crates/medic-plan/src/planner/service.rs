@@ -1,13 +1,20 @@
-//! Plans for services (`services` in the topology): a failover to the first healthy standby,
-//! the hooks around it, the record that follows the primary, and a machine's rejoining.
+//! Plans for services (`services` in the topology): a failover to the first usable standby,
+//! the hooks around it, the record that follows the primary, a machine's rejoining, a planned
+//! switchover.
 //!
-//! # Guarantees (tests in `planner/tests.rs`)
-//! - The failed primary's `on_fenced` hook runs before anything is promoted; on a machine that
-//!   answers, its failure stops the plan (no second primary beside one not fenced).
-//! - Only a standby that is neither failing its checks nor out (failed away from and not
-//!   rejoined) is promoted; with none, the plan alerts and changes nothing.
+//! # Guarantees (tests in `planner/service_tests.rs`)
+//! - The failed primary's `on_fenced` hook runs before anything is promoted. On a machine
+//!   that answers, a failure there stops the plan, and a primary without `on_fenced` whose
+//!   machine answers is not failed over at all: no second primary beside one not fenced. It
+//!   is skipped only on a machine a majority of its observers confirmed silent, and only if
+//!   its SSH does not answer; such a machine is demoted when it answers again.
+//! - Only a standby that is neither in `down` (not seen passing its checks) nor out (failed
+//!   away from, not rejoined) is promoted; with none, the plan alerts and changes nothing
+//!   (the primary stays watched).
 //! - The record moves only after the new primary's `on_promote` hook succeeded.
 //! - A machine failed away from counts as a standby again only after its `on_demote` hook.
+//! - A planned switchover demotes the primary (`on_demote`, else `on_fenced`) before it
+//!   promotes another, and never to a machine in `down` or out.
 
 use medic_topology::Service;
 use serde_json::json;
@@ -51,35 +58,48 @@ impl<'a> Planner<'a> {
             .map_or_else(|| s.primary.value.clone(), |st| st.primary.clone())
     }
 
-    /// A whole machine of role `service` is lost: each service whose primary it is fails over;
-    /// for the others it was a standby of, an alert. It is left out of monitoring: when it is
-    /// back, `medic monitor` lets it rejoin (its `on_demote` hook first).
+    /// A standby of `s` that may be promoted: not failing its checks (the controller keeps
+    /// `down`: a machine not yet seen passing `rise` checks in a row is in it) and not failed
+    /// away from without rejoining. The first in the topology's order.
+    fn usable_standby(&self, s: &Service, besides: &str) -> Option<String> {
+        let st = self.state.services.get(&s.name.value);
+        s.machines()
+            .filter(|m| *m != besides)
+            .find(|m| st.is_none_or(|st| !st.out.contains(*m) && !st.down.contains(*m)))
+            .map(str::to_owned)
+    }
+
+    /// A whole machine of role `service` is lost (a majority of its observers confirm it is
+    /// silent): each service whose primary it is fails over; of the others it is out. It stays
+    /// watched: when it answers again it rejoins (its `on_demote` hook first), so a primary
+    /// that comes back after a failover is demoted then, never taken for one.
     pub(super) fn service_machine_lost(&mut self, machine: &str) {
+        let target = MonitorTarget::Machine {
+            machine: machine.to_owned(),
+        };
         self.push(Action::Unmonitor {
-            target: MonitorTarget::Machine {
-                machine: machine.to_owned(),
-            },
+            target: target.clone(),
         });
         let services: Vec<&'a Service> = self.top.services_on(machine).collect();
         for s in services {
             if self.primary_of(s) == machine {
-                if !self.service_fail_over(s, machine, true) {
-                    return;
-                }
+                self.service_fail_over(s, machine, true);
             } else {
+                self.push(Action::ServiceRole {
+                    service: s.name.value.clone(),
+                    machine: machine.to_owned(),
+                    role: ServiceRole::Out,
+                });
                 self.alert(
                     AlertLevel::Warning,
                     format!(
-                        "{machine}, a standby of service {}, is lost: the service runs without it",
+                        "{machine}, a standby of service {}, is lost: the service runs without it until it answers again and rejoins",
                         s.name.value
                     ),
                 );
             }
         }
-        self.alert(
-            AlertLevel::Warning,
-            format!("{machine} is lost and out of monitoring: when it is back, `medic monitor {machine}`; it rejoins its services as a standby"),
-        );
+        self.push(Action::Monitor { target });
     }
 
     /// `service` fails its checks on `machine`, which answers otherwise.
@@ -93,37 +113,52 @@ impl<'a> Planner<'a> {
             );
             return Ok(());
         }
+        // Its machine answers: it may still serve clients. Without a hook to fence it, a
+        // second primary would run beside it.
+        if s.hooks.on_fenced.is_none() {
+            self.alert(
+                AlertLevel::Critical,
+                format!("service {service} fails its checks on {machine}, its primary, whose machine still answers; it has no on_fenced hook, so medic cannot stop it serving and does not promote another beside it: stop it by hand, then `medic switchover {service}`"),
+            );
+            return Ok(());
+        }
+        if self.usable_standby(s, machine).is_none() {
+            self.no_standby(s, machine);
+            return Ok(());
+        }
         let target = MonitorTarget::Machine {
             machine: machine.to_owned(),
         };
         self.push(Action::Unmonitor {
             target: target.clone(),
         });
-        if self.service_fail_over(s, machine, false) {
-            // Watched again: when it passes its checks it rejoins as a standby.
-            self.push(Action::Monitor { target });
-        }
+        self.service_fail_over(s, machine, false);
+        // Watched again: when it passes its checks it rejoins as a standby.
+        self.push(Action::Monitor { target });
         Ok(())
     }
 
-    /// Fences `old` (its `on_fenced` hook), promotes the first healthy standby (its
-    /// `on_promote` hook), records the new primary and moves the record to it. `silent`: the
-    /// machine did not answer, so a hook that cannot reach it is skipped. False if nothing
-    /// could be promoted (alerted).
-    fn service_fail_over(&mut self, s: &'a Service, old: &str, silent: bool) -> bool {
+    fn no_standby(&mut self, s: &Service, old: &str) {
+        self.alert(
+            AlertLevel::Critical,
+            format!("service {} is down on {old}, its primary, and no standby has passed its checks: nothing to fail over to (medic fails over as soon as one does)", s.name.value),
+        );
+    }
+
+    /// Fences `old` (its `on_fenced` hook), promotes the first usable standby (its
+    /// `on_promote` hook), records the new primary and moves the record to it. `silent`: a
+    /// majority of the machine's observers confirmed it silent, so a hook that cannot reach it
+    /// is skipped (it is demoted when it answers again). Alerts if nothing can be promoted.
+    fn service_fail_over(&mut self, s: &'a Service, old: &str, silent: bool) {
         let name = &s.name.value;
-        let st = self.state.services.get(name);
-        let candidate = s
-            .machines()
-            .filter(|m| *m != old)
-            .find(|m| st.is_none_or(|st| !st.out.contains(*m) && !st.down.contains(*m)))
-            .map(str::to_owned);
-        let Some(new) = candidate else {
-            self.alert(
-                AlertLevel::Critical,
-                format!("service {name} is down on {old}, its primary, and no standby is healthy: nothing to fail over to"),
-            );
-            return false;
+        let Some(new) = self.usable_standby(s, old) else {
+            self.push(Action::ServiceRole {
+                service: name.clone(),
+                machine: old.to_owned(),
+                role: ServiceRole::Out,
+            });
+            self.no_standby(s, old);
+            return;
         };
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent));
@@ -138,10 +173,74 @@ impl<'a> Planner<'a> {
         });
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
-        true
+    }
+
+    /// A planned change of primary (`medic switchover SERVICE [--to MACHINE]`, or an
+    /// automatic failback): the primary is demoted first (its `on_demote` hook, else its
+    /// `on_fenced`), so it stops serving as primary before another starts; then the new one's
+    /// `on_promote`; both roles recorded; the record moved.
+    pub(super) fn service_switchover(
+        &mut self,
+        service: &str,
+        to: Option<&str>,
+    ) -> Result<(), PlanError> {
+        let s = self.service_named(service)?;
+        let cannot = |reason: String| PlanError::CannotSwitch {
+            shard: service.to_owned(),
+            reason,
+        };
+        let old = self.primary_of(s);
+        let Some((hook_name, demote)) = [
+            ("on_demote", &s.hooks.on_demote),
+            ("on_fenced", &s.hooks.on_fenced),
+        ]
+        .into_iter()
+        .find_map(|(n, h)| Some((n, h.as_ref()?))) else {
+            return Err(cannot(format!(
+                "it has no on_demote or on_fenced hook to make {old} stop serving as its primary first"
+            )));
+        };
+        let st = self.state.services.get(service);
+        let usable = |m: &str| st.is_none_or(|st| !st.out.contains(m) && !st.down.contains(m));
+        let new = match to {
+            Some(m) => {
+                self.in_service(s, m)?;
+                if m == old {
+                    return Err(cannot(format!("{m} is its primary already")));
+                }
+                if !usable(m) {
+                    return Err(cannot(format!(
+                        "{m} has not passed its checks lately or has not rejoined as a standby"
+                    )));
+                }
+                m.to_owned()
+            }
+            None => self
+                .usable_standby(s, &old)
+                .ok_or_else(|| cannot("it has no standby that passes its checks".to_owned()))?,
+        };
+        self.push(self.hook(s, hook_name, &demote.value, &old, &new, &old, false));
+        if let Some(hook) = &s.hooks.on_promote {
+            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, &old, false));
+        }
+        self.push(Action::ServiceRole {
+            service: service.to_owned(),
+            machine: new.clone(),
+            role: ServiceRole::Primary,
+        });
+        self.push(Action::ServiceRole {
+            service: service.to_owned(),
+            machine: old,
+            role: ServiceRole::Standby,
+        });
+        let address = addr_of(self.state, &new);
+        self.service_dns(s, &address);
+        Ok(())
     }
 
     /// `machine`, failed away from, answers again: its `on_demote` hook, then it is a standby.
+    /// Out of monitoring meanwhile, so a hook that fails leaves it out and retried later, not
+    /// asked again at every check.
     pub(super) fn service_rejoin(&mut self, service: &str, machine: &str) -> Result<(), PlanError> {
         let s = self.service_named(service)?;
         self.in_service(s, machine)?;
@@ -149,6 +248,12 @@ impl<'a> Planner<'a> {
         if primary == machine {
             return Ok(());
         }
+        let target = MonitorTarget::Machine {
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
         if let Some(hook) = &s.hooks.on_demote {
             self.push(self.hook(
                 s,
@@ -165,6 +270,7 @@ impl<'a> Planner<'a> {
             machine: machine.to_owned(),
             role: ServiceRole::Standby,
         });
+        self.push(Action::Monitor { target });
         Ok(())
     }
 

@@ -66,7 +66,7 @@ fn the_old_primary_is_fenced_before_the_standby_is_promoted_and_the_record_moves
 }
 
 #[test]
-fn a_silent_primary_s_hook_may_be_skipped_and_a_lost_machine_waits_for_an_operator() {
+fn a_silent_primary_s_hook_may_be_skipped_and_the_machine_stays_watched_out_of_the_service() {
     let top = topology();
     let state = ObservedState::assumed(&top);
     let plan = plan_recovery(
@@ -78,21 +78,40 @@ fn a_silent_primary_s_hook_may_be_skipped_and_a_lost_machine_waits_for_an_operat
         "r1",
     )
     .unwrap();
+    assert_eq!(
+        outline(&plan),
+        [
+            "unmonitor web1",
+            "hook www@web1",
+            "hook www@web2",
+            "role www@web2",
+            "dns www.domino.lab",
+            "monitor web1",
+        ]
+    );
     assert!(matches!(
         &plan.steps[1].action,
         Action::RunHook { hook, skip_unreachable: true, .. } if hook == "on_fenced"
     ));
-    assert!(
-        !plan
-            .steps
-            .iter()
-            .any(|s| matches!(s.action, Action::Monitor { .. })),
-        "a lost machine stays out of monitoring"
+    // A lost standby: out until it rejoins, and told.
+    let plan = plan_recovery(
+        &top,
+        &state,
+        &Event::MachineLost {
+            machine: "web2".into(),
+        },
+        "r2",
+    )
+    .unwrap();
+    assert_eq!(
+        outline(&plan),
+        [
+            "unmonitor web2",
+            "role www@web2",
+            "alert warning",
+            "monitor web2"
+        ]
     );
-    assert!(matches!(
-        plan.steps.last().unwrap().action,
-        Action::Alert { .. }
-    ));
 }
 
 #[test]
@@ -104,22 +123,85 @@ fn no_standby_that_fails_its_checks_or_has_not_rejoined_is_promoted() {
         st.down.extend(down_set.into_iter().map(String::from));
         st.out.extend(out_set.into_iter().map(String::from));
         let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
-        assert!(
-            !plan.steps.iter().any(|s| matches!(
-                s.action,
-                Action::RunHook { .. } | Action::ServiceRole { .. } | Action::UpsertDns { .. }
-            )),
-            "{:?}",
-            outline(&plan)
+        // Nothing is done to the primary either: it stays watched, and is failed over as
+        // soon as a standby passes its checks.
+        assert_eq!(outline(&plan), ["alert CRITICAL"]);
+        let lost = Event::MachineLost {
+            machine: "web1".into(),
+        };
+        let plan = plan_recovery(&top, &state, &lost, "r2").unwrap();
+        assert_eq!(
+            outline(&plan),
+            [
+                "unmonitor web1",
+                "role www@web1",
+                "alert CRITICAL",
+                "monitor web1"
+            ]
         );
-        assert!(matches!(
-            plan.steps.last().unwrap().action,
-            Action::Alert {
-                level: AlertLevel::Critical,
-                ..
-            }
-        ));
     }
+}
+
+#[test]
+fn a_primary_that_cannot_be_fenced_while_its_machine_answers_is_not_failed_over() {
+    let text = DOMINO.replace("      on_fenced: standby-include\n", "");
+    let top = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap();
+    let state = ObservedState::assumed(&top);
+    let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
+    assert_eq!(outline(&plan), ["alert CRITICAL"]);
+    // Silent, confirmed by its observers: failed over (demoted when it answers again).
+    let lost = Event::MachineLost {
+        machine: "web1".into(),
+    };
+    let plan = plan_recovery(&top, &state, &lost, "r2").unwrap();
+    assert!(outline(&plan).contains(&"role www@web2".to_owned()));
+}
+
+#[test]
+fn a_switchover_demotes_the_primary_before_it_promotes_and_only_to_a_usable_standby() {
+    let top = topology();
+    let mut state = ObservedState::assumed(&top);
+    let to = |m: &str| Event::Switchover {
+        shard: "www".into(),
+        to: Some(m.into()),
+    };
+    let plan = plan_recovery(&top, &state, &to("web2"), "r1").unwrap();
+    assert_eq!(
+        outline(&plan),
+        [
+            "hook www@web1",
+            "hook www@web2",
+            "role www@web2",
+            "role www@web1",
+            "dns www.domino.lab",
+        ]
+    );
+    assert!(matches!(
+        &plan.steps[0].action,
+        Action::RunHook { hook, .. } if hook == "on_demote"
+    ));
+    let mut after = state.clone();
+    for s in &plan.steps {
+        after.apply(&s.action, &StepOutput::default());
+    }
+    let www = &after.services["www"];
+    assert_eq!(www.primary, "web2");
+    assert!(
+        www.out.is_empty(),
+        "the old primary, demoted, is a standby: {www:?}"
+    );
+    // Not to itself, not to a standby failing its checks.
+    assert!(plan_recovery(&top, &state, &to("web1"), "r2").is_err());
+    state
+        .services
+        .get_mut("www")
+        .unwrap()
+        .down
+        .insert("web2".into());
+    let e = plan_recovery(&top, &state, &to("web2"), "r3").unwrap_err();
+    assert!(e.to_string().contains("has not passed its checks"), "{e}");
 }
 
 #[test]
@@ -140,9 +222,29 @@ fn a_standby_failing_is_an_alert_and_a_rejoin_demotes_before_it_counts() {
         machine: "web1".into(),
     };
     let plan = plan_recovery(&top, &state, &rejoin, "r2").unwrap();
-    assert_eq!(outline(&plan), ["hook www@web1", "role www@web1"]);
+    assert_eq!(
+        outline(&plan),
+        [
+            "unmonitor web1",
+            "hook www@web1",
+            "role www@web1",
+            "monitor web1"
+        ]
+    );
     assert!(matches!(
-        &plan.steps[0].action,
+        &plan.steps[1].action,
         Action::RunHook { hook, .. } if hook == "on_demote"
     ));
+}
+
+#[test]
+fn a_resumed_failover_fences_again_until_the_new_primary_is_recorded() {
+    let top = topology();
+    let state = ObservedState::assumed(&top);
+    let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
+    // unmonitor(1) fence(2) promote-hook(3) role(4) dns(5) monitor(6)
+    let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
+    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
+    assert_eq!(plan.redo_on_resume(&done(3)), [2].into());
+    assert!(plan.redo_on_resume(&done(4)).is_empty());
 }

@@ -22,6 +22,13 @@ impl Ctx<'_, '_> {
             let s = &ss.value;
             let p = format!("services[{i}]");
             check_name(self.d, &s.name, &format!("{p}.name"));
+            if top.shard(&s.name.value).is_some() {
+                self.d.error(
+                    s.name.referenced,
+                    format!("{p}.name"),
+                    format!("`{}` is also a shard's name; expected a name of its own (`medic switchover NAME` takes either)", s.name.value),
+                );
+            }
             if s.port.value == 0 {
                 self.d.error(
                     s.port.referenced,
@@ -146,6 +153,13 @@ impl Ctx<'_, '_> {
                         format!("TTL {ttl} is out of range; expected 0 to {MAX_TTL} seconds (low, like 5, so clients follow a failover soon)"),
                     );
                 }
+            }
+            if s.hooks.on_fenced.is_none() {
+                self.d.warning(
+                    ss.referenced,
+                    format!("{p}.hooks.on_fenced"),
+                    format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients", s.name.value),
+                );
             }
             for (hook, name) in [
                 ("on_fenced", &s.hooks.on_fenced),

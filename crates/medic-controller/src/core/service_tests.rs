@@ -1,0 +1,160 @@
+//! The core's decisions about services (examples/domino.yaml): a failing primary, a failing
+//! standby, a machine rejoining, the automatic failback.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use medic_detect::Observation;
+use medic_plan::{Event, ObservedState};
+
+use super::*;
+use crate::checks::{CheckResult, Target};
+
+/// examples/domino.yaml with `edit` applied, and the core on it.
+fn core(edit: &str) -> Core {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/domino.yaml"))
+        .unwrap()
+        .replace("failback: manual", edit)
+        .replace("../amis", &root.join("amis").display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("domino.yaml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = medic_topology::load_topology(&path).expect("domino.yaml loads");
+    let saved = Saved {
+        topology: loaded.topology.name.value.clone(),
+        observed: ObservedState::assumed(&loaded.topology),
+        maintenance: Default::default(),
+        unmonitored: Default::default(),
+        replacements: Vec::new(),
+        retries: Default::default(),
+        recoveries: Vec::new(),
+    };
+    Core::new(Arc::new(loaded), saved)
+}
+
+fn www(machine: &str) -> Target {
+    Target::Service {
+        service: "www".into(),
+        machine: machine.into(),
+    }
+}
+
+fn check(c: &mut Core, t: &Target, at_ms: u64, o: Observation) -> Vec<Output> {
+    c.on_check(&CheckResult {
+        target: Arc::new(t.clone()),
+        at_ms,
+        observation: o,
+        detail: "test".into(),
+        info: None,
+        took: Duration::ZERO,
+    })
+}
+
+fn queued(c: &Core) -> Vec<Event> {
+    c.queued().map(|r| r.event.clone()).collect()
+}
+
+#[test]
+fn a_primary_failing_its_checks_is_failed_over_and_a_standby_failing_is_only_told() {
+    let mut c = core("failback: manual");
+    // Nothing is usable before it has been seen passing `rise` (2) checks in a row.
+    assert_eq!(c.saved.observed.services["www"].down.len(), 2);
+    for at in [1_000, 1_500] {
+        for t in [www("web1"), www("web2")] {
+            check(&mut c, &t, at, Observation::Ok);
+        }
+    }
+    assert!(c.saved.observed.services["www"].down.is_empty());
+    // A standby refusing: `fall` (3) of them, then a warning, no recovery; it is down.
+    let mut out = Vec::new();
+    for at in [2_000, 2_500, 3_000] {
+        out.extend(check(&mut c, &www("web2"), at, Observation::Refused));
+    }
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    assert!(
+        out.iter().any(
+            |o| matches!(o, Output::Alert { message, .. } if message.contains("not the primary"))
+        ),
+        "{out:?}"
+    );
+    assert!(c.saved.observed.services["www"].down.contains("web2"));
+    // The primary: two refusals are not enough (a restart), the third is — queued although
+    // no standby is usable (the plan says so)...
+    check(&mut c, &www("web1"), 3_000, Observation::Refused);
+    check(&mut c, &www("web1"), 3_500, Observation::Unhealthy);
+    assert!(queued(&c).is_empty());
+    check(&mut c, &www("web1"), 4_000, Observation::Refused);
+    let down = Event::ServiceDown {
+        service: "www".into(),
+        machine: "web1".into(),
+    };
+    assert_eq!(queued(&c), std::slice::from_ref(&down));
+    // ... and asked again once the standby passes its checks (the first plan found none).
+    c.queue.clear();
+    c.busy.clear();
+    check(&mut c, &www("web1"), 4_500, Observation::Refused);
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    check(&mut c, &www("web2"), 5_000, Observation::Ok);
+    assert!(
+        queued(&c).is_empty(),
+        "one good check is not `rise`: {:?}",
+        queued(&c)
+    );
+    check(&mut c, &www("web2"), 5_500, Observation::Ok);
+    assert_eq!(queued(&c), [down]);
+}
+
+#[test]
+fn a_machine_failed_away_from_rejoins_once_it_passes_and_fails_back_after_the_hold() {
+    let mut c = core("failback: automatic\n    failback_after: 10s");
+    {
+        let st = c.saved.observed.services.get_mut("www").unwrap();
+        st.primary = "web2".into();
+        st.out.insert("web1".into());
+    }
+    // Out: its silence is not judged (no witnesses asked), and one good check is not enough.
+    let out = check(&mut c, &www("web1"), 500, Observation::Silent);
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::Ask { .. })),
+        "{out:?}"
+    );
+    check(&mut c, &www("web1"), 1_000, Observation::Ok);
+    assert!(queued(&c).is_empty());
+    check(&mut c, &www("web1"), 1_500, Observation::Ok);
+    let rejoin = Event::ServiceRejoin {
+        service: "www".into(),
+        machine: "web1".into(),
+    };
+    assert_eq!(queued(&c), std::slice::from_ref(&rejoin));
+    // Asked once: later checks do not queue it again.
+    check(&mut c, &www("web1"), 2_000, Observation::Ok);
+    assert_eq!(queued(&c), [rejoin]);
+    // It rejoined (the plan ran): no failback before 10 s of good checks, one at 10 s.
+    c.queue.clear();
+    c.busy.clear();
+    c.saved
+        .observed
+        .services
+        .get_mut("www")
+        .unwrap()
+        .out
+        .clear();
+    check(&mut c, &www("web1"), 6_000, Observation::Ok);
+    assert!(queued(&c).is_empty());
+    // A miss starts the hold again.
+    check(&mut c, &www("web1"), 6_500, Observation::Silent);
+    check(&mut c, &www("web1"), 7_000, Observation::Ok);
+    check(&mut c, &www("web1"), 16_000, Observation::Ok);
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    check(&mut c, &www("web1"), 17_000, Observation::Ok);
+    let back = Event::Switchover {
+        shard: "www".into(),
+        to: Some("web1".into()),
+    };
+    assert_eq!(queued(&c), std::slice::from_ref(&back));
+    check(&mut c, &www("web1"), 17_500, Observation::Ok);
+    assert_eq!(queued(&c), [back]);
+}
