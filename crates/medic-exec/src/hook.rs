@@ -52,6 +52,38 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         ))
     }
 
+    /// Runs a service address's `command` on `machine` (within 10 s); its failure fails the
+    /// step with what the machine said.
+    pub(crate) async fn address_command(
+        &self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        ip: IpAddr,
+        command: &str,
+    ) -> Result<(), ExecError> {
+        use medic_ssh::Remote as _;
+        let out = self
+            .ssh
+            .run(&self.host(machine, ip), command, Duration::from_secs(10))
+            .await
+            .map_err(|source| ExecError::Ssh {
+                index,
+                kind,
+                source: Box::new(source),
+            })?;
+        if out.status == Some(0) {
+            return Ok(());
+        }
+        Err(ExecError::Command {
+            index,
+            kind,
+            machine: machine.to_owned(),
+            status: out.status,
+            stderr: out.stderr.trim().to_owned(),
+        })
+    }
+
     /// Why a hook that may be skipped (`may_skip`) is: the machine's SSH port says nothing
     /// within [`HOOK_REACH_WITHIN`], or there is no route to it. `None`: run it — a machine
     /// that refuses the connection has a live network stack and may be serving, so the hook is

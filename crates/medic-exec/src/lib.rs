@@ -57,6 +57,14 @@ pub enum ExecError {
         #[source]
         source: Box<SshError>,
     },
+    #[error("step {index} ({kind}): on {machine}: exit {}: {stderr}", status.map_or("signal".to_owned(), |c| c.to_string()))]
+    Command {
+        index: usize,
+        kind: &'static str,
+        machine: String,
+        status: Option<i32>,
+        stderr: String,
+    },
     #[error(
         "step {index} ({kind}): the address of {machine} is not known: no step launched it and the topology gives none"
     )]
@@ -141,6 +149,7 @@ impl ExecError {
             | ExecError::Playbook { .. }
             | ExecError::ProxyConfig { .. }
             | ExecError::Unfenced { .. }
+            | ExecError::Command { .. }
             | ExecError::NoHostKey { .. } => true,
             ExecError::UnknownAddress { .. }
             | ExecError::NoPlaybook { .. }
@@ -458,6 +467,31 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                             .playbook(index, kind, machine, address, playbook, vars)
                             .await?;
                         format!("{hook} of {service}: {ran}")
+                    }
+                }
+            }
+            Action::ServiceAddress {
+                service,
+                machine,
+                address,
+                ip,
+                up,
+                skip_unreachable,
+                ..
+            } => {
+                let at = self.resolve(index, kind, address)?;
+                match self.unreachable(machine, at, *skip_unreachable).await {
+                    Some(why) => format!(
+                        "skipped: {why}; a majority of its observers found it silent: the address is taken down when it rejoins"
+                    ),
+                    None => {
+                        let command = step.action.address_command().unwrap_or_default();
+                        self.address_command(index, kind, machine, at, &command)
+                            .await?;
+                        format!(
+                            "{service}@{machine}: {ip} {}",
+                            if *up { "up, announced" } else { "down" }
+                        )
                     }
                 }
             }

@@ -216,6 +216,30 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 c,
             )
         }
+        Action::ServiceAddress {
+            service,
+            machine,
+            address,
+            ip,
+            up,
+            skip_unreachable,
+            ..
+        } => (
+            format!("{service}@{machine}"),
+            format!(
+                "ssh {address}: {} the service address {ip}{}",
+                if *up { "bring up" } else { "take down" },
+                if *skip_unreachable {
+                    " (skipped if the machine cannot be reached)"
+                } else {
+                    ""
+                }
+            ),
+            a.address_command()
+                .map(|c| format!("$ {c}"))
+                .into_iter()
+                .collect(),
+        ),
         Action::ServiceRole {
             service,
             machine,

@@ -252,6 +252,20 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skip_unreachable: bool,
     },
+    /// Add (`up`) or remove the service's own address on a machine's interface, over SSH;
+    /// added, it is announced by gratuitous ARP so the network's caches follow at once.
+    ServiceAddress {
+        service: String,
+        machine: String,
+        address: Addr,
+        /// `10.0.0.100/24`.
+        ip: String,
+        interface: String,
+        up: bool,
+        /// As for hooks: a removal on a machine whose SSH says nothing is skipped.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skip_unreachable: bool,
+    },
     /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
     /// primary puts the old one out until it rejoins.
     ServiceRole {
@@ -294,6 +308,7 @@ impl Action {
             Action::RunPlaybook { .. } => "playbook",
             Action::UpsertDns { .. } => "dns",
             Action::RunHook { .. } => "hook",
+            Action::ServiceAddress { .. } => "address",
             Action::ServiceRole { .. } => "role",
             Action::Alert { .. } => "alert",
         }
@@ -389,6 +404,27 @@ impl Action {
             } => vec![cmd::set_addr(server, address, *port)],
             _ => Vec::new(),
         }
+    }
+
+    /// The shell command a `ServiceAddress` step runs on its machine (as root).
+    pub fn address_command(&self) -> Option<String> {
+        let Action::ServiceAddress {
+            ip, interface, up, ..
+        } = self
+        else {
+            return None;
+        };
+        let bare = ip.split('/').next().unwrap_or(ip);
+        Some(if *up {
+            format!(
+                "command -v arping >/dev/null || {{ echo 'arping (iputils-arping) is missing' >&2; exit 1; }}; \
+                 ip addr replace {ip} dev {interface} && {{ arping -q -U -c 1 -w 1 -I {interface} {bare}; true; }}"
+            )
+        } else {
+            format!(
+                "ip addr del {ip} dev {interface} 2>/dev/null; ! ip -o addr show dev {interface} | grep -qwF '{bare}'"
+            )
+        })
     }
 
     /// The redis commands this step sends, as redis-cli would show them.

@@ -31,6 +31,10 @@ pub struct Service {
     /// primary's address, changed whenever the primary changes.
     #[serde(default)]
     pub dns: Option<Spanned<ServiceDns>>,
+    /// An address that moves to the primary (seed 001's "bring that IP up as eth0:1"):
+    /// clients reach the service at it, whoever is primary.
+    #[serde(default)]
+    pub address: Option<Spanned<ServiceAddress>>,
     #[serde(default)]
     pub hooks: Hooks,
     #[serde(default)]
@@ -174,6 +178,30 @@ pub struct ServiceDns {
     /// Seconds; low, so clients ask again soon after a failover (`dns.ttl` unless given).
     #[serde(default)]
     pub ttl: Option<i64>,
+}
+
+/// The service's own address, on the primary's interface.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAddress {
+    /// `10.0.0.100/24`: the address and its prefix length on the interface.
+    pub ip: String,
+    /// The interface it is added to (`eth0`).
+    #[serde(default = "default_interface")]
+    pub interface: String,
+}
+
+fn default_interface() -> String {
+    "eth0".to_owned()
+}
+
+impl ServiceAddress {
+    /// The address and prefix length, if `ip` is an IPv4 address with a prefix from 1 to 32.
+    pub fn parsed(&self) -> Option<(std::net::Ipv4Addr, u8)> {
+        let (ip, len) = self.ip.split_once('/')?;
+        let len: u8 = len.parse().ok().filter(|l| (1..=32).contains(l))?;
+        Some((ip.parse().ok()?, len))
+    }
 }
 
 /// Playbooks (names in the topology's `playbooks` directory) run on a machine when its role

@@ -14,98 +14,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::web::*;
 use common::*;
-
-/// The web server each machine runs: `/health` for medic's check, the role include.
-const NGINX_CONF: &str = r#"pid /run/web-nginx.pid;
-worker_processes 1;
-events { worker_connections 64; }
-http {
-    access_log off;
-    client_body_temp_path /run/web-body;
-    proxy_temp_path /run/web-proxy;
-    fastcgi_temp_path /run/web-fastcgi;
-    uwsgi_temp_path /run/web-uwsgi;
-    scgi_temp_path /run/web-scgi;
-    server {
-        listen 80;
-        location = /health { default_type text/plain; return 200 "ok\n"; }
-        include /etc/web/role.conf;
-    }
-}
-"#;
-
-/// A client's sample: when, the address the name gave, what `/role` answered there, and how
-/// many machines answered `primary` themselves.
-type Sample = (Instant, String, String, usize);
-
-fn role_conf(role: &str) -> String {
-    format!("location = /role {{ default_type text/plain; return 200 \"{role}\\n\"; }}\n")
-}
-
-/// Runs `cmd` as root on the lab machine at `ip` over SSH (the operator's own tooling).
-fn on(env: &Env, ip: &str, cmd: &str) -> String {
-    let key = env._dir.path().join("lab/id_ed25519");
-    let out = Command::new("ssh")
-        .args(["-i", key.to_str().unwrap()])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=3",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("medic@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "ssh {ip} {cmd}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn start_nginx(env: &Env, ip: &str) {
-    on(
-        env,
-        ip,
-        "nginx -e /run/web-error.log -c /etc/web/nginx.conf && echo started",
-    );
-}
-
-/// `GET path` from `ip:80`: the body's first line, or what went wrong.
-fn get(ip: &str, path: &str) -> String {
-    let Ok(addr) = format!("{ip}:80").parse() else {
-        return format!("no address ({ip:?})");
-    };
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return "no connection".to_owned();
-    };
-    s.set_read_timeout(Some(Duration::from_millis(500)))
-        .unwrap();
-    let _ = s.write_all(format!("GET {path} HTTP/1.0\r\nHost: www\r\n\r\n").as_bytes());
-    let mut reply = String::new();
-    let _ = s.read_to_string(&mut reply);
-    match reply.split_once("\r\n\r\n") {
-        Some((_, body)) => body.lines().next().unwrap_or_default().to_owned(),
-        None => "no reply".to_owned(),
-    }
-}
 
 /// What the lab's DNS server answers for the service's name.
 fn resolve(env: &Env) -> String {
@@ -116,24 +31,6 @@ fn resolve(env: &Env) -> String {
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn service(env: &Env) -> serde_json::Value {
-    env.status()
-        .and_then(|s| s["services"].get(0).cloned())
-        .unwrap_or_default()
-}
-
-/// `machine`'s role state in the status (production, standby, ...).
-fn state_of(env: &Env, machine: &str) -> String {
-    service(env)["machines"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|m| m["machine"] == machine)
-        .and_then(|m| m["state"].as_str())
-        .unwrap_or("-")
-        .to_owned()
 }
 
 #[test]

@@ -155,6 +155,7 @@ impl<'a> Planner<'a> {
         for s in &top.services {
             let s = &s.value;
             let primary = Addr::Of(s.primary.value.clone());
+            self.service_address(s, &s.primary.value, true, false);
             self.service_dns(s, &primary);
         }
     }

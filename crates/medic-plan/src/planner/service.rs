@@ -11,7 +11,9 @@
 //! - Only a standby that is neither in `down` (not seen passing its checks) nor out (failed
 //!   away from, not rejoined) is promoted; with none, the plan alerts and changes nothing
 //!   (the primary stays watched).
-//! - The record moves only after the new primary's `on_promote` hook succeeded.
+//! - The record moves, and the service's own address comes up on the new primary, only after
+//!   its `on_promote` hook succeeded; the address is taken down on the old primary first
+//!   (skipped only where the hook may be), and on a machine that rejoins.
 //! - A machine failed away from counts as a standby again only after its `on_demote` hook.
 //! - A planned switchover demotes the primary (`on_demote`, else `on_fenced`) before it
 //!   promotes another, and never to a machine in `down` or out.
@@ -161,18 +163,42 @@ impl<'a> Planner<'a> {
             return;
         };
         if let Some(hook) = &s.hooks.on_fenced {
-            self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent));
+            self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
         }
+        self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_promote {
-            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, old, false));
+            let state = if s.primary.value == new {
+                "production"
+            } else {
+                "production_alone"
+            };
+            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, old, false, state));
         }
         self.push(Action::ServiceRole {
             service: name.clone(),
             machine: new.clone(),
             role: ServiceRole::Primary,
         });
+        self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
+    }
+
+    /// Brings the service's own address up on `machine` (`up`) or takes it down there, if
+    /// the service has one.
+    pub(super) fn service_address(&mut self, s: &Service, machine: &str, up: bool, skip: bool) {
+        let Some(a) = &s.address else {
+            return;
+        };
+        self.push(Action::ServiceAddress {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            ip: a.value.ip.clone(),
+            interface: a.value.interface.clone(),
+            up,
+            skip_unreachable: skip,
+        });
     }
 
     /// A planned change of primary (`medic switchover SERVICE [--to MACHINE]`, or an
@@ -219,9 +245,20 @@ impl<'a> Planner<'a> {
                 .usable_standby(s, &old)
                 .ok_or_else(|| cannot("it has no standby that passes its checks".to_owned()))?,
         };
-        self.push(self.hook(s, hook_name, &demote.value, &old, &new, &old, false));
+        let state = if s.primary.value == old {
+            "production_as_standby"
+        } else {
+            "standby"
+        };
+        self.push(self.hook(s, hook_name, &demote.value, &old, &new, &old, false, state));
+        self.service_address(s, &old, false, false);
         if let Some(hook) = &s.hooks.on_promote {
-            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, &old, false));
+            let state = if s.primary.value == new {
+                "production"
+            } else {
+                "standby_as_production"
+            };
+            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, &old, false, state));
         }
         self.push(Action::ServiceRole {
             service: service.to_owned(),
@@ -233,6 +270,7 @@ impl<'a> Planner<'a> {
             machine: old,
             role: ServiceRole::Standby,
         });
+        self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
         Ok(())
@@ -255,7 +293,12 @@ impl<'a> Planner<'a> {
             target: target.clone(),
         });
         if let Some(hook) = &s.hooks.on_demote {
-            self.push(self.hook(
+            let state = if s.primary.value == machine {
+                "production_as_standby"
+            } else {
+                "standby"
+            };
+            let step = self.hook(
                 s,
                 "on_demote",
                 &hook.value,
@@ -263,8 +306,12 @@ impl<'a> Planner<'a> {
                 &primary,
                 machine,
                 false,
-            ));
+                state,
+            );
+            self.push(step);
         }
+        // A primary that comes back after a crash may still hold the address.
+        self.service_address(s, machine, false, false);
         self.push(Action::ServiceRole {
             service: service.to_owned(),
             machine: machine.to_owned(),
@@ -275,7 +322,8 @@ impl<'a> Planner<'a> {
     }
 
     /// The step that runs `hook` on `on`; `primary` is the primary after the change,
-    /// `previous` the one before.
+    /// `previous` the one before, `state` the role state `on` is in once it has run (seed
+    /// 001's names: what its status file says).
     #[allow(clippy::too_many_arguments)]
     fn hook(
         &self,
@@ -286,6 +334,7 @@ impl<'a> Planner<'a> {
         primary: &str,
         previous: &str,
         skip_unreachable: bool,
+        state: &str,
     ) -> Action {
         let at = |m: &str| json!({ "name": m, "address": addr_of(self.state, m).to_string() });
         Action::RunHook {
@@ -299,6 +348,7 @@ impl<'a> Planner<'a> {
                 "machine": at(on),
                 "primary": at(primary),
                 "previous": at(previous),
+                "state": state,
             }),
             skip_unreachable,
         }

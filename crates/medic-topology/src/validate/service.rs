@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use super::{Ctx, MAX_TTL, check_name};
-use crate::model::Role;
+use crate::model::{Provider, Role};
 use crate::service::CheckKind;
 
 impl Ctx<'_, '_> {
@@ -151,6 +151,36 @@ impl Ctx<'_, '_> {
                         d.referenced,
                         format!("{dp}.ttl"),
                         format!("TTL {ttl} is out of range; expected 0 to {MAX_TTL} seconds (low, like 5, so clients follow a failover soon)"),
+                    );
+                }
+            }
+            if let Some(a) = &s.address {
+                let ap = format!("{p}.address");
+                if a.value.parsed().is_none() {
+                    self.d.error(
+                        a.referenced,
+                        format!("{ap}.ip"),
+                        format!("`{}` is not an IPv4 address with a prefix length; expected e.g. 10.0.0.100/24", a.value.ip),
+                    );
+                }
+                let i = &a.value.interface;
+                if i.is_empty()
+                    || i.len() > 15
+                    || !i
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+                {
+                    self.d.error(
+                        a.referenced,
+                        format!("{ap}.interface"),
+                        format!("`{}` is not an interface name; expected 1 to 15 letters, digits, `-`, `_`, `.` or `:`, e.g. eth0", i.escape_debug()),
+                    );
+                }
+                if let Provider::Aws(_) = top.provider.value {
+                    self.d.error(
+                        a.referenced,
+                        ap,
+                        "a moving address is not supported on aws yet (it needs the instance's secondary private IP or Elastic IP re-associated, which medic does not do); expected `dns` to follow the primary instead",
                     );
                 }
             }

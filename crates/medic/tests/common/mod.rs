@@ -13,6 +13,8 @@
     reason = "a test that cannot set up should fail loudly; each test binary uses a part of this"
 )]
 
+pub mod web;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -402,10 +404,8 @@ impl Env {
                 &root.join("playbooks").display().to_string(),
             )
             .replace("../amis", &root.join("amis").display().to_string())
-            .replace(
-                "\nplaybooks: domino\n",
-                &format!("\nplaybooks: {}\n", root.join("examples/domino").display()),
-            )
+            // Whatever is left of the lab's subnet (a service's address).
+            .replace("10.77.0.", &format!("10.75.{net}."))
             .replace(
                 "listen: 127.0.0.1:7600",
                 &format!("listen: 127.0.0.1:{port}"),
@@ -414,6 +414,16 @@ impl Env {
                 "http://127.0.0.1:7601/hook",
                 &format!("http://127.0.0.1:{}/hook", hook.port),
             );
+        // An example's own playbook directory (examples/NAME), relative to the example.
+        let topo: String = topo
+            .lines()
+            .map(|l| match l.strip_prefix("playbooks: ") {
+                Some(dir) if !dir.contains('/') => {
+                    format!("playbooks: {}\n", root.join("examples").join(dir).display())
+                }
+                _ => format!("{l}\n"),
+            })
+            .collect();
         let topo = edit(topo);
         let file = dir.path().join("lab.yaml");
         std::fs::write(&file, topo).unwrap();
