@@ -236,12 +236,27 @@ pub type ApiFor = Arc<
         + Sync,
 >;
 
+/// How a `command` check runs its command on a machine (name, address, command, within):
+/// the controller's SSH session. `Ok(None)`: it exited 0; `Ok(Some(why))`: it failed (its exit
+/// and what it said); `Err`: the machine could not be asked (no session, no answer in time).
+pub type RunFor = Arc<
+    dyn Fn(
+            String,
+            IpAddr,
+            String,
+            Duration,
+        ) -> Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>
+        + Send
+        + Sync,
+>;
+
 /// Starts one task per target on `rt`. Aborting the handles stops them.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
     redis: Redis,
     api: ApiFor,
+    run: RunFor,
     book: SharedBook,
     sink: Sink,
 ) -> Vec<JoinHandle<()>> {
@@ -255,6 +270,7 @@ pub fn spawn(
             let shared = Shared {
                 redis: redis.clone(),
                 api: api.clone(),
+                run: run.clone(),
                 book: book.clone(),
                 sink: sink.clone(),
                 epoch,
@@ -290,6 +306,7 @@ struct Shared {
     /// medic's redis client: its login and TLS, for the probes.
     redis: Redis,
     api: ApiFor,
+    run: RunFor,
     book: SharedBook,
     sink: Sink,
     /// The checks' common clock origin (ticks are multiples from it).
@@ -300,6 +317,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let Shared {
         redis,
         api: api_for,
+        run,
         book,
         sink,
         epoch,
@@ -346,7 +364,12 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     proxy_check(&api_for, machine, ip, port, &listens, reach, within).await;
                 (o, d.into(), None)
             }
-            Target::Service { .. } => match &service {
+            Target::Service { machine, .. } => match &service {
+                Some(how) if how.kind == medic_topology::CheckKind::Command => {
+                    let command = how.command.clone().unwrap_or_default();
+                    let (o, d) = command_check(&run, machine, ip, command, within).await;
+                    (o, d.into(), None)
+                }
                 Some(how) => {
                     let (o, d) = crate::service_check::check(ip, port, how, within).await;
                     (o, d.into(), None)
@@ -363,6 +386,29 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
             took: started.elapsed(),
         };
         sink(result);
+    }
+}
+
+/// A `command` check: exit 0 is healthy, any other exit unhealthy (the machine answered);
+/// a machine that cannot be asked in time is silent, for its observers to judge.
+async fn command_check(
+    run: &RunFor,
+    machine: &str,
+    ip: IpAddr,
+    command: String,
+    within: Duration,
+) -> (Observation, String) {
+    match tokio::time::timeout(within, run(machine.to_owned(), ip, command, within)).await {
+        Ok(Ok(None)) => (Observation::Ok, "the command exits 0".to_owned()),
+        Ok(Ok(Some(why))) => (Observation::Unhealthy, why),
+        Ok(Err(e)) => (Observation::Silent, e),
+        Err(_) => (
+            Observation::Silent,
+            format!(
+                "the command did not finish within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+        ),
     }
 }
 

@@ -88,6 +88,9 @@ pub enum CheckKind {
     Tcp,
     /// An HTTP request to the port gets the expected status (and body substring).
     Http,
+    /// `command` run on the machine over SSH (as root) exits 0: what a port cannot show, like
+    /// the storage under the service (seed 004) or its database.
+    Command,
 }
 
 /// A service's health check.
@@ -105,6 +108,9 @@ pub struct ServiceCheck {
     /// `http`: text the healthy answer's body contains.
     #[serde(default)]
     pub body: Option<String>,
+    /// `command`: the shell command; exit 0 is healthy.
+    #[serde(default)]
+    pub command: Option<String>,
     #[serde(default = "default_interval")]
     pub interval: Dur,
     #[serde(default = "default_timeout")]
@@ -122,6 +128,7 @@ impl Default for ServiceCheck {
             path: None,
             status: None,
             body: None,
+            command: None,
             interval: default_interval(),
             timeout: default_timeout(),
             fall: default_fall(),

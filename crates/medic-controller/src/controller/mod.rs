@@ -584,11 +584,34 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 })
             })
         };
+        let run: checks::RunFor = {
+            let c = self.clone();
+            Arc::new(move |machine: String, ip, command: String, within| {
+                let c = c.clone();
+                Box::pin(async move {
+                    use medic_ssh::Remote as _;
+                    let host = medic_exec::ssh_host(&c.top().topology, &machine, ip);
+                    match c.inner.ssh.run(&host, &command, within).await {
+                        Ok(out) if out.status == Some(0) => Ok(None),
+                        Ok(out) => {
+                            let said: String = out.stderr.trim().chars().take(200).collect();
+                            Ok(Some(format!(
+                                "the command exits {}: {said}",
+                                out.status
+                                    .map_or("by a signal".to_owned(), |c| c.to_string())
+                            )))
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                })
+            })
+        };
         let handles = checks::spawn(
             &rt,
             &loaded.topology,
             redis,
             api,
+            run,
             self.inner.book.clone(),
             {
                 let c = self.clone();

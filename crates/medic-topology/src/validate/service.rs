@@ -68,7 +68,7 @@ impl Ctx<'_, '_> {
             let check = &s.check.value;
             let cp = format!("{p}.check");
             self.cadence(s.check.referenced, &cp, &check.cadence());
-            if check.kind == CheckKind::Tcp {
+            if check.kind != CheckKind::Http {
                 for (field, set) in [
                     ("path", check.path.is_some()),
                     ("status", check.status.is_some()),
@@ -78,10 +78,32 @@ impl Ctx<'_, '_> {
                         self.d.error(
                             s.check.referenced,
                             format!("{cp}.{field}"),
-                            format!("`{field}` is for an http check; expected `kind: http`, or no `{field}` for a tcp check"),
+                            format!("`{field}` is for an http check; expected `kind: http`, or no `{field}`"),
                         );
                     }
                 }
+            }
+            match (&check.command, check.kind) {
+                (None, CheckKind::Command) => self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.command"),
+                    "no command; expected the shell command a `kind: command` check runs on the machine (exit 0 is healthy)",
+                ),
+                (Some(c), CheckKind::Command)
+                    if c.trim().is_empty() || c.chars().any(|ch| ch.is_control()) =>
+                {
+                    self.d.error(
+                        s.check.referenced,
+                        format!("{cp}.command"),
+                        "expected a one-line shell command, not empty",
+                    )
+                }
+                (Some(_), CheckKind::Tcp | CheckKind::Http) => self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.command"),
+                    "`command` is for a command check; expected `kind: command`, or no `command`",
+                ),
+                _ => {}
             }
             if let Some(path) = &check.path
                 && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
