@@ -37,6 +37,11 @@ pub struct Service {
     pub address: Option<Spanned<ServiceAddress>>,
     #[serde(default)]
     pub hooks: Hooks,
+    /// The standbys never take writes, even serving as primary (seed 000's read-only copy):
+    /// a failed primary still serving beside one does no harm, so no fencing hook is needed
+    /// to fail over or to switch over.
+    #[serde(default)]
+    pub standbys_read_only: bool,
     #[serde(default)]
     pub failback: Failback,
     /// `failback: automatic`: how long the nominal primary must pass its checks, without a

@@ -7,7 +7,9 @@
 //!   that answers, a failure there stops the plan, and a primary without `on_fenced` whose
 //!   machine answers is not failed over at all: no second primary beside one not fenced. It
 //!   is skipped only on a machine a majority of its observers confirmed silent, and only if
-//!   its SSH does not answer; such a machine is demoted when it answers again.
+//!   its SSH does not answer; such a machine is demoted when it answers again. (With
+//!   `standbys_read_only`, where a second server taking no writes does no harm, no fence is
+//!   required.)
 //! - Only a standby that is neither in `down` (not seen passing its checks) nor out (failed
 //!   away from, not rejoined) is promoted; with none, the plan alerts and changes nothing
 //!   (the primary stays watched).
@@ -117,7 +119,7 @@ impl<'a> Planner<'a> {
         }
         // Its machine answers: it may still serve clients. Without a hook to fence it, a
         // second primary would run beside it.
-        if s.hooks.on_fenced.is_none() {
+        if s.hooks.on_fenced.is_none() && !s.standbys_read_only {
             self.alert(
                 AlertLevel::Critical,
                 format!("service {service} fails its checks on {machine}, its primary, whose machine still answers; it has no on_fenced hook, so medic cannot stop it serving and does not promote another beside it: stop it by hand, then `medic switchover {service}`"),
@@ -216,16 +218,17 @@ impl<'a> Planner<'a> {
             reason,
         };
         let old = self.primary_of(s);
-        let Some((hook_name, demote)) = [
+        let demote = [
             ("on_demote", &s.hooks.on_demote),
             ("on_fenced", &s.hooks.on_fenced),
         ]
         .into_iter()
-        .find_map(|(n, h)| Some((n, h.as_ref()?))) else {
+        .find_map(|(n, h)| Some((n, h.as_ref()?)));
+        if demote.is_none() && !s.standbys_read_only {
             return Err(cannot(format!(
                 "it has no on_demote or on_fenced hook to make {old} stop serving as its primary first"
             )));
-        };
+        }
         let st = self.state.services.get(service);
         let usable = |m: &str| st.is_none_or(|st| !st.out.contains(m) && !st.down.contains(m));
         let new = match to {
@@ -250,7 +253,9 @@ impl<'a> Planner<'a> {
         } else {
             "standby"
         };
-        self.push(self.hook(s, hook_name, &demote.value, &old, &new, &old, false, state));
+        if let Some((hook_name, hook)) = demote {
+            self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
+        }
         self.service_address(s, &old, false, false);
         if let Some(hook) = &s.hooks.on_promote {
             let state = if s.primary.value == new {

@@ -206,11 +206,11 @@ impl Ctx<'_, '_> {
                     );
                 }
             }
-            if s.hooks.on_fenced.is_none() {
+            if s.hooks.on_fenced.is_none() && !s.standbys_read_only {
                 self.d.warning(
                     ss.referenced,
                     format!("{p}.hooks.on_fenced"),
-                    format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients", s.name.value),
+                    format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients, or `standbys_read_only: true` if they never take writes", s.name.value),
                 );
             }
             for (hook, name) in [

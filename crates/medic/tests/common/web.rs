@@ -22,7 +22,6 @@ http {
     server {
         listen 80;
         location = /health { default_type text/plain; return 200 "ok\n"; }
-        location = / { default_type text/html; return 200 "<h1>front page</h1>\n"; }
         include /etc/web/role.conf;
     }
 }
@@ -33,7 +32,10 @@ http {
 pub type Sample = (Instant, String, String, usize);
 
 pub fn role_conf(role: &str) -> String {
-    format!("location = /role {{ default_type text/plain; return 200 \"{role}\\n\"; }}\n")
+    format!(
+        "location = /role {{ default_type text/plain; return 200 \"{role}\\n\"; }}\n\
+         location = / {{ default_type text/html; return 200 \"<h1>front page ({role})</h1>\\n\"; }}\n"
+    )
 }
 
 /// Runs `cmd` as root on the lab machine at `ip` over SSH (the operator's own tooling).

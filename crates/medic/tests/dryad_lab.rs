@@ -1,0 +1,162 @@
+//! Seed 000 ("Dryad") on the lab, examples/dryad.yaml: nginx and PostgreSQL on primus; on
+//! secundus nginx configured read-only and PostgreSQL a streaming standby of primus's. The
+//! primary's web server dies: the name answers secundus, which serves the data read-only (a
+//! row written on primus is there; a write is refused). The primary mended: once it has passed
+//! its checks for `failback_after` (3 s here), the name goes back by itself. Needs root.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::web::*;
+use common::*;
+
+const PG: &str = "/usr/lib/postgresql/15/bin";
+
+/// `sql` through psql on the machine at `ip`, as the database's owner: its output, or its
+/// error (not a failed test: a refused write is what the secondary must answer).
+fn psql(env: &Env, ip: &str, sql: &str) -> String {
+    on(
+        env,
+        ip,
+        &format!("runuser -u postgres -- psql -h /run/pg -d dryad -tAc \"{sql}\" 2>&1; true"),
+    )
+    .trim()
+    .to_owned()
+}
+
+fn resolve(env: &Env) -> String {
+    let out = Command::new("dig")
+        .args(["+short", "+time=1", "+tries=1"])
+        .arg(format!("@{}", env.ip(2)))
+        .arg("datadryad.dryad.lab")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn front_page(text: &str) -> String {
+    format!("location = / {{ default_type text/html; return 200 \"<h1>{text}</h1>\\n\"; }}\n")
+}
+
+#[test]
+fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
+    let Some(mut env) = Env::of_example("dryad.yaml", 15, |t| {
+        t.replace("failback_after: 1m", "failback_after: 3s")
+    }) else {
+        return;
+    };
+    let (primus, secundus) = (env.ip(10), env.ip(11));
+    let net = "10.75.0.0/16";
+    // The operator's database: primus's, and secundus's streaming copy of it.
+    let setup = "mkdir -p /var/lib/pg /run/pg && chown postgres:postgres /var/lib/pg /run/pg && chmod 700 /var/lib/pg";
+    on(&env, &primus, setup);
+    on(
+        &env,
+        &primus,
+        &format!(
+            "runuser -u postgres -- {PG}/initdb -D /var/lib/pg -A trust >/dev/null && \
+             echo \"listen_addresses = '*'\" >> /var/lib/pg/postgresql.conf && \
+             echo 'host all all {net} trust' >> /var/lib/pg/pg_hba.conf && \
+             echo 'host replication all {net} trust' >> /var/lib/pg/pg_hba.conf && \
+             runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null && \
+             runuser -u postgres -- psql -h /run/pg -c 'create database dryad' >/dev/null && \
+             runuser -u postgres -- psql -h /run/pg -d dryad -c 'create table items (id int primary key, title text)' >/dev/null"
+        ),
+    );
+    on(&env, &secundus, setup);
+    on(
+        &env,
+        &secundus,
+        &format!(
+            "runuser -u postgres -- {PG}/pg_basebackup -h {primus} -U postgres -D /var/lib/pg -R -X stream && \
+             runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null"
+        ),
+    );
+    // The web tier: secundus refuses logins and submissions (the seed's mod_rewrite).
+    for (ip, page) in [
+        (&primus, "Dryad"),
+        (
+            &secundus,
+            "Dryad (read-only: submissions are currently disabled)",
+        ),
+    ] {
+        on(
+            &env,
+            ip,
+            &format!(
+                "mkdir -p /etc/web && printf '%s' '{NGINX_CONF}' > /etc/web/nginx.conf && printf '%s' '{}' > /etc/web/role.conf",
+                front_page(page)
+            ),
+        );
+        start_nginx(&env, ip);
+    }
+    psql(&env, &primus, "insert into items values (1, 'a deposit')");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while psql(&env, &secundus, "select title from items where id = 1") != "a deposit" {
+        assert!(Instant::now() < deadline, "the standby never got the row");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(resolve(&env), primus);
+    env.start(&[]);
+    env.wait("the nominal states", Duration::from_secs(20), |e| {
+        (state_of(e, "primus"), state_of(e, "secundus")) == ("production".into(), "standby".into())
+    });
+
+    // The primary's web server dies.
+    let t_kill = Instant::now();
+    on(&env, &primus, "kill $(cat /run/web-nginx.pid)");
+    env.wait("the name on secundus", Duration::from_secs(30), |e| {
+        resolve(e) == secundus
+    });
+    let moved = t_kill.elapsed();
+    assert_eq!(
+        get(&resolve(&env), "/"),
+        "<h1>Dryad (read-only: submissions are currently disabled)</h1>"
+    );
+    // Read-only, with the data: the deposit is there, a new one is refused.
+    assert_eq!(
+        psql(&env, &secundus, "select title from items where id = 1"),
+        "a deposit"
+    );
+    let refused = psql(&env, &secundus, "insert into items values (2, 'refused')");
+    assert!(refused.contains("read-only transaction"), "{refused}");
+    env.wait(
+        "down / standby_as_production",
+        Duration::from_secs(10),
+        |e| {
+            (state_of(e, "primus"), state_of(e, "secundus"))
+                == ("down".into(), "standby_as_production".into())
+        },
+    );
+
+    // The primary mended: it rejoins, and 3 s later the name goes back by itself.
+    let t_back = Instant::now();
+    start_nginx(&env, &primus);
+    env.wait("the name back on primus", Duration::from_secs(30), |e| {
+        resolve(e) == primus && service(e)["primary"] == "primus"
+    });
+    let failback = t_back.elapsed();
+    let back = env.recovery("switchover of dryad to primus").unwrap();
+    assert!(
+        back["trigger"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("failback:"),
+        "{back}"
+    );
+    env.wait("the nominal states again", Duration::from_secs(10), |e| {
+        (state_of(e, "primus"), state_of(e, "secundus")) == ("production".into(), "standby".into())
+    });
+    assert_eq!(get(&primus, "/"), "<h1>Dryad</h1>");
+    eprintln!(
+        "web server killed: the name answered secundus after {moved:?}; mended: back on primus after {failback:?} (failback_after 3s)"
+    );
+    env.stop();
+}
