@@ -5,7 +5,7 @@
 //! `production_alone`. Production mended: it rejoins as `production_as_standby`. The RECOVERY
 //! procedure, `medic switchover sounz --to slayer`: the roles and the address go back. At
 //! every stage the role states in `medic status` and each machine's status file are the
-//! runbook's; a client asking the address follows along, and at no sample do two machines
+//! runbook's (/metrics and the status page say so too); a client asking the address follows along, and at no sample do two machines
 //! hold it. Needs root.
 
 #![allow(

@@ -38,6 +38,7 @@ mod operator;
 mod probe;
 mod reconcile;
 mod runner;
+mod service_status;
 mod status;
 
 use discover::replication_now;

@@ -179,7 +179,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let services: Vec<serde_json::Value> = top
             .services
             .iter()
-            .map(|s| service_json(&s.value, obs, &up, &health_of))
+            .map(|s| super::service_status::service_json(&s.value, obs, &up, &health_of))
             .collect();
         serde_json::json!({
             "topology": top.name.value,
@@ -286,6 +286,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "# HELP medic_recovery_in_flight How many recoveries are running.\n# TYPE medic_recovery_in_flight gauge\nmedic_recovery_in_flight {}\n",
             st.core.running.len()
         ));
+        let up = |t: &Target| {
+            st.core
+                .health
+                .get(t)
+                .is_some_and(|h| h.detector.health == Health::Up)
+        };
+        super::service_status::service_metrics(
+            &self.top().topology,
+            &st.core.saved.observed,
+            &up,
+            &mut out,
+        );
         out
     }
 }
@@ -363,52 +375,6 @@ impl View {
             alerts: st.alerts.iter().cloned().collect(),
         }
     }
-}
-
-/// A service's roles now: each machine's nominal role, current role and role state (seed
-/// 001's names: production, standby, production_alone, ...).
-fn service_json(
-    s: &medic_topology::Service,
-    obs: &medic_plan::ObservedState,
-    up: &dyn Fn(&Target) -> bool,
-    health_of: &dyn Fn(&Target) -> serde_json::Value,
-) -> serde_json::Value {
-    let name = &s.name.value;
-    let st = obs.services.get(name);
-    let primary = st.map_or(s.primary.value.as_str(), |st| st.primary.as_str());
-    let out = |m: &str| st.is_some_and(|st| st.out.contains(m));
-    // Not yet seen passing `rise` checks in a row: not usable (never promoted).
-    let unproven = |m: &str| st.is_some_and(|st| st.down.contains(m));
-    let target = |m: &str| Target::Service {
-        service: name.clone(),
-        machine: m.to_owned(),
-    };
-    let healthy = |m: &str| up(&target(m)) && !out(m) && !unproven(m);
-    let machines: Vec<serde_json::Value> = s
-        .machines()
-        .map(|m| {
-            let standby_healthy = s.machines().any(|o| o != m && o != primary && healthy(o));
-            let state = medic_topology::RoleState::of(
-                m == s.primary.value,
-                m == primary,
-                healthy(m),
-                standby_healthy,
-            );
-            serde_json::json!({
-                "machine": m,
-                "nominal": if m == s.primary.value { "primary" } else { "standby" },
-                "role": if m == primary { "primary" } else if out(m) { "out" } else { "standby" },
-                "state": state.as_str(),
-                "health": health_of(&target(m)),
-            })
-        })
-        .collect();
-    serde_json::json!({
-        "name": name,
-        "primary": primary,
-        "generation": st.map_or(0, |st| st.generation),
-        "machines": machines,
-    })
 }
 
 fn health_json(h: &TargetHealth) -> serde_json::Value {
