@@ -16,6 +16,7 @@
 
 pub mod check;
 mod ec2;
+mod failover;
 mod route53;
 
 use std::time::Duration;

@@ -12,11 +12,11 @@ use crate::{AwsSettings, classify, load_config};
 /// One hosted zone.
 #[derive(Debug, Clone)]
 pub struct Route53 {
-    client: aws_sdk_route53::Client,
+    pub(crate) client: aws_sdk_route53::Client,
     pub zone_id: String,
 }
 
-fn fqdn(name: &str) -> String {
+pub(crate) fn fqdn(name: &str) -> String {
     if name.ends_with('.') {
         name.to_owned()
     } else {
@@ -24,7 +24,7 @@ fn fqdn(name: &str) -> String {
     }
 }
 
-fn zone_field(code: &str) -> Option<(String, String)> {
+pub(crate) fn zone_field(code: &str) -> Option<(String, String)> {
     (code == "NoSuchHostedZone").then(|| {
         (
             "hosted zone".to_owned(),
@@ -33,7 +33,7 @@ fn zone_field(code: &str) -> Option<(String, String)> {
     })
 }
 
-fn build_err(op: &'static str, e: impl std::fmt::Display) -> CloudError {
+pub(crate) fn build_err(op: &'static str, e: impl std::fmt::Display) -> CloudError {
     CloudError::Invalid {
         op,
         message: e.to_string(),
@@ -55,6 +55,15 @@ impl Route53 {
 }
 
 impl Dns for Route53 {
+    async fn upsert_failover(
+        &self,
+        name: &str,
+        ttl: u32,
+        sets: &[medic_cloud::FailoverSet],
+    ) -> Result<ChangeId, CloudError> {
+        self.failover(name, ttl, sets).await
+    }
+
     async fn upsert(
         &self,
         name: &str,

@@ -672,3 +672,177 @@ async fn dns_errors_are_clear() {
     .unwrap_err();
     assert!(matches!(e, CloudError::Timeout { .. }), "{e:?}");
 }
+
+/// Route 53 failover routing as a service's record: PRIMARY and SECONDARY sets, each with its
+/// health check; the roles swapped; a new address (a replaced standby) gets a check of its
+/// own and the one no longer used is deleted; the same change twice creates nothing twice.
+#[tokio::test]
+async fn failover_record_sets_and_their_health_checks_follow_the_roles() {
+    let w = world().await;
+    let zone_id = zone(&w).await;
+    let dns = Route53::new(&direct(&w.moto), &zone_id).await;
+    let r53 = aws_sdk_route53::Client::new(&load_config(&direct(&w.moto)).await);
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let health = HealthSpec {
+        http_path: Some("/health".into()),
+        port: 80,
+        owner: "medic:barton:www".into(),
+    };
+    let sets = |p: &str, s: &str| {
+        [
+            FailoverSet {
+                primary: true,
+                value: ip(p),
+                health: health.clone(),
+            },
+            FailoverSet {
+                primary: false,
+                value: ip(s),
+                health: health.clone(),
+            },
+        ]
+    };
+    let name = "www.barton.example.com";
+    // Each check by id: (address, port, type, path, caller reference).
+    let checks = || async {
+        let out = r53.list_health_checks().send().await.unwrap();
+        out.health_checks()
+            .iter()
+            .map(|h| {
+                let c = h.health_check_config().unwrap();
+                (
+                    h.id().to_owned(),
+                    (
+                        c.ip_address().unwrap_or_default().to_owned(),
+                        c.port().unwrap_or_default(),
+                        c.r#type().as_str().to_owned(),
+                        c.resource_path().unwrap_or_default().to_owned(),
+                        h.caller_reference().to_owned(),
+                    ),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+    // The record sets of `name`: (failover, set identifier, value, health check id).
+    let records = || async {
+        let out = r53
+            .list_resource_record_sets()
+            .hosted_zone_id(&zone_id)
+            .send()
+            .await
+            .unwrap();
+        let mut v: Vec<(String, String, String, String)> = out
+            .resource_record_sets()
+            .iter()
+            .filter(|r| r.name().trim_end_matches('.') == name)
+            .map(|r| {
+                (
+                    r.failover()
+                        .map(|f| f.as_str().to_owned())
+                        .unwrap_or_default(),
+                    r.set_identifier().unwrap_or_default().to_owned(),
+                    r.resource_records()
+                        .iter()
+                        .map(|x| x.value().to_owned())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    r.health_check_id().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let by_address = |c: &BTreeMap<String, (String, i32, String, String, String)>, a: &str| {
+        c.iter()
+            .find(|(_, x)| x.0 == a)
+            .map(|(id, _)| id.clone())
+            .unwrap_or_default()
+    };
+
+    let change = dns
+        .upsert_failover(name, 5, &sets("10.0.1.10", "10.0.2.10"))
+        .await
+        .unwrap();
+    assert!(dns.in_sync(&change).await.unwrap());
+    let c = checks().await;
+    assert_eq!(c.len(), 2, "{c:?}");
+    for (_, port, kind, path, reference) in c.values() {
+        assert_eq!(
+            (*port, kind.as_str(), path.as_str()),
+            (80, "HTTP", "/health")
+        );
+        assert!(reference.starts_with("medic:barton:www:"), "{reference}");
+    }
+    let (a, b) = (by_address(&c, "10.0.1.10"), by_address(&c, "10.0.2.10"));
+    assert_eq!(
+        records().await,
+        vec![
+            (
+                "PRIMARY".into(),
+                "medic:barton:www:primary".into(),
+                "10.0.1.10".into(),
+                a.clone()
+            ),
+            (
+                "SECONDARY".into(),
+                "medic:barton:www:secondary".into(),
+                "10.0.2.10".into(),
+                b.clone()
+            ),
+        ]
+    );
+    // A failover: the roles swap; the same checks serve (nothing created twice, even when the
+    // step runs again).
+    for _ in 0..2 {
+        dns.upsert_failover(name, 5, &sets("10.0.2.10", "10.0.1.10"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(checks().await.len(), 2);
+    assert_eq!(
+        records().await,
+        vec![
+            (
+                "PRIMARY".into(),
+                "medic:barton:www:primary".into(),
+                "10.0.2.10".into(),
+                b.clone()
+            ),
+            (
+                "SECONDARY".into(),
+                "medic:barton:www:secondary".into(),
+                "10.0.1.10".into(),
+                a.clone()
+            ),
+        ]
+    );
+    // The secondary at a new address: a check of its own, the old one deleted.
+    dns.upsert_failover(name, 5, &sets("10.0.2.10", "10.0.1.77"))
+        .await
+        .unwrap();
+    let c = checks().await;
+    assert_eq!(c.len(), 2, "{c:?}");
+    assert!(
+        !c.contains_key(&a),
+        "the check of 10.0.1.10 is deleted: {c:?}"
+    );
+    let new = by_address(&c, "10.0.1.77");
+    assert_eq!(
+        records().await,
+        vec![
+            (
+                "PRIMARY".into(),
+                "medic:barton:www:primary".into(),
+                "10.0.2.10".into(),
+                b
+            ),
+            (
+                "SECONDARY".into(),
+                "medic:barton:www:secondary".into(),
+                "10.0.1.77".into(),
+                new
+            ),
+        ]
+    );
+}

@@ -193,8 +193,50 @@ impl fmt::Display for ChangeId {
     }
 }
 
+/// One of a name's two failover record sets (Route 53 failover routing): its value, and the
+/// health check the DNS provider itself runs on it, so that it answers the secondary while
+/// the primary fails even if no controller is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailoverSet {
+    /// `true`: the PRIMARY set; `false`: the SECONDARY.
+    pub primary: bool,
+    pub value: IpAddr,
+    pub health: HealthSpec,
+}
+
+/// A provider-side health check of one address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HealthSpec {
+    /// `Some(path)`: an HTTP check of `path`; `None`: a TCP connection.
+    pub http_path: Option<String>,
+    pub port: u16,
+    /// What names the checks a service owns (`medic:TOPOLOGY:SERVICE`): those whose address is
+    /// no longer one of its sets are deleted.
+    pub owner: String,
+}
+
 /// A DNS provider.
 pub trait Dns: Send + Sync {
+    /// UPSERTs `name`'s PRIMARY and SECONDARY failover record sets, each with a health check
+    /// of its address (created if there is none, those of addresses no longer used deleted).
+    /// Providers without failover routing refuse it.
+    fn upsert_failover(
+        &self,
+        name: &str,
+        ttl: u32,
+        sets: &[FailoverSet],
+    ) -> impl Future<Output = Result<ChangeId, CloudError>> + Send {
+        let _ = (ttl, sets);
+        let name = name.to_owned();
+        async move {
+            Err(CloudError::Invalid {
+                op: "upsert",
+                message: format!(
+                    "{name}: this DNS provider has no failover routing; expected the route53 provider"
+                ),
+            })
+        }
+    }
     /// UPSERTs the A record set `name` with `values` (at least one).
     fn upsert(
         &self,

@@ -116,6 +116,11 @@ fn complete(reply: &[u8]) -> bool {
         .is_some_and(|len| reply.len() - start >= len)
 }
 
+/// `s` quoted for a POSIX shell: in single quotes, each of its own as `'\''`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// What an HTTP reply says (pure).
 pub fn judge(reply: &[u8], how: &ServiceCheck, path: &str) -> (Observation, String) {
     let text = String::from_utf8_lossy(reply);
@@ -167,6 +172,21 @@ mod tests {
             body: body.map(str::to_owned),
             ..ServiceCheck::default()
         }
+    }
+
+    #[test]
+    fn a_command_is_quoted_for_the_shell() {
+        assert_eq!(shell_quote("touch /x"), "'touch /x'");
+        assert_eq!(shell_quote("echo 'a' $b"), "'echo '\\''a'\\'' $b'");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "sh -c {}",
+                shell_quote("printf '%s' \"it's $((1+1))\"")
+            ))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's 2");
     }
 
     #[test]

@@ -10,6 +10,30 @@ use medic_ssh::{StepOutcome, run_playbook};
 
 use crate::{ExecError, Executor};
 
+/// Submits `name`'s failover record sets and waits (up to 2 minutes) until the change is in
+/// sync, as a plain record's UPSERT does.
+pub(crate) async fn failover_and_wait<D: Dns>(
+    dns: &D,
+    name: &str,
+    ttl: u32,
+    sets: &[medic_cloud::FailoverSet],
+) -> Result<(), medic_cloud::CloudError> {
+    let change = dns.upsert_failover(name, ttl, sets).await?;
+    let within = Duration::from_secs(120);
+    let deadline = tokio::time::Instant::now() + within;
+    while !dns.in_sync(&change).await? {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(medic_cloud::CloudError::Timeout {
+                op: "dns change",
+                after: within,
+                state: format!("change {change} still pending"),
+            });
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    Ok(())
+}
+
 /// How long a hook that may be skipped waits for the machine's SSH port to accept: a silent
 /// old primary costs a failover this much, not SSH's connect timeout.
 pub const HOOK_REACH_WITHIN: Duration = Duration::from_secs(1);

@@ -537,6 +537,47 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     None => return Err(ExecError::NoDns { index }),
                 }
             }
+            Action::FailoverDns {
+                name,
+                ttl,
+                primary,
+                secondary,
+                http_path,
+                port,
+                owner,
+                ..
+            } => {
+                let p = self.resolve(index, kind, primary)?;
+                let s = self.resolve(index, kind, secondary)?;
+                let Some(dns) = self.dns else {
+                    return Err(ExecError::NoDns { index });
+                };
+                let health = medic_cloud::HealthSpec {
+                    http_path: http_path.clone(),
+                    port: *port,
+                    owner: owner.clone(),
+                };
+                let sets = [
+                    medic_cloud::FailoverSet {
+                        primary: true,
+                        value: p,
+                        health: health.clone(),
+                    },
+                    medic_cloud::FailoverSet {
+                        primary: false,
+                        value: s,
+                        health,
+                    },
+                ];
+                hook::failover_and_wait(dns, name, *ttl, &sets)
+                    .await
+                    .map_err(|source| ExecError::Cloud {
+                        index,
+                        kind,
+                        source,
+                    })?;
+                format!("{name}: PRIMARY {p}, SECONDARY {s}, each with its health check, in sync")
+            }
             Action::Monitor { target } => format!("{target}: for the controller to watch"),
             Action::Unmonitor { target } => format!("{target}: no longer watched"),
             Action::Alert { message, .. } => message.clone(),

@@ -284,6 +284,40 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             };
             (name.clone(), "update the DNS record".into(), c)
         }
+        Action::FailoverDns {
+            target,
+            name,
+            ttl,
+            primary,
+            secondary,
+            http_path,
+            port,
+            owner,
+        } => {
+            let zone = match target {
+                DnsTarget::Route53 { zone_id, .. } => zone_id.clone(),
+                DnsTarget::Rfc2136 { zone, .. } => zone.clone(),
+            };
+            let check = match http_path {
+                Some(p) => format!("HTTP {p} port {port}"),
+                None => format!("TCP port {port}"),
+            };
+            (
+                name.clone(),
+                "point the failover record sets at the primary and a standby".into(),
+                vec![
+                    format!(
+                        "route53 ListHealthChecks; CreateHealthCheck CallerReference={owner}:ADDRESS:{port} ({check}) for {primary} and {secondary} where there is none"
+                    ),
+                    format!(
+                        "route53 ChangeResourceRecordSets HostedZoneId={zone} UPSERT {name}. A TTL={ttl} Failover=PRIMARY SetIdentifier={owner}:primary [{primary}], Failover=SECONDARY SetIdentifier={owner}:secondary [{secondary}], each with its HealthCheckId"
+                    ),
+                    format!(
+                        "route53 DeleteHealthCheck for {owner}'s checks of other addresses; GetChange until INSYNC"
+                    ),
+                ],
+            )
+        }
         Action::Alert { level, message } => (
             match level {
                 AlertLevel::Critical => "CRITICAL".into(),

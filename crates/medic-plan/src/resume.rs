@@ -17,7 +17,7 @@ impl Plan {
     /// The indices of done steps to run again when this plan is resumed with `done` finished:
     /// a pause of writes whose unpause is not done, and the sync waits between that pause and
     /// a promotion not done yet; a service's `on_fenced` (or a switchover's `on_demote`) hook
-    /// whose new primary is not recorded yet.
+    /// and the taking down of its address, while its new primary is not recorded yet.
     pub fn redo_on_resume(&self, done: &BTreeSet<usize>) -> BTreeSet<usize> {
         let mut redo = BTreeSet::new();
         for (i, step) in self.steps.iter().enumerate() {
@@ -58,10 +58,19 @@ impl Plan {
         // nothing now: the old primary may have been restarted meanwhile. Until the new
         // primary is recorded it is done again, so the promotion follows a fresh one.
         for (i, step) in self.steps.iter().enumerate() {
-            let Action::RunHook { service, hook, .. } = &step.action else {
-                continue;
+            let service = match &step.action {
+                Action::RunHook { service, hook, .. }
+                    if matches!(hook.as_str(), "on_fenced" | "on_demote") =>
+                {
+                    service
+                }
+                // The address taken down (or skipped on a silent machine) may be back.
+                Action::ServiceAddress {
+                    service, up: false, ..
+                } => service,
+                _ => continue,
             };
-            if !done.contains(&step.index) || !matches!(hook.as_str(), "on_fenced" | "on_demote") {
+            if !done.contains(&step.index) {
                 continue;
             }
             let promoted = self.steps[i + 1..].iter().any(|s| {

@@ -273,6 +273,21 @@ pub enum Action {
         machine: String,
         role: ServiceRole,
     },
+    /// Route 53 failover routing for a service's name: its PRIMARY and SECONDARY record sets
+    /// UPSERTed, each with a health check of its address (created where there is none, those
+    /// of addresses no longer used deleted); then wait until the change is in sync.
+    FailoverDns {
+        target: DnsTarget,
+        name: String,
+        ttl: u32,
+        primary: Addr,
+        secondary: Addr,
+        /// The health checks: HTTP of this path, or TCP without one; on this port.
+        http_path: Option<String>,
+        port: u16,
+        /// What names the checks the service owns.
+        owner: String,
+    },
     /// Tell a human. The plan stops being automatic here.
     Alert { level: AlertLevel, message: String },
 }
@@ -306,7 +321,7 @@ impl Action {
             Action::LaunchInstance { .. } => "launch",
             Action::WaitReachable { .. } => "wait-ssh",
             Action::RunPlaybook { .. } => "playbook",
-            Action::UpsertDns { .. } => "dns",
+            Action::UpsertDns { .. } | Action::FailoverDns { .. } => "dns",
             Action::RunHook { .. } => "hook",
             Action::ServiceAddress { .. } => "address",
             Action::ServiceRole { .. } => "role",
@@ -415,15 +430,20 @@ impl Action {
             return None;
         };
         let bare = ip.split('/').next().unwrap_or(ip);
+        // Whether any interface of this machine holds the address now.
+        let held = format!("ip -o -4 addr show | grep -qF ' inet {bare}/'");
         Some(if *up {
+            // Never brought up while another host answers for it (duplicate address
+            // detection), unless it is this machine's already; then announced (gratuitous
+            // ARP, three times, in the background: the step does not wait for them).
             format!(
                 "command -v arping >/dev/null || {{ echo 'arping (iputils-arping) is missing' >&2; exit 1; }}; \
-                 ip addr replace {ip} dev {interface} && {{ arping -q -U -c 1 -w 1 -I {interface} {bare}; true; }}"
+                 ip link show dev {interface} >/dev/null || exit 1; \
+                 if ! {held}; then arping -q -D -c 1 -w 1 -I {interface} {bare} || {{ echo '{bare} is answered by another host (arping -D): not brought up' >&2; exit 1; }}; fi; \
+                 ip addr replace {ip} dev {interface} && {{ setsid arping -q -U -c 3 -I {interface} {bare} </dev/null >/dev/null 2>&1 & }}"
             )
         } else {
-            format!(
-                "ip addr del {ip} dev {interface} 2>/dev/null; ! ip -o addr show dev {interface} | grep -qwF '{bare}'"
-            )
+            format!("ip addr del {ip} dev {interface} 2>/dev/null; ! {held}")
         })
     }
 

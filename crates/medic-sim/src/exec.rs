@@ -62,7 +62,10 @@ pub fn execute(
         // The controller's own: nothing to do in the world.
         Action::Unmonitor { .. } | Action::Monitor { .. } | Action::Alert { .. } => {}
         // Services are not simulated: their steps change nothing in the world.
-        Action::RunHook { .. } | Action::ServiceRole { .. } | Action::ServiceAddress { .. } => {}
+        Action::RunHook { .. }
+        | Action::ServiceRole { .. }
+        | Action::ServiceAddress { .. }
+        | Action::FailoverDns { .. } => {}
         Action::FenceServer { proxy, server, .. } => {
             out.skipped = run.proxy_change(proxy, server, Change::Fence)?;
             if out.skipped.is_some() {

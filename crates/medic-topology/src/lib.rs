@@ -31,7 +31,8 @@ pub use auth::{Password, RedisAuth, SecretError, Secrets};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use service::{
-    CheckKind, Failback, Hooks, RoleState, Service, ServiceCheck, ServiceDns, ServiceMode,
+    CheckKind, DnsRouting, Failback, Hooks, RoleState, Service, ServiceCheck, ServiceDns,
+    ServiceMode,
 };
 
 /// A topology that passed validation, with what it references.

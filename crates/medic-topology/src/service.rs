@@ -190,6 +190,21 @@ pub struct ServiceDns {
     /// Seconds; low, so clients ask again soon after a failover (`dns.ttl` unless given).
     #[serde(default)]
     pub ttl: Option<i64>,
+    #[serde(default)]
+    pub routing: DnsRouting,
+}
+
+/// How the record follows the primary.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsRouting {
+    /// One A record, UPSERTed to the primary's address by medic.
+    #[default]
+    Simple,
+    /// Route 53 failover routing: a PRIMARY and a SECONDARY record set, each with a Route 53
+    /// health check of its address, so that Route 53 answers the secondary while the primary
+    /// fails even if no controller runs; medic keeps the two sets on the current roles.
+    Failover,
 }
 
 /// The service's own address, on the primary's interface.
@@ -260,9 +275,10 @@ pub enum RoleState {
     Production,
     /// A nominal standby, standing by.
     Standby,
-    /// The nominal primary, primary, with no healthy standby.
+    /// Primary with no healthy standby (the nominal primary, or a standby switched to
+    /// production in an emergency).
     ProductionAlone,
-    /// A nominal standby serving as primary.
+    /// A nominal standby serving as primary, with a healthy standby beside it.
     StandbyAsProduction,
     /// The nominal primary standing by (after a failover, before a failback).
     ProductionAsStandby,
@@ -280,7 +296,8 @@ impl RoleState {
             (true, true, true) if standby_healthy => RoleState::Production,
             (true, true, true) => RoleState::ProductionAlone,
             (true, true, false) => RoleState::ProductionAsStandby,
-            (true, false, true) => RoleState::StandbyAsProduction,
+            (true, false, true) if standby_healthy => RoleState::StandbyAsProduction,
+            (true, false, true) => RoleState::ProductionAlone,
             (true, false, false) => RoleState::Standby,
         }
     }
@@ -310,8 +327,13 @@ mod tests {
         );
         assert_eq!(RoleState::of(false, false, true, true), RoleState::Standby);
         assert_eq!(
-            RoleState::of(false, true, true, false),
+            RoleState::of(false, true, true, true),
             RoleState::StandbyAsProduction
+        );
+        // Switched to production in an emergency, the other down: alone (seed 001).
+        assert_eq!(
+            RoleState::of(false, true, true, false),
+            RoleState::ProductionAlone
         );
         assert_eq!(
             RoleState::of(true, false, true, true),

@@ -78,14 +78,9 @@ fn a_failed_san_swaps_the_link_on_both_instances_and_the_writes_follow() {
     env.wait("both links on SAN B", Duration::from_secs(30), |e| {
         links(e, &a, &b) == (san("rjb-b"), san("rjb-b"))
     });
-    env.wait(
-        "down / standby_as_production",
-        Duration::from_secs(10),
-        |e| {
-            (state_of(e, "rjb-a"), state_of(e, "rjb-b"))
-                == ("down".into(), "standby_as_production".into())
-        },
-    );
+    env.wait("down / production_alone", Duration::from_secs(10), |e| {
+        (state_of(e, "rjb-a"), state_of(e, "rjb-b")) == ("down".into(), "production_alone".into())
+    });
     assert!(env.ended("service filestore@rjb-a failed", "completed"));
     // The application is none the wiser: the same path, now on SAN B.
     for (ip, m) in [(&a, "rjb-a"), (&b, "rjb-b")] {

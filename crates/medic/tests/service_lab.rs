@@ -114,7 +114,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
     env.wait(
         "web1 out, web2 serving as production",
         Duration::from_secs(10),
-        |e| state_of(e, "web1") == "down" && state_of(e, "web2") == "standby_as_production",
+        |e| state_of(e, "web1") == "down" && state_of(e, "web2") == "production_alone",
     );
     // The old primary restarted by its supervisor comes up as a standby, and rejoins.
     start_nginx(&env, &web1);
@@ -160,7 +160,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
     env.wait(
         "web2 serving as production, web1 down",
         Duration::from_secs(10),
-        |e| state_of(e, "web2") == "standby_as_production" && state_of(e, "web1") == "down",
+        |e| state_of(e, "web2") == "production_alone" && state_of(e, "web1") == "down",
     );
     // web1 stays watched, out of the service: if it answers again it is demoted first.
     env.wait(

@@ -103,11 +103,9 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
         |_| get(&vip, "/role") == "megadeth",
     );
     let switched = t_kill.elapsed();
-    env.wait(
-        "down / standby_as_production",
-        Duration::from_secs(10),
-        |e| states(e) == ("down".into(), "standby_as_production".into()),
-    );
+    env.wait("down / production_alone", Duration::from_secs(10), |e| {
+        states(e) == ("down".into(), "production_alone".into())
+    });
     assert_eq!(
         status_file(&env, &slayer),
         "down",
@@ -115,6 +113,23 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
     );
     assert_eq!(status_file(&env, &megadeth), "production_alone", "step 3");
     assert_eq!(holders(&netns, &vip), 1);
+    // The same states in /metrics, and on the status page as a browser renders it.
+    let metrics = http_text(env.port, "/metrics");
+    for line in [
+        r#"medic_service_role_state{service="sounz",machine="slayer",state="down"} 1"#,
+        r#"medic_service_role_state{service="sounz",machine="megadeth",state="production_alone"} 1"#,
+        r#"medic_service_role_state{service="sounz",machine="slayer",state="production"} 0"#,
+        r#"medic_service_primary{service="sounz",machine="megadeth"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
+    let page = page_text(env.port);
+    for row in [
+        "sounz slayer primary out down",
+        "sounz megadeth standby primary production_alone",
+    ] {
+        assert!(page.contains(row), "{row} in: {page}");
+    }
 
     // Production mended: it comes back as a standby (RECOVERY step 1).
     start_nginx(&env, &slayer);

@@ -592,8 +592,20 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 Box::pin(async move {
                     use medic_ssh::Remote as _;
                     let host = medic_exec::ssh_host(&c.top().topology, &machine, ip);
-                    match c.inner.ssh.run(&host, &command, within).await {
+                    // Bounded on the machine too: a command stuck (storage in D state) is not
+                    // left running beside the next check's.
+                    let secs = within.as_secs_f64().max(0.1);
+                    let bounded = format!(
+                        "timeout -k 1 {secs:.1} sh -c {}",
+                        crate::service_check::shell_quote(&command)
+                    );
+                    match c.inner.ssh.run(&host, &bounded, within).await {
                         Ok(out) if out.status == Some(0) => Ok(None),
+                        // `timeout`'s own exit: it ran, and did not finish.
+                        Ok(out) if matches!(out.status, Some(124 | 137)) => Ok(Some(format!(
+                            "the command did not finish within {}",
+                            medic_playbook::human_ms(within.as_millis() as u64)
+                        ))),
                         Ok(out) => {
                             let said: String = out.stderr.trim().chars().take(200).collect();
                             Ok(Some(format!(
@@ -602,6 +614,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                                     .map_or("by a signal".to_owned(), |c| c.to_string())
                             )))
                         }
+                        // Started and not finished: the machine answers, the command hangs.
+                        Err(medic_ssh::SshError::Timeout { .. }) => Ok(Some(format!(
+                            "the command did not finish within {}",
+                            medic_playbook::human_ms(within.as_millis() as u64)
+                        ))),
                         Err(e) => Err(e.to_string()),
                     }
                 })

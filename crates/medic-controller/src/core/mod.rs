@@ -218,6 +218,9 @@ pub struct Core {
     /// Whether this controller may start recoveries: always when it runs alone; in a group,
     /// only while it leads. A follower detects and queues, and starts nothing.
     pub leading: bool,
+    /// Services whose automatic failback failed: not tried again until an operator's
+    /// switchover of the service completes.
+    failback_stopped: BTreeSet<String>,
 }
 
 impl Core {
@@ -237,6 +240,7 @@ impl Core {
             early: BTreeMap::new(),
             warned: BTreeSet::new(),
             leading: true,
+            failback_stopped: BTreeSet::new(),
         }
     }
 

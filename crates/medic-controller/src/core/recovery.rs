@@ -503,6 +503,25 @@ impl Core {
                 serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
             ),
         });
+        if let Event::Switchover { shard, .. } = &run.plan.event
+            && self.loaded.topology.service(shard).is_some()
+        {
+            let automatic = run.trigger.starts_with("failback:");
+            match outcome {
+                Outcome::Failed { .. }
+                    if automatic && self.failback_stopped.insert(shard.clone()) =>
+                {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Critical,
+                        message: format!("the automatic failback of service {shard} failed: medic does not try it again; check both machines, then `medic switchover {shard}` by hand"),
+                    });
+                }
+                Outcome::Completed if !automatic => {
+                    self.failback_stopped.remove(shard);
+                }
+                _ => {}
+            }
+        }
         if let Outcome::Failed { step, error } = outcome {
             // The restart itself (its playbook, or reaching the machine for it), not a step
             // that also needs another machine (a sync from the master).

@@ -66,12 +66,18 @@ impl Core {
         };
         let rejoins = st.out.contains(machine);
         let primary_down = st.down.contains(&primary);
+        let standby_usable = s
+            .machines()
+            .any(|m| m != machine && !st.out.contains(m) && !st.down.contains(m));
         if changed {
             out.push(Output::Save);
         }
         if rejoins {
-            // Out already: its silence or failure changes nothing; passing, it rejoins.
-            if ready {
+            // Out already: its silence changes nothing. Answering at all — even failing its
+            // check — it rejoins at once: its address and its role are taken from it first
+            // (it may have come back believing it is the primary); usable it is only once it
+            // passes `rise` checks.
+            if r.observation != Observation::Silent {
                 self.request(Request {
                     event: Event::ServiceRejoin {
                         service: service.to_owned(),
@@ -89,7 +95,19 @@ impl Core {
         }
         if verdict == Some(Verdict::Failing) {
             let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);
-            if primary == machine {
+            if primary == machine && !standby_usable {
+                // Nothing to fail over to: told once, watched on; failed over as soon as a
+                // standby passes its checks (below), without a recovery meanwhile.
+                if self.warned.insert(Target::clone(&r.target)) {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Critical,
+                        message: format!(
+                            "{}, the primary, fails its checks ({}) and no standby passes its checks: nothing to fail over to yet; medic fails over as soon as one does",
+                            r.target, r.detail
+                        ),
+                    });
+                }
+            } else if primary == machine {
                 detected(out, &r.target, &r.detail, first_fail, r.at_ms);
                 self.service_down(
                     service,
@@ -135,6 +153,7 @@ impl Core {
         }
         // Automatic failback: the nominal primary, rejoined, healthy for `failback_after`.
         if automatic
+            && !self.failback_stopped.contains(service)
             && nominal
             && primary != machine
             && up

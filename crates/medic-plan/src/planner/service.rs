@@ -164,17 +164,24 @@ impl<'a> Planner<'a> {
             self.no_standby(s, old);
             return;
         };
+        // The address first: clients stop reaching the old primary before anything else.
+        self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
         }
-        self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_promote {
-            let state = if s.primary.value == new {
-                "production"
-            } else {
-                "production_alone"
-            };
-            self.push(self.hook(s, "on_promote", &hook.value, &new, &new, old, false, state));
+            // The old primary has just failed: the new one serves alone.
+            let step = self.hook(
+                s,
+                "on_promote",
+                &hook.value,
+                &new,
+                &new,
+                old,
+                false,
+                "production_alone",
+            );
+            self.push(step);
         }
         self.push(Action::ServiceRole {
             service: name.clone(),
@@ -297,6 +304,8 @@ impl<'a> Planner<'a> {
         self.push(Action::Unmonitor {
             target: target.clone(),
         });
+        // A primary that comes back after a crash may still hold the address: it goes first.
+        self.service_address(s, machine, false, false);
         if let Some(hook) = &s.hooks.on_demote {
             let state = if s.primary.value == machine {
                 "production_as_standby"
@@ -315,8 +324,6 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
-        // A primary that comes back after a crash may still hold the address.
-        self.service_address(s, machine, false, false);
         self.push(Action::ServiceRole {
             service: service.to_owned(),
             machine: machine.to_owned(),
@@ -369,6 +376,45 @@ impl<'a> Planner<'a> {
             .ttl
             .and_then(|t| u32::try_from(t).ok())
             .unwrap_or(ttl);
+        if d.value.routing == medic_topology::DnsRouting::Failover {
+            // The secondary: the first other machine that may be promoted, else the first
+            // other machine (Route 53 answers it only while the primary's check fails).
+            let primary = match address {
+                Addr::Of(m) => Some(m.clone()),
+                Addr::Ip(ip) => self
+                    .state
+                    .machines
+                    .iter()
+                    .find(|(_, m)| m.address == Some(*ip))
+                    .map(|(n, _)| n.clone()),
+            };
+            let others: Vec<&str> = s
+                .machines()
+                .filter(|m| Some(*m) != primary.as_deref())
+                .collect();
+            let st = self.state.services.get(&s.name.value);
+            let secondary = others
+                .iter()
+                .find(|m| st.is_none_or(|st| !st.out.contains(**m) && !st.down.contains(**m)))
+                .or(others.first())
+                .map(|m| addr_of(self.state, m));
+            let Some(secondary) = secondary else {
+                return;
+            };
+            let check = &s.check.value;
+            self.push(Action::FailoverDns {
+                target,
+                name: d.value.name.trim_end_matches('.').to_owned(),
+                ttl,
+                primary: address.clone(),
+                secondary,
+                http_path: (check.kind == medic_topology::CheckKind::Http)
+                    .then(|| check.http_path().to_owned()),
+                port: s.port.value,
+                owner: format!("medic:{}:{}", self.top.name.value, s.name.value),
+            });
+            return;
+        }
         self.push(Action::UpsertDns {
             target,
             name: d.value.name.trim_end_matches('.').to_owned(),

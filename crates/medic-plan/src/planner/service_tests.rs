@@ -248,3 +248,47 @@ fn a_resumed_failover_fences_again_until_the_new_primary_is_recorded() {
     assert_eq!(plan.redo_on_resume(&done(3)), [2].into());
     assert!(plan.redo_on_resume(&done(4)).is_empty());
 }
+
+#[test]
+fn with_failover_routing_both_record_sets_follow_the_roles() {
+    let text = DOMINO
+        .replace(
+            "dns: {name: www.domino.lab, ttl: 5}",
+            "dns: {name: www.domino.lab, ttl: 5, routing: failover}",
+        )
+        .replace(
+            "    rfc2136:\n      server: 10.77.0.2:53\n      zone: domino.lab\n      tsig_key: medic\n      tsig_secret_file: /var/lib/medic/lab/tsig.key\n",
+            "    route53: {zone_id: Z0123456789ABC, zone: domino.lab}\n",
+        );
+    assert!(text.contains("route53:"), "{text}");
+    let top = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap();
+    let state = ObservedState::assumed(&top);
+    let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
+    let dns: Vec<&Action> = plan
+        .steps
+        .iter()
+        .map(|s| &s.action)
+        .filter(|a| matches!(a, Action::FailoverDns { .. } | Action::UpsertDns { .. }))
+        .collect();
+    assert_eq!(dns.len(), 1, "{:?}", outline(&plan));
+    let Action::FailoverDns {
+        primary,
+        secondary,
+        http_path,
+        port,
+        owner,
+        ..
+    } = dns[0]
+    else {
+        panic!("{:?}", dns[0]);
+    };
+    assert_eq!(
+        (primary, secondary),
+        (&addr_of(&state, "web2"), &addr_of(&state, "web1")),
+        "the new primary, and the old one as secondary (the only other machine)"
+    );
+    assert_eq!((http_path.as_deref(), *port), (Some("/health"), 80));
+    assert_eq!(owner, "medic:domino:www");
+}

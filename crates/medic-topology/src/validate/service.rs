@@ -166,6 +166,25 @@ impl Ctx<'_, '_> {
                         format!("`{}` follows another service's primary too; expected one service per record", d.value.name),
                     );
                 }
+                if d.value.routing == crate::service::DnsRouting::Failover {
+                    if !matches!(
+                        top.dns.as_ref().map(|d| &d.value.provider.value),
+                        Some(crate::model::DnsProvider::Route53(_))
+                    ) {
+                        self.d.error(
+                            d.referenced,
+                            format!("{dp}.routing"),
+                            "failover routing is Route 53's; expected the route53 dns provider, or `routing: simple`",
+                        );
+                    }
+                    if check.kind == CheckKind::Command {
+                        self.d.error(
+                            d.referenced,
+                            format!("{dp}.routing"),
+                            "Route 53's health checks speak TCP or HTTP; expected a tcp or http check for failover routing",
+                        );
+                    }
+                }
                 if let Some(ttl) = d.value.ttl
                     && !(0..=MAX_TTL).contains(&ttl)
                 {
@@ -206,6 +225,26 @@ impl Ctx<'_, '_> {
                     );
                 }
             }
+            if s.failback == crate::service::Failback::Automatic {
+                if s.hooks.on_demote.is_none()
+                    && s.hooks.on_fenced.is_none()
+                    && !s.standbys_read_only
+                {
+                    self.d.error(
+                        ss.referenced,
+                        format!("{p}.failback"),
+                        "automatic failback is a switchover, which demotes the primary first; expected an on_demote (or on_fenced) hook, or `standbys_read_only: true`",
+                    );
+                }
+                let rise_ms = cadence_rise_ms(&check.cadence());
+                if (s.failback_after.as_millis() as u64) < rise_ms.max(1000) {
+                    self.d.error(
+                        ss.referenced,
+                        format!("{p}.failback_after"),
+                        format!("{} is too short; expected at least 1s and the time `rise` checks take ({} ms), or the role would flap", s.failback_after, rise_ms),
+                    );
+                }
+            }
             if s.hooks.on_fenced.is_none() && !s.standbys_read_only {
                 self.d.warning(
                     ss.referenced,
@@ -235,4 +274,9 @@ impl Ctx<'_, '_> {
             }
         }
     }
+}
+
+/// How long `rise` good checks in a row take.
+fn cadence_rise_ms(c: &crate::model::Check) -> u64 {
+    c.interval.as_millis() as u64 * u64::from(c.rise.max(1))
 }

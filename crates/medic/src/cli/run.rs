@@ -77,6 +77,17 @@ pub(super) enum AnyDns {
 }
 
 impl Dns for AnyDns {
+    async fn upsert_failover(
+        &self,
+        name: &str,
+        ttl: u32,
+        sets: &[medic_cloud::FailoverSet],
+    ) -> Result<ChangeId, CloudError> {
+        match self {
+            AnyDns::Route53(d) => d.upsert_failover(name, ttl, sets).await,
+            AnyDns::Rfc2136(d) => d.upsert_failover(name, ttl, sets).await,
+        }
+    }
     async fn upsert(
         &self,
         name: &str,
