@@ -248,7 +248,8 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
             required_unless_present_any = ["process", "switchover"]
         )]
         lose: Option<String>,
-        /// A redis process that died on a live machine, as SHARD@MACHINE.
+        /// A redis process that died on a live machine, as SHARD@MACHINE; or a service that
+        /// fails its checks on a machine that answers, as SERVICE@MACHINE.
         #[arg(long, value_name = "SHARD@MACHINE", conflicts_with = "switchover")]
         process: Option<String>,
         /// A planned switchover of SHARD or SERVICE (what `medic switchover NAME` would do).
@@ -544,6 +545,16 @@ fn plan(
         return Ok(ExitCode::from(1));
     };
     let top = &dep.loaded.topology;
+    // SERVICE@MACHINE: a service's name (validation keeps them apart from shards').
+    let event = match event {
+        Event::ProcessDied { shard, machine } if top.service(&shard).is_some() => {
+            Event::ServiceDown {
+                service: shard,
+                machine,
+            }
+        }
+        other => other,
+    };
     let state = ObservedState::assumed(top);
     let plan = match plan_recovery(top, &state, &event, recovery) {
         Ok(p) => p,

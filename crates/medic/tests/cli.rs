@@ -480,3 +480,38 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         "no panic, no error"
     );
 }
+
+/// The four seeds' services examples: each validates, and `medic plan` prints its primary's
+/// loss, its service's failure and a switchover — the steps the lab tests run.
+#[test]
+fn every_services_example_validates_and_plans() {
+    for (example, service, primary, steps) in [
+        ("domino", "www", "web1", &["hook", "role", "dns"][..]),
+        ("sounz", "sounz", "slayer", &["address", "hook", "role"]),
+        ("edina", "filestore", "rjb-a", &["hook", "role"]),
+        ("dryad", "dryad", "primus", &["role", "dns"]),
+    ] {
+        let file = root().join(format!("examples/{example}.yaml"));
+        let f = file.to_str().unwrap();
+        let out = medic(&["validate", f]);
+        assert!(out.status.success(), "{example}: {}", text(&out.stderr));
+        let process = format!("{service}@{primary}");
+        for args in [
+            ["plan", f, "--lose", primary],
+            ["plan", f, "--process", &process],
+            ["plan", f, "--switchover", service],
+        ] {
+            let out = medic(&args);
+            let shown = text(&out.stdout);
+            assert!(out.status.success(), "{args:?}: {}", text(&out.stderr));
+            for kind in steps.iter().copied() {
+                assert!(
+                    shown
+                        .lines()
+                        .any(|l| l.split_whitespace().nth(1) == Some(kind)),
+                    "{args:?}: no `{kind}` step in:\n{shown}"
+                );
+            }
+        }
+    }
+}
