@@ -221,6 +221,9 @@ pub struct Core {
     /// Services whose automatic failback failed: not tried again until an operator's
     /// switchover of the service completes.
     failback_stopped: BTreeSet<String>,
+    /// Machines out of a service that answered and were demoted (their address taken, their
+    /// `on_demote` run) while still failing: not again until they go silent or rejoin.
+    disarmed: BTreeSet<(String, String)>,
 }
 
 impl Core {
@@ -241,6 +244,7 @@ impl Core {
             warned: BTreeSet::new(),
             leading: true,
             failback_stopped: BTreeSet::new(),
+            disarmed: BTreeSet::new(),
         }
     }
 

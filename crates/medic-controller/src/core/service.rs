@@ -74,24 +74,41 @@ impl Core {
         }
         if rejoins {
             // Out already: its silence changes nothing. Answering at all — even failing its
-            // check — it rejoins at once: its address and its role are taken from it first
-            // (it may have come back believing it is the primary); usable it is only once it
-            // passes `rise` checks.
-            if r.observation != Observation::Silent {
-                self.request(Request {
+            // check — it is demoted at once (its address taken, its `on_demote` run: it may
+            // have come back believing it is the primary), once; passing `rise` checks, it
+            // rejoins as a standby.
+            let key = (service.to_owned(), machine.to_owned());
+            if r.observation == Observation::Silent {
+                self.disarmed.remove(&key);
+                return true;
+            }
+            let first = !ready && !self.disarmed.contains(&key);
+            if ready || first {
+                let asked = self.request(Request {
                     event: Event::ServiceRejoin {
                         service: service.to_owned(),
                         machine: machine.to_owned(),
                     },
-                    trigger: format!("{} passes its checks again", r.target),
+                    trigger: if ready {
+                        format!("{} passes its checks again", r.target)
+                    } else {
+                        format!("{} answers again ({}): demoted first", r.target, r.detail)
+                    },
                     first_failure_ms: None,
                     master_last_ok_ms: None,
                     queued_ms: r.at_ms,
                     detected: false,
                     resume: None,
                 });
+                if asked && first {
+                    self.disarmed.insert(key);
+                }
             }
             return true;
+        }
+        if !self.disarmed.is_empty() {
+            self.disarmed
+                .retain(|(s, m)| !(s == service && m == machine));
         }
         if verdict == Some(Verdict::Failing) {
             let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);

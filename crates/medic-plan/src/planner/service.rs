@@ -288,7 +288,8 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// `machine`, failed away from, answers again: its `on_demote` hook, then it is a standby.
+    /// `machine`, failed away from, answers again: its address taken, its `on_demote` hook,
+    /// then — if it passes its checks — it is a standby (failing, it stays out).
     /// Out of monitoring meanwhile, so a hook that fails leaves it out and retried later, not
     /// asked again at every check.
     pub(super) fn service_rejoin(&mut self, service: &str, machine: &str) -> Result<(), PlanError> {
@@ -306,8 +307,17 @@ impl<'a> Planner<'a> {
         });
         // A primary that comes back after a crash may still hold the address: it goes first.
         self.service_address(s, machine, false, false);
+        // Still failing its checks (the controller keeps `down`): demoted, and left out until
+        // it passes them.
+        let failing = self
+            .state
+            .services
+            .get(service)
+            .is_some_and(|st| st.down.contains(machine));
         if let Some(hook) = &s.hooks.on_demote {
-            let state = if s.primary.value == machine {
+            let state = if failing {
+                "down"
+            } else if s.primary.value == machine {
                 "production_as_standby"
             } else {
                 "standby"
@@ -324,11 +334,13 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
-        self.push(Action::ServiceRole {
-            service: service.to_owned(),
-            machine: machine.to_owned(),
-            role: ServiceRole::Standby,
-        });
+        if !failing {
+            self.push(Action::ServiceRole {
+                service: service.to_owned(),
+                machine: machine.to_owned(),
+                role: ServiceRole::Standby,
+            });
+        }
         self.push(Action::Monitor { target });
         Ok(())
     }

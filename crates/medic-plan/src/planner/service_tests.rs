@@ -292,3 +292,36 @@ fn with_failover_routing_both_record_sets_follow_the_roles() {
     assert_eq!((http_path.as_deref(), *port), (Some("/health"), 80));
     assert_eq!(owner, "medic:domino:www");
 }
+
+#[test]
+fn a_machine_that_answers_but_still_fails_is_demoted_and_stays_out() {
+    let top = topology();
+    let mut state = ObservedState::assumed(&top);
+    {
+        let st = state.services.get_mut("www").unwrap();
+        st.primary = "web2".into();
+        st.out.insert("web1".into());
+        st.down.insert("web1".into());
+    }
+    let rejoin = Event::ServiceRejoin {
+        service: "www".into(),
+        machine: "web1".into(),
+    };
+    let plan = plan_recovery(&top, &state, &rejoin, "r1").unwrap();
+    assert_eq!(
+        outline(&plan),
+        ["unmonitor web1", "hook www@web1", "monitor web1"]
+    );
+    let Action::RunHook { hook, vars, .. } = &plan.steps[1].action else {
+        panic!("{:?}", plan.steps[1]);
+    };
+    assert_eq!(
+        (hook.as_str(), &vars["state"]),
+        ("on_demote", &serde_json::json!("down"))
+    );
+    let mut after = state.clone();
+    for s in &plan.steps {
+        after.apply(&s.action, &StepOutput::default());
+    }
+    assert!(after.services["www"].out.contains("web1"), "still out");
+}

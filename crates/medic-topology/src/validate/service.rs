@@ -18,6 +18,7 @@ impl Ctx<'_, '_> {
             "service",
         );
         let mut records = BTreeSet::new();
+        let mut addresses = BTreeSet::new();
         for (i, ss) in top.services.iter().enumerate() {
             let s = &ss.value;
             let p = format!("services[{i}]");
@@ -197,6 +198,24 @@ impl Ctx<'_, '_> {
             }
             if let Some(a) = &s.address {
                 let ap = format!("{p}.address");
+                if let Some((ip, _)) = a.value.parsed() {
+                    if !addresses.insert(ip) {
+                        self.d.error(
+                            a.referenced,
+                            format!("{ap}.ip"),
+                            format!("{ip} is another service's address too; expected one address per service"),
+                        );
+                    }
+                    if let Some(m) = top.machines.iter().find(|m| {
+                        m.value.address.as_ref().map(|x| x.value) == Some(std::net::IpAddr::V4(ip))
+                    }) {
+                        self.d.error(
+                            a.referenced,
+                            format!("{ap}.ip"),
+                            format!("{ip} is machine `{}`'s own address; expected an address of the service's own, which moves", m.value.name.value),
+                        );
+                    }
+                }
                 if a.value.parsed().is_none() {
                     self.d.error(
                         a.referenced,
