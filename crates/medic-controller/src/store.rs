@@ -48,6 +48,21 @@ pub struct Saved {
     pub recoveries: Vec<(String, u64)>,
 }
 
+impl Saved {
+    /// The state of a deployment medic has no record of: roles as the topology says.
+    pub fn fresh(top: &medic_topology::Topology) -> Saved {
+        Saved {
+            topology: top.name.value.clone(),
+            observed: ObservedState::assumed(top),
+            maintenance: Default::default(),
+            unmonitored: Default::default(),
+            replacements: Vec::new(),
+            retries: Default::default(),
+            recoveries: Vec::new(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Store {
     path: PathBuf,

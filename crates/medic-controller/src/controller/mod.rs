@@ -23,7 +23,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use medic_cloud::{Cloud, Dns};
-use medic_plan::{AlertLevel, ObservedState};
+use medic_plan::AlertLevel;
 use medic_playbook::Playbooks;
 use medic_redis::Redis;
 use medic_ssh::Ssh;
@@ -391,15 +391,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let had_state = loaded_state.is_some();
         let saved = match loaded_state {
             Some(s) => s,
-            None => Saved {
-                topology: top.name.value.clone(),
-                observed: ObservedState::assumed(top),
-                maintenance: Default::default(),
-                unmonitored: Default::default(),
-                replacements: Vec::new(),
-                retries: Default::default(),
-                recoveries: Vec::new(),
-            },
+            None => Saved::fresh(top),
         };
         let listen = top.controller.listen.value;
         let notifier = Notifier::from_topology(top);

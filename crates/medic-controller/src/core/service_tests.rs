@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medic_detect::Observation;
-use medic_plan::{AlertLevel, Event, ObservedState};
+use medic_plan::{AlertLevel, Event};
 
 use super::*;
 use crate::checks::{CheckResult, Target};
@@ -23,15 +23,7 @@ fn core(edit: &str) -> Core {
     let path = dir.path().join("domino.yaml");
     std::fs::write(&path, text).unwrap();
     let loaded = medic_topology::load_topology(&path).expect("domino.yaml loads");
-    let saved = Saved {
-        topology: loaded.topology.name.value.clone(),
-        observed: ObservedState::assumed(&loaded.topology),
-        maintenance: Default::default(),
-        unmonitored: Default::default(),
-        replacements: Vec::new(),
-        retries: Default::default(),
-        recoveries: Vec::new(),
-    };
+    let saved = Saved::fresh(&loaded.topology);
     Core::new(Arc::new(loaded), saved)
 }
 

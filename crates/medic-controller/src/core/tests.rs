@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medic_detect::{Observation, Seen, Witnesses};
-use medic_plan::{Action, Event, ObservedState, StepOutput};
+use medic_plan::{Action, Event, StepOutput};
 use medic_redis::{LinkStatus, ReplicationInfo, Role};
 
 use super::*;
@@ -16,15 +16,7 @@ use crate::journal::Outcome;
 fn core() -> Core {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
     let loaded = medic_topology::load_topology(&path).expect("examples/lab.yaml loads");
-    let saved = Saved {
-        topology: loaded.topology.name.value.clone(),
-        observed: ObservedState::assumed(&loaded.topology),
-        maintenance: Default::default(),
-        unmonitored: Default::default(),
-        replacements: Vec::new(),
-        retries: Default::default(),
-        recoveries: Vec::new(),
-    };
+    let saved = Saved::fresh(&loaded.topology);
     Core::new(Arc::new(loaded), saved)
 }
 
