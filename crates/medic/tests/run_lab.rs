@@ -116,6 +116,18 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
             }
         },
     );
+    // ... in a scrape Prometheus takes as it is, announcing every metric the alerting rules and
+    // the dashboard use; the shards are back to ok and no proxy needed a repair.
+    let metrics = http_text(env.port, "/metrics");
+    common::prometheus::check_scrape(&metrics);
+    for line in [
+        "medic_shard_state{shard=\"r9001\",state=\"ok\"} 1",
+        "medic_shard_state{shard=\"r9001\",state=\"down\"} 0",
+        "medic_recoveries_total{outcome=\"held\"} 0",
+        "medic_proxy_repairs_total{proxy=\"haproxy2\",result=\"failed\"} 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
     let status = text(&medic(&["status", "-t", env.f()]));
     let r9001 = status
         .lines()

@@ -34,6 +34,7 @@ mod discover;
 mod drive;
 mod group;
 mod history;
+mod metrics;
 mod operator;
 mod probe;
 mod reconcile;
@@ -166,6 +167,8 @@ struct Metrics {
     step_failures: BTreeMap<String, u64>,
     detection_seconds: Option<f64>,
     alerts: BTreeMap<&'static str, u64>,
+    /// The reconcile's repairs by proxy and result (`repaired`, `failed`).
+    repairs: BTreeMap<(String, &'static str), u64>,
 }
 
 /// A running recovery, for the status.

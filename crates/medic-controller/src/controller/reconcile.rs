@@ -321,6 +321,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             }
         }
+        *lock(&self.inner.st)
+            .metrics
+            .repairs
+            .entry((
+                machine.to_owned(),
+                if failed.is_none() {
+                    "repaired"
+                } else {
+                    "failed"
+                },
+            ))
+            .or_default() += 1;
         let message = match failed {
             None => format!(
                 "{machine} did not route as intended; repaired: {}",

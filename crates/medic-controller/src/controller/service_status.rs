@@ -97,9 +97,6 @@ pub(super) fn service_metrics(
     out: &mut String,
 ) {
     use medic_topology::RoleState;
-    if top.services.is_empty() {
-        return;
-    }
     out.push_str("# HELP medic_service_role_state Each service machine's role state (seed 001's names): 1 for the one it is in.\n# TYPE medic_service_role_state gauge\n");
     let mut primaries = String::new();
     for s in top.services.iter().map(|s| &s.value) {
