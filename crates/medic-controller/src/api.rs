@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | GET | `/` | the status page |
 //! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
-//! | GET | `/api/history[?limit=N&offset=K]` | the recoveries with their steps, newest first (100 by default, 1,000 at most) |
+//! | GET | `/api/history[?limit=N&offset=K&since=MS]` | the recoveries with their steps, newest first (100 by default, 1,000 at most; `since`: only those begun at or after MS, ms since the epoch) |
 //! | GET | `/api/events[?after=SEQ]` | what happened since SEQ (detections, steps, alerts) |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
@@ -73,6 +73,7 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
         }
         ("GET", "/api/status") => Response::json(200, &c.status()),
         ("GET", "/api/history") => match c.history(
+            query_number(&req.query, "since").map_or(0, |ms| ms as u64),
             query_number(&req.query, "offset").unwrap_or(0),
             query_number(&req.query, "limit").unwrap_or(crate::controller::HISTORY_PAGE),
         ) {

@@ -152,10 +152,20 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         format: Format,
     },
     /// Every recovery: trigger, steps with durations, outcome, the window of writes at risk.
-    #[command(after_help = "Example:\n  medic history -t examples/lab.yaml")]
+    /// Newest first.
+    #[command(
+        after_help = "Examples:\n  medic history -t examples/lab.yaml\n  medic history --since 2h --limit 5 -t examples/lab.yaml\n  medic history --since 2026-12-01T03:00:00Z --format json -t examples/lab.yaml"
+    )]
     History {
         #[command(flatten)]
         t: TopologyArg,
+        /// Only the recoveries begun since: a duration back from now (90s, 30m, 2h, 7d) or a
+        /// UTC time (2026-12-01T03:00:00Z).
+        #[arg(long, value_name = "WHEN")]
+        since: Option<String>,
+        /// At most this many recoveries (1 to 1000), the newest.
+        #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u16).range(1..=1000))]
+        limit: u16,
         #[arg(long, value_enum, default_value_t = Format::Text)]
         format: Format,
     },
@@ -176,6 +186,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         machine: String,
         #[command(flatten)]
         t: TopologyArg,
+        /// `json`: one JSON object on stdout, success or not (`ok`, `status`, `message` or `error`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Change a shard's master on purpose, losing no write: writes are held on the master
     /// until the replica has them all, the proxies switch, the old master becomes a replica.
@@ -191,6 +204,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         to: Option<String>,
         #[command(flatten)]
         t: TopologyArg,
+        /// `json`: one JSON object on stdout, success or not (`ok`, `status`, `message` or `error`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Put a machine in maintenance: not checked, never recovered (persisted).
     #[command(after_help = "Example:\n  medic unmonitor redis2 -t examples/lab.yaml")]
@@ -198,6 +214,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         machine: String,
         #[command(flatten)]
         t: TopologyArg,
+        /// `json`: one JSON object on stdout, success or not (`ok`, `status`, `message` or `error`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// End a machine's maintenance.
     #[command(after_help = "Example:\n  medic monitor redis2 -t examples/lab.yaml")]
@@ -205,6 +224,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
         machine: String,
         #[command(flatten)]
         t: TopologyArg,
+        /// `json`: one JSON object on stdout, success or not (`ok`, `status`, `message` or `error`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// In a group of controllers: the leader gives its lease up and does not stand again for
     /// two leases, so another member takes over (before maintenance of the leader's host).
@@ -212,6 +234,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
     StepDown {
         #[command(flatten)]
         t: TopologyArg,
+        /// `json`: one JSON object on stdout, success or not (`ok`, `status`, `message` or `error`).
+        #[arg(long, value_enum, default_value_t = Format::Text)]
+        format: Format,
     },
     /// Print a shell completion script.
     #[command(
@@ -296,19 +321,29 @@ pub fn main() -> ExitCode {
             run::up(&file)
         }
         Command::Status { t, format } => run::status(&t.topology, format),
-        Command::History { t, format } => run::history(&t.topology, format),
+        Command::History {
+            t,
+            since,
+            limit,
+            format,
+        } => run::history(&t.topology, since.as_deref(), limit, format),
         Command::Events { t, follow, format } => run::events(&t.topology, follow, format),
-        Command::Recover { machine, t } => run::command(&t.topology, "recover", &machine),
-        Command::Switchover { shard, to, t } => {
-            let path = match &to {
-                Some(m) => format!("{shard}?to={m}"),
-                None => shard.clone(),
-            };
-            run::command(&t.topology, "switchover", &path)
+        Command::Recover { machine, t, format } => {
+            run::command(&t.topology, "recover", &machine, None, format)
         }
-        Command::Unmonitor { machine, t } => run::command(&t.topology, "unmonitor", &machine),
-        Command::Monitor { machine, t } => run::command(&t.topology, "monitor", &machine),
-        Command::StepDown { t } => group::step_down(&t.topology),
+        Command::Switchover {
+            shard,
+            to,
+            t,
+            format,
+        } => run::command(&t.topology, "switchover", &shard, to.as_deref(), format),
+        Command::Unmonitor { machine, t, format } => {
+            run::command(&t.topology, "unmonitor", &machine, None, format)
+        }
+        Command::Monitor { machine, t, format } => {
+            run::command(&t.topology, "monitor", &machine, None, format)
+        }
+        Command::StepDown { t, format } => group::step_down(&t.topology, format),
         Command::Validate { file, format } => validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Aws(AwsCommand::Check {

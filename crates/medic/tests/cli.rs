@@ -321,6 +321,65 @@ fn plan_errors_are_clear() {
     );
 }
 
+/// The operators' commands say what is wrong with what they were given, and `--format json`
+/// answers in JSON even when no controller answers.
+#[test]
+fn operator_commands_say_what_went_wrong() {
+    let out = medic(&["history", "--since", "yesterday", "-t", "examples/lab.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert_eq!(
+        text(&out.stderr),
+        "medic: --since \"yesterday\": expected a duration back from now (90s, 30m, 2h, 7d) or a \
+         UTC time (2026-12-01T03:00:00Z)\n"
+    );
+    let out = medic(&["history", "--limit", "0", "-t", "examples/lab.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("0 is not in 1..=1000"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A controller that is not running: the topology says where, nobody listens there.
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let lab = std::fs::read_to_string(root().join("examples/lab.yaml")).unwrap();
+    let moved = lab
+        .replace("../", &format!("{}/", root().display()))
+        .replace(
+            "listen: 127.0.0.1:7600",
+            &format!("listen: 127.0.0.1:{port}"),
+        )
+        .replace(
+            "state_dir: /var/lib/medic/lab/controller",
+            &format!("state_dir: {}", dir.path().display()),
+        );
+    assert_ne!(moved, lab);
+    let file = dir.path().join("lab.yaml");
+    std::fs::write(&file, moved).unwrap();
+    std::fs::write(dir.path().join("api-token"), "t\n").unwrap();
+    let out = medic(&[
+        "unmonitor",
+        "redis2",
+        "--format",
+        "json",
+        "-t",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["ok"], false, "{said}");
+    assert_eq!(said["command"], "unmonitor", "{said}");
+    assert!(said.get("status").is_none(), "never reached: {said}");
+    assert!(
+        said["error"].as_str().unwrap().contains("is `medic run"),
+        "{said}"
+    );
+}
+
 /// Every HAProxy configuration a plan would write passes the real `haproxy -c`.
 #[test]
 fn rendered_haproxy_configs_pass_haproxy_check() {

@@ -143,6 +143,31 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
         "{history}"
     );
     assert!(history.contains("launch"), "{history}");
+    // `--since` and `--limit`: the last hour holds this one recovery; after now, none.
+    let out = medic(&[
+        "history",
+        "--since",
+        "1h",
+        "--limit",
+        "1",
+        "--format",
+        "json",
+        "-t",
+        env.f(),
+    ]);
+    let recent: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)));
+    let recent = recent.as_array().unwrap();
+    assert_eq!(recent.len(), 1, "{recent:?}");
+    assert_eq!(recent[0]["event"], "machine redis1 lost", "{recent:?}");
+    let later = text(&medic(&[
+        "history",
+        "--since",
+        "2099-01-01T00:00:00Z",
+        "-t",
+        env.f(),
+    ]));
+    assert_eq!(later.trim(), "no recoveries since 2099-01-01T00:00:00Z");
     wait_until(
         "every kind of event in `medic events`",
         Duration::from_secs(10),
@@ -415,8 +440,19 @@ fn a_switchover_under_load_loses_no_acknowledged_write() {
     let writer = Writer::start(format!("{app}:7001").parse().unwrap());
     writer.wait_acked("the client's first writes", Instant::now(), 50);
     let asked_at = Instant::now();
-    let out = medic(&["switchover", "r9001", "-t", env.f()]);
+    let out = medic(&["switchover", "r9001", "--format", "json", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["ok"], true, "{said}");
+    assert_eq!(said["command"], "switchover", "{said}");
+    assert_eq!(said["status"], 202, "{said}");
+    assert!(
+        said["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("switchover of r9001 queued"),
+        "{said}"
+    );
     env.wait("the switchover", RECOVERY, |e| {
         e.ended("switchover of r9001", "completed")
     });
@@ -521,15 +557,50 @@ fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_
         [] as [String; 0],
         "the old receiver heard nothing after the reload"
     );
-    // Maintenance through the CLI (with the token from the state directory) is persisted.
-    let out = medic(&["unmonitor", "redis2", "-t", env.f()]);
+    // Maintenance through the CLI (with the token from the state directory) is persisted;
+    // `--format json` says so in one object, and a refusal too.
+    let out = medic(&["unmonitor", "redis2", "--format", "json", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            &said["ok"],
+            &said["command"],
+            &said["name"],
+            &said["status"]
+        ),
+        (
+            &Value::from(true),
+            &Value::from("unmonitor"),
+            &Value::from("redis2"),
+            &Value::from(202)
+        ),
+        "{said}"
+    );
+    assert!(
+        said["message"].as_str().unwrap().contains("maintenance"),
+        "{said}"
+    );
+    let out = medic(&["recover", "nosuch", "--format", "json", "-t", env.f()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&said["ok"], &said["status"]),
+        (&Value::from(false), &Value::from(404)),
+        "{said}"
+    );
+    assert_eq!(
+        said["error"], "no machine `nosuch` in the topology",
+        "{said}"
+    );
     assert_eq!(env.machine("redis2")["state"], "maintenance");
     env.stop();
     env.start(&[]);
     assert_eq!(env.machine("redis2")["state"], "maintenance");
-    let out = medic(&["monitor", "redis2", "-t", env.f()]);
+    let out = medic(&["monitor", "redis2", "--format", "json", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
+    let said: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["message"], "redis2 is monitored", "{said}");
     env.wait("redis2 watched again", Duration::from_secs(10), |e| {
         e.machine("redis2")["state"] == "up"
     });

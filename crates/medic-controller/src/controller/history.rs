@@ -30,11 +30,13 @@ struct Cached {
 }
 
 impl HistoryCache {
-    /// The recoveries in `dir`, newest first, `offset` of them skipped, at most `limit`.
+    /// The recoveries in `dir` begun at `since_ms` or later, newest first, `offset` of them
+    /// skipped, at most `limit`.
     /// Damaged files are left out (start-up reports them).
     pub(crate) fn page(
         &mut self,
         dir: &Path,
+        since_ms: u64,
         offset: usize,
         limit: usize,
     ) -> Result<Vec<serde_json::Value>, JournalError> {
@@ -84,6 +86,7 @@ impl HistoryCache {
         all.sort_by(|a, b| b.key.cmp(&a.key));
         Ok(all
             .into_iter()
+            .take_while(|c| c.key.0 >= since_ms)
             .skip(offset)
             .take(limit.min(MAX_PAGE))
             .map(|c| c.entry.clone())
@@ -102,7 +105,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let j = Journal::open(dir.path()).unwrap();
         let mut cache = HistoryCache::default();
-        assert!(cache.page(j.dir(), 0, 10).unwrap().is_empty());
+        assert!(cache.page(j.dir(), 0, 0, 10).unwrap().is_empty());
         let mut writers = Vec::new();
         for id in ["r-1", "r-2", "r-3"] {
             let mut b = begin(id);
@@ -117,18 +120,21 @@ mod tests {
                 .collect()
         };
         assert_eq!(
-            ids(cache.page(j.dir(), 0, 10).unwrap()),
+            ids(cache.page(j.dir(), 0, 0, 10).unwrap()),
             ["r-3", "r-2", "r-1"]
         );
-        assert_eq!(ids(cache.page(j.dir(), 1, 1).unwrap()), ["r-2"]);
-        assert!(cache.page(j.dir(), 3, 10).unwrap().is_empty());
+        assert_eq!(ids(cache.page(j.dir(), 0, 1, 1).unwrap()), ["r-2"]);
+        // Those begun since a time (here r-2's, 2 ms after the epoch), newest first.
+        assert_eq!(ids(cache.page(j.dir(), 2, 0, 10).unwrap()), ["r-3", "r-2"]);
+        assert!(cache.page(j.dir(), 4, 0, 10).unwrap().is_empty());
+        assert!(cache.page(j.dir(), 0, 3, 10).unwrap().is_empty());
         // A step done in r-2 changes its file: its entry is read again.
         let steps = |page: Vec<serde_json::Value>| page[0]["steps"][0]["status"].clone();
-        assert_eq!(steps(cache.page(j.dir(), 1, 1).unwrap()), "not run");
+        assert_eq!(steps(cache.page(j.dir(), 0, 1, 1).unwrap()), "not run");
         writers[1].append(&done(1)).unwrap();
-        assert_eq!(steps(cache.page(j.dir(), 1, 1).unwrap()), "done");
+        assert_eq!(steps(cache.page(j.dir(), 0, 1, 1).unwrap()), "done");
         // A file that goes leaves the history.
         std::fs::remove_file(dir.path().join("r-1.jsonl")).unwrap();
-        assert_eq!(ids(cache.page(j.dir(), 0, 10).unwrap()), ["r-3", "r-2"]);
+        assert_eq!(ids(cache.page(j.dir(), 0, 0, 10).unwrap()), ["r-3", "r-2"]);
     }
 }

@@ -202,14 +202,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     /// Every recovery in the journal, newest first, with step durations and the estimated
     /// window of writes that may have been lost.
-    /// `offset` and `limit` page it ([`super::history::MAX_PAGE`] at most); each journal is
+    /// Only those begun at `since_ms` or later; `offset` and `limit` page it ([`super::history::MAX_PAGE`] at most); each journal is
     /// read again only when it changed.
     pub fn history(
         &self,
+        since_ms: u64,
         offset: usize,
         limit: usize,
     ) -> Result<serde_json::Value, ControllerError> {
-        let page = lock(&self.inner.history).page(self.inner.journal.dir(), offset, limit)?;
+        let page =
+            lock(&self.inner.history).page(self.inner.journal.dir(), since_ms, offset, limit)?;
         Ok(serde_json::Value::Array(page))
     }
 }

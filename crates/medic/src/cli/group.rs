@@ -62,6 +62,6 @@ pub(super) fn print(v: &serde_json::Value, now: u64) {
 }
 
 /// `medic step-down`: the leader gives its lease up; another member takes over.
-pub(super) fn step_down(file: &Path) -> anyhow::Result<ExitCode> {
-    super::run::command(file, "step-down", "")
+pub(super) fn step_down(file: &Path, format: super::Format) -> anyhow::Result<ExitCode> {
+    super::run::command(file, "step-down", "", None, format)
 }

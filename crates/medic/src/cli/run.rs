@@ -365,13 +365,56 @@ fn call(file: &Path, method: &str, path: &str) -> anyhow::Result<(u16, serde_jso
     Ok((status, v))
 }
 
-pub(super) fn command(file: &Path, verb: &str, name: &str) -> anyhow::Result<ExitCode> {
-    let path = if name.is_empty() {
+/// An operator's command (`recover`, `switchover`, `unmonitor`, `monitor`, `step-down`) sent
+/// to the controller. With `--format json` it prints one object on stdout whatever happens —
+/// `{"command", "name", "ok": true, "status", "message"}` or `{..., "ok": false, "status"
+/// (absent if the controller was not reached), "error"}` — and exits 1 on a refusal.
+pub(super) fn command(
+    file: &Path,
+    verb: &str,
+    name: &str,
+    to: Option<&str>,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let mut path = if name.is_empty() {
         format!("/api/{verb}")
     } else {
         format!("/api/{verb}/{name}")
     };
-    let (status, v) = call(file, "POST", &path)?;
+    if let Some(m) = to {
+        path.push_str(&format!("?to={m}"));
+    }
+    let called = call(file, "POST", &path);
+    if format == Format::Json {
+        let mut out = serde_json::json!({"command": verb, "name": name});
+        if let Some(m) = to {
+            out["to"] = m.into();
+        }
+        let ok = match called {
+            Ok((status, v)) if (200..300).contains(&status) => {
+                out["status"] = status.into();
+                out["message"] = v["ok"].clone();
+                true
+            }
+            Ok((status, v)) => {
+                out["status"] = status.into();
+                out["error"] = v["error"].clone();
+                false
+            }
+            Err(e) => {
+                out["error"] = format!("{e:#}").into();
+                false
+            }
+        };
+        out["ok"] = ok.into();
+        println!("{out}");
+        return Ok(if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        });
+    }
+    let (status, v) = called?;
     if (200..300).contains(&status) {
         println!("{}", v["ok"].as_str().unwrap_or("done"));
         Ok(ExitCode::SUCCESS)
@@ -382,6 +425,26 @@ pub(super) fn command(file: &Path, verb: &str, name: &str) -> anyhow::Result<Exi
             v["error"].as_str().unwrap_or("refused")
         );
         Ok(ExitCode::from(1))
+    }
+}
+
+/// `--since WHEN`: a duration back from `now_ms` (`90s`, `30m`, `2h`, `7d`) or a UTC time
+/// (`2026-12-01T03:00:00Z`, `2026-12-01 03:00`), as milliseconds since the epoch.
+pub(super) fn since_ms(when: &str, now_ms: u64) -> anyhow::Result<u64> {
+    if let Ok(d) = humantime::parse_duration(when) {
+        return Ok(now_ms.saturating_sub(d.as_millis() as u64));
+    }
+    let t = humantime::parse_rfc3339_weak(when.trim_end_matches(['Z', 'z'])).or_else(|_| {
+        humantime::parse_rfc3339_weak(&format!("{}:00", when.trim_end_matches(['Z', 'z'])))
+    });
+    match t
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+    {
+        Some(d) => Ok(d.as_millis() as u64),
+        None => bail!(
+            "--since {when:?}: expected a duration back from now (90s, 30m, 2h, 7d) or a UTC time (2026-12-01T03:00:00Z)"
+        ),
     }
 }
 
@@ -521,8 +584,20 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn history(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
-    let (code, v) = call(file, "GET", "/api/history")?;
+pub(super) fn history(
+    file: &Path,
+    since: Option<&str>,
+    limit: u16,
+    format: Format,
+) -> anyhow::Result<ExitCode> {
+    let since = since
+        .map(|w| since_ms(w, medic_controller::journal::now_ms()))
+        .transpose()?;
+    let mut path = format!("/api/history?limit={limit}");
+    if let Some(ms) = since {
+        path.push_str(&format!("&since={ms}"));
+    }
+    let (code, v) = call(file, "GET", &path)?;
     if code != 200 {
         bail!("the controller answered {code}: {v}");
     }
@@ -532,7 +607,15 @@ pub(super) fn history(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
     }
     let list = v.as_array().cloned().unwrap_or_default();
     if list.is_empty() {
-        println!("no recoveries yet");
+        match since {
+            Some(ms) => println!(
+                "no recoveries since {}",
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + Duration::from_millis(ms)
+                )
+            ),
+            None => println!("no recoveries yet"),
+        }
     }
     for r in &list {
         let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
@@ -744,7 +827,28 @@ mod tests {
 
     use tracing_subscriber::layer::SubscriberExt as _;
 
-    use super::log_filter;
+    use super::{log_filter, since_ms};
+
+    #[test]
+    fn since_takes_a_duration_back_from_now_or_a_utc_time() {
+        let now = 1_796_100_000_000;
+        assert_eq!(since_ms("2h", now).unwrap(), now - 7_200_000);
+        assert_eq!(since_ms("90s", now).unwrap(), now - 90_000);
+        let three = 1_796_094_000_000;
+        for t in [
+            "2026-12-01T03:00:00Z",
+            "2026-12-01T03:00:00",
+            "2026-12-01 03:00:00",
+            "2026-12-01 03:00",
+        ] {
+            assert_eq!(since_ms(t, now).unwrap(), three, "{t}");
+        }
+        let e = since_ms("yesterday", now).unwrap_err().to_string();
+        assert!(
+            e.contains("--since \"yesterday\"") && e.contains("2h") && e.contains("UTC time"),
+            "{e}"
+        );
+    }
 
     #[derive(Clone, Default)]
     struct Captured(Arc<Mutex<Vec<u8>>>);
