@@ -56,6 +56,32 @@ struct TopologyArg {
 }
 
 #[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Draft a topology from a monit control file: each `check host` a machine, its redis
+    /// ports shards, its HAProxies' ports frontends, monit's cycle the checks' cadence.
+    #[command(
+        after_help = "The draft goes to stdout (or --out); the report — what was mapped, what was assumed, \
+what could not be — to stderr and, as comments, to the draft's head. Read both; then medic validate.\n\n\
+Example:\n  medic import monit /etc/monit/monitrc --hosts /etc/hosts --out topology.yaml"
+    )]
+    Monit {
+        monitrc: PathBuf,
+        /// A hosts file (`/etc/hosts` format) for the addresses monit names by host name.
+        #[arg(long, value_name = "FILE")]
+        hosts: Option<PathBuf>,
+        /// The deployment's name (default: the hosts' common domain, else `imported`).
+        #[arg(long)]
+        name: Option<String>,
+        /// The playbooks directory the draft names.
+        #[arg(long, value_name = "DIR", default_value = "/usr/share/medic/playbooks")]
+        playbooks: String,
+        /// Write the draft here instead of stdout (refused if the file exists).
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum AwsCommand {
     /// Check, read-only, that every AMI, subnet, security group, the key pair and the hosted
     /// zone the topology names exist and that these credentials can see them.
@@ -249,6 +275,9 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
     /// AWS: check the resources a topology names.
     #[command(subcommand)]
     Aws(AwsCommand),
+    /// Draft a topology from another tool's configuration (monit).
+    #[command(subcommand)]
+    Import(ImportCommand),
     /// Check a topology file, its AMI definitions and playbooks; print every problem.
     #[command(
         after_help = "Exit status: 0 valid (warnings may be printed), 1 invalid.\n\nExample:\n  medic validate examples/barton.yaml"
@@ -292,6 +321,7 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
 }
 
 mod group;
+mod import;
 mod lab;
 mod run;
 
@@ -346,6 +376,13 @@ pub fn main() -> ExitCode {
         Command::StepDown { t, format } => group::step_down(&t.topology, format),
         Command::Validate { file, format } => validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Import(ImportCommand::Monit {
+            monitrc,
+            hosts,
+            name,
+            playbooks,
+            out,
+        }) => import::monit(&monitrc, hosts.as_deref(), name, playbooks, out.as_deref()),
         Command::Aws(AwsCommand::Check {
             file,
             endpoint,

@@ -274,6 +274,21 @@ fn golden_plan_barton_lose_haproxy1_with_files() {
     assert_golden("barton-lose-haproxy1.txt", &text(&out.stdout));
 }
 
+/// The draft `medic import monit` writes from a monitrc in seed 003's style (its checks are
+/// in import_monit.rs).
+#[test]
+fn golden_import_monit() {
+    let out = medic(&[
+        "import",
+        "monit",
+        "tests/fixtures/monit/monitrc",
+        "--hosts",
+        "tests/fixtures/monit/hosts",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_golden("import-monit.yaml", &text(&out.stdout));
+}
+
 #[test]
 fn golden_plan_barton_process_json() {
     let args = [
@@ -440,7 +455,7 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
 }
 
 /// Every command and subcommand, as `medic --help` lists them.
-const COMMANDS: [&str; 16] = [
+const COMMANDS: [&str; 17] = [
     "run",
     "up",
     "status",
@@ -454,13 +469,15 @@ const COMMANDS: [&str; 16] = [
     "completions",
     "lab",
     "aws",
+    "import",
     "validate",
     "plan",
     "help",
 ];
-const SUBCOMMANDS: [(&str, &[&str]); 2] = [
+const SUBCOMMANDS: [(&str, &[&str]); 3] = [
     ("lab", &["up", "down", "status", "fault"]),
     ("aws", &["check"]),
+    ("import", &["monit"]),
 ];
 
 #[test]

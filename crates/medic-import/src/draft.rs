@@ -1,0 +1,711 @@
+//! A monit control file mapped onto a draft topology, with a report of each line's fate:
+//! **mapped** (medic does the same), **assumed** (the file does not say; the draft guesses and
+//! says so) or **not mapped** (medic does not do it, or the file does not say enough).
+//!
+//! What is mapped:
+//! - `check host NAME with address A` → a machine; A, or its entry in the hosts file, is its
+//!   address. Its role: `redis` if it is tested with `protocol redis`, `haproxy` if its name
+//!   or its failover command says haproxy.
+//! - each redis port → a shard `rPORT`; its master is the first host tested on that port (the
+//!   roles change after any failover: medic reads the current ones at start), the others are
+//!   replicas.
+//! - an HAProxy's tested ports → frontends, paired with the shards in port order.
+//! - `set daemon N` and `for K cycles` → the checks' interval and `fall`; `with timeout`.
+//! - `then exec "failover ..."` → medic's own recovery plan.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use crate::monitrc::{Action, Check, Condition, Monitrc};
+
+/// What the draft did with a part of the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Verdict {
+    Mapped,
+    Assumed,
+    NotMapped,
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note {
+    pub verdict: Verdict,
+    /// The control file's line, if the note is about one.
+    pub line: Option<usize>,
+    pub text: String,
+}
+
+/// Choices the control file cannot make.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The control file's name, for the draft's header and the report.
+    pub source: String,
+    /// The deployment's name (else the hosts' common domain, else `imported`).
+    pub name: Option<String>,
+    /// The playbooks directory the draft names.
+    pub playbooks: String,
+}
+
+/// The draft topology (YAML, its report in a comment at the top) and the report.
+#[derive(Debug, Clone)]
+pub struct Draft {
+    pub yaml: String,
+    pub notes: Vec<Note>,
+}
+
+impl Draft {
+    /// The report as text: the mapped, the assumed, then what was not mapped.
+    pub fn report(&self, source: &str) -> String {
+        let mut out = String::new();
+        for (verdict, title) in [
+            (Verdict::Mapped, "mapped"),
+            (Verdict::Assumed, "assumed (check each)"),
+            (Verdict::NotMapped, "not mapped"),
+        ] {
+            let mut notes: Vec<&Note> =
+                self.notes.iter().filter(|n| n.verdict == verdict).collect();
+            // By line; the notes about the whole file last.
+            notes.sort_by_key(|n| n.line.unwrap_or(usize::MAX));
+            if notes.is_empty() {
+                continue;
+            }
+            let _ = writeln!(out, "{title}:");
+            for n in notes {
+                match n.line {
+                    Some(l) => {
+                        let _ = writeln!(out, "  {source}:{l}: {}", n.text);
+                    }
+                    None => {
+                        let _ = writeln!(out, "  {}", n.text);
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// `/etc/hosts` lines: each name (and alias) to its address; the first line naming it wins.
+pub fn parse_hosts(text: &str) -> BTreeMap<String, IpAddr> {
+    let mut out = BTreeMap::new();
+    for line in text.lines() {
+        let line = line.split('#').next().unwrap_or_default();
+        let mut words = line.split_whitespace();
+        let Some(ip) = words.next().and_then(|w| w.parse::<IpAddr>().ok()) else {
+            continue;
+        };
+        for name in words {
+            out.entry(name.to_owned()).or_insert(ip);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Redis,
+    Haproxy,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Redis => "redis",
+            Role::Haproxy => "haproxy",
+        }
+    }
+}
+
+/// A `check host` the draft keeps.
+struct Machine<'a> {
+    check: &'a Check,
+    role: Role,
+    address: Result<IpAddr, String>,
+    /// Ports tested (redis: those with `protocol redis`).
+    ports: BTreeSet<u16>,
+}
+
+struct Notes(Vec<Note>);
+
+impl Notes {
+    fn add(&mut self, verdict: Verdict, line: Option<usize>, text: impl Into<String>) {
+        self.0.push(Note {
+            verdict,
+            line,
+            text: text.into(),
+        });
+    }
+}
+
+/// Maps a read control file onto a draft topology.
+pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> Draft {
+    let mut notes = Notes(Vec::new());
+    settings(rc, &mut notes);
+    let machines = machines(rc, hosts, &mut notes);
+    let name = opts
+        .name
+        .clone()
+        .or_else(|| common_domain(&machines))
+        .unwrap_or_else(|| "imported".to_owned());
+    let (interval_s, cycles, timeout_ms) = cadence(rc, &machines, &mut notes);
+    // Shards: each redis port, the first host tested on it its master.
+    let mut shards: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for m in machines.iter().filter(|m| m.role == Role::Redis) {
+        for p in &m.ports {
+            shards.entry(*p).or_default().push(&m.check.name);
+        }
+    }
+    for (port, on) in &shards {
+        let line = machines
+            .iter()
+            .find(|m| m.check.name == on[0])
+            .map(|m| m.check.line);
+        notes.add(
+            Verdict::Assumed,
+            line,
+            format!(
+                "shard r{port}: {} is its master (the first host tested on port {port}){}; medic reads the current roles at start and keeps them in its state",
+                on[0],
+                if on.len() > 1 {
+                    format!(", replicas: {}", on[1..].join(", "))
+                } else {
+                    ", with no replica: a failover has nothing to promote".to_owned()
+                }
+            ),
+        );
+    }
+    let proxies: Vec<&Machine> = machines
+        .iter()
+        .filter(|m| m.role == Role::Haproxy)
+        .collect();
+    let frontends = frontends(&proxies, &shards, &mut notes);
+    notes.add(
+        Verdict::NotMapped,
+        None,
+        "app-side proxies (seed 003's app machine) are not in monit's file: add app_proxies so medic repoints them",
+    );
+    notes.add(
+        Verdict::NotMapped,
+        None,
+        "DNS records (the step done by hand after a failover): add dns so medic updates them",
+    );
+    notes.add(
+        Verdict::Assumed,
+        None,
+        "provider static: medic fails over but launches no replacement; to replace machines from an AMI as a failover script does, use provider ec2 with amis (docs/topology.md)",
+    );
+    notes.add(
+        Verdict::Assumed,
+        None,
+        "the monitor machine (where medic runs) at 127.0.0.1, ssh as medic with /etc/medic/id_ed25519, the controller on 127.0.0.1:7600 with its state in /var/lib/medic",
+    );
+    let yaml = yaml(
+        &name,
+        opts,
+        &machines,
+        &shards,
+        &frontends,
+        (interval_s, cycles, timeout_ms),
+    );
+    let mut d = Draft {
+        yaml: String::new(),
+        notes: notes.0,
+    };
+    let mut head = format!(
+        "# A draft topology, written by `medic import monit` from {}.\n# Read it through, and each assumption below, before `medic validate` and `medic run`.\n#\n",
+        opts.source
+    );
+    for l in d.report(&opts.source).lines() {
+        let _ = writeln!(head, "# {l}");
+    }
+    d.yaml = format!("{head}\n{yaml}");
+    d
+}
+
+fn settings(rc: &Monitrc, notes: &mut Notes) {
+    for (line, text) in &rc.settings {
+        let word = text.split_whitespace().nth(1).unwrap_or_default();
+        let why = match word.to_ascii_lowercase().as_str() {
+            "logfile" => "medic logs to stderr (the journal, under systemd)",
+            "alert" | "mailserver" | "mail-format" => {
+                "medic sends no mail: it posts to webhooks (notifications)"
+            }
+            "httpd" => "medic's API and status page listen on controller.listen",
+            "pidfile" | "idfile" | "statefile" | "eventqueue" | "init" | "limits" => {
+                "medic keeps its own state (controller.state_dir)"
+            }
+            _ if text.to_ascii_lowercase().starts_with("include") => {
+                "not followed: import each included file on its own"
+            }
+            _ => "medic has no such setting",
+        };
+        notes.add(Verdict::NotMapped, Some(*line), format!("{text}: {why}"));
+    }
+}
+
+fn machines<'a>(
+    rc: &'a Monitrc,
+    hosts: &BTreeMap<String, IpAddr>,
+    notes: &mut Notes,
+) -> Vec<Machine<'a>> {
+    let mut out = Vec::new();
+    for c in &rc.checks {
+        if c.kind != "host" {
+            let why = if c.kind == "process" {
+                "medic checks a server through its port on its machine (a `check host`), and restarts a dead one itself (policy.remediation restart_process)"
+            } else {
+                "resource checks are not medic's job: keep monit (or a node exporter and Prometheus) for them"
+            };
+            notes.add(
+                Verdict::NotMapped,
+                Some(c.line),
+                format!("check {} {}: {why}", c.kind, c.name),
+            );
+            continue;
+        }
+        let redis: BTreeSet<u16> = c
+            .tests
+            .iter()
+            .filter_map(|t| match &t.condition {
+                Condition::Port { port, protocol, .. } if protocol.as_deref() == Some("redis") => {
+                    Some(*port)
+                }
+                _ => None,
+            })
+            .collect();
+        let says_haproxy = c.name.to_ascii_lowercase().contains("haproxy")
+            || c.tests.iter().any(|t| {
+                matches!(&t.action, Action::Exec(cmd) if cmd.to_ascii_lowercase().contains("haproxy"))
+            });
+        let (role, ports) = if !redis.is_empty() {
+            (Role::Redis, redis)
+        } else if says_haproxy {
+            notes.add(
+                Verdict::Assumed,
+                Some(c.line),
+                format!(
+                    "{} runs HAProxy in front of the redis servers (its name or its failover command says haproxy)",
+                    c.name
+                ),
+            );
+            let ports = c
+                .tests
+                .iter()
+                .filter_map(|t| match &t.condition {
+                    Condition::Port { port, protocol, .. }
+                        if protocol.as_deref().is_none_or(|p| p == "tcp") =>
+                    {
+                        Some(*port)
+                    }
+                    _ => None,
+                })
+                .collect();
+            (Role::Haproxy, ports)
+        } else {
+            notes.add(
+                Verdict::NotMapped,
+                Some(c.line),
+                format!(
+                    "check host {}: neither a redis server (protocol redis) nor an HAProxy (by its name or failover command); a primary/standby service is described under services (docs/topology.md)",
+                    c.name
+                ),
+            );
+            continue;
+        };
+        let address = resolve(c, hosts);
+        match &address {
+            Ok(ip) => notes.add(
+                Verdict::Mapped,
+                Some(c.line),
+                format!(
+                    "check host {} → machine {}, role {}, address {ip}{}",
+                    c.name,
+                    c.name,
+                    role.as_str(),
+                    match c.address.as_deref() {
+                        Some(a) if a.parse::<IpAddr>().is_err() => format!(" ({a} in the hosts file)"),
+                        _ => String::new(),
+                    }
+                ),
+            ),
+            Err(a) => notes.add(
+                Verdict::NotMapped,
+                Some(c.line),
+                format!(
+                    "the address of {}: {a} is not an IP address and not in the hosts file (--hosts FILE); the draft says TODO",
+                    c.name
+                ),
+            ),
+        }
+        tests(c, role, notes);
+        out.push(Machine {
+            check: c,
+            role,
+            address,
+            ports,
+        });
+    }
+    out
+}
+
+fn resolve(c: &Check, hosts: &BTreeMap<String, IpAddr>) -> Result<IpAddr, String> {
+    let a = c.address.as_deref().unwrap_or(&c.name);
+    a.parse::<IpAddr>()
+        .ok()
+        .or_else(|| hosts.get(a).copied())
+        .or_else(|| hosts.get(&c.name).copied())
+        .ok_or_else(|| a.to_owned())
+}
+
+/// What each test of a kept host becomes.
+fn tests(c: &Check, role: Role, notes: &mut Notes) {
+    let mut execs = BTreeSet::new();
+    for t in &c.tests {
+        let (verdict, what) = match (&t.condition, role) {
+            (Condition::Port { protocol, .. }, Role::Redis) if protocol.as_deref() == Some("redis") => {
+                (Verdict::Mapped, "medic's redis check (PING, then ROLE and replication)".to_owned())
+            }
+            (Condition::Port { protocol: Some(p), .. }, _) if p == "ssh" => (
+                Verdict::NotMapped,
+                "medic uses SSH itself (its steps, and telling a lost machine from a dead process): no test of its own".to_owned(),
+            ),
+            (Condition::Port { protocol: Some(p), .. }, _) if p != "tcp" => (
+                Verdict::NotMapped,
+                format!("medic does not check {p} here"),
+            ),
+            (Condition::Port { .. }, Role::Haproxy) => (
+                Verdict::Mapped,
+                "medic's HAProxy checks (its frontends and its runtime API)".to_owned(),
+            ),
+            (Condition::Port { .. }, Role::Redis) => (
+                Verdict::NotMapped,
+                "a port without protocol redis on a redis machine: medic checks only its redis servers".to_owned(),
+            ),
+            (Condition::Ping, _) => (
+                Verdict::Mapped,
+                "medic tells a lost machine from a dead process itself (SSH, and witnesses that must agree)".to_owned(),
+            ),
+            (Condition::Other, _) => (
+                Verdict::NotMapped,
+                "not a test medic makes: keep monit for it".to_owned(),
+            ),
+        };
+        let then = match &t.action {
+            Action::Alert if verdict == Verdict::Mapped => {
+                "; its mail alert: medic posts to webhooks (notifications)"
+            }
+            _ => "",
+        };
+        let condition = t.text.split(" then ").next().unwrap_or(&t.text);
+        notes.add(
+            verdict,
+            Some(t.line),
+            format!("`{condition}` → {what}{then}"),
+        );
+        if let Action::Exec(cmd) = &t.action
+            && verdict == Verdict::Mapped
+            && execs.insert(cmd.clone())
+        {
+            notes.add(
+                    Verdict::Mapped,
+                    Some(t.line),
+                    format!(
+                        "`exec \"{cmd}\"` → medic's own recovery (`medic plan FILE --lose {}` prints its steps)",
+                        c.name
+                    ),
+                );
+        }
+    }
+    for (line, text) in &c.other {
+        notes.add(
+            Verdict::NotMapped,
+            Some(*line),
+            format!("`{text}` (check host {}): medic has no use for it", c.name),
+        );
+    }
+}
+
+/// The checks' cadence: monit's poll interval, the failures it waited for, its timeout (below
+/// the interval, as medic needs).
+fn cadence(rc: &Monitrc, machines: &[Machine], notes: &mut Notes) -> (u64, u32, u64) {
+    let interval_s = match rc.daemon {
+        Some((n, line)) => {
+            notes.add(
+                Verdict::Mapped,
+                Some(line),
+                format!("set daemon {n} → the checks' interval, {n}s (medic's default for redis is 250ms: consider it)"),
+            );
+            n.max(1)
+        }
+        None => {
+            notes.add(
+                Verdict::Assumed,
+                None,
+                "no `set daemon`: checks every 30s, monit's usual cycle",
+            );
+            30
+        }
+    };
+    let kept = machines.iter().flat_map(|m| &m.check.tests);
+    let cycles = kept.clone().map(|t| t.cycles).max().unwrap_or(1);
+    // The port tests' timeout (monit's default: 5 s).
+    let timeout_s = kept
+        .filter(|t| matches!(t.condition, Condition::Port { .. }))
+        .filter_map(|t| t.timeout_s)
+        .max()
+        .unwrap_or(5);
+    // Below the interval, or checks pile up.
+    let timeout_ms = (timeout_s * 1000).min(interval_s * 800);
+    notes.add(
+        Verdict::Mapped,
+        None,
+        format!(
+            "fall {cycles} (the most failed cycles a test waited for), timeout {timeout_ms}ms: a silent node is judged down after about {}s, as monit did",
+            interval_s * u64::from(cycles)
+        ),
+    );
+    (interval_s, cycles, timeout_ms)
+}
+
+/// An HAProxy's tested ports, paired with the shards in port order.
+fn frontends(
+    proxies: &[&Machine],
+    shards: &BTreeMap<u16, Vec<&str>>,
+    notes: &mut Notes,
+) -> Vec<(u16, u16)> {
+    let ports: BTreeSet<u16> = proxies
+        .iter()
+        .flat_map(|m| m.ports.iter().copied())
+        .collect();
+    if proxies.is_empty() {
+        return Vec::new();
+    }
+    if ports.len() != shards.len() {
+        notes.add(
+            Verdict::NotMapped,
+            proxies.first().map(|m| m.check.line),
+            format!(
+                "the HAProxies' frontends: {} port(s) tested for {} shard(s), so which serves which is unknown; fill proxies.frontends in",
+                ports.len(),
+                shards.len()
+            ),
+        );
+        return Vec::new();
+    }
+    let pairs: Vec<(u16, u16)> = ports.iter().copied().zip(shards.keys().copied()).collect();
+    notes.add(
+        Verdict::Assumed,
+        proxies.first().map(|m| m.check.line),
+        format!(
+            "the HAProxies' frontends serve the shards in port order ({}), with the runtime API on 127.0.0.1:9999 of each (medic's haproxy playbook sets it)",
+            pairs
+                .iter()
+                .map(|(f, s)| format!("{f} → r{s}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
+    pairs
+}
+
+/// `barton` from hosts all named `*.barton.internal`.
+fn common_domain(machines: &[Machine]) -> Option<String> {
+    let domains: BTreeSet<&str> = machines
+        .iter()
+        .map(|m| {
+            m.check
+                .address
+                .as_deref()
+                .filter(|a| a.parse::<IpAddr>().is_err())
+                .and_then(|a| a.split_once('.'))
+                .map(|(_, d)| d)
+        })
+        .collect::<Option<_>>()?;
+    if domains.len() != 1 {
+        return None;
+    }
+    let only = domains.into_iter().next()?;
+    let label = only.split('.').next()?;
+    (label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !label.is_empty())
+        .then(|| label.to_owned())
+}
+
+fn yaml(
+    name: &str,
+    opts: &Options,
+    machines: &[Machine],
+    shards: &BTreeMap<u16, Vec<&str>>,
+    frontends: &[(u16, u16)],
+    (interval_s, fall, timeout_ms): (u64, u32, u64),
+) -> String {
+    let mut y = String::new();
+    let _ = writeln!(
+        y,
+        "name: {name}\nprovider: static\nplaybooks: {}",
+        opts.playbooks
+    );
+    let _ = writeln!(
+        y,
+        "ssh:\n  user: medic\n  key: /etc/medic/id_ed25519\n\nmachines:"
+    );
+    for m in machines {
+        let addr = match &m.address {
+            Ok(ip) => ip.to_string(),
+            Err(a) => format!("\"TODO: the address of {a}\""),
+        };
+        let _ = writeln!(
+            y,
+            "  - {{name: {}, role: {}, address: {addr}}}",
+            m.check.name,
+            m.role.as_str()
+        );
+    }
+    let _ = writeln!(
+        y,
+        "  - {{name: monitor, role: monitor, address: 127.0.0.1}}"
+    );
+    if !shards.is_empty() {
+        let _ = writeln!(y, "\nshards:");
+        for (port, on) in shards {
+            let _ = writeln!(
+                y,
+                "  - {{name: r{port}, port: {port}, master: {}, replicas: [{}]}}",
+                on[0],
+                on[1..].join(", ")
+            );
+        }
+    }
+    let proxies: Vec<&str> = machines
+        .iter()
+        .filter(|m| m.role == Role::Haproxy)
+        .map(|m| m.check.name.as_str())
+        .collect();
+    if !proxies.is_empty() {
+        let _ = writeln!(
+            y,
+            "\nproxies:\n  machines: [{}]\n  runtime_api: {{port: 9999}}\n  frontends:",
+            proxies.join(", ")
+        );
+        for (f, s) in frontends {
+            let _ = writeln!(y, "    - {{listen: {f}, shard: r{s}}}");
+        }
+        if frontends.is_empty() {
+            let _ = writeln!(
+                y,
+                "    []  # TODO: {{listen: PORT, shard: NAME}} for each shard"
+            );
+        }
+    }
+    let check =
+        format!("{{interval: {interval_s}s, timeout: {timeout_ms}ms, fall: {fall}, rise: 2}}");
+    let _ = writeln!(
+        y,
+        "\nchecks:\n  redis: {check}\n  haproxy: {check}\n\npolicy:\n  remediation: [restart_process, failover]\n\ncontroller:\n  listen: 127.0.0.1:7600\n  state_dir: /var/lib/medic"
+    );
+    y
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitrc::parse;
+
+    fn opts() -> Options {
+        Options {
+            source: "monitrc".into(),
+            name: None,
+            playbooks: "/usr/share/medic/playbooks".into(),
+        }
+    }
+
+    fn has(d: &Draft, verdict: Verdict, part: &str) -> bool {
+        d.notes
+            .iter()
+            .any(|n| n.verdict == verdict && n.text.contains(part))
+    }
+
+    #[test]
+    fn a_hosts_file_gives_names_and_aliases_their_first_address() {
+        let h = parse_hosts("# c\n10.0.0.1 a a.example # x\n::1 b\n10.0.0.9 a\nnot-an-ip c\n");
+        assert_eq!(
+            h.get("a").map(ToString::to_string).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(
+            h.get("a.example").map(ToString::to_string).as_deref(),
+            Some("10.0.0.1")
+        );
+        assert_eq!(h.get("b").map(ToString::to_string).as_deref(), Some("::1"));
+        assert!(!h.contains_key("c"));
+    }
+
+    #[test]
+    fn what_the_file_does_not_say_is_left_to_the_operator() {
+        let rc = parse(
+            "check host r1 with address 10.0.0.1\n if failed port 6379 protocol redis then alert\n\
+             check host hp with address 10.0.0.2\n if failed port 80 then exec \"failover haproxy hp\"\n\
+             \x20if failed port 81 then exec \"failover haproxy hp\"\n\
+             check host db with address 10.0.0.3\n if failed port 5432 then alert\n",
+        )
+        .unwrap();
+        let d = draft(&rc, &BTreeMap::new(), &opts());
+        // Two frontend ports for one shard: not guessed.
+        assert!(
+            has(&d, Verdict::NotMapped, "2 port(s) tested for 1 shard(s)"),
+            "{:?}",
+            d.notes
+        );
+        assert!(d.yaml.contains("    []  # TODO"), "{}", d.yaml);
+        // One redis host: no replica to promote, said so.
+        assert!(has(
+            &d,
+            Verdict::Assumed,
+            "with no replica: a failover has nothing to promote"
+        ));
+        // A host that is neither: pointed at services.
+        assert!(has(
+            &d,
+            Verdict::NotMapped,
+            "check host db: neither a redis server"
+        ));
+        assert!(!d.yaml.contains("name: db"));
+        // No `set daemon`: monit's usual cycle, said so; no common domain: a plain name.
+        assert!(has(
+            &d,
+            Verdict::Assumed,
+            "no `set daemon`: checks every 30s"
+        ));
+        assert!(d.yaml.contains("\nname: imported\n"), "{}", d.yaml);
+        // A timeout below the interval, and monit's default of 5 s.
+        assert!(
+            d.yaml
+                .contains("redis: {interval: 30s, timeout: 5000ms, fall: 1, rise: 2}"),
+            "{}",
+            d.yaml
+        );
+    }
+
+    #[test]
+    fn a_short_cycle_keeps_the_timeout_below_the_interval() {
+        let rc = parse(
+            "set daemon 2\ncheck host r1 with address 10.0.0.1\n if failed port 6379 protocol redis with timeout 10 seconds 3 times within 4 cycles then alert\n",
+        )
+        .unwrap();
+        let d = draft(
+            &rc,
+            &BTreeMap::new(),
+            &Options {
+                name: Some("x".into()),
+                ..opts()
+            },
+        );
+        assert!(
+            d.yaml
+                .contains("redis: {interval: 2s, timeout: 1600ms, fall: 3, rise: 2}"),
+            "{}",
+            d.yaml
+        );
+        assert!(d.yaml.contains("\nname: x\n"));
+    }
+}
