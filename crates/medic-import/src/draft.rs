@@ -54,38 +54,6 @@ pub struct Draft {
     pub notes: Vec<Note>,
 }
 
-impl Draft {
-    /// The report as text: the mapped, the assumed, then what was not mapped.
-    pub fn report(&self, source: &str) -> String {
-        let mut out = String::new();
-        for (verdict, title) in [
-            (Verdict::Mapped, "mapped"),
-            (Verdict::Assumed, "assumed (check each)"),
-            (Verdict::NotMapped, "not mapped"),
-        ] {
-            let mut notes: Vec<&Note> =
-                self.notes.iter().filter(|n| n.verdict == verdict).collect();
-            // By line; the notes about the whole file last.
-            notes.sort_by_key(|n| n.line.unwrap_or(usize::MAX));
-            if notes.is_empty() {
-                continue;
-            }
-            let _ = writeln!(out, "{title}:");
-            for n in notes {
-                match n.line {
-                    Some(l) => {
-                        let _ = writeln!(out, "  {source}:{l}: {}", n.text);
-                    }
-                    None => {
-                        let _ = writeln!(out, "  {}", n.text);
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
 /// `/etc/hosts` lines: each name (and alias) to its address; the first line naming it wins.
 pub fn parse_hosts(text: &str) -> BTreeMap<String, IpAddr> {
     let mut out = BTreeMap::new();
@@ -103,13 +71,13 @@ pub fn parse_hosts(text: &str) -> BTreeMap<String, IpAddr> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub(crate) enum Role {
     Redis,
     Haproxy,
 }
 
 impl Role {
-    fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Role::Redis => "redis",
             Role::Haproxy => "haproxy",
@@ -118,10 +86,10 @@ impl Role {
 }
 
 /// A `check host` the draft keeps.
-struct Machine<'a> {
-    check: &'a Check,
-    role: Role,
-    address: Result<IpAddr, String>,
+pub(crate) struct Machine<'a> {
+    pub(crate) check: &'a Check,
+    pub(crate) role: Role,
+    pub(crate) address: Result<IpAddr, String>,
     /// Ports tested (redis: those with `protocol redis`).
     ports: BTreeSet<u16>,
 }
@@ -200,7 +168,7 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
         None,
         "the monitor machine (where medic runs) at 127.0.0.1, ssh as medic with /etc/medic/id_ed25519, the controller on 127.0.0.1:7600 with its state in /var/lib/medic",
     );
-    let yaml = yaml(
+    let yaml = crate::render::yaml(
         &name,
         opts,
         &machines,
@@ -529,81 +497,6 @@ fn common_domain(machines: &[Machine]) -> Option<String> {
     let label = only.split('.').next()?;
     (label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') && !label.is_empty())
         .then(|| label.to_owned())
-}
-
-fn yaml(
-    name: &str,
-    opts: &Options,
-    machines: &[Machine],
-    shards: &BTreeMap<u16, Vec<&str>>,
-    frontends: &[(u16, u16)],
-    (interval_s, fall, timeout_ms): (u64, u32, u64),
-) -> String {
-    let mut y = String::new();
-    let _ = writeln!(
-        y,
-        "name: {name}\nprovider: static\nplaybooks: {}",
-        opts.playbooks
-    );
-    let _ = writeln!(
-        y,
-        "ssh:\n  user: medic\n  key: /etc/medic/id_ed25519\n\nmachines:"
-    );
-    for m in machines {
-        let addr = match &m.address {
-            Ok(ip) => ip.to_string(),
-            Err(a) => format!("\"TODO: the address of {a}\""),
-        };
-        let _ = writeln!(
-            y,
-            "  - {{name: {}, role: {}, address: {addr}}}",
-            m.check.name,
-            m.role.as_str()
-        );
-    }
-    let _ = writeln!(
-        y,
-        "  - {{name: monitor, role: monitor, address: 127.0.0.1}}"
-    );
-    if !shards.is_empty() {
-        let _ = writeln!(y, "\nshards:");
-        for (port, on) in shards {
-            let _ = writeln!(
-                y,
-                "  - {{name: r{port}, port: {port}, master: {}, replicas: [{}]}}",
-                on[0],
-                on[1..].join(", ")
-            );
-        }
-    }
-    let proxies: Vec<&str> = machines
-        .iter()
-        .filter(|m| m.role == Role::Haproxy)
-        .map(|m| m.check.name.as_str())
-        .collect();
-    if !proxies.is_empty() {
-        let _ = writeln!(
-            y,
-            "\nproxies:\n  machines: [{}]\n  runtime_api: {{port: 9999}}\n  frontends:",
-            proxies.join(", ")
-        );
-        for (f, s) in frontends {
-            let _ = writeln!(y, "    - {{listen: {f}, shard: r{s}}}");
-        }
-        if frontends.is_empty() {
-            let _ = writeln!(
-                y,
-                "    []  # TODO: {{listen: PORT, shard: NAME}} for each shard"
-            );
-        }
-    }
-    let check =
-        format!("{{interval: {interval_s}s, timeout: {timeout_ms}ms, fall: {fall}, rise: 2}}");
-    let _ = writeln!(
-        y,
-        "\nchecks:\n  redis: {check}\n  haproxy: {check}\n\npolicy:\n  remediation: [restart_process, failover]\n\ncontroller:\n  listen: 127.0.0.1:7600\n  state_dir: /var/lib/medic"
-    );
-    y
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@
 
 pub mod draft;
 pub mod monitrc;
+mod render;
 
 pub use draft::{Draft, Note, Options, Verdict, draft, parse_hosts};
 pub use monitrc::{Monitrc, MonitrcError, parse};
