@@ -181,7 +181,7 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
         notes: notes.0,
     };
     let mut head = format!(
-        "# A draft topology, written by `medic import monit` from {}.\n# Read it through, and each assumption below, before `medic validate` and `medic run`.\n#\n",
+        "# yaml-language-server: $schema=/usr/share/medic/schema/topology.schema.json\n# A draft topology, written by `medic import monit` from {}.\n# Read it through, and each assumption below, before `medic validate` and `medic run`.\n#\n",
         opts.source
     );
     for l in d.report(&opts.source).lines() {

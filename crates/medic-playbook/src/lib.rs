@@ -34,58 +34,73 @@ use medic_topology::load::parse_file;
 const DEFAULT_COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const DEFAULT_WAIT_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Playbook {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     pub description: String,
     /// The variables the playbook needs; each must be given when it runs.
     #[serde(default)]
+    #[schemars(with = "Vec<VarDecl>")]
     pub vars: Vec<Spanned<VarDecl>>,
+    #[schemars(with = "Vec<Step>")]
     pub steps: Vec<Spanned<Step>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VarDecl {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     pub description: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// Repeat the step for each element of this list variable, bound to `item`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub for_each: Option<Spanned<String>>,
     /// A template expression; the step is skipped where it is false.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub when: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub command: Option<Spanned<String>>,
     /// Skip `command` if this path exists.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub creates: Option<Spanned<String>>,
     /// Skip `command` if this command exits 0.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub unless: Option<Spanned<String>>,
     /// How long `command` may run.
     #[serde(default)]
     pub timeout: Option<Dur>,
     #[serde(default)]
+    #[schemars(with = "Option<FileSpec>")]
     pub file: Option<Spanned<FileSpec>>,
     #[serde(default)]
+    #[schemars(with = "Option<WaitSpec>")]
     pub wait_for_port: Option<Spanned<WaitSpec>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
+    #[schemars(with = "String")]
     pub path: Spanned<String>,
     /// Octal permission bits, `"0644"`.
     #[serde(default = "default_mode")]
+    #[schemars(with = "String")]
     pub mode: Spanned<String>,
+    #[schemars(with = "String")]
     pub content: Spanned<String>,
 }
 
@@ -93,26 +108,28 @@ fn default_mode() -> Spanned<String> {
     medic_topology::model::unspanned("0644".to_owned())
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitSpec {
     /// Defaults to the machine's own address, `{{ host.address }}`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub host: Option<Spanned<String>>,
+    #[schemars(with = "String")]
     pub port: Spanned<String>,
     #[serde(default)]
     pub timeout: Option<Dur>,
 }
 
 /// One step with its templates filled in: exactly what the runner does.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RenderedStep {
     pub name: String,
     #[serde(flatten)]
     pub action: RenderedAction,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "do", rename_all = "snake_case")]
 pub enum RenderedAction {
     Command {
@@ -603,6 +620,15 @@ fn compile_when<'env, 'source>(
                 "the expression cannot be parsed",
             ))
         })
+}
+
+/// A playbook file's JSON Schema, generated from [`Playbook`] (`medic schema playbook`).
+pub fn schema() -> serde_json::Value {
+    medic_topology::schema::titled(
+        schemars::schema_for!(Playbook),
+        "medic playbook",
+        "Steps that configure a machine over SSH, with their variables (docs/playbooks.md).",
+    )
 }
 
 #[cfg(test)]

@@ -11,9 +11,10 @@ use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostics;
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmiDefinition {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     pub description: String,
     /// The base system the image is built from, `debian-12`.
@@ -25,6 +26,7 @@ pub struct AmiDefinition {
     pub packages: Vec<String>,
     /// Programs the playbooks call; the lab requires each to exist on the host.
     #[serde(default)]
+    #[schemars(with = "Vec<PathBuf>")]
     pub binaries: Vec<Spanned<PathBuf>>,
     /// Packaged services that are installed but disabled: medic's playbooks start their own.
     #[serde(default)]

@@ -14,32 +14,40 @@ use serde_saphyr::Spanned;
 use crate::model::Topology;
 
 /// `redis_auth`: with it every redis server refuses clients that do not log in.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisAuth {
     /// medic's own user: only the commands medic sends, only its probe key.
+    #[schemars(with = "RedisUser")]
     pub medic: Spanned<RedisUser>,
     /// The user replicas log in to their master with (`masteruser`/`masterauth`).
+    #[schemars(with = "RedisUser")]
     pub replication: Spanned<RedisUser>,
     /// The applications' users.
     #[serde(default)]
+    #[schemars(with = "Vec<ClientUser>")]
     pub clients: Vec<Spanned<ClientUser>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisUser {
+    #[schemars(with = "String")]
     pub user: Spanned<String>,
+    #[schemars(with = "SecretRef")]
     pub password: Spanned<SecretRef>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClientUser {
+    #[schemars(with = "String")]
     pub user: Spanned<String>,
+    #[schemars(with = "SecretRef")]
     pub password: Spanned<SecretRef>,
     /// redis ACL rules (keys, channels, commands); never a password.
     #[serde(default = "default_client_rules")]
+    #[schemars(with = "String")]
     pub rules: Spanned<String>,
 }
 
@@ -48,14 +56,16 @@ fn default_client_rules() -> Spanned<String> {
 }
 
 /// Where a secret is kept: exactly one of the two.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SecretRef {
     /// A file only the controller's user can read; one line, its trailing newline ignored.
     #[serde(default)]
+    #[schemars(with = "Option<PathBuf>")]
     pub file: Option<Spanned<PathBuf>>,
     /// An environment variable of the controller.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub env: Option<Spanned<String>>,
 }
 

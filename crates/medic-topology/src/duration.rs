@@ -49,3 +49,17 @@ impl Serialize for Dur {
         s.serialize_str(&self.to_string())
     }
 }
+
+impl schemars::JsonSchema for Dur {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Duration".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "A duration: a number with a unit, like 500ms, 2s, 5m or 1h 30m.",
+            "pattern": "^\\s*([0-9]+\\s*[a-zA-Zµ]+\\s*)+$"
+        })
+    }
+}

@@ -18,6 +18,7 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod schema;
 pub mod service;
 pub mod tls;
 pub mod validate;

@@ -19,46 +19,59 @@ pub fn unspanned<T>(value: T) -> Spanned<T> {
 }
 
 /// One deployment: the file `medic validate`, `medic plan` and `medic run` read.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Topology {
     /// The deployment's name; tags every instance medic launches (`medic:topology`).
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
+    #[schemars(with = "Provider")]
     pub provider: Spanned<Provider>,
     /// Directory holding the playbooks, relative to this file.
     #[serde(default = "default_playbooks")]
+    #[schemars(with = "PathBuf")]
     pub playbooks: Spanned<PathBuf>,
     /// SSH settings every machine uses unless it says otherwise.
     #[serde(default)]
     pub ssh: Ssh,
     #[serde(default)]
+    #[schemars(with = "Vec<Ami>")]
     pub amis: Vec<Spanned<Ami>>,
+    #[schemars(with = "Vec<Machine>")]
     pub machines: Vec<Spanned<Machine>>,
     /// Redis shards behind HAProxy. A topology of services alone has none (nor proxies).
     #[serde(default)]
+    #[schemars(with = "Vec<Shard>")]
     pub shards: Vec<Spanned<Shard>>,
     #[serde(default = "default_proxies")]
+    #[schemars(with = "Proxies")]
     pub proxies: Spanned<Proxies>,
     /// Primary/standby services beside the shards (`crate::service`).
     #[serde(default)]
+    #[schemars(with = "Vec<crate::service::Service>")]
     pub services: Vec<Spanned<crate::service::Service>>,
     #[serde(default)]
+    #[schemars(with = "Vec<AppProxy>")]
     pub app_proxies: Vec<Spanned<AppProxy>>,
     #[serde(default)]
+    #[schemars(with = "Option<Dns>")]
     pub dns: Option<Spanned<Dns>>,
     #[serde(default)]
     pub checks: Checks,
     #[serde(default)]
     pub policy: Policy,
     #[serde(default)]
+    #[schemars(with = "Vec<Notification>")]
     pub notifications: Vec<Spanned<Notification>>,
     #[serde(default)]
     pub controller: Controller,
     /// Who may talk to the redis servers. Absent: redis accepts anyone who can reach it.
     #[serde(default)]
+    #[schemars(with = "Option<crate::auth::RedisAuth>")]
     pub redis_auth: Option<Spanned<crate::auth::RedisAuth>>,
     /// TLS on every redis server (clients, replication, medic). Absent: redis in the clear.
     #[serde(default)]
+    #[schemars(with = "Option<crate::tls::RedisTls>")]
     pub redis_tls: Option<Spanned<crate::tls::RedisTls>>,
 }
 
@@ -81,7 +94,7 @@ fn default_playbooks() -> Spanned<PathBuf> {
 }
 
 /// Where machines come from.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Provider {
     /// EC2 instances. Credentials come from the standard AWS chain, never from this file.
@@ -108,7 +121,7 @@ impl Provider {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AwsProvider {
     pub region: String,
@@ -126,7 +139,7 @@ pub struct AwsProvider {
     pub endpoint: Option<String>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalProvider {
     /// The private /24 the lab's bridge owns; machines get addresses from it.
@@ -150,18 +163,33 @@ fn default_lab_state() -> PathBuf {
 }
 
 /// A named machine image.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ami {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The file (relative to the topology) that says what the image has baked in.
+    #[schemars(with = "PathBuf")]
     pub definition: Spanned<PathBuf>,
     /// AWS image id per region, `us-east-1: ami-0123456789abcdef0`.
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, String>")]
     pub image_ids: BTreeMap<String, Spanned<String>>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Runs redis servers (masters and replicas of the shards).
@@ -199,34 +227,42 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Machine {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
+    #[schemars(with = "Role")]
     pub role: Spanned<Role>,
     /// Name of an entry in `amis`; required for machines medic may replace.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub ami: Option<Spanned<String>>,
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub instance_type: Option<Spanned<String>>,
     /// Tried in order when EC2 has no capacity for `instance_type`.
     #[serde(default)]
+    #[schemars(with = "Vec<String>")]
     pub fallback_instance_types: Vec<Spanned<String>>,
     /// The subnet to launch a replacement in (aws); defaults to one of `provider.aws.subnets`.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub subnet: Option<Spanned<String>>,
     /// A fixed address. Without it, the address is discovered from the instance's tags.
     #[serde(default)]
+    #[schemars(with = "Option<IpAddr>")]
     pub address: Option<Spanned<IpAddr>>,
     /// Tags that find the machine's instance when it has no fixed address.
     #[serde(default)]
+    #[schemars(with = "Option<BTreeMap<String, String>>")]
     pub discover: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     pub ssh: Ssh,
 }
 
 /// SSH settings; a machine's own fields override the topology-wide ones.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ssh {
     #[serde(default)]
@@ -241,7 +277,9 @@ pub struct Ssh {
 }
 
 /// How the SSH layer trusts a machine's host key.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum HostKeyPolicy {
     /// Only keys medic knows: recorded, or learned from the cloud (console output, lab record).
@@ -262,7 +300,9 @@ pub struct SshSettings {
 
 pub const DEFAULT_SSH_USER: &str = "medic";
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Persistence {
     /// Memory only: a restarted server comes back empty.
@@ -275,48 +315,60 @@ pub enum Persistence {
 }
 
 /// One redis dataset: a master and its replicas, each on its own machine, on one port.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shard {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
+    #[schemars(with = "u16")]
     pub port: Spanned<u16>,
     /// The machine that is master when the deployment is first set up.
+    #[schemars(with = "String")]
     pub master: Spanned<String>,
     /// The machines that replicate it (usually one).
+    #[schemars(with = "Vec<String>")]
     pub replicas: Vec<Spanned<String>>,
     #[serde(default)]
     pub persistence: Persistence,
     /// `maxmemory` for the server, in redis's notation (`512mb`).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub maxmemory: Option<Spanned<String>>,
 }
 
 /// The HAProxy nodes that route clients to each shard's current master.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxies {
+    #[schemars(with = "Vec<String>")]
     pub machines: Vec<Spanned<String>>,
+    #[schemars(with = "RuntimeApi")]
     pub runtime_api: Spanned<RuntimeApi>,
+    #[schemars(with = "Vec<Frontend>")]
     pub frontends: Vec<Spanned<Frontend>>,
     #[serde(default)]
     pub haproxy: HaproxySettings,
 }
 
 /// Where a HAProxy's runtime API (level admin) listens, and how medic reaches it.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RuntimeApi {
     /// The TCP port: on the machine's loopback (`reach: ssh`) or its address (`network`).
+    #[schemars(with = "u16")]
     pub port: Spanned<u16>,
     /// A local admin socket the playbook also enables, for operators on the machine.
     #[serde(default = "default_admin_socket")]
+    #[schemars(with = "PathBuf")]
     pub socket: Spanned<PathBuf>,
     #[serde(default)]
     pub reach: Reach,
 }
 
 /// How medic reaches a HAProxy's admin API.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Reach {
     /// The API listens on the machine's loopback only; medic reaches it through its SSH
@@ -333,17 +385,19 @@ fn default_admin_socket() -> Spanned<PathBuf> {
     unspanned(PathBuf::from("/run/haproxy/admin.sock"))
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Frontend {
     /// The port clients connect to on every proxy machine.
+    #[schemars(with = "u16")]
     pub listen: Spanned<u16>,
+    #[schemars(with = "String")]
     pub shard: Spanned<String>,
 }
 
 /// The HAProxy parameters the playbook renders. Their defaults are medic's recommendation;
 /// docs/topology.md explains each.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HaproxySettings {
     #[serde(default = "default_hc_inter")]
@@ -413,22 +467,30 @@ fn default_true() -> bool {
 
 /// A client-side HAProxy: its frontends go to the proxy machines, `primary` first and `backup`
 /// when the primary is unavailable.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppProxy {
+    #[schemars(with = "String")]
     pub machine: Spanned<String>,
+    #[schemars(with = "RuntimeApi")]
     pub runtime_api: Spanned<RuntimeApi>,
+    #[schemars(with = "String")]
     pub primary: Spanned<String>,
+    #[schemars(with = "String")]
     pub backup: Spanned<String>,
+    #[schemars(with = "Vec<Frontend>")]
     pub frontends: Vec<Spanned<Frontend>>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dns {
+    #[schemars(with = "DnsProvider")]
     pub provider: Spanned<DnsProvider>,
     #[serde(default = "default_ttl")]
+    #[schemars(with = "i64")]
     pub ttl: Spanned<i64>,
+    #[schemars(with = "Vec<DnsRecord>")]
     pub records: Vec<Spanned<DnsRecord>>,
 }
 
@@ -436,14 +498,14 @@ fn default_ttl() -> Spanned<i64> {
     unspanned(60)
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsProvider {
     Route53(Route53),
     Rfc2136(Rfc2136),
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Route53 {
     pub zone_id: String,
@@ -451,7 +513,7 @@ pub struct Route53 {
     pub zone: String,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Rfc2136 {
     /// The primary server accepting dynamic updates, `10.0.0.53:53`.
@@ -478,24 +540,29 @@ impl DnsProvider {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DnsRecord {
     /// Fully qualified name, `haproxy1.barton.example.com`.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The machines whose addresses make up the record's A values.
+    #[schemars(with = "Vec<String>")]
     pub machines: Vec<Spanned<String>>,
 }
 
 /// medic's own health checks, per kind of node.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Checks {
     #[serde(default = "default_redis_check")]
+    #[schemars(with = "Check")]
     pub redis: Spanned<Check>,
     #[serde(default = "default_haproxy_check")]
+    #[schemars(with = "Check")]
     pub haproxy: Spanned<Check>,
     #[serde(default = "default_haproxy_check")]
+    #[schemars(with = "Check")]
     pub app_proxy: Spanned<Check>,
 }
 
@@ -531,7 +598,7 @@ fn default_haproxy_check() -> Spanned<Check> {
 
 /// One kind of health check: every `interval` (± `jitter`), a probe that must answer within
 /// `timeout`; `fall` misses in a row make a node down, `rise` successes make it up again.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     pub interval: Dur,
@@ -543,30 +610,37 @@ pub struct Check {
 }
 
 /// What medic may do on its own, and how often.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Policy {
     /// The remedies medic may apply, mildest first. A remedy left out becomes an alert.
     #[serde(default = "default_remediation")]
+    #[schemars(with = "Vec<Remedy>")]
     pub remediation: Vec<Spanned<Remedy>>,
     #[serde(default = "default_max_replacements")]
+    #[schemars(with = "u32")]
     pub max_replacements_per_hour: Spanned<u32>,
     /// Automatic recoveries of one machine (restarts, failovers, replacements, retries) in an
     /// hour beyond which no more start: a crash loop is held for a human.
     #[serde(default = "default_max_recoveries")]
+    #[schemars(with = "u32")]
     pub max_recoveries_per_hour: Spanned<u32>,
     /// After a machine is replaced, how long before it may be replaced again.
     #[serde(default = "default_cooldown")]
+    #[schemars(with = "Dur")]
     pub cooldown: Spanned<Dur>,
     /// A replica further behind its lost master than this (bytes of replication stream) is not
     /// promoted automatically: medic alerts and waits for an operator.
     #[serde(default = "default_max_lag")]
+    #[schemars(with = "u64")]
     pub max_promotion_lag_bytes: Spanned<u64>,
     /// How long a new replica may take to sync before its step fails.
     #[serde(default = "default_sync_timeout")]
+    #[schemars(with = "Dur")]
     pub sync_timeout: Spanned<Dur>,
     /// How long a launched machine may take until its SSH port answers.
     #[serde(default = "default_boot_timeout")]
+    #[schemars(with = "Dur")]
     pub boot_timeout: Spanned<Dur>,
 }
 
@@ -617,7 +691,19 @@ fn default_boot_timeout() -> Spanned<Dur> {
 }
 
 /// The rungs of the remediation ladder.
-#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Deserialize,
+    Serialize,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Remedy {
     /// Restart a dead redis process on a live machine (always as a replica).
@@ -628,26 +714,30 @@ pub enum Remedy {
     ReplaceMachine,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Notification {
     Webhook(Webhook),
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Webhook {
     /// The URL; a URL carrying a secret (Slack's do) belongs in `url_env` instead.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub url: Option<Spanned<String>>,
     /// Name of an environment variable of the controller holding the URL.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub url_env: Option<Spanned<String>>,
     #[serde(default)]
     pub format: WebhookFormat,
 }
 
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum WebhookFormat {
     #[default]
@@ -655,11 +745,12 @@ pub enum WebhookFormat {
     Slack,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Controller {
     /// The HTTP API and status page. Loopback unless you put a proxy with TLS in front.
     #[serde(default = "default_listen")]
+    #[schemars(with = "SocketAddr")]
     pub listen: Spanned<SocketAddr>,
     /// Journal, API token, known hosts.
     #[serde(default = "default_state_dir")]
@@ -667,6 +758,7 @@ pub struct Controller {
     /// Controllers in a group (one leader by an etcd lease). Absent: this controller runs
     /// alone on its local files.
     #[serde(default)]
+    #[schemars(with = "Option<Cluster>")]
     pub cluster: Option<Spanned<Cluster>>,
 }
 
@@ -681,17 +773,20 @@ impl Default for Controller {
 }
 
 /// `controller.cluster`: the etcd cluster the group coordinates through.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cluster {
     /// etcd members' client addresses (`host:port`), any of which may answer.
+    #[schemars(with = "Vec<SocketAddr>")]
     pub etcd: Spanned<Vec<Spanned<SocketAddr>>>,
     /// The leader's lease: a dead leader is replaced after about this long.
     #[serde(default = "default_lease")]
+    #[schemars(with = "Dur")]
     pub lease: Spanned<Dur>,
     /// This member's name in the group; the host's name when absent (each member has its own
     /// copy of the file, or they share one and differ by host).
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub member: Option<Spanned<String>>,
 }
 

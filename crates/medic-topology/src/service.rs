@@ -13,27 +13,34 @@ use crate::model::Check;
 
 /// One service: which machine is primary when the deployment is set up, which stand by, how
 /// each is checked, and what follows the primary.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Service {
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     #[serde(default)]
     pub mode: ServiceMode,
     /// The machine that is primary when the deployment is first set up (its nominal role).
+    #[schemars(with = "String")]
     pub primary: Spanned<String>,
     /// The machines that take over, in order of preference.
+    #[schemars(with = "Vec<String>")]
     pub standbys: Vec<Spanned<String>>,
     /// The port the service listens on, on every one of its machines.
+    #[schemars(with = "u16")]
     pub port: Spanned<u16>,
     #[serde(default = "default_check")]
+    #[schemars(with = "ServiceCheck")]
     pub check: Spanned<ServiceCheck>,
     /// A DNS record (in the zone of the topology's `dns.provider`) whose A value is the
     /// primary's address, changed whenever the primary changes.
     #[serde(default)]
+    #[schemars(with = "Option<ServiceDns>")]
     pub dns: Option<Spanned<ServiceDns>>,
     /// An address that moves to the primary (seed 001's "bring that IP up as eth0:1"):
     /// clients reach the service at it, whoever is primary.
     #[serde(default)]
+    #[schemars(with = "Option<ServiceAddress>")]
     pub address: Option<Spanned<ServiceAddress>>,
     #[serde(default)]
     pub hooks: Hooks,
@@ -75,7 +82,9 @@ impl Service {
 }
 
 /// How the machines of a service share the work.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ServiceMode {
     /// One primary serves; the standbys wait. On the primary's failure the first healthy
@@ -85,7 +94,9 @@ pub enum ServiceMode {
 }
 
 /// What makes a machine of the service healthy.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckKind {
     /// A TCP connection to the port is accepted.
@@ -99,7 +110,7 @@ pub enum CheckKind {
 }
 
 /// A service's health check.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceCheck {
     #[serde(default)]
@@ -182,7 +193,7 @@ fn default_rise() -> u32 {
 }
 
 /// The record that follows the primary.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceDns {
     /// Fully qualified, inside the zone of `dns.provider`.
@@ -195,7 +206,9 @@ pub struct ServiceDns {
 }
 
 /// How the record follows the primary.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DnsRouting {
     /// One A record, UPSERTed to the primary's address by medic.
@@ -208,7 +221,7 @@ pub enum DnsRouting {
 }
 
 /// The service's own address, on the primary's interface.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceAddress {
     /// `10.0.0.100/24`: the address and its prefix length on the interface.
@@ -236,7 +249,7 @@ impl ServiceAddress {
 /// `primary` (the machine that is primary after the change: name, address) and `previous`
 /// (the one before: name, address). Like every playbook they must be idempotent: a recovery
 /// that resumes runs a hook again.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Hooks {
     /// On the failed primary, before anything is promoted, if it can be reached over SSH
@@ -244,18 +257,23 @@ pub struct Hooks {
     /// answers stops the failover: a primary that could not be fenced is not replaced by a
     /// second one.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub on_fenced: Option<Spanned<String>>,
     /// On the standby being promoted, before the record moves to it.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub on_promote: Option<Spanned<String>>,
     /// On a machine failed away from, when it answers again, before it is counted as a
     /// standby.
     #[serde(default)]
+    #[schemars(with = "Option<String>")]
     pub on_demote: Option<Spanned<String>>,
 }
 
 /// What happens when the nominal primary is healthy again after a failover.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Failback {
     /// It stays a standby until an operator moves the role back (`medic switchover`).

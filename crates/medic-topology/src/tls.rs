@@ -16,16 +16,20 @@ use crate::auth::{Password, SecretError};
 use crate::model::Topology;
 
 /// `redis_tls`: the certificate's name and where its files are.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RedisTls {
     /// The DNS name the servers' certificate was issued for.
+    #[schemars(with = "String")]
     pub name: Spanned<String>,
     /// The CA certificate (PEM) that signed it.
+    #[schemars(with = "PathBuf")]
     pub ca: Spanned<PathBuf>,
     /// The servers' certificate (PEM, its chain after it).
+    #[schemars(with = "PathBuf")]
     pub cert: Spanned<PathBuf>,
     /// Its private key (PEM): a file only the controller's user can read.
+    #[schemars(with = "PathBuf")]
     pub key: Spanned<PathBuf>,
 }
 

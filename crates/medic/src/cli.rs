@@ -55,6 +55,14 @@ struct TopologyArg {
     topology: PathBuf,
 }
 
+/// The files `medic schema` describes.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum SchemaKind {
+    Topology,
+    Playbook,
+    Ami,
+}
+
 #[derive(Debug, Subcommand)]
 enum ImportCommand {
     /// Draft a topology from a monit control file: each `check host` a machine, its redis
@@ -275,6 +283,15 @@ Examples:\n  medic run examples/lab.yaml\n  medic run --check-config /etc/medic/
     /// AWS: check the resources a topology names.
     #[command(subcommand)]
     Aws(AwsCommand),
+    /// Print the JSON Schema of a topology, playbook or AMI file (for an editor's completion
+    /// and checks; docs/schema/ has them).
+    #[command(
+        after_help = "Example:\n  medic schema topology > topology.schema.json\n\nIn a YAML file, a first line\n  # yaml-language-server: $schema=topology.schema.json\npoints editors using the YAML language server at it."
+    )]
+    Schema {
+        #[arg(value_enum)]
+        kind: SchemaKind,
+    },
     /// Draft a topology from another tool's configuration (monit).
     #[command(subcommand)]
     Import(ImportCommand),
@@ -376,6 +393,17 @@ pub fn main() -> ExitCode {
         Command::StepDown { t, format } => group::step_down(&t.topology, format),
         Command::Validate { file, format } => validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
+        Command::Schema { kind } => {
+            let schema = match kind {
+                SchemaKind::Topology => medic_topology::schema::topology(),
+                SchemaKind::Playbook => medic_playbook::schema(),
+                SchemaKind::Ami => medic_topology::schema::ami(),
+            };
+            serde_json::to_string_pretty(&schema)
+                .map_err(anyhow::Error::from)
+                .and_then(|s| Ok(writeln!(io::stdout(), "{s}")?))
+                .map(|()| ExitCode::SUCCESS)
+        }
         Command::Import(ImportCommand::Monit {
             monitrc,
             hosts,

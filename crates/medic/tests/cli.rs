@@ -455,7 +455,7 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
 }
 
 /// Every command and subcommand, as `medic --help` lists them.
-const COMMANDS: [&str; 17] = [
+const COMMANDS: [&str; 18] = [
     "run",
     "up",
     "status",
@@ -469,6 +469,7 @@ const COMMANDS: [&str; 17] = [
     "completions",
     "lab",
     "aws",
+    "schema",
     "import",
     "validate",
     "plan",
