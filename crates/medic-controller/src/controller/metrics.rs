@@ -45,6 +45,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let group = self.group_status();
         // The shards' states as the status computes them (routing, replicas, health).
         let status = self.status();
+        let topology = label(status["topology"].as_str().unwrap_or_default());
         let st = lock(&self.inner.st);
         let m = &st.metrics;
         let mut out = String::new();
@@ -52,18 +53,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             &mut out,
             "medic_build_info",
             "gauge",
-            "The running medic's version (always 1).",
+            "The running medic's version and the topology it watches (always 1).",
         );
         let _ = writeln!(
             out,
-            "medic_build_info{{version=\"{}\"}} 1",
+            "medic_build_info{{version=\"{}\",topology=\"{topology}\"}} 1",
             env!("CARGO_PKG_VERSION")
         );
         family(
             &mut out,
             "medic_group_leader",
             "gauge",
-            "Whether this member leads its group (1) or follows (0); no series outside a group.",
+            "Whether this member leads its group (1) or follows (0), by topology (the group); no series outside a group.",
         );
         family(
             &mut out,
@@ -80,7 +81,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         if let Some(g) = group {
             let _ = writeln!(
                 out,
-                "medic_group_leader{{member=\"{}\"}} {}",
+                "medic_group_leader{{topology=\"{topology}\",member=\"{}\"}} {}",
                 label(&g.member),
                 u8::from(g.leading)
             );
