@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
 
-use crate::monitrc::{Action, Check, Condition, Monitrc};
+use crate::monitrc::{Action, Check, Condition, Monitrc, Test};
 
 /// What the draft did with a part of the file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -88,6 +88,8 @@ impl Role {
 /// A `check host` the draft keeps.
 pub(crate) struct Machine<'a> {
     pub(crate) check: &'a Check,
+    /// Its name in the draft (monit's, made valid).
+    pub(crate) name: String,
     pub(crate) role: Role,
     pub(crate) address: Result<IpAddr, String>,
     /// Ports tested (redis: those with `protocol redis`).
@@ -121,13 +123,13 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
     let mut shards: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
     for m in machines.iter().filter(|m| m.role == Role::Redis) {
         for p in &m.ports {
-            shards.entry(*p).or_default().push(&m.check.name);
+            shards.entry(*p).or_default().push(&m.name);
         }
     }
     for (port, on) in &shards {
         let line = machines
             .iter()
-            .find(|m| m.check.name == on[0])
+            .find(|m| m.name == on[0])
             .map(|m| m.check.line);
         notes.add(
             Verdict::Assumed,
@@ -161,7 +163,7 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
     notes.add(
         Verdict::Assumed,
         None,
-        "provider static: medic fails over but launches no replacement; to replace machines from an AMI as a failover script does, use provider ec2 with amis (docs/topology.md)",
+        "provider static: medic fails over but launches no replacement; to replace machines from an AMI as a failover script does, use provider aws with amis (docs/topology.md)",
     );
     notes.add(
         Verdict::Assumed,
@@ -217,7 +219,7 @@ fn machines<'a>(
     hosts: &BTreeMap<String, IpAddr>,
     notes: &mut Notes,
 ) -> Vec<Machine<'a>> {
-    let mut out = Vec::new();
+    let mut out: Vec<Machine<'a>> = Vec::new();
     for c in &rc.checks {
         if c.kind != "host" {
             let why = if c.kind == "process" {
@@ -232,23 +234,12 @@ fn machines<'a>(
             );
             continue;
         }
-        let redis: BTreeSet<u16> = c
-            .tests
-            .iter()
-            .filter_map(|t| match &t.condition {
-                Condition::Port { port, protocol, .. } if protocol.as_deref() == Some("redis") => {
-                    Some(*port)
-                }
-                _ => None,
-            })
-            .collect();
         let says_haproxy = c.name.to_ascii_lowercase().contains("haproxy")
             || c.tests.iter().any(|t| {
                 matches!(&t.action, Action::Exec(cmd) if cmd.to_ascii_lowercase().contains("haproxy"))
             });
-        let (role, ports) = if !redis.is_empty() {
-            (Role::Redis, redis)
-        } else if says_haproxy {
+        let redis_port = |t: &Test| matches!(&t.condition, Condition::Port { protocol, .. } if protocol.as_deref() == Some("redis"));
+        let role = if says_haproxy {
             notes.add(
                 Verdict::Assumed,
                 Some(c.line),
@@ -257,19 +248,9 @@ fn machines<'a>(
                     c.name
                 ),
             );
-            let ports = c
-                .tests
-                .iter()
-                .filter_map(|t| match &t.condition {
-                    Condition::Port { port, protocol, .. }
-                        if protocol.as_deref().is_none_or(|p| p == "tcp") =>
-                    {
-                        Some(*port)
-                    }
-                    _ => None,
-                })
-                .collect();
-            (Role::Haproxy, ports)
+            Role::Haproxy
+        } else if c.tests.iter().any(redis_port) {
+            Role::Redis
         } else {
             notes.add(
                 Verdict::NotMapped,
@@ -281,14 +262,34 @@ fn machines<'a>(
             );
             continue;
         };
+        // The ports medic will check: those of the tests it maps.
+        let ports = c
+            .tests
+            .iter()
+            .filter(|t| judge(c, t, role).0 == Verdict::Mapped)
+            .filter_map(|t| match &t.condition {
+                Condition::Port { port, .. } => Some(*port),
+                _ => None,
+            })
+            .collect();
+        let name = machine_name(&c.name, out.iter().map(|m| m.name.as_str()));
+        if name != c.name {
+            notes.add(
+                Verdict::Assumed,
+                Some(c.line),
+                format!(
+                    "check host {} is machine {name} (a machine's name is 1 to 63 lowercase letters, digits and -)",
+                    c.name
+                ),
+            );
+        }
         let address = resolve(c, hosts);
         match &address {
             Ok(ip) => notes.add(
                 Verdict::Mapped,
                 Some(c.line),
                 format!(
-                    "check host {} → machine {}, role {}, address {ip}{}",
-                    c.name,
+                    "check host {} → machine {name}, role {}, address {ip}{}",
                     c.name,
                     role.as_str(),
                     match c.address.as_deref() {
@@ -306,15 +307,43 @@ fn machines<'a>(
                 ),
             ),
         }
-        tests(c, role, notes);
+        tests(c, role, &name, notes);
         out.push(Machine {
             check: c,
+            name,
             role,
             address,
             ports,
         });
     }
     out
+}
+
+/// A valid machine name for a monit check's name: its first label if it is a host name,
+/// lowercase, `-` for anything else, `-2`, `-3`, ... if taken; never `monitor` (the draft's
+/// own monitor machine).
+fn machine_name<'a>(check: &str, taken: impl Iterator<Item = &'a str> + Clone) -> String {
+    let first = if check.parse::<IpAddr>().is_ok() {
+        check
+    } else {
+        check.split('.').next().unwrap_or(check)
+    };
+    let mut n: String = first
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    n = n.trim_matches('-').chars().take(56).collect();
+    if n.is_empty() || n == "monitor" {
+        n = format!("host-{n}").trim_end_matches('-').to_owned();
+    }
+    let mut name = n.clone();
+    let mut k = 2;
+    while taken.clone().any(|t| t == name) {
+        name = format!("{n}-{k}");
+        k += 1;
+    }
+    name
 }
 
 fn resolve(c: &Check, hosts: &BTreeMap<String, IpAddr>) -> Result<IpAddr, String> {
@@ -326,64 +355,113 @@ fn resolve(c: &Check, hosts: &BTreeMap<String, IpAddr>) -> Result<IpAddr, String
         .ok_or_else(|| a.to_owned())
 }
 
-/// What each test of a kept host becomes.
-fn tests(c: &Check, role: Role, notes: &mut Notes) {
+/// What a test of a kept host becomes: mapped (and what medic does in its place) or not (and
+/// why).
+fn judge(c: &Check, t: &Test, role: Role) -> (Verdict, String) {
+    let (verdict, what) = match (&t.condition, role) {
+        (Condition::Port { host: Some(h), .. }, _)
+            if *h != c.name && c.address.as_deref() != Some(h.as_str()) =>
+        {
+            (
+                Verdict::NotMapped,
+                format!("it tests another host ({h}): describe that host by a `check host` of its own"),
+            )
+        }
+        (Condition::Port { protocol, .. }, Role::Redis) if protocol.as_deref() == Some("redis") => {
+            (Verdict::Mapped, "medic's redis check (PING, then ROLE and replication)".to_owned())
+        }
+        (Condition::Port { protocol: Some(p), .. }, _) if p == "ssh" => (
+            Verdict::NotMapped,
+            "medic uses SSH itself (its steps, and telling a lost machine from a dead process): no test of its own".to_owned(),
+        ),
+        (Condition::Port { protocol: Some(p), .. }, Role::Haproxy) if p != "tcp" && p != "redis" => (
+            Verdict::NotMapped,
+            format!("medic does not check {p} here"),
+        ),
+        (Condition::Port { protocol: Some(p), .. }, Role::Redis) if p != "tcp" => (
+            Verdict::NotMapped,
+            format!("medic does not check {p} here"),
+        ),
+        (Condition::Port { .. }, Role::Haproxy) => (
+            Verdict::Mapped,
+            "medic's HAProxy checks (its frontends and its runtime API)".to_owned(),
+        ),
+        (Condition::Port { .. }, Role::Redis) => (
+            Verdict::NotMapped,
+            "a port without protocol redis on a redis machine: medic checks only its redis servers".to_owned(),
+        ),
+        (Condition::Ping, _) => (
+            Verdict::Mapped,
+            "medic tells a lost machine from a dead process itself (SSH, and witnesses that must agree)".to_owned(),
+        ),
+        (Condition::Other, _) => (
+            Verdict::NotMapped,
+            "not a test medic makes: keep monit for it".to_owned(),
+        ),
+    };
+    (verdict, what)
+}
+
+/// A failover script's command, by its name.
+fn is_failover(cmd: &str) -> bool {
+    cmd.to_ascii_lowercase().contains("failover")
+}
+
+/// What each test of a kept host becomes, and its action, and what follows it.
+fn tests(c: &Check, role: Role, name: &str, notes: &mut Notes) {
     let mut execs = BTreeSet::new();
     for t in &c.tests {
-        let (verdict, what) = match (&t.condition, role) {
-            (Condition::Port { protocol, .. }, Role::Redis) if protocol.as_deref() == Some("redis") => {
-                (Verdict::Mapped, "medic's redis check (PING, then ROLE and replication)".to_owned())
-            }
-            (Condition::Port { protocol: Some(p), .. }, _) if p == "ssh" => (
-                Verdict::NotMapped,
-                "medic uses SSH itself (its steps, and telling a lost machine from a dead process): no test of its own".to_owned(),
-            ),
-            (Condition::Port { protocol: Some(p), .. }, _) if p != "tcp" => (
-                Verdict::NotMapped,
-                format!("medic does not check {p} here"),
-            ),
-            (Condition::Port { .. }, Role::Haproxy) => (
-                Verdict::Mapped,
-                "medic's HAProxy checks (its frontends and its runtime API)".to_owned(),
-            ),
-            (Condition::Port { .. }, Role::Redis) => (
-                Verdict::NotMapped,
-                "a port without protocol redis on a redis machine: medic checks only its redis servers".to_owned(),
-            ),
-            (Condition::Ping, _) => (
-                Verdict::Mapped,
-                "medic tells a lost machine from a dead process itself (SSH, and witnesses that must agree)".to_owned(),
-            ),
-            (Condition::Other, _) => (
-                Verdict::NotMapped,
-                "not a test medic makes: keep monit for it".to_owned(),
-            ),
-        };
-        let then = match &t.action {
-            Action::Alert if verdict == Verdict::Mapped => {
-                "; its mail alert: medic posts to webhooks (notifications)"
-            }
-            _ => "",
-        };
+        let (verdict, what) = judge(c, t, role);
         let condition = t.text.split(" then ").next().unwrap_or(&t.text);
-        notes.add(
-            verdict,
-            Some(t.line),
-            format!("`{condition}` → {what}{then}"),
-        );
-        if let Action::Exec(cmd) = &t.action
-            && verdict == Verdict::Mapped
-            && execs.insert(cmd.clone())
-        {
-            notes.add(
-                    Verdict::Mapped,
-                    Some(t.line),
-                    format!(
-                        "`exec \"{cmd}\"` → medic's own recovery (`medic plan FILE --lose {}` prints its steps)",
-                        c.name
-                    ),
-                );
+        notes.add(verdict, Some(t.line), format!("`{condition}` → {what}"));
+        if verdict != Verdict::Mapped {
+            continue;
         }
+        match &t.action {
+            Action::Exec(cmd) if is_failover(cmd) => {
+                if execs.insert(cmd.clone()) {
+                    notes.add(
+                        Verdict::Mapped,
+                        Some(t.line),
+                        format!(
+                            "`exec \"{cmd}\"` → medic's own recovery (`medic plan FILE --lose {name}` prints its steps)"
+                        ),
+                    );
+                }
+            }
+            Action::Exec(cmd) => notes.add(
+                Verdict::NotMapped,
+                Some(t.line),
+                format!("`exec \"{cmd}\"`: medic runs no script of yours on a failure; it posts to webhooks (notifications)"),
+            ),
+            Action::Alert => notes.add(
+                Verdict::NotMapped,
+                Some(t.line),
+                "`then alert`: medic sends no mail; it posts to webhooks (notifications)",
+            ),
+            a => notes.add(
+                Verdict::NotMapped,
+                Some(t.line),
+                format!("`then {}`: medic recovers by its own plan instead", action_word(a)),
+            ),
+        }
+        for extra in [&t.otherwise, &t.rest].into_iter().flatten() {
+            notes.add(
+                Verdict::NotMapped,
+                Some(t.line),
+                format!("`{extra}`: medic has no use for it (a machine that passes again rejoins by itself)"),
+            );
+        }
+    }
+    if let Some(n) = c.every {
+        notes.add(
+            Verdict::Mapped,
+            Some(c.line),
+            format!(
+                "`every {n} cycles` (check host {}) → counted in the checks' interval",
+                c.name
+            ),
+        );
     }
     for (line, text) in &c.other {
         notes.add(
@@ -394,17 +472,30 @@ fn tests(c: &Check, role: Role, notes: &mut Notes) {
     }
 }
 
-/// The checks' cadence: monit's poll interval, the failures it waited for, its timeout (below
-/// the interval, as medic needs).
+fn action_word(a: &Action) -> &str {
+    match a {
+        Action::Alert => "alert",
+        Action::Restart => "restart",
+        Action::Start => "start",
+        Action::Stop => "stop",
+        Action::Unmonitor => "unmonitor",
+        Action::Exec(_) => "exec",
+        Action::Other(w) => w,
+    }
+}
+
+/// The checks' cadence: monit's poll interval (times the longest `every N cycles` of a kept
+/// check), the failures it waited for and its timeout, from the tests medic maps; the timeout
+/// below the interval, as medic needs.
 fn cadence(rc: &Monitrc, machines: &[Machine], notes: &mut Notes) -> (u64, u32, u64) {
-    let interval_s = match rc.daemon {
+    let poll_s = match rc.daemon {
         Some((n, line)) => {
             notes.add(
                 Verdict::Mapped,
                 Some(line),
-                format!("set daemon {n} → the checks' interval, {n}s (medic's default for redis is 250ms: consider it)"),
+                format!("set daemon {n} → the checks' interval (medic's default for redis is 250ms: consider it)"),
             );
-            n.max(1)
+            n.clamp(1, 86_400)
         }
         None => {
             notes.add(
@@ -415,21 +506,37 @@ fn cadence(rc: &Monitrc, machines: &[Machine], notes: &mut Notes) -> (u64, u32, 
             30
         }
     };
-    let kept = machines.iter().flat_map(|m| &m.check.tests);
-    let cycles = kept.clone().map(|t| t.cycles).max().unwrap_or(1);
+    let every = machines
+        .iter()
+        .filter_map(|m| m.check.every)
+        .max()
+        .unwrap_or(1)
+        .min(1000);
+    let interval_s = poll_s * u64::from(every);
+    let kept: Vec<&Test> = machines
+        .iter()
+        .flat_map(|m| {
+            m.check
+                .tests
+                .iter()
+                .filter(move |t| judge(m.check, t, m.role).0 == Verdict::Mapped)
+        })
+        .collect();
+    let cycles = kept.iter().map(|t| t.cycles).max().unwrap_or(1).min(1000);
     // The port tests' timeout (monit's default: 5 s).
     let timeout_s = kept
+        .iter()
         .filter(|t| matches!(t.condition, Condition::Port { .. }))
         .filter_map(|t| t.timeout_s)
         .max()
         .unwrap_or(5);
     // Below the interval, or checks pile up.
-    let timeout_ms = (timeout_s * 1000).min(interval_s * 800);
+    let timeout_ms = timeout_s.saturating_mul(1000).min(interval_s * 800);
     notes.add(
         Verdict::Mapped,
         None,
         format!(
-            "fall {cycles} (the most failed cycles a test waited for), timeout {timeout_ms}ms: a silent node is judged down after about {}s, as monit did",
+            "interval {interval_s}s, fall {cycles} (the most failed cycles a mapped test waited for), timeout {timeout_ms}ms: a silent node is judged down after about {}s, as monit did",
             interval_s * u64::from(cycles)
         ),
     );
@@ -574,6 +681,117 @@ mod tests {
         assert!(
             d.yaml
                 .contains("redis: {interval: 30s, timeout: 5000ms, fall: 1, rise: 2}"),
+            "{}",
+            d.yaml
+        );
+    }
+
+    #[test]
+    fn only_what_medic_does_is_mapped() {
+        let rc = parse(
+            "set daemon 10\n\
+             check host Redis_1.example.com with address 10.0.0.1 every 2 cycles\n\
+             \x20 if failed port 6379 protocol redis for 2 cycles then exec \"/sbin/failover r1\"\n\
+             \x20    else if succeeded then exec \"/sbin/failback r1\"\n\
+             \x20 if failed port 22 protocol ssh for 10 cycles then alert\n\
+             \x20 if failed host 10.0.0.9 port 6380 protocol redis then exec \"/sbin/page\"\n\
+             check host lb-haproxy with address 10.0.0.2\n\
+             \x20 if failed port 7000 protocol redis then exec \"/sbin/page-me\"\n\
+             check host monitor with address 10.0.0.3\n\
+             \x20 if failed port 6379 protocol redis then alert\n\
+             check host 123 with address 10.0.0.4\n\
+             \x20 if failed port 6379 protocol redis then alert\n",
+        )
+        .unwrap();
+        let d = draft(&rc, &BTreeMap::new(), &opts());
+        let y = &d.yaml;
+        // Names made valid, said so; never the monitor's; quoted where YAML would misread.
+        assert!(
+            y.contains("  - {name: redis-1, role: redis, address: 10.0.0.1}"),
+            "{y}"
+        );
+        assert!(has(
+            &d,
+            Verdict::Assumed,
+            "check host Redis_1.example.com is machine redis-1"
+        ));
+        assert!(
+            y.contains("  - {name: host-monitor, role: redis, address: 10.0.0.3}"),
+            "{y}"
+        );
+        assert!(
+            y.contains("  - {name: \"123\", role: redis, address: 10.0.0.4}"),
+            "{y}"
+        );
+        assert!(
+            y.contains("  - {name: monitor, role: monitor, address: 127.0.0.1}"),
+            "{y}"
+        );
+        // An HAProxy tested with protocol redis stays an HAProxy; its port is no shard.
+        assert!(
+            y.contains("  - {name: lb-haproxy, role: haproxy, address: 10.0.0.2}"),
+            "{y}"
+        );
+        assert!(!y.contains("r7000"), "{y}");
+        // Another host's test is not this machine's shard.
+        assert!(!y.contains("r6380"), "{y}");
+        assert!(has(
+            &d,
+            Verdict::NotMapped,
+            "it tests another host (10.0.0.9)"
+        ));
+        // Only a failover script is medic's recovery; the rest is said to be left out.
+        assert!(has(
+            &d,
+            Verdict::Mapped,
+            "`exec \"/sbin/failover r1\"` → medic's own recovery (`medic plan FILE --lose redis-1`"
+        ));
+        assert!(has(
+            &d,
+            Verdict::NotMapped,
+            "`exec \"/sbin/page-me\"`: medic runs no script of yours"
+        ));
+        assert!(has(
+            &d,
+            Verdict::NotMapped,
+            "`else if succeeded then exec \"/sbin/failback r1\"`: medic has no use for it"
+        ));
+        // The cadence: 10 s × every 2 cycles; fall from the mapped tests only (not ssh's 10).
+        assert!(
+            y.contains("redis: {interval: 20s, timeout: 5000ms, fall: 2, rise: 2}"),
+            "{y}"
+        );
+        assert!(has(
+            &d,
+            Verdict::Mapped,
+            "`every 2 cycles` (check host Redis_1.example.com)"
+        ));
+    }
+
+    #[test]
+    fn values_from_the_file_are_quoted_when_yaml_would_misread_them() {
+        let rc = parse(
+            "check host r1 with address \"db: one\"\n if failed port 1 protocol redis then alert\n",
+        )
+        .unwrap();
+        let d = draft(
+            &rc,
+            &BTreeMap::new(),
+            &Options {
+                name: Some("on".into()),
+                playbooks: "/my playbooks".into(),
+                ..opts()
+            },
+        );
+        assert!(d.yaml.contains("\nname: \"on\"\n"), "{}", d.yaml);
+        assert!(
+            d.yaml.contains("\nplaybooks: \"/my playbooks\"\n"),
+            "{}",
+            d.yaml
+        );
+        assert!(
+            d.yaml
+                .contains("address: \"TODO: the address of db: one\"}"),
             "{}",
             d.yaml
         );

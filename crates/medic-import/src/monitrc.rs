@@ -35,50 +35,81 @@ impl Token {
 
 fn lex(text: &str) -> Result<Vec<Token>, MonitrcError> {
     let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        let mut chars = raw.char_indices().peekable();
-        while let Some((_, c)) = chars.next() {
-            match c {
-                '#' => break,
-                c if c.is_whitespace() || c == ',' || c == ';' => {}
-                '"' | '\'' => {
-                    let mut s = String::new();
-                    let mut closed = false;
-                    for (_, d) in chars.by_ref() {
-                        if d == c {
-                            closed = true;
-                            break;
-                        }
-                        s.push(d);
+    let mut line = 1;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => line += 1,
+            '#' => {
+                while chars.peek().is_some_and(|d| *d != '\n') {
+                    chars.next();
+                }
+            }
+            c if c.is_whitespace() || c == ',' || c == ';' => {}
+            '"' | '\'' => {
+                let mut s = String::new();
+                let mut closed = false;
+                while let Some(d) = chars.next_if(|d| *d != '\n') {
+                    if d == c {
+                        closed = true;
+                        break;
                     }
-                    if !closed {
-                        return Err(MonitrcError {
-                            line,
-                            message: format!("a string opened with {c} is not closed on its line"),
-                        });
-                    }
-                    out.push(Token {
-                        text: s,
-                        quoted: true,
+                    s.push(d);
+                }
+                if !closed {
+                    return Err(MonitrcError {
                         line,
+                        message: format!("a string opened with {c} is not closed on its line"),
                     });
                 }
-                c => {
-                    let mut s = String::from(c);
-                    while let Some(&(_, d)) = chars.peek() {
-                        if d.is_whitespace() || matches!(d, '"' | '\'' | '#' | ',' | ';') {
-                            break;
-                        }
-                        s.push(d);
-                        chars.next();
+                out.push(Token {
+                    text: s,
+                    quoted: true,
+                    line,
+                });
+            }
+            // A block (`set mail-format { ... }`): free text, one token, never a keyword.
+            '{' => {
+                let from = line;
+                let mut s = String::new();
+                let mut depth = 1;
+                for d in chars.by_ref() {
+                    match d {
+                        '\n' => line += 1,
+                        '{' => depth += 1,
+                        '}' => depth -= 1,
+                        _ => {}
                     }
-                    out.push(Token {
-                        text: s,
-                        quoted: false,
-                        line,
+                    if depth == 0 {
+                        break;
+                    }
+                    s.push(d);
+                }
+                if depth > 0 {
+                    return Err(MonitrcError {
+                        line: from,
+                        message: "a block opened with { is not closed".into(),
                     });
                 }
+                out.push(Token {
+                    text: s,
+                    quoted: true,
+                    line: from,
+                });
+            }
+            c => {
+                // A word; a quote inside it (`it's`) is part of it.
+                let mut s = String::from(c);
+                while let Some(d) =
+                    chars.next_if(|d| !d.is_whitespace() && !matches!(d, '#' | ',' | ';' | '{'))
+                {
+                    s.push(d);
+                }
+                out.push(Token {
+                    text: s,
+                    quoted: false,
+                    line,
+                });
             }
         }
     }
@@ -106,6 +137,8 @@ pub struct Check {
     pub address: Option<String>,
     /// `with pidfile P` or `matching "R"` (a process).
     pub process: Option<String>,
+    /// `every N cycles`: the check runs every N-th poll.
+    pub every: Option<u32>,
     pub tests: Vec<Test>,
     /// Clauses medic has no use for (`start program`, `group`, `depends on`, ...): line, text.
     pub other: Vec<(usize, String)>,
@@ -122,6 +155,10 @@ pub struct Test {
     /// `with timeout N seconds`.
     pub timeout_s: Option<u64>,
     pub action: Action,
+    /// `else if succeeded then ACTION`, as written.
+    pub otherwise: Option<String>,
+    /// Words after the action medic does not read (`repeat every 3 cycles`, ...), as written.
+    pub rest: Option<String>,
     /// The test as written, for the report.
     pub text: String,
 }
@@ -227,6 +264,7 @@ fn check(st: &[Token]) -> Result<Check, MonitrcError> {
         name: name.text.clone(),
         address: None,
         process: None,
+        every: None,
         tests: Vec::new(),
         other: Vec::new(),
     };
@@ -244,6 +282,14 @@ fn check(st: &[Token]) -> Result<Check, MonitrcError> {
         } else if t.is("address") {
             c.address = Some(value(st, i, "address")?);
             i += 2;
+        } else if t.is("every")
+            && let Some(n) = st.get(i + 1).and_then(|n| n.text.parse::<u32>().ok())
+            && st
+                .get(i + 2)
+                .is_some_and(|c| c.is("cycles") || c.is("cycle"))
+        {
+            c.every = Some(n.max(1));
+            i += 3;
         } else if t.is("pidfile") || t.is("matching") {
             c.process = Some(value(st, i, &t.text)?);
             i += 2;
@@ -260,11 +306,15 @@ fn check(st: &[Token]) -> Result<Check, MonitrcError> {
 }
 
 /// Whether a check's next clause starts at `st[j]`: a test (`if`, not `else if`), `group`,
-/// `depends`, `every`, `mode`, or `start|stop|restart program`.
+/// `depends`, `every` (not `repeat every`), `mode`, `noalert`, `onreboot`, `alert` (not an
+/// action: `then alert`), or `start|stop|restart program`.
 fn clause_starts(st: &[Token], j: usize) -> bool {
     let t = &st[j];
-    (t.is("if") && !st[j - 1].is("else"))
-        || ["group", "depends", "every", "mode"]
+    let after = |w: &str| st[j - 1].is(w);
+    (t.is("if") && !after("else"))
+        || (t.is("every") && !after("repeat"))
+        || (t.is("alert") && !after("then"))
+        || ["group", "depends", "mode", "noalert", "onreboot"]
             .iter()
             .any(|k| t.is(k))
         || (["start", "stop", "restart"].iter().any(|k| t.is(k))
@@ -328,7 +378,17 @@ fn test(ts: &[Token]) -> Result<Test, MonitrcError> {
         _ => None,
     }
     .map_or(1, |n| u32::try_from(n).unwrap_or(u32::MAX).max(1));
-    let act = &ts[then + 1..];
+    let after_then = &ts[then + 1..];
+    let (act, otherwise) = match after_then.iter().position(|t| t.is("else")) {
+        Some(e) => (&after_then[..e], Some(join(&after_then[e..]))),
+        None => (after_then, None),
+    };
+    let used = if act.first().is_some_and(|a| a.is("exec")) {
+        2
+    } else {
+        1
+    };
+    let rest = (act.len() > used).then(|| join(&act[used..]));
     let action = match act.first() {
         Some(a) if a.is("alert") => Action::Alert,
         Some(a) if a.is("restart") => Action::Restart,
@@ -341,7 +401,7 @@ fn test(ts: &[Token]) -> Result<Test, MonitrcError> {
                 message: "exec: expected the command, quoted".into(),
             },
         )?),
-        Some(_) => Action::Other(join(act)),
+        Some(a) => Action::Other(a.text.clone()),
         None => {
             return Err(MonitrcError {
                 line,
@@ -355,6 +415,8 @@ fn test(ts: &[Token]) -> Result<Test, MonitrcError> {
         cycles,
         timeout_s,
         action,
+        otherwise,
+        rest,
         text: join(ts),
     })
 }
@@ -428,6 +490,41 @@ mod tests {
     }
 
     #[test]
+    fn what_follows_an_action_is_kept_apart() {
+        let rc = parse(
+            "set mail-format { subject: it's down\n check this { nested } }\n\
+             check host r1 with address 10.0.0.1 every 2 cycles\n\
+             \x20 if failed port 6379 protocol redis for 3 cycles then exec \"/sbin/failover r1\" repeat every 3 cycles\n\
+             \x20    else if succeeded then exec \"/sbin/failback r1\"\n\
+             \x20 alert ops@example.com\n\
+             \x20 if failed host 10.0.0.9 port 6380 then alert\n",
+        )
+        .unwrap();
+        // The block is one setting: its words are no statements.
+        assert_eq!(rc.settings.len(), 1, "{:?}", rc.settings);
+        assert_eq!(rc.checks.len(), 1);
+        let c = &rc.checks[0];
+        assert_eq!((c.line, c.every), (3, Some(2)));
+        let t = &c.tests[0];
+        assert_eq!(t.action, Action::Exec("/sbin/failover r1".into()));
+        assert_eq!(t.rest.as_deref(), Some("repeat every 3 cycles"));
+        assert_eq!(
+            t.otherwise.as_deref(),
+            Some("else if succeeded then exec \"/sbin/failback r1\"")
+        );
+        assert_eq!(c.other, [(6, "alert ops@example.com".into())]);
+        assert_eq!(
+            c.tests[1].condition,
+            Condition::Port {
+                port: 6380,
+                host: Some("10.0.0.9".into()),
+                protocol: None
+            }
+        );
+        assert_eq!(c.tests[1].action, Action::Alert);
+    }
+
+    #[test]
     fn mistakes_name_their_line() {
         let e = |t: &str| parse(t).unwrap_err().to_string();
         assert_eq!(
@@ -445,6 +542,10 @@ mod tests {
         assert_eq!(
             e("check host a\n then exec \"x\n"),
             "line 2: a string opened with \" is not closed on its line"
+        );
+        assert_eq!(
+            e("set daemon 5\nset mail-format {\n subject: x\n"),
+            "line 2: a block opened with { is not closed"
         );
         assert_eq!(
             e("poll 5\n"),

@@ -37,6 +37,24 @@ impl Draft {
     }
 }
 
+/// A YAML scalar for `v`: as it is when YAML reads it back as that string, else quoted.
+fn q(v: &str) -> String {
+    let plain = !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
+        && !v.starts_with(['-', '.'])
+        && v.parse::<f64>().is_err()
+        && ![
+            "y", "yes", "n", "no", "on", "off", "true", "false", "null", "~",
+        ]
+        .contains(&v.to_ascii_lowercase().as_str());
+    if plain {
+        v.to_owned()
+    } else {
+        format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\""))
+    }
+}
+
 pub(crate) fn yaml(
     name: &str,
     opts: &Options,
@@ -48,8 +66,9 @@ pub(crate) fn yaml(
     let mut y = String::new();
     let _ = writeln!(
         y,
-        "name: {name}\nprovider: static\nplaybooks: {}",
-        opts.playbooks
+        "name: {}\nprovider: static\nplaybooks: {}",
+        q(name),
+        q(&opts.playbooks)
     );
     let _ = writeln!(
         y,
@@ -58,12 +77,12 @@ pub(crate) fn yaml(
     for m in machines {
         let addr = match &m.address {
             Ok(ip) => ip.to_string(),
-            Err(a) => format!("\"TODO: the address of {a}\""),
+            Err(a) => q(&format!("TODO: the address of {a}")),
         };
         let _ = writeln!(
             y,
             "  - {{name: {}, role: {}, address: {addr}}}",
-            m.check.name,
+            q(&m.name),
             m.role.as_str()
         );
     }
@@ -77,15 +96,15 @@ pub(crate) fn yaml(
             let _ = writeln!(
                 y,
                 "  - {{name: r{port}, port: {port}, master: {}, replicas: [{}]}}",
-                on[0],
-                on[1..].join(", ")
+                q(on[0]),
+                on[1..].iter().map(|n| q(n)).collect::<Vec<_>>().join(", ")
             );
         }
     }
-    let proxies: Vec<&str> = machines
+    let proxies: Vec<String> = machines
         .iter()
         .filter(|m| m.role == Role::Haproxy)
-        .map(|m| m.check.name.as_str())
+        .map(|m| q(&m.name))
         .collect();
     if !proxies.is_empty() {
         let _ = writeln!(

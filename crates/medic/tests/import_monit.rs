@@ -153,10 +153,7 @@ fn every_statement_of_the_file_has_its_fate_in_the_report() {
     let assumed = section("assumed (check each)");
     let not = section("not mapped");
     for (part, line) in [
-        (
-            &mapped,
-            "monitrc:5: set daemon 5 → the checks' interval, 5s",
-        ),
+        (&mapped, "monitrc:5: set daemon 5 → the checks' interval"),
         (
             &mapped,
             "monitrc:14: check host redis1 → machine redis1, role redis, address 10.0.1.10 (redis1.barton.internal in the hosts file)",
@@ -167,7 +164,7 @@ fn every_statement_of_the_file_has_its_fate_in_the_report() {
         ),
         (
             &mapped,
-            "fall 3 (the most failed cycles a test waited for), timeout 2000ms",
+            "interval 5s, fall 3 (the most failed cycles a mapped test waited for), timeout 2000ms",
         ),
         (
             &assumed,
@@ -213,6 +210,17 @@ fn bad_input_gets_a_clear_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("no `check` statement: expected a monit control file"),
+        "{}",
+        text(&out.stderr)
+    );
+    // A Debian-style monitrc whose checks are all in included files.
+    std::fs::write(&bad, "set daemon 30\ninclude /etc/monit/conf.d/*\n").unwrap();
+    let out = medic(&["import", "monit", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "no `check` statement here, and includes are not followed (include /etc/monit/conf.d/*): import the files with the checks"
+        ),
         "{}",
         text(&out.stderr)
     );

@@ -18,9 +18,22 @@ pub(super) fn monit(
     let rc = medic_import::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}:{}: {}", monitrc.display(), e.line, e.message))?;
     if rc.checks.is_empty() {
+        let includes: Vec<&str> = rc
+            .settings
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .filter(|t| t.starts_with("include"))
+            .collect();
+        if includes.is_empty() {
+            bail!(
+                "{}: no `check` statement: expected a monit control file (check host NAME with address A ...)",
+                monitrc.display()
+            );
+        }
         bail!(
-            "{}: no `check` statement: expected a monit control file (check host NAME with address A ...)",
-            monitrc.display()
+            "{}: no `check` statement here, and includes are not followed ({}): import the files with the checks",
+            monitrc.display(),
+            includes.join("; ")
         );
     }
     let hosts = match hosts {
