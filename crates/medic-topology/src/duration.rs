@@ -59,7 +59,7 @@ impl schemars::JsonSchema for Dur {
         schemars::json_schema!({
             "type": "string",
             "description": "A duration: a number with a unit, like 500ms, 2s, 5m or 1h 30m.",
-            "pattern": "^\\s*([0-9]+\\s*[a-zA-Zµ]+\\s*)+$"
+            "pattern": "^\\s*(0|([0-9]+\\s*[a-zA-Zµ]+\\s*)+)\\s*$"
         })
     }
 }

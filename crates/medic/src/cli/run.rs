@@ -432,7 +432,7 @@ pub(super) fn command(
 /// (`2026-12-01T03:00:00Z`, `2026-12-01 03:00`), as milliseconds since the epoch.
 pub(super) fn since_ms(when: &str, now_ms: u64) -> anyhow::Result<u64> {
     if let Ok(d) = humantime::parse_duration(when) {
-        return Ok(now_ms.saturating_sub(d.as_millis() as u64));
+        return Ok(now_ms.saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
     }
     let t = humantime::parse_rfc3339_weak(when.trim_end_matches(['Z', 'z'])).or_else(|_| {
         humantime::parse_rfc3339_weak(&format!("{}:00", when.trim_end_matches(['Z', 'z'])))
@@ -441,7 +441,7 @@ pub(super) fn since_ms(when: &str, now_ms: u64) -> anyhow::Result<u64> {
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
     {
-        Some(d) => Ok(d.as_millis() as u64),
+        Some(d) => Ok(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         None => bail!(
             "--since {when:?}: expected a duration back from now (90s, 30m, 2h, 7d) or a UTC time (2026-12-01T03:00:00Z)"
         ),
