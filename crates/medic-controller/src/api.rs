@@ -7,6 +7,7 @@
 //! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
 //! | GET | `/api/history[?limit=N&offset=K&since=MS]` | the recoveries with their steps, newest first (100 by default, 1,000 at most; `since`: only those begun at or after MS, ms since the epoch) |
 //! | GET | `/api/events[?after=SEQ]` | what happened since SEQ (detections, steps, alerts) |
+//! | GET | `/api/stream` | the status and the newest recoveries as server-sent events, each when it changes ([`crate::stream`]) |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
 //! | POST | `/api/switchover/SHARD[?to=MACHINE]` | planned change of master (token) |
@@ -49,6 +50,14 @@ pub async fn serve<C: Cloud + 'static, D: Dns + 'static>(c: Controller<C, D>, l:
         tokio::spawn(async move {
             let _slot = slot;
             let resp = match read_request(&mut s).await {
+                Ok(req)
+                    if req.method == "GET"
+                        && req.path.trim_end_matches('/') == "/api/stream"
+                        && request_allowed(&req).is_ok() =>
+                {
+                    crate::stream::serve_stream(c, s).await;
+                    return;
+                }
                 // Answered on a blocking thread: a status or a history reads the controller's
                 // state and journals synchronously, and must not hold a runtime thread the
                 // recoveries need.

@@ -18,6 +18,7 @@ pub mod notify;
 mod page;
 pub mod service_check;
 pub mod store;
+pub mod stream;
 pub mod witness;
 
 pub use controller::{

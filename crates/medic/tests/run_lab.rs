@@ -606,23 +606,45 @@ fn sighup_reloads_a_valid_topology_keeps_the_running_one_on_error_and_mutations_
     });
 }
 
+/// The status page during a real recovery, as headless Chromium renders it: the failure, then
+/// the routing graph pointing both proxies at the new master, the recovery's steps on a
+/// timeline, the checks' latency; and the updates the live page follows, pushed by the
+/// controller as server-sent events (read here as the page reads them: a headless browser
+/// cannot keep a stream open and still finish its page). `MEDIC_SCREENSHOTS=docs` redraws the
+/// screenshots in docs/.
 #[test]
 fn the_status_page_shows_the_failure_then_the_recovered_state() {
     let Some(mut env) = Env::new(10, |t| t) else {
         return;
     };
     env.start(&[]);
-    let before = page_text(env.port);
+    let before = common::page::page_text(env.port);
     assert!(
         before.contains("r9001 9001 ok redis1 redis2 in sync"),
         "{before}"
     );
+    let dom = common::page::page_dom(env.port);
+    for route in [
+        "haproxy1 r9001 redis1",
+        "haproxy2 r9002 redis1",
+        "app primary haproxy1",
+    ] {
+        assert!(
+            dom.contains(&format!("data-route=\"{route}\"")),
+            "{route} in:\n{dom}"
+        );
+    }
+    // The stream the page reads: the first status comes at once, then each change.
+    let stream = common::page::EventStream::open(env.port);
+    stream.wait("the first status event", Duration::from_secs(5), |n, v| {
+        n == "status" && v["topology"] == "barton"
+    });
     env.fault("redis1", "crash", &[]);
     // The failure: redis1 down (before or while it is recovered).
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut seen = String::new();
     while Instant::now() < deadline {
-        seen = page_text(env.port);
+        seen = common::page::page_text(env.port);
         if seen.contains("redis1 redis down") || seen.contains("Recovery in flight") {
             break;
         }
@@ -631,17 +653,49 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
         seen.contains("redis1 redis down") || seen.contains("Recovery in flight"),
         "{seen}"
     );
+    common::page::screenshot(env.port, "status-page-failure");
     env.wait("the recovery", RECOVERY, |e| {
         e.ended("machine redis1 lost", "completed")
     });
     env.wait("both shards ok", RECOVERY, |e| {
         e.shard("r9001")["state"] == "ok" && e.shard("r9002")["state"] == "ok"
     });
-    let after = page_text(env.port);
+    // Pushed, not polled: the stream told of redis1's failure and of the finished recovery.
+    stream.wait("redis1 down or recovering, pushed", RECOVERY, |n, v| {
+        n == "status" && !v["in_flight"].is_null()
+    });
+    stream.wait("the completed recovery, pushed", RECOVERY, |n, v| {
+        n == "history"
+            && v[0]["event"] == "machine redis1 lost"
+            && v[0]["outcome"]["outcome"] == "completed"
+    });
+    let after = common::page::page_text(env.port);
     assert!(
         after.contains("r9001 9001 ok redis2 redis1 in sync"),
         "{after}"
     );
+    // The graph routes both shards through both proxies to redis2 and nothing to redis1; the
+    // recovery's steps are bars on its timeline; the checks' latency is drawn.
+    let dom = common::page::page_dom(env.port);
+    for proxy in ["haproxy1", "haproxy2"] {
+        for shard in ["r9001", "r9002"] {
+            let to = format!("data-route=\"{proxy} {shard} redis2\"");
+            assert!(dom.contains(&to), "{to} in:\n{dom}");
+            assert!(
+                !dom.contains(&format!("data-route=\"{proxy} {shard} redis1\"")),
+                "{dom}"
+            );
+        }
+    }
+    let steps = env.history()[0]["steps"].as_array().unwrap().len();
+    assert_eq!(
+        dom.matches("data-step=\"").count(),
+        steps,
+        "a bar per step:\n{dom}"
+    );
+    assert!(dom.contains("data-step=\"1 unmonitor\""), "{dom}");
+    assert!(dom.contains("data-kind=\"redis\""), "{dom}");
+    common::page::screenshot(env.port, "status-page-recovered");
     assert!(after.contains("machine redis1 lost"), "{after}");
     assert!(after.contains("completed"), "{after}");
     assert!(

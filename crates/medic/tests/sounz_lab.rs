@@ -123,7 +123,7 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
     ] {
         assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
     }
-    let page = page_text(env.port);
+    let page = common::page::page_text(env.port);
     for row in [
         "sounz slayer primary out down",
         "sounz megadeth standby primary production_alone",

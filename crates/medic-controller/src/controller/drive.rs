@@ -18,9 +18,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             *m.checks
                 .entry((r.target.kind(), observation_label(r.observation)))
                 .or_default() += 1;
+            let took = r.took.as_secs_f64();
             let e = m.check_seconds.entry(r.target.kind()).or_default();
-            e.0 += r.took.as_secs_f64();
+            e.0 += took;
             e.1 += 1;
+            m.latency.add(r.target.kind(), now_ms(), took);
             st.core.on_check(&r)
         };
         if !outputs.is_empty() {

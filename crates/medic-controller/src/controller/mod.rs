@@ -34,6 +34,7 @@ mod discover;
 mod drive;
 mod group;
 mod history;
+mod latency;
 mod metrics;
 mod operator;
 mod probe;
@@ -169,6 +170,8 @@ struct Metrics {
     alerts: BTreeMap<&'static str, u64>,
     /// The reconcile's repairs by proxy and result (`repaired`, `failed`).
     repairs: BTreeMap<(String, &'static str), u64>,
+    /// The checks' latency per second, for the status page.
+    latency: latency::LatencySeries,
 }
 
 /// A running recovery, for the status.

@@ -197,6 +197,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "maintenance": v.maintenance,
             "alerts": v.alerts.iter().rev().collect::<Vec<_>>(),
             "group": group,
+            "check_latency": v.latency,
         })
     }
 
@@ -221,6 +222,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 /// the rest as it is. The checks take the same lock for each result; they never wait for a
 /// status to be written.
 struct View {
+    /// The checks' mean latency per second and kind, the last minutes.
+    latency: serde_json::Value,
     health: FxHashMap<Target, TargetHealth>,
     observed: medic_plan::ObservedState,
     maintenance: BTreeSet<String>,
@@ -278,6 +281,7 @@ impl View {
                 })
                 .collect();
         View {
+            latency: st.metrics.latency.json(now),
             health: st.core.health.clone(),
             observed: st.core.saved.observed.clone(),
             maintenance: st.core.saved.maintenance.clone(),
@@ -368,6 +372,7 @@ pub fn history_entry(l: &RecoveryLog) -> serde_json::Value {
                 "kind": s.action.kind(),
                 "status": if d.is_some() { "done" } else if !failed.is_empty() { "failed" } else { "not run" },
                 "duration_ms": d.map(|d| d.duration_ms),
+                "ended_ms": d.map(|d| d.at_ms),
                 "summary": d.map(|d| d.summary.clone()),
                 "errors": failed,
             })

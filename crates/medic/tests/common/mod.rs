@@ -13,6 +13,7 @@
     reason = "a test that cannot set up should fail loudly; each test binary uses a part of this"
 )]
 
+pub mod page;
 pub mod prometheus;
 pub mod web;
 
@@ -867,42 +868,4 @@ pub fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
         }
     }
     out
-}
-
-/// The status page as headless Chromium renders it (its script fetches the API), as text.
-pub fn page_text(port: u16) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
-        .arg(format!("http://127.0.0.1:{port}/"))
-        .output()
-        .expect("chromium (scripts/deps installs it)");
-    let html = String::from_utf8_lossy(&out.stdout);
-    // Tags out, whitespace folded: what a reader sees, in order.
-    let mut text = String::new();
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' => {
-                in_tag = false;
-                text.push(' ');
-            }
-            c if !in_tag => text.push(c),
-            _ => {}
-        }
-    }
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
 }

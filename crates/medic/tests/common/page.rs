@@ -1,0 +1,132 @@
+//! The status page as a browser sees it: headless Chromium renders it (`?snapshot`: drawn once
+//! from the API, as the live page first draws it) and gives the DOM, its text or a
+//! screenshot; and the event stream the live page then follows, read as it reads it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Headless Chromium on the status page: `what` is `--dump-dom` or `--screenshot=FILE`.
+fn chromium(port: u16, what: &str) -> Vec<u8> {
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--hide-scrollbars",
+            "--window-size=1100,1900",
+            "--virtual-time-budget=3000",
+            what,
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        // Drawn once: a page that keeps its event stream open never ends loading for a
+        // headless browser (its virtual time waits for open requests).
+        .arg(format!("http://127.0.0.1:{port}/?snapshot"))
+        .output()
+        .expect("chromium (scripts/deps installs it)");
+    out.stdout
+}
+
+/// The page's DOM once its script has run.
+pub fn page_dom(port: u16) -> String {
+    String::from_utf8_lossy(&chromium(port, "--dump-dom")).into_owned()
+}
+
+/// The page as text: tags out, whitespace folded: what a reader sees, in order.
+pub fn page_text(port: u16) -> String {
+    let html = page_dom(port);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                text.push(' ');
+            }
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// With `MEDIC_SCREENSHOTS=DIR`, the page as Chromium draws it, into DIR/`name`.png (how the
+/// screenshots in docs/ are made).
+pub fn screenshot(port: u16, name: &str) {
+    let Some(dir) = std::env::var_os("MEDIC_SCREENSHOTS") else {
+        return;
+    };
+    let file = std::path::Path::new(&dir).join(format!("{name}.png"));
+    chromium(port, &format!("--screenshot={}", file.display()));
+    assert!(file.is_file(), "no screenshot at {}", file.display());
+}
+
+/// One server-sent event: when it came, its name, its data.
+pub type Event = (Instant, String, serde_json::Value);
+
+/// `GET /api/stream` read on a thread as it comes, every event kept.
+pub struct EventStream {
+    pub events: Arc<Mutex<Vec<Event>>>,
+}
+
+impl EventStream {
+    pub fn open(port: u16) -> EventStream {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(
+            b"GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let kept = events.clone();
+        std::thread::spawn(move || {
+            let mut r = BufReader::new(s);
+            let mut name = String::new();
+            let mut line = String::new();
+            while r.read_line(&mut line).is_ok_and(|n| n > 0) {
+                let l = line.trim_end();
+                if let Some(n) = l.strip_prefix("event: ") {
+                    name = n.to_owned();
+                } else if let Some(d) = l.strip_prefix("data: ")
+                    && let Ok(v) = serde_json::from_str(d)
+                {
+                    kept.lock().unwrap().push((Instant::now(), name.clone(), v));
+                }
+                line.clear();
+            }
+        });
+        EventStream { events }
+    }
+
+    /// Waits until an event satisfies `ok`; panics after `within` with the last event seen.
+    pub fn wait(
+        &self,
+        what: &str,
+        within: Duration,
+        ok: impl Fn(&str, &serde_json::Value) -> bool,
+    ) {
+        medic_testkit::wait_until(what, within, Duration::from_millis(50), || {
+            let ev = self.events.lock().unwrap();
+            if ev.iter().any(|(_, n, v)| ok(n, v)) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} events; the last: {:?}",
+                    ev.len(),
+                    ev.last().map(|(_, n, v)| format!(
+                        "{n}: {}",
+                        v.to_string().chars().take(300).collect::<String>()
+                    ))
+                ))
+            }
+        });
+    }
+}
