@@ -7,7 +7,8 @@
 //! | GET | `/api/status` | machines, shards, recoveries in flight, alerts |
 //! | GET | `/api/history[?limit=N&offset=K&since=MS]` | the recoveries with their steps, newest first (100 by default, 1,000 at most; `since`: only those begun at or after MS, ms since the epoch) |
 //! | GET | `/api/events[?after=SEQ]` | what happened since SEQ (detections, steps, alerts) |
-//! | GET | `/api/stream` | the status and the newest recoveries as server-sent events, each when it changes ([`crate::stream`]) |
+//! | GET | `/api/latency` | the checks' mean latency per second and kind, the last 5 minutes |
+//! | GET | `/api/stream` | the status (when it changed, and every 5 s), the newest recoveries (when they changed) and the latency (every 5 s) as server-sent events ([`crate::stream`]) |
 //! | GET | `/metrics` | Prometheus text format |
 //! | POST | `/api/recover/MACHINE` | recover a machine (token) |
 //! | POST | `/api/switchover/SHARD[?to=MACHINE]` | planned change of master (token) |
@@ -20,7 +21,9 @@ use tokio::net::TcpListener;
 use medic_cloud::{Cloud, Dns};
 
 use crate::controller::Controller;
-use crate::http::{Request, Response, read_request, request_allowed, write_response};
+use crate::http::{
+    Request, Response, origin_allowed, read_request, request_allowed, write_response,
+};
 
 /// At most this many connections are served at once; the others wait in the kernel's accept
 /// queue and cost this process nothing (no descriptor: the checks need those).
@@ -50,10 +53,13 @@ pub async fn serve<C: Cloud + 'static, D: Dns + 'static>(c: Controller<C, D>, l:
         tokio::spawn(async move {
             let _slot = slot;
             let resp = match read_request(&mut s).await {
+                // (A page of another origin may not hold one: a same-origin EventSource sends
+                // no Origin.)
                 Ok(req)
                     if req.method == "GET"
                         && req.path.trim_end_matches('/') == "/api/stream"
-                        && request_allowed(&req).is_ok() =>
+                        && request_allowed(&req).is_ok()
+                        && req.origin.as_deref().is_none_or(origin_allowed) =>
                 {
                     crate::stream::serve_stream(c, s).await;
                     return;
@@ -99,6 +105,10 @@ fn route<C: Cloud + 'static, D: Dns + 'static>(c: &Controller<C, D>, req: &Reque
             Response::json(200, &c.events(after))
         }
         ("GET", "/metrics") => Response::text(200, "text/plain; version=0.0.4", c.metrics()),
+        ("GET", "/api/latency") => Response::json(200, &c.check_latency()),
+        ("GET", "/api/stream") => {
+            Response::error(403, "a page of another origin may not follow the status")
+        }
         ("POST", p) if p.starts_with("/api/") => {
             if !c.check_token(req.authorization.as_deref()) {
                 return Response::error(

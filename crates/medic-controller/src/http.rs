@@ -200,6 +200,13 @@ pub fn host_allowed(host: &str) -> bool {
 
 /// Whether a request may be served: no `Host`, or one [`host_allowed`]; and for a mutation,
 /// no `Origin` or a same-host one (`http://HOST`).
+/// Whether a request's `Origin` is a page of this API (an address or localhost).
+pub fn origin_allowed(o: &str) -> bool {
+    o.strip_prefix("http://")
+        .or_else(|| o.strip_prefix("https://"))
+        .is_some_and(host_allowed)
+}
+
 pub fn request_allowed(req: &Request) -> Result<(), Response> {
     if let Some(h) = &req.host
         && !host_allowed(h)
@@ -213,16 +220,12 @@ pub fn request_allowed(req: &Request) -> Result<(), Response> {
     }
     if req.method != "GET"
         && let Some(o) = &req.origin
+        && !origin_allowed(o)
     {
-        let host = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"));
-        if !host.is_some_and(host_allowed) {
-            return Err(Response::error(
-                403,
-                format!("a command from the web page at {o:?} is refused"),
-            ));
-        }
+        return Err(Response::error(
+            403,
+            format!("a command from the web page at {o:?} is refused"),
+        ));
     }
     Ok(())
 }

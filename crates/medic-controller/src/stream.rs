@@ -1,15 +1,20 @@
 //! `GET /api/stream`: the status page's updates pushed as server-sent events instead of polled.
 //!
-//! Every [`STREAM_EVERY`] the status (and the newest recoveries) are computed as `/api/status`
-//! and `/api/history` would answer; what changed since the last event is sent (`event: status`,
-//! `event: history`, the JSON on one `data:` line), nothing otherwise. A client that stops
-//! reading is dropped after [`crate::http::WRITE_WITHIN`]; at most [`MAX_STREAMS`] are open at
-//! once, so the operators' commands always find a connection.
+//! Every [`STREAM_EVERY`] the status and the newest recoveries are computed as `/api/status` and
+//! `/api/history` would answer. A status is sent when it changed in more than its counters and
+//! clocks (each check's count and last success, when a proxy or a write was last read), and at
+//! least every [`REFRESH_EVERY`]; the history when it changed; the checks' latency
+//! (`/api/latency`) every [`REFRESH_EVERY`]. Each event is `event: NAME` and its JSON on one
+//! `data:` line.
+//!
+//! A client that closes its connection is let go at once (the stream watches its side for the
+//! end), one that stops reading once a write has waited [`crate::http::WRITE_WITHIN`]. At most
+//! [`MAX_STREAMS`] are open at once, so the operators' commands always find a connection.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use medic_cloud::{Cloud, Dns};
@@ -17,12 +22,17 @@ use medic_cloud::{Cloud, Dns};
 use crate::controller::Controller;
 use crate::http::{Response, WRITE_WITHIN, write_response};
 
-/// How often a stream looks for changes.
-pub const STREAM_EVERY: Duration = Duration::from_millis(500);
+/// How often a stream looks for changes (the old page polled as often).
+pub const STREAM_EVERY: Duration = Duration::from_secs(1);
+/// A status (and the latency) at least this often, changed or not: the page's clock moves on,
+/// and a client gone without a word is found by the write.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(5);
 /// Streams open at once, at most (each holds one of the API's connections).
 pub const MAX_STREAMS: usize = 16;
 /// How many recoveries a `history` event carries (the newest).
 const HISTORY_EVENTS: usize = 20;
+/// Fields that change with every check or probe, not with the deployment's state.
+const VOLATILE: [&str; 5] = ["now_ms", "checks", "last_ok_ms", "read_ms", "at_ms"];
 
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
@@ -40,6 +50,20 @@ fn event(name: &str, data: &serde_json::Value) -> String {
     format!("event: {name}\ndata: {data}\n\n")
 }
 
+/// The status without what changes with every check: what "changed" is judged on.
+fn key(v: &serde_json::Value) -> serde_json::Value {
+    match v {
+        serde_json::Value::Object(m) => m
+            .iter()
+            .filter(|(k, _)| !VOLATILE.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), key(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        serde_json::Value::Array(a) => a.iter().map(key).collect::<Vec<_>>().into(),
+        v => v.clone(),
+    }
+}
+
 pub async fn serve_stream<C: Cloud + 'static, D: Dns + 'static>(
     c: Controller<C, D>,
     mut s: TcpStream,
@@ -54,26 +78,36 @@ pub async fn serve_stream<C: Cloud + 'static, D: Dns + 'static>(
         return;
     }
     let _open = Open;
-    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
-                X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n";
-    let mut last_status = None;
-    let mut last_history = None;
-    let mut out = head.to_owned();
+    let (mut from_client, mut to_client) = s.split();
+    let mut out =
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-store\r\n\
+                   X-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\nretry: 1000\n\n"
+            .to_owned();
+    let (mut last_status, mut last_history) = (None, None);
+    let mut refreshed = tokio::time::Instant::now();
+    let mut first = true;
     loop {
         let cc = c.clone();
-        let Ok((status, history)) = tokio::task::spawn_blocking(move || {
-            (cc.status(), cc.history(0, 0, HISTORY_EVENTS).ok())
+        let Ok((status, history, latency)) = tokio::task::spawn_blocking(move || {
+            (
+                cc.status(),
+                cc.history(0, 0, HISTORY_EVENTS).ok(),
+                cc.check_latency(),
+            )
         })
         .await
         else {
             return;
         };
-        // The clock alone is no change.
-        let mut key = status.clone();
-        key["now_ms"] = serde_json::Value::Null;
-        if last_status.as_ref() != Some(&key) {
+        let refresh = first || refreshed.elapsed() >= REFRESH_EVERY;
+        let k = key(&status);
+        if refresh || last_status.as_ref() != Some(&k) {
             out.push_str(&event("status", &status));
-            last_status = Some(key);
+            last_status = Some(k);
+        }
+        if refresh {
+            out.push_str(&event("latency", &latency));
+            refreshed = tokio::time::Instant::now();
         }
         if let Some(h) = history
             && last_history.as_ref() != Some(&h)
@@ -81,13 +115,37 @@ pub async fn serve_stream<C: Cloud + 'static, D: Dns + 'static>(
             out.push_str(&event("history", &h));
             last_history = Some(h);
         }
+        first = false;
         if !out.is_empty() {
-            let sent = tokio::time::timeout(WRITE_WITHIN, s.write_all(out.as_bytes())).await;
+            let sent =
+                tokio::time::timeout(WRITE_WITHIN, to_client.write_all(out.as_bytes())).await;
             if !matches!(sent, Ok(Ok(()))) {
                 return;
             }
             out.clear();
         }
-        tokio::time::sleep(STREAM_EVERY).await;
+        // The client sends nothing after its request: anything read is its end.
+        let mut byte = [0u8; 1];
+        tokio::select! {
+            () = tokio::time::sleep(STREAM_EVERY) => {}
+            _ = from_client.read(&mut byte) => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::key;
+
+    #[test]
+    fn counters_and_clocks_are_no_change() {
+        let a = serde_json::json!({"now_ms": 1, "shards": [{"state": "ok", "routes": [{"read_ms": 5}]}],
+            "machines": [{"targets": [{"health": {"state": "up", "checks": 10, "last_ok_ms": 7}}]}]});
+        let b = serde_json::json!({"now_ms": 2, "shards": [{"state": "ok", "routes": [{"read_ms": 6}]}],
+            "machines": [{"targets": [{"health": {"state": "up", "checks": 11, "last_ok_ms": 8}}]}]});
+        let c = serde_json::json!({"now_ms": 2, "shards": [{"state": "down", "routes": [{"read_ms": 6}]}],
+            "machines": [{"targets": [{"health": {"state": "up", "checks": 11, "last_ok_ms": 8}}]}]});
+        assert_eq!(key(&a), key(&b));
+        assert_ne!(key(&b), key(&c));
     }
 }

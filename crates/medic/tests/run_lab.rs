@@ -636,9 +636,45 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
     }
     // The stream the page reads: the first status comes at once, then each change.
     let stream = common::page::EventStream::open(env.port);
+    assert_eq!(stream.status(), "HTTP/1.1 200 OK");
     stream.wait("the first status event", Duration::from_secs(5), |n, v| {
         n == "status" && v["topology"] == "barton"
     });
+    stream.wait("the first latency event", Duration::from_secs(5), |n, v| {
+        n == "latency" && v["redis"].as_array().is_some_and(|p| !p.is_empty())
+    });
+    // At most 16 streams: the 17th is refused; one closed (a tab closed) frees its place.
+    let more: Vec<_> = (0..15)
+        .map(|_| common::page::EventStream::open(env.port))
+        .collect();
+    for s in &more {
+        assert_eq!(s.status(), "HTTP/1.1 200 OK");
+    }
+    let refused = common::page::EventStream::open(env.port);
+    assert!(
+        refused.status().starts_with("HTTP/1.1 503"),
+        "{}",
+        refused.status()
+    );
+    more[0].close();
+    medic_testkit::wait_until(
+        "a stream's place freed by a closed one",
+        Duration::from_secs(5),
+        Duration::from_millis(100),
+        || {
+            let s = common::page::EventStream::open(env.port);
+            let line = s.status();
+            s.close();
+            if line == "HTTP/1.1 200 OK" {
+                Ok(())
+            } else {
+                Err(line)
+            }
+        },
+    );
+    for s in &more {
+        s.close();
+    }
     env.fault("redis1", "crash", &[]);
     // The failure: redis1 down (before or while it is recovered).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -679,7 +715,8 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
     let dom = common::page::page_dom(env.port);
     for proxy in ["haproxy1", "haproxy2"] {
         for shard in ["r9001", "r9002"] {
-            let to = format!("data-route=\"{proxy} {shard} redis2\"");
+            // (Drawn as a route to the master that is up: not the red of a `dead` edge.)
+            let to = format!("class=\"edge \" data-route=\"{proxy} {shard} redis2\"");
             assert!(dom.contains(&to), "{to} in:\n{dom}");
             assert!(
                 !dom.contains(&format!("data-route=\"{proxy} {shard} redis1\"")),
@@ -694,7 +731,14 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
         "a bar per step:\n{dom}"
     );
     assert!(dom.contains("data-step=\"1 unmonitor\""), "{dom}");
-    assert!(dom.contains("data-kind=\"redis\""), "{dom}");
+    let redis_line = dom
+        .split("<polyline ")
+        .find(|p| p.contains("data-kind=\"redis\""))
+        .unwrap_or_else(|| panic!("no redis latency line in:\n{dom}"));
+    assert!(
+        !redis_line.starts_with("points=\"\""),
+        "an empty line: {redis_line}"
+    );
     common::page::screenshot(env.port, "status-page-recovered");
     assert!(after.contains("machine redis1 lost"), "{after}");
     assert!(after.contains("completed"), "{after}");

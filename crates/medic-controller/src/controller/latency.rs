@@ -19,13 +19,16 @@ impl LatencySeries {
         let sec = now_ms / 1000;
         let q = self.buckets.entry(kind).or_default();
         match q.back_mut() {
-            Some(b) if b.0 == sec => {
+            // The same second; or the clock stepped back: counted in the newest second, so the
+            // buckets stay in order and bounded.
+            Some(b) if b.0 >= sec => {
                 b.1 += took_s;
                 b.2 += 1;
             }
             _ => q.push_back((sec, took_s, 1)),
         }
-        while q.front().is_some_and(|f| f.0 + KEEP_S < sec) {
+        let newest = q.back().map_or(sec, |b| b.0);
+        while q.front().is_some_and(|f| f.0 + KEEP_S < newest) || q.len() > KEEP_S as usize + 1 {
             q.pop_front();
         }
     }
@@ -65,6 +68,12 @@ mod tests {
         assert_eq!(
             s.json(11_500),
             serde_json::json!({"haproxy": [[11_000, 2.0]], "redis": [[10_000, 2.0], [11_000, 10.0]]})
+        );
+        // A clock stepped back counts in the newest second.
+        s.add("redis", 9_000, 0.010);
+        assert_eq!(
+            s.json(11_500)["redis"],
+            serde_json::json!([[10_000, 2.0], [11_000, 10.0]])
         );
         // Past KEEP_S, the old seconds go.
         s.add("redis", (11 + KEEP_S + 1) * 1000, 0.004);

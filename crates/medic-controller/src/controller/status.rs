@@ -197,8 +197,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "maintenance": v.maintenance,
             "alerts": v.alerts.iter().rev().collect::<Vec<_>>(),
             "group": group,
-            "check_latency": v.latency,
         })
+    }
+
+    /// The checks' mean latency per second and kind, the last minutes (`/api/latency`):
+    /// `{kind: [[second's start in ms, mean ms], ...]}`.
+    pub fn check_latency(&self) -> serde_json::Value {
+        lock(&self.inner.st).metrics.latency.json(now_ms())
     }
 
     /// Every recovery in the journal, newest first, with step durations and the estimated
@@ -222,8 +227,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 /// the rest as it is. The checks take the same lock for each result; they never wait for a
 /// status to be written.
 struct View {
-    /// The checks' mean latency per second and kind, the last minutes.
-    latency: serde_json::Value,
     health: FxHashMap<Target, TargetHealth>,
     observed: medic_plan::ObservedState,
     maintenance: BTreeSet<String>,
@@ -281,7 +284,6 @@ impl View {
                 })
                 .collect();
         View {
-            latency: st.metrics.latency.json(now),
             health: st.core.health.clone(),
             observed: st.core.saved.observed.clone(),
             maintenance: st.core.saved.maintenance.clone(),

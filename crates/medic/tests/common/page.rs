@@ -60,12 +60,13 @@ pub fn page_text(port: u16) -> String {
 }
 
 /// With `MEDIC_SCREENSHOTS=DIR`, the page as Chromium draws it, into DIR/`name`.png (how the
-/// screenshots in docs/ are made).
+/// screenshots in docs/ are made; a relative DIR is the repository's).
 pub fn screenshot(port: u16, name: &str) {
     let Some(dir) = std::env::var_os("MEDIC_SCREENSHOTS") else {
         return;
     };
-    let file = std::path::Path::new(&dir).join(format!("{name}.png"));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let file = root.join(dir).join(format!("{name}.png"));
     chromium(port, &format!("--screenshot={}", file.display()));
     assert!(file.is_file(), "no screenshot at {}", file.display());
 }
@@ -76,6 +77,9 @@ pub type Event = (Instant, String, serde_json::Value);
 /// `GET /api/stream` read on a thread as it comes, every event kept.
 pub struct EventStream {
     pub events: Arc<Mutex<Vec<Event>>>,
+    /// The answer's first line (`HTTP/1.1 200 OK`), once read.
+    pub status_line: Arc<Mutex<String>>,
+    socket: TcpStream,
 }
 
 impl EventStream {
@@ -86,9 +90,16 @@ impl EventStream {
         )
         .unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
-        let kept = events.clone();
+        let status_line = Arc::new(Mutex::new(String::new()));
+        let (kept, first) = (events.clone(), status_line.clone());
+        let socket = s.try_clone().unwrap();
         std::thread::spawn(move || {
             let mut r = BufReader::new(s);
+            let mut head = String::new();
+            if r.read_line(&mut head).is_err() {
+                return;
+            }
+            *first.lock().unwrap() = head.trim_end().to_owned();
             let mut name = String::new();
             let mut line = String::new();
             while r.read_line(&mut line).is_ok_and(|n| n > 0) {
@@ -103,7 +114,29 @@ impl EventStream {
                 line.clear();
             }
         });
-        EventStream { events }
+        EventStream {
+            events,
+            status_line,
+            socket,
+        }
+    }
+
+    /// The answer's first line, once it came (within 5 s).
+    pub fn status(&self) -> String {
+        medic_testkit::wait_until(
+            "the stream's answer",
+            Duration::from_secs(5),
+            Duration::from_millis(20),
+            || {
+                let l = self.status_line.lock().unwrap().clone();
+                if l.is_empty() { Err(l) } else { Ok(l) }
+            },
+        )
+    }
+
+    /// Closes the connection, as a browser closing its tab.
+    pub fn close(&self) {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
     }
 
     /// Waits until an event satisfies `ok`; panics after `within` with the last event seen.
