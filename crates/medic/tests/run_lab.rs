@@ -428,6 +428,10 @@ fn a_crash_beyond_the_replacement_limit_fails_over_and_holds_the_replacement() {
     assert_eq!(env.instances("redis2").len(), 1);
     env.hook.wait_for("held");
     assert_eq!(cli(&env.ip(14), 7001, &["SET", "k", "v"]), "OK");
+    // The page says so too (`MEDIC_SCREENSHOTS=docs` redraws docs/status-page-held.png).
+    let page = common::page::page_text(env.port);
+    assert!(page.contains("machine redis2 lost — held"), "{page}");
+    common::page::screenshot(env.port, "status-page-held");
 }
 
 #[test]
