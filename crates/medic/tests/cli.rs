@@ -8,30 +8,12 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
-fn root() -> PathBuf {
-    std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../..")
-    .canonicalize()
-    .unwrap()
-}
+mod cli_support;
 
-/// Runs medic in the repository root, so paths in messages are the short relative ones.
-fn medic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli_support::{medic, root, text};
 
 fn assert_golden(name: &str, actual: &str) {
     let path = root().join("tests/golden").join(name);

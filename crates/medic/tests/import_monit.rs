@@ -8,27 +8,9 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod cli_support;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
-
-fn medic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli_support::{medic, root, text};
 
 const MONITRC: &str = "tests/fixtures/monit/monitrc";
 const HOSTS: &str = "tests/fixtures/monit/hosts";

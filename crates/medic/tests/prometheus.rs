@@ -9,12 +9,11 @@
     reason = "a test that cannot set up should fail loudly"
 )]
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod cli_support;
+
+use cli_support::root;
 
 /// Runs promtool; panics with its output unless it succeeds.
 fn promtool(args: &[&str]) -> String {

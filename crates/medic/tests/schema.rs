@@ -12,24 +12,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
+mod cli_support;
 
-fn medic(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_medic"))
-        .args(args)
-        .current_dir(root())
-        .output()
-        .unwrap()
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
+use cli_support::{medic, root, text};
 
 /// `check-jsonschema --schemafile SCHEMA FILES...`.
 fn check_jsonschema(schema: &Path, files: &[PathBuf]) -> Output {
