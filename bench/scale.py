@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Monitoring at scale: CPU and memory of `medic run` checking N redis endpoints every second,
-whether hung endpoints change the cadence of everyone else's checks, and monit doing the same.
+whether hung endpoints change the cadence of everyone else's checks, and monit and Redis
+Sentinel doing the same in the same run.
 
 The endpoints are served by `responder` (crates/medic-bench): processes holding N listeners on
 loopback addresses 127.0.50.1.. (500 ports each), answering INFO replication as masters (odd
@@ -8,6 +9,14 @@ hosts) and replicas (even hosts), PING with PONG, and counting the checks they a
 medic the topology is generated: N/2 shards of a master and a replica, provider `static`,
 checks every 1 s (timeout 500 ms, jitter 100 ms). For monit: `set daemon 1` and one
 `check host` per endpoint with `if failed port P protocol redis` (its default 5 s timeout).
+For Sentinel (redis-server 7 --sentinel): one `sentinel monitor` per master (quorum 1,
+down-after-milliseconds 3000, as medic's 3 missed checks), the replicas found from the
+masters' INFO as on real servers; Sentinel PINGs every server each second and sends INFO every
+10 s, and holds two connections per server, so it is run on at most as many endpoints as the
+descriptor limit allows (the row says how many).
+
+medic is a release build without the AWS SDK (`cargo build --release --no-default-features`,
+minutes instead of the SDK's ~25), as a deployment this size would run it.
 
 For each N and tool: a warm-up of 10 s, then CPU time (user + system) and RSS over the
 measuring window, and the rate at which the answering endpoints were checked (from the
@@ -15,8 +24,8 @@ responders' counts); then the same with 10 endpoints hung (they accept and never
 "full pass" is how long it takes to check every answering endpoint once at that rate: 1 s is
 a 1 s cadence kept.
 
-  bench/scale.py [--endpoints 1000,10000] [--seconds 60] [--hang 10] [--tools medic,monit]
-                 [--smoke]
+  bench/scale.py [--endpoints 1000,10000] [--seconds 60] [--hang 10]
+                 [--tools medic,monit,sentinel] [--runs 1] [--smoke]
 
 Needs root only to raise the file descriptor limit (N sockets each side).
 """
@@ -33,9 +42,10 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-MEDIC = os.path.join(TARGET, "debug", "medic")
-RESPONDER = os.path.join(TARGET, "debug", "responder")
+MEDIC = os.path.join(TARGET, "release", "medic")
+RESPONDER = os.path.join(TARGET, "release", "responder")
 LISTEN = 7691
+SENTINEL_PORT = 7692
 PER_HOST = 500
 
 
@@ -127,6 +137,33 @@ def monitrc(d, hosts, per_host):
     return path
 
 
+def sentinel_conf(d, hosts, per_host):
+    """One Sentinel watching every master (and, through their INFO, every replica)."""
+    lines = [
+        f"port {SENTINEL_PORT}",
+        "bind 127.0.0.1",
+        "daemonize no",
+        f"dir {d}",
+        f"logfile {d}/sentinel.log",
+    ]
+    for pair in range(hosts // 2):
+        for i in range(per_host):
+            name = f"s{pair}-{i}"
+            lines.append(f"sentinel monitor {name} 127.0.50.{2 * pair + 1} {20000 + i} 1")
+            lines.append(f"sentinel down-after-milliseconds {name} 3000")
+    path = os.path.join(d, "sentinel.conf")
+    open(path, "w").write("\n".join(lines) + "\n")
+    return path
+
+
+def sentinel_fits(n):
+    """The most endpoints one Sentinel can watch within the descriptor limit (two connections
+    per server, some to spare), rounded down to whole hosts of PER_HOST pairs."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    most = (hard - 200) // 2
+    return n if n <= most else most // (2 * PER_HOST) * (2 * PER_HOST)
+
+
 def answered(d):
     """Health checks the responders have answered so far (INFO and PING commands)."""
     total = 0
@@ -162,6 +199,8 @@ def measure(d, tool, n, seconds, hang):
         log = open(os.path.join(d, f"{tool}-{n}-{hang}.log"), "w")
         if tool == "medic":
             cmd = [MEDIC, "run", topo]
+        elif tool == "sentinel":
+            cmd = ["redis-server", sentinel_conf(d, hosts, per_host), "--sentinel"]
         else:
             cmd = ["monit", "-I", "-c", monitrc(d, hosts, per_host)]
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
@@ -175,7 +214,8 @@ def measure(d, tool, n, seconds, hang):
                         break
                     except OSError:
                         time.sleep(0.1)
-            time.sleep(10)
+            # Sentinel finds the replicas from the masters' first INFO, sent within 10 s.
+            time.sleep(15 if tool == "sentinel" else 10)
             c0, k0, t0 = cpu_seconds(proc.pid), answered(d), time.time()
             time.sleep(seconds)
             c1, k1, t1 = cpu_seconds(proc.pid), answered(d), time.time()
@@ -205,7 +245,8 @@ def main():
     p.add_argument("--endpoints", default="1000,10000")
     p.add_argument("--seconds", type=int, default=60)
     p.add_argument("--hang", type=int, default=10)
-    p.add_argument("--tools", default="medic,monit", help="medic, monit or both")
+    p.add_argument("--tools", default="medic,monit,sentinel", help="any of medic, monit, sentinel")
+    p.add_argument("--runs", type=int, default=1, help="measure each case this many times")
     p.add_argument("--smoke", action="store_true", help="1,000 endpoints for 5 s, as CI does")
     a = p.parse_args()
     counts = [int(x) for x in a.endpoints.split(",")]
@@ -215,9 +256,12 @@ def main():
     tools = a.tools.split(",")
     if "monit" in tools and not shutil.which("monit"):
         sys.exit("monit is not installed (scripts/deps installs it)")
-    subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
+    if "sentinel" in tools and not shutil.which("redis-server"):
+        sys.exit("redis-server is not installed (scripts/deps installs it)")
+    subprocess.run(["cargo", "build", "-q", "--locked", "--release", "--no-default-features",
+                    "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
     # Every endpoint host address must exist: loopback answers the whole 127/8 on Linux.
-    print(f"{'tool':<6} {'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} "
+    print(f"{'tool':<8} {'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} "
           f"{'answered/s':>10} {'expected':>9} {'full pass s':>11}")
     with tempfile.TemporaryDirectory() as d:
         for n in counts:
@@ -225,10 +269,15 @@ def main():
                 for hang in (0, a.hang):
                     if a.smoke and hang and tool == "monit":
                         continue  # a hung target costs monit 5 s a cycle: too long for a smoke run
-                    r = measure(d, tool, n, seconds, hang)
-                    full = r["expected"] / r["rate"] if r["rate"] else float("inf")
-                    print(f"{r['tool']:<6} {r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
-                          f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f}", flush=True)
+                    for _ in range(a.runs):
+                        report(measure(d, tool, sentinel_fits(n) if tool == "sentinel" else n, seconds, hang))
+
+
+def report(r):
+    """One row of the table."""
+    full = r["expected"] / r["rate"] if r["rate"] else float("inf")
+    print(f"{r['tool']:<8} {r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
+          f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -359,19 +359,23 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 };
                 redis_result(p.check().await, within)
             }
+            // The other checks' futures are boxed: a task's future is as large as the largest
+            // it awaits, and the redis probe's tasks are the thousands.
             Target::Proxy { machine } | Target::App { machine } => {
-                let (o, d) =
-                    proxy_check(&api_for, machine, ip, port, &listens, reach, within).await;
+                let (o, d) = Box::pin(proxy_check(
+                    &api_for, machine, ip, port, &listens, reach, within,
+                ))
+                .await;
                 (o, d.into(), None)
             }
             Target::Service { machine, .. } => match &service {
                 Some(how) if how.kind == medic_topology::CheckKind::Command => {
                     let command = how.command.clone().unwrap_or_default();
-                    let (o, d) = command_check(&run, machine, ip, command, within).await;
+                    let (o, d) = Box::pin(command_check(&run, machine, ip, command, within)).await;
                     (o, d.into(), None)
                 }
                 Some(how) => {
-                    let (o, d) = crate::service_check::check(ip, port, how, within).await;
+                    let (o, d) = Box::pin(crate::service_check::check(ip, port, how, within)).await;
                     (o, d.into(), None)
                 }
                 None => continue,

@@ -84,6 +84,9 @@ enum Fail {
 const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 /// An `INFO replication` reply is a few hundred bytes; more than this is not one.
 const MAX_REPLY: usize = 64 * 1024;
+/// The read buffer of a kept connection: an `INFO replication` reply fits (a larger one is
+/// read in more than one call).
+const READ_BUFFER: usize = 512;
 
 impl Probe {
     pub fn new(addr: RedisAddr, expect: Option<Role>, timeout: Duration) -> Self {
@@ -147,24 +150,11 @@ impl Probe {
 
     async fn ask_once(&mut self) -> Result<ProbeResult, Fail> {
         if self.conn.is_none() {
-            let s = open(
-                SocketAddr::new(self.addr.host, self.addr.port),
-                self.tls.as_ref(),
-            )
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::ConnectionRefused => Fail::Refused,
-                // The server sent something: a certificate medic refuses, or not TLS at all.
-                std::io::ErrorKind::InvalidData => Fail::Tls(e.to_string()),
-                _ => Fail::Other(e.to_string()),
-            })?;
-            let mut conn = BufReader::with_capacity(1024, s);
-            if let Some(a) = &self.auth
-                && let Some(refused) = login(&mut conn, a, &mut self.buf).await?
-            {
+            // Boxed: connecting (a TLS handshake) is rare and its future large, and a probe's
+            // future is held by each of thousands of check tasks.
+            if let Some(refused) = Box::pin(self.connect()).await? {
                 return Ok(refused);
             }
-            self.conn = Some(conn);
         }
         let Some(conn) = self.conn.as_mut() else {
             return Err(Fail::Other("no connection".into()));
@@ -224,6 +214,29 @@ impl Probe {
                 _ => ProbeResult::Up { info },
             },
         })
+    }
+
+    /// Opens the connection (and logs in): `Some` is the server refusing the login.
+    async fn connect(&mut self) -> Result<Option<ProbeResult>, Fail> {
+        let s = open(
+            SocketAddr::new(self.addr.host, self.addr.port),
+            self.tls.as_ref(),
+        )
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::ConnectionRefused => Fail::Refused,
+            // The server sent something: a certificate medic refuses, or not TLS at all.
+            std::io::ErrorKind::InvalidData => Fail::Tls(e.to_string()),
+            _ => Fail::Other(e.to_string()),
+        })?;
+        let mut conn = BufReader::with_capacity(READ_BUFFER, s);
+        if let Some(a) = &self.auth
+            && let Some(refused) = login(&mut conn, a, &mut self.buf).await?
+        {
+            return Ok(Some(refused));
+        }
+        self.conn = Some(conn);
+        Ok(None)
     }
 }
 

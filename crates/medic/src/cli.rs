@@ -734,6 +734,14 @@ fn print_plan(
     Ok(())
 }
 
+#[cfg(not(feature = "aws"))]
+fn aws_check(_: &Path, _: Option<String>, _: Format) -> anyhow::Result<ExitCode> {
+    anyhow::bail!(
+        "`medic aws check` needs the AWS SDK, and this medic was built without it (cargo's `aws` feature, on by default)"
+    )
+}
+
+#[cfg(feature = "aws")]
 fn aws_check(file: &Path, endpoint: Option<String>, format: Format) -> anyhow::Result<ExitCode> {
     use medic_aws::check::{Status, check_topology};
     let Some(dep) = load(file, format)? else {

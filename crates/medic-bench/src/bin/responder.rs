@@ -2,6 +2,9 @@
 //! `BASE.1 .. BASE.H` (loopback addresses) and ports `FIRST .. FIRST+S-1`, each listener
 //! answers `INFO replication` as a master (odd host numbers) or as a replica of the same port
 //! on the host before it (even host numbers), `PING` with `PONG`, anything else with `+OK`.
+//! A master's `INFO` names its replica (`slave0:`), so Redis Sentinel finds the replicas as it
+//! does on real servers; `SUBSCRIBE` and `PUBLISH` work as redis's do for one endpoint's
+//! subscribers (Sentinel's hello channel), so Sentinel keeps its links as it would.
 //! The first `--hang K` ports of host 1 accept connections and never answer (a hung process).
 //! With `--count FILE`, the number of health checks answered so far (`INFO` and `PING`
 //! commands) is written to FILE every 100 ms, so a benchmark can tell any checker's rate.
@@ -18,8 +21,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use std::sync::Mutex;
+
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+
+/// One endpoint's subscribers: where each subscribed connection's messages go, by channel.
+type Subscribers = Arc<Mutex<Vec<(String, mpsc::UnboundedSender<Vec<u8>>)>>>;
 
 struct Args {
     base: [u8; 3],
@@ -67,11 +76,13 @@ fn parse() -> Result<Args, String> {
 }
 
 fn info(host: u8, a: &Args, port: u16) -> String {
+    let [x, y, z] = a.base;
     let body = if host % 2 == 1 {
-        "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nmaster_repl_offset:1000\r\n"
-            .to_owned()
+        format!(
+            "# Replication\r\nrole:master\r\nconnected_slaves:1\r\nslave0:ip={x}.{y}.{z}.{},port={port},state=online,offset=1000,lag=0\r\nmaster_repl_offset:1000\r\n",
+            host + 1
+        )
     } else {
-        let [x, y, z] = a.base;
         format!(
             "# Replication\r\nrole:slave\r\nmaster_host:{x}.{y}.{z}.{}\r\nmaster_port:{port}\r\nmaster_link_status:up\r\nmaster_last_io_seconds_ago:0\r\nmaster_sync_in_progress:0\r\nslave_repl_offset:1000\r\nmaster_repl_offset:1000\r\n",
             host - 1
@@ -102,7 +113,17 @@ async fn command(r: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
     Some(words)
 }
 
-async fn serve(s: TcpStream, reply_info: String, hang: bool, answered: Arc<AtomicU64>) {
+fn bulk(s: &str) -> String {
+    format!("${}\r\n{s}\r\n", s.len())
+}
+
+async fn serve(
+    s: TcpStream,
+    reply_info: String,
+    hang: bool,
+    answered: Arc<AtomicU64>,
+    subscribers: Subscribers,
+) {
     let mut r = BufReader::new(s);
     if hang {
         // Accepted, never answered: the kernel's backlog, a stopped process.
@@ -116,6 +137,41 @@ async fn serve(s: TcpStream, reply_info: String, hang: bool, answered: Arc<Atomi
         let reply = match verb.as_str() {
             "INFO" => reply_info.clone(),
             "PING" => "+PONG\r\n".to_owned(),
+            "SUBSCRIBE" if words.len() == 2 => {
+                // From here on the connection only receives its channel's messages.
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                if let Ok(mut subs) = subscribers.lock() {
+                    subs.push((words[1].clone(), tx));
+                }
+                let ok = format!("*3\r\n{}{}:1\r\n", bulk("subscribe"), bulk(&words[1]));
+                if r.get_mut().write_all(ok.as_bytes()).await.is_err() {
+                    return;
+                }
+                while let Some(m) = rx.recv().await {
+                    if r.get_mut().write_all(&m).await.is_err() {
+                        return;
+                    }
+                }
+                return;
+            }
+            "PUBLISH" if words.len() == 3 => {
+                let m = format!(
+                    "*3\r\n{}{}{}",
+                    bulk("message"),
+                    bulk(&words[1]),
+                    bulk(&words[2])
+                );
+                let mut n = 0;
+                if let Ok(mut subs) = subscribers.lock() {
+                    subs.retain(|(ch, tx)| {
+                        ch != &words[1] || {
+                            n += 1;
+                            tx.send(m.clone().into_bytes()).is_ok()
+                        }
+                    });
+                }
+                format!(":{n}\r\n")
+            }
             _ => "+OK\r\n".to_owned(),
         };
         if matches!(verb.as_str(), "INFO" | "PING") {
@@ -167,9 +223,16 @@ async fn main() -> ExitCode {
             let reply = info(host, &a, port);
             let hang = host == 1 && i < a.hang;
             let answered = answered.clone();
+            let subscribers = Subscribers::default();
             tokio::spawn(async move {
                 while let Ok((s, _)) = l.accept().await {
-                    tokio::spawn(serve(s, reply.clone(), hang, answered.clone()));
+                    tokio::spawn(serve(
+                        s,
+                        reply.clone(),
+                        hang,
+                        answered.clone(),
+                        subscribers.clone(),
+                    ));
                 }
             });
             n += 1;

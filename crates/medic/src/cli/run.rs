@@ -19,6 +19,7 @@ use super::{Format, LogFormat, load};
 #[derive(Debug)]
 pub(super) enum AnyCloud {
     Lab(Box<medic_lab::Lab>),
+    #[cfg(feature = "aws")]
     Aws(Box<medic_aws::Ec2>),
     /// Machines that exist on their own: nothing is launched or terminated.
     Static,
@@ -35,6 +36,7 @@ impl Cloud for AnyCloud {
     async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.launch(spec).await,
+            #[cfg(feature = "aws")]
             AnyCloud::Aws(c) => c.launch(spec).await,
             AnyCloud::Static => Err(static_refuses("launch")),
         }
@@ -42,6 +44,7 @@ impl Cloud for AnyCloud {
     async fn describe(&self, id: &str) -> Result<Option<Instance>, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.describe(id).await,
+            #[cfg(feature = "aws")]
             AnyCloud::Aws(c) => c.describe(id).await,
             AnyCloud::Static => Ok(None),
         }
@@ -49,6 +52,7 @@ impl Cloud for AnyCloud {
     async fn find(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.find(tags).await,
+            #[cfg(feature = "aws")]
             AnyCloud::Aws(c) => c.find(tags).await,
             AnyCloud::Static => Ok(Vec::new()),
         }
@@ -56,6 +60,7 @@ impl Cloud for AnyCloud {
     async fn terminate(&self, id: &str) -> Result<TerminateOutcome, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.terminate(id).await,
+            #[cfg(feature = "aws")]
             AnyCloud::Aws(c) => c.terminate(id).await,
             AnyCloud::Static => Err(static_refuses("terminate")),
         }
@@ -63,6 +68,7 @@ impl Cloud for AnyCloud {
     async fn host_keys(&self, id: &str) -> Result<Vec<String>, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.host_keys(id).await,
+            #[cfg(feature = "aws")]
             AnyCloud::Aws(c) => c.host_keys(id).await,
             AnyCloud::Static => Ok(Vec::new()),
         }
@@ -72,6 +78,7 @@ impl Cloud for AnyCloud {
 /// The DNS providers `medic run` drives.
 #[derive(Debug)]
 pub(super) enum AnyDns {
+    #[cfg(feature = "aws")]
     Route53(Box<medic_aws::Route53>),
     Rfc2136(Box<medic_rfc2136::Rfc2136>),
 }
@@ -84,6 +91,7 @@ impl Dns for AnyDns {
         sets: &[medic_cloud::FailoverSet],
     ) -> Result<ChangeId, CloudError> {
         match self {
+            #[cfg(feature = "aws")]
             AnyDns::Route53(d) => d.upsert_failover(name, ttl, sets).await,
             AnyDns::Rfc2136(d) => d.upsert_failover(name, ttl, sets).await,
         }
@@ -95,18 +103,21 @@ impl Dns for AnyDns {
         values: &[std::net::IpAddr],
     ) -> Result<ChangeId, CloudError> {
         match self {
+            #[cfg(feature = "aws")]
             AnyDns::Route53(d) => d.upsert(name, ttl, values).await,
             AnyDns::Rfc2136(d) => d.upsert(name, ttl, values).await,
         }
     }
     async fn in_sync(&self, change: &ChangeId) -> Result<bool, CloudError> {
         match self {
+            #[cfg(feature = "aws")]
             AnyDns::Route53(d) => d.in_sync(change).await,
             AnyDns::Rfc2136(d) => d.in_sync(change).await,
         }
     }
     async fn read(&self, name: &str) -> Result<Option<RecordSet>, CloudError> {
         match self {
+            #[cfg(feature = "aws")]
             AnyDns::Route53(d) => d.read(name).await,
             AnyDns::Rfc2136(d) => d.read(name).await,
         }
@@ -121,6 +132,9 @@ pub(super) async fn providers(
         Provider::Local(_) => AnyCloud::Lab(Box::new(medic_lab::Lab::new(
             super::lab::from_topology(loaded)?,
         ))),
+        #[cfg(not(feature = "aws"))]
+        Provider::Aws(_) => bail!(without_aws(loaded, "provider: aws")),
+        #[cfg(feature = "aws")]
         Provider::Aws(aws) => AnyCloud::Aws(Box::new(
             medic_aws::Ec2::new(&medic_aws::AwsSettings {
                 region: aws.region.clone(),
@@ -143,6 +157,9 @@ pub(super) async fn providers(
                 secret,
             )?)))
         }
+        #[cfg(not(feature = "aws"))]
+        Some(DnsProvider::Route53(_)) => bail!(without_aws(loaded, "dns.provider: route53")),
+        #[cfg(feature = "aws")]
         Some(DnsProvider::Route53(r)) => {
             let (region, endpoint) = match &top.provider.value {
                 Provider::Aws(a) => (a.region.clone(), a.endpoint.clone()),
@@ -162,6 +179,16 @@ pub(super) async fn providers(
         }
     };
     Ok((cloud, dns))
+}
+
+/// What a medic built without the `aws` feature says of a topology that needs it.
+#[cfg(not(feature = "aws"))]
+fn without_aws(loaded: &LoadedTopology, what: &str) -> String {
+    format!(
+        "{}: `{what}` needs the AWS SDK, and this medic was built without it \
+         (cargo's `aws` feature, on by default)",
+        loaded.path.display()
+    )
 }
 
 /// Libraries whose debug and trace lines carry what must not be logged (request URIs with a
