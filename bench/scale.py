@@ -31,9 +31,11 @@ Needs root only to raise the file descriptor limit (N sockets each side).
 """
 
 import argparse
+import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +48,11 @@ MEDIC = os.path.join(TARGET, "release", "medic")
 RESPONDER = os.path.join(TARGET, "release", "responder")
 LISTEN = 7691
 SENTINEL_PORT = 7692
-PER_HOST = 500
+# Endpoints per loopback address (one address is one machine of the topology), and addresses
+# per responder process: 4,000 endpoints, within a process's 20,000 descriptors even with
+# Sentinel's two connections to each.
+PER_HOST = 100
+HOSTS_PER_RESPONDER = 40
 
 
 def raise_nofile():
@@ -91,12 +97,17 @@ def topology(d, n):
     return path, hosts, per_host
 
 
-def metrics():
-    with socket.create_connection(("127.0.0.1", LISTEN), timeout=5) as s:
-        s.sendall(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+def get(path):
+    with socket.create_connection(("127.0.0.1", LISTEN), timeout=10) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
         data = b""
         while chunk := s.recv(1 << 16):
             data += chunk
+    return data.split(b"\r\n\r\n", 1)[1]
+
+
+def metrics():
+    data = get("/metrics")
     checks = 0
     for line in data.decode().splitlines():
         if line.startswith('medic_checks_total{kind="redis"'):
@@ -164,6 +175,42 @@ def sentinel_fits(n):
     return n if n <= most else most // (2 * PER_HOST) * (2 * PER_HOST)
 
 
+def detection(responders, hosts, interval_s=1.0):
+    """Kills one endpoint on each replica host (a machine of its own: medic acts on the first
+    failure of a machine and watches it no more while it does) and returns, for each, the time
+    from its death to medic's first failed check of it, in seconds."""
+    for r in responders:
+        r.send_signal(signal.SIGUSR1)
+    died_ms = []
+    for r in responders:
+        line = r.stdout.readline()
+        if not line.startswith("died "):
+            sys.exit(f"responder did not report the deaths: {line!r}")
+        died_ms.append(int(line.split()[1]))
+    # (Each responder serves HOSTS_PER_RESPONDER hosts and said when its endpoints died.)
+    died_at = {f"redis s{(h - 2) // 2}-0@m{h}": died_ms[(h - 1) // HOSTS_PER_RESPONDER]
+               for h in range(2, hosts + 1, 2)}
+    want = set(died_at)
+    deadline = time.time() + 10 * interval_s
+    seen = {}
+    while True:
+        # medic's "detection" event is recorded as the failed check's result is judged.
+        for e in json.loads(get("/api/events"))["events"]:
+            target = e["message"].split(":", 1)[0]
+            if e["kind"] == "detection" and target in want:
+                seen[target] = (e["at_ms"] - died_at[target]) / 1000
+        if len(seen) == len(want):
+            return sorted(seen.values())
+        if time.time() > deadline:
+            missing = sorted(want - set(seen))
+            sys.exit(f"medic saw {len(seen)} of {len(want)} deaths within {10 * interval_s} s; not: {missing[:5]}")
+        time.sleep(0.5)
+
+
+def percentile(xs, p):
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
 def answered(d):
     """Health checks the responders have answered so far (INFO and PING commands)."""
     total = 0
@@ -176,18 +223,18 @@ def answered(d):
     return total
 
 
-def measure(d, tool, n, seconds, hang):
+def measure(d, tool, n, seconds, hang, die=False):
     topo, hosts, per_host = topology(d, n)
     for name in os.listdir(d):
         if name.startswith("count-"):
             os.remove(os.path.join(d, name))
-    # Each responder holds two descriptors per endpoint: 8 hosts of 500 each stay within the
-    # 20,000 this container allows a process.
     responders = []
-    for first in range(1, hosts + 1, 8):
+    for first in range(1, hosts + 1, HOSTS_PER_RESPONDER):
         responders.append(subprocess.Popen(
-            [RESPONDER, "--base", "127.0.50", "--first-host", str(first), "--hosts", str(min(8, hosts - first + 1)),
+            [RESPONDER, "--base", "127.0.50", "--first-host", str(first),
+             "--hosts", str(min(HOSTS_PER_RESPONDER, hosts - first + 1)),
              "--first-port", "20000", "--per-host", str(per_host), "--hang", str(hang if first == 1 else 0),
+             "--die", "yes" if die else "no",
              "--count", os.path.join(d, f"count-{first}")],
             stdout=subprocess.PIPE, text=True, preexec_fn=raise_nofile))
     try:
@@ -221,7 +268,9 @@ def measure(d, tool, n, seconds, hang):
             c1, k1, t1 = cpu_seconds(proc.pid), answered(d), time.time()
             if proc.poll() is not None:
                 sys.exit(f"{tool} exited early; see {log.name}")
+            detected = detection(responders, hosts) if die else []
             return {
+                "detected": detected,
                 "tool": tool,
                 "endpoints": hosts * per_host,
                 "hung": hang,
@@ -247,6 +296,8 @@ def main():
     p.add_argument("--hang", type=int, default=10)
     p.add_argument("--tools", default="medic,monit,sentinel", help="any of medic, monit, sentinel")
     p.add_argument("--runs", type=int, default=1, help="measure each case this many times")
+    p.add_argument("--detection", action=argparse.BooleanOptionalAction, default=True,
+                   help="after medic's window, kill one endpoint per replica machine and time its detection")
     p.add_argument("--smoke", action="store_true", help="1,000 endpoints for 5 s, as CI does")
     a = p.parse_args()
     counts = [int(x) for x in a.endpoints.split(",")]
@@ -262,22 +313,33 @@ def main():
                     "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
     # Every endpoint host address must exist: loopback answers the whole 127/8 on Linux.
     print(f"{'tool':<8} {'endpoints':>9} {'hung':>5} {'CPU % of a core':>16} {'RSS MB':>8} "
-          f"{'answered/s':>10} {'expected':>9} {'full pass s':>11}")
+          f"{'answered/s':>10} {'expected':>9} {'full pass s':>11} {'detected p50/p99/max s':>23}")
     with tempfile.TemporaryDirectory() as d:
         for n in counts:
             for tool in tools:
                 for hang in (0, a.hang):
                     if a.smoke and hang and tool == "monit":
                         continue  # a hung target costs monit 5 s a cycle: too long for a smoke run
+                    detected = []
                     for _ in range(a.runs):
-                        report(measure(d, tool, sentinel_fits(n) if tool == "sentinel" else n, seconds, hang))
+                        r = measure(d, tool, sentinel_fits(n) if tool == "sentinel" else n, seconds, hang,
+                                    a.detection and tool == "medic")
+                        report(r)
+                        detected += r["detected"]
+                    if a.runs > 1 and detected:
+                        detected.sort()
+                        print(f"{tool} {n} hung {hang}: {len(detected)} deaths over {a.runs} runs detected after "
+                              f"p50 {percentile(detected, 50):.3f} s, p99 {percentile(detected, 99):.3f} s, "
+                              f"max {detected[-1]:.3f} s", flush=True)
 
 
 def report(r):
     """One row of the table."""
     full = r["expected"] / r["rate"] if r["rate"] else float("inf")
+    det = r["detected"]
+    times = f"{percentile(det, 50):.3f}/{percentile(det, 99):.3f}/{det[-1]:.3f}" if det else "-"
     print(f"{r['tool']:<8} {r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
-          f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f}", flush=True)
+          f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f} {times:>23}", flush=True)
 
 
 if __name__ == "__main__":

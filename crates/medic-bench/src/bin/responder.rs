@@ -6,11 +6,14 @@
 //! does on real servers; `SUBSCRIBE` and `PUBLISH` work as redis's do for one endpoint's
 //! subscribers (Sentinel's hello channel), so Sentinel keeps its links as it would.
 //! The first `--hang K` ports of host 1 accept connections and never answer (a hung process).
+//! With `--die`, the first port of every even-numbered host (a replica) dies on SIGUSR1: its
+//! listener and connections are closed at once (a killed process; the kernel refuses new
+//! connections), and `died MS` (the Unix time in ms) is printed when they are.
 //! With `--count FILE`, the number of health checks answered so far (`INFO` and `PING`
 //! commands) is written to FILE every 100 ms, so a benchmark can tell any checker's rate.
 //!
 //!   responder --base 127.0.50 [--first-host 1] --hosts 20 --first-port 20000 --per-host 500
-//!             [--hang 10] [--count FILE]
+//!             [--hang 10] [--die yes] [--count FILE]
 //!
 //! (Several processes can share the hosts with `--first-host`, each within its descriptor limit.)
 //!
@@ -25,7 +28,8 @@ use std::sync::Mutex;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, watch};
 
 /// One endpoint's subscribers: where each subscribed connection's messages go, by channel.
 type Subscribers = Arc<Mutex<Vec<(String, mpsc::UnboundedSender<Vec<u8>>)>>>;
@@ -37,6 +41,7 @@ struct Args {
     first_port: u16,
     per_host: u16,
     hang: u16,
+    die: bool,
     count: Option<String>,
 }
 
@@ -48,6 +53,7 @@ fn parse() -> Result<Args, String> {
         first_port: 20000,
         per_host: 10,
         hang: 0,
+        die: false,
         count: None,
     };
     let mut it = std::env::args().skip(1);
@@ -68,6 +74,7 @@ fn parse() -> Result<Args, String> {
             "--first-port" => a.first_port = u16::try_from(num(&v)?).map_err(|_| "--first-port")?,
             "--per-host" => a.per_host = u16::try_from(num(&v)?).map_err(|_| "--per-host")?,
             "--hang" => a.hang = u16::try_from(num(&v)?).map_err(|_| "--hang")?,
+            "--die" => a.die = v == "yes",
             "--count" => a.count = Some(v),
             other => return Err(format!("unknown option {other}")),
         }
@@ -118,6 +125,26 @@ fn bulk(s: &str) -> String {
 }
 
 async fn serve(
+    s: TcpStream,
+    reply_info: String,
+    hang: bool,
+    answered: Arc<AtomicU64>,
+    subscribers: Subscribers,
+    death: Option<watch::Receiver<bool>>,
+) {
+    match death {
+        // The connection is dropped (closed) the moment its endpoint dies.
+        Some(mut d) => {
+            tokio::select! {
+                () = answer(s, reply_info, hang, answered, subscribers) => {}
+                _ = d.wait_for(|dead| *dead) => {}
+            }
+        }
+        None => answer(s, reply_info, hang, answered, subscribers).await,
+    }
+}
+
+async fn answer(
     s: TcpStream,
     reply_info: String,
     hang: bool,
@@ -207,6 +234,8 @@ async fn main() -> ExitCode {
             }
         });
     }
+    // The endpoints that die on SIGUSR1.
+    let (kill, death) = watch::channel(false);
     let mut n = 0usize;
     for host in a.first_host..a.first_host.saturating_add(a.hosts) {
         let [x, y, z] = a.base;
@@ -222,16 +251,28 @@ async fn main() -> ExitCode {
             };
             let reply = info(host, &a, port);
             let hang = host == 1 && i < a.hang;
+            let dies = (a.die && host % 2 == 0 && i == 0).then(|| death.clone());
             let answered = answered.clone();
             let subscribers = Subscribers::default();
             tokio::spawn(async move {
-                while let Ok((s, _)) = l.accept().await {
+                let mut died = dies.clone();
+                loop {
+                    let accepted = match &mut died {
+                        Some(d) => tokio::select! {
+                            a = l.accept() => a,
+                            // The listener is dropped: connections are refused from now on.
+                            _ = d.wait_for(|dead| *dead) => return,
+                        },
+                        None => l.accept().await,
+                    };
+                    let Ok((s, _)) = accepted else { return };
                     tokio::spawn(serve(
                         s,
                         reply.clone(),
                         hang,
                         answered.clone(),
                         subscribers.clone(),
+                        dies.clone(),
                     ));
                 }
             });
@@ -239,6 +280,23 @@ async fn main() -> ExitCode {
         }
     }
     println!("ready {n}");
+    if !a.die {
+        std::future::pending::<()>().await;
+    }
+    let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+        eprintln!("responder: cannot catch SIGUSR1");
+        return ExitCode::from(1);
+    };
+    usr1.recv().await;
+    let _ = kill.send(true);
+    // Every listener and connection of the dying endpoints has seen it once this returns.
+    while kill.receiver_count() > 1 {
+        tokio::task::yield_now().await;
+    }
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    println!("died {ms}");
     std::future::pending::<()>().await;
     ExitCode::SUCCESS
 }

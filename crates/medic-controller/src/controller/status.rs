@@ -303,6 +303,8 @@ fn health_json(h: &TargetHealth) -> serde_json::Value {
         "last": observation_label(h.last),
         "detail": h.detail,
         "last_ok_ms": h.last_ok_ms,
+        // The first failed check of the failure under way (none while it answers).
+        "first_fail_ms": h.first_fail_ms,
         "role": h.role.map(Role::as_str),
         "offset": h.offset,
         "checks": h.checks,
