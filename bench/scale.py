@@ -60,6 +60,9 @@ def raise_nofile():
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+JITTER = "100ms"
+
+
 def topology(d, n):
     hosts = max(2, 2 * -(-n // (2 * PER_HOST)))
     per_host = n // hosts
@@ -85,7 +88,7 @@ def topology(d, n):
         lines.append(f"    - {{listen: {30000 + i}, shard: {name}}}")
     lines += [
         "checks:",
-        "  redis: {interval: 1s, timeout: 500ms, fall: 3, rise: 2, jitter: 100ms}",
+        f"  redis: {{interval: 1s, timeout: 500ms, fall: 3, rise: 2, jitter: {JITTER}}}",
         "policy:",
         "  remediation: [failover]",
         "controller:",
@@ -296,10 +299,13 @@ def main():
     p.add_argument("--hang", type=int, default=10)
     p.add_argument("--tools", default="medic,monit,sentinel", help="any of medic, monit, sentinel")
     p.add_argument("--runs", type=int, default=1, help="measure each case this many times")
+    p.add_argument("--jitter", default="100ms", help="medic's check jitter (the interval is 1 s)")
     p.add_argument("--detection", action=argparse.BooleanOptionalAction, default=True,
                    help="after medic's window, kill one endpoint per replica machine and time its detection")
     p.add_argument("--smoke", action="store_true", help="1,000 endpoints for 5 s, as CI does")
     a = p.parse_args()
+    global JITTER
+    JITTER = a.jitter
     counts = [int(x) for x in a.endpoints.split(",")]
     seconds = a.seconds
     if a.smoke:
