@@ -4,9 +4,10 @@
 //! monitor set around it (`Unmonitor`/`Monitor` are the controller's own and only reported).
 //! Each action is idempotent, so a step re-run after a crash has the effect of running it once.
 //!
-//! HAProxy changes go through the runtime API, are read back, and are then written into the
-//! proxy's haproxy.cfg over SSH (`edit_server`), so a reload or a restart keeps them: HAProxy's
-//! server-state-file would keep the admin state but silently drop a static server's new address.
+//! HAProxy changes go through the runtime API and are read back; a later step of the plan,
+//! once the traffic has moved, writes them into the proxy's haproxy.cfg over SSH (module
+//! `persist`), so a reload or a restart keeps them: HAProxy's server-state-file would keep the
+//! admin state but silently drop a static server's new address.
 //! A proxy whose runtime API does not answer is skipped with a warning, and the step's output
 //! says so (`skipped`). A skipped **fence** is not done: the shard's promotion is blocked until
 //! it is made good, or the old master's machine is fenced at its source (module `fence`).
@@ -20,16 +21,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use medic_cloud::{Cloud, CloudError, Dns, upsert_and_wait, wait_port, wait_running};
-use medic_haproxy::{AdminState, HaproxyError, ProxyApi as _, RuntimeApi, ServerEdit};
+use medic_haproxy::{AdminState, HaproxyError, ProxyApi as _, RuntimeApi};
 use medic_plan::{Action, Addr, Plan, ProxyApi, ServerRef, Step, StepOutput};
 use medic_playbook::Playbooks;
 use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
-use medic_ssh::Remote as _;
 use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError};
 use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
 mod fence;
 mod hook;
+mod persist;
 mod reach;
 pub use fence::Unfenced;
 pub use reach::proxy_api;
@@ -257,7 +258,7 @@ pub struct Done {
     pub output: StepOutput,
 }
 
-/// A runtime API change to make and then persist in haproxy.cfg.
+/// A runtime API change (a later `PersistProxyConfig` step writes it into haproxy.cfg).
 #[derive(Debug, Clone, Copy)]
 enum ProxyChange {
     /// Maintenance and sessions shut; `true`: wait until none is left.
@@ -608,6 +609,11 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 output.skipped = skipped.then(|| summary.clone());
                 summary
             }
+            Action::PersistProxyConfig { proxy, servers } => {
+                let (summary, skipped) = self.persist_proxy(index, kind, proxy, servers).await?;
+                output.skipped = skipped.then(|| summary.clone());
+                summary
+            }
             Action::FenceAtSource {
                 machine,
                 instance_id,
@@ -870,7 +876,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         }
     }
 
-    /// One HAProxy change: through the runtime API (read back), then into haproxy.cfg.
+    /// One HAProxy change through the runtime API, read back.
     async fn proxy_change(
         &mut self,
         index: usize,
@@ -956,22 +962,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             }
             Err(e) => return Err(haproxy_err(e)),
         }
-        let edit = match change {
-            ProxyChange::Fence(_) => ServerEdit {
-                addr: None,
-                enabled: Some(false),
-            },
-            ProxyChange::Activate => ServerEdit {
-                addr: None,
-                enabled: Some(true),
-            },
-            ProxyChange::Address(to) => ServerEdit {
-                addr: Some(to),
-                enabled: None,
-            },
-        };
-        self.persist(index, kind, &proxy.machine, ip, server, edit)
-            .await?;
+        // (haproxy.cfg is written by a later step, once the traffic has moved.)
         let summary = format!(
             "{}: {} {}",
             proxy.machine,
@@ -989,53 +980,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             }
         );
         Ok((summary, false))
-    }
-
-    /// Writes a server's new state into the proxy's haproxy.cfg, so a reload keeps it.
-    async fn persist(
-        &self,
-        index: usize,
-        kind: &'static str,
-        machine: &str,
-        ip: IpAddr,
-        server: &ServerRef,
-        edit: ServerEdit,
-    ) -> Result<(), ExecError> {
-        let host = self.host(machine, ip);
-        let ssh_err = |source| ExecError::Ssh {
-            index,
-            kind,
-            source: Box::new(source),
-        };
-        let within = Duration::from_secs(10);
-        let out = self
-            .ssh
-            .run(&host, &format!("cat {HAPROXY_CFG}"), within)
-            .await
-            .map_err(ssh_err)?;
-        if !out.success() {
-            return Err(ExecError::ProxyConfig {
-                index,
-                kind,
-                machine: machine.to_owned(),
-                message: format!("cannot read {HAPROXY_CFG}: {}", out.stderr_tail()),
-            });
-        }
-        let edited = medic_haproxy::edit_server(&out.stdout, server, edit).map_err(|e| {
-            ExecError::ProxyConfig {
-                index,
-                kind,
-                machine: machine.to_owned(),
-                message: format!("{HAPROXY_CFG}: {e}"),
-            }
-        })?;
-        if edited != out.stdout {
-            self.ssh
-                .upload(&host, HAPROXY_CFG, edited.as_bytes(), 0o644, within)
-                .await
-                .map_err(ssh_err)?;
-        }
-        Ok(())
     }
 
     /// Runs a whole plan, calling `progress` after each step.

@@ -53,6 +53,19 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             format!("point the server at {address}:{port}"),
             vec![],
         ),
+        Action::PersistProxyConfig { proxy, servers } => (
+            format!("haproxy.cfg on {}", proxy.machine),
+            "keep the changes above across a reload or a restart".into(),
+            vec![format!(
+                "ssh {}: read /etc/haproxy/haproxy.cfg, write it back with {}",
+                proxy.machine,
+                servers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )],
+        ),
         Action::PromoteReplica {
             server,
             offset,

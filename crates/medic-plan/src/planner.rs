@@ -64,6 +64,7 @@ pub fn plan_recovery(
         recovery,
         steps: Vec::new(),
         new_masters: BTreeMap::new(),
+        unpersisted: Vec::new(),
     };
     match event {
         Event::MachineLost { machine } => {
@@ -89,6 +90,16 @@ pub fn plan_recovery(
         Event::ServiceDown { service, machine } => p.service_down(service, machine)?,
         Event::ServiceRejoin { service, machine } => p.service_rejoin(service, machine)?,
     }
+    // The last writes: before the alerts that end a plan (a plan stops being automatic there).
+    let alerts = p
+        .steps
+        .iter()
+        .rev()
+        .take_while(|a| matches!(a, Action::Alert { .. }))
+        .count();
+    let tail = p.steps.split_off(p.steps.len() - alerts);
+    p.persist();
+    p.steps.extend(tail);
     let steps = p
         .steps
         .into_iter()
@@ -113,12 +124,60 @@ struct Planner<'a> {
     steps: Vec<Action>,
     /// Shards promoted earlier in this plan, and their new master.
     new_masters: BTreeMap<String, String>,
+    /// HAProxy runtime changes planned and not yet followed by their haproxy.cfg write.
+    unpersisted: Vec<Action>,
+}
+
+/// Whether a step must not start before the runtime changes planned ahead of it are written
+/// into each proxy's haproxy.cfg. The changes that move the traffic (fences, promotions,
+/// activations, pauses, and the old master's demotion with `REPLICAOF` that ends a pause) and
+/// alerts do not wait for a file write; a step that may take a while (a sync, a launch, a
+/// playbook, DNS) or ends the recovery (monitoring again) comes after it.
+fn after_persist(a: &Action) -> bool {
+    !matches!(
+        a,
+        Action::FenceServer { .. }
+            | Action::ActivateServer { .. }
+            | Action::SetServerAddress { .. }
+            | Action::PersistProxyConfig { .. }
+            | Action::PromoteReplica { .. }
+            | Action::ReplicaOf { .. }
+            | Action::PauseWrites { .. }
+            | Action::Unpause { .. }
+            | Action::FenceAtSource { .. }
+            | Action::ServiceRole { .. }
+            | Action::Alert { .. }
+    )
 }
 
 impl<'a> Planner<'a> {
     fn push(&mut self, a: Action) -> usize {
+        if after_persist(&a) {
+            self.persist();
+        }
+        if matches!(
+            a,
+            Action::FenceServer { .. }
+                | Action::ActivateServer { .. }
+                | Action::SetServerAddress { .. }
+        ) {
+            self.unpersisted.push(a.clone());
+        }
         self.steps.push(a);
         self.steps.len()
+    }
+
+    /// Steps pushed one by one (each placed after the haproxy.cfg writes it must follow).
+    fn push_all(&mut self, actions: impl IntoIterator<Item = Action>) {
+        for a in actions {
+            self.push(a);
+        }
+    }
+
+    /// A haproxy.cfg write for each proxy changed since the last one.
+    fn persist(&mut self) {
+        let writes = persisting(&std::mem::take(&mut self.unpersisted));
+        self.steps.extend(writes);
     }
 
     fn alert(&mut self, level: AlertLevel, message: String) {
@@ -376,6 +435,8 @@ impl<'a> Planner<'a> {
     fn launch(&mut self, machine: &str) -> Addr {
         let top = self.top;
         let m = top.machine(machine);
+        // (The launch's index is in its tags and token: the writes that precede it come first.)
+        self.persist();
         let index = self.steps.len() + 1;
         let mut tags = BTreeMap::new();
         let (mut image_id, mut subnet, mut sgs, mut key_pair, mut profile) =
@@ -489,6 +550,8 @@ pub fn client_token(recovery: &str, step: usize) -> String {
     t + &suffix
 }
 
+#[cfg(test)]
+mod persist_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]

@@ -63,6 +63,87 @@ pub struct ProxyApi {
     pub port: u16,
 }
 
+/// What [`Action::PersistProxyConfig`] writes of one server line: its state and its address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerPersist {
+    pub server: ServerRef,
+    /// `Some(false)`: in maintenance (`disabled`); `Some(true)`: taking traffic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl ServerPersist {
+    /// What a runtime change leaves on the server line, merged into what `self` says.
+    pub fn merge(&mut self, change: &Action) {
+        match change {
+            Action::FenceServer { .. } => self.enabled = Some(false),
+            Action::ActivateServer { .. } => self.enabled = Some(true),
+            Action::SetServerAddress { address, port, .. } => {
+                self.address = Some(address.clone());
+                self.port = Some(*port);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl fmt::Display for ServerPersist {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.server)?;
+        if let (Some(a), Some(p)) = (&self.address, self.port) {
+            write!(f, " at {a}:{p}")?;
+        }
+        match self.enabled {
+            Some(false) => write!(f, " disabled"),
+            Some(true) => write!(f, " enabled"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The haproxy.cfg writes that keep `changes` (runtime changes, in the order made): one per
+/// proxy, in the order first changed, each server's changes merged.
+pub fn persisting<'a>(changes: impl IntoIterator<Item = &'a Action>) -> Vec<Action> {
+    let mut writes: Vec<(ProxyApi, Vec<ServerPersist>)> = Vec::new();
+    for change in changes {
+        let (Action::FenceServer { proxy, server, .. }
+        | Action::ActivateServer { proxy, server }
+        | Action::SetServerAddress { proxy, server, .. }) = change
+        else {
+            continue;
+        };
+        let at = match writes.iter().position(|(p, _)| p == proxy) {
+            Some(at) => at,
+            None => {
+                writes.push((proxy.clone(), Vec::new()));
+                writes.len() - 1
+            }
+        };
+        let servers = &mut writes[at].1;
+        let at = match servers.iter().position(|s| &s.server == server) {
+            Some(at) => at,
+            None => {
+                servers.push(ServerPersist {
+                    server: server.clone(),
+                    enabled: None,
+                    address: None,
+                    port: None,
+                });
+                servers.len() - 1
+            }
+        };
+        servers[at].merge(change);
+    }
+    writes
+        .into_iter()
+        .map(|(proxy, servers)| Action::PersistProxyConfig { proxy, servers })
+        .collect()
+}
+
 fn yes() -> bool {
     true
 }
@@ -172,6 +253,13 @@ pub enum Action {
         server: ServerRef,
         address: Addr,
         port: u16,
+    },
+    /// Write the runtime changes made earlier in the plan on one HAProxy into its haproxy.cfg
+    /// over SSH (one read, one write), so a reload or a restart keeps them. Planned after the
+    /// traffic has moved: no fence or activation waits for a file write.
+    PersistProxyConfig {
+        proxy: ProxyApi,
+        servers: Vec<ServerPersist>,
     },
     /// Make a replica the master: `REPLICAOF NO ONE`.
     PromoteReplica {
@@ -311,6 +399,7 @@ impl Action {
             Action::FenceServer { .. } => "fence",
             Action::ActivateServer { .. } => "activate",
             Action::SetServerAddress { .. } => "set-address",
+            Action::PersistProxyConfig { .. } => "persist",
             Action::PromoteReplica { .. } => "promote",
             Action::ReplicaOf { .. } => "replicaof",
             Action::WaitInSync { .. } => "wait-sync",

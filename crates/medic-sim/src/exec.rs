@@ -61,6 +61,9 @@ pub fn execute(
     match &step.action {
         // The controller's own: nothing to do in the world.
         Action::Unmonitor { .. } | Action::Monitor { .. } | Action::Alert { .. } => {}
+        // The simulated proxies have no configuration file (none is reloaded): the write
+        // changes nothing in the world.
+        Action::PersistProxyConfig { .. } => {}
         // Services are not simulated: their steps change nothing in the world.
         Action::RunHook { .. }
         | Action::ServiceRole { .. }

@@ -13,8 +13,8 @@
 //! here, and a state medic is unsure of never cuts clients off the server they use.
 //!
 //! Repairs run through the executor's own steps (fences first, then addresses, then the
-//! master's activation), so each is read back and written into haproxy.cfg, and an alert
-//! says what was found.
+//! master's activation), so each is read back, then those made are written into haproxy.cfg
+//! (one write per proxy), and an alert says what was found.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -293,6 +293,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         };
         let mut done = Vec::new();
         let mut failed = None;
+        let mut applied = Vec::new();
         for action in fixes {
             let view = medic_plan::describe::describe(
                 &Step {
@@ -310,6 +311,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 Ok(d) if d.output.skipped.is_none() => {
                     done.push(format!("{} {}", action.kind(), view.target));
+                    applied.push(action);
                 }
                 Ok(d) => {
                     failed = Some(d.summary);
@@ -319,6 +321,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     failed = Some(e.to_string());
                     break;
                 }
+            }
+        }
+        // What was changed is then written into haproxy.cfg, so a reload keeps it.
+        for write in medic_plan::persisting(&applied) {
+            let step = Step {
+                index: 0,
+                action: write,
+            };
+            if let Err(e) = exec.execute(&step).await {
+                failed.get_or_insert(e.to_string());
             }
         }
         *lock(&self.inner.st)

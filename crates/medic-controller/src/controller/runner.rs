@@ -92,7 +92,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             )
             .await?;
             if !run.redo.is_empty() {
-                tracing::info!(steps = ?run.redo, "Resumed: steps whose effect expires run again.");
+                tracing::info!(steps = ?run.redo, "Resumed: steps whose effect may be gone run again.");
             }
             w
         } else {
@@ -118,8 +118,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             unfenced: run.unfenced.clone(),
         };
         exec.unfenced.suspect = suspect;
+        // haproxy.cfg writes skipped in this run: what they were to write is still owed.
+        let mut unwritten = std::collections::BTreeSet::new();
         loop {
             if self.stopping() {
+                self.write_unpersisted(&mut exec, id, plan, &unwritten)
+                    .await;
                 tracing::warn!("Stopping between steps; the next start goes on from here.");
                 lock(&self.inner.st).core.abandon(id);
                 return Ok(());
@@ -133,6 +137,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let step = match next {
                 Next::Unknown => return Ok(()),
                 Next::End(outcome) => {
+                    self.write_unpersisted(&mut exec, id, plan, &unwritten)
+                        .await;
                     self.journaled(
                         &mut writer,
                         id,
@@ -180,6 +186,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             {
                 Ok((summary, output)) => {
                     tracing::info!(step = step.index, kind = step.action.kind(), "{summary}");
+                    if matches!(step.action, Action::PersistProxyConfig { .. })
+                        && output.skipped.is_some()
+                    {
+                        unwritten.insert(step.index);
+                    }
                     let outputs = lock(&self.inner.st)
                         .core
                         .step_done(id, &step, &output, now_ms());
@@ -196,6 +207,37 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     );
                 }
                 Err(e) => lock(&self.inner.st).core.step_failed(id, step.index, e),
+            }
+        }
+    }
+
+    /// A recovery that ends (or stops) before its haproxy.cfg writes — a step failed, or a
+    /// write was skipped (`unwritten`) — has the runtime changes it made written all the
+    /// same, so that a reload of a proxy does not undo a fence. Best effort: a resumed
+    /// recovery makes its unwritten changes again, and the reconcile repairs what a reload
+    /// undoes. Only while this member may act (in a group, the leader).
+    async fn write_unpersisted(
+        &self,
+        exec: &mut Executor<'_, C, D>,
+        id: &str,
+        plan: &medic_plan::Plan,
+        unwritten: &std::collections::BTreeSet<usize>,
+    ) {
+        let done = match lock(&self.inner.st).core.running.get(id) {
+            Some(r) => r.done.difference(unwritten).copied().collect(),
+            None => return,
+        };
+        for action in plan.unpersisted(&done) {
+            if !self.may_act() {
+                return;
+            }
+            let step = Step { index: 0, action };
+            match exec.execute(&step).await {
+                Ok(d) if d.output.skipped.is_none() => tracing::info!("{}", d.summary),
+                Ok(d) => tracing::warn!("{}", d.summary),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Runtime changes not written into haproxy.cfg.")
+                }
             }
         }
     }

@@ -32,7 +32,8 @@ pub(super) fn step_machine(action: &Action) -> Option<&str> {
         | Action::WaitInSync { server, .. } => Some(&server.machine),
         Action::FenceServer { proxy, .. }
         | Action::ActivateServer { proxy, .. }
-        | Action::SetServerAddress { proxy, .. } => Some(&proxy.machine),
+        | Action::SetServerAddress { proxy, .. }
+        | Action::PersistProxyConfig { proxy, .. } => Some(&proxy.machine),
         Action::FenceAtSource { machine, .. }
         | Action::TerminateInstance { machine, .. }
         | Action::WaitReachable { machine, .. }

@@ -66,7 +66,7 @@ impl<'a> Planner<'a> {
                     refused.join(", ")
                 ),
             );
-            self.steps.extend(waits);
+            self.push_all(waits);
             return Ok(());
         }
         let names: Vec<&str> = on.iter().map(|s| s.name.value.as_str()).collect();
@@ -74,7 +74,7 @@ impl<'a> Planner<'a> {
             machine,
             &format!("shards {} run without that replica", names.join(", ")),
         ) {
-            self.steps.extend(waits);
+            self.push_all(waits);
             return Ok(());
         }
         // 4. Replace the machine and make each of its servers a replica of the current master.
@@ -111,7 +111,7 @@ impl<'a> Planner<'a> {
         }
         self.update_dns(machine, &address);
         // 6. The other replicas of the promoted shards have caught up with their new masters.
-        self.steps.extend(waits);
+        self.push_all(waits);
         self.push(Action::Monitor {
             target: MonitorTarget::Machine {
                 machine: machine.to_owned(),
@@ -196,11 +196,11 @@ impl<'a> Planner<'a> {
                 AlertLevel::Warning,
                 format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica"),
             );
-            self.steps.extend(waits);
+            self.push_all(waits);
             return Ok(());
         }
         let Some(master) = self.master_of(shard_name) else {
-            self.steps.extend(waits);
+            self.push_all(waits);
             return Ok(());
         };
         let address = addr_of(self.state, machine);
@@ -213,7 +213,7 @@ impl<'a> Planner<'a> {
             vars,
         });
         self.rejoin_as_replicas(&servers, machine, &address);
-        self.steps.extend(waits);
+        self.push_all(waits);
         self.push(Action::Monitor { target });
         Ok(())
     }
@@ -354,7 +354,7 @@ impl<'a> Planner<'a> {
                 timeout_ms,
             });
         }
-        self.steps.extend(waits);
+        self.push_all(waits);
         self.push(Action::Monitor { target });
         Ok(())
     }
