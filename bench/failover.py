@@ -631,7 +631,14 @@ def medic_history(d, design, scenario):
     # From detection to the recovery's end: for a machine on the lab provider, the
     # replacement launched, configured, synced and registered on every proxy.
     ended = first.get("ended_ms")
+    # From the recovery's start to its last activation done: the traffic has moved.
+    steps = first.get("steps", [])
+    last = max((i for i, st in enumerate(steps) if st["kind"] == "activate"), default=None)
+    moved = None
+    if last is not None and steps[last].get("ended_ms") is not None:
+        moved = steps[last]["ended_ms"] - first["started_ms"]
     return {
+        "moved_ms": moved,
         "detection_ms": first["detection_ms"],
         "recovery_ms": ended - first["started_ms"] if ended else None,
         "steps": [(st["kind"], st.get("duration_ms")) for st in first.get("steps", [])],
@@ -753,7 +760,7 @@ def client_text(c):
 def run_line(i, g, s, r, det):
     script = f"; reconfig script ran {r['script_calls']}×" if "script_calls" in r else ""
     return (f"run {i + 1} {g:<15} {s:<8} fault at {r['fault']}; detection {det.get('detection_ms')} ms, "
-            f"recovery {det.get('recovery_ms')} ms; plain: {client_text(r['plain'])}; "
+            f"recovery {det.get('recovery_ms')} ms (traffic moved after {det.get('moved_ms')} ms); plain: {client_text(r['plain'])}; "
             f"WAIT 1: {client_text(r['wait'])}; longest write {r['plain']['longest_ms']:.0f} ms; "
             f"old master now {r.get('old_master_role', '-')}{script}; timing ≤ {r['timing_ms']:.1f} ms")
 

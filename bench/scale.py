@@ -7,13 +7,15 @@ The endpoints are served by `responder` (crates/medic-bench): processes holding 
 loopback addresses 127.0.50.1.. (500 ports each), answering INFO replication as masters (odd
 hosts) and replicas (even hosts), PING with PONG, and counting the checks they answer. For
 medic the topology is generated: N/2 shards of a master and a replica, provider `static`,
-checks every 1 s (timeout 500 ms, jitter 100 ms). For monit: `set daemon 1` and one
+checks every 1 s (timeout 500 ms, jitter 100 ms or --jitter). For monit: `set daemon 1` and one
 `check host` per endpoint with `if failed port P protocol redis` (its default 5 s timeout).
 For Sentinel (redis-server 7 --sentinel): one `sentinel monitor` per master (quorum 1,
 down-after-milliseconds 3000, as medic's 3 missed checks), the replicas found from the
 masters' INFO as on real servers; Sentinel PINGs every server each second and sends INFO every
 10 s, and holds two connections per server, so it is run on at most as many endpoints as the
-descriptor limit allows (the row says how many).
+descriptor limit allows (the row says how many). Sentinel rewrites its configuration file for
+each replica it finds, so at thousands of servers it is busy for minutes after its start: it is
+measured once it checks every server each second (up to 15 minutes; the output says when).
 
 medic is a release build without the AWS SDK (`cargo build --release --no-default-features`,
 minutes instead of the SDK's ~25), as a deployment this size would run it.
@@ -21,6 +23,9 @@ minutes instead of the SDK's ~25), as a deployment this size would run it.
 For each N and tool: a warm-up of 10 s, then CPU time (user + system) and RSS over the
 measuring window, and the rate at which the answering endpoints were checked (from the
 responders' counts); then the same with 10 endpoints hung (they accept and never answer).
+For medic then (--detection, the default): one endpoint on every replica machine is killed at
+once (its listener and connections closed, so the kernel refuses), and the time from its death
+to medic's first failed check of it (its "detection" event) is reported as p50 / p99 / max.
 "full pass" is how long it takes to check every answering endpoint once at that rate: 1 s is
 a 1 s cadence kept.
 
@@ -61,6 +66,8 @@ def raise_nofile():
 
 
 JITTER = "100ms"
+# How long Sentinel is given to settle before it is measured all the same.
+SETTLE_S = 900
 
 
 def topology(d, n):
@@ -264,8 +271,20 @@ def measure(d, tool, n, seconds, hang, die=False):
                         break
                     except OSError:
                         time.sleep(0.1)
-            # Sentinel finds the replicas from the masters' first INFO, sent within 10 s.
-            time.sleep(15 if tool == "sentinel" else 10)
+            started = time.time()
+            time.sleep(10)
+            # Sentinel finds the replicas from the masters' first INFO (sent within 10 s) and
+            # rewrites its configuration file for each one found: it is measured once it
+            # checks every server once a second (or after SETTLE_S, said so).
+            settled = None
+            if tool == "sentinel":
+                expected = hosts * per_host - hang
+                while time.time() - started < SETTLE_S:
+                    k, t = answered(d), time.time()
+                    time.sleep(5)
+                    if (answered(d) - k) / (time.time() - t) >= 0.95 * expected:
+                        settled = time.time() - started
+                        break
             c0, k0, t0 = cpu_seconds(proc.pid), answered(d), time.time()
             time.sleep(seconds)
             c1, k1, t1 = cpu_seconds(proc.pid), answered(d), time.time()
@@ -273,6 +292,7 @@ def measure(d, tool, n, seconds, hang, die=False):
                 sys.exit(f"{tool} exited early; see {log.name}")
             detected = detection(responders, hosts) if die else []
             return {
+                "settled": settled,
                 "detected": detected,
                 "tool": tool,
                 "endpoints": hosts * per_host,
@@ -346,6 +366,11 @@ def report(r):
     times = f"{percentile(det, 50):.3f}/{percentile(det, 99):.3f}/{det[-1]:.3f}" if det else "-"
     print(f"{r['tool']:<8} {r['endpoints']:>9} {r['hung']:>5} {r['cpu']:>16.1f} {r['rss']:>8.1f} "
           f"{r['rate']:>10.0f} {r['expected']:>9} {full:>11.2f} {times:>23}", flush=True)
+    if r["tool"] == "sentinel":
+        if r["settled"] is None:
+            print(f"  (sentinel had not settled after {SETTLE_S} s: measured all the same)", flush=True)
+        else:
+            print(f"  (sentinel settled {r['settled']:.0f} s after its start)", flush=True)
 
 
 if __name__ == "__main__":
