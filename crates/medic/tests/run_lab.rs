@@ -72,30 +72,16 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     }
     // ... and so does each proxy's haproxy.cfg, which a reload or restart reads.
     for proxy in ["haproxy1", "haproxy2"] {
-        let (id, _) = env.instances(proxy).remove(0);
-        let cfg = std::fs::read_to_string(
-            env._dir
-                .path()
-                .join(format!("lab/machines/{id}/etc-upper/haproxy/haproxy.cfg")),
-        )
-        .unwrap();
-        let line = |backend: &str, server: &str| {
-            let section = cfg.split(&format!("\nbackend {backend}\n")).nth(1).unwrap();
-            section
-                .lines()
-                .find(|l| l.trim_start().starts_with(&format!("server {server} ")))
-                .unwrap()
-                .trim()
-                .to_owned()
-        };
+        let line = |backend: &str, server: &str| env.haproxy_cfg_line(proxy, backend, server);
         let r1 = line("redis-r9001", "redis1");
         assert!(
             r1.contains(&format!("{}:9001", env.ip(15))) && r1.ends_with("disabled"),
             "{proxy}: {r1}"
         );
+        let r2 = line("redis-r9001", "redis2");
         assert!(
-            !line("redis-r9001", "redis2").contains("disabled"),
-            "{proxy}"
+            r2.starts_with("server redis2 ") && !r2.contains("disabled"),
+            "{proxy}: {r2}"
         );
     }
     // Exactly one replacement; the old instance is terminated.

@@ -203,6 +203,9 @@ struct St {
     writes: BTreeMap<(String, String), probe::WriteProbe>,
     /// When this controller started (ms): a proxy never read since is "unknown" after a while.
     started_ms: u64,
+    /// Per proxy machine, the servers whose haproxy.cfg line could not be written after a
+    /// runtime change: the reconcile writes them from the runtime as it reads it.
+    owed_writes: BTreeMap<String, std::collections::BTreeSet<medic_plan::ServerRef>>,
 }
 
 /// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
@@ -426,6 +429,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 routing: BTreeMap::new(),
                 writes: BTreeMap::new(),
                 started_ms: now_ms(),
+                owed_writes: BTreeMap::new(),
             }),
             notifier: RwLock::new(notifier),
             token,

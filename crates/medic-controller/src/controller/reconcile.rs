@@ -22,7 +22,9 @@ use std::time::Duration;
 
 use medic_cloud::{Cloud, Dns};
 use medic_haproxy::{ProxyApi as _, ServerState};
-use medic_plan::{Action, Addr, AlertLevel, ObservedState, ProxyApi, ServerRef, Step};
+use medic_plan::{
+    Action, Addr, AlertLevel, ObservedState, ProxyApi, ServerPersist, ServerRef, Step,
+};
 use medic_topology::Topology;
 
 use super::{Controller, lock, read};
@@ -235,6 +237,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             if !idle {
                 continue;
             }
+            self.write_owed(machine, ip, port, &servers).await;
             let proxy = ProxyApi {
                 machine: machine.to_owned(),
                 address: Addr::Ip(ip),
@@ -259,6 +262,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
+            self.write_owed(machine, ip, port, &servers).await;
             let app = ProxyApi {
                 machine: machine.to_owned(),
                 address: Addr::Ip(ip),
@@ -271,6 +275,79 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
+    /// An executor for the reconcile's own changes (no DNS, no recovery's state).
+    fn repairer<'a>(
+        &'a self,
+        topology: &'a Topology,
+        playbooks: &'a medic_playbook::Playbooks,
+    ) -> medic_exec::Executor<'a, C, D> {
+        medic_exec::Executor {
+            topology,
+            cloud: &self.inner.cloud,
+            dns: self.inner.dns.as_ref(),
+            skip_dns: true,
+            ssh: &self.inner.ssh,
+            playbooks,
+            secrets: &self.inner.secrets,
+            addresses: Default::default(),
+            redis: self.inner.redis.clone(),
+            unfenced: medic_exec::Unfenced::default(),
+        }
+    }
+
+    /// Writes the haproxy.cfg lines owed on `machine` (a write that failed after a runtime
+    /// change) as its runtime says now (`servers`, just read): in maintenance or not, and
+    /// where. Forgotten once written.
+    async fn write_owed(&self, machine: &str, ip: IpAddr, port: u16, servers: &[ServerState]) {
+        let owed = match lock(&self.inner.st).owed_writes.get(machine) {
+            Some(o) if !o.is_empty() => o.clone(),
+            _ => return,
+        };
+        if !self.may_act() {
+            return;
+        }
+        let lines: Vec<ServerPersist> = servers
+            .iter()
+            .filter_map(|sv| {
+                let server = ServerRef {
+                    backend: sv.backend.clone(),
+                    server: sv.server.clone(),
+                };
+                let at: IpAddr = sv.addr.parse().ok()?;
+                owed.contains(&server).then(|| ServerPersist {
+                    server,
+                    enabled: Some(!sv.in_maint()),
+                    address: Some(Addr::Ip(at)),
+                    port: Some(sv.port),
+                })
+            })
+            .collect();
+        let loaded = self.top();
+        let playbooks = read(&self.inner.playbooks).clone();
+        let mut exec = self.repairer(&loaded.topology, &playbooks);
+        let step = Step {
+            index: 0,
+            action: Action::PersistProxyConfig {
+                proxy: ProxyApi {
+                    machine: machine.to_owned(),
+                    address: Addr::Ip(ip),
+                    port,
+                },
+                servers: lines,
+            },
+        };
+        match exec.execute(&step).await {
+            Ok(d) if d.output.skipped.is_none() => {
+                tracing::info!(proxy = %machine, "Owed haproxy.cfg lines written: {}", d.summary);
+                lock(&self.inner.st).owed_writes.remove(machine);
+            }
+            Ok(d) => tracing::warn!(proxy = %machine, "{}", d.summary),
+            Err(e) => {
+                tracing::warn!(proxy = %machine, error = %e, "Owed haproxy.cfg lines not written.")
+            }
+        }
+    }
+
     /// Runs the repairs of one proxy through the executor (read back, persisted).
     async fn repair(&self, machine: &str, fixes: Vec<Action>) {
         // In a group only the leader changes a proxy (a follower reads, for its status).
@@ -279,18 +356,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         let loaded = self.top();
         let playbooks = read(&self.inner.playbooks).clone();
-        let mut exec = medic_exec::Executor {
-            topology: &loaded.topology,
-            cloud: &self.inner.cloud,
-            dns: self.inner.dns.as_ref(),
-            skip_dns: true,
-            ssh: &self.inner.ssh,
-            playbooks: &playbooks,
-            secrets: &self.inner.secrets,
-            addresses: Default::default(),
-            redis: self.inner.redis.clone(),
-            unfenced: medic_exec::Unfenced::default(),
-        };
+        let mut exec = self.repairer(&loaded.topology, &playbooks);
         let mut done = Vec::new();
         let mut failed = None;
         let mut applied = Vec::new();
@@ -323,14 +389,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             }
         }
-        // What was changed is then written into haproxy.cfg, so a reload keeps it.
+        // What was changed is then written into haproxy.cfg, so a reload keeps it (or, if
+        // that fails, by a later round: `write_owed`).
         for write in medic_plan::persisting(&applied) {
             let step = Step {
                 index: 0,
                 action: write,
             };
-            if let Err(e) = exec.execute(&step).await {
-                failed.get_or_insert(e.to_string());
+            match exec.execute(&step).await {
+                Ok(d) if d.output.skipped.is_none() => {}
+                Ok(d) => {
+                    self.owe_write(&step.action);
+                    failed.get_or_insert(d.summary);
+                }
+                Err(e) => {
+                    self.owe_write(&step.action);
+                    failed.get_or_insert(e.to_string());
+                }
             }
         }
         *lock(&self.inner.st)

@@ -234,11 +234,26 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let step = Step { index: 0, action };
             match exec.execute(&step).await {
                 Ok(d) if d.output.skipped.is_none() => tracing::info!("{}", d.summary),
-                Ok(d) => tracing::warn!("{}", d.summary),
+                Ok(d) => {
+                    tracing::warn!("{}", d.summary);
+                    self.owe_write(&step.action);
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "Runtime changes not written into haproxy.cfg.")
+                    tracing::warn!(error = %e, "Runtime changes not written into haproxy.cfg.");
+                    self.owe_write(&step.action);
                 }
             }
+        }
+    }
+
+    /// A haproxy.cfg write that could not be made: the reconcile makes it, from the runtime.
+    pub(super) fn owe_write(&self, write: &Action) {
+        if let Action::PersistProxyConfig { proxy, servers } = write {
+            lock(&self.inner.st)
+                .owed_writes
+                .entry(proxy.machine.clone())
+                .or_default()
+                .extend(servers.iter().map(|s| s.server.clone()));
         }
     }
 

@@ -651,6 +651,29 @@ impl Env {
         haproxy_servers_in(&self.netns(machine), port, backend)
     }
 
+    /// The `server` line of `backend` in the haproxy.cfg of `machine`'s current instance
+    /// (what a reload or a restart reads), trimmed; empty if there is none.
+    pub fn haproxy_cfg_line(&self, machine: &str, backend: &str, server: &str) -> String {
+        let Some((id, _)) = self.instances(machine).into_iter().next() else {
+            return String::new();
+        };
+        let path = self
+            ._dir
+            .path()
+            .join(format!("lab/machines/{id}/etc-upper/haproxy/haproxy.cfg"));
+        let cfg = std::fs::read_to_string(path).unwrap_or_default();
+        cfg.split(&format!("\nbackend {backend}\n"))
+            .nth(1)
+            .and_then(|section| {
+                section
+                    .lines()
+                    .find(|l| l.trim_start().starts_with(&format!("server {server} ")))
+            })
+            .unwrap_or("")
+            .trim()
+            .to_owned()
+    }
+
     pub fn alerts(&self) -> Vec<String> {
         self.status()
             .and_then(|s| s["alerts"].as_array().cloned())
