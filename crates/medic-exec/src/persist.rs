@@ -41,8 +41,13 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 (Some(a), Some(port)) => Some(SocketAddr::new(self.resolve(index, kind, a)?, port)),
                 _ => None,
             };
+            // (Said with the address resolved, as the file will have it.)
+            let said = ServerPersist {
+                address: addr.map(|a| medic_plan::Addr::Ip(a.ip())),
+                ..s.clone()
+            };
             edits.push((
-                s.to_string(),
+                said.to_string(),
                 s.server.clone(),
                 ServerEdit {
                     addr,

@@ -163,7 +163,7 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
             let all = ["detection", "recovery_start", "step_start", "recovery_done"]
                 .iter()
                 .all(|kind| events.contains(kind));
-            if all && events.contains("14/25 launch") {
+            if all && events.contains("16/29 launch") {
                 Ok(())
             } else {
                 Err(events)
