@@ -553,6 +553,8 @@ pub fn client_token(recovery: &str, step: usize) -> String {
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
+mod replica_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;

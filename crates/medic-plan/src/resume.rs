@@ -177,6 +177,23 @@ mod tests {
         }
     }
 
+    /// A plan of `actions`, numbered from 1.
+    fn plan_of(event: Event, actions: Vec<Action>) -> Plan {
+        Plan {
+            recovery: "r".into(),
+            topology: "t".into(),
+            event,
+            steps: actions
+                .into_iter()
+                .enumerate()
+                .map(|(i, action)| Step {
+                    index: i + 1,
+                    action,
+                })
+                .collect(),
+        }
+    }
+
     /// pause(1), wait(2), promote(3), unpause(4), wait(5) — a switchover's shape.
     fn switchover() -> Plan {
         let actions = vec![
@@ -205,22 +222,13 @@ mod tests {
                 timeout_ms: 5_000,
             },
         ];
-        Plan {
-            recovery: "r".into(),
-            topology: "t".into(),
-            event: Event::Switchover {
+        plan_of(
+            Event::Switchover {
                 shard: "r1".into(),
                 to: None,
             },
-            steps: actions
-                .into_iter()
-                .enumerate()
-                .map(|(i, action)| Step {
-                    index: i + 1,
-                    action,
-                })
-                .collect(),
-        }
+            actions,
+        )
     }
 
     /// fence(1) on p1, fence(2) on p2, promote(3), activate(4) on p1, activate(5) on p2, the
@@ -263,21 +271,12 @@ mod tests {
             master_port: 9001,
             timeout_ms: 5_000,
         });
-        Plan {
-            recovery: "r".into(),
-            topology: "t".into(),
-            event: Event::MachineLost {
+        plan_of(
+            Event::MachineLost {
                 machine: "a".into(),
             },
-            steps: actions
-                .into_iter()
-                .enumerate()
-                .map(|(i, action)| Step {
-                    index: i + 1,
-                    action,
-                })
-                .collect(),
-        }
+            actions,
+        )
     }
 
     #[test]

@@ -51,6 +51,21 @@ fn events(top: &Topology) -> Vec<Event> {
     out
 }
 
+/// Every plan of every example's events that can be made.
+fn plans() -> Vec<(Event, Plan)> {
+    let mut out = Vec::new();
+    for text in EXAMPLES {
+        let top = topology(text);
+        let state = ObservedState::assumed(&top);
+        for event in events(&top) {
+            if let Ok(plan) = plan_recovery(&top, &state, &event, "rec-1") {
+                out.push((event, plan));
+            }
+        }
+    }
+    out
+}
+
 /// What a server line says: in maintenance or not, and where.
 type Line = (Option<bool>, Option<(Addr, Option<u16>)>);
 
@@ -96,38 +111,30 @@ fn proxy_of(a: &Action) -> Option<&str> {
 /// no runtime change is left unwritten at the end of a plan.
 #[test]
 fn every_runtime_change_is_written_into_haproxy_cfg_by_a_later_step() {
-    let mut plans = 0;
-    for text in EXAMPLES {
-        let top = topology(text);
-        let state = ObservedState::assumed(&top);
-        for event in events(&top) {
-            let Ok(plan) = plan_recovery(&top, &state, &event, "rec-1") else {
+    let all = plans();
+    assert!(all.len() > 20, "only {} plans", all.len());
+    for (event, plan) in all {
+        let mut runtime: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
+        let mut config: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
+        for step in &plan.steps {
+            let Some(proxy) = proxy_of(&step.action) else {
                 continue;
             };
-            plans += 1;
-            let mut runtime: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
-            let mut config: BTreeMap<String, BTreeMap<String, Line>> = BTreeMap::new();
-            for step in &plan.steps {
-                let Some(proxy) = proxy_of(&step.action) else {
-                    continue;
-                };
-                if let Action::PersistProxyConfig { .. } = step.action {
-                    let c = config.entry(proxy.to_owned()).or_default();
-                    apply(c, &step.action);
-                    assert_eq!(
-                        Some(&*c),
-                        runtime.get(proxy),
-                        "{event}: step {} leaves {proxy}'s haproxy.cfg unlike its runtime",
-                        step.index
-                    );
-                } else {
-                    apply(runtime.entry(proxy.to_owned()).or_default(), &step.action);
-                }
+            if let Action::PersistProxyConfig { .. } = step.action {
+                let c = config.entry(proxy.to_owned()).or_default();
+                apply(c, &step.action);
+                assert_eq!(
+                    Some(&*c),
+                    runtime.get(proxy),
+                    "{event}: step {} leaves {proxy}'s haproxy.cfg unlike its runtime",
+                    step.index
+                );
+            } else {
+                apply(runtime.entry(proxy.to_owned()).or_default(), &step.action);
             }
-            assert_eq!(config, runtime, "{event}: runtime changes left unwritten");
         }
+        assert_eq!(config, runtime, "{event}: runtime changes left unwritten");
     }
-    assert!(plans > 20, "only {plans} plans");
 }
 
 /// No write between a fence and the promotion after it, nor between a promotion and the
@@ -135,32 +142,26 @@ fn every_runtime_change_is_written_into_haproxy_cfg_by_a_later_step() {
 /// the failover path waits for no file write.
 #[test]
 fn no_haproxy_cfg_write_lies_on_the_failover_path() {
-    for text in EXAMPLES {
-        let top = topology(text);
-        let state = ObservedState::assumed(&top);
-        for event in events(&top) {
-            let Ok(plan) = plan_recovery(&top, &state, &event, "rec-1") else {
+    for (event, plan) in plans() {
+        let kinds: Vec<&str> = plan.steps.iter().map(|s| s.action.kind()).collect();
+        for (k, kind) in kinds.iter().enumerate() {
+            if *kind != "promote" {
                 continue;
-            };
-            let kinds: Vec<&str> = plan.steps.iter().map(|s| s.action.kind()).collect();
-            for (k, kind) in kinds.iter().enumerate() {
-                if *kind != "promote" {
-                    continue;
-                }
-                let from = kinds[..k].iter().rposition(|x| *x == "fence").unwrap_or(k);
-                let to = kinds[k..]
-                    .iter()
-                    .position(|x| *x == "activate")
-                    .map_or(k, |a| k + a);
-                assert!(
-                    !kinds[from..=to].contains(&"persist"),
-                    "{event}: a haproxy.cfg write on the failover path: {kinds:?}"
-                );
             }
-            for (k, step) in plan.steps.iter().enumerate() {
-                // A pause holds the old master's writes until its unpause; a fenced server
-                // that answers may be a writable master until its `REPLICAOF`.
-                let until = match &step.action {
+            let from = kinds[..k].iter().rposition(|x| *x == "fence").unwrap_or(k);
+            let to = kinds[k..]
+                .iter()
+                .position(|x| *x == "activate")
+                .map_or(k, |a| k + a);
+            assert!(
+                !kinds[from..=to].contains(&"persist"),
+                "{event}: a haproxy.cfg write on the failover path: {kinds:?}"
+            );
+        }
+        for (k, step) in plan.steps.iter().enumerate() {
+            // A pause holds the old master's writes until its unpause; a fenced server
+            // that answers may be a writable master until its `REPLICAOF`.
+            let until = match &step.action {
                     Action::PauseWrites { server, .. } => plan.steps[k..].iter().position(
                         |s| matches!(&s.action, Action::Unpause { server: u } if u == server),
                     ),
@@ -170,19 +171,18 @@ fn no_haproxy_cfg_write_lies_on_the_failover_path() {
                     }),
                     _ => None,
                 };
-                // (A server restarted or replaced first was not writable meanwhile.)
-                let restarted = |len: usize| {
-                    kinds[k..k + len]
-                        .iter()
-                        .any(|x| matches!(*x, "playbook" | "launch" | "terminate"))
-                };
-                if let Some(len) = until.filter(|len| !restarted(*len)) {
-                    assert!(
-                        !kinds[k..k + len].contains(&"persist"),
-                        "{event}: a haproxy.cfg write while step {} holds: {kinds:?}",
-                        step.index
-                    );
-                }
+            // (A server restarted or replaced first was not writable meanwhile.)
+            let restarted = |len: usize| {
+                kinds[k..k + len]
+                    .iter()
+                    .any(|x| matches!(*x, "playbook" | "launch" | "terminate"))
+            };
+            if let Some(len) = until.filter(|len| !restarted(*len)) {
+                assert!(
+                    !kinds[k..k + len].contains(&"persist"),
+                    "{event}: a haproxy.cfg write while step {} holds: {kinds:?}",
+                    step.index
+                );
             }
         }
     }
