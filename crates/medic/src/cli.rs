@@ -340,6 +340,7 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
 mod group;
 mod import;
 mod lab;
+mod providers;
 mod run;
 
 pub fn main() -> ExitCode {

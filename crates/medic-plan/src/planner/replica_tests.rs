@@ -1,0 +1,333 @@
+//! The planner with more than one replica per shard: which replica is promoted, and how the
+//! others follow the new master.
+
+use medic_topology::Topology;
+
+use super::tests::{BARTON, died, lost, outline, plan, position, topology};
+use super::*;
+use crate::state::ReplicaState;
+
+fn three_replicas() -> (Topology, ObservedState) {
+    let text = BARTON
+        .replace(
+            "  - {name: haproxy1,",
+            "  - {name: redis3, role: redis, ami: redis, instance_type: r6i.large, address: 10.0.3.11}\n  - {name: redis4, role: redis, ami: redis, instance_type: r6i.large, address: 10.0.4.11}\n  - {name: haproxy1,",
+        )
+        .replace("replicas: [redis2]}", "replicas: [redis2, redis3, redis4]}");
+    let top = topology(&text);
+    let mut state = ObservedState::assumed(&top);
+    let s = state.shards.get_mut("r9001").unwrap();
+    s.master_offset = Some(10_000);
+    s.replicas[0].offset = Some(9_000);
+    s.replicas[1].offset = Some(9_900);
+    s.replicas[2].offset = None;
+    (top, state)
+}
+
+fn switch(s: &str, to: Option<&str>) -> Event {
+    Event::Switchover {
+        shard: s.into(),
+        to: to.map(str::to_owned),
+    }
+}
+
+/// Every replica of a shard follows its master: when another replica is promoted, each
+/// other surviving replica is pointed at the new master — after the promotion and after
+/// the proxies route to it, clients first — and waited for, before the plan ends. The lost
+/// server itself is left to the steps that replace or restart it.
+#[test]
+fn other_replicas_follow_the_new_master() {
+    let (top, state) = three_replicas();
+    // Both shards have three replicas (r9002 all at offset 0: the first listed is promoted).
+    // After earlier failovers: redis2 is r9001's master, redis4 its most advanced replica;
+    // redis2 is still a replica of r9002 (which promotes nothing when redis2 is lost).
+    let mut moved = state.clone();
+    let s = moved.shards.get_mut("r9001").unwrap();
+    s.master = "redis2".into();
+    s.replicas = [
+        ("redis1", Some(9_000)),
+        ("redis3", None),
+        ("redis4", Some(9_950)),
+    ]
+    .into_iter()
+    .map(|(m, offset)| ReplicaState {
+        machine: m.into(),
+        offset,
+    })
+    .collect();
+    // (event, state, the shard, its new master, the replicas re-pointed, the failed one)
+    type Row<'s> = (
+        Event,
+        &'s ObservedState,
+        &'s str,
+        &'s str,
+        Vec<&'s str>,
+        &'s str,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            lost("redis1"),
+            &state,
+            "r9001",
+            "redis3",
+            vec!["redis2", "redis4"],
+            "redis1",
+        ),
+        (
+            lost("redis1"),
+            &state,
+            "r9002",
+            "redis2",
+            vec!["redis3", "redis4"],
+            "redis1",
+        ),
+        (
+            died("r9001", "redis1"),
+            &state,
+            "r9001",
+            "redis3",
+            vec!["redis2", "redis4"],
+            "redis1",
+        ),
+        (
+            switch("r9001", None),
+            &state,
+            "r9001",
+            "redis3",
+            vec!["redis2", "redis4"],
+            "redis1",
+        ),
+        (
+            switch("r9001", Some("redis2")),
+            &state,
+            "r9001",
+            "redis2",
+            vec!["redis3", "redis4"],
+            "redis1",
+        ),
+        (
+            lost("redis2"),
+            &moved,
+            "r9001",
+            "redis4",
+            vec!["redis1", "redis3"],
+            "redis2",
+        ),
+        (
+            died("r9001", "redis2"),
+            &moved,
+            "r9001",
+            "redis4",
+            vec!["redis1", "redis3"],
+            "redis2",
+        ),
+    ];
+    let sync_ms = top.policy.sync_timeout.value.as_millis() as u64;
+    for (event, state, shard, new, others, failed) in rows {
+        let p = plan(&top, state, &event);
+        let o = outline(&p);
+        let at = |pred: &dyn Fn(&Action) -> bool| position(&p, pred);
+        let promoted = at(&|a| {
+            matches!(a, Action::PromoteReplica { server, .. }
+                if server.shard == shard && server.machine == new)
+        });
+        assert_eq!(promoted.len(), 1, "{event}: {o:#?}");
+        let activated = at(&|a| {
+            matches!(a, Action::ActivateServer { server, .. }
+                if server.backend == vars::proxy_backend(shard) && server.server == new)
+        });
+        assert_eq!(activated.len(), 2, "{event}: {o:#?}");
+        let routed = activated.iter().max().copied().unwrap();
+        assert!(promoted[0] < routed, "{event}: {o:#?}");
+        // The plan's end: its last monitor, else its last step.
+        let end = at(&|a| matches!(a, Action::Monitor { .. }))
+            .last()
+            .copied()
+            .unwrap_or(p.steps.len() + 1);
+        let port = top.shard(shard).unwrap().port.value;
+        let master = addr_of(state, new);
+        for r in &others {
+            let server = RedisServer {
+                shard: shard.into(),
+                machine: (*r).into(),
+                address: addr_of(state, r),
+                port,
+            };
+            let replicaof = at(&|a| {
+                *a == Action::ReplicaOf {
+                    server: server.clone(),
+                    master: master.clone(),
+                    master_port: port,
+                }
+            });
+            let waits = at(&|a| {
+                *a == Action::WaitInSync {
+                    server: server.clone(),
+                    master: master.clone(),
+                    master_port: port,
+                    timeout_ms: sync_ms,
+                }
+            });
+            assert_eq!(
+                (replicaof.len(), waits.len()),
+                (1, 1),
+                "{event}: {shard}@{r} re-pointed at {new} {replicaof:?}, waited {waits:?}: {o:#?}"
+            );
+            assert!(
+                routed < replicaof[0] && replicaof[0] < waits[0] && waits[0] < end,
+                "{event}: {shard}@{r}: routed at {routed}, replicaof {replicaof:?}, wait {waits:?}, end {end}: {o:#?}"
+            );
+        }
+        // Nothing else of the shard is re-pointed but the failed server, and that only by
+        // the steps that restart or replace it (a lost machine: once it is reachable again).
+        let repointed: Vec<&str> = p
+            .steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::ReplicaOf { server, .. } if server.shard == shard => {
+                    Some(server.machine.as_str())
+                }
+                _ => None,
+            })
+            .filter(|m| *m != failed)
+            .collect();
+        assert_eq!(repointed, others, "{event}: {o:#?}");
+        if let Event::MachineLost { machine } = &event {
+            let reachable =
+                at(&|a| matches!(a, Action::WaitReachable { machine: m, .. } if m == machine));
+            let addressed = at(&|a| {
+                matches!(a, Action::ReplicaOf { server, .. } | Action::WaitInSync { server, .. }
+                    if server.machine == *machine)
+            });
+            assert!(
+                addressed
+                    .iter()
+                    .all(|i| reachable.first().is_some_and(|r| r < i)),
+                "{event}: {machine} addressed at {addressed:?}, reachable at {reachable:?}: {o:#?}"
+            );
+        }
+    }
+}
+
+/// The whole plan when the master of two shards with three replicas each is lost: in each,
+/// the two replicas left are pointed at the new master as soon as clients are routed to it, and waited for once the lost machine is
+/// replaced.
+#[test]
+fn a_lost_master_of_three_replicas_plan() {
+    let (top, state) = three_replicas();
+    assert_eq!(
+        outline(&plan(&top, &state, &lost("redis1"))),
+        [
+            "unmonitor redis1",
+            "fence redis-r9001/redis1 on haproxy1",
+            "fence redis-r9001/redis1 on haproxy2",
+            "fence redis-r9002/redis1 on haproxy1",
+            "fence redis-r9002/redis1 on haproxy2",
+            "fence-source redis1",
+            "promote r9001@redis3",
+            "promote r9002@redis2",
+            "activate redis-r9001/redis3 on haproxy1",
+            "activate redis-r9001/redis3 on haproxy2",
+            "activate redis-r9002/redis2 on haproxy1",
+            "activate redis-r9002/redis2 on haproxy2",
+            "replicaof r9001@redis2",
+            "replicaof r9001@redis4",
+            "replicaof r9002@redis3",
+            "replicaof r9002@redis4",
+            "persist haproxy.cfg on haproxy1",
+            "persist haproxy.cfg on haproxy2",
+            "terminate redis1",
+            "launch redis1",
+            "wait-ssh redis1",
+            "playbook redis1",
+            "replicaof r9001@redis1",
+            "replicaof r9002@redis1",
+            "wait-sync r9001@redis1",
+            "wait-sync r9002@redis1",
+            "set-address redis-r9001/redis1 on haproxy1",
+            "set-address redis-r9001/redis1 on haproxy2",
+            "set-address redis-r9002/redis1 on haproxy1",
+            "set-address redis-r9002/redis1 on haproxy2",
+            "persist haproxy.cfg on haproxy1",
+            "persist haproxy.cfg on haproxy2",
+            "wait-sync r9001@redis2",
+            "wait-sync r9001@redis4",
+            "wait-sync r9002@redis3",
+            "wait-sync r9002@redis4",
+            "monitor redis1",
+        ]
+    );
+}
+
+#[test]
+fn the_most_advanced_replica_is_promoted() {
+    let (top, state) = three_replicas();
+    let p = plan(&top, &state, &lost("redis1"));
+    let promoted: Vec<(String, u64, u64)> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::PromoteReplica {
+                server,
+                offset,
+                lag_bytes,
+            } if server.shard == "r9001" => Some((server.machine.clone(), *offset, *lag_bytes)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted, [("redis3".to_owned(), 9_900, 100)]);
+    // The proxies are routed to the one promoted, not to the first listed.
+    assert!(outline(&p).contains(&"activate redis-r9001/redis3 on haproxy1".to_owned()));
+}
+
+#[test]
+fn a_replica_too_far_behind_is_not_promoted_and_the_machine_is_kept() {
+    let (top, mut state) = three_replicas();
+    let s = state.shards.get_mut("r9001").unwrap();
+    s.master_offset = Some(10_000_000);
+    let p = plan(&top, &state, &lost("redis1"));
+    let o = outline(&p);
+    assert!(!o.iter().any(|l| l.starts_with("promote r9001")), "{o:#?}");
+    assert!(
+        !o.iter()
+            .any(|l| l.starts_with("terminate") || l.starts_with("launch")),
+        "{o:#?}"
+    );
+    let alerts: Vec<&str> = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Alert { message, .. } => Some(message.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001 lost its master redis1; the best replica redis3 is 9990100 bytes behind (policy.max_promotion_lag_bytes is 1048576), so it is not promoted automatically",
+            "redis1 is left as it is (not terminated): shard r9001 has no master, and redis1's disk may hold the only copy of its latest writes",
+        ]
+    );
+    // The other shard still fails over: one refusal does not hold the rest.
+    assert!(o.contains(&"promote r9002@redis2".to_owned()), "{o:#?}");
+}
+
+#[test]
+fn a_replica_never_seen_in_sync_is_not_promoted() {
+    let top = topology(BARTON);
+    let mut state = ObservedState::assumed(&top);
+    state.shards.get_mut("r9001").unwrap().replicas[0].offset = None;
+    let o = outline(&plan(&top, &state, &died("r9001", "redis1")));
+    assert_eq!(
+        o,
+        [
+            "unmonitor r9001@redis1",
+            "fence redis-r9001/redis1 on haproxy1",
+            "fence redis-r9001/redis1 on haproxy2",
+            "persist haproxy.cfg on haproxy1",
+            "persist haproxy.cfg on haproxy2",
+            "alert CRITICAL",
+            "alert CRITICAL",
+        ]
+    );
+}
