@@ -16,6 +16,8 @@ HAProxy every 2 ms with a 200 ms budget — one plain, one following each write 
   restart  the same, and 5 s later the killed master is started again, empty, as a master
            (what a supervisor that restarts redis does)
   machine  the master's machine crashes (its link goes down, its processes die: silent)
+  proxy    (`--setup lab` only) haproxy1's machine crashes, the app proxy's primary for
+           every shard: the clients' writes must move to haproxy2 through the app proxy
   switchover  `medic switchover r9001` (medic's designs only): the planned move of the master
 
 Designs (`--designs`), each on a fresh lab:
@@ -57,7 +59,7 @@ Reported per run and, per design and scenario, as min / median / max over the ru
            acknowledged keys that server lacks, so a divergent server shows.
   failed   writes that did not complete OK.
 
-  bench/failover.py [--runs 5] [--scenarios process,restart,machine] [--setup issue|lab]
+  bench/failover.py [--runs 5] [--scenarios process,restart,machine,proxy] [--setup issue|lab]
                     [--designs medic,medic-seedha,sentinel1000,sentinel500,sentinel-script,seed]
                     [--check-interval 100ms] [--smoke]
 
@@ -65,6 +67,7 @@ Needs root (the lab). Designs and scenarios are interleaved run by run.
 """
 
 import argparse
+import contextlib
 import csv
 import json
 import os
@@ -469,24 +472,24 @@ def bridge_links_up():
     return links
 
 
-def crash_machine(topo):
-    """`medic lab fault redis1 crash`, which takes the machine's link down first (silence), then
+def crash_machine(topo, machine="redis1"):
+    """`medic lab fault MACHINE crash`, which takes the machine's link down first (silence), then
     kills its processes. Returns (before, after): the last moment the link was seen up and the
     first it was seen down, watching the bridge while the command runs."""
     up = {link for link, is_up in bridge_links_up().items() if is_up}
     last_up = clock()
-    fault = subprocess.Popen([MEDIC, "lab", "fault", "redis1", "crash", "--topology", topo],
+    fault = subprocess.Popen([MEDIC, "lab", "fault", machine, "crash", "--topology", topo],
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     while True:
         at = clock()
         if any(not is_up for link, is_up in bridge_links_up().items() if link in up):
             break
         if fault.poll() is not None:
-            raise RuntimeError(f"`medic lab fault redis1 crash` took no link down: {fault.stderr.read()}")
+            raise RuntimeError(f"`medic lab fault {machine} crash` took no link down: {fault.stderr.read()}")
         last_up = at
     down = clock()
     if fault.wait() != 0:
-        raise RuntimeError(f"`medic lab fault redis1 crash` failed: {fault.stderr.read()}")
+        raise RuntimeError(f"`medic lab fault {machine} crash` failed: {fault.stderr.read()}")
     return last_up, down
 
 
@@ -498,6 +501,8 @@ def inject_fault(scenario, topo, medic_topo):
         before = clock()
         sh(MEDIC, "switchover", "r9001", "-t", medic_topo)
         return before, clock()
+    if scenario == "proxy":
+        return crash_machine(topo, "haproxy1")
     return crash_machine(topo)
 
 
@@ -714,10 +719,11 @@ def must_recover(design, kind, scenario):
     """Whether --smoke requires this client to recover: medic's and sentinel-script's plain
     client always; the WAIT 1 client only where a replica comes back within the run — medic
     restarts a killed process as one, and replaces a crashed machine only on the lab provider
-    (`--setup lab`); under Sentinel nothing brings a replica back in the run."""
+    (`--setup lab`); under Sentinel nothing brings a replica back in the run. A crashed proxy
+    (`proxy`) leaves the shard's replica as it was: both clients must recover."""
     if design not in ASSERTED:
         return False
-    if kind == "plain":
+    if kind == "plain" or scenario == "proxy":
         return True
     return design == "medic" and (scenario != "machine" or SETUP == "lab")
 
@@ -846,6 +852,8 @@ def main():
     p.add_argument("--haproxy", help="proxies.haproxy settings for the medic and sentinel-script designs "
                    "(both keep HAProxy as medic's playbook renders it), as YAML flow, "
                    "e.g. '{timeout_connect: 50ms, retries: 8}' (default: the playbook's defaults)")
+    p.add_argument("--keep", metavar="DIR", help="keep every run's files (medic's log, the clients' CSVs, "
+                   "medic's history) in DIR instead of a temporary directory")
     p.add_argument("--check-interval", help="medic's redis check interval, e.g. 100ms (default: the example's 250ms)")
     a = p.parse_args()
     global CHECK, SETUP, HAPROXY
@@ -854,13 +862,16 @@ def main():
     SETUP = a.setup
     runs, duration = (1, 7) if a.smoke else (a.runs, 12)
     scenarios = a.scenarios.split(",")
+    if "proxy" in scenarios and SETUP != "lab":
+        sys.exit("bench/failover.py: the proxy scenario needs --setup lab (the app proxy and its two proxies)")
     designs = a.designs.split(",")
     if a.smoke and a.designs == p.get_default("designs"):
         designs = ["medic", "sentinel1000", "sentinel-script"]
 
     subprocess.run(["cargo", "build", "-q", "--locked", "-p", "medic", "-p", "medic-bench"], check=True, cwd=ROOT)
     results = {(g, s): [] for g in designs for s in scenarios}
-    with tempfile.TemporaryDirectory() as d:
+    with (contextlib.nullcontext(a.keep) if a.keep else tempfile.TemporaryDirectory()) as d:
+        os.makedirs(d, exist_ok=True)
         topos = topology(d)
         for i in range(runs):
             for s in scenarios:

@@ -139,6 +139,9 @@ pub struct CheckResult {
     /// A redis server's replication as it answered.
     pub info: Option<ReplicationInfo>,
     pub took: Duration,
+    /// Silence of the machine itself: the check went unanswered and neither did a fresh TCP
+    /// connection to its port, each within this long ([`crate::knock`]).
+    pub knocked: Option<Duration>,
 }
 
 /// Where each machine is and which are not to be checked: shared with the check tasks, which
@@ -336,6 +339,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let mut next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
     let mut probe: Option<Probe> = None;
     let mut seen = None;
+    let mut suspicion = crate::knock::Suspicion::default();
     let tick = tick_for(interval);
     loop {
         tokio::time::sleep_until(on_tick(next, epoch, tick)).await;
@@ -350,6 +354,9 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
             continue;
         };
         let started = Instant::now();
+        let after = suspicion.after(within);
+        let door = knock_at(&target, ip, port, &listens, reach);
+        let mut knocked = None;
         let (observation, detail, info) = match &*target {
             Target::Redis { .. } => {
                 let addr = RedisAddr::new(ip, port);
@@ -357,16 +364,29 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     Some(p) if p.addr == addr => p,
                     slot => slot.insert(redis.probe(addr, None, within)),
                 };
-                redis_result(p.check().await, within)
+                match crate::knock::or_knock(p.check(), door, after).await {
+                    Ok(r) => redis_result(r, within),
+                    Err(why) => {
+                        // Its request abandoned: the next check connects afresh.
+                        probe = None;
+                        knocked = Some(after);
+                        (Observation::Silent, why.into(), None)
+                    }
+                }
             }
             // The other checks' futures are boxed: a task's future is as large as the largest
             // it awaits, and the redis probe's tasks are the thousands.
             Target::Proxy { machine } | Target::App { machine } => {
-                let (o, d) = Box::pin(proxy_check(
+                let check = Box::pin(proxy_check(
                     &api_for, machine, ip, port, &listens, reach, within,
-                ))
-                .await;
-                (o, d.into(), None)
+                ));
+                match crate::knock::or_knock(check, door, after).await {
+                    Ok((o, d)) => (o, d.into(), None),
+                    Err(why) => {
+                        knocked = Some(after);
+                        (Observation::Silent, why.into(), None)
+                    }
+                }
             }
             Target::Service { machine, .. } => match &service {
                 Some(how) if how.kind == medic_topology::CheckKind::Command => {
@@ -381,16 +401,43 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 None => continue,
             },
         };
+        let took = started.elapsed();
+        if observation == Observation::Ok {
+            suspicion.answered(took);
+        }
         let result = CheckResult {
             target: Arc::clone(&target),
             at_ms: now_ms(),
             observation,
             detail,
             info,
-            took: started.elapsed(),
+            took,
+            knocked,
         };
         sink(result);
     }
+}
+
+/// Where a late check of `target` knocks ([`crate::knock`]): the port it checks, a HAProxy's
+/// first frontend (its runtime API where that is on the network). Only ports medic already
+/// reaches: a firewall that drops packets to other ports would make any machine seem silent.
+/// A service's check is not joined by a knock: its machine is judged by `fall` misses.
+fn knock_at(
+    target: &Target,
+    ip: IpAddr,
+    port: u16,
+    listens: &[u16],
+    reach: Reach,
+) -> Option<std::net::SocketAddr> {
+    let port = match target {
+        Target::Redis { .. } => Some(port),
+        Target::Proxy { .. } | Target::App { .. } => listens
+            .first()
+            .copied()
+            .or((reach == Reach::Network).then_some(port)),
+        Target::Service { .. } => None,
+    }?;
+    Some(std::net::SocketAddr::new(ip, port))
 }
 
 /// A `command` check: exit 0 is healthy, any other exit unhealthy (the machine answered);

@@ -14,6 +14,7 @@ pub mod core;
 pub mod http;
 pub mod hygiene;
 pub mod journal;
+pub mod knock;
 pub mod notify;
 mod page;
 pub mod service_check;

@@ -41,6 +41,9 @@ pub enum Probe {
     Connect,
     /// An HTTP request to a service: any reply line is an answer (a hung server gives none).
     Http,
+    /// A TCP connection within this long: the machine's kernel accepting or refusing it is an
+    /// answer, whatever its processes do ([`crate::knock`]).
+    Knock(std::time::Duration),
 }
 
 /// An observer's own, passive view of the silent machine, asked when it cannot probe first-hand.

@@ -107,7 +107,8 @@ pub struct Sim {
     persisted: Saved,
     journal: BTreeMap<String, Journaled>,
     runners: BTreeMap<String, Runner>,
-    asks: Vec<(u64, Target, bool)>,
+    /// Questions to the witnesses: when they answer, of whom, asked ahead, knocking.
+    asks: Vec<(u64, Target, bool, bool)>,
     checks: Vec<(Target, u64, u64)>,
     faults: Vec<Planned>,
     /// Crash the controller right after the n-th executed step, before its outcome is
@@ -387,17 +388,22 @@ impl Sim {
                 .into(),
                 info,
                 took: std::time::Duration::ZERO,
+                // Silence in this world is always the machine's: unreachable or hung whole.
+                knocked: (observation == Observation::Silent)
+                    .then_some(medic_controller::knock::FLOOR),
             };
             let out = self.core.on_check(&r);
             self.carry_out(out);
         }
         // Witnesses answering.
-        let due: Vec<(u64, Target, bool)> =
+        let due: Vec<(u64, Target, bool, bool)> =
             self.asks.iter().filter(|a| a.0 <= now).cloned().collect();
         self.asks.retain(|a| a.0 > now);
-        for (_, target, ahead) in due {
-            let (w, first_hand) = self.witnesses(&target);
-            let out = self.core.on_witnesses(&target, ahead, w, first_hand, now);
+        for (_, target, ahead, knock) in due {
+            let (w, first_hand) = self.witnesses(&target, knock);
+            let out = self
+                .core
+                .on_witnesses(&target, ahead, knock, w, first_hand, now);
             self.carry_out(out);
         }
         let out = self.core.schedule(now);
@@ -447,9 +453,14 @@ impl Sim {
                 }
                 Output::Notify { event, message, .. } => self.note(format!("{event}: {message}")),
                 Output::Detected { .. } => {}
-                Output::Ask { target, ahead } => {
+                Output::Ask {
+                    target,
+                    ahead,
+                    knock,
+                } => {
                     let delay = 50 + self.rng.below(400);
-                    self.asks.push((self.now + delay, target, ahead));
+                    self.asks
+                        .push((self.now + delay, target, ahead, knock.is_some()));
                 }
                 Output::Start { recovery } => self.start(recovery),
                 Output::Save => self.persisted = self.core.saved.clone(),

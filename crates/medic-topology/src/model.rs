@@ -588,11 +588,11 @@ fn default_redis_check() -> Spanned<Check> {
 
 fn default_haproxy_check() -> Spanned<Check> {
     unspanned(Check {
-        interval: Dur::from_millis(500),
-        timeout: Dur::from_millis(400),
+        interval: Dur::from_millis(250),
+        timeout: Dur::from_millis(200),
         fall: 3,
         rise: 2,
-        jitter: Dur::from_millis(50),
+        jitter: Dur::from_millis(25),
     })
 }
 

@@ -9,6 +9,10 @@ use medic_haproxy::{OpState, ProxyApi as _, RuntimeApi};
 use medic_redis::{LinkStatus, Role};
 
 use super::{Controller, WITNESS_WITHIN, lock, replication_now};
+
+/// How long the last look's knocks may take (see [`Controller::answers`]) when no check of the
+/// machine knocked: else as long as its checks' latest knock.
+const LAST_KNOCK: std::time::Duration = std::time::Duration::from_millis(150);
 use crate::checks::Target;
 use crate::core::LINK_SILENT_SECS;
 use crate::witness::{Passive, Probe, merge, observers};
@@ -17,8 +21,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// Asks every configured observer of `target`'s machine, all at once. The flag says whether
     /// every observer answered first-hand (asked to probe it now, over its SSH session) rather
     /// than from its own, slower, checks. A machine whose address is unknown has every
-    /// observer unknown.
-    pub(super) async fn witnesses(&self, target: &Target) -> (Witnesses, bool) {
+    /// observer unknown. With `knock`, each is asked to knock at the machine instead (a TCP
+    /// connection to the port it would probe, any answer counting) within that long, at least
+    /// [`crate::knock::WITNESS_FLOOR`]; one that cannot be asked is unknown (its own checks
+    /// are too slow to say anything this early).
+    pub(super) async fn witnesses(
+        &self,
+        target: &Target,
+        knock: Option<std::time::Duration>,
+    ) -> (Witnesses, bool) {
         let loaded = self.top();
         let top = &loaded.topology;
         let observed = lock(&self.inner.st).core.saved.observed.clone();
@@ -31,7 +42,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let mut set = tokio::task::JoinSet::new();
         for (i, a) in asks.iter().enumerate() {
             let c = self.clone();
-            let (observer, probe, how) = (a.observer.clone(), a.probe, a.how);
+            let (observer, probe) = (a.observer.clone(), a.probe);
+            let how = match knock {
+                Some(within) => Probe::Knock(within.max(crate::knock::WITNESS_FLOOR)),
+                None => a.how,
+            };
             set.spawn(async move { (i, c.ask_from(&observer, probe, how).await) });
         }
         let mut first_hand = vec![None; asks.len()];
@@ -46,8 +61,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 None => {
                     all_first_hand = false;
                     match &a.passive {
-                        None => None,
-                        Some(p) => self.passive_view(p, target.machine()).await,
+                        Some(p) if knock.is_none() => self.passive_view(p, target.machine()).await,
+                        _ => None,
                     }
                 }
             });
@@ -90,7 +105,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let observed_ip = lock(&self.inner.st).core.saved.observed.address(observer)?;
         let host = medic_exec::ssh_host(top, observer, observed_ip);
         let script = probe_script(at, how, self.inner.redis.tls.is_some());
-        let command = format!("timeout 0.4 bash -c {}", medic_ssh::shell_quote(&script));
+        let bound = match how {
+            Probe::Knock(within) => format!("{:.3}", within.as_secs_f64()),
+            _ => "0.4".to_owned(),
+        };
+        let command = format!(
+            "LC_ALL=C timeout {bound} bash -c {}",
+            medic_ssh::shell_quote(&script)
+        );
         let out = tokio::time::timeout(
             std::time::Duration::from_millis(1500),
             self.inner
@@ -150,37 +172,38 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
-    /// The last look before terminating a lost machine: does any of its servers (a few of its
-    /// redis servers, or its HAProxy: a frontend, or the runtime API where it is on the
-    /// network) answer the monitor host now?
+    /// The last look before fencing at the source or terminating a lost machine: does any of
+    /// its servers (a few of its redis servers, or its HAProxy: a frontend, or the runtime API
+    /// where it is on the network) answer the monitor host now? First a knock at each
+    /// ([`crate::knock`], [`LAST_KNOCK`]): a machine whose kernel answers none of them has no
+    /// server that could, and the recovery goes on at once instead of after every probe's
+    /// bound.
     pub(super) async fn answers(&self, machine: &str) -> bool {
         let loaded = self.top();
         let top = &loaded.topology;
-        let Some(ip) = lock(&self.inner.st).core.saved.observed.address(machine) else {
+        let (ip, knock_within) = {
+            let st = lock(&self.inner.st);
+            let knocked = st
+                .core
+                .health
+                .iter()
+                .filter(|(t, _)| t.machine() == machine)
+                .filter_map(|(_, h)| h.knocked)
+                .max();
+            (st.core.saved.observed.address(machine), knocked)
+        };
+        let Some(ip) = ip else {
             return false;
         };
-        let mut probes = tokio::task::JoinSet::new();
-        let ports = top
+        let knock_within = knock_within.unwrap_or(LAST_KNOCK);
+        let redis_ports: Vec<u16> = top
             .shards
             .iter()
             .map(|s| &s.value)
             .filter(|s| medic_topology::Topology::shard_machines(s).any(|m| m == machine))
             .map(|s| s.port.value)
-            .take(crate::witness::WITNESS_SHARDS);
-        for port in ports {
-            // Any reply is an answer: a server that refuses medic's login runs.
-            let redis = self.inner.redis.clone();
-            probes.spawn(async move {
-                let addr = medic_redis::RedisAddr::new(ip, port);
-                let mut probe = redis.probe(addr, None, WITNESS_WITHIN);
-                matches!(
-                    probe.check().await,
-                    medic_redis::ProbeResult::Up { .. }
-                        | medic_redis::ProbeResult::ErrorReply { .. }
-                        | medic_redis::ProbeResult::WrongRole { .. }
-                )
-            });
-        }
+            .take(crate::witness::WITNESS_SHARDS)
+            .collect();
         let frontends: Vec<u16> = if top.proxy_machines().any(|p| p == machine) {
             top.proxies
                 .value
@@ -195,7 +218,49 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 .flat_map(|a| a.value.frontends.iter().map(|f| f.value.listen.value))
                 .collect()
         };
-        for port in frontends.into_iter().take(crate::witness::WITNESS_SHARDS) {
+        let frontends: Vec<u16> = frontends
+            .into_iter()
+            .take(crate::witness::WITNESS_SHARDS)
+            .collect();
+        let api = top
+            .runtime_api_of(machine)
+            .filter(|r| r.reach == medic_topology::Reach::Network)
+            .map(|r| r.port.value);
+        let doors: Vec<u16> = redis_ports
+            .iter()
+            .chain(&frontends)
+            .chain(&api)
+            .copied()
+            .collect();
+        let mut knocks = tokio::task::JoinSet::new();
+        for port in doors {
+            knocks.spawn(crate::knock::knock(SocketAddr::new(ip, port), knock_within));
+        }
+        let mut any_knock = false;
+        let mut silent = true;
+        while let Some(k) = knocks.join_next().await {
+            any_knock = true;
+            silent &= matches!(k, Ok(crate::knock::Knocked::Silent(_)));
+        }
+        if any_knock && silent {
+            return false;
+        }
+        let mut probes = tokio::task::JoinSet::new();
+        for port in redis_ports {
+            // Any reply is an answer: a server that refuses medic's login runs.
+            let redis = self.inner.redis.clone();
+            probes.spawn(async move {
+                let addr = medic_redis::RedisAddr::new(ip, port);
+                let mut probe = redis.probe(addr, None, WITNESS_WITHIN);
+                matches!(
+                    probe.check().await,
+                    medic_redis::ProbeResult::Up { .. }
+                        | medic_redis::ProbeResult::ErrorReply { .. }
+                        | medic_redis::ProbeResult::WrongRole { .. }
+                )
+            });
+        }
+        for port in frontends {
             probes.spawn(async move {
                 matches!(
                     tokio::time::timeout(
@@ -207,10 +272,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 )
             });
         }
-        let api = top
-            .runtime_api_of(machine)
-            .filter(|r| r.reach == medic_topology::Reach::Network)
-            .map(|r| r.port.value);
         if let Some(port) = api {
             probes.spawn(async move {
                 let mut rt = RuntimeApi::tcp(SocketAddr::new(ip, port));
@@ -245,6 +306,14 @@ fn probe_script(at: SocketAddr, how: Probe, tls: bool) -> String {
         );
     }
     let send = match how {
+        // Any answer of the kernel: accepted, or refused.
+        Probe::Knock(_) => {
+            return format!(
+                "e=$(exec 3<>/dev/tcp/{}/{} 2>&1) && exit 0; case $e in *refused*) exit 0;; esac; exit 3",
+                at.ip(),
+                at.port()
+            );
+        }
         Probe::Ping => "PING\\r\\n",
         Probe::RuntimeApi => "show info\\n",
         Probe::Http => "GET / HTTP/1.0\\r\\nUser-Agent: medic-witness\\r\\n\\r\\n",

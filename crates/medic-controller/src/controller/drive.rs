@@ -53,7 +53,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 Output::Detected { seconds } => {
                     lock(&self.inner.st).metrics.detection_seconds = seconds;
                 }
-                Output::Ask { target, ahead } => self.ask(target, ahead),
+                Output::Ask {
+                    target,
+                    ahead,
+                    knock,
+                } => self.ask(target, ahead, knock),
                 Output::Start { recovery } => self.spawn_recovery(recovery),
                 Output::Save => {
                     let st = lock(&self.inner.st);
@@ -65,14 +69,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
 
     /// Asks the witnesses of `target`'s machine in a task of its own; their answer goes to
     /// the core.
-    fn ask(&self, target: Target, ahead: bool) {
+    fn ask(&self, target: Target, ahead: bool, knock: Option<std::time::Duration>) {
         let c = self.clone();
         tokio::spawn(async move {
-            let (w, first_hand) = c.witnesses(&target).await;
-            let outputs =
-                lock(&c.inner.st)
-                    .core
-                    .on_witnesses(&target, ahead, w, first_hand, now_ms());
+            let (w, first_hand) = c.witnesses(&target, knock).await;
+            let outputs = lock(&c.inner.st).core.on_witnesses(
+                &target,
+                ahead,
+                knock.is_some(),
+                w,
+                first_hand,
+                now_ms(),
+            );
             if !outputs.is_empty() {
                 c.carry_out(outputs);
                 c.kick();

@@ -5,6 +5,12 @@
 //! and then the witnesses — asked ahead at the first miss, so the verdict need not wait for
 //! them — before a machine is declared lost. If they still see it after they have had time to
 //! notice, the monitor host is the one cut off: alert, do nothing.
+//!
+//! Silence of the machine itself is faster: a check that went unanswered *and* whose machine
+//! did not answer a fresh TCP connection (the check's knock, [`crate::knock`]) has the
+//! machine's witnesses knock too, at once. If a majority of them get no answer either, and
+//! nothing on the machine has answered since, it is lost without waiting for `fall` misses. A
+//! busy or hung process never takes this path: its kernel answers the knock.
 
 use std::time::Duration;
 
@@ -57,9 +63,13 @@ impl Core {
                     role: None,
                     offset: None,
                     checks: 0,
+                    knocked: None,
                 }),
         };
         h.checks += 1;
+        if r.knocked.is_some() {
+            h.knocked = r.knocked;
+        }
         // (An answer's detail is always the same: compared only when something is wrong.)
         let steady = r.observation == Observation::Ok && h.last == Observation::Ok;
         if !steady && h.detail != r.detail {
@@ -107,6 +117,11 @@ impl Core {
             && self.service_seen(service, machine, r, verdict, &mut out)
         {
             return out;
+        }
+        if let Some(within) = r.knocked
+            && !matches!(health, Health::Up | Health::Down { certain: true, .. })
+        {
+            self.knock_ahead(&r.target, within, r.at_ms, &mut out);
         }
         let Some(verdict) = verdict else {
             if first_miss {
@@ -293,7 +308,69 @@ impl Core {
         out.push(Output::Ask {
             target: target.clone(),
             ahead: true,
+            knock: None,
         });
+    }
+
+    /// The monitor's knock at `target`'s machine went unanswered: its witnesses knock too, now
+    /// (at most one question at a time per machine; one unanswered for 2 s is asked again).
+    fn knock_ahead(
+        &mut self,
+        target: &Target,
+        within: Duration,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) {
+        let machine = target.machine();
+        if self.busy.contains(machine)
+            || self.judging.contains_key(machine)
+            || self
+                .knocking
+                .get(machine)
+                .is_some_and(|at| now_ms.saturating_sub(*at) < 2_000)
+        {
+            return;
+        }
+        self.knocking.insert(machine.to_owned(), now_ms);
+        out.push(Output::Ask {
+            target: target.clone(),
+            ahead: true,
+            knock: Some(within),
+        });
+    }
+
+    /// The witnesses' knocks at `target`'s machine: lost at once if a majority got no answer,
+    /// the target is still missing and nothing on its machine has answered since the monitor's
+    /// own knock. Anything else decides nothing: `fall` misses and the usual question follow.
+    fn on_knocks(
+        &mut self,
+        target: &Target,
+        w: &Witnesses,
+        first_hand: bool,
+        now_ms: u64,
+    ) -> Vec<Output> {
+        let mut out = Vec::new();
+        let machine = target.machine();
+        let Some(asked_ms) = self.knocking.remove(machine) else {
+            return out;
+        };
+        let Some(h) = self.health.get(target) else {
+            return out;
+        };
+        let missing = matches!(
+            h.detector.health,
+            Health::Suspect { .. } | Health::Down { certain: false, .. }
+        );
+        let answered = self
+            .health
+            .iter()
+            .any(|(t, h)| t.machine() == machine && h.last_ok_ms.is_some_and(|ok| ok >= asked_ms));
+        tracing::info!(%target, ?w, missing, answered, "Witnesses knocked.");
+        if missing && !answered && judge_silence(w) == Decision::FailOver {
+            let first_fail = h.first_fail_ms;
+            self.decide(target, first_fail, w, first_hand, now_ms, true, &mut out);
+        }
+        out
     }
 
     /// Silence: the witnesses are asked whether the machine is really gone (or their answer
@@ -369,13 +446,14 @@ impl Core {
             }) if first_fail.is_some_and(|f| asked_ms >= f)
                 && judge_silence(&w) == Decision::FailOver =>
             {
-                self.decide(target, first_fail, &w, first_hand, now_ms, out);
+                self.decide(target, first_fail, &w, first_hand, now_ms, false, out);
             }
             _ => {
                 self.judging.insert(machine, judging);
                 out.push(Output::Ask {
                     target: target.clone(),
                     ahead: false,
+                    knock: None,
                 });
             }
         }
@@ -386,10 +464,14 @@ impl Core {
         &mut self,
         target: &Target,
         ahead: bool,
+        knock: bool,
         w: Witnesses,
         first_hand: bool,
         now_ms: u64,
     ) -> Vec<Output> {
+        if knock {
+            return self.on_knocks(target, &w, first_hand, now_ms);
+        }
         let mut out = Vec::new();
         let machine = target.machine().to_owned();
         if ahead {
@@ -417,7 +499,15 @@ impl Core {
                 && judge_silence(&w) == Decision::FailOver
             {
                 self.judging.remove(&machine);
-                self.decide(&j.target, j.first_fail, &w, first_hand, now_ms, &mut out);
+                self.decide(
+                    &j.target,
+                    j.first_fail,
+                    &w,
+                    first_hand,
+                    now_ms,
+                    false,
+                    &mut out,
+                );
             } else {
                 // It may be stale by now: asked again.
                 if let Some(j) = self.judging.get_mut(&machine) {
@@ -426,6 +516,7 @@ impl Core {
                 out.push(Output::Ask {
                     target: j.target,
                     ahead: false,
+                    knock: None,
                 });
             }
             return out;
@@ -433,7 +524,15 @@ impl Core {
         let Some(j) = self.judging.remove(&machine) else {
             return out;
         };
-        self.decide(&j.target, j.first_fail, &w, first_hand, now_ms, &mut out);
+        self.decide(
+            &j.target,
+            j.first_fail,
+            &w,
+            first_hand,
+            now_ms,
+            false,
+            &mut out,
+        );
         out
     }
 
@@ -446,6 +545,9 @@ impl Core {
         haproxy.max(Duration::from_secs(LINK_SILENT_SECS + 2))
     }
 
+    /// `knocked`: on the witnesses' knocks, before `fall` misses (the target may still be
+    /// only suspect).
+    #[allow(clippy::too_many_arguments)]
     fn decide(
         &mut self,
         target: &Target,
@@ -453,6 +555,7 @@ impl Core {
         w: &Witnesses,
         first_hand: bool,
         now_ms: u64,
+        knocked: bool,
         out: &mut Vec<Output>,
     ) {
         let machine = target.machine().to_owned();
@@ -466,7 +569,11 @@ impl Core {
         if !self
             .health
             .get(target)
-            .is_some_and(|h| matches!(h.detector.health, Health::Down { certain: false, .. }))
+            .is_some_and(|h| match h.detector.health {
+                Health::Down { certain, .. } => !certain,
+                Health::Suspect { .. } => knocked,
+                Health::Up => false,
+            })
         {
             return;
         }
@@ -483,7 +590,12 @@ impl Core {
         tracing::info!(%target, ?w, ?decision, silent_ms, "Witnesses asked.");
         match decision {
             Decision::FailOver => {
-                let detail = format!("silent for {silent_ms} ms; {}", witness::describe(w));
+                let how = if knocked {
+                    ", its machine answering no knock"
+                } else {
+                    ""
+                };
+                let detail = format!("silent for {silent_ms} ms{how}; {}", witness::describe(w));
                 detected(out, target, &detail, first_fail, now_ms);
                 let last_ok = self.last_ok_if_master(&machine);
                 self.request(Request {

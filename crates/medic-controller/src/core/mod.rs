@@ -32,6 +32,7 @@ mod steps;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use rustc_hash::FxHashMap;
 
@@ -64,6 +65,9 @@ pub struct TargetHealth {
     pub role: Option<Role>,
     pub offset: Option<u64>,
     pub checks: u64,
+    /// The bound of its latest knock that went unanswered ([`crate::knock`]): how long the
+    /// last look before acting on its machine knocks.
+    pub knocked: Option<Duration>,
 }
 
 /// A recovery asked for, waiting its turn.
@@ -123,7 +127,13 @@ pub enum Output {
     Detected { seconds: Option<f64> },
     /// Ask the observers of `target`'s machine whether they see it, and answer with
     /// [`Core::on_witnesses`]. `ahead`: asked at the first missed check, before any verdict.
-    Ask { target: Target, ahead: bool },
+    /// `knock`: asked to knock at the machine (a TCP connection, any answer of its kernel
+    /// counts) within this long, because the monitor's own knock went unanswered.
+    Ask {
+        target: Target,
+        ahead: bool,
+        knock: Option<Duration>,
+    },
     /// Run this recovery: ask [`Core::next_step`] for its steps.
     Start { recovery: String },
     /// The saved state changed: persist it, and tell the checks where machines are and which
@@ -213,6 +223,8 @@ pub struct Core {
     judging: BTreeMap<String, Judging>,
     judged_at: BTreeMap<String, u64>,
     early: BTreeMap<String, Early>,
+    /// Machines whose witnesses are knocking at them, and since when.
+    knocking: BTreeMap<String, u64>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
     /// Whether this controller may start recoveries: always when it runs alone; in a group,
@@ -241,6 +253,7 @@ impl Core {
             judging: BTreeMap::new(),
             judged_at: BTreeMap::new(),
             early: BTreeMap::new(),
+            knocking: BTreeMap::new(),
             warned: BTreeSet::new(),
             leading: true,
             failback_stopped: BTreeSet::new(),

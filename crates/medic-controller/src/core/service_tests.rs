@@ -42,6 +42,7 @@ fn check(c: &mut Core, t: &Target, at_ms: u64, o: Observation) -> Vec<Output> {
         detail: "test".into(),
         info: None,
         took: Duration::ZERO,
+        knocked: None,
     })
 }
 

@@ -15,7 +15,11 @@ use crate::world::Admin;
 
 impl Sim {
     /// What each configured observer of `target`'s machine says (the real observer list).
-    pub(super) fn witnesses(&self, target: &Target) -> (medic_detect::Witnesses, bool) {
+    pub(super) fn witnesses(
+        &self,
+        target: &Target,
+        knock: bool,
+    ) -> (medic_detect::Witnesses, bool) {
         let top = &self.loaded.topology;
         let observed = &self.core.saved.observed;
         let ip = observed
@@ -24,13 +28,17 @@ impl Sim {
         let asks = medic_controller::witness::observers(top, observed, target, ip);
         let seen: Vec<Option<bool>> = asks
             .iter()
-            .map(
-                |a| match self.world.witness(&a.observer, target.machine()) {
+            .map(|a| {
+                match if knock {
+                    self.world.knock(&a.observer, target.machine())
+                } else {
+                    self.world.witness(&a.observer, target.machine())
+                } {
                     Seen::Up => Some(true),
                     Seen::Gone => Some(false),
                     Seen::Unknown => None,
-                },
-            )
+                }
+            })
             .collect();
         let first_hand = seen.iter().all(Option::is_some);
         (medic_controller::witness::merge(&asks, &seen), first_hand)

@@ -86,6 +86,19 @@ impl World {
         }
     }
 
+    /// What `observer` finds when the monitor asks it to knock at `machine` (a TCP connection:
+    /// its kernel answers if the two are up and linked, whatever its processes do).
+    pub fn knock(&self, observer: &str, machine: &str) -> Seen {
+        if !self.reach(&self.monitor, observer) {
+            return Seen::Unknown;
+        }
+        if self.reach(observer, machine) {
+            Seen::Up
+        } else {
+            Seen::Gone
+        }
+    }
+
     /// What `observer` says of `machine` when the monitor asks it.
     pub fn witness(&self, observer: &str, machine: &str) -> Seen {
         if !self.reach(&self.monitor, observer) {

@@ -1,0 +1,165 @@
+//! The knock: a check that has not answered by its suspicion time is joined by a fresh TCP
+//! connection to the same port. A busy or hung process still has a kernel that completes the
+//! handshake (or refuses it), so its machine *answers the knock* and the check goes on to its
+//! timeout as before. A crashed or cut-off machine answers nothing: the check ends at once as
+//! silence *of the machine* ([`crate::checks::CheckResult::knocked`]), and the core asks the
+//! machine's witnesses to knock too, deciding on their answer without waiting for `fall`
+//! misses (see `core::detect`).
+//!
+//! The suspicion time adapts to the target: four times the slowest of its recent replies
+//! (decaying), at least [`FLOOR`] and at most a third of the check's timeout. The knock is
+//! given the same time, so its verdict is in before the check's own timeout. A network that
+//! slows down (a `tc netem` delay, a loaded host) raises both, up to a third of the timeout
+//! each: a machine that answers a handshake within that long is never taken for a silent one.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The shortest suspicion time, and the shortest knock.
+pub const FLOOR: Duration = Duration::from_millis(50);
+
+/// A witness is given at least this long to knock (its SSH command starts a shell first).
+pub const WITNESS_FLOOR: Duration = Duration::from_millis(100);
+
+/// One target's recent reply times, for its suspicion time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Suspicion {
+    slow: Duration,
+}
+
+impl Suspicion {
+    /// A reply that took `took`: the slowest recent reply decays by a sixteenth per reply.
+    pub fn answered(&mut self, took: Duration) {
+        self.slow = took.max(self.slow.saturating_sub(self.slow / 16));
+    }
+
+    /// How long a check of this target may go unanswered before its machine is knocked at,
+    /// and how long the knock may take, for a check bounded by `timeout`.
+    pub fn after(&self, timeout: Duration) -> Duration {
+        (self.slow * 4).clamp(FLOOR, (timeout / 3).max(FLOOR))
+    }
+}
+
+/// What a knock found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Knocked {
+    /// The machine's kernel answered: it accepted, or refused, the connection.
+    Answered,
+    /// Nothing within the bound, or the network says the machine is unreachable.
+    Silent(String),
+}
+
+/// A TCP connection to `at`, bounded by `within`.
+pub async fn knock(at: SocketAddr, within: Duration) -> Knocked {
+    match tokio::time::timeout(within, tokio::net::TcpStream::connect(at)).await {
+        Ok(Ok(_)) => Knocked::Answered,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => Knocked::Answered,
+        Ok(Err(e)) => Knocked::Silent(format!("a TCP connection to {at} fails: {e}")),
+        Err(_) => Knocked::Silent(format!(
+            "its machine does not answer a TCP connection to port {} within {}",
+            at.port(),
+            medic_playbook::human_ms(within.as_millis() as u64)
+        )),
+    }
+}
+
+/// `check`, or — if it has not finished `after` it began — a knock at `at` alongside it: the
+/// check's own result if the machine answers the knock (or the check finishes first), else
+/// `Err` with what was seen, the check abandoned.
+pub async fn or_knock<F: Future>(
+    check: F,
+    at: Option<SocketAddr>,
+    after: Duration,
+) -> Result<F::Output, String> {
+    let mut check = std::pin::pin!(check);
+    let Some(at) = at else {
+        return Ok(check.await);
+    };
+    tokio::select! {
+        biased;
+        r = &mut check => return Ok(r),
+        () = tokio::time::sleep(after) => {}
+    }
+    // Boxed: created only for a late check, and kept out of every check task's future.
+    let knocked = Box::pin(knock(at, after));
+    tokio::select! {
+        biased;
+        r = &mut check => Ok(r),
+        k = knocked => match k {
+            Knocked::Answered => Ok(check.await),
+            Knocked::Silent(why) => Err(format!(
+                "no answer within {}, and {why}",
+                medic_playbook::human_ms(after.as_millis() as u64 * 2)
+            )),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suspicion_time_follows_the_replies_within_its_bounds() {
+        let timeout = Duration::from_millis(300);
+        let mut s = Suspicion::default();
+        assert_eq!(s.after(timeout), FLOOR);
+        s.answered(Duration::from_millis(20));
+        assert_eq!(s.after(timeout), Duration::from_millis(80));
+        // A slow reply raises it at once, up to a third of the timeout.
+        s.answered(Duration::from_millis(70));
+        assert_eq!(s.after(timeout), Duration::from_millis(100));
+        // Fast replies bring it down again, slowly.
+        for _ in 0..100 {
+            s.answered(Duration::from_micros(300));
+        }
+        assert_eq!(s.after(timeout), FLOOR);
+        // A timeout shorter than three floors still gets the floor.
+        assert_eq!(Suspicion::default().after(Duration::from_millis(60)), FLOOR);
+    }
+
+    /// A listener whose accept queue is full: Linux drops new SYNs, so a connection to it is
+    /// silent, as to a crashed machine, on the loopback.
+    fn full_listener() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = l.local_addr().unwrap();
+        let mut held = Vec::new();
+        // Connections complete (unaccepted) until the queue is full; then SYNs are dropped.
+        while held.len() < 4096 {
+            match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        assert!(held.len() < 4096, "the accept queue never filled");
+        (l, held)
+    }
+
+    #[tokio::test]
+    async fn a_knock_tells_a_silent_machine_from_a_busy_or_stopped_process() {
+        let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let at = open.local_addr().unwrap();
+        assert_eq!(knock(at, FLOOR).await, Knocked::Answered);
+        drop(open);
+        // Nobody listens: the kernel refuses, so the machine is there.
+        assert_eq!(knock(at, FLOOR).await, Knocked::Answered);
+        let (l, _held) = full_listener();
+        let silent = l.local_addr().unwrap();
+        assert!(
+            matches!(knock(silent, FLOOR).await, Knocked::Silent(_)),
+            "a full accept queue drops the SYN"
+        );
+        // A check that never finishes: abandoned once the knock is not answered.
+        let never = std::future::pending::<()>();
+        let r = or_knock(never, Some(silent), FLOOR).await;
+        let why = r.expect_err("the knock is silent");
+        assert!(why.contains("does not answer a TCP connection"), "{why}");
+        // A knock answered: the check's own result, however late.
+        let slow = async {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            7
+        };
+        assert_eq!(or_knock(slow, Some(at), FLOOR).await, Ok(7));
+    }
+}
