@@ -269,7 +269,8 @@ struct Inner<C, D> {
     /// `medic history`'s entries, each read again only when its journal changes.
     history: Mutex<history::HistoryCache>,
     journal: Journal,
-    store: Store,
+    /// The state's writer thread (saves never wait on the checks' thread).
+    saver: crate::saver::Saver,
     book: SharedBook,
     st: Mutex<St>,
     notifier: RwLock<Notifier>,
@@ -382,6 +383,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let token = api_token(&state_dir)?;
         let journal = Journal::open(state_dir.join("journal"))?;
         let store = Store::new(&state_dir);
+        let saver = crate::saver::Saver::spawn(Store::new(&state_dir)).map_err(|source| {
+            ControllerError::Io {
+                path: state_dir.clone(),
+                source,
+            }
+        })?;
         let ssh = Ssh::new(&state_dir.join("known_hosts"))?;
         let group = group::Group::from_topology(top);
         // In a group the state is etcd's (if it answers now); alone, or without etcd, the
@@ -418,7 +425,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             secrets: setup.secrets,
             history: Mutex::new(history::HistoryCache::default()),
             journal,
-            store,
+            saver,
             book: Arc::new(RwLock::new(Book::default())),
             st: Mutex::new(St {
                 core,
@@ -478,12 +485,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         b.version += 1;
     }
 
-    /// Persists the state and tells the checks.
+    /// Persists the state (handed to its writer thread: see [`crate::saver`]) and tells the
+    /// checks.
     fn save(&self, st: &St) {
         self.sync_book(st);
-        if let Err(e) = self.inner.store.save(&st.core.saved) {
-            tracing::error!(error = %e, "Cannot save the state.");
-        }
+        self.inner.saver.put(st.core.saved.clone());
         if let Some(g) = &self.inner.group
             && st.core.leading
         {
@@ -558,6 +564,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let _ = tokio::time::timeout(Duration::from_secs(2), group).await;
         api.abort();
         let _ = checks_stop.send(());
+        // Every state handed over is on disk before `run` returns.
+        let saver = self.inner.saver.clone();
+        let _ = tokio::task::spawn_blocking(move || saver.flush()).await;
         Ok(())
     }
 

@@ -173,11 +173,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         self.leader_only()?;
         let mut st = lock(&self.inner.st);
         st.core.set_maintenance(machine, on);
-        self.inner
-            .store
-            .save(&st.core.saved)
-            .map_err(|e| (500, e.to_string()))?;
         self.save(&st);
+        // On disk before the operator is told.
+        self.inner.saver.flush().map_err(|e| (500, e))?;
         Ok(if on {
             format!(
                 "{machine} is in maintenance: not checked, never recovered, until `medic monitor {machine}`"
