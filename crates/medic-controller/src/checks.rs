@@ -364,14 +364,34 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     Some(p) if p.addr == addr => p,
                     slot => slot.insert(redis.probe(addr, None, within)),
                 };
-                match crate::knock::or_knock(p.check(), door, after).await {
-                    Ok(r) => redis_result(r, within),
-                    Err(why) => {
-                        // Its request abandoned: the next check connects afresh.
-                        probe = None;
-                        knocked = Some(after);
-                        (Observation::Silent, why.into(), None)
+                // Asked within the suspicion time first, so a check needs one timer, as
+                // before the knock; only a late one knocks, then asks again (a fresh
+                // connection) for what is left of its timeout.
+                let first = if door.is_some() {
+                    after.min(within)
+                } else {
+                    within
+                };
+                match (p.check_within(first).await, door) {
+                    (medic_redis::ProbeResult::Timeout, Some(door)) if after < within => {
+                        match crate::knock::knock(door, after).await {
+                            crate::knock::Knocked::Answered => {
+                                let left = within.saturating_sub(started.elapsed());
+                                redis_result(p.check_within(left).await, within)
+                            }
+                            crate::knock::Knocked::Silent(why) => {
+                                knocked = Some(after);
+                                let waited =
+                                    medic_playbook::human_ms(started.elapsed().as_millis() as u64);
+                                (
+                                    Observation::Silent,
+                                    format!("no answer within {waited}, and {why}").into(),
+                                    None,
+                                )
+                            }
+                        }
                     }
+                    (r, _) => redis_result(r, within),
                 }
             }
             // The other checks' futures are boxed: a task's future is as large as the largest

@@ -1,7 +1,9 @@
-//! The knock: a check that has not answered by its suspicion time is joined by a fresh TCP
+//! The knock: a check that has not answered by its suspicion time is followed by a fresh TCP
 //! connection to the same port. A busy or hung process still has a kernel that completes the
 //! handshake (or refuses it), so its machine *answers the knock* and the check goes on to its
-//! timeout as before. A crashed or cut-off machine answers nothing: the check ends at once as
+//! timeout as before (a redis check asks again, on a fresh connection, for what is left of
+//! it: one timer per check, as without the knock; a proxy's check, over SSH, is awaited
+//! alongside the knock, [`or_knock`]). A crashed or cut-off machine answers nothing: the check ends at once as
 //! silence *of the machine* ([`crate::checks::CheckResult::knocked`]), and the core asks the
 //! machine's witnesses to knock too, deciding on their answer without waiting for `fall`
 //! misses (see `core::detect`).

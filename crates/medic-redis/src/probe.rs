@@ -115,7 +115,13 @@ impl Probe {
 
     /// One check: `INFO replication`, bounded by the timeout (connecting included).
     pub async fn check(&mut self) -> ProbeResult {
-        let result = match timeout(self.timeout, self.ask()).await {
+        self.check_within(self.timeout).await
+    }
+
+    /// One check bounded by `within` instead of the probe's timeout. A check that times out
+    /// leaves no connection behind: the next one connects afresh.
+    pub async fn check_within(&mut self, within: Duration) -> ProbeResult {
+        let result = match timeout(within, self.ask()).await {
             Err(_) => ProbeResult::Timeout,
             Ok(r) => r,
         };

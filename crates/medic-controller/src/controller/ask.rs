@@ -309,7 +309,7 @@ fn probe_script(at: SocketAddr, how: Probe, tls: bool) -> String {
         // Any answer of the kernel: accepted, or refused.
         Probe::Knock(_) => {
             return format!(
-                "e=$(exec 3<>/dev/tcp/{}/{} 2>&1) && exit 0; case $e in *refused*) exit 0;; esac; exit 3",
+                "e=$(exec 2>&1 3<>/dev/tcp/{}/{}) && exit 0; case $e in *refused*) exit 0;; esac; exit 3",
                 at.ip(),
                 at.port()
             );
@@ -375,6 +375,44 @@ mod tests {
             .status()
             .unwrap()
             .code()
+    }
+
+    #[test]
+    fn a_witness_knock_counts_any_answer_of_the_kernel_and_only_that() {
+        let within = std::time::Duration::from_millis(100);
+        let knock = |at: SocketAddr| {
+            let status = std::process::Command::new("timeout")
+                .args([
+                    "0.1",
+                    "bash",
+                    "-c",
+                    &probe_script(at, Probe::Knock(within), false),
+                ])
+                .env("LC_ALL", "C")
+                .status()
+                .unwrap()
+                .code();
+            probe_answer(status)
+        };
+        let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = open.local_addr().unwrap();
+        assert_eq!(knock(at), Some(true), "accepted");
+        drop(open);
+        assert_eq!(knock(at), Some(true), "refused: the kernel is there");
+        // A full accept queue drops SYNs: silent, as a crashed machine.
+        let full = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let silent = full.local_addr().unwrap();
+        let mut held = Vec::new();
+        while held.len() < 4096 {
+            match std::net::TcpStream::connect_timeout(
+                &silent,
+                std::time::Duration::from_millis(200),
+            ) {
+                Ok(s) => held.push(s),
+                Err(_) => break,
+            }
+        }
+        assert_eq!(knock(silent), Some(false), "no answer within the bound");
     }
 
     #[test]
