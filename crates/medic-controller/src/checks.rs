@@ -364,43 +364,31 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     Some(p) if p.addr == addr => p,
                     slot => slot.insert(redis.probe(addr, None, within)),
                 };
-                // Asked within the suspicion time first, so a check needs one timer, as
-                // before the knock; only a late one knocks, then asks again (a fresh
-                // connection) for what is left of its timeout.
-                let first = if door.is_some() {
-                    after.min(within)
-                } else {
-                    within
+                // The check goes on while the knock is made: its request is never abandoned
+                // for a late reply (asking again would cost a connection each time replies
+                // run late, at the worst moment). Pinned here, so the task holds the check's
+                // future once.
+                let r = {
+                    let check = std::pin::pin!(p.check());
+                    crate::knock::or_knock(check, door, after).await
                 };
-                match (p.check_within(first).await, door) {
-                    (medic_redis::ProbeResult::Timeout, Some(door)) if after < within => {
-                        match crate::knock::knock(door, after).await {
-                            crate::knock::Knocked::Answered => {
-                                let left = within.saturating_sub(started.elapsed());
-                                redis_result(p.check_within(left).await, within)
-                            }
-                            crate::knock::Knocked::Silent(why) => {
-                                knocked = Some(after);
-                                let waited =
-                                    medic_playbook::human_ms(started.elapsed().as_millis() as u64);
-                                (
-                                    Observation::Silent,
-                                    format!("no answer within {waited}, and {why}").into(),
-                                    None,
-                                )
-                            }
-                        }
+                match r {
+                    Ok(r) => redis_result(r, within),
+                    Err(why) => {
+                        // Its request abandoned: the next check connects afresh.
+                        probe = None;
+                        knocked = Some(after);
+                        (Observation::Silent, why.into(), None)
                     }
-                    (r, _) => redis_result(r, within),
                 }
             }
             // The other checks' futures are boxed: a task's future is as large as the largest
             // it awaits, and the redis probe's tasks are the thousands.
             Target::Proxy { machine } | Target::App { machine } => {
-                let check = Box::pin(proxy_check(
+                let mut check = Box::pin(proxy_check(
                     &api_for, machine, ip, port, &listens, reach, within,
                 ));
-                match crate::knock::or_knock(check, door, after).await {
+                match crate::knock::or_knock(check.as_mut(), door, after).await {
                     Ok((o, d)) => (o, d.into(), None),
                     Err(why) => {
                         knocked = Some(after);

@@ -1,9 +1,7 @@
 //! The knock: a check that has not answered by its suspicion time is followed by a fresh TCP
 //! connection to the same port. A busy or hung process still has a kernel that completes the
 //! handshake (or refuses it), so its machine *answers the knock* and the check goes on to its
-//! timeout as before (a redis check asks again, on a fresh connection, for what is left of
-//! it: one timer per check, as without the knock; a proxy's check, over SSH, is awaited
-//! alongside the knock, [`or_knock`]). A crashed or cut-off machine answers nothing: the check ends at once as
+//! timeout as before ([`or_knock`]: the check is never abandoned for a late reply). A crashed or cut-off machine answers nothing: the check ends at once as
 //! silence *of the machine* ([`crate::checks::CheckResult::knocked`]), and the core asks the
 //! machine's witnesses to knock too, deciding on their answer without waiting for `fall`
 //! misses (see `core::detect`).
@@ -70,11 +68,10 @@ pub async fn knock(at: SocketAddr, within: Duration) -> Knocked {
 /// check's own result if the machine answers the knock (or the check finishes first), else
 /// `Err` with what was seen, the check abandoned.
 pub async fn or_knock<F: Future>(
-    check: F,
+    mut check: std::pin::Pin<&mut F>,
     at: Option<SocketAddr>,
     after: Duration,
 ) -> Result<F::Output, String> {
-    let mut check = std::pin::pin!(check);
     let Some(at) = at else {
         return Ok(check.await);
     };
@@ -153,15 +150,15 @@ mod tests {
             "a full accept queue drops the SYN"
         );
         // A check that never finishes: abandoned once the knock is not answered.
-        let never = std::future::pending::<()>();
+        let never = std::pin::pin!(std::future::pending::<()>());
         let r = or_knock(never, Some(silent), FLOOR).await;
         let why = r.expect_err("the knock is silent");
         assert!(why.contains("does not answer a TCP connection"), "{why}");
         // A knock answered: the check's own result, however late.
-        let slow = async {
+        let slow = std::pin::pin!(async {
             tokio::time::sleep(Duration::from_millis(150)).await;
             7
-        };
+        });
         assert_eq!(or_knock(slow, Some(at), FLOOR).await, Ok(7));
     }
 }
