@@ -82,7 +82,6 @@ pub fn plan_recovery(
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
         Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
-        Event::ReplicaAstray { shard, machine } => p.replica_astray(shard, machine)?,
         Event::Switchover { shard, to } if top.service(shard).is_some() => {
             p.service_switchover(shard, to.as_deref())?
         }

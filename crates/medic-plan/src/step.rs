@@ -439,9 +439,6 @@ pub enum Event {
     /// A server answers as master while another machine is its shard's master (an old master
     /// that came back): it must never take writes again.
     StaleMaster { shard: String, machine: String },
-    /// A replica that replicates from another server than its shard's recorded master (its
-    /// `REPLICAOF` step failed while it was unreachable): pointed at the recorded master.
-    ReplicaAstray { shard: String, machine: String },
     /// A planned change of master (an operator's `medic switchover`): no write is lost.
     Switchover {
         shard: String,
@@ -463,12 +460,6 @@ impl fmt::Display for Event {
             Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
             Event::StaleMaster { shard, machine } => {
                 write!(f, "redis {shard}@{machine} is a master that lost its role")
-            }
-            Event::ReplicaAstray { shard, machine } => {
-                write!(
-                    f,
-                    "redis {shard}@{machine} replicates from another server than its master"
-                )
             }
             Event::Switchover { shard, to } => match to {
                 Some(m) => write!(f, "switchover of {shard} to {m}"),

@@ -108,11 +108,10 @@ impl Core {
         let health = h.detector.health;
         let first_fail = h.first_fail_ms;
         let first_miss = was_up && verdict.is_none() && observation == Observation::Silent;
-        if let (Target::Redis { shard, machine }, Some(info)) = (&*r.target, &r.info) {
-            if self.roles(shard, machine, info, r, &mut out) {
-                return out;
-            }
-            self.follows(shard, machine, info, r.at_ms, &mut out);
+        if let (Target::Redis { shard, machine }, Some(info)) = (&*r.target, &r.info)
+            && self.roles(shard, machine, info, r, &mut out)
+        {
+            return out;
         }
         if let Target::Service { service, machine } = &*r.target
             && self.service_seen(service, machine, r, verdict, &mut out)

@@ -24,7 +24,6 @@
 //!   answered since is not acted on.
 //! - A server that a running recovery is promoting is not taken for a stale master.
 
-mod astray;
 mod detect;
 mod recovery;
 mod service;
@@ -105,7 +104,6 @@ impl Request {
             Event::MachineLost { machine }
             | Event::ProcessDied { machine, .. }
             | Event::StaleMaster { machine, .. }
-            | Event::ReplicaAstray { machine, .. }
             | Event::ServiceDown { machine, .. }
             | Event::ServiceRejoin { machine, .. } => Some(machine),
             Event::Switchover { shard, .. } => Some(shard),
@@ -227,9 +225,6 @@ pub struct Core {
     early: BTreeMap<String, Early>,
     /// Machines whose witnesses are knocking at them, and since when.
     knocking: BTreeMap<String, u64>,
-    /// Replicas (shard, machine) seen following another server than their recorded master,
-    /// and since when.
-    astray: BTreeMap<(String, String), u64>,
     /// Warnings raised once per episode (hung process, bad answers).
     warned: BTreeSet<Target>,
     /// Whether this controller may start recoveries: always when it runs alone; in a group,
@@ -259,7 +254,6 @@ impl Core {
             judged_at: BTreeMap::new(),
             early: BTreeMap::new(),
             knocking: BTreeMap::new(),
-            astray: BTreeMap::new(),
             warned: BTreeSet::new(),
             leading: true,
             failback_stopped: BTreeSet::new(),

@@ -74,7 +74,7 @@ impl Core {
     }
 
     /// What a request may change.
-    pub(super) fn claims(&self, req: &Request) -> Claims {
+    fn claims(&self, req: &Request) -> Claims {
         let mut c = Claims::default();
         let holds = |m: &str| -> BTreeSet<String> {
             self.saved
@@ -97,9 +97,7 @@ impl Core {
                 c.machines.insert(machine.clone());
                 c.shards.insert(service_claim(service));
             }
-            Event::ProcessDied { shard, machine }
-            | Event::StaleMaster { shard, machine }
-            | Event::ReplicaAstray { shard, machine } => {
+            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
                 c.machines.insert(machine.clone());
                 c.shards.insert(shard.clone());
             }
@@ -212,9 +210,7 @@ impl Core {
             {
                 Err(format!("{service}@{machine} passed its checks again since"))
             }
-            Event::StaleMaster { shard, machine } | Event::ReplicaAstray { shard, machine }
-                if self.master_of(shard) == Some(machine) =>
-            {
+            Event::StaleMaster { shard, machine } if self.master_of(shard) == Some(machine) => {
                 Err(format!("{machine} is {shard}'s recorded master by now"))
             }
             _ => Ok(()),

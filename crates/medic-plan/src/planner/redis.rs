@@ -255,43 +255,6 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
-    /// A replica following another server than its shard's recorded master: pointed at the
-    /// recorded master and synced, out of monitoring meanwhile. No proxy routes to a replica,
-    /// so nothing is fenced.
-    pub(super) fn replica_astray(
-        &mut self,
-        shard_name: &str,
-        machine: &str,
-    ) -> Result<(), PlanError> {
-        self.role(machine)?;
-        let shard = self.shard(shard_name)?;
-        let st = self.shard_state(shard_name)?;
-        if st.master == machine {
-            return Err(PlanError::NotOnMachine {
-                shard: shard_name.to_owned(),
-                machine: machine.to_owned(),
-                on: format!("{machine}, which is its master: not a replica"),
-            });
-        }
-        let target = MonitorTarget::Server {
-            shard: shard_name.to_owned(),
-            machine: machine.to_owned(),
-        };
-        self.push(Action::Unmonitor {
-            target: target.clone(),
-        });
-        let servers = vec![(
-            shard,
-            ServerRole::ReplicaOf {
-                machine: st.master.clone(),
-            },
-        )];
-        let address = addr_of(self.state, machine);
-        self.rejoin_as_replicas(&servers, machine, &address);
-        self.push(Action::Monitor { target });
-        Ok(())
-    }
-
     /// A planned change of master with no write lost: writes are held on the old master until
     /// the replica has everything; the proxies then switch, the old master becomes a replica
     /// (so held writes, once let go, are refused with READONLY rather than lost) and resyncs.

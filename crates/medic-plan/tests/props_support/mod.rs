@@ -251,10 +251,9 @@ fn event(top: &Topology) -> impl Strategy<Value = Event> {
         })
         .collect();
     let pick = |v: &[String], i: usize| v[i % v.len()].clone();
-    let (m1, m2, s1, s2, s3, s4) = (
+    let (m1, m2, s1, s2, s3) = (
         machines.clone(),
         machines.clone(),
-        shards.clone(),
         shards.clone(),
         shards.clone(),
         shards,
@@ -279,10 +278,6 @@ fn event(top: &Topology) -> impl Strategy<Value = Event> {
         2 => (any::<usize>(), prop::option::of(any::<usize>())).prop_map(move |(s, to)| {
             let (shard, on) = &s3[s % s3.len()];
             Event::Switchover { shard: shard.clone(), to: to.map(|m| pick(on, m)) }
-        }),
-        1 => (any::<usize>(), any::<usize>()).prop_map(move |(s, m)| {
-            let (shard, on) = &s4[s % s4.len()];
-            Event::ReplicaAstray { shard: shard.clone(), machine: pick(on, m) }
         }),
         1 => Just(Event::Bootstrap),
     ]
@@ -341,7 +336,7 @@ pub fn outcome_expected(c: &Case) -> Result<(), ()> {
                     st.master == *machine || st.replicas.iter().any(|r| r.machine == *machine)
                 })
         }
-        Event::StaleMaster { shard, machine } | Event::ReplicaAstray { shard, machine } => {
+        Event::StaleMaster { shard, machine } => {
             known(machine) && c.state.shards[shard].master != *machine
         }
         // These cases have no services: a service's events name none the planner knows.
