@@ -284,8 +284,12 @@ pub fn spawn(
                     .map(|s| Arc::new(s.check.value.clone())),
                 _ => None,
             };
+            let ssh_port = top
+                .machine(target.machine())
+                .map_or(22, |m| top.ssh_for(m).port);
             let how = How {
                 port,
+                ssh_port,
                 listens,
                 reach,
                 service,
@@ -298,6 +302,8 @@ pub fn spawn(
 /// Where one target is checked: its port, a HAProxy's frontends, how its API is reached.
 struct How {
     port: u16,
+    /// Its machine's SSH port, where a late check knocks.
+    ssh_port: u16,
     listens: Vec<u16>,
     reach: Reach,
     /// A service's check.
@@ -327,6 +333,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     } = shared;
     let How {
         port,
+        ssh_port,
         listens,
         reach,
         service,
@@ -354,8 +361,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
             continue;
         };
         let started = Instant::now();
-        let after = suspicion.after(within);
-        let door = knock_at(&target, ip, port, &listens, reach);
+        let door = knock_at(&target, ip, ssh_port, suspicion.after(within));
         let mut knocked = None;
         let (observation, detail, info) = match &*target {
             Target::Redis { .. } => {
@@ -370,14 +376,14 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 // future once.
                 let r = {
                     let check = std::pin::pin!(p.check());
-                    crate::knock::or_knock(check, door, after).await
+                    crate::knock::or_knock(check, door).await
                 };
                 match r {
                     Ok(r) => redis_result(r, within),
                     Err(why) => {
                         // Its request abandoned: the next check connects afresh.
                         probe = None;
-                        knocked = Some(after);
+                        knocked = door.map(|(_, after)| after);
                         (Observation::Silent, why.into(), None)
                     }
                 }
@@ -388,10 +394,10 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 let mut check = Box::pin(proxy_check(
                     &api_for, machine, ip, port, &listens, reach, within,
                 ));
-                match crate::knock::or_knock(check.as_mut(), door, after).await {
+                match crate::knock::or_knock(check.as_mut(), door).await {
                     Ok((o, d)) => (o, d.into(), None),
                     Err(why) => {
-                        knocked = Some(after);
+                        knocked = door.map(|(_, after)| after);
                         (Observation::Silent, why.into(), None)
                     }
                 }
@@ -426,26 +432,20 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     }
 }
 
-/// Where a late check of `target` knocks ([`crate::knock`]): the port it checks, a HAProxy's
-/// first frontend (its runtime API where that is on the network). Only ports medic already
-/// reaches: a firewall that drops packets to other ports would make any machine seem silent.
-/// A service's check is not joined by a knock: its machine is judged by `fall` misses.
+/// Where a late check of `target` knocks ([`crate::knock`]), and for how long: its machine's
+/// SSH port, which medic always reaches and whose accept queue no busy service can fill (a
+/// full queue drops connections silently). A service's check is not joined by a knock: its
+/// machine is judged by `fall` misses.
 fn knock_at(
     target: &Target,
     ip: IpAddr,
-    port: u16,
-    listens: &[u16],
-    reach: Reach,
-) -> Option<std::net::SocketAddr> {
-    let port = match target {
-        Target::Redis { .. } => Some(port),
-        Target::Proxy { .. } | Target::App { .. } => listens
-            .first()
-            .copied()
-            .or((reach == Reach::Network).then_some(port)),
+    ssh_port: u16,
+    after: Option<Duration>,
+) -> Option<(std::net::SocketAddr, Duration)> {
+    match target {
         Target::Service { .. } => None,
-    }?;
-    Some(std::net::SocketAddr::new(ip, port))
+        _ => Some((std::net::SocketAddr::new(ip, ssh_port), after?)),
+    }
 }
 
 /// A `command` check: exit 0 is healthy, any other exit unhealthy (the machine answered);

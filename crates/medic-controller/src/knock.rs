@@ -1,16 +1,17 @@
-//! The knock: a check that has not answered by its suspicion time is followed by a fresh TCP
-//! connection to the same port. A busy or hung process still has a kernel that completes the
-//! handshake (or refuses it), so its machine *answers the knock* and the check goes on to its
+//! The knock: a check that has not answered by its suspicion time is joined by a fresh TCP
+//! connection to the machine's SSH port — a port medic always reaches, and whose accept queue
+//! a busy service cannot fill. A busy or hung process still has a kernel (and an sshd) that
+//! completes the handshake, so its machine *answers the knock* and the check goes on to its
 //! timeout as before ([`or_knock`]: the check is never abandoned for a late reply). A crashed or cut-off machine answers nothing: the check ends at once as
 //! silence *of the machine* ([`crate::checks::CheckResult::knocked`]), and the core asks the
 //! machine's witnesses to knock too, deciding on their answer without waiting for `fall`
 //! misses (see `core::detect`).
 //!
 //! The suspicion time adapts to the target: four times the slowest of its recent replies
-//! (decaying), at least [`FLOOR`] and at most a third of the check's timeout. The knock is
-//! given the same time, so its verdict is in before the check's own timeout. A network that
-//! slows down (a `tc netem` delay, a loaded host) raises both, up to a third of the timeout
-//! each: a machine that answers a handshake within that long is never taken for a silent one.
+//! (decaying), at least [`FLOOR`]. The knock is given the same time, so its verdict is in
+//! before the check's own timeout. When that time would exceed a third of the timeout — a
+//! slow or congested network, a loaded host — there is no knock at all: a handshake that slow
+//! says nothing in time, and the check is judged by `fall` misses as without the knock.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -35,9 +36,11 @@ impl Suspicion {
     }
 
     /// How long a check of this target may go unanswered before its machine is knocked at,
-    /// and how long the knock may take, for a check bounded by `timeout`.
-    pub fn after(&self, timeout: Duration) -> Duration {
-        (self.slow * 4).clamp(FLOOR, (timeout / 3).max(FLOOR))
+    /// and how long the knock may take, for a check bounded by `timeout`; `None`: no knock
+    /// (its replies are too slow for one to say anything within the timeout).
+    pub fn after(&self, timeout: Duration) -> Option<Duration> {
+        let after = (self.slow * 4).max(FLOOR);
+        (after <= timeout / 3).then_some(after)
     }
 }
 
@@ -69,10 +72,9 @@ pub async fn knock(at: SocketAddr, within: Duration) -> Knocked {
 /// `Err` with what was seen, the check abandoned.
 pub async fn or_knock<F: Future>(
     mut check: std::pin::Pin<&mut F>,
-    at: Option<SocketAddr>,
-    after: Duration,
+    knock_at: Option<(SocketAddr, Duration)>,
 ) -> Result<F::Output, String> {
-    let Some(at) = at else {
+    let Some((at, after)) = knock_at else {
         return Ok(check.await);
     };
     tokio::select! {
@@ -103,19 +105,21 @@ mod tests {
     fn the_suspicion_time_follows_the_replies_within_its_bounds() {
         let timeout = Duration::from_millis(300);
         let mut s = Suspicion::default();
-        assert_eq!(s.after(timeout), FLOOR);
+        assert_eq!(s.after(timeout), Some(FLOOR));
         s.answered(Duration::from_millis(20));
-        assert_eq!(s.after(timeout), Duration::from_millis(80));
-        // A slow reply raises it at once, up to a third of the timeout.
-        s.answered(Duration::from_millis(70));
-        assert_eq!(s.after(timeout), Duration::from_millis(100));
+        assert_eq!(s.after(timeout), Some(Duration::from_millis(80)));
+        // A slow reply raises it at once; beyond a third of the timeout, no knock.
+        s.answered(Duration::from_millis(25));
+        assert_eq!(s.after(timeout), Some(Duration::from_millis(100)));
+        s.answered(Duration::from_millis(26));
+        assert_eq!(s.after(timeout), None);
         // Fast replies bring it down again, slowly.
         for _ in 0..100 {
             s.answered(Duration::from_micros(300));
         }
-        assert_eq!(s.after(timeout), FLOOR);
-        // A timeout shorter than three floors still gets the floor.
-        assert_eq!(Suspicion::default().after(Duration::from_millis(60)), FLOOR);
+        assert_eq!(s.after(timeout), Some(FLOOR));
+        // A timeout shorter than three floors gets no knock.
+        assert_eq!(Suspicion::default().after(Duration::from_millis(120)), None);
     }
 
     /// A listener whose accept queue is full: Linux drops new SYNs, so a connection to it is
@@ -151,7 +155,7 @@ mod tests {
         );
         // A check that never finishes: abandoned once the knock is not answered.
         let never = std::pin::pin!(std::future::pending::<()>());
-        let r = or_knock(never, Some(silent), FLOOR).await;
+        let r = or_knock(never, Some((silent, FLOOR))).await;
         let why = r.expect_err("the knock is silent");
         assert!(why.contains("does not answer a TCP connection"), "{why}");
         // A knock answered: the check's own result, however late.
@@ -159,6 +163,6 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(150)).await;
             7
         });
-        assert_eq!(or_knock(slow, Some(at), FLOOR).await, Ok(7));
+        assert_eq!(or_knock(slow, Some((at, FLOOR))).await, Ok(7));
     }
 }

@@ -5,9 +5,10 @@
 //! check due meanwhile — and when fifty servers die at once, fifty writes in a row. So the
 //! state is handed over ([`Saver::put`]) and written by this thread, the latest superseding
 //! any not yet written: a burst costs the checks fifty clones and the disk one or two writes.
-//! Whoever must know the state is on disk before answering (an operator's command) waits for
-//! it ([`Saver::save_now`]); every write goes through the same thread, so an older state is
-//! never written after a newer one.
+//! Whoever must know the state is on disk before going on waits for it ([`Saver::flush`]): an
+//! operator's maintenance mark before the reply, a recovery's last steps before its end is
+//! journaled, `run` before it returns. Every write goes through the same thread, so an older
+//! state is never written after a newer one.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 

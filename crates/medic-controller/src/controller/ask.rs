@@ -226,10 +226,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             .runtime_api_of(machine)
             .filter(|r| r.reach == medic_topology::Reach::Network)
             .map(|r| r.port.value);
+        // Its SSH port too: a service's full accept queue drops connections silently, sshd's
+        // does not.
+        let ssh_port = top.machine(machine).map_or(22, |m| top.ssh_for(m).port);
         let doors: Vec<u16> = redis_ports
             .iter()
             .chain(&frontends)
             .chain(&api)
+            .chain(std::iter::once(&ssh_port))
             .copied()
             .collect();
         let mut knocks = tokio::task::JoinSet::new();

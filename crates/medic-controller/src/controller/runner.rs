@@ -139,6 +139,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 Next::End(outcome) => {
                     self.write_unpersisted(&mut exec, id, plan, &unwritten)
                         .await;
+                    // The state its steps left (roles, monitoring given back) on disk before
+                    // the journal says it is over: a restart then finds both or resumes it.
+                    let saver = self.inner.saver.clone();
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || saver.flush()).await {
+                        tracing::error!(error = %e, "Cannot save the state before the recovery's end.");
+                    }
                     self.journaled(
                         &mut writer,
                         id,

@@ -67,7 +67,7 @@ impl Core {
                 }),
         };
         h.checks += 1;
-        if r.knocked.is_some() {
+        if r.knocked.is_some() || r.observation == Observation::Ok {
             h.knocked = r.knocked;
         }
         // (An answer's detail is always the same: compared only when something is wrong.)
