@@ -465,6 +465,8 @@ fn recovery_id(key: &str, now_ms: u64) -> String {
 }
 
 #[cfg(test)]
+mod knock_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod tests;
