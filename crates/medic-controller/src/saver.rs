@@ -144,6 +144,7 @@ mod tests {
             },
             maintenance: Default::default(),
             unmonitored: Default::default(),
+            unmonitored_servers: Default::default(),
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),

@@ -34,6 +34,11 @@ pub struct Saved {
     /// stopped, or a replacement held): they stay out until an operator acts.
     #[serde(default)]
     pub unmonitored: BTreeSet<String>,
+    /// Servers (shard, machine) a recovery took out of monitoring and has not given back (a
+    /// dead process it was not allowed to restart): only they are left alone, every other
+    /// server on their machine is still watched.
+    #[serde(default)]
+    pub unmonitored_servers: BTreeSet<(String, String)>,
     /// When each machine was last replaced (ms since the epoch), for the flap limits.
     #[serde(default)]
     pub replacements: Vec<(String, u64)>,
@@ -49,6 +54,14 @@ pub struct Saved {
 }
 
 impl Saved {
+    /// Gives a machine back to monitoring, with any of its servers left out: `true` if
+    /// anything of it was out.
+    pub fn watch_again(&mut self, machine: &str) -> bool {
+        let before = self.unmonitored_servers.len();
+        self.unmonitored_servers.retain(|(_, m)| m != machine);
+        self.unmonitored.remove(machine) | (self.unmonitored_servers.len() != before)
+    }
+
     /// The state of a deployment medic has no record of: roles as the topology says.
     pub fn fresh(top: &medic_topology::Topology) -> Saved {
         Saved {
@@ -56,6 +69,7 @@ impl Saved {
             observed: ObservedState::assumed(top),
             maintenance: Default::default(),
             unmonitored: Default::default(),
+            unmonitored_servers: Default::default(),
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),
@@ -192,6 +206,7 @@ mod tests {
             },
             maintenance: BTreeSet::from(["x".to_owned()]),
             unmonitored: BTreeSet::new(),
+            unmonitored_servers: BTreeSet::from([("s".to_owned(), "x".to_owned())]),
             replacements: vec![("x".into(), 5)],
             retries: BTreeMap::from([("y".to_owned(), (10, 2))]),
             recoveries: vec![("y".into(), 7)],

@@ -153,6 +153,7 @@ impl Sim {
             observed,
             maintenance: Default::default(),
             unmonitored: Default::default(),
+            unmonitored_servers: Default::default(),
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),

@@ -81,6 +81,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     "instance": ms.and_then(|s| s.instance_id.clone()),
                     "state": state,
                     "targets": targets,
+                    // Servers a recovery left out of monitoring (their process not restarted).
+                    "unmonitored_servers": v
+                        .unmonitored_servers
+                        .iter()
+                        .filter(|(_, m)| m == name)
+                        .map(|(s, _)| s.as_str())
+                        .collect::<Vec<_>>(),
                 })
             })
             .collect();
@@ -231,6 +238,7 @@ struct View {
     observed: medic_plan::ObservedState,
     maintenance: BTreeSet<String>,
     unmonitored: BTreeSet<String>,
+    unmonitored_servers: BTreeSet<(String, String)>,
     busy: BTreeSet<String>,
     routing: BTreeMap<String, ShardRouting>,
     running: Vec<InFlight>,
@@ -288,6 +296,7 @@ impl View {
             observed: st.core.saved.observed.clone(),
             maintenance: st.core.saved.maintenance.clone(),
             unmonitored: st.core.saved.unmonitored.clone(),
+            unmonitored_servers: st.core.saved.unmonitored_servers.clone(),
             busy: st.core.busy().cloned().collect(),
             routing,
             running: in_flight(st, playbooks),

@@ -27,11 +27,21 @@ use crate::witness;
 pub const LINK_SILENT_SECS: u64 = 2;
 
 impl Core {
+    /// A target whose results decide nothing: its machine in maintenance or out of
+    /// monitoring, or the server itself left out by a recovery.
+    pub fn left_alone(&self, t: &Target) -> bool {
+        let machine = t.machine();
+        self.saved.maintenance.contains(machine)
+            || self.saved.unmonitored.contains(machine)
+            || matches!(t, Target::Redis { shard, machine }
+                if self.saved.unmonitored_servers.iter().any(|(s, m)| s == shard && m == machine))
+    }
+
     /// One check's result.
     pub fn on_check(&mut self, r: &CheckResult) -> Vec<Output> {
         let mut out = Vec::new();
         let machine = r.target.machine();
-        if self.saved.maintenance.contains(machine) || self.saved.unmonitored.contains(machine) {
+        if self.left_alone(&r.target) {
             return out;
         }
         if self.busy.contains(machine) {
@@ -559,10 +569,7 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let machine = target.machine().to_owned();
-        if self.busy.contains(&machine)
-            || self.saved.maintenance.contains(&machine)
-            || self.saved.unmonitored.contains(&machine)
-        {
+        if self.busy.contains(&machine) || self.left_alone(target) {
             return;
         }
         // Answered since the question was asked: not silent any more.

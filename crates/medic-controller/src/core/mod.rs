@@ -355,7 +355,7 @@ impl Core {
             ));
         }
         self.saved.replacements.retain(|(m, _)| m != machine);
-        self.saved.unmonitored.remove(machine);
+        self.saved.watch_again(machine);
         self.saved.retries.remove(machine);
         self.saved.recoveries.retain(|(m, _)| m != machine);
         self.request(Request {
@@ -378,7 +378,7 @@ impl Core {
             self.saved.maintenance.insert(machine.to_owned());
         } else {
             self.saved.maintenance.remove(machine);
-            self.saved.unmonitored.remove(machine);
+            self.saved.watch_again(machine);
             self.health.retain(|t, _| t.machine() != machine);
         }
     }

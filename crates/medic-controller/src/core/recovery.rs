@@ -13,10 +13,11 @@
 
 use std::collections::BTreeSet;
 
-use medic_plan::{Action, AlertLevel, Event, Plan, Step, StepOutput, plan_recovery};
+use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery};
 
-use super::steps::{monitor_machine, note_skips, step_machine};
+use super::steps::{note_skips, step_machine};
 use super::{Claims, Core, Output, Request, Resume, Running, recovery_id};
+use crate::checks::Target;
 use crate::journal::Outcome;
 use crate::store::hold_reason;
 
@@ -152,7 +153,7 @@ impl Core {
             if let Some(r) = self.saved.retries.get_mut(&m) {
                 r.0 = u64::MAX;
             }
-            if self.saved.unmonitored.remove(&m) {
+            if self.saved.watch_again(&m) {
                 self.health.retain(|t, _| t.machine() != m);
                 out.push(Output::Alert {
                     level: AlertLevel::Warning,
@@ -423,15 +424,43 @@ impl Core {
                     message: message.clone(),
                 });
             }
-            Action::Unmonitor { target } => {
+            // One server out is that server only: the rest of its machine (other shards'
+            // masters) stays watched when the plan ends without giving it back.
+            Action::Unmonitor {
+                target: MonitorTarget::Server { shard, machine },
+            } => {
                 self.saved
-                    .unmonitored
-                    .insert(monitor_machine(target).to_owned());
+                    .unmonitored_servers
+                    .insert((shard.clone(), machine.clone()));
+                // Its last health is not kept: a stale `up` would make a lost machine look
+                // like a hung process beside an answering server.
+                self.health.remove(&Target::Redis {
+                    shard: shard.clone(),
+                    machine: machine.clone(),
+                });
             }
-            Action::Monitor { target } => {
-                let m = monitor_machine(target);
-                self.saved.unmonitored.remove(m);
-                self.health.retain(|t, _| t.machine() != m);
+            Action::Monitor {
+                target: MonitorTarget::Server { shard, machine },
+            } => {
+                self.saved
+                    .unmonitored_servers
+                    .remove(&(shard.clone(), machine.clone()));
+                let server = Target::Redis {
+                    shard: shard.clone(),
+                    machine: machine.clone(),
+                };
+                self.health.remove(&server);
+            }
+            Action::Unmonitor {
+                target: MonitorTarget::Machine { machine },
+            } => {
+                self.saved.unmonitored.insert(machine.clone());
+            }
+            Action::Monitor {
+                target: MonitorTarget::Machine { machine },
+            } => {
+                self.saved.watch_again(machine);
+                self.health.retain(|t, _| t.machine() != machine);
             }
             Action::LaunchInstance { spec } => {
                 self.saved.replacements.push((spec.machine.clone(), now_ms));
@@ -582,10 +611,26 @@ impl Core {
                     } else {
                         format!("`medic recover {who}` tries again")
                     };
+                    // What its unmonitor step took out stays out: the machine, or one server.
+                    let out_now: Vec<String> = self
+                        .saved
+                        .unmonitored_servers
+                        .iter()
+                        .filter(|(_, m)| *m == who)
+                        .map(|(s, m)| format!("{s}@{m}"))
+                        .collect();
+                    let stays = if self.saved.unmonitored.contains(&who) || out_now.is_empty() {
+                        "The machine stays out of monitoring".to_owned()
+                    } else {
+                        format!(
+                            "{} stays out of monitoring (the rest of {who} is watched)",
+                            out_now.join(", ")
+                        )
+                    };
                     out.push(Output::Alert {
                         level: AlertLevel::Critical,
                         message: format!(
-                            "recovery {} stopped at step {step} of {} ({kind}): {error}. The machine stays out of monitoring; `medic history` shows what was done; {retry}",
+                            "recovery {} stopped at step {step} of {} ({kind}): {error}. {stays}; `medic history` shows what was done; {retry}",
                             run.plan.recovery,
                             run.plan.steps.len(),
                         ),

@@ -1,7 +1,7 @@
 //! What the core needs to know of single steps: which it does itself, which machine a step
 //! acts on, and what a finished step skipped.
 
-use medic_plan::{Action, MonitorTarget, StepOutput};
+use medic_plan::{Action, StepOutput};
 
 /// Steps the core does itself (the adapter journals them like any other, and reports them
 /// done with an empty output).
@@ -40,12 +40,6 @@ pub(super) fn step_machine(action: &Action) -> Option<&str> {
         | Action::RunPlaybook { machine, .. } => Some(machine),
         Action::LaunchInstance { spec } => Some(&spec.machine),
         _ => None,
-    }
-}
-
-pub(super) fn monitor_machine(t: &MonitorTarget) -> &str {
-    match t {
-        MonitorTarget::Machine { machine } | MonitorTarget::Server { machine, .. } => machine,
     }
 }
 

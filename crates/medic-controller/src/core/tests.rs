@@ -454,10 +454,85 @@ fn a_restart_that_fails_on_another_machine_does_not_escalate_and_is_retried() {
     );
     c.schedule(13);
     assert!(c.running.is_empty(), "escalated: {:?}", c.running.keys());
-    assert!(c.saved.unmonitored.contains("redis2"));
+    // The server its restart was for stays out; the rest of its machine is watched.
+    let server = ("r9002".to_owned(), "redis2".to_owned());
+    assert!(c.saved.unmonitored_servers.contains(&server));
+    assert!(!c.saved.unmonitored.contains("redis2"));
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("r9002@redis2 stays out of monitoring")),
+        "{out:?}"
+    );
     // Ten seconds on, it is watched again.
     let out = c.schedule(10_012);
-    assert!(!c.saved.unmonitored.contains("redis2"), "{out:?}");
+    assert!(!c.saved.unmonitored_servers.contains(&server), "{out:?}");
+}
+
+#[test]
+fn a_replica_not_restarted_is_left_out_alone_and_its_machine_stays_watched() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
+    let mut loaded = medic_topology::load_topology(&path).expect("examples/lab.yaml loads");
+    loaded
+        .topology
+        .policy
+        .remediation
+        .retain(|r| r.value != medic_topology::Remedy::RestartProcess);
+    let saved = Saved::fresh(&loaded.topology);
+    let mut c = Core::new(Arc::new(loaded), saved);
+    c.request(Request {
+        event: Event::ProcessDied {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(5),
+        master_last_ok_ms: None,
+        queued_ms: 5,
+        detected: true,
+        resume: None,
+    });
+    c.schedule(10);
+    let id = c.running.keys().next().cloned().expect("started");
+    let mut out = Vec::new();
+    while let Next::Run(step) = c.next_step(&id, 10) {
+        out.extend(c.step_done(&id, &step, &StepOutput::default(), 10));
+    }
+    out.extend(c.finished(&id, &Outcome::Completed, 11));
+    assert!(
+        alerts(&out).iter().any(|a| a.contains("is not restarted")),
+        "{out:?}"
+    );
+    // The dead server is out; its machine is not.
+    let dead = ("r9002".to_owned(), "redis2".to_owned());
+    assert_eq!(c.saved.unmonitored_servers, [dead].into());
+    assert!(c.saved.unmonitored.is_empty(), "{:?}", c.saved.unmonitored);
+    assert!(!c.paused().contains("redis2"));
+    // Its results decide nothing ...
+    for n in 0..5u64 {
+        let out = c.on_check(&check(
+            &redis("r9002", "redis2"),
+            100 + 250 * n,
+            Observation::Silent,
+            None,
+        ));
+        assert!(out.is_empty(), "{out:?}");
+    }
+    assert!(!c.health.contains_key(&redis("r9002", "redis2")));
+    // ... while the other shard's server on that machine is watched: its silence is asked about.
+    let other = redis("r9001", "redis2");
+    let mut out = c.on_check(&check(&other, 2_000, Observation::Ok, Some(Role::Replica)));
+    for n in 1..=3u64 {
+        out.extend(c.on_check(&check(&other, 2_000 + 250 * n, Observation::Silent, None)));
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Ask { target, .. } if *target == other)),
+        "{out:?}"
+    );
+    // `medic monitor redis2` gives the server back.
+    c.set_maintenance("redis2", false);
+    assert!(c.saved.unmonitored_servers.is_empty());
 }
 
 #[test]

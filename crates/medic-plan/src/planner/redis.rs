@@ -194,7 +194,7 @@ impl<'a> Planner<'a> {
         if !self.top.policy.allows(Remedy::RestartProcess) {
             self.alert(
                 AlertLevel::Warning,
-                format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica"),
+                format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica, which stays out of monitoring (the rest of {machine} is watched) until `medic monitor {machine}`"),
             );
             self.push_all(waits);
             return Ok(());

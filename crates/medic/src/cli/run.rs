@@ -393,6 +393,16 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             s(&m["instance"])
         );
     }
+    for m in v["machines"].as_array().into_iter().flatten() {
+        for shard in m["unmonitored_servers"].as_array().into_iter().flatten() {
+            println!(
+                "{}@{} is not watched: a recovery left it out (its process was not restarted); `medic monitor {}` watches it again",
+                s(shard),
+                s(&m["name"]),
+                s(&m["name"])
+            );
+        }
+    }
     // Every recovery running (recoveries of disjoint machines run at once); an older
     // controller reports only `in_flight`.
     let running = v["running"].as_array().cloned().unwrap_or_else(|| {
