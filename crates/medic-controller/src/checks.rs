@@ -408,6 +408,11 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                     let (o, d) = Box::pin(command_check(&run, machine, ip, command, within)).await;
                     (o, d.into(), None)
                 }
+                Some(how) if how.kind == medic_topology::CheckKind::Postgres => {
+                    let (o, d, seen) =
+                        Box::pin(crate::pg_check::check(ip, port, how, within)).await;
+                    (o, d.into(), seen.map(crate::pg_check::PgSeen::info))
+                }
                 Some(how) => {
                     let (o, d) = Box::pin(crate::service_check::check(ip, port, how, within)).await;
                     (o, d.into(), None)

@@ -17,6 +17,7 @@ pub mod journal;
 pub mod knock;
 pub mod notify;
 mod page;
+pub mod pg_check;
 pub mod saver;
 pub mod service_check;
 pub mod store;

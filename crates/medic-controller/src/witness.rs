@@ -179,9 +179,9 @@ pub fn observers(
             if let Some(s) = top.service(service) {
                 let how = match s.check.value.kind {
                     medic_topology::CheckKind::Http => Probe::Http,
-                    medic_topology::CheckKind::Tcp | medic_topology::CheckKind::Command => {
-                        Probe::Connect
-                    }
+                    medic_topology::CheckKind::Tcp
+                    | medic_topology::CheckKind::Command
+                    | medic_topology::CheckKind::Postgres => Probe::Connect,
                 };
                 // The service's other machines: they are where it moves to, and often on
                 // another site than the monitor host.

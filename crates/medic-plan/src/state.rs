@@ -32,6 +32,11 @@ pub struct ServiceState {
     /// standby here is not promoted.
     #[serde(default)]
     pub down: std::collections::BTreeSet<String>,
+    /// Each machine's WAL position (bytes) as last seen by a check that reports one (a
+    /// `postgres` check; the controller keeps this): the most advanced standby is promoted,
+    /// and none further behind the primary than `policy.max_promotion_lag_bytes`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub positions: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +130,7 @@ impl ObservedState {
                         generation: 0,
                         out: Default::default(),
                         down: Default::default(),
+                        positions: Default::default(),
                     },
                 )
             })

@@ -21,7 +21,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod etcd;
+mod postgres;
 pub use etcd::EtcdCluster;
+pub use postgres::{PG_BIN, Postgres};
 
 /// A loopback address no other test of this process uses: `127.A.B.C`, `A` from the process
 /// id so concurrently running test binaries do not meet either.

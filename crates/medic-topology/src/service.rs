@@ -107,6 +107,11 @@ pub enum CheckKind {
     /// `command` run on the machine over SSH (as root) exits 0: what a port cannot show, like
     /// the storage under the service (seed 004) or its database.
     Command,
+    /// A PostgreSQL server at the port logs medic in and answers `pg_is_in_recovery()` as its
+    /// role requires: not in recovery on the primary, in recovery on a standby (with
+    /// `standbys_read_only`, the nominal primary and the standbys keep their roles whoever
+    /// serves). Its WAL position is shown with it.
+    Postgres,
 }
 
 /// A service's health check.
@@ -127,6 +132,16 @@ pub struct ServiceCheck {
     /// `command`: the shell command; exit 0 is healthy.
     #[serde(default)]
     pub command: Option<String>,
+    /// `postgres`: the role medic logs in as (`postgres` unless given).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// `postgres`: the database it connects to (`postgres` unless given).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// `postgres`: a file on the controller's host holding that role's password (none: the
+    /// server trusts the controller's address).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
     #[serde(default = "default_interval")]
     pub interval: Dur,
     #[serde(default = "default_timeout")]
@@ -145,6 +160,9 @@ impl Default for ServiceCheck {
             status: None,
             body: None,
             command: None,
+            user: None,
+            database: None,
+            password_file: None,
             interval: default_interval(),
             timeout: default_timeout(),
             fall: default_fall(),

@@ -137,6 +137,21 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "services[0].check.path: `path` is for an http check",
         ),
         (
+            "check: {kind: http, path: /health",
+            "check: {kind: http, user: medic, path: /health",
+            "services[0].check.user: `user` is for a postgres check; expected `kind: postgres`",
+        ),
+        (
+            "check: {kind: http, path: /health, status: 200, body: ok,",
+            "check: {kind: postgres, database: 'two words', password_file: pw,",
+            "services[0].check.database: `two words`: expected a PostgreSQL database name",
+        ),
+        (
+            "check: {kind: http, path: /health, status: 200, body: ok,",
+            "check: {kind: postgres, password_file: pw,",
+            "services[0].check.password_file: `pw`: expected an absolute path on the controller's host",
+        ),
+        (
             "status: 200, body",
             "status: 700, body",
             "services[0].check.status: 700 is not an HTTP status",

@@ -26,6 +26,34 @@ pub(super) fn forget_health(observed: &mut ObservedState, top: &Topology) {
 }
 
 impl Core {
+    /// Why a service's data store answers in a role its machine should not have, if it does:
+    /// the primary in recovery (read-only), or another machine not in recovery (writable: a
+    /// second primary). With `standbys_read_only` the roles are the nominal ones whoever
+    /// serves: the copy that serves while the nominal primary is out stays read-only.
+    pub(super) fn wrong_role(
+        &self,
+        service: &str,
+        machine: &str,
+        info: &medic_redis::ReplicationInfo,
+    ) -> Option<String> {
+        let s = self.loaded.topology.service(service)?;
+        let st = self.saved.observed.services.get(service)?;
+        let primary = if s.standbys_read_only {
+            s.primary.value.as_str()
+        } else {
+            st.primary.as_str()
+        };
+        match (machine == primary, info.role) {
+            (true, medic_redis::Role::Replica) => Some(format!(
+                "in recovery (read-only), but {machine} is {service}'s primary"
+            )),
+            (false, medic_redis::Role::Master) => Some(format!(
+                "not in recovery (writable), but {primary} is {service}'s primary: a second primary?"
+            )),
+            _ => None,
+        }
+    }
+
     /// `true` if the result was acted on and is not to be judged further.
     pub(super) fn service_seen(
         &mut self,
@@ -56,6 +84,16 @@ impl Core {
         let Some(st) = self.saved.observed.services.get_mut(service) else {
             return false;
         };
+        // The position as last seen, for the choice of a standby (not saved for itself: it
+        // changes with every write, and is seen again within a check after a restart).
+        if let Some(info) = &r.info {
+            match st.positions.get_mut(machine) {
+                Some(p) => *p = info.offset,
+                None => {
+                    st.positions.insert(machine.to_owned(), info.offset);
+                }
+            }
+        }
         let primary = st.primary.clone();
         let changed = if ready {
             st.down.remove(machine)

@@ -14,11 +14,18 @@ use crate::checks::{CheckResult, Target};
 
 /// examples/domino.yaml with `edit` applied, and the core on it.
 fn core(edit: &str) -> Core {
+    core_with(&[("failback: manual", edit)])
+}
+
+/// examples/domino.yaml with each (text, replacement) applied, and the core on it.
+fn core_with(edits: &[(&str, &str)]) -> Core {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let text = std::fs::read_to_string(root.join("examples/domino.yaml"))
-        .unwrap()
-        .replace("failback: manual", edit)
-        .replace("../amis", &root.join("amis").display().to_string());
+    let mut text = std::fs::read_to_string(root.join("examples/domino.yaml")).unwrap();
+    for (from, to) in edits {
+        assert!(text.contains(from), "examples/domino.yaml has no {from:?}");
+        text = text.replace(from, to);
+    }
+    let text = text.replace("../amis", &root.join("amis").display().to_string());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("domino.yaml");
     std::fs::write(&path, text).unwrap();
@@ -155,4 +162,111 @@ fn a_machine_failed_away_from_rejoins_once_it_passes_and_fails_back_after_the_ho
     assert_eq!(queued(&c), std::slice::from_ref(&back));
     check(&mut c, &www("web1"), 17_500, Observation::Ok);
     assert_eq!(queued(&c), [back]);
+}
+
+/// A `postgres` check's answer: healthy, in `role` at WAL position 100.
+fn pg(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role) -> Vec<Output> {
+    let seen = crate::pg_check::PgSeen {
+        in_recovery: role == medic_redis::Role::Replica,
+        wal_bytes: 100,
+    };
+    c.on_check(&CheckResult {
+        target: Arc::new(t.clone()),
+        at_ms,
+        observation: Observation::Ok,
+        detail: "test".into(),
+        info: Some(seen.info()),
+        took: Duration::ZERO,
+        knocked: None,
+    })
+}
+
+fn postgres_core(read_only: bool) -> Core {
+    let failback = if read_only {
+        "failback: manual\n    standbys_read_only: true"
+    } else {
+        "failback: manual"
+    };
+    core_with(&[
+        ("failback: manual", failback),
+        (
+            "{kind: http, path: /health, status: 200, body: ok,",
+            "{kind: postgres, user: medic, database: www,",
+        ),
+    ])
+}
+
+#[test]
+fn a_database_in_the_wrong_role_is_a_bad_answer() {
+    use medic_redis::Role::{Master, Replica};
+    let mut c = postgres_core(false);
+    for at in [1_000, 1_500] {
+        pg(&mut c, &www("web1"), at, Master);
+        pg(&mut c, &www("web2"), at, Replica);
+    }
+    assert!(c.saved.observed.services["www"].down.is_empty());
+    // The standby writable: a second primary. Told once; it is not usable any more.
+    let mut out = Vec::new();
+    for at in [2_000, 2_500, 3_000] {
+        out.extend(pg(&mut c, &www("web2"), at, Master));
+    }
+    let told: Vec<_> = out
+        .iter()
+        .filter(
+            |o| matches!(o, Output::Alert { message, .. } if message.contains("a second primary?")),
+        )
+        .collect();
+    assert_eq!(told.len(), 1, "{out:?}");
+    assert!(c.saved.observed.services["www"].down.contains("web2"));
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    // In recovery again, it is usable again.
+    for at in [3_500, 4_000, 4_500] {
+        pg(&mut c, &www("web2"), at, Replica);
+    }
+    assert!(!c.saved.observed.services["www"].down.contains("web2"));
+    // The primary read-only for `fall` checks: failed over to the standby.
+    for at in [5_000, 5_500, 6_000] {
+        pg(&mut c, &www("web1"), at, Replica);
+    }
+    assert_eq!(
+        queued(&c),
+        [Event::ServiceDown {
+            service: "www".into(),
+            machine: "web1".into()
+        }]
+    );
+    assert!(
+        c.health[&www("web1")]
+            .detail
+            .contains("in recovery (read-only), but web1 is www's primary"),
+        "{}",
+        c.health[&www("web1")].detail
+    );
+}
+
+#[test]
+fn with_read_only_standbys_the_roles_are_the_nominal_ones() {
+    use medic_redis::Role::{Master, Replica};
+    let mut c = postgres_core(true);
+    // The standby serves (web1 is out), its database still a read-only copy: healthy.
+    c.saved.observed.services.get_mut("www").unwrap().primary = "web2".into();
+    c.saved
+        .observed
+        .services
+        .get_mut("www")
+        .unwrap()
+        .out
+        .insert("web1".into());
+    for at in [1_000, 1_500] {
+        pg(&mut c, &www("web2"), at, Replica);
+    }
+    assert!(!c.saved.observed.services["www"].down.contains("web2"));
+    assert!(c.warned.is_empty(), "{:?}", c.warned);
+    // The nominal primary back, writable as it always is: no wrong role.
+    let out = pg(&mut c, &www("web1"), 2_000, Master);
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Alert { message, .. } if message.contains("recovery"))),
+        "{out:?}"
+    );
 }

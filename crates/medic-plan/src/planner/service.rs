@@ -67,10 +67,34 @@ impl<'a> Planner<'a> {
     /// away from without rejoining. The first in the topology's order.
     fn usable_standby(&self, s: &Service, besides: &str) -> Option<String> {
         let st = self.state.services.get(&s.name.value);
+        let position = |m: &str| st.and_then(|st| st.positions.get(m)).copied();
+        // The most advanced by the positions last seen (a service whose check reports none
+        // has none: its order decides), the topology's order breaking ties.
         s.machines()
             .filter(|m| *m != besides)
-            .find(|m| st.is_none_or(|st| !st.out.contains(*m) && !st.down.contains(*m)))
-            .map(str::to_owned)
+            .filter(|m| st.is_none_or(|st| !st.out.contains(*m) && !st.down.contains(*m)))
+            .enumerate()
+            .max_by_key(|(i, m)| (position(m), std::cmp::Reverse(*i)))
+            .map(|(_, m)| m.to_owned())
+    }
+
+    /// Why promoting `new` in place of `old` would lose writes beyond the policy's limit, if
+    /// it would: `old`'s last seen position ahead of `new`'s by more than
+    /// `policy.max_promotion_lag_bytes`. Standbys that never take writes lose nothing.
+    fn promotion_refused(&self, s: &Service, old: &str, new: &str) -> Option<String> {
+        if s.standbys_read_only {
+            return None;
+        }
+        let st = self.state.services.get(&s.name.value)?;
+        let (at_old, at_new) = (*st.positions.get(old)?, *st.positions.get(new)?);
+        let behind = at_old.saturating_sub(at_new);
+        let max = self.top.policy.max_promotion_lag_bytes.value;
+        (behind > max).then(|| {
+            format!(
+                "service {} lost its primary {old}; the most advanced standby {new} is {behind} bytes behind it as last seen (policy.max_promotion_lag_bytes is {max}): nothing promoted, so that no acknowledged write is lost. Bring {old} back if you can (it is still the primary, and its data the newest); to accept the loss, raise the limit (SIGHUP reloads the topology), then `medic recover {old}`",
+                s.name.value
+            )
+        })
     }
 
     /// A whole machine of role `service` is lost (a majority of its observers confirm it is
@@ -126,8 +150,12 @@ impl<'a> Planner<'a> {
             );
             return Ok(());
         }
-        if self.usable_standby(s, machine).is_none() {
+        let Some(new) = self.usable_standby(s, machine) else {
             self.no_standby(s, machine);
+            return Ok(());
+        };
+        if let Some(why) = self.promotion_refused(s, machine, &new) {
+            self.alert(AlertLevel::Critical, why);
             return Ok(());
         }
         let target = MonitorTarget::Machine {
@@ -164,6 +192,11 @@ impl<'a> Planner<'a> {
             self.no_standby(s, old);
             return;
         };
+        if let Some(why) = self.promotion_refused(s, old, &new) {
+            // Nothing changes: `old` stays the primary, whose data may be the only copy.
+            self.alert(AlertLevel::Critical, why);
+            return;
+        }
         // The address first: clients stop reaching the old primary before anything else.
         self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_fenced {

@@ -325,3 +325,93 @@ fn a_machine_that_answers_but_still_fails_is_demoted_and_stays_out() {
     }
     assert!(after.services["www"].out.contains("web1"), "still out");
 }
+
+/// examples/domino.yaml with a third machine, web3, as the second standby.
+fn three() -> Topology {
+    let text = DOMINO
+        .replace(
+            "  - {name: web2, role: service, ami: web}",
+            "  - {name: web2, role: service, ami: web}\n  - {name: web3, role: service, ami: web}",
+        )
+        .replace("standbys: [web2]", "standbys: [web2, web3]");
+    medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap()
+}
+
+fn promoted(plan: &Plan) -> Vec<&str> {
+    plan.steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::ServiceRole {
+                machine,
+                role: ServiceRole::Primary,
+                ..
+            } => Some(machine.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_most_advanced_standby_is_promoted_and_none_too_far_behind() {
+    let top = three();
+    let max = top.policy.max_promotion_lag_bytes.value;
+    let mut state = ObservedState::assumed(&top);
+    // No positions seen (a check that reports none): the topology's order.
+    let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+    // web3 further along than web2: web3, whether the primary is failing or lost.
+    let www = state.services.get_mut("www").unwrap();
+    www.positions = [
+        ("web1".into(), 5_000),
+        ("web2".into(), 3_000),
+        ("web3".into(), 4_000),
+    ]
+    .into();
+    let plan = plan_recovery(&top, &state, &down("web1"), "r2").unwrap();
+    assert_eq!(promoted(&plan), ["web3"]);
+    let lost = Event::MachineLost {
+        machine: "web1".into(),
+    };
+    let plan = plan_recovery(&top, &state, &lost, "r3").unwrap();
+    assert_eq!(promoted(&plan), ["web3"]);
+    // Equal: the order again.
+    let www = state.services.get_mut("www").unwrap();
+    www.positions.insert("web2".into(), 4_000);
+    let plan = plan_recovery(&top, &state, &down("web1"), "r4").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+    // Every standby more than the limit behind: nothing promoted, nothing changed, told why.
+    let www = state.services.get_mut("www").unwrap();
+    www.positions.insert("web1".into(), 4_000 + max + 1);
+    for (event, id) in [(down("web1"), "r5"), (lost, "r6")] {
+        let plan = plan_recovery(&top, &state, &event, id).unwrap();
+        assert!(promoted(&plan).is_empty(), "{:?}", outline(&plan));
+        assert!(
+            !plan.steps.iter().any(|s| matches!(
+                &s.action,
+                Action::ServiceRole { .. } | Action::RunHook { .. } | Action::UpsertDns { .. }
+            )),
+            "{:?}",
+            outline(&plan)
+        );
+        let told = plan.steps.iter().any(|s| matches!(
+            &s.action,
+            Action::Alert { message, .. } if message.contains(&format!("is {} bytes behind", max + 1))
+        ));
+        assert!(told, "{:?}", outline(&plan));
+    }
+    // Read-only standbys lose nothing: served from whatever they have.
+    let text_ro = DOMINO.replace(
+        "failback: manual",
+        "failback: manual\n    standbys_read_only: true",
+    );
+    let ro = medic_topology::load::parse_str(Path::new("t.yaml"), &text_ro, "a topology")
+        .into_result()
+        .unwrap();
+    let mut state = ObservedState::assumed(&ro);
+    let www = state.services.get_mut("www").unwrap();
+    www.positions = [("web1".into(), 10 * max), ("web2".into(), 0)].into();
+    let plan = plan_recovery(&ro, &state, &down("web1"), "r7").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+}

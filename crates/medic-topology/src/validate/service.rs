@@ -99,12 +99,50 @@ impl Ctx<'_, '_> {
                         "expected a one-line shell command, not empty",
                     )
                 }
-                (Some(_), CheckKind::Tcp | CheckKind::Http) => self.d.error(
+                (Some(_), CheckKind::Tcp | CheckKind::Http | CheckKind::Postgres) => self.d.error(
                     s.check.referenced,
                     format!("{cp}.command"),
                     "`command` is for a command check; expected `kind: command`, or no `command`",
                 ),
                 _ => {}
+            }
+            if check.kind != CheckKind::Postgres {
+                for (field, set) in [
+                    ("user", check.user.is_some()),
+                    ("database", check.database.is_some()),
+                    ("password_file", check.password_file.is_some()),
+                ] {
+                    if set {
+                        self.d.error(
+                            s.check.referenced,
+                            format!("{cp}.{field}"),
+                            format!("`{field}` is for a postgres check; expected `kind: postgres`, or no `{field}`"),
+                        );
+                    }
+                }
+            }
+            for (field, value) in [("user", &check.user), ("database", &check.database)] {
+                if let Some(v) = value
+                    && (v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()))
+                {
+                    self.d.error(
+                        s.check.referenced,
+                        format!("{cp}.{field}"),
+                        format!("`{}`: expected a PostgreSQL {field} name, without spaces or control characters", v.escape_debug()),
+                    );
+                }
+            }
+            if let Some(f) = &check.password_file
+                && !f.is_absolute()
+            {
+                self.d.error(
+                    s.check.referenced,
+                    format!("{cp}.password_file"),
+                    format!(
+                        "`{}`: expected an absolute path on the controller's host",
+                        f.display()
+                    ),
+                );
             }
             if let Some(path) = &check.path
                 && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))

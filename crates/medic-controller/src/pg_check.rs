@@ -1,0 +1,195 @@
+//! A `postgres` service check: a real client logs in and asks the server its role and WAL
+//! position, on a fresh connection each time (a server that accepts no more connections is
+//! not healthy, whatever its open ones say).
+//!
+//! What each outcome means for detection, as for the other service checks: an answer is `Ok`
+//! with the role and position (the core judges the role against the machine's); refused is
+//! `Refused`; nothing in time is `Silent`; a server that answers with an error (a login
+//! refused, a database that does not exist, "the database system is starting up") or that
+//! closes the connection is `Unhealthy`.
+
+use std::error::Error as _;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use medic_detect::Observation;
+use medic_redis::{ReplicationInfo, Role};
+use medic_topology::ServiceCheck;
+use tokio_postgres::SimpleQueryMessage;
+
+/// Its role, and the WAL position as bytes from 0/0: written on a primary, replayed on a
+/// standby (0 if it has replayed nothing yet).
+const ASK: &str = "SELECT pg_is_in_recovery(), \
+    (COALESCE(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+    ELSE pg_current_wal_lsn() END, '0/0') - '0/0')::bigint";
+
+/// What a PostgreSQL server answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PgSeen {
+    pub in_recovery: bool,
+    pub wal_bytes: u64,
+}
+
+impl PgSeen {
+    /// As the core keeps every data store's replication state: a primary is a master, a
+    /// standby a replica, the WAL position its offset.
+    pub fn info(self) -> ReplicationInfo {
+        let role = if self.in_recovery {
+            Role::Replica
+        } else {
+            Role::Master
+        };
+        ReplicationInfo {
+            role,
+            master: None,
+            master_link_status: None,
+            sync_in_progress: false,
+            offset: self.wal_bytes,
+            replica_offset: self.in_recovery.then_some(self.wal_bytes),
+            replicas: Vec::new(),
+            master_last_io_secs: None,
+        }
+    }
+}
+
+/// Checks the PostgreSQL server at `ip:port` within `within`.
+pub async fn check(
+    ip: IpAddr,
+    port: u16,
+    how: &ServiceCheck,
+    within: Duration,
+) -> (Observation, String, Option<PgSeen>) {
+    let at = std::net::SocketAddr::new(ip, port);
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(ip.to_string())
+        .port(port)
+        .user(how.user.as_deref().unwrap_or("postgres"))
+        .dbname(how.database.as_deref().unwrap_or("postgres"))
+        .application_name("medic")
+        .connect_timeout(within);
+    if let Some(file) = &how.password_file {
+        match std::fs::read_to_string(file) {
+            Ok(p) => {
+                config.password(p.trim_end_matches(['\r', '\n']));
+            }
+            Err(e) => {
+                // Nothing is known of the server: not silent (its machine is not in doubt).
+                return (
+                    Observation::Unhealthy,
+                    format!(
+                        "{at}: not asked: cannot read password_file {}: {e}",
+                        file.display()
+                    ),
+                    None,
+                );
+            }
+        }
+    }
+    let silent = || {
+        (
+            Observation::Silent,
+            format!(
+                "{at}: no answer within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+            None,
+        )
+    };
+    let asked = async {
+        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        // The connection ends when the client is dropped, below.
+        let driver = tokio::spawn(connection);
+        let rows = client.simple_query(ASK).await;
+        drop(client);
+        let _ = driver.await;
+        rows
+    };
+    match tokio::time::timeout(within, asked).await {
+        Err(_) => silent(),
+        Ok(Err(e)) => judge_error(&e, at),
+        Ok(Ok(messages)) => match seen(&messages) {
+            Some(s) => {
+                let role = if s.in_recovery {
+                    "standby (in recovery)"
+                } else {
+                    "primary"
+                };
+                (
+                    Observation::Ok,
+                    format!("{at}: {role}, WAL at {}", lsn(s.wal_bytes)),
+                    Some(s),
+                )
+            }
+            None => (
+                Observation::Unhealthy,
+                format!("{at}: an answer medic cannot read: {messages:?}"),
+                None,
+            ),
+        },
+    }
+}
+
+/// A client error: the server refusing the connection, or no route, is as a TCP check sees
+/// it; anything the server said is an unhealthy answer.
+fn judge_error(
+    e: &tokio_postgres::Error,
+    at: std::net::SocketAddr,
+) -> (Observation, String, Option<PgSeen>) {
+    if let Some(db) = e.as_db_error() {
+        return (
+            Observation::Unhealthy,
+            format!("{at}: {} ({})", db.message(), db.code().code()),
+            None,
+        );
+    }
+    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
+    match io.map(std::io::Error::kind) {
+        Some(std::io::ErrorKind::ConnectionRefused) => (
+            Observation::Refused,
+            format!("{at}: connection refused"),
+            None,
+        ),
+        Some(std::io::ErrorKind::TimedOut) => (Observation::Silent, format!("{at}: {e}"), None),
+        Some(
+            std::io::ErrorKind::HostUnreachable
+            | std::io::ErrorKind::NetworkUnreachable
+            | std::io::ErrorKind::AddrNotAvailable,
+        ) => (Observation::Silent, format!("{at}: {e}"), None),
+        _ => (Observation::Unhealthy, format!("{at}: {e}"), None),
+    }
+}
+
+/// The one row of [`ASK`] (text: `t`/`f`, and a number).
+fn seen(messages: &[SimpleQueryMessage]) -> Option<PgSeen> {
+    let row = messages.iter().find_map(|m| match m {
+        SimpleQueryMessage::Row(r) => Some(r),
+        _ => None,
+    })?;
+    let in_recovery = match row.get(0)? {
+        "t" => true,
+        "f" => false,
+        _ => return None,
+    };
+    let wal_bytes = row.get(1)?.parse().ok()?;
+    Some(PgSeen {
+        in_recovery,
+        wal_bytes,
+    })
+}
+
+/// A WAL position as PostgreSQL writes it (`0/3000148`).
+pub fn lsn(bytes: u64) -> String {
+    format!("{:X}/{:X}", bytes >> 32, bytes & 0xffff_ffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn positions_are_written_as_postgresql_does() {
+        assert_eq!(lsn(0x3000148), "0/3000148");
+        assert_eq!(lsn((1 << 32) + 0xA0), "1/A0");
+    }
+}
