@@ -357,7 +357,10 @@ impl Core {
         self.saved.replacements.retain(|(m, _)| m != machine);
         self.saved.watch_again(machine);
         self.saved.retries.remove(machine);
-        self.saved.recoveries.retain(|(m, _)| m != machine);
+        let of_server = format!("@{machine}");
+        self.saved
+            .recoveries
+            .retain(|(m, _)| m != machine && !m.ends_with(&of_server));
         self.request(Request {
             event: Event::MachineLost {
                 machine: machine.to_owned(),
@@ -379,6 +382,12 @@ impl Core {
         } else {
             self.saved.maintenance.remove(machine);
             self.saved.watch_again(machine);
+            // Its servers' crash loops start counting afresh (the machine's own count is
+            // reset by `medic recover` only).
+            let of_server = format!("@{machine}");
+            self.saved
+                .recoveries
+                .retain(|(m, _)| !m.ends_with(&of_server));
             self.health.retain(|t, _| t.machine() != machine);
         }
     }

@@ -229,12 +229,25 @@ impl Core {
             return;
         }
         // A crash loop: beyond `policy.max_recoveries_per_hour` automatic recoveries of one
-        // machine, no more start (an operator's and a resumed one always do).
-        if req.detected
-            && let Some(machine) = claims
+        // machine, no more start (an operator's and a resumed one always do). A process that
+        // keeps dying (or coming back as a stale master) is counted and held as its server
+        // alone: the rest of its machine, other shards' masters among them, stays watched.
+        let looping = match &req.event {
+            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
+                Some((
+                    format!("{shard}@{machine}"),
+                    machine.clone(),
+                    Some(shard.clone()),
+                ))
+            }
+            _ => claims
                 .machines
                 .first()
                 .filter(|_| claims.machines.len() == 1)
+                .map(|m| (m.clone(), m.clone(), None)),
+        };
+        if req.detected
+            && let Some((what, machine, shard)) = looping
         {
             let hour_ago = now_ms.saturating_sub(3_600_000);
             let max = self.loaded.topology.policy.max_recoveries_per_hour.value;
@@ -245,19 +258,40 @@ impl Core {
                 .saved
                 .recoveries
                 .iter()
-                .filter(|(m, at)| m == machine && *at > hour_ago)
+                .filter(|(m, at)| *m == what && *at > hour_ago)
                 .count();
             if recent >= max as usize {
-                self.saved.unmonitored.insert(machine.clone());
+                let (stays, then) = match shard {
+                    Some(shard) => {
+                        self.saved
+                            .unmonitored_servers
+                            .insert((shard, machine.clone()));
+                        (
+                            format!(
+                                "{what} stays out of monitoring (the rest of {machine} is watched)"
+                            ),
+                            format!(
+                                "`medic monitor {machine}` watches it again (and starts the count afresh)"
+                            ),
+                        )
+                    }
+                    None => {
+                        self.saved.unmonitored.insert(machine.clone());
+                        (
+                            format!("{machine} stays out of monitoring"),
+                            format!("`medic recover {machine}` when you decide"),
+                        )
+                    }
+                };
                 out.push(Output::Alert {
                     level: AlertLevel::Critical,
-                    message: format!("recoveries of {machine} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it. {machine} stays out of monitoring; `medic recover {machine}` when you decide", req.event),
+                    message: format!("recoveries of {what} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it. {stays}; {then}", req.event),
                 });
                 out.push(Output::Save);
                 self.release(key.as_deref());
                 return;
             }
-            self.saved.recoveries.push((machine.clone(), now_ms));
+            self.saved.recoveries.push((what, now_ms));
         }
         let (id, plan, done, resumed) = match req.resume {
             Some(r) => (r.id, r.plan, Some(r.done), true),

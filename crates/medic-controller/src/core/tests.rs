@@ -562,9 +562,67 @@ fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
         }
         c.finished(&id, &Outcome::Completed, at);
     }
-    // One more within the hour: held, the machine out of monitoring, an alert.
+    // One more within the hour: held, that server out of monitoring, an alert. The rest of
+    // its machine (r9001's server there) is still watched.
     let at = 1_000 + max * 60_000;
     assert!(c.request(died(at)));
+    let out = c.schedule(at);
+    assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
+    assert!(
+        alerts(&out)[0].contains("recoveries of r9002@redis2 held"),
+        "{out:?}"
+    );
+    assert!(
+        alerts(&out)[0].contains("the rest of redis2 is watched"),
+        "{out:?}"
+    );
+    let server = ("r9002".to_owned(), "redis2".to_owned());
+    assert_eq!(c.saved.unmonitored_servers, [server].into());
+    assert!(!c.saved.unmonitored.contains("redis2"));
+    // A loss of the machine is not held by its process's loop.
+    let lost = Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        ..died(at + 1)
+    };
+    assert!(c.request(lost));
+    c.schedule(at + 1);
+    assert_eq!(c.running.len(), 1, "{:?}", c.saved.unmonitored);
+    let id = c.running.keys().next().cloned().expect("started");
+    c.abandon(&id);
+    // `medic monitor redis2`: watched again, and its count starts afresh.
+    c.set_maintenance("redis2", false);
+    assert!(c.saved.unmonitored_servers.is_empty());
+    assert!(c.request(died(at + 2)));
+    c.schedule(at + 2);
+    assert_eq!(c.running.len(), 1);
+}
+
+#[test]
+fn a_machine_that_keeps_being_lost_is_held_whole() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    let lost = |at: u64| Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: None,
+        queued_ms: at,
+        detected: true,
+        resume: None,
+    };
+    for i in 0..max {
+        let at = 1_000 + i * 60_000;
+        assert!(c.request(lost(at)));
+        c.schedule(at);
+        let id = c.running.keys().next().cloned().expect("started");
+        c.abandon(&id);
+    }
+    let at = 1_000 + max * 60_000;
+    assert!(c.request(lost(at)));
     let out = c.schedule(at);
     assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
     assert!(
@@ -572,7 +630,7 @@ fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
         "{out:?}"
     );
     assert!(c.saved.unmonitored.contains("redis2"));
-    // An hour later it would start again; and the operator may start it at any time.
+    // The operator may start it at any time.
     c.recover_machine("redis2", at + 1).expect("queued");
     c.schedule(at + 1);
     assert_eq!(c.running.len(), 1);
