@@ -31,6 +31,28 @@ fn psql(env: &Env, ip: &str, sql: &str) -> String {
     .to_owned()
 }
 
+/// A number psql printed.
+fn wal_bytes(out: &str) -> u64 {
+    out.parse()
+        .unwrap_or_else(|e| panic!("not a WAL position in bytes: {out:?}: {e}"))
+}
+
+/// `machine` in the status of the database's service, dryad-db.
+fn db_machine(env: &Env, machine: &str) -> serde_json::Value {
+    env.status()
+        .and_then(|s| {
+            s["services"]
+                .as_array()?
+                .iter()
+                .find(|sv| sv["name"] == "dryad-db")?["machines"]
+                .as_array()?
+                .iter()
+                .find(|m| m["machine"] == machine)
+                .cloned()
+        })
+        .unwrap_or_default()
+}
+
 fn resolve(env: &Env) -> String {
     let out = Command::new("dig")
         .args(["+short", "+time=1", "+tries=1"])
@@ -104,10 +126,29 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(resolve(&env), primus);
+    let written = wal_bytes(&psql(
+        &env,
+        &primus,
+        "select (pg_current_wal_lsn() - '0/0')::bigint",
+    ));
     env.start(&[]);
     env.wait("the nominal states", Duration::from_secs(20), |e| {
         (state_of(e, "primus"), state_of(e, "secundus")) == ("production".into(), "standby".into())
     });
+    // The database's own check: primus's PostgreSQL the primary, secundus's a standby that
+    // has replayed the deposit.
+    env.wait(
+        "dryad-db: primus primary, secundus in recovery and replayed",
+        Duration::from_secs(20),
+        |e| {
+            let (p, s) = (db_machine(e, "primus"), db_machine(e, "secundus"));
+            p["state"] == "production"
+                && p["health"]["role"] == "master"
+                && s["state"] == "standby"
+                && s["health"]["role"] == "replica"
+                && s["wal_bytes"].as_u64().is_some_and(|b| b >= written)
+        },
+    );
 
     // The primary's web server dies.
     let t_kill = Instant::now();
@@ -151,6 +192,21 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
         (state_of(e, "primus"), state_of(e, "secundus")) == ("production".into(), "standby".into())
     });
     assert_eq!(get(&primus, "/"), "<h1>Dryad</h1>");
+    // The copy made writable by hand: a second primary, told, and not a usable standby.
+    on(
+        &env,
+        &secundus,
+        &format!("runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg promote -w >/dev/null"),
+    );
+    env.wait(
+        "the alert of a second primary, secundus down for dryad-db",
+        Duration::from_secs(20),
+        |e| {
+            e.alerts().iter().any(|a| {
+                a.contains("dryad-db@secundus: not in recovery (writable), but primus is dryad-db's primary: a second primary?")
+            }) && db_machine(e, "secundus")["state"] == "down"
+        },
+    );
     eprintln!(
         "web server killed: the name answered secundus after {moved:?}; mended: back on primus after {failback:?} (failback_after 3s)"
     );

@@ -77,6 +77,11 @@ pub(super) fn service_json(
                     service: name.clone(),
                     machine: r.machine.to_owned(),
                 }),
+                // Its WAL position as last seen (a `postgres` check).
+                "wal_bytes": st.and_then(|st| st.positions.get(r.machine)),
+                "wal": st
+                    .and_then(|st| st.positions.get(r.machine))
+                    .map(|b| crate::pg_check::lsn(*b)),
             })
         })
         .collect();

@@ -365,8 +365,12 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
         );
         for sv in services {
             for m in sv["machines"].as_array().into_iter().flatten() {
+                // A database's WAL position, when its check reports one.
+                let wal = m["wal"]
+                    .as_str()
+                    .map_or(String::new(), |w| format!(" (WAL {w})"));
                 println!(
-                    "{:<10} {:<10} {:<8} {:<8} {}",
+                    "{:<10} {:<10} {:<8} {:<8} {}{wal}",
                     s(&sv["name"]),
                     s(&m["machine"]),
                     s(&m["nominal"]),
