@@ -279,9 +279,9 @@ pub fn spawn(
                 epoch,
             };
             let service = match &target {
-                Target::Service { service, .. } => top
-                    .service(service)
-                    .map(|s| Arc::new(s.check.value.clone())),
+                Target::Service { service, .. } => {
+                    top.service(service).map(|s| Arc::from(s.all_checks()))
+                }
                 _ => None,
             };
             let ssh_port = top
@@ -306,8 +306,9 @@ struct How {
     ssh_port: u16,
     listens: Vec<u16>,
     reach: Reach,
-    /// A service's check.
-    service: Option<Arc<medic_topology::ServiceCheck>>,
+    /// A service's checks, each with the port it asks: its `check` first, then its
+    /// `more_checks`.
+    service: Option<Arc<[(u16, medic_topology::ServiceCheck)]>>,
 }
 
 /// What every check task is given alike.
@@ -403,19 +404,12 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 }
             }
             Target::Service { machine, .. } => match &service {
-                Some(how) if how.kind == medic_topology::CheckKind::Command => {
-                    let command = how.command.clone().unwrap_or_default();
-                    let (o, d) = Box::pin(command_check(&run, machine, ip, command, within)).await;
-                    (o, d.into(), None)
-                }
-                Some(how) if how.kind == medic_topology::CheckKind::Postgres => {
-                    let (o, d, seen) =
-                        Box::pin(crate::pg_check::check(ip, port, how, within)).await;
-                    (o, d.into(), seen.map(crate::pg_check::PgSeen::info))
-                }
-                Some(how) => {
-                    let (o, d) = Box::pin(crate::service_check::check(ip, port, how, within)).await;
-                    (o, d.into(), None)
+                Some(checks) => {
+                    let (o, d, info) = Box::pin(crate::service_check::of_machine(
+                        &run, machine, ip, checks, within,
+                    ))
+                    .await;
+                    (o, d.into(), info)
                 }
                 None => continue,
             },
@@ -450,29 +444,6 @@ fn knock_at(
     match target {
         Target::Service { .. } => None,
         _ => Some((std::net::SocketAddr::new(ip, ssh_port), after?)),
-    }
-}
-
-/// A `command` check: exit 0 is healthy, any other exit unhealthy (the machine answered);
-/// a machine that cannot be asked in time is silent, for its observers to judge.
-async fn command_check(
-    run: &RunFor,
-    machine: &str,
-    ip: IpAddr,
-    command: String,
-    within: Duration,
-) -> (Observation, String) {
-    match tokio::time::timeout(within, run(machine.to_owned(), ip, command, within)).await {
-        Ok(Ok(None)) => (Observation::Ok, "the command exits 0".to_owned()),
-        Ok(Ok(Some(why))) => (Observation::Unhealthy, why),
-        Ok(Err(e)) => (Observation::Silent, e),
-        Err(_) => (
-            Observation::Silent,
-            format!(
-                "the command did not finish within {}",
-                medic_playbook::human_ms(within.as_millis() as u64)
-            ),
-        ),
     }
 }
 

@@ -4,11 +4,11 @@
 //!
 //! What each outcome means for detection, as for the other service checks: an answer is `Ok`
 //! with the role and position (the core judges the role against the machine's); refused is
-//! `Refused`; nothing in time is `Silent`; a server that answers with an error (a login
-//! refused, a database that does not exist, "the database system is starting up") or that
-//! closes the connection is `Unhealthy`.
+//! `Refused`; no connection in time is `Silent`; a server that answers with an error (a login
+//! refused, a database that does not exist, "the database system is starting up"), that
+//! closes the connection, or that accepts it and then says nothing in time (a hung database on
+//! a machine that answers) is `Unhealthy`.
 
-use std::error::Error as _;
 use std::net::IpAddr;
 use std::time::Duration;
 
@@ -66,8 +66,7 @@ pub async fn check(
         .port(port)
         .user(how.user.as_deref().unwrap_or("postgres"))
         .dbname(how.database.as_deref().unwrap_or("postgres"))
-        .application_name("medic")
-        .connect_timeout(within);
+        .application_name("medic");
     if let Some(file) = &how.password_file {
         match std::fs::read_to_string(file) {
             Ok(p) => {
@@ -86,18 +85,32 @@ pub async fn check(
             }
         }
     }
-    let silent = || {
-        (
-            Observation::Silent,
-            format!(
-                "{at}: no answer within {}",
-                medic_playbook::human_ms(within.as_millis() as u64)
-            ),
-            None,
+    let deadline = tokio::time::Instant::now() + within;
+    let no_answer = || {
+        format!(
+            "{at}: no answer within {}",
+            medic_playbook::human_ms(within.as_millis() as u64)
         )
     };
+    // The connection first, on its own: no connection in time is silence (for the machine's
+    // observers to judge); a refusal is a refusal.
+    let stream = match tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(at)).await {
+        Err(_) => return (Observation::Silent, no_answer(), None),
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            return (
+                Observation::Refused,
+                format!("{at}: connection refused"),
+                None,
+            );
+        }
+        Ok(Err(e)) => return (Observation::Silent, format!("{at}: {e}"), None),
+        Ok(Ok(s)) => s,
+    };
+    // Connected: a server that then says nothing in time is a hung database on a machine
+    // that answers (its disk, its backends), which is a bad answer, not silence — its
+    // observers would find the port open and take the monitor host for cut off.
     let asked = async {
-        let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+        let (client, connection) = config.connect_raw(stream, tokio_postgres::NoTls).await?;
         // The connection ends when the client is dropped, below.
         let driver = tokio::spawn(connection);
         let rows = client.simple_query(ASK).await;
@@ -105,8 +118,15 @@ pub async fn check(
         let _ = driver.await;
         rows
     };
-    match tokio::time::timeout(within, asked).await {
-        Err(_) => silent(),
+    match tokio::time::timeout_at(deadline, asked).await {
+        Err(_) => (
+            Observation::Unhealthy,
+            format!(
+                "{} (connected, but it did not log medic in and answer)",
+                no_answer()
+            ),
+            None,
+        ),
         Ok(Err(e)) => judge_error(&e, at),
         Ok(Ok(messages)) => match seen(&messages) {
             Some(s) => {
@@ -130,34 +150,17 @@ pub async fn check(
     }
 }
 
-/// A client error: the server refusing the connection, or no route, is as a TCP check sees
-/// it; anything the server said is an unhealthy answer.
+/// A client error once connected: whatever the server said, or its closing the connection,
+/// is an unhealthy answer.
 fn judge_error(
     e: &tokio_postgres::Error,
     at: std::net::SocketAddr,
 ) -> (Observation, String, Option<PgSeen>) {
-    if let Some(db) = e.as_db_error() {
-        return (
-            Observation::Unhealthy,
-            format!("{at}: {} ({})", db.message(), db.code().code()),
-            None,
-        );
-    }
-    let io = e.source().and_then(|s| s.downcast_ref::<std::io::Error>());
-    match io.map(std::io::Error::kind) {
-        Some(std::io::ErrorKind::ConnectionRefused) => (
-            Observation::Refused,
-            format!("{at}: connection refused"),
-            None,
-        ),
-        Some(std::io::ErrorKind::TimedOut) => (Observation::Silent, format!("{at}: {e}"), None),
-        Some(
-            std::io::ErrorKind::HostUnreachable
-            | std::io::ErrorKind::NetworkUnreachable
-            | std::io::ErrorKind::AddrNotAvailable,
-        ) => (Observation::Silent, format!("{at}: {e}"), None),
-        _ => (Observation::Unhealthy, format!("{at}: {e}"), None),
-    }
+    let detail = match e.as_db_error() {
+        Some(db) => format!("{at}: {} ({})", db.message(), db.code().code()),
+        None => format!("{at}: {e}"),
+    };
+    (Observation::Unhealthy, detail, None)
 }
 
 /// The one row of [`ASK`] (text: `t`/`f`, and a number).

@@ -1,5 +1,7 @@
-//! A service's health check from the controller: a TCP connection, or an HTTP request whose
-//! status (and body) must be as the topology says.
+//! A service's health checks from the controller: a TCP connection, or an HTTP request whose
+//! status (and body) must be as the topology says; the `command` and `postgres` kinds
+//! dispatched to theirs; a machine's several checks (`more_checks`) made together and judged
+//! as one.
 //!
 //! What each outcome means for detection: accepted and answered as expected is `Ok`; refused
 //! is `Refused` (the machine is there, the process is not); no connection or no answer in time
@@ -10,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use medic_detect::Observation;
+use medic_redis::ReplicationInfo;
 use medic_topology::{CheckKind, ServiceCheck};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -86,6 +89,113 @@ pub async fn check(
         }
     }
     judge(&reply, how, path)
+}
+
+/// A service's checks of one machine, made together within `within`: one alone is as it
+/// says; several are combined ([`crate::service_check::combine`]).
+pub(crate) async fn of_machine(
+    run: &crate::checks::RunFor,
+    machine: &str,
+    ip: IpAddr,
+    checks: &[(u16, medic_topology::ServiceCheck)],
+    within: Duration,
+) -> (Observation, String, Option<ReplicationInfo>) {
+    let one = |port: u16, how: &medic_topology::ServiceCheck| {
+        service_check(run, machine, ip, port, how.clone(), within)
+    };
+    if let [(port, how)] = checks {
+        return one(*port, how).await;
+    }
+    let results =
+        futures_util::future::join_all(checks.iter().map(|(port, how)| one(*port, how))).await;
+    combine(checks.iter().map(|(port, how)| (*port, how.kind)), results)
+}
+
+/// One service check, of its kind.
+async fn service_check(
+    run: &crate::checks::RunFor,
+    machine: &str,
+    ip: IpAddr,
+    port: u16,
+    how: medic_topology::ServiceCheck,
+    within: Duration,
+) -> (Observation, String, Option<ReplicationInfo>) {
+    use medic_topology::CheckKind;
+    match how.kind {
+        CheckKind::Command => {
+            let command = how.command.clone().unwrap_or_default();
+            let (o, d) = command_check(run, machine, ip, command, within).await;
+            (o, d, None)
+        }
+        CheckKind::Postgres => {
+            let (o, d, seen) = crate::pg_check::check(ip, port, &how, within).await;
+            (o, d, seen.map(crate::pg_check::PgSeen::info))
+        }
+        CheckKind::Tcp | CheckKind::Http => {
+            let (o, d) = check(ip, port, &how, within).await;
+            (o, d, None)
+        }
+    }
+}
+
+/// A `command` check: exit 0 is healthy, any other exit unhealthy (the machine answered);
+/// a machine that cannot be asked in time is silent, for its observers to judge.
+async fn command_check(
+    run: &crate::checks::RunFor,
+    machine: &str,
+    ip: IpAddr,
+    command: String,
+    within: Duration,
+) -> (Observation, String) {
+    match tokio::time::timeout(within, run(machine.to_owned(), ip, command, within)).await {
+        Ok(Ok(None)) => (Observation::Ok, "the command exits 0".to_owned()),
+        Ok(Ok(Some(why))) => (Observation::Unhealthy, why),
+        Ok(Err(e)) => (Observation::Silent, e),
+        Err(_) => (
+            Observation::Silent,
+            format!(
+                "the command did not finish within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+        ),
+    }
+}
+
+/// Several checks of one machine as one result: healthy if every one is (the detail the
+/// first's, the database's role and position if one reports them); silent only if every one
+/// is silent (the machine's observers judge that); otherwise unhealthy, naming each check that
+/// failed and what it saw (its machine answered at least one).
+pub fn combine(
+    checks: impl IntoIterator<Item = (u16, CheckKind)>,
+    results: Vec<(Observation, String, Option<ReplicationInfo>)>,
+) -> (Observation, String, Option<ReplicationInfo>) {
+    let info = results.iter().find_map(|(_, _, i)| i.clone());
+    let failed: Vec<String> = checks
+        .into_iter()
+        .zip(&results)
+        .filter(|(_, (o, _, _))| *o != Observation::Ok)
+        .map(|((port, kind), (_, d, _))| format!("{} check at port {port}: {d}", kind_name(kind)))
+        .collect();
+    if failed.is_empty() {
+        let first = results.into_iter().next().map(|(_, d, _)| d);
+        return (Observation::Ok, first.unwrap_or_default(), info);
+    }
+    let observation = if results.iter().all(|(o, _, _)| *o == Observation::Silent) {
+        Observation::Silent
+    } else {
+        Observation::Unhealthy
+    };
+    (observation, failed.join("; "), info)
+}
+
+/// A check kind as the topology writes it.
+fn kind_name(kind: CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "tcp",
+        CheckKind::Http => "http",
+        CheckKind::Command => "command",
+        CheckKind::Postgres => "postgres",
+    }
 }
 
 /// Where the body of `reply` starts, if its head is complete (`\r\n\r\n`, or a bare
@@ -172,6 +282,63 @@ mod tests {
             body: body.map(str::to_owned),
             ..ServiceCheck::default()
         }
+    }
+
+    #[test]
+    fn several_checks_are_healthy_together_silent_only_all_together() {
+        let ok = |d: &str| (Observation::Ok, d.to_owned(), None);
+        let kinds = [
+            (80, CheckKind::Http),
+            (8983, CheckKind::Tcp),
+            (5432, CheckKind::Postgres),
+        ];
+        let db = crate::pg_check::PgSeen {
+            in_recovery: false,
+            wal_bytes: 7,
+        };
+        let all = combine(
+            kinds,
+            vec![
+                ok("GET /: 200"),
+                ok("accepts"),
+                (Observation::Ok, "primary".into(), Some(db.info())),
+            ],
+        );
+        assert_eq!(all.0, Observation::Ok);
+        assert_eq!(all.1, "GET /: 200");
+        assert_eq!(all.2.map(|i| i.offset), Some(7));
+        // One refused beside answers: unhealthy, the one that failed named.
+        let one = combine(
+            kinds,
+            vec![
+                ok("GET /: 200"),
+                (
+                    Observation::Refused,
+                    "10.0.0.1:8983: connection refused".into(),
+                    None,
+                ),
+                ok("primary"),
+            ],
+        );
+        assert_eq!(one.0, Observation::Unhealthy);
+        assert_eq!(
+            one.1,
+            "tcp check at port 8983: 10.0.0.1:8983: connection refused"
+        );
+        // Silent beside an answer: the machine answered, so unhealthy, not silent.
+        let silent = |d: &str| (Observation::Silent, d.to_owned(), None);
+        let mixed = combine(
+            kinds,
+            vec![silent("no answer"), ok("accepts"), ok("primary")],
+        );
+        assert_eq!(mixed.0, Observation::Unhealthy);
+        // Every one silent: silence, for the observers.
+        let none = combine(kinds, vec![silent("a"), silent("b"), silent("c")]);
+        assert_eq!(none.0, Observation::Silent);
+        assert_eq!(
+            none.1,
+            "http check at port 80: a; tcp check at port 8983: b; postgres check at port 5432: c"
+        );
     }
 
     #[test]

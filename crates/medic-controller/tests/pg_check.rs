@@ -1,6 +1,7 @@
 //! The `postgres` service check against real PostgreSQL servers: a primary and its streaming
 //! standby answer their roles and WAL positions; a wrong database is an unhealthy answer; a
-//! stopped server is refused; a port that accepts and never answers is silence.
+//! stopped server is refused; a port that accepts and never answers is a hung database
+//! (unhealthy); no connection at all in time is silence.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
 
@@ -98,7 +99,7 @@ async fn a_primary_and_its_standby_answer_their_roles_and_positions() {
 }
 
 #[tokio::test]
-async fn a_port_that_never_answers_is_silence() {
+async fn a_server_that_accepts_and_never_answers_is_a_hung_database() {
     let ip = unique_loopback();
     let listener = tokio::net::TcpListener::bind((ip, 0)).await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -111,8 +112,32 @@ async fn a_port_that_never_answers_is_silence() {
     });
     let within = Duration::from_millis(300);
     let (o, detail, seen) = check(IpAddr::V4(ip), port, &postgres_check(), within).await;
+    assert_eq!(o, Observation::Unhealthy, "{detail}");
+    assert!(
+        detail.contains("connected, but it did not log medic in"),
+        "{detail}"
+    );
+    assert!(seen.is_none());
+    held.abort();
+}
+
+#[tokio::test]
+async fn no_connection_in_time_is_silence() {
+    // A listener whose accept queue is full drops new connections' SYNs, as a machine that is
+    // gone would.
+    let l = std::net::TcpListener::bind((unique_loopback(), 0)).unwrap();
+    let at = l.local_addr().unwrap();
+    let mut held = Vec::new();
+    while held.len() < 4096 {
+        match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
+            Ok(s) => held.push(s),
+            Err(_) => break,
+        }
+    }
+    assert!(held.len() < 4096, "the accept queue never filled");
+    let within = Duration::from_millis(300);
+    let (o, detail, seen) = check(at.ip(), at.port(), &postgres_check(), within).await;
     assert_eq!(o, Observation::Silent, "{detail}");
     assert!(detail.contains("no answer within"), "{detail}");
     assert!(seen.is_none());
-    held.abort();
 }

@@ -269,9 +269,10 @@ impl Sim {
             .map(|r| r.plan.event.to_string())
             .collect();
         Err(self.fail(format!(
-            "I5: not healthy {} s after the faults stopped: {why} (running: {running:?}, unmonitored: {:?})",
+            "I5: not healthy {} s after the faults stopped: {why} (running: {running:?}, unmonitored: {:?}, servers: {:?})",
             CONVERGE_WITHIN_MS / 1000,
-            self.core.saved.unmonitored
+            self.core.saved.unmonitored,
+            self.core.saved.unmonitored_servers
         )))
     }
 
@@ -441,7 +442,8 @@ impl Sim {
                     if let Some(m) = message
                         .strip_prefix("recoveries of ")
                         .and_then(|r| r.split_once(" held:"))
-                        .map(|(m, _)| m)
+                        // A server's (`S@M`): the operator acts on its machine.
+                        .map(|(m, _)| m.rsplit('@').next().unwrap_or(m))
                     {
                         self.ask_operator.insert(format!("!{m}"));
                     }

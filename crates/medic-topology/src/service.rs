@@ -32,6 +32,12 @@ pub struct Service {
     #[serde(default = "default_check")]
     #[schemars(with = "ServiceCheck")]
     pub check: Spanned<ServiceCheck>,
+    /// More checks of each machine, made with `check` at its cadence and within its timeout
+    /// (seed 001's step 5: the front page, the search port, the database): a machine is
+    /// healthy when every one passes.
+    #[serde(default)]
+    #[schemars(with = "Vec<MoreCheck>")]
+    pub more_checks: Vec<Spanned<MoreCheck>>,
     /// A DNS record (in the zone of the topology's `dns.provider`) whose A value is the
     /// primary's address, changed whenever the primary changes.
     #[serde(default)]
@@ -191,6 +197,65 @@ impl ServiceCheck {
     /// `http`: the status expected (200 unless given).
     pub fn http_status(&self) -> u16 {
         self.status.unwrap_or(200)
+    }
+}
+
+/// One of a service's `more_checks`: what `check` can ask, at a port of its own if given,
+/// and no cadence (it has `check`'s).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MoreCheck {
+    #[serde(default)]
+    pub kind: CheckKind,
+    /// The port it asks (the service's `port` unless given).
+    #[serde(default)]
+    pub port: Option<u16>,
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub command: Option<String>,
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub database: Option<String>,
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
+}
+
+impl MoreCheck {
+    /// As a check of its own, with `main`'s cadence.
+    pub fn as_check(&self, main: &ServiceCheck) -> ServiceCheck {
+        ServiceCheck {
+            kind: self.kind,
+            path: self.path.clone(),
+            status: self.status,
+            body: self.body.clone(),
+            command: self.command.clone(),
+            user: self.user.clone(),
+            database: self.database.clone(),
+            password_file: self.password_file.clone(),
+            ..main.clone()
+        }
+    }
+}
+
+impl Service {
+    /// Every check of each machine, with the port each asks: `check` first, then
+    /// `more_checks`.
+    pub fn all_checks(&self) -> Vec<(u16, ServiceCheck)> {
+        let main = &self.check.value;
+        std::iter::once((self.port.value, main.clone()))
+            .chain(self.more_checks.iter().map(|m| {
+                (
+                    m.value.port.unwrap_or(self.port.value),
+                    m.value.as_check(main),
+                )
+            }))
+            .collect()
     }
 }
 

@@ -152,6 +152,21 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "services[0].check.password_file: `pw`: expected an absolute path on the controller's host",
         ),
         (
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}\n    more_checks: [{kind: tcp, port: 8983, path: /}]",
+            "services[0].more_checks[0].path: `path` is for an http check",
+        ),
+        (
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}\n    more_checks: [{kind: postgres}, {kind: postgres, port: 5433}]",
+            "services[0].more_checks[1].kind: a second postgres check; expected one per service",
+        ),
+        (
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",
+            "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}\n    more_checks: [{kind: command}]",
+            "services[0].more_checks[0].command: no command; expected the shell command",
+        ),
+        (
             "status: 200, body",
             "status: 700, body",
             "services[0].check.status: 700 is not an HTTP status",

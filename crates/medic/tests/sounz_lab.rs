@@ -1,12 +1,13 @@
 //! Seed 001 ("SOUNZ") on the lab, examples/sounz.yaml: Production (slayer) and Standby
 //! (megadeth), clients reaching the service at 10.75.K.100, an address that moves. The
-//! runbook's EMERGENCY switch when Production's web server dies: its status set to `down`, the
-//! address taken down there and brought up (announced) on the Standby, which becomes
-//! `production_alone`. Production mended: it rejoins as `production_as_standby`. The RECOVERY
-//! procedure, `medic switchover sounz --to slayer`: the roles and the address go back. At
-//! every stage the role states in `medic status` and each machine's status file are the
-//! runbook's (/metrics and the status page say so too); a client asking the address follows along, and at no sample do two machines
-//! hold it. Needs root.
+//! runbook's EMERGENCY switch when Production's search daemon dies (step 5's checks fail while
+//! its web server answers): its status set to `down`, the address taken down there and brought
+//! up (announced) on the Standby, which becomes `production_alone`. Production mended: it
+//! rejoins as `production_as_standby`. The RECOVERY procedure, `medic switchover sounz --to
+//! slayer`: the roles and the address go back. At every stage the role states in `medic status`
+//! and each machine's status file are the runbook's (/metrics and the status page say so too);
+//! a client asking the address follows along, and at no sample do two machines hold it. Needs
+//! root.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use common::web::*;
 use common::*;
+use medic_testkit::wait_until;
 
 /// How many of `netns` hold `ip` on an interface.
 fn holders(netns: &[String], ip: &str) -> usize {
@@ -35,6 +37,26 @@ fn holders(netns: &[String], ip: &str) -> usize {
             String::from_utf8_lossy(&out.stdout).contains(&format!(" {ip}/"))
         })
         .count()
+}
+
+/// A stand-in for the search daemon (Apollo, port 8983), its pid in /run/search.pid.
+fn start_search(env: &Env, ip: &str) {
+    on(
+        env,
+        ip,
+        "setsid python3 -m http.server 8983 >/dev/null 2>&1 < /dev/null & echo $! > /run/search.pid",
+    );
+    let at: std::net::SocketAddr = format!("{ip}:8983").parse().unwrap();
+    wait_until(
+        &format!("the search daemon on {ip}"),
+        Duration::from_secs(10),
+        Duration::from_millis(50),
+        || {
+            std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        },
+    );
 }
 
 fn status_file(env: &Env, ip: &str) -> String {
@@ -66,6 +88,7 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
             ),
         );
         start_nginx(&env, ip);
+        start_search(&env, ip);
     }
     let netns = vec![env.netns("slayer"), env.netns("megadeth")];
     assert_eq!(
@@ -94,9 +117,10 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
         })
     };
 
-    // EMERGENCY: slayer's web server dies (the machine answers).
+    // EMERGENCY: slayer's search daemon dies (its web server and the machine answer): step 5
+    // of the runbook no longer passes.
     let t_kill = Instant::now();
-    on(&env, &slayer, "kill $(cat /run/web-nginx.pid)");
+    on(&env, &slayer, "kill $(cat /run/search.pid)");
     env.wait(
         "megadeth to serve at the address",
         Duration::from_secs(30),
@@ -113,6 +137,26 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
     );
     assert_eq!(status_file(&env, &megadeth), "production_alone", "step 3");
     assert_eq!(holders(&netns, &vip), 1);
+    // What failed is named: the search port, not the front page.
+    env.wait(
+        "slayer's failure named: the search port",
+        Duration::from_secs(10),
+        |e| {
+            let detail = service(e)["machines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["machine"] == "slayer")
+                .map(|m| {
+                    m["health"]["detail"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned()
+                })
+                .unwrap_or_default();
+            detail.starts_with("tcp check at port 8983: ") && detail.contains("connection refused")
+        },
+    );
     // The same states in /metrics, and on the status page as a browser renders it.
     let metrics = http_text(env.port, "/metrics");
     for line in [
@@ -132,7 +176,7 @@ fn the_emergency_switch_and_the_recovery_move_the_roles_and_the_address() {
     }
 
     // Production mended: it comes back as a standby (RECOVERY step 1).
-    start_nginx(&env, &slayer);
+    start_search(&env, &slayer);
     env.wait(
         "production_as_standby / standby_as_production",
         Duration::from_secs(20),

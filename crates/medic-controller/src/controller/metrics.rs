@@ -139,6 +139,20 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         family(
             &mut out,
+            "medic_server_unmonitored",
+            "gauge",
+            "Redis servers a recovery left out of monitoring (a process not restarted, a crash loop held): 1 each.",
+        );
+        for (shard, machine) in &st.core.saved.unmonitored_servers {
+            let _ = writeln!(
+                out,
+                "medic_server_unmonitored{{shard=\"{}\",machine=\"{}\"}} 1",
+                label(shard),
+                label(machine)
+            );
+        }
+        family(
+            &mut out,
             "medic_shard_state",
             "gauge",
             "Each shard's state as `medic status` names it: 1 for the one it is in.",

@@ -39,30 +39,13 @@ impl Core {
 
     /// One check's result.
     pub fn on_check(&mut self, r: &CheckResult) -> Vec<Output> {
-        // A data store of a service answering in the wrong role is a bad answer (rare: the
-        // result is copied only then).
-        if let (Target::Service { service, machine }, Some(info), Observation::Ok) =
-            (&*r.target, &r.info, r.observation)
-            && let Some(why) = self.wrong_role(service, machine, info)
-            && !self.left_alone(&r.target)
-        {
-            let mut out = Vec::new();
-            if self.warned.insert(Target::clone(&r.target)) {
-                out.push(Output::Alert {
-                    level: AlertLevel::Warning,
-                    message: format!("{}: {why}", r.target),
-                });
-            }
-            let mut wrong = r.clone();
-            wrong.observation = Observation::Unhealthy;
-            wrong.detail = format!("{} — {why}", r.detail).into();
-            out.extend(self.on_result(&wrong));
+        if let Some(out) = self.miscast(r) {
             return out;
         }
         self.on_result(r)
     }
 
-    fn on_result(&mut self, r: &CheckResult) -> Vec<Output> {
+    pub(super) fn on_result(&mut self, r: &CheckResult) -> Vec<Output> {
         let mut out = Vec::new();
         let machine = r.target.machine();
         if self.left_alone(&r.target) {
@@ -322,6 +305,8 @@ impl Core {
                     && t.machine() == target.machine()
                     && matches!(t, Target::Redis { .. })
                     && h.detector.health == Health::Up
+                    // A server left out answers nothing now: its last health is stale.
+                    && !self.left_alone(t)
             })
             .map(|(t, _)| t)
     }
@@ -443,6 +428,7 @@ impl Core {
                             && t.machine() == target.machine()
                             && matches!(t, Target::Redis { .. })
                             && h.detector.health == Health::Up
+                            && !self.left_alone(t)
                     })
                     .map(|(t, _)| t.to_string())
                     .collect();

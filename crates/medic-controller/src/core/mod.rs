@@ -25,6 +25,7 @@
 //! - A server that a running recovery is promoting is not taken for a stale master.
 
 mod detect;
+mod holds;
 mod recovery;
 mod service;
 pub mod startup;
@@ -236,6 +237,8 @@ pub struct Core {
     /// Machines out of a service that answered and were demoted (their address taken, their
     /// `on_demote` run) while still failing: not again until they go silent or rejoin.
     disarmed: BTreeSet<(String, String)>,
+    /// Service targets whose data store answers in the wrong role, told once per episode.
+    miscast: BTreeSet<Target>,
 }
 
 impl Core {
@@ -258,6 +261,7 @@ impl Core {
             leading: true,
             failback_stopped: BTreeSet::new(),
             disarmed: BTreeSet::new(),
+            miscast: BTreeSet::new(),
         }
     }
 
@@ -473,6 +477,8 @@ fn recovery_id(key: &str, now_ms: u64) -> String {
     format!("r{now_ms}-{m}")
 }
 
+#[cfg(test)]
+mod holds_tests;
 #[cfg(test)]
 mod knock_tests;
 #[cfg(test)]

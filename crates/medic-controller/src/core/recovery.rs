@@ -228,70 +228,9 @@ impl Core {
             self.release(key.as_deref());
             return;
         }
-        // A crash loop: beyond `policy.max_recoveries_per_hour` automatic recoveries of one
-        // machine, no more start (an operator's and a resumed one always do). A process that
-        // keeps dying (or coming back as a stale master) is counted and held as its server
-        // alone: the rest of its machine, other shards' masters among them, stays watched.
-        let looping = match &req.event {
-            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
-                Some((
-                    format!("{shard}@{machine}"),
-                    machine.clone(),
-                    Some(shard.clone()),
-                ))
-            }
-            _ => claims
-                .machines
-                .first()
-                .filter(|_| claims.machines.len() == 1)
-                .map(|m| (m.clone(), m.clone(), None)),
-        };
-        if req.detected
-            && let Some((what, machine, shard)) = looping
-        {
-            let hour_ago = now_ms.saturating_sub(3_600_000);
-            let max = self.loaded.topology.policy.max_recoveries_per_hour.value;
-            self.saved
-                .recoveries
-                .retain(|(_, at)| *at > now_ms.saturating_sub(2 * 3_600_000));
-            let recent = self
-                .saved
-                .recoveries
-                .iter()
-                .filter(|(m, at)| *m == what && *at > hour_ago)
-                .count();
-            if recent >= max as usize {
-                let (stays, then) = match shard {
-                    Some(shard) => {
-                        self.saved
-                            .unmonitored_servers
-                            .insert((shard, machine.clone()));
-                        (
-                            format!(
-                                "{what} stays out of monitoring (the rest of {machine} is watched)"
-                            ),
-                            format!(
-                                "`medic monitor {machine}` watches it again (and starts the count afresh)"
-                            ),
-                        )
-                    }
-                    None => {
-                        self.saved.unmonitored.insert(machine.clone());
-                        (
-                            format!("{machine} stays out of monitoring"),
-                            format!("`medic recover {machine}` when you decide"),
-                        )
-                    }
-                };
-                out.push(Output::Alert {
-                    level: AlertLevel::Critical,
-                    message: format!("recoveries of {what} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it. {stays}; {then}", req.event),
-                });
-                out.push(Output::Save);
-                self.release(key.as_deref());
-                return;
-            }
-            self.saved.recoveries.push((what, now_ms));
+        if self.crash_loop_held(&req, &claims, now_ms, out) {
+            self.release(key.as_deref());
+            return;
         }
         let (id, plan, done, resumed) = match req.resume {
             Some(r) => (r.id, r.plan, Some(r.done), true),
@@ -689,6 +628,6 @@ impl Core {
 
 /// A service's key among the claims (beside shard names, which cannot contain `:`): one role
 /// change per service at a time.
-fn service_claim(service: &str) -> String {
+pub(super) fn service_claim(service: &str) -> String {
     format!("service:{service}")
 }

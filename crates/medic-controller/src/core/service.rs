@@ -21,11 +21,49 @@ pub(super) fn forget_health(observed: &mut ObservedState, top: &Topology) {
     for s in top.services.iter().map(|s| &s.value) {
         if let Some(st) = observed.services.get_mut(&s.name.value) {
             st.down = s.machines().map(str::to_owned).collect();
+            st.positions.clear();
         }
     }
 }
 
 impl Core {
+    /// A service's data store answering in the wrong role ([`Core::wrong_role`]): the result
+    /// judged as a bad answer (told once per episode), or `None` if the role is right.
+    pub(super) fn miscast(&mut self, r: &CheckResult) -> Option<Vec<Output>> {
+        // A data store of a service answering in the wrong role is a bad answer (rare: the
+        // result is copied only then). A writable one beside the primary is told as critical.
+        if let (Target::Service { service, machine }, Some(info), Observation::Ok) =
+            (&*r.target, &r.info, r.observation)
+        {
+            match self.wrong_role(service, machine, info) {
+                Some(_) if self.left_alone(&r.target) => {}
+                Some(why) => {
+                    let mut out = Vec::new();
+                    if self.miscast.insert(Target::clone(&r.target)) {
+                        let level = if info.role == medic_redis::Role::Master {
+                            AlertLevel::Critical
+                        } else {
+                            AlertLevel::Warning
+                        };
+                        out.push(Output::Alert {
+                            level,
+                            message: format!("{}: {why}", r.target),
+                        });
+                    }
+                    let mut wrong = r.clone();
+                    wrong.observation = Observation::Unhealthy;
+                    wrong.detail = format!("{} — {why}", r.detail).into();
+                    out.extend(self.on_result(&wrong));
+                    return Some(out);
+                }
+                None => {
+                    self.miscast.remove(&*r.target);
+                }
+            }
+        }
+        None
+    }
+
     /// Why a service's data store answers in a role its machine should not have, if it does:
     /// the primary in recovery (read-only), or another machine not in recovery (writable: a
     /// second primary). With `standbys_read_only` the roles are the nominal ones whoever
@@ -37,6 +75,16 @@ impl Core {
         info: &medic_redis::ReplicationInfo,
     ) -> Option<String> {
         let s = self.loaded.topology.service(service)?;
+        // Roles move inside the service's own recoveries (a promotion before its record, a
+        // demotion before the other's promotion): not judged until the record is made.
+        let claim = super::recovery::service_claim(service);
+        if self
+            .running
+            .values()
+            .any(|r| r.claims.shards.contains(&claim))
+        {
+            return None;
+        }
         let st = self.saved.observed.services.get(service)?;
         let primary = if s.standbys_read_only {
             s.primary.value.as_str()
@@ -84,8 +132,9 @@ impl Core {
         let Some(st) = self.saved.observed.services.get_mut(service) else {
             return false;
         };
-        // The position as last seen, for the choice of a standby (not saved for itself: it
-        // changes with every write, and is seen again within a check after a restart).
+        // The position as last seen, for the choice of a standby (its change alone asks for
+        // no save: it changes with every write; positions are forgotten at a start or on
+        // adopting a leader's state, and seen again within a check).
         if let Some(info) = &r.info {
             match st.positions.get_mut(machine) {
                 Some(p) => *p = info.offset,
@@ -172,7 +221,10 @@ impl Core {
                     first_fail,
                     r.at_ms,
                 );
-            } else if self.warned.insert(Target::clone(&r.target)) {
+            } else if !self.miscast.contains(&*r.target)
+                && self.warned.insert(Target::clone(&r.target))
+            {
+                // (Not again for a role already told: that alert says more.)
                 out.push(Output::Alert {
                     level: AlertLevel::Warning,
                     message: format!(
@@ -190,8 +242,11 @@ impl Core {
                 service: service.to_owned(),
                 machine: primary.clone(),
             };
+            // Still answering badly now: not silent, and not passing again (a primary whose
+            // detector has yet to see `rise` answers is healthy, not failing).
             let failing = self.health.get(&t).filter(|h| {
-                matches!(h.detector.health, Health::Down { .. }) && h.last != Observation::Silent
+                matches!(h.detector.health, Health::Down { .. })
+                    && matches!(h.last, Observation::Unhealthy | Observation::Refused)
             });
             if let Some(h) = failing {
                 let (detail, first_fail) = (h.detail.clone(), h.first_fail_ms);

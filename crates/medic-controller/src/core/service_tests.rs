@@ -270,3 +270,28 @@ fn with_read_only_standbys_the_roles_are_the_nominal_ones() {
         "{out:?}"
     );
 }
+
+#[test]
+fn a_primary_passing_again_is_not_failed_over_when_a_standby_passes_first() {
+    // Every machine fails at once (a cause on the monitor's side), then all pass again; the
+    // standby's second pass comes before the primary's.
+    let mut c = core("failback: manual");
+    for at in [1_000, 1_500] {
+        for t in [www("web1"), www("web2")] {
+            check(&mut c, &t, at, Observation::Ok);
+        }
+    }
+    for at in [2_000, 2_500, 3_000] {
+        for t in [www("web1"), www("web2")] {
+            check(&mut c, &t, at, Observation::Unhealthy);
+        }
+    }
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    check(&mut c, &www("web2"), 3_500, Observation::Ok);
+    check(&mut c, &www("web1"), 3_500, Observation::Ok);
+    let out = check(&mut c, &www("web2"), 4_000, Observation::Ok);
+    assert!(queued(&c).is_empty(), "{:?} {out:?}", queued(&c));
+    check(&mut c, &www("web1"), 4_000, Observation::Ok);
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    assert!(c.saved.observed.services["www"].down.is_empty());
+}

@@ -78,6 +78,29 @@ impl<'a> Planner<'a> {
             .map(|(_, m)| m.to_owned())
     }
 
+    /// Which position the lag guard lacks, if the service's checks report positions and one
+    /// of the two was not seen since medic started (a primary lost before its first check).
+    fn position_unknown(&self, s: &Service, old: &str, new: &str) -> Option<String> {
+        let reports = s
+            .all_checks()
+            .iter()
+            .any(|(_, c)| c.kind == medic_topology::CheckKind::Postgres);
+        if !reports || s.standbys_read_only {
+            return None;
+        }
+        let st = self.state.services.get(&s.name.value);
+        let unseen: Vec<&str> = [old, new]
+            .into_iter()
+            .filter(|m| st.is_none_or(|st| !st.positions.contains_key(*m)))
+            .collect();
+        (!unseen.is_empty()).then(|| {
+            format!(
+                "the WAL position of {} was not seen since medic started",
+                unseen.join(" and ")
+            )
+        })
+    }
+
     /// Why promoting `new` in place of `old` would lose writes beyond the policy's limit, if
     /// it would: `old`'s last seen position ahead of `new`'s by more than
     /// `policy.max_promotion_lag_bytes`. Standbys that never take writes lose nothing.
@@ -196,6 +219,12 @@ impl<'a> Planner<'a> {
             // Nothing changes: `old` stays the primary, whose data may be the only copy.
             self.alert(AlertLevel::Critical, why);
             return;
+        }
+        if let Some(unknown) = self.position_unknown(s, old, &new) {
+            self.alert(
+                AlertLevel::Warning,
+                format!("service {}: {unknown}: {new} is promoted without knowing what it lacks of {old}'s writes", s.name.value),
+            );
         }
         // The address first: clients stop reaching the old primary before anything else.
         self.service_address(s, old, false, silent);

@@ -401,6 +401,28 @@ fn the_most_advanced_standby_is_promoted_and_none_too_far_behind() {
         ));
         assert!(told, "{:?}", outline(&plan));
     }
+    // A database's check, and the lost primary's position never seen (it died before its
+    // first check since medic started): promoted, with a warning that says so.
+    let text_pg = DOMINO.replace(
+        "{kind: http, path: /health, status: 200, body: ok,",
+        "{kind: postgres,",
+    );
+    let pg = medic_topology::load::parse_str(Path::new("t.yaml"), &text_pg, "a topology")
+        .into_result()
+        .unwrap();
+    let mut state = ObservedState::assumed(&pg);
+    let www = state.services.get_mut("www").unwrap();
+    www.positions = [("web2".into(), 10)].into();
+    let plan = plan_recovery(&pg, &state, &down("web1"), "r8").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+    let warned = plan.steps.iter().any(|s| {
+        matches!(
+            &s.action,
+            Action::Alert { level: AlertLevel::Warning, message }
+                if message.contains("the WAL position of web1 was not seen since medic started")
+        )
+    });
+    assert!(warned, "{:?}", outline(&plan));
     // Read-only standbys lose nothing: served from whatever they have.
     let text_ro = DOMINO.replace(
         "failback: manual",

@@ -69,107 +69,29 @@ impl Ctx<'_, '_> {
             let check = &s.check.value;
             let cp = format!("{p}.check");
             self.cadence(s.check.referenced, &cp, &check.cadence());
-            if check.kind != CheckKind::Http {
-                for (field, set) in [
-                    ("path", check.path.is_some()),
-                    ("status", check.status.is_some()),
-                    ("body", check.body.is_some()),
-                ] {
-                    if set {
-                        self.d.error(
-                            s.check.referenced,
-                            format!("{cp}.{field}"),
-                            format!("`{field}` is for an http check; expected `kind: http`, or no `{field}`"),
-                        );
-                    }
-                }
-            }
-            match (&check.command, check.kind) {
-                (None, CheckKind::Command) => self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.command"),
-                    "no command; expected the shell command a `kind: command` check runs on the machine (exit 0 is healthy)",
-                ),
-                (Some(c), CheckKind::Command)
-                    if c.trim().is_empty() || c.chars().any(|ch| ch.is_control()) =>
-                {
+            self.check_fields(s.check.referenced, &cp, check);
+            for (j, more) in s.more_checks.iter().enumerate() {
+                let mp = format!("{p}.more_checks[{j}]");
+                self.check_fields(more.referenced, &mp, &more.value.as_check(check));
+                if more.value.port == Some(0) {
                     self.d.error(
-                        s.check.referenced,
-                        format!("{cp}.command"),
-                        "expected a one-line shell command, not empty",
-                    )
-                }
-                (Some(_), CheckKind::Tcp | CheckKind::Http | CheckKind::Postgres) => self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.command"),
-                    "`command` is for a command check; expected `kind: command`, or no `command`",
-                ),
-                _ => {}
-            }
-            if check.kind != CheckKind::Postgres {
-                for (field, set) in [
-                    ("user", check.user.is_some()),
-                    ("database", check.database.is_some()),
-                    ("password_file", check.password_file.is_some()),
-                ] {
-                    if set {
-                        self.d.error(
-                            s.check.referenced,
-                            format!("{cp}.{field}"),
-                            format!("`{field}` is for a postgres check; expected `kind: postgres`, or no `{field}`"),
-                        );
-                    }
-                }
-            }
-            for (field, value) in [("user", &check.user), ("database", &check.database)] {
-                if let Some(v) = value
-                    && (v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()))
-                {
-                    self.d.error(
-                        s.check.referenced,
-                        format!("{cp}.{field}"),
-                        format!("`{}`: expected a PostgreSQL {field} name, without spaces or control characters", v.escape_debug()),
+                        more.referenced,
+                        format!("{mp}.port"),
+                        "port 0; expected the port the check asks, 1 to 65535",
                     );
                 }
-            }
-            if let Some(f) = &check.password_file
-                && !f.is_absolute()
-            {
-                self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.password_file"),
-                    format!(
-                        "`{}`: expected an absolute path on the controller's host",
-                        f.display()
-                    ),
-                );
-            }
-            if let Some(path) = &check.path
-                && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
-            {
-                self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.path"),
-                    format!("`{}`: expected an absolute path like /health, without spaces or control characters", path.escape_debug()),
-                );
-            }
-            if let Some(status) = check.status
-                && !(100..=599).contains(&status)
-            {
-                self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.status"),
-                    format!("{status} is not an HTTP status; expected 100 to 599"),
-                );
-            }
-            if let Some(body) = &check.body
-                && (body.is_empty() || body.chars().any(|c| c.is_control()))
-            {
-                self.d.error(
-                    s.check.referenced,
-                    format!("{cp}.body"),
-                    "expected text the healthy answer contains, on one line and not empty",
-                );
+                if more.value.kind == CheckKind::Postgres
+                    && (check.kind == CheckKind::Postgres
+                        || s.more_checks[..j]
+                            .iter()
+                            .any(|m| m.value.kind == CheckKind::Postgres))
+                {
+                    self.d.error(
+                        more.referenced,
+                        format!("{mp}.kind"),
+                        "a second postgres check; expected one per service (its database's role and position are the service's)",
+                    );
+                }
             }
             if let Some(d) = &s.dns {
                 let dp = format!("{p}.dns");
@@ -334,6 +256,122 @@ impl Ctx<'_, '_> {
 }
 
 /// How long `rise` good checks in a row take.
+impl Ctx<'_, '_> {
+    /// The fields of one check (`check`, or one of `more_checks` as a check): those of its
+    /// kind only, each well formed.
+    fn check_fields(
+        &mut self,
+        at: serde_saphyr::Location,
+        cp: &str,
+        check: &crate::service::ServiceCheck,
+    ) {
+        if check.kind != CheckKind::Http {
+            for (field, set) in [
+                ("path", check.path.is_some()),
+                ("status", check.status.is_some()),
+                ("body", check.body.is_some()),
+            ] {
+                if set {
+                    self.d.error(
+                        at,
+                        format!("{cp}.{field}"),
+                        format!(
+                            "`{field}` is for an http check; expected `kind: http`, or no `{field}`"
+                        ),
+                    );
+                }
+            }
+        }
+        match (&check.command, check.kind) {
+            (None, CheckKind::Command) => self.d.error(
+                at,
+                format!("{cp}.command"),
+                "no command; expected the shell command a `kind: command` check runs on the machine (exit 0 is healthy)",
+            ),
+            (Some(c), CheckKind::Command)
+                if c.trim().is_empty() || c.chars().any(|ch| ch.is_control()) =>
+            {
+                self.d.error(
+                    at,
+                    format!("{cp}.command"),
+                    "expected a one-line shell command, not empty",
+                )
+            }
+            (Some(_), CheckKind::Tcp | CheckKind::Http | CheckKind::Postgres) => self.d.error(
+                at,
+                format!("{cp}.command"),
+                "`command` is for a command check; expected `kind: command`, or no `command`",
+            ),
+            _ => {}
+        }
+        if check.kind != CheckKind::Postgres {
+            for (field, set) in [
+                ("user", check.user.is_some()),
+                ("database", check.database.is_some()),
+                ("password_file", check.password_file.is_some()),
+            ] {
+                if set {
+                    self.d.error(
+                        at,
+                        format!("{cp}.{field}"),
+                        format!("`{field}` is for a postgres check; expected `kind: postgres`, or no `{field}`"),
+                    );
+                }
+            }
+        }
+        for (field, value) in [("user", &check.user), ("database", &check.database)] {
+            if let Some(v) = value
+                && (v.is_empty() || v.chars().any(|c| c.is_control() || c.is_whitespace()))
+            {
+                self.d.error(
+                    at,
+                    format!("{cp}.{field}"),
+                    format!("`{}`: expected a PostgreSQL {field} name, without spaces or control characters", v.escape_debug()),
+                );
+            }
+        }
+        if let Some(f) = &check.password_file
+            && !f.is_absolute()
+        {
+            self.d.error(
+                at,
+                format!("{cp}.password_file"),
+                format!(
+                    "`{}`: expected an absolute path on the controller's host",
+                    f.display()
+                ),
+            );
+        }
+        if let Some(path) = &check.path
+            && (!path.starts_with('/') || path.chars().any(|c| c.is_control() || c == ' '))
+        {
+            self.d.error(
+                at,
+                format!("{cp}.path"),
+                format!("`{}`: expected an absolute path like /health, without spaces or control characters", path.escape_debug()),
+            );
+        }
+        if let Some(status) = check.status
+            && !(100..=599).contains(&status)
+        {
+            self.d.error(
+                at,
+                format!("{cp}.status"),
+                format!("{status} is not an HTTP status; expected 100 to 599"),
+            );
+        }
+        if let Some(body) = &check.body
+            && (body.is_empty() || body.chars().any(|c| c.is_control()))
+        {
+            self.d.error(
+                at,
+                format!("{cp}.body"),
+                "expected text the healthy answer contains, on one line and not empty",
+            );
+        }
+    }
+}
+
 fn cadence_rise_ms(c: &crate::model::Check) -> u64 {
     c.interval.as_millis() as u64 * u64::from(c.rise.max(1))
 }

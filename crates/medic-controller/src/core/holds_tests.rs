@@ -1,0 +1,182 @@
+//! What a recovery leaves out of monitoring, and crash loops: a dead process medic may not
+//! restart leaves out its server alone; a process that keeps dying is held as its server; a
+//! machine lost again and again is held whole.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::sync::Arc;
+
+use medic_detect::Observation;
+use medic_plan::{Event, StepOutput};
+use medic_redis::Role;
+
+use super::tests::{alerts, check, core, redis};
+use super::*;
+use crate::journal::Outcome;
+
+#[test]
+fn a_replica_not_restarted_is_left_out_alone_and_its_machine_stays_watched() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
+    let mut loaded = medic_topology::load_topology(&path).expect("examples/lab.yaml loads");
+    loaded
+        .topology
+        .policy
+        .remediation
+        .retain(|r| r.value != medic_topology::Remedy::RestartProcess);
+    let saved = Saved::fresh(&loaded.topology);
+    let mut c = Core::new(Arc::new(loaded), saved);
+    c.request(Request {
+        event: Event::ProcessDied {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(5),
+        master_last_ok_ms: None,
+        queued_ms: 5,
+        detected: true,
+        resume: None,
+    });
+    c.schedule(10);
+    let id = c.running.keys().next().cloned().expect("started");
+    let mut out = Vec::new();
+    while let Next::Run(step) = c.next_step(&id, 10) {
+        out.extend(c.step_done(&id, &step, &StepOutput::default(), 10));
+    }
+    out.extend(c.finished(&id, &Outcome::Completed, 11));
+    assert!(
+        alerts(&out).iter().any(|a| a.contains("is not restarted")),
+        "{out:?}"
+    );
+    // The dead server is out; its machine is not.
+    let dead = ("r9002".to_owned(), "redis2".to_owned());
+    assert_eq!(c.saved.unmonitored_servers, [dead].into());
+    assert!(c.saved.unmonitored.is_empty(), "{:?}", c.saved.unmonitored);
+    assert!(!c.paused().contains("redis2"));
+    // Its results decide nothing ...
+    for n in 0..5u64 {
+        let out = c.on_check(&check(
+            &redis("r9002", "redis2"),
+            100 + 250 * n,
+            Observation::Silent,
+            None,
+        ));
+        assert!(out.is_empty(), "{out:?}");
+    }
+    assert!(!c.health.contains_key(&redis("r9002", "redis2")));
+    // ... while the other shard's server on that machine is watched: its silence is asked about.
+    let other = redis("r9001", "redis2");
+    let mut out = c.on_check(&check(&other, 2_000, Observation::Ok, Some(Role::Replica)));
+    for n in 1..=3u64 {
+        out.extend(c.on_check(&check(&other, 2_000 + 250 * n, Observation::Silent, None)));
+    }
+    assert!(
+        out.iter()
+            .any(|o| matches!(o, Output::Ask { target, .. } if *target == other)),
+        "{out:?}"
+    );
+    // `medic monitor redis2` gives the server back.
+    c.set_maintenance("redis2", false);
+    assert!(c.saved.unmonitored_servers.is_empty());
+}
+
+#[test]
+fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    let died = |at: u64| Request {
+        event: Event::ProcessDied {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: None,
+        queued_ms: at,
+        detected: true,
+        resume: None,
+    };
+    // `max` restarts in the hour, each completed.
+    for i in 0..max {
+        let at = 1_000 + i * 60_000;
+        assert!(c.request(died(at)));
+        c.schedule(at);
+        let id = c.running.keys().next().cloned().expect("started");
+        while let Next::Run(step) = c.next_step(&id, at) {
+            c.step_done(&id, &step, &StepOutput::default(), at);
+        }
+        c.finished(&id, &Outcome::Completed, at);
+    }
+    // One more within the hour: held, that server out of monitoring, an alert. The rest of
+    // its machine (r9001's server there) is still watched.
+    let at = 1_000 + max * 60_000;
+    assert!(c.request(died(at)));
+    let out = c.schedule(at);
+    assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
+    assert!(
+        alerts(&out)[0].contains("recoveries of r9002@redis2 held"),
+        "{out:?}"
+    );
+    assert!(
+        alerts(&out)[0].contains("the rest of redis2 is watched"),
+        "{out:?}"
+    );
+    let server = ("r9002".to_owned(), "redis2".to_owned());
+    assert_eq!(c.saved.unmonitored_servers, [server].into());
+    assert!(!c.saved.unmonitored.contains("redis2"));
+    // A loss of the machine is not held by its process's loop.
+    let lost = Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        ..died(at + 1)
+    };
+    assert!(c.request(lost));
+    c.schedule(at + 1);
+    assert_eq!(c.running.len(), 1, "{:?}", c.saved.unmonitored);
+    let id = c.running.keys().next().cloned().expect("started");
+    c.abandon(&id);
+    // `medic monitor redis2`: watched again, and its count starts afresh.
+    c.set_maintenance("redis2", false);
+    assert!(c.saved.unmonitored_servers.is_empty());
+    assert!(c.request(died(at + 2)));
+    c.schedule(at + 2);
+    assert_eq!(c.running.len(), 1);
+}
+
+#[test]
+fn a_machine_that_keeps_being_lost_is_held_whole() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    let lost = |at: u64| Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: None,
+        queued_ms: at,
+        detected: true,
+        resume: None,
+    };
+    for i in 0..max {
+        let at = 1_000 + i * 60_000;
+        assert!(c.request(lost(at)));
+        c.schedule(at);
+        let id = c.running.keys().next().cloned().expect("started");
+        c.abandon(&id);
+    }
+    let at = 1_000 + max * 60_000;
+    assert!(c.request(lost(at)));
+    let out = c.schedule(at);
+    assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
+    assert!(
+        alerts(&out)[0].contains("recoveries of redis2 held"),
+        "{out:?}"
+    );
+    assert!(c.saved.unmonitored.contains("redis2"));
+    // The operator may start it at any time.
+    c.recover_machine("redis2", at + 1).expect("queued");
+    c.schedule(at + 1);
+    assert_eq!(c.running.len(), 1);
+}
