@@ -147,7 +147,11 @@ async fn command_check(
     command: String,
     within: Duration,
 ) -> (Observation, String) {
-    match tokio::time::timeout(within, run(machine.to_owned(), ip, command, within)).await {
+    // The runner bounds the command by `within` itself (on the machine and over SSH): this
+    // bound, a little later, only covers a session that cannot be opened, so that a hung
+    // command is reliably a failed check, not silence.
+    let outer = within + Duration::from_millis(250);
+    match tokio::time::timeout(outer, run(machine.to_owned(), ip, command, within)).await {
         Ok(Ok(None)) => (Observation::Ok, "the command exits 0".to_owned()),
         Ok(Ok(Some(why))) => (Observation::Unhealthy, why),
         Ok(Err(e)) => (Observation::Silent, e),
@@ -170,17 +174,24 @@ pub fn combine(
     results: Vec<(Observation, String, Option<ReplicationInfo>)>,
 ) -> (Observation, String, Option<ReplicationInfo>) {
     let info = results.iter().find_map(|(_, _, i)| i.clone());
+    let checks: Vec<(u16, CheckKind)> = checks.into_iter().collect();
+    let answered = results.iter().any(|(o, _, _)| *o != Observation::Silent);
     let failed: Vec<String> = checks
-        .into_iter()
+        .iter()
         .zip(&results)
         .filter(|(_, (o, _, _))| *o != Observation::Ok)
-        .map(|((port, kind), (_, d, _))| format!("{} check at port {port}: {d}", kind_name(kind)))
+        // A command that could not be run at all (no SSH session) beside checks its machine
+        // answered says nothing of the service: the controller's SSH is not the service.
+        .filter(|((_, kind), (o, _, _))| {
+            !(answered && *kind == CheckKind::Command && *o == Observation::Silent)
+        })
+        .map(|((port, kind), (_, d, _))| format!("{} check at port {port}: {d}", kind_name(*kind)))
         .collect();
     if failed.is_empty() {
         let first = results.into_iter().next().map(|(_, d, _)| d);
         return (Observation::Ok, first.unwrap_or_default(), info);
     }
-    let observation = if results.iter().all(|(o, _, _)| *o == Observation::Silent) {
+    let observation = if !answered {
         Observation::Silent
     } else {
         Observation::Unhealthy
@@ -332,6 +343,24 @@ mod tests {
             vec![silent("no answer"), ok("accepts"), ok("primary")],
         );
         assert_eq!(mixed.0, Observation::Unhealthy);
+        // A command that could not be run (no SSH session) beside answers: not the service's
+        // failure. Beside no answer at all, it is part of the silence.
+        let with_command = [(80, CheckKind::Http), (22, CheckKind::Command)];
+        let no_ssh = combine(
+            with_command,
+            vec![ok("GET /: 200"), silent("ssh: timed out")],
+        );
+        assert_eq!(no_ssh.0, Observation::Ok, "{}", no_ssh.1);
+        let hung = combine(
+            with_command,
+            vec![
+                ok("GET /: 200"),
+                (Observation::Unhealthy, "did not finish".into(), None),
+            ],
+        );
+        assert_eq!(hung.0, Observation::Unhealthy);
+        let gone = combine(with_command, vec![silent("a"), silent("ssh: timed out")]);
+        assert_eq!(gone.0, Observation::Silent);
         // Every one silent: silence, for the observers.
         let none = combine(kinds, vec![silent("a"), silent("b"), silent("c")]);
         assert_eq!(none.0, Observation::Silent);

@@ -58,6 +58,28 @@ pub fn plan_recovery(
     event: &Event,
     recovery: &str,
 ) -> Result<Plan, PlanError> {
+    plan(top, state, event, recovery, None)
+}
+
+/// Plans the recovery from `event` without restarting a dead process, for the reason `why`
+/// (a crash loop held): a dead master is still failed over, the server is left out.
+pub fn plan_without_restart(
+    top: &Topology,
+    state: &ObservedState,
+    event: &Event,
+    recovery: &str,
+    why: &str,
+) -> Result<Plan, PlanError> {
+    plan(top, state, event, recovery, Some(why))
+}
+
+fn plan(
+    top: &Topology,
+    state: &ObservedState,
+    event: &Event,
+    recovery: &str,
+    no_restart: Option<&str>,
+) -> Result<Plan, PlanError> {
     let mut p = Planner {
         top,
         state,
@@ -65,6 +87,7 @@ pub fn plan_recovery(
         steps: Vec::new(),
         new_masters: BTreeMap::new(),
         unpersisted: Vec::new(),
+        no_restart,
     };
     match event {
         Event::MachineLost { machine } => {
@@ -126,6 +149,8 @@ struct Planner<'a> {
     new_masters: BTreeMap<String, String>,
     /// HAProxy runtime changes planned and not yet followed by their haproxy.cfg write.
     unpersisted: Vec<Action>,
+    /// Why a dead process is not to be restarted, besides the policy (a crash loop held).
+    no_restart: Option<&'a str>,
 }
 
 /// Whether a step must not start before the runtime changes planned ahead of it are written

@@ -442,10 +442,16 @@ impl Sim {
                     if let Some(m) = message
                         .strip_prefix("recoveries of ")
                         .and_then(|r| r.split_once(" held:"))
-                        // A server's (`S@M`): the operator acts on its machine.
-                        .map(|(m, _)| m.rsplit('@').next().unwrap_or(m))
+                        .map(|(m, _)| m)
                     {
-                        self.ask_operator.insert(format!("!{m}"));
+                        // A server's (`S@M`): the operator acts on its machine, each time one
+                        // of its servers is held.
+                        if let Some((_, machine)) = m.split_once('@') {
+                            self.recovered_by_operator.remove(machine);
+                            self.ask_operator.insert(format!("!{machine}"));
+                        } else {
+                            self.ask_operator.insert(format!("!{m}"));
+                        }
                     }
                     if message.contains("no majority of its observers confirms")
                         && let Some((m, _)) = message.split_once(" is silent to the monitor host")

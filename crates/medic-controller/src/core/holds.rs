@@ -1,36 +1,46 @@
 //! Crash loops: beyond `policy.max_recoveries_per_hour` automatic recoveries in an hour, no
 //! more start. A machine lost again and again is held whole (out of monitoring until `medic
-//! recover`); a redis process that keeps dying (or coming back as a stale master) is held as
-//! its server alone, so the rest of its machine — other shards' masters — stays watched and is
-//! still failed over if the machine is lost.
+//! recover`). A redis process that keeps dying is not restarted any more, but its recovery
+//! still runs without the restart: a dead master is still failed over, and the server alone is
+//! left out of monitoring, so the rest of its machine — other shards' masters — stays watched.
+//! A stale master is never held: fencing it is what keeps two masters from taking writes.
 
 use medic_plan::{AlertLevel, Event};
 
 use super::{Claims, Core, Output, Request};
-use crate::checks::Target;
+
+/// What the crash-loop limit makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Held {
+    /// It runs as planned (and is counted).
+    No,
+    /// Nothing starts: the machine stays out of monitoring.
+    Whole,
+    /// It runs without restarting the process (why, for the plan's alert).
+    RestartOnly(String),
+}
 
 impl Core {
-    /// Whether `req` is held as a crash loop (told, and what it concerns taken out of
-    /// monitoring); if not, it is counted. An operator's and a resumed request are never held.
+    /// What the crash-loop limit makes of `req` (told when held); a request that runs whole
+    /// is counted. An operator's and a resumed request are never held.
     pub(super) fn crash_loop_held(
         &mut self,
         req: &Request,
         claims: &Claims,
         now_ms: u64,
         out: &mut Vec<Output>,
-    ) -> bool {
+    ) -> Held {
         // A crash loop: beyond `policy.max_recoveries_per_hour` automatic recoveries of one
         // machine, no more start (an operator's and a resumed one always do). A process that
         // keeps dying (or coming back as a stale master) is counted and held as its server
         // alone: the rest of its machine, other shards' masters among them, stays watched.
         let looping = match &req.event {
-            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
-                Some((
-                    format!("{shard}@{machine}"),
-                    machine.clone(),
-                    Some(shard.clone()),
-                ))
-            }
+            Event::StaleMaster { .. } => None,
+            Event::ProcessDied { shard, machine } => Some((
+                format!("{shard}@{machine}"),
+                machine.clone(),
+                Some(shard.clone()),
+            )),
             _ => claims
                 .machines
                 .first()
@@ -67,43 +77,29 @@ impl Core {
                 recent
             };
             if recent >= max as usize {
-                let (stays, then) = match shard {
-                    Some(shard) => {
-                        // Its last health goes with it (a stale `up` would make a lost machine
-                        // look like a hung process beside an answering server).
-                        self.health.remove(&Target::Redis {
-                            shard: shard.clone(),
-                            machine: machine.clone(),
-                        });
-                        self.saved
-                            .unmonitored_servers
-                            .insert((shard, machine.clone()));
-                        (
-                            format!(
-                                "{what} stays out of monitoring (the rest of {machine} is watched)"
-                            ),
-                            format!(
-                                "`medic monitor {machine}` watches it again (and starts the count afresh)"
-                            ),
-                        )
-                    }
-                    None => {
-                        self.saved.unmonitored.insert(machine.clone());
-                        (
-                            format!("{machine} stays out of monitoring"),
-                            format!("`medic recover {machine}` when you decide"),
-                        )
-                    }
-                };
+                let told = format!(
+                    "recoveries of {what} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it",
+                    req.event
+                );
+                if shard.is_some() {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Critical,
+                        message: format!("{told}. It is not restarted; a master is still failed over, and {what} stays out of monitoring (the rest of {machine} is watched); `medic monitor {machine}` watches it again (and starts the count afresh)"),
+                    });
+                    return Held::RestartOnly(format!(
+                        "its crash loop is held (policy.max_recoveries_per_hour is {max})"
+                    ));
+                }
+                self.saved.unmonitored.insert(machine.clone());
                 out.push(Output::Alert {
                     level: AlertLevel::Critical,
-                    message: format!("recoveries of {what} held: {recent} started in the last hour (policy.max_recoveries_per_hour is {max}) and it fails again ({}): something keeps breaking it. {stays}; {then}", req.event),
+                    message: format!("{told}. {machine} stays out of monitoring; `medic recover {machine}` when you decide"),
                 });
                 out.push(Output::Save);
-                return true;
+                return Held::Whole;
             }
             self.saved.recoveries.push((what, now_ms));
         }
-        false
+        Held::No
     }
 }

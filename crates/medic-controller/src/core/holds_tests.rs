@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use medic_detect::Observation;
-use medic_plan::{Event, StepOutput};
+use medic_plan::{Action, Event, StepOutput};
 use medic_redis::Role;
 
 use super::tests::{alerts, check, core, redis};
@@ -107,18 +107,38 @@ fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
         }
         c.finished(&id, &Outcome::Completed, at);
     }
-    // One more within the hour: held, that server out of monitoring, an alert. The rest of
-    // its machine (r9001's server there) is still watched.
+    // One more within the hour: held — told, not restarted (its recovery runs without the
+    // restart), that server left out of monitoring. The rest of its machine is still watched.
     let at = 1_000 + max * 60_000;
     assert!(c.request(died(at)));
     let out = c.schedule(at);
-    assert!(c.running.is_empty(), "started: {:?}", c.running.keys());
     assert!(
         alerts(&out)[0].contains("recoveries of r9002@redis2 held"),
         "{out:?}"
     );
     assert!(
         alerts(&out)[0].contains("the rest of redis2 is watched"),
+        "{out:?}"
+    );
+    let id = c.running.keys().next().cloned().expect("its recovery runs");
+    let plan = c.running[&id].plan.clone();
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::RunPlaybook { .. })),
+        "restarted: {:?}",
+        plan.steps
+    );
+    let mut out = Vec::new();
+    while let Next::Run(step) = c.next_step(&id, at) {
+        out.extend(c.step_done(&id, &step, &StepOutput::default(), at));
+    }
+    out.extend(c.finished(&id, &Outcome::Completed, at));
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("is not restarted: its crash loop is held")),
         "{out:?}"
     );
     let server = ("r9002".to_owned(), "redis2".to_owned());
@@ -179,4 +199,77 @@ fn a_machine_that_keeps_being_lost_is_held_whole() {
     c.recover_machine("redis2", at + 1).expect("queued");
     c.schedule(at + 1);
     assert_eq!(c.running.len(), 1);
+}
+
+#[test]
+fn a_master_whose_machine_loops_is_still_failed_over_without_a_restart() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    // redis1's other server died `max` times this hour: the machine's count is reached.
+    for i in 0..max {
+        c.saved
+            .recoveries
+            .push(("r9002@redis1".to_owned(), 1_000 + i * 1_000));
+    }
+    // r9001's master dies there for the first time: held (not restarted), still failed over.
+    let at = 60_000;
+    assert!(c.request(Request {
+        event: Event::ProcessDied {
+            shard: "r9001".into(),
+            machine: "redis1".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: Some(at),
+        queued_ms: at,
+        detected: true,
+        resume: None,
+    }));
+    let out = c.schedule(at);
+    assert!(
+        alerts(&out)[0].contains("recoveries of r9001@redis1 held"),
+        "{out:?}"
+    );
+    let run = c.running.values().next().expect("its recovery runs");
+    let kinds: Vec<&str> = run.plan.steps.iter().map(|s| s.action.kind()).collect();
+    assert!(
+        run.plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::PromoteReplica { .. })),
+        "{kinds:?}"
+    );
+    assert!(
+        !run.plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::RunPlaybook { .. })),
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn a_stale_master_is_never_held() {
+    let mut c = core();
+    let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
+    for i in 0..max {
+        c.saved
+            .recoveries
+            .push(("r9002@redis2".to_owned(), 1_000 + i * 1_000));
+    }
+    assert!(c.request(Request {
+        event: Event::StaleMaster {
+            shard: "r9002".into(),
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: None,
+        master_last_ok_ms: None,
+        queued_ms: 60_000,
+        detected: true,
+        resume: None,
+    }));
+    let out = c.schedule(60_000);
+    assert!(alerts(&out).is_empty(), "{out:?}");
+    assert_eq!(c.running.len(), 1, "fenced and demoted as ever");
 }

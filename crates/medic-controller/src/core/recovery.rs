@@ -13,8 +13,12 @@
 
 use std::collections::BTreeSet;
 
-use medic_plan::{Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery};
+use medic_plan::{
+    Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery,
+    plan_without_restart,
+};
 
+use super::holds::Held;
 use super::steps::{note_skips, step_machine};
 use super::{Claims, Core, Output, Request, Resume, Running, recovery_id};
 use crate::checks::Target;
@@ -228,7 +232,8 @@ impl Core {
             self.release(key.as_deref());
             return;
         }
-        if self.crash_loop_held(&req, &claims, now_ms, out) {
+        let held = self.crash_loop_held(&req, &claims, now_ms, out);
+        if held == Held::Whole {
             self.release(key.as_deref());
             return;
         }
@@ -236,7 +241,14 @@ impl Core {
             Some(r) => (r.id, r.plan, Some(r.done), true),
             None => {
                 let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
-                match plan_recovery(&self.loaded.topology, &self.saved.observed, &req.event, &id) {
+                let (top, state) = (&self.loaded.topology, &self.saved.observed);
+                let planned = match &held {
+                    Held::RestartOnly(why) => {
+                        plan_without_restart(top, state, &req.event, &id, why)
+                    }
+                    _ => plan_recovery(top, state, &req.event, &id),
+                };
+                match planned {
                     Ok(p) => (id, self.apply_flap_limits(p, now_ms), None, false),
                     Err(e) => {
                         out.push(Output::Alert {

@@ -32,11 +32,23 @@ impl Core {
     pub(super) fn miscast(&mut self, r: &CheckResult) -> Option<Vec<Output>> {
         // A data store of a service answering in the wrong role is a bad answer (rare: the
         // result is copied only then). A writable one beside the primary is told as critical.
-        if let (Target::Service { service, machine }, Some(info), Observation::Ok) =
-            (&*r.target, &r.info, r.observation)
-        {
+        // (A database that answered beside another check that failed is judged too: the
+        // result is bad already, but a second primary is still told.)
+        if let (Target::Service { service, machine }, Some(info)) = (&*r.target, &r.info) {
             match self.wrong_role(service, machine, info) {
                 Some(_) if self.left_alone(&r.target) => {}
+                Some(why) if r.observation != Observation::Ok => {
+                    if self.miscast.insert(Target::clone(&r.target))
+                        && info.role == medic_redis::Role::Master
+                    {
+                        let mut out = vec![Output::Alert {
+                            level: AlertLevel::Critical,
+                            message: format!("{}: {why}", r.target),
+                        }];
+                        out.extend(self.on_result(r));
+                        return Some(out);
+                    }
+                }
                 Some(why) => {
                     let mut out = Vec::new();
                     if self.miscast.insert(Target::clone(&r.target)) {
@@ -75,17 +87,29 @@ impl Core {
         info: &medic_redis::ReplicationInfo,
     ) -> Option<String> {
         let s = self.loaded.topology.service(service)?;
+        let st = self.saved.observed.services.get(service)?;
         // Roles move inside the service's own recoveries (a promotion before its record, a
-        // demotion before the other's promotion): not judged until the record is made.
+        // demotion before the other's promotion): the machines whose role a running plan
+        // changes — the recorded primary and the one it promotes — are not judged until the
+        // record is made. Any other machine is.
         let claim = super::recovery::service_claim(service);
-        if self
+        let in_motion = self
             .running
             .values()
-            .any(|r| r.claims.shards.contains(&claim))
-        {
+            .filter(|r| r.claims.shards.contains(&claim))
+            .any(|r| {
+                machine == st.primary
+                    || r.plan.steps.iter().any(|s| {
+                        matches!(&s.action, medic_plan::Action::ServiceRole {
+                            service: sv,
+                            machine: m,
+                            role: medic_plan::ServiceRole::Primary,
+                        } if sv == service && m == machine)
+                    })
+            });
+        if in_motion {
             return None;
         }
-        let st = self.saved.observed.services.get(service)?;
         let primary = if s.standbys_read_only {
             s.primary.value.as_str()
         } else {

@@ -191,10 +191,15 @@ impl<'a> Planner<'a> {
         }
         // Only after a promotion: none waits otherwise.
         let waits = self.follow_new_masters(&[shard], machine);
-        if !self.top.policy.allows(Remedy::RestartProcess) {
+        let why = match self.no_restart {
+            Some(why) => Some(why.to_owned()),
+            None => (!self.top.policy.allows(Remedy::RestartProcess))
+                .then(|| "restart_process is not in policy.remediation".to_owned()),
+        };
+        if let Some(why) = why {
             self.alert(
                 AlertLevel::Warning,
-                format!("{shard_name}@{machine} is not restarted: restart_process is not in policy.remediation; the shard runs without that replica, which stays out of monitoring (the rest of {machine} is watched) until `medic monitor {machine}`"),
+                format!("{shard_name}@{machine} is not restarted: {why}; the shard runs without that replica, which stays out of monitoring (the rest of {machine} is watched) until `medic monitor {machine}`"),
             );
             self.push_all(waits);
             return Ok(());

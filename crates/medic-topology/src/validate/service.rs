@@ -255,7 +255,6 @@ impl Ctx<'_, '_> {
     }
 }
 
-/// How long `rise` good checks in a row take.
 impl Ctx<'_, '_> {
     /// The fields of one check (`check`, or one of `more_checks` as a check): those of its
     /// kind only, each well formed.
@@ -372,6 +371,7 @@ impl Ctx<'_, '_> {
     }
 }
 
+/// How long `rise` good checks in a row take.
 fn cadence_rise_ms(c: &crate::model::Check) -> u64 {
     c.interval.as_millis() as u64 * u64::from(c.rise.max(1))
 }
