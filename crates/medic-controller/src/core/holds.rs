@@ -30,10 +30,9 @@ impl Core {
         now_ms: u64,
         out: &mut Vec<Output>,
     ) -> Held {
-        // A crash loop: beyond `policy.max_recoveries_per_hour` automatic recoveries of one
-        // machine, no more start (an operator's and a resumed one always do). A process that
-        // keeps dying (or coming back as a stale master) is counted and held as its server
-        // alone: the rest of its machine, other shards' masters among them, stays watched.
+        // What is counted: a process death as its server (and, with the machine's other
+        // process deaths, as its machine); a machine's loss as the machine; a stale master
+        // not at all (it is always fenced).
         let looping = match &req.event {
             Event::StaleMaster { .. } => None,
             Event::ProcessDied { shard, machine } => Some((
