@@ -124,21 +124,6 @@ mod tests {
 
     /// A listener whose accept queue is full: Linux drops new SYNs, so a connection to it is
     /// silent, as to a crashed machine, on the loopback.
-    fn full_listener() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let at = l.local_addr().unwrap();
-        let mut held = Vec::new();
-        // Connections complete (unaccepted) until the queue is full; then SYNs are dropped.
-        while held.len() < 4096 {
-            match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
-                Ok(s) => held.push(s),
-                Err(_) => break,
-            }
-        }
-        assert!(held.len() < 4096, "the accept queue never filled");
-        (l, held)
-    }
-
     #[tokio::test]
     async fn a_knock_tells_a_silent_machine_from_a_busy_or_stopped_process() {
         let open = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -147,7 +132,7 @@ mod tests {
         drop(open);
         // Nobody listens: the kernel refuses, so the machine is there.
         assert_eq!(knock(at, FLOOR).await, Knocked::Answered);
-        let (l, _held) = full_listener();
+        let (l, _held) = medic_testkit::full_listener([127, 0, 0, 1].into());
         let silent = l.local_addr().unwrap();
         assert!(
             matches!(knock(silent, FLOOR).await, Knocked::Silent(_)),

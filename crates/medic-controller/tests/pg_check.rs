@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use medic_controller::pg_check::{PgSeen, check};
 use medic_detect::Observation;
-use medic_testkit::{Postgres, unique_loopback, wait_until};
+use medic_testkit::{Postgres, full_listener, unique_loopback, wait_until};
 use medic_topology::{CheckKind, ServiceCheck};
 
 fn postgres_check() -> ServiceCheck {
@@ -125,16 +125,8 @@ async fn a_server_that_accepts_and_never_answers_is_a_hung_database() {
 async fn no_connection_in_time_is_silence() {
     // A listener whose accept queue is full drops new connections' SYNs, as a machine that is
     // gone would.
-    let l = std::net::TcpListener::bind((unique_loopback(), 0)).unwrap();
+    let (l, _held) = full_listener(unique_loopback().into());
     let at = l.local_addr().unwrap();
-    let mut held = Vec::new();
-    while held.len() < 4096 {
-        match std::net::TcpStream::connect_timeout(&at, Duration::from_millis(200)) {
-            Ok(s) => held.push(s),
-            Err(_) => break,
-        }
-    }
-    assert!(held.len() < 4096, "the accept queue never filled");
     let within = Duration::from_millis(300);
     let (o, detail, seen) = check(at.ip(), at.port(), &postgres_check(), within).await;
     assert_eq!(o, Observation::Silent, "{detail}");

@@ -21,8 +21,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 mod etcd;
+mod net;
 mod postgres;
 pub use etcd::EtcdCluster;
+pub use net::full_listener;
 pub use postgres::{PG_BIN, Postgres};
 
 /// A loopback address no other test of this process uses: `127.A.B.C`, `A` from the process

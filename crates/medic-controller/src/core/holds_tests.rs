@@ -14,6 +14,19 @@ use super::tests::{alerts, check, core, redis};
 use super::*;
 use crate::journal::Outcome;
 
+/// A detected failure's request at `at_ms`, as the checks queue one.
+fn detected(event: Event, at_ms: u64) -> Request {
+    Request {
+        event,
+        trigger: "test".into(),
+        first_failure_ms: Some(at_ms),
+        master_last_ok_ms: None,
+        queued_ms: at_ms,
+        detected: true,
+        resume: None,
+    }
+}
+
 #[test]
 fn a_replica_not_restarted_is_left_out_alone_and_its_machine_stays_watched() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab.yaml");
@@ -25,18 +38,13 @@ fn a_replica_not_restarted_is_left_out_alone_and_its_machine_stays_watched() {
         .retain(|r| r.value != medic_topology::Remedy::RestartProcess);
     let saved = Saved::fresh(&loaded.topology);
     let mut c = Core::new(Arc::new(loaded), saved);
-    c.request(Request {
-        event: Event::ProcessDied {
+    c.request(detected(
+        Event::ProcessDied {
             shard: "r9002".into(),
             machine: "redis2".into(),
         },
-        trigger: "test".into(),
-        first_failure_ms: Some(5),
-        master_last_ok_ms: None,
-        queued_ms: 5,
-        detected: true,
-        resume: None,
-    });
+        5,
+    ));
     c.schedule(10);
     let id = c.running.keys().next().cloned().expect("started");
     let mut out = Vec::new();
@@ -84,17 +92,14 @@ fn a_replica_not_restarted_is_left_out_alone_and_its_machine_stays_watched() {
 fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
     let mut c = core();
     let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
-    let died = |at: u64| Request {
-        event: Event::ProcessDied {
-            shard: "r9002".into(),
-            machine: "redis2".into(),
-        },
-        trigger: "test".into(),
-        first_failure_ms: Some(at),
-        master_last_ok_ms: None,
-        queued_ms: at,
-        detected: true,
-        resume: None,
+    let died = |at: u64| {
+        detected(
+            Event::ProcessDied {
+                shard: "r9002".into(),
+                machine: "redis2".into(),
+            },
+            at,
+        )
     };
     // `max` restarts in the hour, each completed.
     for i in 0..max {
@@ -168,16 +173,13 @@ fn a_crash_loop_is_held_after_the_hourly_limit_of_recoveries() {
 fn a_machine_that_keeps_being_lost_is_held_whole() {
     let mut c = core();
     let max = c.topology().topology.policy.max_recoveries_per_hour.value as u64;
-    let lost = |at: u64| Request {
-        event: Event::MachineLost {
-            machine: "redis2".into(),
-        },
-        trigger: "test".into(),
-        first_failure_ms: Some(at),
-        master_last_ok_ms: None,
-        queued_ms: at,
-        detected: true,
-        resume: None,
+    let lost = |at: u64| {
+        detected(
+            Event::MachineLost {
+                machine: "redis2".into(),
+            },
+            at,
+        )
     };
     for i in 0..max {
         let at = 1_000 + i * 60_000;
@@ -214,16 +216,14 @@ fn a_master_whose_machine_loops_is_still_failed_over_without_a_restart() {
     // r9001's master dies there for the first time: held (not restarted), still failed over.
     let at = 60_000;
     assert!(c.request(Request {
-        event: Event::ProcessDied {
-            shard: "r9001".into(),
-            machine: "redis1".into(),
-        },
-        trigger: "test".into(),
-        first_failure_ms: Some(at),
         master_last_ok_ms: Some(at),
-        queued_ms: at,
-        detected: true,
-        resume: None,
+        ..detected(
+            Event::ProcessDied {
+                shard: "r9001".into(),
+                machine: "redis1".into(),
+            },
+            at,
+        )
     }));
     let out = c.schedule(at);
     assert!(
@@ -257,18 +257,13 @@ fn a_stale_master_is_never_held() {
             .recoveries
             .push(("r9002@redis2".to_owned(), 1_000 + i * 1_000));
     }
-    assert!(c.request(Request {
-        event: Event::StaleMaster {
+    assert!(c.request(detected(
+        Event::StaleMaster {
             shard: "r9002".into(),
             machine: "redis2".into(),
         },
-        trigger: "test".into(),
-        first_failure_ms: None,
-        master_last_ok_ms: None,
-        queued_ms: 60_000,
-        detected: true,
-        resume: None,
-    }));
+        60_000,
+    )));
     let out = c.schedule(60_000);
     assert!(alerts(&out).is_empty(), "{out:?}");
     assert_eq!(c.running.len(), 1, "fenced and demoted as ever");
