@@ -37,35 +37,31 @@ impl Core {
         if let (Target::Service { service, machine }, Some(info)) = (&*r.target, &r.info) {
             match self.wrong_role(service, machine, info) {
                 Some(_) if self.left_alone(&r.target) => {}
-                Some(why) if r.observation != Observation::Ok => {
-                    if self.miscast.insert(Target::clone(&r.target))
-                        && info.role == medic_redis::Role::Master
-                    {
-                        let mut out = vec![Output::Alert {
-                            level: AlertLevel::Critical,
-                            message: format!("{}: {why}", r.target),
-                        }];
-                        out.extend(self.on_result(r));
-                        return Some(out);
-                    }
-                }
                 Some(why) => {
                     let mut out = Vec::new();
-                    if self.miscast.insert(Target::clone(&r.target)) {
-                        let level = if info.role == medic_redis::Role::Master {
-                            AlertLevel::Critical
-                        } else {
-                            AlertLevel::Warning
-                        };
+                    let writable = info.role == medic_redis::Role::Master;
+                    // Beside another check that failed the result is bad already: only a
+                    // second primary is still worth telling.
+                    if (r.observation == Observation::Ok || writable)
+                        && self.miscast.insert(Target::clone(&r.target))
+                    {
                         out.push(Output::Alert {
-                            level,
+                            level: if writable {
+                                AlertLevel::Critical
+                            } else {
+                                AlertLevel::Warning
+                            },
                             message: format!("{}: {why}", r.target),
                         });
                     }
-                    let mut wrong = r.clone();
-                    wrong.observation = Observation::Unhealthy;
-                    wrong.detail = format!("{} — {why}", r.detail).into();
-                    out.extend(self.on_result(&wrong));
+                    if r.observation == Observation::Ok {
+                        let mut wrong = r.clone();
+                        wrong.observation = Observation::Unhealthy;
+                        wrong.detail = format!("{} — {why}", r.detail).into();
+                        out.extend(self.on_result(&wrong));
+                    } else {
+                        out.extend(self.on_result(r));
+                    }
                     return Some(out);
                 }
                 None => {
