@@ -60,31 +60,23 @@ pub async fn check(
     within: Duration,
 ) -> (Observation, String, Option<PgSeen>) {
     let at = std::net::SocketAddr::new(ip, port);
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(ip.to_string())
-        .port(port)
-        .user(how.user.as_deref().unwrap_or("postgres"))
-        .dbname(how.database.as_deref().unwrap_or("postgres"))
-        .application_name("medic");
-    if let Some(file) = &how.password_file {
-        match std::fs::read_to_string(file) {
-            Ok(p) => {
-                config.password(p.trim_end_matches(['\r', '\n']));
-            }
-            Err(e) => {
-                // Nothing is known of the server: not silent (its machine is not in doubt).
-                return (
-                    Observation::Unhealthy,
-                    format!(
-                        "{at}: not asked: cannot read password_file {}: {e}",
-                        file.display()
-                    ),
-                    None,
-                );
-            }
+    let config = match medic_exec::postgres::login(
+        ip,
+        port,
+        how.pg_user(),
+        how.pg_database(),
+        how.password_file.as_deref(),
+    ) {
+        Ok(c) => c,
+        // Nothing is known of the server: not silent (its machine is not in doubt).
+        Err(e) => {
+            return (
+                Observation::Unhealthy,
+                format!("{at}: not asked: {e}"),
+                None,
+            );
         }
-    }
+    };
     let deadline = tokio::time::Instant::now() + within;
     let no_answer = || {
         format!(
@@ -156,11 +148,11 @@ fn judge_error(
     e: &tokio_postgres::Error,
     at: std::net::SocketAddr,
 ) -> (Observation, String, Option<PgSeen>) {
-    let detail = match e.as_db_error() {
-        Some(db) => format!("{at}: {} ({})", db.message(), db.code().code()),
-        None => format!("{at}: {e}"),
-    };
-    (Observation::Unhealthy, detail, None)
+    (
+        Observation::Unhealthy,
+        medic_exec::postgres::said(e, at),
+        None,
+    )
 }
 
 /// The one row of [`ASK`] (text: `t`/`f`, and a number).

@@ -31,6 +31,7 @@ use medic_topology::{HostKeyPolicy, Secrets, Topology};
 mod fence;
 mod hook;
 mod persist;
+pub mod postgres;
 mod reach;
 pub use fence::Unfenced;
 pub use reach::proxy_api;
@@ -106,6 +107,14 @@ pub enum ExecError {
         #[source]
         source: Box<HaproxyError>,
     },
+    #[error("step {index} ({kind}): {service}@{machine}: {message}")]
+    Postgres {
+        index: usize,
+        kind: &'static str,
+        service: String,
+        machine: String,
+        message: String,
+    },
     #[error("step {index} ({kind}): {source}")]
     Redis {
         index: usize,
@@ -145,7 +154,10 @@ impl ExecError {
                 **source,
                 HaproxyError::Rejected { .. } | HaproxyError::UnknownServer { .. }
             ),
+            // A promotion not finished, a server not answering: asking again is harmless
+            // (one out of recovery is left as it is).
             ExecError::Redis { .. }
+            | ExecError::Postgres { .. }
             | ExecError::Ssh { .. }
             | ExecError::Playbook { .. }
             | ExecError::ProxyConfig { .. }
@@ -494,6 +506,44 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                             if *up { "up, announced" } else { "down" }
                         )
                     }
+                }
+            }
+            Action::PromotePostgres {
+                service,
+                machine,
+                address,
+                port,
+                user,
+                database,
+                password_file,
+            } => {
+                let ip = self.resolve(index, kind, address)?;
+                let failed = |message: String| ExecError::Postgres {
+                    index,
+                    kind,
+                    service: service.clone(),
+                    machine: machine.clone(),
+                    message,
+                };
+                let config = postgres::login(
+                    ip,
+                    *port,
+                    user,
+                    database,
+                    password_file.as_deref().map(std::path::Path::new),
+                )
+                .map_err(failed)?;
+                let within = Duration::from_secs(postgres::PROMOTE_WAIT_SECS + 15);
+                match postgres::promote(&config, SocketAddr::new(ip, *port), within)
+                    .await
+                    .map_err(failed)?
+                {
+                    postgres::Promoted::Now => {
+                        format!("{service}@{machine}: PostgreSQL promoted, taking writes")
+                    }
+                    postgres::Promoted::Already => format!(
+                        "{service}@{machine}: PostgreSQL already out of recovery (a primary): nothing done"
+                    ),
                 }
             }
             Action::ServiceRole {

@@ -253,6 +253,25 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 .into_iter()
                 .collect(),
         ),
+        Action::PromotePostgres {
+            service,
+            machine,
+            address,
+            port,
+            user,
+            database,
+            ..
+        } => (
+            format!("{service}@{machine}"),
+            "promote its PostgreSQL standby to primary (nothing if it is one already)".into(),
+            vec![
+                format!(
+                    "postgres {address}:{port} (user {user}, database {database}): SELECT pg_is_in_recovery()"
+                ),
+                "if in recovery: SELECT pg_promote(true, 60), then pg_is_in_recovery() is false"
+                    .to_owned(),
+            ],
+        ),
         Action::ServiceRole {
             service,
             machine,

@@ -171,6 +171,7 @@ fn after_persist(a: &Action) -> bool {
             | Action::Unpause { .. }
             | Action::FenceAtSource { .. }
             | Action::ServiceRole { .. }
+            | Action::PromotePostgres { .. }
             | Action::Alert { .. }
     )
 }

@@ -354,6 +354,19 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skip_unreachable: bool,
     },
+    /// Make a service's PostgreSQL standby its primary: `pg_promote()` there, waiting until
+    /// it has left recovery (a server already out of recovery is left as it is, so a step
+    /// run again does nothing more). As the service's `postgres` check logs in.
+    PromotePostgres {
+        service: String,
+        machine: String,
+        address: Addr,
+        port: u16,
+        user: String,
+        database: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<String>,
+    },
     /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
     /// primary puts the old one out until it rejoins.
     ServiceRole {
@@ -414,6 +427,7 @@ impl Action {
             Action::RunHook { .. } => "hook",
             Action::ServiceAddress { .. } => "address",
             Action::ServiceRole { .. } => "role",
+            Action::PromotePostgres { .. } => "pg-promote",
             Action::Alert { .. } => "alert",
         }
     }

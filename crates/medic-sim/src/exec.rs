@@ -67,6 +67,7 @@ pub fn execute(
         // Services are not simulated: their steps change nothing in the world.
         Action::RunHook { .. }
         | Action::ServiceRole { .. }
+        | Action::PromotePostgres { .. }
         | Action::ServiceAddress { .. }
         | Action::FailoverDns { .. } => {}
         Action::FenceServer { proxy, server, .. } => {

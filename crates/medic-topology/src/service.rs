@@ -198,6 +198,16 @@ impl ServiceCheck {
     pub fn http_status(&self) -> u16 {
         self.status.unwrap_or(200)
     }
+
+    /// `postgres`: the user medic logs in as (`postgres` unless given).
+    pub fn pg_user(&self) -> &str {
+        self.user.as_deref().unwrap_or("postgres")
+    }
+
+    /// `postgres`: the database medic connects to (`postgres` unless given).
+    pub fn pg_database(&self) -> &str {
+        self.database.as_deref().unwrap_or("postgres")
+    }
 }
 
 /// One of a service's `more_checks`: what `check` can ask, at a port of its own if given,
@@ -256,6 +266,13 @@ impl Service {
                 )
             }))
             .collect()
+    }
+
+    /// Its `postgres` check (a service has at most one) with that check's port.
+    pub fn postgres_check(&self) -> Option<(u16, ServiceCheck)> {
+        self.all_checks()
+            .into_iter()
+            .find(|(_, c)| c.kind == CheckKind::Postgres)
     }
 }
 

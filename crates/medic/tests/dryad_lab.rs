@@ -14,43 +14,16 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::pg::{self, PG, wal_bytes};
 use common::web::*;
 use common::*;
 
-const PG: &str = "/usr/lib/postgresql/15/bin";
-
-/// `sql` through psql on the machine at `ip`, as the database's owner: its output, or its
-/// error (not a failed test: a refused write is what the secondary must answer).
 fn psql(env: &Env, ip: &str, sql: &str) -> String {
-    on(
-        env,
-        ip,
-        &format!("runuser -u postgres -- psql -h /run/pg -d dryad -tAc \"{sql}\" 2>&1; true"),
-    )
-    .trim()
-    .to_owned()
+    pg::psql(env, ip, "dryad", sql)
 }
 
-/// A number psql printed.
-fn wal_bytes(out: &str) -> u64 {
-    out.parse()
-        .unwrap_or_else(|e| panic!("not a WAL position in bytes: {out:?}: {e}"))
-}
-
-/// `machine` in the status of the database's service, dryad-db.
 fn db_machine(env: &Env, machine: &str) -> serde_json::Value {
-    env.status()
-        .and_then(|s| {
-            s["services"]
-                .as_array()?
-                .iter()
-                .find(|sv| sv["name"] == "dryad-db")?["machines"]
-                .as_array()?
-                .iter()
-                .find(|m| m["machine"] == machine)
-                .cloned()
-        })
-        .unwrap_or_default()
+    pg::service_machine(env, "dryad-db", machine)
 }
 
 fn resolve(env: &Env) -> String {
@@ -75,32 +48,9 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
         return;
     };
     let (primus, secundus) = (env.ip(10), env.ip(11));
-    let net = "10.75.0.0/16";
     // The operator's database: primus's, and secundus's streaming copy of it.
-    let setup = "mkdir -p /var/lib/pg /run/pg && chown postgres:postgres /var/lib/pg /run/pg && chmod 700 /var/lib/pg";
-    on(&env, &primus, setup);
-    on(
-        &env,
-        &primus,
-        &format!(
-            "runuser -u postgres -- {PG}/initdb -D /var/lib/pg -A trust >/dev/null && \
-             echo \"listen_addresses = '*'\" >> /var/lib/pg/postgresql.conf && \
-             echo 'host all all {net} trust' >> /var/lib/pg/pg_hba.conf && \
-             echo 'host replication all {net} trust' >> /var/lib/pg/pg_hba.conf && \
-             runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null && \
-             runuser -u postgres -- psql -h /run/pg -c 'create database dryad' >/dev/null && \
-             runuser -u postgres -- psql -h /run/pg -d dryad -c 'create table items (id int primary key, title text)' >/dev/null"
-        ),
-    );
-    on(&env, &secundus, setup);
-    on(
-        &env,
-        &secundus,
-        &format!(
-            "runuser -u postgres -- {PG}/pg_basebackup -h {primus} -U postgres -D /var/lib/pg -R -X stream && \
-             runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null"
-        ),
-    );
+    pg::start_primary(&env, &primus, "dryad");
+    pg::start_standby(&env, &secundus, &primus);
     // The web tier: secundus refuses logins and submissions (the seed's mod_rewrite).
     for (ip, page) in [
         (&primus, "Dryad"),

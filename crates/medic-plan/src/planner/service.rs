@@ -16,6 +16,9 @@
 //! - The record moves, and the service's own address comes up on the new primary, only after
 //!   its `on_promote` hook succeeded; the address is taken down on the old primary first
 //!   (skipped only where the hook may be), and on a machine that rejoins.
+//! - A service that checks PostgreSQL (and whose standbys are not read-only) has the new
+//!   primary's server promoted (`pg_promote()`) after the old one's fence and before its
+//!   `on_promote` hook; a step that fails stops the plan before anything moves to it.
 //! - A machine failed away from counts as a standby again only after its `on_demote` hook.
 //! - A planned switchover demotes the primary (`on_demote`, else `on_fenced`) before it
 //!   promotes another, and never to a machine in `down` or out.
@@ -81,11 +84,7 @@ impl<'a> Planner<'a> {
     /// Which position the lag guard lacks, if the service's checks report positions and one
     /// of the two was not seen since medic started (a primary lost before its first check).
     fn position_unknown(&self, s: &Service, old: &str, new: &str) -> Option<String> {
-        let reports = s
-            .all_checks()
-            .iter()
-            .any(|(_, c)| c.kind == medic_topology::CheckKind::Postgres);
-        if !reports || s.standbys_read_only {
+        if s.postgres_check().is_none() || s.standbys_read_only {
             return None;
         }
         let st = self.state.services.get(&s.name.value);
@@ -231,6 +230,9 @@ impl<'a> Planner<'a> {
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
         }
+        if let Some(step) = self.pg_promote(s, &new) {
+            self.push(step);
+        }
         if let Some(hook) = &s.hooks.on_promote {
             // The old primary has just failed: the new one serves alone.
             let step = self.hook(
@@ -253,6 +255,28 @@ impl<'a> Planner<'a> {
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
+    }
+
+    /// The step that makes `machine`'s PostgreSQL the primary, for a service that checks
+    /// one (`kind: postgres`) and whose standbys take writes once promoted (not
+    /// `standbys_read_only`: a read-only copy is never promoted).
+    fn pg_promote(&self, s: &Service, machine: &str) -> Option<Action> {
+        if s.standbys_read_only {
+            return None;
+        }
+        let (port, check) = s.postgres_check()?;
+        Some(Action::PromotePostgres {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            port,
+            user: check.pg_user().to_owned(),
+            database: check.pg_database().to_owned(),
+            password_file: check
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        })
     }
 
     /// Brings the service's own address up on `machine` (`up`) or takes it down there, if
@@ -326,6 +350,9 @@ impl<'a> Planner<'a> {
             self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
         }
         self.service_address(s, &old, false, false);
+        if let Some(step) = self.pg_promote(s, &new) {
+            self.push(step);
+        }
         if let Some(hook) = &s.hooks.on_promote {
             let state = if s.primary.value == new {
                 "production"

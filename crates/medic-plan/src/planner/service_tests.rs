@@ -437,3 +437,95 @@ fn the_most_advanced_standby_is_promoted_and_none_too_far_behind() {
     let plan = plan_recovery(&ro, &state, &down("web1"), "r7").unwrap();
     assert_eq!(promoted(&plan), ["web2"]);
 }
+
+/// examples/domino.yaml's service with a PostgreSQL check beside its own (`more_checks`),
+/// `extra` added to it.
+fn with_postgres(extra: &str) -> Topology {
+    let text = DOMINO.replace(
+        "    failback: manual",
+        &format!(
+            "    failback: manual\n    more_checks:\n      - {{kind: postgres, port: 5432, user: medic, database: app, password_file: /etc/medic/pg.pass}}\n{extra}"
+        ),
+    );
+    medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap()
+}
+
+#[test]
+fn a_postgres_standby_is_promoted_after_the_fence_and_before_its_hook_and_the_record() {
+    let pg = with_postgres("");
+    let mut state = ObservedState::assumed(&pg);
+    // Both positions seen, the standby caught up.
+    state.services.get_mut("www").unwrap().positions =
+        [("web1".into(), 100), ("web2".into(), 100)].into();
+    let lost = Event::MachineLost {
+        machine: "web1".into(),
+    };
+    for event in [down("web1"), lost] {
+        let plan = plan_recovery(&pg, &state, &event, "r1").unwrap();
+        assert_eq!(
+            outline(&plan),
+            [
+                "unmonitor web1",
+                "hook www@web1",
+                "pg-promote www@web2",
+                "hook www@web2",
+                "role www@web2",
+                "dns www.domino.lab",
+                "monitor web1",
+            ],
+            "{event}"
+        );
+        // Logged in as the check is, at the check's port.
+        assert_eq!(
+            plan.steps[2].action,
+            Action::PromotePostgres {
+                service: "www".into(),
+                machine: "web2".into(),
+                address: crate::vars::addr_of(&state, "web2"),
+                port: 5432,
+                user: "medic".into(),
+                database: "app".into(),
+                password_file: Some("/etc/medic/pg.pass".into()),
+            }
+        );
+        // The dry run shows what is asked.
+        let shown = describe(&plan.steps[2], &Playbooks::default());
+        assert!(
+            shown
+                .commands
+                .iter()
+                .any(|c| c.contains("pg_promote(true, 60)")),
+            "{shown:?}"
+        );
+    }
+    // A planned switchover: the primary demoted first, then the standby promoted.
+    let plan = plan_recovery(
+        &pg,
+        &state,
+        &Event::Switchover {
+            shard: "www".into(),
+            to: Some("web2".into()),
+        },
+        "r2",
+    )
+    .unwrap();
+    assert_eq!(
+        outline(&plan)[..3],
+        ["hook www@web1", "pg-promote www@web2", "hook www@web2"]
+    );
+    // Read-only standbys are never promoted: they serve what they have.
+    let ro = with_postgres("    standbys_read_only: true\n");
+    let state = ObservedState::assumed(&ro);
+    let plan = plan_recovery(&ro, &state, &down("web1"), "r3").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::PromotePostgres { .. })),
+        "{:?}",
+        outline(&plan)
+    );
+}

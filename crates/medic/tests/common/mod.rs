@@ -14,6 +14,7 @@
 )]
 
 pub mod page;
+pub mod pg;
 pub mod prometheus;
 pub mod web;
 

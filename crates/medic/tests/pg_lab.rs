@@ -1,0 +1,205 @@
+//! A writable PostgreSQL service on the lab: examples/dryad.yaml's database with standbys
+//! that take writes once promoted (not `standbys_read_only`), its name following the primary,
+//! replication synchronous. A client writes through the name; the primary's machine crashes;
+//! medic promotes the standby itself (`pg_promote()`), moves the name, and every write the
+//! client had acknowledged is read back from the new primary, which takes writes. Needs root.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::pg::{self, PG};
+use common::*;
+
+/// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's), writable
+/// once promoted, under a name of its own.
+fn database_only(t: String) -> String {
+    let web = t.find("services:\n  - name: dryad\n").unwrap() + "services:\n".len();
+    let db = t.find("  # The database, watched").unwrap();
+    let t = format!("{}{}", &t[..web], &t[db..]);
+    let ro = "    standbys_read_only: true\n    failback: automatic\n    failback_after: 1m\n";
+    assert!(t.contains(ro), "examples/dryad.yaml's database changed");
+    t.replace(
+        ro,
+        "    dns: {name: db.dryad.lab, ttl: 1}\n    failback: manual\n",
+    )
+}
+
+fn resolve(env: &Env) -> String {
+    let out = Command::new("dig")
+        .args(["+short", "+time=1", "+tries=1"])
+        .arg(format!("@{}", env.ip(2)))
+        .arg("db.dryad.lab")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// The machine `medic status` gives as dryad-db's primary.
+fn primary_of_db(env: &Env) -> String {
+    env.status()
+        .and_then(|s| {
+            s["services"]
+                .as_array()?
+                .iter()
+                .find(|sv| sv["name"] == "dryad-db")?["primary"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .unwrap_or_default()
+}
+
+/// `sql` on the server at `ip` from this host, as a client does: whether it was acknowledged.
+fn client_sql(ip: &str, sql: &str) -> bool {
+    Command::new("timeout")
+        .arg("2")
+        .arg(format!("{PG}/psql"))
+        .args(["-h", ip, "-U", "postgres", "-d", "dryad", "-tAc", sql])
+        .env("PGCONNECT_TIMEOUT", "1")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// What the client saw: each write's id, when it was answered, and whether it was
+/// acknowledged.
+type Writes = Arc<Mutex<Vec<(u32, Instant, bool)>>>;
+
+#[test]
+fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() {
+    let Some(mut env) = Env::of_example("dryad.yaml", 17, database_only) else {
+        return;
+    };
+    let (primus, secundus) = (env.ip(10), env.ip(11));
+    pg::start_primary(&env, &primus, "dryad");
+    pg::start_standby(&env, &secundus, &primus);
+    // Synchronous: a write is acknowledged once the standby has it (set once the standby is
+    // there, else the set-up's own writes would wait for it).
+    pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+    );
+    pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
+    env.wait("the name on primus", Duration::from_secs(10), |e| {
+        resolve(e) == primus
+    });
+    env.start(&[]);
+    env.wait(
+        "dryad-db: primus primary, secundus a standby in recovery",
+        Duration::from_secs(20),
+        |e| {
+            let (p, s) = (
+                pg::service_machine(e, "dryad-db", "primus"),
+                pg::service_machine(e, "dryad-db", "secundus"),
+            );
+            p["state"] == "production"
+                && p["health"]["role"] == "master"
+                && s["state"] == "standby"
+                && s["health"]["role"] == "replica"
+        },
+    );
+
+    // The client: one row at a time, through the name.
+    let writes: Writes = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (writes, stop) = (writes.clone(), stop.clone());
+        let dns = env.ip(2);
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let out = Command::new("dig")
+                    .args(["+short", "+time=1", "+tries=1", &format!("@{dns}")])
+                    .arg("db.dryad.lab")
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                    .unwrap_or_default();
+                let acked = !out.is_empty()
+                    && client_sql(&out, &format!("insert into items values ({id}, 'w')"));
+                writes.lock().unwrap().push((id, Instant::now(), acked));
+            }
+        })
+    };
+    let acked_since = |t: Instant| {
+        writes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, at, ok)| *ok && *at > t)
+            .count()
+    };
+    let t0 = Instant::now();
+    env.wait("20 writes acknowledged", Duration::from_secs(20), |_| {
+        acked_since(t0) >= 20
+    });
+
+    // The primary's machine crashes.
+    let t_crash = Instant::now();
+    env.fault("primus", "crash", &[]);
+    env.wait(
+        "secundus the primary, the name on it, a write acknowledged there",
+        Duration::from_secs(30),
+        |e| primary_of_db(e) == "secundus" && resolve(e) == secundus && acked_since(t_crash) > 0,
+    );
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let writes = writes.lock().unwrap().clone();
+
+    // Read back on the new primary: every acknowledged write, and it takes writes itself.
+    assert_eq!(
+        pg::psql(&env, &secundus, "dryad", "SELECT pg_is_in_recovery()"),
+        "f"
+    );
+    let rows: std::collections::BTreeSet<u32> =
+        pg::psql(&env, &secundus, "dryad", "SELECT id FROM items")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+    let acked: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
+    let lost: Vec<&u32> = acked.iter().filter(|id| !rows.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, not on the new primary: {lost:?}"
+    );
+    // The promotion was medic's own step, done once.
+    let recovery = env.recovery("primus").unwrap();
+    let promotions: Vec<&serde_json::Value> = recovery["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "pg-promote")
+        .collect();
+    assert_eq!(promotions.len(), 1, "{recovery:#}");
+    let summary = promotions[0]["summary"].as_str().unwrap_or_default();
+    assert!(summary.contains("PostgreSQL promoted"), "{recovery:#}");
+    // The client's outage: from its last write acknowledged before the crash to its first after.
+    let before = writes
+        .iter()
+        .filter(|w| w.2 && w.1 <= t_crash)
+        .map(|w| w.1)
+        .max()
+        .unwrap();
+    let after = writes
+        .iter()
+        .filter(|w| w.2 && w.1 > t_crash)
+        .map(|w| w.1)
+        .min()
+        .unwrap();
+    eprintln!(
+        "{} writes acknowledged, none lost; the client wrote nothing for {:?} (primary crashed {:?} after its last acknowledged write)",
+        acked.len(),
+        after - before,
+        t_crash - before
+    );
+    env.stop();
+}
