@@ -14,7 +14,7 @@ use std::time::Duration;
 use medic_detect::Observation;
 use medic_redis::ReplicationInfo;
 use medic_topology::{CheckKind, ServiceCheck};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The most of a reply read: a health page is small, and a huge one is not read to its end.
@@ -29,17 +29,8 @@ pub async fn check(
 ) -> (Observation, String) {
     let at = SocketAddr::new(ip, port);
     let deadline = tokio::time::Instant::now() + within;
-    let silent = || {
-        (
-            Observation::Silent,
-            format!(
-                "{at}: no answer within {}",
-                medic_playbook::human_ms(within.as_millis() as u64)
-            ),
-        )
-    };
-    let mut conn = match tokio::time::timeout_at(deadline, TcpStream::connect(at)).await {
-        Err(_) => return silent(),
+    let conn = match tokio::time::timeout_at(deadline, TcpStream::connect(at)).await {
+        Err(_) => return silent(at, within),
         Ok(Ok(c)) => c,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
             return (Observation::Refused, format!("{at}: connection refused"));
@@ -49,10 +40,62 @@ pub async fn check(
     if how.kind == CheckKind::Tcp {
         return (Observation::Ok, format!("{at} accepts"));
     }
+    if how.kind != CheckKind::Https {
+        return exchange(conn, at, how, deadline, within).await;
+    }
+    let name = how
+        .server_name
+        .clone()
+        .unwrap_or_else(|| at.ip().to_string());
+    let tls = match &how.ca_file {
+        Some(f) => std::fs::read(f)
+            .map_err(|e| format!("cannot read ca_file {}: {e}", f.display()))
+            .and_then(|pem| medic_redis::Tls::new(&pem, &name).map_err(|e| e.to_string())),
+        None => medic_redis::Tls::system(&name).map_err(|e| e.to_string()),
+    };
+    let tls = match tls {
+        Ok(t) => t,
+        // Nothing is known of the server: not silent (its machine is not in doubt).
+        Err(e) => return (Observation::Unhealthy, format!("{at}: not asked: {e}")),
+    };
+    match tokio::time::timeout_at(deadline, tls.handshake(conn)).await {
+        Err(_) => silent(at, within),
+        // A certificate not valid for the name, expired, or signed by another CA; or a server
+        // that does not speak TLS: it answers, wrongly.
+        Ok(Err(e)) => (
+            Observation::Unhealthy,
+            format!("{at}: TLS handshake (for {name}): {e}"),
+        ),
+        Ok(Ok(stream)) => exchange(stream, at, how, deadline, within).await,
+    }
+}
+
+fn silent(at: SocketAddr, within: Duration) -> (Observation, String) {
+    (
+        Observation::Silent,
+        format!(
+            "{at}: no answer within {}",
+            medic_playbook::human_ms(within.as_millis() as u64)
+        ),
+    )
+}
+
+/// The request on an open connection (in the clear or under TLS) and its reply, judged.
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut conn: S,
+    at: SocketAddr,
+    how: &ServiceCheck,
+    deadline: tokio::time::Instant,
+    within: Duration,
+) -> (Observation, String) {
+    let silent = || silent(at, within);
     let path = how.http_path();
+    let host = how
+        .server_name
+        .clone()
+        .unwrap_or_else(|| at.ip().to_string());
     let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {}\r\nUser-Agent: medic\r\nConnection: close\r\n\r\n",
-        at.ip()
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: medic\r\nConnection: close\r\n\r\n"
     );
     match tokio::time::timeout_at(deadline, conn.write_all(request.as_bytes())).await {
         Err(_) => return silent(),
@@ -131,7 +174,7 @@ async fn service_check(
             let (o, d, seen) = crate::pg_check::check(ip, port, &how, within).await;
             (o, d, seen.map(crate::pg_check::PgSeen::info))
         }
-        CheckKind::Tcp | CheckKind::Http => {
+        CheckKind::Tcp | CheckKind::Http | CheckKind::Https => {
             let (o, d) = check(ip, port, &how, within).await;
             (o, d, None)
         }
@@ -204,6 +247,7 @@ fn kind_name(kind: CheckKind) -> &'static str {
     match kind {
         CheckKind::Tcp => "tcp",
         CheckKind::Http => "http",
+        CheckKind::Https => "https",
         CheckKind::Command => "command",
         CheckKind::Postgres => "postgres",
     }

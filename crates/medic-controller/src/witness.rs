@@ -179,7 +179,9 @@ pub fn observers(
             if let Some(s) = top.service(service) {
                 let how = match s.check.value.kind {
                     medic_topology::CheckKind::Http => Probe::Http,
-                    medic_topology::CheckKind::Tcp
+                    // Its observers have no TLS client: they connect.
+                    medic_topology::CheckKind::Https
+                    | medic_topology::CheckKind::Tcp
                     | medic_topology::CheckKind::Command
                     | medic_topology::CheckKind::Postgres => Probe::Connect,
                 };

@@ -1,4 +1,5 @@
 //! TLS to redis servers: the CA that signed their certificate and the name it was issued for.
+//! (The services' `https` checks use the same client, with the host's roots if no CA is given.)
 //!
 //! The servers share one certificate for a name (not an address: a replacement comes up at a
 //! new address), and every connection of medic's — its checks, its admin calls — verifies the
@@ -100,7 +101,10 @@ pub fn check_server_files(
 impl Tls {
     /// Servers whose certificate `ca_pem` (one or more PEM certificates) signed for `name`.
     pub fn new(ca_pem: &[u8], name: &str) -> Result<Tls, TlsError> {
-        let roots = roots(ca_pem)?;
+        Self::with_roots(roots(ca_pem)?, name)
+    }
+
+    fn with_roots(roots: rustls::RootCertStore, name: &str) -> Result<Tls, TlsError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -113,6 +117,47 @@ impl Tls {
             connector: TlsConnector::from(Arc::new(config)),
             name,
         })
+    }
+
+    /// Servers whose certificate chains to a root this host trusts (its system store, read
+    /// once) for `name` (a DNS name or an address).
+    pub fn system(name: &str) -> Result<Tls, TlsError> {
+        static ROOTS: std::sync::OnceLock<Result<rustls::RootCertStore, String>> =
+            std::sync::OnceLock::new();
+        let roots = ROOTS
+            .get_or_init(|| {
+                let found = rustls_native_certs::load_native_certs();
+                let mut roots = rustls::RootCertStore::empty();
+                let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(format!(
+                        "this host trusts no root certificate ({} errors reading its store)",
+                        found.errors.len()
+                    ));
+                }
+                Ok(roots)
+            })
+            .clone()
+            .map_err(TlsError::NoCertificate)?;
+        Self::with_roots(roots, name)
+    }
+
+    /// Completes the handshake on `s`, the certificate verified. A failed one is
+    /// [`io::ErrorKind::InvalidData`], saying why.
+    pub async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+        &self,
+        s: S,
+    ) -> io::Result<tokio_rustls::client::TlsStream<S>> {
+        self.connector
+            .connect(self.name.clone(), s)
+            .await
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::InvalidData {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
+                } else {
+                    e
+                }
+            })
     }
 
     /// The name servers' certificates are checked against.
@@ -153,15 +198,6 @@ pub(crate) async fn open(addr: SocketAddr, tls: Option<&Tls>) -> io::Result<Box<
     let _ = s.set_nodelay(true);
     match tls {
         None => Ok(Box::new(s)),
-        Some(t) => {
-            let stream = t.connector.connect(t.name.clone(), s).await.map_err(|e| {
-                if e.kind() == io::ErrorKind::InvalidData {
-                    io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}"))
-                } else {
-                    e
-                }
-            })?;
-            Ok(Box::new(stream))
-        }
+        Some(t) => Ok(Box::new(t.handshake(s).await?)),
     }
 }

@@ -110,6 +110,9 @@ pub enum CheckKind {
     Tcp,
     /// An HTTP request to the port gets the expected status (and body substring).
     Http,
+    /// The same request under TLS, the server's certificate verified (against `ca_file` if
+    /// given, else the controller host's trusted roots) for `server_name`.
+    Https,
     /// `command` run on the machine over SSH (as root) exits 0: what a port cannot show, like
     /// the storage under the service (seed 004) or its database.
     Command,
@@ -126,13 +129,13 @@ pub enum CheckKind {
 pub struct ServiceCheck {
     #[serde(default)]
     pub kind: CheckKind,
-    /// `http`: the request's path.
+    /// `http`, `https`: the request's path.
     #[serde(default)]
     pub path: Option<String>,
-    /// `http`: the status a healthy machine answers with.
+    /// `http`, `https`: the status a healthy machine answers with.
     #[serde(default)]
     pub status: Option<u16>,
-    /// `http`: text the healthy answer's body contains.
+    /// `http`, `https`: text the healthy answer's body contains.
     #[serde(default)]
     pub body: Option<String>,
     /// `command`: the shell command; exit 0 is healthy.
@@ -148,6 +151,14 @@ pub struct ServiceCheck {
     /// server trusts the controller's address).
     #[serde(default)]
     pub password_file: Option<std::path::PathBuf>,
+    /// `https`: the CA certificates (PEM, on the controller's host) the server's certificate
+    /// must chain to (none: the host's trusted roots).
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// `https`: the name the server's certificate must be valid for (none: the machine's
+    /// address), also sent as SNI.
+    #[serde(default)]
+    pub server_name: Option<String>,
     #[serde(default = "default_interval")]
     pub interval: Dur,
     #[serde(default = "default_timeout")]
@@ -169,6 +180,8 @@ impl Default for ServiceCheck {
             user: None,
             database: None,
             password_file: None,
+            ca_file: None,
+            server_name: None,
             interval: default_interval(),
             timeout: default_timeout(),
             fall: default_fall(),
@@ -189,12 +202,12 @@ impl ServiceCheck {
         }
     }
 
-    /// `http`: the path asked for (`/` unless given).
+    /// `http`, `https`: the path asked for (`/` unless given).
     pub fn http_path(&self) -> &str {
         self.path.as_deref().unwrap_or("/")
     }
 
-    /// `http`: the status expected (200 unless given).
+    /// `http`, `https`: the status expected (200 unless given).
     pub fn http_status(&self) -> u16 {
         self.status.unwrap_or(200)
     }
@@ -234,6 +247,10 @@ pub struct MoreCheck {
     pub database: Option<String>,
     #[serde(default)]
     pub password_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 impl MoreCheck {
@@ -248,6 +265,8 @@ impl MoreCheck {
             user: self.user.clone(),
             database: self.database.clone(),
             password_file: self.password_file.clone(),
+            ca_file: self.ca_file.clone(),
+            server_name: self.server_name.clone(),
             ..main.clone()
         }
     }

@@ -134,12 +134,27 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
         (
             "check: {kind: http, path: /health",
             "check: {kind: tcp, path: /health",
-            "services[0].check.path: `path` is for an http check",
+            "services[0].check.path: `path` is for an http or https check",
         ),
         (
             "check: {kind: http, path: /health",
             "check: {kind: http, user: medic, path: /health",
             "services[0].check.user: `user` is for a postgres check; expected `kind: postgres`",
+        ),
+        (
+            "check: {kind: http, path: /health",
+            "check: {kind: http, ca_file: /etc/ca.pem, path: /health",
+            "services[0].check.ca_file: `ca_file` is for an https check; expected `kind: https`",
+        ),
+        (
+            "check: {kind: http, path: /health",
+            "check: {kind: https, ca_file: ca.pem, path: /health",
+            "services[0].check.ca_file: `ca.pem`: expected an absolute path on the controller's host",
+        ),
+        (
+            "check: {kind: http, path: /health",
+            "check: {kind: https, server_name: 'www domino', path: /health",
+            "services[0].check.server_name: `www domino`: expected a DNS name or an address",
         ),
         (
             "check: {kind: http, path: /health, status: 200, body: ok,",
@@ -154,7 +169,7 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
         (
             "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",
             "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}\n    more_checks: [{kind: tcp, port: 8983, path: /}]",
-            "services[0].more_checks[0].path: `path` is for an http check",
+            "services[0].more_checks[0].path: `path` is for an http or https check",
         ),
         (
             "body: ok, interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",

@@ -264,7 +264,7 @@ impl Ctx<'_, '_> {
         cp: &str,
         check: &crate::service::ServiceCheck,
     ) {
-        if check.kind != CheckKind::Http {
+        if !matches!(check.kind, CheckKind::Http | CheckKind::Https) {
             for (field, set) in [
                 ("path", check.path.is_some()),
                 ("status", check.status.is_some()),
@@ -275,11 +275,52 @@ impl Ctx<'_, '_> {
                         at,
                         format!("{cp}.{field}"),
                         format!(
-                            "`{field}` is for an http check; expected `kind: http`, or no `{field}`"
+                            "`{field}` is for an http or https check; expected `kind: http` or `kind: https`, or no `{field}`"
                         ),
                     );
                 }
             }
+        }
+        if check.kind != CheckKind::Https {
+            for (field, set) in [
+                ("ca_file", check.ca_file.is_some()),
+                ("server_name", check.server_name.is_some()),
+            ] {
+                if set {
+                    self.d.error(
+                        at,
+                        format!("{cp}.{field}"),
+                        format!("`{field}` is for an https check; expected `kind: https`, or no `{field}`"),
+                    );
+                }
+            }
+        }
+        if let Some(f) = &check.ca_file
+            && !f.is_absolute()
+        {
+            self.d.error(
+                at,
+                format!("{cp}.ca_file"),
+                format!(
+                    "`{}`: expected an absolute path on the controller's host",
+                    f.display()
+                ),
+            );
+        }
+        if let Some(n) = &check.server_name
+            && (n.is_empty()
+                || !n
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')))
+        {
+            self.d.error(
+                at,
+                format!("{cp}.server_name"),
+                format!(
+                    "`{}`: expected a DNS name or an address the certificate is issued for",
+                    n.escape_debug()
+                ),
+            );
         }
         match (&check.command, check.kind) {
             (None, CheckKind::Command) => self.d.error(
@@ -296,7 +337,10 @@ impl Ctx<'_, '_> {
                     "expected a one-line shell command, not empty",
                 )
             }
-            (Some(_), CheckKind::Tcp | CheckKind::Http | CheckKind::Postgres) => self.d.error(
+            (
+                Some(_),
+                CheckKind::Tcp | CheckKind::Http | CheckKind::Https | CheckKind::Postgres,
+            ) => self.d.error(
                 at,
                 format!("{cp}.command"),
                 "`command` is for a command check; expected `kind: command`, or no `command`",
