@@ -41,8 +41,20 @@ pub async fn check(
         return (Observation::Ok, format!("{at} accepts"));
     }
     if how.kind != CheckKind::Https {
-        return exchange(conn, at, how, deadline, within).await;
+        return exchange(conn, at, how, deadline, silent(at, within)).await;
     }
+    // Connected, a TLS server that then says nothing in time is a hung server on a machine
+    // that answers — a bad answer, not silence: its observers only connect (they have no TLS
+    // client), so they would find the port open and take the monitor host for cut off.
+    let hung = |what: &str| {
+        (
+            Observation::Unhealthy,
+            format!(
+                "{at}: connected, but {what} within {}",
+                medic_playbook::human_ms(within.as_millis() as u64)
+            ),
+        )
+    };
     let name = how
         .server_name
         .clone()
@@ -50,7 +62,10 @@ pub async fn check(
     let tls = match &how.ca_file {
         Some(f) => std::fs::read(f)
             .map_err(|e| format!("cannot read ca_file {}: {e}", f.display()))
-            .and_then(|pem| medic_redis::Tls::new(&pem, &name).map_err(|e| e.to_string())),
+            .and_then(|pem| {
+                medic_redis::Tls::new(&pem, &name)
+                    .map_err(|e| format!("ca_file {}: {e}", f.display()))
+            }),
         None => medic_redis::Tls::system(&name).map_err(|e| e.to_string()),
     };
     let tls = match tls {
@@ -59,14 +74,14 @@ pub async fn check(
         Err(e) => return (Observation::Unhealthy, format!("{at}: not asked: {e}")),
     };
     match tokio::time::timeout_at(deadline, tls.handshake(conn)).await {
-        Err(_) => silent(at, within),
+        Err(_) => hung("no TLS handshake"),
         // A certificate not valid for the name, expired, or signed by another CA; or a server
         // that does not speak TLS: it answers, wrongly.
         Ok(Err(e)) => (
             Observation::Unhealthy,
             format!("{at}: TLS handshake (for {name}): {e}"),
         ),
-        Ok(Ok(stream)) => exchange(stream, at, how, deadline, within).await,
+        Ok(Ok(stream)) => exchange(stream, at, how, deadline, hung("no reply")).await,
     }
 }
 
@@ -80,15 +95,16 @@ fn silent(at: SocketAddr, within: Duration) -> (Observation, String) {
     )
 }
 
-/// The request on an open connection (in the clear or under TLS) and its reply, judged.
+/// The request on an open connection (in the clear or under TLS) and its reply, judged;
+/// `late`: what no reply at all by the deadline is.
 async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     mut conn: S,
     at: SocketAddr,
     how: &ServiceCheck,
     deadline: tokio::time::Instant,
-    within: Duration,
+    late: (Observation, String),
 ) -> (Observation, String) {
-    let silent = || silent(at, within);
+    let silent = || late.clone();
     let path = how.http_path();
     let host = how
         .server_name

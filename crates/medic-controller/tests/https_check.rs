@@ -1,7 +1,8 @@
 //! The `https` service check against a real TLS server (`openssl s_server -www`): a server
 //! whose certificate chains to the given CA and is valid for the name answers; a certificate
 //! for another name, from another CA, or not trusted by the host is a bad answer, saying so;
-//! a server that does not speak TLS is a bad answer too; an unreadable CA file asks nothing.
+//! a server that does not speak TLS, or that accepts and never answers, is a bad answer too;
+//! an unreadable CA file asks nothing.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -105,6 +106,16 @@ async fn a_server_in_the_clear_is_a_bad_answer_to_an_https_check() {
     let (o, detail) = check(addr.ip(), addr.port(), &how, WITHIN).await;
     assert_eq!(o, Observation::Unhealthy, "{detail}");
     assert!(detail.contains("TLS handshake"), "{detail}");
+    // A port that accepts and never says a word: a hung server on a machine that answers
+    // (its observers, who only connect, would find it open), not silence.
+    let hung = std::net::TcpListener::bind((ip, 8081)).unwrap();
+    let at = hung.local_addr().unwrap();
+    let (o, detail) = check(at.ip(), at.port(), &how, Duration::from_millis(300)).await;
+    assert_eq!(o, Observation::Unhealthy, "{detail}");
+    assert!(
+        detail.contains("connected, but no TLS handshake"),
+        "{detail}"
+    );
     // The same port as http: healthy.
     let http = ServiceCheck {
         kind: CheckKind::Http,

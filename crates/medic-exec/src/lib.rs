@@ -114,6 +114,8 @@ pub enum ExecError {
         service: String,
         machine: String,
         message: String,
+        /// Asking again cannot help (a login or a right refused).
+        lasting: bool,
     },
     #[error("step {index} ({kind}): {source}")]
     Redis {
@@ -154,10 +156,8 @@ impl ExecError {
                 **source,
                 HaproxyError::Rejected { .. } | HaproxyError::UnknownServer { .. }
             ),
-            // A promotion not finished, a server not answering: asking again is harmless
-            // (one out of recovery is left as it is).
+            ExecError::Postgres { lasting, .. } => !lasting,
             ExecError::Redis { .. }
-            | ExecError::Postgres { .. }
             | ExecError::Ssh { .. }
             | ExecError::Playbook { .. }
             | ExecError::ProxyConfig { .. }
@@ -518,12 +518,13 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 password_file,
             } => {
                 let ip = self.resolve(index, kind, address)?;
-                let failed = |message: String| ExecError::Postgres {
+                let failed = |f: postgres::Failed| ExecError::Postgres {
                     index,
                     kind,
                     service: service.clone(),
                     machine: machine.clone(),
-                    message,
+                    message: f.message,
+                    lasting: f.lasting,
                 };
                 let config = postgres::login(
                     ip,
@@ -532,8 +533,13 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     database,
                     password_file.as_deref().map(std::path::Path::new),
                 )
-                .map_err(failed)?;
-                let within = Duration::from_secs(postgres::PROMOTE_WAIT_SECS + 15);
+                .map_err(|message| {
+                    failed(postgres::Failed {
+                        message,
+                        lasting: false,
+                    })
+                })?;
+                let within = Duration::from_secs(medic_plan::PG_PROMOTE_WAIT_SECS + 15);
                 match postgres::promote(&config, SocketAddr::new(ip, *port), within)
                     .await
                     .map_err(failed)?

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use tokio_postgres::SimpleQueryMessage;
 
-/// How long `pg_promote()` may wait for the server to leave recovery, in seconds.
-pub const PROMOTE_WAIT_SECS: u64 = 60;
+use medic_plan::PG_PROMOTE_WAIT_SECS as PROMOTE_WAIT_SECS;
 
 /// How medic logs in to `ip:port`: `user` on `database`, with the password in
 /// `password_file` (its first line) if there is one. The file is read each time, so a
@@ -35,6 +34,24 @@ pub fn login(
     Ok(config)
 }
 
+/// Why a promotion did not happen (or was not seen to finish).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failed {
+    pub message: String,
+    /// Asking again cannot help: the login or the right to promote was refused, or the
+    /// database does not exist (SQLSTATE classes 28 and 3D, and 42501).
+    pub lasting: bool,
+}
+
+impl Failed {
+    fn passing(message: String) -> Failed {
+        Failed {
+            message,
+            lasting: false,
+        }
+    }
+}
+
 /// What a promotion found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Promoted {
@@ -53,15 +70,15 @@ pub async fn promote(
     config: &tokio_postgres::Config,
     at: SocketAddr,
     within: Duration,
-) -> Result<Promoted, String> {
+) -> Result<Promoted, Failed> {
     let work = async {
         let stream = tokio::net::TcpStream::connect(at)
             .await
-            .map_err(|e| format!("{at}: {e}"))?;
+            .map_err(|e| Failed::passing(format!("{at}: {e}")))?;
         let (client, connection) = config
             .connect_raw(stream, tokio_postgres::NoTls)
             .await
-            .map_err(|e| said(&e, at))?;
+            .map_err(|e| failed(&e, at))?;
         let driver = tokio::spawn(connection);
         let result = async {
             if !in_recovery(&client, at).await? {
@@ -71,17 +88,17 @@ pub async fn promote(
                 &client
                     .simple_query(&format!("SELECT pg_promote(true, {PROMOTE_WAIT_SECS})"))
                     .await
-                    .map_err(|e| said(&e, at))?,
+                    .map_err(|e| failed(&e, at))?,
             );
             if done.as_deref() != Some("t") {
-                return Err(format!(
-                    "{at}: pg_promote() did not see the server leave recovery within {PROMOTE_WAIT_SECS} s (it answered {done:?}); its log says why"
-                ));
+                return Err(Failed::passing(format!(
+                    "{at}: pg_promote() did not see the server leave recovery within {PROMOTE_WAIT_SECS} s (it answered {done:?}); the promotion may still finish, and cannot be undone: its log says why"
+                )));
             }
             if in_recovery(&client, at).await? {
-                return Err(format!(
+                return Err(Failed::passing(format!(
                     "{at}: still in recovery after pg_promote() said it had finished"
-                ));
+                )));
             }
             Ok(Promoted::Now)
         }
@@ -93,24 +110,36 @@ pub async fn promote(
     tokio::time::timeout(within, work)
         .await
         .unwrap_or_else(|_| {
-            Err(format!(
+            Err(Failed::passing(format!(
                 "{at}: no answer within {}",
                 medic_playbook::human_ms(u64::try_from(within.as_millis()).unwrap_or(u64::MAX))
-            ))
+            )))
         })
 }
 
-async fn in_recovery(client: &tokio_postgres::Client, at: SocketAddr) -> Result<bool, String> {
+async fn in_recovery(client: &tokio_postgres::Client, at: SocketAddr) -> Result<bool, Failed> {
     let rows = client
         .simple_query("SELECT pg_is_in_recovery()")
         .await
-        .map_err(|e| said(&e, at))?;
+        .map_err(|e| failed(&e, at))?;
     match one_value(&rows).as_deref() {
         Some("t") => Ok(true),
         Some("f") => Ok(false),
-        other => Err(format!(
+        other => Err(Failed::passing(format!(
             "{at}: pg_is_in_recovery() answered {other:?}, not t or f"
-        )),
+        ))),
+    }
+}
+
+/// A client error, lasting if the server refused who medic is or what it may do.
+fn failed(e: &tokio_postgres::Error, at: SocketAddr) -> Failed {
+    let lasting = e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("28") || code.starts_with("3D") || code == "42501"
+    });
+    Failed {
+        message: said(e, at),
+        lasting,
     }
 }
 

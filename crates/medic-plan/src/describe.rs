@@ -268,8 +268,10 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 format!(
                     "postgres {address}:{port} (user {user}, database {database}): SELECT pg_is_in_recovery()"
                 ),
-                "if in recovery: SELECT pg_promote(true, 60), then pg_is_in_recovery() is false"
-                    .to_owned(),
+                format!(
+                    "if in recovery: SELECT pg_promote(true, {}), then pg_is_in_recovery() is false",
+                    crate::PG_PROMOTE_WAIT_SECS
+                ),
             ],
         ),
         Action::ServiceRole {

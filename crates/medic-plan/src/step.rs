@@ -6,6 +6,9 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+/// How long a `PromotePostgres` step's `pg_promote()` waits for the server to leave recovery.
+pub const PG_PROMOTE_WAIT_SECS: u64 = 60;
+
 /// An address as a step knows it: a fixed IP, or "the address `machine` has when the step
 /// runs" — after a replacement is launched, that is the new instance's address, which the
 /// executor records from the launch step's outcome.
@@ -354,7 +357,8 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skip_unreachable: bool,
     },
-    /// Make a service's PostgreSQL standby its primary: `pg_promote()` there, waiting until
+    /// Make a service's PostgreSQL standby its primary: `pg_promote()` there (waiting up to
+    /// [`PG_PROMOTE_WAIT_SECS`]) until
     /// it has left recovery (a server already out of recovery is left as it is, so a step
     /// run again does nothing more). As the service's `postgres` check logs in.
     PromotePostgres {

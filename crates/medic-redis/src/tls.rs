@@ -35,6 +35,8 @@ pub enum TlsError {
     NoCertificate(String),
     #[error("the CA certificate is not usable: {0}")]
     BadCertificate(String),
+    #[error("this host trusts no root certificate ({0})")]
+    NoRoots(String),
     #[error("`{0}` is not a name a certificate can be issued for")]
     BadName(String),
     #[error("the servers' certificate (cert): {0}")]
@@ -131,14 +133,14 @@ impl Tls {
                 let (_added, _ignored) = roots.add_parsable_certificates(found.certs);
                 if roots.is_empty() {
                     return Err(format!(
-                        "this host trusts no root certificate ({} errors reading its store)",
+                        "{} errors reading its store; give the check a ca_file",
                         found.errors.len()
                     ));
                 }
                 Ok(roots)
             })
             .clone()
-            .map_err(TlsError::NoCertificate)?;
+            .map_err(TlsError::NoRoots)?;
         Self::with_roots(roots, name)
     }
 

@@ -172,6 +172,17 @@ impl Core {
             st.down.insert(machine.to_owned())
         };
         let rejoins = st.out.contains(machine);
+        // A database that takes writes once promoted is failed back to only once it has
+        // caught up with the primary (by the positions last seen): a switchover to one further
+        // behind than the policy allows is refused, and one not yet seen is not tried.
+        let caught_up = s.standbys_read_only
+            || s.postgres_check().is_none()
+            || match (st.positions.get(&primary), st.positions.get(machine)) {
+                (Some(p), Some(m)) => {
+                    p.saturating_sub(*m) <= loaded.topology.policy.max_promotion_lag_bytes.value
+                }
+                _ => false,
+            };
         let primary_down = st.down.contains(&primary);
         let standby_usable = s
             .machines()
@@ -287,6 +298,7 @@ impl Core {
             && nominal
             && primary != machine
             && up
+            && caught_up
             && ok_since.is_some_and(|t| r.at_ms.saturating_sub(t) >= hold)
         {
             let asked = self.request(Request {

@@ -166,9 +166,14 @@ fn a_machine_failed_away_from_rejoins_once_it_passes_and_fails_back_after_the_ho
 
 /// A `postgres` check's answer: healthy, in `role` at WAL position 100.
 fn pg(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role) -> Vec<Output> {
+    pg_at(c, t, at_ms, role, 100)
+}
+
+/// A `postgres` check's answer: healthy, in `role` at WAL position `wal`.
+fn pg_at(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role, wal: u64) -> Vec<Output> {
     let seen = crate::pg_check::PgSeen {
         in_recovery: role == medic_redis::Role::Replica,
-        wal_bytes: 100,
+        wal_bytes: wal,
     };
     c.on_check(&CheckResult {
         target: Arc::new(t.clone()),
@@ -294,4 +299,38 @@ fn a_primary_passing_again_is_not_failed_over_when_a_standby_passes_first() {
     check(&mut c, &www("web1"), 4_000, Observation::Ok);
     assert!(queued(&c).is_empty(), "{:?}", queued(&c));
     assert!(c.saved.observed.services["www"].down.is_empty());
+}
+
+#[test]
+fn a_database_is_failed_back_to_only_once_it_has_caught_up() {
+    use medic_redis::Role::{Master, Replica};
+    let mut c = core_with(&[
+        (
+            "failback: manual",
+            "failback: automatic\n    failback_after: 10s",
+        ),
+        (
+            "{kind: http, path: /health, status: 200, body: ok,",
+            "{kind: postgres, user: medic, database: www,",
+        ),
+    ]);
+    c.saved.observed.services.get_mut("www").unwrap().primary = "web2".into();
+    let far = 10 * c.loaded.topology.policy.max_promotion_lag_bytes.value;
+    // The nominal primary, a standby again, healthy for longer than the hold but far behind.
+    let mut at = 1_000;
+    while at <= 13_000 {
+        pg_at(&mut c, &www("web2"), at, Master, far);
+        pg_at(&mut c, &www("web1"), at, Replica, 100);
+        at += 500;
+    }
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    // Caught up: failed back at once (its checks have passed for the hold already).
+    pg_at(&mut c, &www("web1"), 13_500, Replica, far);
+    assert_eq!(
+        queued(&c),
+        [Event::Switchover {
+            shard: "www".into(),
+            to: Some("web1".into()),
+        }]
+    );
 }

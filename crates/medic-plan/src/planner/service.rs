@@ -17,8 +17,11 @@
 //!   its `on_promote` hook succeeded; the address is taken down on the old primary first
 //!   (skipped only where the hook may be), and on a machine that rejoins.
 //! - A service that checks PostgreSQL (and whose standbys are not read-only) has the new
-//!   primary's server promoted (`pg_promote()`) after the old one's fence and before its
-//!   `on_promote` hook; a step that fails stops the plan before anything moves to it.
+//!   primary's server promoted (`pg_promote()`) after the old one's fence, and recorded as
+//!   the primary at once (a promotion cannot be undone: if a later step fails, that server is
+//!   still judged as the primary, and no other is promoted beside it); then its `on_promote`
+//!   hook. A planned switchover of such a service is refused while the standby is further
+//!   behind than `policy.max_promotion_lag_bytes`.
 //! - A machine failed away from counts as a standby again only after its `on_demote` hook.
 //! - A planned switchover demotes the primary (`on_demote`, else `on_fenced`) before it
 //!   promotes another, and never to a machine in `down` or out.
@@ -104,6 +107,16 @@ impl<'a> Planner<'a> {
     /// it would: `old`'s last seen position ahead of `new`'s by more than
     /// `policy.max_promotion_lag_bytes`. Standbys that never take writes lose nothing.
     fn promotion_refused(&self, s: &Service, old: &str, new: &str) -> Option<String> {
+        let (behind, max) = self.too_far_behind(s, old, new)?;
+        Some(format!(
+            "service {} lost its primary {old}; the most advanced standby {new} is {behind} bytes behind it as last seen (policy.max_promotion_lag_bytes is {max}): nothing promoted, so that no acknowledged write is lost. Bring {old} back if you can (it is still the primary, and its data the newest); to accept the loss, raise the limit (SIGHUP reloads the topology), then `medic recover {old}`",
+            s.name.value
+        ))
+    }
+
+    /// How far `new` is behind `old` by their last seen positions, and the policy's limit, if
+    /// that is beyond the limit and `new` would take writes once promoted.
+    fn too_far_behind(&self, s: &Service, old: &str, new: &str) -> Option<(u64, u64)> {
         if s.standbys_read_only {
             return None;
         }
@@ -111,12 +124,7 @@ impl<'a> Planner<'a> {
         let (at_old, at_new) = (*st.positions.get(old)?, *st.positions.get(new)?);
         let behind = at_old.saturating_sub(at_new);
         let max = self.top.policy.max_promotion_lag_bytes.value;
-        (behind > max).then(|| {
-            format!(
-                "service {} lost its primary {old}; the most advanced standby {new} is {behind} bytes behind it as last seen (policy.max_promotion_lag_bytes is {max}): nothing promoted, so that no acknowledged write is lost. Bring {old} back if you can (it is still the primary, and its data the newest); to accept the loss, raise the limit (SIGHUP reloads the topology), then `medic recover {old}`",
-                s.name.value
-            )
-        })
+        (behind > max).then_some((behind, max))
     }
 
     /// A whole machine of role `service` is lost (a majority of its observers confirm it is
@@ -230,9 +238,7 @@ impl<'a> Planner<'a> {
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
         }
-        if let Some(step) = self.pg_promote(s, &new) {
-            self.push(step);
-        }
+        let promoted = self.pg_promote(s, &new);
         if let Some(hook) = &s.hooks.on_promote {
             // The old primary has just failed: the new one serves alone.
             let step = self.hook(
@@ -247,25 +253,31 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
-        self.push(Action::ServiceRole {
-            service: name.clone(),
-            machine: new.clone(),
-            role: ServiceRole::Primary,
-        });
+        if !promoted {
+            self.push(Action::ServiceRole {
+                service: name.clone(),
+                machine: new.clone(),
+                role: ServiceRole::Primary,
+            });
+        }
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
     }
 
-    /// The step that makes `machine`'s PostgreSQL the primary, for a service that checks
-    /// one (`kind: postgres`) and whose standbys take writes once promoted (not
-    /// `standbys_read_only`: a read-only copy is never promoted).
-    fn pg_promote(&self, s: &Service, machine: &str) -> Option<Action> {
+    /// For a service that checks PostgreSQL (`kind: postgres`) and whose standbys take
+    /// writes once promoted (not `standbys_read_only`: a read-only copy is never promoted):
+    /// the step that makes `machine`'s server the primary, and at once the record that it is
+    /// — a promotion cannot be undone, so whatever fails after it, medic judges that server
+    /// as the primary it is (never promotes another beside it). Whether it planned them.
+    fn pg_promote(&mut self, s: &Service, machine: &str) -> bool {
         if s.standbys_read_only {
-            return None;
+            return false;
         }
-        let (port, check) = s.postgres_check()?;
-        Some(Action::PromotePostgres {
+        let Some((port, check)) = s.postgres_check() else {
+            return false;
+        };
+        self.push(Action::PromotePostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
@@ -276,7 +288,13 @@ impl<'a> Planner<'a> {
                 .password_file
                 .as_ref()
                 .map(|p| p.display().to_string()),
-        })
+        });
+        self.push(Action::ServiceRole {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            role: ServiceRole::Primary,
+        });
+        true
     }
 
     /// Brings the service's own address up on `machine` (`up`) or takes it down there, if
@@ -341,6 +359,11 @@ impl<'a> Planner<'a> {
                 .usable_standby(s, &old)
                 .ok_or_else(|| cannot("it has no standby that passes its checks".to_owned()))?,
         };
+        if let Some((behind, max)) = self.too_far_behind(s, &old, &new) {
+            return Err(cannot(format!(
+                "{new} is {behind} bytes behind {old} as last seen (policy.max_promotion_lag_bytes is {max}); wait until it has caught up"
+            )));
+        }
         let state = if s.primary.value == old {
             "production_as_standby"
         } else {
@@ -350,9 +373,7 @@ impl<'a> Planner<'a> {
             self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
         }
         self.service_address(s, &old, false, false);
-        if let Some(step) = self.pg_promote(s, &new) {
-            self.push(step);
-        }
+        let promoted = self.pg_promote(s, &new);
         if let Some(hook) = &s.hooks.on_promote {
             let state = if s.primary.value == new {
                 "production"
@@ -361,11 +382,13 @@ impl<'a> Planner<'a> {
             };
             self.push(self.hook(s, "on_promote", &hook.value, &new, &new, &old, false, state));
         }
-        self.push(Action::ServiceRole {
-            service: service.to_owned(),
-            machine: new.clone(),
-            role: ServiceRole::Primary,
-        });
+        if !promoted {
+            self.push(Action::ServiceRole {
+                service: service.to_owned(),
+                machine: new.clone(),
+                role: ServiceRole::Primary,
+            });
+        }
         self.push(Action::ServiceRole {
             service: service.to_owned(),
             machine: old,

@@ -453,7 +453,7 @@ fn with_postgres(extra: &str) -> Topology {
 }
 
 #[test]
-fn a_postgres_standby_is_promoted_after_the_fence_and_before_its_hook_and_the_record() {
+fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_its_hook() {
     let pg = with_postgres("");
     let mut state = ObservedState::assumed(&pg);
     // Both positions seen, the standby caught up.
@@ -470,8 +470,8 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_before_its_hook_and_the_re
                 "unmonitor web1",
                 "hook www@web1",
                 "pg-promote www@web2",
-                "hook www@web2",
                 "role www@web2",
+                "hook www@web2",
                 "dns www.domino.lab",
                 "monitor web1",
             ],
@@ -512,8 +512,35 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_before_its_hook_and_the_re
     )
     .unwrap();
     assert_eq!(
-        outline(&plan)[..3],
-        ["hook www@web1", "pg-promote www@web2", "hook www@web2"]
+        outline(&plan),
+        [
+            "hook www@web1",
+            "pg-promote www@web2",
+            "role www@web2",
+            "hook www@web2",
+            "role www@web1",
+            "dns www.domino.lab"
+        ]
+    );
+    // Not to a standby further behind than the policy allows.
+    let max = pg.policy.max_promotion_lag_bytes.value;
+    let mut behind = state.clone();
+    behind.services.get_mut("www").unwrap().positions =
+        [("web1".into(), max + 200), ("web2".into(), 100)].into();
+    let e = plan_recovery(
+        &pg,
+        &behind,
+        &Event::Switchover {
+            shard: "www".into(),
+            to: Some("web2".into()),
+        },
+        "r4",
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains(&format!("web2 is {} bytes behind web1", max + 100)),
+        "{e}"
     );
     // Read-only standbys are never promoted: they serve what they have.
     let ro = with_postgres("    standbys_read_only: true\n");

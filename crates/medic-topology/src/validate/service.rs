@@ -142,7 +142,7 @@ impl Ctx<'_, '_> {
                         self.d.error(
                             d.referenced,
                             format!("{dp}.routing"),
-                            "Route 53's health checks speak TCP or HTTP; expected a tcp or http check for failover routing",
+                            "Route 53's health checks cannot run a command; expected a tcp, http, https or postgres check for failover routing (https and postgres are checked by a TCP connection)",
                         );
                     }
                 }
@@ -311,7 +311,7 @@ impl Ctx<'_, '_> {
             && (n.is_empty()
                 || !n
                     .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':')))
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')))
         {
             self.d.error(
                 at,
