@@ -5,8 +5,10 @@
 //!
 //! What each outcome means for detection: accepted and answered as expected is `Ok`; refused
 //! is `Refused` (the machine is there, the process is not); no connection or no answer in time
-//! is `Silent` (for the machine's observers to judge); a wrong status, a body without the
-//! expected text, or a reply that is not HTTP is `Unhealthy`.
+//! is `Silent` (for the machine's observers to judge) — except for `https`, whose observers
+//! only connect: once connected, no handshake or no reply in time is `Unhealthy`; a wrong
+//! status, a body without the expected text, a reply that is not HTTP, or a certificate that
+//! does not verify is `Unhealthy`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;

@@ -71,7 +71,63 @@ pub async fn promote(
     at: SocketAddr,
     within: Duration,
 ) -> Result<Promoted, Failed> {
-    let work = async {
+    session(config, at, within, |client| async move {
+        if !in_recovery(&client, at).await? {
+            return Ok(Promoted::Already);
+        }
+        let done = one_value(
+            &client
+                .simple_query(&format!("SELECT pg_promote(true, {PROMOTE_WAIT_SECS})"))
+                .await
+                .map_err(|e| failed(&e, at))?,
+        );
+        if done.as_deref() != Some("t") {
+            return Err(Failed::passing(format!(
+                "{at}: pg_promote() did not see the server leave recovery within {PROMOTE_WAIT_SECS} s (it answered {done:?}); the promotion may still finish, and cannot be undone: its log says why"
+            )));
+        }
+        if in_recovery(&client, at).await? {
+            return Err(Failed::passing(format!(
+                "{at}: still in recovery after pg_promote() said it had finished"
+            )));
+        }
+        Ok(Promoted::Now)
+    })
+    .await
+}
+
+/// Whether the user medic logs in as may call `pg_promote()` on the server at `at` (a
+/// superuser, or granted `EXECUTE` on it): asked at the start, so that a failover does not
+/// find out.
+pub async fn may_promote(
+    config: &tokio_postgres::Config,
+    at: SocketAddr,
+    within: Duration,
+) -> Result<bool, Failed> {
+    session(config, at, within, |client| async move {
+        let rows = client
+            .simple_query(
+                "SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')",
+            )
+            .await
+            .map_err(|e| failed(&e, at))?;
+        Ok(one_value(&rows).as_deref() == Some("t"))
+    })
+    .await
+}
+
+/// `work` on a fresh connection to `at`, all within `within`; the connection closed after.
+async fn session<T, F, W>(
+    config: &tokio_postgres::Config,
+    at: SocketAddr,
+    within: Duration,
+    work: W,
+) -> Result<T, Failed>
+where
+    W: FnOnce(std::sync::Arc<tokio_postgres::Client>) -> F,
+    F: std::future::Future<Output = Result<T, Failed>>,
+{
+    let all = async {
         let stream = tokio::net::TcpStream::connect(at)
             .await
             .map_err(|e| Failed::passing(format!("{at}: {e}")))?;
@@ -80,41 +136,19 @@ pub async fn promote(
             .await
             .map_err(|e| failed(&e, at))?;
         let driver = tokio::spawn(connection);
-        let result = async {
-            if !in_recovery(&client, at).await? {
-                return Ok(Promoted::Already);
-            }
-            let done = one_value(
-                &client
-                    .simple_query(&format!("SELECT pg_promote(true, {PROMOTE_WAIT_SECS})"))
-                    .await
-                    .map_err(|e| failed(&e, at))?,
-            );
-            if done.as_deref() != Some("t") {
-                return Err(Failed::passing(format!(
-                    "{at}: pg_promote() did not see the server leave recovery within {PROMOTE_WAIT_SECS} s (it answered {done:?}); the promotion may still finish, and cannot be undone: its log says why"
-                )));
-            }
-            if in_recovery(&client, at).await? {
-                return Err(Failed::passing(format!(
-                    "{at}: still in recovery after pg_promote() said it had finished"
-                )));
-            }
-            Ok(Promoted::Now)
-        }
-        .await;
+        let client = std::sync::Arc::new(client);
+        let result = work(std::sync::Arc::clone(&client)).await;
+        // The connection ends when the client is dropped.
         drop(client);
         let _ = driver.await;
         result
     };
-    tokio::time::timeout(within, work)
-        .await
-        .unwrap_or_else(|_| {
-            Err(Failed::passing(format!(
-                "{at}: no answer within {}",
-                medic_playbook::human_ms(u64::try_from(within.as_millis()).unwrap_or(u64::MAX))
-            )))
-        })
+    tokio::time::timeout(within, all).await.unwrap_or_else(|_| {
+        Err(Failed::passing(format!(
+            "{at}: no answer within {}",
+            medic_playbook::human_ms(u64::try_from(within.as_millis()).unwrap_or(u64::MAX))
+        )))
+    })
 }
 
 async fn in_recovery(client: &tokio_postgres::Client, at: SocketAddr) -> Result<bool, Failed> {

@@ -1,7 +1,7 @@
 //! The `PromotePostgres` step's client against real PostgreSQL servers: a streaming standby
 //! whose primary was killed is promoted and takes writes, with every row the primary had
 //! acknowledged and the standby had replayed; a second promotion does nothing; a user the
-//! server does not allow to promote leaves the standby as it was; a stopped server is an
+//! server does not allow to promote is told beforehand, and leaves the standby as it was; a stopped server is an
 //! error that says so.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use medic_exec::postgres::{Promoted, login, promote};
+use medic_exec::postgres::{Promoted, login, may_promote, promote};
 use medic_testkit::{Postgres, unique_loopback, wait_until};
 
 const WITHIN: Duration = Duration::from_secs(30);
@@ -39,14 +39,17 @@ async fn a_standby_is_promoted_once_with_what_it_replayed_and_only_by_a_user_all
     );
     primary.kill();
 
-    // Not allowed: refused, and the standby still in recovery.
+    // Asked beforehand (as medic does at its start), each says whether it may.
     let (watcher, at) = as_user(&standby, "watcher");
+    assert_eq!(may_promote(&watcher, at, WITHIN).await, Ok(false));
+    let (superuser, _) = as_user(&standby, "postgres");
+    assert_eq!(may_promote(&superuser, at, WITHIN).await, Ok(true));
+    // Not allowed: refused, and the standby still in recovery.
     let e = promote(&watcher, at, WITHIN).await.unwrap_err();
     assert!(e.message.contains("permission denied"), "{e:?}");
     assert!(e.lasting, "asking again cannot help: {e:?}");
     assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "t");
 
-    let (superuser, at) = as_user(&standby, "postgres");
     assert_eq!(promote(&superuser, at, WITHIN).await, Ok(Promoted::Now));
     // Read back: out of recovery, every replayed row there, and a write taken.
     assert_eq!(standby.psql("SELECT pg_is_in_recovery()"), "f");

@@ -79,9 +79,13 @@ impl Plan {
             if !done.contains(&step.index) {
                 continue;
             }
+            // (A PostgreSQL promotion done counts as the record: it cannot be undone, and its
+            // fence came before it.)
             let promoted = self.steps[i + 1..].iter().any(|s| {
                 done.contains(&s.index)
-                    && matches!(&s.action, Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. } if sv == service)
+                    && matches!(&s.action,
+                        Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. }
+                        | Action::PromotePostgres { service: sv, .. } if sv == service)
             });
             let promotes = self.steps[i + 1..].iter().any(|s| {
                 matches!(&s.action, Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. } if sv == service)

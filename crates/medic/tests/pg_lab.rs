@@ -1,6 +1,7 @@
 //! A writable PostgreSQL service on the lab: examples/dryad.yaml's database with standbys
 //! that take writes once promoted (not `standbys_read_only`), its name following the primary,
-//! replication synchronous. A client writes through the name; the primary's machine crashes;
+//! replication synchronous, checked as a user that may not promote until medic's warning at
+//! its start is acted on. A client writes through the name; the primary's machine crashes;
 //! medic promotes the standby itself (`pg_promote()`), moves the name, and every write the
 //! client had acknowledged is read back from the new primary, which takes writes. Needs root.
 
@@ -20,7 +21,7 @@ use common::pg::{self, PG};
 use common::*;
 
 /// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's), writable
-/// once promoted, under a name of its own.
+/// once promoted, under a name of its own, checked as a user that is not a superuser.
 fn database_only(t: String) -> String {
     let web = t.find("services:\n  - name: dryad\n").unwrap() + "services:\n".len();
     let db = t.find("  # The database, watched").unwrap();
@@ -30,6 +31,10 @@ fn database_only(t: String) -> String {
     t.replace(
         ro,
         "    dns: {name: db.dryad.lab, ttl: 1}\n    failback: manual\n",
+    )
+    .replace(
+        "check: {kind: postgres, database: dryad,",
+        "check: {kind: postgres, user: watcher, database: dryad,",
     )
 }
 
@@ -79,6 +84,8 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     };
     let (primus, secundus) = (env.ip(10), env.ip(11));
     pg::start_primary(&env, &primus, "dryad");
+    // medic's user: it may log in and look, not promote (yet).
+    pg::psql(&env, &primus, "dryad", "CREATE ROLE watcher LOGIN");
     pg::start_standby(&env, &secundus, &primus);
     // Synchronous: a write is acknowledged once the standby has it (set once the standby is
     // there, else the set-up's own writes would wait for it).
@@ -107,6 +114,32 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
                 && s["health"]["role"] == "replica"
         },
     );
+
+    // Told at its start that a failover would stop at the promotion; the right granted (on
+    // the primary; it reaches the standby).
+    env.wait(
+        "the warning that watcher may not promote secundus",
+        Duration::from_secs(10),
+        |e| {
+            e.alerts().iter().any(|a| {
+                a.contains("medic's PostgreSQL user watcher may not call pg_promote() on secundus")
+            })
+        },
+    );
+    pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "GRANT EXECUTE ON FUNCTION pg_promote TO watcher",
+    );
+    env.wait("secundus to have the grant", Duration::from_secs(10), |e| {
+        pg::psql(
+            e,
+            &secundus,
+            "dryad",
+            "SELECT has_function_privilege('watcher', 'pg_promote(boolean, integer)', 'EXECUTE')",
+        ) == "t"
+    });
 
     // The client: one row at a time, through the name.
     let writes: Writes = Arc::default();

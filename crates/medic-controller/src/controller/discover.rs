@@ -170,6 +170,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 }
             }
         }
+        self.pg_rights(top, &observed).await;
         if !mismatched.is_empty() {
             return Err(ControllerError::TlsMismatch(format!(
                 "{} redis_tls; {}: restart those servers from their playbook first (docs/topology.md, redis_tls)",
@@ -185,6 +186,45 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         st.core.saved.observed = observed;
         self.save(&st);
         Ok(())
+    }
+
+    /// Whether medic may promote each database it would promote (a service's `postgres`
+    /// check, its standbys not read-only): a user without the right is told at the start, not
+    /// found out at a failover, which would stop at that step. A server that does not answer
+    /// now is left to the checks.
+    async fn pg_rights(&self, top: &Topology, observed: &medic_plan::ObservedState) {
+        for s in top.services.iter().map(|s| &s.value) {
+            let Some((port, check)) = s.postgres_check().filter(|_| !s.standbys_read_only) else {
+                continue;
+            };
+            for m in s.machines() {
+                let Some(ip) = observed.address(m) else {
+                    continue;
+                };
+                let Ok(config) = medic_exec::postgres::login(
+                    ip,
+                    port,
+                    check.pg_user(),
+                    check.pg_database(),
+                    check.password_file.as_deref(),
+                ) else {
+                    continue;
+                };
+                let at = SocketAddr::new(ip, port);
+                if medic_exec::postgres::may_promote(&config, at, WITNESS_WITHIN).await == Ok(false)
+                {
+                    self.alert(
+                        AlertLevel::Warning,
+                        format!(
+                            "service {}: medic's PostgreSQL user {} may not call pg_promote() on {m} ({at}): a failover to {m} would stop at that step; `GRANT EXECUTE ON FUNCTION pg_promote TO {}` (or make it a superuser)",
+                            s.name.value,
+                            check.pg_user(),
+                            check.pg_user()
+                        ),
+                    );
+                }
+            }
+        }
     }
 
     pub(super) async fn learn_host_keys(

@@ -329,6 +329,10 @@ impl<'a> Planner<'a> {
             reason,
         };
         let old = self.primary_of(s);
+        if to == Some(old.as_str()) {
+            self.service_reassert(s, &old);
+            return Ok(());
+        }
         let demote = [
             ("on_demote", &s.hooks.on_demote),
             ("on_fenced", &s.hooks.on_fenced),
@@ -345,9 +349,6 @@ impl<'a> Planner<'a> {
         let new = match to {
             Some(m) => {
                 self.in_service(s, m)?;
-                if m == old {
-                    return Err(cannot(format!("{m} is its primary already")));
-                }
                 if !usable(m) {
                     return Err(cannot(format!(
                         "{m} has not passed its checks lately or has not rejoined as a standby"
@@ -374,6 +375,16 @@ impl<'a> Planner<'a> {
         }
         self.service_address(s, &old, false, false);
         let promoted = self.pg_promote(s, &new);
+        let demoted = Action::ServiceRole {
+            service: service.to_owned(),
+            machine: old.clone(),
+            role: ServiceRole::Standby,
+        };
+        if promoted {
+            // Demoted already: recorded with the promotion, so that while `on_promote` runs
+            // the old primary is not taken for one failed away from (and demoted again).
+            self.push(demoted.clone());
+        }
         if let Some(hook) = &s.hooks.on_promote {
             let state = if s.primary.value == new {
                 "production"
@@ -388,16 +399,47 @@ impl<'a> Planner<'a> {
                 machine: new.clone(),
                 role: ServiceRole::Primary,
             });
+            self.push(demoted);
         }
-        self.push(Action::ServiceRole {
-            service: service.to_owned(),
-            machine: old,
-            role: ServiceRole::Standby,
-        });
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
         Ok(())
+    }
+
+    /// `medic switchover SERVICE --to P` where P is its primary already: what follows the
+    /// record of a new primary is done again — P's `on_promote` hook, its address brought up,
+    /// the record pointed at it — for a failover that stopped after the record (its hook, the
+    /// address or the DNS change failed), whose retries would not (P is the primary).
+    fn service_reassert(&mut self, s: &'a Service, primary: &str) {
+        if let Some(hook) = &s.hooks.on_promote {
+            let st = self.state.services.get(&s.name.value);
+            let alone = st.is_some_and(|st| {
+                s.machines()
+                    .any(|m| m != primary && (st.out.contains(m) || st.down.contains(m)))
+            });
+            let state = if alone {
+                "production_alone"
+            } else if s.primary.value == primary {
+                "production"
+            } else {
+                "standby_as_production"
+            };
+            let step = self.hook(
+                s,
+                "on_promote",
+                &hook.value,
+                primary,
+                primary,
+                primary,
+                false,
+                state,
+            );
+            self.push(step);
+        }
+        self.service_address(s, primary, true, false);
+        let address = addr_of(self.state, primary);
+        self.service_dns(s, &address);
     }
 
     /// `machine`, failed away from, answers again: its address taken, its `on_demote` hook,

@@ -192,8 +192,15 @@ fn a_switchover_demotes_the_primary_before_it_promotes_and_only_to_a_usable_stan
         www.out.is_empty(),
         "the old primary, demoted, is a standby: {www:?}"
     );
-    // Not to itself, not to a standby failing its checks.
-    assert!(plan_recovery(&top, &state, &to("web1"), "r2").is_err());
+    // To itself: what follows the record is done again (its hook, the record), nothing
+    // demoted or recorded.
+    let again = plan_recovery(&top, &state, &to("web1"), "r2").unwrap();
+    assert_eq!(outline(&again), ["hook www@web1", "dns www.domino.lab"]);
+    assert!(matches!(
+        &again.steps[0].action,
+        Action::RunHook { hook, .. } if hook == "on_promote"
+    ));
+    // Not to a standby failing its checks.
     state
         .services
         .get_mut("www")
@@ -500,6 +507,12 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_it
             "{shown:?}"
         );
     }
+    // Resumed once the database is promoted: its fence is not made again (it came before,
+    // and a promotion cannot be undone). Before: made again.
+    let plan = plan_recovery(&pg, &state, &down("web1"), "r5").unwrap();
+    let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
+    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
+    assert!(plan.redo_on_resume(&done(3)).is_empty());
     // A planned switchover: the primary demoted first, then the standby promoted.
     let plan = plan_recovery(
         &pg,
@@ -517,8 +530,8 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_it
             "hook www@web1",
             "pg-promote www@web2",
             "role www@web2",
-            "hook www@web2",
             "role www@web1",
+            "hook www@web2",
             "dns www.domino.lab"
         ]
     );
