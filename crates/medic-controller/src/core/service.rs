@@ -175,14 +175,16 @@ impl Core {
         // A database that takes writes once promoted is failed back to only once it has
         // caught up with the primary (by the positions last seen): a switchover to one further
         // behind than the policy allows is refused, and one not yet seen is not tried.
-        let caught_up = s.standbys_read_only
-            || s.postgres_check().is_none()
-            || match (st.positions.get(&primary), st.positions.get(machine)) {
-                (Some(p), Some(m)) => {
-                    p.saturating_sub(*m) <= loaded.topology.policy.max_promotion_lag_bytes.value
-                }
-                _ => false,
-            };
+        let max_lag = loaded.topology.policy.max_promotion_lag_bytes.value;
+        let behind = if s.standbys_read_only || s.postgres_check().is_none() {
+            Some(0)
+        } else {
+            match (st.positions.get(&primary), st.positions.get(machine)) {
+                (Some(p), Some(m)) => Some(p.saturating_sub(*m)),
+                _ => None,
+            }
+        };
+        let caught_up = behind.is_some_and(|b| b <= max_lag);
         let primary_down = st.down.contains(&primary);
         let standby_usable = s
             .machines()
@@ -298,9 +300,23 @@ impl Core {
             && nominal
             && primary != machine
             && up
-            && caught_up
             && ok_since.is_some_and(|t| r.at_ms.saturating_sub(t) >= hold)
         {
+            if !caught_up {
+                // Told once (a standby whose replication is broken never catches up).
+                if let Some(b) = behind
+                    && self.warned.insert(Target::clone(&r.target))
+                {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Warning,
+                        message: format!(
+                            "the automatic failback of service {service} to {machine} waits: its database is {b} bytes behind {primary}'s (policy.max_promotion_lag_bytes is {max_lag}); look at its replication if this lasts"
+                        ),
+                    });
+                }
+                return false;
+            }
+            self.warned.remove(&*r.target);
             let asked = self.request(Request {
                 event: Event::Switchover {
                     shard: service.to_owned(),

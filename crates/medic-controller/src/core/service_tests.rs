@@ -318,12 +318,22 @@ fn a_database_is_failed_back_to_only_once_it_has_caught_up() {
     let far = 10 * c.loaded.topology.policy.max_promotion_lag_bytes.value;
     // The nominal primary, a standby again, healthy for longer than the hold but far behind.
     let mut at = 1_000;
+    let mut out = Vec::new();
     while at <= 13_000 {
         pg_at(&mut c, &www("web2"), at, Master, far);
-        pg_at(&mut c, &www("web1"), at, Replica, 100);
+        out.extend(pg_at(&mut c, &www("web1"), at, Replica, 100));
         at += 500;
     }
     assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    // Told once why it waits.
+    let told: Vec<_> = out
+        .iter()
+        .filter(|o| {
+            matches!(o, Output::Alert { message, .. }
+                if message.contains(&format!("web1 waits: its database is {} bytes behind web2's", far - 100)))
+        })
+        .collect();
+    assert_eq!(told.len(), 1, "{out:?}");
     // Caught up: failed back at once (its checks have passed for the hold already).
     pg_at(&mut c, &www("web1"), 13_500, Replica, far);
     assert_eq!(
