@@ -508,49 +508,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     }
                 }
             }
-            Action::PromotePostgres {
-                service,
-                machine,
-                address,
-                port,
-                user,
-                database,
-                password_file,
-            } => {
-                let ip = self.resolve(index, kind, address)?;
-                let failed = |f: postgres::Failed| ExecError::Postgres {
-                    index,
-                    kind,
-                    service: service.clone(),
-                    machine: machine.clone(),
-                    message: f.message,
-                    lasting: f.lasting,
-                };
-                let config = postgres::login(
-                    ip,
-                    *port,
-                    user,
-                    database,
-                    password_file.as_deref().map(std::path::Path::new),
-                )
-                .map_err(|message| {
-                    failed(postgres::Failed {
-                        message,
-                        lasting: false,
-                    })
-                })?;
-                let within = Duration::from_secs(medic_plan::PG_PROMOTE_WAIT_SECS + 15);
-                match postgres::promote(&config, SocketAddr::new(ip, *port), within)
-                    .await
-                    .map_err(failed)?
-                {
-                    postgres::Promoted::Now => {
-                        format!("{service}@{machine}: PostgreSQL promoted, taking writes")
-                    }
-                    postgres::Promoted::Already => format!(
-                        "{service}@{machine}: PostgreSQL already out of recovery (a primary): nothing done"
-                    ),
-                }
+            Action::PromotePostgres { .. } => {
+                self.promote_postgres(index, kind, &step.action).await?
             }
             Action::ServiceRole {
                 service,

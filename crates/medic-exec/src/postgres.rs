@@ -5,7 +5,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
+use medic_cloud::{Cloud, Dns};
+use medic_plan::Action;
 use tokio_postgres::SimpleQueryMessage;
+
+use crate::{ExecError, Executor};
 
 use medic_plan::PG_PROMOTE_WAIT_SECS as PROMOTE_WAIT_SECS;
 
@@ -32,6 +36,58 @@ pub fn login(
         config.password(p.trim_end_matches(['\r', '\n']));
     }
     Ok(config)
+}
+
+impl<C: Cloud, D: Dns> Executor<'_, C, D> {
+    /// A `PromotePostgres` step: its summary.
+    pub(crate) async fn promote_postgres(
+        &self,
+        index: usize,
+        kind: &'static str,
+        action: &Action,
+    ) -> Result<String, ExecError> {
+        let Action::PromotePostgres {
+            service,
+            machine,
+            address,
+            port,
+            user,
+            database,
+            password_file,
+        } = action
+        else {
+            return Err(ExecError::Unsupported { index, kind });
+        };
+        let ip = self.resolve(index, kind, address)?;
+        let failed = |f: Failed| ExecError::Postgres {
+            index,
+            kind,
+            service: service.clone(),
+            machine: machine.clone(),
+            message: f.message,
+            lasting: f.lasting,
+        };
+        let config = login(
+            ip,
+            *port,
+            user,
+            database,
+            password_file.as_deref().map(Path::new),
+        )
+        .map_err(|message| failed(Failed::passing(message)))?;
+        let within = Duration::from_secs(PROMOTE_WAIT_SECS + 15);
+        Ok(
+            match promote(&config, SocketAddr::new(ip, *port), within)
+                .await
+                .map_err(failed)?
+            {
+                Promoted::Now => format!("{service}@{machine}: PostgreSQL promoted, taking writes"),
+                Promoted::Already => format!(
+                    "{service}@{machine}: PostgreSQL already out of recovery (a primary): nothing done"
+                ),
+            },
+        )
+    }
 }
 
 /// Why a promotion did not happen (or was not seen to finish).

@@ -287,6 +287,16 @@ impl Service {
             .collect()
     }
 
+    /// Whether it has a `postgres` check (without building the checks: asked at each check
+    /// result).
+    pub fn has_postgres_check(&self) -> bool {
+        self.check.value.kind == CheckKind::Postgres
+            || self
+                .more_checks
+                .iter()
+                .any(|m| m.value.kind == CheckKind::Postgres)
+    }
+
     /// Its `postgres` check (a service has at most one) with that check's port.
     pub fn postgres_check(&self) -> Option<(u16, ServiceCheck)> {
         self.all_checks()

@@ -176,7 +176,7 @@ impl Core {
         // caught up with the primary (by the positions last seen): a switchover to one further
         // behind than the policy allows is refused, and one not yet seen is not tried.
         let max_lag = loaded.topology.policy.max_promotion_lag_bytes.value;
-        let behind = if s.standbys_read_only || s.postgres_check().is_none() {
+        let behind = if s.standbys_read_only || !s.has_postgres_check() {
             Some(0)
         } else {
             match (st.positions.get(&primary), st.positions.get(machine)) {

@@ -87,7 +87,7 @@ impl<'a> Planner<'a> {
     /// Which position the lag guard lacks, if the service's checks report positions and one
     /// of the two was not seen since medic started (a primary lost before its first check).
     fn position_unknown(&self, s: &Service, old: &str, new: &str) -> Option<String> {
-        if s.postgres_check().is_none() || s.standbys_read_only {
+        if !s.has_postgres_check() || s.standbys_read_only {
             return None;
         }
         let st = self.state.services.get(&s.name.value);
