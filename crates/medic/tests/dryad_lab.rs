@@ -11,7 +11,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::pg::{self, PG, wal_bytes};
@@ -24,16 +23,6 @@ fn psql(env: &Env, ip: &str, sql: &str) -> String {
 
 fn db_machine(env: &Env, machine: &str) -> serde_json::Value {
     pg::service_machine(env, "dryad-db", machine)
-}
-
-fn resolve(env: &Env) -> String {
-    let out = Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1"])
-        .arg(format!("@{}", env.ip(2)))
-        .arg("datadryad.dryad.lab")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 fn front_page(text: &str) -> String {
@@ -75,7 +64,7 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
         assert!(Instant::now() < deadline, "the standby never got the row");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(resolve(&env), primus);
+    assert_eq!(resolve(&env, "datadryad.dryad.lab"), primus);
     let written = wal_bytes(&psql(
         &env,
         &primus,
@@ -104,11 +93,11 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
     let t_kill = Instant::now();
     on(&env, &primus, "kill $(cat /run/web-nginx.pid)");
     env.wait("the name on secundus", Duration::from_secs(30), |e| {
-        resolve(e) == secundus
+        resolve(e, "datadryad.dryad.lab") == secundus
     });
     let moved = t_kill.elapsed();
     assert_eq!(
-        get(&resolve(&env), "/"),
+        get(&resolve(&env, "datadryad.dryad.lab"), "/"),
         "<h1>Dryad (read-only: submissions are currently disabled)</h1>"
     );
     // Read-only, with the data: the deposit is there, a new one is refused.
@@ -127,7 +116,7 @@ fn the_name_moves_to_the_read_only_secondary_and_comes_back_by_itself() {
     let t_back = Instant::now();
     start_nginx(&env, &primus);
     env.wait("the name back on primus", Duration::from_secs(30), |e| {
-        resolve(e) == primus && service(e)["primary"] == "primus"
+        resolve(e, "datadryad.dryad.lab") == primus && service(e)["primary"] == "primus"
     });
     let failback = t_back.elapsed();
     let back = env.recovery("switchover of dryad to primus").unwrap();

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pg::{self, PG};
+use common::web::{dig, resolve};
 use common::*;
 
 /// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's), writable
@@ -36,16 +37,6 @@ fn database_only(t: String) -> String {
         "check: {kind: postgres, database: dryad,",
         "check: {kind: postgres, user: watcher, database: dryad,",
     )
-}
-
-fn resolve(env: &Env) -> String {
-    let out = Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1"])
-        .arg(format!("@{}", env.ip(2)))
-        .arg("db.dryad.lab")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// The machine `medic status` gives as dryad-db's primary.
@@ -97,7 +88,7 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     );
     pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
     env.wait("the name on primus", Duration::from_secs(10), |e| {
-        resolve(e) == primus
+        resolve(e, "db.dryad.lab") == primus
     });
     env.start(&[]);
     env.wait(
@@ -151,12 +142,7 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
             let mut id = 0;
             while !stop.load(Ordering::Relaxed) {
                 id += 1;
-                let out = Command::new("dig")
-                    .args(["+short", "+time=1", "+tries=1", &format!("@{dns}")])
-                    .arg("db.dryad.lab")
-                    .output()
-                    .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-                    .unwrap_or_default();
+                let out = dig(&dns, "db.dryad.lab");
                 let acked = !out.is_empty()
                     && client_sql(&out, &format!("insert into items values ({id}, 'w')"));
                 writes
@@ -187,7 +173,7 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
         Duration::from_secs(30),
         |e| {
             primary_of_db(e) == "secundus"
-                && resolve(e) == secundus
+                && resolve(e, "db.dryad.lab") == secundus
                 && writes
                     .lock()
                     .unwrap()

@@ -14,24 +14,12 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::web::*;
 use common::*;
-
-/// What the lab's DNS server answers for the service's name.
-fn resolve(env: &Env) -> String {
-    let out = Command::new("dig")
-        .args(["+short", "+time=1", "+tries=1"])
-        .arg(format!("@{}", env.ip(2)))
-        .arg("www.domino.lab")
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
 
 #[test]
 fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
@@ -52,7 +40,11 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
         start_nginx(&env, ip);
     }
     assert_eq!(get(&web1, "/role"), "primary");
-    assert_eq!(resolve(&env), web1, "`medic lab up` publishes the primary");
+    assert_eq!(
+        resolve(&env, "www.domino.lab"),
+        web1,
+        "`medic lab up` publishes the primary"
+    );
     env.start(&[]);
     env.wait(
         "both machines in their nominal states",
@@ -69,17 +61,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
         let (web1, web2, dns) = (web1.clone(), web2.clone(), env.ip(2));
         std::thread::spawn(move || {
             while !stop.load(Ordering::Relaxed) {
-                let out = Command::new("dig")
-                    .args([
-                        "+short",
-                        "+time=1",
-                        "+tries=1",
-                        &format!("@{dns}"),
-                        "www.domino.lab",
-                    ])
-                    .output()
-                    .unwrap();
-                let at = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+                let at = dig(&dns, "www.domino.lab");
                 let answer = get(&at, "/role");
                 let primaries = [&web1, &web2]
                     .iter()
@@ -100,7 +82,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
     env.wait(
         "the record to point at web2",
         Duration::from_secs(30),
-        |e| resolve(e) == web2 && service(e)["primary"] == "web2",
+        |e| resolve(e, "www.domino.lab") == web2 && service(e)["primary"] == "web2",
     );
     let switched = t_kill.elapsed();
     // (nginx's reload replaces its workers within moments of the hook.)
@@ -133,7 +115,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
     let out = medic(&["switchover", "www", "--to", "web1", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
     env.wait("the record back on web1", Duration::from_secs(20), |e| {
-        resolve(e) == web1 && e.ended("switchover of www to web1", "completed")
+        resolve(e, "www.domino.lab") == web1 && e.ended("switchover of www to web1", "completed")
     });
     env.wait(
         "web1 to serve as primary, web2 as standby",
@@ -151,7 +133,7 @@ fn the_record_and_the_includes_follow_the_primary_and_never_two_primaries() {
     let t_crash = Instant::now();
     env.fault("web1", "crash", &[]);
     env.wait("the record on web2", Duration::from_secs(30), |e| {
-        resolve(e) == web2 && service(e)["primary"] == "web2"
+        resolve(e, "www.domino.lab") == web2 && service(e)["primary"] == "web2"
     });
     let back = t_crash.elapsed();
     env.wait("web2 to serve as primary", Duration::from_secs(5), |_| {

@@ -113,3 +113,18 @@ pub fn state_of(env: &Env, machine: &str) -> String {
         .unwrap_or("-")
         .to_owned()
 }
+
+/// What the DNS server at `server` answers for `name` (`dig +short`, one try within 1 s): the
+/// address a client would be sent to, or nothing.
+pub fn dig(server: &str, name: &str) -> String {
+    Command::new("dig")
+        .args(["+short", "+time=1", "+tries=1", &format!("@{server}"), name])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// What the lab's DNS server answers for `name`.
+pub fn resolve(env: &Env, name: &str) -> String {
+    dig(&env.ip(2), name)
+}
