@@ -37,6 +37,11 @@ pub struct ServiceState {
     /// and none further behind the primary than `policy.max_promotion_lag_bytes`.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub positions: std::collections::BTreeMap<String, u64>,
+    /// Machines besides the primary whose data store answered writable (not in recovery) at
+    /// their last check (the controller keeps this): a standby promoted by a step whose end
+    /// was not seen. A failover records that one rather than promoting another beside it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub writable: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -131,6 +136,7 @@ impl ObservedState {
                         out: Default::default(),
                         down: Default::default(),
                         positions: Default::default(),
+                        writable: Default::default(),
                     },
                 )
             })
@@ -273,6 +279,7 @@ impl ObservedState {
                 };
                 match role {
                     crate::ServiceRole::Primary if s.primary != *machine => {
+                        s.writable.remove(machine);
                         let old = std::mem::replace(&mut s.primary, machine.clone());
                         s.generation += 1;
                         s.out.insert(old);

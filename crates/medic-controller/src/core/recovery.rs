@@ -238,7 +238,7 @@ impl Core {
             return;
         }
         let (id, plan, done, resumed) = match req.resume {
-            Some(r) => (r.id, r.plan, Some(r.done), true),
+            Some(r) => (r.id, r.plan, Some((r.done, r.unfinished)), true),
             None => {
                 let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
                 let (top, state) = (&self.loaded.topology, &self.saved.observed);
@@ -282,7 +282,7 @@ impl Core {
             key,
             claims,
         };
-        if let Some(done) = done {
+        if let Some((done, unfinished)) = done {
             // The fences its finished steps skipped, and what it fenced at the source, still
             // count; steps whose effect expires (a switchover's bounded pause) run again.
             for s in &run.plan.steps {
@@ -291,7 +291,7 @@ impl Core {
                     run.done.insert(s.index);
                 }
             }
-            run.redo = run.plan.redo_on_resume(&run.done);
+            run.redo = run.plan.redo_on_resume(&run.done, &unfinished);
         }
         out.push(Output::Notify {
             event: "recovery_start",

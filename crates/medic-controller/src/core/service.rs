@@ -162,6 +162,17 @@ impl Core {
                     st.positions.insert(machine.to_owned(), info.offset);
                 }
             }
+            // Writable beside the primary (a promotion whose end was not seen, or a second
+            // primary): kept across restarts, so that no failover promotes another beside it.
+            let writable = info.role == medic_redis::Role::Master && machine != st.primary;
+            let flipped = if writable {
+                st.writable.insert(machine.to_owned())
+            } else {
+                st.writable.remove(machine)
+            };
+            if flipped {
+                out.push(Output::Save);
+            }
         }
         let primary = st.primary.clone();
         let changed = if ready {

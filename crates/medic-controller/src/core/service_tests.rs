@@ -224,11 +224,15 @@ fn a_database_in_the_wrong_role_is_a_bad_answer() {
     assert_eq!(told.len(), 1, "{out:?}");
     assert!(c.saved.observed.services["www"].down.contains("web2"));
     assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    // Kept (and saved) as writable: a failover would record it, not promote another.
+    assert!(c.saved.observed.services["www"].writable.contains("web2"));
+    assert!(out.iter().any(|o| matches!(o, Output::Save)), "{out:?}");
     // In recovery again, it is usable again.
     for at in [3_500, 4_000, 4_500] {
         pg(&mut c, &www("web2"), at, Replica);
     }
     assert!(!c.saved.observed.services["www"].down.contains("web2"));
+    assert!(c.saved.observed.services["www"].writable.is_empty());
     // The primary read-only for `fall` checks: failed over to the standby.
     for at in [5_000, 5_500, 6_000] {
         pg(&mut c, &www("web1"), at, Replica);

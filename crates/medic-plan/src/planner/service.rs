@@ -68,6 +68,21 @@ impl<'a> Planner<'a> {
             .map_or_else(|| s.primary.value.clone(), |st| st.primary.clone())
     }
 
+    /// Whom a failover of `s` away from `old` promotes: a standby already writable — promoted
+    /// by a step whose end medic did not see (a controller stopped during it, a
+    /// `pg_promote()` that finished after its wait) — whatever its checks say, since
+    /// promoting another beside it would make two primaries; else a usable standby.
+    fn failover_target(&self, s: &Service, old: &str) -> Option<String> {
+        let st = self.state.services.get(&s.name.value);
+        let writable = s.machines().find(|m| {
+            *m != old && st.is_some_and(|st| st.writable.contains(*m) && !st.out.contains(*m))
+        });
+        match writable {
+            Some(m) if !s.standbys_read_only => Some(m.to_owned()),
+            _ => self.usable_standby(s, old),
+        }
+    }
+
     /// A standby of `s` that may be promoted: not failing its checks (the controller keeps
     /// `down`: a machine not yet seen passing `rise` checks in a row is in it) and not failed
     /// away from without rejoining. The first in the topology's order.
@@ -180,7 +195,7 @@ impl<'a> Planner<'a> {
             );
             return Ok(());
         }
-        let Some(new) = self.usable_standby(s, machine) else {
+        let Some(new) = self.failover_target(s, machine) else {
             self.no_standby(s, machine);
             return Ok(());
         };
@@ -213,7 +228,7 @@ impl<'a> Planner<'a> {
     /// is skipped (it is demoted when it answers again). Alerts if nothing can be promoted.
     fn service_fail_over(&mut self, s: &'a Service, old: &str, silent: bool) {
         let name = &s.name.value;
-        let Some(new) = self.usable_standby(s, old) else {
+        let Some(new) = self.failover_target(s, old) else {
             self.push(Action::ServiceRole {
                 service: name.clone(),
                 machine: old.to_owned(),

@@ -251,9 +251,10 @@ fn a_resumed_failover_fences_again_until_the_new_primary_is_recorded() {
     let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
     // unmonitor(1) fence(2) promote-hook(3) role(4) dns(5) monitor(6)
     let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
-    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
-    assert_eq!(plan.redo_on_resume(&done(3)), [2].into());
-    assert!(plan.redo_on_resume(&done(4)).is_empty());
+    let none = std::collections::BTreeSet::new();
+    assert_eq!(plan.redo_on_resume(&done(2), &none), [2].into());
+    assert_eq!(plan.redo_on_resume(&done(3), &none), [2].into());
+    assert!(plan.redo_on_resume(&done(4), &none).is_empty());
 }
 
 #[test]
@@ -358,6 +359,42 @@ fn promoted(plan: &Plan) -> Vec<&str> {
             _ => None,
         })
         .collect()
+}
+
+#[test]
+fn a_standby_already_writable_is_the_one_a_failover_promotes() {
+    // web3 answered writable: a promotion whose end medic did not see (a controller stopped
+    // during it, or a pg_promote() that finished after its wait). Failing its checks for
+    // being writable, it is still the one: promoting web2 would make two primaries.
+    let top = three();
+    let mut state = ObservedState::assumed(&top);
+    let www = state.services.get_mut("www").unwrap();
+    www.positions = [
+        ("web1".into(), 5_000),
+        ("web2".into(), 5_000),
+        ("web3".into(), 5_000),
+    ]
+    .into();
+    www.down.insert("web3".into());
+    www.writable.insert("web3".into());
+    let lost = Event::MachineLost {
+        machine: "web1".into(),
+    };
+    for event in [down("web1"), lost] {
+        let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
+        assert_eq!(promoted(&plan), ["web3"], "{event}");
+        let mut after = state.clone();
+        for s in &plan.steps {
+            after.apply(&s.action, &StepOutput::default());
+        }
+        assert_eq!(after.services["www"].primary, "web3");
+        assert!(after.services["www"].writable.is_empty());
+    }
+    // One failed away from (out: an old primary back writable) is never chosen for that.
+    let www = state.services.get_mut("www").unwrap();
+    www.out.insert("web3".into());
+    let plan = plan_recovery(&top, &state, &down("web1"), "r2").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
 }
 
 #[test]
@@ -511,8 +548,13 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_it
     // and a promotion cannot be undone). Before: made again.
     let plan = plan_recovery(&pg, &state, &down("web1"), "r5").unwrap();
     let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
-    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
-    assert!(plan.redo_on_resume(&done(3)).is_empty());
+    let none = std::collections::BTreeSet::new();
+    assert_eq!(plan.redo_on_resume(&done(2), &none), [2].into());
+    assert!(plan.redo_on_resume(&done(3), &none).is_empty());
+    // Begun and cut short by the stop: the server may be promoted already. The fence is not
+    // made again (a machine gone quiet would stop the plan before the record); the promotion
+    // (which leaves a promoted server alone) runs again.
+    assert!(plan.redo_on_resume(&done(2), &[3].into()).is_empty());
     // A planned switchover: the primary demoted first, then the standby promoted.
     let plan = plan_recovery(
         &pg,
