@@ -19,9 +19,13 @@ use crate::route53::{Route53, build_err, fqdn, zone_field};
 const REQUEST_INTERVAL_SECS: i32 = 10;
 const FAILURE_THRESHOLD: i32 = 2;
 
-/// A check's caller reference: its owner, address and port (Route 53 allows 64 characters).
+/// A check's caller reference: its owner, address and port, and `https` for an HTTPS check
+/// (Route 53 allows 64 characters). A check's type cannot be updated: a service whose check
+/// becomes HTTPS gets new checks, and the old ones are deleted as no longer used.
 fn reference(set: &FailoverSet) -> String {
-    let r = format!("{}:{}:{}", set.health.owner, set.value, set.health.port);
+    let h = &set.health;
+    let tls = if h.https { ":https" } else { "" };
+    let r = format!("{}:{}:{}{tls}", h.owner, set.value, h.port);
     r.chars().take(64).collect()
 }
 
@@ -55,11 +59,15 @@ impl Route53 {
     async fn create_health_check(&self, set: &FailoverSet) -> Result<String, CloudError> {
         let h = &set.health;
         let config = HealthCheckConfig::builder()
-            .r#type(if h.http_path.is_some() {
-                HealthCheckType::Http
-            } else {
-                HealthCheckType::Tcp
+            .r#type(match (&h.http_path, h.https) {
+                (Some(_), true) => HealthCheckType::Https,
+                (Some(_), false) => HealthCheckType::Http,
+                (None, _) => HealthCheckType::Tcp,
             })
+            // Route 53 connects to the address and sends the name as SNI and `Host`. (It does
+            // not verify the certificate: medic's own check does.)
+            .set_enable_sni(h.https.then_some(h.server_name.is_some()))
+            .set_fully_qualified_domain_name(h.server_name.clone().filter(|_| h.https))
             .ip_address(set.value.to_string())
             .port(i32::from(h.port))
             .set_resource_path(h.http_path.clone())

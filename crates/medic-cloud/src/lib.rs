@@ -207,8 +207,12 @@ pub struct FailoverSet {
 /// A provider-side health check of one address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthSpec {
-    /// `Some(path)`: an HTTP check of `path`; `None`: a TCP connection.
+    /// `Some(path)`: an HTTP (or HTTPS) check of `path`; `None`: a TCP connection.
     pub http_path: Option<String>,
+    /// The HTTP check over TLS (HTTPS).
+    pub https: bool,
+    /// The name sent (as SNI and `Host`) by an HTTPS check; else the address.
+    pub server_name: Option<String>,
     pub port: u16,
     /// What names the checks a service owns (`medic:TOPOLOGY:SERVICE`): those whose address is
     /// no longer one of its sets are deleted.

@@ -559,6 +559,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 primary,
                 secondary,
                 http_path,
+                https,
+                server_name,
                 port,
                 owner,
                 ..
@@ -570,6 +572,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 };
                 let health = medic_cloud::HealthSpec {
                     http_path: http_path.clone(),
+                    https: *https,
+                    server_name: server_name.clone(),
                     port: *port,
                     owner: owner.clone(),
                 };

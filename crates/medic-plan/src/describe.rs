@@ -325,6 +325,8 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             primary,
             secondary,
             http_path,
+            https,
+            server_name,
             port,
             owner,
         } => {
@@ -332,9 +334,11 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 DnsTarget::Route53 { zone_id, .. } => zone_id.clone(),
                 DnsTarget::Rfc2136 { zone, .. } => zone.clone(),
             };
-            let check = match http_path {
-                Some(p) => format!("HTTP {p} port {port}"),
-                None => format!("TCP port {port}"),
+            let check = match (http_path, server_name) {
+                (Some(p), Some(n)) if *https => format!("HTTPS {p} port {port}, SNI {n}"),
+                (Some(p), None) if *https => format!("HTTPS {p} port {port}"),
+                (Some(p), _) => format!("HTTP {p} port {port}"),
+                (None, _) => format!("TCP port {port}"),
             };
             (
                 name.clone(),

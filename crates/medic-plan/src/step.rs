@@ -387,8 +387,14 @@ pub enum Action {
         ttl: u32,
         primary: Addr,
         secondary: Addr,
-        /// The health checks: HTTP of this path, or TCP without one; on this port.
+        /// The health checks: HTTP (HTTPS with `https`) of this path, or TCP without one; on
+        /// this port.
         http_path: Option<String>,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        https: bool,
+        /// The name an HTTPS check sends (SNI, `Host`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        server_name: Option<String>,
         port: u16,
         /// What names the checks the service owns.
         owner: String,

@@ -589,8 +589,15 @@ impl<'a> Planner<'a> {
                 ttl,
                 primary: address.clone(),
                 secondary,
-                http_path: (check.kind == medic_topology::CheckKind::Http)
-                    .then(|| check.http_path().to_owned()),
+                http_path: matches!(
+                    check.kind,
+                    medic_topology::CheckKind::Http | medic_topology::CheckKind::Https
+                )
+                .then(|| check.http_path().to_owned()),
+                https: check.kind == medic_topology::CheckKind::Https,
+                server_name: (check.kind == medic_topology::CheckKind::Https)
+                    .then(|| check.server_name.clone())
+                    .flatten(),
                 port: s.port.value,
                 owner: format!("medic:{}:{}", self.top.name.value, s.name.value),
             });

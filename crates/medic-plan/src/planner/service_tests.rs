@@ -299,6 +299,38 @@ fn with_failover_routing_both_record_sets_follow_the_roles() {
     );
     assert_eq!((http_path.as_deref(), *port), (Some("/health"), 80));
     assert_eq!(owner, "medic:domino:www");
+    // An https check: Route 53's checks are HTTPS, with the check's name sent as SNI.
+    let text = text.replace(
+        "{kind: http, path: /health,",
+        "{kind: https, server_name: www.domino.lab, path: /health,",
+    );
+    let top = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap();
+    let plan = plan_recovery(&top, &state, &down("web1"), "r2").unwrap();
+    let https = plan.steps.iter().find_map(|s| match &s.action {
+        Action::FailoverDns {
+            http_path,
+            https,
+            server_name,
+            ..
+        } => Some((http_path.clone(), *https, server_name.clone())),
+        _ => None,
+    });
+    assert_eq!(
+        https,
+        Some((Some("/health".into()), true, Some("www.domino.lab".into())))
+    );
+    let shown = plan
+        .steps
+        .iter()
+        .map(|s| describe(s, &Playbooks::default()))
+        .find(|v| v.kind == "dns")
+        .unwrap();
+    assert!(
+        shown.commands[0].contains("HTTPS /health port 80, SNI www.domino.lab"),
+        "{shown:?}"
+    );
 }
 
 #[test]
