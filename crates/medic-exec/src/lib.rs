@@ -31,6 +31,7 @@ use medic_topology::{HostKeyPolicy, Secrets, Topology};
 mod fence;
 mod hook;
 mod persist;
+pub mod pg_follow;
 pub mod postgres;
 mod reach;
 pub use fence::Unfenced;
@@ -510,6 +511,9 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             }
             Action::PromotePostgres { .. } => {
                 self.promote_postgres(index, kind, &step.action).await?
+            }
+            Action::FollowPostgres { .. } => {
+                self.follow_postgres(index, kind, &step.action).await?
             }
             Action::ServiceRole {
                 service,

@@ -100,7 +100,7 @@ pub struct Failed {
 }
 
 impl Failed {
-    fn passing(message: String) -> Failed {
+    pub(crate) fn passing(message: String) -> Failed {
         Failed {
             message,
             lasting: false,
@@ -135,7 +135,7 @@ pub async fn promote(
             &client
                 .simple_query(&format!("SELECT pg_promote(true, {PROMOTE_WAIT_SECS})"))
                 .await
-                .map_err(|e| failed(&e, at))?,
+                .map_err(|e| sql_failed(&e, at))?,
         );
         if done.as_deref() != Some("t") {
             return Err(Failed::passing(format!(
@@ -166,14 +166,14 @@ pub async fn may_promote(
                 "SELECT has_function_privilege('pg_promote(boolean, integer)', 'EXECUTE')",
             )
             .await
-            .map_err(|e| failed(&e, at))?;
+            .map_err(|e| sql_failed(&e, at))?;
         Ok(one_value(&rows).as_deref() == Some("t"))
     })
     .await
 }
 
 /// `work` on a fresh connection to `at`, all within `within`; the connection closed after.
-async fn session<T, F, W>(
+pub(crate) async fn session<T, F, W>(
     config: &tokio_postgres::Config,
     at: SocketAddr,
     within: Duration,
@@ -190,7 +190,7 @@ where
         let (client, connection) = config
             .connect_raw(stream, tokio_postgres::NoTls)
             .await
-            .map_err(|e| failed(&e, at))?;
+            .map_err(|e| sql_failed(&e, at))?;
         let driver = tokio::spawn(connection);
         let client = std::sync::Arc::new(client);
         let result = work(std::sync::Arc::clone(&client)).await;
@@ -207,11 +207,14 @@ where
     })
 }
 
-async fn in_recovery(client: &tokio_postgres::Client, at: SocketAddr) -> Result<bool, Failed> {
+pub(crate) async fn in_recovery(
+    client: &tokio_postgres::Client,
+    at: SocketAddr,
+) -> Result<bool, Failed> {
     let rows = client
         .simple_query("SELECT pg_is_in_recovery()")
         .await
-        .map_err(|e| failed(&e, at))?;
+        .map_err(|e| sql_failed(&e, at))?;
     match one_value(&rows).as_deref() {
         Some("t") => Ok(true),
         Some("f") => Ok(false),
@@ -222,7 +225,7 @@ async fn in_recovery(client: &tokio_postgres::Client, at: SocketAddr) -> Result<
 }
 
 /// A client error, lasting if the server refused who medic is or what it may do.
-fn failed(e: &tokio_postgres::Error, at: SocketAddr) -> Failed {
+pub(crate) fn sql_failed(e: &tokio_postgres::Error, at: SocketAddr) -> Failed {
     let lasting = e.as_db_error().is_some_and(|db| {
         let code = db.code().code();
         code.starts_with("28") || code.starts_with("3D") || code == "42501"
@@ -235,8 +238,15 @@ fn failed(e: &tokio_postgres::Error, at: SocketAddr) -> Failed {
 
 /// The first column of the first row.
 fn one_value(messages: &[SimpleQueryMessage]) -> Option<String> {
+    one_row(messages)?.into_iter().next().flatten()
+}
+
+/// The first row's columns (`None` for a NULL).
+pub(crate) fn one_row(messages: &[SimpleQueryMessage]) -> Option<Vec<Option<String>>> {
     messages.iter().find_map(|m| match m {
-        SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+        SimpleQueryMessage::Row(r) => {
+            Some((0..r.len()).map(|i| r.get(i).map(str::to_owned)).collect())
+        }
         _ => None,
     })
 }

@@ -274,6 +274,31 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 ),
             ],
         ),
+        Action::FollowPostgres {
+            service,
+            machine,
+            address,
+            port,
+            user,
+            database,
+            primary,
+            primary_address,
+            ..
+        } => (
+            format!("{service}@{machine}"),
+            format!("make its PostgreSQL standby follow {primary}, the new primary"),
+            vec![
+                format!(
+                    "postgres {address}:{port} (user {user}, database {database}): SELECT pg_is_in_recovery(); SHOW primary_conninfo"
+                ),
+                format!(
+                    "if its host or port differ: ALTER SYSTEM SET primary_conninfo = '... host={primary_address} port={port} ...'; SELECT pg_reload_conf()"
+                ),
+                format!(
+                    "until it streams from {primary_address}: SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"
+                ),
+            ],
+        ),
         Action::ServiceRole {
             service,
             machine,

@@ -371,6 +371,24 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         password_file: Option<String>,
     },
+    /// Make a service's PostgreSQL standby follow its new primary: the `host` and `port` of
+    /// its `primary_conninfo` set to `primary`'s (the rest kept: the replication user, its
+    /// password file), the configuration reloaded (`ALTER SYSTEM`, `pg_reload_conf()`), then
+    /// a wait until it streams from there. One that already does is left as it is. As the
+    /// service's `postgres` check logs in.
+    FollowPostgres {
+        service: String,
+        machine: String,
+        address: Addr,
+        port: u16,
+        user: String,
+        database: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<String>,
+        /// The new primary (its machine and address), whose server listens on `port` too.
+        primary: String,
+        primary_address: Addr,
+    },
     /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
     /// primary puts the old one out until it rejoins.
     ServiceRole {
@@ -438,6 +456,7 @@ impl Action {
             Action::ServiceAddress { .. } => "address",
             Action::ServiceRole { .. } => "role",
             Action::PromotePostgres { .. } => "pg-promote",
+            Action::FollowPostgres { .. } => "pg-follow",
             Action::Alert { .. } => "alert",
         }
     }

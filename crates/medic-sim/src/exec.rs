@@ -68,6 +68,7 @@ pub fn execute(
         Action::RunHook { .. }
         | Action::ServiceRole { .. }
         | Action::PromotePostgres { .. }
+        | Action::FollowPostgres { .. }
         | Action::ServiceAddress { .. }
         | Action::FailoverDns { .. } => {}
         Action::FenceServer { proxy, server, .. } => {

@@ -223,6 +223,24 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                         ),
                     );
                 }
+                // With three machines or more, the others follow the promoted one.
+                if s.machines().count() < 3 {
+                    continue;
+                }
+                if let Ok(missing) =
+                    medic_exec::pg_follow::follow_rights_missing(&config, at, WITNESS_WITHIN).await
+                    && !missing.is_empty()
+                {
+                    self.alert(
+                        AlertLevel::Warning,
+                        format!(
+                            "service {}: medic's PostgreSQL user {} may not make {m} ({at}) follow a new primary: after a failover it would keep following the old one; as a superuser, on the primary: {}",
+                            s.name.value,
+                            check.pg_user(),
+                            missing.join("; "),
+                        ),
+                    );
+                }
             }
         }
     }

@@ -278,6 +278,51 @@ impl<'a> Planner<'a> {
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
+        if promoted {
+            self.pg_follow(s, &new, old);
+        }
+    }
+
+    /// After `new`'s database was promoted in place of `old`'s: every other standby of `s`
+    /// (three machines or more) is made to follow it, last — the service is whole again
+    /// before. One failing its checks is not (its step would fail the recovery at its end):
+    /// a warning says it still follows `old`.
+    fn pg_follow(&mut self, s: &Service, new: &str, old: &str) {
+        let Some((port, check)) = s.postgres_check() else {
+            return;
+        };
+        let st = self.state.services.get(&s.name.value);
+        let others: Vec<&str> = s
+            .machines()
+            .filter(|m| *m != new && *m != old)
+            .filter(|m| st.is_none_or(|st| !st.out.contains(*m)))
+            .collect();
+        for m in others {
+            if st.is_some_and(|st| st.down.contains(m)) {
+                self.alert(
+                    AlertLevel::Warning,
+                    format!(
+                        "service {}: {m}'s PostgreSQL standby fails its checks, so it was not made to follow {new}, the new primary: it still follows {old}. Once it answers, point its primary_conninfo at {new} (or `medic switchover {} --to {new}` does it)",
+                        s.name.value, s.name.value
+                    ),
+                );
+                continue;
+            }
+            self.push(Action::FollowPostgres {
+                service: s.name.value.clone(),
+                machine: m.to_owned(),
+                address: addr_of(self.state, m),
+                port,
+                user: check.pg_user().to_owned(),
+                database: check.pg_database().to_owned(),
+                password_file: check
+                    .password_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
+                primary: new.to_owned(),
+                primary_address: addr_of(self.state, new),
+            });
+        }
     }
 
     /// For a service that checks PostgreSQL (`kind: postgres`) and whose standbys take
@@ -419,6 +464,9 @@ impl<'a> Planner<'a> {
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
+        if promoted {
+            self.pg_follow(s, &new, &old);
+        }
         Ok(())
     }
 
@@ -455,6 +503,9 @@ impl<'a> Planner<'a> {
         self.service_address(s, primary, true, false);
         let address = addr_of(self.state, primary);
         self.service_dns(s, &address);
+        if !s.standbys_read_only {
+            self.pg_follow(s, primary, primary);
+        }
     }
 
     /// `machine`, failed away from, answers again: its address taken, its `on_demote` hook,

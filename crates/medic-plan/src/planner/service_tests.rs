@@ -643,3 +643,94 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_it
         outline(&plan)
     );
 }
+
+#[test]
+fn the_other_postgres_standbys_follow_the_new_primary_last_unless_they_fail_their_checks() {
+    let text = DOMINO
+        .replace(
+            "  - {name: web2, role: service, ami: web}",
+            "  - {name: web2, role: service, ami: web}\n  - {name: web3, role: service, ami: web}",
+        )
+        .replace("standbys: [web2]", "standbys: [web2, web3]")
+        .replace(
+            "    failback: manual",
+            "    failback: manual\n    more_checks:\n      - {kind: postgres, port: 5432, user: medic, database: app}",
+        );
+    let top = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap();
+    let mut state = ObservedState::assumed(&top);
+    let www = state.services.get_mut("www").unwrap();
+    www.positions = [("web1".into(), 10), ("web2".into(), 10), ("web3".into(), 5)].into();
+    let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
+    let out = outline(&plan);
+    assert_eq!(
+        out[out.len() - 3..],
+        ["dns www.domino.lab", "pg-follow www@web3", "monitor web1"],
+        "{out:?}"
+    );
+    let follow = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s.action, Action::FollowPostgres { .. }))
+        .unwrap();
+    assert_eq!(
+        follow.action,
+        Action::FollowPostgres {
+            service: "www".into(),
+            machine: "web3".into(),
+            address: crate::vars::addr_of(&state, "web3"),
+            port: 5432,
+            user: "medic".into(),
+            database: "app".into(),
+            password_file: None,
+            primary: "web2".into(),
+            primary_address: crate::vars::addr_of(&state, "web2"),
+        }
+    );
+    let shown = describe(follow, &Playbooks::default());
+    assert!(
+        shown
+            .commands
+            .iter()
+            .any(|c| c.contains("ALTER SYSTEM SET primary_conninfo")),
+        "{shown:?}"
+    );
+    // A planned switchover to web3: web2 (not the demoted web1) follows it.
+    let switch = Event::Switchover {
+        shard: "www".into(),
+        to: Some("web3".into()),
+    };
+    let www = state.services.get_mut("www").unwrap();
+    www.positions.insert("web3".into(), 10);
+    let plan = plan_recovery(&top, &state, &switch, "r2").unwrap();
+    let followers: Vec<_> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::FollowPostgres {
+                machine, primary, ..
+            } => Some((machine.as_str(), primary.as_str())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(followers, [("web2", "web3")]);
+    // web3 failing its checks: not asked (its step would fail the recovery), told instead.
+    state
+        .services
+        .get_mut("www")
+        .unwrap()
+        .down
+        .insert("web3".into());
+    let plan = plan_recovery(&top, &state, &down("web1"), "r3").unwrap();
+    assert!(
+        !plan
+            .steps
+            .iter()
+            .any(|s| matches!(s.action, Action::FollowPostgres { .. })),
+        "{:?}",
+        outline(&plan)
+    );
+    assert!(plan.steps.iter().any(|s| matches!(&s.action,
+        Action::Alert { level: AlertLevel::Warning, message } if message.contains("web3's PostgreSQL standby fails its checks"))));
+}
