@@ -36,6 +36,11 @@ const VOLATILE: [&str; 5] = ["now_ms", "checks", "last_ok_ms", "read_ms", "at_ms
 
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
+/// How many streams are open now (`medic_status_streams_open`).
+pub fn open_streams() -> usize {
+    OPEN.load(Ordering::SeqCst).min(MAX_STREAMS)
+}
+
 /// Counts a stream while it is open.
 struct Open;
 

@@ -1,5 +1,6 @@
 //! The status page during a real recovery on the lab of examples/lab.yaml, as headless
-//! Chromium renders it, and the event stream it follows. Needs root.
+//! Chromium renders it, both drawn once and live (following its event stream), and the
+//! event stream it follows. Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -81,6 +82,29 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
     for s in &more {
         s.close();
     }
+    // The live page itself, in the browser: opened before the failure, it follows the
+    // stream until it draws haproxy1's route for r9001 to redis2 — which only a pushed
+    // update can bring it. Its stream counted open (ours and the page's) before the fault.
+    let moved = "[data-route=\"haproxy1 r9001 redis2\"]";
+    let live = common::page::LivePage::open(env.port, moved);
+    medic_testkit::wait_until(
+        "the live page's stream open (medic_status_streams_open 2)",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || {
+            let m = http_text(env.port, "/metrics");
+            let open = m
+                .lines()
+                .find(|l| l.starts_with("medic_status_streams_open "))
+                .unwrap_or("no medic_status_streams_open")
+                .to_owned();
+            if open == "medic_status_streams_open 2" {
+                Ok(())
+            } else {
+                Err(open)
+            }
+        },
+    );
     env.fault("redis1", "crash", &[]);
     // The failure: redis1 down (before or while it is recovered).
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -111,6 +135,31 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
             && v[0]["event"] == "machine redis1 lost"
             && v[0]["outcome"]["outcome"] == "completed"
     });
+    // The browser's page drew the new route from the stream, after more than the first
+    // event (which showed redis1 as master), and closed it.
+    let pushed = live.dom(RECOVERY);
+    assert!(pushed.contains("data-matched=\"stream\""), "{pushed}");
+    let events: u32 = pushed
+        .split("data-events=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(events >= 2, "{events} events:\n{pushed}");
+    eprintln!(
+        "the live page: {events} events; {}",
+        pushed
+            .split("id=\"live\"")
+            .nth(1)
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect::<String>()
+    );
+    assert!(
+        pushed.contains("data-route=\"haproxy1 r9001 redis2\""),
+        "{pushed}"
+    );
     let after = common::page::page_text(env.port);
     assert!(
         after.contains("r9001 9001 ok redis2 redis1 in sync"),

@@ -254,6 +254,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "How many recoveries are running.",
         );
         let _ = writeln!(out, "medic_recovery_in_flight {}", st.core.running.len());
+        family(
+            &mut out,
+            "medic_status_streams_open",
+            "gauge",
+            "Status pages (event streams, GET /api/stream) open now.",
+        );
+        let _ = writeln!(
+            out,
+            "medic_status_streams_open {}",
+            crate::stream::open_streams()
+        );
         let up = |t: &Target| {
             st.core
                 .health

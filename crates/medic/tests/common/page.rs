@@ -11,28 +11,104 @@ use std::time::{Duration, Instant};
 /// Headless Chromium on the status page: `what` is `--dump-dom` or `--screenshot=FILE`.
 fn chromium(port: u16, what: &str) -> Vec<u8> {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--hide-scrollbars",
-            "--window-size=1100,1900",
-            "--virtual-time-budget=3000",
-            what,
-        ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+    let out = headless(&profile, what)
         // Drawn once: a page that keeps its event stream open never ends loading for a
         // headless browser (its virtual time waits for open requests).
         .arg(format!("http://127.0.0.1:{port}/?snapshot"))
         .output()
         .expect("chromium (scripts/deps installs it)");
     out.stdout
+}
+
+/// Headless Chromium with a profile of its own in `profile`, to do `what`; the page's
+/// address is to be added.
+fn headless(profile: &tempfile::TempDir, what: &str) -> Command {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1100,1900",
+        "--virtual-time-budget=3000",
+        what,
+    ])
+    .arg(format!("--user-data-dir={}", profile.path().display()));
+    c
+}
+
+/// The live page in headless Chromium, started now with `?until=SELECTOR`: it follows the
+/// event stream until it has drawn an element matching SELECTOR, then closes the stream (and
+/// so finishes loading) and says by what it drew it.
+pub struct LivePage {
+    child: std::process::Child,
+    /// Its standard output, read as it comes (a DOM larger than a pipe holds would
+    /// otherwise stop it).
+    out: Option<std::thread::JoinHandle<String>>,
+    _profile: tempfile::TempDir,
+}
+
+impl LivePage {
+    pub fn open(port: u16, selector: &str) -> LivePage {
+        let profile = tempfile::tempdir().unwrap();
+        let encoded: String = selector
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
+        let mut child = headless(&profile, "--dump-dom")
+            .arg(format!("http://127.0.0.1:{port}/?until={encoded}"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("chromium (scripts/deps installs it)");
+        let mut stdout = child.stdout.take().unwrap();
+        let out = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stdout, &mut text);
+            text
+        });
+        LivePage {
+            child,
+            out: Some(out),
+            _profile: profile,
+        }
+    }
+
+    /// Its DOM once it has finished, within `within`; panics (the browser killed) if not.
+    pub fn dom(mut self, within: Duration) -> String {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(done) = self.child.try_wait().unwrap() {
+                let out = self.out.take().unwrap().join().unwrap();
+                assert!(done.success(), "chromium ended with {done}: {out}");
+                return out;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("the live page did not finish within {within:?} (its stream still open)");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LivePage {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// The page's DOM once its script has run.
