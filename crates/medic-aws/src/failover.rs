@@ -25,8 +25,11 @@ const FAILURE_THRESHOLD: i32 = 2;
 fn reference(set: &FailoverSet) -> String {
     let h = &set.health;
     let tls = if h.https { ":https" } else { "" };
-    let r = format!("{}:{}:{}{tls}", h.owner, set.value, h.port);
-    r.chars().take(64).collect()
+    // (Cut before the kind, which always stays.)
+    let r = format!("{}:{}:{}", h.owner, set.value, h.port);
+    let mut r: String = r.chars().take(64 - tls.len()).collect();
+    r.push_str(tls);
+    r
 }
 
 impl Route53 {

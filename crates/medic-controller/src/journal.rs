@@ -201,8 +201,6 @@ pub struct RecoveryLog {
     pub plan: Plan,
     /// Per step index: (duration_ms, summary, output, at_ms) once done.
     pub done: std::collections::BTreeMap<usize, DoneStep>,
-    /// Every step an attempt of which was begun (its intent journaled), done or not.
-    pub begun: std::collections::BTreeSet<usize>,
     /// Failed attempts, in order.
     pub failures: Vec<(usize, String)>,
     pub resumed: Vec<u64>,
@@ -227,15 +225,6 @@ impl RecoveryLog {
             .iter()
             .map(|s| s.index)
             .find(|i| !self.done.contains_key(i))
-    }
-
-    /// The steps begun and not confirmed done: cut short by the stop, their effect unknown.
-    pub fn unfinished(&self) -> std::collections::BTreeSet<usize> {
-        self.begun
-            .iter()
-            .filter(|i| !self.done.contains_key(i))
-            .copied()
-            .collect()
     }
 
     pub fn is_open(&self) -> bool {
@@ -516,7 +505,6 @@ pub(crate) fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, 
                     master_last_ok_ms,
                     plan,
                     done: Default::default(),
-                    begun: Default::default(),
                     failures: Vec::new(),
                     resumed: Vec::new(),
                     end: None,
@@ -530,9 +518,7 @@ pub(crate) fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, 
                     message: "a journal has exactly one begin record, first".to_owned(),
                 });
             }
-            (Record::Intent { step, .. }, Some(l)) => {
-                l.begun.insert(step);
-            }
+            (Record::Intent { .. }, Some(_)) => {}
             (
                 Record::Done {
                     step,
@@ -649,8 +635,6 @@ pub(crate) mod tests {
         let open = j.open_recoveries().unwrap().recoveries;
         assert_eq!(open.len(), 1);
         assert_eq!(open[0].next_step(), Some(2));
-        // Begun and not confirmed: its effect unknown (a promotion may have happened).
-        assert_eq!(open[0].unfinished(), [2].into());
         let mut w = j.reopen("r-1").unwrap();
         w.append(&done(2)).unwrap();
         w.append(&done(3)).unwrap();

@@ -188,7 +188,7 @@ fn use_log(log: &RecoveryLog) -> Result<(), String> {
         return Err(format!("next step {next:?} is not a step of the plan"));
     }
     let done: BTreeSet<usize> = log.done.keys().copied().collect();
-    let _ = log.plan.redo_on_resume(&done, &log.unfinished());
+    let _ = log.plan.redo_on_resume(&done);
     let playbooks = Playbooks::default();
     for s in &log.plan.steps {
         let _ = describe(s, &playbooks);

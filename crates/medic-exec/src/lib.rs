@@ -512,8 +512,17 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             Action::PromotePostgres { .. } => {
                 self.promote_postgres(index, kind, &step.action).await?
             }
+            // At the end of its plan: a standby that cannot be made to follow is skipped (the
+            // recovery ends incomplete, saying why), not a failed recovery.
             Action::FollowPostgres { .. } => {
-                self.follow_postgres(index, kind, &step.action).await?
+                match self.follow_postgres(index, kind, &step.action).await {
+                    Ok(summary) => summary,
+                    Err(e) => {
+                        let why = format!("not made to follow the new primary: {e}");
+                        output.skipped = Some(why.clone());
+                        why
+                    }
+                }
             }
             Action::ServiceRole {
                 service,

@@ -15,7 +15,7 @@ use crate::postgres::{Failed, in_recovery, login, one_row, session, sql_failed};
 use crate::{ExecError, Executor};
 
 /// How long the standby may take to stream from its new primary once reloaded.
-const STREAM_WITHIN: Duration = Duration::from_secs(30);
+const STREAM_WITHIN: Duration = Duration::from_secs(20);
 
 impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     /// A `FollowPostgres` step: its summary.
@@ -81,7 +81,7 @@ pub async fn follow(
     to: SocketAddr,
     within: Duration,
 ) -> Result<bool, Failed> {
-    session(config, at, within + Duration::from_secs(15), |client| async move {
+    session(config, at, within + Duration::from_secs(10), |client| async move {
         if !in_recovery(&client, at).await? {
             return Err(Failed {
                 message: format!(
@@ -103,8 +103,11 @@ pub async fn follow(
         })?;
         let changed = want != now;
         if changed {
+            // A standard string literal: quotes doubled, backslashes as they are — which
+            // needs standard_conforming_strings on (a role or database may turn it off).
             let literal = want.replace('\'', "''");
             for q in [
+                "SET standard_conforming_strings = on".to_owned(),
                 format!("ALTER SYSTEM SET primary_conninfo = '{literal}'"),
                 "SELECT pg_reload_conf()".to_owned(),
             ] {
@@ -196,11 +199,13 @@ pub async fn follow_rights_missing(
                 missing.push(grant);
             }
         }
-        // PostgreSQL 15 and later; before, only a superuser may.
-        let alter = ask("SELECT has_parameter_privilege('primary_conninfo', 'ALTER SYSTEM')")
-            .await
-            .unwrap_or(false);
-        if !alter {
+        // A right of PostgreSQL 15 and later; before, only a superuser may ALTER SYSTEM.
+        if !ask("SELECT current_setting('server_version_num')::int >= 150000").await? {
+            return Ok(vec![format!(
+                "ALTER ROLE {user} SUPERUSER (before PostgreSQL 15 no other role may ALTER SYSTEM)"
+            )]);
+        }
+        if !ask("SELECT has_parameter_privilege('primary_conninfo', 'ALTER SYSTEM')").await? {
             missing.push(format!(
                 "GRANT ALTER SYSTEM ON PARAMETER primary_conninfo TO {user}"
             ));
@@ -213,7 +218,8 @@ pub async fn follow_rights_missing(
 /// `conninfo` (libpq's `keyword=value` form) with its `host` and `port` set to `ip` and
 /// `port`, its `hostaddr` dropped (it would win over `host`), everything else kept in order.
 pub fn repoint(conninfo: &str, ip: IpAddr, port: u16) -> Result<String, String> {
-    if conninfo.trim().is_empty() {
+    let conninfo = conninfo.trim_matches(is_space);
+    if conninfo.is_empty() {
         return Err("is empty: it is not a streaming standby".to_owned());
     }
     if conninfo.starts_with("postgres://") || conninfo.starts_with("postgresql://") {
@@ -223,13 +229,33 @@ pub fn repoint(conninfo: &str, ip: IpAddr, port: u16) -> Result<String, String> 
         );
     }
     let mut pairs = parse(conninfo)?;
-    pairs.retain(|(k, _)| k != "hostaddr");
+    // The server's certificate is checked for the name in `host`: an address there would
+    // fail the check (or pass it for the wrong reason).
+    if pairs
+        .iter()
+        .any(|(k, v)| k == "sslmode" && v == "verify-full")
+    {
+        return Err("has sslmode=verify-full, which checks the server's name in host: medic does not replace that name by an address; point it at the new primary by hand (or by a name that follows the primary)".to_owned());
+    }
+    // The first of each in place (libpq takes the last of a repeated key: the others go).
     for (key, value) in [("host", ip.to_string()), ("port", port.to_string())] {
-        match pairs.iter_mut().find(|(k, _)| k == key) {
-            Some(p) => p.1 = value,
-            None => pairs.push((key.to_owned(), value)),
+        let mut seen = false;
+        pairs.retain_mut(|(k, v)| {
+            if k != key {
+                return true;
+            }
+            if seen {
+                return false;
+            }
+            seen = true;
+            *v = value.clone();
+            true
+        });
+        if !seen {
+            pairs.push((key.to_owned(), value));
         }
     }
+    pairs.retain(|(k, _)| k != "hostaddr");
     Ok(pairs
         .iter()
         .map(|(k, v)| format!("{k}={}", quote(v)))
@@ -249,25 +275,30 @@ fn quote(v: &str) -> String {
     }
 }
 
+/// Whitespace as libpq's `isspace` knows it (ASCII only).
+fn is_space(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0B' | '\x0C')
+}
+
 /// libpq's `keyword = value` pairs: a value bare (up to whitespace) or single-quoted, `\`
 /// escaping the next character in either.
 fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     loop {
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(|c| is_space(*c)).is_some() {}
         if chars.peek().is_none() {
             return Ok(out);
         }
         let mut key = String::new();
-        while let Some(c) = chars.next_if(|c| !c.is_whitespace() && *c != '=') {
+        while let Some(c) = chars.next_if(|c| !is_space(*c) && *c != '=') {
             key.push(c);
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(|c| is_space(*c)).is_some() {}
         if chars.next() != Some('=') {
             return Err(format!("has no '=' after {key:?}"));
         }
-        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        while chars.next_if(|c| is_space(*c)).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'\'').is_some() {
             loop {
@@ -279,7 +310,7 @@ fn parse(s: &str) -> Result<Vec<(String, String)>, String> {
                 }
             }
         } else {
-            while let Some(c) = chars.next_if(|c| !c.is_whitespace()) {
+            while let Some(c) = chars.next_if(|c| !is_space(*c)) {
                 if c == '\\' {
                     value.extend(chars.next());
                 } else {
@@ -330,9 +361,24 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_host_or_port_is_set_once() {
+        assert_eq!(
+            repoint(
+                "host=a port=1 user=rep host=b port=2 ",
+                ip("10.0.0.1"),
+                5432
+            )
+            .unwrap(),
+            "host=10.0.0.1 port=5432 user=rep"
+        );
+    }
+
+    #[test]
     fn what_cannot_be_changed_is_said() {
         for (bad, says) in [
-            ("", "not a streaming standby"),
+            ("  \t", "not a streaming standby"),
+            (" postgresql://rep@10.0.0.9/x", "URI"),
+            ("host=db.example sslmode=verify-full", "verify-full"),
             ("postgresql://rep@10.0.0.9/x", "URI"),
             ("host 10.0.0.9", "no '='"),
             ("password='open", "unterminated"),

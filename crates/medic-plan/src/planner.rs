@@ -88,6 +88,7 @@ fn plan(
         new_masters: BTreeMap::new(),
         unpersisted: Vec::new(),
         no_restart,
+        last: Vec::new(),
     };
     match event {
         Event::MachineLost { machine } => {
@@ -122,6 +123,8 @@ fn plan(
         .count();
     let tail = p.steps.split_off(p.steps.len() - alerts);
     p.persist();
+    let last = std::mem::take(&mut p.last);
+    p.steps.extend(last);
     p.steps.extend(tail);
     let steps = p
         .steps
@@ -151,6 +154,9 @@ struct Planner<'a> {
     unpersisted: Vec<Action>,
     /// Why a dead process is not to be restarted, besides the policy (a crash loop held).
     no_restart: Option<&'a str>,
+    /// Steps that come after everything else (before the alerts that end the plan): what
+    /// may be skipped without holding up the rest (other standbys made to follow).
+    last: Vec<Action>,
 }
 
 /// Whether a step must not start before the runtime changes planned ahead of it are written

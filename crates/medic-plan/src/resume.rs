@@ -18,18 +18,13 @@ use std::collections::BTreeSet;
 use crate::{Action, Plan, ProxyApi, persisting};
 
 impl Plan {
-    /// The indices of done steps to run again when this plan is resumed with `done` finished
-    /// and `unfinished` begun but not confirmed done (their effect unknown):
+    /// The indices of done steps to run again when this plan is resumed with `done` finished:
     /// a pause of writes whose unpause is not done, and the sync waits between that pause and
     /// a promotion not done yet; a service's `on_fenced` (or a switchover's `on_demote`) hook
     /// and the taking down of its address, while its new primary is not recorded yet; a
     /// HAProxy runtime change whose haproxy.cfg write is not done (with a fence at the source
     /// after it, while the promotion is not done).
-    pub fn redo_on_resume(
-        &self,
-        done: &BTreeSet<usize>,
-        unfinished: &BTreeSet<usize>,
-    ) -> BTreeSet<usize> {
+    pub fn redo_on_resume(&self, done: &BTreeSet<usize>) -> BTreeSet<usize> {
         let mut redo = BTreeSet::new();
         for (i, step) in self.steps.iter().enumerate() {
             let Action::PauseWrites { server, .. } = &step.action else {
@@ -85,19 +80,12 @@ impl Plan {
                 continue;
             }
             // (A PostgreSQL promotion done counts as the record: it cannot be undone, and its
-            // fence came before it. So does one begun and cut short: the server may be
-            // promoted already, and a fence that fails now — its machine gone quiet — would
-            // stop the plan before the promotion is finished and recorded.)
-            let promoted = self.steps[i + 1..].iter().any(|s| match &s.action {
-                Action::ServiceRole {
-                    service: sv,
-                    role: crate::ServiceRole::Primary,
-                    ..
-                } => sv == service && done.contains(&s.index),
-                Action::PromotePostgres { service: sv, .. } => {
-                    sv == service && (done.contains(&s.index) || unfinished.contains(&s.index))
-                }
-                _ => false,
+            // fence came before it.)
+            let promoted = self.steps[i + 1..].iter().any(|s| {
+                done.contains(&s.index)
+                    && matches!(&s.action,
+                        Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. }
+                        | Action::PromotePostgres { service: sv, .. } if sv == service)
             });
             let promotes = self.steps[i + 1..].iter().any(|s| {
                 matches!(&s.action, Action::ServiceRole { service: sv, role: crate::ServiceRole::Primary, .. } if sv == service)
@@ -308,11 +296,7 @@ mod tests {
             (&[1, 2, 3, 4, 5, 6, 7], &[]),
         ];
         for (d, want) in rows {
-            assert_eq!(
-                p.redo_on_resume(&done(d), &BTreeSet::new()),
-                done(want),
-                "done {d:?}"
-            );
+            assert_eq!(p.redo_on_resume(&done(d)), done(want), "done {d:?}");
         }
         // Stopped after the fences: what is owed writes the old master disabled, and never
         // the new one (not promoted) enabled.
@@ -346,11 +330,7 @@ mod tests {
             (&[1, 2, 3, 4, 5], &[]),
         ];
         for (d, want) in rows {
-            assert_eq!(
-                p.redo_on_resume(&done(d), &BTreeSet::new()),
-                done(want),
-                "done {d:?}"
-            );
+            assert_eq!(p.redo_on_resume(&done(d)), done(want), "done {d:?}");
         }
     }
 }

@@ -38,10 +38,26 @@ pub struct ServiceState {
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub positions: std::collections::BTreeMap<String, u64>,
     /// Machines besides the primary whose data store answered writable (not in recovery) at
-    /// their last check (the controller keeps this): a standby promoted by a step whose end
-    /// was not seen. A failover records that one rather than promoting another beside it.
+    /// their last check (the controller keeps this; a check it did not answer clears it).
     #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
     pub writable: std::collections::BTreeSet<String>,
+    /// The machine whose PostgreSQL medic's own `pg-promote` step was asked to promote, in a
+    /// recovery that failed at that step (the controller keeps this), until a primary is
+    /// recorded: its `pg_promote()` may have finished after the step gave up. Answering
+    /// writable, it is the one a failover records, never another promoted beside it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoting: Option<String>,
+}
+
+impl ServiceState {
+    /// Whether the machine medic's failed promotion step was asked to promote (not `old`,
+    /// not failed away from) answered writable at its last check: promoted after all, and
+    /// not recorded.
+    pub fn promoted_unrecorded(&self, old: &str) -> bool {
+        self.promoting
+            .as_deref()
+            .is_some_and(|m| m != old && self.writable.contains(m) && !self.out.contains(m))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,6 +153,7 @@ impl ObservedState {
                         down: Default::default(),
                         positions: Default::default(),
                         writable: Default::default(),
+                        promoting: None,
                     },
                 )
             })
@@ -280,12 +297,13 @@ impl ObservedState {
                 match role {
                     crate::ServiceRole::Primary if s.primary != *machine => {
                         s.writable.remove(machine);
+                        s.promoting = None;
                         let old = std::mem::replace(&mut s.primary, machine.clone());
                         s.generation += 1;
                         s.out.insert(old);
                         s.out.remove(machine);
                     }
-                    crate::ServiceRole::Primary => {}
+                    crate::ServiceRole::Primary => s.promoting = None,
                     crate::ServiceRole::Standby => {
                         s.out.remove(machine);
                     }

@@ -114,7 +114,7 @@ fn check_plan(
         state.apply(&step.action, &StepOutput::default());
     }
     let done: BTreeSet<usize> = plan.steps.iter().map(|s| s.index).collect();
-    let _ = plan.redo_on_resume(&done, &BTreeSet::new());
+    let _ = plan.redo_on_resume(&done);
     let _ = plan.event.to_string();
     Ok(())
 }

@@ -491,7 +491,6 @@ impl Sim {
                         plan: run.plan.clone(),
                         done: BTreeMap::new(),
                         launched_ms: BTreeMap::new(),
-                        unfinished: Default::default(),
                     },
                     trigger: run.trigger.clone(),
                     first_failure_ms: run.first_failure_ms,
@@ -532,10 +531,6 @@ impl Sim {
             let Some((step, attempt, due)) = current else {
                 match self.core.next_step(id, self.now) {
                     Next::Run(step) => {
-                        // Its intent journaled: begun, its effect unknown until done.
-                        if let Some(j) = self.journal.get_mut(id) {
-                            j.resume.unfinished.insert(step.index);
-                        }
                         let d = if is_internal(&step.action) {
                             0
                         } else {
@@ -635,7 +630,6 @@ impl Sim {
                     }
                     if let Some(j) = self.journal.get_mut(id) {
                         j.resume.done.insert(step.index, output.clone());
-                        j.resume.unfinished.remove(&step.index);
                         if matches!(step.action, Action::LaunchInstance { .. }) {
                             j.resume.launched_ms.insert(step.index, self.now);
                         }

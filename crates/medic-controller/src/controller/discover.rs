@@ -234,7 +234,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     self.alert(
                         AlertLevel::Warning,
                         format!(
-                            "service {}: medic's PostgreSQL user {} may not make {m} ({at}) follow a new primary: after a failover it would keep following the old one; as a superuser, on the primary: {}",
+                            "service {}: medic's PostgreSQL user {} may not make {m} ({at}) follow a new primary: after a failover that step would be skipped, and {m} would not replicate from the new primary; as a superuser, on the primary: {}",
                             s.name.value,
                             check.pg_user(),
                             missing.join("; "),
@@ -287,7 +287,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .filter(|s| matches!(s.action, medic_plan::Action::LaunchInstance { .. }))
                     .filter_map(|s| log.done.get(&s.index).map(|d| (s.index, d.at_ms)))
                     .collect(),
-                unfinished: log.unfinished(),
             };
             let mut st = lock(&self.inner.st);
             st.core.resume(

@@ -95,8 +95,6 @@ pub struct Resume {
     pub done: BTreeMap<usize, StepOutput>,
     /// When each finished launch step was done (ms), for the flap limits.
     pub launched_ms: BTreeMap<usize, u64>,
-    /// The steps begun and not confirmed done: their effect is unknown.
-    pub unfinished: std::collections::BTreeSet<usize>,
 }
 
 impl Request {

@@ -238,7 +238,7 @@ impl Core {
             return;
         }
         let (id, plan, done, resumed) = match req.resume {
-            Some(r) => (r.id, r.plan, Some((r.done, r.unfinished)), true),
+            Some(r) => (r.id, r.plan, Some(r.done), true),
             None => {
                 let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
                 let (top, state) = (&self.loaded.topology, &self.saved.observed);
@@ -282,7 +282,7 @@ impl Core {
             key,
             claims,
         };
-        if let Some((done, unfinished)) = done {
+        if let Some(done) = done {
             // The fences its finished steps skipped, and what it fenced at the source, still
             // count; steps whose effect expires (a switchover's bounded pause) run again.
             for s in &run.plan.steps {
@@ -291,7 +291,7 @@ impl Core {
                     run.done.insert(s.index);
                 }
             }
-            run.redo = run.plan.redo_on_resume(&run.done, &unfinished);
+            run.redo = run.plan.redo_on_resume(&run.done);
         }
         out.push(Output::Notify {
             event: "recovery_start",
@@ -517,6 +517,23 @@ impl Core {
                 serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
             ),
         });
+        // Failed at medic's own promotion of a database: its `pg_promote()` may still finish.
+        // Remembered (saved) until a primary is recorded: answering writable, that server is
+        // the one the next failover records, not another promoted beside it.
+        if let Outcome::Failed { step, .. } = outcome
+            && let Some(Action::PromotePostgres {
+                service, machine, ..
+            }) = run
+                .plan
+                .steps
+                .iter()
+                .find(|s| s.index == *step)
+                .map(|s| &s.action)
+            && let Some(st) = self.saved.observed.services.get_mut(service)
+        {
+            st.promoting = Some(machine.clone());
+            out.push(Output::Save);
+        }
         if let Event::Switchover { shard, .. } = &run.plan.event
             && self.loaded.topology.service(shard).is_some()
         {

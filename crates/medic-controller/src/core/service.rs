@@ -162,17 +162,21 @@ impl Core {
                     st.positions.insert(machine.to_owned(), info.offset);
                 }
             }
-            // Writable beside the primary (a promotion whose end was not seen, or a second
-            // primary): kept across restarts, so that no failover promotes another beside it.
-            let writable = info.role == medic_redis::Role::Master && machine != st.primary;
-            let flipped = if writable {
-                st.writable.insert(machine.to_owned())
-            } else {
-                st.writable.remove(machine)
-            };
-            if flipped {
-                out.push(Output::Save);
-            }
+        }
+        // Writable beside the primary at this check (a promotion medic did not see finish,
+        // or a second primary); a check it did not answer says nothing of it any more.
+        let writable = r
+            .info
+            .as_ref()
+            .is_some_and(|i| i.role == medic_redis::Role::Master)
+            && machine != st.primary;
+        let flipped = if writable {
+            st.writable.insert(machine.to_owned())
+        } else {
+            st.writable.remove(machine)
+        };
+        if flipped {
+            out.push(Output::Save);
         }
         let primary = st.primary.clone();
         let changed = if ready {
@@ -197,9 +201,12 @@ impl Core {
         };
         let caught_up = behind.is_some_and(|b| b <= max_lag);
         let primary_down = st.down.contains(&primary);
+        // (A standby medic promoted in a recovery that failed there, writable now, is the
+        // one to record: it fails its checks, being writable beside the primary.)
         let standby_usable = s
             .machines()
-            .any(|m| m != machine && !st.out.contains(m) && !st.down.contains(m));
+            .any(|m| m != machine && !st.out.contains(m) && !st.down.contains(m))
+            || (!s.standbys_read_only && st.promoted_unrecorded(machine));
         if changed {
             out.push(Output::Save);
         }

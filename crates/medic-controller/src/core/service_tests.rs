@@ -348,3 +348,77 @@ fn a_database_is_failed_back_to_only_once_it_has_caught_up() {
         }]
     );
 }
+
+#[test]
+fn a_promotion_that_finished_after_its_step_failed_is_recorded_not_doubled() {
+    use medic_plan::{Action, StepOutput};
+    use medic_redis::Role::{Master, Replica};
+    let mut c = postgres_core(false);
+    for at in [1_000, 1_500] {
+        pg(&mut c, &www("web1"), at, Master);
+        pg(&mut c, &www("web2"), at, Replica);
+    }
+    // The primary read-only (a bad answer) for `fall` checks: failed over to web2.
+    for at in [2_000, 2_500, 3_000] {
+        pg(&mut c, &www("web1"), at, Replica);
+    }
+    c.schedule(3_000);
+    let id = c
+        .running
+        .keys()
+        .next()
+        .cloned()
+        .expect("a failover started");
+    // Its promotion step fails (pg_promote() did not finish within its wait).
+    let step = loop {
+        let Next::Run(step) = c.next_step(&id, 3_100) else {
+            panic!("no pg-promote step");
+        };
+        if matches!(step.action, Action::PromotePostgres { .. }) {
+            break step;
+        }
+        c.step_done(&id, &step, &StepOutput::default(), 3_100);
+    };
+    c.step_failed(&id, step.index, "pg_promote() did not finish".into());
+    let Next::End(outcome) = c.next_step(&id, 3_200) else {
+        panic!("not ended");
+    };
+    let out = c.finished(&id, &outcome, 3_200);
+    assert!(out.iter().any(|o| matches!(o, Output::Save)), "{out:?}");
+    assert_eq!(
+        c.saved.observed.services["www"].promoting.as_deref(),
+        Some("web2")
+    );
+    assert_eq!(c.saved.observed.services["www"].primary, "web1");
+    // web2's promotion finished after all: it answers writable (a wrong role: it fails its
+    // checks). web1 still fails. Failed over again — to web2, to record it, though it is the
+    // only other machine and fails its checks.
+    // Watched again after the failed recovery's backoff.
+    c.schedule(20_000);
+    let mut at = 20_000;
+    while at < 23_000 {
+        pg(&mut c, &www("web2"), at, Master);
+        pg(&mut c, &www("web1"), at, Replica);
+        at += 500;
+    }
+    assert!(c.saved.observed.services["www"].writable.contains("web2"));
+    let down = Event::ServiceDown {
+        service: "www".into(),
+        machine: "web1".into(),
+    };
+    assert_eq!(queued(&c), std::slice::from_ref(&down));
+    let plan =
+        medic_plan::plan_recovery(&c.loaded.topology, &c.saved.observed, &down, "r2").unwrap();
+    let promoted: Vec<_> = plan
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::PromotePostgres { machine, .. } => Some(machine.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(promoted, ["web2"]);
+    // A check web2 does not answer forgets that it was writable.
+    check(&mut c, &www("web2"), 24_000, Observation::Silent);
+    assert!(c.saved.observed.services["www"].writable.is_empty());
+}

@@ -68,17 +68,17 @@ impl<'a> Planner<'a> {
             .map_or_else(|| s.primary.value.clone(), |st| st.primary.clone())
     }
 
-    /// Whom a failover of `s` away from `old` promotes: a standby already writable — promoted
-    /// by a step whose end medic did not see (a controller stopped during it, a
-    /// `pg_promote()` that finished after its wait) — whatever its checks say, since
-    /// promoting another beside it would make two primaries; else a usable standby.
+    /// Whom a failover of `s` away from `old` promotes: the standby medic's own promotion
+    /// step was asked to promote in a recovery that failed there, if it answered writable at
+    /// its last check (its `pg_promote()` finished after the step gave up) — whatever its
+    /// checks say, since promoting another beside it would make two primaries; else a usable
+    /// standby. (A standby writable for any other reason is not chosen: its writes may have
+    /// forked from the primary's long ago; that is an alert for a person.)
     fn failover_target(&self, s: &Service, old: &str) -> Option<String> {
-        let st = self.state.services.get(&s.name.value);
-        let writable = s.machines().find(|m| {
-            *m != old && st.is_some_and(|st| st.writable.contains(*m) && !st.out.contains(*m))
-        });
-        match writable {
-            Some(m) if !s.standbys_read_only => Some(m.to_owned()),
+        match self.state.services.get(&s.name.value) {
+            Some(st) if st.promoted_unrecorded(old) && !s.standbys_read_only => {
+                st.promoting.clone()
+            }
             _ => self.usable_standby(s, old),
         }
     }
@@ -284,9 +284,11 @@ impl<'a> Planner<'a> {
     }
 
     /// After `new`'s database was promoted in place of `old`'s: every other standby of `s`
-    /// (three machines or more) is made to follow it, last — the service is whole again
-    /// before. One failing its checks is not (its step would fail the recovery at its end):
-    /// a warning says it still follows `old`.
+    /// (three machines or more) is made to follow it, at the end of the plan — the service
+    /// (and any other the plan fails over) is whole again before, and a standby that cannot
+    /// be made to follow is skipped (the recovery ends incomplete, saying why). One failing
+    /// its checks is not asked: a warning says it still follows `old` (a critical alert if
+    /// it is writable).
     fn pg_follow(&mut self, s: &Service, new: &str, old: &str) {
         let Some((port, check)) = s.postgres_check() else {
             return;
@@ -298,17 +300,27 @@ impl<'a> Planner<'a> {
             .filter(|m| st.is_none_or(|st| !st.out.contains(*m)))
             .collect();
         for m in others {
+            if st.is_some_and(|st| st.writable.contains(m)) {
+                self.alert(
+                    AlertLevel::Critical,
+                    format!(
+                        "service {}: {m}'s PostgreSQL is writable (not in recovery) beside {new}, the new primary: a second primary? It is not made to follow {new}; rebuild it as {new}'s standby (pg_rewind or pg_basebackup)",
+                        s.name.value
+                    ),
+                );
+                continue;
+            }
             if st.is_some_and(|st| st.down.contains(m)) {
                 self.alert(
                     AlertLevel::Warning,
                     format!(
-                        "service {}: {m}'s PostgreSQL standby fails its checks, so it was not made to follow {new}, the new primary: it still follows {old}. Once it answers, point its primary_conninfo at {new} (or `medic switchover {} --to {new}` does it)",
+                        "service {}: {m}'s PostgreSQL standby fails its checks, so it was not made to follow {new}, the new primary: it may still follow {old}. Once it answers, point its primary_conninfo at {new} (or `medic switchover {} --to {new}` does it)",
                         s.name.value, s.name.value
                     ),
                 );
                 continue;
             }
-            self.push(Action::FollowPostgres {
+            self.last.push(Action::FollowPostgres {
                 service: s.name.value.clone(),
                 machine: m.to_owned(),
                 address: addr_of(self.state, m),

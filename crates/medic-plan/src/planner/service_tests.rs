@@ -251,10 +251,9 @@ fn a_resumed_failover_fences_again_until_the_new_primary_is_recorded() {
     let plan = plan_recovery(&top, &state, &down("web1"), "r1").unwrap();
     // unmonitor(1) fence(2) promote-hook(3) role(4) dns(5) monitor(6)
     let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
-    let none = std::collections::BTreeSet::new();
-    assert_eq!(plan.redo_on_resume(&done(2), &none), [2].into());
-    assert_eq!(plan.redo_on_resume(&done(3), &none), [2].into());
-    assert!(plan.redo_on_resume(&done(4), &none).is_empty());
+    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
+    assert_eq!(plan.redo_on_resume(&done(3)), [2].into());
+    assert!(plan.redo_on_resume(&done(4)).is_empty());
 }
 
 #[test]
@@ -394,10 +393,10 @@ fn promoted(plan: &Plan) -> Vec<&str> {
 }
 
 #[test]
-fn a_standby_already_writable_is_the_one_a_failover_promotes() {
-    // web3 answered writable: a promotion whose end medic did not see (a controller stopped
-    // during it, or a pg_promote() that finished after its wait). Failing its checks for
-    // being writable, it is still the one: promoting web2 would make two primaries.
+fn a_standby_medic_promoted_late_is_the_one_a_failover_records() {
+    // web3 answers writable after medic's pg-promote of it failed (pg_promote() finished
+    // after its wait). Failing its checks for being writable, it is still the one: promoting
+    // web2 would make two primaries.
     let top = three();
     let mut state = ObservedState::assumed(&top);
     let www = state.services.get_mut("www").unwrap();
@@ -409,6 +408,11 @@ fn a_standby_already_writable_is_the_one_a_failover_promotes() {
     .into();
     www.down.insert("web3".into());
     www.writable.insert("web3".into());
+    // Writable for another reason (promoted by hand, a fork of long ago): not chosen.
+    let plan = plan_recovery(&top, &state, &down("web1"), "r0").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
+    let www = state.services.get_mut("www").unwrap();
+    www.promoting = Some("web3".into());
     let lost = Event::MachineLost {
         machine: "web1".into(),
     };
@@ -421,7 +425,13 @@ fn a_standby_already_writable_is_the_one_a_failover_promotes() {
         }
         assert_eq!(after.services["www"].primary, "web3");
         assert!(after.services["www"].writable.is_empty());
+        assert_eq!(after.services["www"].promoting, None);
     }
+    // Not answering writable at its last check (silent, or in recovery): not chosen.
+    let mut quiet = state.clone();
+    quiet.services.get_mut("www").unwrap().writable.clear();
+    let plan = plan_recovery(&top, &quiet, &down("web1"), "r3").unwrap();
+    assert_eq!(promoted(&plan), ["web2"]);
     // One failed away from (out: an old primary back writable) is never chosen for that.
     let www = state.services.get_mut("www").unwrap();
     www.out.insert("web3".into());
@@ -580,13 +590,11 @@ fn a_postgres_standby_is_promoted_after_the_fence_and_recorded_at_once_before_it
     // and a promotion cannot be undone). Before: made again.
     let plan = plan_recovery(&pg, &state, &down("web1"), "r5").unwrap();
     let done = |n: usize| (1..=n).collect::<std::collections::BTreeSet<usize>>();
-    let none = std::collections::BTreeSet::new();
-    assert_eq!(plan.redo_on_resume(&done(2), &none), [2].into());
-    assert!(plan.redo_on_resume(&done(3), &none).is_empty());
-    // Begun and cut short by the stop: the server may be promoted already. The fence is not
-    // made again (a machine gone quiet would stop the plan before the record); the promotion
-    // (which leaves a promoted server alone) runs again.
-    assert!(plan.redo_on_resume(&done(2), &[3].into()).is_empty());
+    assert_eq!(plan.redo_on_resume(&done(2)), [2].into());
+    // (Begun and cut short, not journaled done: the fence is made again first — the
+    // promotion may never have been asked for — and then the promotion, which leaves a
+    // server already promoted alone.)
+    assert!(plan.redo_on_resume(&done(3)).is_empty());
     // A planned switchover: the primary demoted first, then the standby promoted.
     let plan = plan_recovery(
         &pg,
@@ -666,7 +674,7 @@ fn the_other_postgres_standbys_follow_the_new_primary_last_unless_they_fail_thei
     let out = outline(&plan);
     assert_eq!(
         out[out.len() - 3..],
-        ["dns www.domino.lab", "pg-follow www@web3", "monitor web1"],
+        ["dns www.domino.lab", "monitor web1", "pg-follow www@web3"],
         "{out:?}"
     );
     let follow = plan
@@ -733,4 +741,14 @@ fn the_other_postgres_standbys_follow_the_new_primary_last_unless_they_fail_thei
     );
     assert!(plan.steps.iter().any(|s| matches!(&s.action,
         Action::Alert { level: AlertLevel::Warning, message } if message.contains("web3's PostgreSQL standby fails its checks"))));
+    // Writable (a second primary?): not made to follow; a critical alert.
+    state
+        .services
+        .get_mut("www")
+        .unwrap()
+        .writable
+        .insert("web3".into());
+    let plan = plan_recovery(&top, &state, &down("web1"), "r4").unwrap();
+    assert!(plan.steps.iter().any(|s| matches!(&s.action,
+        Action::Alert { level: AlertLevel::Critical, message } if message.contains("web3's PostgreSQL is writable"))));
 }
