@@ -57,6 +57,29 @@ fn the_status_page_shows_the_failure_then_the_recovered_state() {
     for s in &more {
         assert_eq!(s.status(), "HTTP/1.1 200 OK");
     }
+    // One producer for all of them: over a window with 16 streams open, one snapshot a
+    // second at most (a snapshot per stream would be 16 a second).
+    let snapshots = || -> u64 {
+        http_text(env.port, "/metrics")
+            .lines()
+            .find_map(|l| l.strip_prefix("medic_status_snapshots_total "))
+            .and_then(|n| n.trim().parse().ok())
+            .expect("medic_status_snapshots_total in /metrics")
+    };
+    let (from, since) = (snapshots(), Instant::now());
+    for s in &more {
+        s.wait("a status event", Duration::from_secs(5), |n, _| {
+            n == "status"
+        });
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let made = snapshots() - from;
+    let most = since.elapsed().as_secs() + 2;
+    assert!(
+        made <= most,
+        "{made} snapshots in {:?} with 16 streams: more than one a second",
+        since.elapsed()
+    );
     let refused = common::page::EventStream::open(env.port);
     assert!(
         refused.status().starts_with("HTTP/1.1 503"),

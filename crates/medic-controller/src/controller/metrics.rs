@@ -265,6 +265,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "medic_status_streams_open {}",
             crate::stream::open_streams()
         );
+        family(
+            &mut out,
+            "medic_status_snapshots_total",
+            "counter",
+            "Status snapshots computed for the event streams: one a second while any is open, however many are.",
+        );
+        let _ = writeln!(
+            out,
+            "medic_status_snapshots_total {}",
+            crate::stream::snapshots()
+        );
         let up = |t: &Target| {
             st.core
                 .health

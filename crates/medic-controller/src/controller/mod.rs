@@ -291,6 +291,8 @@ struct Inner<C, D> {
     failpoint: Option<(String, usize)>,
     /// This controller's group (`controller.cluster`), if it has one.
     group: Option<group::Group>,
+    /// The status pages' event streams' shared producer.
+    feed: crate::stream::Feed,
 }
 
 /// `MEDIC_FAILPOINT=after-intent:N`, `after-exec:N` or `after-done:N`: the process aborts (as a
@@ -370,6 +372,11 @@ pub fn api_token(state_dir: &std::path::Path) -> Result<String, ControllerError>
 }
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// The status pages' event streams' shared producer.
+    pub(crate) fn stream_feed(&self) -> &crate::stream::Feed {
+        &self.inner.feed
+    }
+
     /// Opens the state directory, discovers where every machine is and who is master, and
     /// makes the controller ready to [`run`](Self::run).
     pub async fn start(setup: Setup<C, D>) -> Result<Self, ControllerError> {
@@ -448,6 +455,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             runners: Mutex::new(Vec::new()),
             listen,
             failpoint: failpoint_from_env(),
+            feed: crate::stream::Feed::default(),
             group,
         };
         let c = Controller {
