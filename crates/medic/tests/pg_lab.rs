@@ -1,9 +1,12 @@
-//! A writable PostgreSQL service on the lab: examples/dryad.yaml's database with standbys
-//! that take writes once promoted (not `standbys_read_only`), its name following the primary,
-//! replication synchronous, checked as a user that may not promote until medic's warning at
-//! its start is acted on. A client writes through the name; the primary's machine crashes;
-//! medic promotes the standby itself (`pg_promote()`), moves the name, and every write the
-//! client had acknowledged is read back from the new primary, which takes writes. Needs root.
+//! A writable PostgreSQL service on the lab: examples/dryad.yaml's database on three machines
+//! (a third, tertius, added), with standbys that take writes once promoted (not
+//! `standbys_read_only`), its name following the primary, replication synchronous to both
+//! standbys, checked as a user that may neither promote nor re-point a standby until medic's
+//! warnings at its start are acted on. A client writes through the name; the primary's
+//! machine crashes; medic promotes the most advanced standby itself (`pg_promote()`), moves
+//! the name, and makes the other standby follow the new primary; every write the client had
+//! acknowledged is read back from the new primary, which takes writes, and a write there
+//! reaches the other standby. Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,8 +24,9 @@ use common::pg::{self, PG};
 use common::web::{dig, resolve};
 use common::*;
 
-/// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's), writable
-/// once promoted, under a name of its own, checked as a user that is not a superuser.
+/// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's) on a third
+/// machine too, writable once promoted, under a name of its own, checked as a user that is not
+/// a superuser.
 fn database_only(t: String) -> String {
     let web = t.find("services:\n  - name: dryad\n").unwrap() + "services:\n".len();
     let db = t.find("  # The database, watched").unwrap();
@@ -37,6 +41,11 @@ fn database_only(t: String) -> String {
         "check: {kind: postgres, database: dryad,",
         "check: {kind: postgres, user: watcher, database: dryad,",
     )
+    .replace(
+        "  - {name: secundus, role: service, ami: dryad}\n",
+        "  - {name: secundus, role: service, ami: dryad}\n  - {name: tertius, role: service, ami: dryad}\n",
+    )
+    .replace("standbys: [secundus]", "standbys: [secundus, tertius]")
 }
 
 /// The machine `medic status` gives as dryad-db's primary.
@@ -73,18 +82,19 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     let Some(mut env) = Env::of_example("dryad.yaml", 17, database_only) else {
         return;
     };
-    let (primus, secundus) = (env.ip(10), env.ip(11));
+    let (primus, secundus, tertius) = (env.ip(10), env.ip(11), env.ip(12));
     pg::start_primary(&env, &primus, "dryad");
     // medic's user: it may log in and look, not promote (yet).
     pg::psql(&env, &primus, "dryad", "CREATE ROLE watcher LOGIN");
     pg::start_standby(&env, &secundus, &primus);
-    // Synchronous: a write is acknowledged once the standby has it (set once the standby is
-    // there, else the set-up's own writes would wait for it).
+    pg::start_standby(&env, &tertius, &primus);
+    // Synchronous: a write is acknowledged once both standbys have it (set once they are
+    // there, else the set-up's own writes would wait for them).
     pg::psql(
         &env,
         &primus,
         "dryad",
-        "ALTER SYSTEM SET synchronous_standby_names = '*'",
+        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (*)'",
     );
     pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
     env.wait("the name on primus", Duration::from_secs(10), |e| {
@@ -92,17 +102,16 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     });
     env.start(&[]);
     env.wait(
-        "dryad-db: primus primary, secundus a standby in recovery",
+        "dryad-db: primus primary, secundus and tertius standbys in recovery",
         Duration::from_secs(20),
         |e| {
-            let (p, s) = (
-                pg::service_machine(e, "dryad-db", "primus"),
-                pg::service_machine(e, "dryad-db", "secundus"),
-            );
+            let p = pg::service_machine(e, "dryad-db", "primus");
             p["state"] == "production"
                 && p["health"]["role"] == "master"
-                && s["state"] == "standby"
-                && s["health"]["role"] == "replica"
+                && ["secundus", "tertius"].iter().all(|m| {
+                    let s = pg::service_machine(e, "dryad-db", m);
+                    s["state"] == "standby" && s["health"]["role"] == "replica"
+                })
         },
     );
 
@@ -123,14 +132,39 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
         "dryad",
         "GRANT EXECUTE ON FUNCTION pg_promote TO watcher",
     );
-    env.wait("secundus to have the grant", Duration::from_secs(10), |e| {
-        pg::psql(
-            e,
-            &secundus,
-            "dryad",
-            "SELECT has_function_privilege('watcher', 'pg_promote(boolean, integer)', 'EXECUTE')",
-        ) == "t"
-    });
+    // And that it may not make tertius follow a new primary: the rights it names granted.
+    let follow = "medic's PostgreSQL user watcher may not make tertius";
+    env.wait(
+        "the warning that watcher may not re-point tertius",
+        Duration::from_secs(10),
+        |e| e.alerts().iter().any(|a| a.contains(follow)),
+    );
+    let warning = env
+        .alerts()
+        .into_iter()
+        .find(|a| a.contains(follow))
+        .unwrap();
+    let grants: Vec<&str> = warning
+        .split("on the primary: ")
+        .nth(1)
+        .unwrap()
+        .split("; ")
+        .collect();
+    assert_eq!(grants.len(), 4, "{warning}");
+    for g in grants {
+        pg::psql(&env, &primus, "dryad", g);
+    }
+    for standby in [&secundus, &tertius] {
+        env.wait("the standbys to have the grants", Duration::from_secs(10), |e| {
+            pg::psql(
+                e,
+                standby,
+                "dryad",
+                "SELECT has_function_privilege('watcher', 'pg_promote(boolean, integer)', 'EXECUTE') \
+                 AND has_parameter_privilege('watcher', 'primary_conninfo', 'ALTER SYSTEM')",
+            ) == "t"
+        });
+    }
 
     // The client: one row at a time, through the name.
     let writes: Writes = Arc::default();
@@ -168,30 +202,46 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     // The primary's machine crashes.
     let t_crash = Instant::now();
     env.fault("primus", "crash", &[]);
+    // The most advanced standby is promoted: either (the positions last seen decide).
+    let ip_of = |m: &str| {
+        if m == "secundus" {
+            secundus.clone()
+        } else {
+            tertius.clone()
+        }
+    };
     env.wait(
-        "secundus the primary, the name on it, a write acknowledged there",
+        "a standby the primary, the name on it, a write acknowledged there",
         Duration::from_secs(30),
         |e| {
-            primary_of_db(e) == "secundus"
-                && resolve(e, "db.dryad.lab") == secundus
+            let new = primary_of_db(e);
+            (new == "secundus" || new == "tertius")
+                && resolve(e, "db.dryad.lab") == ip_of(&new)
                 && writes
                     .lock()
                     .unwrap()
                     .iter()
-                    .any(|w| w.2 && w.3 == secundus)
+                    .any(|w| w.2 && w.3 == ip_of(&new))
         },
     );
+    let new_name = primary_of_db(&env);
+    let other_name = if new_name == "secundus" {
+        "tertius"
+    } else {
+        "secundus"
+    };
+    let (new, other) = (ip_of(&new_name), ip_of(other_name));
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     let writes = writes.lock().unwrap().clone();
 
     // Read back on the new primary: every acknowledged write, and it takes writes itself.
     assert_eq!(
-        pg::psql(&env, &secundus, "dryad", "SELECT pg_is_in_recovery()"),
+        pg::psql(&env, &new, "dryad", "SELECT pg_is_in_recovery()"),
         "f"
     );
     let rows: std::collections::BTreeSet<u32> =
-        pg::psql(&env, &secundus, "dryad", "SELECT id FROM items")
+        pg::psql(&env, &new, "dryad", "SELECT id FROM items")
             .lines()
             .map(|l| l.parse().unwrap())
             .collect();
@@ -212,9 +262,52 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     assert_eq!(promotions.len(), 1, "{recovery:#}");
     let summary = promotions[0]["summary"].as_str().unwrap_or_default();
     assert!(summary.contains("PostgreSQL promoted"), "{recovery:#}");
+    // The other standby made to follow the new primary (its step read back as streaming):
+    // a write there reaches it, and it streams from the new primary.
+    let follows: Vec<&serde_json::Value> = recovery["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "pg-follow")
+        .collect();
+    assert_eq!(follows.len(), 1, "{recovery:#}");
+    assert!(
+        follows[0]["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains(&format!("{other_name}: PostgreSQL streams from {new_name}")),
+        "{recovery:#}"
+    );
+    pg::psql(
+        &env,
+        &new,
+        "dryad",
+        "INSERT INTO items VALUES (1000000, 'after')",
+    );
+    env.wait(
+        "the other standby to replay the new primary's write",
+        Duration::from_secs(20),
+        |e| {
+            pg::psql(
+                e,
+                &other,
+                "dryad",
+                "SELECT count(*) FROM items WHERE id = 1000000",
+            ) == "1"
+        },
+    );
+    assert_eq!(
+        pg::psql(
+            &env,
+            &other,
+            "dryad",
+            "SELECT sender_host FROM pg_stat_wal_receiver"
+        ),
+        new
+    );
     // The client's outage: from its last write acknowledged by primus to its first by
-    // secundus (the crash is made by a command of its own: it takes effect a little after
-    // t_crash).
+    // the new primary (the crash is made by a command of its own: it takes effect a little
+    // after t_crash).
     let acked_by = |ip: &str| -> Vec<Instant> {
         writes
             .iter()
@@ -223,15 +316,15 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
             .collect()
     };
     let before = acked_by(&primus).into_iter().max().unwrap();
-    let after = acked_by(&secundus).into_iter().min().unwrap();
+    let after = acked_by(&new).into_iter().min().unwrap();
     assert!(
         writes
             .iter()
             .all(|w| !(w.2 && w.3 == primus && w.1 > after)),
-        "primus acknowledged a write after secundus had: two primaries"
+        "primus acknowledged a write after {new_name} had: two primaries"
     );
     eprintln!(
-        "{} writes acknowledged, none lost; the client wrote nothing for {:?} (crash ordered {:?} after its last write acknowledged by primus)",
+        "{new_name} promoted, {other_name} follows it; {} writes acknowledged, none lost; the client wrote nothing for {:?} (crash ordered {:?} after its last write acknowledged by primus)",
         acked.len(),
         after - before,
         t_crash.saturating_duration_since(before)
