@@ -18,16 +18,21 @@ use medic_topology::ServiceCheck;
 use tokio_postgres::SimpleQueryMessage;
 
 /// Its role, and the WAL position as bytes from 0/0: written on a primary, replayed on a
-/// standby (0 if it has replayed nothing yet).
+/// standby (0 if it has replayed nothing yet); and a standby's upstream while it streams
+/// (NULL unless the user may read it: a superuser, or `pg_read_all_stats`).
 const ASK: &str = "SELECT pg_is_in_recovery(), \
     (COALESCE(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-    ELSE pg_current_wal_lsn() END, '0/0') - '0/0')::bigint";
+    ELSE pg_current_wal_lsn() END, '0/0') - '0/0')::bigint, \
+    (SELECT sender_host FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+    (SELECT sender_port FROM pg_stat_wal_receiver WHERE status = 'streaming')";
 
 /// What a PostgreSQL server answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PgSeen {
     pub in_recovery: bool,
     pub wal_bytes: u64,
+    /// A standby's upstream (an address) while it streams, if the user may see it.
+    pub upstream: Option<(std::net::IpAddr, u16)>,
 }
 
 impl PgSeen {
@@ -41,7 +46,7 @@ impl PgSeen {
         };
         ReplicationInfo {
             role,
-            master: None,
+            master: self.upstream.map(|(ip, port)| (ip.to_string(), port)),
             master_link_status: None,
             sync_in_progress: false,
             offset: self.wal_bytes,
@@ -122,10 +127,12 @@ pub async fn check(
         Ok(Err(e)) => judge_error(&e, at),
         Ok(Ok(messages)) => match seen(&messages) {
             Some(s) => {
-                let role = if s.in_recovery {
-                    "standby (in recovery)"
-                } else {
-                    "primary"
+                let role = match (s.in_recovery, s.upstream) {
+                    (true, Some((ip, port))) => {
+                        format!("standby (in recovery, streaming from {ip}:{port})")
+                    }
+                    (true, None) => "standby (in recovery)".to_owned(),
+                    (false, _) => "primary".to_owned(),
                 };
                 (
                     Observation::Ok,
@@ -167,9 +174,15 @@ fn seen(messages: &[SimpleQueryMessage]) -> Option<PgSeen> {
         _ => return None,
     };
     let wal_bytes = row.get(1)?.parse().ok()?;
+    // (A name rather than an address, or a column this user may not read: unknown.)
+    let upstream = row
+        .get(2)
+        .and_then(|h| h.parse().ok())
+        .zip(row.get(3).and_then(|p| p.parse().ok()));
     Some(PgSeen {
         in_recovery,
         wal_bytes,
+        upstream,
     })
 }
 

@@ -368,6 +368,7 @@ mod tests {
         let db = crate::pg_check::PgSeen {
             in_recovery: false,
             wal_bytes: 7,
+            upstream: None,
         };
         let all = combine(
             kinds,

@@ -50,14 +50,20 @@ async fn a_primary_and_its_standby_answer_their_roles_and_positions() {
         let rt = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             wait_until(
-                "the standby to replay the primary's writes",
+                "the standby to replay the primary's writes, streaming",
                 Duration::from_secs(30),
                 Duration::from_millis(100),
                 || {
                     let (o, d, s) =
                         rt.block_on(check(standby_addr.ip(), standby_addr.port(), &how, WITHIN));
                     match s {
-                        Some(s) if o == Observation::Ok && s.wal_bytes >= written => Ok((d, s)),
+                        Some(s)
+                            if o == Observation::Ok
+                                && s.wal_bytes >= written
+                                && s.upstream.is_some() =>
+                        {
+                            Ok((d, s))
+                        }
                         _ => Err(format!("{o:?}: {d}")),
                     }
                 },
@@ -67,7 +73,19 @@ async fn a_primary_and_its_standby_answer_their_roles_and_positions() {
         .expect("the wait ends")
     };
     assert!(sb_seen.in_recovery, "{sb_detail}");
-    assert!(sb_detail.contains("standby (in recovery)"), "{sb_detail}");
+    // Its upstream, as the check's user (a superuser) may read it.
+    assert_eq!(
+        sb_seen.upstream,
+        Some((primary.addr.ip(), primary.addr.port())),
+        "{sb_detail}"
+    );
+    assert!(
+        sb_detail.contains(&format!(
+            "standby (in recovery, streaming from {})",
+            primary.addr
+        )),
+        "{sb_detail}"
+    );
 
     // A database that does not exist: the server answers, with an error.
     let wrong = ServiceCheck {

@@ -113,6 +113,7 @@ fn plan(
         Event::Bootstrap => p.bootstrap(),
         Event::ServiceDown { service, machine } => p.service_down(service, machine)?,
         Event::ServiceRejoin { service, machine } => p.service_rejoin(service, machine)?,
+        Event::ServiceFollow { service, machine } => p.service_follow(service, machine)?,
     }
     // The last writes: before the alerts that end a plan (a plan stops being automatic there).
     let alerts = p

@@ -494,6 +494,9 @@ pub enum Event {
     ServiceDown { service: String, machine: String },
     /// A machine a service was failed away from answers again: it rejoins as a standby.
     ServiceRejoin { service: String, machine: String },
+    /// A standby's PostgreSQL streams from a server that is not the service's primary (it
+    /// was away when the primary changed): it is made to follow the primary.
+    ServiceFollow { service: String, machine: String },
 }
 
 impl fmt::Display for Event {
@@ -514,6 +517,12 @@ impl fmt::Display for Event {
             }
             Event::ServiceRejoin { service, machine } => {
                 write!(f, "{machine} rejoins service {service}")
+            }
+            Event::ServiceFollow { service, machine } => {
+                write!(
+                    f,
+                    "{machine} follows another primary than service {service}'s"
+                )
             }
         }
     }

@@ -106,7 +106,8 @@ impl Request {
             | Event::ProcessDied { machine, .. }
             | Event::StaleMaster { machine, .. }
             | Event::ServiceDown { machine, .. }
-            | Event::ServiceRejoin { machine, .. } => Some(machine),
+            | Event::ServiceRejoin { machine, .. }
+            | Event::ServiceFollow { machine, .. } => Some(machine),
             Event::Switchover { shard, .. } => Some(shard),
             Event::Bootstrap => None,
         }
@@ -237,6 +238,9 @@ pub struct Core {
     /// Machines out of a service that answered and were demoted (their address taken, their
     /// `on_demote` run) while still failing: not again until they go silent or rejoin.
     disarmed: BTreeSet<(String, String)>,
+    /// (service, machine): standbys asked to follow the primary (`ServiceFollow`), until seen
+    /// streaming from it — asked once, not at every check.
+    following: BTreeSet<(String, String)>,
     /// Service targets whose data store answers in the wrong role, told once per episode.
     miscast: BTreeSet<Target>,
 }
@@ -261,6 +265,7 @@ impl Core {
             leading: true,
             failback_stopped: BTreeSet::new(),
             disarmed: BTreeSet::new(),
+            following: BTreeSet::new(),
             miscast: BTreeSet::new(),
         }
     }

@@ -98,7 +98,9 @@ impl Core {
                     c.shards.insert(service_claim(&s.name.value));
                 }
             }
-            Event::ServiceDown { service, machine } | Event::ServiceRejoin { service, machine } => {
+            Event::ServiceDown { service, machine }
+            | Event::ServiceRejoin { service, machine }
+            | Event::ServiceFollow { service, machine } => {
                 c.machines.insert(machine.clone());
                 c.shards.insert(service_claim(service));
             }

@@ -122,6 +122,55 @@ impl Core {
         }
     }
 
+    /// A standby whose PostgreSQL streams from another server than `primary`'s (it was away
+    /// when the primary changed, or was pointed elsewhere by hand): asked once to follow the
+    /// primary (`ServiceFollow`), unless a recovery of the service runs (its own steps make
+    /// its standbys follow). Seen streaming from the primary, it may be asked again later.
+    fn follow_primary(&mut self, service: &str, machine: &str, primary: &str, r: &CheckResult) {
+        let Some(info) = &r.info else {
+            return;
+        };
+        let key = (service.to_owned(), machine.to_owned());
+        let Some(((host, _), at)) = info
+            .master
+            .as_ref()
+            .zip(self.saved.observed.address(primary))
+            .filter(|_| info.role == medic_redis::Role::Replica)
+        else {
+            return;
+        };
+        if *host == at.to_string() {
+            self.following.remove(&key);
+            return;
+        }
+        let claim = super::recovery::service_claim(service);
+        let busy = self
+            .running
+            .values()
+            .any(|run| run.claims.shards.contains(&claim));
+        if busy || self.following.contains(&key) {
+            return;
+        }
+        let asked = self.request(Request {
+            event: Event::ServiceFollow {
+                service: service.to_owned(),
+                machine: machine.to_owned(),
+            },
+            trigger: format!(
+                "{} streams from {host}, not from {primary} ({at}), the primary",
+                r.target
+            ),
+            first_failure_ms: None,
+            master_last_ok_ms: None,
+            queued_ms: r.at_ms,
+            detected: false,
+            resume: None,
+        });
+        if asked {
+            self.following.insert(key);
+        }
+    }
+
     /// `true` if the result was acted on and is not to be judged further.
     pub(super) fn service_seen(
         &mut self,
@@ -247,6 +296,9 @@ impl Core {
         if !self.disarmed.is_empty() {
             self.disarmed
                 .retain(|(s, m)| !(s == service && m == machine));
+        }
+        if !s.standbys_read_only && s.has_postgres_check() && primary != machine {
+            self.follow_primary(service, machine, &primary, r);
         }
         if verdict == Some(Verdict::Failing) {
             let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);

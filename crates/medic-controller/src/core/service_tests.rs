@@ -171,9 +171,23 @@ fn pg(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role) -> Vec<Outp
 
 /// A `postgres` check's answer: healthy, in `role` at WAL position `wal`.
 fn pg_at(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role, wal: u64) -> Vec<Output> {
+    pg_from(c, t, at_ms, role, wal, None)
+}
+
+/// A `postgres` check's answer: healthy, in `role` at WAL position `wal`, streaming from
+/// `upstream` if given.
+fn pg_from(
+    c: &mut Core,
+    t: &Target,
+    at_ms: u64,
+    role: medic_redis::Role,
+    wal: u64,
+    upstream: Option<&str>,
+) -> Vec<Output> {
     let seen = crate::pg_check::PgSeen {
         in_recovery: role == medic_redis::Role::Replica,
         wal_bytes: wal,
+        upstream: upstream.map(|a| (a.parse().unwrap(), 5432)),
     };
     c.on_check(&CheckResult {
         target: Arc::new(t.clone()),
@@ -421,4 +435,44 @@ fn a_promotion_that_finished_after_its_step_failed_is_recorded_not_doubled() {
     // A check web2 does not answer forgets that it was writable.
     check(&mut c, &www("web2"), 24_000, Observation::Silent);
     assert!(c.saved.observed.services["www"].writable.is_empty());
+}
+
+#[test]
+fn a_standby_streaming_from_another_server_is_asked_once_to_follow_the_primary() {
+    use medic_redis::Role::{Master, Replica};
+    let mut c = postgres_core(false);
+    let web1 = c.saved.observed.address("web1").unwrap().to_string();
+    for at in [1_000, 1_500] {
+        pg(&mut c, &www("web1"), at, Master);
+        pg_from(&mut c, &www("web2"), at, Replica, 100, Some(&web1));
+    }
+    assert!(queued(&c).is_empty(), "{:?}", queued(&c));
+    // Streaming from elsewhere (an old primary it was left following): asked to follow web1,
+    // once.
+    let follow = Event::ServiceFollow {
+        service: "www".into(),
+        machine: "web2".into(),
+    };
+    for at in [2_000, 2_500, 3_000] {
+        pg_from(&mut c, &www("web2"), at, Replica, 100, Some("10.99.0.9"));
+    }
+    assert_eq!(queued(&c), std::slice::from_ref(&follow));
+    let plan =
+        medic_plan::plan_recovery(&c.loaded.topology, &c.saved.observed, &follow, "r1").unwrap();
+    let kinds: Vec<&str> = plan.steps.iter().map(|s| s.action.kind()).collect();
+    assert_eq!(kinds, ["pg-follow"]);
+    // Seen following the primary, it may be asked again if it strays again.
+    c.queue.clear();
+    c.busy.clear();
+    pg_from(&mut c, &www("web2"), 3_500, Replica, 100, Some(&web1));
+    assert!(queued(&c).is_empty());
+    pg_from(&mut c, &www("web2"), 4_000, Replica, 100, Some("10.99.0.9"));
+    assert_eq!(queued(&c), [follow]);
+    // Not known (a user that may not read it): nothing asked.
+    let mut c = postgres_core(false);
+    for at in [1_000, 1_500] {
+        pg(&mut c, &www("web1"), at, Master);
+        pg(&mut c, &www("web2"), at, Replica);
+    }
+    assert!(queued(&c).is_empty());
 }

@@ -283,6 +283,31 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// A standby of `service` whose PostgreSQL streams from another server than the primary's:
+    /// made to follow the primary (nothing for the primary itself, a machine failed away
+    /// from, or a service whose standbys are never promoted by medic).
+    pub(super) fn service_follow(&mut self, service: &str, machine: &str) -> Result<(), PlanError> {
+        let s = self.service_named(service)?;
+        self.in_service(s, machine)?;
+        let primary = self.primary_of(s);
+        let out = self
+            .state
+            .services
+            .get(service)
+            .is_some_and(|st| st.out.contains(machine));
+        if primary == machine || out || s.standbys_read_only || s.postgres_check().is_none() {
+            self.alert(
+                AlertLevel::Warning,
+                format!("{machine} is not a standby of service {service} that medic re-points: nothing done"),
+            );
+            return Ok(());
+        }
+        self.pg_follow_one(s, machine, &primary);
+        let follow = self.last.pop();
+        self.steps.extend(follow);
+        Ok(())
+    }
+
     /// After `new`'s database was promoted in place of `old`'s: every other standby of `s`
     /// (three machines or more) is made to follow it, at the end of the plan — the service
     /// (and any other the plan fails over) is whole again before, and a standby that cannot
@@ -290,9 +315,9 @@ impl<'a> Planner<'a> {
     /// its checks is not asked: a warning says it still follows `old` (a critical alert if
     /// it is writable).
     fn pg_follow(&mut self, s: &Service, new: &str, old: &str) {
-        let Some((port, check)) = s.postgres_check() else {
+        if s.postgres_check().is_none() {
             return;
-        };
+        }
         let st = self.state.services.get(&s.name.value);
         let others: Vec<&str> = s
             .machines()
@@ -320,21 +345,29 @@ impl<'a> Planner<'a> {
                 );
                 continue;
             }
-            self.last.push(Action::FollowPostgres {
-                service: s.name.value.clone(),
-                machine: m.to_owned(),
-                address: addr_of(self.state, m),
-                port,
-                user: check.pg_user().to_owned(),
-                database: check.pg_database().to_owned(),
-                password_file: check
-                    .password_file
-                    .as_ref()
-                    .map(|p| p.display().to_string()),
-                primary: new.to_owned(),
-                primary_address: addr_of(self.state, new),
-            });
+            self.pg_follow_one(s, m, new);
         }
+    }
+
+    /// The step that makes `machine`'s standby follow `primary`, among the last steps.
+    fn pg_follow_one(&mut self, s: &Service, machine: &str, primary: &str) {
+        let Some((port, check)) = s.postgres_check() else {
+            return;
+        };
+        self.last.push(Action::FollowPostgres {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            port,
+            user: check.pg_user().to_owned(),
+            database: check.pg_database().to_owned(),
+            password_file: check
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            primary: primary.to_owned(),
+            primary_address: addr_of(self.state, primary),
+        });
     }
 
     /// For a service that checks PostgreSQL (`kind: postgres`) and whose standbys take

@@ -340,7 +340,9 @@ pub fn outcome_expected(c: &Case) -> Result<(), ()> {
             known(machine) && c.state.shards[shard].master != *machine
         }
         // These cases have no services: a service's events name none the planner knows.
-        Event::ServiceDown { .. } | Event::ServiceRejoin { .. } => false,
+        Event::ServiceDown { .. } | Event::ServiceRejoin { .. } | Event::ServiceFollow { .. } => {
+            false
+        }
         Event::Switchover { shard, to } => {
             let st = &c.state.shards[shard];
             match to {
