@@ -23,13 +23,22 @@ const FAILURE_THRESHOLD: i32 = 2;
 /// (Route 53 allows 64 characters). A check's type cannot be updated: a service whose check
 /// becomes HTTPS gets new checks, and the old ones are deleted as no longer used.
 fn reference(set: &FailoverSet) -> String {
+    let (owner, rest) = reference_parts(set);
+    format!("{owner}{rest}")
+}
+
+/// A reference's owner part (cut so that the whole fits) and the rest: the address, the port
+/// and the kind, which always stay whole.
+fn reference_parts(set: &FailoverSet) -> (String, String) {
     let h = &set.health;
     let tls = if h.https { ":https" } else { "" };
-    // (Cut before the kind, which always stays.)
-    let r = format!("{}:{}:{}", h.owner, set.value, h.port);
-    let mut r: String = r.chars().take(64 - tls.len()).collect();
-    r.push_str(tls);
-    r
+    let rest = format!(":{}:{}{tls}", set.value, h.port);
+    let owner = h
+        .owner
+        .chars()
+        .take(64usize.saturating_sub(rest.len()))
+        .collect();
+    (owner, rest)
 }
 
 impl Route53 {
@@ -163,7 +172,7 @@ impl Route53 {
         // while the change propagates is deleted by the next change.
         let owners: Vec<String> = sets
             .iter()
-            .map(|s| format!("{}:", s.health.owner))
+            .map(|s| format!("{}:", reference_parts(s).0))
             .collect();
         for (id, r) in &existing {
             if owners.iter().any(|o| r.starts_with(o.as_str())) && !used.contains(id) {

@@ -103,19 +103,7 @@ pub async fn follow(
         })?;
         let changed = want != now;
         if changed {
-            // A standard string literal: quotes doubled, backslashes as they are — which
-            // needs standard_conforming_strings on (a role or database may turn it off).
-            let literal = want.replace('\'', "''");
-            for q in [
-                "SET standard_conforming_strings = on".to_owned(),
-                format!("ALTER SYSTEM SET primary_conninfo = '{literal}'"),
-                "SELECT pg_reload_conf()".to_owned(),
-            ] {
-                client
-                    .simple_query(&q)
-                    .await
-                    .map_err(|e| sql_failed(&e, at))?;
-            }
+            set_conninfo(&client, at, &want).await?;
         }
         // Read back: streaming from the new primary.
         let start = Instant::now();
@@ -144,12 +132,43 @@ pub async fn follow(
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // Left as it was: a standby that streamed from somewhere still does.
+        let put_back = if changed {
+            match set_conninfo(&client, at, &now).await {
+                Ok(()) => "; its primary_conninfo was put back as it was",
+                Err(_) => "; its primary_conninfo could not be put back as it was",
+            }
+        } else {
+            ""
+        };
         Err(Failed::passing(format!(
-            "{at}: not streaming from {to} within {} s (last seen: {last}); if it replayed past the new primary's promotion it must be rebuilt from it (pg_rewind or pg_basebackup); its log says why",
+            "{at}: not streaming from {to} within {} s (last seen: {last}){put_back}; if it replayed past the new primary's promotion it must be rebuilt from it (pg_rewind or pg_basebackup); its log says why",
             within.as_secs()
         )))
     })
     .await
+}
+
+/// `ALTER SYSTEM SET primary_conninfo` to `conninfo`, and the configuration reloaded.
+async fn set_conninfo(
+    client: &tokio_postgres::Client,
+    at: SocketAddr,
+    conninfo: &str,
+) -> Result<(), Failed> {
+    // A standard string literal: quotes doubled, backslashes as they are — which needs
+    // standard_conforming_strings on (a role or database may turn it off).
+    let literal = conninfo.replace('\'', "''");
+    for q in [
+        "SET standard_conforming_strings = on".to_owned(),
+        format!("ALTER SYSTEM SET primary_conninfo = '{literal}'"),
+        "SELECT pg_reload_conf()".to_owned(),
+    ] {
+        client
+            .simple_query(&q)
+            .await
+            .map_err(|e| sql_failed(&e, at))?;
+    }
+    Ok(())
 }
 
 /// What the user medic logs in as lacks on the server at `at` to make it follow another

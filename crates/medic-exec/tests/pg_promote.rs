@@ -161,6 +161,24 @@ async fn the_other_standby_follows_the_new_primary_and_replays_its_writes() {
         follow(&config, other_at, chosen.addr, WITHIN).await,
         Ok(false)
     );
+    // Pointed at an address where nothing streams: not streaming in time, so its old
+    // primary_conninfo is put back, and it still replays the new primary's writes.
+    let nowhere = SocketAddr::new(unique_loopback().into(), 5432);
+    let e = follow(&config, other_at, nowhere, Duration::from_secs(3))
+        .await
+        .unwrap_err();
+    assert!(e.message.contains("was put back as it was"), "{e:?}");
+    assert_eq!(other.psql("SHOW primary_conninfo"), conninfo);
+    chosen.psql("INSERT INTO acked VALUES (102)");
+    wait_until(
+        "the other standby to replay the new primary's write after the put-back",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || match other.psql("SELECT count(*) FROM acked").as_str() {
+            "102" => Ok(()),
+            n => Err(format!("it has {n}")),
+        },
+    );
     // The new primary is not a standby: refused, and it stays writable.
     let e = follow(&superuser, at, other.addr, WITHIN)
         .await

@@ -519,17 +519,22 @@ impl Core {
                 serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
             ),
         });
-        // Failed at medic's own promotion of a database: its `pg_promote()` may still finish.
-        // Remembered (saved) until a primary is recorded: answering writable, that server is
-        // the one the next failover records, not another promoted beside it.
-        if let Outcome::Failed { step, .. } = outcome
+        // Failed before medic's own promotion of a database was confirmed done (at it, or at a
+        // step redone before it after a restart): its `pg_promote()` may have been asked for,
+        // and may still finish. Remembered (saved) until a primary is recorded or the server
+        // is seen streaming from the primary: answering writable, that server is the one the
+        // next failover records, not another promoted beside it.
+        if let Outcome::Failed { .. } = outcome
             && let Some(Action::PromotePostgres {
                 service, machine, ..
             }) = run
                 .plan
                 .steps
                 .iter()
-                .find(|s| s.index == *step)
+                .find(|s| {
+                    matches!(s.action, Action::PromotePostgres { .. })
+                        && !run.done.contains(&s.index)
+                })
                 .map(|s| &s.action)
             && let Some(st) = self.saved.observed.services.get_mut(service)
         {

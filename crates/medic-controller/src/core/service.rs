@@ -122,25 +122,52 @@ impl Core {
         }
     }
 
-    /// A standby whose PostgreSQL streams from another server than `primary`'s (it was away
-    /// when the primary changed, or was pointed elsewhere by hand): asked once to follow the
-    /// primary (`ServiceFollow`), unless a recovery of the service runs (its own steps make
-    /// its standbys follow). Seen streaming from the primary, it may be asked again later.
+    /// A standby whose PostgreSQL streams from another machine of the service than the
+    /// primary (it was away when the primary changed, or was pointed there by hand): asked
+    /// once to follow the primary (`ServiceFollow`), unless a recovery of the service runs (its
+    /// own steps make its standbys follow) or the primary is failing. An upstream that is no
+    /// machine of the service (the service's moving address, a replication network) is left
+    /// alone. Seen streaming from the primary, it may be asked again later; and the promotion
+    /// medic remembers (`promoting`) is over for it.
     fn follow_primary(&mut self, service: &str, machine: &str, primary: &str, r: &CheckResult) {
         let Some(info) = &r.info else {
             return;
         };
         let key = (service.to_owned(), machine.to_owned());
-        let Some(((host, _), at)) = info
+        let Some(upstream) = info
             .master
             .as_ref()
-            .zip(self.saved.observed.address(primary))
             .filter(|_| info.role == medic_redis::Role::Replica)
+            .and_then(|(host, _)| host.parse::<std::net::IpAddr>().ok())
+            .map(|ip| ip.to_canonical())
         else {
             return;
         };
-        if *host == at.to_string() {
+        let loaded = std::sync::Arc::clone(&self.loaded);
+        let Some(s) = loaded.topology.service(service) else {
+            return;
+        };
+        let of = |m: &str| self.saved.observed.address(m).map(|a| a.to_canonical());
+        let primary_at = of(primary);
+        let from_member = s
+            .machines()
+            .any(|m| m != primary && m != machine && of(m) == Some(upstream));
+        if primary_at == Some(upstream) {
             self.following.remove(&key);
+            if let Some(st) = self.saved.observed.services.get_mut(service)
+                && st.promoting.as_deref() == Some(machine)
+            {
+                st.promoting = None;
+            }
+            return;
+        }
+        let primary_failing = self
+            .saved
+            .observed
+            .services
+            .get(service)
+            .is_some_and(|st| st.down.contains(primary));
+        if !from_member || primary_failing {
             return;
         }
         let claim = super::recovery::service_claim(service);
@@ -157,7 +184,7 @@ impl Core {
                 machine: machine.to_owned(),
             },
             trigger: format!(
-                "{} streams from {host}, not from {primary} ({at}), the primary",
+                "{} streams from {upstream}, another machine of the service than {primary}, the primary",
                 r.target
             ),
             first_failure_ms: None,
@@ -212,17 +239,16 @@ impl Core {
                 }
             }
         }
-        // Writable beside the primary at this check (a promotion medic did not see finish,
-        // or a second primary); a check it did not answer says nothing of it any more.
-        let writable = r
-            .info
-            .as_ref()
-            .is_some_and(|i| i.role == medic_redis::Role::Master)
-            && machine != st.primary;
-        let flipped = if writable {
-            st.writable.insert(machine.to_owned())
-        } else {
-            st.writable.remove(machine)
+        // Writable beside the primary at its last answer (a promotion medic did not see
+        // finish, or a second primary); only an answer in recovery ends it — a check it did
+        // not answer says nothing of its role, and a promoted server that misses one check
+        // must not let another be promoted beside it.
+        let flipped = match r.info.as_ref().map(|i| i.role) {
+            Some(medic_redis::Role::Master) if machine != st.primary => {
+                st.writable.insert(machine.to_owned())
+            }
+            Some(_) => st.writable.remove(machine),
+            None => false,
         };
         if flipped {
             out.push(Output::Save);
