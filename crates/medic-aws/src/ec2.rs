@@ -17,7 +17,7 @@ use crate::{AwsSettings, classify, load_config};
 /// EC2 in one region.
 #[derive(Debug, Clone)]
 pub struct Ec2 {
-    client: aws_sdk_ec2::Client,
+    pub(crate) client: aws_sdk_ec2::Client,
     /// cloud-init user data for launched instances (sent base64-encoded).
     pub user_data: Option<String>,
 }
@@ -326,6 +326,15 @@ impl Cloud for Ec2 {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         Ok(parse_console_host_keys(&text))
+    }
+
+    async fn move_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
+    ) -> Result<String, CloudError> {
+        self.move_address_to(id, ip, elastic).await
     }
 }
 

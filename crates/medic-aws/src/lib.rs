@@ -14,6 +14,7 @@
 //! the credentials lack; an unknown AMI, subnet, security group, key pair or hosted zone names
 //! the topology field that holds it.
 
+mod address;
 pub mod check;
 mod ec2;
 mod failover;

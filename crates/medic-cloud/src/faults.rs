@@ -95,6 +95,15 @@ impl<C: Cloud> Cloud for Faulty<C> {
     async fn host_keys(&self, id: &str) -> Result<Vec<String>, CloudError> {
         self.inner.host_keys(id).await
     }
+
+    async fn move_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
+    ) -> Result<String, CloudError> {
+        self.inner.move_address(id, ip, elastic).await
+    }
 }
 
 impl<D: Dns> Dns for Faulty<D> {

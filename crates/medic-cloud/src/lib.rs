@@ -173,6 +173,27 @@ pub trait Cloud: Send + Sync {
     /// The instance's SSH host keys (`ssh-ed25519 AAAA...`) from a source other than an SSH
     /// connection (console output, the lab's record); empty if not available yet.
     fn host_keys(&self, id: &str) -> impl Future<Output = Result<Vec<String>, CloudError>> + Send;
+    /// Moves a service's own address to the instance: `ip`, a secondary private IPv4 address,
+    /// assigned to its primary network interface and taken from any other interface holding it;
+    /// with `elastic` (an allocation id), that Elastic IP associated with it. Read back; says
+    /// what it did. Providers whose addresses do not move through their API refuse it.
+    fn move_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
+    ) -> impl Future<Output = Result<String, CloudError>> + Send {
+        let _ = (ip, elastic);
+        let id = id.to_owned();
+        async move {
+            Err(CloudError::Invalid {
+                op: "move address",
+                message: format!(
+                    "{id}: this provider moves no address through its API; expected the aws provider"
+                ),
+            })
+        }
+    }
 }
 
 /// An A record set.

@@ -69,6 +69,19 @@ impl Cloud for AnyCloud {
             AnyCloud::Static => Ok(Vec::new()),
         }
     }
+    async fn move_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
+    ) -> Result<String, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.move_address(id, ip, elastic).await,
+            #[cfg(feature = "aws")]
+            AnyCloud::Aws(c) => c.move_address(id, ip, elastic).await,
+            AnyCloud::Static => Err(static_refuses("move address")),
+        }
+    }
 }
 
 /// The DNS providers `medic run` drives.
