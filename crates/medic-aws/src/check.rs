@@ -56,7 +56,8 @@ fn missing(code: &str) -> Option<(String, String)> {
         .then(|| (String::new(), String::new()))
 }
 
-/// Checks every AMI, subnet, security group, the key pair and the hosted zone of `top`.
+/// Checks every AMI, subnet, security group, the key pair, the services' Elastic IPs and the
+/// hosted zone of `top`.
 pub async fn check_topology(top: &Topology, settings: &AwsSettings) -> Vec<Finding> {
     let Provider::Aws(aws) = &top.provider.value else {
         return Vec::new();
@@ -139,6 +140,29 @@ pub async fn check_topology(top: &Topology, settings: &AwsSettings) -> Vec<Findi
         "provider.aws.key_pair".into(),
         r,
     ));
+
+    for (i, s) in top.services.iter().enumerate() {
+        let Some(allocation) = s
+            .value
+            .address
+            .as_ref()
+            .and_then(|a| a.value.elastic_ip.as_ref())
+        else {
+            continue;
+        };
+        let r = ec2
+            .describe_addresses()
+            .allocation_ids(allocation)
+            .send()
+            .await
+            .map(|o| !o.addresses().is_empty())
+            .map_err(|e| classify("check Elastic IP", "ec2:DescribeAddresses", missing, e));
+        out.push(finding(
+            format!("Elastic IP {allocation}"),
+            format!("services[{i}].address.elastic_ip"),
+            r,
+        ));
+    }
 
     if let Some(dns) = &top.dns
         && let DnsProvider::Route53(r53) = &dns.value.provider.value

@@ -81,7 +81,9 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             ));
         }
         let said = self.terminate(index, kind, machine, instance_id).await?;
-        let ids = self.instance_ids(index, kind, machine, instance_id).await?;
+        let ids = self
+            .instance_ids(index, kind, machine, instance_id, "terminate")
+            .await?;
         for id in &ids {
             wait_gone(self.cloud, id, GONE_WITHIN, Duration::from_millis(200))
                 .await

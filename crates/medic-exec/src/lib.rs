@@ -509,6 +509,39 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     }
                 }
             }
+            Action::CloudAddress {
+                service,
+                machine,
+                instance_id,
+                ip,
+                elastic_ip,
+            } => {
+                let ids = self
+                    .instance_ids(index, kind, machine, instance_id.as_deref(), "move address")
+                    .await?;
+                let [id] = ids.as_slice() else {
+                    return Err(ExecError::Cloud {
+                        index,
+                        kind,
+                        source: medic_cloud::CloudError::Invalid {
+                            op: "move address",
+                            message: format!(
+                                "{service}: machine {machine} has no instance to move {ip} to"
+                            ),
+                        },
+                    });
+                };
+                let moved = self
+                    .cloud
+                    .move_address(id, *ip, elastic_ip.as_deref())
+                    .await
+                    .map_err(|source| ExecError::Cloud {
+                        index,
+                        kind,
+                        source,
+                    })?;
+                format!("{service}@{machine}: {moved}")
+            }
             Action::PromotePostgres { .. } => {
                 self.promote_postgres(index, kind, &step.action).await?
             }
@@ -801,7 +834,9 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             kind,
             source,
         };
-        let ids = self.instance_ids(index, kind, machine, id).await?;
+        let ids = self
+            .instance_ids(index, kind, machine, id, "terminate")
+            .await?;
         if ids.is_empty() {
             return Ok(format!("{machine}: no instance to terminate"));
         }
@@ -816,13 +851,15 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         Ok(format!("{machine}: {}", said.join(", ")))
     }
 
-    /// The instance `id`, or (without one) the instances tagged as `machine`'s.
+    /// The instance `id`, or (without one) the instances tagged as `machine`'s; for `op`
+    /// (`terminate`, `move address`), which several such instances refuse.
     async fn instance_ids(
         &self,
         index: usize,
         kind: &'static str,
         machine: &str,
         id: Option<&str>,
+        op: &'static str,
     ) -> Result<Vec<String>, ExecError> {
         let cloud_err = |source| ExecError::Cloud {
             index,
@@ -851,10 +888,17 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 // Without the instance medic recorded, a tag is all it has: several instances
                 // carrying it are a look-alike among them, and none is terminated on a guess.
                 if found.len() > 1 {
+                    let what = if op == "terminate" {
+                        format!(
+                            "it terminates none; terminate the lost one yourself, then `medic recover {machine}`"
+                        )
+                    } else {
+                        "it acts on none of them; terminate the look-alike, then retry".to_owned()
+                    };
                     return Err(cloud_err(medic_cloud::CloudError::Invalid {
-                        op: "terminate",
+                        op,
                         message: format!(
-                            "{} instances carry machine {machine}'s tags ({}) and medic recorded none of them: it terminates none; terminate the lost one yourself, then `medic recover {machine}`",
+                            "{} instances carry machine {machine}'s tags ({}) and medic recorded none of them: {what}",
                             found.len(),
                             found.join(", ")
                         ),

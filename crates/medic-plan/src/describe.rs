@@ -253,6 +253,44 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 .into_iter()
                 .collect(),
         ),
+        Action::CloudAddress {
+            service,
+            machine,
+            instance_id,
+            ip,
+            elastic_ip,
+        } => {
+            let id = instance_label(instance_id.as_deref());
+            let mut c = vec![
+                format!(
+                    "ec2 DescribeInstances InstanceIds=[{id}]  (its primary network interface, ENI)"
+                ),
+                format!(
+                    "ec2 AssignPrivateIpAddresses NetworkInterfaceId=<ENI> PrivateIpAddresses=[{ip}] AllowReassignment=true"
+                ),
+                format!(
+                    "ec2 UnassignPrivateIpAddresses PrivateIpAddresses=[{ip}]  (on any other interface of the VPC still holding it)"
+                ),
+            ];
+            if let Some(e) = elastic_ip {
+                c.push(format!("ec2 AssociateAddress AllocationId={e} NetworkInterfaceId=<ENI> PrivateIpAddress={ip} AllowReassociation=true"));
+            }
+            c.push(format!(
+                "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} on <ENI> alone){}",
+                if elastic_ip.is_some() { "; ec2 DescribeAddresses" } else { "" }
+            ));
+            (
+                format!("{service}@{machine}"),
+                format!(
+                    "move the service address {ip}{} to the instance",
+                    elastic_ip
+                        .as_ref()
+                        .map(|e| format!(" and Elastic IP {e}"))
+                        .unwrap_or_default()
+                ),
+                c,
+            )
+        }
         Action::PromotePostgres {
             service,
             machine,

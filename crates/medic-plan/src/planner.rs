@@ -584,6 +584,8 @@ pub fn client_token(recovery: &str, step: usize) -> String {
 }
 
 #[cfg(test)]
+mod address_tests;
+#[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
 mod replica_tests;

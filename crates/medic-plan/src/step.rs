@@ -356,6 +356,24 @@ pub enum Action {
         /// As for hooks: a removal on a machine whose SSH says nothing is skipped.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         skip_unreachable: bool,
+        /// Brought up only if no other host answers ARP for it (`arping -D`). Off on EC2,
+        /// where the VPC answers ARP itself and [`Action::CloudAddress`] has made this
+        /// instance the address's only holder.
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        detect_duplicate: bool,
+    },
+    /// EC2: the service's address (a secondary private IP) reassigned to the machine's
+    /// instance, taken from any other, and its Elastic IP associated with it; read back.
+    /// Before the address is brought up on the machine's interface.
+    CloudAddress {
+        service: String,
+        machine: String,
+        /// `None`: found by its tags `medic:topology` and `medic:machine` when the step runs.
+        instance_id: Option<String>,
+        /// `10.0.1.100`: the bare address.
+        ip: std::net::Ipv4Addr,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        elastic_ip: Option<String>,
     },
     /// Make a service's PostgreSQL standby its primary: `pg_promote()` there (waiting up to
     /// [`PG_PROMOTE_WAIT_SECS`]) until
@@ -454,6 +472,7 @@ impl Action {
             Action::UpsertDns { .. } | Action::FailoverDns { .. } => "dns",
             Action::RunHook { .. } => "hook",
             Action::ServiceAddress { .. } => "address",
+            Action::CloudAddress { .. } => "cloud-address",
             Action::ServiceRole { .. } => "role",
             Action::PromotePostgres { .. } => "pg-promote",
             Action::FollowPostgres { .. } => "pg-follow",
@@ -565,7 +584,11 @@ impl Action {
     /// The shell command a `ServiceAddress` step runs on its machine (as root).
     pub fn address_command(&self) -> Option<String> {
         let Action::ServiceAddress {
-            ip, interface, up, ..
+            ip,
+            interface,
+            up,
+            detect_duplicate,
+            ..
         } = self
         else {
             return None;
@@ -577,11 +600,17 @@ impl Action {
             // Never brought up while another host answers for it (duplicate address
             // detection), unless it is this machine's already; then announced (gratuitous
             // ARP, three times, in the background: the step does not wait for them).
+            let detect = if *detect_duplicate {
+                format!(
+                    "if ! {held}; then arping -q -D -c 1 -w 1 -I {interface} {bare} || {{ echo '{bare} is answered by another host (arping -D): not brought up' >&2; exit 1; }}; fi; "
+                )
+            } else {
+                String::new()
+            };
             format!(
                 "command -v arping >/dev/null || {{ echo 'arping (iputils-arping) is missing' >&2; exit 1; }}; \
                  ip link show dev {interface} >/dev/null || exit 1; \
-                 if ! {held}; then arping -q -D -c 1 -w 1 -I {interface} {bare} || {{ echo '{bare} is answered by another host (arping -D): not brought up' >&2; exit 1; }}; fi; \
-                 ip addr replace {ip} dev {interface} && {{ setsid arping -q -U -c 3 -I {interface} {bare} </dev/null >/dev/null 2>&1 & }}"
+                 {detect}ip addr replace {ip} dev {interface} && {{ setsid arping -q -U -c 3 -I {interface} {bare} </dev/null >/dev/null 2>&1 & }}"
             )
         } else {
             format!("ip addr del {ip} dev {interface} 2>/dev/null; ! {held}")

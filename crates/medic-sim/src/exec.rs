@@ -70,6 +70,7 @@ pub fn execute(
         | Action::PromotePostgres { .. }
         | Action::FollowPostgres { .. }
         | Action::ServiceAddress { .. }
+        | Action::CloudAddress { .. }
         | Action::FailoverDns { .. } => {}
         Action::FenceServer { proxy, server, .. } => {
             out.skipped = run.proxy_change(proxy, server, Change::Fence)?;

@@ -358,6 +358,11 @@ pub struct ServiceAddress {
     /// The interface it is added to (`eth0`).
     #[serde(default = "default_interface")]
     pub interface: String,
+    /// aws only: an Elastic IP's allocation id (`eipalloc-...`), associated with the address
+    /// wherever it moves, for clients outside the VPC. On aws the address itself is a
+    /// secondary private IP of the primary's instance, reassigned by medic through EC2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub elastic_ip: Option<String>,
 }
 
 fn default_interface() -> String {

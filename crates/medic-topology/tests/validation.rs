@@ -225,3 +225,74 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
         );
     }
 }
+
+/// The moving address of examples/sounz.yaml: an Elastic IP only on aws, and only as EC2
+/// writes its allocation ids; on aws the address itself is accepted (medic moves it).
+#[test]
+fn a_moving_address_s_elastic_ip_is_for_aws_and_well_formed() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/sounz.yaml"))
+        .unwrap()
+        .replace("../amis", &root.join("amis").display().to_string());
+    let start = text.find("provider:\n").unwrap();
+    let end = text.find("playbooks:").unwrap();
+    let mut aws = text.clone();
+    aws.replace_range(
+        start..end,
+        "provider:\n  aws:\n    region: us-east-1\n    subnets: [subnet-0a1b2c3d4e5f60718]\n    security_groups: [sg-0123456789abcdef0]\n    key_pair: medic\n",
+    );
+    let aws = aws
+        .replace("ami: web}", "ami: web, instance_type: t3.small}")
+        .replace(
+            "/web.yaml\n",
+            "/web.yaml\n    image_ids: {us-east-1: ami-0a1b2c3d4e5f60718}\n",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let errors = |text: &str| -> Vec<String> {
+        let file = dir.path().join("sounz.yaml");
+        std::fs::write(&file, text).unwrap();
+        match load_topology(&file) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| format!("{}: {}", d.path, d.message))
+                .collect(),
+        }
+    };
+    let with = |t: &str, e: &str| {
+        t.replace(
+            "interface: eth0}",
+            &format!("interface: eth0, elastic_ip: {e}}}"),
+        )
+    };
+    assert_eq!(errors(&text), Vec::<String>::new());
+    assert_eq!(
+        errors(&aws),
+        Vec::<String>::new(),
+        "a moving address on aws"
+    );
+    assert_eq!(
+        errors(&with(&aws, "eipalloc-0123456789abcdef0")),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors(&with(&aws, "eipalloc-12345678")),
+        Vec::<String>::new()
+    );
+    let bad = errors(&with(&aws, "52.1.2.3"));
+    assert!(
+        bad.iter().any(|m| m.starts_with(
+            "services[0].address.elastic_ip: `52.1.2.3` is not an Elastic IP allocation id"
+        )),
+        "{bad:?}"
+    );
+    let lab = errors(&with(&text, "eipalloc-12345678"));
+    assert!(
+        lab.iter().any(|m| m.starts_with(
+            "services[0].address.elastic_ip: an Elastic IP moves only on the aws provider"
+        )),
+        "{lab:?}"
+    );
+}

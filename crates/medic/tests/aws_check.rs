@@ -190,3 +190,75 @@ async fn what_is_missing_is_named_with_its_field() {
         "{out}"
     );
 }
+
+/// examples/sounz.yaml on aws, its moving address with an Elastic IP: `medic aws check` looks
+/// the allocation up and names the field when EC2 does not know it.
+#[tokio::test]
+async fn a_service_s_elastic_ip_is_looked_up() {
+    let moto = Moto::start();
+    let ids = create(&moto).await;
+    let s = AwsSettings {
+        region: "us-east-1".into(),
+        endpoint: Some(moto.url.clone()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+    };
+    let ec2 = aws_sdk_ec2::Client::new(&load_config(&s).await);
+    let eip = ec2
+        .allocate_address()
+        .domain(aws_sdk_ec2::types::DomainType::Vpc)
+        .send()
+        .await
+        .unwrap();
+    let allocation = eip.allocation_id().unwrap().to_owned();
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let sounz = std::fs::read_to_string(root.join("examples/sounz.yaml")).unwrap();
+    let start = sounz.find("provider:\n").unwrap();
+    let end = sounz.find("playbooks:").unwrap();
+    let aws = format!(
+        "{}provider:\n  aws:\n    region: us-east-1\n    subnets: [{}]\n    security_groups: [{}]\n    key_pair: medic\n{}",
+        &sounz[..start],
+        ids.subnets[0],
+        ids.sg,
+        &sounz[end..]
+    )
+    .replace("ami: web}", "ami: web, instance_type: t3.small}")
+    .replace(
+        "definition: ../amis/web.yaml",
+        &format!(
+            "definition: {}\n    image_ids: {{us-east-1: {}}}",
+            root.join("amis/web.yaml").display(),
+            ids.amis[0]
+        ),
+    )
+    .replace("playbooks: sounz", &format!("playbooks: {}", root.join("examples/sounz").display()));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("sounz.yaml");
+    for (elastic, found) in [
+        (allocation.as_str(), true),
+        ("eipalloc-0123456789abcdef0", false),
+    ] {
+        std::fs::write(
+            &file,
+            aws.replace(
+                "interface: eth0}",
+                &format!("interface: eth0, elastic_ip: {elastic}}}"),
+            ),
+        )
+        .unwrap();
+        let (code, out) = check(&file, &moto);
+        let line = out
+            .lines()
+            .find(|l| l.contains(&format!("Elastic IP {elastic}")))
+            .unwrap_or_else(|| panic!("no line for the Elastic IP: {out}"));
+        if found {
+            assert_eq!(code, 0, "{out}");
+            assert!(line.starts_with("ok "), "{out}");
+        } else {
+            assert_eq!(code, 1, "{out}");
+            assert!(
+                line.starts_with("MISSING") && line.contains("services[0].address.elastic_ip"),
+                "{out}"
+            );
+        }
+    }
+}

@@ -408,6 +408,22 @@ impl<'a> Planner<'a> {
         let Some(a) = &s.address else {
             return;
         };
+        // On EC2 the VPC delivers the address only to the instance it is assigned to: that
+        // moves first (and takes it from the old primary's instance, whatever its state).
+        let aws = matches!(self.top.provider.value, medic_topology::Provider::Aws(_));
+        if let (true, true, Some((ip, _))) = (up, aws, a.value.parsed()) {
+            self.push(Action::CloudAddress {
+                service: s.name.value.clone(),
+                machine: machine.to_owned(),
+                instance_id: self
+                    .state
+                    .machines
+                    .get(machine)
+                    .and_then(|m| m.instance_id.clone()),
+                ip,
+                elastic_ip: a.value.elastic_ip.clone(),
+            });
+        }
         self.push(Action::ServiceAddress {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
@@ -416,6 +432,7 @@ impl<'a> Planner<'a> {
             interface: a.value.interface.clone(),
             up,
             skip_unreachable: skip,
+            detect_duplicate: !aws,
         });
     }
 

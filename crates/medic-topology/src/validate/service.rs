@@ -196,12 +196,18 @@ impl Ctx<'_, '_> {
                         format!("`{}` is not an interface name; expected 1 to 15 letters, digits, `-`, `_`, `.` or `:`, e.g. eth0", i.escape_debug()),
                     );
                 }
-                if let Provider::Aws(_) = top.provider.value {
-                    self.d.error(
+                match (&a.value.elastic_ip, &top.provider.value) {
+                    (Some(e), Provider::Aws(_)) if !is_allocation_id(e) => self.d.error(
                         a.referenced,
-                        ap,
-                        "a moving address is not supported on aws yet (it needs the instance's secondary private IP or Elastic IP re-associated, which medic does not do); expected `dns` to follow the primary instead",
-                    );
+                        format!("{ap}.elastic_ip"),
+                        format!("`{}` is not an Elastic IP allocation id; expected eipalloc- and 8 or 17 hex digits, e.g. eipalloc-0123456789abcdef0", e.escape_debug()),
+                    ),
+                    (Some(_), Provider::Aws(_)) | (None, _) => {}
+                    (Some(_), _) => self.d.error(
+                        a.referenced,
+                        format!("{ap}.elastic_ip"),
+                        "an Elastic IP moves only on the aws provider; expected no elastic_ip here",
+                    ),
                 }
             }
             if s.failback == crate::service::Failback::Automatic {
@@ -418,4 +424,13 @@ impl Ctx<'_, '_> {
 /// How long `rise` good checks in a row take.
 fn cadence_rise_ms(c: &crate::model::Check) -> u64 {
     c.interval.as_millis() as u64 * u64::from(c.rise.max(1))
+}
+
+/// `eipalloc-` and 8 or 17 lowercase hex digits, as EC2 writes allocation ids.
+fn is_allocation_id(s: &str) -> bool {
+    s.strip_prefix("eipalloc-").is_some_and(|h| {
+        matches!(h.len(), 8 | 17)
+            && h.chars()
+                .all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c))
+    })
 }
