@@ -5,6 +5,9 @@
 //! nothing for the address to the new primary.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use aws_sdk_ec2::types::{Filter, NetworkInterface};
 use medic_cloud::CloudError;
@@ -22,6 +25,10 @@ fn api(message: String) -> CloudError {
     }
 }
 
+/// How long a change is read back before it is called not done (EC2's API is eventually
+/// consistent: a describe right after a change may not show it yet).
+const READ_BACK: Duration = Duration::from_secs(10);
+
 impl Ec2 {
     /// See [`medic_cloud::Cloud::move_address`].
     pub(crate) async fn move_address_to(
@@ -32,37 +39,32 @@ impl Ec2 {
     ) -> Result<String, CloudError> {
         let (eni, vpc) = self.primary_interface(id).await?;
         let ip_s = ip.to_string();
-        // AllowReassignment: EC2 takes it from the interface holding it, in one call.
-        self.client
-            .assign_private_ip_addresses()
-            .network_interface_id(&eni)
-            .private_ip_addresses(&ip_s)
-            .allow_reassignment(true)
-            .send()
-            .await
-            .map_err(|e| classify(OP, "ec2:AssignPrivateIpAddresses", |_| None, e))?;
-        // Any other interface still listing it gives it up (an API that reassigned it
-        // already has none): never two instances answering for the address.
+        let before = self.holders(&vpc, &ip_s).await?;
         let mut taken = Vec::new();
-        for other in self.holders(&vpc, &ip_s).await? {
-            if other == eni {
-                continue;
-            }
+        if before != [eni.clone()] {
+            // AllowReassignment: EC2 takes it from the interface holding it, in one call.
             self.client
-                .unassign_private_ip_addresses()
-                .network_interface_id(&other)
+                .assign_private_ip_addresses()
+                .network_interface_id(&eni)
                 .private_ip_addresses(&ip_s)
+                .allow_reassignment(true)
                 .send()
                 .await
-                .map_err(|e| classify(OP, "ec2:UnassignPrivateIpAddresses", |_| None, e))?;
-            taken.push(other);
+                .map_err(|e| classify(OP, "ec2:AssignPrivateIpAddresses", |_| None, e))?;
+            // Any other interface that held it gives it up (an API that reassigned it already
+            // has it nowhere else): never two instances answering for the address.
+            for other in before.iter().filter(|o| **o != eni) {
+                self.unassign(other, &ip_s).await?;
+                taken.push(other.clone());
+            }
         }
         if let Some(allocation) = elastic {
+            // On the instance's interface (its primary address): where EC2 and every emulator
+            // agree it goes, and what is read back.
             self.client
                 .associate_address()
                 .allocation_id(allocation)
                 .network_interface_id(&eni)
-                .private_ip_address(&ip_s)
                 .allow_reassociation(true)
                 .send()
                 .await
@@ -83,26 +85,76 @@ impl Ec2 {
                 })?;
         }
         // Read back: the instance's interface alone holds the address, the Elastic IP on it.
-        let holders = self.holders(&vpc, &ip_s).await?;
+        let deadline = Instant::now() + READ_BACK;
+        let mut holders = self.holders(&vpc, &ip_s).await?;
+        while holders != [eni.clone()] && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            holders = self.holders(&vpc, &ip_s).await?;
+        }
         if holders != [eni.clone()] {
             return Err(api(format!(
-                "{ip} assigned to {eni} ({id}), but read back on {}",
+                "{ip} assigned to {eni} ({id}), but read back on {} after {}s",
                 if holders.is_empty() {
                     "no interface".to_owned()
                 } else {
                     holders.join(", ")
-                }
+                },
+                READ_BACK.as_secs()
             )));
         }
         let mut said = format!("{ip} on {eni} of {id}");
+        if before == [eni.clone()] {
+            said.push_str(" already");
+        }
         if !taken.is_empty() {
             said.push_str(&format!(" (taken from {})", taken.join(", ")));
         }
         if let Some(allocation) = elastic {
-            let public = self.elastic_on(allocation, &eni, &ip_s).await?;
-            said.push_str(&format!(", Elastic IP {public} ({allocation}) with it"));
+            let public = self.elastic_on(allocation, &eni, deadline).await?;
+            said.push_str(&format!(", Elastic IP {public} ({allocation}) on it"));
         }
         Ok(said)
+    }
+
+    /// See [`medic_cloud::Cloud::release_address`].
+    pub(crate) async fn release_address_from(
+        &self,
+        id: &str,
+        ip: Ipv4Addr,
+    ) -> Result<String, CloudError> {
+        use medic_cloud::Cloud;
+        match self.describe(id).await? {
+            Some(i) if !i.state.is_gone() => {}
+            _ => return Ok(format!("{id} is gone: it holds no address")),
+        }
+        let (eni, vpc) = self.primary_interface(id).await?;
+        let ip_s = ip.to_string();
+        if !self.holders(&vpc, &ip_s).await?.contains(&eni) {
+            return Ok(format!("{ip} not on {eni} of {id}"));
+        }
+        self.unassign(&eni, &ip_s).await?;
+        let deadline = Instant::now() + READ_BACK;
+        while self.holders(&vpc, &ip_s).await?.contains(&eni) {
+            if Instant::now() >= deadline {
+                return Err(api(format!(
+                    "{ip} unassigned from {eni} ({id}), but still read back on it after {}s",
+                    READ_BACK.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        Ok(format!("{ip} taken from {eni} of {id}"))
+    }
+
+    async fn unassign(&self, eni: &str, ip: &str) -> Result<(), CloudError> {
+        self.client
+            .unassign_private_ip_addresses()
+            .network_interface_id(eni)
+            .private_ip_addresses(ip)
+            .send()
+            .await
+            .map_err(|e| classify(OP, "ec2:UnassignPrivateIpAddresses", |_| None, e))?;
+        Ok(())
     }
 
     /// The instance's primary network interface (device 0) and its VPC.
@@ -155,37 +207,36 @@ impl Ec2 {
         Ok(out)
     }
 
-    /// The Elastic IP's public address, once read back on `eni` (what it maps to there when
-    /// that is not `ip`: EC2 may keep it on the interface's primary address, which reaches the
-    /// same instance).
+    /// The Elastic IP's public address, once read back on `eni` (until `deadline`).
     async fn elastic_on(
         &self,
         allocation: &str,
         eni: &str,
-        ip: &str,
+        deadline: Instant,
     ) -> Result<String, CloudError> {
-        let out = self
-            .client
-            .describe_addresses()
-            .allocation_ids(allocation)
-            .send()
-            .await
-            .map_err(|e| classify(OP, "ec2:DescribeAddresses", |_| None, e))?;
-        let a = out
-            .addresses()
-            .first()
-            .ok_or_else(|| api(format!("Elastic IP {allocation} not found")))?;
-        if a.network_interface_id() != Some(eni) {
-            return Err(api(format!(
-                "Elastic IP {allocation} associated with {eni}, but read back on {}",
-                a.network_interface_id().unwrap_or("no interface"),
-            )));
+        loop {
+            let out = self
+                .client
+                .describe_addresses()
+                .allocation_ids(allocation)
+                .send()
+                .await
+                .map_err(|e| classify(OP, "ec2:DescribeAddresses", |_| None, e))?;
+            let a = out
+                .addresses()
+                .first()
+                .ok_or_else(|| api(format!("Elastic IP {allocation} not found")))?;
+            if a.network_interface_id() == Some(eni) {
+                return Ok(a.public_ip().unwrap_or("?").to_owned());
+            }
+            if Instant::now() >= deadline {
+                return Err(api(format!(
+                    "Elastic IP {allocation} associated with {eni}, but read back on {}",
+                    a.network_interface_id().unwrap_or("no interface"),
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        let public = a.public_ip().unwrap_or("?");
-        Ok(match a.private_ip_address() {
-            Some(at) if at != ip => format!("{public}, mapped to {at}"),
-            _ => public.to_owned(),
-        })
     }
 }
 

@@ -336,6 +336,14 @@ impl Cloud for Ec2 {
     ) -> Result<String, CloudError> {
         self.move_address_to(id, ip, elastic).await
     }
+
+    async fn release_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<String, CloudError> {
+        self.release_address_from(id, ip).await
+    }
 }
 
 #[cfg(test)]

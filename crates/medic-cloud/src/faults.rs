@@ -104,6 +104,14 @@ impl<C: Cloud> Cloud for Faulty<C> {
     ) -> Result<String, CloudError> {
         self.inner.move_address(id, ip, elastic).await
     }
+
+    async fn release_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<String, CloudError> {
+        self.inner.release_address(id, ip).await
+    }
 }
 
 impl<D: Dns> Dns for Faulty<D> {

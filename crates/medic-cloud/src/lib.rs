@@ -194,6 +194,25 @@ pub trait Cloud: Send + Sync {
             })
         }
     }
+    /// Takes the secondary private address `ip` from the instance's primary network interface
+    /// (the old primary's, before another is promoted), read back; an instance gone, or not
+    /// holding it, is success. Providers whose addresses do not move through their API refuse.
+    fn release_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> impl Future<Output = Result<String, CloudError>> + Send {
+        let _ = ip;
+        let id = id.to_owned();
+        async move {
+            Err(CloudError::Invalid {
+                op: "release address",
+                message: format!(
+                    "{id}: this provider moves no address through its API; expected the aws provider"
+                ),
+            })
+        }
+    }
 }
 
 /// An A record set.

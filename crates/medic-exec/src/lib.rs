@@ -514,7 +514,43 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 machine,
                 instance_id,
                 ip,
+                up: false,
+                ..
+            } => {
+                let ids = self
+                    .instance_ids(
+                        index,
+                        kind,
+                        machine,
+                        instance_id.as_deref(),
+                        "release address",
+                    )
+                    .await?;
+                let mut said = Vec::new();
+                for id in &ids {
+                    said.push(
+                        self.cloud
+                            .release_address(id, *ip)
+                            .await
+                            .map_err(|source| ExecError::Cloud {
+                                index,
+                                kind,
+                                source,
+                            })?,
+                    );
+                }
+                if said.is_empty() {
+                    said.push(format!("no instance: {ip} is on none of {machine}'s"));
+                }
+                format!("{service}@{machine}: {}", said.join("; "))
+            }
+            Action::CloudAddress {
+                service,
+                machine,
+                instance_id,
+                ip,
                 elastic_ip,
+                up: true,
             } => {
                 let ids = self
                     .instance_ids(index, kind, machine, instance_id.as_deref(), "move address")

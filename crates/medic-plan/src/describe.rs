@@ -258,7 +258,33 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             machine,
             instance_id,
             ip,
+            up: false,
+            ..
+        } => {
+            let id = instance_label(instance_id.as_deref());
+            (
+                format!("{service}@{machine}"),
+                format!("take the service address {ip} from the instance"),
+                vec![
+                    format!(
+                        "ec2 DescribeInstances InstanceIds=[{id}]  (its primary network interface, ENI; an instance gone holds nothing)"
+                    ),
+                    format!(
+                        "ec2 UnassignPrivateIpAddresses NetworkInterfaceId=<ENI> PrivateIpAddresses=[{ip}]  (if it holds it)"
+                    ),
+                    format!(
+                        "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} not on <ENI>)"
+                    ),
+                ],
+            )
+        }
+        Action::CloudAddress {
+            service,
+            machine,
+            instance_id,
+            ip,
             elastic_ip,
+            up: true,
         } => {
             let id = instance_label(instance_id.as_deref());
             let mut c = vec![
@@ -266,14 +292,17 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                     "ec2 DescribeInstances InstanceIds=[{id}]  (its primary network interface, ENI)"
                 ),
                 format!(
+                    "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (which interfaces hold {ip}: nothing more if <ENI> alone)"
+                ),
+                format!(
                     "ec2 AssignPrivateIpAddresses NetworkInterfaceId=<ENI> PrivateIpAddresses=[{ip}] AllowReassignment=true"
                 ),
                 format!(
-                    "ec2 UnassignPrivateIpAddresses PrivateIpAddresses=[{ip}]  (on any other interface of the VPC still holding it)"
+                    "ec2 UnassignPrivateIpAddresses PrivateIpAddresses=[{ip}]  (on any other interface that held it)"
                 ),
             ];
             if let Some(e) = elastic_ip {
-                c.push(format!("ec2 AssociateAddress AllocationId={e} NetworkInterfaceId=<ENI> PrivateIpAddress={ip} AllowReassociation=true"));
+                c.push(format!("ec2 AssociateAddress AllocationId={e} NetworkInterfaceId=<ENI> AllowReassociation=true"));
             }
             c.push(format!(
                 "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} on <ENI> alone){}",

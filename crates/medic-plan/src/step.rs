@@ -363,8 +363,10 @@ pub enum Action {
         detect_duplicate: bool,
     },
     /// EC2: the service's address (a secondary private IP) reassigned to the machine's
-    /// instance, taken from any other, and its Elastic IP associated with it; read back.
-    /// Before the address is brought up on the machine's interface.
+    /// instance (`up`), taken from any other, and its Elastic IP associated with it — before
+    /// the address is brought up on the machine's interface; or (not `up`) taken from the
+    /// machine's instance — before it is taken down inside the machine, which may be silent.
+    /// Read back.
     CloudAddress {
         service: String,
         machine: String,
@@ -374,6 +376,8 @@ pub enum Action {
         ip: std::net::Ipv4Addr,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         elastic_ip: Option<String>,
+        #[serde(default = "yes", skip_serializing_if = "is_true")]
+        up: bool,
     },
     /// Make a service's PostgreSQL standby its primary: `pg_promote()` there (waiting up to
     /// [`PG_PROMOTE_WAIT_SECS`]) until

@@ -281,6 +281,26 @@ fn a_moving_address_s_elastic_ip_is_for_aws_and_well_formed() {
         errors(&with(&aws, "eipalloc-12345678")),
         Vec::<String>::new()
     );
+    // Two subnets: machines of a role are spread over them, an address cannot follow.
+    let spread = aws.replace(
+        "subnets: [subnet-0a1b2c3d4e5f60718]",
+        "subnets: [subnet-0a1b2c3d4e5f60718, subnet-0f1e2d3c4b5a69788]",
+    );
+    let split = errors(&spread);
+    assert!(
+        split.iter().any(|m| m.starts_with("services[0].address.ip: an address that moves between EC2 instances is a secondary private IP of one subnet")
+            && m.contains("slayer in subnet-0a1b2c3d4e5f60718, megadeth in subnet-0f1e2d3c4b5a69788")),
+        "{split:?}"
+    );
+    let pinned = spread.replace(
+        "ami: web, instance_type",
+        "ami: web, subnet: subnet-0f1e2d3c4b5a69788, instance_type",
+    );
+    assert_eq!(
+        errors(&pinned),
+        Vec::<String>::new(),
+        "both machines in one subnet"
+    );
     let bad = errors(&with(&aws, "52.1.2.3"));
     assert!(
         bad.iter().any(|m| m.starts_with(

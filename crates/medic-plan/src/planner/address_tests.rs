@@ -43,7 +43,9 @@ fn kinds(plan: &Plan) -> Vec<(&'static str, String)> {
                 Action::ServiceAddress { machine, up, .. } => {
                     format!("{machine} {}", if *up { "up" } else { "down" })
                 }
-                Action::CloudAddress { machine, .. } => machine.clone(),
+                Action::CloudAddress { machine, up, .. } => {
+                    format!("{machine} {}", if *up { "up" } else { "down" })
+                }
                 _ => String::new(),
             };
             (s.action.kind(), target)
@@ -91,16 +93,29 @@ fn on_ec2_the_address_and_its_elastic_ip_move_at_the_vpc_before_the_interface() 
     assert_eq!(
         kinds(&plan),
         [
+            ("cloud-address", "slayer down".to_owned()),
             ("address", "slayer down".to_owned()),
-            ("cloud-address", "megadeth".to_owned()),
+            ("cloud-address", "megadeth up".to_owned()),
             ("address", "megadeth up".to_owned())
         ]
     );
-    let cloud = plan
-        .steps
-        .iter()
-        .find(|s| matches!(s.action, Action::CloudAddress { .. }))
-        .unwrap();
+    // Taken from the old primary's instance before its fence hook and the promotion (the
+    // fence that needs no answer from it), given to the new one's after the promotion.
+    let at = |f: &dyn Fn(&Action) -> bool| plan.steps.iter().position(|s| f(&s.action)).unwrap();
+    let release = at(&|a| matches!(a, Action::CloudAddress { up: false, .. }));
+    let fenced = at(&|a| matches!(a, Action::RunHook { hook, .. } if hook == "on_fenced"));
+    let role = at(&|a| matches!(a, Action::ServiceRole { .. }));
+    let moved = at(&|a| matches!(a, Action::CloudAddress { up: true, .. }));
+    assert!(
+        release < fenced && fenced < role && role < moved,
+        "{:?}",
+        kinds(&plan)
+    );
+    assert!(matches!(
+        &plan.steps[release].action,
+        Action::CloudAddress { machine, elastic_ip: None, .. } if machine == "slayer"
+    ));
+    let cloud = &plan.steps[moved];
     assert_eq!(
         cloud.action,
         Action::CloudAddress {
@@ -109,6 +124,7 @@ fn on_ec2_the_address_and_its_elastic_ip_move_at_the_vpc_before_the_interface() 
             instance_id: Some("i-0b".into()),
             ip: "10.77.0.100".parse().unwrap(),
             elastic_ip: Some("eipalloc-0123456789abcdef0".into()),
+            up: true,
         }
     );
     // The VPC answers ARP itself: no duplicate check, only the announcement.
@@ -160,8 +176,9 @@ fn a_switchover_on_ec2_moves_the_address_too() {
     assert_eq!(
         kinds(&plan),
         [
+            ("cloud-address", "slayer down".to_owned()),
             ("address", "slayer down".to_owned()),
-            ("cloud-address", "megadeth".to_owned()),
+            ("cloud-address", "megadeth up".to_owned()),
             ("address", "megadeth up".to_owned())
         ]
     );

@@ -408,10 +408,12 @@ impl<'a> Planner<'a> {
         let Some(a) = &s.address else {
             return;
         };
-        // On EC2 the VPC delivers the address only to the instance it is assigned to: that
-        // moves first (and takes it from the old primary's instance, whatever its state).
+        // On EC2 the VPC delivers the address only to the instance it is assigned to: taken
+        // from the old primary's instance at the API first (whatever state that machine is
+        // in: the fence that needs no answer from it), assigned to the new one's before the
+        // address is brought up inside it.
         let aws = matches!(self.top.provider.value, medic_topology::Provider::Aws(_));
-        if let (true, true, Some((ip, _))) = (up, aws, a.value.parsed()) {
+        if let (true, Some((ip, _))) = (aws, a.value.parsed()) {
             self.push(Action::CloudAddress {
                 service: s.name.value.clone(),
                 machine: machine.to_owned(),
@@ -421,7 +423,8 @@ impl<'a> Planner<'a> {
                     .get(machine)
                     .and_then(|m| m.instance_id.clone()),
                 ip,
-                elastic_ip: a.value.elastic_ip.clone(),
+                elastic_ip: a.value.elastic_ip.clone().filter(|_| up),
+                up,
             });
         }
         self.push(Action::ServiceAddress {

@@ -196,6 +196,31 @@ impl Ctx<'_, '_> {
                         format!("`{}` is not an interface name; expected 1 to 15 letters, digits, `-`, `_`, `.` or `:`, e.g. eth0", i.escape_debug()),
                     );
                 }
+                if let Provider::Aws(_) = top.provider.value {
+                    // A secondary private IP belongs to one subnet: every machine it moves to
+                    // must be in it (machines of a role are otherwise spread over the subnets).
+                    let placed: Vec<(String, String)> = s
+                        .machines()
+                        .filter_map(|m| {
+                            let machine = top.machine(m)?;
+                            Some((m.to_owned(), top.subnet_for(machine).unwrap_or_default()))
+                        })
+                        .collect();
+                    let subnets: BTreeSet<&str> = placed.iter().map(|(_, s)| s.as_str()).collect();
+                    if subnets.len() > 1 {
+                        let said: Vec<String> = placed
+                            .iter()
+                            .map(|(m, s)| {
+                                format!("{m} in {}", if s.is_empty() { "none" } else { s })
+                            })
+                            .collect();
+                        self.d.error(
+                            a.referenced,
+                            format!("{ap}.ip"),
+                            format!("an address that moves between EC2 instances is a secondary private IP of one subnet, but the service's machines are in several ({}); expected `subnet:` on each of them, the same one", said.join(", ")),
+                        );
+                    }
+                }
                 match (&a.value.elastic_ip, &top.provider.value) {
                     (Some(e), Provider::Aws(_)) if !is_allocation_id(e) => self.d.error(
                         a.referenced,

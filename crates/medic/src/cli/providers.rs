@@ -82,6 +82,18 @@ impl Cloud for AnyCloud {
             AnyCloud::Static => Err(static_refuses("move address")),
         }
     }
+    async fn release_address(
+        &self,
+        id: &str,
+        ip: std::net::Ipv4Addr,
+    ) -> Result<String, CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.release_address(id, ip).await,
+            #[cfg(feature = "aws")]
+            AnyCloud::Aws(c) => c.release_address(id, ip).await,
+            AnyCloud::Static => Err(static_refuses("release address")),
+        }
+    }
 }
 
 /// The DNS providers `medic run` drives.
