@@ -9,7 +9,9 @@
 
 use std::net::Ipv4Addr;
 
-use medic_aws::{AwsSettings, Ec2, load_config};
+mod common;
+
+use medic_aws::{Ec2, load_config};
 use medic_cloud::{Cloud, CloudError};
 use medic_testkit::Moto;
 
@@ -25,35 +27,10 @@ struct World {
 
 async fn world() -> World {
     let moto = Moto::start();
-    let settings = AwsSettings {
-        region: "us-east-1".into(),
-        endpoint: Some(moto.url.clone()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-    };
+    let settings = common::direct(&moto);
     let raw = aws_sdk_ec2::Client::new(&load_config(&settings).await);
-    let vpc = raw
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap();
-    let vpc = vpc.vpc().unwrap().vpc_id().unwrap().to_owned();
-    let subnet = raw
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("10.0.1.0/24")
-        .send()
-        .await
-        .unwrap();
-    let subnet = subnet.subnet().unwrap().subnet_id().unwrap().to_owned();
-    let ami = raw
-        .register_image()
-        .name("web")
-        .root_device_name("/dev/sda1")
-        .send()
-        .await
-        .unwrap();
-    let ami = ami.image_id().unwrap().to_owned();
+    let (_, subnet) = common::vpc_and_subnet(&raw).await;
+    let ami = common::ami(&raw, "web").await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         let out = raw

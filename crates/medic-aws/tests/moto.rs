@@ -15,6 +15,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
+use common::direct;
 use medic_aws::{AwsSettings, Ec2, Route53, load_config};
 use medic_cloud::faults::{Faults, Faulty};
 use medic_cloud::*;
@@ -146,14 +149,6 @@ struct World {
     ami: String,
 }
 
-fn direct(moto: &Moto) -> AwsSettings {
-    AwsSettings {
-        region: "us-east-1".into(),
-        endpoint: Some(moto.url.clone()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-    }
-}
-
 async fn world() -> World {
     let moto = Moto::start();
     let inj = Arc::new(Injector::default());
@@ -165,29 +160,7 @@ async fn world() -> World {
         ..direct(&moto)
     };
     let raw = aws_sdk_ec2::Client::new(&load_config(&direct(&moto)).await);
-    let vpc = raw
-        .create_vpc()
-        .cidr_block("10.0.0.0/16")
-        .send()
-        .await
-        .unwrap()
-        .vpc()
-        .unwrap()
-        .vpc_id()
-        .unwrap()
-        .to_owned();
-    let subnet = raw
-        .create_subnet()
-        .vpc_id(&vpc)
-        .cidr_block("10.0.1.0/24")
-        .send()
-        .await
-        .unwrap()
-        .subnet()
-        .unwrap()
-        .subnet_id()
-        .unwrap()
-        .to_owned();
+    let (vpc, subnet) = common::vpc_and_subnet(&raw).await;
     let sg = raw
         .create_security_group()
         .group_name("medic")
@@ -204,16 +177,7 @@ async fn world() -> World {
         .send()
         .await
         .unwrap();
-    let ami = raw
-        .register_image()
-        .name("medic-redis")
-        .root_device_name("/dev/sda1")
-        .send()
-        .await
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .to_owned();
+    let ami = common::ami(&raw, "medic-redis").await;
     let ec2 = Ec2::new(&settings).await;
     World {
         moto,
@@ -560,19 +524,7 @@ async fn ssh_port_wait_is_bounded() {
 // ---- Route 53 -------------------------------------------------------------------------------
 
 async fn zone(w: &World) -> String {
-    let r53 = aws_sdk_route53::Client::new(&load_config(&direct(&w.moto)).await);
-    let z = r53
-        .create_hosted_zone()
-        .name("barton.example.com")
-        .caller_reference("medic-test")
-        .send()
-        .await
-        .unwrap();
-    z.hosted_zone()
-        .unwrap()
-        .id()
-        .trim_start_matches("/hostedzone/")
-        .to_owned()
+    common::zone(&w.moto).await
 }
 
 #[tokio::test]

@@ -10,33 +10,12 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use medic_aws::{AwsSettings, Route53, load_config};
+mod common;
+
+use common::{direct, zone};
+use medic_aws::{Route53, load_config};
 use medic_cloud::{Dns, FailoverSet, HealthSpec};
 use medic_testkit::Moto;
-
-fn direct(moto: &Moto) -> AwsSettings {
-    AwsSettings {
-        region: "us-east-1".into(),
-        endpoint: Some(moto.url.clone()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-    }
-}
-
-async fn zone(moto: &Moto) -> String {
-    let r53 = aws_sdk_route53::Client::new(&load_config(&direct(moto)).await);
-    let z = r53
-        .create_hosted_zone()
-        .name("barton.example.com")
-        .caller_reference("medic-test")
-        .send()
-        .await
-        .unwrap();
-    z.hosted_zone()
-        .unwrap()
-        .id()
-        .trim_start_matches("/hostedzone/")
-        .to_owned()
-}
 
 /// Route 53 failover routing as a service's record: PRIMARY and SECONDARY sets, each with its
 /// health check; the roles swapped; a new address (a replaced standby) gets a check of its

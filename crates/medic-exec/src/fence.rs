@@ -14,7 +14,7 @@ use std::time::Duration;
 use medic_cloud::{Cloud, Dns, wait_gone};
 use medic_plan::{ProxyApi, ServerRef};
 
-use crate::{ExecError, Executor, ProxyChange};
+use crate::{ExecError, Executor, ProxyChange, cloud_err};
 
 /// How long a terminated instance may take to be gone before the fence at its source fails
 /// (EC2 takes seconds to a minute to go from `shutting-down` to `terminated`).
@@ -87,11 +87,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         for id in &ids {
             wait_gone(self.cloud, id, GONE_WITHIN, Duration::from_millis(200))
                 .await
-                .map_err(|source| ExecError::Cloud {
-                    index,
-                    kind,
-                    source,
-                })?;
+                .map_err(cloud_err(index, kind))?;
         }
         self.unfenced.at_source.insert(machine.to_owned());
         Ok((

@@ -208,6 +208,14 @@ pub fn ssh_host(top: &Topology, machine: &str, addr: IpAddr) -> Host {
 }
 
 /// Maps a redis error to the failing step's error.
+fn cloud_err(index: usize, kind: &'static str) -> impl Fn(medic_cloud::CloudError) -> ExecError {
+    move |source| ExecError::Cloud {
+        index,
+        kind,
+        source,
+    }
+}
+
 fn redis_err(index: usize, kind: &'static str) -> impl Fn(RedisError) -> ExecError {
     move |source| ExecError::Redis {
         index,
@@ -372,12 +380,11 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         let mut output = StepOutput::default();
         let summary = match &step.action {
             Action::LaunchInstance { spec } => {
-                let cloud_err = |source| ExecError::Cloud {
-                    index,
-                    kind,
-                    source,
-                };
-                let launched = self.cloud.launch(spec).await.map_err(cloud_err)?;
+                let launched = self
+                    .cloud
+                    .launch(spec)
+                    .await
+                    .map_err(cloud_err(index, kind))?;
                 let running = wait_running(
                     self.cloud,
                     &launched.instance.id,
@@ -385,7 +392,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     Duration::from_millis(200),
                 )
                 .await
-                .map_err(cloud_err)?;
+                .map_err(cloud_err(index, kind))?;
                 let addr = running.address.ok_or_else(|| ExecError::UnknownAddress {
                     index,
                     kind,
@@ -410,7 +417,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     }
                     HostKeys::AcceptNew => self.cloud.host_keys(&running.id).await,
                 }
-                .map_err(cloud_err)?;
+                .map_err(cloud_err(index, kind))?;
                 if keys.is_empty() && host.host_keys == HostKeys::Strict {
                     return Err(ExecError::NoHostKey {
                         index,
@@ -446,11 +453,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     Duration::from_millis(*timeout_ms),
                 )
                 .await
-                .map_err(|source| ExecError::Cloud {
-                    index,
-                    kind,
-                    source,
-                })?;
+                .map_err(cloud_err(index, kind))?;
                 format!("{machine} answers on {ip}:{port}")
             }
             Action::RunPlaybook {
@@ -532,11 +535,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                         self.cloud
                             .release_address(id, *ip)
                             .await
-                            .map_err(|source| ExecError::Cloud {
-                                index,
-                                kind,
-                                source,
-                            })?,
+                            .map_err(cloud_err(index, kind))?,
                     );
                 }
                 if said.is_empty() {
@@ -556,26 +555,18 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     .instance_ids(index, kind, machine, instance_id.as_deref(), "move address")
                     .await?;
                 let [id] = ids.as_slice() else {
-                    return Err(ExecError::Cloud {
-                        index,
-                        kind,
-                        source: medic_cloud::CloudError::Invalid {
-                            op: "move address",
-                            message: format!(
-                                "{service}: machine {machine} has no instance to move {ip} to"
-                            ),
-                        },
-                    });
+                    return Err(cloud_err(index, kind)(medic_cloud::CloudError::Invalid {
+                        op: "move address",
+                        message: format!(
+                            "{service}: machine {machine} has no instance to move {ip} to"
+                        ),
+                    }));
                 };
                 let moved = self
                     .cloud
                     .move_address(id, *ip, elastic_ip.as_deref())
                     .await
-                    .map_err(|source| ExecError::Cloud {
-                        index,
-                        kind,
-                        source,
-                    })?;
+                    .map_err(cloud_err(index, kind))?;
                 format!("{service}@{machine}: {moved}")
             }
             Action::PromotePostgres { .. } => {
@@ -622,11 +613,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                             Duration::from_secs(1),
                         )
                         .await
-                        .map_err(|source| ExecError::Cloud {
-                            index,
-                            kind,
-                            source,
-                        })?;
+                        .map_err(cloud_err(index, kind))?;
                         format!("{name} -> {ips:?}, in sync")
                     }
                     None if self.skip_dns => {
@@ -673,11 +660,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 ];
                 hook::failover_and_wait(dns, name, *ttl, &sets)
                     .await
-                    .map_err(|source| ExecError::Cloud {
-                        index,
-                        kind,
-                        source,
-                    })?;
+                    .map_err(cloud_err(index, kind))?;
                 format!("{name}: PRIMARY {p}, SECONDARY {s}, each with its health check, in sync")
             }
             Action::Monitor { target } => format!("{target}: for the controller to watch"),
@@ -865,11 +848,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         machine: &str,
         id: Option<&str>,
     ) -> Result<String, ExecError> {
-        let cloud_err = |source| ExecError::Cloud {
-            index,
-            kind,
-            source,
-        };
         let ids = self
             .instance_ids(index, kind, machine, id, "terminate")
             .await?;
@@ -878,7 +856,11 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         }
         let mut said = Vec::new();
         for id in &ids {
-            let outcome = self.cloud.terminate(id).await.map_err(cloud_err)?;
+            let outcome = self
+                .cloud
+                .terminate(id)
+                .await
+                .map_err(cloud_err(index, kind))?;
             said.push(match outcome {
                 medic_cloud::TerminateOutcome::Terminated => format!("{id} terminated"),
                 medic_cloud::TerminateOutcome::AlreadyGone => format!("{id} already gone"),
@@ -897,11 +879,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         id: Option<&str>,
         op: &'static str,
     ) -> Result<Vec<String>, ExecError> {
-        let cloud_err = |source| ExecError::Cloud {
-            index,
-            kind,
-            source,
-        };
         Ok(match id {
             Some(id) => vec![id.to_owned()],
             None => {
@@ -916,7 +893,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     .cloud
                     .find(&tags)
                     .await
-                    .map_err(cloud_err)?
+                    .map_err(cloud_err(index, kind))?
                     .into_iter()
                     .filter(|i| !i.state.is_gone())
                     .map(|i| i.id)
@@ -931,7 +908,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     } else {
                         "it acts on none of them; terminate the look-alike, then retry".to_owned()
                     };
-                    return Err(cloud_err(medic_cloud::CloudError::Invalid {
+                    return Err(cloud_err(index, kind)(medic_cloud::CloudError::Invalid {
                         op,
                         message: format!(
                             "{} instances carry machine {machine}'s tags ({}) and medic recorded none of them: {what}",
