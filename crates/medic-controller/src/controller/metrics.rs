@@ -44,8 +44,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     pub(crate) fn metrics(&self) -> String {
         let group = self.group_status();
         // The shards' states as the status computes them (routing, replicas, health).
-        let status = self.status();
-        let topology = label(status["topology"].as_str().unwrap_or_default());
+        let shards = self.shard_states();
+        let topology = label(&self.top().topology.name.value);
         let st = lock(&self.inner.st);
         let m = &st.metrics;
         let mut out = String::new();
@@ -157,15 +157,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "gauge",
             "Each shard's state as `medic status` names it: 1 for the one it is in.",
         );
-        for shard in status["shards"].as_array().into_iter().flatten() {
-            let name = label(shard["name"].as_str().unwrap_or_default());
-            let now = shard["state"].as_str().unwrap_or_default();
+        for (name, now) in &shards {
+            let name = label(name);
             for state in SHARD_STATES {
                 let _ = writeln!(
                     out,
                     "medic_shard_state{{shard=\"{name}\",state=\"{}\"}} {}",
                     state.replace(' ', "_"),
-                    u8::from(state == now)
+                    u8::from(state == *now)
                 );
             }
         }

@@ -16,6 +16,45 @@ use crate::journal::{RecoveryLog, now_ms};
 use rustc_hash::FxHashMap;
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    /// Each shard's state as [`Self::status`] names it (empty before its first reading),
+    /// computed without building the status: `/metrics` asks for it at every scrape, and at
+    /// thousands of servers the whole status is tens of megabytes of JSON values.
+    pub(crate) fn shard_states(&self) -> Vec<(String, &'static str)> {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        let st = lock(&self.inner.st);
+        let now = now_ms();
+        top.shards
+            .iter()
+            .map(|s| {
+                let name = &s.value.name.value;
+                let Some(ss) = st.core.saved.observed.shards.get(name) else {
+                    return (name.clone(), "");
+                };
+                let up = |machine: &str| {
+                    let t = Target::Redis {
+                        shard: name.clone(),
+                        machine: machine.to_owned(),
+                    };
+                    st.core
+                        .health
+                        .get(&t)
+                        .is_some_and(|h| h.detector.health == Health::Up)
+                };
+                let synced = ss
+                    .replicas
+                    .iter()
+                    .filter(|r| r.offset.is_some() && up(&r.machine))
+                    .count();
+                let routing = routing_of(&st, top, name, now);
+                (
+                    name.clone(),
+                    shard_state(up(&ss.master), &ss.master, &routing, synced),
+                )
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> serde_json::Value {
         let group = self.group_status();
         let loaded = self.top();
@@ -124,32 +163,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .iter()
                     .filter(|r| r["in_sync"].as_bool() == Some(true))
                     .count();
-                let ShardRouting {
-                    routes,
-                    writes,
-                    unwritable,
-                } = v.routing.get(name).cloned().unwrap_or_default();
-                // (Before the first readings after start, a proxy counts as neither.)
-                let read = || routes.iter().filter(|r| r["pending"] != true);
-                let misrouted = read().any(|r| {
-                    r["to"]
-                        .as_array()
-                        .is_some_and(|to| to.len() != 1 || to[0] != ss.master.as_str())
-                });
-                let unknown = read().any(|r| r["to"].is_null());
-                let state = if !master_up {
-                    "down"
-                } else if misrouted {
-                    "misrouted"
-                } else if unwritable {
-                    "unwritable"
-                } else if unknown {
-                    "routing unknown"
-                } else if synced == 0 {
-                    "degraded"
-                } else {
-                    "ok"
-                };
+                let routing = v.routing.get(name).cloned().unwrap_or_default();
+                let state = shard_state(master_up, &ss.master, &routing, synced);
+                let ShardRouting { routes, writes, .. } = routing;
                 serde_json::json!({
                     "name": name,
                     "port": s.value.port.value,
@@ -260,37 +276,14 @@ struct ShardRouting {
 impl View {
     fn of(st: &St, top: &medic_topology::Topology, playbooks: &Playbooks) -> View {
         let now = now_ms();
-        let routing =
-            top.shards
-                .iter()
-                .map(|s| {
-                    let name = &s.value.name.value;
-                    // What clients get: the server each proxy sends the shard's writes to.
-                    let backend = medic_plan::vars::proxy_backend(name);
-                    let routes: Vec<serde_json::Value> = top
-                        .proxy_machines()
-                        .map(|p| reconcile::route_of(st, p, &backend, now))
-                        .collect();
-                    // Writes fail through a proxy the monitor host can read (one it cannot reach
-                    // at all is `routing unknown`, not known to refuse its clients).
-                    let unwritable = st.writes.iter().any(|((p, sh), w)| {
-                        sh == name
-                            && !w.ok
-                            && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
-                            && st.routing.get(p).is_some_and(|r| {
-                                now.saturating_sub(r.read_ms) <= probe::PROBE_STALE_MS
-                            })
-                    });
-                    (
-                        name.clone(),
-                        ShardRouting {
-                            routes,
-                            writes: probe::writes_of(&st.writes, name),
-                            unwritable,
-                        },
-                    )
-                })
-                .collect();
+        let routing = top
+            .shards
+            .iter()
+            .map(|s| {
+                let name = &s.value.name.value;
+                (name.clone(), routing_of(st, top, name, now))
+            })
+            .collect();
         View {
             health: st.core.health.clone(),
             observed: st.core.saved.observed.clone(),
@@ -303,6 +296,63 @@ impl View {
             queued: st.core.queued().map(|r| r.event.to_string()).collect(),
             alerts: st.alerts.iter().cloned().collect(),
         }
+    }
+}
+
+/// What clients get for the shard: the server each proxy sends its writes to, the write
+/// probes through each, whether writes fail now through a proxy the monitor host can read.
+fn routing_of(st: &St, top: &medic_topology::Topology, name: &str, now: u64) -> ShardRouting {
+    let backend = medic_plan::vars::proxy_backend(name);
+    let routes: Vec<serde_json::Value> = top
+        .proxy_machines()
+        .map(|p| reconcile::route_of(st, p, &backend, now))
+        .collect();
+    // (One the monitor host cannot reach at all is `routing unknown`, not known to refuse
+    // its clients.)
+    let unwritable = st.writes.iter().any(|((p, sh), w)| {
+        sh == name
+            && !w.ok
+            && now.saturating_sub(w.at_ms) <= probe::PROBE_STALE_MS
+            && st
+                .routing
+                .get(p)
+                .is_some_and(|r| now.saturating_sub(r.read_ms) <= probe::PROBE_STALE_MS)
+    });
+    ShardRouting {
+        routes,
+        writes: probe::writes_of(&st.writes, name),
+        unwritable,
+    }
+}
+
+/// A shard's state as `medic status` names it, from its master's health, where the proxies
+/// route it and how many replicas are in sync.
+fn shard_state(
+    master_up: bool,
+    master: &str,
+    routing: &ShardRouting,
+    synced: usize,
+) -> &'static str {
+    // (Before the first readings after start, a proxy counts as neither.)
+    let read = || routing.routes.iter().filter(|r| r["pending"] != true);
+    let misrouted = read().any(|r| {
+        r["to"]
+            .as_array()
+            .is_some_and(|to| to.len() != 1 || to[0] != master)
+    });
+    let unknown = read().any(|r| r["to"].is_null());
+    if !master_up {
+        "down"
+    } else if misrouted {
+        "misrouted"
+    } else if routing.unwritable {
+        "unwritable"
+    } else if unknown {
+        "routing unknown"
+    } else if synced == 0 {
+        "degraded"
+    } else {
+        "ok"
     }
 }
 
