@@ -24,6 +24,7 @@ use crate::vars::{self, addr_of};
 mod proxy;
 mod redis;
 mod service;
+mod service_pg;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
