@@ -373,12 +373,14 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
                 };
                 // The check goes on while the knock is made: its request is never abandoned
                 // for a late reply (asking again would cost a connection each time replies
-                // run late, at the worst moment). Pinned here, so the task holds the check's
-                // future once.
-                let r = {
+                // run late, at the worst moment). Boxed for the time of the check: a task
+                // spends most of its life waiting for its next tick, and a check's future kept
+                // inline made every task ≈ 400 bytes larger (≈ 4 MB at 10,000 targets).
+                let r = Box::pin(async {
                     let check = std::pin::pin!(p.check());
                     crate::knock::or_knock(check, door).await
-                };
+                })
+                .await;
                 match r {
                     Ok(r) => redis_result(r, within),
                     Err(why) => {
