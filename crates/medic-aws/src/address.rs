@@ -41,6 +41,7 @@ impl Ec2 {
         let ip_s = ip.to_string();
         let before = self.holders(&vpc, &ip_s).await?;
         let mut taken = Vec::new();
+        let mut said_already = false;
         if before != [eni.clone()] {
             // AllowReassignment: EC2 takes it from the interface holding it, in one call.
             self.client
@@ -51,38 +52,28 @@ impl Ec2 {
                 .send()
                 .await
                 .map_err(|e| classify(OP, "ec2:AssignPrivateIpAddresses", |_| None, e))?;
-            // Any other interface that held it gives it up (an API that reassigned it already
-            // has it nowhere else): never two instances answering for the address.
-            for other in before.iter().filter(|o| **o != eni) {
-                self.unassign(other, &ip_s).await?;
-                taken.push(other.clone());
+            // Any other interface still holding it gives it up (read again: EC2 has moved it
+            // already, an emulator may not have): never two instances answering for it.
+            taken = before.into_iter().filter(|o| *o != eni).collect();
+            for other in self.holders(&vpc, &ip_s).await? {
+                if other != eni {
+                    self.unassign(&other, &ip_s).await?;
+                }
             }
+        } else {
+            said_already = true;
         }
         if let Some(allocation) = elastic {
-            // On the instance's interface (its primary address): where EC2 and every emulator
-            // agree it goes, and what is read back.
+            // On the service's address: clients from outside reach what it reaches inside.
             self.client
                 .associate_address()
                 .allocation_id(allocation)
                 .network_interface_id(&eni)
+                .private_ip_address(&ip_s)
                 .allow_reassociation(true)
                 .send()
                 .await
-                .map_err(|e| {
-                    classify(
-                        OP,
-                        "ec2:AssociateAddress",
-                        |code| {
-                            code.starts_with("InvalidAllocationID").then(|| {
-                                (
-                                    format!("Elastic IP {allocation}"),
-                                    "services[].address.elastic_ip".to_owned(),
-                                )
-                            })
-                        },
-                        e,
-                    )
-                })?;
+                .map_err(|e| classify(OP, "ec2:AssociateAddress", elastic_field(allocation), e))?;
         }
         // Read back: the instance's interface alone holds the address, the Elastic IP on it.
         let deadline = Instant::now() + READ_BACK;
@@ -103,14 +94,14 @@ impl Ec2 {
             )));
         }
         let mut said = format!("{ip} on {eni} of {id}");
-        if before == [eni.clone()] {
+        if said_already {
             said.push_str(" already");
         }
         if !taken.is_empty() {
             said.push_str(&format!(" (taken from {})", taken.join(", ")));
         }
         if let Some(allocation) = elastic {
-            let public = self.elastic_on(allocation, &eni, deadline).await?;
+            let public = self.elastic_on(allocation, &eni, &ip_s, deadline).await?;
             said.push_str(&format!(", Elastic IP {public} ({allocation}) on it"));
         }
         Ok(said)
@@ -121,6 +112,7 @@ impl Ec2 {
         &self,
         id: &str,
         ip: Ipv4Addr,
+        elastic: Option<&str>,
     ) -> Result<String, CloudError> {
         use medic_cloud::Cloud;
         match self.describe(id).await? {
@@ -128,9 +120,15 @@ impl Ec2 {
             _ => return Ok(format!("{id} is gone: it holds no address")),
         }
         let (eni, vpc) = self.primary_interface(id).await?;
+        // The Elastic IP first: clients from outside stop reaching the old primary too.
+        let mut said = Vec::new();
+        if let Some(allocation) = elastic {
+            said.push(self.disassociate_from(allocation, &eni).await?);
+        }
         let ip_s = ip.to_string();
         if !self.holders(&vpc, &ip_s).await?.contains(&eni) {
-            return Ok(format!("{ip} not on {eni} of {id}"));
+            said.push(format!("{ip} not on {eni} of {id}"));
+            return Ok(said.join("; "));
         }
         self.unassign(&eni, &ip_s).await?;
         let deadline = Instant::now() + READ_BACK;
@@ -143,18 +141,77 @@ impl Ec2 {
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Ok(format!("{ip} taken from {eni} of {id}"))
+        said.push(format!("{ip} taken from {eni} of {id}"));
+        Ok(said.join("; "))
     }
 
+    /// The Elastic IP taken off `eni` if it is there, read back.
+    async fn disassociate_from(&self, allocation: &str, eni: &str) -> Result<String, CloudError> {
+        let deadline = Instant::now() + READ_BACK;
+        let mut asked = false;
+        loop {
+            let out = self
+                .client
+                .describe_addresses()
+                .allocation_ids(allocation)
+                .send()
+                .await
+                .map_err(|e| classify(OP, "ec2:DescribeAddresses", elastic_field(allocation), e))?;
+            let a = out
+                .addresses()
+                .first()
+                .ok_or_else(|| api(format!("Elastic IP {allocation} not found")))?;
+            if a.network_interface_id() != Some(eni) {
+                return Ok(if asked {
+                    format!("Elastic IP {allocation} taken off {eni}")
+                } else {
+                    format!("Elastic IP {allocation} not on {eni}")
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(api(format!(
+                    "Elastic IP {allocation} disassociated from {eni}, but still read back on it after {}s",
+                    READ_BACK.as_secs()
+                )));
+            }
+            if !asked {
+                let association = a.association_id().ok_or_else(|| {
+                    api(format!(
+                        "Elastic IP {allocation} on {eni} without an association id"
+                    ))
+                })?;
+                self.client
+                    .disassociate_address()
+                    .association_id(association)
+                    .send()
+                    .await
+                    .map_err(|e| classify(OP, "ec2:DisassociateAddress", |_| None, e))?;
+                asked = true;
+                continue;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// `ip` unassigned from `eni`; one no longer assigned there (EC2 moved it meanwhile) is
+    /// done.
     async fn unassign(&self, eni: &str, ip: &str) -> Result<(), CloudError> {
-        self.client
+        match self
+            .client
             .unassign_private_ip_addresses()
             .network_interface_id(eni)
             .private_ip_addresses(ip)
             .send()
             .await
-            .map_err(|e| classify(OP, "ec2:UnassignPrivateIpAddresses", |_| None, e))?;
-        Ok(())
+            .map_err(|e| classify(OP, "ec2:UnassignPrivateIpAddresses", |_| None, e))
+        {
+            Err(CloudError::Api { code, message, .. })
+                if code == "InvalidParameterValue" && message.contains("not assigned") =>
+            {
+                Ok(())
+            }
+            other => other.map(|_| ()),
+        }
     }
 
     /// The instance's primary network interface (device 0) and its VPC.
@@ -207,11 +264,13 @@ impl Ec2 {
         Ok(out)
     }
 
-    /// The Elastic IP's public address, once read back on `eni` (until `deadline`).
+    /// The Elastic IP's public address, once read back on `eni` (until `deadline`), and the
+    /// private address it maps to there if that is not `ip`.
     async fn elastic_on(
         &self,
         allocation: &str,
         eni: &str,
+        ip: &str,
         deadline: Instant,
     ) -> Result<String, CloudError> {
         loop {
@@ -227,7 +286,12 @@ impl Ec2 {
                 .first()
                 .ok_or_else(|| api(format!("Elastic IP {allocation} not found")))?;
             if a.network_interface_id() == Some(eni) {
-                return Ok(a.public_ip().unwrap_or("?").to_owned());
+                let public = a.public_ip().unwrap_or("?");
+                // (An emulator may map it to the interface's primary address instead: said.)
+                return Ok(match a.private_ip_address() {
+                    Some(at) if at != ip => format!("{public}, mapped to {at}"),
+                    _ => public.to_owned(),
+                });
             }
             if Instant::now() >= deadline {
                 return Err(api(format!(
@@ -244,4 +308,16 @@ fn holds(n: &NetworkInterface, ip: &str) -> bool {
     n.private_ip_addresses()
         .iter()
         .any(|a| a.private_ip_address() == Some(ip))
+}
+
+/// An unknown allocation, named with its topology field.
+fn elastic_field(allocation: &str) -> impl Fn(&str) -> Option<(String, String)> + '_ {
+    move |code: &str| {
+        code.starts_with("InvalidAllocationID").then(|| {
+            (
+                format!("Elastic IP {allocation}"),
+                "services[].address.elastic_ip".to_owned(),
+            )
+        })
+    }
 }

@@ -341,8 +341,9 @@ impl Cloud for Ec2 {
         &self,
         id: &str,
         ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
     ) -> Result<String, CloudError> {
-        self.release_address_from(id, ip).await
+        self.release_address_from(id, ip, elastic).await
     }
 }
 

@@ -101,7 +101,11 @@ impl World {
             .send()
             .await
             .unwrap();
-        out.addresses()[0].network_interface_id().map(str::to_owned)
+        // (moto says "" for none.)
+        out.addresses()[0]
+            .network_interface_id()
+            .filter(|i| !i.is_empty())
+            .map(str::to_owned)
     }
 }
 
@@ -152,26 +156,45 @@ async fn the_address_and_its_elastic_ip_move_to_the_new_primary_alone() {
     assert_eq!(w.addresses_of(&w.b).await.1, on_b);
     assert_eq!(w.elastic().await, Some(eni_b));
 
-    // The fence: taken from b's instance, read back; again, and from an instance that does
-    // not hold it, nothing more.
-    let said = w.ec2.release_address(&w.b, SERVICE).await.unwrap();
-    assert!(said.contains("taken from"), "{said}");
+    // The fence: the address and the Elastic IP taken from b's instance, read back; again,
+    // nothing more.
+    let said = w
+        .ec2
+        .release_address(&w.b, SERVICE, Some(&w.allocation))
+        .await
+        .unwrap();
+    assert!(
+        said.contains("taken from") && said.contains("taken off"),
+        "{said}"
+    );
     assert!(!w.addresses_of(&w.b).await.1.contains(&SERVICE.to_string()));
-    let again = w.ec2.release_address(&w.b, SERVICE).await.unwrap();
-    assert!(again.contains("not on"), "{again}");
+    assert_eq!(w.elastic().await, None, "the Elastic IP still reaches b");
+    let again = w
+        .ec2
+        .release_address(&w.b, SERVICE, Some(&w.allocation))
+        .await
+        .unwrap();
+    assert!(
+        again.contains(&format!("{SERVICE} not on"))
+            && again.contains("Elastic IP")
+            && again.contains("not on"),
+        "{again}"
+    );
+
+    // Without an Elastic IP: the private address alone moves back to a, b holds nothing.
+    w.ec2.move_address(&w.a, SERVICE, None).await.unwrap();
+    assert!(w.addresses_of(&w.a).await.1.contains(&SERVICE.to_string()));
+    assert!(!w.addresses_of(&w.b).await.1.contains(&SERVICE.to_string()));
+
+    // An instance gone holds nothing.
     w.raw
         .terminate_instances()
         .instance_ids(&w.b)
         .send()
         .await
         .unwrap();
-    let gone = w.ec2.release_address(&w.b, SERVICE).await.unwrap();
+    let gone = w.ec2.release_address(&w.b, SERVICE, None).await.unwrap();
     assert!(gone.contains("is gone"), "{gone}");
-
-    // Without an Elastic IP: the private address alone moves back.
-    w.ec2.move_address(&w.a, SERVICE, None).await.unwrap();
-    assert!(w.addresses_of(&w.a).await.1.contains(&SERVICE.to_string()));
-    assert!(w.addresses_of(&w.a).await.1.contains(&SERVICE.to_string()));
 }
 
 #[tokio::test]

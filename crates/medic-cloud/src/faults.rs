@@ -109,8 +109,9 @@ impl<C: Cloud> Cloud for Faulty<C> {
         &self,
         id: &str,
         ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
     ) -> Result<String, CloudError> {
-        self.inner.release_address(id, ip).await
+        self.inner.release_address(id, ip, elastic).await
     }
 }
 

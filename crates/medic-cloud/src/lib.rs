@@ -195,14 +195,16 @@ pub trait Cloud: Send + Sync {
         }
     }
     /// Takes the secondary private address `ip` from the instance's primary network interface
-    /// (the old primary's, before another is promoted), read back; an instance gone, or not
-    /// holding it, is success. Providers whose addresses do not move through their API refuse.
+    /// (the old primary's, before another is promoted), and the Elastic IP `elastic` off it;
+    /// read back; an instance gone, or not holding them, is success. Providers whose addresses
+    /// do not move through their API refuse.
     fn release_address(
         &self,
         id: &str,
         ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
     ) -> impl Future<Output = Result<String, CloudError>> + Send {
-        let _ = ip;
+        let _ = (ip, elastic);
         let id = id.to_owned();
         async move {
             Err(CloudError::Invalid {

@@ -207,7 +207,7 @@ pub fn ssh_host(top: &Topology, machine: &str, addr: IpAddr) -> Host {
     }
 }
 
-/// Maps a redis error to the failing step's error.
+/// Maps a cloud error to the failing step's error.
 fn cloud_err(index: usize, kind: &'static str) -> impl Fn(medic_cloud::CloudError) -> ExecError {
     move |source| ExecError::Cloud {
         index,
@@ -216,6 +216,7 @@ fn cloud_err(index: usize, kind: &'static str) -> impl Fn(medic_cloud::CloudErro
     }
 }
 
+/// Maps a redis error to the failing step's error.
 fn redis_err(index: usize, kind: &'static str) -> impl Fn(RedisError) -> ExecError {
     move |source| ExecError::Redis {
         index,
@@ -517,8 +518,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 machine,
                 instance_id,
                 ip,
+                elastic_ip,
                 up: false,
-                ..
             } => {
                 let ids = self
                     .instance_ids(
@@ -533,7 +534,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 for id in &ids {
                     said.push(
                         self.cloud
-                            .release_address(id, *ip)
+                            .release_address(id, *ip, elastic_ip.as_deref())
                             .await
                             .map_err(cloud_err(index, kind))?,
                     );

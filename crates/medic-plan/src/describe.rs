@@ -258,24 +258,34 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
             machine,
             instance_id,
             ip,
+            elastic_ip,
             up: false,
-            ..
         } => {
             let id = instance_label(instance_id.as_deref());
+            let mut c = vec![format!(
+                "ec2 DescribeInstances InstanceIds=[{id}]  (its primary network interface, ENI; an instance gone holds nothing)"
+            )];
+            if let Some(e) = elastic_ip {
+                c.push(format!(
+                    "ec2 DescribeAddresses AllocationIds=[{e}]; ec2 DisassociateAddress AssociationId=<its association>  (if it is on <ENI>; read back)"
+                ));
+            }
+            c.push(format!(
+                "ec2 UnassignPrivateIpAddresses NetworkInterfaceId=<ENI> PrivateIpAddresses=[{ip}]  (if it holds it)"
+            ));
+            c.push(format!(
+                "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} not on <ENI>)"
+            ));
             (
                 format!("{service}@{machine}"),
-                format!("take the service address {ip} from the instance"),
-                vec![
-                    format!(
-                        "ec2 DescribeInstances InstanceIds=[{id}]  (its primary network interface, ENI; an instance gone holds nothing)"
-                    ),
-                    format!(
-                        "ec2 UnassignPrivateIpAddresses NetworkInterfaceId=<ENI> PrivateIpAddresses=[{ip}]  (if it holds it)"
-                    ),
-                    format!(
-                        "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} not on <ENI>)"
-                    ),
-                ],
+                format!(
+                    "take the service address {ip}{} from the instance",
+                    elastic_ip
+                        .as_ref()
+                        .map(|e| format!(" and Elastic IP {e}"))
+                        .unwrap_or_default()
+                ),
+                c,
             )
         }
         Action::CloudAddress {
@@ -302,7 +312,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 ),
             ];
             if let Some(e) = elastic_ip {
-                c.push(format!("ec2 AssociateAddress AllocationId={e} NetworkInterfaceId=<ENI> AllowReassociation=true"));
+                c.push(format!("ec2 AssociateAddress AllocationId={e} NetworkInterfaceId=<ENI> PrivateIpAddress={ip} AllowReassociation=true"));
             }
             c.push(format!(
                 "ec2 DescribeNetworkInterfaces Filters=[vpc-id]  (read back: {ip} on <ENI> alone){}",

@@ -281,7 +281,9 @@ impl View {
             .iter()
             .map(|s| {
                 let name = &s.value.name.value;
-                (name.clone(), routing_of(st, top, name, now))
+                let mut routing = routing_of(st, top, name, now);
+                routing.writes = probe::writes_of(&st.writes, name);
+                (name.clone(), routing)
             })
             .collect();
         View {
@@ -299,8 +301,9 @@ impl View {
     }
 }
 
-/// What clients get for the shard: the server each proxy sends its writes to, the write
-/// probes through each, whether writes fail now through a proxy the monitor host can read.
+/// What clients get for the shard: the server each proxy sends its writes to, whether writes
+/// fail now through a proxy the monitor host can read (the write probes themselves are the
+/// status's alone: [`View::of`]).
 fn routing_of(st: &St, top: &medic_topology::Topology, name: &str, now: u64) -> ShardRouting {
     let backend = medic_plan::vars::proxy_backend(name);
     let routes: Vec<serde_json::Value> = top
@@ -320,7 +323,7 @@ fn routing_of(st: &St, top: &medic_topology::Topology, name: &str, now: u64) -> 
     });
     ShardRouting {
         routes,
-        writes: probe::writes_of(&st.writes, name),
+        writes: Vec::new(),
         unwritable,
     }
 }

@@ -113,7 +113,7 @@ fn on_ec2_the_address_and_its_elastic_ip_move_at_the_vpc_before_the_interface() 
     );
     assert!(matches!(
         &plan.steps[release].action,
-        Action::CloudAddress { machine, elastic_ip: None, .. } if machine == "slayer"
+        Action::CloudAddress { machine, elastic_ip: Some(_), up: false, .. } if machine == "slayer"
     ));
     let cloud = &plan.steps[moved];
     assert_eq!(

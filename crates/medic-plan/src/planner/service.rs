@@ -247,9 +247,9 @@ impl<'a> Planner<'a> {
             return;
         };
         // On EC2 the VPC delivers the address only to the instance it is assigned to: taken
-        // from the old primary's instance at the API first (whatever state that machine is
-        // in: the fence that needs no answer from it), assigned to the new one's before the
-        // address is brought up inside it.
+        // (with its Elastic IP) from the old primary's instance at the API before the address
+        // is taken down inside it (whatever state that machine is in: a fence that needs no
+        // answer from it), assigned to the new one's before it is brought up inside.
         let aws = matches!(self.top.provider.value, medic_topology::Provider::Aws(_));
         if let (true, Some((ip, _))) = (aws, a.value.parsed()) {
             self.push(Action::CloudAddress {
@@ -261,7 +261,7 @@ impl<'a> Planner<'a> {
                     .get(machine)
                     .and_then(|m| m.instance_id.clone()),
                 ip,
-                elastic_ip: a.value.elastic_ip.clone().filter(|_| up),
+                elastic_ip: a.value.elastic_ip.clone(),
                 up,
             });
         }

@@ -86,11 +86,12 @@ impl Cloud for AnyCloud {
         &self,
         id: &str,
         ip: std::net::Ipv4Addr,
+        elastic: Option<&str>,
     ) -> Result<String, CloudError> {
         match self {
-            AnyCloud::Lab(c) => c.release_address(id, ip).await,
+            AnyCloud::Lab(c) => c.release_address(id, ip, elastic).await,
             #[cfg(feature = "aws")]
-            AnyCloud::Aws(c) => c.release_address(id, ip).await,
+            AnyCloud::Aws(c) => c.release_address(id, ip, elastic).await,
             AnyCloud::Static => Err(static_refuses("release address")),
         }
     }
