@@ -32,6 +32,7 @@ mod fence;
 mod hook;
 mod persist;
 pub mod pg_follow;
+mod pg_rejoin;
 pub mod postgres;
 mod reach;
 pub use fence::Unfenced;
@@ -583,6 +584,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                         output.skipped = Some(why.clone());
                         why
                     }
+                }
+            }
+            // At the end of a switchover, a failure is skipped like pg-follow's; when a
+            // machine failed away from answers again, it fails the step (retried later).
+            Action::RejoinPostgres { skippable, .. } => {
+                match self.rejoin_postgres(index, kind, &step.action).await {
+                    Ok(summary) => summary,
+                    Err(e) if *skippable => {
+                        let why = format!("not made a standby of the new primary: {e}");
+                        output.skipped = Some(why.clone());
+                        why
+                    }
+                    Err(e) => return Err(e),
                 }
             }
             Action::ServiceRole {

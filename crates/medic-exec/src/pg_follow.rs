@@ -106,32 +106,10 @@ pub async fn follow(
             set_conninfo(&client, at, &want).await?;
         }
         // Read back: streaming from the new primary.
-        let start = Instant::now();
-        let mut last = String::from("no WAL receiver");
-        while start.elapsed() < within {
-            let rows = client
-                .simple_query(
-                    "SELECT status, sender_host, sender_port::text FROM pg_stat_wal_receiver",
-                )
-                .await
-                .map_err(|e| sql_failed(&e, at))?;
-            if let Some(row) = one_row(&rows) {
-                let [status, host, port] = [0, 1, 2].map(|i| row.get(i).cloned().flatten());
-                if status.as_deref() == Some("streaming")
-                    && host.as_deref() == Some(to.ip().to_string().as_str())
-                    && port.as_deref() == Some(to.port().to_string().as_str())
-                {
-                    return Ok(changed);
-                }
-                last = format!(
-                    "{} from {}:{}",
-                    status.as_deref().unwrap_or("?"),
-                    host.as_deref().unwrap_or("?"),
-                    port.as_deref().unwrap_or("?")
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let last = match streams_from(&client, at, to, within).await? {
+            Ok(()) => return Ok(changed),
+            Err(last) => last,
+        };
         // Left as it was: a standby that streamed from somewhere still does.
         let put_back = if changed {
             match set_conninfo(&client, at, &now).await {
@@ -147,6 +125,41 @@ pub async fn follow(
         )))
     })
     .await
+}
+
+/// Waits (up to `within`) until the standby `client` is connected to (at `at`) streams from
+/// `to`: `Ok(Err(last))` with what it last did if it does not.
+pub(crate) async fn streams_from(
+    client: &tokio_postgres::Client,
+    at: SocketAddr,
+    to: SocketAddr,
+    within: Duration,
+) -> Result<Result<(), String>, Failed> {
+    let start = Instant::now();
+    let mut last = String::from("no WAL receiver");
+    while start.elapsed() < within {
+        let rows = client
+            .simple_query("SELECT status, sender_host, sender_port::text FROM pg_stat_wal_receiver")
+            .await
+            .map_err(|e| sql_failed(&e, at))?;
+        if let Some(row) = one_row(&rows) {
+            let [status, host, port] = [0, 1, 2].map(|i| row.get(i).cloned().flatten());
+            if status.as_deref() == Some("streaming")
+                && host.as_deref() == Some(to.ip().to_string().as_str())
+                && port.as_deref() == Some(to.port().to_string().as_str())
+            {
+                return Ok(Ok(()));
+            }
+            last = format!(
+                "{} from {}:{}",
+                status.as_deref().unwrap_or("?"),
+                host.as_deref().unwrap_or("?"),
+                port.as_deref().unwrap_or("?")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Err(last))
 }
 
 /// `ALTER SYSTEM SET primary_conninfo` to `conninfo`, and the configuration reloaded.

@@ -376,6 +376,44 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 ),
             ],
         ),
+        Action::RejoinPostgres {
+            service,
+            machine,
+            address,
+            port,
+            user,
+            database,
+            primary,
+            primary_address,
+            rejoin,
+            ..
+        } => {
+            let mut c = vec![
+                format!(
+                    "postgres {primary_address}:{port} (user {user}, database {database}): SELECT pg_is_in_recovery() is false (the primary)"
+                ),
+                format!(
+                    "postgres {address}:{port}: SELECT pg_is_in_recovery(); if true, nothing more (a standby already)"
+                ),
+                format!("ssh {machine} (as root, within {}):", rejoin.timeout),
+            ];
+            c.extend(
+                crate::rejoin::rejoin_script(rejoin, &primary_address.to_string(), *port, database)
+                    .lines()
+                    .map(|l| format!("  {l}")),
+            );
+            c.push(format!(
+                "until it streams from {primary_address}: SELECT status, sender_host, sender_port FROM pg_stat_wal_receiver"
+            ));
+            (
+                format!("{service}@{machine}"),
+                format!(
+                    "make its PostgreSQL a standby of {primary} again ({})",
+                    rejoin.method.as_str()
+                ),
+                c,
+            )
+        }
         Action::ServiceRole {
             service,
             machine,

@@ -7,6 +7,7 @@
 
 pub mod describe;
 pub mod planner;
+pub mod rejoin;
 mod resume;
 pub mod state;
 pub mod step;

@@ -589,6 +589,8 @@ mod address_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
+mod rejoin_tests;
+#[cfg(test)]
 mod replica_tests;
 #[cfg(test)]
 mod service_tests;

@@ -411,6 +411,30 @@ pub enum Action {
         primary: String,
         primary_address: Addr,
     },
+    /// Make a service's PostgreSQL server on `machine` (failed away from, or the old primary
+    /// after a switchover) a standby of `primary` again: over SSH as root, the script of
+    /// [`crate::rejoin::rejoin_script`] (stop, `pg_rewind -R`, with `rewind_or_copy` a fresh
+    /// `pg_basebackup` if that fails, start), then — logging in as the service's `postgres`
+    /// check does — a wait until it streams from the primary. A server already in recovery is
+    /// left as it is (one following another primary is `FollowPostgres`'s). Before anything,
+    /// `primary` must answer as a primary (not in recovery).
+    RejoinPostgres {
+        service: String,
+        machine: String,
+        address: Addr,
+        port: u16,
+        user: String,
+        database: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<String>,
+        primary: String,
+        primary_address: Addr,
+        rejoin: medic_topology::pg_rejoin::PgRejoin,
+        /// At the end of a switchover: a failure is skipped (the recovery ends incomplete,
+        /// saying why), not a failed switchover.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skippable: bool,
+    },
     /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
     /// primary puts the old one out until it rejoins.
     ServiceRole {
@@ -480,6 +504,7 @@ impl Action {
             Action::ServiceRole { .. } => "role",
             Action::PromotePostgres { .. } => "pg-promote",
             Action::FollowPostgres { .. } => "pg-follow",
+            Action::RejoinPostgres { .. } => "pg-rejoin",
             Action::Alert { .. } => "alert",
         }
     }

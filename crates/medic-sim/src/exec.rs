@@ -69,6 +69,7 @@ pub fn execute(
         | Action::ServiceRole { .. }
         | Action::PromotePostgres { .. }
         | Action::FollowPostgres { .. }
+        | Action::RejoinPostgres { .. }
         | Action::ServiceAddress { .. }
         | Action::CloudAddress { .. }
         | Action::FailoverDns { .. } => {}

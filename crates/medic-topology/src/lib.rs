@@ -18,6 +18,7 @@ pub mod diag;
 pub mod duration;
 pub mod load;
 pub mod model;
+pub mod pg_rejoin;
 pub mod schema;
 pub mod service;
 pub mod tls;

@@ -50,6 +50,12 @@ pub struct Service {
     pub address: Option<Spanned<ServiceAddress>>,
     #[serde(default)]
     pub hooks: Hooks,
+    /// With a `postgres` check: how medic makes a server failed away from (an old primary
+    /// back after a failover) a standby of the primary again, and the old primary after a
+    /// switchover (none: the operator's `on_demote` hook does it).
+    #[serde(default)]
+    #[schemars(with = "Option<crate::pg_rejoin::PgRejoin>")]
+    pub rejoin: Option<Spanned<crate::pg_rejoin::PgRejoin>>,
     /// The standbys never take writes, even serving as primary (seed 000's read-only copy):
     /// a failed primary still serving beside one does no harm, so no fencing hook is needed
     /// to fail over or to switch over.

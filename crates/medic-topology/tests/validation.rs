@@ -197,6 +197,31 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "services[0].dns.name: `www.example.org` is outside the zone domino.lab",
         ),
         (
+            "    failback: manual",
+            "    failback: manual\n    rejoin: {data_dir: /var/lib/pg, bin_dir: /usr/lib/postgresql/15/bin}",
+            "services[0].rejoin: rejoin makes a PostgreSQL server a standby again; expected a check (or one of more_checks) of kind postgres",
+        ),
+        (
+            "    failback: manual",
+            "    failback: manual\n    more_checks: [{kind: postgres}]\n    rejoin: {data_dir: pg, bin_dir: /usr/lib/postgresql/15/bin}",
+            "services[0].rejoin.data_dir: `pg` is not a plain absolute path",
+        ),
+        (
+            "    failback: manual",
+            "    failback: manual\n    more_checks: [{kind: postgres}]\n    rejoin: {data_dir: /var/lib/pg, bin_dir: /usr/bin, os_user: 'pg; rm'}",
+            "services[0].rejoin.os_user: `pg; rm` is not a plain user name",
+        ),
+        (
+            "    failback: manual",
+            "    failback: manual\n    more_checks: [{kind: postgres}]\n    rejoin: {data_dir: /var/lib/pg, bin_dir: /usr/bin, method: copy}",
+            ": unknown variant `copy`, expected one of rewind, rewind_or_copy",
+        ),
+        (
+            "    failback: manual",
+            "    failback: manual\n    more_checks: [{kind: postgres}]\n    standbys_read_only: true\n    rejoin: {data_dir: /var/lib/pg, bin_dir: /usr/bin}",
+            "services[0].rejoin: with `standbys_read_only: true` medic never promotes",
+        ),
+        (
             "on_promote: primary-include",
             "on_promote: Primary_Include",
             "services[0].hooks.on_promote: `Primary_Include` is not a valid name",

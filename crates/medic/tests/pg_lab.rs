@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::pg::{self, PG};
-use common::web::{dig, resolve};
+use common::web::{dig, on, resolve};
 use common::*;
 
 /// examples/dryad.yaml with its database alone (the web tier is dryad_lab.rs's) on a third
@@ -76,6 +76,30 @@ fn client_sql(ip: &str, sql: &str) -> bool {
 /// What the client saw: each write's id, when it was answered, whether it was acknowledged,
 /// and where the name sent it.
 type Writes = Arc<Mutex<Vec<(u32, Instant, bool, String)>>>;
+
+/// A client writing one row at a time through the name, until `stop`: what it saw.
+fn start_client(env: &Env) -> (Writes, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let writes: Writes = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let client = {
+        let (writes, stop) = (writes.clone(), stop.clone());
+        let dns = env.ip(2);
+        std::thread::spawn(move || {
+            let mut id = 0;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let out = dig(&dns, "db.dryad.lab");
+                let acked = !out.is_empty()
+                    && client_sql(&out, &format!("insert into items values ({id}, 'w')"));
+                writes
+                    .lock()
+                    .unwrap()
+                    .push((id, Instant::now(), acked, out));
+            }
+        })
+    };
+    (writes, stop, client)
+}
 
 #[test]
 fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() {
@@ -167,25 +191,7 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
     }
 
     // The client: one row at a time, through the name.
-    let writes: Writes = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let client = {
-        let (writes, stop) = (writes.clone(), stop.clone());
-        let dns = env.ip(2);
-        std::thread::spawn(move || {
-            let mut id = 0;
-            while !stop.load(Ordering::Relaxed) {
-                id += 1;
-                let out = dig(&dns, "db.dryad.lab");
-                let acked = !out.is_empty()
-                    && client_sql(&out, &format!("insert into items values ({id}, 'w')"));
-                writes
-                    .lock()
-                    .unwrap()
-                    .push((id, Instant::now(), acked, out));
-            }
-        })
-    };
+    let (writes, stop, client) = start_client(&env);
     let acked_since = |t: Instant| {
         writes
             .lock()
@@ -330,4 +336,202 @@ fn a_crashed_primary_s_standby_is_promoted_and_keeps_every_acknowledged_write() 
         t_crash.saturating_duration_since(before)
     );
     env.stop();
+}
+
+/// The database of [`database_only`] with `rejoin` by `method` (medic's own start command:
+/// the lab's servers keep their socket in /run/pg), checked as the superuser postgres (the
+/// rights a lesser user needs are the other test's).
+fn database_with_rejoin(method: &str) -> impl Fn(String) -> String {
+    move |t| {
+        database_only(t).replace("user: watcher, ", "").replace(
+            "    dns: {name: db.dryad.lab, ttl: 1}\n",
+            &format!(
+                "    dns: {{name: db.dryad.lab, ttl: 1}}\n    rejoin:\n      method: {method}\n      data_dir: /var/lib/pg\n      bin_dir: {PG}\n      start: \"runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start\"\n"
+            ),
+        )
+    }
+}
+
+/// The primary's machine cut off from everyone, alive: its PostgreSQL still a primary on its
+/// own, taking (never acknowledging: replication is synchronous) the writes of clients that
+/// still reach it. medic fails over; the partition heals; the old primary answers writable
+/// beside the new one. medic stops it and rewinds it from the new primary with pg_rewind
+/// (its WAL kept back to the fork: `wal_keep_size`), and starts it as a standby: it streams
+/// from the new primary, holds every acknowledged write, and counts as a standby again.
+#[test]
+fn a_primary_cut_off_and_back_is_rewound_into_a_standby_of_the_new_one() {
+    let Some(summary) = cut_off_and_back(18, "rewind", "--data-checksums") else {
+        return;
+    };
+    assert!(
+        summary.contains("stopped the server") && summary.contains("rewound from the primary"),
+        "{summary}"
+    );
+}
+
+/// The same with a server pg_rewind cannot rewind (neither data checksums nor
+/// `wal_log_hints`) and `method: rewind_or_copy`: its data directory is moved aside, kept,
+/// and the server copied afresh from the new primary.
+#[test]
+fn one_that_cannot_be_rewound_is_copied_afresh_its_old_data_kept() {
+    let Some(summary) = cut_off_and_back(19, "rewind_or_copy", "") else {
+        return;
+    };
+    assert!(
+        summary.contains("pg_rewind failed; the old data moved aside to /var/lib/pg.medic-")
+            && summary.contains("copied afresh from the primary"),
+        "{summary}"
+    );
+}
+
+/// The scenario of the two tests above: the pg-rejoin step's summary.
+fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> {
+    let mut env = Env::of_example("dryad.yaml", k, database_with_rejoin(method))?;
+    let (primus, secundus, tertius) = (env.ip(10), env.ip(11), env.ip(12));
+    pg::start_primary_with(&env, &primus, "dryad", initdb_flags);
+    if method == "rewind" {
+        pg::psql(
+            &env,
+            &primus,
+            "dryad",
+            "ALTER SYSTEM SET wal_keep_size = '256MB'",
+        );
+    }
+    pg::start_standby(&env, &secundus, &primus);
+    pg::start_standby(&env, &tertius, &primus);
+    pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (*)'",
+    );
+    pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
+    env.wait("the name on primus", Duration::from_secs(10), |e| {
+        resolve(e, "db.dryad.lab") == primus
+    });
+    env.start(&[]);
+    env.wait(
+        "dryad-db: primus primary, secundus and tertius standbys",
+        Duration::from_secs(20),
+        |e| {
+            pg::service_machine(e, "dryad-db", "primus")["state"] == "production"
+                && ["secundus", "tertius"]
+                    .iter()
+                    .all(|m| pg::service_machine(e, "dryad-db", m)["state"] == "standby")
+        },
+    );
+    let (writes, stop, client) = start_client(&env);
+    let acked = |w: &Writes| w.lock().unwrap().iter().filter(|w| w.2).count();
+    env.wait("20 writes acknowledged", Duration::from_secs(20), |_| {
+        acked(&writes) >= 20
+    });
+
+    env.fault("primus", "partition", &[]);
+    let ip_of = |m: &str| {
+        if m == "secundus" {
+            secundus.clone()
+        } else {
+            tertius.clone()
+        }
+    };
+    env.wait(
+        "a standby the primary, the name on it, a write acknowledged there",
+        Duration::from_secs(30),
+        |e| {
+            let new = primary_of_db(e);
+            (new == "secundus" || new == "tertius")
+                && resolve(e, "db.dryad.lab") == ip_of(&new)
+                && writes
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|w| w.2 && w.3 == ip_of(&new))
+        },
+    );
+    let new_name = primary_of_db(&env);
+    let new = ip_of(&new_name);
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    let writes = writes.lock().unwrap().clone();
+
+    // Back: writable beside the new primary, on a timeline of its own.
+    env.fault("primus", "heal", &[]);
+    env.wait(
+        "primus a standby again (in recovery, passing its checks)",
+        Duration::from_secs(90),
+        |e| {
+            let p = pg::service_machine(e, "dryad-db", "primus");
+            p["role"] == "standby" && p["health"]["role"] == "replica"
+        },
+    );
+    let rejoin = env
+        .history()
+        .into_iter()
+        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
+        .find(|s| s["kind"] == "pg-rejoin")
+        .expect("a pg-rejoin step in the history");
+    let summary = rejoin["summary"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        summary.contains("started as a standby")
+            && summary.contains(&format!("streams from {new_name}")),
+        "{rejoin:#}"
+    );
+    if method == "rewind_or_copy" {
+        let aside = on(&env, &primus, "cat /var/lib/pg.medic-*/PG_VERSION");
+        assert_eq!(aside.trim(), "15", "the old data kept aside");
+    }
+    assert_eq!(
+        pg::psql(
+            &env,
+            &primus,
+            "dryad",
+            "SELECT sender_host FROM pg_stat_wal_receiver"
+        ),
+        new
+    );
+    // Every acknowledged write on the new primary and on the rewound one; a new write
+    // reaches it.
+    pg::psql(
+        &env,
+        &new,
+        "dryad",
+        "INSERT INTO items VALUES (2000000, 'after')",
+    );
+    env.wait(
+        "primus to replay the new primary's write",
+        Duration::from_secs(20),
+        |e| {
+            pg::psql(
+                e,
+                &primus,
+                "dryad",
+                "SELECT count(*) FROM items WHERE id = 2000000",
+            ) == "1"
+        },
+    );
+    let acked_ids: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
+    for ip in [&new, &primus] {
+        let rows: std::collections::BTreeSet<u32> =
+            pg::psql(&env, ip, "dryad", "SELECT id FROM items")
+                .lines()
+                .map(|l| l.parse().unwrap())
+                .collect();
+        let lost: Vec<&u32> = acked_ids.iter().filter(|id| !rows.contains(id)).collect();
+        assert!(lost.is_empty(), "acknowledged, not on {ip}: {lost:?}");
+    }
+    let first_new = writes
+        .iter()
+        .filter(|w| w.2 && w.3 == new)
+        .map(|w| w.1)
+        .min()
+        .unwrap();
+    assert!(
+        writes
+            .iter()
+            .all(|w| !(w.2 && w.3 == primus && w.1 > first_new)),
+        "primus acknowledged a write after {new_name} had: two primaries"
+    );
+    eprintln!("primus made a standby of {new_name} again: {summary}");
+    env.stop();
+    Some(summary)
 }

@@ -541,6 +541,14 @@ impl Core {
             st.promoting = Some(machine.clone());
             out.push(Output::Save);
         }
+        // A demotion of a machine back in a service that failed (its hook, its rewind) is
+        // asked again at its next answer, after the usual backoff, not only once it goes
+        // silent.
+        if let Outcome::Failed { .. } = outcome
+            && let Event::ServiceRejoin { service, machine } = &run.plan.event
+        {
+            self.disarmed.remove(&(service.clone(), machine.clone()));
+        }
         if let Event::Switchover { shard, .. } = &run.plan.event
             && self.loaded.topology.service(shard).is_some()
         {

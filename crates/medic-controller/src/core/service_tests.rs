@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use medic_detect::Observation;
-use medic_plan::{AlertLevel, Event};
+use medic_plan::{Action, AlertLevel, Event, StepOutput};
+
+use crate::journal::Outcome;
 
 use super::*;
 use crate::checks::{CheckResult, Target};
@@ -490,4 +492,51 @@ fn a_standby_streaming_from_another_machine_of_the_service_is_asked_once_to_foll
     assert!(queued(&c).is_empty());
     pg_from(&mut c, &www("web3"), 4_500, Replica, 100, Some(&web1));
     assert_eq!(queued(&c), [follow]);
+}
+
+/// A demotion that failed (its hook, its PostgreSQL not rewound) is asked again at the
+/// machine's next answer once the recovery has ended, not only after it goes silent.
+#[test]
+fn a_failed_demotion_is_asked_again_at_the_next_answer() {
+    let mut c = core("failback: manual");
+    {
+        let st = c.saved.observed.services.get_mut("www").unwrap();
+        st.primary = "web2".into();
+        st.out.insert("web1".into());
+    }
+    check(&mut c, &www("web1"), 1_000, Observation::Refused);
+    c.schedule(1_000);
+    let id = c
+        .running
+        .keys()
+        .next()
+        .cloned()
+        .expect("the demotion started");
+    let step = loop {
+        let Next::Run(step) = c.next_step(&id, 1_000) else {
+            panic!("no hook step");
+        };
+        if matches!(step.action, Action::RunHook { .. }) {
+            break step;
+        }
+        c.step_done(&id, &step, &StepOutput::default(), 1_000);
+    };
+    c.step_failed(&id, step.index, "on_demote failed".into());
+    let Next::End(outcome) = c.next_step(&id, 1_100) else {
+        panic!("not ended");
+    };
+    assert!(matches!(outcome, Outcome::Failed { .. }));
+    c.finished(&id, &outcome, 1_100);
+    assert!(queued(&c).is_empty());
+    // Out of monitoring for the backoff (10 s), then watched again.
+    c.schedule(11_200);
+    assert!(!c.saved.unmonitored.contains("web1"));
+    check(&mut c, &www("web1"), 11_500, Observation::Refused);
+    assert_eq!(
+        queued(&c),
+        [Event::ServiceRejoin {
+            service: "www".into(),
+            machine: "web1".into(),
+        }]
+    );
 }

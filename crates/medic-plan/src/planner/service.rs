@@ -369,6 +369,11 @@ impl<'a> Planner<'a> {
         self.service_dns(s, &address);
         if promoted {
             self.pg_follow(s, &new, &old);
+            // The old primary's server made a standby of the new one (`rejoin`), last: the
+            // service is whole before, and one that cannot be is skipped, saying why.
+            if let Some(step) = self.pg_rejoin(s, &old, &new, true) {
+                self.last.push(step);
+            }
         }
         Ok(())
     }
@@ -455,6 +460,11 @@ impl<'a> Planner<'a> {
                 false,
                 state,
             );
+            self.push(step);
+        }
+        // Its PostgreSQL made a standby of the primary again (`rejoin`): an old primary back
+        // after a failover is still writable, on a timeline of its own.
+        if failing && let Some(step) = self.pg_rejoin(s, machine, &primary, false) {
             self.push(step);
         }
         if !failing {

@@ -1,6 +1,7 @@
 //! A service's built-in PostgreSQL in its plans: the lag guard before a promotion, the
-//! promotion itself (`pg_promote()`, recorded at once), and the other standbys made to follow
-//! the new primary (docs/topology.md, "Services").
+//! promotion itself (`pg_promote()`, recorded at once), the other standbys made to follow
+//! the new primary, and a server failed away from made a standby again (`rejoin`;
+//! docs/topology.md, "Services").
 
 use medic_topology::Service;
 
@@ -137,6 +138,36 @@ impl Planner<'_> {
             primary: primary.to_owned(),
             primary_address: addr_of(self.state, primary),
         });
+    }
+
+    /// The step that makes `machine`'s server a standby of `primary` again, if the service
+    /// has a `rejoin` (and a `postgres` check, which it then must have). `skippable`: its
+    /// failure ends the recovery incomplete rather than failed.
+    pub(super) fn pg_rejoin(
+        &self,
+        s: &Service,
+        machine: &str,
+        primary: &str,
+        skippable: bool,
+    ) -> Option<Action> {
+        let rejoin = s.rejoin.as_ref()?;
+        let (port, check) = s.postgres_check()?;
+        Some(Action::RejoinPostgres {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            port,
+            user: check.pg_user().to_owned(),
+            database: check.pg_database().to_owned(),
+            password_file: check
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            primary: primary.to_owned(),
+            primary_address: addr_of(self.state, primary),
+            rejoin: rejoin.value.clone(),
+            skippable,
+        })
     }
 
     /// For a service that checks PostgreSQL (`kind: postgres`) and whose standbys take

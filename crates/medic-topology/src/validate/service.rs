@@ -262,6 +262,7 @@ impl Ctx<'_, '_> {
                     format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients, or `standbys_read_only: true` if they never take writes", s.name.value),
                 );
             }
+            self.rejoin(&p, s);
             for (hook, name) in [
                 ("on_fenced", &s.hooks.on_fenced),
                 ("on_promote", &s.hooks.on_promote),

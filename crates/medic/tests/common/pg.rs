@@ -13,12 +13,17 @@ const NET: &str = "10.75.0.0/16";
 /// A primary on the machine at `ip` with the database `db` and its table `items (id int
 /// primary key, title text)`.
 pub fn start_primary(env: &Env, ip: &str, db: &str) {
+    start_primary_with(env, ip, db, "--data-checksums");
+}
+
+/// [`start_primary`], `initdb` given `initdb_flags`.
+pub fn start_primary_with(env: &Env, ip: &str, db: &str, initdb_flags: &str) {
     prepare(env, ip);
     on(
         env,
         ip,
         &format!(
-            "runuser -u postgres -- {PG}/initdb -D /var/lib/pg -A trust >/dev/null && \
+            "runuser -u postgres -- {PG}/initdb -D /var/lib/pg -A trust {initdb_flags} >/dev/null && \
              echo \"listen_addresses = '*'\" >> /var/lib/pg/postgresql.conf && \
              echo 'host all all {NET} trust' >> /var/lib/pg/pg_hba.conf && \
              echo 'host replication all {NET} trust' >> /var/lib/pg/pg_hba.conf && \

@@ -1,0 +1,165 @@
+//! A PostgreSQL server failed away from is made a standby again (`rejoin`): only when it
+//! answers failing its checks, after its demotion, never the primary's; at the end of a
+//! switchover for the old primary, skippable.
+
+use std::path::Path;
+
+use medic_playbook::Playbooks;
+use medic_topology::Topology;
+
+use super::*;
+use crate::describe::describe;
+use crate::state::StepOutput;
+
+const DOMINO: &str = include_str!("../../../../examples/domino.yaml");
+
+const REJOIN: &str = "    rejoin: {method: rewind_or_copy, data_dir: /var/lib/pg, bin_dir: /usr/lib/postgresql/15/bin}\n";
+
+/// examples/domino.yaml's service with a PostgreSQL check beside its own, `extra` added.
+fn with_postgres(extra: &str) -> Topology {
+    let text = DOMINO.replace(
+        "    failback: manual",
+        &format!(
+            "    failback: manual\n    more_checks:\n      - {{kind: postgres, port: 5432, user: medic, database: app}}\n{extra}"
+        ),
+    );
+    medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap()
+}
+
+fn outline(plan: &Plan) -> Vec<String> {
+    let pb = Playbooks::default();
+    plan.steps
+        .iter()
+        .map(|s| {
+            let v = describe(s, &pb);
+            format!("{} {}", v.kind, v.target)
+        })
+        .collect()
+}
+
+/// web1 failed away from (web2 the primary), out, and `failing` its checks or not.
+fn web1_out(top: &Topology, failing: bool) -> ObservedState {
+    let mut state = ObservedState::assumed(top);
+    let st = state.services.get_mut("www").unwrap();
+    st.primary = "web2".into();
+    st.out.insert("web1".into());
+    if failing {
+        st.down.insert("web1".into());
+    }
+    state
+}
+
+fn rejoin(m: &str) -> Event {
+    Event::ServiceRejoin {
+        service: "www".into(),
+        machine: m.into(),
+    }
+}
+
+#[test]
+fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stays_out() {
+    let top = with_postgres(REJOIN);
+    let state = web1_out(&top, true);
+    let plan = plan_recovery(&top, &state, &rejoin("web1"), "r1").unwrap();
+    assert_eq!(
+        outline(&plan),
+        [
+            "unmonitor web1",
+            "hook www@web1",
+            "pg-rejoin www@web1",
+            "monitor web1"
+        ]
+    );
+    let Action::RejoinPostgres {
+        primary,
+        primary_address,
+        port,
+        user,
+        skippable,
+        rejoin,
+        ..
+    } = &plan.steps[2].action
+    else {
+        panic!("{:?}", plan.steps[2]);
+    };
+    assert_eq!(
+        (primary.as_str(), *port, user.as_str()),
+        ("web2", 5432, "medic")
+    );
+    assert_eq!(primary_address, &addr_of(&state, "web2"));
+    assert!(!skippable, "a failure is retried, not skipped");
+    assert_eq!(rejoin.data_dir, Path::new("/var/lib/pg"));
+    // `medic plan` shows the very script, rewinding from the primary.
+    let shown = describe(&plan.steps[2], &Playbooks::default())
+        .commands
+        .join("\n");
+    assert!(shown.contains("pg_rewind"), "{shown}");
+    assert!(
+        shown.contains(&format!("host={primary_address} port=5432")),
+        "{shown}"
+    );
+    // Still out until it passes its checks (as a standby now).
+    let mut after = state.clone();
+    for s in &plan.steps {
+        after.apply(&s.action, &StepOutput::default());
+    }
+    assert!(after.services["www"].out.contains("web1"));
+    // Journaled and read back the same.
+    let json = serde_json::to_string(&plan).unwrap();
+    let back: Plan = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, plan);
+}
+
+#[test]
+fn one_that_passes_its_checks_or_a_service_without_rejoin_is_not_rewound() {
+    let top = with_postgres(REJOIN);
+    let passing = plan_recovery(&top, &web1_out(&top, false), &rejoin("web1"), "r1").unwrap();
+    assert!(
+        !outline(&passing).iter().any(|s| s.starts_with("pg-rejoin")),
+        "{:?}",
+        outline(&passing)
+    );
+    let without = with_postgres("");
+    let plan = plan_recovery(&without, &web1_out(&without, true), &rejoin("web1"), "r1").unwrap();
+    assert!(!outline(&plan).iter().any(|s| s.starts_with("pg-rejoin")));
+    // The primary itself is never the one rewound.
+    let plan = plan_recovery(&top, &web1_out(&top, true), &rejoin("web2"), "r1").unwrap();
+    assert!(plan.steps.is_empty(), "{:?}", outline(&plan));
+}
+
+#[test]
+fn a_switchover_rewinds_the_old_primary_last_and_may_skip_it() {
+    let top = with_postgres(REJOIN);
+    let mut state = ObservedState::assumed(&top);
+    state.services.get_mut("www").unwrap().positions =
+        [("web1".into(), 100), ("web2".into(), 100)].into();
+    let event = Event::Switchover {
+        shard: "www".into(),
+        to: Some("web2".into()),
+    };
+    let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
+    let steps = outline(&plan);
+    assert_eq!(
+        steps.last().map(String::as_str),
+        Some("pg-rejoin www@web1"),
+        "{steps:?}"
+    );
+    let promote = steps
+        .iter()
+        .position(|s| s == "pg-promote www@web2")
+        .unwrap();
+    assert!(promote < steps.len() - 1);
+    let Some(Action::RejoinPostgres {
+        primary, skippable, ..
+    }) = plan.steps.last().map(|s| &s.action)
+    else {
+        panic!("{steps:?}");
+    };
+    assert_eq!(primary, "web2");
+    assert!(
+        skippable,
+        "the service is whole before it: a failure is skipped"
+    );
+}
