@@ -17,6 +17,9 @@ use crate::{ExecError, Executor};
 
 /// How long a started standby may take to stream from the primary.
 const STREAM_WITHIN: Duration = Duration::from_secs(60);
+/// How long a `pg-stop` may take on the machine: its `stop` command's 30 s, then an
+/// immediate shutdown's 20 s.
+pub(crate) const PG_STOP_WITHIN: Duration = Duration::from_secs(60);
 /// How long each of the primary and the server has to answer medic's first questions.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
 
@@ -83,16 +86,42 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 "{primary} ({source}) is in recovery, not a primary: {machine} was not touched"
             ))));
         }
-        // A standby already (one following another server is pg-follow's to re-point).
+        // What the server says of itself. In recovery: not touched — it is done if it
+        // streams from the primary (one following another server is pg-follow's to re-point;
+        // one on a timeline of its own must be rebuilt by hand). A login refused: not touched
+        // either (medic could not tell a healthy standby from an old primary). Writable, or
+        // no answer (stopped, or not up yet): the script, which looks at the data itself.
         let own = config(ip)?;
-        let standby = session(&own, at, ASK_WITHIN, |client| async move {
-            in_recovery(&client, at).await
+        let standby = session(&own, at, STREAM_WITHIN, |client| async move {
+            if !in_recovery(&client, at).await? {
+                return Ok(None);
+            }
+            streams_from(&client, at, source, ASK_WITHIN * 4)
+                .await
+                .map(Some)
         })
         .await;
-        if standby == Ok(true) {
-            return Ok(format!(
-                "{service}@{machine}: its PostgreSQL is in recovery already (a standby): left as it is"
-            ));
+        match standby {
+            Ok(Some(Ok(()))) => {
+                return Ok(format!(
+                    "{service}@{machine}: its PostgreSQL is a standby streaming from {primary} ({source}) already: left as it is"
+                ));
+            }
+            Ok(Some(Err(last))) => {
+                return Err(failed(Failed::passing(format!(
+                    "{at} is in recovery but does not stream from {primary} ({source}) (last seen: {last}): not touched; one that follows another server is re-pointed by pg-follow once it passes its checks, one on a timeline of its own must be rebuilt from {primary}"
+                ))));
+            }
+            Err(f) if f.lasting => {
+                return Err(failed(Failed {
+                    message: format!(
+                        "medic cannot log in to {at} to tell what it is, so it was not touched: {}",
+                        f.message
+                    ),
+                    lasting: true,
+                }));
+            }
+            Ok(None) | Err(_) => {}
         }
         let script = medic_plan::rejoin::rejoin_script(rejoin, &pip.to_string(), *port, database);
         let out = self
@@ -139,7 +168,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
 
     /// Runs `script` on `machine` as root within `within`: its standard output, or its
     /// failure with the last lines it wrote on standard error.
-    async fn remote_script(
+    pub(crate) async fn remote_script(
         &self,
         index: usize,
         kind: &'static str,

@@ -376,6 +376,32 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 ),
             ],
         ),
+        Action::StopPostgres {
+            service,
+            machine,
+            rejoin,
+            skip_unreachable,
+            ..
+        } => {
+            let mut c = vec![format!(
+                "ssh {machine} (as root{}):",
+                if *skip_unreachable {
+                    "; skipped if its SSH port says nothing within 1 s"
+                } else {
+                    ""
+                }
+            )];
+            c.extend(
+                crate::rejoin::stop_script(rejoin)
+                    .lines()
+                    .map(|l| format!("  {l}")),
+            );
+            (
+                format!("{service}@{machine}"),
+                "fence: stop its PostgreSQL server (nothing if it is stopped)".into(),
+                c,
+            )
+        }
         Action::RejoinPostgres {
             service,
             machine,

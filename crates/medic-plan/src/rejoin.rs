@@ -1,10 +1,14 @@
-//! The shell script a `pg-rejoin` step runs on a machine (as root, over SSH): one text, so
-//! that `medic plan` prints exactly what `medic run` sends.
+//! The shell scripts the `pg-stop` and `pg-rejoin` steps run on a machine (as root, over
+//! SSH): one text each, so that `medic plan` prints exactly what `medic run` sends.
 //!
-//! In order, each part a no-op when already done, so a step run again after a controller's
-//! restart goes on from where it stopped:
+//! `pg-stop` (the fence of a PostgreSQL primary, when the service has `rejoin`): the server
+//! stopped if it runs — the `stop` command within 30 s, else `pg_ctl stop -m immediate` — and
+//! read back stopped (`pg_ctl status`).
+//!
+//! `pg-rejoin`, in order, each part a no-op when already done, so a step run again after a
+//! controller's restart goes on from where it stopped:
 //! 1. one rejoin at a time on the machine (a lock);
-//! 2. the server stopped if it runs (a stop that leaves it running fails the step);
+//! 2. the server stopped as above;
 //! 3. `pg_rewind` from the primary, `-R` writing `standby.signal` and `primary_conninfo` (a
 //!    server that needs no rewind, a standby that was only behind, gets them too);
 //! 4. with `rewind_or_copy`, if that failed: the data directory moved aside (never deleted)
@@ -29,48 +33,127 @@ pub fn rejoin_script(r: &PgRejoin, primary_ip: &str, port: u16, database: &str) 
         r.user,
         conninfo_value(database)
     );
+    let config = r
+        .config_file
+        .as_ref()
+        .map(|c| format!(" --config-file={}", q(&c.display().to_string())))
+        .unwrap_or_default();
     format!(
-        r#"set -u
-D={d}; B={b}; U={u}; SRC={src}
-as_u() {{ runuser -u "$U" -- "$@"; }}
+        r#"{prelude}SRC={src}
 exec 9>{lock}
 flock -n 9 || {{ echo "medic: another rejoin runs on this machine" >&2; exit 8; }}
-if as_u "$B/pg_ctl" -D "$D" status >/dev/null 2>&1; then
-  {stop} >&2 || {{ echo "medic: the stop command failed" >&2; exit 3; }}
-  if as_u "$B/pg_ctl" -D "$D" status >/dev/null 2>&1; then echo "medic: the server still runs after the stop command" >&2; exit 3; fi
-  echo "medic: stopped the server"
-fi
+# The primary's system identifier: the data must be a copy of the same cluster.
+SYSID=$(as_u "$B/psql" "$SRC replication=database" -AtXc IDENTIFY_SYSTEM 2>/dev/null | cut -d'|' -f1)
+[ -n "$SYSID" ] || {{ echo "medic: the primary did not answer IDENTIFY_SYSTEM as $(printf %s "$SRC" | sed 's/.*user=\([^ ]*\).*/\1/') (a role with REPLICATION, allowed by its pg_hba.conf): nothing done" >&2; exit 10; }}
 if [ -f "$D/PG_VERSION" ]; then
-  if out=$(as_u "$B/pg_rewind" -D "$D" --source-server="$SRC" -R 2>&1); then
+  have=$(controldata 'Database system identifier')
+  [ "$have" = "$SYSID" ] || {{ echo "medic: $D holds another cluster (system identifier ${{have:-unreadable}}, the primary's $SYSID): nothing done" >&2; exit 10; }}
+fi
+if [ -f "$D/standby.signal" ] && running; then echo "medic: the server runs as a standby already"; exit 0; fi
+{stop}done=no
+if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ]; then
+  case "$(controldata 'Database cluster state')" in
+    "in archive recovery"|"shut down in recovery") echo "medic: a standby's data already (rewound or copied before)"; done=yes;;
+  esac
+fi
+if [ $done = no ] && [ -f "$D/PG_VERSION" ]; then
+  dry=$(as_u "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} --dry-run 2>&1)
+  fork=$(printf '%s\n' "$dry" | sed -n 's/.*servers diverged at WAL location \([0-9A-Fa-f/]*\) on timeline \([0-9]*\).*/\1 on timeline \2/p')
+  case "$dry" in *"no rewind required"*) fork=;; esac
+  if [ -n "$fork" ]; then
+    kept="$D.medic-wal-$(date -u +%Y%m%dT%H%M%SZ)"
+    cp -a "$D/pg_wal" "$kept" || {{ echo "medic: could not keep $D/pg_wal aside in $kept: nothing rewound" >&2; exit 5; }}
+    echo "medic: diverged from the primary at $fork; its WAL kept in $kept"
+  fi
+  if out=$(as_u "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} -R 2>&1); then
     case "$out" in *"no rewind required"*) echo "medic: no rewind needed";; *) echo "medic: rewound from the primary";; esac
+    done=yes
   elif [ {copy} = yes ]; then
-    echo "$out" | tail -n 3 >&2
+    printf '%s\n' "$out" | tail -n 3 >&2
+    [ "$(as_u "$B/psql" "$SRC" -AtXc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] || {{ echo "medic: pg_rewind failed and the primary does not answer as one now: nothing moved" >&2; exit 4; }}
+    [ -z "$(ls -A "$D/pg_tblspc" 2>/dev/null)" ] || {{ echo "medic: pg_rewind failed, and $D has tablespaces, which medic does not copy: rebuild the server by hand" >&2; exit 5; }}
+    if running; then echo "medic: the server runs again: nothing moved" >&2; exit 3; fi
     aside="$D.medic-$(date -u +%Y%m%dT%H%M%SZ)"
     mv "$D" "$aside" || {{ echo "medic: pg_rewind failed and $D could not be moved aside" >&2; exit 5; }}
     echo "medic: pg_rewind failed; the old data moved aside to $aside"
   else
-    echo "$out" | tail -n 3 >&2
+    printf '%s\n' "$out" | tail -n 3 >&2
     echo "medic: pg_rewind failed; the server is left stopped (method rewind copies nothing: rebuild it from the primary with pg_basebackup, or set rejoin.method: rewind_or_copy)" >&2
     exit 4
   fi
 fi
-if [ ! -f "$D/PG_VERSION" ]; then
+if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   [ {copy} = yes ] || {{ echo "medic: no PostgreSQL data in $D (method rewind: nothing copied)" >&2; exit 4; }}
   install -d -o "$U" -m 700 "$D" || exit 6
   as_u "$B/pg_basebackup" -D "$D" -d "$SRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
   echo "medic: copied afresh from the primary"
 fi
-{start} >&2 || {{ echo "medic: the start command failed" >&2; exit 7; }}
+# Replication slots are the operator's: a slot name copied with the primary's configuration
+# would keep the server from streaming.
+sed -i '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$D/postgresql.auto.conf" 2>/dev/null
+sh -c {start} 9>&- >&2 || {{ echo "medic: the start command failed" >&2; exit 7; }}
 echo "medic: started as a standby"
 "#,
-        d = q(&r.data_dir.display().to_string()),
-        b = q(&r.bin_dir.display().to_string()),
-        u = q(&r.os_user),
+        prelude = prelude(r),
         src = q(&source),
         lock = LOCK,
-        stop = r.stop_command(),
-        start = r.start_command(),
+        stop = stop_block(r),
+        start = q(&r.start_command()),
         copy = if copy { "yes" } else { "no" },
+    )
+}
+
+/// The script that stops the server in `r.data_dir` if it runs (the fence of a primary).
+pub fn stop_script(r: &PgRejoin) -> String {
+    format!(
+        "{}if ! running; then echo \"medic: the server was not running\"; exit 0; fi\n{}",
+        prelude(r),
+        stop_block(r)
+    )
+}
+
+/// The variables and functions both scripts start with. `running` exits (9) when
+/// `pg_ctl status` can tell neither way (the data directory unreadable by `os_user`): medic
+/// never goes on taking a server for stopped that it could not see.
+fn prelude(r: &PgRejoin) -> String {
+    let q = shell_quote;
+    format!(
+        r#"set -u
+trap '' PIPE
+D={}; B={}; U={}
+as_u() {{ runuser -u "$U" -- "$@"; }}
+running() {{
+  [ -e "$D" ] || return 1
+  as_u "$B/pg_ctl" -D "$D" status >/dev/null 2>&1
+  case $? in 0) return 0;; 3) return 1;; esac
+  echo "medic: pg_ctl status cannot tell whether a server runs in $D (is it readable by $U?): nothing done" >&2
+  exit 9
+}}
+controldata() {{ as_u env LC_ALL=C "$B/pg_controldata" "$D" 2>/dev/null | sed -n "s/^$1: *//p"; }}
+"#,
+        q(&r.data_dir.display().to_string()),
+        q(&r.bin_dir.display().to_string()),
+        q(&r.os_user),
+    )
+}
+
+/// Stops the server if it runs: the `stop` command within 30 s, else an immediate shutdown
+/// (a server that does not stop cleanly is a primary that could still take writes); exits 3
+/// if it still runs.
+fn stop_block(r: &PgRejoin) -> String {
+    format!(
+        r#"if running; then
+  timeout 30 sh -c {stop} 9>&- >&2 || echo "medic: the stop command failed or took over 30 s" >&2
+  if running; then
+    as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
+    if running; then echo "medic: the server still runs after an immediate shutdown" >&2; exit 3; fi
+    echo "medic: stopped the server (immediate shutdown)"
+  else
+    echo "medic: stopped the server"
+  fi
+fi
+"#,
+        stop = shell_quote(&r.stop_command())
     )
 }
 
@@ -111,8 +194,14 @@ mod tests {
             s.contains("SRC='host=10.0.0.2 port=5432 user=postgres dbname=app connect_timeout=10'")
         );
         assert!(s.contains(r#"as_u "$B/pg_rewind" -D "$D" --source-server="$SRC" -R"#));
-        assert!(s.contains("runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop"));
-        assert!(s.contains("-l /var/lib/pg/medic-start.log -w -t 120 start"));
+        assert!(s.contains(
+            "timeout 30 sh -c 'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop'"
+        ));
+        assert!(s.contains("-m immediate"));
+        assert!(s.contains("-l /var/lib/pg/medic-start.log -w -t 120 start' 9>&-"));
+        // Its own cluster only, and the old primary's WAL kept before a rewind.
+        assert!(s.contains("IDENTIFY_SYSTEM"));
+        assert!(s.contains(r#"cp -a "$D/pg_wal" "$kept""#));
         // Never a copy without rewind_or_copy, and never a removal of the data.
         assert!(s.contains("[ no = yes ]"));
         assert!(!s.contains("rm "));
@@ -135,18 +224,19 @@ mod tests {
     }
 
     #[test]
-    fn the_script_is_valid_shell() {
+    fn the_scripts_are_valid_shell() {
         for m in [RejoinMethod::Rewind, RejoinMethod::RewindOrCopy] {
-            let s = rejoin_script(&settings(m), "10.0.0.2", 5432, "it's");
-            let out = std::process::Command::new("sh")
-                .args(["-n", "-c", &s])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            for s in [
+                rejoin_script(&settings(m), "10.0.0.2", 5432, "it's"),
+                stop_script(&settings(m)),
+            ] {
+                let out = std::process::Command::new("sh")
+                    .args(["-n", "-c", &s])
+                    .output()
+                    .unwrap();
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{err}");
+            }
         }
     }
 }

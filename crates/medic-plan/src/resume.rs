@@ -74,6 +74,8 @@ impl Plan {
                 Action::ServiceAddress {
                     service, up: false, ..
                 } => service,
+                // A server stopped may have been started again.
+                Action::StopPostgres { service, .. } => service,
                 _ => continue,
             };
             if !done.contains(&step.index) {

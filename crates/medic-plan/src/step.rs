@@ -411,13 +411,26 @@ pub enum Action {
         primary: String,
         primary_address: Addr,
     },
-    /// Make a service's PostgreSQL server on `machine` (failed away from, or the old primary
-    /// after a switchover) a standby of `primary` again: over SSH as root, the script of
-    /// [`crate::rejoin::rejoin_script`] (stop, `pg_rewind -R`, with `rewind_or_copy` a fresh
-    /// `pg_basebackup` if that fails, start), then — logging in as the service's `postgres`
-    /// check does — a wait until it streams from the primary. A server already in recovery is
-    /// left as it is (one following another primary is `FollowPostgres`'s). Before anything,
-    /// `primary` must answer as a primary (not in recovery).
+    /// Fence a service's PostgreSQL primary (the service has `rejoin`): over SSH as root, the
+    /// script of [`crate::rejoin::stop_script`] — the server stopped if it runs (its `stop`
+    /// command, else an immediate shutdown) and read back stopped. `skip_unreachable`: as a
+    /// hook's, skipped on a machine a majority of its observers confirmed silent whose SSH
+    /// does not answer.
+    StopPostgres {
+        service: String,
+        machine: String,
+        address: Addr,
+        rejoin: medic_topology::pg_rejoin::PgRejoin,
+        #[serde(default)]
+        skip_unreachable: bool,
+    },
+    /// Make a service's PostgreSQL server on `machine` (failed away from: an old primary, or
+    /// one stopped by a switchover) a standby of `primary` again: over SSH as root, the script
+    /// of [`crate::rejoin::rejoin_script`] (stop, `pg_rewind -R`, with `rewind_or_copy` a
+    /// fresh `pg_basebackup` if that fails, start), then — logging in as the service's
+    /// `postgres` check does — a wait until it streams from the primary. Before anything,
+    /// `primary` must answer as a primary (not in recovery); a server that answers in
+    /// recovery is not touched (the step succeeds only if it streams from `primary`).
     RejoinPostgres {
         service: String,
         machine: String,
@@ -430,10 +443,6 @@ pub enum Action {
         primary: String,
         primary_address: Addr,
         rejoin: medic_topology::pg_rejoin::PgRejoin,
-        /// At the end of a switchover: a failure is skipped (the recovery ends incomplete,
-        /// saying why), not a failed switchover.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        skippable: bool,
     },
     /// Record a machine's role in a service (medic's state; nothing is sent anywhere). A new
     /// primary puts the old one out until it rejoins.
@@ -505,6 +514,7 @@ impl Action {
             Action::PromotePostgres { .. } => "pg-promote",
             Action::FollowPostgres { .. } => "pg-follow",
             Action::RejoinPostgres { .. } => "pg-rejoin",
+            Action::StopPostgres { .. } => "pg-stop",
             Action::Alert { .. } => "alert",
         }
     }

@@ -70,6 +70,7 @@ pub fn execute(
         | Action::PromotePostgres { .. }
         | Action::FollowPostgres { .. }
         | Action::RejoinPostgres { .. }
+        | Action::StopPostgres { .. }
         | Action::ServiceAddress { .. }
         | Action::CloudAddress { .. }
         | Action::FailoverDns { .. } => {}

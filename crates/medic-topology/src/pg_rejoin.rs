@@ -16,7 +16,7 @@ use crate::duration::Dur;
 pub struct PgRejoin {
     /// `rewind` (default): `pg_rewind` only; a server it cannot rewind stays out, alerted.
     /// `rewind_or_copy`: if `pg_rewind` fails, the data directory is moved aside (renamed
-    /// `DATA_DIR.medic-YYYYmmddTHHMMSS`, never deleted) and copied from the primary with
+    /// `DATA_DIR.medic-YYYYmmddTHHMMSSZ`, never deleted) and copied from the primary with
     /// `pg_basebackup`.
     #[serde(default)]
     pub method: RejoinMethod,
@@ -42,6 +42,11 @@ pub struct PgRejoin {
     /// `os_user`).
     #[serde(default)]
     pub stop: Option<String>,
+    /// The server's configuration file, where it is not in the data directory (Debian:
+    /// `/etc/postgresql/15/main/postgresql.conf`): given to `pg_rewind --config-file`, which
+    /// may have to start the server alone to finish a crash recovery first.
+    #[serde(default)]
+    pub config_file: Option<PathBuf>,
     /// How long the whole step may take on the machine (a copy of a large database takes
     /// long).
     #[serde(default = "default_timeout")]

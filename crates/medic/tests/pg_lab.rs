@@ -364,7 +364,10 @@ fn a_primary_cut_off_and_back_is_rewound_into_a_standby_of_the_new_one() {
         return;
     };
     assert!(
-        summary.contains("stopped the server") && summary.contains("rewound from the primary"),
+        summary.contains("stopped the server")
+            && summary.contains("diverged from the primary at")
+            && summary.contains("its WAL kept in /var/lib/pg.medic-wal-")
+            && summary.contains("rewound from the primary"),
         "{summary}"
     );
 }
@@ -532,6 +535,84 @@ fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> 
         "primus acknowledged a write after {new_name} had: two primaries"
     );
     eprintln!("primus made a standby of {new_name} again: {summary}");
+    if method == "rewind" {
+        switch_back(&env, &new_name, &new, &primus, &acked_ids);
+    }
     env.stop();
     Some(summary)
+}
+
+/// `medic switchover dryad-db --to primus` on a service with no hook at all: medic stops the
+/// primary's server itself (`pg-stop`), promotes primus, and the old primary, stopped and out,
+/// is made primus's standby at its next check (`pg-rejoin`: a cleanly stopped primary needs
+/// no rewind). Every acknowledged write is still there; primus takes writes, which reach it.
+fn switch_back(env: &Env, old_name: &str, old: &str, primus: &str, acked: &[u32]) {
+    let out = medic(&["switchover", "dryad-db", "--to", "primus", "-t", env.f()]);
+    assert!(out.status.success(), "{}", text(&out));
+    env.wait(
+        &format!("primus the primary, the name on it, {old_name} its standby"),
+        Duration::from_secs(60),
+        |e| {
+            let o = pg::service_machine(e, "dryad-db", old_name);
+            primary_of_db(e) == "primus"
+                && resolve(e, "db.dryad.lab") == primus
+                && o["role"] == "standby"
+                && o["health"]["role"] == "replica"
+        },
+    );
+    let steps: Vec<serde_json::Value> = env
+        .history()
+        .into_iter()
+        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let said = |kind: &str, of: &str| {
+        steps
+            .iter()
+            .filter(|s| s["kind"] == kind)
+            .filter_map(|s| s["summary"].as_str())
+            .find(|s| s.starts_with(&format!("dryad-db@{of}:")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        said("pg-stop", old_name).contains("stopped the server"),
+        "{steps:#?}"
+    );
+    let rejoin = said("pg-rejoin", old_name);
+    // Stopped cleanly, it had sent all its WAL: nothing to rewind, nothing kept aside.
+    assert!(
+        rejoin.contains("no rewind needed")
+            && !rejoin.contains("diverged")
+            && rejoin.contains("streams from primus"),
+        "{steps:#?}"
+    );
+    pg::psql(
+        env,
+        primus,
+        "dryad",
+        "INSERT INTO items VALUES (3000000, 'back')",
+    );
+    env.wait(
+        &format!("{old_name} to replay primus's write"),
+        Duration::from_secs(20),
+        |e| {
+            pg::psql(
+                e,
+                old,
+                "dryad",
+                "SELECT count(*) FROM items WHERE id = 3000000",
+            ) == "1"
+        },
+    );
+    let rows: std::collections::BTreeSet<u32> =
+        pg::psql(env, primus, "dryad", "SELECT id FROM items")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+    let lost: Vec<&u32> = acked.iter().filter(|id| !rows.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "acknowledged, not on primus after the switchover: {lost:?}"
+    );
+    eprintln!("switched back to primus; {old_name}: {rejoin}");
 }

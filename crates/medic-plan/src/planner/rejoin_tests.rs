@@ -1,6 +1,7 @@
-//! A PostgreSQL server failed away from is made a standby again (`rejoin`): only when it
-//! answers failing its checks, after its demotion, never the primary's; at the end of a
-//! switchover for the old primary, skippable.
+//! With `rejoin`: an old primary's PostgreSQL stopped before any promotion (`pg-stop`, a
+//! fence of its own, so no hook is needed), and a server failed away from made a standby
+//! again (`pg-rejoin`) only when it answers failing its checks, after its demotion, never the
+//! primary's.
 
 use std::path::Path;
 
@@ -77,7 +78,6 @@ fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stay
         primary_address,
         port,
         user,
-        skippable,
         rejoin,
         ..
     } = &plan.steps[2].action
@@ -89,7 +89,6 @@ fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stay
         ("web2", 5432, "medic")
     );
     assert_eq!(primary_address, &addr_of(&state, "web2"));
-    assert!(!skippable, "a failure is retried, not skipped");
     assert_eq!(rejoin.data_dir, Path::new("/var/lib/pg"));
     // `medic plan` shows the very script, rewinding from the primary.
     let shown = describe(&plan.steps[2], &Playbooks::default())
@@ -130,36 +129,98 @@ fn one_that_passes_its_checks_or_a_service_without_rejoin_is_not_rewound() {
 }
 
 #[test]
-fn a_switchover_rewinds_the_old_primary_last_and_may_skip_it() {
+fn a_switchover_stops_the_old_primary_s_server_before_the_promotion_and_leaves_it_out() {
+    // No hook at all: medic's own stop is the demotion.
+    let top = with_postgres(REJOIN).clone();
+    let text = DOMINO
+        .replace(
+            "    hooks:\n      on_fenced: standby-include\n      on_promote: primary-include\n      on_demote: standby-include\n",
+            "",
+        )
+        .replace(
+            "    failback: manual",
+            &format!("    failback: manual\n    more_checks:\n      - {{kind: postgres, port: 5432, user: medic, database: app}}\n{REJOIN}"),
+        );
+    assert_ne!(text, DOMINO);
+    let bare = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
+        .into_result()
+        .unwrap();
+    for top in [top, bare] {
+        let mut state = ObservedState::assumed(&top);
+        state.services.get_mut("www").unwrap().positions =
+            [("web1".into(), 100), ("web2".into(), 100)].into();
+        let event = Event::Switchover {
+            shard: "www".into(),
+            to: Some("web2".into()),
+        };
+        let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
+        let steps = outline(&plan);
+        let stop = steps.iter().position(|s| s == "pg-stop www@web1");
+        let promote = steps.iter().position(|s| s == "pg-promote www@web2");
+        assert!(stop.is_some() && stop < promote, "{steps:?}");
+        assert!(
+            !steps.iter().any(|s| s.starts_with("pg-rejoin")),
+            "{steps:?}"
+        );
+        let mut after = state.clone();
+        for s in &plan.steps {
+            after.apply(&s.action, &StepOutput::default());
+        }
+        assert_eq!(after.services["www"].primary, "web2");
+        assert!(
+            after.services["www"].out.contains("web1"),
+            "out until it rejoins"
+        );
+        // A primary failing its checks on a machine that answers is failed over too.
+        let down = Event::ServiceDown {
+            service: "www".into(),
+            machine: "web1".into(),
+        };
+        let plan = plan_recovery(&top, &state, &down, "r1").unwrap();
+        let steps = outline(&plan);
+        assert!(
+            steps.iter().any(|s| s == "pg-promote www@web2"),
+            "{steps:?}"
+        );
+    }
+}
+
+#[test]
+fn a_failover_stops_the_old_primary_s_server_after_its_hook_before_the_promotion() {
     let top = with_postgres(REJOIN);
     let mut state = ObservedState::assumed(&top);
     state.services.get_mut("www").unwrap().positions =
         [("web1".into(), 100), ("web2".into(), 100)].into();
-    let event = Event::Switchover {
-        shard: "www".into(),
-        to: Some("web2".into()),
+    let down = Event::ServiceDown {
+        service: "www".into(),
+        machine: "web1".into(),
     };
-    let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
-    let steps = outline(&plan);
-    assert_eq!(
-        steps.last().map(String::as_str),
-        Some("pg-rejoin www@web1"),
-        "{steps:?}"
-    );
-    let promote = steps
-        .iter()
-        .position(|s| s == "pg-promote www@web2")
-        .unwrap();
-    assert!(promote < steps.len() - 1);
-    let Some(Action::RejoinPostgres {
-        primary, skippable, ..
-    }) = plan.steps.last().map(|s| &s.action)
-    else {
-        panic!("{steps:?}");
+    let lost = Event::MachineLost {
+        machine: "web1".into(),
     };
-    assert_eq!(primary, "web2");
-    assert!(
-        skippable,
-        "the service is whole before it: a failure is skipped"
-    );
+    for (event, silent) in [(down, false), (lost, true)] {
+        let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
+        let steps = outline(&plan);
+        let hook = steps.iter().position(|s| s == "hook www@web1").unwrap();
+        let stop = steps.iter().position(|s| s == "pg-stop www@web1").unwrap();
+        let promote = steps
+            .iter()
+            .position(|s| s == "pg-promote www@web2")
+            .unwrap();
+        assert!(hook < stop && stop < promote, "{steps:?}");
+        let Action::StopPostgres {
+            skip_unreachable, ..
+        } = &plan.steps[stop].action
+        else {
+            panic!("{steps:?}");
+        };
+        assert_eq!(*skip_unreachable, silent);
+        // Made again when a restarted controller resumes before the promotion is done.
+        let done: std::collections::BTreeSet<usize> =
+            plan.steps[..=stop].iter().map(|s| s.index).collect();
+        assert!(
+            plan.redo_on_resume(&done).contains(&plan.steps[stop].index),
+            "{steps:?}"
+        );
+    }
 }

@@ -25,6 +25,10 @@
 //! - A machine failed away from counts as a standby again only after its `on_demote` hook.
 //! - A planned switchover demotes the primary (`on_demote`, else `on_fenced`) before it
 //!   promotes another, and never to a machine in `down` or out.
+//! - With `rejoin`, the old primary's PostgreSQL is also stopped (`pg-stop`) after its
+//!   fencing or demoting hook and before any promotion — a fence of its own, so such a
+//!   service needs no hook to fail over or switch over; and a server failed away from is
+//!   made a standby of the primary again (`pg-rejoin`) when it answers.
 
 use medic_topology::Service;
 use serde_json::json;
@@ -143,12 +147,13 @@ impl<'a> Planner<'a> {
             );
             return Ok(());
         }
-        // Its machine answers: it may still serve clients. Without a hook to fence it, a
-        // second primary would run beside it.
-        if s.hooks.on_fenced.is_none() && !s.standbys_read_only {
+        // Its machine answers: it may still serve clients. Without a hook to fence it (or,
+        // with `rejoin`, medic's own stop of its PostgreSQL), a second primary would run
+        // beside it.
+        if s.hooks.on_fenced.is_none() && s.rejoin.is_none() && !s.standbys_read_only {
             self.alert(
                 AlertLevel::Critical,
-                format!("service {service} fails its checks on {machine}, its primary, whose machine still answers; it has no on_fenced hook, so medic cannot stop it serving and does not promote another beside it: stop it by hand, then `medic switchover {service}`"),
+                format!("service {service} fails its checks on {machine}, its primary, whose machine still answers; it has no on_fenced hook (nor rejoin, with which medic stops its PostgreSQL), so medic cannot stop it serving and does not promote another beside it: stop it by hand, then `medic switchover {service}`"),
             );
             return Ok(());
         }
@@ -209,6 +214,9 @@ impl<'a> Planner<'a> {
         self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
+        }
+        if let Some(stop) = self.pg_stop(s, old, silent) {
+            self.push(stop);
         }
         let promoted = self.pg_promote(s, &new);
         if let Some(hook) = &s.hooks.on_promote {
@@ -302,9 +310,9 @@ impl<'a> Planner<'a> {
         ]
         .into_iter()
         .find_map(|(n, h)| Some((n, h.as_ref()?)));
-        if demote.is_none() && !s.standbys_read_only {
+        if demote.is_none() && s.rejoin.is_none() && !s.standbys_read_only {
             return Err(cannot(format!(
-                "it has no on_demote or on_fenced hook to make {old} stop serving as its primary first"
+                "it has no on_demote or on_fenced hook (nor rejoin, with which medic stops its PostgreSQL) to make {old} stop serving as its primary first"
             )));
         }
         let st = self.state.services.get(service);
@@ -336,6 +344,9 @@ impl<'a> Planner<'a> {
         if let Some((hook_name, hook)) = demote {
             self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
         }
+        if let Some(stop) = self.pg_stop(s, &old, false) {
+            self.push(stop);
+        }
         self.service_address(s, &old, false, false);
         let promoted = self.pg_promote(s, &new);
         let demoted = Action::ServiceRole {
@@ -343,11 +354,14 @@ impl<'a> Planner<'a> {
             machine: old.clone(),
             role: ServiceRole::Standby,
         };
-        if promoted {
+        if promoted && s.rejoin.is_none() {
             // Demoted already: recorded with the promotion, so that while `on_promote` runs
             // the old primary is not taken for one failed away from (and demoted again).
             self.push(demoted.clone());
         }
+        // With `rejoin`, its server was stopped: it stays out (the new primary's record puts
+        // it there) until it is made a standby of the new one and passes its checks — at its
+        // next check, as any machine failed away from, retried until it is.
         if let Some(hook) = &s.hooks.on_promote {
             let state = if s.primary.value == new {
                 "production"
@@ -369,11 +383,6 @@ impl<'a> Planner<'a> {
         self.service_dns(s, &address);
         if promoted {
             self.pg_follow(s, &new, &old);
-            // The old primary's server made a standby of the new one (`rejoin`), last: the
-            // service is whole before, and one that cannot be is skipped, saying why.
-            if let Some(step) = self.pg_rejoin(s, &old, &new, true) {
-                self.last.push(step);
-            }
         }
         Ok(())
     }
@@ -464,7 +473,7 @@ impl<'a> Planner<'a> {
         }
         // Its PostgreSQL made a standby of the primary again (`rejoin`): an old primary back
         // after a failover is still writable, on a timeline of its own.
-        if failing && let Some(step) = self.pg_rejoin(s, machine, &primary, false) {
+        if failing && let Some(step) = self.pg_rejoin(s, machine, &primary) {
             self.push(step);
         }
         if !failing {

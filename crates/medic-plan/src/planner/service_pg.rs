@@ -140,16 +140,22 @@ impl Planner<'_> {
         });
     }
 
+    /// The step that stops `machine`'s server (the fence of an old primary), if the service
+    /// has a `rejoin` (which says how). `silent`: skipped if its SSH does not answer.
+    pub(super) fn pg_stop(&self, s: &Service, machine: &str, silent: bool) -> Option<Action> {
+        let rejoin = s.rejoin.as_ref()?;
+        Some(Action::StopPostgres {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            rejoin: rejoin.value.clone(),
+            skip_unreachable: silent,
+        })
+    }
+
     /// The step that makes `machine`'s server a standby of `primary` again, if the service
-    /// has a `rejoin` (and a `postgres` check, which it then must have). `skippable`: its
-    /// failure ends the recovery incomplete rather than failed.
-    pub(super) fn pg_rejoin(
-        &self,
-        s: &Service,
-        machine: &str,
-        primary: &str,
-        skippable: bool,
-    ) -> Option<Action> {
+    /// has a `rejoin` (and a `postgres` check, which it then must have).
+    pub(super) fn pg_rejoin(&self, s: &Service, machine: &str, primary: &str) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
         Some(Action::RejoinPostgres {
@@ -166,7 +172,6 @@ impl Planner<'_> {
             primary: primary.to_owned(),
             primary_address: addr_of(self.state, primary),
             rejoin: rejoin.value.clone(),
-            skippable,
         })
     }
 

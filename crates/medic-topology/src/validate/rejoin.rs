@@ -38,6 +38,18 @@ impl Ctx<'_, '_> {
                 );
             }
         }
+        if let Some(c) = &r.value.config_file
+            && !is_plain_path(c)
+        {
+            self.d.error(
+                at,
+                format!("{rp}.config_file"),
+                format!(
+                    "`{}` is not a plain absolute path; expected one of letters, digits and /._-+@",
+                    c.display().to_string().escape_debug()
+                ),
+            );
+        }
         for (field, user) in [("os_user", &r.value.os_user), ("user", &r.value.user)] {
             if !is_plain_user(user) {
                 self.d.error(

@@ -238,12 +238,13 @@ impl Ctx<'_, '_> {
             if s.failback == crate::service::Failback::Automatic {
                 if s.hooks.on_demote.is_none()
                     && s.hooks.on_fenced.is_none()
+                    && s.rejoin.is_none()
                     && !s.standbys_read_only
                 {
                     self.d.error(
                         ss.referenced,
                         format!("{p}.failback"),
-                        "automatic failback is a switchover, which demotes the primary first; expected an on_demote (or on_fenced) hook, or `standbys_read_only: true`",
+                        "automatic failback is a switchover, which demotes the primary first; expected an on_demote (or on_fenced) hook, `rejoin` (medic then stops its PostgreSQL), or `standbys_read_only: true`",
                     );
                 }
                 let rise_ms = cadence_rise_ms(&check.cadence());
@@ -255,11 +256,11 @@ impl Ctx<'_, '_> {
                     );
                 }
             }
-            if s.hooks.on_fenced.is_none() && !s.standbys_read_only {
+            if s.hooks.on_fenced.is_none() && s.rejoin.is_none() && !s.standbys_read_only {
                 self.d.warning(
                     ss.referenced,
                     format!("{p}.hooks.on_fenced"),
-                    format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients, or `standbys_read_only: true` if they never take writes", s.name.value),
+                    format!("no on_fenced hook: a primary of `{}` that fails its checks while its machine answers is not failed over (medic could not stop it serving beside a second one); expected a playbook that stops it taking clients, `rejoin` (medic then stops its PostgreSQL itself), or `standbys_read_only: true` if they never take writes", s.name.value),
                 );
             }
             self.rejoin(&p, s);
