@@ -33,7 +33,6 @@ mod hook;
 mod persist;
 pub mod pg_follow;
 mod pg_rejoin;
-use pg_rejoin::PG_STOP_WITHIN;
 pub mod postgres;
 mod reach;
 pub use fence::Unfenced;
@@ -587,31 +586,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     }
                 }
             }
-            Action::StopPostgres {
-                service,
-                machine,
-                address,
-                rejoin,
-                skip_unreachable,
-            } => {
-                let ip = self.resolve(index, kind, address)?;
-                match self.unreachable(machine, ip, *skip_unreachable).await {
-                    Some(why) => format!(
-                        "skipped: {why}; a majority of its observers found it silent: it is demoted when it answers again"
-                    ),
-                    None => {
-                        let script = medic_plan::rejoin::stop_script(rejoin);
-                        let out = self
-                            .remote_script(index, kind, machine, ip, &script, PG_STOP_WITHIN)
-                            .await?;
-                        let done: Vec<&str> = out
-                            .lines()
-                            .filter_map(|l| l.strip_prefix("medic: "))
-                            .collect();
-                        format!("{service}@{machine}: {}", done.join("; "))
-                    }
-                }
-            }
+            Action::StopPostgres { .. } => self.stop_postgres(index, kind, &step.action).await?,
             // A failure fails the step: the machine stays out, asked again after the backoff.
             Action::RejoinPostgres { .. } => {
                 self.rejoin_postgres(index, kind, &step.action).await?

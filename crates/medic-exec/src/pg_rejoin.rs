@@ -1,8 +1,9 @@
-//! A PostgreSQL server made a standby of the primary again (`RejoinPostgres`): the primary
-//! asked first (it must be one), the server itself (one in recovery already is left alone),
-//! then the script of `medic_plan::rejoin` run on its machine over SSH (stop, `pg_rewind -R`,
-//! else a fresh `pg_basebackup` if allowed, start), and what the step claims read back: the
-//! server streams from the primary.
+//! A service's PostgreSQL server stopped (`StopPostgres`, the fence of an old primary) or made
+//! a standby of the primary again (`RejoinPostgres`): for the latter the primary asked first
+//! (it must be one), the server itself (one in recovery is not touched), then the script of
+//! `medic_plan::rejoin` run on its machine over SSH (stop, `pg_rewind -R`, else a fresh
+//! `pg_basebackup` if allowed, start), and what the step claims read back: the server streams
+//! from the primary.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -11,15 +12,14 @@ use std::time::Duration;
 use medic_cloud::{Cloud, Dns};
 use medic_plan::Action;
 
-use crate::pg_follow::streams_from;
-use crate::postgres::{Failed, in_recovery, login, session};
+use crate::postgres::{Failed, in_recovery, login, one_row, session, sql_failed};
 use crate::{ExecError, Executor};
 
 /// How long a started standby may take to stream from the primary.
 const STREAM_WITHIN: Duration = Duration::from_secs(60);
 /// How long a `pg-stop` may take on the machine: its `stop` command's 30 s, then an
 /// immediate shutdown's 20 s.
-pub(crate) const PG_STOP_WITHIN: Duration = Duration::from_secs(60);
+const PG_STOP_WITHIN: Duration = Duration::from_secs(90);
 /// How long each of the primary and the server has to answer medic's first questions.
 const ASK_WITHIN: Duration = Duration::from_secs(5);
 
@@ -96,20 +96,18 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             if !in_recovery(&client, at).await? {
                 return Ok(None);
             }
-            streams_from(&client, at, source, ASK_WITHIN * 4)
-                .await
-                .map(Some)
+            receiving(&client, at, None, ASK_WITHIN * 4).await.map(Some)
         })
         .await;
         match standby {
-            Ok(Some(Ok(()))) => {
+            Ok(Some(Ok(from))) => {
                 return Ok(format!(
-                    "{service}@{machine}: its PostgreSQL is a standby streaming from {primary} ({source}) already: left as it is"
+                    "{service}@{machine}: its PostgreSQL is a standby already ({from}): left as it is"
                 ));
             }
             Ok(Some(Err(last))) => {
                 return Err(failed(Failed::passing(format!(
-                    "{at} is in recovery but does not stream from {primary} ({source}) (last seen: {last}): not touched; one that follows another server is re-pointed by pg-follow once it passes its checks, one on a timeline of its own must be rebuilt from {primary}"
+                    "{at} is in recovery but streams from nothing (last seen: {last}): not touched; its log says why (one on a timeline of its own must be rebuilt from {primary})"
                 ))));
             }
             Err(f) if f.lasting => {
@@ -143,7 +141,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             if !in_recovery(&client, at).await? {
                 return Ok(Err("not in recovery".to_owned()));
             }
-            streams_from(&client, at, source, STREAM_WITHIN).await
+            receiving(&client, at, Some(source), STREAM_WITHIN).await
         })
         .await
         .map_err(|f| {
@@ -153,22 +151,57 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 f.message
             )))
         })?;
-        if let Err(last) = last {
-            return Err(failed(Failed::passing(format!(
-                "{} on {machine}, but it does not stream from {primary} ({source}) within {} s (last seen: {last}); its log says why",
-                done.join("; "),
-                STREAM_WITHIN.as_secs()
-            ))));
+        let from = match last {
+            Ok(from) => from,
+            Err(last) => {
+                return Err(failed(Failed::passing(format!(
+                    "{} on {machine}, but it does not stream from {primary} ({source}) within {} s (last seen: {last}); its log says why",
+                    done.join("; "),
+                    STREAM_WITHIN.as_secs()
+                ))));
+            }
+        };
+        Ok(format!("{service}@{machine}: {}; {from}", done.join("; ")))
+    }
+
+    /// A `StopPostgres` step (the fence of an old primary): its summary.
+    pub(crate) async fn stop_postgres(
+        &self,
+        index: usize,
+        kind: &'static str,
+        action: &Action,
+    ) -> Result<String, ExecError> {
+        let Action::StopPostgres {
+            service,
+            machine,
+            address,
+            port,
+            rejoin,
+            skip_unreachable,
+        } = action
+        else {
+            return Err(ExecError::Unsupported { index, kind });
+        };
+        let ip = self.resolve(index, kind, address)?;
+        if let Some(why) = self.unreachable(machine, ip, *skip_unreachable).await {
+            return Ok(format!(
+                "skipped: {why}; a majority of its observers found it silent: it is demoted when it answers again"
+            ));
         }
-        Ok(format!(
-            "{service}@{machine}: {}; streams from {primary} ({source})",
-            done.join("; ")
-        ))
+        let script = medic_plan::rejoin::stop_script(rejoin, *port);
+        let out = self
+            .remote_script(index, kind, machine, ip, &script, PG_STOP_WITHIN)
+            .await?;
+        let done: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix("medic: "))
+            .collect();
+        Ok(format!("{service}@{machine}: {}", done.join("; ")))
     }
 
     /// Runs `script` on `machine` as root within `within`: its standard output, or its
     /// failure with the last lines it wrote on standard error.
-    pub(crate) async fn remote_script(
+    async fn remote_script(
         &self,
         index: usize,
         kind: &'static str,
@@ -199,4 +232,42 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             stderr: said[said.len().saturating_sub(6)..].join(" | "),
         })
     }
+}
+
+/// Waits (up to `within`) until the standby `client` is connected to (at `at`) streams — from
+/// `from` if given, else from anywhere: what it said (`streams from HOST:PORT`), or
+/// `Err(last)` with what it last did. A WAL receiver whose status medic's user may not see
+/// (neither a superuser nor `pg_read_all_stats`) is taken as it is, saying so: medic cannot
+/// tell more, and the service's check judges the server from then on.
+async fn receiving(
+    client: &tokio_postgres::Client,
+    at: SocketAddr,
+    from: Option<SocketAddr>,
+    within: Duration,
+) -> Result<Result<String, String>, Failed> {
+    let start = std::time::Instant::now();
+    let mut last = String::from("no WAL receiver");
+    while start.elapsed() < within {
+        let rows = client
+            .simple_query("SELECT status, sender_host, sender_port::text FROM pg_stat_wal_receiver")
+            .await
+            .map_err(|e| sql_failed(&e, at))?;
+        if let Some(row) = one_row(&rows) {
+            let [status, host, port] = [0, 1, 2].map(|i| row.get(i).cloned().flatten());
+            let Some(status) = status else {
+                return Ok(Ok(
+                    "in recovery; its WAL receiver is not visible to medic's user (grant it pg_read_all_stats)".to_owned(),
+                ));
+            };
+            let (host, port) = (host.unwrap_or_default(), port.unwrap_or_default());
+            let wanted =
+                from.is_none_or(|f| host == f.ip().to_string() && port == f.port().to_string());
+            if status == "streaming" && wanted {
+                return Ok(Ok(format!("streams from {host}:{port}")));
+            }
+            last = format!("{status} from {host}:{port}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(Err(last))
 }

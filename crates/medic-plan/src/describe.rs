@@ -379,6 +379,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
         Action::StopPostgres {
             service,
             machine,
+            port,
             rejoin,
             skip_unreachable,
             ..
@@ -392,7 +393,7 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 }
             )];
             c.extend(
-                crate::rejoin::stop_script(rejoin)
+                crate::rejoin::stop_script(rejoin, *port)
                     .lines()
                     .map(|l| format!("  {l}")),
             );

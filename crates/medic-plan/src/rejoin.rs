@@ -51,23 +51,38 @@ if [ -f "$D/PG_VERSION" ]; then
 fi
 if [ -f "$D/standby.signal" ] && running; then echo "medic: the server runs as a standby already"; exit 0; fi
 {stop}done=no
-if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ]; then
+MARK="$SYSID {primary_ip}:{port}"
+if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ "$(cat "$D/medic-rejoined" 2>/dev/null)" = "$MARK" ]; then
   case "$(controldata 'Database cluster state')" in
-    "in archive recovery"|"shut down in recovery") echo "medic: a standby's data already (rewound or copied before)"; done=yes;;
+    "in archive recovery"|"shut down in recovery") echo "medic: made a standby of the primary before (its start did not happen)"; done=yes;;
   esac
 fi
 if [ $done = no ] && [ -f "$D/PG_VERSION" ]; then
-  dry=$(as_u "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} --dry-run 2>&1)
-  fork=$(printf '%s\n' "$dry" | sed -n 's/.*servers diverged at WAL location \([0-9A-Fa-f/]*\) on timeline \([0-9]*\).*/\1 on timeline \2/p')
-  case "$dry" in *"no rewind required"*) fork=;; esac
-  if [ -n "$fork" ]; then
-    kept="$D.medic-wal-$(date -u +%Y%m%dT%H%M%SZ)"
-    cp -a "$D/pg_wal" "$kept" || {{ echo "medic: could not keep $D/pg_wal aside in $kept: nothing rewound" >&2; exit 5; }}
-    echo "medic: diverged from the primary at $fork; its WAL kept in $kept"
+  # The old primary's WAL is kept before anything rewinds it (its last writes, never
+  # replicated, are there), once per checkpoint: unless the dry run says no rewind is needed
+  # (a copy made in vain is dropped when the rewind says so).
+  kept_note=; made=no
+  if dry=$(as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} --dry-run 2>&1) && case "$dry" in *"no rewind required"*) true;; *) false;; esac; then
+    :
+  else
+    fork=$(printf '%s\n' "$dry" | sed -n 's/.*servers diverged at WAL location \([0-9A-Fa-f/]*\) on timeline \([0-9]*\).*/ at \1 on timeline \2/p' | tail -n 1)
+    kept="$D.medic-wal-tl$(controldata "Latest checkpoint's TimeLineID")-$(controldata 'Latest checkpoint location' | tr / -)"
+    if [ -d "$kept" ]; then
+      kept_note="its WAL kept in $kept before"
+    else
+      mkdir "$kept" && cp -a "$D/pg_wal/." "$kept/" || {{ rm -rf "$kept"; echo "medic: could not keep $D/pg_wal in $kept: nothing rewound" >&2; exit 5; }}
+      made=yes; kept_note="diverged from the primary$fork; its WAL kept in $kept"
+    fi
   fi
-  if out=$(as_u "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} -R 2>&1); then
-    case "$out" in *"no rewind required"*) echo "medic: no rewind needed";; *) echo "medic: rewound from the primary";; esac
+  if out=$(as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} -R 2>&1); then
+    case "$out" in
+      *"no rewind required"*) if [ $made = yes ]; then rm -rf "$kept"; fi; echo "medic: no rewind needed";;
+      *) if [ -n "$kept_note" ]; then echo "medic: $kept_note"; fi; echo "medic: rewound from the primary";;
+    esac
     done=yes
+  elif [ -n "$kept_note" ]; then echo "medic: $kept_note"; fi
+  if [ $done = yes ]; then
+    :
   elif [ {copy} = yes ]; then
     printf '%s\n' "$out" | tail -n 3 >&2
     [ "$(as_u "$B/psql" "$SRC" -AtXc 'SELECT pg_is_in_recovery()' 2>/dev/null)" = f ] || {{ echo "medic: pg_rewind failed and the primary does not answer as one now: nothing moved" >&2; exit 4; }}
@@ -88,10 +103,12 @@ if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   as_u "$B/pg_basebackup" -D "$D" -d "$SRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
   echo "medic: copied afresh from the primary"
 fi
+printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined"
 # Replication slots are the operator's: a slot name copied with the primary's configuration
 # would keep the server from streaming.
 sed -i '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$D/postgresql.auto.conf" 2>/dev/null
-sh -c {start} 9>&- >&2 || {{ echo "medic: the start command failed" >&2; exit 7; }}
+LOG=/run/medic-pg-start.log
+sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed" >&2; exit 7; }}
 echo "medic: started as a standby"
 "#,
         prelude = prelude(r),
@@ -103,10 +120,19 @@ echo "medic: started as a standby"
     )
 }
 
-/// The script that stops the server in `r.data_dir` if it runs (the fence of a primary).
-pub fn stop_script(r: &PgRejoin) -> String {
+/// The script that stops the server in `r.data_dir` if it runs (the fence of a primary), and
+/// reads back that nothing listens on `port` any more: a `data_dir` that is not the serving
+/// server's (a typo, an old cluster beside an upgraded one) never passes for a fence.
+pub fn stop_script(r: &PgRejoin, port: u16) -> String {
     format!(
-        "{}if ! running; then echo \"medic: the server was not running\"; exit 0; fi\n{}",
+        r#"{}[ -f "$D/PG_VERSION" ] || {{ echo "medic: no PostgreSQL data in $D: it cannot be the server's, which is not stopped" >&2; exit 9; }}
+command -v ss >/dev/null || {{ echo "medic: ss (iproute2) is needed to see that port {port} is free" >&2; exit 9; }}
+if running; then
+{}else
+  echo "medic: the server was not running"
+fi
+if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
+"#,
         prelude(r),
         stop_block(r)
     )
@@ -123,7 +149,7 @@ trap '' PIPE
 D={}; B={}; U={}
 as_u() {{ runuser -u "$U" -- "$@"; }}
 running() {{
-  [ -e "$D" ] || return 1
+  [ -f "$D/PG_VERSION" ] || [ -f "$D/postmaster.pid" ] || return 1
   as_u "$B/pg_ctl" -D "$D" status >/dev/null 2>&1
   case $? in 0) return 0;; 3) return 1;; esac
   echo "medic: pg_ctl status cannot tell whether a server runs in $D (is it readable by $U?): nothing done" >&2
@@ -193,7 +219,9 @@ mod tests {
         assert!(
             s.contains("SRC='host=10.0.0.2 port=5432 user=postgres dbname=app connect_timeout=10'")
         );
-        assert!(s.contains(r#"as_u "$B/pg_rewind" -D "$D" --source-server="$SRC" -R"#));
+        assert!(
+            s.contains(r#"as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC" -R"#)
+        );
         assert!(s.contains(
             "timeout 30 sh -c 'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop'"
         ));
@@ -201,10 +229,12 @@ mod tests {
         assert!(s.contains("-l /var/lib/pg/medic-start.log -w -t 120 start' 9>&-"));
         // Its own cluster only, and the old primary's WAL kept before a rewind.
         assert!(s.contains("IDENTIFY_SYSTEM"));
-        assert!(s.contains(r#"cp -a "$D/pg_wal" "$kept""#));
+        assert!(s.contains(r#"cp -a "$D/pg_wal/." "$kept/""#));
         // Never a copy without rewind_or_copy, and never a removal of the data.
         assert!(s.contains("[ no = yes ]"));
-        assert!(!s.contains("rm "));
+        // (the only removals: medic's own copy of the WAL, cut short or made in vain)
+        assert_eq!(s.matches("rm ").count(), 2);
+        assert!(s.contains(r#"rm -rf "$kept";"#));
     }
 
     #[test]
@@ -228,7 +258,7 @@ mod tests {
         for m in [RejoinMethod::Rewind, RejoinMethod::RewindOrCopy] {
             for s in [
                 rejoin_script(&settings(m), "10.0.0.2", 5432, "it's"),
-                stop_script(&settings(m)),
+                stop_script(&settings(m), 5432),
             ] {
                 let out = std::process::Command::new("sh")
                     .args(["-n", "-c", &s])

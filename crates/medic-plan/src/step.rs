@@ -420,6 +420,7 @@ pub enum Action {
         service: String,
         machine: String,
         address: Addr,
+        port: u16,
         rejoin: medic_topology::pg_rejoin::PgRejoin,
         #[serde(default)]
         skip_unreachable: bool,

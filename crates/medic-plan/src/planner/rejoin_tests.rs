@@ -52,7 +52,7 @@ fn web1_out(top: &Topology, failing: bool) -> ObservedState {
     state
 }
 
-fn rejoin(m: &str) -> Event {
+fn rejoin_event(m: &str) -> Event {
     Event::ServiceRejoin {
         service: "www".into(),
         machine: m.into(),
@@ -63,7 +63,7 @@ fn rejoin(m: &str) -> Event {
 fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stays_out() {
     let top = with_postgres(REJOIN);
     let state = web1_out(&top, true);
-    let plan = plan_recovery(&top, &state, &rejoin("web1"), "r1").unwrap();
+    let plan = plan_recovery(&top, &state, &rejoin_event("web1"), "r1").unwrap();
     assert_eq!(
         outline(&plan),
         [
@@ -99,6 +99,25 @@ fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stay
         shown.contains(&format!("host={primary_address} port=5432")),
         "{shown}"
     );
+    // Seen writable: its server stopped first, before its hook and anything that may stop
+    // the rejoin; a standby failing for another reason is not stopped.
+    let mut seen = state.clone();
+    seen.services
+        .get_mut("www")
+        .unwrap()
+        .writable
+        .insert("web1".into());
+    let stopped = plan_recovery(&top, &seen, &rejoin_event("web1"), "r1").unwrap();
+    assert_eq!(
+        outline(&stopped),
+        [
+            "unmonitor web1",
+            "pg-stop www@web1",
+            "hook www@web1",
+            "pg-rejoin www@web1",
+            "monitor web1"
+        ]
+    );
     // Still out until it passes its checks (as a standby now).
     let mut after = state.clone();
     for s in &plan.steps {
@@ -114,17 +133,23 @@ fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stay
 #[test]
 fn one_that_passes_its_checks_or_a_service_without_rejoin_is_not_rewound() {
     let top = with_postgres(REJOIN);
-    let passing = plan_recovery(&top, &web1_out(&top, false), &rejoin("web1"), "r1").unwrap();
+    let passing = plan_recovery(&top, &web1_out(&top, false), &rejoin_event("web1"), "r1").unwrap();
     assert!(
         !outline(&passing).iter().any(|s| s.starts_with("pg-rejoin")),
         "{:?}",
         outline(&passing)
     );
     let without = with_postgres("");
-    let plan = plan_recovery(&without, &web1_out(&without, true), &rejoin("web1"), "r1").unwrap();
+    let plan = plan_recovery(
+        &without,
+        &web1_out(&without, true),
+        &rejoin_event("web1"),
+        "r1",
+    )
+    .unwrap();
     assert!(!outline(&plan).iter().any(|s| s.starts_with("pg-rejoin")));
     // The primary itself is never the one rewound.
-    let plan = plan_recovery(&top, &web1_out(&top, true), &rejoin("web2"), "r1").unwrap();
+    let plan = plan_recovery(&top, &web1_out(&top, true), &rejoin_event("web2"), "r1").unwrap();
     assert!(plan.steps.is_empty(), "{:?}", outline(&plan));
 }
 

@@ -451,6 +451,19 @@ impl<'a> Planner<'a> {
             .services
             .get(service)
             .is_some_and(|st| st.down.contains(machine));
+        // Seen writable (an old primary back, on its own timeline): with `rejoin`, its server
+        // is stopped first, whatever may stop the rejoin itself later.
+        let writable = self
+            .state
+            .services
+            .get(service)
+            .is_some_and(|st| st.writable.contains(machine));
+        if failing
+            && writable
+            && let Some(stop) = self.pg_stop(s, machine, false)
+        {
+            self.push(stop);
+        }
         if let Some(hook) = &s.hooks.on_demote {
             let state = if failing {
                 "down"

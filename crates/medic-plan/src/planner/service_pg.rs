@@ -144,10 +144,12 @@ impl Planner<'_> {
     /// has a `rejoin` (which says how). `silent`: skipped if its SSH does not answer.
     pub(super) fn pg_stop(&self, s: &Service, machine: &str, silent: bool) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
+        let (port, _) = s.postgres_check()?;
         Some(Action::StopPostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
+            port,
             rejoin: rejoin.value.clone(),
             skip_unreachable: silent,
         })
