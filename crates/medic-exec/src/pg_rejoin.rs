@@ -86,11 +86,13 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 "{primary} ({source}) is in recovery, not a primary: {machine} was not touched"
             ))));
         }
-        // What the server says of itself. In recovery: not touched — it is done if it
-        // streams from the primary (one following another server is pg-follow's to re-point;
-        // one on a timeline of its own must be rebuilt by hand). A login refused: not touched
-        // either (medic could not tell a healthy standby from an old primary). Writable, or
-        // no answer (stopped, or not up yet): the script, which looks at the data itself.
+        // What the server says of itself. In recovery and streaming: done (one following
+        // another server is pg-follow's to re-point). In recovery and streaming from
+        // nothing: the script, which goes on only if medic fenced it (an old primary that
+        // something restarted after pg-stop); any other standby is not touched (one on a
+        // timeline of its own must be rebuilt by hand). A login refused: not touched either
+        // (medic could not tell a healthy standby from an old primary). Writable, or no
+        // answer (stopped, or not up yet): the script, which looks at the data itself.
         let own = config(ip)?;
         let standby = session(&own, at, STREAM_WITHIN, |client| async move {
             if !in_recovery(&client, at).await? {
@@ -99,17 +101,14 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             receiving(&client, at, None, ASK_WITHIN * 4).await.map(Some)
         })
         .await;
+        let mut adrift = None;
         match standby {
             Ok(Some(Ok(from))) => {
                 return Ok(format!(
                     "{service}@{machine}: its PostgreSQL is a standby already ({from}): left as it is"
                 ));
             }
-            Ok(Some(Err(last))) => {
-                return Err(failed(Failed::passing(format!(
-                    "{at} is in recovery but streams from nothing (last seen: {last}): not touched; its log says why (one on a timeline of its own must be rebuilt from {primary})"
-                ))));
-            }
+            Ok(Some(Err(last))) => adrift = Some(last),
             Err(f) if f.lasting => {
                 return Err(failed(Failed {
                     message: format!(
@@ -136,6 +135,11 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .lines()
             .filter_map(|l| l.strip_prefix("medic: "))
             .collect();
+        if let Some(last) = adrift.filter(|_| done.contains(&medic_plan::rejoin::A_STANDBY)) {
+            return Err(failed(Failed::passing(format!(
+                "{at} is in recovery but streams from nothing (last seen: {last}), and medic did not fence it: not touched; its log says why (one on a timeline of its own must be rebuilt from {primary})"
+            ))));
+        }
         // Read back: it streams from the primary.
         let last = session(&own, at, STREAM_WITHIN + ASK_WITHIN, |client| async move {
             if !in_recovery(&client, at).await? {

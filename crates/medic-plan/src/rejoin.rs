@@ -22,6 +22,12 @@ use medic_topology::pg_rejoin::{PgRejoin, RejoinMethod};
 
 /// Where the lock is: one rejoin of any server at a time on a machine.
 const LOCK: &str = "/run/medic-pg-rejoin.lock";
+/// What the rejoin script says (after `medic: `) of a server it leaves as it is: a standby,
+/// running (or in a recovery of any kind), that medic did not fence.
+pub const A_STANDBY: &str = "the server runs as a standby already";
+/// The file `pg-stop` leaves in the data directory beside the `standby.signal` it writes: the
+/// server is an old primary medic fenced, not a standby, even when something restarted it.
+const FENCED: &str = "medic-fenced";
 
 /// The script that makes the server in `r.data_dir` a standby of the primary at
 /// `primary_ip:port`, logging in to `database` there as `r.user`.
@@ -49,10 +55,17 @@ if [ -f "$D/PG_VERSION" ]; then
   have=$(controldata 'Database system identifier')
   [ "$have" = "$SYSID" ] || {{ echo "medic: $D holds another cluster (system identifier ${{have:-unreadable}}, the primary's $SYSID): nothing done" >&2; exit 10; }}
 fi
-if [ -f "$D/standby.signal" ] && running; then echo "medic: the server runs as a standby already"; exit 0; fi
+# A server in recovery is left as it is, unless it is an old primary medic fenced and
+# something restarted (its standby.signal is pg-stop's: it follows no primary).
+if [ ! -f "$D/{fenced}" ] && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then echo "medic: {a_standby}"; exit 0; fi
 {stop}done=no
 MARK="$SYSID {primary_ip}:{port}"
-if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ "$(cat "$D/medic-rejoined" 2>/dev/null)" = "$MARK" ]; then
+# pg-stop's standby.signal out of pg_rewind's way (its crash recovery runs the server alone,
+# which refuses standby mode); put back on any way out that leaves no standby.
+restore=no
+trap 'if [ $restore = yes ] && [ -f "$D/PG_VERSION" ] && [ ! -f "$D/standby.signal" ]; then : > "$D/standby.signal"; chown "$U" "$D/standby.signal"; fi' EXIT
+if [ -f "$D/{fenced}" ] && [ -f "$D/standby.signal" ]; then restore=yes; rm -f "$D/standby.signal"; fi
+if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ ! -f "$D/{fenced}" ] && [ "$(cat "$D/medic-rejoined" 2>/dev/null)" = "$MARK" ]; then
   case "$(controldata 'Database cluster state')" in
     "in archive recovery"|"shut down in recovery") echo "medic: made a standby of the primary before (its start did not happen)"; done=yes;;
   esac
@@ -103,7 +116,7 @@ if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   as_u "$B/pg_basebackup" -D "$D" -d "$SRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
   echo "medic: copied afresh from the primary"
 fi
-printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined"
+printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
 # Replication slots are the operator's: a slot name copied with the primary's configuration
 # would keep the server from streaming.
 sed -i '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$D/postgresql.auto.conf" 2>/dev/null
@@ -117,24 +130,38 @@ echo "medic: started as a standby"
         stop = stop_block(r),
         start = q(&r.start_command()),
         copy = if copy { "yes" } else { "no" },
+        fenced = FENCED,
+        a_standby = A_STANDBY,
     )
 }
 
 /// The script that stops the server in `r.data_dir` if it runs (the fence of a primary), and
 /// reads back that nothing listens on `port` any more: a `data_dir` that is not the serving
-/// server's (a typo, an old cluster beside an upgraded one) never passes for a fence.
+/// server's (a typo, an old cluster beside an upgraded one) never passes for a fence. The
+/// fence outlasts a restart (systemd, a reboot): a `standby.signal` written beside medic's
+/// mark brings the server back in recovery, read-only, until `pg-rejoin` makes it a standby
+/// of the primary.
 pub fn stop_script(r: &PgRejoin, port: u16) -> String {
     format!(
-        r#"{}[ -f "$D/PG_VERSION" ] || {{ echo "medic: no PostgreSQL data in $D: it cannot be the server's, which is not stopped" >&2; exit 9; }}
+        r#"{prelude}[ -f "$D/PG_VERSION" ] || {{ echo "medic: no PostgreSQL data in $D: it cannot be the server's, which is not stopped" >&2; exit 9; }}
 command -v ss >/dev/null || {{ echo "medic: ss (iproute2) is needed to see that port {port} is free" >&2; exit 9; }}
 if running; then
-{}else
+{stop}else
   echo "medic: the server was not running"
+fi
+if [ -f "$D/standby.signal" ] && [ ! -f "$D/{fenced}" ]; then
+  echo "medic: its data is a standby's (standby.signal)"
+elif : > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
+  rm -f "$D/medic-rejoined"
+  echo "medic: standby.signal written: restarted, it comes back read-only"
+else
+  echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
 fi
 if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
 "#,
-        prelude(r),
-        stop_block(r)
+        prelude = prelude(r),
+        stop = stop_block(r),
+        fenced = FENCED,
     )
 }
 
@@ -232,9 +259,22 @@ mod tests {
         assert!(s.contains(r#"cp -a "$D/pg_wal/." "$kept/""#));
         // Never a copy without rewind_or_copy, and never a removal of the data.
         assert!(s.contains("[ no = yes ]"));
-        // (the only removals: medic's own copy of the WAL, cut short or made in vain)
-        assert_eq!(s.matches("rm ").count(), 2);
+        // (the only removals: medic's own copy of the WAL, cut short or made in vain, and
+        // pg-stop's files: its standby.signal, put back on the way out, and its mark)
+        assert_eq!(s.matches("rm ").count(), 4, "{s}");
         assert!(s.contains(r#"rm -rf "$kept";"#));
+        assert!(s.contains(r#"restore=yes; rm -f "$D/standby.signal""#));
+        assert!(s.contains(r#"rm -f "$D/medic-fenced""#));
+        // A server in recovery medic did not fence is left as it is.
+        assert!(s.contains(&format!("medic: {A_STANDBY}\"; exit 0")));
+    }
+
+    #[test]
+    fn the_fence_outlasts_a_restart() {
+        let s = stop_script(&settings(RejoinMethod::Rewind), 5432);
+        assert!(s.contains(r#": > "$D/medic-fenced" && : > "$D/standby.signal""#));
+        assert!(s.contains(r#"rm -f "$D/medic-rejoined""#));
+        assert!(s.contains(r#"ss -Hltn "sport = :5432""#));
     }
 
     #[test]

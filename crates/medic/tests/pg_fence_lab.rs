@@ -1,0 +1,154 @@
+//! The fence of a PostgreSQL primary outlasts a restart: the scripts of the `pg-stop` and
+//! `pg-rejoin` steps (exactly what `medic plan` prints) run on lab machines against Debian's
+//! PostgreSQL 15. The old primary, stopped by pg-stop and started again by something else
+//! (systemd, a reboot, an operator), comes back in recovery and refuses writes; the rejoin
+//! script then makes it a standby of the new primary, which it streams from; a standby medic
+//! did not fence is left as it is. Needs root.
+
+#![allow(
+    clippy::unwrap_used,
+    reason = "a test that cannot set up should fail loudly"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::pg::{self, PG};
+use common::web::on;
+use common::*;
+
+/// The lab's servers keep their socket in /run/pg; medic's rejoin settings say so.
+fn rejoin_settings() -> medic_topology::pg_rejoin::PgRejoin {
+    serde_json::from_value(serde_json::json!({
+        "data_dir": "/var/lib/pg",
+        "bin_dir": PG,
+        "start": format!("runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start"),
+    }))
+    .unwrap()
+}
+
+#[test]
+fn a_fenced_primary_restarted_comes_back_read_only_and_is_then_rejoined() {
+    let Some(env) = Env::of_example("dryad.yaml", 20, |t| t) else {
+        return;
+    };
+    let (primus, secundus) = (env.ip(10), env.ip(11));
+    let r = rejoin_settings();
+    pg::start_primary(&env, &primus, "dryad");
+    pg::start_standby(&env, &secundus, &primus);
+    pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "INSERT INTO items VALUES (1, 'before')",
+    );
+    env.wait(
+        "secundus to replay primus's first write",
+        Duration::from_secs(20),
+        |e| pg::psql(e, &secundus, "dryad", "SELECT count(*) FROM items") == "1",
+    );
+
+    // The fence: stopped, nothing on the port, and marked.
+    let said = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
+    assert!(
+        said.contains("medic: stopped the server")
+            && said.contains("medic: standby.signal written"),
+        "{said}"
+    );
+    let files = on(
+        &env,
+        &primus,
+        "ls /var/lib/pg/standby.signal /var/lib/pg/medic-fenced",
+    );
+    assert_eq!(files.lines().count(), 2, "{files}");
+    // Fenced again (a controller restarted mid-failover makes the step again): the same.
+    let again = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
+    assert!(
+        again.contains("the server was not running") && again.contains("standby.signal written"),
+        "{again}"
+    );
+
+    // The new primary takes a write the old one never saw.
+    assert_eq!(
+        pg::psql(&env, &secundus, "dryad", "SELECT pg_promote()"),
+        "t"
+    );
+    env.wait("secundus out of recovery", Duration::from_secs(20), |e| {
+        pg::psql(e, &secundus, "dryad", "SELECT pg_is_in_recovery()") == "f"
+    });
+    pg::psql(
+        &env,
+        &secundus,
+        "dryad",
+        "INSERT INTO items VALUES (2, 'after')",
+    );
+
+    // Something starts the old primary again: it is in recovery, and refuses a write.
+    on(
+        &env,
+        &primus,
+        &format!(
+            "runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null"
+        ),
+    );
+    env.wait("primus to answer", Duration::from_secs(20), |e| {
+        pg::psql(e, &primus, "dryad", "SELECT pg_is_in_recovery()") == "t"
+    });
+    let refused = pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "INSERT INTO items VALUES (3, 'lost')",
+    );
+    assert!(
+        refused.contains("read-only transaction"),
+        "a restarted fenced primary took a write: {refused}"
+    );
+
+    // The rejoin: medic's mark lets it stop the server, rewind it from the new primary and
+    // start it as a standby; the mark is gone, and it streams.
+    let script = medic_plan::rejoin::rejoin_script(&r, &secundus, 5432, "dryad");
+    let done = on(&env, &primus, &script);
+    assert!(
+        done.contains("medic: stopped the server")
+            && (done.contains("medic: no rewind needed")
+                || done.contains("medic: rewound from the primary"))
+            && done.contains("medic: started as a standby"),
+        "{done}"
+    );
+    env.wait(
+        "primus to stream from secundus and replay its write",
+        Duration::from_secs(30),
+        |e| {
+            pg::psql(
+                e,
+                &primus,
+                "dryad",
+                "SELECT sender_host FROM pg_stat_wal_receiver",
+            ) == secundus
+                && pg::psql(
+                    e,
+                    &primus,
+                    "dryad",
+                    "SELECT count(*) FROM items WHERE id = 2",
+                ) == "1"
+        },
+    );
+    assert_eq!(
+        on(&env, &primus, "ls /var/lib/pg/medic-fenced 2>&1; true").trim(),
+        "ls: cannot access '/var/lib/pg/medic-fenced': No such file or directory"
+    );
+
+    // A standby medic did not fence (it is one now) is left as it is.
+    let left = on(&env, &primus, &script);
+    assert!(
+        left.contains(&format!("medic: {}", medic_plan::rejoin::A_STANDBY))
+            && !left.contains("stopped"),
+        "{left}"
+    );
+    assert_eq!(
+        pg::psql(&env, &primus, "dryad", "SELECT pg_is_in_recovery()"),
+        "t"
+    );
+}
