@@ -107,6 +107,7 @@ fn plan(
         }
         Event::ProcessDied { shard, machine } => p.process_died(shard, machine)?,
         Event::StaleMaster { shard, machine } => p.stale_master(shard, machine)?,
+        Event::FollowMaster { shard, machine } => p.follow_master(shard, machine)?,
         Event::Switchover { shard, to } if top.service(shard).is_some() => {
             p.service_switchover(shard, to.as_deref())?
         }

@@ -541,6 +541,10 @@ pub enum Event {
     /// A server answers as master while another machine is its shard's master (an old master
     /// that came back): it must never take writes again.
     StaleMaster { shard: String, machine: String },
+    /// A replica replicates from another server than its shard's master (it was away when
+    /// the master changed, or was pointed there by hand): its data may be another history,
+    /// so it is made to follow the master again.
+    FollowMaster { shard: String, machine: String },
     /// A planned change of master (an operator's `medic switchover`): no write is lost.
     Switchover {
         shard: String,
@@ -565,6 +569,12 @@ impl fmt::Display for Event {
             Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
             Event::StaleMaster { shard, machine } => {
                 write!(f, "redis {shard}@{machine} is a master that lost its role")
+            }
+            Event::FollowMaster { shard, machine } => {
+                write!(
+                    f,
+                    "redis {shard}@{machine} replicates from another server than its master"
+                )
             }
             Event::Switchover { shard, to } => match to {
                 Some(m) => write!(f, "switchover of {shard} to {m}"),

@@ -134,3 +134,38 @@ fn a_lost_proxy_is_replaced_and_the_app_routes_through_it_again() {
         [w.instance("haproxy1").expect("hp1").address]
     );
 }
+
+/// A replica pointed at another server by hand (or left following an old master): the
+/// recovery the controller asks for when its INFO names another master makes it follow the
+/// master again, with no write lost.
+#[test]
+fn a_replica_following_another_server_is_made_to_follow_its_master() {
+    let (top, mut state) = lab();
+    let mut w = World::new(&top, &state);
+    w.client_writes(10);
+    w.advance(20);
+    let i = w.current_idx("redis2").expect("redis2");
+    let astray: std::net::IpAddr = "10.77.1.99".parse().expect("an address");
+    w.instances[i]
+        .redis
+        .get_mut("r9001")
+        .expect("redis2's server of r9001")
+        .role = medic_sim::world::RedisRole::Replica {
+        of: "elsewhere".into(),
+        addr: astray,
+    };
+    let before = converged(&w).expect_err("redis2 follows another server");
+    assert!(before.contains("r9001"), "{before}");
+    let (_, skipped) = run(
+        &mut w,
+        &mut state,
+        Event::FollowMaster {
+            shard: "r9001".into(),
+            machine: "redis2".into(),
+        },
+    );
+    assert!(skipped.is_empty(), "{skipped:?}");
+    converged(&w).expect("converged");
+    assert!(lost_writes(&w).is_empty());
+    assert!(w.terminations.is_empty(), "nothing terminated");
+}

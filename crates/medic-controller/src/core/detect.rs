@@ -207,6 +207,22 @@ impl Core {
         if self.shard_in_motion(shard, machine) {
             return false;
         }
+        let Some(master) = self
+            .saved
+            .observed
+            .shards
+            .get(shard)
+            .map(|s| s.master.clone())
+        else {
+            return false;
+        };
+        // One replicating from another server: its offset is another stream's.
+        if info.role == Role::Replica
+            && master != machine
+            && !self.judge_upstream(shard, machine, &master, info, r, out)
+        {
+            return false;
+        }
         let Some(s) = self.saved.observed.shards.get_mut(shard) else {
             return false;
         };

@@ -32,9 +32,9 @@ impl Core {
     ) -> Held {
         // What is counted: a process death as its server (and, with the machine's other
         // process deaths, as its machine); a machine's loss as the machine; a stale master
-        // not at all (it is always fenced).
+        // not at all (it is always fenced), nor a replica re-pointed at its master.
         let looping = match &req.event {
-            Event::StaleMaster { .. } => None,
+            Event::StaleMaster { .. } | Event::FollowMaster { .. } => None,
             Event::ProcessDied { shard, machine } => Some((
                 format!("{shard}@{machine}"),
                 machine.clone(),

@@ -24,6 +24,7 @@
 //!   answered since is not acted on.
 //! - A server that a running recovery is promoting is not taken for a stale master.
 
+mod astray;
 mod detect;
 mod holds;
 mod recovery;
@@ -105,6 +106,7 @@ impl Request {
             Event::MachineLost { machine }
             | Event::ProcessDied { machine, .. }
             | Event::StaleMaster { machine, .. }
+            | Event::FollowMaster { machine, .. }
             | Event::ServiceDown { machine, .. }
             | Event::ServiceRejoin { machine, .. }
             | Event::ServiceFollow { machine, .. } => Some(machine),
@@ -241,6 +243,9 @@ pub struct Core {
     /// (service, machine): standbys asked to follow the primary (`ServiceFollow`), until seen
     /// streaming from it — asked once, not at every check.
     following: BTreeSet<(String, String)>,
+    /// (shard, machine): redis replicas asked to follow their master (`FollowMaster`), until
+    /// seen following it — asked once, not at every check.
+    astray: BTreeSet<(String, String)>,
     /// Service targets whose data store answers in the wrong role, told once per episode.
     miscast: BTreeSet<Target>,
 }
@@ -266,6 +271,7 @@ impl Core {
             failback_stopped: BTreeSet::new(),
             disarmed: BTreeSet::new(),
             following: BTreeSet::new(),
+            astray: BTreeSet::new(),
             miscast: BTreeSet::new(),
         }
     }

@@ -104,7 +104,9 @@ impl Core {
                 c.machines.insert(machine.clone());
                 c.shards.insert(service_claim(service));
             }
-            Event::ProcessDied { shard, machine } | Event::StaleMaster { shard, machine } => {
+            Event::ProcessDied { shard, machine }
+            | Event::StaleMaster { shard, machine }
+            | Event::FollowMaster { shard, machine } => {
                 c.machines.insert(machine.clone());
                 c.shards.insert(shard.clone());
             }
@@ -217,7 +219,9 @@ impl Core {
             {
                 Err(format!("{service}@{machine} passed its checks again since"))
             }
-            Event::StaleMaster { shard, machine } if self.master_of(shard) == Some(machine) => {
+            Event::StaleMaster { shard, machine } | Event::FollowMaster { shard, machine }
+                if self.master_of(shard) == Some(machine) =>
+            {
                 Err(format!("{machine} is {shard}'s recorded master by now"))
             }
             _ => Ok(()),

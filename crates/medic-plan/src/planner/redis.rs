@@ -260,6 +260,52 @@ impl<'a> Planner<'a> {
         Ok(())
     }
 
+    /// A replica that replicates from another server than its shard's master: made a
+    /// replica of the master again (`REPLICAOF`, then a wait until it is in sync), out of
+    /// monitoring meanwhile (a full resync may keep it loading). Nothing to fence: it takes
+    /// no writes, and the proxies send none to a replica.
+    pub(super) fn follow_master(
+        &mut self,
+        shard_name: &str,
+        machine: &str,
+    ) -> Result<(), PlanError> {
+        self.role(machine)?;
+        let shard = self.shard(shard_name)?;
+        let st = self.shard_state(shard_name)?;
+        if !st.replicas.iter().any(|r| r.machine == machine) {
+            return Err(PlanError::NotOnMachine {
+                shard: shard_name.to_owned(),
+                machine: machine.to_owned(),
+                on: if st.master == machine {
+                    format!("{machine}, which is its master: nothing to re-point")
+                } else {
+                    st.replicas
+                        .iter()
+                        .map(|r| r.machine.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+            });
+        }
+        let target = MonitorTarget::Server {
+            shard: shard_name.to_owned(),
+            machine: machine.to_owned(),
+        };
+        self.push(Action::Unmonitor {
+            target: target.clone(),
+        });
+        let servers = vec![(
+            shard,
+            ServerRole::ReplicaOf {
+                machine: st.master.clone(),
+            },
+        )];
+        let address = addr_of(self.state, machine);
+        self.rejoin_as_replicas(&servers, machine, &address);
+        self.push(Action::Monitor { target });
+        Ok(())
+    }
+
     /// A planned change of master with no write lost: writes are held on the old master until
     /// the replica has everything; the proxies then switch, the old master becomes a replica
     /// (so held writes, once let go, are refused with READONLY rather than lost) and resyncs.

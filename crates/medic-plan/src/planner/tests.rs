@@ -173,6 +173,20 @@ fn plan_table() {
             ],
         ),
         (lost("monitor"), vec!["alert CRITICAL"]),
+        (
+            // A replica that replicates from elsewhere: re-pointed at its master, nothing
+            // fenced or promoted.
+            Event::FollowMaster {
+                shard: "r9001".into(),
+                machine: "redis2".into(),
+            },
+            vec![
+                "unmonitor r9001@redis2",
+                "replicaof r9001@redis2",
+                "wait-sync r9001@redis2",
+                "monitor r9001@redis2",
+            ],
+        ),
     ];
     for (event, expected) in rows {
         assert_eq!(
@@ -181,6 +195,19 @@ fn plan_table() {
             "plan for {event}"
         );
     }
+}
+
+/// A replica's master is never re-pointed: it has nothing to follow.
+#[test]
+fn the_master_is_not_made_to_follow_itself() {
+    let top = topology(BARTON);
+    let state = ObservedState::assumed(&top);
+    let e = Event::FollowMaster {
+        shard: "r9001".into(),
+        machine: "redis1".into(),
+    };
+    let err = plan_recovery(&top, &state, &e, "rec-1").unwrap_err();
+    assert!(err.to_string().contains("which is its master"), "{err}");
 }
 
 pub(super) fn position(plan: &Plan, pred: impl Fn(&Action) -> bool) -> Vec<usize> {

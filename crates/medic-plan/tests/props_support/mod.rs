@@ -251,9 +251,10 @@ fn event(top: &Topology) -> impl Strategy<Value = Event> {
         })
         .collect();
     let pick = |v: &[String], i: usize| v[i % v.len()].clone();
-    let (m1, m2, s1, s2, s3) = (
+    let (m1, m2, s1, s2, s3, s4) = (
         machines.clone(),
         machines.clone(),
+        shards.clone(),
         shards.clone(),
         shards.clone(),
         shards,
@@ -274,6 +275,10 @@ fn event(top: &Topology) -> impl Strategy<Value = Event> {
         2 => (any::<usize>(), any::<usize>()).prop_map(move |(s, m)| {
             let (shard, on) = &s2[s % s2.len()];
             Event::StaleMaster { shard: shard.clone(), machine: pick(on, m) }
+        }),
+        1 => (any::<usize>(), any::<usize>()).prop_map(move |(s, m)| {
+            let (shard, on) = &s4[s % s4.len()];
+            Event::FollowMaster { shard: shard.clone(), machine: pick(on, m) }
         }),
         2 => (any::<usize>(), prop::option::of(any::<usize>())).prop_map(move |(s, to)| {
             let (shard, on) = &s3[s % s3.len()];
@@ -338,6 +343,13 @@ pub fn outcome_expected(c: &Case) -> Result<(), ()> {
         }
         Event::StaleMaster { shard, machine } => {
             known(machine) && c.state.shards[shard].master != *machine
+        }
+        Event::FollowMaster { shard, machine } => {
+            known(machine)
+                && c.state.shards[shard]
+                    .replicas
+                    .iter()
+                    .any(|r| r.machine == *machine)
         }
         // These cases have no services: a service's events name none the planner knows.
         Event::ServiceDown { .. } | Event::ServiceRejoin { .. } | Event::ServiceFollow { .. } => {
