@@ -327,3 +327,46 @@ fn cli_refused_in(env: &Env, machine: &str, ip: &str, port: u16) -> bool {
         .unwrap();
     !String::from_utf8_lossy(&out.stdout).contains("PONG")
 }
+
+/// redis2's replica of r9001 pointed by hand at another server (redis1's r9002, another
+/// shard's stream): medic stops counting it in sync, says so, and makes it a replica of
+/// r9001's master again; it then holds a write made through the app proxy.
+#[test]
+fn a_replica_pointed_at_another_server_is_made_to_follow_its_master_again() {
+    let Some(mut env) = Env::new(21, |t| t) else {
+        return;
+    };
+    env.start(&[]);
+    env.wait("r9001 ok", RECOVERY, |e| e.shard("r9001")["state"] == "ok");
+    let (redis1, redis2, app) = (env.ip(10), env.ip(11), env.ip(14));
+    assert_eq!(cli(&redis2, 9001, &["REPLICAOF", &redis1, "9002"]), "OK");
+    env.wait("the alert naming the other server", RECOVERY, |e| {
+        e.alerts().iter().any(|a| {
+            a.contains(&format!(
+                "r9001@redis2 replicates from {redis1}:9002, not from redis1"
+            ))
+        })
+    });
+    env.wait("the recovery that re-points it", RECOVERY, |e| {
+        e.ended(
+            "redis r9001@redis2 replicates from another server than its master",
+            "completed",
+        )
+    });
+    let info = cli(&redis2, 9001, &["INFO", "replication"]);
+    assert!(
+        info.contains(&format!("master_host:{redis1}"))
+            && info.contains("master_port:9001")
+            && info.contains("master_link_status:up"),
+        "{info}"
+    );
+    assert_eq!(cli(&app, 7001, &["SET", "followed", "1"]), "OK");
+    wait_replicated(&redis2, 9001, "followed", "1");
+    env.wait("r9001 ok again", RECOVERY, |e| {
+        e.shard("r9001")["state"] == "ok"
+    });
+    eprintln!(
+        "redis2 follows redis1:9001 again: {}",
+        info.replace("\r\n", " ")
+    );
+}
