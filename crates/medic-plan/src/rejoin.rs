@@ -57,15 +57,27 @@ if [ -f "$D/PG_VERSION" ]; then
 fi
 # A server in recovery is left as it is, unless it is an old primary medic fenced and
 # something restarted (its standby.signal is pg-stop's: it follows no primary).
-if [ ! -f "$D/{fenced}" ] && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then echo "medic: {a_standby}"; exit 0; fi
+if ! fenced && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then echo "medic: {a_standby}"; exit 0; fi
 {stop}done=no
 MARK="$SYSID {primary_ip}:{port}"
-# pg-stop's standby.signal out of pg_rewind's way (its crash recovery runs the server alone,
-# which refuses standby mode); put back on any way out that leaves no standby.
-restore=no
-trap 'if [ $restore = yes ] && [ -f "$D/PG_VERSION" ] && [ ! -f "$D/standby.signal" ]; then : > "$D/standby.signal"; chown "$U" "$D/standby.signal"; fi' EXIT
-if [ -f "$D/{fenced}" ] && [ -f "$D/standby.signal" ]; then restore=yes; rm -f "$D/standby.signal"; fi
-if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ ! -f "$D/{fenced}" ] && [ "$(cat "$D/medic-rejoined" 2>/dev/null)" = "$MARK" ]; then
+# A server not shut down cleanly (an immediate shutdown, a crash) is recovered before
+# pg_rewind reads it. With a standby.signal (pg-stop's, or a standby's) in standby mode,
+# privately (no network, no upstream, no archive), started and stopped: a standby writes no
+# WAL, so nothing is added past the fork, and the signal never leaves (pg_rewind's own crash
+# recovery would need it gone). Not one a rewind left unfinished (its backup_label).
+if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ ! -f "$D/backup_label" ]; then
+  case "$(controldata 'Database cluster state')" in
+    "shut down"|"shut down in recovery") ;;
+    *)
+      P=/run/medic-pg-recover
+      install -d -o "$U" -m 700 "$P" || exit 6
+      as_u "$B/pg_ctl" -D "$D" -o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command={config_opt}" -l "$P/log" -w -t 600 start 9>&- >&2 </dev/null \
+        && as_u "$B/pg_ctl" -D "$D" -m fast -w -t 600 stop 9>&- >&2 \
+        || {{ tail -n 5 "$P/log" >&2; echo "medic: the server was not shut down cleanly and could not be recovered in standby mode: nothing rewound" >&2; exit 4; }}
+      echo "medic: recovered in standby mode first (it was not shut down cleanly)";;
+  esac
+fi
+if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && ! fenced && [ "$(cat "$D/medic-rejoined" 2>/dev/null)" = "$MARK" ]; then
   case "$(controldata 'Database cluster state')" in
     "in archive recovery"|"shut down in recovery") echo "medic: made a standby of the primary before (its start did not happen)"; done=yes;;
   esac
@@ -88,6 +100,7 @@ if [ $done = no ] && [ -f "$D/PG_VERSION" ]; then
     fi
   fi
   if out=$(as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} -R 2>&1); then
+    printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
     case "$out" in
       *"no rewind required"*) if [ $made = yes ]; then rm -rf "$kept"; fi; echo "medic: no rewind needed";;
       *) if [ -n "$kept_note" ]; then echo "medic: $kept_note"; fi; echo "medic: rewound from the primary";;
@@ -132,6 +145,11 @@ echo "medic: started as a standby"
         copy = if copy { "yes" } else { "no" },
         fenced = FENCED,
         a_standby = A_STANDBY,
+        config_opt = r
+            .config_file
+            .as_ref()
+            .map(|c| format!(" -c config_file={}", c.display()))
+            .unwrap_or_default(),
     )
 }
 
@@ -149,15 +167,16 @@ if running; then
 {stop}else
   echo "medic: the server was not running"
 fi
-if [ -f "$D/standby.signal" ] && [ ! -f "$D/{fenced}" ]; then
+if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
+# Not a standby medic made, whatever it was: the next rejoin rewinds it.
+rm -f "$D/medic-rejoined"
+if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
-elif : > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
-  rm -f "$D/medic-rejoined"
+elif printf 'tl %s\n' "$(controldata "Latest checkpoint's TimeLineID")" > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
   echo "medic: standby.signal written: restarted, it comes back read-only"
 else
   echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
 fi
-if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
 "#,
         prelude = prelude(r),
         stop = stop_block(r),
@@ -183,10 +202,14 @@ running() {{
   exit 9
 }}
 controldata() {{ as_u env LC_ALL=C "$B/pg_controldata" "$D" 2>/dev/null | sed -n "s/^$1: *//p"; }}
+# An old primary medic fenced (pg-stop's mark, naming the timeline it was on then): still on
+# it, so neither promoted since nor made to follow anything.
+fenced() {{ [ "$(cat "$D/{fenced}" 2>/dev/null)" = "tl $(controldata "Latest checkpoint's TimeLineID")" ]; }}
 "#,
         q(&r.data_dir.display().to_string()),
         q(&r.bin_dir.display().to_string()),
         q(&r.os_user),
+        fenced = FENCED,
     )
 }
 
@@ -260,11 +283,12 @@ mod tests {
         // Never a copy without rewind_or_copy, and never a removal of the data.
         assert!(s.contains("[ no = yes ]"));
         // (the only removals: medic's own copy of the WAL, cut short or made in vain, and
-        // pg-stop's files: its standby.signal, put back on the way out, and its mark)
+        // pg-stop's mark once the server is a standby; never a standby.signal)
         assert_eq!(s.matches("rm ").count(), 4, "{s}");
-        assert!(s.contains(r#"rm -rf "$kept";"#));
-        assert!(s.contains(r#"restore=yes; rm -f "$D/standby.signal""#));
-        assert!(s.contains(r#"rm -f "$D/medic-fenced""#));
+        assert_eq!(s.matches(r#"rm -rf "$kept";"#).count(), 2);
+        assert_eq!(s.matches(r#"rm -f "$D/medic-fenced""#).count(), 2);
+        // A server not shut down cleanly is recovered in standby mode, privately, first.
+        assert!(s.contains(r#"-o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command=" -l "$P/log" -w -t 600 start"#), "{s}");
         // A server in recovery medic did not fence is left as it is.
         assert!(s.contains(&format!("medic: {A_STANDBY}\"; exit 0")));
     }
@@ -272,9 +296,11 @@ mod tests {
     #[test]
     fn the_fence_outlasts_a_restart() {
         let s = stop_script(&settings(RejoinMethod::Rewind), 5432);
-        assert!(s.contains(r#": > "$D/medic-fenced" && : > "$D/standby.signal""#));
+        assert!(s.contains(r#"> "$D/medic-fenced" && : > "$D/standby.signal""#));
         assert!(s.contains(r#"rm -f "$D/medic-rejoined""#));
-        assert!(s.contains(r#"ss -Hltn "sport = :5432""#));
+        // Marked only once nothing listens on the port: the data is the server's.
+        let port_free = s.find(r#"ss -Hltn "sport = :5432""#).unwrap();
+        assert!(port_free < s.find(r#"> "$D/medic-fenced""#).unwrap());
     }
 
     #[test]

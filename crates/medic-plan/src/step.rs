@@ -431,7 +431,9 @@ pub enum Action {
     /// fresh `pg_basebackup` if that fails, start), then — logging in as the service's
     /// `postgres` check does — a wait until it streams from the primary. Before anything,
     /// `primary` must answer as a primary (not in recovery); a server that answers in
-    /// recovery is not touched (the step succeeds only if it streams from `primary`).
+    /// recovery and streams is left as it is (the step succeeds); one in recovery that
+    /// streams from nothing is touched only if `pg-stop` fenced it (its mark, on the same
+    /// timeline: an old primary something started again), else the step fails.
     RejoinPostgres {
         service: String,
         machine: String,

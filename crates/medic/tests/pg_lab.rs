@@ -470,8 +470,15 @@ fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> 
         .history()
         .into_iter()
         .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-        .find(|s| s["kind"] == "pg-rejoin")
-        .expect("a pg-rejoin step in the history");
+        // (the one that made it a standby: the rejoin that follows once it passes its
+        // checks leaves it as it is)
+        .find(|s| {
+            s["kind"] == "pg-rejoin"
+                && s["summary"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("started as a standby"))
+        })
+        .expect("a pg-rejoin step that started it as a standby, in the history");
     let summary = rejoin["summary"].as_str().unwrap_or_default().to_owned();
     // Seen writable, it was stopped first, in the same demotion.
     let history = env.history();
@@ -589,7 +596,15 @@ fn switch_back(env: &Env, old_name: &str, old: &str, primus: &str, acked: &[u32]
         said("pg-stop", old_name).contains("stopped the server"),
         "{steps:#?}"
     );
-    let rejoin = said("pg-rejoin", old_name);
+    let rejoin = steps
+        .iter()
+        .filter(|s| s["kind"] == "pg-rejoin")
+        .filter_map(|s| s["summary"].as_str())
+        .find(|s| {
+            s.starts_with(&format!("dryad-db@{old_name}:")) && s.contains("started as a standby")
+        })
+        .unwrap_or_default()
+        .to_owned();
     // Stopped cleanly, it had sent all its WAL: nothing to rewind, nothing kept aside.
     assert!(
         rejoin.contains("no rewind needed")

@@ -485,8 +485,11 @@ impl<'a> Planner<'a> {
             self.push(step);
         }
         // Its PostgreSQL made a standby of the primary again (`rejoin`): an old primary back
-        // after a failover is still writable, on a timeline of its own.
-        if failing && let Some(step) = self.pg_rejoin(s, machine, &primary) {
+        // after a failover is still writable, on a timeline of its own. Also when it passes
+        // its checks: an old primary fenced by pg-stop and started again answers in
+        // recovery, read-only, on that timeline, following nothing — never a standby until
+        // rewound (the step leaves one that streams as it is).
+        if let Some(step) = self.pg_rejoin(s, machine, &primary) {
             self.push(step);
         }
         if !failing {
