@@ -18,7 +18,7 @@ use crate::{ExecError, Executor};
 /// How long a started standby may take to stream from the primary.
 const STREAM_WITHIN: Duration = Duration::from_secs(60);
 /// How long a `pg-stop` may take on the machine: its `stop` command's 30 s, then an
-/// immediate shutdown's 20 s.
+/// immediate shutdown's 20 s, then up to 10 s for SIGKILL to be seen.
 const PG_STOP_WITHIN: Duration = Duration::from_secs(90);
 /// How long each of the primary and the server has to answer medic's first questions.
 const ASK_WITHIN: Duration = Duration::from_secs(5);

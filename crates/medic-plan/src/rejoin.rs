@@ -214,16 +214,25 @@ fenced() {{ [ "$(cat "$D/{fenced}" 2>/dev/null)" = "tl $(controldata "Latest che
 }
 
 /// Stops the server if it runs: the `stop` command within 30 s, else an immediate shutdown
-/// (a server that does not stop cleanly is a primary that could still take writes); exits 3
-/// if it still runs.
+/// (a server that does not stop cleanly is a primary that could still take writes), else
+/// SIGKILL to the postmaster and its children; exits 3 if it still runs.
 fn stop_block(r: &PgRejoin) -> String {
     format!(
         r#"if running; then
   timeout 30 sh -c {stop} 9>&- >&2 || echo "medic: the stop command failed or took over 30 s" >&2
   if running; then
     as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
-    if running; then echo "medic: the server still runs after an immediate shutdown" >&2; exit 3; fi
-    echo "medic: stopped the server (immediate shutdown)"
+    if running; then
+      # It does not even stop at once (its processes stopped by a signal, or stuck): killed,
+      # the postmaster and every process it started, as a crash would.
+      pid=$(head -n 1 "$D/postmaster.pid" 2>/dev/null)
+      case "$pid" in ''|*[!0-9]*) ;; *) pkill -KILL -P "$pid"; kill -KILL "$pid";; esac
+      i=0; while running && [ $i -lt 20 ]; do sleep 0.5; i=$((i+1)); done
+      if running; then echo "medic: the server still runs after an immediate shutdown and SIGKILL" >&2; exit 3; fi
+      echo "medic: killed the server (SIGKILL: it did not stop)"
+    else
+      echo "medic: stopped the server (immediate shutdown)"
+    fi
   else
     echo "medic: stopped the server"
   fi

@@ -15,6 +15,7 @@
 
 pub mod page;
 pub mod pg;
+pub mod pg_service;
 pub mod prometheus;
 pub mod web;
 
