@@ -101,14 +101,17 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             receiving(&client, at, None, ASK_WITHIN * 4).await.map(Some)
         })
         .await;
+        // In recovery without a visible upstream: (what it was seen doing, whether the
+        // check user may see its WAL receiver at all).
         let mut adrift = None;
         match standby {
-            Ok(Some(Ok(from))) => {
+            Ok(Some(Ok(Upstream::Streams(from)))) => {
                 return Ok(format!(
                     "{service}@{machine}: its PostgreSQL is a standby already ({from}): left as it is"
                 ));
             }
-            Ok(Some(Err(last))) => adrift = Some(last),
+            Ok(Some(Ok(Upstream::Hidden(what)))) => adrift = Some((what, true)),
+            Ok(Some(Err(last))) => adrift = Some((last, false)),
             Err(f) if f.lasting => {
                 return Err(failed(Failed {
                     message: format!(
@@ -135,10 +138,21 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .lines()
             .filter_map(|l| l.strip_prefix("medic: "))
             .collect();
-        if let Some(last) = adrift.filter(|_| done.contains(&medic_plan::rejoin::A_STANDBY)) {
-            return Err(failed(Failed::passing(format!(
-                "{at} is in recovery but streams from nothing (last seen: {last}), and medic did not fence it: not touched; its log says why (one on a timeline of its own must be rebuilt from {primary})"
-            ))));
+        // Not fenced by medic (the script said so and left it): a standby whose receiver
+        // medic may not see is taken for one, as before; one that streams from nothing is
+        // not touched, and the step fails.
+        match adrift.filter(|_| done.contains(&medic_plan::rejoin::A_STANDBY)) {
+            Some((what, true)) => {
+                return Ok(format!(
+                    "{service}@{machine}: its PostgreSQL is {what}; medic did not fence it: left as it is"
+                ));
+            }
+            Some((last, false)) => {
+                return Err(failed(Failed::passing(format!(
+                    "{at} is in recovery but streams from nothing (last seen: {last}), and medic did not fence it: not touched; its log says why (one on a timeline of its own must be rebuilt from {primary})"
+                ))));
+            }
+            None => {}
         }
         // Read back: it streams from the primary.
         let last = session(&own, at, STREAM_WITHIN + ASK_WITHIN, |client| async move {
@@ -156,7 +170,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             )))
         })?;
         let from = match last {
-            Ok(from) => from,
+            Ok(Upstream::Streams(from) | Upstream::Hidden(from)) => from,
             Err(last) => {
                 return Err(failed(Failed::passing(format!(
                     "{} on {machine}, but it does not stream from {primary} ({source}) within {} s (last seen: {last}); its log says why",
@@ -243,12 +257,21 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
 /// `Err(last)` with what it last did. A WAL receiver whose status medic's user may not see
 /// (neither a superuser nor `pg_read_all_stats`) is taken as it is, saying so: medic cannot
 /// tell more, and the service's check judges the server from then on.
+/// What a server in recovery says of its WAL receiver.
+enum Upstream {
+    /// Streaming (from the server wanted, if one was).
+    Streams(String),
+    /// There is one, but medic's user may not see it (neither a superuser nor
+    /// `pg_read_all_stats`).
+    Hidden(String),
+}
+
 async fn receiving(
     client: &tokio_postgres::Client,
     at: SocketAddr,
     from: Option<SocketAddr>,
     within: Duration,
-) -> Result<Result<String, String>, Failed> {
+) -> Result<Result<Upstream, String>, Failed> {
     let start = std::time::Instant::now();
     let mut last = String::from("no WAL receiver");
     while start.elapsed() < within {
@@ -259,15 +282,15 @@ async fn receiving(
         if let Some(row) = one_row(&rows) {
             let [status, host, port] = [0, 1, 2].map(|i| row.get(i).cloned().flatten());
             let Some(status) = status else {
-                return Ok(Ok(
+                return Ok(Ok(Upstream::Hidden(
                     "in recovery; its WAL receiver is not visible to medic's user (grant it pg_read_all_stats)".to_owned(),
-                ));
+                )));
             };
             let (host, port) = (host.unwrap_or_default(), port.unwrap_or_default());
             let wanted =
                 from.is_none_or(|f| host == f.ip().to_string() && port == f.port().to_string());
             if status == "streaming" && wanted {
-                return Ok(Ok(format!("streams from {host}:{port}")));
+                return Ok(Ok(Upstream::Streams(format!("streams from {host}:{port}"))));
             }
             last = format!("{status} from {host}:{port}");
         }

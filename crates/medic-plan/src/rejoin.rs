@@ -71,9 +71,14 @@ if [ -f "$D/PG_VERSION" ] && [ -f "$D/standby.signal" ] && [ ! -f "$D/backup_lab
     *)
       P=/run/medic-pg-recover
       install -d -o "$U" -m 700 "$P" || exit 6
-      as_u "$B/pg_ctl" -D "$D" -o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command={config_opt}" -l "$P/log" -w -t 600 start 9>&- >&2 </dev/null \
-        && as_u "$B/pg_ctl" -D "$D" -m fast -w -t 600 stop 9>&- >&2 \
-        || {{ tail -n 5 "$P/log" >&2; echo "medic: the server was not shut down cleanly and could not be recovered in standby mode: nothing rewound" >&2; exit 4; }}
+      # (Its own recovery targets overridden: it must neither stop short nor promote.)
+      if ! {{ as_u "$B/pg_ctl" -D "$D" -o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command= -c archive_mode=off -c recovery_target= -c recovery_target_lsn= -c recovery_target_name= -c recovery_target_time= -c recovery_target_xid= -c recovery_target_action=pause{config_opt}" -l "$P/log" -w -t 240 start 9>&- >&2 </dev/null \
+        && as_u "$B/pg_ctl" -D "$D" -m fast -w -t 60 stop 9>&- >&2; }}; then
+        as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >/dev/null 2>&1
+        tail -n 5 "$P/log" >&2
+        echo "medic: the server was not shut down cleanly and could not be recovered in standby mode within 5 minutes: nothing rewound" >&2
+        exit 4
+      fi
       echo "medic: recovered in standby mode first (it was not shut down cleanly)";;
   esac
 fi
@@ -297,7 +302,15 @@ mod tests {
         assert_eq!(s.matches(r#"rm -rf "$kept";"#).count(), 2);
         assert_eq!(s.matches(r#"rm -f "$D/medic-fenced""#).count(), 2);
         // A server not shut down cleanly is recovered in standby mode, privately, first.
-        assert!(s.contains(r#"-o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command=" -l "$P/log" -w -t 600 start"#), "{s}");
+        assert!(s.contains(r#"-o "-c listen_addresses= -c unix_socket_directories=$P -c hot_standby=on -c primary_conninfo= -c restore_command= -c archive_mode=off"#), "{s}");
+        assert!(
+            s.contains(r#"-c recovery_target_action=pause" -l "$P/log" -w -t 240 start"#),
+            "{s}"
+        );
+        assert!(
+            s.contains(r#""$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >/dev/null 2>&1"#),
+            "{s}"
+        );
         // A server in recovery medic did not fence is left as it is.
         assert!(s.contains(&format!("medic: {A_STANDBY}\"; exit 0")));
     }

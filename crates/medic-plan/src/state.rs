@@ -47,6 +47,11 @@ pub struct ServiceState {
     /// writable, it is the one a failover records, never another promoted beside it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoting: Option<String>,
+    /// Machines whose PostgreSQL medic's own `pg-stop` fenced and no `pg-rejoin` has made a
+    /// standby since: started again by something else, such a server answers in recovery,
+    /// on its own timeline — passing its checks is not enough to count as a standby.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub fenced: std::collections::BTreeSet<String>,
 }
 
 impl ServiceState {
@@ -154,6 +159,7 @@ impl ObservedState {
                         positions: Default::default(),
                         writable: Default::default(),
                         promoting: None,
+                        fenced: Default::default(),
                     },
                 )
             })
@@ -280,6 +286,20 @@ impl ObservedState {
                     .and_then(|s| s.replicas.iter_mut().find(|r| r.machine == server.machine))
                 {
                     r.offset = Some(output.offset.unwrap_or(0));
+                }
+            }
+            Action::StopPostgres {
+                service, machine, ..
+            } => {
+                if let Some(s) = self.services.get_mut(service) {
+                    s.fenced.insert(machine.clone());
+                }
+            }
+            Action::RejoinPostgres {
+                service, machine, ..
+            } => {
+                if let Some(s) = self.services.get_mut(service) {
+                    s.fenced.remove(machine);
                 }
             }
             Action::FenceAtSource { machine, .. } if output.terminated => {

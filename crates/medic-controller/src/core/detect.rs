@@ -216,9 +216,12 @@ impl Core {
         else {
             return false;
         };
-        // One replicating from another server: its offset is another stream's.
+        // One replicating from another server: its offset is another stream's. (Not while a
+        // recovery promotes in or re-points the shard: its replicas follow the new master
+        // only once the proxies route to it.)
         if info.role == Role::Replica
             && master != machine
+            && !self.replicas_in_motion(shard)
             && !self.judge_upstream(shard, machine, &master, info, r, out)
         {
             return false;
@@ -283,6 +286,19 @@ impl Core {
                     server.shard == shard && server.machine == machine
                 }
                 Action::PauseWrites { server, .. } => server.shard == shard,
+                _ => false,
+            })
+        })
+    }
+
+    /// Whether a running recovery promotes a replica of `shard` or points one at a master:
+    /// its replicas follow another server than the recorded master for a while.
+    fn replicas_in_motion(&self, shard: &str) -> bool {
+        self.running.values().any(|run| {
+            run.plan.steps.iter().any(|s| match &s.action {
+                Action::PromoteReplica { server, .. } | Action::ReplicaOf { server, .. } => {
+                    server.shard == shard
+                }
                 _ => false,
             })
         })

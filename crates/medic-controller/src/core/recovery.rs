@@ -192,6 +192,11 @@ impl Core {
     /// Whether a request queued on a verdict still stands: the machine (or the server) has
     /// not answered since, and a stale master is still not the recorded one.
     fn still_wanted(&self, req: &Request) -> Result<(), String> {
+        if let Event::FollowMaster { shard, machine } = &req.event
+            && self.master_of(shard) == Some(machine)
+        {
+            return Err(format!("{machine} is {shard}'s recorded master by now"));
+        }
         if !req.detected {
             return Ok(());
         }
@@ -219,9 +224,7 @@ impl Core {
             {
                 Err(format!("{service}@{machine} passed its checks again since"))
             }
-            Event::StaleMaster { shard, machine } | Event::FollowMaster { shard, machine }
-                if self.master_of(shard) == Some(machine) =>
-            {
+            Event::StaleMaster { shard, machine } if self.master_of(shard) == Some(machine) => {
                 Err(format!("{machine} is {shard}'s recorded master by now"))
             }
             _ => Ok(()),
@@ -552,6 +555,11 @@ impl Core {
             && let Event::ServiceRejoin { service, machine } = &run.plan.event
         {
             self.disarmed.remove(&(service.clone(), machine.clone()));
+        }
+        // A replica re-pointed at its master is judged afresh at its next check: one still
+        // following another server (the re-pointing failed) is asked about again.
+        if let Event::FollowMaster { shard, machine } = &run.plan.event {
+            self.astray.remove(&(shard.clone(), machine.clone()));
         }
         if let Event::Switchover { shard, .. } = &run.plan.event
             && self.loaded.topology.service(shard).is_some()

@@ -131,15 +131,37 @@ fn an_old_primary_that_answers_is_demoted_then_rewound_from_the_primary_and_stay
 }
 
 #[test]
-fn one_that_passes_its_checks_is_still_asked_to_stream_before_it_counts_and_without_rejoin_is_not_rewound()
- {
+fn one_that_passes_its_checks_is_rewound_only_if_medic_fenced_it_and_without_rejoin_never() {
     let top = with_postgres(REJOIN);
-    // Passing its checks in recovery is not enough: an old primary that pg-stop fenced and
-    // something started again answers so, on its own timeline. The step leaves a standby
-    // that streams as it is; it comes before the role, and nothing is stopped.
+    // A standby that was away (not fenced): passing its checks, it rejoins as it is.
     let passing = plan_recovery(&top, &web1_out(&top, false), &rejoin_event("web1"), "r1").unwrap();
+    assert!(
+        !outline(&passing).iter().any(|s| s.starts_with("pg-rejoin")),
+        "{:?}",
+        outline(&passing)
+    );
+    // An old primary pg-stop fenced, started again by something else: it answers in
+    // recovery, on its own timeline, and passes its checks — asked to stream from the
+    // primary before it counts (the step leaves one that streams as it is).
+    let mut fenced = web1_out(&top, false);
+    let mut writable = web1_out(&top, true);
+    writable
+        .services
+        .get_mut("www")
+        .unwrap()
+        .writable
+        .insert("web1".into());
+    let seen_writable = plan_recovery(&top, &writable, &rejoin_event("web1"), "r0").unwrap();
+    let stop = seen_writable
+        .steps
+        .iter()
+        .find(|st| st.action.kind() == "pg-stop")
+        .unwrap();
+    fenced.apply(&stop.action, &StepOutput::default());
+    assert!(fenced.services["www"].fenced.contains("web1"));
+    let plan = plan_recovery(&top, &fenced, &rejoin_event("web1"), "r1").unwrap();
     assert_eq!(
-        outline(&passing),
+        outline(&plan),
         [
             "unmonitor web1",
             "hook www@web1",
@@ -148,6 +170,12 @@ fn one_that_passes_its_checks_is_still_asked_to_stream_before_it_counts_and_with
             "monitor web1"
         ]
     );
+    // The state keeps the fence from pg-stop until a pg-rejoin is done.
+    let mut after = fenced.clone();
+    for st in &plan.steps {
+        after.apply(&st.action, &StepOutput::default());
+    }
+    assert!(after.services["www"].fenced.is_empty());
     let without = with_postgres("");
     let plan = plan_recovery(
         &without,

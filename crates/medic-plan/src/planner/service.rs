@@ -486,10 +486,17 @@ impl<'a> Planner<'a> {
         }
         // Its PostgreSQL made a standby of the primary again (`rejoin`): an old primary back
         // after a failover is still writable, on a timeline of its own. Also when it passes
-        // its checks: an old primary fenced by pg-stop and started again answers in
+        // its checks if pg-stop fenced it: started again by something else, it answers in
         // recovery, read-only, on that timeline, following nothing — never a standby until
         // rewound (the step leaves one that streams as it is).
-        if let Some(step) = self.pg_rejoin(s, machine, &primary) {
+        let fenced = self
+            .state
+            .services
+            .get(service)
+            .is_some_and(|st| st.fenced.contains(machine));
+        if (failing || fenced)
+            && let Some(step) = self.pg_rejoin(s, machine, &primary)
+        {
             self.push(step);
         }
         if !failing {
