@@ -2,13 +2,16 @@
 //! SSH): one text each, so that `medic plan` prints exactly what `medic run` sends.
 //!
 //! `pg-stop` (the fence of a PostgreSQL primary, when the service has `rejoin`): the server
-//! stopped if it runs — the `stop` command within 30 s, else `pg_ctl stop -m immediate` — and
-//! read back stopped (`pg_ctl status`).
+//! stopped if it runs — the `stop` command within 30 s, else `pg_ctl stop -m immediate`, else
+//! SIGKILL — and read back stopped (`pg_ctl status`, nothing on the port); then
+//! `standby.signal` and medic's mark written, so that a restart brings it back read-only.
 //!
 //! `pg-rejoin`, in order, each part a no-op when already done, so a step run again after a
 //! controller's restart goes on from where it stopped:
-//! 1. one rejoin at a time on the machine (a lock);
-//! 2. the server stopped as above;
+//! 1. one rejoin at a time on the machine (a lock); a server in recovery medic did not fence
+//!    left as it is;
+//! 2. the server stopped as above; one with a `standby.signal` not shut down cleanly recovered
+//!    in standby mode, privately, so that nothing is written past the fork;
 //! 3. `pg_rewind` from the primary, `-R` writing `standby.signal` and `primary_conninfo` (a
 //!    server that needs no rewind, a standby that was only behind, gets them too);
 //! 4. with `rewind_or_copy`, if that failed: the data directory moved aside (never deleted)

@@ -517,7 +517,11 @@ fn completions_know_every_command() {
 #[test]
 fn a_reader_that_goes_away_ends_the_output_quietly() {
     let file = root().join("examples/barton.yaml");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
+    // The reading end closed before medic even starts: its first line meets a closed pipe,
+    // whatever the timing (a pipe closed after the spawn could still take the whole plan).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_medic"))
         .args([
             "plan",
             file.to_str().unwrap(),
@@ -525,12 +529,10 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
             "redis1",
             "--files",
         ])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    // Closed before medic writes anything: its first line meets a closed pipe.
-    drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(
