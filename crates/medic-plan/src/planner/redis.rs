@@ -240,23 +240,8 @@ impl<'a> Planner<'a> {
                 on: format!("{machine}, which is its master: nothing to demote"),
             });
         }
-        let target = MonitorTarget::Server {
-            shard: shard_name.to_owned(),
-            machine: machine.to_owned(),
-        };
-        self.push(Action::Unmonitor {
-            target: target.clone(),
-        });
-        self.fence_on_proxies(shard, machine, true);
-        let servers = vec![(
-            shard,
-            ServerRole::ReplicaOf {
-                machine: st.master.clone(),
-            },
-        )];
-        let address = addr_of(self.state, machine);
-        self.rejoin_as_replicas(&servers, machine, &address);
-        self.push(Action::Monitor { target });
+        let master = st.master.clone();
+        self.repoint(shard, machine, &master, true);
         Ok(())
     }
 
@@ -287,23 +272,34 @@ impl<'a> Planner<'a> {
                 },
             });
         }
+        let master = st.master.clone();
+        self.repoint(shard, machine, &master, false);
+        Ok(())
+    }
+
+    /// `machine`'s server of `shard` made a replica of `master` (`REPLICAOF`, then a wait
+    /// until in sync), out of monitoring meanwhile; first fenced on every proxy if `fence`
+    /// (a server that answered as master).
+    fn repoint(&mut self, shard: &'a Shard, machine: &str, master: &str, fence: bool) {
         let target = MonitorTarget::Server {
-            shard: shard_name.to_owned(),
+            shard: shard.name.value.clone(),
             machine: machine.to_owned(),
         };
         self.push(Action::Unmonitor {
             target: target.clone(),
         });
+        if fence {
+            self.fence_on_proxies(shard, machine, true);
+        }
         let servers = vec![(
             shard,
             ServerRole::ReplicaOf {
-                machine: st.master.clone(),
+                machine: master.to_owned(),
             },
         )];
         let address = addr_of(self.state, machine);
         self.rejoin_as_replicas(&servers, machine, &address);
         self.push(Action::Monitor { target });
-        Ok(())
     }
 
     /// A planned change of master with no write lost: writes are held on the old master until
