@@ -252,11 +252,6 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     }
 }
 
-/// Waits (up to `within`) until the standby `client` is connected to (at `at`) streams — from
-/// `from` if given, else from anywhere: what it said (`streams from HOST:PORT`), or
-/// `Err(last)` with what it last did. A WAL receiver whose status medic's user may not see
-/// (neither a superuser nor `pg_read_all_stats`) is taken as it is, saying so: medic cannot
-/// tell more, and the service's check judges the server from then on.
 /// What a server in recovery says of its WAL receiver.
 enum Upstream {
     /// Streaming (from the server wanted, if one was).
@@ -266,6 +261,11 @@ enum Upstream {
     Hidden(String),
 }
 
+/// Waits (up to `within`) until the standby `client` is connected to (at `at`) streams — from
+/// `from` if given, else from anywhere: what it said (`streams from HOST:PORT`), or
+/// `Err(last)` with what it last did. A WAL receiver whose status medic's user may not see
+/// (neither a superuser nor `pg_read_all_stats`) is taken as it is, saying so: medic cannot
+/// tell more, and the service's check judges the server from then on.
 async fn receiving(
     client: &tokio_postgres::Client,
     at: SocketAddr,
