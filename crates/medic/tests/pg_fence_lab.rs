@@ -183,33 +183,7 @@ fn a_hung_primary_server_is_killed_by_its_fence_and_made_a_standby_by_medic() {
         return;
     };
     let (primus, secundus, tertius) = (env.ip(10), env.ip(11), env.ip(12));
-    pg::start_primary(&env, &primus, "dryad");
-    pg::psql(
-        &env,
-        &primus,
-        "dryad",
-        "ALTER SYSTEM SET wal_keep_size = '256MB'",
-    );
-    pg::start_standby(&env, &secundus, &primus);
-    pg::start_standby(&env, &tertius, &primus);
-    pg::psql(
-        &env,
-        &primus,
-        "dryad",
-        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (*)'",
-    );
-    pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
-    env.start(&[]);
-    env.wait(
-        "dryad-db: primus primary, secundus and tertius standbys",
-        Duration::from_secs(30),
-        |e| {
-            pg::service_machine(e, "dryad-db", "primus")["state"] == "production"
-                && ["secundus", "tertius"]
-                    .iter()
-                    .all(|m| pg::service_machine(e, "dryad-db", m)["state"] == "standby")
-        },
-    );
+    three_in_sync(&mut env, "--data-checksums", true);
     let (writes, stop, client) = start_client(&env);
     let acked = |w: &Writes| w.lock().unwrap().iter().filter(|w| w.2).count();
     env.wait("20 writes acknowledged", Duration::from_secs(20), |_| {
@@ -248,11 +222,7 @@ fn a_hung_primary_server_is_killed_by_its_fence_and_made_a_standby_by_medic() {
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
     let writes = writes.lock().unwrap().clone();
-    let steps: Vec<serde_json::Value> = env
-        .history()
-        .into_iter()
-        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let steps = steps(&env);
     assert!(
         steps.iter().any(|s| s["kind"] == "pg-stop"
             && s["summary"].as_str().is_some_and(|t| {
@@ -270,68 +240,13 @@ fn a_hung_primary_server_is_killed_by_its_fence_and_made_a_standby_by_medic() {
             p["role"] == "standby" && p["health"]["role"] == "replica"
         },
     );
-    let rejoined = env
-        .history()
-        .into_iter()
-        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-        .filter(|s| s["kind"] == "pg-rejoin")
-        .filter_map(|s| s["summary"].as_str().map(str::to_owned))
-        .find(|t| t.starts_with("dryad-db@primus:") && t.contains("started as a standby"))
-        .unwrap_or_default();
+    let rejoined = rejoined(&env, "primus");
     eprintln!("primus: {rejoined}");
     assert!(
         rejoined.contains("recovered in standby mode first")
             && rejoined.contains(&format!("streams from {new}:5432")),
         "{rejoined}"
     );
-    assert_eq!(
-        pg::psql(
-            &env,
-            &primus,
-            "dryad",
-            "SELECT sender_host FROM pg_stat_wal_receiver"
-        ),
-        new
-    );
-    let acked_ids: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
-    pg::psql(
-        &env,
-        &new,
-        "dryad",
-        "INSERT INTO items VALUES (2000000, 'after')",
-    );
-    env.wait(
-        "primus to replay the new primary's write",
-        Duration::from_secs(20),
-        |e| {
-            pg::psql(
-                e,
-                &primus,
-                "dryad",
-                "SELECT count(*) FROM items WHERE id = 2000000",
-            ) == "1"
-        },
-    );
-    for ip in [&new, &primus] {
-        let rows: std::collections::BTreeSet<u32> =
-            pg::psql(&env, ip, "dryad", "SELECT id FROM items")
-                .lines()
-                .map(|l| l.parse().unwrap())
-                .collect();
-        let lost: Vec<&u32> = acked_ids.iter().filter(|id| !rows.contains(id)).collect();
-        assert!(lost.is_empty(), "acknowledged, not on {ip}: {lost:?}");
-    }
-    let first_new = writes
-        .iter()
-        .filter(|w| w.2 && w.3 == new)
-        .map(|w| w.1)
-        .min()
-        .unwrap();
-    assert!(
-        writes
-            .iter()
-            .all(|w| !(w.2 && w.3 == primus && w.1 > first_new)),
-        "primus acknowledged a write after {new_name} had: two primaries"
-    );
+    read_back(&env, &writes, &new_name, &new, &primus);
     env.stop();
 }

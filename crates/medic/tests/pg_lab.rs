@@ -298,38 +298,7 @@ fn one_that_cannot_be_rewound_is_copied_afresh_its_old_data_kept() {
 fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> {
     let mut env = Env::of_example("dryad.yaml", k, database_with_rejoin(method))?;
     let (primus, secundus, tertius) = (env.ip(10), env.ip(11), env.ip(12));
-    pg::start_primary_with(&env, &primus, "dryad", initdb_flags);
-    if method == "rewind" {
-        pg::psql(
-            &env,
-            &primus,
-            "dryad",
-            "ALTER SYSTEM SET wal_keep_size = '256MB'",
-        );
-    }
-    pg::start_standby(&env, &secundus, &primus);
-    pg::start_standby(&env, &tertius, &primus);
-    pg::psql(
-        &env,
-        &primus,
-        "dryad",
-        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (*)'",
-    );
-    pg::psql(&env, &primus, "dryad", "SELECT pg_reload_conf()");
-    env.wait("the name on primus", Duration::from_secs(10), |e| {
-        resolve(e, "db.dryad.lab") == primus
-    });
-    env.start(&[]);
-    env.wait(
-        "dryad-db: primus primary, secundus and tertius standbys",
-        Duration::from_secs(20),
-        |e| {
-            pg::service_machine(e, "dryad-db", "primus")["state"] == "production"
-                && ["secundus", "tertius"]
-                    .iter()
-                    .all(|m| pg::service_machine(e, "dryad-db", m)["state"] == "standby")
-        },
-    );
+    three_in_sync(&mut env, initdb_flags, method == "rewind");
     let (writes, stop, client) = start_client(&env);
     let acked = |w: &Writes| w.lock().unwrap().iter().filter(|w| w.2).count();
     env.wait("20 writes acknowledged", Duration::from_secs(20), |_| {
@@ -374,92 +343,26 @@ fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> 
             p["role"] == "standby" && p["health"]["role"] == "replica"
         },
     );
-    let rejoin = env
-        .history()
-        .into_iter()
-        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-        // (the one that made it a standby: the rejoin that follows once it passes its
-        // checks leaves it as it is)
-        .find(|s| {
-            s["kind"] == "pg-rejoin"
-                && s["summary"]
-                    .as_str()
-                    .is_some_and(|t| t.contains("started as a standby"))
-        })
-        .expect("a pg-rejoin step that started it as a standby, in the history");
-    let summary = rejoin["summary"].as_str().unwrap_or_default().to_owned();
+    let summary = rejoined(&env, "primus");
     // Seen writable, it was stopped first, in the same demotion.
-    let history = env.history();
+    let history = steps(&env);
     assert!(
-        history
-            .iter()
-            .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-            .any(|s| s["kind"] == "pg-stop"
-                && s["summary"]
-                    .as_str()
-                    .is_some_and(|s| s.starts_with("dryad-db@primus: stopped the server"))),
+        history.iter().any(|s| s["kind"] == "pg-stop"
+            && s["summary"]
+                .as_str()
+                .is_some_and(|s| s.starts_with("dryad-db@primus: stopped the server"))),
         "{history:#?}"
     );
     assert!(
-        summary.contains("started as a standby")
-            && summary.contains(&format!("streams from {new}:5432")),
-        "{rejoin:#}"
+        summary.contains(&format!("streams from {new}:5432")),
+        "{summary}"
     );
     if method == "rewind_or_copy" {
         let aside = on(&env, &primus, "cat /var/lib/pg.medic-*/PG_VERSION");
         assert_eq!(aside.trim(), "15", "the old data kept aside");
     }
-    assert_eq!(
-        pg::psql(
-            &env,
-            &primus,
-            "dryad",
-            "SELECT sender_host FROM pg_stat_wal_receiver"
-        ),
-        new
-    );
-    // Every acknowledged write on the new primary and on the rewound one; a new write
-    // reaches it.
-    pg::psql(
-        &env,
-        &new,
-        "dryad",
-        "INSERT INTO items VALUES (2000000, 'after')",
-    );
-    env.wait(
-        "primus to replay the new primary's write",
-        Duration::from_secs(20),
-        |e| {
-            pg::psql(
-                e,
-                &primus,
-                "dryad",
-                "SELECT count(*) FROM items WHERE id = 2000000",
-            ) == "1"
-        },
-    );
+    read_back(&env, &writes, &new_name, &new, &primus);
     let acked_ids: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
-    for ip in [&new, &primus] {
-        let rows: std::collections::BTreeSet<u32> =
-            pg::psql(&env, ip, "dryad", "SELECT id FROM items")
-                .lines()
-                .map(|l| l.parse().unwrap())
-                .collect();
-        let lost: Vec<&u32> = acked_ids.iter().filter(|id| !rows.contains(id)).collect();
-        assert!(lost.is_empty(), "acknowledged, not on {ip}: {lost:?}");
-    }
-    let first_new = writes
-        .iter()
-        .filter(|w| w.2 && w.3 == new)
-        .map(|w| w.1)
-        .min()
-        .unwrap();
-    assert!(
-        writes
-            .iter()
-            .all(|w| !(w.2 && w.3 == primus && w.1 > first_new)),
-        "primus acknowledged a write after {new_name} had: two primaries"
-    );
     eprintln!("primus made a standby of {new_name} again: {summary}");
     if method == "rewind" {
         switch_back(&env, &new_name, &new, &primus, &acked_ids);
@@ -486,11 +389,7 @@ fn switch_back(env: &Env, old_name: &str, old: &str, primus: &str, acked: &[u32]
                 && o["health"]["role"] == "replica"
         },
     );
-    let steps: Vec<serde_json::Value> = env
-        .history()
-        .into_iter()
-        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
-        .collect();
+    let steps = steps(env);
     let said = |kind: &str, of: &str| {
         steps
             .iter()
@@ -504,15 +403,7 @@ fn switch_back(env: &Env, old_name: &str, old: &str, primus: &str, acked: &[u32]
         said("pg-stop", old_name).contains("stopped the server"),
         "{steps:#?}"
     );
-    let rejoin = steps
-        .iter()
-        .filter(|s| s["kind"] == "pg-rejoin")
-        .filter_map(|s| s["summary"].as_str())
-        .find(|s| {
-            s.starts_with(&format!("dryad-db@{old_name}:")) && s.contains("started as a standby")
-        })
-        .unwrap_or_default()
-        .to_owned();
+    let rejoin = rejoined(env, old_name);
     // Stopped cleanly, it had sent all its WAL: nothing to rewind, nothing kept aside.
     assert!(
         rejoin.contains("no rewind needed")

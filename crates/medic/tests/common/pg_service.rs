@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::Env;
 use super::pg::PG;
@@ -100,4 +100,127 @@ pub fn database_with_rejoin(method: &str) -> impl Fn(String) -> String {
             ),
         )
     }
+}
+
+/// primus (the machine at `.10`) a primary initialised with `initdb_flags` (keeping 256 MB of
+/// WAL if `keep_wal`: pg_rewind reads the old primary's back to the fork), secundus and
+/// tertius its standbys, replication synchronous to both, the name on primus; then
+/// `medic run` started and seen to agree on the roles.
+pub fn three_in_sync(env: &mut Env, initdb_flags: &str, keep_wal: bool) {
+    let (primus, secundus, tertius) = (env.ip(10), env.ip(11), env.ip(12));
+    super::pg::start_primary_with(env, &primus, "dryad", initdb_flags);
+    if keep_wal {
+        super::pg::psql(
+            env,
+            &primus,
+            "dryad",
+            "ALTER SYSTEM SET wal_keep_size = '256MB'",
+        );
+    }
+    super::pg::start_standby(env, &secundus, &primus);
+    super::pg::start_standby(env, &tertius, &primus);
+    super::pg::psql(
+        env,
+        &primus,
+        "dryad",
+        "ALTER SYSTEM SET synchronous_standby_names = 'ANY 2 (*)'",
+    );
+    super::pg::psql(env, &primus, "dryad", "SELECT pg_reload_conf()");
+    env.wait("the name on primus", Duration::from_secs(10), |e| {
+        super::web::resolve(e, "db.dryad.lab") == primus
+    });
+    env.start(&[]);
+    env.wait(
+        "dryad-db: primus primary, secundus and tertius standbys",
+        Duration::from_secs(30),
+        |e| {
+            super::pg::service_machine(e, "dryad-db", "primus")["state"] == "production"
+                && ["secundus", "tertius"]
+                    .iter()
+                    .all(|m| super::pg::service_machine(e, "dryad-db", m)["state"] == "standby")
+        },
+    );
+}
+
+/// Every step of every recovery in medic's history.
+pub fn steps(env: &Env) -> Vec<serde_json::Value> {
+    env.history()
+        .into_iter()
+        .flat_map(|r| r["steps"].as_array().cloned().unwrap_or_default())
+        .collect()
+}
+
+/// The summary of the pg-rejoin step that made `machine` a standby ("started as a standby":
+/// a rejoin once it passes its checks leaves it as it is), or "" if there is none.
+pub fn rejoined(env: &Env, machine: &str) -> String {
+    steps(env)
+        .iter()
+        .filter(|s| s["kind"] == "pg-rejoin")
+        .filter_map(|s| s["summary"].as_str())
+        .find(|t| {
+            t.starts_with(&format!("dryad-db@{machine}:")) && t.contains("started as a standby")
+        })
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// `old`, made a standby of `new` (`new_name`), read back: it streams from `new`, a write on
+/// `new` reaches it, every write the client saw acknowledged is on both, and none was
+/// acknowledged by `old` after `new` acknowledged its first (two primaries).
+pub fn read_back(
+    env: &Env,
+    writes: &[(u32, Instant, bool, String)],
+    new_name: &str,
+    new: &str,
+    old: &str,
+) {
+    use super::pg::psql;
+    assert_eq!(
+        psql(
+            env,
+            old,
+            "dryad",
+            "SELECT sender_host FROM pg_stat_wal_receiver"
+        ),
+        new
+    );
+    psql(
+        env,
+        new,
+        "dryad",
+        "INSERT INTO items VALUES (2000000, 'after')",
+    );
+    env.wait(
+        &format!("{old} to replay the new primary's write"),
+        Duration::from_secs(20),
+        |e| {
+            psql(
+                e,
+                old,
+                "dryad",
+                "SELECT count(*) FROM items WHERE id = 2000000",
+            ) == "1"
+        },
+    );
+    let acked: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
+    for ip in [new, old] {
+        let rows: std::collections::BTreeSet<u32> = psql(env, ip, "dryad", "SELECT id FROM items")
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect();
+        let lost: Vec<&u32> = acked.iter().filter(|id| !rows.contains(id)).collect();
+        assert!(lost.is_empty(), "acknowledged, not on {ip}: {lost:?}");
+    }
+    let first_new = writes
+        .iter()
+        .filter(|w| w.2 && w.3 == new)
+        .map(|w| w.1)
+        .min()
+        .unwrap();
+    assert!(
+        writes
+            .iter()
+            .all(|w| !(w.2 && w.3 == old && w.1 > first_new)),
+        "{old} acknowledged a write after {new_name} had: two primaries"
+    );
 }
