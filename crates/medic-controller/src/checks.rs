@@ -84,13 +84,7 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
         }
     }
     let api = top.proxies.value.runtime_api.value.port.value;
-    let listens: Vec<u16> = top
-        .proxies
-        .value
-        .frontends
-        .iter()
-        .map(|f| f.value.listen.value)
-        .collect();
+    let listens = top.proxy_listens();
     for m in top.proxy_machines() {
         out.push((
             Target::Proxy {

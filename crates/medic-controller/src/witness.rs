@@ -153,7 +153,7 @@ pub fn observers(
             let px = &top.proxies.value;
             let (probe, how) = haproxy_probe(
                 &px.runtime_api.value,
-                px.frontends.first().map(|f| f.value.listen.value),
+                top.proxy_listens().first().copied(),
                 silent_ip,
             );
             for a in top.app_proxies.iter().map(|a| &a.value) {

@@ -590,6 +590,8 @@ mod address_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]
+mod proxy_service_tests;
+#[cfg(test)]
 mod rejoin_tests;
 #[cfg(test)]
 mod replica_tests;

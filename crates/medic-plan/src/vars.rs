@@ -22,6 +22,11 @@ pub fn app_backend(shard: &str) -> String {
     format!("app-{shard}")
 }
 
+/// The backend on a proxy machine that serves `service` (its `proxy`).
+pub fn service_backend(service: &str) -> String {
+    format!("service-{service}")
+}
+
 /// A machine's address for a step: known, or resolved when the step runs.
 pub fn addr_of(state: &ObservedState, machine: &str) -> Addr {
     state
@@ -173,6 +178,7 @@ pub fn haproxy_vars(
         "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value, "reach": px.runtime_api.value.reach },
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
+        "services": service_frontends(top, state),
         "redis_auth": top.redis_auth.is_some(),
         // The proxies' checks need the name and the CA, not the servers' certificate or key.
         "redis_tls": top.redis_tls.as_ref().map(|t| json!({
@@ -180,6 +186,50 @@ pub fn haproxy_vars(
             "ca": "${tls:ca}",
         })),
     })
+}
+
+/// The frontends of the services routed through the proxies: every machine of each a server,
+/// the current primary alone ready. HAProxy's own check asks the service's `path` where medic
+/// checks it over HTTP (a path HAProxy's configuration can hold as it is), else connects.
+fn service_frontends(top: &Topology, state: &ObservedState) -> Vec<Value> {
+    top.services
+        .iter()
+        .map(|s| &s.value)
+        .filter_map(|s| {
+            let proxy = &s.proxy.as_ref()?.value;
+            let primary = state
+                .services
+                .get(&s.name.value)
+                .map_or(s.primary.value.as_str(), |st| st.primary.as_str());
+            let check = &s.check.value;
+            let path = check.http_path();
+            let http_check = (check.kind == medic_topology::CheckKind::Http
+                && path.starts_with('/')
+                && path
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && !b"#\\\"'".contains(&b)))
+            .then(|| json!({ "path": path, "status": check.http_status() }));
+            let servers: Vec<Value> = s
+                .machines()
+                .map(|m| {
+                    json!({
+                        "name": m,
+                        "address": addr_of(state, m).to_string(),
+                        "port": s.port.value,
+                        "active": m == primary,
+                    })
+                })
+                .collect();
+            Some(json!({
+                "service": s.name.value,
+                "listen": proxy.listen.value,
+                "mode": proxy.mode,
+                "backend": service_backend(&s.name.value),
+                "http_check": http_check,
+                "servers": servers,
+            }))
+        })
+        .collect()
 }
 
 fn haproxy_settings(h: &medic_topology::HaproxySettings) -> Value {

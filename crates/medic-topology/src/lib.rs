@@ -33,8 +33,8 @@ pub use auth::{Password, RedisAuth, SecretError, Secrets};
 pub use diag::{Diagnostic, Diagnostics, Severity};
 pub use model::*;
 pub use service::{
-    CheckKind, DnsRouting, Failback, Hooks, RoleState, Service, ServiceCheck, ServiceDns,
-    ServiceMode,
+    CheckKind, DnsRouting, Failback, Hooks, ProxyMode, RoleState, Service, ServiceCheck,
+    ServiceDns, ServiceMode, ServiceProxy,
 };
 
 /// A topology that passed validation, with what it references.

@@ -844,6 +844,22 @@ impl Topology {
         self.proxies.value.machines.iter().map(|m| m.value.as_str())
     }
 
+    /// The ports clients connect to on every proxy machine: each shard's frontend, then each
+    /// service's routed through the proxies.
+    pub fn proxy_listens(&self) -> Vec<u16> {
+        self.proxies
+            .value
+            .frontends
+            .iter()
+            .map(|f| f.value.listen.value)
+            .chain(
+                self.services
+                    .iter()
+                    .filter_map(|s| s.value.proxy.as_ref().map(|x| x.value.listen.value)),
+            )
+            .collect()
+    }
+
     /// The runtime API of the HAProxy on `machine`: a proxy's, or an app proxy's.
     pub fn runtime_api_of(&self, machine: &str) -> Option<&RuntimeApi> {
         if self.proxy_machines().any(|p| p == machine) {

@@ -48,6 +48,11 @@ pub struct Service {
     #[serde(default)]
     #[schemars(with = "Option<ServiceAddress>")]
     pub address: Option<Spanned<ServiceAddress>>,
+    /// A frontend on every HAProxy of `proxies.machines` that sends clients to the primary
+    /// alone (the standbys' servers are in maintenance there), moved with the role.
+    #[serde(default)]
+    #[schemars(with = "Option<ServiceProxy>")]
+    pub proxy: Option<Spanned<ServiceProxy>>,
     #[serde(default)]
     pub hooks: Hooks,
     /// With a `postgres` check: how medic makes a server failed away from (an old primary
@@ -382,6 +387,31 @@ impl ServiceAddress {
         let len: u8 = len.parse().ok().filter(|l| (1..=32).contains(l))?;
         Some((ip.parse().ok()?, len))
     }
+}
+
+/// The service's frontend on the proxies (`proxies.machines`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceProxy {
+    /// The port clients connect to on every proxy machine.
+    #[schemars(with = "u16")]
+    pub listen: Spanned<u16>,
+    #[serde(default)]
+    pub mode: ProxyMode,
+}
+
+/// What HAProxy sees of the service's traffic.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum ProxyMode {
+    /// Connections, passed through as they are (a database, any TCP service).
+    #[default]
+    Tcp,
+    /// HTTP requests (a web service): HAProxy parses them, adds `X-Forwarded-For`, and
+    /// keeps connections to the server alive between requests.
+    Http,
 }
 
 /// Playbooks (names in the topology's `playbooks` directory) run on a machine when its role

@@ -450,7 +450,7 @@ impl<'a> Ctx<'a, '_> {
             self.d.warning(
                 px.machines[0].referenced,
                 "proxies.machines",
-                "only one proxy machine: clients lose every shard while it is replaced; expected two",
+                "only one proxy machine: clients lose everything routed through the proxies while it is replaced; expected two",
             );
         }
         let mut seen = BTreeSet::new();
@@ -929,6 +929,17 @@ impl<'a> Ctx<'a, '_> {
                     format!("the frontend of shard `{}`", f.value.shard.value),
                     format!("proxies.frontends[{i}].listen"),
                 );
+            }
+            for (i, sv) in top.services.iter().enumerate() {
+                if let Some(x) = &sv.value.proxy {
+                    claim(
+                        self.d,
+                        &m.value,
+                        &x.value.listen,
+                        format!("the frontend of service `{}`", sv.value.name.value),
+                        format!("services[{i}].proxy.listen"),
+                    );
+                }
             }
         }
         for (i, a) in top.app_proxies.iter().enumerate() {

@@ -49,7 +49,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:31:5: shards[2].replicas: shard `r9001` has no replica; expected at least one machine (a master alone cannot fail over)",
         "{F}:31:12: shards[2].name: duplicate shard `r9001` (first defined at line 29); expected unique names",
         "{F}:31:25: shards[2].port: port 0; expected a port from 1 to 65535",
-        "{F}:33:14: warning: proxies.machines: only one proxy machine: clients lose every shard while it is replaced; expected two",
+        "{F}:33:14: warning: proxies.machines: only one proxy machine: clients lose everything routed through the proxies while it is replaced; expected two",
         "{F}:34:37: proxies.runtime_api.socket: \"/run/x.sock level admin\\nstats socket ipv4@0.0.0.0:9999\" is not a plain absolute path; expected letters, digits, `/`, `.`, `_` and `-` only, e.g. /run/haproxy/admin.sock",
         "{F}:36:16: proxies.frontends[0].listen: port 8001 on machine `haproxy1` is already used by the runtime API; expected a free port for the frontend of shard `r9001`",
         "{F}:37:29: proxies.frontends[1].shard: unknown shard `r9003`; expected one of r9001, r9002",
@@ -226,6 +226,16 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "on_promote: Primary_Include",
             "services[0].hooks.on_promote: `Primary_Include` is not a valid name",
         ),
+        (
+            "    port: 80\n",
+            "    port: 80\n    proxy: {listen: 8080, mode: http}\n",
+            "services[0].proxy: no proxy machine to route the service through; expected `proxies.machines`",
+        ),
+        (
+            "    port: 80\n",
+            "    port: 80\n    proxy: {listen: 8080, mode: udp}\n",
+            ": unknown variant `udp`, expected one of tcp, http",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(text.contains(from), "{from}");
@@ -249,6 +259,44 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "located: {msgs:?}"
         );
     }
+}
+
+/// A service routed through proxies: valid beside them, and its frontend's port is the
+/// proxies' own (two services, or the runtime API, cannot share it).
+#[test]
+fn a_service_s_frontend_on_the_proxies_claims_its_port_there() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/domino.yaml"))
+        .unwrap()
+        .replace("../amis", &root.join("amis").display().to_string())
+        .replace(
+            "    port: 80\n",
+            "    port: 80\n    proxy: {listen: 8080, mode: http}\n",
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("domino.yaml");
+    let with = |api: u16| {
+        text.replace(
+            "  - {name: monitor, role: monitor}\n",
+            &format!("  - {{name: lb1, role: haproxy, ami: web}}\n  - {{name: monitor, role: monitor}}\nproxies: {{machines: [lb1], runtime_api: {{port: {api}}}, frontends: []}}\n"),
+        )
+    };
+    std::fs::write(&file, with(9999)).unwrap();
+    let loaded = load_topology(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
+    assert_eq!(loaded.topology.proxy_listens(), [8080]);
+    std::fs::write(&file, with(8080)).unwrap();
+    let err = load_topology(&file).unwrap_err();
+    let msgs: Vec<String> = err
+        .diagnostics
+        .iter()
+        .map(|d| format!("{}: {}", d.path, d.message))
+        .collect();
+    assert!(
+        msgs.iter().any(|m| m.starts_with(
+            "services[0].proxy.listen: port 8080 on machine `lb1` is already used by the runtime API"
+        )),
+        "{msgs:?}"
+    );
 }
 
 /// The moving address of examples/sounz.yaml: an Elastic IP only on aws, and only as EC2

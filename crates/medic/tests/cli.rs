@@ -387,15 +387,13 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
         panic!("haproxy is not installed: .ci/run installs it (apt-get install haproxy)");
     };
     let dir = tempfile::tempdir().unwrap();
-    for machine in ["haproxy1", "app"] {
-        let out = medic(&[
-            "plan",
-            "examples/barton.yaml",
-            "--lose",
-            machine,
-            "--format",
-            "json",
-        ]);
+    let web = web_behind_proxies(dir.path());
+    for (topology, machine) in [
+        ("examples/barton.yaml", "haproxy1"),
+        ("examples/barton.yaml", "app"),
+        (web.to_str().unwrap(), "lb1"),
+    ] {
+        let out = medic(&["plan", topology, "--lose", machine, "--format", "json"]);
         assert!(out.status.success(), "{}", text(&out.stderr));
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let files: Vec<&serde_json::Value> = v["views"]
@@ -434,6 +432,38 @@ fn rendered_haproxy_configs_pass_haproxy_check() {
             text(&check.stderr)
         );
     }
+}
+
+/// examples/domino.yaml with its web servers behind a HAProxy (`lb1`), in HTTP mode, written
+/// in `dir` with a playbooks directory of its hooks and the proxies' playbook.
+fn web_behind_proxies(dir: &Path) -> std::path::PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let playbooks = dir.join("playbooks");
+    std::fs::create_dir_all(&playbooks).unwrap();
+    for from in [
+        "examples/domino/primary-include.yaml",
+        "examples/domino/standby-include.yaml",
+        "playbooks/haproxy.yaml",
+    ] {
+        let from = root.join(from);
+        std::fs::copy(&from, playbooks.join(from.file_name().unwrap())).unwrap();
+    }
+    let text = std::fs::read_to_string(root.join("examples/domino.yaml"))
+        .unwrap()
+        .replace("playbooks: domino", &format!("playbooks: {}", playbooks.display()))
+        .replace(
+            "  - {name: monitor, role: monitor}\n",
+            "  - {name: lb1, role: haproxy, ami: haproxy}\n  - {name: monitor, role: monitor}\n\nproxies:\n  machines: [lb1]\n  runtime_api: {port: 9999}\n  frontends: []\n",
+        )
+        .replace("    port: 80\n", "    port: 80\n    proxy: {listen: 8080, mode: http}\n")
+        .replace(
+            "amis:\n",
+            "amis:\n  - name: haproxy\n    definition: ../amis/haproxy.yaml\n",
+        )
+        .replace("../amis", &root.join("amis").display().to_string());
+    let file = dir.join("web.yaml");
+    std::fs::write(&file, text).unwrap();
+    file
 }
 
 /// Every command and subcommand, as `medic --help` lists them.

@@ -90,10 +90,11 @@ impl<'a> Planner<'a> {
     }
 
     /// Every machine launched and configured through the same steps a replacement takes:
-    /// redis machines first (masters as masters), then proxies, then app proxies.
+    /// redis machines first (masters as masters), then the services' machines (a proxy routes
+    /// to them), then proxies, then app proxies.
     pub(super) fn bootstrap(&mut self) {
         let top = self.top;
-        for role in [Role::Redis, Role::Haproxy, Role::App, Role::Service] {
+        for role in [Role::Redis, Role::Service, Role::Haproxy, Role::App] {
             let names: Vec<String> = top
                 .machines
                 .iter()

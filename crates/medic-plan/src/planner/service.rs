@@ -13,9 +13,11 @@
 //! - Only a standby that is neither in `down` (not seen passing its checks) nor out (failed
 //!   away from, not rejoined) is promoted; with none, the plan alerts and changes nothing
 //!   (the primary stays watched).
-//! - The record moves, and the service's own address comes up on the new primary, only after
-//!   its `on_promote` hook succeeded; the address is taken down on the old primary first
-//!   (skipped only where the hook may be), and on a machine that rejoins.
+//! - The record moves, the service's own address comes up on the new primary, and the
+//!   proxies send to it (`proxy`), only after its `on_promote` hook succeeded; the old
+//!   primary is put in maintenance on every proxy and its address taken down first (the
+//!   address skipped only where the hook may be), and so is a machine that rejoins. On the
+//!   proxies only the primary is ever ready.
 //! - A service that checks PostgreSQL (and whose standbys are not read-only) has the new
 //!   primary's server promoted (`pg_promote()`) after the old one's fence, and recorded as
 //!   the primary at once (a promotion cannot be undone: if a later step fails, that server is
@@ -210,7 +212,9 @@ impl<'a> Planner<'a> {
                 format!("service {}: {unknown}: {new} is promoted without knowing what it lacks of {old}'s writes", s.name.value),
             );
         }
-        // The address first: clients stop reaching the old primary before anything else.
+        // The proxies and the address first: clients stop reaching the old primary before
+        // anything else.
+        self.service_on_proxies(s, old, false, !silent);
         self.service_address(s, old, false, silent);
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
@@ -240,11 +244,36 @@ impl<'a> Planner<'a> {
                 role: ServiceRole::Primary,
             });
         }
+        self.service_on_proxies(s, &new, true, false);
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
         if promoted {
             self.pg_follow(s, &new, old);
+        }
+    }
+
+    /// On every proxy (if the service is routed through them, `proxy`): `machine`'s server
+    /// made ready (`up`), or put in maintenance with its sessions shut (`wait_sessions`: until
+    /// HAProxy shows none left, where the server may still answer).
+    fn service_on_proxies(&mut self, s: &Service, machine: &str, up: bool, wait_sessions: bool) {
+        if s.proxy.is_none() {
+            return;
+        }
+        for proxy in self.proxies() {
+            let server = ServerRef {
+                backend: crate::vars::service_backend(&s.name.value),
+                server: machine.to_owned(),
+            };
+            self.push(if up {
+                Action::ActivateServer { proxy, server }
+            } else {
+                Action::FenceServer {
+                    proxy,
+                    server,
+                    wait_sessions,
+                }
+            });
         }
     }
 
@@ -341,6 +370,8 @@ impl<'a> Planner<'a> {
         } else {
             "standby"
         };
+        // Clients through the proxies stop reaching it first.
+        self.service_on_proxies(s, &old, false, true);
         if let Some((hook_name, hook)) = demote {
             self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
         }
@@ -378,6 +409,7 @@ impl<'a> Planner<'a> {
             });
             self.push(demoted);
         }
+        self.service_on_proxies(s, &new, true, false);
         self.service_address(s, &new, true, false);
         let address = addr_of(self.state, &new);
         self.service_dns(s, &address);
@@ -417,6 +449,7 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
+        self.service_on_proxies(s, primary, true, false);
         self.service_address(s, primary, true, false);
         let address = addr_of(self.state, primary);
         self.service_dns(s, &address);
@@ -442,7 +475,10 @@ impl<'a> Planner<'a> {
         self.push(Action::Unmonitor {
             target: target.clone(),
         });
-        // A primary that comes back after a crash may still hold the address: it goes first.
+        // A primary that comes back after a crash may still be ready on a proxy whose fence
+        // was skipped (its runtime API did not answer then), and hold the address: both go
+        // first.
+        self.service_on_proxies(s, machine, false, true);
         self.service_address(s, machine, false, false);
         // Still failing its checks (the controller keeps `down`): demoted, and left out until
         // it passes them.

@@ -156,6 +156,23 @@ impl Ctx<'_, '_> {
                     );
                 }
             }
+            if let Some(x) = &s.proxy {
+                let xp = format!("{p}.proxy");
+                if top.proxies.value.machines.is_empty() {
+                    self.d.error(
+                        x.referenced,
+                        xp.clone(),
+                        "no proxy machine to route the service through; expected `proxies.machines` (with its `runtime_api`), its `frontends` may be empty",
+                    );
+                }
+                if x.value.listen.value == 0 {
+                    self.d.error(
+                        x.value.listen.referenced,
+                        format!("{xp}.listen"),
+                        "port 0; expected the port clients connect to on the proxies, 1 to 65535",
+                    );
+                }
+            }
             if let Some(a) = &s.address {
                 let ap = format!("{p}.address");
                 if let Some((ip, _)) = a.value.parsed() {

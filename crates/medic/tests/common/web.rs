@@ -22,6 +22,7 @@ http {
     server {
         listen 80;
         location = /health { default_type text/plain; return 200 "ok\n"; }
+        location = /address { default_type text/plain; return 200 "$server_addr\n"; }
         include /etc/web/role.conf;
     }
 }
@@ -79,7 +80,13 @@ pub fn start_nginx(env: &Env, ip: &str) {
 
 /// `GET path` from `ip:80`: the body's first line, or what went wrong.
 pub fn get(ip: &str, path: &str) -> String {
-    let Ok(addr) = format!("{ip}:80").parse() else {
+    get_at(ip, 80, path)
+}
+
+/// `GET path` from `ip:port`: the body's first line, or what went wrong (a status other than
+/// 200 is `status N`).
+pub fn get_at(ip: &str, port: u16, path: &str) -> String {
+    let Ok(addr) = format!("{ip}:{port}").parse() else {
         return format!("no address ({ip:?})");
     };
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -91,6 +98,11 @@ pub fn get(ip: &str, path: &str) -> String {
     let mut reply = String::new();
     let _ = s.read_to_string(&mut reply);
     match reply.split_once("\r\n\r\n") {
+        Some((head, _))
+            if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") =>
+        {
+            format!("status {}", head.split_whitespace().nth(1).unwrap_or("?"))
+        }
         Some((_, body)) => body.lines().next().unwrap_or_default().to_owned(),
         None => "no reply".to_owned(),
     }
