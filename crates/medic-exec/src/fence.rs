@@ -99,6 +99,26 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         ))
     }
 
+    /// Before a service's primary changes to `promoted` (its database promoted, its
+    /// `on_promote` hook, its record): [`Self::ensure_fenced`] in its backend on the proxies,
+    /// for a primary/standby service routed through them — a proxy whose fence was skipped
+    /// may still send clients to the old primary. (An active_active service has no primary.)
+    pub(crate) async fn ensure_service_fenced(
+        &mut self,
+        index: usize,
+        kind: &'static str,
+        service: &str,
+        promoted: &str,
+    ) -> Result<(), ExecError> {
+        match self.topology.service(service) {
+            Some(s) if s.proxy.is_some() && !s.active_active() => {
+                let backend = medic_plan::vars::service_backend(service);
+                self.ensure_fenced(index, kind, &backend, promoted).await
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Before promoting in `backend`: every skipped fence of another server of it is tried
     /// again; any that still cannot be made (and whose machine was not fenced at its source)
     /// blocks the promotion.

@@ -127,7 +127,7 @@ pub enum ExecError {
         source: Box<RedisError>,
     },
     #[error(
-        "step {index} ({kind}): promotion blocked: {missed} could not be fenced (its runtime API does not answer) and the old master's machine was not fenced at its source; medic will not make a second master reachable"
+        "step {index} ({kind}): promotion blocked: {missed} could not be fenced (its runtime API does not answer) and the old master's (or primary's) machine was not fenced at its source; medic will not make a second one reachable"
     )]
     Unfenced {
         index: usize,
@@ -476,6 +476,10 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 vars,
                 skip_unreachable,
             } => {
+                if hook == "on_promote" {
+                    self.ensure_service_fenced(index, kind, service, machine)
+                        .await?;
+                }
                 let ip = self.resolve(index, kind, address)?;
                 match self.unreachable(machine, ip, *skip_unreachable).await {
                     Some(why) => format!(
@@ -571,7 +575,11 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                     .map_err(cloud_err(index, kind))?;
                 format!("{service}@{machine}: {moved}")
             }
-            Action::PromotePostgres { .. } => {
+            Action::PromotePostgres {
+                service, machine, ..
+            } => {
+                self.ensure_service_fenced(index, kind, service, machine)
+                    .await?;
                 self.promote_postgres(index, kind, &step.action).await?
             }
             // At the end of its plan: a standby that cannot be made to follow is skipped (the
@@ -596,11 +604,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 machine,
                 role,
             } => match role {
-                medic_plan::ServiceRole::Primary => format!("{service}@{machine}: primary now"),
+                medic_plan::ServiceRole::Primary => {
+                    self.ensure_service_fenced(index, kind, service, machine)
+                        .await?;
+                    format!("{service}@{machine}: primary now")
+                }
                 medic_plan::ServiceRole::Standby => format!("{service}@{machine}: a standby now"),
                 medic_plan::ServiceRole::Out => {
                     format!("{service}@{machine}: out until it answers and rejoins")
                 }
+                medic_plan::ServiceRole::Inactive => {
+                    format!("{service}@{machine}: out until it passes its checks again")
+                }
+                medic_plan::ServiceRole::Active => format!("{service}@{machine}: serving again"),
             },
             Action::UpsertDns {
                 name, ttl, values, ..
@@ -1028,6 +1044,29 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         self.unfenced.suspect.remove(&proxy.machine);
         match result {
             Ok(()) => {}
+            // A proxy whose haproxy.cfg predates a service's `proxy` (a topology reloaded
+            // since) has no backend for it: it sends no client to any of its servers, so a
+            // fence holds there; an activation cannot be made (skipped: the recovery ends
+            // incomplete) until the proxy is configured again.
+            Err(HaproxyError::Rejected { message, .. })
+                if medic_plan::vars::is_service_backend(&server.backend)
+                    && message.starts_with("No such") =>
+            {
+                let fence = matches!(change, ProxyChange::Fence(_));
+                return Ok((
+                    format!(
+                        "{}: has no {server} ({message:?}): it does not route the service — its haproxy.cfg predates the service's `proxy`; `medic recover {}` configures it{}",
+                        proxy.machine,
+                        proxy.machine,
+                        if fence {
+                            "; nothing to fence there"
+                        } else {
+                            ""
+                        }
+                    ),
+                    !fence,
+                ));
+            }
             // A proxy that does not answer is down: it is replaced and configured from the
             // current state, so the recovery goes on without it.
             // (Over SSH, a forwarded connection the machine refused comes back as a closed or

@@ -456,6 +456,12 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
                 crate::ServiceRole::Out => {
                     "record it as out of the service until it answers and rejoins".into()
                 }
+                crate::ServiceRole::Inactive => {
+                    "record it as out of the service until it passes its checks again".into()
+                }
+                crate::ServiceRole::Active => {
+                    "record it as serving beside the service's other machines".into()
+                }
             },
             vec![],
         ),

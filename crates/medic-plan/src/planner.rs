@@ -24,6 +24,7 @@ use crate::vars::{self, addr_of};
 mod proxy;
 mod redis;
 mod service;
+mod service_active;
 mod service_pg;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -595,6 +596,8 @@ mod proxy_service_tests;
 mod rejoin_tests;
 #[cfg(test)]
 mod replica_tests;
+#[cfg(test)]
+mod service_active_tests;
 #[cfg(test)]
 mod service_tests;
 #[cfg(test)]

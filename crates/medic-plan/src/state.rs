@@ -324,8 +324,11 @@ impl ObservedState {
                         s.out.remove(machine);
                     }
                     crate::ServiceRole::Primary => s.promoting = None,
-                    crate::ServiceRole::Standby => {
+                    crate::ServiceRole::Standby | crate::ServiceRole::Active => {
                         s.out.remove(machine);
+                    }
+                    crate::ServiceRole::Inactive => {
+                        s.out.insert(machine.clone());
                     }
                     crate::ServiceRole::Out => {
                         if s.primary != *machine {

@@ -487,6 +487,11 @@ pub enum ServiceRole {
     Standby,
     /// Lost or failed away from: never promoted until it has rejoined (`Standby`).
     Out,
+    /// An `active_active` service's machine taken out of the proxies (whichever machine the
+    /// topology names first): out until it passes its checks again.
+    Inactive,
+    /// An `active_active` service's machine put back: serving beside the others.
+    Active,
 }
 
 impl Action {

@@ -27,6 +27,11 @@ pub fn service_backend(service: &str) -> String {
     format!("service-{service}")
 }
 
+/// Whether `backend` is a service's (named by [`service_backend`]).
+pub fn is_service_backend(backend: &str) -> bool {
+    backend.starts_with("service-")
+}
+
 /// A machine's address for a step: known, or resolved when the step runs.
 pub fn addr_of(state: &ObservedState, machine: &str) -> Addr {
     state
@@ -189,7 +194,7 @@ pub fn haproxy_vars(
 }
 
 /// The frontends of the services routed through the proxies: every machine of each a server,
-/// the current primary alone ready. HAProxy's own check asks the service's `path` where medic
+/// the current primary alone ready (`active_active`: every machine not taken out). HAProxy's own check asks the service's `path` where medic
 /// checks it over HTTP (a path HAProxy's configuration can hold as it is), else connects.
 fn service_frontends(top: &Topology, state: &ObservedState) -> Vec<Value> {
     top.services
@@ -197,17 +202,17 @@ fn service_frontends(top: &Topology, state: &ObservedState) -> Vec<Value> {
         .map(|s| &s.value)
         .filter_map(|s| {
             let proxy = &s.proxy.as_ref()?.value;
-            let primary = state
-                .services
-                .get(&s.name.value)
-                .map_or(s.primary.value.as_str(), |st| st.primary.as_str());
+            let st = state.services.get(&s.name.value);
+            let primary = st.map_or(s.primary.value.as_str(), |st| st.primary.as_str());
+            // Ready: the primary alone; in an active_active service every machine not out.
+            let active = |m: &str| match s.active_active() {
+                true => st.is_none_or(|st| !st.out.contains(m)),
+                false => m == primary,
+            };
             let check = &s.check.value;
             let path = check.http_path();
             let http_check = (check.kind == medic_topology::CheckKind::Http
-                && path.starts_with('/')
-                && path
-                    .bytes()
-                    .all(|b| b.is_ascii_graphic() && !b"#\\\"'".contains(&b)))
+                && medic_topology::service::haproxy_safe_path(path))
             .then(|| json!({ "path": path, "status": check.http_status() }));
             let servers: Vec<Value> = s
                 .machines()
@@ -216,7 +221,7 @@ fn service_frontends(top: &Topology, state: &ObservedState) -> Vec<Value> {
                         "name": m,
                         "address": addr_of(state, m).to_string(),
                         "port": s.port.value,
-                        "active": m == primary,
+                        "active": active(m),
                     })
                 })
                 .collect();

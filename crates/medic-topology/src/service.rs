@@ -79,6 +79,11 @@ fn default_failback_after() -> Dur {
 }
 
 impl Service {
+    /// Every machine serves (`mode: active_active`): none is promoted, none demoted.
+    pub fn active_active(&self) -> bool {
+        self.mode == ServiceMode::ActiveActive
+    }
+
     /// Every machine of the service, the nominal primary first.
     pub fn machines(&self) -> impl Iterator<Item = &str> {
         std::iter::once(self.primary.value.as_str())
@@ -108,6 +113,10 @@ pub enum ServiceMode {
     /// standby is promoted.
     #[default]
     PrimaryStandby,
+    /// Every machine serves, behind the proxies (`proxy`): one that fails its checks is taken
+    /// out of every proxy (its `on_fenced` hook after), and put back once it passes them
+    /// again (its `on_promote` hook first) — never the last one serving.
+    ActiveActive,
 }
 
 /// What makes a machine of the service healthy.
@@ -400,6 +409,15 @@ pub struct ServiceProxy {
     pub mode: ProxyMode,
 }
 
+/// Whether an HTTP check's `path` can be written into haproxy.cfg as it is (HAProxy's own
+/// check asks it): absolute, printable, no space, quote, `#` or backslash.
+pub fn haproxy_safe_path(path: &str) -> bool {
+    path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"#\\\"'".contains(&b))
+}
+
 /// What HAProxy sees of the service's traffic.
 #[derive(
     Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
@@ -472,6 +490,8 @@ pub enum RoleState {
     ProductionAsStandby,
     /// Failing its checks, or failed away from and not rejoined yet.
     Down,
+    /// Serving beside the others (`active_active`).
+    Active,
 }
 
 impl RoleState {
@@ -498,6 +518,7 @@ impl RoleState {
             RoleState::StandbyAsProduction => "standby_as_production",
             RoleState::ProductionAsStandby => "production_as_standby",
             RoleState::Down => "down",
+            RoleState::Active => "active",
         }
     }
 }

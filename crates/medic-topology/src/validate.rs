@@ -49,6 +49,7 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 }
 
 /// Checks the whole topology; the caller decides what errors mean.
+mod active;
 mod auth;
 mod rejoin;
 mod rendered;

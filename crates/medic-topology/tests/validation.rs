@@ -236,6 +236,26 @@ fn a_service_s_mistakes_are_named_with_their_fields() {
             "    port: 80\n    proxy: {listen: 8080, mode: udp}\n",
             ": unknown variant `udp`, expected one of tcp, http",
         ),
+        (
+            "check: {kind: http, path: /health",
+            "proxy: {listen: 8080, mode: http}\n    check: {kind: https, path: /health",
+            "services[0].proxy.mode: HTTP mode sends plain HTTP to the servers, but the service's check says they speak TLS",
+        ),
+        (
+            "    mode: primary_standby\n",
+            "    mode: active_active\n",
+            "services[0].proxy: an active_active service is routed through the proxies",
+        ),
+        (
+            "    mode: primary_standby\n",
+            "    mode: active_active\n",
+            "services[0].dns: the record follows the primary; an active_active service has none",
+        ),
+        (
+            "    mode: primary_standby\n",
+            "    mode: active_active\n",
+            "services[0].hooks.on_demote: an active_active service demotes nothing",
+        ),
     ];
     for (from, to, want) in cases {
         assert!(text.contains(from), "{from}");

@@ -94,7 +94,8 @@ fn persisted(env: &Env, lb: &str) -> Vec<(String, bool)> {
         .collect()
 }
 
-fn ready(names: &[(&str, bool)]) -> Vec<(String, bool)> {
+/// Owned (name, flag) pairs: ready for [`servers`], disabled for [`persisted`].
+fn pairs(names: &[(&str, bool)]) -> Vec<(String, bool)> {
     names.iter().map(|(n, r)| ((*n).to_owned(), *r)).collect()
 }
 
@@ -128,7 +129,7 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     // `medic lab up` configured the proxy: web1 ready, web2 in maintenance.
     assert_eq!(
         persisted(&env, &lb1),
-        ready(&[("web1", false), ("web2", true)])
+        pairs(&[("web1", false), ("web2", true)])
     );
     env.wait("the proxy to send to web1", Duration::from_secs(10), |_| {
         get_at(&lb1, LISTEN, "/address") == web1
@@ -149,6 +150,9 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
             while !stop.load(Ordering::Relaxed) {
                 let who = get_at(&lb1, LISTEN, "/address");
                 let role = get_at(&lb1, LISTEN, "/role");
+                // Three connections a round: HAProxy's round robin sends `/address` to each
+                // server in turn.
+                get_at(&lb1, LISTEN, "/health");
                 seen.lock().unwrap().push((Instant::now(), who, role));
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -171,25 +175,69 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     assert_eq!(get_at(&lb1, LISTEN, "/role"), "primary");
     assert_eq!(
         servers(&env, &lb1),
-        ready(&[("web1", false), ("web2", true)])
+        pairs(&[("web1", false), ("web2", true)])
     );
     assert_eq!(
         persisted(&env, &lb1),
-        ready(&[("web1", true), ("web2", false)]),
+        pairs(&[("web1", true), ("web2", false)]),
         "the runtime changes are in haproxy.cfg"
     );
-    let failover = env.recovery("service www@web1 failed").unwrap().to_string();
-    let at = |what: &str| {
-        failover
-            .find(what)
-            .unwrap_or_else(|| panic!("no `{what}` in {failover}"))
+    // The journal's steps, in the order they ran: off the proxy before the fencing hook (the
+    // first hook), on it only after the promotion's (the second).
+    let failover = env.recovery("service www@web1 failed").unwrap();
+    let steps: Vec<(String, String)> = failover["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap_or_default().to_owned(),
+                s["summary"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let first = |kind: &str, has: &str| {
+        steps
+            .iter()
+            .position(|(k, sm)| k == kind && sm.contains(has))
+            .unwrap_or_else(|| panic!("no {kind} step with `{has}` in {steps:?}"))
     };
+    let hooks: Vec<usize> = (0..steps.len()).filter(|i| steps[*i].0 == "hook").collect();
+    assert_eq!(hooks.len(), 2, "{steps:?}");
     assert!(
-        at("service-www/web1") < at("on_fenced") && at("on_promote") < at("service-www/web2"),
-        "off the proxy before the fence, on after the promotion: {failover}"
+        first("fence", "service-www/web1") < hooks[0]
+            && hooks[1] < first("activate", "service-www/web2"),
+        "off the proxy before the fence, on after the promotion: {steps:?}"
     );
 
-    // 2. web1's nginx restarted: it rejoins as a standby and stays in maintenance.
+    // 2. Someone makes web1 ready on the proxy by hand: the proxy is set right again (web2 is
+    //    the primary and passes its checks).
+    on(
+        &env,
+        &lb1,
+        "bash -c 'exec 3<>/dev/tcp/127.0.0.1/9999 && echo \"set server service-www/web1 state ready\" >&3 && cat <&3'",
+    );
+    env.wait(
+        "web1 in maintenance on the proxy again",
+        Duration::from_secs(15),
+        |e| {
+            let out = on(
+                e,
+                &lb1,
+                "bash -c 'exec 3<>/dev/tcp/127.0.0.1/9999 && echo \"show servers state service-www\" >&3 && cat <&3'",
+            );
+            out.lines()
+                .filter(|l| l.split_whitespace().nth(3) == Some("web1"))
+                .any(|l| {
+                    l.split_whitespace()
+                        .nth(6)
+                        .and_then(|a| a.parse::<u32>().ok())
+                        .is_some_and(|a| a & 0x01 != 0)
+                })
+        },
+    );
+
+    // 3. web1's nginx restarted: it rejoins as a standby and stays in maintenance.
     start_nginx(&env, &web1);
     env.wait(
         "web1 to rejoin as a standby",
@@ -198,11 +246,11 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     );
     assert_eq!(
         servers(&env, &lb1),
-        ready(&[("web1", false), ("web2", true)])
+        pairs(&[("web1", false), ("web2", true)])
     );
     assert_eq!(get_at(&lb1, LISTEN, "/address"), web2);
 
-    // 3. The operator moves the role back: the proxy follows.
+    // 4. The operator moves the role back: the proxy follows.
     let out = medic(&["switchover", "www", "--to", "web1", "-t", env.f()]);
     assert!(out.status.success(), "{}", text(&out));
     env.wait("the switchover to end", Duration::from_secs(20), |e| {
@@ -215,11 +263,11 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     );
     assert_eq!(
         servers(&env, &lb1),
-        ready(&[("web1", true), ("web2", false)])
+        pairs(&[("web1", true), ("web2", false)])
     );
     assert_eq!(
         persisted(&env, &lb1),
-        ready(&[("web1", false), ("web2", true)])
+        pairs(&[("web1", false), ("web2", true)])
     );
     stop.store(true, Ordering::Relaxed);
     client.join().unwrap();
@@ -248,5 +296,166 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
         "{} samples through the proxy, {} answered by a machine",
         seen.len(),
         answered.len()
+    );
+}
+
+/// Both web servers serve behind the proxy (`mode: active_active`), each checked by a command
+/// HAProxy cannot see (`/etc/web/serving` exists: its storage works). One failing is taken off
+/// the proxy, then its `on_fenced` hook runs (its include says standby); passing again, its
+/// `on_promote` hook runs and it is put back. Both failing: one is taken out, the other kept
+/// as the last one, with a critical alert. A client through the proxy never reaches a machine
+/// whose include says standby.
+#[test]
+fn an_active_active_service_loses_and_regains_a_machine_on_the_proxy_but_never_the_last() {
+    let playbooks = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for from in [
+        "examples/domino/primary-include.yaml",
+        "examples/domino/standby-include.yaml",
+        "playbooks/haproxy.yaml",
+    ] {
+        let from = root.join(from);
+        std::fs::copy(&from, playbooks.path().join(from.file_name().unwrap())).unwrap();
+    }
+    let proxied = behind_proxy(playbooks.path());
+    let active = move |t: String| {
+        let t = proxied(t);
+        let check = t
+            .lines()
+            .find(|l| l.trim_start().starts_with("check: {kind: http"))
+            .unwrap()
+            .to_owned();
+        t.replace("    mode: primary_standby\n", "    mode: active_active\n")
+            .replace(
+                &check,
+                "    check: {kind: command, command: \"test -e /etc/web/serving\", interval: 500ms, timeout: 400ms, fall: 3, rise: 2}",
+            )
+            .replace("    dns: {name: www.domino.lab, ttl: 5}\n", "")
+            .replace("      on_demote: standby-include\n", "")
+    };
+    let Some(mut env) = Env::of_example("domino.yaml", 24, active) else {
+        return;
+    };
+    let (web1, web2, lb1) = (env.ip(10), env.ip(11), env.ip(12));
+    for ip in [&web1, &web2] {
+        on(
+            &env,
+            ip,
+            &format!(
+                "mkdir -p /etc/web && printf '%s' '{NGINX_CONF}' > /etc/web/nginx.conf && printf '%s' '{}' > /etc/web/role.conf && touch /etc/web/serving",
+                role_conf("primary")
+            ),
+        );
+        start_nginx(&env, ip);
+    }
+    assert_eq!(
+        persisted(&env, &lb1),
+        pairs(&[("web1", false), ("web2", false)]),
+        "both ready from the start"
+    );
+    env.start(&[]);
+    env.wait("both machines active", Duration::from_secs(20), |e| {
+        state_of(e, "web1") == "active" && state_of(e, "web2") == "active"
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
+    let client = {
+        let (stop, seen, lb1) = (stop.clone(), seen.clone(), lb1.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let who = get_at(&lb1, LISTEN, "/address");
+                let role = get_at(&lb1, LISTEN, "/role");
+                // Three connections a round: HAProxy's round robin sends `/address` to each
+                // server in turn.
+                get_at(&lb1, LISTEN, "/health");
+                seen.lock().unwrap().push((Instant::now(), who, role));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let answered_since = |from: Instant, ip: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.0 > from && s.1 == ip)
+            .count()
+    };
+
+    // 1. web2's storage fails (HAProxy still sees nginx answer): off the proxy, then fenced.
+    on(&env, &web2, "rm /etc/web/serving");
+    env.wait("web2 taken out", Duration::from_secs(20), |e| {
+        e.ended("service www@web2 failed", "completed")
+    });
+    let out_at = Instant::now();
+    assert_eq!(state_of(&env, "web2"), "down");
+    assert_eq!(
+        servers(&env, &lb1),
+        pairs(&[("web1", true), ("web2", false)])
+    );
+    assert_eq!(
+        persisted(&env, &lb1),
+        pairs(&[("web1", false), ("web2", true)])
+    );
+    assert!(on(&env, &web2, "cat /etc/web/role.conf").contains("standby"));
+    env.wait(
+        "the client to be answered by web1",
+        Duration::from_secs(5),
+        |_| answered_since(out_at, &web1) >= 5,
+    );
+    assert_eq!(answered_since(out_at, &web2), 0, "web2 is off the proxy");
+
+    // 2. Its storage back: its hook, then back on the proxy.
+    on(&env, &web2, "touch /etc/web/serving");
+    env.wait("web2 active again", Duration::from_secs(20), |e| {
+        state_of(e, "web2") == "active" && e.ended("web2 rejoins service www", "completed")
+    });
+    let back_at = Instant::now();
+    assert_eq!(
+        servers(&env, &lb1),
+        pairs(&[("web1", true), ("web2", true)])
+    );
+    assert!(on(&env, &web2, "cat /etc/web/role.conf").contains("primary"));
+    env.wait(
+        "the client to be answered by web2 again",
+        Duration::from_secs(5),
+        |_| answered_since(back_at, &web2) >= 3,
+    );
+
+    // 3. Both fail: one is taken out, the other kept as the last one, with a critical alert.
+    on(&env, &web1, "rm /etc/web/serving");
+    on(&env, &web2, "rm /etc/web/serving");
+    env.wait(
+        "one machine taken out and the other kept",
+        Duration::from_secs(20),
+        |e| {
+            let states = [state_of(e, "web1"), state_of(e, "web2")];
+            let roles: Vec<String> = service(e)["machines"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|m| m["role"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            states == ["down", "down"]
+                && roles.iter().filter(|r| *r == "out").count() == 1
+                && e.hook.bodies_text().contains("as the last one")
+        },
+    );
+    let ready: Vec<(String, bool)> = servers(&env, &lb1);
+    assert_eq!(
+        ready
+            .iter()
+            .filter(|s| !persisted(&env, &lb1).iter().any(|p| p.0 == s.0 && p.1))
+            .count(),
+        1,
+        "exactly one server left enabled on the proxy: {ready:?}"
+    );
+    stop.store(true, Ordering::Relaxed);
+    client.join().unwrap();
+    env.stop();
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().all(|s| s.2 != "standby"),
+        "a client reached a machine taken out: {:?}",
+        seen.iter().filter(|s| s.2 == "standby").collect::<Vec<_>>()
     );
 }

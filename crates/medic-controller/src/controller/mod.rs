@@ -39,6 +39,7 @@ mod metrics;
 mod operator;
 mod probe;
 mod reconcile;
+mod reconcile_services;
 mod runner;
 mod service_status;
 mod status;
@@ -47,6 +48,7 @@ use discover::replication_now;
 pub use group::{GroupStatus, MachineView, View};
 pub use history::DEFAULT_PAGE as HISTORY_PAGE;
 pub use reconcile::{app_repairs, repairs};
+pub use reconcile_services::{merged, service_repairs};
 pub use status::history_entry;
 use status::observation_label;
 

@@ -1,4 +1,5 @@
-//! The proxies' routing, compared with what it should be and repaired.
+//! The proxies' routing, compared with what it should be and repaired (the services'
+//! backends: `reconcile_services.rs`).
 //!
 //! A proxy that did not answer during a recovery (partitioned from the monitor host, or slow)
 //! keeps routing as before: to a terminated master, with the promoted replica in maintenance.
@@ -208,12 +209,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let port = top.proxies.value.runtime_api.value.port.value;
-        let (observed, up, proxies_up) = {
+        let (observed, up, proxies_up, services_up) = {
             let st = lock(&self.inner.st);
             (
                 st.core.saved.observed.clone(),
                 st.core.masters_up(),
                 st.core.proxies_up(),
+                st.core.service_machines_up(),
             )
         };
         for machine in top.proxy_machines() {
@@ -243,9 +245,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 address: Addr::Ip(ip),
                 port,
             };
-            let fixes = repairs(top, &observed, &proxy, &servers, |s| {
-                up.iter().any(|u| u == s)
-            });
+            let fixes = super::merged(
+                repairs(top, &observed, &proxy, &servers, |s| {
+                    up.iter().any(|u| u == s)
+                }),
+                super::service_repairs(top, &observed, &proxy, &servers, |s, m| {
+                    services_up.iter().any(|(us, um)| us == s && um == m)
+                }),
+            );
             if !fixes.is_empty() {
                 self.repair(machine, fixes).await;
             }

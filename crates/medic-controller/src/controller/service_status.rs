@@ -32,6 +32,22 @@ fn machine_roles<'a>(
         }) && !out(m)
             && !unproven(m)
     };
+    if s.active_active() {
+        // Every machine serves: active, or down (failing, or taken out until it passes).
+        return s
+            .machines()
+            .map(|m| MachineRole {
+                machine: m,
+                nominal_primary: m == s.primary.value,
+                role: if out(m) { "out" } else { "active" },
+                state: if healthy(m) {
+                    medic_topology::RoleState::Active
+                } else {
+                    medic_topology::RoleState::Down
+                },
+            })
+            .collect();
+    }
     s.machines()
         .map(|m| {
             let standby_healthy = s.machines().any(|o| o != m && o != primary && healthy(o));
@@ -70,7 +86,11 @@ pub(super) fn service_json(
         .map(|r| {
             serde_json::json!({
                 "machine": r.machine,
-                "nominal": if r.nominal_primary { "primary" } else { "standby" },
+                "nominal": match (s.active_active(), r.nominal_primary) {
+                    (true, _) => "active",
+                    (false, true) => "primary",
+                    (false, false) => "standby",
+                },
                 "role": r.role,
                 "state": r.state.as_str(),
                 "health": health_of(&Target::Service {
@@ -113,6 +133,7 @@ pub(super) fn service_metrics(
                 RoleState::StandbyAsProduction,
                 RoleState::ProductionAsStandby,
                 RoleState::Down,
+                RoleState::Active,
             ] {
                 out.push_str(&format!(
                     "medic_service_role_state{{service=\"{}\",machine=\"{}\",state=\"{}\"}} {}\n",

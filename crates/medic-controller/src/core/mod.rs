@@ -438,6 +438,30 @@ impl Core {
             .collect()
     }
 
+    /// (service, machine) of every service machine that passes its checks and has been seen
+    /// passing `rise` of them in a row (not in the service's `down`).
+    pub fn service_machines_up(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for s in self.loaded.topology.services.iter().map(|s| &s.value) {
+            let name = &s.name.value;
+            let st = self.saved.observed.services.get(name);
+            for m in s.machines() {
+                let t = Target::Service {
+                    service: name.clone(),
+                    machine: m.to_owned(),
+                };
+                let up = self
+                    .health
+                    .get(&t)
+                    .is_some_and(|h| h.detector.health == medic_detect::Health::Up);
+                if up && st.is_none_or(|st| !st.down.contains(m)) {
+                    out.push((name.clone(), m.to_owned()));
+                }
+            }
+        }
+        out
+    }
+
     /// Proxies that answer their checks and that no recovery, maintenance or failed recovery
     /// holds: the ones the reconcile lets back into the app proxies' backends.
     pub fn proxies_up(&self) -> Vec<String> {
@@ -488,6 +512,8 @@ fn recovery_id(key: &str, now_ms: u64) -> String {
     format!("r{now_ms}-{m}")
 }
 
+#[cfg(test)]
+mod active_tests;
 #[cfg(test)]
 mod holds_tests;
 #[cfg(test)]

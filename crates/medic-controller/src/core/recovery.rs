@@ -97,6 +97,14 @@ impl Core {
                 for s in self.loaded.topology.services_on(machine) {
                     c.shards.insert(service_claim(&s.name.value));
                 }
+                // A proxy's replacement is configured with each routed service's roles as
+                // planned: no change of them may run beside it.
+                let top = &self.loaded.topology;
+                if top.proxy_machines().any(|p| p == machine) {
+                    for s in top.services.iter().filter(|s| s.value.proxy.is_some()) {
+                        c.shards.insert(service_claim(&s.value.name.value));
+                    }
+                }
             }
             Event::ServiceDown { service, machine }
             | Event::ServiceRejoin { service, machine }

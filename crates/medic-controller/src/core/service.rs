@@ -295,7 +295,9 @@ impl Core {
                 self.disarmed.remove(&key);
                 return true;
             }
-            let first = !ready && !self.disarmed.contains(&key);
+            // (An active_active machine taken out is off the proxies already: only its
+            // passing again matters.)
+            let first = !ready && !s.active_active() && !self.disarmed.contains(&key);
             if ready || first {
                 let asked = self.request(Request {
                     event: Event::ServiceRejoin {
@@ -322,6 +324,10 @@ impl Core {
         if !self.disarmed.is_empty() {
             self.disarmed
                 .retain(|(s, m)| !(s == service && m == machine));
+        }
+        if s.active_active() {
+            self.active_seen(s, machine, r, verdict, out);
+            return verdict == Some(Verdict::Failing);
         }
         if !s.standbys_read_only && s.has_postgres_check() && primary != machine {
             self.follow_primary(service, machine, &primary, r);
@@ -436,6 +442,98 @@ impl Core {
             return asked;
         }
         false
+    }
+
+    /// A check of `machine`, in an `active_active` service and not out of it: failing, it is
+    /// taken out (unless it is the last serving: told once, kept); passing, a machine of the
+    /// service kept in as the last one while failing can be taken out now (asked once).
+    fn active_seen(
+        &mut self,
+        s: &medic_topology::Service,
+        machine: &str,
+        r: &CheckResult,
+        verdict: Option<Verdict>,
+        out: &mut Vec<Output>,
+    ) {
+        let service = s.name.value.as_str();
+        let Some(st) = self.saved.observed.services.get(service) else {
+            return;
+        };
+        // Serving: in the proxies, and not judged failing (a machine that missed a check or
+        // two still serves; one not checked yet since the start is not counted on).
+        let serving = |m: &str| {
+            !st.out.contains(m)
+                && self
+                    .health
+                    .get(&Target::Service {
+                        service: service.to_owned(),
+                        machine: m.to_owned(),
+                    })
+                    .is_some_and(|h| !matches!(h.detector.health, Health::Down { .. }))
+        };
+        if verdict == Some(Verdict::Failing) {
+            let first_fail = self.health.get(&*r.target).and_then(|h| h.first_fail_ms);
+            if s.machines().any(|m| m != machine && serving(m)) {
+                detected(out, &r.target, &r.detail, first_fail, r.at_ms);
+                self.service_down(
+                    service,
+                    machine,
+                    &r.target.to_string(),
+                    &r.detail,
+                    first_fail,
+                    r.at_ms,
+                );
+            } else if self.warned.insert(Target::clone(&r.target)) {
+                out.push(Output::Alert {
+                    level: AlertLevel::Critical,
+                    message: format!(
+                        "{} fails its checks ({}), but no other machine of service {service} serves: it is kept in the proxies, as the last one; it is taken out as soon as another passes its checks",
+                        r.target, r.detail
+                    ),
+                });
+            }
+            return;
+        }
+        if !serving(machine) || r.observation != Observation::Ok {
+            return;
+        }
+        // Kept in as the last one (told, and still failing: answering badly, not silent):
+        // taken out now that this one serves.
+        let kept: Vec<(String, String, Option<u64>)> = s
+            .machines()
+            .filter(|m| *m != machine && !st.out.contains(*m))
+            .filter_map(|m| {
+                let t = Target::Service {
+                    service: service.to_owned(),
+                    machine: m.to_owned(),
+                };
+                if !self.warned.contains(&t) {
+                    return None;
+                }
+                self.health
+                    .get(&t)
+                    .filter(|h| {
+                        matches!(h.detector.health, Health::Down { .. })
+                            && matches!(h.last, Observation::Unhealthy | Observation::Refused)
+                    })
+                    .map(|h| (m.to_owned(), h.detail.to_string(), h.first_fail_ms))
+            })
+            .collect();
+        for (m, detail, first_fail) in kept {
+            let t = Target::Service {
+                service: service.to_owned(),
+                machine: m.clone(),
+            };
+            self.warned.remove(&t);
+            self.service_down(
+                service,
+                &m,
+                &t.to_string(),
+                &format!("{detail} ({machine} passes its checks now)"),
+                first_fail,
+                r.at_ms,
+            );
+        }
     }
 
     fn service_down(

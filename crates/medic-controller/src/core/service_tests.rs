@@ -20,7 +20,7 @@ fn core(edit: &str) -> Core {
 }
 
 /// examples/domino.yaml with each (text, replacement) applied, and the core on it.
-fn core_with(edits: &[(&str, &str)]) -> Core {
+pub(super) fn core_with(edits: &[(&str, &str)]) -> Core {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut text = std::fs::read_to_string(root.join("examples/domino.yaml")).unwrap();
     for (from, to) in edits {
@@ -36,14 +36,14 @@ fn core_with(edits: &[(&str, &str)]) -> Core {
     Core::new(Arc::new(loaded), saved)
 }
 
-fn www(machine: &str) -> Target {
+pub(super) fn www(machine: &str) -> Target {
     Target::Service {
         service: "www".into(),
         machine: machine.into(),
     }
 }
 
-fn check(c: &mut Core, t: &Target, at_ms: u64, o: Observation) -> Vec<Output> {
+pub(super) fn check(c: &mut Core, t: &Target, at_ms: u64, o: Observation) -> Vec<Output> {
     c.on_check(&CheckResult {
         target: Arc::new(t.clone()),
         at_ms,
@@ -55,7 +55,7 @@ fn check(c: &mut Core, t: &Target, at_ms: u64, o: Observation) -> Vec<Output> {
     })
 }
 
-fn queued(c: &Core) -> Vec<Event> {
+pub(super) fn queued(c: &Core) -> Vec<Event> {
     c.queued().map(|r| r.event.clone()).collect()
 }
 

@@ -169,11 +169,14 @@ fn a_switchover_a_rejoin_and_a_reassertion_keep_the_primary_alone_ready() {
     for s in &plan.steps {
         state.apply(&s.action, &StepOutput::default());
     }
-    // To itself: made ready again (a failover that stopped after the record).
+    // To itself: the others off the proxies (one made ready by hand), the primary made ready
+    // again (a failover that stopped after the record).
     let again = plan_recovery(&top, &state, &to("web2"), "r2").unwrap();
     assert_eq!(
         changes(&again),
         [
+            ("lb1".into(), "web1".into(), false),
+            ("lb2".into(), "web1".into(), false),
             ("lb1".into(), "web2".into(), true),
             ("lb2".into(), "web2".into(), true),
         ]

@@ -118,7 +118,11 @@ impl<'a> Planner<'a> {
         });
         let services: Vec<&'a Service> = self.top.services_on(machine).collect();
         for s in services {
-            if self.primary_of(s) == machine {
+            if s.active_active() {
+                if !self.active_kept(s, machine) {
+                    self.active_take_out(s, machine, true);
+                }
+            } else if self.primary_of(s) == machine {
                 self.service_fail_over(s, machine, true);
             } else {
                 self.push(Action::ServiceRole {
@@ -142,6 +146,19 @@ impl<'a> Planner<'a> {
     pub(super) fn service_down(&mut self, service: &str, machine: &str) -> Result<(), PlanError> {
         let s = self.service_named(service)?;
         self.in_service(s, machine)?;
+        if s.active_active() {
+            if !self.active_kept(s, machine) {
+                let target = MonitorTarget::Machine {
+                    machine: machine.to_owned(),
+                };
+                self.push(Action::Unmonitor {
+                    target: target.clone(),
+                });
+                self.active_take_out(s, machine, false);
+                self.push(Action::Monitor { target });
+            }
+            return Ok(());
+        }
         if self.primary_of(s) != machine {
             self.alert(
                 AlertLevel::Warning,
@@ -256,7 +273,13 @@ impl<'a> Planner<'a> {
     /// On every proxy (if the service is routed through them, `proxy`): `machine`'s server
     /// made ready (`up`), or put in maintenance with its sessions shut (`wait_sessions`: until
     /// HAProxy shows none left, where the server may still answer).
-    fn service_on_proxies(&mut self, s: &Service, machine: &str, up: bool, wait_sessions: bool) {
+    pub(super) fn service_on_proxies(
+        &mut self,
+        s: &Service,
+        machine: &str,
+        up: bool,
+        wait_sessions: bool,
+    ) {
         if s.proxy.is_none() {
             return;
         }
@@ -328,6 +351,11 @@ impl<'a> Planner<'a> {
             shard: service.to_owned(),
             reason,
         };
+        if s.active_active() {
+            return Err(cannot(
+                "every machine of an active_active service serves: there is no primary to move (a machine out of it is put back once it passes its checks)".to_owned(),
+            ));
+        }
         let old = self.primary_of(s);
         if to == Some(old.as_str()) {
             self.service_reassert(s, &old);
@@ -420,8 +448,8 @@ impl<'a> Planner<'a> {
     }
 
     /// `medic switchover SERVICE --to P` where P is its primary already: what follows the
-    /// record of a new primary is done again — P's `on_promote` hook, its address brought up,
-    /// the record pointed at it — for a failover that stopped after the record (its hook, the
+    /// record of a new primary is done again — P's `on_promote` hook, P alone ready on the
+    /// proxies, its address brought up, the record pointed at it — for a failover that stopped after the record (its hook, the
     /// address or the DNS change failed), whose retries would not (P is the primary).
     fn service_reassert(&mut self, s: &'a Service, primary: &str) {
         if let Some(hook) = &s.hooks.on_promote {
@@ -449,6 +477,11 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
+        // Every other machine off the proxies first (one made ready by hand), then the
+        // primary ready.
+        for m in s.machines().filter(|m| *m != primary) {
+            self.service_on_proxies(s, m, false, false);
+        }
         self.service_on_proxies(s, primary, true, false);
         self.service_address(s, primary, true, false);
         let address = addr_of(self.state, primary);
@@ -465,6 +498,10 @@ impl<'a> Planner<'a> {
     pub(super) fn service_rejoin(&mut self, service: &str, machine: &str) -> Result<(), PlanError> {
         let s = self.service_named(service)?;
         self.in_service(s, machine)?;
+        if s.active_active() {
+            self.active_rejoin(s, machine);
+            return Ok(());
+        }
         let primary = self.primary_of(s);
         if primary == machine {
             return Ok(());
@@ -550,7 +587,7 @@ impl<'a> Planner<'a> {
     /// `previous` the one before, `state` the role state `on` is in once it has run (seed
     /// 001's names: what its status file says).
     #[allow(clippy::too_many_arguments)]
-    fn hook(
+    pub(super) fn hook(
         &self,
         s: &Service,
         hook: &str,

@@ -172,6 +172,31 @@ impl Ctx<'_, '_> {
                         "port 0; expected the port clients connect to on the proxies, 1 to 65535",
                     );
                 }
+                if x.value.mode == crate::service::ProxyMode::Http
+                    && matches!(check.kind, CheckKind::Https | CheckKind::Postgres)
+                {
+                    self.d.error(
+                        x.referenced,
+                        format!("{xp}.mode"),
+                        format!("HTTP mode sends plain HTTP to the servers, but the service's check says they speak {}; expected `mode: tcp` (passed through as it is)", if check.kind == CheckKind::Https { "TLS" } else { "PostgreSQL" }),
+                    );
+                }
+                let path = check.http_path();
+                if check.kind == CheckKind::Http && !crate::service::haproxy_safe_path(path) {
+                    self.d.warning(
+                        s.check.referenced,
+                        format!("{p}.check.path"),
+                        format!("`{}` cannot be written into haproxy.cfg as it is, so HAProxy's own check of each server only connects; expected a path of printable characters without spaces, quotes, `#` or `\\`", path.escape_debug()),
+                    );
+                }
+                // The proxies' frontends are `fe-SHARD` and `fe-service-NAME`.
+                if top.shard(&format!("service-{}", s.name.value)).is_some() {
+                    self.d.error(
+                        s.name.referenced,
+                        format!("{p}.name"),
+                        format!("a shard is named `service-{}`, whose frontend on the proxies would be this service's; expected another name for one of them", s.name.value),
+                    );
+                }
             }
             if let Some(a) = &s.address {
                 let ap = format!("{p}.address");
@@ -273,7 +298,11 @@ impl Ctx<'_, '_> {
                     );
                 }
             }
-            if s.hooks.on_fenced.is_none() && s.rejoin.is_none() && !s.standbys_read_only {
+            if s.hooks.on_fenced.is_none()
+                && s.rejoin.is_none()
+                && !s.standbys_read_only
+                && !s.active_active()
+            {
                 self.d.warning(
                     ss.referenced,
                     format!("{p}.hooks.on_fenced"),
@@ -281,6 +310,7 @@ impl Ctx<'_, '_> {
                 );
             }
             self.rejoin(&p, s);
+            self.active_active(&p, ss);
             for (hook, name) in [
                 ("on_fenced", &s.hooks.on_fenced),
                 ("on_promote", &s.hooks.on_promote),
