@@ -7,7 +7,9 @@
 //! recovery that ends before its writes, or whose write was skipped, has the changes it made
 //! written at its end (`Plan::unpersisted`).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
 use medic_cloud::{Cloud, Dns};
@@ -21,6 +23,16 @@ use crate::{ExecError, Executor, HAPROXY_CFG};
 const WITHIN: Duration = Duration::from_secs(10);
 /// The same, on a proxy whose runtime API did not answer earlier in the recovery.
 const QUIET_WITHIN: Duration = Duration::from_secs(2);
+
+/// One haproxy.cfg read-edit-write at a time on each proxy machine, across every recovery
+/// and the reconcile this process runs at once: two at once would each write back the file
+/// as it read it, the later undoing the earlier's change.
+fn file_lock(machine: &str) -> Arc<tokio::sync::Mutex<()>> {
+    static LOCKS: LazyLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> =
+        LazyLock::new(Mutex::default);
+    let mut locks = LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
+    Arc::clone(locks.entry(machine.to_owned()).or_default())
+}
 
 impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     /// Writes `servers`' state and address into `proxy`'s haproxy.cfg. A write that cannot
@@ -93,6 +105,8 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         edits: &[(String, ServerName, ServerEdit)],
         within: Duration,
     ) -> Result<(Vec<String>, Vec<String>), String> {
+        let lock = file_lock(machine);
+        let _one_at_a_time = lock.lock().await;
         let host = self.host(machine, ip);
         let out = self
             .ssh

@@ -409,3 +409,37 @@ fn a_moving_address_s_elastic_ip_is_for_aws_and_well_formed() {
         "{lab:?}"
     );
 }
+
+/// A rejoin step whose timeout leaves no room for a standby-mode recovery (up to 5 minutes)
+/// before the rewind is a warning; the default is not.
+#[test]
+fn a_rejoin_timeout_shorter_than_a_recovery_in_standby_mode_is_a_warning() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/domino.yaml"))
+        .unwrap()
+        .replace("../amis", &root.join("amis").display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("domino.yaml");
+    for (timeout, warned) in [("", false), (", timeout: 2m", true)] {
+        std::fs::write(
+            &file,
+            text.replace(
+                "    failback: manual",
+                &format!("    failback: manual\n    more_checks: [{{kind: postgres}}]\n    rejoin: {{data_dir: /var/lib/pg, bin_dir: /usr/bin{timeout}}}"),
+            ),
+        )
+        .unwrap();
+        let loaded = load_topology(&file).unwrap_or_else(|e| panic!("{:#?}", e.diagnostics));
+        let said: Vec<String> = loaded
+            .warnings
+            .iter()
+            .map(|d| format!("{}: {}", d.path, d.message))
+            .collect();
+        assert_eq!(
+            said.iter()
+                .any(|w| w.starts_with("services[0].rejoin.timeout: 2m may not leave room")),
+            warned,
+            "{said:?}"
+        );
+    }
+}

@@ -209,14 +209,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let port = top.proxies.value.runtime_api.value.port.value;
-        let (observed, up, proxies_up, services_up) = {
+        let (observed, proxies_up) = {
             let st = lock(&self.inner.st);
-            (
-                st.core.saved.observed.clone(),
-                st.core.masters_up(),
-                st.core.proxies_up(),
-                st.core.service_machines_up(),
-            )
+            (st.core.saved.observed.clone(), st.core.proxies_up())
         };
         for machine in top.proxy_machines() {
             // (A proxy a recovery took out of monitoring is still repaired if it answers: a
@@ -230,15 +225,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
-            let idle = {
+            // What the routing should be is taken under the same lock as the idle check: a
+            // recovery that ran while the proxies were read has changed it.
+            let now = {
                 let mut st = lock(&self.inner.st);
                 let reading = Routing::of(&servers, crate::journal::now_ms());
                 st.routing.insert(machine.to_owned(), reading);
-                st.core.idle()
+                st.core.idle().then(|| {
+                    (
+                        st.core.saved.observed.clone(),
+                        st.core.masters_up(),
+                        st.core.service_machines_up(),
+                    )
+                })
             };
-            if !idle {
+            let Some((observed, up, services_up)) = now else {
                 continue;
-            }
+            };
             self.write_owed(machine, ip, port, &servers).await;
             let proxy = ProxyApi {
                 machine: machine.to_owned(),

@@ -197,15 +197,24 @@ mod tests {
             kinds(&service_repairs(&top, &obs, &proxy(), &both_off, |_, m| m != "web2")),
             ["fence web1"]
         );
-        // Merged with a shard's repairs: every fence before any activation.
-        let shard_activation = service_repairs(&top, &obs, &proxy(), &both_off, |_, _| true)
-            .into_iter()
-            .filter(|a| matches!(a, Action::ActivateServer { .. }))
-            .collect();
-        let fences = service_repairs(&top, &obs, &proxy(), &both_off, |_, m| m != "web2");
+        // Merged with a shard's repairs (a master's activation, an address): every fence
+        // first, then the addresses, then the activations.
+        let shard = vec![
+            Action::ActivateServer {
+                proxy: proxy(),
+                server: medic_plan::ServerRef::new("redis-r9001", "redis1"),
+            },
+            Action::SetServerAddress {
+                proxy: proxy(),
+                server: medic_plan::ServerRef::new("redis-r9001", "redis2"),
+                address: Addr::Of("redis2".into()),
+                port: 9001,
+            },
+        ];
+        let fixes = service_repairs(&top, &obs, &proxy(), &both_off, |_, _| true);
         assert_eq!(
-            kinds(&merged(shard_activation, fences)),
-            ["fence web1", "ready web2"]
+            kinds(&merged(shard, fixes)),
+            ["fence web1", "address redis2", "ready redis1", "ready web2"]
         );
     }
 }

@@ -440,12 +440,18 @@ impl Core {
 
     /// (service, machine) of every service machine that passes its checks and has been seen
     /// passing `rise` of them in a row (not in the service's `down`).
+    /// Machines in maintenance, out of monitoring (their health as last seen) or with a
+    /// recovery queued or running are not among them.
     pub fn service_machines_up(&self) -> Vec<(String, String)> {
+        let paused = self.paused();
         let mut out = Vec::new();
         for s in self.loaded.topology.services.iter().map(|s| &s.value) {
             let name = &s.name.value;
             let st = self.saved.observed.services.get(name);
             for m in s.machines() {
+                if paused.contains(m) || self.is_busy(m) {
+                    continue;
+                }
                 let t = Target::Service {
                     service: name.clone(),
                     machine: m.to_owned(),

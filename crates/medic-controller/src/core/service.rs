@@ -497,25 +497,23 @@ impl Core {
         if !serving(machine) || r.observation != Observation::Ok {
             return;
         }
-        // Kept in as the last one (told, and still failing: answering badly, not silent):
-        // taken out now that this one serves.
+        // A machine still in the proxies though judged failing — kept as the last one (by
+        // the core, or by a plan) — is taken out now that this one serves. (Asked again at
+        // each good check only while none is queued or running for it: the request is keyed
+        // by machine; one in maintenance or out of monitoring is left alone.)
+        let paused = self.paused();
         let kept: Vec<(String, String, Option<u64>)> = s
             .machines()
-            .filter(|m| *m != machine && !st.out.contains(*m))
+            .filter(|m| *m != machine && !st.out.contains(*m) && !paused.contains(*m))
+            .filter(|m| !self.is_busy(m))
             .filter_map(|m| {
                 let t = Target::Service {
                     service: service.to_owned(),
                     machine: m.to_owned(),
                 };
-                if !self.warned.contains(&t) {
-                    return None;
-                }
                 self.health
                     .get(&t)
-                    .filter(|h| {
-                        matches!(h.detector.health, Health::Down { .. })
-                            && matches!(h.last, Observation::Unhealthy | Observation::Refused)
-                    })
+                    .filter(|h| matches!(h.detector.health, Health::Down { .. }))
                     .map(|h| (m.to_owned(), h.detail.to_string(), h.first_fail_ms))
             })
             .collect();

@@ -1,7 +1,7 @@
 //! Plans for `active_active` services: every machine serves behind the proxies, none is
 //! promoted. One that fails its checks (or is lost) is taken out of every proxy — in
-//! maintenance, its sessions shut — and then its `on_fenced` hook runs; one that passes them
-//! again gets its `on_promote` hook and is then put back.
+//! maintenance, its sessions shut — and recorded out, and then its `on_fenced` hook runs; one
+//! that passes them again gets its `on_promote` hook and is then put back.
 //!
 //! # Guarantees (tests in `planner/service_active_tests.rs`)
 //! - The last machine in the proxies (every other one out) is never taken out: that is a
@@ -44,6 +44,13 @@ impl<'a> Planner<'a> {
     pub(super) fn active_take_out(&mut self, s: &'a Service, machine: &str, silent: bool) {
         let name = &s.name.value;
         self.service_on_proxies(s, machine, false, !silent);
+        // Recorded out as soon as it is off the proxies: a hook that fails then leaves it out
+        // (put back only through its `on_promote` hook), never counted on as serving.
+        self.push(Action::ServiceRole {
+            service: name.clone(),
+            machine: machine.to_owned(),
+            role: ServiceRole::Inactive,
+        });
         if let Some(hook) = &s.hooks.on_fenced {
             let primary = self.primary_of(s);
             let step = self.hook(
@@ -58,11 +65,6 @@ impl<'a> Planner<'a> {
             );
             self.push(step);
         }
-        self.push(Action::ServiceRole {
-            service: name.clone(),
-            machine: machine.to_owned(),
-            role: ServiceRole::Inactive,
-        });
     }
 
     /// `machine`, out of `s`, answers again: passing its checks, its `on_promote` hook runs

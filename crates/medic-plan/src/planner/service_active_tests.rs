@@ -73,10 +73,10 @@ fn a_failing_machine_is_taken_off_every_proxy_before_its_hook_whichever_it_is() 
                 "unmonitor".to_owned(),
                 format!("fence {m} on lb1"),
                 format!("fence {m} on lb2"),
+                format!("Inactive {m}"),
                 "persist lb1".into(),
                 "persist lb2".into(),
                 format!("on_fenced {m}"),
-                format!("Inactive {m}"),
                 "monitor".into(),
             ]
         );

@@ -77,6 +77,17 @@ impl Ctx<'_, '_> {
                     r.value.timeout
                 ),
             );
+        } else if r.value.timeout.as_millis() < 360_000 {
+            // A server not shut down cleanly is first recovered in standby mode, privately
+            // (up to 5 minutes), before its rewind.
+            self.d.warning(
+                at,
+                format!("{rp}.timeout"),
+                format!(
+                    "{} may not leave room for a server that was not shut down cleanly: it is first recovered in standby mode (up to 5 minutes), then rewound and started; expected 6m or more",
+                    r.value.timeout
+                ),
+            );
         }
     }
 }
