@@ -56,9 +56,54 @@ fn behind_proxy(playbooks: &std::path::Path) -> impl Fn(String) -> String {
     }
 }
 
-/// The service's servers on the proxy at `lb`, from its runtime API: (name, ready), where
-/// ready means not in maintenance (by any cause) and up.
-fn servers(env: &Env, lb: &str) -> Vec<(String, bool)> {
+/// A copy of examples/domino's hooks and the proxies' playbook: the playbooks directory of
+/// the topology `behind_proxy` makes.
+fn playbooks_dir() -> tempfile::TempDir {
+    let playbooks = tempfile::tempdir().unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for from in [
+        "examples/domino/primary-include.yaml",
+        "examples/domino/standby-include.yaml",
+        "playbooks/haproxy.yaml",
+    ] {
+        let from = root.join(from);
+        std::fs::copy(&from, playbooks.path().join(from.file_name().unwrap())).unwrap();
+    }
+    playbooks
+}
+
+/// A client's sample through the proxy: when, the address that answered `/address`, and
+/// what `/role` answered.
+type Sample = (Instant, String, String);
+
+/// A client asking through the proxy at `lb`, every 50 ms, until told to stop.
+fn client_through(
+    lb: &str,
+) -> (
+    Arc<AtomicBool>,
+    Arc<Mutex<Vec<Sample>>>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen: Arc<Mutex<Vec<Sample>>> = Arc::default();
+    let (stop2, seen2, lb) = (stop.clone(), seen.clone(), lb.to_owned());
+    let handle = std::thread::spawn(move || {
+        while !stop2.load(Ordering::Relaxed) {
+            let who = get_at(&lb, LISTEN, "/address");
+            let role = get_at(&lb, LISTEN, "/role");
+            // Three connections a round: HAProxy's round robin sends `/address` to each
+            // server in turn.
+            get_at(&lb, LISTEN, "/health");
+            seen2.lock().unwrap().push((Instant::now(), who, role));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    });
+    (stop, seen, handle)
+}
+
+/// The service's servers on the proxy at `lb`, from its runtime API: (name, operational
+/// state, admin state bits).
+fn server_states(env: &Env, lb: &str) -> Vec<(String, u32, u32)> {
     let out = on(
         env,
         lb,
@@ -67,13 +112,24 @@ fn servers(env: &Env, lb: &str) -> Vec<(String, bool)> {
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
+            // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...
             let f: Vec<&str> = l.split_whitespace().collect();
-            // be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state ...; in
-            // maintenance: forced, inherited or by resolution (SRV_ADMF_MAINT); `disabled` in
-            // the configuration (CMAINT) is kept as a bit of its own once made ready.
-            let (op, admin): (u32, u32) = (f.get(5)?.parse().ok()?, f.get(6)?.parse().ok()?);
-            Some((f[3].to_owned(), op == 2 && admin & 0x23 == 0))
+            Some((
+                f.get(3)?.to_string(),
+                f.get(5)?.parse().ok()?,
+                f.get(6)?.parse().ok()?,
+            ))
         })
+        .collect()
+}
+
+/// The service's servers on the proxy at `lb`: (name, ready), where ready means up and not
+/// in maintenance — forced, inherited or by resolution (SRV_ADMF_MAINT); `disabled` in the
+/// configuration (CMAINT) is kept as a bit of its own once made ready.
+fn servers(env: &Env, lb: &str) -> Vec<(String, bool)> {
+    server_states(env, lb)
+        .into_iter()
+        .map(|(name, op, admin)| (name, op == 2 && admin & 0x23 == 0))
         .collect()
 }
 
@@ -101,16 +157,7 @@ fn pairs(names: &[(&str, bool)]) -> Vec<(String, bool)> {
 
 #[test]
 fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_a_switchover() {
-    let playbooks = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for from in [
-        "examples/domino/primary-include.yaml",
-        "examples/domino/standby-include.yaml",
-        "playbooks/haproxy.yaml",
-    ] {
-        let from = root.join(from);
-        std::fs::copy(&from, playbooks.path().join(from.file_name().unwrap())).unwrap();
-    }
+    let playbooks = playbooks_dir();
     let Some(mut env) = Env::of_example("domino.yaml", 23, behind_proxy(playbooks.path())) else {
         return;
     };
@@ -142,22 +189,7 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     );
 
     // A client through the proxy: which machine answered, and its role there.
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
-    let client = {
-        let (stop, seen, lb1) = (stop.clone(), seen.clone(), lb1.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let who = get_at(&lb1, LISTEN, "/address");
-                let role = get_at(&lb1, LISTEN, "/role");
-                // Three connections a round: HAProxy's round robin sends `/address` to each
-                // server in turn.
-                get_at(&lb1, LISTEN, "/health");
-                seen.lock().unwrap().push((Instant::now(), who, role));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let (stop, seen, client) = client_through(&lb1);
 
     // 1. web1's nginx dies; its machine answers. Off the proxy, fenced, web2 promoted and
     //    made ready there.
@@ -222,19 +254,10 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
         "web1 in maintenance on the proxy again",
         Duration::from_secs(15),
         |e| {
-            let out = on(
-                e,
-                &lb1,
-                "bash -c 'exec 3<>/dev/tcp/127.0.0.1/9999 && echo \"show servers state service-www\" >&3 && cat <&3'",
-            );
-            out.lines()
-                .filter(|l| l.split_whitespace().nth(3) == Some("web1"))
-                .any(|l| {
-                    l.split_whitespace()
-                        .nth(6)
-                        .and_then(|a| a.parse::<u32>().ok())
-                        .is_some_and(|a| a & 0x01 != 0)
-                })
+            // Forced into maintenance (SRV_ADMF_FMAINT).
+            server_states(e, &lb1)
+                .iter()
+                .any(|(name, _, admin)| name == "web1" && admin & 0x01 != 0)
         },
     );
 
@@ -277,8 +300,7 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
     // Through the proxy, never a standby; and once the new primary had answered, never the
     // old one until the switchover (every answer is the address and the role of one machine).
     let seen = seen.lock().unwrap();
-    let answered: Vec<&(Instant, String, String)> =
-        seen.iter().filter(|s| s.1 == web1 || s.1 == web2).collect();
+    let answered: Vec<&Sample> = seen.iter().filter(|s| s.1 == web1 || s.1 == web2).collect();
     assert!(
         seen.iter().all(|s| s.2 != "standby"),
         "a client reached a standby through the proxy: {:?}",
@@ -314,16 +336,7 @@ fn the_proxy_sends_clients_to_the_primary_alone_through_a_failover_a_rejoin_and_
 /// whose include says standby.
 #[test]
 fn an_active_active_service_loses_and_regains_a_machine_on_the_proxy_but_never_the_last() {
-    let playbooks = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    for from in [
-        "examples/domino/primary-include.yaml",
-        "examples/domino/standby-include.yaml",
-        "playbooks/haproxy.yaml",
-    ] {
-        let from = root.join(from);
-        std::fs::copy(&from, playbooks.path().join(from.file_name().unwrap())).unwrap();
-    }
+    let playbooks = playbooks_dir();
     let proxied = behind_proxy(playbooks.path());
     let active = move |t: String| {
         let t = proxied(t);
@@ -364,22 +377,7 @@ fn an_active_active_service_loses_and_regains_a_machine_on_the_proxy_but_never_t
     env.wait("both machines active", Duration::from_secs(20), |e| {
         state_of(e, "web1") == "active" && state_of(e, "web2") == "active"
     });
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen: Arc<Mutex<Vec<(Instant, String, String)>>> = Arc::default();
-    let client = {
-        let (stop, seen, lb1) = (stop.clone(), seen.clone(), lb1.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let who = get_at(&lb1, LISTEN, "/address");
-                let role = get_at(&lb1, LISTEN, "/role");
-                // Three connections a round: HAProxy's round robin sends `/address` to each
-                // server in turn.
-                get_at(&lb1, LISTEN, "/health");
-                seen.lock().unwrap().push((Instant::now(), who, role));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        })
-    };
+    let (stop, seen, client) = client_through(&lb1);
     let answered_since = |from: Instant, ip: &str| {
         seen.lock()
             .unwrap()

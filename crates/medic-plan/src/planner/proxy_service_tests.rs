@@ -13,14 +13,18 @@ use crate::state::StepOutput;
 
 const DOMINO: &str = include_str!("../../../../examples/domino.yaml");
 
-/// examples/domino.yaml with two HAProxy machines in front of its web servers.
-fn topology() -> Topology {
-    let text = DOMINO
+/// examples/domino.yaml with two HAProxy machines in front of its web servers (the text).
+pub(super) fn behind_proxies() -> String {
+    DOMINO
         .replace(
             "  - {name: monitor, role: monitor}\n",
             "  - {name: lb1, role: haproxy}\n  - {name: lb2, role: haproxy}\n  - {name: monitor, role: monitor}\n\nproxies:\n  machines: [lb1, lb2]\n  runtime_api: {port: 9999}\n  frontends: []\n",
         )
-        .replace("    port: 80\n", "    port: 80\n    proxy: {listen: 8080, mode: http}\n");
+        .replace("    port: 80\n", "    port: 80\n    proxy: {listen: 8080, mode: http}\n")
+}
+
+fn topology() -> Topology {
+    let text = behind_proxies();
     medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
         .into_result()
         .unwrap()

@@ -8,16 +8,9 @@ use medic_topology::Topology;
 use super::*;
 use crate::state::StepOutput;
 
-const DOMINO: &str = include_str!("../../../../examples/domino.yaml");
-
 fn topology() -> Topology {
-    let text = DOMINO
-        .replace(
-            "  - {name: monitor, role: monitor}\n",
-            "  - {name: lb1, role: haproxy}\n  - {name: lb2, role: haproxy}\n  - {name: monitor, role: monitor}\n\nproxies:\n  machines: [lb1, lb2]\n  runtime_api: {port: 9999}\n  frontends: []\n",
-        )
+    let text = super::proxy_service_tests::behind_proxies()
         .replace("    mode: primary_standby\n", "    mode: active_active\n")
-        .replace("    port: 80\n", "    port: 80\n    proxy: {listen: 8080, mode: http}\n")
         .replace("    dns: {name: www.domino.lab, ttl: 5}\n", "")
         .replace("      on_demote: standby-include\n", "");
     let top: Topology = medic_topology::load::parse_str(Path::new("t.yaml"), &text, "a topology")
