@@ -126,7 +126,7 @@ pub fn observers(
                             Passive::Proxy(
                                 p.to_owned(),
                                 SocketAddr::new(ip, api_port),
-                                medic_plan::vars::proxy_backend(&s.name.value),
+                                medic_plan::vars::proxy_backend(top, &s.name.value),
                             )
                         }),
                     });

@@ -112,7 +112,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     ) -> Result<(), ExecError> {
         match self.topology.service(service) {
             Some(s) if s.proxy.is_some() && !s.active_active() => {
-                let backend = medic_plan::vars::service_backend(service);
+                let backend = medic_plan::vars::service_backend(self.topology, service);
                 self.ensure_fenced(index, kind, &backend, promoted).await
             }
             _ => Ok(()),

@@ -100,6 +100,10 @@ pub enum ExecError {
         "step {index}: `{kind}` steps are run by the controller (`medic run`), not by this executor"
     )]
     Unsupported { index: usize, kind: &'static str },
+    #[error(
+        "step {index} ({kind}): the topology says `managed: false`: medic writes no haproxy.cfg, runs no role's playbook and launches or terminates no machine in a deployment it adopted (this step was planned before the topology said so)"
+    )]
+    Unmanaged { index: usize, kind: &'static str },
     #[error("step {index} (dns): no DNS provider is configured for this run")]
     NoDns { index: usize },
     #[error("step {index} ({kind}): {source}")]
@@ -167,6 +171,7 @@ impl ExecError {
             | ExecError::Command { .. }
             | ExecError::NoHostKey { .. } => true,
             ExecError::UnknownAddress { .. }
+            | ExecError::Unmanaged { .. }
             | ExecError::NoPlaybook { .. }
             | ExecError::NoSecret { .. }
             | ExecError::Unsupported { .. }
@@ -380,6 +385,19 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         let index = step.index;
         let kind = step.action.kind();
         let mut output = StepOutput::default();
+        if !self.topology.managed()
+            && matches!(
+                step.action,
+                Action::LaunchInstance { .. }
+                    | Action::TerminateInstance { .. }
+                    | Action::FenceAtSource { .. }
+                    | Action::RunPlaybook { .. }
+                    | Action::PersistProxyConfig { .. }
+                    | Action::WaitReachable { .. }
+            )
+        {
+            return Err(ExecError::Unmanaged { index, kind });
+        }
         let summary = match &step.action {
             Action::LaunchInstance { spec } => {
                 let launched = self
@@ -746,7 +764,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 summary
             }
             Action::PromoteReplica { server, .. } => {
-                let backend = medic_plan::vars::proxy_backend(&server.shard);
+                let backend = medic_plan::vars::proxy_backend(self.topology, &server.shard);
                 self.ensure_fenced(index, kind, &backend, &server.machine)
                     .await?;
                 let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
@@ -1048,8 +1066,11 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             // since) has no backend for it: it sends no client to any of its servers, so a
             // fence holds there; an activation cannot be made (skipped: the recovery ends
             // incomplete) until the proxy is configured again.
+            // (Not in a deployment medic adopted: there the operator's haproxy.cfg is
+            // expected to have every backend, and a name that misses is a fence not made.)
             Err(HaproxyError::Rejected { message, .. })
-                if medic_plan::vars::is_service_backend(&server.backend)
+                if self.topology.managed()
+                    && self.topology.service_of_backend(&server.backend).is_some()
                     && message.starts_with("No such") =>
             {
                 let fence = matches!(change, ProxyChange::Fence(_));

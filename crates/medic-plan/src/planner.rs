@@ -12,6 +12,8 @@
 //! - A dead master process is never restarted as a master: it comes back as a replica.
 //! - A lost instance is terminated before its replacement is launched.
 //! - Launch steps carry a token derived from the recovery id and the step number.
+//! - In a deployment medic adopted (`managed: false`) no plan writes a config, runs a
+//!   playbook, restarts a process or launches or terminates a machine (`planner/adopt_tests.rs`).
 
 use std::collections::BTreeMap;
 
@@ -210,8 +212,14 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// A haproxy.cfg write for each proxy changed since the last one.
+    /// A haproxy.cfg write for each proxy changed since the last one. None in a deployment
+    /// medic adopted (`managed: false`): its haproxy.cfg is the operator's, and the reconcile
+    /// puts back what a reload undoes.
     fn persist(&mut self) {
+        if !self.top.managed() {
+            self.unpersisted.clear();
+            return;
+        }
         let writes = persisting(&std::mem::take(&mut self.unpersisted));
         self.steps.extend(writes);
     }
@@ -368,7 +376,7 @@ impl<'a> Planner<'a> {
             };
             for proxy in self.proxies() {
                 let server = ServerRef {
-                    backend: vars::proxy_backend(&shard.name.value),
+                    backend: vars::proxy_backend(self.top, &shard.name.value),
                     server: master.clone(),
                 };
                 self.push(Action::ActivateServer { proxy, server });
@@ -423,7 +431,7 @@ impl<'a> Planner<'a> {
     fn fence_on_proxies(&mut self, shard: &Shard, machine: &str, wait_sessions: bool) {
         for proxy in self.proxies() {
             let server = ServerRef {
-                backend: vars::proxy_backend(&shard.name.value),
+                backend: vars::proxy_backend(self.top, &shard.name.value),
                 server: machine.to_owned(),
             };
             self.push(Action::FenceServer {
@@ -436,6 +444,13 @@ impl<'a> Planner<'a> {
 
     /// Whether a lost machine may be replaced; alerts and returns false if not.
     fn may_replace(&mut self, machine: &str, consequence: &str) -> bool {
+        if !self.top.managed() {
+            self.alert(
+                AlertLevel::Warning,
+                format!("{machine} is not replaced: medic does not manage this deployment's machines (managed: false); {consequence} until {machine} is back (then `medic monitor {machine}`)"),
+            );
+            return false;
+        }
         if !self.top.provider.value.can_launch() {
             self.alert(
                 AlertLevel::Warning,
@@ -588,6 +603,8 @@ pub fn client_token(recovery: &str, step: usize) -> String {
 
 #[cfg(test)]
 mod address_tests;
+#[cfg(test)]
+mod adopt_tests;
 #[cfg(test)]
 mod persist_tests;
 #[cfg(test)]

@@ -130,6 +130,16 @@ impl Plan {
         redo
     }
 
+    /// The HAProxy runtime changes in `done`, to make again when a recovery of a deployment
+    /// medic adopted (`managed: false`) is resumed: nothing writes them into haproxy.cfg, so a
+    /// proxy reloaded or restarted meanwhile may have forgotten every one of them.
+    pub fn runtime_changes_done(&self, done: &BTreeSet<usize>) -> BTreeSet<usize> {
+        self.unpersisted_changes(done)
+            .into_iter()
+            .flat_map(|(_, changes)| changes.into_iter().map(|(index, _)| index))
+            .collect()
+    }
+
     /// The haproxy.cfg writes owed for the runtime changes in `done` that no write in `done`
     /// covers: what a recovery that stopped before its writes still owes the proxies. Only the
     /// changes made are written, never those planned after them (a new master not yet

@@ -12,9 +12,10 @@ use medic_topology::{Shard, Topology};
 use crate::state::ObservedState;
 use crate::step::Addr;
 
-/// The backend on a proxy machine that serves `shard`.
-pub fn proxy_backend(shard: &str) -> String {
-    format!("redis-{shard}")
+/// The backend on a proxy machine that serves `shard`: the shard's `backend`, else medic's
+/// name (`redis-SHARD`).
+pub fn proxy_backend(top: &Topology, shard: &str) -> String {
+    top.shard_backend(shard)
 }
 
 /// The backend on an app proxy that serves `shard`.
@@ -22,14 +23,10 @@ pub fn app_backend(shard: &str) -> String {
     format!("app-{shard}")
 }
 
-/// The backend on a proxy machine that serves `service` (its `proxy`).
-pub fn service_backend(service: &str) -> String {
-    format!("service-{service}")
-}
-
-/// Whether `backend` is a service's (named by [`service_backend`]).
-pub fn is_service_backend(backend: &str) -> bool {
-    backend.starts_with("service-")
+/// The backend on a proxy machine that serves `service` (its `proxy`): its `proxy.backend`,
+/// else medic's name (`service-NAME`).
+pub fn service_backend(top: &Topology, service: &str) -> String {
+    top.service_backend(service)
 }
 
 /// A machine's address for a step: known, or resolved when the step runs.
@@ -173,7 +170,7 @@ pub fn haproxy_vars(
             Some(json!({
                 "shard": shard.name.value,
                 "listen": f.value.listen.value,
-                "backend": proxy_backend(&shard.name.value),
+                "backend": proxy_backend(top, &shard.name.value),
                 "servers": servers,
             }))
         })
@@ -229,7 +226,7 @@ fn service_frontends(top: &Topology, state: &ObservedState) -> Vec<Value> {
                 "service": s.name.value,
                 "listen": proxy.listen.value,
                 "mode": proxy.mode,
-                "backend": service_backend(&s.name.value),
+                "backend": service_backend(top, &s.name.value),
                 "http_check": http_check,
                 "servers": servers,
             }))

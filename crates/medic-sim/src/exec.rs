@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use medic_exec::Unfenced;
-use medic_plan::vars::proxy_backend;
 use medic_plan::{Action, Addr, ProxyApi, RedisServer, ServerRef, Step, StepOutput};
 use serde_json::Value;
 
@@ -100,7 +99,8 @@ pub fn execute(
             instance_id,
         } => out.terminated = run.fence_at_source(machine, instance_id.as_deref())?,
         Action::PromoteReplica { server, .. } => {
-            run.ensure_fenced(&proxy_backend(&server.shard), &server.machine)?;
+            let backend = run.world.backend_of(&server.shard);
+            run.ensure_fenced(&backend, &server.machine)?;
             let r = run.redis(server)?;
             r.role = RedisRole::Master;
             out.offset = Some(r.log.len() as u64);
@@ -414,7 +414,7 @@ mod tests {
         let (mut ex, addrs) = (SimExec::default(), w.addresses());
         w.crash("redis1");
         w.cut_both("monitor", "haproxy2");
-        let backend = proxy_backend("r9001");
+        let backend = w.backend_of("r9001");
         for (n, p) in ["haproxy1", "haproxy2"].into_iter().enumerate() {
             let fence = Action::FenceServer {
                 proxy: api(&w, p),
@@ -467,7 +467,7 @@ mod tests {
         w.proxy_api_down("haproxy1", true);
         let fence = Action::FenceServer {
             proxy: api(&w, "haproxy1"),
-            server: ServerRef::new(proxy_backend("r9002"), "redis1"),
+            server: ServerRef::new(w.backend_of("r9002"), "redis1"),
             wait_sessions: true,
         };
         let out = execute(&mut w, &mut ex, &addrs, &step(1, fence), 0).expect("fence");

@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt;
 
-use medic_plan::vars::proxy_backend;
 use medic_topology::Role;
 
 use crate::world::{Ack, Admin, Instance, InstanceState, RedisRole, Status, World};
@@ -257,7 +256,7 @@ pub fn converged(world: &World) -> Result<(), String> {
             let lines = p
                 .proxy
                 .as_ref()
-                .and_then(|x| x.backends.get(&proxy_backend(shard)));
+                .and_then(|x| x.backends.get(&world.backend_of(shard)));
             let right = lines.is_some_and(|lines| {
                 lines.iter().all(|l| {
                     if l.name == master.machine {

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use medic_plan::vars::{self, app_backend, proxy_backend};
+use medic_plan::vars::{self, app_backend};
 use medic_plan::{Addr, ObservedState};
 use medic_topology::{Role, Topology};
 
@@ -52,6 +52,13 @@ pub struct World {
 }
 
 impl World {
+    /// The backend on the proxies that serves `shard`.
+    pub fn backend_of(&self, shard: &str) -> String {
+        self.shards
+            .get(shard)
+            .map_or_else(|| format!("unknown shard {shard}"), |s| s.backend.clone())
+    }
+
     /// A healthy deployment as `observed` says: every machine running, roles as observed,
     /// replicas in sync, every HAProxy configured as its playbook would configure it.
     pub fn new(top: &Topology, observed: &ObservedState) -> World {
@@ -87,6 +94,7 @@ impl World {
                 s.name.value.clone(),
                 ShardLayout {
                     port: s.port.value,
+                    backend: top.shard_backend(&s.name.value),
                     machines,
                 },
             );
@@ -372,7 +380,7 @@ impl World {
         let lines = self.instances[proxy]
             .proxy
             .as_ref()
-            .and_then(|p| p.backends.get(&proxy_backend(shard)));
+            .and_then(|p| p.backends.get(&self.backend_of(shard)));
         let servers = lines
             .into_iter()
             .flatten()

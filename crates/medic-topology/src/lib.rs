@@ -12,6 +12,7 @@
 //!   duplicate names, port clashes, impossible checks, ...). Malformed YAML, a duplicate key,
 //!   a wrong type or an unknown variant stops parsing and is reported as the parser locates it.
 
+pub mod adopt;
 pub mod ami;
 pub mod auth;
 pub mod diag;

@@ -65,6 +65,13 @@ pub struct Topology {
     pub notifications: Vec<Spanned<Notification>>,
     #[serde(default)]
     pub controller: Controller,
+    /// `false`: an existing deployment medic adopts (`crate::adopt`). medic moves roles and
+    /// traffic through the runtime APIs and the data stores, and never writes haproxy.cfg,
+    /// runs a role's playbook, restarts a process or launches or terminates a machine.
+    /// Default `true`.
+    #[serde(default)]
+    #[schemars(with = "Option<bool>")]
+    pub managed: Option<Spanned<bool>>,
     /// Who may talk to the redis servers. Absent: redis accepts anyone who can reach it.
     #[serde(default)]
     #[schemars(with = "Option<crate::auth::RedisAuth>")]
@@ -334,6 +341,11 @@ pub struct Shard {
     #[serde(default)]
     #[schemars(with = "Option<String>")]
     pub maxmemory: Option<Spanned<String>>,
+    /// The name of the HAProxy backend on the proxies that serves this shard (default
+    /// `redis-NAME`): for a deployment whose haproxy.cfg medic did not write.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<Spanned<String>>,
 }
 
 /// The HAProxy nodes that route clients to each shard's current master.

@@ -407,6 +407,11 @@ pub struct ServiceProxy {
     pub listen: Spanned<u16>,
     #[serde(default)]
     pub mode: ProxyMode,
+    /// The name of the service's HAProxy backend on the proxies (default `service-NAME`): for
+    /// a deployment whose haproxy.cfg medic did not write.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<Spanned<String>>,
 }
 
 /// Whether an HTTP check's `path` can be written into haproxy.cfg as it is (HAProxy's own

@@ -50,6 +50,7 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 
 /// Checks the whole topology; the caller decides what errors mean.
 mod active;
+mod adopt;
 mod auth;
 mod rejoin;
 mod rendered;
@@ -70,6 +71,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.proxies();
     ctx.app_proxies();
     ctx.services();
+    ctx.adopt();
     ctx.dns();
     ctx.checks();
     ctx.policy();

@@ -28,7 +28,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:3:7: name: `Barton_Test` is not a valid name; expected 1 to 63 lowercase letters, digits and '-', not starting or ending with '-'",
         "{F}:5:3: provider.aws.security_groups[0]: `default` is not a security group id; expected sg-...",
         "{F}:5:3: provider.aws.tags.medic:owner: tag keys starting with `medic:` or `aws:` are reserved; expected another key",
-        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, services, app_proxies, dns, checks, policy, notifications, controller, redis_auth, redis_tls",
+        "{F}:12:1: unknown field `colour`, expected one of name, provider, playbooks, ssh, amis, machines, shards, proxies, services, app_proxies, dns, checks, policy, notifications, controller, managed, redis_auth, redis_tls",
         "{F}:17:11: amis[1].name: duplicate AMI `redis` (first defined at line 14); expected unique names",
         "{F}:19:28: amis[1].image_ids.us-east-1: `ami-nothex` is not an AMI id; expected ami- and 8 or 17 hex digits",
         "{F}:21:17: amis[2].definition: no file {D}/../../amis/nothere.yaml; expected an AMI definition (amis/*.yaml)",

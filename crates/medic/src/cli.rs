@@ -451,12 +451,15 @@ struct Deployment {
     playbooks: Playbooks,
 }
 
-/// The playbooks the topology's machines use and its services' hooks, each once.
+/// The playbooks the topology's machines use and its services' hooks, each once. A deployment
+/// medic adopted (`managed: false`) is never configured by medic: only its hooks'.
 fn playbook_names(l: &LoadedTopology) -> Vec<&str> {
+    let managed = l.topology.managed();
     let mut names: Vec<&str> = l
         .topology
         .machines
         .iter()
+        .filter(|_| managed)
         .filter_map(|m| m.value.role.value.playbook())
         .chain(
             l.topology

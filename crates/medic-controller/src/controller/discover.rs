@@ -323,10 +323,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     continue;
                 };
                 let c = c.clone();
+                let managed = top.managed();
                 set.spawn(async move {
                     use medic_ssh::Remote as _;
-                    if let Err(e) = c.inner.ssh.run(&host, "true", Duration::from_secs(10)).await {
-                        tracing::warn!(machine = %name, error = %e, "No SSH session: this machine cannot be a first-hand witness, and runtime changes on it cannot be made permanent.");
+                    match c.inner.ssh.run(&host, "true", Duration::from_secs(10)).await {
+                        Ok(_) => {}
+                        Err(e) if managed => {
+                            tracing::warn!(machine = %name, error = %e, "No SSH session: this machine cannot be a first-hand witness, and runtime changes on it cannot be made permanent.");
+                        }
+                        // (An adopted deployment's runtime changes are never written by medic.)
+                        Err(e) => {
+                            tracing::info!(machine = %name, error = %e, "No SSH session: this machine cannot be a first-hand witness; its other observers are asked.");
+                        }
                     }
                 });
             }

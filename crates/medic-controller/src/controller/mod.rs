@@ -35,6 +35,7 @@ mod drive;
 mod group;
 mod history;
 mod latency;
+mod layout;
 mod metrics;
 mod operator;
 mod probe;
@@ -208,6 +209,8 @@ struct St {
     /// Per proxy machine, the servers whose haproxy.cfg line could not be written after a
     /// runtime change: the reconcile writes them from the runtime as it reads it.
     owed_writes: BTreeMap<String, std::collections::BTreeSet<medic_plan::ServerRef>>,
+    /// Per proxy machine, the backends found unlike the topology's, as last told.
+    layout_told: BTreeMap<String, std::collections::BTreeSet<String>>,
 }
 
 /// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
@@ -446,6 +449,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 writes: BTreeMap::new(),
                 started_ms: now_ms(),
                 owed_writes: BTreeMap::new(),
+                layout_told: BTreeMap::new(),
             }),
             notifier: RwLock::new(notifier),
             token,

@@ -95,7 +95,7 @@ pub fn repairs(
         let Some(st) = observed.shards.get(name) else {
             continue;
         };
-        let backend = medic_plan::vars::proxy_backend(name);
+        let backend = medic_plan::vars::proxy_backend(top, name);
         for sv in servers.iter().filter(|x| x.backend == backend) {
             let server = ServerRef {
                 backend: backend.clone(),
@@ -131,6 +131,16 @@ pub fn repairs(
     fences.extend(addresses);
     fences.extend(activations);
     fences
+}
+
+/// The server a runtime change acts on.
+fn changed_server(a: &Action) -> Option<&ServerRef> {
+    match a {
+        Action::FenceServer { server, .. }
+        | Action::ActivateServer { server, .. }
+        | Action::SetServerAddress { server, .. } => Some(server),
+        _ => None,
+    }
 }
 
 /// An operator's maintenance: not touched at all.
@@ -225,6 +235,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
+            // A backend unlike the topology's is never repaired: medic's names would miss.
+            let unlike = super::layout::mismatches(top, machine, &servers);
+            self.tell_layout(machine, &unlike);
             // What the routing should be is taken under the same lock as the idle check: a
             // recovery that ran while the proxies were read has changed it.
             let now = {
@@ -248,14 +261,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 address: Addr::Ip(ip),
                 port,
             };
-            let fixes = super::merged(
+            let fixes: Vec<Action> = super::merged(
                 repairs(top, &observed, &proxy, &servers, |s| {
                     up.iter().any(|u| u == s)
                 }),
                 super::service_repairs(top, &observed, &proxy, &servers, |s, m| {
                     services_up.iter().any(|(us, um)| us == s && um == m)
                 }),
-            );
+            )
+            .into_iter()
+            .filter(|a| {
+                !changed_server(a).is_some_and(|s| unlike.iter().any(|u| u.backend == s.backend))
+            })
+            .collect();
             if !fixes.is_empty() {
                 self.repair(machine, fixes).await;
             }
@@ -285,6 +303,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
     }
 
+    /// A critical alert for each backend of `machine` newly found unlike the topology's
+    /// (`layout`); one corrected and then broken again is told again.
+    fn tell_layout(&self, machine: &str, unlike: &[super::layout::Mismatch]) {
+        let now: std::collections::BTreeSet<String> =
+            unlike.iter().map(|u| u.message.clone()).collect();
+        let told = lock(&self.inner.st)
+            .layout_told
+            .insert(machine.to_owned(), now.clone())
+            .unwrap_or_default();
+        for message in now.difference(&told) {
+            tracing::error!(proxy = %machine, "{message}");
+            self.alert(AlertLevel::Critical, message.clone());
+        }
+    }
+
     /// An executor for the reconcile's own changes (no DNS, no recovery's state).
     fn repairer<'a>(
         &'a self,
@@ -309,6 +342,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// change) as its runtime says now (`servers`, just read): in maintenance or not, and
     /// where. Forgotten once written.
     async fn write_owed(&self, machine: &str, ip: IpAddr, port: u16, servers: &[ServerState]) {
+        if !self.top().topology.managed() {
+            return;
+        }
         let owed = match lock(&self.inner.st).owed_writes.get(machine) {
             Some(o) if !o.is_empty() => o.clone(),
             _ => return,
@@ -400,8 +436,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             }
         }
         // What was changed is then written into haproxy.cfg, so a reload keeps it (or, if
-        // that fails, by a later round: `write_owed`).
-        for write in medic_plan::persisting(&applied) {
+        // that fails, by a later round: `write_owed`). Not in an adopted deployment, whose
+        // haproxy.cfg is the operator's: there this repair is made again after a reload.
+        let writes = if loaded.topology.managed() {
+            medic_plan::persisting(&applied)
+        } else {
+            Vec::new()
+        };
+        for write in writes {
             let step = Step {
                 index: 0,
                 action: write,

@@ -34,7 +34,7 @@ pub fn service_repairs(
         let st = observed.services.get(name);
         let primary = st.map_or(s.primary.value.as_str(), |st| st.primary.as_str());
         let out = |m: &str| st.is_some_and(|st| st.out.contains(m));
-        let backend = medic_plan::vars::service_backend(name);
+        let backend = medic_plan::vars::service_backend(top, name);
         for sv in servers.iter().filter(|x| x.backend == backend) {
             let m = sv.server.as_str();
             if !s.machines().any(|x| x == m) {

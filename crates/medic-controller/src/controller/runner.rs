@@ -229,6 +229,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         plan: &medic_plan::Plan,
         unwritten: &std::collections::BTreeSet<usize>,
     ) {
+        // An adopted deployment's haproxy.cfg is the operator's: medic never writes it.
+        if !exec.topology.managed() {
+            return;
+        }
         let done = match lock(&self.inner.st).core.running.get(id) {
             Some(r) => r.done.difference(unwritten).copied().collect(),
             None => return,

@@ -305,7 +305,7 @@ impl View {
 /// fail now through a proxy the monitor host can read (the write probes themselves are the
 /// status's alone: [`View::of`]).
 fn routing_of(st: &St, top: &medic_topology::Topology, name: &str, now: u64) -> ShardRouting {
-    let backend = medic_plan::vars::proxy_backend(name);
+    let backend = medic_plan::vars::proxy_backend(top, name);
     let routes: Vec<serde_json::Value> = top
         .proxy_machines()
         .map(|p| reconcile::route_of(st, p, &backend, now))

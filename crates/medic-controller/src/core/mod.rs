@@ -521,6 +521,8 @@ fn recovery_id(key: &str, now_ms: u64) -> String {
 #[cfg(test)]
 mod active_tests;
 #[cfg(test)]
+mod adopt_tests;
+#[cfg(test)]
 mod holds_tests;
 #[cfg(test)]
 mod knock_tests;

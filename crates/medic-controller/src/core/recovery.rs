@@ -309,6 +309,11 @@ impl Core {
                 }
             }
             run.redo = run.plan.redo_on_resume(&run.done);
+            // An adopted deployment's runtime changes are never written into haproxy.cfg: a
+            // proxy reloaded while the controller was away may have undone any of them.
+            if !self.loaded.topology.managed() {
+                run.redo.extend(run.plan.runtime_changes_done(&run.done));
+            }
         }
         out.push(Output::Notify {
             event: "recovery_start",

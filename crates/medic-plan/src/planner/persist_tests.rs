@@ -167,7 +167,7 @@ fn no_haproxy_cfg_write_lies_on_the_failover_path() {
                     ),
                     Action::FenceServer { server, .. } => plan.steps[k..].iter().position(|s| {
                         matches!(&s.action, Action::ReplicaOf { server: r, .. }
-                            if r.machine == server.server && crate::vars::proxy_backend(&r.shard) == server.backend)
+                            if r.machine == server.server && medic_topology::adopt::default_shard_backend(&r.shard) == server.backend)
                     }),
                     _ => None,
                 };

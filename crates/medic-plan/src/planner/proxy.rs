@@ -94,6 +94,13 @@ impl<'a> Planner<'a> {
     /// to them), then proxies, then app proxies.
     pub(super) fn bootstrap(&mut self) {
         let top = self.top;
+        if !top.managed() {
+            self.alert(
+                AlertLevel::Critical,
+                "medic sets up nothing in a deployment it adopted (managed: false): its machines, configs and processes are the operator's".to_owned(),
+            );
+            return;
+        }
         for role in [Role::Redis, Role::Service, Role::Haproxy, Role::App] {
             let names: Vec<String> = top
                 .machines

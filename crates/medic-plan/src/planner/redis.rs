@@ -38,9 +38,12 @@ impl<'a> Planner<'a> {
                 refused.push(shard.name.value.clone());
             }
         }
+        // (Not in a deployment medic adopted, which it never terminates a machine of: there a
+        // proxy that could not be fenced blocks the promotion until it answers.)
         if let Some(at) = self.steps[before..]
             .iter()
             .position(|a| matches!(a, Action::PromoteReplica { .. }))
+            .filter(|_| self.top.managed())
         {
             let instance_id = self
                 .state
@@ -98,7 +101,7 @@ impl<'a> Planner<'a> {
         for (shard, _) in &servers {
             for proxy in self.proxies() {
                 let server = ServerRef {
-                    backend: vars::proxy_backend(&shard.name.value),
+                    backend: vars::proxy_backend(self.top, &shard.name.value),
                     server: machine.to_owned(),
                 };
                 self.push(Action::SetServerAddress {
@@ -193,6 +196,9 @@ impl<'a> Planner<'a> {
         let waits = self.follow_new_masters(&[shard], machine);
         let why = match self.no_restart {
             Some(why) => Some(why.to_owned()),
+            None if !self.top.managed() => Some(
+                "medic does not manage this deployment's processes (managed: false)".to_owned(),
+            ),
             None => (!self.top.policy.allows(Remedy::RestartProcess))
                 .then(|| "restart_process is not in policy.remediation".to_owned()),
         };
@@ -361,7 +367,7 @@ impl<'a> Planner<'a> {
         // The old master holds every write: its sessions need not be gone before the promotion.
         for proxy in self.proxies() {
             let server = ServerRef {
-                backend: vars::proxy_backend(shard_name),
+                backend: vars::proxy_backend(self.top, shard_name),
                 server: old.clone(),
             };
             self.push(Action::FenceServer {

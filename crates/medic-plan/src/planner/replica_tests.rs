@@ -134,7 +134,7 @@ fn other_replicas_follow_the_new_master() {
         assert_eq!(promoted.len(), 1, "{event}: {o:#?}");
         let activated = at(&|a| {
             matches!(a, Action::ActivateServer { server, .. }
-                if server.backend == vars::proxy_backend(shard) && server.server == new)
+                if server.backend == vars::proxy_backend(&top, shard) && server.server == new)
         });
         assert_eq!(activated.len(), 2, "{event}: {o:#?}");
         let routed = activated.iter().max().copied().unwrap();

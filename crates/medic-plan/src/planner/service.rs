@@ -285,7 +285,7 @@ impl<'a> Planner<'a> {
         }
         for proxy in self.proxies() {
             let server = ServerRef {
-                backend: crate::vars::service_backend(&s.name.value),
+                backend: crate::vars::service_backend(self.top, &s.name.value),
                 server: machine.to_owned(),
             };
             self.push(if up {

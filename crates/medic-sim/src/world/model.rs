@@ -204,6 +204,8 @@ pub struct Termination {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardLayout {
     pub port: u16,
+    /// Its backend on the proxies (the topology's name for it).
+    pub backend: String,
     /// The machines with a server of it, the topology's master first.
     pub machines: Vec<String>,
 }

@@ -152,6 +152,12 @@ pub(super) fn from_topology(loaded: &LoadedTopology) -> anyhow::Result<LabConfig
 
 async fn up(file: &Path, dep: &Deployment) -> anyhow::Result<ExitCode> {
     let top = &dep.loaded.topology;
+    if !top.managed() {
+        anyhow::bail!(
+            "{}: `managed: false`: medic adopted this deployment and sets up nothing in it",
+            file.display()
+        );
+    }
     let cfg = from_topology(&dep.loaded)?;
     let lab = Lab::new(cfg);
     let ssh = medic_ssh::Ssh::new(&lab.cfg.state_dir.join("known_hosts"))?;

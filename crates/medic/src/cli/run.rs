@@ -534,6 +534,12 @@ pub(super) fn up(file: &Path) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::from(1));
     };
     let top = &dep.loaded.topology;
+    if !top.managed() {
+        bail!(
+            "{}: `managed: false`: medic adopted this deployment and sets up nothing in it",
+            file.display()
+        );
+    }
     match &top.provider.value {
         Provider::Local(_) => bail!(
             "{}: a local topology is set up with `medic lab up {}`",

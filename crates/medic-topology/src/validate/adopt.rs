@@ -1,0 +1,105 @@
+//! Backend names from the topology, and `managed: false`: names HAProxy accepts, one backend
+//! per name on the proxies, and what an adopted deployment still needs SSH for.
+
+use std::collections::BTreeMap;
+
+use serde_saphyr::Location;
+
+use super::Ctx;
+use crate::adopt::is_backend_name;
+use crate::model::Reach;
+
+impl Ctx<'_, '_> {
+    pub(super) fn adopt(&mut self) {
+        let top = self.top;
+        // Every backend on the proxies, with where it is named (or its shard or service).
+        let mut backends: Vec<(String, Location, String)> = Vec::new();
+        for (i, s) in top.shards.iter().enumerate() {
+            let p = format!("shards[{i}].backend");
+            match &s.value.backend {
+                Some(b) => {
+                    self.backend_name(&b.value, b.referenced, &p);
+                    backends.push((b.value.clone(), b.referenced, p));
+                }
+                None => backends.push((
+                    top.shard_backend(&s.value.name.value),
+                    s.referenced,
+                    format!("shards[{i}]"),
+                )),
+            }
+        }
+        for (i, s) in top.services.iter().enumerate() {
+            let Some(x) = &s.value.proxy else { continue };
+            let p = format!("services[{i}].proxy.backend");
+            match &x.value.backend {
+                Some(b) => {
+                    self.backend_name(&b.value, b.referenced, &p);
+                    backends.push((b.value.clone(), b.referenced, p));
+                }
+                None => backends.push((
+                    top.service_backend(&s.value.name.value),
+                    x.referenced,
+                    format!("services[{i}].proxy"),
+                )),
+            }
+        }
+        let mut seen: BTreeMap<&str, (&Location, &str)> = BTreeMap::new();
+        for (name, at, p) in &backends {
+            // (Two of medic's own names are the same only for two shards of one name,
+            // reported as such.)
+            let named = |p: &str| p.ends_with(".backend");
+            if let Some((first, fp)) = seen
+                .get(name.as_str())
+                .filter(|(_, fp)| named(p) || named(fp))
+            {
+                self.d.error(
+                    *at,
+                    p.clone(),
+                    format!(
+                        "backend `{name}` is also {fp}'s (line {}); expected one backend per shard or service on the proxies",
+                        first.line()
+                    ),
+                );
+            } else {
+                seen.insert(name, (at, p));
+            }
+        }
+        self.unmanaged();
+    }
+
+    fn backend_name(&mut self, name: &str, at: Location, p: &str) {
+        if !is_backend_name(name) {
+            self.d.error(
+                at,
+                p,
+                format!(
+                    "`{}` is not a HAProxy backend name; expected 1 to 63 letters, digits, '-', '_', '.' or ':'",
+                    name.escape_debug()
+                ),
+            );
+        }
+    }
+
+    /// `managed: false`: what still goes through SSH is said, once, where it is configured.
+    fn unmanaged(&mut self) {
+        let top = self.top;
+        let Some(m) = top.managed.as_ref().filter(|m| !m.value) else {
+            return;
+        };
+        let api = &top.proxies.value.runtime_api;
+        if !top.proxies.value.machines.is_empty() && api.value.reach == Reach::Ssh {
+            self.d.warning(
+                api.referenced,
+                "proxies.runtime_api.reach",
+                "with `managed: false` medic still reaches each proxy's runtime API through SSH (`reach: ssh`, the default); expected `reach: network` for a failover that needs no SSH (the API then listens on the proxy's address: firewall it to the monitor hosts)",
+            );
+        }
+        if top.services.iter().any(|s| s.value.has_postgres_check()) {
+            self.d.warning(
+                m.referenced,
+                "managed",
+                "with `managed: false` a PostgreSQL service's old primary is still stopped (pg-stop) and rejoined (pg_rewind) over SSH, and a service's hooks run there; expected SSH to its machines",
+            );
+        }
+    }
+}
