@@ -163,6 +163,11 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
     notes.add(
         Verdict::Assumed,
         None,
+        "managed: false: medic adopts the deployment as it runs, failing over through the HAProxies' runtime API and the redis servers alone; it writes no haproxy.cfg, restarts no process and replaces no machine (docs/topology.md, \"Adopting a deployment\"); remove it once medic's playbooks have set the machines up",
+    );
+    notes.add(
+        Verdict::Assumed,
+        None,
         "provider static: medic fails over but launches no replacement; to replace machines from an AMI as a failover script does, use provider aws with amis (docs/topology.md)",
     );
     notes.add(
@@ -223,7 +228,7 @@ fn machines<'a>(
     for c in &rc.checks {
         if c.kind != "host" {
             let why = if c.kind == "process" {
-                "medic checks a server through its port on its machine (a `check host`), and restarts a dead one itself (policy.remediation restart_process)"
+                "medic checks a server through its port on its machine (a `check host`), and, in a deployment it manages, restarts a dead one itself (policy.remediation restart_process)"
             } else {
                 "resource checks are not medic's job: keep monit (or a node exporter and Prometheus) for them"
             };
@@ -573,7 +578,7 @@ fn frontends(
         Verdict::Assumed,
         proxies.first().map(|m| m.check.line),
         format!(
-            "the HAProxies' frontends serve the shards in port order ({}), with the runtime API on 127.0.0.1:9999 of each (medic's haproxy playbook sets it)",
+            "the HAProxies' frontends serve the shards in port order ({}); each HAProxy's runtime API is a TCP socket on its address, port 9999 (`stats socket ipv4@ADDRESS:9999 level admin`, firewalled to the monitor host); its backends are named as medic names them (redis-rPORT, the servers after the hosts): set each shard's `backend` to the name in haproxy.cfg",
             pairs
                 .iter()
                 .map(|(f, s)| format!("{f} → r{s}"))

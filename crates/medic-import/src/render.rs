@@ -66,7 +66,7 @@ pub(crate) fn yaml(
     let mut y = String::new();
     let _ = writeln!(
         y,
-        "name: {}\nprovider: static\nplaybooks: {}",
+        "name: {}\nprovider: static\nmanaged: false\nplaybooks: {}",
         q(name),
         q(&opts.playbooks)
     );
@@ -109,7 +109,7 @@ pub(crate) fn yaml(
     if !proxies.is_empty() {
         let _ = writeln!(
             y,
-            "\nproxies:\n  machines: [{}]\n  runtime_api: {{port: 9999}}\n  frontends:",
+            "\nproxies:\n  machines: [{}]\n  runtime_api: {{port: 9999, reach: network}}\n  frontends:",
             proxies.join(", ")
         );
         for (f, s) in frontends {
@@ -126,7 +126,7 @@ pub(crate) fn yaml(
         format!("{{interval: {interval_s}s, timeout: {timeout_ms}ms, fall: {fall}, rise: 2}}");
     let _ = writeln!(
         y,
-        "\nchecks:\n  redis: {check}\n  haproxy: {check}\n\npolicy:\n  remediation: [restart_process, failover]\n\ncontroller:\n  listen: 127.0.0.1:7600\n  state_dir: /var/lib/medic"
+        "\nchecks:\n  redis: {check}\n  haproxy: {check}\n\npolicy:\n  remediation: [failover]\n\ncontroller:\n  listen: 127.0.0.1:7600\n  state_dir: /var/lib/medic"
     );
     y
 }
