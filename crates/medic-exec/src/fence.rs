@@ -113,7 +113,9 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         match self.topology.service(service) {
             Some(s) if s.proxy.is_some() && !s.active_active() => {
                 let backend = medic_plan::vars::service_backend(self.topology, service);
-                self.ensure_fenced(index, kind, &backend, promoted).await
+                self.ensure_fenced(index, kind, &backend, promoted).await?;
+                self.ensure_backend_clear(index, kind, &backend, promoted)
+                    .await
             }
             _ => Ok(()),
         }

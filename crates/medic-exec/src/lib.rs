@@ -20,165 +20,27 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use medic_cloud::{Cloud, CloudError, Dns, upsert_and_wait, wait_port, wait_running};
-use medic_haproxy::{AdminState, HaproxyError, ProxyApi as _, RuntimeApi};
-use medic_plan::{Action, Addr, Plan, ProxyApi, ServerRef, Step, StepOutput};
+use medic_cloud::{Cloud, Dns, upsert_and_wait, wait_port, wait_running};
+use medic_plan::{Action, Addr, Plan, Step, StepOutput};
 use medic_playbook::Playbooks;
 use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
-use medic_ssh::{Host, HostKeys, PlaybookError, Ssh, SshError};
+use medic_ssh::{Host, HostKeys, Ssh};
 use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
+mod adopted;
+mod error;
 mod fence;
 mod hook;
 mod persist;
 pub mod pg_follow;
 mod pg_rejoin;
 pub mod postgres;
+mod proxy_change;
 mod reach;
+pub use error::ExecError;
 pub use fence::Unfenced;
+use proxy_change::ProxyChange;
 pub use reach::proxy_api;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    #[error("step {index} ({kind}): {source}")]
-    Cloud {
-        index: usize,
-        kind: &'static str,
-        #[source]
-        source: CloudError,
-    },
-    #[error("step {index} ({kind}): {source}")]
-    Playbook {
-        index: usize,
-        kind: &'static str,
-        #[source]
-        source: Box<PlaybookError>,
-    },
-    #[error("step {index} ({kind}): {source}")]
-    Ssh {
-        index: usize,
-        kind: &'static str,
-        #[source]
-        source: Box<SshError>,
-    },
-    #[error("step {index} ({kind}): on {machine}: exit {}: {stderr}", status.map_or("signal".to_owned(), |c| c.to_string()))]
-    Command {
-        index: usize,
-        kind: &'static str,
-        machine: String,
-        status: Option<i32>,
-        stderr: String,
-    },
-    #[error(
-        "step {index} ({kind}): the address of {machine} is not known: no step launched it and the topology gives none"
-    )]
-    UnknownAddress {
-        index: usize,
-        kind: &'static str,
-        machine: String,
-    },
-    #[error(
-        "step {index} (launch): {machine}'s instance {instance} showed no SSH host key within {after:?}; with ssh.host_keys: strict it cannot be verified (the console output carries the keys once cloud-init has run)"
-    )]
-    NoHostKey {
-        index: usize,
-        machine: String,
-        instance: String,
-        after: Duration,
-    },
-    #[error(
-        "step {index} (playbook): the secret `{user}` (a redis_auth user's password or a redis_tls file) was not read when medic started"
-    )]
-    NoSecret { index: usize, user: String },
-    #[error("step {index} ({kind}): playbook `{playbook}` is not loaded")]
-    NoPlaybook {
-        index: usize,
-        kind: &'static str,
-        playbook: String,
-    },
-    #[error(
-        "step {index}: `{kind}` steps are run by the controller (`medic run`), not by this executor"
-    )]
-    Unsupported { index: usize, kind: &'static str },
-    #[error(
-        "step {index} ({kind}): the topology says `managed: false`: medic writes no haproxy.cfg, runs no role's playbook and launches or terminates no machine in a deployment it adopted (this step was planned before the topology said so)"
-    )]
-    Unmanaged { index: usize, kind: &'static str },
-    #[error("step {index} (dns): no DNS provider is configured for this run")]
-    NoDns { index: usize },
-    #[error("step {index} ({kind}): {source}")]
-    Haproxy {
-        index: usize,
-        kind: &'static str,
-        #[source]
-        source: Box<HaproxyError>,
-    },
-    #[error("step {index} ({kind}): {service}@{machine}: {message}")]
-    Postgres {
-        index: usize,
-        kind: &'static str,
-        service: String,
-        machine: String,
-        message: String,
-        /// Asking again cannot help (a login or a right refused).
-        lasting: bool,
-    },
-    #[error("step {index} ({kind}): {source}")]
-    Redis {
-        index: usize,
-        kind: &'static str,
-        #[source]
-        source: Box<RedisError>,
-    },
-    #[error(
-        "step {index} ({kind}): promotion blocked: {missed} could not be fenced (its runtime API does not answer) and the old master's (or primary's) machine was not fenced at its source; medic will not make a second one reachable"
-    )]
-    Unfenced {
-        index: usize,
-        kind: &'static str,
-        missed: String,
-    },
-    #[error("step {index} ({kind}): {machine}: {message}")]
-    ProxyConfig {
-        index: usize,
-        kind: &'static str,
-        machine: String,
-        message: String,
-    },
-}
-
-impl ExecError {
-    /// Whether trying the step again may help (a timeout, a connection, throttling), as
-    /// opposed to a refusal that will not change (bad input, an unknown server).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            ExecError::Cloud { source, .. } => !matches!(
-                source,
-                CloudError::Unauthorized { .. }
-                    | CloudError::NotFound { .. }
-                    | CloudError::Invalid { .. }
-            ),
-            ExecError::Haproxy { source, .. } => !matches!(
-                **source,
-                HaproxyError::Rejected { .. } | HaproxyError::UnknownServer { .. }
-            ),
-            ExecError::Postgres { lasting, .. } => !lasting,
-            ExecError::Redis { .. }
-            | ExecError::Ssh { .. }
-            | ExecError::Playbook { .. }
-            | ExecError::ProxyConfig { .. }
-            | ExecError::Unfenced { .. }
-            | ExecError::Command { .. }
-            | ExecError::NoHostKey { .. } => true,
-            ExecError::UnknownAddress { .. }
-            | ExecError::Unmanaged { .. }
-            | ExecError::NoPlaybook { .. }
-            | ExecError::NoSecret { .. }
-            | ExecError::Unsupported { .. }
-            | ExecError::NoDns { .. } => false,
-        }
-    }
-}
 
 /// Where the haproxy and app-proxy playbooks write HAProxy's configuration.
 pub const HAPROXY_CFG: &str = "/etc/haproxy/haproxy.cfg";
@@ -284,15 +146,6 @@ pub struct Done {
     pub summary: String,
     pub duration: Duration,
     pub output: StepOutput,
-}
-
-/// A runtime API change (a later `PersistProxyConfig` step writes it into haproxy.cfg).
-#[derive(Debug, Clone, Copy)]
-enum ProxyChange {
-    /// Maintenance and sessions shut; `true`: wait until none is left.
-    Fence(bool),
-    Activate,
-    Address(SocketAddr),
 }
 
 impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
@@ -767,6 +620,8 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 let backend = medic_plan::vars::proxy_backend(self.topology, &server.shard);
                 self.ensure_fenced(index, kind, &backend, &server.machine)
                     .await?;
+                self.ensure_backend_clear(index, kind, &backend, &server.machine)
+                    .await?;
                 let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
                 let redis_err = redis_err(index, kind);
                 self.redis.replicaof(at, None).await.map_err(&redis_err)?;
@@ -961,181 +816,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 found
             }
         })
-    }
-
-    /// `change` through `api`; `lingering` says what a fence found still closing.
-    async fn change_through(
-        &self,
-        api: &RuntimeApi,
-        server: &ServerRef,
-        change: ProxyChange,
-        lingering: &mut Option<String>,
-    ) -> Result<(), HaproxyError> {
-        match change {
-            ProxyChange::Fence(false) => match api.set_state(server, AdminState::Maint).await {
-                Ok(()) => {
-                    // HAProxy answers `shutdown sessions` only once the streams are gone (a
-                    // held client's takes ~200 ms). Nothing waits for it here: the old master
-                    // holds every write and becomes a replica before it lets them go.
-                    let (api, command) =
-                        (api.clone(), medic_haproxy::cmd::shutdown_sessions(server));
-                    tokio::spawn(async move {
-                        if let Err(e) = api.send(&command).await {
-                            tracing::warn!(error = %e, "shutdown sessions");
-                        }
-                    });
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-            ProxyChange::Fence(true) => match api.set_state(server, AdminState::Maint).await {
-                Ok(()) => match api.shutdown_sessions(server).await {
-                    // In maintenance (read back), HAProxy sends it nothing new; a session that
-                    // outlives the shutdown is one still connecting to a silent server, which
-                    // can deliver nothing. Say so rather than fail the failover over it.
-                    Err(HaproxyError::NotApplied { found, .. }) => {
-                        *lingering = Some(found);
-                        Ok(())
-                    }
-                    other => other,
-                },
-                Err(e) => Err(e),
-            },
-            ProxyChange::Activate => api.set_state(server, AdminState::Ready).await,
-            ProxyChange::Address(to) => api.set_addr(server, to.ip(), to.port()).await,
-        }
-    }
-
-    /// One HAProxy change through the runtime API, read back.
-    async fn proxy_change(
-        &mut self,
-        index: usize,
-        kind: &'static str,
-        proxy: &ProxyApi,
-        server: &ServerRef,
-        change: ProxyChange,
-    ) -> Result<(String, bool), ExecError> {
-        let ip = self.resolve(index, kind, &proxy.address)?;
-        if self.unfenced.unreachable.contains(&proxy.machine) {
-            return Ok((
-                format!(
-                    "{}: skipped, its runtime API at {ip}:{} does not answer (an earlier step of this recovery found so)",
-                    proxy.machine, proxy.port
-                ),
-                true,
-            ));
-        }
-        let haproxy_err = |source| ExecError::Haproxy {
-            index,
-            kind,
-            source: Box::new(source),
-        };
-        let mut lingering = None;
-        // A proxy the checks see down is tried all the same, only not for as long.
-        let suspect = self.unfenced.suspect.contains(&proxy.machine);
-        let (reach_within, command_within) = if suspect {
-            (SUSPECT_WITHIN * 2, SUSPECT_WITHIN)
-        } else {
-            (RUNTIME_API_TIMEOUT * 4, RUNTIME_API_TIMEOUT)
-        };
-        let api = match tokio::time::timeout(
-            reach_within,
-            proxy_api(self.ssh, self.topology, &proxy.machine, ip, proxy.port),
-        )
-        .await
-        {
-            Ok(api) => api,
-            Err(_) => Err(HaproxyError::Timeout {
-                endpoint: medic_haproxy::Endpoint::Tcp(SocketAddr::new(ip, proxy.port)),
-                command: "reaching the runtime API over SSH".to_owned(),
-                after: reach_within,
-            }),
-        };
-        let result = match api {
-            Err(e) => Err(e),
-            Ok(mut api) => {
-                api.timeout = command_within;
-                self.change_through(&api, server, change, &mut lingering)
-                    .await
-            }
-        };
-        self.unfenced.suspect.remove(&proxy.machine);
-        match result {
-            Ok(()) => {}
-            // A proxy whose haproxy.cfg predates a service's `proxy` (a topology reloaded
-            // since) has no backend for it: it sends no client to any of its servers, so a
-            // fence holds there; an activation cannot be made (skipped: the recovery ends
-            // incomplete) until the proxy is configured again.
-            // (Not in a deployment medic adopted: there the operator's haproxy.cfg is
-            // expected to have every backend, and a name that misses is a fence not made.)
-            Err(HaproxyError::Rejected { message, .. })
-                if self.topology.managed()
-                    && self.topology.service_of_backend(&server.backend).is_some()
-                    && message.starts_with("No such") =>
-            {
-                let fence = matches!(change, ProxyChange::Fence(_));
-                return Ok((
-                    format!(
-                        "{}: has no {server} ({message:?}): it does not route the service — its haproxy.cfg predates the service's `proxy`; `medic recover {}` configures it{}",
-                        proxy.machine,
-                        proxy.machine,
-                        if fence {
-                            "; nothing to fence there"
-                        } else {
-                            ""
-                        }
-                    ),
-                    !fence,
-                ));
-            }
-            // A proxy that does not answer is down: it is replaced and configured from the
-            // current state, so the recovery goes on without it.
-            // (Over SSH, a forwarded connection the machine refused comes back as a closed or
-            // broken reply: the API cannot be asked either.)
-            Err(
-                e @ (HaproxyError::Connect { .. }
-                | HaproxyError::Timeout { .. }
-                | HaproxyError::Io {
-                    endpoint: medic_haproxy::Endpoint::Unix(_),
-                    ..
-                }),
-            ) => {
-                tracing::warn!(
-                    step = index,
-                    proxy = %proxy.machine,
-                    server = %server,
-                    error = %e,
-                    "HAProxy runtime API does not answer; skipped."
-                );
-                self.unfenced.unreachable.insert(proxy.machine.clone());
-                return Ok((
-                    format!(
-                        "{}: skipped, its runtime API at {ip}:{} does not answer",
-                        proxy.machine, proxy.port
-                    ),
-                    true,
-                ));
-            }
-            Err(e) => return Err(haproxy_err(e)),
-        }
-        // (haproxy.cfg is written by a later step, once the traffic has moved.)
-        let summary = format!(
-            "{}: {} {}",
-            proxy.machine,
-            server,
-            match (change, lingering) {
-                (ProxyChange::Fence(_), Some(found)) => format!(
-                    "in maintenance, sessions shut ({found} still closing: connections to a silent server)"
-                ),
-                (ProxyChange::Fence(true), None) => "in maintenance, sessions shut".to_owned(),
-                (ProxyChange::Fence(false), None) => {
-                    "in maintenance, sessions being shut".to_owned()
-                }
-                (ProxyChange::Activate, _) => "ready".to_owned(),
-                (ProxyChange::Address(to), _) => format!("at {to}"),
-            }
-        );
-        Ok((summary, false))
     }
 
     /// Runs a whole plan, calling `progress` after each step.
