@@ -168,7 +168,11 @@ pub fn observers(
                         (Some(ip), Some(f)) => Some(Passive::Proxy(
                             a.machine.value.clone(),
                             SocketAddr::new(ip, a.runtime_api.value.port.value),
-                            medic_plan::vars::app_backend(&f.value.shard.value),
+                            medic_plan::vars::app_backend(
+                                top,
+                                &a.machine.value,
+                                &f.value.shard.value,
+                            ),
                         )),
                         _ => None,
                     },

@@ -163,7 +163,7 @@ pub fn draft(rc: &Monitrc, hosts: &BTreeMap<String, IpAddr>, opts: &Options) -> 
     notes.add(
         Verdict::Assumed,
         None,
-        "managed: false: medic adopts the deployment as it runs, failing over through the HAProxies' runtime API and the redis servers alone; it writes no haproxy.cfg, restarts no process and replaces no machine (docs/topology.md, \"Adopting a deployment\"); remove it once medic's playbooks have set the machines up",
+        "managed: false: medic adopts the deployment as it runs, failing over through the HAProxies' runtime API and the redis servers alone; it writes no haproxy.cfg, restarts no redis and replaces no machine (docs/topology.md, \"Adopting a deployment\")",
     );
     notes.add(
         Verdict::Assumed,

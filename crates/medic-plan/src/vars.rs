@@ -18,9 +18,10 @@ pub fn proxy_backend(top: &Topology, shard: &str) -> String {
     top.shard_backend(shard)
 }
 
-/// The backend on an app proxy that serves `shard`.
-pub fn app_backend(shard: &str) -> String {
-    format!("app-{shard}")
+/// The backend on the app proxy on `machine` that serves `shard`: its frontend's `backend`,
+/// else medic's name (`app-SHARD`).
+pub fn app_backend(top: &Topology, machine: &str, shard: &str) -> String {
+    top.app_backend(machine, shard)
 }
 
 /// The backend on a proxy machine that serves `service` (its `proxy`): its `proxy.backend`,
@@ -302,7 +303,7 @@ pub fn app_proxy_vars(
             Some(json!({
                 "shard": shard,
                 "listen": f.value.listen.value,
-                "backend": app_backend(shard),
+                "backend": app_backend(top, &app.machine.value, shard),
                 "servers": servers,
             }))
         })

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
-use medic_plan::vars::{self, app_backend};
+use medic_plan::vars;
 use medic_plan::{Addr, ObservedState};
 use medic_topology::{Role, Topology};
 
@@ -32,6 +32,8 @@ pub struct World {
     pub shards: BTreeMap<String, ShardLayout>,
     /// Each app machine (one client on it) and the shards it writes to.
     pub clients: BTreeMap<String, Vec<String>>,
+    /// Each (app machine, shard)'s backend on the app proxy (the topology's name for it).
+    pub app_backends: BTreeMap<(String, String), String>,
     /// Every instance ever launched, in launch order.
     pub instances: Vec<Instance>,
     /// Directed cuts `(from, to)`: `from` cannot reach `to`.
@@ -67,6 +69,7 @@ impl World {
             roles: BTreeMap::new(),
             shards: BTreeMap::new(),
             clients: BTreeMap::new(),
+            app_backends: BTreeMap::new(),
             instances: Vec::new(),
             cuts: BTreeSet::new(),
             dns: BTreeMap::new(),
@@ -105,6 +108,12 @@ impl World {
                 .iter()
                 .map(|f| f.value.shard.value.clone())
                 .collect();
+            for f in &a.frontends {
+                let shard = f.value.shard.value.clone();
+                let backend = top.app_backend(&a.machine.value, &shard);
+                w.app_backends
+                    .insert((a.machine.value.clone(), shard), backend);
+            }
             w.clients.insert(a.machine.value.clone(), shards);
         }
         for m in top.machines.iter().map(|m| &m.value) {
@@ -361,7 +370,11 @@ impl World {
             .ok_or("no app proxy runs")?;
         let lines = px
             .backends
-            .get(&app_backend(shard))
+            .get(
+                self.app_backends
+                    .get(&(client.to_owned(), shard.to_owned()))
+                    .ok_or("no app frontend for the shard")?,
+            )
             .ok_or("no app backend")?;
         let up = |l: &&ServerLine| -> Option<usize> {
             let p = self.at(self.line_addr(l))?;

@@ -16,6 +16,11 @@ pub fn default_service_backend(service: &str) -> String {
     format!("service-{service}")
 }
 
+/// medic's own name for the backend on an app proxy that serves `shard`.
+pub fn default_app_backend(shard: &str) -> String {
+    format!("app-{shard}")
+}
+
 /// Whether `name` can be a HAProxy backend's name as it is: letters, digits, `-`, `_`, `.`
 /// and `:` (HAProxy's identifier characters), at most 63 of them.
 pub fn is_backend_name(name: &str) -> bool {
@@ -47,6 +52,22 @@ impl Topology {
             .and_then(|s| s.proxy.as_ref())
             .and_then(|p| p.value.backend.as_ref())
             .map_or_else(|| default_service_backend(service), |b| b.value.clone())
+    }
+
+    /// The backend on the app proxy on `machine` that serves `shard`: its frontend's
+    /// `backend`, else medic's name.
+    pub fn app_backend(&self, machine: &str, shard: &str) -> String {
+        self.app_proxies
+            .iter()
+            .find(|a| a.value.machine.value == machine)
+            .and_then(|a| {
+                a.value
+                    .frontends
+                    .iter()
+                    .find(|f| f.value.shard.value == shard)
+            })
+            .and_then(|f| f.value.backend.as_ref())
+            .map_or_else(|| default_app_backend(shard), |b| b.value.clone())
     }
 
     /// The service whose backend on the proxies is `backend`, if any.

@@ -67,7 +67,7 @@ pub struct Topology {
     pub controller: Controller,
     /// `false`: an existing deployment medic adopts (`crate::adopt`). medic moves roles and
     /// traffic through the runtime APIs and the data stores, and never writes haproxy.cfg,
-    /// runs a role's playbook, restarts a process or launches or terminates a machine.
+    /// runs a role's playbook, restarts a dead redis or launches or terminates a machine.
     /// Default `true`.
     #[serde(default)]
     #[schemars(with = "Option<bool>")]
@@ -405,6 +405,11 @@ pub struct Frontend {
     pub listen: Spanned<u16>,
     #[schemars(with = "String")]
     pub shard: Spanned<String>,
+    /// An app proxy's backend for the shard (default `app-SHARD`): for a haproxy.cfg medic
+    /// did not write. Not in `proxies.frontends`, whose backend is the shard's `backend`.
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub backend: Option<Spanned<String>>,
 }
 
 /// The HAProxy parameters the playbook renders. Their defaults are medic's recommendation;

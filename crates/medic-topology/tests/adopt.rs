@@ -120,3 +120,41 @@ fn an_adopted_deployment_reaching_its_proxies_through_ssh_is_warned_of() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn an_app_proxy_s_backends_are_named_by_its_frontends_and_the_proxies_by_the_shards() {
+    let named = |t: String| {
+        adopted(t).replace(
+            "      - {listen: 7001, shard: r9001}",
+            "      - {listen: 7001, shard: r9001, backend: be_app}",
+        )
+    };
+    let loaded = load(named).unwrap();
+    assert_eq!(loaded.topology.app_backend("app", "r9001"), "be_app");
+    assert_eq!(loaded.topology.app_backend("app", "r9002"), "app-r9002");
+    let errors = load(|t| {
+        named(t)
+            .replace(
+                "      - {listen: 7002, shard: r9002}",
+                "      - {listen: 7002, shard: r9002, backend: be_app}",
+            )
+            .replace(
+                "    - {listen: 8001, shard: r9001}",
+                "    - {listen: 8001, shard: r9001, backend: bk_cache}",
+            )
+    })
+    .err()
+    .unwrap();
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "proxies.frontends[0].backend: the proxies' backend of a shard is named by the shard's `backend`"
+        )),
+        "{errors:?}"
+    );
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "app_proxies[0].frontends[1].backend: backend `be_app` is also app_proxies[0].frontends[0].backend's"
+        )),
+        "{errors:?}"
+    );
+}

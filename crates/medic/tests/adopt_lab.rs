@@ -10,9 +10,9 @@
 //!   gives it back to medic's monitoring: medic keeps it fenced and makes it a replica. Every
 //!   acknowledged write reads back through the proxy; haproxy.cfg is the operator's, byte for
 //!   byte; no step of any recovery needed SSH.
-//! - The operator's servers named otherwise than the machines: medic leaves that backend
-//!   alone (no repair fences the real master) and says so, and when the master dies its fence
-//!   cannot be made, so nothing is promoted.
+//! - The replica's server named otherwise than its machine: medic leaves that backend alone
+//!   (no repair touches it) and says so, and when the master dies the read-back before the
+//!   promotion finds no server for the replica: nothing is promoted.
 
 #![allow(
     clippy::unwrap_used,
@@ -381,27 +381,33 @@ fn an_adopted_deployment_fails_over_through_the_runtime_api_and_redis_alone() {
         written,
         "medic changed the operator's haproxy.cfg"
     );
+    // The operator's backend matched the topology throughout: no alert said otherwise.
+    let told = a.hook.bodies_text();
+    assert!(
+        !told.contains("has no backend") && !told.contains("has the servers"),
+        "{told}"
+    );
 }
 
 #[test]
-fn servers_named_otherwise_than_the_machines_are_left_alone_and_block_a_promotion() {
-    let a = Adopted::start(["cache1", "cache2"]);
+fn a_server_named_otherwise_than_its_machine_is_left_alone_and_blocks_the_promotion() {
+    // The replica's server is `cache2`, not `redis2`.
+    let a = Adopted::start(["redis1", "cache2"]);
     wait_until(
         "a critical alert naming the operator's servers",
         Duration::from_secs(15),
         Duration::from_millis(100),
         || {
             let told = a.hook.bodies_text();
-            if told.contains("has the servers cache1, cache2 for shard cache") {
+            if told.contains("has the servers cache2, redis1 for shard cache") {
                 Ok(())
             } else {
                 Err(format!("webhooks: {told}\n{}", a.logs()))
             }
         },
     );
-    // The reconcile reads the proxy again (its reading time moves on) and still leaves the
-    // master's server ready: it is no machine medic knows, but fencing it would cut the
-    // shard off.
+    // The reconcile reads the proxy again (its reading time moves on) and leaves the backend
+    // as it is: `cache2` is no machine it knows.
     let read_ms = |a: &Adopted| a.shard()["routes"][0]["read_ms"].as_u64();
     let first = read_ms(&a);
     wait_until(
@@ -415,14 +421,15 @@ fn servers_named_otherwise_than_the_machines_are_left_alone_and_block_a_promotio
     );
     assert_eq!(
         a.routing(),
-        [("cache1".to_owned(), false), ("cache2".to_owned(), true)]
+        [("redis1".to_owned(), false), ("cache2".to_owned(), true)]
     );
 
-    // The master dies: its fence cannot be made there ("No such server"), so the replica is
-    // not promoted (the proxy may still send clients to a server medic cannot fence).
+    // The master dies. Its fence is made, but the read-back before the promotion finds no
+    // server for redis2 on the proxy: nothing is promoted (a master no proxy could send
+    // clients to, behind a backend medic does not know).
     a.master.proc.signal("KILL");
     wait_until(
-        "the recovery stopped at its fence",
+        "the recovery stopped before the promotion",
         Duration::from_secs(30),
         Duration::from_millis(100),
         || {
@@ -434,13 +441,13 @@ fn servers_named_otherwise_than_the_machines_are_left_alone_and_block_a_promotio
                         .is_some_and(|o| o != "completed")
             });
             match stopped {
-                Some(r) if r.to_string().contains("No such server") => Ok(()),
+                Some(r) if r.to_string().contains("has no server bk_cache/redis2") => Ok(()),
                 _ => Err(format!("history: {h:?}\n{}", a.logs())),
             }
         },
     );
     let done = done_kinds(&a.history());
-    assert!(done.iter().any(|k| k == "unmonitor"), "{done:?}");
+    assert!(done.iter().any(|k| k == "fence"), "{done:?}");
     assert!(!done.iter().any(|k| k == "promote"), "{done:?}");
     assert!(
         a.replica.cli(&["ROLE"]).starts_with("slave"),

@@ -110,7 +110,9 @@ pub fn repairs(
                     wait_sessions: false,
                 });
             }
-            if let Some(ip) = observed.address(&sv.server)
+            // (Not in an adopted deployment: medic moves no machine there, and the operator's
+            // proxies may reach the servers at addresses of their own.)
+            if let Some(ip) = observed.address(&sv.server).filter(|_| top.managed())
                 && (sv.addr.parse::<IpAddr>().ok() != Some(ip) || sv.port != s.port.value)
             {
                 addresses.push(Action::SetServerAddress {
@@ -165,7 +167,7 @@ pub fn app_repairs(
             continue;
         }
         for f in a.frontends.iter().map(|f| &f.value) {
-            let backend = medic_plan::vars::app_backend(&f.shard.value);
+            let backend = medic_plan::vars::app_backend(top, &a.machine.value, &f.shard.value);
             for sv in servers.iter().filter(|x| x.backend == backend) {
                 let configured = sv.server == a.primary.value || sv.server == a.backup.value;
                 if configured && !sv.is_ready() && proxy_up(&sv.server) {
@@ -271,7 +273,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             )
             .into_iter()
             .filter(|a| {
-                !changed_server(a).is_some_and(|s| unlike.iter().any(|u| u.backend == s.backend))
+                !changed_server(a)
+                    .is_some_and(|s| unlike.iter().any(|u| u.blocks && u.backend == s.backend))
             })
             .collect();
             if !fixes.is_empty() {
@@ -290,13 +293,23 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
+            let unlike = super::layout::mismatches(top, machine, &servers);
+            self.tell_layout(machine, &unlike);
             self.write_owed(machine, ip, port, &servers).await;
             let app = ProxyApi {
                 machine: machine.to_owned(),
                 address: Addr::Ip(ip),
                 port,
             };
-            let fixes = app_repairs(top, &app, &servers, |p| proxies_up.iter().any(|u| u == p));
+            let fixes: Vec<Action> =
+                app_repairs(top, &app, &servers, |p| proxies_up.iter().any(|u| u == p))
+                    .into_iter()
+                    .filter(|a| {
+                        !changed_server(a).is_some_and(|s| {
+                            unlike.iter().any(|u| u.blocks && u.backend == s.backend)
+                        })
+                    })
+                    .collect();
             if !fixes.is_empty() {
                 self.repair(machine, fixes).await;
             }
@@ -310,11 +323,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             unlike.iter().map(|u| u.message.clone()).collect();
         let told = lock(&self.inner.st)
             .layout_told
-            .insert(machine.to_owned(), now.clone())
+            .insert(machine.to_owned(), now)
             .unwrap_or_default();
-        for message in now.difference(&told) {
-            tracing::error!(proxy = %machine, "{message}");
-            self.alert(AlertLevel::Critical, message.clone());
+        for u in unlike.iter().filter(|u| !told.contains(&u.message)) {
+            if u.blocks {
+                tracing::error!(proxy = %machine, "{}", u.message);
+                self.alert(AlertLevel::Critical, u.message.clone());
+            } else {
+                tracing::warn!(proxy = %machine, "{}", u.message);
+                self.alert(AlertLevel::Warning, u.message.clone());
+            }
         }
     }
 

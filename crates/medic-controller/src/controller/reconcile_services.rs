@@ -57,7 +57,7 @@ pub fn service_repairs(
                     wait_sessions: false,
                 });
             }
-            if let Some(ip) = observed.address(m)
+            if let Some(ip) = observed.address(m).filter(|_| top.managed())
                 && (sv.addr.parse::<IpAddr>().ok() != Some(ip) || sv.port != s.port.value)
             {
                 addresses.push(Action::SetServerAddress {

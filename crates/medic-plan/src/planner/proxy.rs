@@ -82,7 +82,11 @@ impl<'a> Planner<'a> {
             for f in &app.frontends {
                 let shard = &f.value.shard.value;
                 if let Some(port) = vars::proxy_port(self.top, shard) {
-                    out.push((api.clone(), vars::app_backend(shard), port));
+                    out.push((
+                        api.clone(),
+                        vars::app_backend(self.top, &app.machine.value, shard),
+                        port,
+                    ));
                 }
             }
         }

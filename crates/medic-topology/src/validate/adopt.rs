@@ -64,6 +64,40 @@ impl Ctx<'_, '_> {
                 seen.insert(name, (at, p));
             }
         }
+        for (i, f) in top.proxies.value.frontends.iter().enumerate() {
+            if let Some(b) = &f.value.backend {
+                self.d.error(
+                    b.referenced,
+                    format!("proxies.frontends[{i}].backend"),
+                    "the proxies' backend of a shard is named by the shard's `backend`; expected it there (a frontend's `backend` is an app proxy's)",
+                );
+            }
+        }
+        for (i, a) in top.app_proxies.iter().enumerate() {
+            let mut seen: BTreeMap<String, String> = BTreeMap::new();
+            for (j, f) in a.value.frontends.iter().enumerate() {
+                let p = format!("app_proxies[{i}].frontends[{j}].backend");
+                let name = match &f.value.backend {
+                    Some(b) => {
+                        self.backend_name(&b.value, b.referenced, &p);
+                        b.value.clone()
+                    }
+                    None => crate::adopt::default_app_backend(&f.value.shard.value),
+                };
+                let at = f
+                    .value
+                    .backend
+                    .as_ref()
+                    .map_or(f.referenced, |b| b.referenced);
+                if let Some(first) = seen.insert(name.clone(), p.clone()) {
+                    self.d.error(
+                        at,
+                        p,
+                        format!("backend `{name}` is also {first}'s; expected one backend per frontend on an app proxy"),
+                    );
+                }
+            }
+        }
         self.unmanaged();
     }
 
