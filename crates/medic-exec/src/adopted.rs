@@ -41,12 +41,18 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             api.timeout = RUNTIME_API_TIMEOUT;
             let servers = match api.servers(Some(backend)).await {
                 Ok(s) => s,
-                Err(HaproxyError::Rejected { message, .. }) => {
-                    wrong.push(format!("{machine} has no backend {backend} ({message:?})"));
+                // Not answering now: its fences were read back when made.
+                Err(
+                    HaproxyError::Connect { .. }
+                    | HaproxyError::Timeout { .. }
+                    | HaproxyError::Io { .. },
+                ) => continue,
+                // It answers, but not with the backend ("Can't find backend." does not parse
+                // as servers): never taken for a clear one.
+                Err(e) => {
+                    wrong.push(format!("{machine} has no readable backend {backend} ({e})"));
                     continue;
                 }
-                // Not answering now: its fences were read back when made.
-                Err(_) => continue,
             };
             if !servers.iter().any(|s| s.server == promoted) {
                 wrong.push(format!("{machine} has no server {backend}/{promoted}"));

@@ -158,3 +158,26 @@ fn an_app_proxy_s_backends_are_named_by_its_frontends_and_the_proxies_by_the_sha
         "{errors:?}"
     );
 }
+
+#[test]
+fn an_app_proxy_whose_frontends_name_backends_has_one_frontend_per_shard() {
+    let errors = load(|t| {
+        adopted(t)
+            .replace(
+                "      - {listen: 7001, shard: r9001}",
+                "      - {listen: 7001, shard: r9001, backend: be_a}",
+            )
+            .replace(
+                "      - {listen: 7002, shard: r9002}",
+                "      - {listen: 7002, shard: r9001, backend: be_b}",
+            )
+    })
+    .err()
+    .unwrap();
+    assert!(
+        errors.iter().any(|e| e.contains(
+            "app_proxies[0].frontends[1].shard: shard `r9001` has a frontend already (app_proxies[0].frontends[0])"
+        )),
+        "{errors:?}"
+    );
+}

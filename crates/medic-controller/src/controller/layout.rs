@@ -120,7 +120,7 @@ fn compare<'t>(
                     "{proxy}'s backend `{backend}` has the servers {} for {what}, whose machines are {}: medic names each server after its machine; {}",
                     names.iter().copied().collect::<Vec<_>>().join(", "),
                     machines.join(", "),
-                    if unknown.is_empty() {
+                    if unknown.is_empty() || managed {
                         fix
                     } else {
                         "expected haproxy.cfg's servers (or the machines) renamed to match"

@@ -74,6 +74,19 @@ impl Ctx<'_, '_> {
             }
         }
         for (i, a) in top.app_proxies.iter().enumerate() {
+            // A backend is looked up by shard: one frontend per shard once one is named.
+            let mut shards: BTreeMap<&str, usize> = BTreeMap::new();
+            for (j, f) in a.value.frontends.iter().enumerate() {
+                if let Some(first) = shards.insert(&f.value.shard.value, j)
+                    && a.value.frontends.iter().any(|f| f.value.backend.is_some())
+                {
+                    self.d.error(
+                        f.value.shard.referenced,
+                        format!("app_proxies[{i}].frontends[{j}].shard"),
+                        format!("shard `{}` has a frontend already (app_proxies[{i}].frontends[{first}]); expected one frontend per shard on an app proxy whose frontends name their backends", f.value.shard.value),
+                    );
+                }
+            }
             let mut seen: BTreeMap<String, String> = BTreeMap::new();
             for (j, f) in a.value.frontends.iter().enumerate() {
                 let p = format!("app_proxies[{i}].frontends[{j}].backend");
