@@ -66,9 +66,10 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Every target of a topology with its check settings, its port and (for a HAProxy) the
-/// ports its frontends listen on.
-pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
+/// Every target of a topology with its check settings, its port (a redis's or a service's; a
+/// HAProxy's runtime API's, none where medic reaches its admin socket over SSH) and (for a
+/// HAProxy) the ports its frontends listen on.
+pub fn targets(top: &Topology) -> Vec<(Target, Check, Option<u16>, Vec<u16>)> {
     let mut out = Vec::new();
     for s in top.shards.iter().map(|s| &s.value) {
         for m in Topology::shard_machines(s) {
@@ -78,12 +79,12 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
                     machine: m.to_owned(),
                 },
                 top.checks.redis.value,
-                s.port.value,
+                Some(s.port.value),
                 Vec::new(),
             ));
         }
     }
-    let api = top.proxies.value.runtime_api.value.port.value;
+    let api = top.proxies.value.runtime_api.value.tcp_port();
     let listens = top.proxy_listens();
     for m in top.proxy_machines() {
         out.push((
@@ -101,7 +102,7 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
                 machine: a.machine.value.clone(),
             },
             top.checks.app_proxy.value,
-            a.runtime_api.value.port.value,
+            a.runtime_api.value.tcp_port(),
             a.frontends.iter().map(|f| f.value.listen.value).collect(),
         ));
     }
@@ -113,7 +114,7 @@ pub fn targets(top: &Topology) -> Vec<(Target, Check, u16, Vec<u16>)> {
                     machine: m.to_owned(),
                 },
                 s.check.value.cadence(),
-                s.port.value,
+                Some(s.port.value),
                 Vec::new(),
             ));
         }
@@ -221,13 +222,14 @@ fn on_tick(
 /// Where the results go: the controller's detection, called on the checks' thread.
 pub type Sink = Arc<dyn Fn(CheckResult) + Send + Sync>;
 
-/// How a check reaches the runtime API of the HAProxy on a machine (name, address, port): the
-/// controller's, through its SSH session where the API is on the machine's loopback.
+/// How a check reaches the runtime API of the HAProxy on a machine (name, address, port; none:
+/// its admin socket): the controller's, through its SSH session where the API is on the
+/// machine's loopback or its admin socket.
 pub type ApiFor = Arc<
     dyn Fn(
             String,
             IpAddr,
-            u16,
+            Option<u16>,
         ) -> Pin<Box<dyn Future<Output = Result<RuntimeApi, HaproxyError>> + Send>>
         + Send
         + Sync,
@@ -295,7 +297,7 @@ pub fn spawn(
 
 /// Where one target is checked: its port, a HAProxy's frontends, how its API is reached.
 struct How {
-    port: u16,
+    port: Option<u16>,
     /// Its machine's SSH port, where a late check knocks.
     ssh_port: u16,
     listens: Vec<u16>,
@@ -360,7 +362,8 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
         let mut knocked = None;
         let (observation, detail, info) = match &*target {
             Target::Redis { .. } => {
-                let addr = RedisAddr::new(ip, port);
+                // A redis target always has its shard's port ([`targets`]).
+                let addr = RedisAddr::new(ip, port.unwrap_or_default());
                 let p = match &mut probe {
                     Some(p) if p.addr == addr => p,
                     slot => slot.insert(redis.probe(addr, None, within)),
@@ -501,18 +504,22 @@ async fn proxy_check(
     api_for: &ApiFor,
     machine: &str,
     ip: IpAddr,
-    port: u16,
+    port: Option<u16>,
     listens: &[u16],
     reach: Reach,
     within: Duration,
 ) -> (Observation, String) {
     let started = Instant::now();
+    let over_ssh = reach == Reach::Ssh || port.is_none();
     let mut api = match tokio::time::timeout(within, api_for(machine.to_owned(), ip, port)).await {
         Ok(Ok(api)) => api,
-        Ok(Err(e)) if reach == Reach::Ssh => return frontends_say(ip, listens, within, &e).await,
-        Err(_) if reach == Reach::Ssh => {
+        Ok(Err(e)) if over_ssh => return frontends_say(ip, listens, within, &e).await,
+        Err(_) if over_ssh => {
             let e = HaproxyError::Connect {
-                endpoint: medic_haproxy::Endpoint::Tcp(std::net::SocketAddr::new(ip, port)),
+                endpoint: port.map_or_else(
+                    || medic_haproxy::Endpoint::Unix("its admin socket".into()),
+                    |p| medic_haproxy::Endpoint::Tcp(std::net::SocketAddr::new(ip, p)),
+                ),
                 source: std::io::Error::other(format!(
                     "over SSH: no session within {}",
                     medic_playbook::human_ms(within.as_millis() as u64)
@@ -538,7 +545,7 @@ async fn proxy_check(
         Ok(Ok(Some(closed))) => (Observation::Unhealthy, closed),
         // Over SSH, a forwarded connection the machine refused (HAProxy down, forwarding
         // disabled) comes back as a closed or broken reply: the frontends say which.
-        Ok(Err(e)) if reach == Reach::Ssh && !matches!(e, HaproxyError::Timeout { .. }) => {
+        Ok(Err(e)) if over_ssh && !matches!(e, HaproxyError::Timeout { .. }) => {
             frontends_say(ip, listens, within, &e).await
         }
         other => proxy_result(other, within),

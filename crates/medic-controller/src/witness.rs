@@ -50,8 +50,9 @@ pub enum Probe {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Passive {
     /// A proxy's health check of `backend/server` through its runtime API: the proxy machine,
-    /// its API's address (as the topology gives it), the backend.
-    Proxy(String, SocketAddr, String),
+    /// its address and its API's port (as the topology gives it; none: its admin socket),
+    /// the backend.
+    Proxy(String, IpAddr, Option<u16>, String),
     /// A replica's link to its master (`INFO replication` of the replica).
     ReplicaLink(SocketAddr),
     /// The master's list of connected replicas: is `at` there and recent?
@@ -74,13 +75,14 @@ fn haproxy_probe(
     api: &medic_topology::RuntimeApi,
     first_frontend: Option<u16>,
     silent_ip: IpAddr,
-) -> (SocketAddr, Probe) {
-    match (api.reach, first_frontend) {
-        (Reach::Ssh, Some(port)) => (SocketAddr::new(silent_ip, port), Probe::Connect),
-        _ => (
-            SocketAddr::new(silent_ip, api.port.value),
-            Probe::RuntimeApi,
-        ),
+) -> Option<(SocketAddr, Probe)> {
+    match (api.reach, first_frontend, api.tcp_port()) {
+        (Reach::Network, _, Some(port)) | (_, None, Some(port)) => {
+            Some((SocketAddr::new(silent_ip, port), Probe::RuntimeApi))
+        }
+        (_, Some(port), _) => Some((SocketAddr::new(silent_ip, port), Probe::Connect)),
+        // Neither a frontend nor an API on the network: nothing an observer can knock at.
+        (_, None, None) => None,
     }
 }
 
@@ -97,7 +99,7 @@ pub fn observers(
     let mut asks: Vec<Ask> = Vec::new();
     match target {
         Target::Redis { shard: own, .. } => {
-            let api_port = top.proxies.value.runtime_api.value.port.value;
+            let api_port = top.proxies.value.runtime_api.value.tcp_port();
             // The machine is asked about through a few of its servers (the silent one first),
             // not all: that tells a lost machine from a reachable one, and a machine with
             // hundreds of shards would otherwise cost hundreds of probes.
@@ -125,7 +127,8 @@ pub fn observers(
                         passive: is_master.then(|| observed.address(p)).flatten().map(|ip| {
                             Passive::Proxy(
                                 p.to_owned(),
-                                SocketAddr::new(ip, api_port),
+                                ip,
+                                api_port,
                                 medic_plan::vars::proxy_backend(top, &s.name.value),
                             )
                         }),
@@ -151,11 +154,13 @@ pub fn observers(
         }
         Target::Proxy { .. } => {
             let px = &top.proxies.value;
-            let (probe, how) = haproxy_probe(
+            let Some((probe, how)) = haproxy_probe(
                 &px.runtime_api.value,
                 top.proxy_listens().first().copied(),
                 silent_ip,
-            );
+            ) else {
+                return asks;
+            };
             for a in top.app_proxies.iter().map(|a| &a.value) {
                 if a.primary.value != machine && a.backup.value != machine {
                     continue;
@@ -167,7 +172,8 @@ pub fn observers(
                     passive: match (observed.address(&a.machine.value), a.frontends.first()) {
                         (Some(ip), Some(f)) => Some(Passive::Proxy(
                             a.machine.value.clone(),
-                            SocketAddr::new(ip, a.runtime_api.value.port.value),
+                            ip,
+                            a.runtime_api.value.tcp_port(),
                             medic_plan::vars::app_backend(
                                 top,
                                 &a.machine.value,
@@ -206,11 +212,13 @@ pub fn observers(
                 if a.machine.value != machine {
                     continue;
                 }
-                let (probe, how) = haproxy_probe(
+                let Some((probe, how)) = haproxy_probe(
                     &a.runtime_api.value,
                     a.frontends.first().map(|f| f.value.listen.value),
                     silent_ip,
-                );
+                ) else {
+                    continue;
+                };
                 for p in [&a.primary.value, &a.backup.value] {
                     asks.push(Ask {
                         observer: p.clone(),

@@ -27,7 +27,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         if self.topology.managed() {
             return Ok(());
         }
-        let port = self.topology.proxies.value.runtime_api.value.port.value;
+        let port = self.topology.proxies.value.runtime_api.value.tcp_port();
         let machines: Vec<String> = self.topology.proxy_machines().map(str::to_owned).collect();
         let mut wrong = Vec::new();
         for machine in machines {

@@ -76,8 +76,9 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         if self.unfenced.unreachable.contains(&proxy.machine) {
             return Ok((
                 format!(
-                    "{}: skipped, its runtime API at {ip}:{} does not answer (an earlier step of this recovery found so)",
-                    proxy.machine, proxy.port
+                    "{}: skipped, its runtime API at {} does not answer (an earlier step of this recovery found so)",
+                    proxy.machine,
+                    proxy.at(ip)
                 ),
                 true,
             ));
@@ -103,7 +104,10 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         {
             Ok(api) => api,
             Err(_) => Err(HaproxyError::Timeout {
-                endpoint: medic_haproxy::Endpoint::Tcp(SocketAddr::new(ip, proxy.port)),
+                endpoint: proxy.port.map_or_else(
+                    || medic_haproxy::Endpoint::Unix("its admin socket".into()),
+                    |p| medic_haproxy::Endpoint::Tcp(SocketAddr::new(ip, p)),
+                ),
                 command: "reaching the runtime API over SSH".to_owned(),
                 after: reach_within,
             }),
@@ -200,8 +204,9 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 self.unfenced.unreachable.insert(proxy.machine.clone());
                 return Ok((
                     format!(
-                        "{}: skipped, its runtime API at {ip}:{} does not answer",
-                        proxy.machine, proxy.port
+                        "{}: skipped, its runtime API at {} does not answer",
+                        proxy.machine,
+                        proxy.at(ip)
                     ),
                     true,
                 ));

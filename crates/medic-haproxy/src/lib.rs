@@ -11,6 +11,7 @@
 //! why not HAProxy's server-state-file). [`ProxyApi::dump_state`] still returns the
 //! `show servers state` text for operators and diagnostics.
 
+pub mod aliases;
 pub mod cmd;
 pub mod config;
 pub mod parse;
@@ -19,11 +20,13 @@ use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, sleep, timeout};
 
+pub use aliases::Aliases;
 pub use cmd::{AdminState, CheckParams, ServerName};
 pub use config::{ConfigEditError, ServerEdit, edit_server};
 pub use parse::{OpState, ServerState, StatRow, parse_servers_state, parse_stat};
@@ -138,6 +141,9 @@ pub struct RuntimeApi {
     pub endpoint: Endpoint,
     /// Bound on one command: connecting, sending, and reading the whole reply.
     pub timeout: Duration,
+    /// Servers HAProxy names otherwise than medic: every command and every reading is
+    /// translated, so callers speak of machines.
+    pub aliases: Arc<Aliases>,
 }
 
 /// How long `shutdown sessions` may take to show zero sessions.
@@ -148,6 +154,7 @@ impl RuntimeApi {
         RuntimeApi {
             endpoint,
             timeout: Duration::from_secs(2),
+            aliases: Arc::default(),
         }
     }
 
@@ -239,11 +246,22 @@ impl RuntimeApi {
                 server: s.clone(),
             });
         }
-        let all = parse_servers_state(&text).map_err(|source| HaproxyError::Parse {
+        Ok(self
+            .parse_states(&text)?
+            .into_iter()
+            .find(|x| x.server == s.server))
+    }
+
+    /// `show servers state`'s reply, its servers named as medic knows them.
+    fn parse_states(&self, text: &str) -> Result<Vec<ServerState>, HaproxyError> {
+        let all = parse_servers_state(text).map_err(|source| HaproxyError::Parse {
             endpoint: self.endpoint.clone(),
             source,
         })?;
-        Ok(all.into_iter().find(|x| x.server == s.server))
+        Ok(all
+            .into_iter()
+            .map(|st| self.aliases.to_medic(st))
+            .collect())
     }
 
     async fn existing(&self, s: &ServerName) -> Result<ServerState, HaproxyError> {
@@ -287,10 +305,7 @@ fn describe(st: &ServerState) -> String {
 impl ProxyApi for RuntimeApi {
     async fn servers(&self, backend: Option<&str>) -> Result<Vec<ServerState>, HaproxyError> {
         let text = self.send(&cmd::show_servers_state(backend)).await?;
-        parse_servers_state(&text).map_err(|source| HaproxyError::Parse {
-            endpoint: self.endpoint.clone(),
-            source,
-        })
+        self.parse_states(&text)
     }
 
     async fn stats(&self) -> Result<Vec<StatRow>, HaproxyError> {
@@ -302,7 +317,7 @@ impl ProxyApi for RuntimeApi {
     }
 
     async fn set_state(&self, s: &ServerName, state: AdminState) -> Result<(), HaproxyError> {
-        let command = cmd::set_state(s, state);
+        let command = cmd::set_state(&self.aliases.to_haproxy(s), state);
         self.expect(command.clone(), &[""]).await?;
         let st = self.existing(s).await?;
         let took = match state {
@@ -318,14 +333,14 @@ impl ProxyApi for RuntimeApi {
     }
 
     async fn shutdown_sessions(&self, s: &ServerName) -> Result<(), HaproxyError> {
-        let command = cmd::shutdown_sessions(s);
+        let command = cmd::shutdown_sessions(&self.aliases.to_haproxy(s));
         self.expect(command.clone(), &[""]).await?;
         let deadline = Instant::now() + SESSIONS_GONE_WITHIN;
         loop {
             let rows = self.stats().await?;
             let row = rows
                 .iter()
-                .find(|r| r.proxy == s.backend && r.name == s.server);
+                .find(|r| r.proxy == s.backend && r.name == self.aliases.haproxy_name(&s.server));
             let Some(row) = row else {
                 return Err(HaproxyError::UnknownServer {
                     endpoint: self.endpoint.clone(),
@@ -347,7 +362,7 @@ impl ProxyApi for RuntimeApi {
     }
 
     async fn set_addr(&self, s: &ServerName, addr: IpAddr, port: u16) -> Result<(), HaproxyError> {
-        let command = cmd::set_addr(s, &addr, port);
+        let command = cmd::set_addr(&self.aliases.to_haproxy(s), &addr, port);
         self.expect(
             command.clone(),
             &["IP changed", "no need to change", "port changed"],
@@ -372,13 +387,14 @@ impl ProxyApi for RuntimeApi {
         port: u16,
         check: Option<CheckParams>,
     ) -> Result<(), HaproxyError> {
-        let command = cmd::add_server(s, addr, port, check.as_ref());
+        let wire = self.aliases.to_haproxy(s);
+        let command = cmd::add_server(&wire, addr, port, check.as_ref());
         self.expect(command.clone(), &["New server registered."])
             .await?;
         if check.is_some() {
-            self.expect(cmd::enable_health(s), &[""]).await?;
+            self.expect(cmd::enable_health(&wire), &[""]).await?;
         }
-        self.expect(cmd::enable_server(s), &[""]).await?;
+        self.expect(cmd::enable_server(&wire), &[""]).await?;
         let st = self.existing(s).await?;
         let at = st.addr.parse::<IpAddr>().is_ok_and(|a| a == addr) && st.port == port;
         if at && st.is_ready() {
@@ -397,7 +413,7 @@ impl ProxyApi for RuntimeApi {
             return Ok(()); // already gone: deleting twice is harmless
         }
         self.set_state(s, AdminState::Maint).await?;
-        let command = cmd::del_server(s);
+        let command = cmd::del_server(&self.aliases.to_haproxy(s));
         self.expect(command.clone(), &["Server deleted."]).await?;
         match self.server(s).await? {
             None => Ok(()),

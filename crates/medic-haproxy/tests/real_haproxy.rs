@@ -291,6 +291,7 @@ async fn an_unreachable_runtime_api_fails_within_its_bound() {
     let api = RuntimeApi {
         endpoint: Endpoint::Tcp(SocketAddr::from((unique_loopback(), 9999))),
         timeout: Duration::from_millis(500),
+        aliases: Default::default(),
     };
     let t = std::time::Instant::now();
     let e = api.servers(None).await.unwrap_err();
@@ -364,4 +365,35 @@ async fn runtime_changes_survive_a_restart_through_the_rewritten_config() {
     );
     assert!(r2s.is_ready(), "r2 stays ready: {r2s:?}");
     assert_eq!((r2s.addr.clone(), r2s.port), (moved.ip().to_string(), 9003));
+}
+
+/// A server the operator named `r1` where medic knows the machine as `redis1`: every command
+/// goes out under HAProxy's name and every reading comes back under medic's.
+#[tokio::test]
+async fn aliases_translate_every_command_and_reading() {
+    let w = world();
+    let mut api = RuntimeApi::tcp(w.haproxy.api_tcp);
+    api.aliases = std::sync::Arc::new(Aliases::new([("redis1".to_owned(), "r1".to_owned())]));
+    let redis1 = ServerName::new("be", "redis1");
+    fence(&api, &redis1).await.unwrap();
+    let seen = api.servers(Some("be")).await.unwrap();
+    let names: Vec<&str> = seen.iter().map(|s| s.server.as_str()).collect();
+    assert_eq!(names, ["redis1", "r2"]);
+    assert!(seen[0].in_maint(), "{seen:?}");
+    // HAProxy itself, asked without the aliases, has its own name in maintenance.
+    let plain = RuntimeApi::tcp(w.haproxy.api_tcp);
+    let r1 = plain.servers(Some("be")).await.unwrap();
+    assert!(
+        r1.iter().any(|s| s.server == "r1" && s.in_maint()),
+        "{r1:?}"
+    );
+    api.set_addr(&redis1, w.redis.addr.ip(), w.redis.addr.port())
+        .await
+        .unwrap();
+    api.set_state(&redis1, AdminState::Ready).await.unwrap();
+    let back = api.servers(Some("be")).await.unwrap();
+    assert!(
+        back.iter().any(|s| s.server == "redis1" && s.is_ready()),
+        "{back:?}"
+    );
 }

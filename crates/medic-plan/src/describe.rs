@@ -28,6 +28,16 @@ pub struct RenderedFile {
 /// Renders a step. Playbook steps are rendered with their variables; addresses not known yet
 /// stay as `${address:MACHINE}`.
 pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
+    describe_as(step, playbooks, &medic_haproxy::Aliases::default())
+}
+
+/// [`describe`], with HAProxy's runtime commands naming the servers as HAProxy does
+/// (`aliases`: the topology's `machines[].server`), as the executor sends them.
+pub fn describe_as(
+    step: &Step,
+    playbooks: &Playbooks,
+    aliases: &medic_haproxy::Aliases,
+) -> StepView {
     let a = &step.action;
     let mut files = Vec::new();
     let (target, summary, mut commands): (String, String, Vec<String>) = match a {
@@ -542,13 +552,13 @@ pub fn describe(step: &Step, playbooks: &Playbooks) -> StepView {
         Action::FenceServer { proxy, .. }
         | Action::ActivateServer { proxy, .. }
         | Action::SetServerAddress { proxy, .. } => {
-            Some(format!("haproxy {}:{}> ", proxy.address, proxy.port))
+            Some(format!("haproxy {}> ", proxy.at(&proxy.address)))
         }
         _ => None,
     };
     if let Some(prefix) = proxy {
         commands.extend(
-            a.haproxy_commands()
+            a.haproxy_commands(aliases)
                 .into_iter()
                 .map(|c| format!("{prefix}{c}")),
         );

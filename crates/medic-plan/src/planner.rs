@@ -275,7 +275,7 @@ impl<'a> Planner<'a> {
 
     /// The runtime APIs of every proxy machine.
     fn proxies(&self) -> Vec<ProxyApi> {
-        let port = self.top.proxies.value.runtime_api.value.port.value;
+        let port = self.top.proxies.value.runtime_api.value.tcp_port();
         self.top
             .proxy_machines()
             .map(|m| ProxyApi {

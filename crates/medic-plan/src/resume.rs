@@ -253,7 +253,7 @@ mod tests {
         let proxy = |m: &str| crate::ProxyApi {
             machine: m.into(),
             address: Addr::Of(m.into()),
-            port: 9999,
+            port: Some(9999),
         };
         let srv = |s: &str| crate::ServerRef {
             backend: "redis-r1".into(),

@@ -63,7 +63,20 @@ pub struct ProxyApi {
     /// The HAProxy's machine (a proxy or an app machine).
     pub machine: String,
     pub address: Addr,
-    pub port: u16,
+    /// The API's TCP port; none: its admin unix socket on the machine, over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+}
+
+impl ProxyApi {
+    /// Where the API is, for a message or `medic plan`: `HOST:PORT`, or the admin socket of
+    /// the machine at `host` (its address, as known or resolved).
+    pub fn at(&self, host: impl std::fmt::Display) -> String {
+        match self.port {
+            Some(p) => format!("{host}:{p}"),
+            None => format!("{host}'s admin socket (over SSH)"),
+        }
+    }
 }
 
 /// What [`Action::PersistProxyConfig`] writes of one server line: its state and its address.
@@ -614,26 +627,31 @@ pub struct Plan {
 }
 
 impl Action {
-    /// The HAProxy runtime API commands this step sends, one per connection, in order.
-    /// The HAProxy driver sends exactly these strings.
-    pub fn haproxy_commands(&self) -> Vec<String> {
+    /// The HAProxy runtime API commands this step sends, one per connection, in order, with
+    /// the servers named as HAProxy names them (`aliases`). The HAProxy driver sends exactly
+    /// these strings.
+    pub fn haproxy_commands(&self, aliases: &medic_haproxy::Aliases) -> Vec<String> {
         use medic_haproxy::{AdminState, cmd};
         match self {
             Action::FenceServer { server, .. } => {
+                let server = aliases.to_haproxy(server);
                 vec![
-                    cmd::set_state(server, AdminState::Maint),
-                    cmd::shutdown_sessions(server),
+                    cmd::set_state(&server, AdminState::Maint),
+                    cmd::shutdown_sessions(&server),
                 ]
             }
             Action::ActivateServer { server, .. } => {
-                vec![cmd::set_state(server, AdminState::Ready)]
+                vec![cmd::set_state(
+                    &aliases.to_haproxy(server),
+                    AdminState::Ready,
+                )]
             }
             Action::SetServerAddress {
                 server,
                 address,
                 port,
                 ..
-            } => vec![cmd::set_addr(server, address, *port)],
+            } => vec![cmd::set_addr(&aliases.to_haproxy(server), address, *port)],
             _ => Vec::new(),
         }
     }

@@ -178,7 +178,7 @@ pub fn haproxy_vars(
         .collect();
     json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": px.runtime_api.value.port.value, "socket": px.runtime_api.value.socket.value, "reach": px.runtime_api.value.reach },
+        "runtime_api": { "port": px.runtime_api.value.tcp_port(), "socket": px.runtime_api.value.socket.value, "reach": px.runtime_api.value.reach },
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
         "services": service_frontends(top, state),
@@ -310,7 +310,7 @@ pub fn app_proxy_vars(
         .collect();
     Some(json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": app.runtime_api.value.port.value, "socket": app.runtime_api.value.socket.value, "reach": app.runtime_api.value.reach },
+        "runtime_api": { "port": app.runtime_api.value.tcp_port(), "socket": app.runtime_api.value.socket.value, "reach": app.runtime_api.value.reach },
         "haproxy": haproxy_settings(&top.proxies.value.haproxy),
         "resolver": resolver,
         "frontends": frontends,

@@ -200,19 +200,19 @@ impl Run<'_> {
         change: Change,
     ) -> Result<Option<String>, StepError> {
         let ip = self.resolve(&proxy.address)?;
-        let (machine, port) = (&proxy.machine, proxy.port);
+        let (machine, at) = (&proxy.machine, proxy.at(ip));
         if self.exec.unfenced.unreachable.contains(machine) {
             return Ok(Some(format!(
-                "{machine}: skipped, its runtime API at {ip}:{port} does not answer (the checks or an earlier step of this recovery said so)"
+                "{machine}: skipped, its runtime API at {at} does not answer (the checks or an earlier step of this recovery said so)"
             )));
         }
-        let fail = self.fail(false, format!("haproxy {ip}:{port}: no server {server}"));
+        let fail = self.fail(false, format!("haproxy {at}: no server {server}"));
         let i = self.answering(ip);
         let px = i.and_then(|i| self.world.instances[i].proxy.as_mut());
         let Some(px) = px.filter(|p| !p.api_down) else {
             self.exec.unfenced.unreachable.insert(machine.clone());
             return Ok(Some(format!(
-                "{machine}: skipped, its runtime API at {ip}:{port} does not answer"
+                "{machine}: skipped, its runtime API at {at} does not answer"
             )));
         };
         let line = px.line_mut(&server.backend, &server.server).ok_or(fail)?;
@@ -403,7 +403,7 @@ mod tests {
         ProxyApi {
             machine: machine.into(),
             address: Addr::Ip(ip),
-            port: 9999,
+            port: Some(9999),
         }
     }
 

@@ -33,6 +33,7 @@ use tokio::sync::Mutex;
 use tokio::time::timeout;
 
 mod forward;
+pub use forward::ForwardTo;
 pub use runner::{PlaybookError, StepOutcome, StepResult, run_playbook};
 
 /// How a host's key is trusted.
@@ -168,7 +169,7 @@ struct Conn {
     prefix: &'static str,
     /// Sockets forwarded through this session (see [`Ssh::forward`]): remote address → the
     /// local socket. They go with the session.
-    forwards: Arc<Mutex<HashMap<SocketAddr, PathBuf>>>,
+    forwards: Arc<Mutex<HashMap<ForwardTo, PathBuf>>>,
 }
 
 /// Quotes `s` for a POSIX shell.

@@ -32,6 +32,19 @@ pub fn is_backend_name(name: &str) -> bool {
 }
 
 impl Topology {
+    /// (machine, server name) for each machine whose server the proxies name otherwise
+    /// (`machines[].server`, an adopted deployment's).
+    pub fn server_aliases(&self) -> Vec<(String, String)> {
+        self.machines
+            .iter()
+            .filter_map(|m| {
+                let s = m.value.server.as_ref()?;
+                (s.value != m.value.name.value)
+                    .then(|| (m.value.name.value.clone(), s.value.clone()))
+            })
+            .collect()
+    }
+
     /// Whether medic set up this deployment and may configure, restart and replace its
     /// machines (`managed`, default true).
     pub fn managed(&self) -> bool {

@@ -87,7 +87,7 @@ fn default_proxies() -> Spanned<Proxies> {
     unspanned(Proxies {
         machines: Vec::new(),
         runtime_api: unspanned(RuntimeApi {
-            port: unspanned(9999),
+            port: Some(unspanned(9999)),
             socket: default_admin_socket(),
             reach: Reach::Ssh,
         }),
@@ -266,6 +266,12 @@ pub struct Machine {
     pub discover: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     pub ssh: Ssh,
+    /// This machine's server name in the proxies' backends, where the operator's haproxy.cfg
+    /// names it otherwise than the machine (`managed: false` only; medic names the servers it
+    /// configures after their machines).
+    #[serde(default)]
+    #[schemars(with = "Option<String>")]
+    pub server: Option<Spanned<String>>,
 }
 
 /// SSH settings; a machine's own fields override the topology-wide ones.
@@ -367,9 +373,13 @@ pub struct Proxies {
 #[serde(deny_unknown_fields)]
 pub struct RuntimeApi {
     /// The TCP port: on the machine's loopback (`reach: ssh`) or its address (`network`).
-    #[schemars(with = "u16")]
-    pub port: Spanned<u16>,
-    /// A local admin socket the playbook also enables, for operators on the machine.
+    /// Without it (`reach: ssh` only), medic reaches the API at `socket` through its SSH
+    /// session: an HAProxy whose only admin API is a unix socket, as Debian ships it.
+    #[serde(default)]
+    #[schemars(with = "Option<u16>")]
+    pub port: Option<Spanned<u16>>,
+    /// The admin unix socket on the machine: enabled by the playbook for operators on the
+    /// machine, and the API medic reaches over SSH when there is no `port`.
     #[serde(default = "default_admin_socket")]
     #[schemars(with = "PathBuf")]
     pub socket: Spanned<PathBuf>,
@@ -391,6 +401,13 @@ pub enum Reach {
     /// port can repoint every backend. Only behind a firewall that lets the monitor hosts
     /// alone reach it (or for tools that must reach it directly, like a Sentinel script).
     Network,
+}
+
+impl RuntimeApi {
+    /// The TCP port medic reaches the API at, if any (else the unix socket, over SSH).
+    pub fn tcp_port(&self) -> Option<u16> {
+        self.port.as_ref().map(|p| p.value)
+    }
 }
 
 fn default_admin_socket() -> Spanned<PathBuf> {

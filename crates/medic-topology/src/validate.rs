@@ -917,13 +917,15 @@ impl<'a> Ctx<'a, '_> {
         }
         let px = &top.proxies.value;
         for m in &px.machines {
-            claim(
-                self.d,
-                &m.value,
-                &px.runtime_api.value.port,
-                "the runtime API".to_owned(),
-                "proxies.runtime_api.port".to_owned(),
-            );
+            if let Some(port) = &px.runtime_api.value.port {
+                claim(
+                    self.d,
+                    &m.value,
+                    port,
+                    "the runtime API".to_owned(),
+                    "proxies.runtime_api.port".to_owned(),
+                );
+            }
             for (i, f) in px.frontends.iter().enumerate() {
                 claim(
                     self.d,
@@ -947,13 +949,15 @@ impl<'a> Ctx<'a, '_> {
         }
         for (i, a) in top.app_proxies.iter().enumerate() {
             let a = &a.value;
-            claim(
-                self.d,
-                &a.machine.value,
-                &a.runtime_api.value.port,
-                "the runtime API".to_owned(),
-                format!("app_proxies[{i}].runtime_api.port"),
-            );
+            if let Some(port) = &a.runtime_api.value.port {
+                claim(
+                    self.d,
+                    &a.machine.value,
+                    port,
+                    "the runtime API".to_owned(),
+                    format!("app_proxies[{i}].runtime_api.port"),
+                );
+            }
             for (j, f) in a.frontends.iter().enumerate() {
                 claim(
                     self.d,

@@ -181,3 +181,83 @@ fn an_app_proxy_whose_frontends_name_backends_has_one_frontend_per_shard() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn servers_named_otherwise_than_their_machines_are_given_once_each_in_an_adopted_deployment() {
+    let named = |t: String| {
+        t.replace(
+            "{name: redis1, role: redis, address: 127.0.20.1}",
+            "{name: redis1, role: redis, address: 127.0.20.1, server: cache1}",
+        )
+        .replace(
+            "{name: redis2, role: redis, address: 127.0.20.2}",
+            "{name: redis2, role: redis, address: 127.0.20.2, server: redis2}",
+        )
+    };
+    let loaded = load(|t| named(adopted(t))).unwrap();
+    // A name equal to the machine's is no alias.
+    assert_eq!(
+        loaded.topology.server_aliases(),
+        [("redis1".to_owned(), "cache1".to_owned())]
+    );
+
+    // medic names the servers it configures itself.
+    let errors = load(named).unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "19: machines[0].server: a server name of its own is only for a deployment medic adopted; expected `managed: false`"
+        )),
+        "{errors:?}"
+    );
+
+    // Another machine's name, a name twice, a name HAProxy cannot take (one line lower:
+    // `managed: false` is inserted above).
+    let errors = load(|t| {
+        adopted(t)
+            .replace(
+                "{name: redis1, role: redis, address: 127.0.20.1}",
+                "{name: redis1, role: redis, address: 127.0.20.1, server: redis2}",
+            )
+            .replace(
+                "{name: redis2, role: redis, address: 127.0.20.2}",
+                "{name: redis2, role: redis, address: 127.0.20.2, server: redis2}",
+            )
+            .replace(
+                "{name: haproxy1, role: haproxy, address: 127.0.20.11}",
+                "{name: haproxy1, role: haproxy, address: 127.0.20.11, server: \"lb 1\"}",
+            )
+    })
+    .unwrap_err();
+    for want in [
+        "20: machines[0].server: `redis2` is machine `redis2`'s name (line 21); expected a server name that no other machine has",
+        "21: machines[1].server: server `redis2` is also machine `redis1`'s (line 20); expected one machine per server name",
+        "22: machines[2].server: `lb 1` is not a HAProxy server name; expected 1 to 63 letters, digits, '-', '_', '.' or ':'",
+    ] {
+        assert!(
+            errors.iter().any(|e| e == want),
+            "{want}\nnot in {errors:?}"
+        );
+    }
+}
+
+#[test]
+fn a_runtime_api_without_a_port_is_the_admin_socket_over_ssh_and_never_on_the_network() {
+    let loaded = load(|t| {
+        t.replace(
+            "runtime_api: {port: 9999}",
+            "runtime_api: {socket: /run/haproxy/admin.sock}",
+        )
+    })
+    .unwrap();
+    let api = loaded.topology.runtime_api_of("haproxy1").unwrap();
+    assert_eq!(api.tcp_port(), None);
+    assert_eq!(api.socket.value, PathBuf::from("/run/haproxy/admin.sock"));
+    let errors = load(|t| t.replace("runtime_api: {port: 9999}", "runtime_api: {reach: network}"))
+        .unwrap_err();
+    assert!(
+        errors.iter().any(|e| e.starts_with(
+            "32: proxies.runtime_api.port: `reach: network` needs the API's TCP port"
+        )),
+        "{errors:?}"
+    );
+}

@@ -40,7 +40,7 @@ fn every_mistake_is_reported_at_once_with_its_location() {
         "{F}:26:42: machines[3].ami: AMI `haproxy` has no image id for region us-east-1; expected amis[].image_ids.us-east-1 to be set",
         "{F}:27:5: machines[4].ami: machine `app` has no `ami`; expected the name of an entry in `amis`, so a lost app machine can be replaced",
         "{F}:27:5: machines[4].instance_type: machine `app` has no `instance_type`; expected an EC2 instance type like m6i.large",
-        "{F}:27:28: unknown field `size`, expected one of name, role, ami, instance_type, fallback_instance_types, subnet, address, discover, ssh",
+        "{F}:27:28: unknown field `size`, expected one of name, role, ami, instance_type, fallback_instance_types, subnet, address, discover, ssh, server",
         "{F}:29:58: shards[0].replicas[0]: replica and master of shard `r9001` are both on machine `redis1`; expected a replica on another machine",
         "{F}:29:78: shards[0].maxmemory: \"512mb\\nslaveof 10.0.0.9 6379\" is not a size; expected digits and an optional unit (b, k, kb, m, mb, g, gb), e.g. 512mb",
         "{F}:30:12: shards[1].name: shard `r9002` has no frontend on the proxies; expected an entry `{listen: PORT, shard: r9002}` in proxies.frontends",

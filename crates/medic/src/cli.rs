@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use medic_plan::describe::{StepView, describe};
+use medic_plan::describe::{StepView, describe_as};
 use medic_plan::{Event, ObservedState, Plan, plan_recovery};
 use medic_playbook::Playbooks;
 use medic_topology::{Diagnostic, LoadedTopology, load_topology};
@@ -667,10 +667,11 @@ fn plan(
             return Ok(ExitCode::from(1));
         }
     };
+    let aliases = medic_haproxy::Aliases::new(top.server_aliases());
     let views: Vec<StepView> = plan
         .steps
         .iter()
-        .map(|s| describe(s, &dep.playbooks))
+        .map(|s| describe_as(s, &dep.playbooks, &aliases))
         .collect();
     let mut out = io::stdout().lock();
     match format {

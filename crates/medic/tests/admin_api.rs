@@ -1,6 +1,8 @@
 //! HAProxy's admin runtime API off the network (`runtime_api.reach: ssh`, the default): it
 //! listens on each proxy's loopback, medic reaches it through its SSH session, and no other
-//! machine can change a backend. Needs root.
+//! machine can change a backend. Without a `port` there is no TCP API at all: medic reaches
+//! the admin unix socket through SSH, as it would an HAProxy configured as Debian ships it.
+//! Needs root.
 
 #![allow(
     clippy::unwrap_used,
@@ -92,6 +94,78 @@ fn the_admin_api_is_off_the_network_and_medic_fails_over_through_ssh() {
         assert_eq!(ready, ["redis2"], "{proxy} routes r9001 to {ready:?}");
     }
     // The fences' summaries say where they went; none was skipped for an unreachable API.
+    let history = env.history();
+    let steps = history[0]["steps"].as_array().unwrap();
+    let fences: Vec<&str> = steps
+        .iter()
+        .filter(|s| s["kind"] == "fence")
+        .filter_map(|s| s["summary"].as_str())
+        .collect();
+    assert!(!fences.is_empty(), "{history:#?}");
+    for f in &fences {
+        assert!(!f.contains("skipped"), "a fence was skipped: {f}");
+    }
+    env.stop();
+}
+
+#[test]
+fn without_a_port_the_admin_socket_is_the_api_and_medic_fails_over_through_it() {
+    let Some(mut env) = Env::new(25, |t| {
+        t.replace("runtime_api: {port: 9999}", "runtime_api: {}")
+            .replace("runtime_api: {port: 9998}", "runtime_api: {}")
+    }) else {
+        return;
+    };
+    env.start(&[]);
+    env.wait("both shards ok, the proxies' routing read", RECOVERY, |e| {
+        ["r9001", "r9002"]
+            .iter()
+            .all(|s| e.shard(s)["state"] == "ok")
+    });
+    // No proxy listens for the API on TCP, on its loopback or elsewhere: the admin socket is
+    // all there is.
+    for (proxy, port) in [("haproxy1", 9999u16), ("haproxy2", 9999), ("app", 9998)] {
+        let at = SocketAddr::from(([127, 0, 0, 1], port));
+        match admin_command(&env.netns(proxy), at, "show info") {
+            Err(e) => assert_eq!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionRefused,
+                "{proxy}: {e}"
+            ),
+            Ok(answer) => panic!("{proxy} has a TCP runtime API at {at}: {answer:?}"),
+        }
+        assert!(
+            !env.haproxy_socket_servers(proxy, None).is_empty(),
+            "{proxy}: its admin socket lists no server"
+        );
+    }
+
+    // A dead master is failed over: every fence and activation goes through the socket.
+    let app = env.ip(14);
+    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
+    writer.wait_acked("the client's first writes", Instant::now(), 50);
+    let killed_at = Instant::now();
+    let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
+    env.wait("the failover of r9001", RECOVERY, |e| {
+        e.ended("r9001@redis1 died", "completed")
+    });
+    env.wait("r9001 ok with redis2 its master", RECOVERY, |e| {
+        let sh = e.shard("r9001");
+        sh["state"] == "ok" && sh["master"] == "redis2"
+    });
+    let settled = Instant::now();
+    writer.wait_acked("writes through the app proxy", settled, 20);
+    let log = writer.finish();
+    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
+    for proxy in ["haproxy1", "haproxy2"] {
+        let servers = env.haproxy_socket_servers(proxy, Some("redis-r9001"));
+        let ready: Vec<&str> = servers
+            .iter()
+            .filter(|s| s.is_ready())
+            .map(|s| s.server.as_str())
+            .collect();
+        assert_eq!(ready, ["redis2"], "{proxy} routes r9001 to {ready:?}");
+    }
     let history = env.history();
     let steps = history[0]["steps"].as_array().unwrap();
     let fences: Vec<&str> = steps

@@ -3,14 +3,17 @@
 //! medic's name), on loopback addresses with no sshd anywhere. medic reaches the runtime API
 //! over the network and redis by its protocol, and nothing else.
 //!
-//! - The master's process is killed under a client writing through the proxy: medic fences
+//! - The operator named the servers `cache1` and `cache2`, and the topology says which
+//!   machine each is (`machines[].server`). The master's process is killed under a client
+//!   writing through the proxy: medic fences
 //!   it, promotes the replica, routes the proxy to it and tells that it restarts nothing.
 //!   HAProxy is then restarted with the operator's file (the old master ready again there):
 //!   the reconcile sets it right. The operator restarts the old master (empty, a master) and
 //!   gives it back to medic's monitoring: medic keeps it fenced and makes it a replica. Every
 //!   acknowledged write reads back through the proxy; haproxy.cfg is the operator's, byte for
 //!   byte; no step of any recovery needed SSH.
-//! - The replica's server named otherwise than its machine: medic leaves that backend alone
+//! - The replica's server named otherwise than its machine, and the topology not saying so:
+//!   medic leaves that backend alone
 //!   (no repair touches it) and says so, and when the master dies the read-back before the
 //!   promotion finds no server for the replica: nothing is promoted.
 
@@ -47,21 +50,25 @@ fn operators_haproxy(hp: Ipv4Addr, r1: Ipv4Addr, r2: Ipv4Addr, names: [&str; 2])
     )
 }
 
+/// The topology; `servers`: the machines' server names where the operator named them
+/// otherwise (`machines[].server`).
 fn topology(
-    r1: Ipv4Addr,
-    r2: Ipv4Addr,
-    hp: Ipv4Addr,
+    (r1, r2, hp): (Ipv4Addr, Ipv4Addr, Ipv4Addr),
+    servers: Option<[&str; 2]>,
     hook: u16,
     port: u16,
     state: &std::path::Path,
 ) -> String {
+    let [s1, s2] = servers.map_or([String::new(), String::new()], |n| {
+        n.map(|n| format!(", server: {n}"))
+    });
     format!(
         "name: adopted
 provider: static
 managed: false
 machines:
-  - {{name: redis1, role: redis, address: {r1}}}
-  - {{name: redis2, role: redis, address: {r2}}}
+  - {{name: redis1, role: redis, address: {r1}{s1}}}
+  - {{name: redis2, role: redis, address: {r2}{s2}}}
   - {{name: haproxy1, role: haproxy, address: {hp}}}
   - {{name: monitor, role: monitor, address: 127.0.0.1}}
 shards:
@@ -88,6 +95,9 @@ struct Adopted {
     r1: Ipv4Addr,
     r2: Ipv4Addr,
     hp: Ipv4Addr,
+    /// The servers' names in the operator's haproxy.cfg, redis1's and redis2's, where the
+    /// topology gives them (`machines[].server`).
+    aliases: Option<[String; 2]>,
     master: RedisServer,
     replica: RedisServer,
     haproxy: Haproxy,
@@ -101,8 +111,9 @@ struct Adopted {
 
 impl Adopted {
     /// A master, its replica streaming, the operator's HAProxy with its servers named
-    /// `names`, and `medic run` started on the topology.
-    fn start(names: [&str; 2]) -> Adopted {
+    /// `names`, and `medic run` started on the topology (which gives those names as the
+    /// machines' `server` when `aliased`).
+    fn start(names: [&str; 2], aliased: bool) -> Adopted {
         let (r1, r2, hp) = (unique_loopback(), unique_loopback(), unique_loopback());
         let master = RedisServer::start(r1, REDIS);
         let replica = RedisServer::start_replica_of(r2, REDIS, master.addr);
@@ -129,7 +140,13 @@ impl Adopted {
             .unwrap()
             .port();
         let file = dir.path().join("adopted.yaml");
-        let yaml = topology(r1, r2, hp, hook.port, port, &dir.path().join("state"));
+        let yaml = topology(
+            (r1, r2, hp),
+            aliased.then_some(names),
+            hook.port,
+            port,
+            &dir.path().join("state"),
+        );
         std::fs::write(&file, yaml).unwrap();
         let out = medic(&["validate", file.to_str().unwrap()]);
         assert!(out.status.success(), "{}", text(&out));
@@ -145,6 +162,7 @@ impl Adopted {
             r1,
             r2,
             hp,
+            aliases: aliased.then(|| names.map(str::to_owned)),
             master,
             replica,
             haproxy,
@@ -192,14 +210,25 @@ impl Adopted {
             .unwrap_or_default()
     }
 
-    /// `show servers state bk_cache` as (server, in maintenance).
+    /// `show servers state bk_cache` as (server, in maintenance): HAProxy's own answer,
+    /// its server names read as the machines they stand for where the topology says so.
     fn routing(&self) -> Vec<(String, bool)> {
         let text = self.haproxy.api("show servers state bk_cache");
-        medic_haproxy::parse_servers_state(&text)
+        let mut routes: Vec<(String, bool)> = medic_haproxy::parse_servers_state(&text)
             .unwrap()
             .iter()
-            .map(|s| (s.server.clone(), s.in_maint()))
-            .collect()
+            .map(|s| {
+                let alias = self.aliases.iter().flatten().position(|n| *n == s.server);
+                let machine = match alias {
+                    Some(0) => "redis1".to_owned(),
+                    Some(_) => "redis2".to_owned(),
+                    None => s.server.clone(),
+                };
+                (machine, s.in_maint())
+            })
+            .collect();
+        routes.sort();
+        routes
     }
 
     /// Waits until the proxy routes to `ready` alone (the other server in maintenance).
@@ -263,11 +292,12 @@ fn kinds_where(history: &[Value], keep: impl Fn(&Value) -> bool) -> Vec<String> 
 
 #[test]
 fn an_adopted_deployment_fails_over_through_the_runtime_api_and_redis_alone() {
-    let mut a = Adopted::start(["redis1", "redis2"]);
+    // The operator named the servers otherwise; the topology says which machine each is.
+    let mut a = Adopted::start(["cache1", "cache2"], true);
     let written = std::fs::read(&a.haproxy.config).unwrap();
     let plan = text(&medic(&["plan", a.f(), "--process", "cache@redis1"]));
     assert!(
-        plan.contains("set server bk_cache/redis1 state maint"),
+        plan.contains("set server bk_cache/cache1 state maint"),
         "{plan}"
     );
     assert!(!plan.contains("ssh"), "the plan goes through SSH:\n{plan}");
@@ -392,7 +422,7 @@ fn an_adopted_deployment_fails_over_through_the_runtime_api_and_redis_alone() {
 #[test]
 fn a_server_named_otherwise_than_its_machine_is_left_alone_and_blocks_the_promotion() {
     // The replica's server is `cache2`, not `redis2`.
-    let a = Adopted::start(["redis1", "cache2"]);
+    let a = Adopted::start(["redis1", "cache2"], false);
     wait_until(
         "a critical alert naming the operator's servers",
         Duration::from_secs(15),
@@ -421,7 +451,7 @@ fn a_server_named_otherwise_than_its_machine_is_left_alone_and_blocks_the_promot
     );
     assert_eq!(
         a.routing(),
-        [("redis1".to_owned(), false), ("cache2".to_owned(), true)]
+        [("cache2".to_owned(), true), ("redis1".to_owned(), false)]
     );
 
     // The master dies. Its fence is made, but the read-back before the promotion finds no

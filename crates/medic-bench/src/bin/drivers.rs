@@ -117,7 +117,7 @@ fn main() {
         // --- the runtime API through the SSH session (`reach: ssh`) -------------------------
         // The API as the machine itself sees it, through a socket forwarded by the session:
         // what a fence costs when the API is not on the network.
-        let path = ssh.forward(&host, hp.api_tcp).await.unwrap();
+        let path = ssh.forward(&host, medic_ssh::ForwardTo::Tcp(hp.api_tcp)).await.unwrap();
         let tunneled = RuntimeApi::new(Endpoint::Unix(path));
         let mut show = Vec::with_capacity(n_api);
         for _ in 0..n_api {

@@ -132,17 +132,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     async fn passive_view(&self, p: &Passive, machine: &str) -> Option<bool> {
         let client = &self.inner.redis;
         match p {
-            Passive::Proxy(proxy, api, backend) => {
+            Passive::Proxy(proxy, ip, port, backend) => {
                 let loaded = self.top();
                 let read = async {
-                    let mut rt = medic_exec::proxy_api(
-                        &self.inner.ssh,
-                        &loaded.topology,
-                        proxy,
-                        api.ip(),
-                        api.port(),
-                    )
-                    .await?;
+                    let mut rt =
+                        medic_exec::proxy_api(&self.inner.ssh, &loaded.topology, proxy, *ip, *port)
+                            .await?;
                     rt.timeout = WITNESS_WITHIN;
                     rt.servers(Some(backend)).await
                 };
@@ -225,7 +220,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let api = top
             .runtime_api_of(machine)
             .filter(|r| r.reach == medic_topology::Reach::Network)
-            .map(|r| r.port.value);
+            .and_then(|r| r.tcp_port());
         // Its SSH port too: a service's full accept queue drops connections silently, sshd's
         // does not.
         let ssh_port = top.machine(machine).map_or(22, |m| top.ssh_for(m).port);

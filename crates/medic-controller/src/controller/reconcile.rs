@@ -207,7 +207,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         top: &Topology,
         machine: &str,
         ip: std::net::IpAddr,
-        port: u16,
+        port: Option<u16>,
     ) -> Option<Vec<ServerState>> {
         let read = async {
             let mut api = medic_exec::proxy_api(&self.inner.ssh, top, machine, ip, port).await?;
@@ -220,7 +220,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     async fn reconcile_once(&self) {
         let loaded = self.top();
         let top = &loaded.topology;
-        let port = top.proxies.value.runtime_api.value.port.value;
+        let port = top.proxies.value.runtime_api.value.tcp_port();
         let (observed, proxies_up) = {
             let st = lock(&self.inner.st);
             (st.core.saved.observed.clone(), st.core.proxies_up())
@@ -289,7 +289,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(ip) = observed.address(machine) else {
                 continue;
             };
-            let port = a.runtime_api.value.port.value;
+            let port = a.runtime_api.value.tcp_port();
             let Some(servers) = self.read_proxy(top, machine, ip, port).await else {
                 continue;
             };
@@ -359,7 +359,13 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// Writes the haproxy.cfg lines owed on `machine` (a write that failed after a runtime
     /// change) as its runtime says now (`servers`, just read): in maintenance or not, and
     /// where. Forgotten once written.
-    async fn write_owed(&self, machine: &str, ip: IpAddr, port: u16, servers: &[ServerState]) {
+    async fn write_owed(
+        &self,
+        machine: &str,
+        ip: IpAddr,
+        port: Option<u16>,
+        servers: &[ServerState],
+    ) {
         if !self.top().topology.managed() {
             return;
         }
@@ -541,7 +547,7 @@ mod tests {
         ProxyApi {
             machine: "haproxy2".into(),
             address: Addr::Ip(IpAddr::from([10, 77, 0, 13])),
-            port: 9999,
+            port: Some(9999),
         }
     }
 
@@ -611,7 +617,7 @@ mod tests {
         let app = ProxyApi {
             machine: "app".into(),
             address: Addr::Ip(IpAddr::from([10, 77, 0, 14])),
-            port: 9998,
+            port: Some(9998),
         };
         let servers = [
             server("app-r9001", "haproxy1", "10.77.0.12", 8001, true),

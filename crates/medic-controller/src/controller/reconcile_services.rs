@@ -122,7 +122,7 @@ mod tests {
         ProxyApi {
             machine: "lb1".into(),
             address: Addr::Of("lb1".into()),
-            port: 9999,
+            port: Some(9999),
         }
     }
 

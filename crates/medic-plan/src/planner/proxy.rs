@@ -77,7 +77,7 @@ impl<'a> Planner<'a> {
             let api = ProxyApi {
                 machine: app.machine.value.clone(),
                 address: addr_of(self.state, &app.machine.value),
-                port: app.runtime_api.value.port.value,
+                port: app.runtime_api.value.tcp_port(),
             };
             for f in &app.frontends {
                 let shard = &f.value.shard.value;

@@ -243,7 +243,7 @@ fn failed_master_leaves_every_proxy_before_promotion() {
         );
         // And the fence is maint + shutdown sessions.
         let fence = p.steps.iter().find(|s| s.index == fences[0]).unwrap();
-        let cmds = fence.action.haproxy_commands();
+        let cmds = fence.action.haproxy_commands(&Default::default());
         assert_eq!(cmds.len(), 2);
         assert!(
             cmds[0].ends_with("state maint") && cmds[1].starts_with("shutdown sessions server"),

@@ -99,17 +99,17 @@ impl Sim {
     /// the real `repairs`.
     pub(super) fn reconcile(&mut self) {
         let top = self.loaded.topology.clone();
-        let port = top.proxies.value.runtime_api.value.port.value;
+        let port = top.proxies.value.runtime_api.value.tcp_port();
         let observed = self.core.saved.observed.clone();
         let (up, proxies_up) = (self.core.masters_up(), self.core.proxies_up());
-        let mut apis: Vec<(String, u16, bool)> = top
+        let mut apis: Vec<(String, Option<u16>, bool)> = top
             .proxy_machines()
             .map(|m| (m.to_owned(), port, false))
             .collect();
         apis.extend(top.app_proxies.iter().map(|a| {
             (
                 a.value.machine.value.clone(),
-                a.value.runtime_api.value.port.value,
+                a.value.runtime_api.value.tcp_port(),
                 true,
             )
         }));

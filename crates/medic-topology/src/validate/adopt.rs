@@ -112,6 +112,66 @@ impl Ctx<'_, '_> {
             }
         }
         self.unmanaged();
+        self.runtime_apis();
+        self.server_names();
+    }
+
+    /// `machines[].server`: a HAProxy name, only in an adopted deployment, and one machine per
+    /// name (so a name HAProxy reports stands for one machine).
+    fn server_names(&mut self) {
+        let top = self.top;
+        let mut seen: BTreeMap<&str, (Location, &str)> = BTreeMap::new();
+        for (i, m) in top.machines.iter().enumerate() {
+            let Some(server) = &m.value.server else {
+                continue;
+            };
+            let p = format!("machines[{i}].server");
+            let name = server.value.as_str();
+            if !is_backend_name(name) {
+                self.d.error(
+                    server.referenced,
+                    &p,
+                    format!(
+                        "`{}` is not a HAProxy server name; expected 1 to 63 letters, digits, '-', '_', '.' or ':'",
+                        name.escape_debug()
+                    ),
+                );
+            }
+            if top.managed() {
+                self.d.error(
+                    server.referenced,
+                    &p,
+                    "a server name of its own is only for a deployment medic adopted; expected `managed: false`, or no `server` (medic names the servers it configures after their machines)",
+                );
+            }
+            let own = m.value.name.value.as_str();
+            if let Some(other) = top
+                .machines
+                .iter()
+                .find(|o| o.value.name.value == name && o.value.name.value != own)
+            {
+                self.d.error(
+                    server.referenced,
+                    &p,
+                    format!(
+                        "`{name}` is machine `{}`'s name (line {}); expected a server name that no other machine has",
+                        other.value.name.value, other.referenced.line()
+                    ),
+                );
+            }
+            if let Some((at, first)) = seen.get(name) {
+                self.d.error(
+                    server.referenced,
+                    &p,
+                    format!(
+                        "server `{name}` is also machine `{first}`'s (line {}); expected one machine per server name",
+                        at.line()
+                    ),
+                );
+            } else {
+                seen.insert(name, (server.referenced, own));
+            }
+        }
     }
 
     fn backend_name(&mut self, name: &str, at: Location, p: &str) {
@@ -147,6 +207,25 @@ impl Ctx<'_, '_> {
                 "managed",
                 "with `managed: false` a PostgreSQL service's old primary is still stopped (pg-stop) and rejoined (pg_rewind) over SSH, and a service's hooks run there; expected SSH to its machines",
             );
+        }
+    }
+
+    /// A runtime API over the network is a TCP port; without one, medic goes through SSH to
+    /// the unix socket.
+    fn runtime_apis(&mut self) {
+        let top = self.top;
+        let mut apis = vec![(&top.proxies.value.runtime_api, "proxies".to_owned())];
+        for (i, a) in top.app_proxies.iter().enumerate() {
+            apis.push((&a.value.runtime_api, format!("app_proxies[{i}]")));
+        }
+        for (api, owner) in apis {
+            if api.value.reach == Reach::Network && api.value.port.is_none() {
+                self.d.error(
+                    api.referenced,
+                    format!("{owner}.runtime_api.port"),
+                    "`reach: network` needs the API's TCP port; expected `port: N` (HAProxy's `stats socket ipv4@ADDRESS:N level admin`), or `reach: ssh` without a port to reach the unix `socket` through SSH",
+                );
+            }
         }
     }
 }

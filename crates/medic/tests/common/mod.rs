@@ -653,6 +653,27 @@ impl Env {
         haproxy_servers_in(&self.netns(machine), port, backend)
     }
 
+    /// What `machine`'s HAProxy says of `backend`'s servers, asked on its admin unix socket
+    /// (its instance's `/run`, as the lab mounts it).
+    pub fn haproxy_socket_servers(
+        &self,
+        machine: &str,
+        backend: Option<&str>,
+    ) -> Vec<medic_haproxy::ServerState> {
+        use medic_haproxy::ProxyApi;
+        let (id, _) = self.instances(machine).into_iter().next().unwrap();
+        let path = self
+            ._dir
+            .path()
+            .join(format!("lab/machines/{id}/run/haproxy/admin.sock"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let api = medic_haproxy::RuntimeApi::new(medic_haproxy::Endpoint::Unix(path));
+        rt.block_on(api.servers(backend)).unwrap()
+    }
+
     /// The `server` line of `backend` in the haproxy.cfg of `machine`'s current instance
     /// (what a reload or a restart reads), trimmed; empty if there is none.
     pub fn haproxy_cfg_line(&self, machine: &str, backend: &str, server: &str) -> String {
