@@ -34,11 +34,19 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                     // HAProxy answers `shutdown sessions` only once the streams are gone (a
                     // held client's takes ~200 ms). Nothing waits for it here: the old master
                     // holds every write and becomes a replica before it lets them go.
-                    let (api, command) =
-                        (api.clone(), medic_haproxy::cmd::shutdown_sessions(server));
+                    let command =
+                        medic_haproxy::cmd::shutdown_sessions(&api.aliases.to_haproxy(server));
+                    let api = api.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = api.send(&command).await {
-                            tracing::warn!(error = %e, "shutdown sessions");
+                        match api.send(&command).await {
+                            Err(e) => tracing::warn!(error = %e, "shutdown sessions"),
+                            // HAProxy answers nothing when it took the command.
+                            Ok(reply) if !reply.trim().is_empty() => tracing::warn!(
+                                %command,
+                                reply = %reply.trim(),
+                                "shutdown sessions refused"
+                            ),
+                            Ok(_) => {}
                         }
                     });
                     Ok(())

@@ -40,6 +40,9 @@ async fn reach_api(
     port: Option<u16>,
 ) -> Result<RuntimeApi, HaproxyError> {
     let api = top.runtime_api_of(machine);
+    // The topology as it is now says where the API is: a step journaled before a reload
+    // carries the port of its time.
+    let port = api.map_or(port, |a| a.tcp_port());
     let reach = api.map_or(Reach::Ssh, |r| r.reach);
     let (remote, endpoint) = match (reach, port, api) {
         (Reach::Network, Some(port), _) => {

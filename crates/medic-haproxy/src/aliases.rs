@@ -38,10 +38,15 @@ impl Aliases {
         }
     }
 
-    /// The server HAProxy reports, named as medic knows it.
+    /// The server HAProxy reports, named as medic knows it. A server HAProxy itself names
+    /// after a machine whose server is named otherwise is no machine's: it is reported as
+    /// `NAME (not the machine)`, which matches none (a stray line medic must not take for the
+    /// machine's, e.g. a backup line to the same redis).
     pub fn to_medic(&self, mut st: ServerState) -> ServerState {
         if let Some(o) = self.ours.get(&st.server) {
             st.server = o.clone();
+        } else if self.theirs.contains_key(&st.server) {
+            st.server = format!("{} (not the machine)", st.server);
         }
         st
     }
@@ -70,12 +75,12 @@ mod tests {
         );
         assert_eq!(a.haproxy_name("redis1"), "cache1");
         assert_eq!(a.haproxy_name("other"), "other");
-        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 bk 1 cache1 10.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n3 bk 2 cache9 10.0.0.2 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n";
+        let text = "1\n# be_id be_name srv_id srv_name srv_addr srv_op_state srv_admin_state srv_uweight srv_iweight srv_time_since_last_change srv_check_status srv_check_result srv_check_health srv_check_state srv_agent_state bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord srv_use_ssl srv_check_port srv_check_addr srv_agent_addr srv_agent_port\n3 bk 1 cache1 10.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n3 bk 2 cache9 10.0.0.2 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n3 bk 3 redis1 10.0.0.1 2 0 1 1 5 6 3 4 6 0 0 0 - 6379 - 0 0 - - 0\n";
         let names: Vec<String> = crate::parse_servers_state(text)
             .unwrap()
             .into_iter()
             .map(|st| a.to_medic(st).server)
             .collect();
-        assert_eq!(names, ["redis1", "cache9"]);
+        assert_eq!(names, ["redis1", "cache9", "redis1 (not the machine)"]);
     }
 }

@@ -45,6 +45,21 @@ fn host(top: &Topology, machine: &str, address: &Addr) -> Value {
     json!({ "name": machine, "address": address.to_string(), "role": role, "topology": top.name.value })
 }
 
+/// `runtime_api` for the haproxy and app-proxy playbooks. Without a TCP port medic reaches
+/// the admin socket over SSH as its login on `machine`: `owner` is that login (the socket is
+/// made its own), unless it is root or not a plain user name.
+fn runtime_api_vars(top: &Topology, machine: &str, api: &medic_topology::RuntimeApi) -> Value {
+    let login = top.machine(machine).map(|m| top.ssh_for(m).user);
+    let owner = login.filter(|u| {
+        api.port.is_none()
+            && u != "root"
+            && !u.is_empty()
+            && u.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    });
+    json!({ "port": api.tcp_port(), "socket": api.socket.value, "reach": api.reach, "owner": owner })
+}
+
 /// A password in playbook variables, as a placeholder: the plan and the journal show it as
 /// it is; the executor puts the password in when the step runs.
 pub fn secret(user: &str) -> String {
@@ -178,7 +193,7 @@ pub fn haproxy_vars(
         .collect();
     json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": px.runtime_api.value.tcp_port(), "socket": px.runtime_api.value.socket.value, "reach": px.runtime_api.value.reach },
+        "runtime_api": runtime_api_vars(top, machine, &px.runtime_api.value),
         "haproxy": haproxy_settings(&px.haproxy),
         "frontends": frontends,
         "services": service_frontends(top, state),
@@ -310,7 +325,7 @@ pub fn app_proxy_vars(
         .collect();
     Some(json!({
         "host": host(top, machine, address),
-        "runtime_api": { "port": app.runtime_api.value.tcp_port(), "socket": app.runtime_api.value.socket.value, "reach": app.runtime_api.value.reach },
+        "runtime_api": runtime_api_vars(top, machine, &app.runtime_api.value),
         "haproxy": haproxy_settings(&top.proxies.value.haproxy),
         "resolver": resolver,
         "frontends": frontends,

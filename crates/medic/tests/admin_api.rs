@@ -138,6 +138,13 @@ fn without_a_port_the_admin_socket_is_the_api_and_medic_fails_over_through_it() 
             !env.haproxy_socket_servers(proxy, None).is_empty(),
             "{proxy}: its admin socket lists no server"
         );
+        // The socket is made the SSH login's own (the lab's login is `medic`).
+        let cfg = env.haproxy_cfg(proxy);
+        assert!(
+            cfg.contains("stats socket /run/haproxy/admin.sock mode 600 level admin user medic")
+                && !cfg.contains("stats socket ipv4@"),
+            "{proxy}'s haproxy.cfg:\n{cfg}"
+        );
     }
 
     // A dead master is failed over: every fence and activation goes through the socket.

@@ -653,6 +653,18 @@ impl Env {
         haproxy_servers_in(&self.netns(machine), port, backend)
     }
 
+    /// The haproxy.cfg of `machine`'s current instance (empty if there is none).
+    pub fn haproxy_cfg(&self, machine: &str) -> String {
+        let Some((id, _)) = self.instances(machine).into_iter().next() else {
+            return String::new();
+        };
+        let path = self
+            ._dir
+            .path()
+            .join(format!("lab/machines/{id}/etc-upper/haproxy/haproxy.cfg"));
+        std::fs::read_to_string(path).unwrap_or_default()
+    }
+
     /// What `machine`'s HAProxy says of `backend`'s servers, asked on its admin unix socket
     /// (its instance's `/run`, as the lab mounts it).
     pub fn haproxy_socket_servers(
@@ -677,15 +689,8 @@ impl Env {
     /// The `server` line of `backend` in the haproxy.cfg of `machine`'s current instance
     /// (what a reload or a restart reads), trimmed; empty if there is none.
     pub fn haproxy_cfg_line(&self, machine: &str, backend: &str, server: &str) -> String {
-        let Some((id, _)) = self.instances(machine).into_iter().next() else {
-            return String::new();
-        };
-        let path = self
-            ._dir
-            .path()
-            .join(format!("lab/machines/{id}/etc-upper/haproxy/haproxy.cfg"));
-        let cfg = std::fs::read_to_string(path).unwrap_or_default();
-        cfg.split(&format!("\nbackend {backend}\n"))
+        self.haproxy_cfg(machine)
+            .split(&format!("\nbackend {backend}\n"))
             .nth(1)
             .and_then(|section| {
                 section
