@@ -321,15 +321,30 @@ impl<'a> Planner<'a> {
             );
             return Ok(false);
         }
-        // Largest offset wins; on a tie, the replica listed first.
-        let best = st.replicas.iter().filter(|r| r.machine != lost).fold(
-            None::<&crate::state::ReplicaState>,
-            |best, r| match (best, r.offset) {
-                (None, _) => Some(r),
-                (Some(b), Some(o)) if b.offset.is_none_or(|bo| o > bo) => Some(r),
-                (b, _) => b,
-            },
-        );
+        // Largest offset wins; on a tie, the replica listed first. A replica some proxy has
+        // no server for is the choice only when no other may be promoted: its activation
+        // there would fail, and the shard have no route until that proxy is configured again.
+        let max = self.top.policy.max_promotion_lag_bytes.value;
+        let best_of = |routable: Option<bool>| {
+            st.replicas
+                .iter()
+                .filter(|r| r.machine != lost)
+                .filter(|r| routable.is_none_or(|want| st.lacking(&r.machine).is_empty() == want))
+                .fold(None::<&crate::state::ReplicaState>, |best, r| {
+                    match (best, r.offset) {
+                        (None, _) => Some(r),
+                        (Some(b), Some(o)) if b.offset.is_none_or(|bo| o > bo) => Some(r),
+                        (b, _) => b,
+                    }
+                })
+        };
+        let promotable = |r: &&crate::state::ReplicaState| {
+            r.offset
+                .is_some_and(|o| st.master_offset.map_or(0, |m| m.saturating_sub(o)) <= max)
+        };
+        let best = best_of(Some(true))
+            .filter(promotable)
+            .or_else(|| best_of(None));
         let Some(best) = best else {
             self.alert(
                 AlertLevel::Critical,
@@ -348,7 +363,6 @@ impl<'a> Planner<'a> {
             return Ok(false);
         };
         let lag = st.master_offset.map_or(0, |m| m.saturating_sub(offset));
-        let max = self.top.policy.max_promotion_lag_bytes.value;
         if lag > max {
             self.alert(
                 AlertLevel::Critical,
@@ -358,6 +372,17 @@ impl<'a> Planner<'a> {
                 ),
             );
             return Ok(false);
+        }
+        let lacking = st.lacking(&best.machine);
+        if !lacking.is_empty() {
+            self.alert(
+                AlertLevel::Critical,
+                format!(
+                    "shard {name}: {} is promoted though {} had no server for it when last read (no other replica may be promoted); until `medic recover PROXY` configures them, they cannot route to it",
+                    best.machine,
+                    lacking.join(", ")
+                ),
+            );
         }
         let server = self.server(shard, &best.machine, addr_of(self.state, &best.machine));
         self.push(Action::PromoteReplica {

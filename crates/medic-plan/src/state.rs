@@ -1,6 +1,6 @@
 //! What the controller has observed: where each machine is, and who is master of each shard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
@@ -84,6 +84,23 @@ pub struct ShardState {
     /// server that was master in an older generation is never adopted again.
     #[serde(default)]
     pub generation: u64,
+    /// For each proxy, the shard's machines it has no server for in the shard's backend, as
+    /// the controller's reconcile last read it (a topology reload added a replica that the
+    /// proxy's haproxy.cfg does not have yet): a failover prefers a replica every proxy can
+    /// route to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub missing_on: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ShardState {
+    /// The proxies that have no server for `machine` in the shard's backend, as last read.
+    pub fn lacking(&self, machine: &str) -> Vec<&str> {
+        self.missing_on
+            .iter()
+            .filter(|(_, m)| m.contains(machine))
+            .map(|(p, _)| p.as_str())
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +158,7 @@ impl ObservedState {
                         master_offset: Some(0),
                         replicas,
                         generation: 0,
+                        missing_on: Default::default(),
                     },
                 )
             })
@@ -385,6 +403,7 @@ mod tests {
                     offset: Some(90),
                 }],
                 generation: 0,
+                missing_on: Default::default(),
             },
         );
         ObservedState {

@@ -155,6 +155,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                             master,
                             replicas,
                             generation,
+                            missing_on: Default::default(),
                         },
                     );
                 }

@@ -16,9 +16,10 @@
 //! does not promote: its fence fails (HAProxy: "No such ..."), or the read-back before the
 //! promotion finds the backend unlike (medic-exec's `adopted`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use medic_haproxy::ServerState;
+use medic_plan::ObservedState;
 use medic_topology::Topology;
 
 /// One backend of `proxy` that differs from the topology's: its name and what differs.
@@ -74,6 +75,32 @@ pub fn mismatches(top: &Topology, proxy: &str, servers: &[ServerState]) -> Vec<M
     compare(top, proxy, servers, shards.chain(services))
 }
 
+/// For each shard, the machines of it (as `observed` records them) that have no server in the
+/// shard's backend among a proxy's `servers` (its whole `show servers state`).
+pub fn missing(
+    top: &Topology,
+    observed: &ObservedState,
+    servers: &[ServerState],
+) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    for (shard, st) in &observed.shards {
+        let backend = top.shard_backend(shard);
+        let lacking: BTreeSet<String> = std::iter::once(&st.master)
+            .chain(st.replicas.iter().map(|r| &r.machine))
+            .filter(|m| {
+                !servers
+                    .iter()
+                    .any(|s| s.backend == backend && s.server == **m)
+            })
+            .cloned()
+            .collect();
+        if !lacking.is_empty() {
+            out.insert(shard.clone(), lacking);
+        }
+    }
+    out
+}
+
 /// Each `(what, backend, machines)` that `servers` do not match.
 fn compare<'t>(
     top: &Topology,
@@ -123,7 +150,7 @@ fn compare<'t>(
                     if unknown.is_empty() || managed {
                         fix
                     } else {
-                        "expected haproxy.cfg's servers (or the machines) renamed to match"
+                        "expected each machine's `server` in the topology to name its server there, or haproxy.cfg's servers renamed to match"
                             .to_owned()
                     }
                 ),
@@ -197,6 +224,24 @@ mod tests {
     fn a_proxy_as_medic_renders_it_matches() {
         let top = lab();
         assert_eq!(mismatches(&top, "haproxy1", &rendered(&top)), []);
+    }
+
+    #[test]
+    fn a_replica_a_proxy_has_no_server_for_is_recorded_as_missing_there() {
+        let top = lab();
+        let observed = medic_plan::ObservedState::assumed(&top);
+        let all = rendered(&top);
+        assert_eq!(missing(&top, &observed, &all), BTreeMap::new());
+        // A proxy configured before redis2 was a replica of r9001.
+        let older: Vec<ServerState> = all
+            .into_iter()
+            .filter(|s| !(s.backend == "redis-r9001" && s.server == "redis2"))
+            .collect();
+        let lacking = missing(&top, &observed, &older);
+        assert_eq!(
+            lacking,
+            BTreeMap::from([("r9001".to_owned(), BTreeSet::from(["redis2".to_owned()]))])
+        );
     }
 
     #[test]

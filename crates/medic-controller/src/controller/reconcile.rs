@@ -246,6 +246,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let mut st = lock(&self.inner.st);
                 let reading = Routing::of(&servers, crate::journal::now_ms());
                 st.routing.insert(machine.to_owned(), reading);
+                st.core
+                    .set_missing_on(machine, super::layout::missing(top, &observed, &servers));
                 st.core.idle().then(|| {
                     (
                         st.core.saved.observed.clone(),

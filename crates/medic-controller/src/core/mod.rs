@@ -407,6 +407,23 @@ impl Core {
         }
     }
 
+    /// What the reconcile just read of `proxy`: for each shard, the machines it has no
+    /// server for in the shard's backend (a planner's failover prefers the other replicas).
+    pub fn set_missing_on(&mut self, proxy: &str, missing: BTreeMap<String, BTreeSet<String>>) {
+        for (shard, st) in self.saved.observed.shards.iter_mut() {
+            match missing.get(shard).filter(|m| !m.is_empty()) {
+                Some(m) => {
+                    if st.missing_on.get(proxy) != Some(m) {
+                        st.missing_on.insert(proxy.to_owned(), m.clone());
+                    }
+                }
+                None => {
+                    st.missing_on.remove(proxy);
+                }
+            }
+        }
+    }
+
     /// The shard's recorded master.
     pub fn master_of(&self, shard: &str) -> Option<&str> {
         self.saved

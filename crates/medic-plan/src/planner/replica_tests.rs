@@ -331,3 +331,61 @@ fn a_replica_never_seen_in_sync_is_not_promoted() {
         ]
     );
 }
+
+/// A replica a proxy has no server for (the reconcile read it so: a topology reload added
+/// it and that proxy's haproxy.cfg is older) is passed over for one every proxy can route
+/// to, within the lag limit; when no other may be promoted, it is, with a critical alert
+/// naming the proxies.
+#[test]
+fn a_replica_a_proxy_cannot_route_to_is_promoted_only_when_no_other_can_be() {
+    let (top, mut state) = three_replicas();
+    let lacks = |state: &mut ObservedState, machines: &[&str]| {
+        state.shards.get_mut("r9001").unwrap().missing_on.insert(
+            "haproxy2".into(),
+            machines.iter().map(|m| (*m).to_owned()).collect(),
+        );
+    };
+    let promoted = |p: &Plan| -> Vec<String> {
+        p.steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::PromoteReplica { server, .. } if server.shard == "r9001" => {
+                    Some(server.machine.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    let alerts = |p: &Plan| -> Vec<String> {
+        p.steps
+            .iter()
+            .filter_map(|s| match &s.action {
+                Action::Alert { message, .. } => Some(message.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // redis3 (9,900) is the most advanced, but haproxy2 lacks it: redis2 (9,000, 1,000
+    // bytes behind, within the limit) is promoted.
+    lacks(&mut state, &["redis3"]);
+    let p = plan(&top, &state, &lost("redis1"));
+    assert_eq!(promoted(&p), ["redis2"], "{:#?}", outline(&p));
+    assert!(alerts(&p).is_empty(), "{:?}", alerts(&p));
+
+    // No routable replica that may be promoted (redis2 and redis4 never seen in sync): the
+    // most advanced one, and the proxies named.
+    state.shards.get_mut("r9001").unwrap().replicas[0].offset = None;
+    let p = plan(&top, &state, &lost("redis1"));
+    assert_eq!(promoted(&p), ["redis3"], "{:#?}", outline(&p));
+    assert_eq!(
+        alerts(&p),
+        [
+            "shard r9001: redis3 is promoted though haproxy2 had no server for it when last read (no other replica may be promoted); until `medic recover PROXY` configures them, they cannot route to it"
+        ]
+    );
+
+    // Every replica lacking: the most advanced, as before.
+    lacks(&mut state, &["redis2", "redis3", "redis4"]);
+    let p = plan(&top, &state, &lost("redis1"));
+    assert_eq!(promoted(&p), ["redis3"], "{:#?}", outline(&p));
+}

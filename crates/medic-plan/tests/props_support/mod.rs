@@ -195,6 +195,7 @@ fn shard_state(machines: Vec<String>) -> impl Strategy<Value = ShardState> {
                 master_offset: m_off,
                 replicas: listed.into_iter().map(|(_, r)| r).collect(),
                 generation: 0,
+                missing_on: Default::default(),
             }
         })
     })
