@@ -80,6 +80,16 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         server: &ServerRef,
         change: ProxyChange,
     ) -> Result<(String, bool), ExecError> {
+        // Where the API is comes from the topology as it is now (a journaled step carries the
+        // port of its time), for the messages as for reaching it.
+        let now = ProxyApi {
+            port: self
+                .topology
+                .runtime_api_of(&proxy.machine)
+                .map_or(proxy.port, |a| a.tcp_port()),
+            ..proxy.clone()
+        };
+        let proxy = &now;
         let ip = self.resolve(index, kind, &proxy.address)?;
         if self.unfenced.unreachable.contains(&proxy.machine) {
             return Ok((

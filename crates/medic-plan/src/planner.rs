@@ -325,11 +325,13 @@ impl<'a> Planner<'a> {
         // no server for is the choice only when no other may be promoted: its activation
         // there would fail, and the shard have no route until that proxy is configured again.
         let max = self.top.policy.max_promotion_lag_bytes.value;
+        let top = self.top;
+        let lacking = |m: &str| lacking_on(top, st, m);
         let best_of = |routable: Option<bool>| {
             st.replicas
                 .iter()
                 .filter(|r| r.machine != lost)
-                .filter(|r| routable.is_none_or(|want| st.lacking(&r.machine).is_empty() == want))
+                .filter(|r| routable.is_none_or(|want| lacking(&r.machine).is_empty() == want))
                 .fold(None::<&crate::state::ReplicaState>, |best, r| {
                     match (best, r.offset) {
                         (None, _) => Some(r),
@@ -338,13 +340,21 @@ impl<'a> Planner<'a> {
                     }
                 })
         };
-        let promotable = |r: &&crate::state::ReplicaState| {
-            r.offset
-                .is_some_and(|o| st.master_offset.map_or(0, |m| m.saturating_sub(o)) <= max)
-        };
+        // What a promotion may lose is measured from the newest data known: the master's
+        // offset when last seen, or a surviving replica's if it got further since (a replica
+        // keeps streaming while a dying master's checks already fail).
+        let newest = st
+            .replicas
+            .iter()
+            .filter(|r| r.machine != lost)
+            .filter_map(|r| r.offset)
+            .chain(st.master_offset)
+            .max();
+        let behind = |o: u64| newest.map_or(0, |n| n.saturating_sub(o));
+        let most_advanced = best_of(None);
         let best = best_of(Some(true))
-            .filter(promotable)
-            .or_else(|| best_of(None));
+            .filter(|r| r.offset.is_some_and(|o| behind(o) <= max))
+            .or(most_advanced);
         let Some(best) = best else {
             self.alert(
                 AlertLevel::Critical,
@@ -362,7 +372,7 @@ impl<'a> Planner<'a> {
             );
             return Ok(false);
         };
-        let lag = st.master_offset.map_or(0, |m| m.saturating_sub(offset));
+        let lag = behind(offset);
         if lag > max {
             self.alert(
                 AlertLevel::Critical,
@@ -373,14 +383,25 @@ impl<'a> Planner<'a> {
             );
             return Ok(false);
         }
-        let lacking = st.lacking(&best.machine);
-        if !lacking.is_empty() {
+        if let Some(ahead) = most_advanced.filter(|m| m.offset > best.offset) {
+            self.alert(
+                AlertLevel::Warning,
+                format!(
+                    "shard {name}: {} is promoted ({lag} bytes behind the newest data seen) rather than the more advanced {}, which {} had no server for when last read",
+                    best.machine,
+                    ahead.machine,
+                    lacking(&ahead.machine).join(", ")
+                ),
+            );
+        }
+        let lacks = lacking(&best.machine);
+        if !lacks.is_empty() {
             self.alert(
                 AlertLevel::Critical,
                 format!(
                     "shard {name}: {} is promoted though {} had no server for it when last read (no other replica may be promoted); until `medic recover PROXY` configures them, they cannot route to it",
                     best.machine,
-                    lacking.join(", ")
+                    lacks.join(", ")
                 ),
             );
         }
@@ -624,6 +645,19 @@ pub fn client_token(recovery: &str, step: usize) -> String {
     let suffix = format!("-{step}");
     t.truncate(64 - suffix.len());
     t + &suffix
+}
+
+/// The proxies of the topology that had no server for `machine` in `st`'s backend when last
+/// read (a proxy the topology no longer has lacks nothing).
+pub(crate) fn lacking_on<'s>(
+    top: &Topology,
+    st: &'s crate::state::ShardState,
+    machine: &str,
+) -> Vec<&'s str> {
+    st.lacking(machine)
+        .into_iter()
+        .filter(|p| top.proxy_machines().any(|q| q == *p))
+        .collect()
 }
 
 #[cfg(test)]

@@ -54,6 +54,7 @@ fn runtime_api_vars(top: &Topology, machine: &str, api: &medic_topology::Runtime
         api.port.is_none()
             && u != "root"
             && !u.is_empty()
+            && !u.starts_with('-')
             && u.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
     });

@@ -84,6 +84,10 @@ pub fn missing(
 ) -> BTreeMap<String, BTreeSet<String>> {
     let mut out = BTreeMap::new();
     for (shard, st) in &observed.shards {
+        // A shard the topology no longer has is routed by nothing.
+        if top.shard(shard).is_none() {
+            continue;
+        }
         let backend = top.shard_backend(shard);
         let lacking: BTreeSet<String> = std::iter::once(&st.master)
             .chain(st.replicas.iter().map(|r| &r.machine))

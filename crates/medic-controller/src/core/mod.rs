@@ -410,7 +410,11 @@ impl Core {
     /// What the reconcile just read of `proxy`: for each shard, the machines it has no
     /// server for in the shard's backend (a planner's failover prefers the other replicas).
     pub fn set_missing_on(&mut self, proxy: &str, missing: BTreeMap<String, BTreeSet<String>>) {
+        let top = &self.loaded.topology;
         for (shard, st) in self.saved.observed.shards.iter_mut() {
+            // A proxy the topology no longer has is forgotten.
+            st.missing_on
+                .retain(|p, _| top.proxy_machines().any(|q| q == p));
             match missing.get(shard).filter(|m| !m.is_empty()) {
                 Some(m) => {
                     if st.missing_on.get(proxy) != Some(m) {

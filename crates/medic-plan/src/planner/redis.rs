@@ -323,6 +323,8 @@ impl<'a> Planner<'a> {
             reason,
         };
         let old = st.master.clone();
+        // A replica some proxy has no server for is never switched to: the old master would
+        // be fenced there and the new one could not be activated.
         let candidate = match to {
             Some(m) => st
                 .replicas
@@ -332,10 +334,22 @@ impl<'a> Planner<'a> {
             None => st
                 .replicas
                 .iter()
-                .filter(|r| r.offset.is_some())
+                .filter(|r| {
+                    r.offset.is_some() && super::lacking_on(self.top, st, &r.machine).is_empty()
+                })
                 .max_by_key(|r| r.offset)
-                .ok_or_else(|| cannot("it has no replica in sync".to_owned()))?,
+                .ok_or_else(|| {
+                    cannot("it has no replica in sync that every proxy has a server for".to_owned())
+                })?,
         };
+        let lacks = super::lacking_on(self.top, st, &candidate.machine);
+        if !lacks.is_empty() {
+            return Err(cannot(format!(
+                "{} had no server for {} when last read; `medic recover PROXY` configures them",
+                lacks.join(", "),
+                candidate.machine
+            )));
+        }
         let Some(offset) = candidate.offset else {
             return Err(cannot(format!(
                 "its replica {} is not in sync",

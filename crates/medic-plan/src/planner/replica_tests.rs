@@ -370,6 +370,27 @@ fn a_replica_a_proxy_cannot_route_to_is_promoted_only_when_no_other_can_be() {
     lacks(&mut state, &["redis3"]);
     let p = plan(&top, &state, &lost("redis1"));
     assert_eq!(promoted(&p), ["redis2"], "{:#?}", outline(&p));
+    assert_eq!(
+        alerts(&p),
+        [
+            "shard r9001: redis2 is promoted (1000 bytes behind the newest data seen) rather than the more advanced redis3, which haproxy2 had no server for when last read"
+        ]
+    );
+
+    // What may be lost is measured from the newest data known: redis3 streamed on past the
+    // master's last offset seen, so redis2 is too far behind it, and redis3 is promoted.
+    let mut ahead = state.clone();
+    ahead.shards.get_mut("r9001").unwrap().replicas[1].offset = Some(2_000_000);
+    let p = plan(&top, &ahead, &lost("redis1"));
+    assert_eq!(promoted(&p), ["redis3"], "{:#?}", outline(&p));
+
+    // A proxy no longer in the topology lacks nothing.
+    let mut gone = state.clone();
+    let lacked = gone.shards.get_mut("r9001").unwrap();
+    let entry = lacked.missing_on.remove("haproxy2").unwrap();
+    lacked.missing_on.insert("haproxy9".into(), entry);
+    let p = plan(&top, &gone, &lost("redis1"));
+    assert_eq!(promoted(&p), ["redis3"], "{:#?}", outline(&p));
     assert!(alerts(&p).is_empty(), "{:?}", alerts(&p));
 
     // No routable replica that may be promoted (redis2 and redis4 never seen in sync): the
@@ -388,4 +409,28 @@ fn a_replica_a_proxy_cannot_route_to_is_promoted_only_when_no_other_can_be() {
     lacks(&mut state, &["redis2", "redis3", "redis4"]);
     let p = plan(&top, &state, &lost("redis1"));
     assert_eq!(promoted(&p), ["redis3"], "{:#?}", outline(&p));
+}
+
+/// A switchover never goes to a replica a proxy has no server for: chosen by offset it is
+/// passed over, named it is refused.
+#[test]
+fn a_switchover_goes_only_to_a_replica_every_proxy_can_route_to() {
+    let (top, mut state) = three_replicas();
+    state
+        .shards
+        .get_mut("r9001")
+        .unwrap()
+        .missing_on
+        .insert("haproxy1".into(), ["redis3".to_owned()].into());
+    let p = plan(&top, &state, &switch("r9001", None));
+    assert!(
+        outline(&p).contains(&"promote r9001@redis2".to_owned()),
+        "{:#?}",
+        outline(&p)
+    );
+    let refused = plan_recovery(&top, &state, &switch("r9001", Some("redis3")), "t").unwrap_err();
+    assert_eq!(
+        refused.to_string(),
+        "`r9001` cannot be switched over: haproxy1 had no server for redis3 when last read; `medic recover PROXY` configures them"
+    );
 }
