@@ -32,6 +32,7 @@ mod error;
 mod fence;
 mod hook;
 mod persist;
+mod pg_catch_up;
 pub mod pg_follow;
 mod pg_rejoin;
 pub mod postgres;

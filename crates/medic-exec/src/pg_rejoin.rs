@@ -196,6 +196,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             port,
             rejoin,
             skip_unreachable,
+            caught_up,
         } = action
         else {
             return Err(ExecError::Unsupported { index, kind });
@@ -210,10 +211,45 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         let out = self
             .remote_script(index, kind, machine, ip, &script, PG_STOP_WITHIN)
             .await?;
-        let done: Vec<&str> = out
+        let mut done: Vec<String> = out
             .lines()
             .filter_map(|l| l.strip_prefix("medic: "))
+            .map(str::to_owned)
             .collect();
+        if let Some(next) = caught_up {
+            let failed = |message: String| ExecError::Postgres {
+                index,
+                kind,
+                service: service.clone(),
+                machine: next.machine.clone(),
+                message,
+                lasting: false,
+            };
+            let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|why| {
+                failed(format!(
+                    "{machine}: {why}, so {} is not promoted (a standby that lacks its last writes would lose them)",
+                    next.machine
+                ))
+            })?;
+            let nip = self.resolve(index, kind, &next.address)?;
+            let within = crate::pg_catch_up::CATCH_UP_WITHIN;
+            match crate::pg_catch_up::caught_up(next, nip, *port, end, within)
+                .await
+                .map_err(|f| failed(f.message))?
+            {
+                Ok(reached) => done.push(format!(
+                    "{} has received its WAL up to {reached} (it ended at {at})",
+                    next.machine
+                )),
+                Err(last) => {
+                    return Err(failed(format!(
+                        "{} has received WAL only up to {last} within {} s, not {at} where {machine}'s ended: not promoted",
+                        next.machine,
+                        within.as_secs()
+                    )));
+                }
+            }
+        }
         Ok(format!("{service}@{machine}: {}", done.join("; ")))
     }
 

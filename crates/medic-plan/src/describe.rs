@@ -83,7 +83,7 @@ pub fn describe_as(
         } => (
             format!("{}@{}", server.shard, server.machine),
             format!(
-                "promote to master (offset {offset}, {lag_bytes} bytes behind the lost master)"
+                "promote to master (offset {offset}, {lag_bytes} bytes behind the newest data seen)"
             ),
             vec![],
         ),
@@ -392,6 +392,7 @@ pub fn describe_as(
             port,
             rejoin,
             skip_unreachable,
+            caught_up,
             ..
         } => {
             let mut c = vec![format!(
@@ -407,9 +408,21 @@ pub fn describe_as(
                     .lines()
                     .map(|l| format!("  {l}")),
             );
+            if let Some(next) = caught_up {
+                c.push(format!(
+                    "postgres {}:{port} as {} on {}> until the WAL up to the stopped server's shutdown checkpoint (medic-wal above) is received: SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()",
+                    next.address, next.user, next.database
+                ));
+            }
             (
                 format!("{service}@{machine}"),
-                "fence: stop its PostgreSQL server (nothing if it is stopped)".into(),
+                match caught_up {
+                    Some(next) => format!(
+                        "fence: stop its PostgreSQL server (nothing if it is stopped), then wait until {} has received all its WAL",
+                        next.machine
+                    ),
+                    None => "fence: stop its PostgreSQL server (nothing if it is stopped)".into(),
+                },
                 c,
             )
         }

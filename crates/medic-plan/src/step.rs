@@ -57,6 +57,18 @@ impl<'de> Deserialize<'de> for Addr {
     }
 }
 
+/// A PostgreSQL standby a step logs in to as the service's `postgres` check does (on the
+/// service's port).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PgStandby {
+    pub machine: String,
+    pub address: Addr,
+    pub user: String,
+    pub database: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+}
+
 /// A HAProxy runtime API endpoint, and whose it is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProxyApi {
@@ -428,7 +440,9 @@ pub enum Action {
     /// script of [`crate::rejoin::stop_script`] — the server stopped if it runs (its `stop`
     /// command, else an immediate shutdown) and read back stopped. `skip_unreachable`: as a
     /// hook's, skipped on a machine a majority of its observers confirmed silent whose SSH
-    /// does not answer.
+    /// does not answer. `caught_up` (a switchover's): then waits until that standby has
+    /// received every WAL record the stopped server wrote (up to its shutdown checkpoint), so
+    /// that promoting it loses nothing; a server that did not stop cleanly fails the step.
     StopPostgres {
         service: String,
         machine: String,
@@ -437,6 +451,8 @@ pub enum Action {
         rejoin: medic_topology::pg_rejoin::PgRejoin,
         #[serde(default)]
         skip_unreachable: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        caught_up: Option<PgStandby>,
     },
     /// Make a service's PostgreSQL server on `machine` (failed away from: an old primary, or
     /// one stopped by a switchover) a standby of `primary` again: over SSH as root, the script

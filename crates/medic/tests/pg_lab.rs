@@ -403,6 +403,11 @@ fn switch_back(env: &Env, old_name: &str, old: &str, primus: &str, acked: &[u32]
         said("pg-stop", old_name).contains("stopped the server"),
         "{steps:#?}"
     );
+    // primus was promoted only once it had the stopped primary's last WAL.
+    assert!(
+        said("pg-stop", old_name).contains("primus has received its WAL up to"),
+        "{steps:#?}"
+    );
     let rejoin = rejoined(env, old_name);
     // Stopped cleanly, it had sent all its WAL: nothing to rewind, nothing kept aside.
     assert!(

@@ -220,6 +220,12 @@ fn a_switchover_stops_the_old_primary_s_server_before_the_promotion_and_leaves_i
         let stop = steps.iter().position(|s| s == "pg-stop www@web1");
         let promote = steps.iter().position(|s| s == "pg-promote www@web2");
         assert!(stop.is_some() && stop < promote, "{steps:?}");
+        // web2 is promoted only once it has all of web1's WAL.
+        let waits_for = stop.and_then(|i| match &plan.steps[i].action {
+            Action::StopPostgres { caught_up, .. } => caught_up.as_ref().map(|c| &c.machine),
+            _ => None,
+        });
+        assert_eq!(waits_for.map(String::as_str), Some("web2"), "{steps:?}");
         assert!(
             !steps.iter().any(|s| s.starts_with("pg-rejoin")),
             "{steps:?}"
@@ -271,12 +277,16 @@ fn a_failover_stops_the_old_primary_s_server_after_its_hook_before_the_promotion
             .unwrap();
         assert!(hook < stop && stop < promote, "{steps:?}");
         let Action::StopPostgres {
-            skip_unreachable, ..
+            skip_unreachable,
+            caught_up,
+            ..
         } = &plan.steps[stop].action
         else {
             panic!("{steps:?}");
         };
         assert_eq!(*skip_unreachable, silent);
+        // A failover does not wait for a primary that is gone: the lag limit decides.
+        assert_eq!(*caught_up, None);
         // Made again when a restarted controller resumes before the promotion is done.
         let done: std::collections::BTreeSet<usize> =
             plan.steps[..=stop].iter().map(|s| s.index).collect();

@@ -236,7 +236,7 @@ impl<'a> Planner<'a> {
         if let Some(hook) = &s.hooks.on_fenced {
             self.push(self.hook(s, "on_fenced", &hook.value, old, &new, old, silent, "down"));
         }
-        if let Some(stop) = self.pg_stop(s, old, silent) {
+        if let Some(stop) = self.pg_stop(s, old, silent, None) {
             self.push(stop);
         }
         let promoted = self.pg_promote(s, &new);
@@ -403,7 +403,10 @@ impl<'a> Planner<'a> {
         if let Some((hook_name, hook)) = demote {
             self.push(self.hook(s, hook_name, &hook.value, &old, &new, &old, false, state));
         }
-        if let Some(stop) = self.pg_stop(s, &old, false) {
+        // A promoted standby must have all the stopped primary's WAL: a planned switchover
+        // loses nothing (a read-only copy is never promoted).
+        let then = (!s.standbys_read_only).then_some(new.as_str());
+        if let Some(stop) = self.pg_stop(s, &old, false, then) {
             self.push(stop);
         }
         self.service_address(s, &old, false, false);
@@ -533,7 +536,7 @@ impl<'a> Planner<'a> {
             .is_some_and(|st| st.writable.contains(machine));
         if failing
             && writable
-            && let Some(stop) = self.pg_stop(s, machine, false)
+            && let Some(stop) = self.pg_stop(s, machine, false, None)
         {
             self.push(stop);
         }

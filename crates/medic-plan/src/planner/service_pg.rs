@@ -142,9 +142,27 @@ impl Planner<'_> {
 
     /// The step that stops `machine`'s server (the fence of an old primary), if the service
     /// has a `rejoin` (which says how). `silent`: skipped if its SSH does not answer.
-    pub(super) fn pg_stop(&self, s: &Service, machine: &str, silent: bool) -> Option<Action> {
+    /// `then`: the standby a switchover promotes next, which must have received all the
+    /// stopped server's WAL first.
+    pub(super) fn pg_stop(
+        &self,
+        s: &Service,
+        machine: &str,
+        silent: bool,
+        then: Option<&str>,
+    ) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
-        let (port, _) = s.postgres_check()?;
+        let (port, check) = s.postgres_check()?;
+        let caught_up = then.map(|m| PgStandby {
+            machine: m.to_owned(),
+            address: addr_of(self.state, m),
+            user: check.pg_user().to_owned(),
+            database: check.pg_database().to_owned(),
+            password_file: check
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+        });
         Some(Action::StopPostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
@@ -152,6 +170,7 @@ impl Planner<'_> {
             port,
             rejoin: rejoin.value.clone(),
             skip_unreachable: silent,
+            caught_up,
         })
     }
 
