@@ -13,7 +13,7 @@ use medic_plan::PgStandby;
 use crate::postgres::{Failed, login, one_row, session, sql_failed};
 
 /// How long a standby may take to receive the stopped primary's last WAL.
-pub(crate) const CATCH_UP_WITHIN: Duration = Duration::from_secs(30);
+pub(crate) const CATCH_UP_WITHIN: Duration = Duration::from_secs(medic_plan::PG_CATCH_UP_SECS);
 
 /// A WAL position, `HI/LO` in hexadecimal as PostgreSQL writes it.
 pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
@@ -25,15 +25,27 @@ pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-/// Where the stopped server's WAL ends, from the `medic-wal: STATE|LSN` line `pg-stop`'s
-/// script prints: the checkpoint's position after a clean shutdown, else why it is unknown.
+/// Where the stopped server's WAL ends, from the `medic-wal: STATE|LSN|FENCED` line
+/// `pg-stop`'s script prints: the checkpoint's position after a clean shutdown, else why it
+/// is unknown. An old primary medic fenced on its timeline (`fenced`) and that something
+/// restarted since came back read-only and wrote nothing: stopped again ("shut down in
+/// recovery", a resumed switchover's second `pg-stop`), its WAL still ends where it did.
 pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), String> {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("medic-wal: "))
         .ok_or("pg_controldata said nothing of the stopped server")?;
-    let (state, lsn) = line.split_once('|').unwrap_or((line, ""));
-    if state != "shut down" {
+    let mut fields = line.split('|');
+    let state = fields.next().unwrap_or_default();
+    let lsn = fields.next().unwrap_or_default();
+    let fenced = fields.next() == Some("fenced");
+    if state == "shut down in recovery" && !fenced {
+        return Err(
+            "it stopped as a standby that medic did not fence: it is not the primary whose WAL the switchover waits for"
+                .to_owned(),
+        );
+    }
+    if state != "shut down" && state != "shut down in recovery" {
         return Err(format!(
             "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
         ));
@@ -108,6 +120,15 @@ mod tests {
         assert_eq!(wal_end(out), Ok((0x5000060, "0/5000060".to_owned())));
         let crashed = wal_end("medic-wal: in production|0/5000060\n").unwrap_err();
         assert!(crashed.contains("did not stop cleanly"), "{crashed}");
+        // A resumed switchover: the old primary was fenced, restarted read-only, stopped again.
+        let again = "medic-wal: shut down in recovery|0/5000060|fenced\n";
+        assert_eq!(wal_end(again), Ok((0x5000060, "0/5000060".to_owned())));
+        let standby = wal_end("medic-wal: shut down in recovery|0/5000060|\n").unwrap_err();
+        assert!(standby.contains("did not fence"), "{standby}");
+        assert_eq!(
+            wal_end("medic-wal: shut down|0/5000060|\n"),
+            Ok((0x5000060, "0/5000060".to_owned()))
+        );
         assert!(wal_end("medic: the server was not running\n").is_err());
     }
 }

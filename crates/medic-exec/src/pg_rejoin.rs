@@ -217,36 +217,44 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .map(str::to_owned)
             .collect();
         if let Some(next) = caught_up {
-            let failed = |message: String| ExecError::Postgres {
+            // `lasting`: asking again cannot help. A server that did not stop cleanly reads
+            // the same on every retry; a refused login is refused again.
+            let failed = |message: String, lasting: bool| ExecError::Postgres {
                 index,
                 kind,
                 service: service.clone(),
                 machine: next.machine.clone(),
                 message,
-                lasting: false,
+                lasting,
             };
             let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|why| {
-                failed(format!(
-                    "{machine}: {why}, so {} is not promoted (a standby that lacks its last writes would lose them)",
-                    next.machine
-                ))
+                failed(
+                    format!(
+                        "{machine}: {why}, so {} is not promoted (a standby that lacks its last writes would lose them)",
+                        next.machine
+                    ),
+                    true,
+                )
             })?;
             let nip = self.resolve(index, kind, &next.address)?;
             let within = crate::pg_catch_up::CATCH_UP_WITHIN;
             match crate::pg_catch_up::caught_up(next, nip, *port, end, within)
                 .await
-                .map_err(|f| failed(f.message))?
+                .map_err(|f| failed(f.message, f.lasting))?
             {
                 Ok(reached) => done.push(format!(
                     "{} has received its WAL up to {reached} (it ended at {at})",
                     next.machine
                 )),
                 Err(last) => {
-                    return Err(failed(format!(
-                        "{} has received WAL only up to {last} within {} s, not {at} where {machine}'s ended: not promoted",
-                        next.machine,
-                        within.as_secs()
-                    )));
+                    return Err(failed(
+                        format!(
+                            "{} has received WAL only up to {last} within {} s, not {at} where {machine}'s ended: not promoted",
+                            next.machine,
+                            within.as_secs()
+                        ),
+                        false,
+                    ));
                 }
             }
         }

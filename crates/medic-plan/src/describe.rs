@@ -410,8 +410,8 @@ pub fn describe_as(
             );
             if let Some(next) = caught_up {
                 c.push(format!(
-                    "postgres {}:{port} as {} on {}> until the WAL up to the stopped server's shutdown checkpoint (medic-wal above) is received: SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()",
-                    next.address, next.user, next.database
+                    "postgres {}:{port} (user {}, database {}): until it has received WAL up to the stopped server's shutdown checkpoint (medic-wal above), within {} s: SELECT pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()",
+                    next.address, next.user, next.database, crate::PG_CATCH_UP_SECS
                 ));
             }
             (

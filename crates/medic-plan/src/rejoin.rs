@@ -176,8 +176,9 @@ if running; then
   echo "medic: the server was not running"
 fi
 if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
-# Where its WAL ends, for a switchover's standby to catch up to: a clean shutdown's checkpoint.
-echo "medic-wal: $(controldata "Database cluster state")|$(controldata "Latest checkpoint location")"
+# Where its WAL ends, for a switchover's standby to catch up to: a clean shutdown's checkpoint
+# (read before this run's fence mark is written: a mark already there is an earlier run's).
+echo "medic-wal: $(controldata "Database cluster state")|$(controldata "Latest checkpoint location")|$(fenced && echo fenced)"
 # Not a standby medic made, whatever it was: the next rejoin rewinds it.
 rm -f "$D/medic-rejoined"
 if [ -f "$D/standby.signal" ] && ! fenced; then

@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 /// How long a `PromotePostgres` step's `pg_promote()` waits for the server to leave recovery.
 pub const PG_PROMOTE_WAIT_SECS: u64 = 60;
 
+/// How long a switchover's `StopPostgres` step waits for the standby it promotes next to
+/// receive the stopped primary's WAL up to its shutdown checkpoint.
+pub const PG_CATCH_UP_SECS: u64 = 30;
+
 /// An address as a step knows it: a fixed IP, or "the address `machine` has when the step
 /// runs" — after a replacement is launched, that is the new instance's address, which the
 /// executor records from the launch step's outcome.

@@ -167,6 +167,91 @@ fn a_fenced_primary_restarted_comes_back_read_only_and_is_then_rejoined() {
     );
 }
 
+/// A switchover's `pg-stop` reads where the stopped primary's WAL ends (`medic-wal:`), and its
+/// standby is promoted only once it has received that much. The step made again (a controller
+/// restarted mid-switchover) after something restarted the fenced server read-only must read
+/// the same end: the server came back in recovery, wrote nothing, and stopped again as "shut
+/// down in recovery" — which medic accepts only with its own fence mark on the same timeline.
+#[test]
+fn a_fenced_primary_stopped_again_ends_its_wal_where_it_did() {
+    let Some(env) = Env::of_example("dryad.yaml", 26, |t| t) else {
+        return;
+    };
+    let (primus, secundus) = (env.ip(10), env.ip(11));
+    let mut r = rejoin_settings();
+    r.stop = Some(format!(
+        "runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -m fast -w stop"
+    ));
+    pg::start_primary(&env, &primus, "dryad");
+    pg::start_standby(&env, &secundus, &primus);
+    pg::psql(
+        &env,
+        &primus,
+        "dryad",
+        "INSERT INTO items VALUES (1, 'last')",
+    );
+    let wal_line = |said: &str| -> Vec<String> {
+        let line = said
+            .lines()
+            .find_map(|l| l.strip_prefix("medic-wal: "))
+            .unwrap_or_else(|| panic!("no medic-wal line: {said}"));
+        line.split('|').map(str::to_owned).collect()
+    };
+
+    let first = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
+    let end = wal_line(&first);
+    assert_eq!(end[0], "shut down", "{first}");
+    assert_eq!(end[2], "", "not fenced before its first fence: {first}");
+    assert!(first.contains("medic: standby.signal written"), "{first}");
+    // The standby receives the primary's WAL up to its shutdown checkpoint.
+    let lsn = &end[1];
+    env.wait(
+        &format!("secundus to receive WAL up to {lsn}"),
+        Duration::from_secs(20),
+        |e| {
+            pg::psql(
+                e,
+                &secundus,
+                "dryad",
+                &format!("SELECT pg_last_wal_receive_lsn() >= '{lsn}'::pg_lsn"),
+            ) == "t"
+        },
+    );
+
+    // Something starts primus again: read-only. The step made again stops it again.
+    on(
+        &env,
+        &primus,
+        &format!(
+            "runuser -u postgres -- {PG}/pg_ctl -D /var/lib/pg -l /var/lib/pg/log -o '-k /run/pg' -w start >/dev/null"
+        ),
+    );
+    env.wait(
+        "primus to answer, in recovery",
+        Duration::from_secs(20),
+        |e| pg::psql(e, &primus, "dryad", "SELECT pg_is_in_recovery()") == "t",
+    );
+    let again = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
+    let end_again = wal_line(&again);
+    assert_eq!(
+        end_again,
+        vec![
+            "shut down in recovery".to_owned(),
+            lsn.clone(),
+            "fenced".to_owned()
+        ],
+        "{again}"
+    );
+    // Without medic's mark, the same state is a standby's, not the fenced primary's.
+    on(&env, &primus, "rm /var/lib/pg/medic-fenced");
+    let unmarked = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
+    assert_eq!(wal_line(&unmarked)[2], "", "{unmarked}");
+    assert!(
+        unmarked.contains("medic: its data is a standby's"),
+        "{unmarked}"
+    );
+}
+
 /// examples/dryad.yaml's database with `rejoin` under `medic run`. The primary's PostgreSQL
 /// hangs (every process stopped by SIGSTOP) while its machine answers: medic's checks fail,
 /// and the fence (`pg-stop`) finds a server that neither stops nor shuts down at once — it
