@@ -144,15 +144,8 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                     && message.starts_with("No such")
                     && matches!(change, ProxyChange::Fence(_))
                 {
-                    let top = self.topology;
                     // (Another shard's or service's own backend is not this one renamed.)
-                    let known = |b: &str| {
-                        top.service_of_backend(b).is_some()
-                            || top
-                                .shards
-                                .iter()
-                                .any(|s| top.shard_backend(&s.value.name.value) == b)
-                    };
+                    let known = |b: &str| known_backend(self.topology, b);
                     routed_elsewhere = Some(match api.servers(None).await {
                         Ok(all) => all
                             .iter()
@@ -171,24 +164,25 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         self.unfenced.suspect.remove(&proxy.machine);
         match result {
             Ok(()) => {}
-            // A proxy whose haproxy.cfg predates a service's `proxy` (a topology reloaded
-            // since) has no backend for it: it sends no client to any of its servers, so a
-            // fence holds there; an activation cannot be made (skipped: the recovery ends
-            // incomplete) until the proxy is configured again.
+            // A proxy whose haproxy.cfg predates the topology (reloaded since with a service's
+            // `proxy`, or a shard's new replica) has no backend or no server for it: it sends
+            // no client there, so a fence holds; an activation cannot be made (skipped: the
+            // recovery ends incomplete, and the planner said so when it chose the server)
+            // until the proxy is configured again.
             // (Not in a deployment medic adopted: there the operator's haproxy.cfg is
-            // expected to have every backend, and a name that misses is a fence not made.)
-            // And only while no other backend of the proxy has that machine's server ready (a
-            // backend renamed in the topology since the proxy was configured).
+            // expected to have every backend and server, and a name that misses is a fence
+            // not made.) And only while no other backend of the proxy has that machine's
+            // server ready (a backend renamed in the topology since the proxy was configured).
             Err(HaproxyError::Rejected { message, .. })
                 if self.topology.managed()
-                    && self.topology.service_of_backend(&server.backend).is_some()
+                    && known_backend(self.topology, &server.backend)
                     && message.starts_with("No such")
                     && routed_elsewhere.as_ref().is_none_or(Vec::is_empty) =>
             {
                 let fence = matches!(change, ProxyChange::Fence(_));
                 return Ok((
                     format!(
-                        "{}: has no {server} ({message:?}): it does not route the service — its haproxy.cfg predates the service's `proxy`; `medic recover {}` configures it{}",
+                        "{}: has no {server} ({message:?}): it routes no client there — its haproxy.cfg predates the topology; `medic recover {}` configures it{}",
                         proxy.machine,
                         proxy.machine,
                         if fence {
@@ -250,4 +244,13 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         );
         Ok((summary, false))
     }
+}
+
+/// A backend the topology routes a shard or a service through.
+fn known_backend(top: &medic_topology::Topology, backend: &str) -> bool {
+    top.service_of_backend(backend).is_some()
+        || top
+            .shards
+            .iter()
+            .any(|s| top.shard_backend(&s.value.name.value) == backend)
 }

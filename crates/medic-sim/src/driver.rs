@@ -560,10 +560,11 @@ impl Sim {
             if due > self.now {
                 return Ok(());
             }
-            // The last look before terminating a machine lost on the checks' word.
+            // The last look before terminating a machine lost on the checks' word: the
+            // monitor's own, then its observers' (as the controller's runner looks).
             if attempt == 1
                 && let Some(m) = self.core.last_look(id, &step)
-                && self.answers(&m)
+                && (self.answers(&m) || self.seen_by_observers(&m))
             {
                 self.note(format!(
                     "{id} step {} {}: {m} answers again, not terminated",

@@ -206,7 +206,6 @@ impl Run<'_> {
                 "{machine}: skipped, its runtime API at {at} does not answer (the checks or an earlier step of this recovery said so)"
             )));
         }
-        let fail = self.fail(false, format!("haproxy {at}: no server {server}"));
         let i = self.answering(ip);
         let px = i.and_then(|i| self.world.instances[i].proxy.as_mut());
         let Some(px) = px.filter(|p| !p.api_down) else {
@@ -215,7 +214,17 @@ impl Run<'_> {
                 "{machine}: skipped, its runtime API at {at} does not answer"
             )));
         };
-        let line = px.line_mut(&server.backend, &server.server).ok_or(fail)?;
+        // (The simulated deployments are medic's own: as medic-exec does there, a proxy with
+        // no server line for the machine routes no client to it — a fence holds — and an
+        // activation or an address cannot be made until the proxy is configured again.)
+        let Some(line) = px.line_mut(&server.backend, &server.server) else {
+            return match change {
+                Change::Fence => Ok(None),
+                _ => Ok(Some(format!(
+                    "{machine}: has no {server}: it routes no client there; `medic recover {machine}` configures it"
+                ))),
+            };
+        };
         match change {
             Change::Fence => line.admin = Admin::Maint,
             Change::Activate => line.admin = Admin::Ready,

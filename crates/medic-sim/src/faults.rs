@@ -4,7 +4,9 @@
 //! hang (that ends), a redis process killed, a partition between any two parties (one way or
 //! both, healed later), a proxy's runtime API refusing (then answering again), the controller
 //! killed and restarted — and possibly the controller killed right after a step ran, before
-//! its outcome was journaled. Two faults may overlap, and a fault may hit during a recovery.
+//! its outcome was journaled. In one seed in four, besides, a proxy lacks a replica's server
+//! line for a while (a replica its configuration does not have yet), drawn apart from the
+//! rest so that the other faults of every seed stay what they were. Two faults may overlap, and a fault may hit during a recovery.
 //! A machine crashes at most once per seed: a second replacement within the hour is held by
 //! the flap limits, by design, and would never converge without a human.
 
@@ -31,6 +33,12 @@ pub enum Fault {
     ApiDown(String),
     /// The controller process is killed and started again.
     Controller,
+    /// `proxy` has no server line for `machine` in `shard`'s backend.
+    LineLost {
+        proxy: String,
+        shard: String,
+        machine: String,
+    },
 }
 
 impl std::fmt::Display for Fault {
@@ -51,6 +59,14 @@ impl std::fmt::Display for Fault {
             } => write!(f, "{from} -/-> {to}"),
             Fault::ApiDown(p) => write!(f, "{p}'s runtime API refuses"),
             Fault::Controller => write!(f, "the controller is killed and restarted"),
+            Fault::LineLost {
+                proxy,
+                shard,
+                machine,
+            } => write!(
+                f,
+                "{proxy} has no server for {machine} in {shard}'s backend"
+            ),
         }
     }
 }
@@ -71,6 +87,11 @@ impl Fault {
             }
             Fault::ApiDown(p) => w.proxy_api_down(p, true),
             Fault::Controller => {}
+            Fault::LineLost {
+                proxy,
+                shard,
+                machine,
+            } => w.lose_line(proxy, shard, machine),
         }
     }
 
@@ -80,6 +101,11 @@ impl Fault {
             Fault::Hang(m) => w.unhang(m),
             Fault::Cut { .. } => w.heal_network(),
             Fault::ApiDown(p) => w.proxy_api_down(p, false),
+            Fault::LineLost {
+                proxy,
+                shard,
+                machine,
+            } => w.restore_line(proxy, shard, machine),
             _ => {}
         }
     }
@@ -150,5 +176,37 @@ pub fn draw(seed: u64, w: &World) -> (Vec<Planned>, Option<usize>) {
         });
     }
     let crash_after_exec = (rng.below(4) == 0).then(|| 1 + rng.below(12) as usize);
+    out.extend(line_lost(seed, w));
     (out, crash_after_exec)
+}
+
+/// In one seed in four: a proxy without the server line of one of a shard's replicas (as the
+/// topology first lays it out), from a random time in the first 21 s for 5 to 35 s.
+fn line_lost(seed: u64, w: &World) -> Option<Planned> {
+    let mut rng = Rng::new(seed ^ 0x6c69_6e65_6c6f_7374);
+    if rng.below(4) != 0 {
+        return None;
+    }
+    let replicas: Vec<(String, String)> = w
+        .shards
+        .iter()
+        .flat_map(|(s, l)| {
+            l.machines
+                .iter()
+                .skip(1)
+                .map(move |m| (s.clone(), m.clone()))
+        })
+        .collect();
+    let (shard, machine) = rng.pick(&replicas).cloned()?;
+    let proxy = rng.pick(&w.proxies()).cloned()?;
+    let at_ms = 1_000 + rng.below(20_000) / 50 * 50;
+    Some(Planned {
+        fault: Fault::LineLost {
+            proxy,
+            shard,
+            machine,
+        },
+        at_ms,
+        heal_ms: Some(at_ms + 5_000 + rng.below(30_000) / 50 * 50),
+    })
 }

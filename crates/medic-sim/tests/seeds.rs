@@ -105,9 +105,56 @@ fn seeds_that_found_defects_now_pass() {
             6529,
             "two crashes at once left too few observers to confirm either loss: medic alerted instead of acting, and the operator's `medic recover` must bring everything back",
         ),
+        (
+            3401,
+            "a recovery of one shard's server that ended well erased the retry of another shard's server on the same machine, whose failed recovery had left it out of monitoring: that shard kept no master for good",
+        ),
+        (
+            7049,
+            "the same: a successful recovery on the machine dropped the earlier failed one's watch-again",
+        ),
     ] {
         if let Err(f) = medic_sim::run_seed(&loaded, seed) {
             panic!("{defect}:\n{f}");
         }
     }
+    let three = medic_sim::three().expect("topologies/three.yaml loads");
+    for (seed, defect) in [(
+        16049,
+        "the monitor host cut off from a machine whose hang ended during its recovery: the last look, the monitor's alone, terminated the machine although every observer reached it again",
+    )] {
+        if let Err(f) = medic_sim::run_seed(&three, seed) {
+            panic!("{defect}:\n{f}");
+        }
+    }
+}
+
+/// A proxy without a replica's server line (a replica its configuration does not have yet,
+/// one of the drawn faults): the failover promotes a replica every proxy can route to; with
+/// no other, the one it lacks is promoted with a critical alert, and that proxy's fence and
+/// activation of it are no failures — it routes no client there.
+#[test]
+fn a_failover_prefers_a_replica_every_proxy_can_route_to() {
+    let trace = |loaded: &std::sync::Arc<_>, seed| match medic_sim::run_seed(loaded, seed) {
+        Ok(r) => r.trace.join("\n"),
+        Err(f) => panic!("seed {seed}:\n{f}"),
+    };
+    let three = trace(
+        &medic_sim::three().expect("topologies/three.yaml loads"),
+        543,
+    );
+    for said in [
+        "fault: haproxy2 has no server for redis2 in r9001's backend",
+        "redis3 is promoted (3 bytes behind the newest data seen) rather than the more advanced redis2, which haproxy2 had no server for when last read",
+    ] {
+        assert!(three.contains(said), "no {said:?} in:\n{three}");
+    }
+    let lab = trace(&medic_sim::lab().expect("examples/lab.yaml loads"), 122);
+    for said in [
+        "redis2 is promoted though haproxy1 had no server for it when last read",
+        "activate done (skipped: haproxy1: has no redis-r9001/redis2",
+    ] {
+        assert!(lab.contains(said), "no {said:?} in:\n{lab}");
+    }
+    assert!(!lab.contains("failed: step"), "{lab}");
 }

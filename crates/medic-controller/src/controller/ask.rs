@@ -288,6 +288,28 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         }
         false
     }
+
+    /// The whole last look: the monitor host's own ([`Controller::answers`]) and, when that
+    /// finds nothing, the machine's observers, asked as for a verdict. The monitor host may be
+    /// the one cut off from the machine — its observers overruled it while the machine hung,
+    /// and the hang is over since — so a machine that any observer reaches now is not
+    /// terminated. (A machine really gone costs the observers' bound, 0.5 s, after the traffic
+    /// has moved: a terminate step comes after the promotion; a fence at the source, rare,
+    /// before it.)
+    pub(super) async fn answers_again(&self, machine: &str) -> bool {
+        if self.answers(machine).await {
+            return true;
+        }
+        let target = crate::checks::targets(&self.top().topology)
+            .into_iter()
+            .map(|(t, ..)| t)
+            .find(|t| t.machine() == machine);
+        let Some(target) = target else {
+            return false;
+        };
+        let (w, _) = self.witnesses(&target, None).await;
+        w.count(medic_detect::Seen::Up) > 0
+    }
 }
 
 /// The witness's probe of `at` (bash, run as the login user): exit 0 if it answered, 3 if it

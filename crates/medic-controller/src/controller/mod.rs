@@ -48,6 +48,7 @@ mod status;
 use discover::replication_now;
 pub use group::{GroupStatus, MachineView, View};
 pub use history::DEFAULT_PAGE as HISTORY_PAGE;
+pub use layout::missing as missing_servers;
 pub use reconcile::{app_repairs, repairs};
 pub use reconcile_services::{merged, service_repairs};
 pub use status::history_entry;

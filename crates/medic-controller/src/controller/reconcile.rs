@@ -246,8 +246,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 let mut st = lock(&self.inner.st);
                 let reading = Routing::of(&servers, crate::journal::now_ms());
                 st.routing.insert(machine.to_owned(), reading);
-                st.core
-                    .set_missing_on(machine, super::layout::missing(top, &observed, &servers));
+                let missing = super::layout::missing(top, &observed, &servers);
+                if st.core.set_missing_on(machine, missing) {
+                    self.save(&st);
+                }
                 st.core.idle().then(|| {
                     (
                         st.core.saved.observed.clone(),

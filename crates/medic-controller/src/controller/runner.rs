@@ -168,7 +168,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             };
             let look = lock(&self.inner.st).core.last_look(id, &step);
             if let Some(machine) = look
-                && self.answers(&machine).await
+                && self.answers_again(&machine).await
             {
                 let error = last_look_failed(&machine);
                 tracing::warn!(step = step.index, "{error}");

@@ -409,23 +409,32 @@ impl Core {
 
     /// What the reconcile just read of `proxy`: for each shard, the machines it has no
     /// server for in the shard's backend (a planner's failover prefers the other replicas).
-    pub fn set_missing_on(&mut self, proxy: &str, missing: BTreeMap<String, BTreeSet<String>>) {
+    /// Whether that changed the saved state: then it is to be saved, for a controller that
+    /// takes over to plan from it before its own first reading.
+    pub fn set_missing_on(
+        &mut self,
+        proxy: &str,
+        missing: BTreeMap<String, BTreeSet<String>>,
+    ) -> bool {
         let top = &self.loaded.topology;
+        let mut changed = false;
         for (shard, st) in self.saved.observed.shards.iter_mut() {
             // A proxy the topology no longer has is forgotten.
+            let before = st.missing_on.len();
             st.missing_on
                 .retain(|p, _| top.proxy_machines().any(|q| q == p));
+            changed |= st.missing_on.len() != before;
             match missing.get(shard).filter(|m| !m.is_empty()) {
                 Some(m) => {
                     if st.missing_on.get(proxy) != Some(m) {
                         st.missing_on.insert(proxy.to_owned(), m.clone());
+                        changed = true;
                     }
                 }
-                None => {
-                    st.missing_on.remove(proxy);
-                }
+                None => changed |= st.missing_on.remove(proxy).is_some(),
             }
         }
+        changed
     }
 
     /// The shard's recorded master.

@@ -680,7 +680,14 @@ impl Core {
                 }
             }
         } else if let Some(m) = &run.key {
-            self.saved.retries.remove(m);
+            // A recovery that did not fail starts the backoff afresh — unless something of the
+            // machine that an earlier failed recovery left out of monitoring is still out (one
+            // shard's server, when this recovery was another's): its watch-again stays due.
+            let still_out = self.saved.unmonitored.contains(m)
+                || self.saved.unmonitored_servers.iter().any(|(_, x)| x == m);
+            if !still_out {
+                self.saved.retries.remove(m);
+            }
         }
         out.push(Output::Save);
         out

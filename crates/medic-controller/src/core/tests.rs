@@ -566,3 +566,48 @@ fn a_follower_adopts_the_leaders_state_and_keeps_what_it_has_seen() {
     assert!(c.saved.maintenance.contains("redis2"));
     assert!(c.health.contains_key(&redis("r9001", "redis1")));
 }
+
+#[test]
+fn what_a_proxy_lacks_is_recorded_and_a_change_asks_to_be_saved() {
+    let mut c = core();
+    let shard = c.saved.observed.shards.keys().next().unwrap().clone();
+    let lacks = |m: &[&str]| {
+        BTreeMap::from([(
+            shard.clone(),
+            m.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>(),
+        )])
+    };
+    assert!(
+        !c.set_missing_on("haproxy1", BTreeMap::new()),
+        "nothing new"
+    );
+    assert!(c.set_missing_on("haproxy1", lacks(&["redis2"])));
+    assert!(
+        !c.set_missing_on("haproxy1", lacks(&["redis2"])),
+        "the same reading"
+    );
+    assert!(c.set_missing_on("haproxy2", lacks(&["redis2"])));
+    assert_eq!(
+        c.saved.observed.shards[&shard].lacking("redis2"),
+        ["haproxy1", "haproxy2"]
+    );
+    assert!(
+        c.set_missing_on("haproxy1", lacks(&[])),
+        "haproxy1 has it now"
+    );
+    assert!(!c.set_missing_on("haproxy1", BTreeMap::new()));
+    // A proxy the topology does not have is forgotten, and that is a change too.
+    c.saved
+        .observed
+        .shards
+        .get_mut(&shard)
+        .unwrap()
+        .missing_on
+        .insert("gone".into(), ["redis1".to_string()].into());
+    assert!(c.set_missing_on("haproxy2", lacks(&["redis2"])));
+    assert!(
+        !c.saved.observed.shards[&shard]
+            .missing_on
+            .contains_key("gone")
+    );
+}

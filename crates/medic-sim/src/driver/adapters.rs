@@ -44,6 +44,15 @@ impl Sim {
         (medic_controller::witness::merge(&asks, &seen), first_hand)
     }
 
+    /// The last look's second opinion: whether any observer of `machine` reaches it now.
+    pub(super) fn seen_by_observers(&self, machine: &str) -> bool {
+        let target = medic_controller::checks::targets(&self.loaded.topology)
+            .into_iter()
+            .map(|(t, ..)| t)
+            .find(|t| t.machine() == machine);
+        target.is_some_and(|t| self.witnesses(&t, false).0.count(Seen::Up) > 0)
+    }
+
     /// The controller process dies and starts again: everything in memory is gone; the saved
     /// state and the journal stay.
     pub(super) fn restart_controller(&mut self) {
@@ -133,6 +142,10 @@ impl Sim {
                     proxies_up.iter().any(|u| u == p)
                 })
             } else {
+                // What this proxy has no server for, as the controller's reconcile records it.
+                let missing =
+                    medic_controller::controller::missing_servers(&top, &observed, &servers);
+                self.core.set_missing_on(&machine, missing);
                 medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| {
                     up.iter().any(|u| u == s)
                 })

@@ -68,6 +68,46 @@ impl World {
         }
     }
 
+    /// The proxy's HAProxy has no `server` line for `machine` in `shard`'s backend: a replica
+    /// added to the topology that the proxy's configuration does not have yet (in a deployment
+    /// medic manages, until `medic recover PROXY`). The line is gone from the running HAProxy.
+    pub fn lose_line(&mut self, proxy: &str, shard: &str, machine: &str) {
+        let backend = self.backend_of(shard);
+        if let Some(lines) = self
+            .current_mut(proxy)
+            .and_then(|i| i.proxy.as_mut())
+            .and_then(|p| p.backends.get_mut(&backend))
+        {
+            lines.retain(|l| l.name != machine);
+        }
+    }
+
+    /// The proxy's configuration has `machine`'s server again (`medic recover PROXY`): in
+    /// maintenance, at the machine's current address, for the reconcile to set as the
+    /// routing wants. A proxy replaced since was configured whole, and has it already.
+    pub fn restore_line(&mut self, proxy: &str, shard: &str, machine: &str) {
+        let backend = self.backend_of(shard);
+        let port = self.shards.get(shard).map_or(0, |s| s.port);
+        let Some(addr) = self.addresses().get(machine).copied() else {
+            return;
+        };
+        if let Some(lines) = self
+            .current_mut(proxy)
+            .and_then(|i| i.proxy.as_mut())
+            .and_then(|p| p.backends.get_mut(&backend))
+            .filter(|lines| !lines.iter().any(|l| l.name == machine))
+        {
+            lines.push(super::ServerLine {
+                name: machine.to_owned(),
+                addr,
+                port,
+                admin: super::Admin::Maint,
+                backup: false,
+                fqdn: None,
+            });
+        }
+    }
+
     // ---- cloud -----------------------------------------------------------------------------
 
     /// Launches `machine`'s replacement, once per `token`: up, with nothing configured, and
