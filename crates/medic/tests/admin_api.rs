@@ -13,7 +13,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 
@@ -68,22 +68,7 @@ fn the_admin_api_is_off_the_network_and_medic_fails_over_through_ssh() {
     }
 
     // A dead master is failed over: every fence and activation goes through SSH.
-    let app = env.ip(14);
-    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    writer.wait_acked("the client's first writes", Instant::now(), 50);
-    let killed_at = Instant::now();
-    let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
-    env.wait("the failover of r9001", RECOVERY, |e| {
-        e.ended("r9001@redis1 died", "completed")
-    });
-    env.wait("r9001 ok with redis2 its master", RECOVERY, |e| {
-        let sh = e.shard("r9001");
-        sh["state"] == "ok" && sh["master"] == "redis2"
-    });
-    let settled = Instant::now();
-    writer.wait_acked("writes through the app proxy", settled, 20);
-    let log = writer.finish();
-    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
+    common::failover::kill_r9001_master_under_a_client(&env);
     for proxy in ["haproxy1", "haproxy2"] {
         let servers = env.haproxy_servers(proxy, 9999, Some("redis-r9001"));
         let ready: Vec<&str> = servers
@@ -148,22 +133,7 @@ fn without_a_port_the_admin_socket_is_the_api_and_medic_fails_over_through_it() 
     }
 
     // A dead master is failed over: every fence and activation goes through the socket.
-    let app = env.ip(14);
-    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    writer.wait_acked("the client's first writes", Instant::now(), 50);
-    let killed_at = Instant::now();
-    let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
-    env.wait("the failover of r9001", RECOVERY, |e| {
-        e.ended("r9001@redis1 died", "completed")
-    });
-    env.wait("r9001 ok with redis2 its master", RECOVERY, |e| {
-        let sh = e.shard("r9001");
-        sh["state"] == "ok" && sh["master"] == "redis2"
-    });
-    let settled = Instant::now();
-    writer.wait_acked("writes through the app proxy", settled, 20);
-    let log = writer.finish();
-    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
+    common::failover::kill_r9001_master_under_a_client(&env);
     for proxy in ["haproxy1", "haproxy2"] {
         let servers = env.haproxy_socket_servers(proxy, Some("redis-r9001"));
         let ready: Vec<&str> = servers

@@ -183,22 +183,7 @@ fn a_dead_master_process_is_failed_over_and_comes_back_as_a_replica() {
     };
     env.start(&[]);
     let app = env.ip(14);
-    let writer = Writer::start(format!("{app}:7001").parse().unwrap());
-    writer.wait_acked("the client's first writes", Instant::now(), 50);
-    // The process exits; the machine stays: connections are refused.
-    let killed_at = Instant::now();
-    let _ = cli(&env.ip(10), 9001, &["SHUTDOWN", "NOSAVE"]);
-    env.wait("the restart of r9001@redis1", RECOVERY, |e| {
-        e.ended("r9001@redis1 died", "completed")
-    });
-    env.wait("r9001 ok with redis1 as replica", RECOVERY, |e| {
-        let sh = e.shard("r9001");
-        sh["state"] == "ok" && sh["master"] == "redis2"
-    });
-    let settled = Instant::now();
-    writer.wait_acked("writes through the app proxy", settled, 20);
-    let log = writer.finish();
-    assert_no_acknowledged_write_lost(&app, &log, killed_at, settled);
+    common::failover::kill_r9001_master_under_a_client(&env);
     assert!(cli(&env.ip(10), 9001, &["ROLE"]).starts_with("slave"));
     assert_eq!(cli(&app, 7001, &["SET", "after", "2"]), "OK");
     wait_replicated(&env.ip(10), 9001, "after", "2");

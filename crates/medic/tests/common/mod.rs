@@ -13,6 +13,7 @@
     reason = "a test that cannot set up should fail loudly; each test binary uses a part of this"
 )]
 
+pub mod failover;
 pub mod page;
 pub mod pg;
 pub mod pg_service;
