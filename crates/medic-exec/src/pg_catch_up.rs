@@ -25,34 +25,59 @@ pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-/// Where the stopped server's WAL ends, from the `medic-wal: STATE|LSN|FENCED` line
-/// `pg-stop`'s script prints: the checkpoint's position after a clean shutdown, else why it
-/// is unknown. An old primary medic fenced on its timeline (`fenced`) and that something
-/// restarted since came back read-only and wrote nothing: stopped again ("shut down in
-/// recovery", a resumed switchover's second `pg-stop`), its WAL still ends where it did.
-pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), String> {
+/// Where the stopped server's WAL ends, from the `medic-wal: STATE|LSN|RECORDED` line
+/// `pg-stop`'s script prints: the checkpoint's position after a clean shutdown. An old
+/// primary medic fenced after a clean stop (the fence mark records where it ended) and that
+/// something started since came back read-only; stopped again ("shut down in recovery", a
+/// resumed switchover's second `pg-stop`), it still ends there only if its checkpoint is the
+/// recorded one. Else why the end is unknown, and whether asking again could tell (`true`:
+/// it cannot).
+pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), (String, bool)> {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("medic-wal: "))
-        .ok_or("pg_controldata said nothing of the stopped server")?;
+        .ok_or((
+            "pg_controldata said nothing of the stopped server".to_owned(),
+            false,
+        ))?;
     let mut fields = line.split('|');
     let state = fields.next().unwrap_or_default();
     let lsn = fields.next().unwrap_or_default();
-    let fenced = fields.next() == Some("fenced");
-    if state == "shut down in recovery" && !fenced {
-        return Err(
-            "it stopped as a standby that medic did not fence: it is not the primary whose WAL the switchover waits for"
-                .to_owned(),
-        );
-    }
-    if state != "shut down" && state != "shut down in recovery" {
-        return Err(format!(
-            "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
-        ));
+    let recorded = fields.next().unwrap_or_default();
+    match state {
+        "" => {
+            return Err((
+                "pg_controldata could not be read: where its WAL ends is not known".to_owned(),
+                false,
+            ));
+        }
+        "shut down" => {}
+        "shut down in recovery" if !recorded.is_empty() && recorded == lsn => {}
+        "shut down in recovery" => {
+            return Err((
+                format!(
+                    "it stopped as a standby (cluster state {state:?}), and no clean stop of it as the primary medic fenced is recorded at its checkpoint {lsn:?}: where its WAL ends is not known"
+                ),
+                true,
+            ));
+        }
+        _ => {
+            return Err((
+                format!(
+                    "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
+                ),
+                true,
+            ));
+        }
     }
     parse_lsn(lsn)
         .map(|at| (at, lsn.to_owned()))
-        .ok_or_else(|| format!("its last checkpoint {lsn:?} is not a WAL position"))
+        .ok_or_else(|| {
+            (
+                format!("its last checkpoint {lsn:?} is not a WAL position"),
+                true,
+            )
+        })
 }
 
 /// Waits (up to `within`) until the standby at `ip:port` has received (or replayed) WAL up to
@@ -118,17 +143,34 @@ mod tests {
         }
         let out = "medic: stopped the server\nmedic-wal: shut down|0/5000060\n";
         assert_eq!(wal_end(out), Ok((0x5000060, "0/5000060".to_owned())));
-        let crashed = wal_end("medic-wal: in production|0/5000060\n").unwrap_err();
-        assert!(crashed.contains("did not stop cleanly"), "{crashed}");
-        // A resumed switchover: the old primary was fenced, restarted read-only, stopped again.
-        let again = "medic-wal: shut down in recovery|0/5000060|fenced\n";
+        let crashed = wal_end("medic-wal: in production|0/5000060|\n").unwrap_err();
+        assert!(
+            crashed.0.contains("did not stop cleanly") && crashed.1,
+            "{crashed:?}"
+        );
+        // A resumed switchover: the old primary was fenced after a clean stop (its end
+        // recorded), started read-only, stopped again at the same checkpoint.
+        let again = "medic-wal: shut down in recovery|0/5000060|0/5000060\n";
         assert_eq!(wal_end(again), Ok((0x5000060, "0/5000060".to_owned())));
-        let standby = wal_end("medic-wal: shut down in recovery|0/5000060|\n").unwrap_err();
-        assert!(standby.contains("did not fence"), "{standby}");
+        // Fenced after a stop that was not clean (no end recorded), or gone further since
+        // (streamed from somewhere), or never fenced: not known.
+        for unknown in [
+            "medic-wal: shut down in recovery|0/5000060|\n",
+            "medic-wal: shut down in recovery|0/6000028|0/5000060\n",
+        ] {
+            let e = wal_end(unknown).unwrap_err();
+            assert!(e.0.contains("no clean stop") && e.1, "{e:?}");
+        }
         assert_eq!(
             wal_end("medic-wal: shut down|0/5000060|\n"),
             Ok((0x5000060, "0/5000060".to_owned()))
         );
-        assert!(wal_end("medic: the server was not running\n").is_err());
+        // Unread: asking again may tell.
+        assert!(!wal_end("medic-wal: ||\n").unwrap_err().1);
+        assert!(
+            !wal_end("medic: the server was not running\n")
+                .unwrap_err()
+                .1
+        );
     }
 }

@@ -218,7 +218,8 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .collect();
         if let Some(next) = caught_up {
             // `lasting`: asking again cannot help. A server that did not stop cleanly reads
-            // the same on every retry; a refused login is refused again.
+            // the same on every retry; a refused login is refused again. (An unread
+            // pg_controldata is asked again.)
             let failed = |message: String, lasting: bool| ExecError::Postgres {
                 index,
                 kind,
@@ -227,13 +228,13 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 message,
                 lasting,
             };
-            let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|why| {
+            let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|(why, lasting)| {
                 failed(
                     format!(
                         "{machine}: {why}, so {} is not promoted (a standby that lacks its last writes would lose them)",
                         next.machine
                     ),
-                    true,
+                    lasting,
                 )
             })?;
             let nip = self.resolve(index, kind, &next.address)?;

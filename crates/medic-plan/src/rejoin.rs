@@ -176,14 +176,21 @@ if running; then
   echo "medic: the server was not running"
 fi
 if ss -Hltn "sport = :{port}" | grep -q .; then echo "medic: the server in $D is stopped but something still listens on port {port} (is data_dir the serving server's?)" >&2; exit 3; fi
-# Where its WAL ends, for a switchover's standby to catch up to: a clean shutdown's checkpoint
-# (read before this run's fence mark is written: a mark already there is an earlier run's).
-echo "medic-wal: $(controldata "Database cluster state")|$(controldata "Latest checkpoint location")|$(fenced && echo fenced)"
+# Where its WAL ends, for a switchover's standby to catch up to: after a clean shutdown, its
+# checkpoint, which the fence mark records. A server fenced so and started since came back
+# read-only; stopped again ("shut down in recovery"), it still ends there only if its
+# checkpoint is still the recorded one. (The mark read is an earlier run's: this run's is
+# written below. After a stop that was not clean, no end is recorded: nobody knows it.)
+st=$(controldata "Database cluster state"); at=$(controldata "Latest checkpoint location")
+prior=$(fenced && sed -n 's/^tl [0-9]* end \([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)$/\1/p' "$D/{fenced}")
+echo "medic-wal: $st|$at|$prior"
+end=
+if [ "$st" = "shut down" ]; then end=" end $at"; elif [ "$st" = "shut down in recovery" ] && [ -n "$prior" ] && [ "$prior" = "$at" ]; then end=" end $at"; fi
 # Not a standby medic made, whatever it was: the next rejoin rewinds it.
 rm -f "$D/medic-rejoined"
 if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
-elif printf 'tl %s\n' "$(controldata "Latest checkpoint's TimeLineID")" > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
+elif printf 'tl %s%s\n' "$(controldata "Latest checkpoint's TimeLineID")" "$end" > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
   echo "medic: standby.signal written: restarted, it comes back read-only"
 else
   echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
@@ -213,9 +220,10 @@ running() {{
   exit 9
 }}
 controldata() {{ as_u env LC_ALL=C "$B/pg_controldata" "$D" 2>/dev/null | sed -n "s/^$1: *//p"; }}
-# An old primary medic fenced (pg-stop's mark, naming the timeline it was on then): still on
-# it, so neither promoted since nor made to follow anything.
-fenced() {{ [ "$(cat "$D/{fenced}" 2>/dev/null)" = "tl $(controldata "Latest checkpoint's TimeLineID")" ]; }}
+# An old primary medic fenced (pg-stop's mark, naming the timeline it was on then and, after a
+# clean stop, where its WAL ended): still on it, so neither promoted since nor made to follow
+# anything.
+fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); case "$(cat "$D/{fenced}" 2>/dev/null)" in "tl $t"|"tl $t end "*) return 0;; esac; return 1; }}
 "#,
         q(&r.data_dir.display().to_string()),
         q(&r.bin_dir.display().to_string()),

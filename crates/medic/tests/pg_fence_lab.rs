@@ -73,6 +73,18 @@ fn a_fenced_primary_restarted_comes_back_read_only_and_is_then_rejoined() {
         "ls /var/lib/pg/standby.signal /var/lib/pg/medic-fenced",
     );
     assert_eq!(files.lines().count(), 2, "{files}");
+    // Not stopped cleanly: where its WAL ends is not known, and the mark records no end (a
+    // switchover stops there rather than wait for a position short of its last writes).
+    let wal = said
+        .lines()
+        .find_map(|l| l.strip_prefix("medic-wal: "))
+        .unwrap_or_else(|| panic!("no medic-wal line: {said}"));
+    let fields: Vec<&str> = wal.split('|').collect();
+    assert_eq!((fields[0], fields[2]), ("in production", ""), "{said}");
+    assert_eq!(
+        on(&env, &primus, "cat /var/lib/pg/medic-fenced").trim(),
+        "tl 1"
+    );
     // Fenced again (a controller restarted mid-failover makes the step again): the same.
     let again = on(&env, &primus, &medic_plan::rejoin::stop_script(&r, 5432));
     assert!(
@@ -203,6 +215,9 @@ fn a_fenced_primary_stopped_again_ends_its_wal_where_it_did() {
     assert_eq!(end[0], "shut down", "{first}");
     assert_eq!(end[2], "", "not fenced before its first fence: {first}");
     assert!(first.contains("medic: standby.signal written"), "{first}");
+    // The mark records where its WAL ended: it stopped cleanly.
+    let mark = on(&env, &primus, "cat /var/lib/pg/medic-fenced");
+    assert_eq!(mark.trim(), format!("tl 1 end {}", end[1]), "{first}");
     // The standby receives the primary's WAL up to its shutdown checkpoint.
     let lsn = &end[1];
     env.wait(
@@ -235,11 +250,7 @@ fn a_fenced_primary_stopped_again_ends_its_wal_where_it_did() {
     let end_again = wal_line(&again);
     assert_eq!(
         end_again,
-        vec![
-            "shut down in recovery".to_owned(),
-            lsn.clone(),
-            "fenced".to_owned()
-        ],
+        vec!["shut down in recovery".to_owned(), lsn.clone(), lsn.clone()],
         "{again}"
     );
     // Without medic's mark, the same state is a standby's, not the fenced primary's.

@@ -30,6 +30,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         target: &Target,
         knock: Option<std::time::Duration>,
     ) -> (Witnesses, bool) {
+        self.ask_witnesses(target, knock, true).await
+    }
+
+    /// [`Controller::witnesses`]; `hearsay`: an observer that cannot probe first-hand answers
+    /// from its own checks, and the group's other members count. Without: first-hand only.
+    async fn ask_witnesses(
+        &self,
+        target: &Target,
+        knock: Option<std::time::Duration>,
+        hearsay: bool,
+    ) -> (Witnesses, bool) {
         let loaded = self.top();
         let top = &loaded.topology;
         let observed = lock(&self.inner.st).core.saved.observed.clone();
@@ -61,14 +72,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 None => {
                     all_first_hand = false;
                     match &a.passive {
-                        Some(p) if knock.is_none() => self.passive_view(p, target.machine()).await,
+                        Some(p) if knock.is_none() && hearsay => {
+                            self.passive_view(p, target.machine()).await
+                        }
                         _ => None,
                     }
                 }
             });
         }
         let mut w = merge(&asks, &seen);
-        self.add_members(target, &mut w);
+        if hearsay {
+            self.add_members(target, &mut w);
+        }
         (w, all_first_hand)
     }
 
@@ -290,12 +305,15 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     /// The whole last look: the monitor host's own ([`Controller::answers`]) and, when that
-    /// finds nothing, the machine's observers, asked as for a verdict. The monitor host may be
-    /// the one cut off from the machine — its observers overruled it while the machine hung,
-    /// and the hang is over since — so a machine that any observer reaches now is not
-    /// terminated. (A machine really gone costs the observers' bound, 0.5 s, after the traffic
-    /// has moved: a terminate step comes after the promotion; a fence at the source, rare,
-    /// before it.)
+    /// finds nothing, the machine's observers, each probing it first-hand now. The monitor
+    /// host may be the one cut off from the machine — its observers overruled it while the
+    /// machine hung, and the hang is over since — so a machine that a majority of its
+    /// observers reach again is not terminated: the verdict that found it lost would not be
+    /// given now. (One observer alone, or hearsay — an observer's own checks, a group member's
+    /// view — does not hold back a fence at the source a failover waits for. A machine really
+    /// gone costs the observers' probes, up to about 2 s over SSH, after the traffic has
+    /// moved: a terminate step comes after the promotion; a fence at the source, rare, before
+    /// it.)
     pub(super) async fn answers_again(&self, machine: &str) -> bool {
         if self.answers(machine).await {
             return true;
@@ -307,8 +325,8 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let Some(target) = target else {
             return false;
         };
-        let (w, _) = self.witnesses(&target, None).await;
-        w.count(medic_detect::Seen::Up) > 0
+        let (w, _) = self.ask_witnesses(&target, None, false).await;
+        w.count(medic_detect::Seen::Up) * 2 > w.answers.len()
     }
 }
 

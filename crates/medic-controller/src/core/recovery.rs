@@ -682,10 +682,13 @@ impl Core {
         } else if let Some(m) = &run.key {
             // A recovery that did not fail starts the backoff afresh — unless something of the
             // machine that an earlier failed recovery left out of monitoring is still out (one
-            // shard's server, when this recovery was another's): its watch-again stays due.
+            // shard's server, when this recovery was another's) and its watch-again has not
+            // come yet: that one stays due.
+            // (One that came already is dropped: its backoff starts afresh too.)
             let still_out = self.saved.unmonitored.contains(m)
                 || self.saved.unmonitored_servers.iter().any(|(_, x)| x == m);
-            if !still_out {
+            let due = self.saved.retries.get(m).is_some_and(|r| r.0 != u64::MAX);
+            if !(still_out && due) {
                 self.saved.retries.remove(m);
             }
         }

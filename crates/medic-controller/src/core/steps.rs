@@ -46,7 +46,7 @@ pub(super) fn step_machine(action: &Action) -> Option<&str> {
 /// The error of a step refused because its machine answered at the last look.
 pub fn last_look_failed(machine: &str) -> String {
     format!(
-        "{machine} answers again: not terminated (it was judged lost, but its hang or partition is over); it is watched again and what is still wrong is acted on afresh"
+        "{machine} answers again: not terminated (it was judged lost, but the monitor host or a majority of its observers reach it now: its hang or partition is over); it is watched again and what is still wrong is acted on afresh"
     )
 }
 

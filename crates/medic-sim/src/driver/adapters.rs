@@ -44,13 +44,18 @@ impl Sim {
         (medic_controller::witness::merge(&asks, &seen), first_hand)
     }
 
-    /// The last look's second opinion: whether any observer of `machine` reaches it now.
+    /// The last look's second opinion: whether a majority of `machine`'s observers reach it
+    /// now (the simulated observers always answer first-hand, as the controller asks them
+    /// here).
     pub(super) fn seen_by_observers(&self, machine: &str) -> bool {
         let target = medic_controller::checks::targets(&self.loaded.topology)
             .into_iter()
             .map(|(t, ..)| t)
             .find(|t| t.machine() == machine);
-        target.is_some_and(|t| self.witnesses(&t, false).0.count(Seen::Up) > 0)
+        target.is_some_and(|t| {
+            let w = self.witnesses(&t, false).0;
+            w.count(Seen::Up) * 2 > w.answers.len()
+        })
     }
 
     /// The controller process dies and starts again: everything in memory is gone; the saved
@@ -145,7 +150,9 @@ impl Sim {
                 // What this proxy has no server for, as the controller's reconcile records it.
                 let missing =
                     medic_controller::controller::missing_servers(&top, &observed, &servers);
-                self.core.set_missing_on(&machine, missing);
+                if self.core.set_missing_on(&machine, missing) {
+                    self.persisted = self.core.saved.clone();
+                }
                 medic_controller::controller::repairs(&top, &observed, &api, &servers, |s| {
                     up.iter().any(|u| u == s)
                 })
