@@ -25,58 +25,73 @@ pub(crate) fn parse_lsn(s: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
+/// Why where a stopped server's WAL ends is not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unknown {
+    /// `pg_controldata` was not read, or named nothing: asking again may tell.
+    Unread(String),
+    /// What it said rules an end out (a stop that was not clean, a checkpoint that is not the
+    /// recorded one): it reads the same on every retry.
+    Lasting(String),
+}
+
+impl Unknown {
+    pub(crate) fn lasting(&self) -> bool {
+        matches!(self, Unknown::Lasting(_))
+    }
+
+    pub(crate) fn why(&self) -> &str {
+        match self {
+            Unknown::Unread(w) | Unknown::Lasting(w) => w,
+        }
+    }
+}
+
 /// Where the stopped server's WAL ends, from the `medic-wal: STATE|LSN|RECORDED` line
 /// `pg-stop`'s script prints: the checkpoint's position after a clean shutdown. An old
 /// primary medic fenced after a clean stop (the fence mark records where it ended) and that
 /// something started since came back read-only; stopped again ("shut down in recovery", a
 /// resumed switchover's second `pg-stop`), it still ends there only if its checkpoint is the
-/// recorded one. Else why the end is unknown, and whether asking again could tell (`true`:
-/// it cannot).
-pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), (String, bool)> {
+/// recorded one. Else why the end is unknown.
+pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), Unknown> {
     let line = stdout
         .lines()
         .find_map(|l| l.strip_prefix("medic-wal: "))
-        .ok_or((
-            "pg_controldata said nothing of the stopped server".to_owned(),
-            false,
-        ))?;
+        .ok_or_else(|| {
+            Unknown::Unread("pg_controldata said nothing of the stopped server".to_owned())
+        })?;
     let mut fields = line.split('|');
     let state = fields.next().unwrap_or_default();
     let lsn = fields.next().unwrap_or_default();
     let recorded = fields.next().unwrap_or_default();
     match state {
         "" => {
-            return Err((
+            return Err(Unknown::Unread(
                 "pg_controldata could not be read: where its WAL ends is not known".to_owned(),
-                false,
             ));
         }
         "shut down" => {}
         "shut down in recovery" if !recorded.is_empty() && recorded == lsn => {}
         "shut down in recovery" => {
-            return Err((
-                format!(
-                    "it stopped as a standby (cluster state {state:?}), and no clean stop of it as the primary medic fenced is recorded at its checkpoint {lsn:?}: where its WAL ends is not known"
-                ),
-                true,
-            ));
+            return Err(Unknown::Lasting(format!(
+                "it stopped as a standby (cluster state {state:?}), and no clean stop of it as the primary medic fenced is recorded at its checkpoint {lsn:?}: where its WAL ends is not known"
+            )));
         }
         _ => {
-            return Err((
-                format!(
-                    "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
-                ),
-                true,
-            ));
+            return Err(Unknown::Lasting(format!(
+                "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
+            )));
         }
+    }
+    if lsn.is_empty() {
+        return Err(Unknown::Unread(
+            "pg_controldata named no checkpoint: where its WAL ends is not known".to_owned(),
+        ));
     }
     parse_lsn(lsn)
         .map(|at| (at, lsn.to_owned()))
         .ok_or_else(|| {
-            (
-                format!("its last checkpoint {lsn:?} is not a WAL position"),
-                true,
-            )
+            Unknown::Lasting(format!("its last checkpoint {lsn:?} is not a WAL position"))
         })
 }
 
@@ -145,7 +160,7 @@ mod tests {
         assert_eq!(wal_end(out), Ok((0x5000060, "0/5000060".to_owned())));
         let crashed = wal_end("medic-wal: in production|0/5000060|\n").unwrap_err();
         assert!(
-            crashed.0.contains("did not stop cleanly") && crashed.1,
+            crashed.why().contains("did not stop cleanly") && crashed.lasting(),
             "{crashed:?}"
         );
         // A resumed switchover: the old primary was fenced after a clean stop (its end
@@ -159,18 +174,20 @@ mod tests {
             "medic-wal: shut down in recovery|0/6000028|0/5000060\n",
         ] {
             let e = wal_end(unknown).unwrap_err();
-            assert!(e.0.contains("no clean stop") && e.1, "{e:?}");
+            assert!(e.why().contains("no clean stop") && e.lasting(), "{e:?}");
         }
         assert_eq!(
             wal_end("medic-wal: shut down|0/5000060|\n"),
             Ok((0x5000060, "0/5000060".to_owned()))
         );
-        // Unread: asking again may tell.
-        assert!(!wal_end("medic-wal: ||\n").unwrap_err().1);
-        assert!(
-            !wal_end("medic: the server was not running\n")
-                .unwrap_err()
-                .1
-        );
+        // Unread, or a checkpoint it did not name: asking again may tell.
+        for unread in [
+            "medic-wal: ||\n",
+            "medic-wal: shut down||\n",
+            "medic: the server was not running\n",
+        ] {
+            let e = wal_end(unread).unwrap_err();
+            assert!(matches!(e, Unknown::Unread(_)), "{unread:?}: {e:?}");
+        }
     }
 }

@@ -228,13 +228,14 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 message,
                 lasting,
             };
-            let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|(why, lasting)| {
+            let (end, at) = crate::pg_catch_up::wal_end(&out).map_err(|unknown| {
                 failed(
                     format!(
-                        "{machine}: {why}, so {} is not promoted (a standby that lacks its last writes would lose them)",
+                        "{machine}: {}, so {} is not promoted (a standby that lacks its last writes would lose them)",
+                        unknown.why(),
                         next.machine
                     ),
-                    lasting,
+                    unknown.lasting(),
                 )
             })?;
             let nip = self.resolve(index, kind, &next.address)?;

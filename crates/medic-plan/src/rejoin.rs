@@ -185,12 +185,22 @@ st=$(controldata "Database cluster state"); at=$(controldata "Latest checkpoint 
 prior=$(fenced && sed -n 's/^tl [0-9]* end \([0-9A-Fa-f]*\/[0-9A-Fa-f]*\)$/\1/p' "$D/{fenced}")
 echo "medic-wal: $st|$at|$prior"
 end=
-if [ "$st" = "shut down" ]; then end=" end $at"; elif [ "$st" = "shut down in recovery" ] && [ -n "$prior" ] && [ "$prior" = "$at" ]; then end=" end $at"; fi
+if [ -z "$at" ]; then :; elif [ "$st" = "shut down" ]; then end=" end $at"; elif [ "$st" = "shut down in recovery" ] && [ -n "$prior" ] && [ "$prior" = "$at" ]; then end=" end $at"; fi
+tl=$(controldata "Latest checkpoint's TimeLineID")
 # Not a standby medic made, whatever it was: the next rejoin rewinds it.
 rm -f "$D/medic-rejoined"
 if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
-elif printf 'tl %s%s\n' "$(controldata "Latest checkpoint's TimeLineID")" "$end" > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
+elif [ -z "$tl" ]; then
+  # No timeline to name: no mark (a mark naming none would pass for any), so the server is
+  # not taken for one medic fenced; the signal still keeps it read-only.
+  rm -f "$D/{fenced}"
+  if : > "$D/standby.signal" && chown "$U" "$D/standby.signal"; then
+    echo "medic: standby.signal written (pg_controldata named no timeline, so no fence mark): restarted, it comes back read-only"
+  else
+    echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
+  fi
+elif printf 'tl %s%s\n' "$tl" "$end" > "$D/{fenced}" && : > "$D/standby.signal" && chown "$U" "$D/{fenced}" "$D/standby.signal"; then
   echo "medic: standby.signal written: restarted, it comes back read-only"
 else
   echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
@@ -223,7 +233,7 @@ controldata() {{ as_u env LC_ALL=C "$B/pg_controldata" "$D" 2>/dev/null | sed -n
 # An old primary medic fenced (pg-stop's mark, naming the timeline it was on then and, after a
 # clean stop, where its WAL ended): still on it, so neither promoted since nor made to follow
 # anything.
-fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); case "$(cat "$D/{fenced}" 2>/dev/null)" in "tl $t"|"tl $t end "*) return 0;; esac; return 1; }}
+fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || return 1; case "$(cat "$D/{fenced}" 2>/dev/null)" in "tl $t"|"tl $t end "*) return 0;; esac; return 1; }}
 "#,
         q(&r.data_dir.display().to_string()),
         q(&r.bin_dir.display().to_string()),
@@ -337,6 +347,14 @@ mod tests {
         // Marked only once nothing listens on the port: the data is the server's.
         let port_free = s.find(r#"ss -Hltn "sport = :5432""#).unwrap();
         assert!(port_free < s.find(r#"> "$D/medic-fenced""#).unwrap());
+        // A mark names a timeline, and an end only with a position: one pg_controldata did
+        // not name is never recorded (a mark "tl " would pass for a fence on any timeline).
+        let no_tl = s.find(r#"elif [ -z "$tl" ]; then"#).unwrap();
+        assert!(no_tl < s.find(r#"printf 'tl %s%s\n' "$tl" "$end""#).unwrap());
+        assert!(s.contains(r#"if [ -z "$at" ]; then :; elif [ "$st" = "shut down" ]"#));
+        assert!(s.contains(
+            r#"t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || return 1;"#
+        ));
     }
 
     #[test]
