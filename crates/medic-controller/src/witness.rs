@@ -259,6 +259,22 @@ pub fn merge(asks: &[Ask], seen: &[Option<bool>]) -> Witnesses {
     Witnesses { answers }
 }
 
+/// The last look's rule, for the monitor host and the simulator alike: whether the observers'
+/// first-hand answers (`w`, asked without hearsay) hold back a step on a machine judged lost.
+/// A **terminate** is held back by any one of them reaching the machine: the traffic has moved
+/// already, and a machine that anybody can reach is not destroyed on the word of those who
+/// cannot. A **fence at the source**, which a failover waits for, needs a majority: one
+/// observer alone, on the machine's side of a partition, does not keep a shard without a
+/// master.
+pub fn holds_back(w: &Witnesses, terminate: bool) -> bool {
+    let up = w.count(Seen::Up);
+    if terminate {
+        up > 0
+    } else {
+        up * 2 > w.answers.len()
+    }
+}
+
 /// "haproxy1 gone, haproxy2 unknown, redis2 gone" (or that no other observer is configured).
 pub fn describe(w: &Witnesses) -> String {
     if w.answers.is_empty() {
@@ -447,5 +463,27 @@ mod tests {
             describe(&w),
             "2 of 4 observers say it is gone (h1 sees it, h2 gone, r2 could not be asked, h3 gone)"
         );
+    }
+
+    #[test]
+    fn one_observer_holds_back_a_terminate_a_majority_a_fence_at_the_source() {
+        let w = |seen: &[Seen]| Witnesses {
+            answers: seen
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("o{i}"), *s))
+                .collect(),
+        };
+        let one_of_three = w(&[Seen::Up, Seen::Gone, Seen::Unknown]);
+        assert!(holds_back(&one_of_three, true));
+        assert!(!holds_back(&one_of_three, false));
+        let two_of_three = w(&[Seen::Up, Seen::Up, Seen::Gone]);
+        assert!(holds_back(&two_of_three, true) && holds_back(&two_of_three, false));
+        // Half is no majority; nobody reaching it holds nothing back.
+        let half = w(&[Seen::Up, Seen::Gone]);
+        assert!(!holds_back(&half, false));
+        let none = w(&[Seen::Gone, Seen::Unknown, Seen::Gone]);
+        assert!(!holds_back(&none, true) && !holds_back(&none, false));
+        assert!(!holds_back(&w(&[]), true));
     }
 }

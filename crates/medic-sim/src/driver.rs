@@ -563,15 +563,22 @@ impl Sim {
             // The last look before terminating a machine lost on the checks' word: the
             // monitor's own, then its observers' (as the controller's runner looks).
             if attempt == 1
-                && let Some(m) = self.core.last_look(id, &step)
-                && (self.answers(&m) || self.seen_by_observers(&m))
+                && let Some(look) = self.core.last_look(id, &step)
+                && (self.answers(&look.machine) || self.seen_by_observers(&look))
             {
                 self.note(format!(
-                    "{id} step {} {}: {m} answers again, not terminated",
+                    "{id} step {} {}: {} answers again, not {}",
                     step.index,
-                    step.action.kind()
+                    step.action.kind(),
+                    look.machine,
+                    if look.terminate {
+                        "terminated"
+                    } else {
+                        "fenced at the source"
+                    }
                 ));
-                self.core.step_failed(id, step.index, last_look_failed(&m));
+                self.core
+                    .step_failed(id, step.index, last_look_failed(&look));
                 if let Some(r) = self.runners.get_mut(id) {
                     r.step = None;
                 }

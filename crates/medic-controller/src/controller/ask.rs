@@ -307,26 +307,21 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     /// The whole last look: the monitor host's own ([`Controller::answers`]) and, when that
     /// finds nothing, the machine's observers, each probing it first-hand now. The monitor
     /// host may be the one cut off from the machine — its observers overruled it while the
-    /// machine hung, and the hang is over since — so a machine that a majority of its
-    /// observers reach again is not terminated: the verdict that found it lost would not be
-    /// given now. (One observer alone, or hearsay — an observer's own checks, a group member's
-    /// view — does not hold back a fence at the source a failover waits for. A machine really
-    /// gone costs the observers' probes, up to about 2 s over SSH, after the traffic has
-    /// moved: a terminate step comes after the promotion; a fence at the source, rare, before
-    /// it.)
-    pub(super) async fn answers_again(&self, machine: &str) -> bool {
-        if self.answers(machine).await {
+    /// machine hung, and the hang is over since — so what they see now decides
+    /// ([`crate::witness::holds_back`]: any one of them for a terminate, a majority for a fence
+    /// at the source; hearsay — an observer's own checks, a group member's view — never). A
+    /// machine really gone costs the observers' probes, up to about 2 s over SSH, after the
+    /// traffic has moved: a terminate step comes after the promotion; a fence at the source,
+    /// rare, before it.
+    pub(super) async fn answers_again(&self, look: &crate::core::LastLook) -> bool {
+        if self.answers(&look.machine).await {
             return true;
         }
-        let target = crate::checks::targets(&self.top().topology)
-            .into_iter()
-            .map(|(t, ..)| t)
-            .find(|t| t.machine() == machine);
-        let Some(target) = target else {
+        let Some(target) = crate::checks::target_of(&self.top().topology, &look.machine) else {
             return false;
         };
         let (w, _) = self.ask_witnesses(&target, None, false).await;
-        w.count(medic_detect::Seen::Up) * 2 > w.answers.len()
+        crate::witness::holds_back(&w, look.terminate)
     }
 }
 

@@ -167,10 +167,10 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 Next::Run(step) => step,
             };
             let look = lock(&self.inner.st).core.last_look(id, &step);
-            if let Some(machine) = look
-                && self.answers_again(&machine).await
+            if let Some(look) = look
+                && self.answers_again(&look).await
             {
-                let error = last_look_failed(&machine);
+                let error = last_look_failed(&look);
                 tracing::warn!(step = step.index, "{error}");
                 let failed = Record::Failed {
                     step: step.index,

@@ -48,7 +48,7 @@ use crate::store::Saved;
 
 pub use detect::LINK_SILENT_SECS;
 pub use recovery::Next;
-pub use steps::{internal_summary, is_internal, last_look_failed, note_skips};
+pub use steps::{LastLook, internal_summary, is_internal, last_look_failed, note_skips};
 
 /// Alerts kept for the status page.
 pub const ALERTS_KEPT: usize = 50;

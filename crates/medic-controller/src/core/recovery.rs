@@ -481,23 +481,25 @@ impl Core {
 
     /// Whether `step` must wait for a last look at a machine: a machine lost on the checks'
     /// and witnesses' word is terminated only if it still does not answer (its hang or its
-    /// partition may have ended since the verdict). Returns the machine to look at; the
-    /// adapter probes it and, if it answers, fails the step with [`last_look_failed`](super::last_look_failed).
+    /// partition may have ended since the verdict), nor fenced at the source (a failover's
+    /// first step) if it answers again. Returns the machine to look at and the step's kind; the
+    /// adapter probes it and, if it answers ([`crate::witness::holds_back`]), fails the step
+    /// with [`last_look_failed`](super::last_look_failed).
     /// An operator's `medic recover` is not second-guessed.
-    pub fn last_look(&self, id: &str, step: &Step) -> Option<String> {
+    pub fn last_look(&self, id: &str, step: &Step) -> Option<super::LastLook> {
         let run = self.running.get(id)?;
         let Event::MachineLost { machine } = &run.plan.event else {
             return None;
         };
-        match &step.action {
-            Action::TerminateInstance { machine: m, .. }
-            | Action::FenceAtSource { machine: m, .. }
-                if m == machine && run.detected =>
-            {
-                Some(m.clone())
-            }
-            _ => None,
-        }
+        let terminate = match &step.action {
+            Action::TerminateInstance { machine: m, .. } if m == machine => true,
+            Action::FenceAtSource { machine: m, .. } if m == machine => false,
+            _ => return None,
+        };
+        run.detected.then(|| super::LastLook {
+            machine: machine.clone(),
+            terminate,
+        })
     }
 
     /// A step failed after its retries: the recovery stops there.

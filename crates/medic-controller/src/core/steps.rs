@@ -43,10 +43,28 @@ pub(super) fn step_machine(action: &Action) -> Option<&str> {
     }
 }
 
+/// A step that waits for a last look at a machine judged lost ([`Core::last_look`](super::Core::last_look)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastLook {
+    pub machine: String,
+    /// A terminate (any observer reaching it holds it back), else a fence at the source (a
+    /// majority does): [`crate::witness::holds_back`].
+    pub terminate: bool,
+}
+
 /// The error of a step refused because its machine answered at the last look.
-pub fn last_look_failed(machine: &str) -> String {
+pub fn last_look_failed(look: &LastLook) -> String {
+    let (not, who) = if look.terminate {
+        ("not terminated", "one of its observers reaches")
+    } else {
+        (
+            "not fenced at the source",
+            "a majority of its observers reach",
+        )
+    };
     format!(
-        "{machine} answers again: not terminated (it was judged lost, but the monitor host or a majority of its observers reach it now: its hang or partition is over); it is watched again and what is still wrong is acted on afresh"
+        "{} answers again: {not} (it was judged lost, but the monitor host or {who} it now: its hang or partition is over); it is watched again and what is still wrong is acted on afresh",
+        look.machine
     )
 }
 

@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use medic_controller::checks::Target;
-use medic_controller::core::Core;
+use medic_controller::core::{Core, LastLook};
 use medic_detect::{Observation, Seen};
 use medic_haproxy::{OpState, ServerState};
 use medic_plan::{Addr, ProxyApi, Step};
@@ -44,17 +44,12 @@ impl Sim {
         (medic_controller::witness::merge(&asks, &seen), first_hand)
     }
 
-    /// The last look's second opinion: whether a majority of `machine`'s observers reach it
-    /// now (the simulated observers always answer first-hand, as the controller asks them
-    /// here).
-    pub(super) fn seen_by_observers(&self, machine: &str) -> bool {
-        let target = medic_controller::checks::targets(&self.loaded.topology)
-            .into_iter()
-            .map(|(t, ..)| t)
-            .find(|t| t.machine() == machine);
-        target.is_some_and(|t| {
-            let w = self.witnesses(&t, false).0;
-            w.count(Seen::Up) * 2 > w.answers.len()
+    /// The last look's second opinion: what `look.machine`'s observers see now, by the
+    /// controller's rule (the simulated observers always answer first-hand, as the controller
+    /// asks them here).
+    pub(super) fn seen_by_observers(&self, look: &LastLook) -> bool {
+        medic_controller::checks::target_of(&self.loaded.topology, &look.machine).is_some_and(|t| {
+            medic_controller::witness::holds_back(&self.witnesses(&t, false).0, look.terminate)
         })
     }
 
