@@ -5,7 +5,9 @@
 //! - The replica promoted is the one with the largest replication offset; a replica further
 //!   behind than `policy.max_promotion_lag_bytes`, or never seen in sync, is not promoted: the
 //!   plan alerts and stops, and the lost machine is not terminated (its disk may hold the only
-//!   copy of what the replicas missed).
+//!   copy of what the replicas missed). A replica not answering now (`Hints::silent`) gives
+//!   way to an answering one that may be promoted, and is chosen only when it alone holds the
+//!   shard's data, with a critical alert (`planner/silent_tests.rs`).
 //! - Every other replica of a shard whose replica is promoted (a failover or a switchover) is
 //!   pointed at the new master once clients are routed to it, and waited for before the plan
 //!   ends; the failed server is left to the steps that replace, restart or demote it.
@@ -15,7 +17,7 @@
 //! - In a deployment medic adopted (`managed: false`) no plan writes a config, runs a
 //!   playbook, restarts a process or launches or terminates a machine (`planner/adopt_tests.rs`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use medic_topology::{DnsProvider, Provider, Remedy, Role, Shard, Topology};
 
@@ -55,6 +57,25 @@ pub enum PlanError {
     },
 }
 
+/// What the controller knows, when it plans, beyond the observed state: what is not
+/// answering now. `medic plan`, which has no checks, plans with none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// Why a dead process is not to be restarted, besides the policy (a crash loop held).
+    pub no_restart: Option<String>,
+    /// (shard, machine) of the redis servers not answering now: out of monitoring, on a
+    /// machine judged lost, or failing their checks. A failover promotes an answering
+    /// replica when one may be promoted, and waits for a silent one only when it alone holds
+    /// the shard's data (and says so).
+    pub silent: BTreeSet<(String, String)>,
+}
+
+impl Hints {
+    fn silent(&self, shard: &str, machine: &str) -> bool {
+        self.silent.iter().any(|(s, m)| s == shard && m == machine)
+    }
+}
+
 /// Plans the recovery from `event`. `recovery` names this recovery (journal, tags, tokens).
 pub fn plan_recovery(
     top: &Topology,
@@ -62,7 +83,7 @@ pub fn plan_recovery(
     event: &Event,
     recovery: &str,
 ) -> Result<Plan, PlanError> {
-    plan(top, state, event, recovery, None)
+    plan_with(top, state, event, recovery, &Hints::default())
 }
 
 /// Plans the recovery from `event` without restarting a dead process, for the reason `why`
@@ -74,15 +95,20 @@ pub fn plan_without_restart(
     recovery: &str,
     why: &str,
 ) -> Result<Plan, PlanError> {
-    plan(top, state, event, recovery, Some(why))
+    let hints = Hints {
+        no_restart: Some(why.to_owned()),
+        ..Hints::default()
+    };
+    plan_with(top, state, event, recovery, &hints)
 }
 
-fn plan(
+/// Plans the recovery from `event` with what the controller knows besides the state.
+pub fn plan_with(
     top: &Topology,
     state: &ObservedState,
     event: &Event,
     recovery: &str,
-    no_restart: Option<&str>,
+    hints: &Hints,
 ) -> Result<Plan, PlanError> {
     let mut p = Planner {
         top,
@@ -91,7 +117,8 @@ fn plan(
         steps: Vec::new(),
         new_masters: BTreeMap::new(),
         unpersisted: Vec::new(),
-        no_restart,
+        no_restart: hints.no_restart.as_deref(),
+        hints,
         last: Vec::new(),
     };
     match event {
@@ -160,6 +187,7 @@ struct Planner<'a> {
     unpersisted: Vec<Action>,
     /// Why a dead process is not to be restarted, besides the policy (a crash loop held).
     no_restart: Option<&'a str>,
+    hints: &'a Hints,
     /// Steps that come after everything else (before the alerts that end the plan): what
     /// may be skipped without holding up the rest (other standbys made to follow).
     last: Vec<Action>,
@@ -324,13 +352,19 @@ impl<'a> Planner<'a> {
         // Largest offset wins; on a tie, the replica listed first. A replica some proxy has
         // no server for is the choice only when no other may be promoted: its activation
         // there would fail, and the shard have no route until that proxy is configured again.
+        // A replica not answering now (its machine lost too, out of monitoring, or down by its
+        // checks) is the choice only when no answering one may be promoted: its promotion
+        // fails until it answers, and the recovery is retried until then.
         let max = self.top.policy.max_promotion_lag_bytes.value;
         let top = self.top;
+        let hints = self.hints;
         let lacking = |m: &str| lacking_on(top, st, m);
-        let best_of = |routable: Option<bool>| {
+        let silent = |m: &str| hints.silent(name, m);
+        let best_of = |routable: Option<bool>, answering: bool| {
             st.replicas
                 .iter()
                 .filter(|r| r.machine != lost)
+                .filter(|r| !answering || !silent(&r.machine))
                 .filter(|r| routable.is_none_or(|want| lacking(&r.machine).is_empty() == want))
                 .fold(None::<&crate::state::ReplicaState>, |best, r| {
                     match (best, r.offset) {
@@ -351,10 +385,23 @@ impl<'a> Planner<'a> {
             .chain(st.master_offset)
             .max();
         let behind = |o: u64| newest.map_or(0, |n| n.saturating_sub(o));
-        let most_advanced = best_of(None);
-        let best = best_of(Some(true))
-            .filter(|r| r.offset.is_some_and(|o| behind(o) <= max))
-            .or(most_advanced);
+        let promotable =
+            |r: &&crate::state::ReplicaState| r.offset.is_some_and(|o| behind(o) <= max);
+        let pick = |answering: bool| {
+            let most_advanced = best_of(None, answering);
+            let best = best_of(Some(true), answering)
+                .filter(promotable)
+                .or(most_advanced);
+            (best, most_advanced)
+        };
+        let (best, most_advanced) = match pick(true) {
+            (Some(b), m) if promotable(&b) => (Some(b), m),
+            _ => pick(false),
+        };
+        // A more advanced replica passed over because it does not answer: said, as the
+        // writes it has and the one promoted lacks are lost.
+        let silent_ahead = best_of(None, false)
+            .filter(|r| silent(&r.machine) && best.is_some_and(|b| r.offset > b.offset));
         let Some(best) = best else {
             self.alert(
                 AlertLevel::Critical,
@@ -382,6 +429,23 @@ impl<'a> Planner<'a> {
                 ),
             );
             return Ok(false);
+        }
+        if silent(&best.machine) {
+            self.alert(
+                AlertLevel::Critical,
+                format!(
+                    "shard {name} lost its master {lost}, and {}, the replica with its latest data, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no answering replica may be promoted without losing writes",
+                    best.machine
+                ),
+            );
+        } else if let Some(ahead) = silent_ahead {
+            self.alert(
+                AlertLevel::Warning,
+                format!(
+                    "shard {name}: {} is promoted ({lag} bytes behind the newest data seen) rather than the more advanced {}, which does not answer",
+                    best.machine, ahead.machine
+                ),
+            );
         }
         if let Some(ahead) = most_advanced.filter(|m| m.offset > best.offset) {
             self.alert(
@@ -676,5 +740,7 @@ mod replica_tests;
 mod service_active_tests;
 #[cfg(test)]
 mod service_tests;
+#[cfg(test)]
+mod silent_tests;
 #[cfg(test)]
 mod tests;

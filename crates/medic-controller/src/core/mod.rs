@@ -391,6 +391,47 @@ impl Core {
     }
 
     /// `medic unmonitor|monitor MACHINE`.
+    /// The redis servers not answering now, for the planner ([`medic_plan::Hints::silent`]):
+    /// out of monitoring (a recovery of theirs or their machine's under way, or failed), on a
+    /// machine whose loss is queued, or down by their checks (`fall` of them failed; one miss
+    /// is not enough).
+    fn silent_servers(&self) -> BTreeSet<(String, String)> {
+        let lost: BTreeSet<&str> = self
+            .queue
+            .iter()
+            .filter_map(|r| match &r.event {
+                Event::MachineLost { machine } => Some(machine.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut silent = BTreeSet::new();
+        for (shard, st) in &self.saved.observed.shards {
+            let machines =
+                std::iter::once(&st.master).chain(st.replicas.iter().map(|r| &r.machine));
+            for machine in machines {
+                let server = (shard.clone(), machine.clone());
+                let failing = || {
+                    self.health
+                        .get(&Target::Redis {
+                            shard: shard.clone(),
+                            machine: machine.clone(),
+                        })
+                        .is_some_and(|h| {
+                            matches!(h.detector.health, medic_detect::Health::Down { .. })
+                        })
+                };
+                if self.saved.unmonitored.contains(machine)
+                    || self.saved.unmonitored_servers.contains(&server)
+                    || lost.contains(machine.as_str())
+                    || failing()
+                {
+                    silent.insert(server);
+                }
+            }
+        }
+        silent
+    }
+
     pub fn set_maintenance(&mut self, machine: &str, on: bool) {
         if on {
             self.saved.maintenance.insert(machine.to_owned());
@@ -558,5 +599,7 @@ mod holds_tests;
 mod knock_tests;
 #[cfg(test)]
 mod service_tests;
+#[cfg(test)]
+mod silent_tests;
 #[cfg(test)]
 mod tests;

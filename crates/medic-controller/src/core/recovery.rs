@@ -14,8 +14,7 @@
 use std::collections::BTreeSet;
 
 use medic_plan::{
-    Action, AlertLevel, Event, MonitorTarget, Plan, Step, StepOutput, plan_recovery,
-    plan_without_restart,
+    Action, AlertLevel, Event, Hints, MonitorTarget, Plan, Step, StepOutput, plan_with,
 };
 
 use super::holds::Held;
@@ -258,13 +257,15 @@ impl Core {
             Some(r) => (r.id, r.plan, Some(r.done), true),
             None => {
                 let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
-                let (top, state) = (&self.loaded.topology, &self.saved.observed);
-                let planned = match &held {
-                    Held::RestartOnly(why) => {
-                        plan_without_restart(top, state, &req.event, &id, why)
-                    }
-                    _ => plan_recovery(top, state, &req.event, &id),
+                let hints = Hints {
+                    no_restart: match &held {
+                        Held::RestartOnly(why) => Some(why.clone()),
+                        _ => None,
+                    },
+                    silent: self.silent_servers(),
                 };
+                let (top, state) = (&self.loaded.topology, &self.saved.observed);
+                let planned = plan_with(top, state, &req.event, &id, &hints);
                 match planned {
                     Ok(p) => (id, self.apply_flap_limits(p, now_ms), None, false),
                     Err(e) => {

@@ -7,7 +7,7 @@ use super::tests::{BARTON, died, lost, outline, plan, position, topology};
 use super::*;
 use crate::state::ReplicaState;
 
-fn three_replicas() -> (Topology, ObservedState) {
+pub(super) fn three_replicas() -> (Topology, ObservedState) {
     let text = BARTON
         .replace(
             "  - {name: haproxy1,",

@@ -1,0 +1,100 @@
+//! A failover around replicas that do not answer now (`Hints::silent`): an answering one is
+//! promoted when one may be; a silent one only when it alone holds the shard's data, and an
+//! alert says the recovery waits for it.
+
+use super::replica_tests::three_replicas;
+use super::tests::lost;
+use super::*;
+
+fn silent(servers: &[(&str, &str)]) -> Hints {
+    Hints {
+        silent: servers
+            .iter()
+            .map(|(s, m)| ((*s).to_owned(), (*m).to_owned()))
+            .collect(),
+        ..Hints::default()
+    }
+}
+
+/// (machines promoted in r9001, alerts) of the plan of redis1 lost.
+fn failover(state: &ObservedState, top: &Topology, hints: &Hints) -> (Vec<String>, Vec<String>) {
+    let p = plan_with(top, state, &lost("redis1"), "rec-1", hints).unwrap();
+    let promoted = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::PromoteReplica { server, .. } if server.shard == "r9001" => {
+                Some(server.machine.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    let alerts = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Alert { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    (promoted, alerts)
+}
+
+#[test]
+fn an_answering_replica_within_the_lag_limit_is_promoted_before_a_silent_one() {
+    // redis2 at 9,000, redis3 at 9,900 (the most advanced), redis4 never seen in sync.
+    let (top, state) = three_replicas();
+    let (promoted, alerts) = failover(&state, &top, &silent(&[("r9001", "redis3")]));
+    assert_eq!(promoted, ["redis2"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001: redis2 is promoted (1000 bytes behind the newest data seen) rather than the more advanced redis3, which does not answer"
+        ]
+    );
+    // A silent server of another shard on the same machine changes nothing here.
+    let (promoted, alerts) = failover(&state, &top, &silent(&[("r9002", "redis3")]));
+    assert_eq!(promoted, ["redis3"]);
+    assert!(alerts.is_empty(), "{alerts:?}");
+    // Nothing known silent (`medic plan`): as before.
+    assert_eq!(failover(&state, &top, &Hints::default()).0, ["redis3"]);
+}
+
+#[test]
+fn a_silent_replica_that_alone_holds_the_data_is_waited_for_and_said_so() {
+    let (top, state) = three_replicas();
+    // The answering redis4 was never seen in sync: promoting it would lose every write.
+    let hints = silent(&[("r9001", "redis2"), ("r9001", "redis3")]);
+    let (promoted, alerts) = failover(&state, &top, &hints);
+    assert_eq!(promoted, ["redis3"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001 lost its master redis1, and redis3, the replica with its latest data, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no answering replica may be promoted without losing writes"
+        ]
+    );
+    // An answering replica too far behind is no better: the silent one with the data.
+    let mut far = state.clone();
+    let s = far.shards.get_mut("r9001").unwrap();
+    s.master_offset = Some(5_000_000);
+    s.replicas[1].offset = Some(4_999_000);
+    let (promoted, alerts) = failover(&far, &top, &silent(&[("r9001", "redis3")]));
+    assert_eq!(promoted, ["redis3"]);
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    // Every replica silent and none in sync: nothing promoted, the machine kept, as before.
+    let mut none = state.clone();
+    for r in &mut none.shards.get_mut("r9001").unwrap().replicas {
+        r.offset = None;
+    }
+    let hints = silent(&[
+        ("r9001", "redis2"),
+        ("r9001", "redis3"),
+        ("r9001", "redis4"),
+    ]);
+    let (promoted, alerts) = failover(&none, &top, &hints);
+    assert!(promoted.is_empty());
+    assert!(
+        alerts[0].ends_with("was never seen in sync, so it is not promoted automatically"),
+        "{alerts:?}"
+    );
+}
