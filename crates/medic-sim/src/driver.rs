@@ -125,6 +125,11 @@ pub struct Sim {
     /// An alert saying a human must decide (a held replacement, a shard with no replica fit
     /// to promote), if one was raised.
     human: Option<String>,
+    /// The last alert saying a failover waits for a replica that alone holds its shard's data
+    /// and does not answer. A human's call if the shards that did not converge have no whole
+    /// copy on a running machine at the end — checked against the world, not taken on the
+    /// alert's word.
+    waits_for: Option<String>,
     /// Machines an alert told the operator to `medic recover` if they are really lost, and
     /// those the simulated operator recovered.
     ask_operator: std::collections::BTreeSet<String>,
@@ -187,6 +192,7 @@ impl Sim {
             trace: Vec::new(),
             recoveries: 0,
             human: None,
+            waits_for: None,
             ask_operator: Default::default(),
             recovered_by_operator: Default::default(),
         };
@@ -252,6 +258,39 @@ impl Sim {
             // required to converge.
             return Ok(Report {
                 needs_human: Some(reason),
+                recoveries: self.recoveries,
+                acked: self.world.acks.len(),
+                lost_in_window: 0,
+                converged_ms: 0,
+                trace: self.trace,
+            });
+        }
+        // Shards whose every copy of their writes is on machines that are down (the simulator
+        // never brings a crashed one back), as medic said of them: what it may not do alone.
+        // Every shard that did not converge must be one.
+        let unconverged: Vec<&String> = self
+            .world
+            .shards
+            .keys()
+            .filter(|s| {
+                let others = self
+                    .world
+                    .shards
+                    .keys()
+                    .filter(|o| o != s)
+                    .cloned()
+                    .collect();
+                invariants::converged_but(&self.world, &others).is_err()
+            })
+            .collect();
+        if let Some(alert) = &self.waits_for
+            && !unconverged.is_empty()
+            && unconverged
+                .iter()
+                .all(|s| invariants::whole_copies(&self.world, s).is_empty())
+        {
+            return Ok(Report {
+                needs_human: Some(alert.clone()),
                 recoveries: self.recoveries,
                 acked: self.world.acks.len(),
                 lost_in_window: 0,
@@ -430,6 +469,11 @@ impl Sim {
                     // simulated operator runs it (see `operator`).
                     if message.contains("is not promoted automatically") {
                         self.human.get_or_insert_with(|| message.clone());
+                    }
+                    if message
+                        .contains(", the replica with its latest data, does not answer either")
+                    {
+                        self.waits_for = Some(message.clone());
                     }
                     if let Some(m) = message
                         .split_once(" stays out of monitoring and is not replaced")
