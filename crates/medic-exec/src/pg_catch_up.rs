@@ -70,6 +70,12 @@ pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), Unknown> {
                 "pg_controldata could not be read: where its WAL ends is not known".to_owned(),
             ));
         }
+        // (Whatever the state: a position not read is a read that failed, retried.)
+        _ if lsn.is_empty() => {
+            return Err(Unknown::Unread(
+                "pg_controldata named no checkpoint: where its WAL ends is not known".to_owned(),
+            ));
+        }
         "shut down" => {}
         "shut down in recovery" if !recorded.is_empty() && recorded == lsn => {}
         "shut down in recovery" => {
@@ -82,11 +88,6 @@ pub(crate) fn wal_end(stdout: &str) -> Result<(u64, String), Unknown> {
                 "the server did not stop cleanly (cluster state {state:?}): where its WAL ends is not known"
             )));
         }
-    }
-    if lsn.is_empty() {
-        return Err(Unknown::Unread(
-            "pg_controldata named no checkpoint: where its WAL ends is not known".to_owned(),
-        ));
     }
     parse_lsn(lsn)
         .map(|at| (at, lsn.to_owned()))
@@ -184,6 +185,7 @@ mod tests {
         for unread in [
             "medic-wal: ||\n",
             "medic-wal: shut down||\n",
+            "medic-wal: shut down in recovery||0/5000060\n",
             "medic: the server was not running\n",
         ] {
             let e = wal_end(unread).unwrap_err();

@@ -192,11 +192,11 @@ rm -f "$D/medic-rejoined"
 if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
 elif [ -z "$tl" ]; then
-  # No timeline to name: no mark (a mark naming none would pass for any), so the server is
-  # not taken for one medic fenced; the signal still keeps it read-only.
-  rm -f "$D/{fenced}"
+  # No timeline to name: no new mark (one naming none would pass for any). An earlier run's
+  # mark is left as it is: a read that failed now says nothing against it, and `fenced`
+  # honours it only while the server is still on its timeline. The signal keeps it read-only.
   if : > "$D/standby.signal" && chown "$U" "$D/standby.signal"; then
-    echo "medic: standby.signal written (pg_controldata named no timeline, so no fence mark): restarted, it comes back read-only"
+    echo "medic: standby.signal written (pg_controldata named no timeline, so no new fence mark): restarted, it comes back read-only"
   else
     echo "medic: could not write $D/standby.signal: restarted, it would come back writable"
   fi
