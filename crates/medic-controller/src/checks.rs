@@ -66,9 +66,6 @@ impl std::fmt::Display for Target {
     }
 }
 
-/// Every target of a topology with its check settings, its port (a redis's or a service's; a
-/// HAProxy's runtime API's, none where medic reaches its admin socket over SSH) and (for a
-/// HAProxy) the ports its frontends listen on.
 /// The target that stands for `machine` in its witnesses' questions: its first check.
 pub fn target_of(top: &Topology, machine: &str) -> Option<Target> {
     targets(top)
@@ -77,6 +74,9 @@ pub fn target_of(top: &Topology, machine: &str) -> Option<Target> {
         .find(|t| t.machine() == machine)
 }
 
+/// Every target of a topology with its check settings, its port (a redis's or a service's; a
+/// HAProxy's runtime API's, none where medic reaches its admin socket over SSH) and (for a
+/// HAProxy) the ports its frontends listen on.
 pub fn targets(top: &Topology) -> Vec<(Target, Check, Option<u16>, Vec<u16>)> {
     let mut out = Vec::new();
     for s in top.shards.iter().map(|s| &s.value) {

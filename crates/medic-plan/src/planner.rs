@@ -398,10 +398,14 @@ impl<'a> Planner<'a> {
             (Some(b), m) if promotable(&b) => (Some(b), m),
             _ => pick(false),
         };
-        // A more advanced replica passed over because it does not answer: said, as the
-        // writes it has and the one promoted lacks are lost.
-        let silent_ahead = best_of(None, false)
-            .filter(|r| silent(&r.machine) && best.is_some_and(|b| r.offset > b.offset));
+        // The most advanced replica that does not answer, if it is ahead of the one promoted:
+        // said, as the writes it has and the one promoted lacks are lost.
+        let silent_ahead = st
+            .replicas
+            .iter()
+            .filter(|r| r.machine != lost && silent(&r.machine))
+            .filter(|r| best.is_some_and(|b| r.offset > b.offset))
+            .max_by_key(|r| r.offset);
         let Some(best) = best else {
             self.alert(
                 AlertLevel::Critical,
@@ -434,7 +438,7 @@ impl<'a> Planner<'a> {
             self.alert(
                 AlertLevel::Critical,
                 format!(
-                    "shard {name} lost its master {lost}, and {}, the replica with its latest data, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no answering replica may be promoted without losing writes",
+                    "shard {name} lost its master {lost}, and {}, the replica to promote, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no replica that answers is in sync within policy.max_promotion_lag_bytes",
                     best.machine
                 ),
             );
@@ -463,7 +467,7 @@ impl<'a> Planner<'a> {
             self.alert(
                 AlertLevel::Critical,
                 format!(
-                    "shard {name}: {} is promoted though {} had no server for it when last read (no other replica may be promoted); until `medic recover PROXY` configures them, they cannot route to it",
+                    "shard {name}: {} is promoted though {} had no server for it when last read (no other replica that answers may be promoted); until `medic recover PROXY` configures them, they cannot route to it",
                     best.machine,
                     lacks.join(", ")
                 ),

@@ -390,7 +390,6 @@ impl Core {
         Ok(())
     }
 
-    /// `medic unmonitor|monitor MACHINE`.
     /// The redis servers not answering now, for the planner ([`medic_plan::Hints::silent`]):
     /// out of monitoring (a recovery of theirs or their machine's under way, or failed), on a
     /// machine whose loss is queued, or down by their checks (`fall` of them failed; one miss
@@ -432,6 +431,7 @@ impl Core {
         silent
     }
 
+    /// `medic unmonitor|monitor MACHINE`.
     pub fn set_maintenance(&mut self, machine: &str, on: bool) {
         if on {
             self.saved.maintenance.insert(machine.to_owned());

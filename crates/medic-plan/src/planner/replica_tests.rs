@@ -401,7 +401,7 @@ fn a_replica_a_proxy_cannot_route_to_is_promoted_only_when_no_other_can_be() {
     assert_eq!(
         alerts(&p),
         [
-            "shard r9001: redis3 is promoted though haproxy2 had no server for it when last read (no other replica may be promoted); until `medic recover PROXY` configures them, they cannot route to it"
+            "shard r9001: redis3 is promoted though haproxy2 had no server for it when last read (no other replica that answers may be promoted); until `medic recover PROXY` configures them, they cannot route to it"
         ]
     );
 

@@ -70,7 +70,7 @@ fn a_silent_replica_that_alone_holds_the_data_is_waited_for_and_said_so() {
     assert_eq!(
         alerts,
         [
-            "shard r9001 lost its master redis1, and redis3, the replica with its latest data, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no answering replica may be promoted without losing writes"
+            "shard r9001 lost its master redis1, and redis3, the replica to promote, does not answer either (its machine lost too, out of monitoring, or failing its checks): its promotion is tried, and the recovery retried until it answers; no replica that answers is in sync within policy.max_promotion_lag_bytes"
         ]
     );
     // An answering replica too far behind is no better: the silent one with the data.
@@ -96,5 +96,44 @@ fn a_silent_replica_that_alone_holds_the_data_is_waited_for_and_said_so() {
     assert!(
         alerts[0].ends_with("was never seen in sync, so it is not promoted automatically"),
         "{alerts:?}"
+    );
+}
+
+/// With proxies lacking replicas too: an answering replica a proxy lacks comes before a
+/// silent one (its promotion works, and only that proxy cannot route to it), and every
+/// replica passed over that is ahead of the one promoted is named.
+#[test]
+fn a_replica_a_proxy_lacks_but_that_answers_comes_before_a_silent_one() {
+    let (top, mut state) = three_replicas();
+    let lacks = |state: &mut ObservedState, machine: &str| {
+        let s = state.shards.get_mut("r9001").unwrap();
+        s.missing_on
+            .insert("haproxy2".into(), [machine.to_owned()].into());
+    };
+    // redis3 (9,900) silent; redis2 (9,000) answers but haproxy2 lacks it; redis4 never in
+    // sync.
+    let mut one = state.clone();
+    lacks(&mut one, "redis2");
+    let (promoted, alerts) = failover(&one, &top, &silent(&[("r9001", "redis3")]));
+    assert_eq!(promoted, ["redis2"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001: redis2 is promoted (1000 bytes behind the newest data seen) rather than the more advanced redis3, which does not answer",
+            "shard r9001: redis2 is promoted though haproxy2 had no server for it when last read (no other replica that answers may be promoted); until `medic recover PROXY` configures them, they cannot route to it",
+        ]
+    );
+    // redis4 (8,500) answers and every proxy has it; redis2 (9,000) is silent; redis3 (9,900)
+    // answers but haproxy2 lacks it: redis4, and both passed over are named.
+    state.shards.get_mut("r9001").unwrap().replicas[2].offset = Some(8_500);
+    lacks(&mut state, "redis3");
+    let (promoted, alerts) = failover(&state, &top, &silent(&[("r9001", "redis2")]));
+    assert_eq!(promoted, ["redis4"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001: redis4 is promoted (1500 bytes behind the newest data seen) rather than the more advanced redis2, which does not answer",
+            "shard r9001: redis4 is promoted (1500 bytes behind the newest data seen) rather than the more advanced redis3, which haproxy2 had no server for when last read",
+        ]
     );
 }
