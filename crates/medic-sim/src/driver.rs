@@ -10,7 +10,7 @@
 //! acknowledged write may be missing outside a promotion's replication window (I2) and no
 //! instance may be orphaned (I4).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -265,10 +265,11 @@ impl Sim {
                 trace: self.trace,
             });
         }
-        // Shards whose every copy of their writes is on machines that are down (the simulator
-        // never brings a crashed one back), as medic said of them: what it may not do alone.
-        // Every shard that did not converge must be one.
-        let unconverged: Vec<&String> = self
+        // Shards whose every whole copy of their writes is on machines that are down (the
+        // simulator never brings a crashed one back) but still there, after medic said it
+        // waits for such a replica: what it may not do alone. Every shard that did not
+        // converge must be one, and the others must have kept their writes (I2, I4).
+        let unconverged: BTreeSet<String> = self
             .world
             .shards
             .keys()
@@ -282,21 +283,16 @@ impl Sim {
                     .collect();
                 invariants::converged_but(&self.world, &others).is_err()
             })
+            .cloned()
             .collect();
-        if let Some(alert) = &self.waits_for
+        if let Some(alert) = self.waits_for.clone()
             && !unconverged.is_empty()
-            && unconverged
-                .iter()
-                .all(|s| invariants::whole_copies(&self.world, s).is_empty())
+            && unconverged.iter().all(|s| {
+                let copies = invariants::whole_copies(&self.world, s, |a| self.in_window(a));
+                !copies.is_empty() && copies.iter().all(|(_, up)| !up)
+            })
         {
-            return Ok(Report {
-                needs_human: Some(alert.clone()),
-                recoveries: self.recoveries,
-                acked: self.world.acks.len(),
-                lost_in_window: 0,
-                converged_ms: 0,
-                trace: self.trace,
-            });
+            return self.settle(&unconverged, 0, Some(alert));
         }
         let why = invariants::converged(&self.world)
             .err()
@@ -316,14 +312,28 @@ impl Sim {
     }
 
     fn finish(self, since: u64) -> Result<Report, Failure> {
+        self.settle(&BTreeSet::new(), since, None)
+    }
+
+    /// Whether an acknowledged write was made within a replication window a failover
+    /// reported (one it may lose).
+    fn in_window(&self, a: &crate::world::Ack) -> bool {
+        self.windows
+            .iter()
+            .any(|(s, from, to)| *s == a.shard && a.at_ms >= *from && a.at_ms <= *to)
+    }
+
+    /// I2 and I4 at the end of a run, for every shard but those `waiting` for a human.
+    fn settle(
+        self,
+        waiting: &BTreeSet<String>,
+        since: u64,
+        needs_human: Option<String>,
+    ) -> Result<Report, Failure> {
         let lost = invariants::lost_writes(&self.world);
         let (mut in_window, mut outside) = (0, Vec::new());
-        for a in &lost {
-            if self
-                .windows
-                .iter()
-                .any(|(s, from, to)| *s == a.shard && a.at_ms >= *from && a.at_ms <= *to)
-            {
+        for a in lost.iter().filter(|a| !waiting.contains(&a.shard)) {
+            if self.in_window(a) {
                 in_window += 1;
             } else {
                 outside.push(a);
@@ -353,7 +363,7 @@ impl Sim {
             return Err(self.fail(format!("I4: {}", orphans.join("; "))));
         }
         Ok(Report {
-            needs_human: None,
+            needs_human,
             recoveries: self.recoveries,
             acked: self.world.acks.len(),
             lost_in_window: in_window,
@@ -470,9 +480,7 @@ impl Sim {
                     if message.contains("is not promoted automatically") {
                         self.human.get_or_insert_with(|| message.clone());
                     }
-                    if message
-                        .contains(", the replica with its latest data, does not answer either")
-                    {
+                    if message.contains(", the replica to promote, does not answer either") {
                         self.waits_for = Some(message.clone());
                     }
                     if let Some(m) = message

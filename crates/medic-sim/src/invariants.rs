@@ -188,26 +188,32 @@ pub fn lost_writes(world: &World) -> Vec<Ack> {
     lost
 }
 
-/// The machines whose current instance is up and has every acknowledged write of `shard`:
-/// where the shard could be served again without losing any.
-pub fn whole_copies(world: &World, shard: &str) -> Vec<String> {
+/// The machines whose current instance still runs (up or not) and has every acknowledged
+/// write of `shard` but those `excused` (made within a reported replication window), each
+/// with whether it is up: where the shard could be served again without losing any.
+pub fn whole_copies(
+    world: &World,
+    shard: &str,
+    excused: impl Fn(&Ack) -> bool,
+) -> Vec<(String, bool)> {
     let acked: Vec<u64> = world
         .acks
         .iter()
-        .filter(|a| a.shard == shard)
+        .filter(|a| a.shard == shard && !excused(a))
         .map(|a| a.value)
         .collect();
     world
         .instances
         .iter()
-        .filter(|i| i.is_up() && world.instance(&i.machine).is_some_and(|c| c.id == i.id))
+        .filter(|i| i.state == InstanceState::Running)
+        .filter(|i| world.instance(&i.machine).is_some_and(|c| c.id == i.id))
         .filter(|i| {
             i.redis.get(shard).is_some_and(|r| {
                 let kept: HashSet<u64> = r.log.iter().copied().collect();
                 acked.iter().all(|v| kept.contains(v))
             })
         })
-        .map(|i| i.machine.clone())
+        .map(|i| (i.machine.clone(), i.is_up()))
         .collect()
 }
 
