@@ -117,7 +117,6 @@ pub fn plan_with(
         steps: Vec::new(),
         new_masters: BTreeMap::new(),
         unpersisted: Vec::new(),
-        no_restart: hints.no_restart.as_deref(),
         hints,
         last: Vec::new(),
     };
@@ -185,8 +184,7 @@ struct Planner<'a> {
     new_masters: BTreeMap<String, String>,
     /// HAProxy runtime changes planned and not yet followed by their haproxy.cfg write.
     unpersisted: Vec<Action>,
-    /// Why a dead process is not to be restarted, besides the policy (a crash loop held).
-    no_restart: Option<&'a str>,
+    /// What the controller knows besides the state (a crash loop held, servers silent).
     hints: &'a Hints,
     /// Steps that come after everything else (before the alerts that end the plan): what
     /// may be skipped without holding up the rest (other standbys made to follow).
@@ -400,9 +398,11 @@ impl<'a> Planner<'a> {
         };
         // The most advanced replica that does not answer, if it is ahead of the one promoted:
         // said, as the writes it has and the one promoted lacks are lost.
+        // (On a tie, the one listed first, as everywhere here.)
         let silent_ahead = st
             .replicas
             .iter()
+            .rev()
             .filter(|r| r.machine != lost && silent(&r.machine))
             .filter(|r| best.is_some_and(|b| r.offset > b.offset))
             .max_by_key(|r| r.offset);

@@ -126,9 +126,9 @@ pub struct Sim {
     /// to promote), if one was raised.
     human: Option<String>,
     /// The last alert saying a failover waits for a replica that alone holds its shard's data
-    /// and does not answer. A human's call if the shards that did not converge have no whole
-    /// copy on a running machine at the end — checked against the world, not taken on the
-    /// alert's word.
+    /// and does not answer. A human's call if each shard that did not converge still has a
+    /// whole copy of its writes on a machine that is down and none on one that is up —
+    /// checked against the world, not taken on the alert's word.
     waits_for: Option<String>,
     /// Machines an alert told the operator to `medic recover` if they are really lost, and
     /// those the simulated operator recovered.

@@ -194,8 +194,8 @@ impl<'a> Planner<'a> {
         }
         // Only after a promotion: none waits otherwise.
         let waits = self.follow_new_masters(&[shard], machine);
-        let why = match self.no_restart {
-            Some(why) => Some(why.to_owned()),
+        let why = match &self.hints.no_restart {
+            Some(why) => Some(why.clone()),
             None if !self.top.managed() => Some(
                 "medic does not manage this deployment's processes (managed: false)".to_owned(),
             ),

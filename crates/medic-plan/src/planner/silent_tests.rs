@@ -137,3 +137,31 @@ fn a_replica_a_proxy_lacks_but_that_answers_comes_before_a_silent_one() {
         ]
     );
 }
+
+/// Of several silent replicas ahead of the one promoted, the warning names the most advanced,
+/// and on a tie the one listed first (the planner's rule everywhere).
+#[test]
+fn the_most_advanced_silent_replica_passed_over_is_named() {
+    let (top, mut state) = three_replicas();
+    // redis4 (8,500) answers; redis2 (9,000) and redis3 (9,900) are silent.
+    state.shards.get_mut("r9001").unwrap().replicas[2].offset = Some(8_500);
+    let hints = silent(&[("r9001", "redis2"), ("r9001", "redis3")]);
+    let (promoted, alerts) = failover(&state, &top, &hints);
+    assert_eq!(promoted, ["redis4"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001: redis4 is promoted (1500 bytes behind the newest data seen) rather than the more advanced redis3, which does not answer"
+        ]
+    );
+    // redis2 and redis3 both at 9,900: redis2, listed first.
+    state.shards.get_mut("r9001").unwrap().replicas[0].offset = Some(9_900);
+    let (promoted, alerts) = failover(&state, &top, &hints);
+    assert_eq!(promoted, ["redis4"]);
+    assert_eq!(
+        alerts,
+        [
+            "shard r9001: redis4 is promoted (1500 bytes behind the newest data seen) rather than the more advanced redis2, which does not answer"
+        ]
+    );
+}
