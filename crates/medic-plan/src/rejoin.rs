@@ -193,8 +193,11 @@ if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
 elif [ -z "$tl" ]; then
   # No timeline to name: no new mark (one naming none would pass for any). An earlier run's
-  # mark is left as it is: a read that failed now says nothing against it, and `fenced`
-  # honours it only while the server is still on its timeline. The signal keeps it read-only.
+  # mark keeps its timeline: a read that failed now says nothing against it, and `fenced`
+  # honours it only while the server is still on its timeline. But not its end: where the
+  # WAL ends now is not known, and a later stop must not take that old end for it. The
+  # signal keeps it read-only.
+  if [ -f "$D/{fenced}" ]; then m=$(sed 's/ end .*//' "$D/{fenced}"); printf '%s\n' "$m" > "$D/{fenced}"; fi
   if : > "$D/standby.signal" && chown "$U" "$D/standby.signal"; then
     echo "medic: standby.signal written (pg_controldata named no timeline, so no new fence mark): restarted, it comes back read-only"
   else
@@ -355,6 +358,31 @@ mod tests {
         assert!(s.contains(
             r#"t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || return 1;"#
         ));
+    }
+
+    /// With no timeline read, an earlier run's mark keeps its timeline but loses its end:
+    /// where the WAL ends now is not known, and the next stop must not take the old end for
+    /// it. Run by `sh` on a mark in a directory of its own.
+    #[test]
+    fn a_kept_mark_loses_its_end() {
+        let s = stop_script(&settings(RejoinMethod::Rewind), 5432);
+        let no_tl = s.find(r#"elif [ -z "$tl" ]; then"#).unwrap();
+        let at = s.find("m=$(sed 's/ end .*//'").unwrap();
+        assert!(no_tl < at && at < s.find(r#"printf 'tl %s%s\n'"#).unwrap());
+        let line = s[at..].lines().next().unwrap();
+        let line = s[..at].rsplit_once('\n').map_or("", |(_, l)| l).to_owned() + line;
+        let dir = std::env::temp_dir().join(format!("medic-kept-mark-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (before, after) in [("tl 3 end 0/3000028\n", "tl 3\n"), ("tl 3\n", "tl 3\n")] {
+            std::fs::write(dir.join(FENCED), before).unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &format!("D='{}'\n{line}", dir.display())])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(std::fs::read_to_string(dir.join(FENCED)).unwrap(), after);
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
