@@ -13,6 +13,8 @@ pub mod state;
 pub mod step;
 pub mod vars;
 
-pub use planner::{Hints, PlanError, client_token, plan_recovery, plan_with, plan_without_restart};
+pub use planner::{
+    Hints, KEPT, PlanError, client_token, plan_recovery, plan_with, plan_without_restart,
+};
 pub use state::{MachineState, ObservedState, ReplicaState, ServiceState, ShardState, StepOutput};
 pub use step::*;

@@ -24,6 +24,7 @@ use medic_topology::LoadedTopology;
 use crate::exec::{SimExec, execute};
 
 mod adapters;
+mod end;
 use crate::faults::{Fault, Planned};
 use crate::invariants;
 use crate::rng::Rng;
@@ -125,11 +126,15 @@ pub struct Sim {
     /// An alert saying a human must decide (a held replacement, a shard with no replica fit
     /// to promote), if one was raised.
     human: Option<String>,
-    /// The last alert saying a failover waits for a replica that alone holds its shard's data
-    /// and does not answer. A human's call if each shard that did not converge still has a
-    /// whole copy of its writes on a machine that is down and none on one that is up —
-    /// checked against the world, not taken on the alert's word.
-    waits_for: Option<String>,
+    /// Shards whose failover an alert said waits for a replica that alone holds the shard's
+    /// data and does not answer, each with that alert. A human's call if each shard that did
+    /// not converge is one of them, with a whole copy of its writes still there and none
+    /// served (on a machine up, by a live process) — checked against the world, not taken on
+    /// the alert's word.
+    waits_for: BTreeMap<String, String>,
+    /// Machines an alert said are left as they are because they may hold such a shard's only
+    /// copy (not replaced, so the other shards' replicas there are away).
+    kept: BTreeSet<String>,
     /// Machines an alert told the operator to `medic recover` if they are really lost, and
     /// those the simulated operator recovered.
     ask_operator: std::collections::BTreeSet<String>,
@@ -192,7 +197,8 @@ impl Sim {
             trace: Vec::new(),
             recoveries: 0,
             human: None,
-            waits_for: None,
+            waits_for: BTreeMap::new(),
+            kept: BTreeSet::new(),
             ask_operator: Default::default(),
             recovered_by_operator: Default::default(),
         };
@@ -252,124 +258,7 @@ impl Sim {
                 converged_since = None;
             }
         }
-        self.world.advance(self.now);
-        if let Some(reason) = self.human.clone() {
-            // Waiting for a human, as designed: safe (I1 and I3 held all along) but not
-            // required to converge.
-            return Ok(Report {
-                needs_human: Some(reason),
-                recoveries: self.recoveries,
-                acked: self.world.acks.len(),
-                lost_in_window: 0,
-                converged_ms: 0,
-                trace: self.trace,
-            });
-        }
-        // Shards whose every whole copy of their writes is on machines that are down (the
-        // simulator never brings a crashed one back) but still there, after medic said it
-        // waits for such a replica: what it may not do alone. Every shard that did not
-        // converge must be one, and the others must have kept their writes (I2, I4).
-        let unconverged: BTreeSet<String> = self
-            .world
-            .shards
-            .keys()
-            .filter(|s| {
-                let others = self
-                    .world
-                    .shards
-                    .keys()
-                    .filter(|o| o != s)
-                    .cloned()
-                    .collect();
-                invariants::converged_but(&self.world, &others).is_err()
-            })
-            .cloned()
-            .collect();
-        if let Some(alert) = self.waits_for.clone()
-            && !unconverged.is_empty()
-            && unconverged.iter().all(|s| {
-                let copies = invariants::whole_copies(&self.world, s, |a| self.in_window(a));
-                !copies.is_empty() && copies.iter().all(|(_, up)| !up)
-            })
-        {
-            return self.settle(&unconverged, 0, Some(alert));
-        }
-        let why = invariants::converged(&self.world)
-            .err()
-            .unwrap_or_else(|| "the controller is still busy".to_owned());
-        let running: Vec<String> = self
-            .core
-            .running
-            .values()
-            .map(|r| r.plan.event.to_string())
-            .collect();
-        Err(self.fail(format!(
-            "I5: not healthy {} s after the faults stopped: {why} (running: {running:?}, unmonitored: {:?}, servers: {:?})",
-            CONVERGE_WITHIN_MS / 1000,
-            self.core.saved.unmonitored,
-            self.core.saved.unmonitored_servers
-        )))
-    }
-
-    fn finish(self, since: u64) -> Result<Report, Failure> {
-        self.settle(&BTreeSet::new(), since, None)
-    }
-
-    /// Whether an acknowledged write was made within a replication window a failover
-    /// reported (one it may lose).
-    fn in_window(&self, a: &crate::world::Ack) -> bool {
-        self.windows
-            .iter()
-            .any(|(s, from, to)| *s == a.shard && a.at_ms >= *from && a.at_ms <= *to)
-    }
-
-    /// I2 and I4 at the end of a run, for every shard but those `waiting` for a human.
-    fn settle(
-        self,
-        waiting: &BTreeSet<String>,
-        since: u64,
-        needs_human: Option<String>,
-    ) -> Result<Report, Failure> {
-        let lost = invariants::lost_writes(&self.world);
-        let (mut in_window, mut outside) = (0, Vec::new());
-        for a in lost.iter().filter(|a| !waiting.contains(&a.shard)) {
-            if self.in_window(a) {
-                in_window += 1;
-            } else {
-                outside.push(a);
-            }
-        }
-        if let Some(a) = outside.first() {
-            return Err(self.fail(format!(
-                "I2: {} acknowledged writes lost outside any replication window, e.g. {} value {} acked by {} at {} ms (windows: {:?})",
-                outside.len(),
-                a.shard,
-                a.value,
-                a.instance,
-                a.at_ms,
-                self.windows
-            )));
-        }
-        let recorded: BTreeMap<String, String> = self
-            .core
-            .saved
-            .observed
-            .machines
-            .iter()
-            .filter_map(|(m, s)| Some((m.clone(), s.instance_id.clone()?)))
-            .collect();
-        let orphans = invariants::orphans(&self.world, &recorded);
-        if !orphans.is_empty() {
-            return Err(self.fail(format!("I4: {}", orphans.join("; "))));
-        }
-        Ok(Report {
-            needs_human,
-            recoveries: self.recoveries,
-            acked: self.world.acks.len(),
-            lost_in_window: in_window,
-            converged_ms: since,
-            trace: self.trace,
-        })
+        self.end_of_run()
     }
 
     /// The on-call engineer: a machine an alert said to `medic recover` if it is really lost,
@@ -480,8 +369,18 @@ impl Sim {
                     if message.contains("is not promoted automatically") {
                         self.human.get_or_insert_with(|| message.clone());
                     }
-                    if message.contains(", the replica to promote, does not answer either") {
-                        self.waits_for = Some(message.clone());
+                    if message.contains(", the replica to promote, does not answer either")
+                        && let Some((shard, _)) = message
+                            .strip_prefix("shard ")
+                            .and_then(|m| m.split_once(" lost its master"))
+                    {
+                        self.waits_for.insert(shard.to_owned(), message.clone());
+                    }
+                    if let Some((m, _)) =
+                        message.split_once(" is left as it is (not terminated): the master")
+                    {
+                        // (Kept: medic watches it again itself, after a backoff.)
+                        self.kept.insert(m.to_owned());
                     }
                     if let Some(m) = message
                         .split_once(" stays out of monitoring and is not replaced")

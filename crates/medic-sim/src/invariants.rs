@@ -190,7 +190,9 @@ pub fn lost_writes(world: &World) -> Vec<Ack> {
 
 /// The machines whose current instance still runs (up or not) and has every acknowledged
 /// write of `shard` but those `excused` (made within a reported replication window), each
-/// with whether it is up: where the shard could be served again without losing any.
+/// with whether that copy is served now (the machine up, its process alive): where the
+/// shard could be served again without losing any. (A dead process keeps its data, as
+/// redis's persistence does; a dead master is never restarted as one without a human.)
 pub fn whole_copies(
     world: &World,
     shard: &str,
@@ -213,7 +215,10 @@ pub fn whole_copies(
                 acked.iter().all(|v| kept.contains(v))
             })
         })
-        .map(|i| (i.machine.clone(), i.is_up()))
+        .map(|i| {
+            let alive = i.redis.get(shard).is_some_and(|r| r.alive);
+            (i.machine.clone(), i.is_up() && alive)
+        })
         .collect()
 }
 
@@ -250,6 +255,16 @@ pub fn converged(world: &World) -> Result<(), String> {
 
 /// I5 for every shard but those in `skip` (shards waiting for a human, checked apart).
 pub fn converged_but(world: &World, skip: &BTreeSet<String>) -> Result<(), String> {
+    converged_without(world, skip, &BTreeSet::new())
+}
+
+/// I5 for every shard but those in `skip`, not counting the replicas on the machines `kept`
+/// (left as they are while they may hold a waiting shard's only copy).
+pub fn converged_without(
+    world: &World,
+    skip: &BTreeSet<String>,
+    kept: &BTreeSet<String>,
+) -> Result<(), String> {
     let proxies: Vec<Option<usize>> = world
         .proxies()
         .iter()
@@ -276,7 +291,11 @@ pub fn converged_but(world: &World, skip: &BTreeSet<String>) -> Result<(), Strin
             ));
         }
         let log = master.redis.get(shard).map(|r| &r.log);
-        for machine in layout.machines.iter().filter(|m| **m != master.machine) {
+        for machine in layout
+            .machines
+            .iter()
+            .filter(|m| **m != master.machine && !kept.contains(*m))
+        {
             let i = world
                 .current_idx(machine)
                 .filter(|&i| world.source(i, shard) == Some(m));

@@ -116,13 +116,13 @@ fn seeds_that_found_defects_now_pass() {
         (
             &loaded,
             3401,
-            "redis1 is watched again after its failed recovery",
+            "redis1 is watched again after its recovery's backoff",
             "a recovery of one shard's server that ended well erased the retry of another shard's server on the same machine, whose failed recovery had left it out of monitoring: that shard kept no master for good",
         ),
         (
             &loaded,
             7049,
-            "redis1 is watched again after its failed recovery",
+            "redis1 is watched again after its recovery's backoff",
             "the same: a successful recovery on the machine dropped the earlier failed one's watch-again",
         ),
         (
@@ -153,6 +153,39 @@ fn seeds_that_found_defects_now_pass() {
             r.needs_human
         ),
         Err(f) => panic!("seed 18599:\n{f}"),
+    }
+    // A lost machine holding a replica that may be the only copy of a shard whose master
+    // does not answer either was replaced, and that copy with it: it is kept, and watched
+    // again after a backoff. Lab seed 1864 ends waiting for a human with redis2 kept (r9001's
+    // master process dead, its one replica's machine lost); `--three` seed 4630 keeps redis1
+    // until r9003 has a master that answers, then replaces it and converges.
+    let said = |r: &medic_sim::driver::Report, what: &str| r.trace.iter().any(|l| l.contains(what));
+    match medic_sim::run_seed(&loaded, 1864) {
+        Ok(r) => assert!(
+            r.needs_human.is_some()
+                && said(&r, "redis2 is left as it is (not terminated): the master")
+                && said(
+                    &r,
+                    "redis2 stays out of monitoring, kept: it is watched again in"
+                ),
+            "seed 1864 no longer keeps redis2 for a human: {:?}",
+            r.needs_human
+        ),
+        Err(f) => panic!("seed 1864:\n{f}"),
+    }
+    match medic_sim::run_seed(&three, 4630) {
+        Ok(r) => assert!(
+            r.needs_human.is_none()
+                && said(
+                    &r,
+                    "redis1 is left as it is (not terminated): the master of shard r9003"
+                )
+                && said(&r, "redis1 is watched again after its recovery's backoff")
+                && said(&r, "redis1 step 11 launch done"),
+            "seed 4630 no longer keeps redis1, then replaces it: {:?}",
+            r.needs_human
+        ),
+        Err(f) => panic!("seed 4630:\n{f}"),
     }
 }
 

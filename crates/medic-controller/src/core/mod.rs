@@ -26,6 +26,7 @@
 
 mod astray;
 mod detect;
+mod finish;
 mod holds;
 mod recovery;
 mod service;

@@ -18,7 +18,7 @@ use medic_plan::{
 };
 
 use super::holds::Held;
-use super::steps::{note_skips, step_machine};
+use super::steps::note_skips;
 use super::{Claims, Core, Output, Request, Resume, Running, recovery_id};
 use crate::checks::Target;
 use crate::journal::Outcome;
@@ -36,8 +36,8 @@ pub enum Next {
 }
 
 /// The first wait before a machine whose recovery failed is watched again, and the longest.
-const RETRY_FIRST_MS: u64 = 10_000;
-const RETRY_MAX_MS: u64 = 300_000;
+pub(super) const RETRY_FIRST_MS: u64 = 10_000;
+pub(super) const RETRY_MAX_MS: u64 = 300_000;
 
 impl Core {
     /// A journaled recovery that did not finish: what its finished steps did is applied to
@@ -172,7 +172,7 @@ impl Core {
                 self.health.retain(|t, _| t.machine() != m);
                 out.push(Output::Alert {
                     level: AlertLevel::Warning,
-                    message: format!("{m} is watched again after its failed recovery: what is still wrong is detected and acted on afresh"),
+                    message: format!("{m} is watched again after its recovery's backoff (it failed, or kept the machine): what is still wrong is detected and acted on afresh"),
                 });
                 out.push(Output::Save);
             }
@@ -331,7 +331,7 @@ impl Core {
         out.push(Output::Start { recovery: id });
     }
 
-    fn release(&mut self, key: Option<&str>) {
+    pub(super) fn release(&mut self, key: Option<&str>) {
         if let Some(k) = key {
             self.busy.remove(k);
         }
@@ -508,195 +508,6 @@ impl Core {
         if let Some(run) = self.running.get_mut(id) {
             run.failed = Some((step, error));
         }
-    }
-
-    /// A recovery is over (its end journaled): its machine is free, judged afresh, and what
-    /// follows from a failure is asked for.
-    pub fn finished(&mut self, id: &str, outcome: &Outcome, now_ms: u64) -> Vec<Output> {
-        let mut out = Vec::new();
-        let Some(run) = self.running.remove(id) else {
-            return out;
-        };
-        self.release(run.key.as_deref());
-        for m in &run.claims.machines {
-            // Fresh detectors: what is still wrong is detected (and acted on) again.
-            self.health.retain(|t, _| t.machine() != m);
-            self.cut_off.remove(m);
-            self.warned.retain(|t| t.machine() != m);
-        }
-        let took = now_ms.saturating_sub(run.started_ms);
-        out.push(Output::Notify {
-            event: match outcome {
-                Outcome::Held { .. } => "held",
-                Outcome::Failed { .. } => "recovery_failed",
-                _ => "recovery_done",
-            },
-            message: format!(
-                "{}: recovery {} {} in {:.1}s",
-                run.plan.event,
-                run.plan.recovery,
-                outcome.label(),
-                took as f64 / 1000.0
-            ),
-            details: Some(
-                serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
-            ),
-        });
-        // Failed before medic's own promotion of a database was confirmed done (at it, or at a
-        // step redone before it after a restart): its `pg_promote()` may have been asked for,
-        // and may still finish. Remembered (saved) until a primary is recorded or the server
-        // is seen streaming from the primary: answering writable, that server is the one the
-        // next failover records, not another promoted beside it.
-        if let Outcome::Failed { .. } = outcome
-            && let Some(Action::PromotePostgres {
-                service, machine, ..
-            }) = run
-                .plan
-                .steps
-                .iter()
-                .find(|s| {
-                    matches!(s.action, Action::PromotePostgres { .. })
-                        && !run.done.contains(&s.index)
-                })
-                .map(|s| &s.action)
-            && let Some(st) = self.saved.observed.services.get_mut(service)
-        {
-            st.promoting = Some(machine.clone());
-            out.push(Output::Save);
-        }
-        // A demotion of a machine back in a service that failed (its hook, its rewind) is
-        // asked again at its next answer, after the usual backoff, not only once it goes
-        // silent.
-        if let Outcome::Failed { .. } = outcome
-            && let Event::ServiceRejoin { service, machine } = &run.plan.event
-        {
-            self.disarmed.remove(&(service.clone(), machine.clone()));
-        }
-        // A replica re-pointed at its master is judged afresh at its next check: one still
-        // following another server (the re-pointing failed) is asked about again.
-        if let Event::FollowMaster { shard, machine } = &run.plan.event {
-            self.astray.remove(&(shard.clone(), machine.clone()));
-        }
-        if let Event::Switchover { shard, .. } = &run.plan.event
-            && self.loaded.topology.service(shard).is_some()
-        {
-            let automatic = run.trigger.starts_with("failback:");
-            match outcome {
-                Outcome::Failed { .. }
-                    if automatic && self.failback_stopped.insert(shard.clone()) =>
-                {
-                    out.push(Output::Alert {
-                        level: AlertLevel::Critical,
-                        message: format!("the automatic failback of service {shard} failed: medic does not try it again; check both machines, then `medic switchover {shard}` by hand"),
-                    });
-                }
-                Outcome::Completed if !automatic => {
-                    self.failback_stopped.remove(shard);
-                }
-                _ => {}
-            }
-        }
-        if let Outcome::Failed { step, error } = outcome {
-            // The restart itself (its playbook, or reaching the machine for it), not a step
-            // that also needs another machine (a sync from the master).
-            let failed_on = run
-                .plan
-                .steps
-                .iter()
-                .find(|s| s.index == *step)
-                .and_then(|s| match &s.action {
-                    Action::RunPlaybook { .. } | Action::WaitReachable { .. } => {
-                        step_machine(&s.action)
-                    }
-                    _ => Some(""),
-                });
-            match &run.plan.event {
-                // The ladder: a process that cannot be restarted on its machine means the
-                // machine is not usable (it may be going down): recover the machine. (Not when
-                // the step that failed was another machine's: a replica that cannot be reached
-                // says nothing of this machine.)
-                Event::ProcessDied { machine, .. } if failed_on.is_some_and(|m| m == machine) => {
-                    out.push(Output::Alert {
-                        level: AlertLevel::Warning,
-                        message: format!("restarting the process on {machine} failed at step {step} ({error}); recovering the whole machine"),
-                    });
-                    self.request(Request {
-                        event: Event::MachineLost {
-                            machine: machine.clone(),
-                        },
-                        trigger: format!("escalated from {}: {error}", run.plan.event),
-                        first_failure_ms: run.first_failure_ms,
-                        master_last_ok_ms: None,
-                        queued_ms: now_ms,
-                        detected: false,
-                        resume: None,
-                    });
-                }
-                _ => {
-                    let kind = run
-                        .plan
-                        .steps
-                        .iter()
-                        .find(|s| s.index == *step)
-                        .map(|s| s.action.kind())
-                        .unwrap_or("step");
-                    let who = run.key.clone().unwrap_or_else(|| "MACHINE".to_owned());
-                    // Watched again after a backoff: what is still wrong then is detected and
-                    // acted on afresh (a partition that made the step fail may be over).
-                    let retry = if run.claims.machines.contains(&who) {
-                        let tries = self.saved.retries.get(&who).map_or(0, |r| r.1) + 1;
-                        let wait = (RETRY_FIRST_MS << (tries - 1).min(5)).min(RETRY_MAX_MS);
-                        self.saved
-                            .retries
-                            .insert(who.clone(), (now_ms + wait, tries));
-                        format!(
-                            "it is watched again in {} s (try {tries}), or `medic recover {who}` now",
-                            wait / 1000
-                        )
-                    } else {
-                        format!("`medic recover {who}` tries again")
-                    };
-                    // What its unmonitor step took out stays out: the machine, or one server.
-                    let out_now: Vec<String> = self
-                        .saved
-                        .unmonitored_servers
-                        .iter()
-                        .filter(|(_, m)| *m == who)
-                        .map(|(s, m)| format!("{s}@{m}"))
-                        .collect();
-                    let stays = if self.saved.unmonitored.contains(&who) || out_now.is_empty() {
-                        "The machine stays out of monitoring".to_owned()
-                    } else {
-                        format!(
-                            "{} stays out of monitoring (the rest of {who} is watched)",
-                            out_now.join(", ")
-                        )
-                    };
-                    out.push(Output::Alert {
-                        level: AlertLevel::Critical,
-                        message: format!(
-                            "recovery {} stopped at step {step} of {} ({kind}): {error}. {stays}; `medic history` shows what was done; {retry}",
-                            run.plan.recovery,
-                            run.plan.steps.len(),
-                        ),
-                    });
-                }
-            }
-        } else if let Some(m) = &run.key {
-            // A recovery that did not fail starts the backoff afresh — unless something of the
-            // machine that an earlier failed recovery left out of monitoring is still out (one
-            // shard's server, when this recovery was another's) and its watch-again has not
-            // come yet: that one stays due.
-            // (One that came already is dropped: its backoff starts afresh too.)
-            let still_out = self.saved.unmonitored.contains(m)
-                || self.saved.unmonitored_servers.iter().any(|(_, x)| x == m);
-            let due = self.saved.retries.get(m).is_some_and(|r| r.0 != u64::MAX);
-            if !(still_out && due) {
-                self.saved.retries.remove(m);
-            }
-        }
-        out.push(Output::Save);
-        out
     }
 
     /// The controller stops between steps: the recovery is left for the next start (its

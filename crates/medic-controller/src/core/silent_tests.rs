@@ -6,7 +6,7 @@
 use medic_detect::Observation;
 use medic_redis::Role;
 
-use super::tests::{check, core, redis};
+use super::tests::{alerts, check, core, redis};
 
 fn pair(shard: &str, machine: &str) -> (String, String) {
     (shard.to_owned(), machine.to_owned())
@@ -56,4 +56,75 @@ fn servers_out_of_monitoring_or_failing_their_checks_are_silent() {
         c.on_check(&ok);
     }
     assert_eq!(c.silent_servers(), [pair("r9002", "redis1")].into());
+}
+
+/// A lost machine kept for the copy it may hold (its replica of a shard whose master does
+/// not answer either) is watched again after the backoff, as after a failed recovery: lost
+/// still, it is planned afresh; answering, judged as it answers.
+#[test]
+fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
+    use medic_plan::{Action, Event, StepOutput};
+
+    use super::{Next, Request};
+    use crate::journal::Outcome;
+
+    let mut c = core();
+    // r9001's master redis1 is out of monitoring (its own recovery failed); redis2, its one
+    // replica, is lost.
+    c.saved.unmonitored.insert("redis1".to_owned());
+    c.request(Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(5),
+        master_last_ok_ms: None,
+        queued_ms: 5,
+        detected: false,
+        resume: None,
+    });
+    c.schedule(10);
+    let id = c.running.keys().next().cloned().expect("started");
+    let mut out = Vec::new();
+    let outcome = loop {
+        match c.next_step(&id, 20) {
+            Next::Run(step) => {
+                assert!(
+                    !matches!(
+                        step.action,
+                        Action::TerminateInstance { .. } | Action::FenceAtSource { .. }
+                    ),
+                    "{:?}",
+                    step.action
+                );
+                out.extend(c.step_done(&id, &step, &StepOutput::default(), 20));
+            }
+            Next::End(outcome) => break outcome,
+            Next::Unknown => panic!("the recovery vanished"),
+        }
+    };
+    assert!(matches!(outcome, Outcome::Alerted), "{outcome:?}");
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.starts_with("redis2 is left as it is (not terminated): the masters of shards r9001, r9002 do not answer either")),
+        "{out:?}"
+    );
+    let out = c.finished(&id, &outcome, 30);
+    assert_eq!(
+        alerts(&out),
+        [
+            "redis2 stays out of monitoring, kept: it is watched again in 10 s (try 1), or `medic monitor redis2` now"
+        ]
+    );
+    assert!(c.saved.unmonitored.contains("redis2"));
+    assert_eq!(c.saved.retries.get("redis2"), Some(&(10_030, 1)));
+    // Not before the backoff; then watched again.
+    assert!(alerts(&c.schedule(10_029)).is_empty());
+    let out = c.schedule(10_030);
+    assert!(
+        alerts(&out)[0].starts_with("redis2 is watched again after its recovery's backoff"),
+        "{out:?}"
+    );
+    assert!(!c.saved.unmonitored.contains("redis2"));
 }

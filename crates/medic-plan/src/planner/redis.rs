@@ -3,7 +3,7 @@
 
 use medic_topology::{Remedy, Shard};
 
-use super::{PlanError, Planner};
+use super::{KEPT, PlanError, Planner};
 use crate::step::*;
 use crate::vars::{self, ServerRole, addr_of};
 
@@ -29,6 +29,15 @@ impl<'a> Planner<'a> {
         for shard in &on {
             self.fence_on_proxies(shard, machine, false);
         }
+        // A replica here of a shard whose master does not answer either, when no replica
+        // that answers may be promoted, may hold the only copy of the shard's latest writes
+        // (its failover waits for it): the machine is neither fenced at its source nor
+        // replaced while that lasts.
+        let only_copy: Vec<&str> = on
+            .iter()
+            .map(|s| s.name.value.as_str())
+            .filter(|s| self.may_hold_only_copy(s, machine))
+            .collect();
         // 2. Promote, shard by shard — after fencing the machine at its source if a proxy
         //    could not be fenced (the step decides when it runs).
         let mut refused = Vec::new();
@@ -38,12 +47,49 @@ impl<'a> Planner<'a> {
                 refused.push(shard.name.value.clone());
             }
         }
+        // Every alert of these failovers, and why the machine is kept, comes before the first
+        // promotion: a promotion that fails stops the plan, and what a human must know of
+        // every shard is said first.
+        let mut alerts = Vec::new();
+        let mut i = before;
+        while i < self.steps.len() {
+            if matches!(self.steps[i], Action::Alert { .. }) {
+                alerts.push(self.steps.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        let keep = if !refused.is_empty() {
+            Some(format!(
+                "{machine}{KEPT}shard {} has no master, and {machine}'s disk may hold the only copy of its latest writes",
+                refused.join(", ")
+            ))
+        } else if !only_copy.is_empty() {
+            let whose = match only_copy[..] {
+                [one] => format!("the master of shard {one} does not answer either"),
+                _ => format!(
+                    "the masters of shards {} do not answer either",
+                    only_copy.join(", ")
+                ),
+            };
+            Some(format!(
+                "{machine}{KEPT}{whose} and no replica that answers may be promoted, so {machine}'s disk may hold the only copy of their latest writes; once {machine} answers again (the failover then promotes it), `medic monitor {machine}`"
+            ))
+        } else {
+            None
+        };
+        alerts.extend(keep.iter().map(|message| Action::Alert {
+            level: AlertLevel::Critical,
+            message: message.clone(),
+        }));
+        let after_alerts = before + alerts.len();
+        self.steps.splice(before..before, alerts);
         // (Not in a deployment medic adopted, which it never terminates a machine of: there a
         // proxy that could not be fenced blocks the promotion until it answers.)
-        if let Some(at) = self.steps[before..]
+        if let Some(at) = self.steps[after_alerts..]
             .iter()
             .position(|a| matches!(a, Action::PromoteReplica { .. }))
-            .filter(|_| self.top.managed())
+            .filter(|_| self.top.managed() && keep.is_none())
         {
             let instance_id = self
                 .state
@@ -51,7 +97,7 @@ impl<'a> Planner<'a> {
                 .get(machine)
                 .and_then(|s| s.instance_id.clone());
             self.steps.insert(
-                before + at,
+                after_alerts + at,
                 Action::FenceAtSource {
                     machine: machine.to_owned(),
                     instance_id,
@@ -61,14 +107,7 @@ impl<'a> Planner<'a> {
         // 3. Route each proxy to the new masters, then point the other replicas at them.
         self.activate_masters(&mastered);
         let waits = self.follow_new_masters(&mastered, machine);
-        if !refused.is_empty() {
-            self.alert(
-                AlertLevel::Critical,
-                format!(
-                    "{machine} is left as it is (not terminated): shard {} has no master, and {machine}'s disk may hold the only copy of its latest writes",
-                    refused.join(", ")
-                ),
-            );
+        if keep.is_some() {
             self.push_all(waits);
             return Ok(());
         }
@@ -121,6 +160,42 @@ impl<'a> Planner<'a> {
             },
         });
         Ok(())
+    }
+
+    /// Whether `machine`'s replica of `shard` may hold the only copy of the shard's latest
+    /// writes: the shard's master does not answer (`Hints::silent`), this replica was seen
+    /// in sync, and no replica elsewhere that answers is at least as far or may be promoted
+    /// (within `policy.max_promotion_lag_bytes` of the newest data seen).
+    fn may_hold_only_copy(&self, shard: &str, machine: &str) -> bool {
+        let Some(st) = self.state.shards.get(shard) else {
+            return false;
+        };
+        if st.master == machine || !self.hints.silent(shard, &st.master) {
+            return false;
+        }
+        let Some(mine) = st
+            .replicas
+            .iter()
+            .find(|r| r.machine == machine)
+            .and_then(|r| r.offset)
+        else {
+            return false;
+        };
+        let max = self.top.policy.max_promotion_lag_bytes.value;
+        let newest = st
+            .replicas
+            .iter()
+            .filter_map(|r| r.offset)
+            .chain(st.master_offset)
+            .max()
+            .unwrap_or(mine);
+        !st.replicas.iter().any(|r| {
+            r.machine != machine
+                && r.machine != st.master
+                && !self.hints.silent(shard, &r.machine)
+                && r.offset
+                    .is_some_and(|o| o >= mine || newest.saturating_sub(o) <= max)
+        })
     }
 
     fn rejoin_as_replicas(

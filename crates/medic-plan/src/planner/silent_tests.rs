@@ -165,3 +165,129 @@ fn the_most_advanced_silent_replica_passed_over_is_named() {
         ]
     );
 }
+
+/// (kinds of the steps, alerts) of the plan of `machine` lost.
+fn plan_of(
+    state: &ObservedState,
+    top: &Topology,
+    machine: &str,
+    hints: &Hints,
+) -> (Vec<&'static str>, Vec<String>) {
+    let p = plan_with(top, state, &lost(machine), "rec-2", hints).unwrap();
+    let kinds = p.steps.iter().map(|s| s.action.kind()).collect();
+    let alerts = p
+        .steps
+        .iter()
+        .filter_map(|s| match &s.action {
+            Action::Alert { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect();
+    (kinds, alerts)
+}
+
+/// A lost machine whose replica may hold the only copy of a shard whose master does not
+/// answer either is neither replaced nor fenced at its source: the shard's failover waits
+/// for that copy.
+#[test]
+fn a_machine_holding_the_only_copy_of_a_shard_whose_master_is_silent_is_kept() {
+    // redis1 (r9001's master, 10,000) is lost; redis3 (9,900) is lost too; redis2 (9,000).
+    let (top, state) = three_replicas();
+    let kept = "redis3 is left as it is (not terminated): the master of shard r9001 does not answer either and no replica that answers may be promoted, so redis3's disk may hold the only copy of their latest writes; once redis3 answers again (the failover then promotes it), `medic monitor redis3`";
+    // redis2 answers and is within the lag limit: redis3 is replaced as usual.
+    let hints = silent(&[("r9001", "redis1"), ("r9001", "redis3")]);
+    let (kinds, alerts) = plan_of(&state, &top, "redis3", &hints);
+    assert!(kinds.contains(&"terminate"), "{kinds:?}");
+    assert!(alerts.is_empty(), "{alerts:?}");
+    // redis2 silent too: redis3 is kept, and redis2 likewise (redis3 is as far or further).
+    let hints = silent(&[
+        ("r9001", "redis1"),
+        ("r9001", "redis2"),
+        ("r9001", "redis3"),
+    ]);
+    let (kinds, alerts) = plan_of(&state, &top, "redis3", &hints);
+    assert!(
+        !kinds.contains(&"terminate") && !kinds.contains(&"launch"),
+        "{kinds:?}"
+    );
+    assert_eq!(alerts, [kept]);
+    let (kinds, _) = plan_of(&state, &top, "redis2", &hints);
+    assert!(!kinds.contains(&"terminate"), "{kinds:?}");
+    // The master answers: nothing waits for redis3's copy.
+    let (kinds, _) = plan_of(&state, &top, "redis3", &silent(&[("r9001", "redis3")]));
+    assert!(kinds.contains(&"terminate"), "{kinds:?}");
+    // An answering replica too far behind to be promoted, and behind redis3: kept.
+    let mut far = state.clone();
+    let s = far.shards.get_mut("r9001").unwrap();
+    s.master_offset = Some(5_000_000);
+    s.replicas[1].offset = Some(4_999_000);
+    let hints = silent(&[("r9001", "redis1"), ("r9001", "redis3")]);
+    let (kinds, alerts) = plan_of(&far, &top, "redis3", &hints);
+    assert!(!kinds.contains(&"terminate"), "{kinds:?}");
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    // A replica never seen in sync holds nothing to keep: redis4 is replaced.
+    let hints = silent(&[("r9001", "redis1"), ("r9001", "redis4")]);
+    let (kinds, alerts) = plan_of(&state, &top, "redis4", &hints);
+    assert!(kinds.contains(&"terminate"), "{kinds:?}");
+    assert!(alerts.is_empty(), "{alerts:?}");
+}
+
+/// A kept machine that masters another shard: that shard is failed over, but the machine is
+/// not fenced at its source (which terminates it) — a proxy that could not be fenced blocks
+/// the promotion instead, until it answers.
+#[test]
+fn a_kept_machine_is_not_fenced_at_its_source() {
+    let (top, mut state) = three_replicas();
+    // redis3 masters r9002 (redis1, redis2 and redis4 its replicas, all in sync).
+    let s = state.shards.get_mut("r9002").unwrap();
+    s.master = "redis3".into();
+    s.master_offset = Some(500);
+    for (r, m) in s.replicas.iter_mut().zip(["redis1", "redis2", "redis4"]) {
+        r.machine = m.into();
+        r.offset = Some(500);
+    }
+    let hints = silent(&[("r9001", "redis1"), ("r9001", "redis3")]);
+    let (kinds, _) = plan_of(&state, &top, "redis3", &hints);
+    assert!(kinds.contains(&"fence-source"), "{kinds:?}");
+    let hints = silent(&[
+        ("r9001", "redis1"),
+        ("r9001", "redis2"),
+        ("r9001", "redis3"),
+    ]);
+    let (kinds, alerts) = plan_of(&state, &top, "redis3", &hints);
+    assert!(kinds.contains(&"promote"), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"fence-source") && !kinds.contains(&"terminate"),
+        "{kinds:?}"
+    );
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    // Said before any promotion: a promotion that fails stops the plan.
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap();
+    assert!(at("alert") < at("promote"), "{kinds:?}");
+}
+
+/// Every failover alert of a lost machine's shards comes before its first promotion, so a
+/// promotion that fails (and stops the plan) hides none of them.
+#[test]
+fn every_shard_s_alert_comes_before_the_first_promotion() {
+    let (top, mut state) = three_replicas();
+    // Both shards mastered by redis1; each one's most advanced replica is silent (r9001's
+    // redis3, r9002's redis2): each failover says so.
+    let s = state.shards.get_mut("r9002").unwrap();
+    s.master_offset = Some(1_000);
+    for (r, o) in s.replicas.iter_mut().zip([1_000, 900, 900]) {
+        r.offset = Some(o);
+    }
+    let hints = silent(&[("r9001", "redis3"), ("r9002", "redis2")]);
+    let p = plan_with(&top, &state, &lost("redis1"), "rec-3", &hints).unwrap();
+    let kinds: Vec<&str> = p.steps.iter().map(|s| s.action.kind()).collect();
+    let first_promote = kinds.iter().position(|k| *k == "promote").unwrap();
+    let last_alert = kinds.iter().rposition(|k| *k == "alert").unwrap();
+    assert!(last_alert < first_promote, "{kinds:?}");
+    assert_eq!(kinds.iter().filter(|k| **k == "promote").count(), 2);
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "alert").count(),
+        2,
+        "{kinds:?}"
+    );
+}
