@@ -123,17 +123,15 @@ pub struct Sim {
     rng: Rng,
     trace: Vec<String>,
     recoveries: usize,
-    /// An alert saying a human must decide (a held replacement, a shard with no replica fit
-    /// to promote), if one was raised.
-    human: Option<String>,
-    /// Shards whose failover an alert said waits for a replica that alone holds the shard's
-    /// data and does not answer, each with that alert. A human's call if each shard that did
+    /// Shards whose failover an alert said waits for a human (no replica fit to promote) or
+    /// for a replica that alone holds the shard's data and does not answer, each with that
+    /// alert. A human's call if each shard that did
     /// not converge is one of them, with a whole copy of its writes still there and none
     /// served (on a machine up, by a live process) — checked against the world, not taken on
     /// the alert's word.
-    waits_for: BTreeMap<String, String>,
+    waits_for: BTreeMap<String, (String, end::Wait)>,
     /// Machines an alert said are left as they are because they may hold such a shard's only
-    /// copy (not replaced, so the other shards' replicas there are away).
+    /// copy (kept, not replaced, so the other shards' replicas there are away).
     kept: BTreeSet<String>,
     /// Machines an alert told the operator to `medic recover` if they are really lost, and
     /// those the simulated operator recovered.
@@ -196,7 +194,6 @@ impl Sim {
             rng,
             trace: Vec::new(),
             recoveries: 0,
-            human: None,
             waits_for: BTreeMap::new(),
             kept: BTreeSet::new(),
             ask_operator: Default::default(),
@@ -363,22 +360,27 @@ impl Sim {
             match o {
                 Output::Alert { level, message } => {
                     // What a human must decide: promoting a replica that was never in sync
-                    // (losing writes) is left to them; a held replacement and a loss too few
-                    // observers could confirm are what `medic recover` is for, and the
+                    // or too far behind (losing writes), or promoting none while the one
+                    // that has the data does not answer, is left to them (checked shard by
+                    // shard at the end: see `end_of_run`); a held replacement and a loss too
+                    // few observers could confirm are what `medic recover` is for, and the
                     // simulated operator runs it (see `operator`).
-                    if message.contains("is not promoted automatically") {
-                        self.human.get_or_insert_with(|| message.clone());
-                    }
-                    if message.contains(", the replica to promote, does not answer either")
+                    let wait = if message.contains("is not promoted automatically") {
+                        Some(end::Wait::Human)
+                    } else if message.contains(", the replica to promote, does not answer either") {
+                        Some(end::Wait::Silent)
+                    } else {
+                        None
+                    };
+                    if let Some(wait) = wait
                         && let Some((shard, _)) = message
                             .strip_prefix("shard ")
                             .and_then(|m| m.split_once(" lost its master"))
                     {
-                        self.waits_for.insert(shard.to_owned(), message.clone());
+                        self.waits_for
+                            .insert(shard.to_owned(), (message.clone(), wait));
                     }
-                    if let Some((m, _)) =
-                        message.split_once(" is left as it is (not terminated): the master")
-                    {
+                    if let Some((m, _)) = message.split_once(medic_plan::KEPT) {
                         // (Kept: medic watches it again itself, after a backoff.)
                         self.kept.insert(m.to_owned());
                     }

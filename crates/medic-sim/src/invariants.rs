@@ -190,9 +190,10 @@ pub fn lost_writes(world: &World) -> Vec<Ack> {
 
 /// The machines whose current instance still runs (up or not) and has every acknowledged
 /// write of `shard` but those `excused` (made within a reported replication window), each
-/// with whether that copy is served now (the machine up, its process alive): where the
-/// shard could be served again without losing any. (A dead process keeps its data, as
-/// redis's persistence does; a dead master is never restarted as one without a human.)
+/// with whether that copy is served now, or could be by medic alone (the machine up, its
+/// process alive or a replica's, which medic restarts): where the shard could be served
+/// again without losing any. (A dead process keeps its data, as redis's persistence does; a
+/// dead master is never restarted as one without a human.)
 pub fn whole_copies(
     world: &World,
     shard: &str,
@@ -216,8 +217,11 @@ pub fn whole_copies(
             })
         })
         .map(|i| {
-            let alive = i.redis.get(shard).is_some_and(|r| r.alive);
-            (i.machine.clone(), i.is_up() && alive)
+            let usable = i
+                .redis
+                .get(shard)
+                .is_some_and(|r| r.alive || r.role != RedisRole::Master);
+            (i.machine.clone(), i.is_up() && usable)
         })
         .collect()
 }

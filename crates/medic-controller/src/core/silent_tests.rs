@@ -80,11 +80,12 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
         first_failure_ms: Some(5),
         master_last_ok_ms: None,
         queued_ms: 5,
-        detected: false,
+        detected: true,
         resume: None,
     });
     c.schedule(10);
     let id = c.running.keys().next().cloned().expect("started");
+    assert_eq!(c.saved.recoveries, [("redis2".to_owned(), 10)]);
     let mut out = Vec::new();
     let outcome = loop {
         match c.next_step(&id, 20) {
@@ -119,6 +120,8 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
     );
     assert!(c.saved.unmonitored.contains("redis2"));
     assert_eq!(c.saved.retries.get("redis2"), Some(&(10_030, 1)));
+    // Not counted against the crash-loop limit: judged again, it is the same loss.
+    assert!(c.saved.recoveries.is_empty(), "{:?}", c.saved.recoveries);
     // Not before the backoff; then watched again.
     assert!(alerts(&c.schedule(10_029)).is_empty());
     let out = c.schedule(10_030);

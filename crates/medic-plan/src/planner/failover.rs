@@ -8,8 +8,10 @@ use crate::step::*;
 use crate::vars::addr_of;
 
 impl<'a> Planner<'a> {
-    /// Fences `lost`'s server of `shard` on every proxy, then promotes the best replica and
-    /// routes the proxies to it. Returns false (after alerting) when no replica may be promoted.
+    /// Promotes the best replica of `shard` in place of `lost` (the callers fence `lost` on
+    /// every proxy before, and route the proxies to the new master after), with the alerts
+    /// that say what the choice costs. Returns false (after alerting) when no replica may be
+    /// promoted.
     pub(super) fn fail_over(&mut self, shard: &'a Shard, lost: &str) -> Result<bool, PlanError> {
         let name = &shard.name.value;
         let st = self.shard_state(name)?;

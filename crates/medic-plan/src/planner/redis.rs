@@ -39,7 +39,8 @@ impl<'a> Planner<'a> {
             .filter(|s| self.may_hold_only_copy(s, machine))
             .collect();
         // 2. Promote, shard by shard — after fencing the machine at its source if a proxy
-        //    could not be fenced (the step decides when it runs).
+        //    could not be fenced (the step decides when it runs), unless the machine is kept
+        //    (then such a proxy blocks the promotions instead, until it answers).
         let mut refused = Vec::new();
         let before = self.steps.len();
         for shard in &mastered {
@@ -59,12 +60,14 @@ impl<'a> Planner<'a> {
                 i += 1;
             }
         }
-        let keep = if !refused.is_empty() {
-            Some(format!(
+        let mut keep = Vec::new();
+        if !refused.is_empty() {
+            keep.push(format!(
                 "{machine}{KEPT}shard {} has no master, and {machine}'s disk may hold the only copy of its latest writes",
                 refused.join(", ")
-            ))
-        } else if !only_copy.is_empty() {
+            ));
+        }
+        if !only_copy.is_empty() {
             let whose = match only_copy[..] {
                 [one] => format!("the master of shard {one} does not answer either"),
                 _ => format!(
@@ -72,12 +75,10 @@ impl<'a> Planner<'a> {
                     only_copy.join(", ")
                 ),
             };
-            Some(format!(
+            keep.push(format!(
                 "{machine}{KEPT}{whose} and no replica that answers may be promoted, so {machine}'s disk may hold the only copy of their latest writes; once {machine} answers again (the failover then promotes it), `medic monitor {machine}`"
-            ))
-        } else {
-            None
-        };
+            ));
+        }
         alerts.extend(keep.iter().map(|message| Action::Alert {
             level: AlertLevel::Critical,
             message: message.clone(),
@@ -89,7 +90,7 @@ impl<'a> Planner<'a> {
         if let Some(at) = self.steps[after_alerts..]
             .iter()
             .position(|a| matches!(a, Action::PromoteReplica { .. }))
-            .filter(|_| self.top.managed() && keep.is_none())
+            .filter(|_| self.top.managed() && keep.is_empty())
         {
             let instance_id = self
                 .state
@@ -107,7 +108,7 @@ impl<'a> Planner<'a> {
         // 3. Route each proxy to the new masters, then point the other replicas at them.
         self.activate_masters(&mastered);
         let waits = self.follow_new_masters(&mastered, machine);
-        if keep.is_some() {
+        if !keep.is_empty() {
             self.push_all(waits);
             return Ok(());
         }

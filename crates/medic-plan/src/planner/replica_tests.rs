@@ -308,8 +308,16 @@ fn a_replica_too_far_behind_is_not_promoted_and_the_machine_is_kept() {
             "redis1 is left as it is (not terminated): shard r9001 has no master, and redis1's disk may hold the only copy of its latest writes",
         ]
     );
-    // The other shard still fails over: one refusal does not hold the rest.
+    // The other shard still fails over: one refusal does not hold the rest. But redis1 is
+    // not fenced at its source before that promotion (which would terminate it): a proxy
+    // that could not be fenced blocks the promotion instead.
     assert!(o.contains(&"promote r9002@redis2".to_owned()), "{o:#?}");
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::FenceAtSource { .. })),
+        "{o:#?}"
+    );
 }
 
 #[test]

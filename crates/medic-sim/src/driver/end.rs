@@ -6,38 +6,47 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{CONVERGE_WITHIN_MS, Failure, Report, Sim};
 use crate::invariants;
 
-/// An unconverged shard, whether an alert said its failover waits, and its whole copies
+/// An unconverged shard, what an alert said its failover waits for, and its whole copies
 /// (machine, served now).
-type Judged<'a> = (&'a String, bool, Vec<(String, bool)>);
+type Judged<'a> = (&'a String, Option<Wait>, Vec<(String, bool)>);
+
+/// What a shard's failover waits for, as medic's alert said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Wait {
+    /// A human's decision: no replica fit to promote.
+    Human,
+    /// A replica that alone holds the data and does not answer.
+    Silent,
+}
 
 impl Sim {
     /// The faults are over and the run did not converge in time: what it is left waiting
     /// for, if that is a human's call, else the violation.
     pub(super) fn end_of_run(mut self) -> Result<Report, Failure> {
         self.world.advance(self.now);
-        if let Some(reason) = self.human.clone() {
-            // Waiting for a human, as designed: safe (I1 and I3 held all along) but not
-            // required to converge.
-            return Ok(Report {
-                needs_human: Some(reason),
-                recoveries: self.recoveries,
-                acked: self.world.acks.len(),
-                lost_in_window: 0,
-                converged_ms: 0,
-                trace: self.trace,
-            });
-        }
-        // Shards whose every whole copy of their writes is on machines that are down (the
-        // simulator never brings a crashed one back) or in a process that died, but still
-        // there, after medic said their failover waits for such a replica: what it may not do
-        // alone. Every shard that did
-        // not converge must be one, and the others must have kept their writes (I2, I4). The
-        // machines medic kept because they may hold such a copy, and that are still down,
-        // are not counted in the other shards' convergence (their replicas there are away).
+        // What medic may not do alone: a shard whose failover it said waits for a human (no
+        // replica fit to promote) must still have a whole copy of its acknowledged writes
+        // somewhere (the lost master's disk, kept); one it said waits for a replica that does
+        // not answer must have one, and none served (every copy on a machine that is down —
+        // the simulator never brings a crashed one back — or in a dead master process). Every
+        // shard that did not converge must be one of them, and the others must have kept
+        // their writes (I2, I4). A machine medic kept for the copy it may hold, still down,
+        // still there and holding a server of a shard that waits, is not counted in the other
+        // shards' convergence (their replicas there are away); one kept for nothing is.
+        let copies_of =
+            |s: &String| invariants::whole_copies(&self.world, s, |a| self.in_window(a));
         let kept: BTreeSet<String> = self
             .kept
             .iter()
-            .filter(|m| !self.world.is_up(m))
+            .filter(|m| !self.world.is_up(m) && self.world.instance(m).is_some())
+            .filter(|m| {
+                self.waits_for.keys().any(|s| {
+                    self.world
+                        .shards
+                        .get(s)
+                        .is_some_and(|l| l.machines.contains(*m))
+                })
+            })
             .cloned()
             .collect();
         let unconverged: BTreeSet<String> = self
@@ -58,21 +67,21 @@ impl Sim {
             .collect();
         let judged: Vec<Judged> = unconverged
             .iter()
-            .map(|s| {
-                let copies = invariants::whole_copies(&self.world, s, |a| self.in_window(a));
-                (s, self.waits_for.contains_key(s), copies)
-            })
+            .map(|s| (s, self.waits_for.get(s).map(|w| w.1), copies_of(s)))
             .collect();
         let waiting = !judged.is_empty()
-            && judged.iter().all(|(_, said, copies)| {
-                *said && !copies.is_empty() && copies.iter().all(|(_, served)| !served)
+            && judged.iter().all(|(_, wait, copies)| match wait {
+                None => false,
+                Some(Wait::Human) => !copies.is_empty(),
+                Some(Wait::Silent) => {
+                    !copies.is_empty() && copies.iter().all(|(_, served)| !served)
+                }
             });
         if waiting {
-            let alerts: Vec<&String> = unconverged
+            let alert = unconverged
                 .iter()
-                .filter_map(|s| self.waits_for.get(s))
-                .collect();
-            let alert = alerts.first().map(|a| (*a).clone());
+                .find_map(|s| self.waits_for.get(s))
+                .map(|w| w.0.clone());
             return self.settle(&unconverged, 0, alert);
         }
         let why = invariants::converged(&self.world)
@@ -86,7 +95,7 @@ impl Sim {
             .collect();
         let judged: Vec<String> = judged
             .iter()
-            .map(|(s, said, copies)| format!("{s}: waits said {said}, whole copies {copies:?}"))
+            .map(|(s, wait, copies)| format!("{s}: waits for {wait:?}, whole copies {copies:?}"))
             .collect();
         Err(self.fail(format!(
             "I5: not healthy {} s after the faults stopped: {why} (running: {running:?}, unmonitored: {:?}, servers: {:?}; not converged, with (machine, served) of each whole copy: {judged:?}; kept: {kept:?})",
