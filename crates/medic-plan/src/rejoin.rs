@@ -197,7 +197,8 @@ elif [ -z "$tl" ]; then
   # honours it only while the server is still on its timeline. But not its end: where the
   # WAL ends now is not known, and a later stop must not take that old end for it. The
   # signal keeps it read-only.
-  if [ -f "$D/{fenced}" ]; then {{ m=$(sed 's/ end .*//' "$D/{fenced}") && [ -n "$m" ] && printf '%s\n' "$m" > "$D/{fenced}.new" && chown "$U" "$D/{fenced}.new" && mv "$D/{fenced}.new" "$D/{fenced}"; }} || rm -f "$D/{fenced}.new"; fi
+  # (Written by the server's user, as it owns the directory; then moved over the mark.)
+  if [ -s "$D/{fenced}" ]; then {{ m=$(sed 's/ end .*//' "$D/{fenced}") && as_u sh -c 'printf "%s\n" "$1" > "$2"' sh "$m" "$D/{fenced}.new" && mv "$D/{fenced}.new" "$D/{fenced}"; }} || {{ rm -f "$D/{fenced}.new"; echo "medic: could not take the recorded end off the fence mark: a later stop may take it for where the WAL ends" >&2; }}; fi
   if : > "$D/standby.signal" && chown "$U" "$D/standby.signal"; then
     echo "medic: standby.signal written (pg_controldata named no timeline, so no new fence mark): restarted, it comes back read-only"
   else
@@ -376,10 +377,13 @@ mod tests {
         for (before, after) in [("tl 3 end 0/3000028\n", "tl 3\n"), ("tl 3\n", "tl 3\n")] {
             std::fs::write(dir.join(FENCED), before).unwrap();
             let out = std::process::Command::new("sh")
-                .args(["-c", &format!("D='{}'; U=$(id -un)\n{line}", dir.display())])
+                .args([
+                    "-c",
+                    &format!("D='{}'; as_u() {{ \"$@\"; }}\n{line}", dir.display()),
+                ])
                 .output()
                 .unwrap();
-            assert!(out.status.success(), "{out:?}");
+            assert!(out.status.success() && out.stderr.is_empty(), "{out:?}");
             assert_eq!(std::fs::read_to_string(dir.join(FENCED)).unwrap(), after);
             assert!(!dir.join(format!("{FENCED}.new")).exists());
         }

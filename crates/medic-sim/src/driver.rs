@@ -129,7 +129,7 @@ pub struct Sim {
     /// not converge is one of them, with a whole copy of its writes still there and none
     /// served (on a machine up, by a live process) — checked against the world, not taken on
     /// the alert's word.
-    waits_for: BTreeMap<String, (String, end::Wait)>,
+    waits_for: BTreeMap<String, Vec<end::Waited>>,
     /// Machines an alert said are left as they are because they may hold such a shard's only
     /// copy (kept, not replaced, so the other shards' replicas there are away).
     kept: BTreeSet<String>,
@@ -373,12 +373,19 @@ impl Sim {
                         None
                     };
                     if let Some(wait) = wait
-                        && let Some((shard, _)) = message
+                        && let Some((shard, rest)) = message
                             .strip_prefix("shard ")
-                            .and_then(|m| m.split_once(" lost its master"))
+                            .and_then(|m| m.split_once(" lost its master "))
                     {
+                        let lost = rest.split([',', ';']).next().unwrap_or_default().to_owned();
                         self.waits_for
-                            .insert(shard.to_owned(), (message.clone(), wait));
+                            .entry(shard.to_owned())
+                            .or_default()
+                            .push(end::Waited {
+                                wait,
+                                alert: message.clone(),
+                                lost,
+                            });
                     }
                     if let Some((m, _)) = message.split_once(medic_plan::KEPT) {
                         // (Kept: medic watches it again itself, after a backoff.)

@@ -169,6 +169,13 @@ fn is_master(i: &Instance, shard: &str) -> bool {
             .is_some_and(|r| r.alive && r.role == RedisRole::Master)
 }
 
+/// Whether `machine`'s current instance is up and serves `shard` as a live master.
+pub fn serves_as_master(world: &World, machine: &str, shard: &str) -> bool {
+    world
+        .instance(machine)
+        .is_some_and(|i| i.is_up() && is_master(i, shard))
+}
+
 /// I2: acknowledged writes missing from the log of their shard's current master (shards
 /// with no unique master are left out: check [`converged`] first). Each carries the server
 /// and time it was acknowledged at, for the driver to compare with [`World::last_sync`].

@@ -39,6 +39,9 @@ impl Core {
 
     /// One check's result.
     pub fn on_check(&mut self, r: &CheckResult) -> Vec<Output> {
+        if !self.kept_unanswered.is_empty() && r.observation == Observation::Ok {
+            self.kept_unanswered.remove(r.target.machine());
+        }
         if let Some(out) = self.miscast(r) {
             return out;
         }

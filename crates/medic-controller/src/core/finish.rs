@@ -188,13 +188,16 @@ impl Core {
             // backoff, as after a failed recovery. Lost still, it is planned afresh (kept
             // again while the copy may be the only one, replaced once not); answering, it is
             // judged as it answers.
-            // Not counted against `policy.max_recoveries_per_hour`: the same loss judged
-            // again is not something breaking it again (else the watches would end in a
-            // crash-loop hold within minutes).
-            let started = run.started_ms;
-            self.saved
-                .recoveries
-                .retain(|(what, at)| !(what == m && *at == started));
+            // Kept again without having answered since it was last kept: the same loss
+            // judged again, not something breaking it again, so not counted against
+            // `policy.max_recoveries_per_hour` (else the watches would end in a crash-loop
+            // hold within minutes). A machine that answered in between counts as any other.
+            if !self.kept_unanswered.insert(m.clone())
+                && run.detected
+                && let Some(at) = self.saved.recoveries.iter().rposition(|(what, _)| what == m)
+            {
+                self.saved.recoveries.remove(at);
+            }
             let (wait, tries) = self.watch_later(m, now_ms);
             out.push(Output::Alert {
                 level: AlertLevel::Warning,

@@ -238,6 +238,10 @@ pub struct Core {
     /// Services whose automatic failback failed: not tried again until an operator's
     /// switchover of the service completes.
     failback_stopped: BTreeSet<String>,
+    /// Lost machines a recovery kept (for the copy on their disk) that have not answered a
+    /// check since: kept again, the same loss is judged again, not counted anew against
+    /// `policy.max_recoveries_per_hour`. (In memory: after a restart the next keep counts.)
+    kept_unanswered: BTreeSet<String>,
     /// Machines out of a service that answered and were demoted (their address taken, their
     /// `on_demote` run) while still failing: not again until they go silent or rejoin.
     disarmed: BTreeSet<(String, String)>,
@@ -270,6 +274,7 @@ impl Core {
             warned: BTreeSet::new(),
             leading: true,
             failback_stopped: BTreeSet::new(),
+            kept_unanswered: BTreeSet::new(),
             disarmed: BTreeSet::new(),
             following: BTreeSet::new(),
             astray: BTreeSet::new(),

@@ -68,42 +68,49 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
     use super::{Next, Request};
     use crate::journal::Outcome;
 
+    // redis2 lost, planned and run at `at`: (the outputs of its steps, its id, how it ended).
+    fn lose_redis2(
+        c: &mut crate::core::Core,
+        at: u64,
+    ) -> (Vec<crate::core::Output>, String, Outcome) {
+        c.request(Request {
+            event: Event::MachineLost {
+                machine: "redis2".into(),
+            },
+            trigger: "test".into(),
+            first_failure_ms: Some(at),
+            master_last_ok_ms: None,
+            queued_ms: at,
+            detected: true,
+            resume: None,
+        });
+        c.schedule(at);
+        let id = c.running.keys().next().cloned().expect("started");
+        let mut out = Vec::new();
+        loop {
+            match c.next_step(&id, at) {
+                Next::Run(step) => {
+                    assert!(
+                        !matches!(
+                            step.action,
+                            Action::TerminateInstance { .. } | Action::FenceAtSource { .. }
+                        ),
+                        "{:?}",
+                        step.action
+                    );
+                    out.extend(c.step_done(&id, &step, &StepOutput::default(), at));
+                }
+                Next::End(outcome) => return (out, id, outcome),
+                Next::Unknown => panic!("the recovery vanished"),
+            }
+        }
+    }
+
     let mut c = core();
     // r9001's master redis1 is out of monitoring (its own recovery failed); redis2, its one
     // replica, is lost.
     c.saved.unmonitored.insert("redis1".to_owned());
-    c.request(Request {
-        event: Event::MachineLost {
-            machine: "redis2".into(),
-        },
-        trigger: "test".into(),
-        first_failure_ms: Some(5),
-        master_last_ok_ms: None,
-        queued_ms: 5,
-        detected: true,
-        resume: None,
-    });
-    c.schedule(10);
-    let id = c.running.keys().next().cloned().expect("started");
-    assert_eq!(c.saved.recoveries, [("redis2".to_owned(), 10)]);
-    let mut out = Vec::new();
-    let outcome = loop {
-        match c.next_step(&id, 20) {
-            Next::Run(step) => {
-                assert!(
-                    !matches!(
-                        step.action,
-                        Action::TerminateInstance { .. } | Action::FenceAtSource { .. }
-                    ),
-                    "{:?}",
-                    step.action
-                );
-                out.extend(c.step_done(&id, &step, &StepOutput::default(), 20));
-            }
-            Next::End(outcome) => break outcome,
-            Next::Unknown => panic!("the recovery vanished"),
-        }
-    };
+    let (out, id, outcome) = lose_redis2(&mut c, 10);
     assert!(matches!(outcome, Outcome::Alerted), "{outcome:?}");
     assert!(
         alerts(&out)
@@ -120,8 +127,8 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
     );
     assert!(c.saved.unmonitored.contains("redis2"));
     assert_eq!(c.saved.retries.get("redis2"), Some(&(10_030, 1)));
-    // Not counted against the crash-loop limit: judged again, it is the same loss.
-    assert!(c.saved.recoveries.is_empty(), "{:?}", c.saved.recoveries);
+    // Counted once, as any loss.
+    assert_eq!(c.saved.recoveries, [("redis2".to_owned(), 10)]);
     // Not before the backoff; then watched again.
     assert!(alerts(&c.schedule(10_029)).is_empty());
     let out = c.schedule(10_030);
@@ -130,4 +137,84 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
         "{out:?}"
     );
     assert!(!c.saved.unmonitored.contains("redis2"));
+    // Lost still, kept again: the same loss judged again is not counted anew; the backoff
+    // doubles.
+    let (_, id, outcome) = lose_redis2(&mut c, 20_000);
+    let out = c.finished(&id, &outcome, 20_010);
+    assert!(
+        alerts(&out)[0].contains("watched again in 20 s (try 2)"),
+        "{out:?}"
+    );
+    assert_eq!(c.saved.recoveries, [("redis2".to_owned(), 10)]);
+    // A machine that answered in between counts as any other when it is kept again.
+    c.schedule(40_010);
+    c.on_check(&check(
+        &redis("r9002", "redis2"),
+        40_100,
+        Observation::Ok,
+        Some(Role::Replica),
+    ));
+    let (_, id, outcome) = lose_redis2(&mut c, 50_000);
+    c.finished(&id, &outcome, 50_010);
+    assert_eq!(
+        c.saved.recoveries,
+        [("redis2".to_owned(), 10), ("redis2".to_owned(), 50_000)]
+    );
+}
+
+/// A kept machine's plan that fails at a promotion (another shard's, mastered there, whose
+/// only replica does not answer either): the keep was said before the promotion, and the
+/// failed recovery's backoff applies (counted, as any failure).
+#[test]
+fn a_kept_machine_whose_plan_fails_at_a_promotion_has_said_why_it_is_kept() {
+    use medic_plan::{Action, Event, StepOutput};
+
+    use super::{Next, Request};
+    use crate::journal::Outcome;
+
+    let mut c = core();
+    // redis2 masters r9002 (after an earlier failover); redis1, r9001's master and r9002's
+    // one replica, is out of monitoring.
+    let s = c.saved.observed.shards.get_mut("r9002").unwrap();
+    s.master = "redis2".into();
+    s.replicas[0].machine = "redis1".into();
+    c.saved.unmonitored.insert("redis1".to_owned());
+    c.request(Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: Some(5),
+        master_last_ok_ms: None,
+        queued_ms: 5,
+        detected: true,
+        resume: None,
+    });
+    c.schedule(10);
+    let id = c.running.keys().next().cloned().expect("started");
+    let mut out = Vec::new();
+    let outcome = loop {
+        match c.next_step(&id, 20) {
+            Next::Run(step) if matches!(step.action, Action::PromoteReplica { .. }) => {
+                c.step_failed(&id, step.index, "no answer".into());
+            }
+            Next::Run(step) => out.extend(c.step_done(&id, &step, &StepOutput::default(), 20)),
+            Next::End(outcome) => break outcome,
+            Next::Unknown => panic!("the recovery vanished"),
+        }
+    };
+    assert!(matches!(outcome, Outcome::Failed { .. }), "{outcome:?}");
+    assert!(
+        alerts(&out).iter().any(|a| a.starts_with(
+            "redis2 is left as it is (not terminated): the master of shard r9001 does not answer either"
+        )),
+        "{out:?}"
+    );
+    let out = c.finished(&id, &outcome, 30);
+    assert!(
+        alerts(&out)[0].contains("it is watched again in 10 s (try 1)"),
+        "{out:?}"
+    );
+    assert_eq!(c.saved.retries.get("redis2"), Some(&(10_030, 1)));
+    assert_eq!(c.saved.recoveries, [("redis2".to_owned(), 10)]);
 }

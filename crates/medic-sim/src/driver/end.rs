@@ -5,10 +5,20 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{CONVERGE_WITHIN_MS, Failure, Report, Sim};
 use crate::invariants;
+use crate::world::InstanceState;
 
 /// An unconverged shard, what an alert said its failover waits for, and its whole copies
 /// (machine, served now).
-type Judged<'a> = (&'a String, Option<Wait>, Vec<(String, bool)>);
+type Judged<'a> = (&'a String, Vec<Wait>, Vec<(String, bool)>);
+
+/// An alert saying a shard's failover waits: for what, its text, and the lost master it
+/// names.
+#[derive(Debug, Clone)]
+pub(super) struct Waited {
+    pub(super) wait: Wait,
+    pub(super) alert: String,
+    pub(super) lost: String,
+}
 
 /// What a shard's failover waits for, as medic's alert said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,62 +36,86 @@ impl Sim {
         self.world.advance(self.now);
         // What medic may not do alone: a shard whose failover it said waits for a human (no
         // replica fit to promote) must still have a whole copy of its acknowledged writes
-        // somewhere (the lost master's disk, kept); one it said waits for a replica that does
-        // not answer must have one, and none served (every copy on a machine that is down —
-        // the simulator never brings a crashed one back — or in a dead master process). Every
+        // somewhere (the lost master's disk, kept), and that lost master must not be serving
+        // it again (medic would then have to take it back); one it said waits for a replica
+        // that does not answer must have a whole copy, and none served or servable by medic
+        // alone (every copy on a machine that is down — the simulator never brings a crashed
+        // one back — or in a dead master process). A shard told both is judged by both. Every
         // shard that did not converge must be one of them, and the others must have kept
         // their writes (I2, I4). A machine medic kept for the copy it may hold, still down,
-        // still there and holding a server of a shard that waits, is not counted in the other
-        // shards' convergence (their replicas there are away); one kept for nothing is.
+        // still running and holding a server of a waiting shard that did not converge, is not
+        // counted in the other shards' convergence (their replicas there are away); one kept
+        // for nothing is.
         let copies_of =
             |s: &String| invariants::whole_copies(&self.world, s, |a| self.in_window(a));
+        let unconverged_with = |kept: &BTreeSet<String>| -> BTreeSet<String> {
+            self.world
+                .shards
+                .keys()
+                .filter(|s| {
+                    let others = self
+                        .world
+                        .shards
+                        .keys()
+                        .filter(|o| o != s)
+                        .cloned()
+                        .collect();
+                    invariants::converged_without(&self.world, &others, kept).is_err()
+                })
+                .cloned()
+                .collect()
+        };
+        let waiting_shards: Vec<&String> = unconverged_with(&BTreeSet::new())
+            .into_iter()
+            .filter_map(|s| self.waits_for.get_key_value(&s).map(|(k, _)| k))
+            .collect();
         let kept: BTreeSet<String> = self
             .kept
             .iter()
-            .filter(|m| !self.world.is_up(m) && self.world.instance(m).is_some())
             .filter(|m| {
-                self.waits_for.keys().any(|s| {
+                !self.world.is_up(m)
+                    && self
+                        .world
+                        .instance(m)
+                        .is_some_and(|i| i.state == InstanceState::Running)
+            })
+            .filter(|m| {
+                waiting_shards.iter().any(|s| {
                     self.world
                         .shards
-                        .get(s)
+                        .get(*s)
                         .is_some_and(|l| l.machines.contains(*m))
                 })
             })
             .cloned()
             .collect();
-        let unconverged: BTreeSet<String> = self
-            .world
-            .shards
-            .keys()
-            .filter(|s| {
-                let others = self
-                    .world
-                    .shards
-                    .keys()
-                    .filter(|o| o != s)
-                    .cloned()
-                    .collect();
-                invariants::converged_without(&self.world, &others, &kept).is_err()
-            })
-            .cloned()
-            .collect();
+        let unconverged = unconverged_with(&kept);
         let judged: Vec<Judged> = unconverged
             .iter()
-            .map(|s| (s, self.waits_for.get(s).map(|w| w.1), copies_of(s)))
+            .map(|s| {
+                let waits = self
+                    .waits_for
+                    .get(s)
+                    .map_or(Vec::new(), |w| w.iter().map(|w| w.wait).collect());
+                (s, waits, copies_of(s))
+            })
             .collect();
         let waiting = !judged.is_empty()
-            && judged.iter().all(|(_, wait, copies)| match wait {
-                None => false,
-                Some(Wait::Human) => !copies.is_empty(),
-                Some(Wait::Silent) => {
-                    !copies.is_empty() && copies.iter().all(|(_, served)| !served)
-                }
+            && judged.iter().all(|(s, waits, copies)| {
+                let told = &self.waits_for.get(*s).map_or(&[][..], |w| &w[..]);
+                !waits.is_empty()
+                    && !copies.is_empty()
+                    && (!waits.contains(&Wait::Silent) || copies.iter().all(|(_, served)| !served))
+                    && told
+                        .iter()
+                        .filter(|w| w.wait == Wait::Human)
+                        .all(|w| !invariants::serves_as_master(&self.world, &w.lost, s))
             });
         if waiting {
             let alert = unconverged
                 .iter()
-                .find_map(|s| self.waits_for.get(s))
-                .map(|w| w.0.clone());
+                .find_map(|s| self.waits_for.get(s).and_then(|w| w.last()))
+                .map(|w| w.alert.clone());
             return self.settle(&unconverged, 0, alert);
         }
         let why = invariants::converged(&self.world)
