@@ -197,7 +197,7 @@ elif [ -z "$tl" ]; then
   # honours it only while the server is still on its timeline. But not its end: where the
   # WAL ends now is not known, and a later stop must not take that old end for it. The
   # signal keeps it read-only.
-  # (Written by the server's user, as it owns the directory; then moved over the mark.)
+  # (Written by the server's user, so that it owns the new mark, then moved over the old.)
   if [ -s "$D/{fenced}" ]; then {{ m=$(sed 's/ end .*//' "$D/{fenced}") && as_u sh -c 'printf "%s\n" "$1" > "$2"' sh "$m" "$D/{fenced}.new" && mv "$D/{fenced}.new" "$D/{fenced}"; }} || {{ rm -f "$D/{fenced}.new"; echo "medic: could not take the recorded end off the fence mark: a later stop may take it for where the WAL ends" >&2; }}; fi
   if : > "$D/standby.signal" && chown "$U" "$D/standby.signal"; then
     echo "medic: standby.signal written (pg_controldata named no timeline, so no new fence mark): restarted, it comes back read-only"

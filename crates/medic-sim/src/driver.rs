@@ -10,7 +10,7 @@
 //! acknowledged write may be missing outside a promotion's replication window (I2) and no
 //! instance may be orphaned (I4).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -131,8 +131,9 @@ pub struct Sim {
     /// the alert's word.
     waits_for: BTreeMap<String, Vec<end::Waited>>,
     /// Machines an alert said are left as they are because they may hold such a shard's only
-    /// copy (kept, not replaced, so the other shards' replicas there are away).
-    kept: BTreeSet<String>,
+    /// copy (kept, not replaced, so the other shards' replicas there are away), each with
+    /// its instance then: a later instance of the machine is not excused.
+    kept: BTreeMap<String, String>,
     /// Machines an alert told the operator to `medic recover` if they are really lost, and
     /// those the simulated operator recovered.
     ask_operator: std::collections::BTreeSet<String>,
@@ -195,7 +196,7 @@ impl Sim {
             trace: Vec::new(),
             recoveries: 0,
             waits_for: BTreeMap::new(),
-            kept: BTreeSet::new(),
+            kept: BTreeMap::new(),
             ask_operator: Default::default(),
             recovered_by_operator: Default::default(),
         };
@@ -389,7 +390,9 @@ impl Sim {
                     }
                     if let Some((m, _)) = message.split_once(medic_plan::KEPT) {
                         // (Kept: medic watches it again itself, after a backoff.)
-                        self.kept.insert(m.to_owned());
+                        if let Some(i) = self.world.instance(m) {
+                            self.kept.insert(m.to_owned(), i.id.clone());
+                        }
                     }
                     if let Some(m) = message
                         .split_once(" stays out of monitoring and is not replaced")

@@ -39,7 +39,8 @@ impl Core {
 
     /// One check's result.
     pub fn on_check(&mut self, r: &CheckResult) -> Vec<Output> {
-        if !self.kept_unanswered.is_empty() && r.observation == Observation::Ok {
+        // (Refused or unhealthy is an answer too: the machine is there.)
+        if !self.kept_unanswered.is_empty() && r.observation != Observation::Silent {
             self.kept_unanswered.remove(r.target.machine());
         }
         if let Some(out) = self.miscast(r) {

@@ -238,8 +238,8 @@ pub struct Core {
     /// Services whose automatic failback failed: not tried again until an operator's
     /// switchover of the service completes.
     failback_stopped: BTreeSet<String>,
-    /// Lost machines a recovery kept (for the copy on their disk) that have not answered a
-    /// check since: kept again, the same loss is judged again, not counted anew against
+    /// Lost machines a recovery kept (for the copy on their disk) that no check has had an
+    /// answer from since (not even a refusal): kept again, the same loss is judged again, not counted anew against
     /// `policy.max_recoveries_per_hour`. (In memory: after a restart the next keep counts.)
     kept_unanswered: BTreeSet<String>,
     /// Machines out of a service that answered and were demoted (their address taken, their

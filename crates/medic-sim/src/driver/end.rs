@@ -65,20 +65,26 @@ impl Sim {
                 .cloned()
                 .collect()
         };
-        let waiting_shards: Vec<&String> = unconverged_with(&BTreeSet::new())
-            .into_iter()
-            .filter_map(|s| self.waits_for.get_key_value(&s).map(|(k, _)| k))
-            .collect();
-        let kept: BTreeSet<String> = self
+        // (Candidates: kept, still down, and still the very instance that was kept. The
+        // waiting shards are those that do not converge even with every candidate excused.)
+        let candidates: BTreeSet<String> = self
             .kept
             .iter()
-            .filter(|m| {
+            .filter(|(m, id)| {
                 !self.world.is_up(m)
                     && self
                         .world
                         .instance(m)
-                        .is_some_and(|i| i.state == InstanceState::Running)
+                        .is_some_and(|i| i.state == InstanceState::Running && i.id == **id)
             })
+            .map(|(m, _)| m.clone())
+            .collect();
+        let waiting_shards: Vec<&String> = unconverged_with(&candidates)
+            .into_iter()
+            .filter_map(|s| self.waits_for.get_key_value(&s).map(|(k, _)| k))
+            .collect();
+        let kept: BTreeSet<String> = candidates
+            .iter()
             .filter(|m| {
                 waiting_shards.iter().any(|s| {
                     self.world
