@@ -6,7 +6,7 @@
 use medic_detect::Observation;
 use medic_redis::Role;
 
-use super::tests::{alerts, check, core, redis};
+use super::tests::{alerts, check, core, redis, request};
 
 fn pair(shard: &str, machine: &str) -> (String, String) {
     (shard.to_owned(), machine.to_owned())
@@ -65,7 +65,7 @@ fn servers_out_of_monitoring_or_failing_their_checks_are_silent() {
 fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
     use medic_plan::{Action, Event, StepOutput};
 
-    use super::{Next, Request};
+    use super::Next;
     use crate::journal::Outcome;
 
     // redis2 lost, planned and run at `at`: (the outputs of its steps, its id, how it ended).
@@ -73,17 +73,10 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
         c: &mut crate::core::Core,
         at: u64,
     ) -> (Vec<crate::core::Output>, String, Outcome) {
-        c.request(Request {
-            event: Event::MachineLost {
-                machine: "redis2".into(),
-            },
-            trigger: "test".into(),
-            first_failure_ms: Some(at),
-            master_last_ok_ms: None,
-            queued_ms: at,
-            detected: true,
-            resume: None,
-        });
+        let lost = Event::MachineLost {
+            machine: "redis2".into(),
+        };
+        c.request(request(lost, at, true));
         c.schedule(at);
         let id = c.running.keys().next().cloned().expect("started");
         let mut out = Vec::new();
@@ -169,7 +162,7 @@ fn a_machine_kept_for_its_copy_is_watched_again_after_the_backoff() {
 fn a_kept_machine_whose_plan_fails_at_a_promotion_has_said_why_it_is_kept() {
     use medic_plan::{Action, Event, StepOutput};
 
-    use super::{Next, Request};
+    use super::Next;
     use crate::journal::Outcome;
 
     let mut c = core();
@@ -179,17 +172,10 @@ fn a_kept_machine_whose_plan_fails_at_a_promotion_has_said_why_it_is_kept() {
     s.master = "redis2".into();
     s.replicas[0].machine = "redis1".into();
     c.saved.unmonitored.insert("redis1".to_owned());
-    c.request(Request {
-        event: Event::MachineLost {
-            machine: "redis2".into(),
-        },
-        trigger: "test".into(),
-        first_failure_ms: Some(5),
-        master_last_ok_ms: None,
-        queued_ms: 5,
-        detected: true,
-        resume: None,
-    });
+    let lost = Event::MachineLost {
+        machine: "redis2".into(),
+    };
+    c.request(request(lost, 5, true));
     c.schedule(10);
     let id = c.running.keys().next().cloned().expect("started");
     let mut out = Vec::new();

@@ -67,6 +67,19 @@ pub(super) fn alerts(out: &[Output]) -> Vec<&str> {
         .collect()
 }
 
+/// A request for `event`, queued (and its first failure seen) at `at`.
+pub(super) fn request(event: Event, at: u64, detected: bool) -> Request {
+    Request {
+        event,
+        trigger: "test".into(),
+        first_failure_ms: Some(at),
+        master_last_ok_ms: None,
+        queued_ms: at,
+        detected,
+        resume: None,
+    }
+}
+
 /// redis1's servers answer, then go silent until `fall` is reached (checks at 250 ms).
 fn silence_redis1(c: &mut Core) -> Vec<Output> {
     let mut out = Vec::new();

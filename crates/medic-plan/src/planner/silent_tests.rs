@@ -29,15 +29,18 @@ fn failover(state: &ObservedState, top: &Topology, hints: &Hints) -> (Vec<String
             _ => None,
         })
         .collect();
-    let alerts = p
-        .steps
+    (promoted, alerts_in(&p))
+}
+
+/// The alerts a plan says, in order.
+fn alerts_in(p: &Plan) -> Vec<String> {
+    p.steps
         .iter()
         .filter_map(|s| match &s.action {
             Action::Alert { message, .. } => Some(message.clone()),
             _ => None,
         })
-        .collect();
-    (promoted, alerts)
+        .collect()
 }
 
 #[test]
@@ -175,15 +178,7 @@ fn plan_of(
 ) -> (Vec<&'static str>, Vec<String>) {
     let p = plan_with(top, state, &lost(machine), "rec-2", hints).unwrap();
     let kinds = p.steps.iter().map(|s| s.action.kind()).collect();
-    let alerts = p
-        .steps
-        .iter()
-        .filter_map(|s| match &s.action {
-            Action::Alert { message, .. } => Some(message.clone()),
-            _ => None,
-        })
-        .collect();
-    (kinds, alerts)
+    (kinds, alerts_in(&p))
 }
 
 /// A lost machine whose replica may hold the only copy of a shard whose master does not
