@@ -212,9 +212,13 @@ impl Writer {
             }
             let mut conn: Option<BufReader<Box<dyn Rw>>> = None;
             let mut n = 0u64;
+            // Failures in a row: the first one's reason is said, and how many when writes
+            // succeed again, so a failing test shows why its client failed.
+            let mut failing = 0u64;
             while !s2.load(Ordering::Relaxed) {
                 n += 1;
-                let ok = (|| -> std::io::Result<bool> {
+                let started = Instant::now();
+                let outcome = (|| -> std::io::Result<Result<(), String>> {
                     if conn.is_none() {
                         let s = redis_stream(
                             &addr,
@@ -227,7 +231,7 @@ impl Writer {
                             let mut line = String::new();
                             c.read_line(&mut line)?;
                             if line != "+OK\r\n" {
-                                return Ok(false);
+                                return Ok(Err(format!("AUTH answered {line:?}")));
                             }
                         }
                         conn = Some(c);
@@ -243,13 +247,32 @@ impl Writer {
                     c.get_mut().write_all(cmd.as_bytes())?;
                     let mut line = String::new();
                     if c.read_line(&mut line)? == 0 {
-                        return Ok(false);
+                        return Ok(Err("the connection was closed".into()));
                     }
-                    Ok(line == "+OK\r\n")
+                    if line == "+OK\r\n" {
+                        Ok(Ok(()))
+                    } else {
+                        Ok(Err(format!("SET answered {line:?}")))
+                    }
                 })()
-                .unwrap_or(false);
-                if !ok {
-                    conn = None;
+                .unwrap_or_else(|e| Err(e.to_string()));
+                let ok = outcome.is_ok();
+                match outcome {
+                    Err(why) => {
+                        conn = None;
+                        if failing == 0 {
+                            eprintln!(
+                                "client: w:{n} failed after {:?}: {why}",
+                                started.elapsed()
+                            );
+                        }
+                        failing += 1;
+                    }
+                    Ok(()) if failing > 0 => {
+                        eprintln!("client: w:{n} acknowledged after {failing} failed writes");
+                        failing = 0;
+                    }
+                    Ok(()) => {}
                 }
                 l2.lock().unwrap().push((Instant::now(), n, ok));
                 std::thread::sleep(Duration::from_millis(5));
