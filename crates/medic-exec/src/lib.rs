@@ -35,6 +35,7 @@ mod persist;
 mod pg_catch_up;
 pub mod pg_follow;
 mod pg_rejoin;
+mod pg_start;
 pub mod postgres;
 mod proxy_change;
 mod reach;
@@ -467,6 +468,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 }
             }
             Action::StopPostgres { .. } => self.stop_postgres(index, kind, &step.action).await?,
+            Action::StartPostgres { .. } => self.start_postgres(index, kind, &step.action).await?,
             // A failure fails the step: the machine stays out, asked again after the backoff.
             Action::RejoinPostgres { .. } => {
                 self.rejoin_postgres(index, kind, &step.action).await?

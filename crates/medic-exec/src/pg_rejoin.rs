@@ -217,8 +217,11 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .map(str::to_owned)
             .collect();
         if let Some(next) = caught_up {
-            // `lasting`: asking again cannot help. A server that did not stop cleanly reads
-            // the same on every retry; a refused login is refused again. (An unread
+            // `lasting`: asking again cannot help, or costs more than it may win. A server
+            // that did not stop cleanly reads the same on every retry; a refused login is
+            // refused again; a standby that did not catch up within the wait is not waited
+            // for again: the service has no primary meanwhile, and the switchover is
+            // switched back at once (the old primary started again). (An unread
             // pg_controldata is asked again.)
             let failed = |message: String, lasting: bool| ExecError::Postgres {
                 index,
@@ -255,7 +258,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                             next.machine,
                             within.as_secs()
                         ),
-                        false,
+                        true,
                     ));
                 }
             }
@@ -265,7 +268,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
 
     /// Runs `script` on `machine` as root within `within`: its standard output, or its
     /// failure with the last lines it wrote on standard error.
-    async fn remote_script(
+    pub(crate) async fn remote_script(
         &self,
         index: usize,
         kind: &'static str,

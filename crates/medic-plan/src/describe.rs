@@ -464,6 +464,32 @@ pub fn describe_as(
                 c,
             )
         }
+        Action::StartPostgres {
+            service,
+            machine,
+            address,
+            port,
+            user,
+            database,
+            rejoin,
+            ..
+        } => {
+            let mut c = vec![format!("ssh {machine} (as root):")];
+            c.extend(
+                crate::rejoin::start_script(rejoin)
+                    .lines()
+                    .map(|l| format!("  {l}")),
+            );
+            c.push(format!(
+                "postgres {address}:{port} (user {user}, database {database}): until SELECT pg_is_in_recovery() is false, within {} s",
+                crate::PG_PROMOTE_WAIT_SECS
+            ));
+            (
+                format!("{service}@{machine}"),
+                "start its PostgreSQL as the primary again if medic's pg-stop fenced it (nothing if it runs as the primary)".to_owned(),
+                c,
+            )
+        }
         Action::ServiceRole {
             service,
             machine,

@@ -18,6 +18,10 @@
 //!    and copied afresh with `pg_basebackup -R`;
 //! 5. the server started.
 //!
+//! `pg-start` undoes `pg-stop` when a switchover failed before its promotion: the old
+//! primary, still the recorded one, started again as the primary — only if it is the server
+//! medic fenced, still on its timeline.
+//!
 //! Lines on standard output starting `medic: ` say what was done; the step's summary is made
 //! of them.
 
@@ -216,6 +220,30 @@ fi
     )
 }
 
+/// The script that undoes `pg-stop` on the server in `r.data_dir` when its switchover failed
+/// before anything was promoted (`pg-start`): a server that runs out of recovery is the
+/// primary already and is left as it is; one medic fenced (its mark, on the timeline it is
+/// still on: nothing was promoted from it, nor has it followed anything since) loses its
+/// `standby.signal` and mark and is started (stopped first if something restarted it
+/// read-only); any other is not touched (exit 4): a server medic did not fence is not made a
+/// primary by medic.
+pub fn start_script(r: &PgRejoin) -> String {
+    format!(
+        r#"{prelude}[ -f "$D/PG_VERSION" ] || {{ echo "medic: no PostgreSQL data in $D: nothing started" >&2; exit 9; }}
+if running && [ ! -f "$D/standby.signal" ] && [ ! -f "$D/recovery.signal" ]; then echo "medic: the server runs as the primary already"; exit 0; fi
+fenced || {{ echo "medic: the server in $D is not an old primary medic fenced on the timeline it is on (no {fenced} mark naming it): it is not started as a primary; start it by hand if it should be one" >&2; exit 4; }}
+{stop}rm -f "$D/standby.signal" "$D/{fenced}" || {{ echo "medic: could not remove $D/standby.signal and its fence mark: nothing started" >&2; exit 5; }}
+LOG=/run/medic-pg-start.log
+sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed" >&2; exit 7; }}
+echo "medic: its fence undone (standby.signal and mark removed), started as the primary again"
+"#,
+        prelude = prelude(r),
+        stop = stop_block(r),
+        start = shell_quote(&r.start_command()),
+        fenced = FENCED,
+    )
+}
+
 /// The variables and functions both scripts start with. `running` exits (9) when
 /// `pg_ctl status` can tell neither way (the data directory unreadable by `os_user`): medic
 /// never goes on taking a server for stopped that it could not see.
@@ -391,6 +419,22 @@ mod tests {
     }
 
     #[test]
+    fn only_a_server_medic_fenced_is_started_as_the_primary() {
+        let s = start_script(&settings(RejoinMethod::Rewind));
+        let primary = s.find("runs as the primary already").unwrap();
+        let guard = s.find("fenced ||").unwrap();
+        let removed = s
+            .find(r#"rm -f "$D/standby.signal" "$D/medic-fenced""#)
+            .unwrap();
+        let started = s.rfind("sh -c 'runuser").unwrap();
+        assert!(
+            primary < guard && guard < removed && removed < started,
+            "{s}"
+        );
+        assert!(s[guard..removed].contains("exit 4"));
+    }
+
+    #[test]
     fn rewind_or_copy_moves_the_old_data_aside_then_copies() {
         let s = rejoin_script(
             &settings(RejoinMethod::RewindOrCopy),
@@ -412,6 +456,7 @@ mod tests {
             for s in [
                 rejoin_script(&settings(m), "10.0.0.2", 5432, "it's"),
                 stop_script(&settings(m), 5432),
+                start_script(&settings(m)),
             ] {
                 let out = std::process::Command::new("sh")
                     .args(["-n", "-c", &s])

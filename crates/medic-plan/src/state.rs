@@ -315,6 +315,9 @@ impl ObservedState {
             }
             Action::RejoinPostgres {
                 service, machine, ..
+            }
+            | Action::StartPostgres {
+                service, machine, ..
             } => {
                 if let Some(s) = self.services.get_mut(service) {
                     s.fenced.remove(machine);

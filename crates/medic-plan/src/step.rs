@@ -458,6 +458,25 @@ pub enum Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         caught_up: Option<PgStandby>,
     },
+    /// Undo a switchover's fence of a service's PostgreSQL primary that is still the recorded
+    /// primary (the switchover failed before the other server was promoted): over SSH as root,
+    /// the script of [`crate::rejoin::start_script`] — a server that runs as a primary is left
+    /// as it is; one `pg-stop` fenced (its mark, on the same timeline: nothing was promoted
+    /// from it since) has its `standby.signal` and mark removed and is started (stopped first
+    /// if something restarted it read-only); any other is not touched and the step fails. Then
+    /// — logging in as the service's `postgres` check does — a wait until it answers out of
+    /// recovery.
+    StartPostgres {
+        service: String,
+        machine: String,
+        address: Addr,
+        port: u16,
+        user: String,
+        database: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        password_file: Option<String>,
+        rejoin: medic_topology::pg_rejoin::PgRejoin,
+    },
     /// Make a service's PostgreSQL server on `machine` (failed away from: an old primary, or
     /// one stopped by a switchover) a standby of `primary` again: over SSH as root, the script
     /// of [`crate::rejoin::rejoin_script`] (stop, `pg_rewind -R`, with `rewind_or_copy` a
@@ -556,6 +575,7 @@ impl Action {
             Action::FollowPostgres { .. } => "pg-follow",
             Action::RejoinPostgres { .. } => "pg-rejoin",
             Action::StopPostgres { .. } => "pg-stop",
+            Action::StartPostgres { .. } => "pg-start",
             Action::Alert { .. } => "alert",
         }
     }

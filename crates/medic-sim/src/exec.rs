@@ -70,6 +70,7 @@ pub fn execute(
         | Action::FollowPostgres { .. }
         | Action::RejoinPostgres { .. }
         | Action::StopPostgres { .. }
+        | Action::StartPostgres { .. }
         | Action::ServiceAddress { .. }
         | Action::CloudAddress { .. }
         | Action::FailoverDns { .. } => {}

@@ -1,6 +1,7 @@
 //! The end of a recovery: its machine freed and judged afresh, and what follows from how it
 //! ended — a failed one watched again after a backoff (or escalated, a process that cannot
-//! be restarted), a lost machine kept for the copy on its disk watched again likewise.
+//! be restarted), a lost machine kept for the copy on its disk watched again likewise, a
+//! service's switchover that failed before its promotion switched back.
 
 use medic_plan::{Action, AlertLevel, Event, KEPT};
 
@@ -42,12 +43,23 @@ impl Core {
                 serde_json::json!({"recovery": run.plan.recovery, "outcome": outcome, "took_ms": took}),
             ),
         });
+        // A service's switchover that failed before anything was promoted: switched back.
+        let switched_back = match outcome {
+            Outcome::Failed { step, error } => {
+                self.switch_back(&run, *step, error, now_ms, &mut out)
+            }
+            _ => {
+                self.switched_back(&run, now_ms);
+                false
+            }
+        };
         // Failed before medic's own promotion of a database was confirmed done (at it, or at a
         // step redone before it after a restart): its `pg_promote()` may have been asked for,
         // and may still finish. Remembered (saved) until a primary is recorded or the server
         // is seen streaming from the primary: answering writable, that server is the one the
         // next failover records, not another promoted beside it.
         if let Outcome::Failed { .. } = outcome
+            && !switched_back
             && let Some(Action::PromotePostgres {
                 service, machine, ..
             }) = run

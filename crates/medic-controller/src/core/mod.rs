@@ -32,6 +32,7 @@ mod recovery;
 mod service;
 pub mod startup;
 mod steps;
+mod switchback;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
@@ -238,6 +239,9 @@ pub struct Core {
     /// Services whose automatic failback failed: not tried again until an operator's
     /// switchover of the service completes.
     failback_stopped: BTreeSet<String>,
+    /// Services whose switchback (after a failed switchover) ended, and when: a failover of
+    /// the service queued before that does not start.
+    switched_back_ms: BTreeMap<String, u64>,
     /// Lost machines a recovery kept (for the copy on their disk) that no check has had an
     /// answer from since (not even a refusal): kept again, the same loss is judged again, not counted anew against
     /// `policy.max_recoveries_per_hour`. (In memory: after a restart the next keep counts.)
@@ -274,6 +278,7 @@ impl Core {
             warned: BTreeSet::new(),
             leading: true,
             failback_stopped: BTreeSet::new(),
+            switched_back_ms: BTreeMap::new(),
             kept_unanswered: BTreeSet::new(),
             disarmed: BTreeSet::new(),
             following: BTreeSet::new(),
@@ -607,5 +612,7 @@ mod knock_tests;
 mod service_tests;
 #[cfg(test)]
 mod silent_tests;
+#[cfg(test)]
+mod switchback_tests;
 #[cfg(test)]
 mod tests;

@@ -207,6 +207,11 @@ impl Core {
         if !req.detected {
             return Ok(());
         }
+        if let Event::ServiceDown { service, .. } = &req.event
+            && let Some(why) = self.switched_back_since(service, req.queued_ms)
+        {
+            return Err(why);
+        }
         let answered = |machine: &str, shard: Option<&str>| {
             self.health.iter().any(|(t, h)| {
                 t.machine() == machine

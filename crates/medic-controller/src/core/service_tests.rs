@@ -172,7 +172,13 @@ fn pg(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role) -> Vec<Outp
 }
 
 /// A `postgres` check's answer: healthy, in `role` at WAL position `wal`.
-fn pg_at(c: &mut Core, t: &Target, at_ms: u64, role: medic_redis::Role, wal: u64) -> Vec<Output> {
+pub(super) fn pg_at(
+    c: &mut Core,
+    t: &Target,
+    at_ms: u64,
+    role: medic_redis::Role,
+    wal: u64,
+) -> Vec<Output> {
     pg_from(c, t, at_ms, role, wal, None)
 }
 

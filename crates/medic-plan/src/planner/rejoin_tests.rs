@@ -296,3 +296,65 @@ fn a_failover_stops_the_old_primary_s_server_after_its_hook_before_the_promotion
         );
     }
 }
+
+#[test]
+fn a_switch_back_starts_the_primary_s_server_first_then_puts_it_back_everywhere() {
+    let top = with_postgres(REJOIN);
+    let mut state = ObservedState::assumed(&top);
+    // As a switchover that failed after its pg-stop leaves it: web1 still the primary,
+    // failing its checks (its server stopped).
+    state
+        .services
+        .get_mut("www")
+        .unwrap()
+        .down
+        .insert("web1".into());
+    let event = Event::Switchover {
+        shard: "www".into(),
+        to: Some("web1".into()),
+    };
+    let plan = plan_recovery(&top, &state, &event, "r1").unwrap();
+    let steps = outline(&plan);
+    assert_eq!(
+        steps.first().map(String::as_str),
+        Some("pg-start www@web1"),
+        "{steps:?}"
+    );
+    let hook = steps.iter().position(|s| s == "hook www@web1");
+    assert!(hook.is_some(), "its on_promote runs after: {steps:?}");
+    assert!(
+        !steps
+            .iter()
+            .any(|s| s.starts_with("pg-promote") || s.starts_with("pg-stop")),
+        "nothing else promoted or stopped: {steps:?}"
+    );
+    let Action::StartPostgres {
+        machine,
+        port,
+        user,
+        rejoin,
+        ..
+    } = &plan.steps[0].action
+    else {
+        panic!("{:?}", plan.steps[0]);
+    };
+    assert_eq!(
+        (machine.as_str(), *port, user.as_str()),
+        ("web1", 5432, "medic")
+    );
+    assert_eq!(rejoin.data_dir, Path::new("/var/lib/pg"));
+    // Its record says so: the fence medic made is undone.
+    let mut fenced = state.clone();
+    fenced
+        .services
+        .get_mut("www")
+        .unwrap()
+        .fenced
+        .insert("web1".into());
+    fenced.apply(&plan.steps[0].action, &StepOutput::default());
+    assert!(fenced.services["www"].fenced.is_empty());
+    // Without `rejoin` medic never stopped its server: there is nothing to start.
+    let bare = with_postgres("");
+    let plan = plan_recovery(&bare, &ObservedState::assumed(&bare), &event, "r1").unwrap();
+    assert!(!outline(&plan).iter().any(|s| s.starts_with("pg-start")));
+}

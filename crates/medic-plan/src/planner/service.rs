@@ -451,10 +451,17 @@ impl<'a> Planner<'a> {
     }
 
     /// `medic switchover SERVICE --to P` where P is its primary already: what follows the
-    /// record of a new primary is done again — P's `on_promote` hook, P alone ready on the
+    /// record of a new primary is done again — P's PostgreSQL started as the primary if
+    /// medic fenced it (a switchover that failed before its promotion: `pg-start`), P's
+    /// `on_promote` hook, P alone ready on the
     /// proxies, its address brought up, the record pointed at it — for a failover that stopped after the record (its hook, the
     /// address or the DNS change failed), whose retries would not (P is the primary).
     fn service_reassert(&mut self, s: &'a Service, primary: &str) {
+        // Its database serving first: started again if a switchover's pg-stop fenced it
+        // (a switchover that failed before its promotion); nothing if it runs as the primary.
+        if let Some(start) = self.pg_start(s, primary) {
+            self.push(start);
+        }
         if let Some(hook) = &s.hooks.on_promote {
             let st = self.state.services.get(&s.name.value);
             let alone = st.is_some_and(|st| {

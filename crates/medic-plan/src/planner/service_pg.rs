@@ -174,6 +174,27 @@ impl Planner<'_> {
         })
     }
 
+    /// The step that starts `machine`'s server (the recorded primary) again as the primary
+    /// if medic's `pg-stop` fenced it and nothing was promoted since, if the service has a
+    /// `rejoin` (which says how) and a `postgres` check (to read it back).
+    pub(super) fn pg_start(&self, s: &Service, machine: &str) -> Option<Action> {
+        let rejoin = s.rejoin.as_ref()?;
+        let (port, check) = s.postgres_check()?;
+        Some(Action::StartPostgres {
+            service: s.name.value.clone(),
+            machine: machine.to_owned(),
+            address: addr_of(self.state, machine),
+            port,
+            user: check.pg_user().to_owned(),
+            database: check.pg_database().to_owned(),
+            password_file: check
+                .password_file
+                .as_ref()
+                .map(|p| p.display().to_string()),
+            rejoin: rejoin.value.clone(),
+        })
+    }
+
     /// The step that makes `machine`'s server a standby of `primary` again, if the service
     /// has a `rejoin` (and a `postgres` check, which it then must have).
     pub(super) fn pg_rejoin(&self, s: &Service, machine: &str, primary: &str) -> Option<Action> {

@@ -261,10 +261,7 @@ impl Writer {
                     Err(why) => {
                         conn = None;
                         if failing == 0 {
-                            eprintln!(
-                                "client: w:{n} failed after {:?}: {why}",
-                                started.elapsed()
-                            );
+                            eprintln!("client: w:{n} failed after {:?}: {why}", started.elapsed());
                         }
                         failing += 1;
                     }

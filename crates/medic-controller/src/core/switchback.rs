@@ -1,0 +1,122 @@
+//! A service's switchover that failed before its new primary was promoted: the primary,
+//! still the recorded one, is made the primary again at once — the plan of `medic switchover
+//! SERVICE --to PRIMARY`, which starts its PostgreSQL again if the switchover's `pg-stop`
+//! fenced it (`pg-start`), runs its `on_promote`, puts it back on the proxies and brings its
+//! address and DNS record back. Without it the service had no primary until its checks
+//! failed it over, and that failover promoted under the lag limit what the switchover had
+//! refused to promote without every write.
+
+use medic_plan::{Action, AlertLevel, Event, Plan, ServiceRole};
+
+use super::{Core, Output, Request, Running};
+
+/// How a switchback's trigger starts.
+const SWITCHBACK: &str = "switchback:";
+
+impl Core {
+    /// After a service's switchover failed at `step`: its switchback asked for, first in
+    /// the queue, if nothing of the new primary had been done (no promotion asked for, no
+    /// role recorded, no `on_promote` run) and the service's primary is still the one the
+    /// switchover demoted. A switchback that fails is not switched back again. Whether it was
+    /// asked for.
+    pub(super) fn switch_back(
+        &mut self,
+        run: &Running,
+        step: usize,
+        error: &str,
+        now_ms: u64,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Event::Switchover { shard: service, to } = &run.plan.event else {
+            return false;
+        };
+        if self.loaded.topology.service(service).is_none() {
+            return false;
+        }
+        let Some(st) = self.saved.observed.services.get(service) else {
+            return false;
+        };
+        let primary = st.primary.clone();
+        // (Not a resumed run: its promotion may have been asked for before the restart.)
+        if to.as_deref() == Some(primary.as_str())
+            || run.resumed
+            || !before_promotion(&run.plan, step, service)
+        {
+            return false;
+        }
+        out.push(Output::Alert {
+            level: AlertLevel::Critical,
+            message: format!(
+                "the switchover of service {service} failed at step {step} ({error}) before anything was promoted: {primary} is made its primary again (its PostgreSQL started again if medic stopped it, its on_promote, the proxies, its address and DNS record)"
+            ),
+        });
+        let req = Request {
+            event: Event::Switchover {
+                shard: service.clone(),
+                to: Some(primary.clone()),
+            },
+            trigger: format!(
+                "{SWITCHBACK} the switchover {} failed at step {step}",
+                run.plan.recovery
+            ),
+            first_failure_ms: None,
+            master_last_ok_ms: None,
+            queued_ms: now_ms,
+            detected: false,
+            resume: None,
+        };
+        if !self.request(req) {
+            return false;
+        }
+        // Before a failover its stopped server may have queued meanwhile.
+        if let Some(r) = self.queue.pop_back() {
+            self.queue.push_front(r);
+        }
+        true
+    }
+
+    /// A switchback ended (its plan ran to the end): the service's machines are judged
+    /// afresh, and a failover queued on the checks its switchover failed (its primary
+    /// stopped, since started again) no longer starts.
+    pub(super) fn switched_back(&mut self, run: &Running, now_ms: u64) {
+        if !run.trigger.starts_with(SWITCHBACK) {
+            return;
+        }
+        let Event::Switchover { shard: service, .. } = &run.plan.event else {
+            return;
+        };
+        self.health.retain(
+            |t, _| !matches!(t, crate::checks::Target::Service { service: s, .. } if s == service),
+        );
+        self.switched_back_ms.insert(service.clone(), now_ms);
+    }
+
+    /// Why a failover of `service` queued at `queued_ms` no longer stands, if a switchback
+    /// of the service ended since.
+    pub(super) fn switched_back_since(&self, service: &str, queued_ms: u64) -> Option<String> {
+        self.switched_back_ms
+            .get(service)
+            .filter(|at| **at >= queued_ms)
+            .map(|_| {
+                format!("service {service}'s primary was made the primary again since (a switchback): its machines are judged afresh")
+            })
+    }
+}
+
+/// Whether a service plan's step `failed` comes before anything that makes another machine
+/// the primary: its promotion asked for, a primary recorded, or its `on_promote` run.
+fn before_promotion(plan: &Plan, failed: usize, service: &str) -> bool {
+    let first = plan.steps.iter().find(|s| match &s.action {
+        Action::PromotePostgres { service: sv, .. } => sv == service,
+        Action::ServiceRole {
+            service: sv,
+            role: ServiceRole::Primary,
+            ..
+        } => sv == service,
+        Action::RunHook {
+            service: sv, hook, ..
+        } => sv == service && hook == "on_promote",
+        _ => false,
+    });
+    first.is_some_and(|s| failed < s.index)
+}

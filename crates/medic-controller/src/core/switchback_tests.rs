@@ -1,0 +1,185 @@
+//! A service's switchover that fails before its promotion is switched back: its primary made
+//! the primary again at once (`pg-start` first), before the failover its stopped server
+//! queued, which then no longer starts (examples/domino.yaml with PostgreSQL and `rejoin`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use medic_detect::Observation;
+use medic_plan::{Action, Event, StepOutput};
+use medic_redis::Role::{Master, Replica};
+
+use super::service_tests::{check, core_with, pg_at, queued, www};
+use super::tests::{alerts, request};
+use super::*;
+
+/// domino's service checked by PostgreSQL, with `rejoin`; both machines seen passing, at the
+/// same WAL position.
+fn core() -> Core {
+    let mut c = core_with(&[
+        (
+            "failback: manual",
+            "failback: manual\n    rejoin: {data_dir: /var/lib/pg, bin_dir: /usr/lib/postgresql/15/bin}",
+        ),
+        (
+            "{kind: http, path: /health, status: 200, body: ok,",
+            "{kind: postgres, user: medic, database: www,",
+        ),
+    ]);
+    for at in [1_000, 1_500] {
+        pg_at(&mut c, &www("web1"), at, Master, 100);
+        pg_at(&mut c, &www("web2"), at, Replica, 100);
+    }
+    c
+}
+
+fn to(machine: &str) -> Event {
+    Event::Switchover {
+        shard: "www".into(),
+        to: Some(machine.into()),
+    }
+}
+
+/// Starts the switchover to web2 and runs it until the step of `kind`, which fails; web1's
+/// checks fail meanwhile (its server stopped). The outputs of its end.
+fn fail_switchover_at(c: &mut Core, kind: &str) -> Vec<Output> {
+    assert!(c.request(request(to("web2"), 2_000, false)));
+    c.schedule(2_000);
+    let id = c
+        .running
+        .keys()
+        .next()
+        .cloned()
+        .expect("the switchover runs");
+    let step = loop {
+        let Next::Run(step) = c.next_step(&id, 2_100) else {
+            panic!("no {kind} step");
+        };
+        if step.action.kind() == kind {
+            break step;
+        }
+        c.step_done(&id, &step, &StepOutput::default(), 2_100);
+    };
+    for at in [2_500, 3_000, 3_500] {
+        check(c, &www("web1"), at, Observation::Refused);
+    }
+    c.step_failed(&id, step.index, "it went wrong".into());
+    let Next::End(outcome) = c.next_step(&id, 4_000) else {
+        panic!("not ended");
+    };
+    c.finished(&id, &outcome, 4_000)
+}
+
+/// Runs the recovery that `schedule` starts to its end: the outputs of its end.
+fn run_next(c: &mut Core, at: u64) -> (Event, Vec<Output>) {
+    c.schedule(at);
+    let (id, event) = c
+        .running
+        .iter()
+        .next()
+        .map(|(id, r)| (id.clone(), r.plan.event.clone()))
+        .expect("a recovery runs");
+    loop {
+        match c.next_step(&id, at) {
+            Next::Run(step) => {
+                c.step_done(&id, &step, &StepOutput::default(), at);
+            }
+            Next::End(outcome) => return (event, c.finished(&id, &outcome, at)),
+            Next::Unknown => panic!("lost"),
+        }
+    }
+}
+
+#[test]
+fn a_switchover_failing_at_its_pg_stop_switches_back_before_the_failover_it_caused() {
+    let mut c = core();
+    let out = fail_switchover_at(&mut c, "pg-stop");
+    let said = alerts(&out);
+    assert!(
+        said.iter()
+            .any(|a| a.contains("web1 is made its primary again") && a.contains("step")),
+        "{said:?}"
+    );
+    // The switchback first, then the failover web1's failing checks queued.
+    let q = queued(&c);
+    assert_eq!(q.first(), Some(&to("web1")), "{q:?}");
+    assert!(
+        q.contains(&Event::ServiceDown {
+            service: "www".into(),
+            machine: "web1".into()
+        }),
+        "{q:?}"
+    );
+    // Nothing was promoted: no promotion is remembered as maybe under way.
+    assert_eq!(c.saved.observed.services["www"].promoting, None);
+    assert_eq!(c.saved.observed.services["www"].primary, "web1");
+    let (event, _) = run_next(&mut c, 5_000);
+    assert_eq!(event, to("web1"));
+    let plan = c.saved.observed.services["www"].primary.clone();
+    assert_eq!(plan, "web1");
+    // The failover queued on the stopped server's checks no longer starts.
+    let out = c.schedule(5_100);
+    assert!(
+        c.running.is_empty() && c.queued().next().is_none(),
+        "{:?}",
+        queued(&c)
+    );
+    assert!(
+        alerts(&out).iter().any(|a| a.contains("switchback")),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn the_switchback_plan_starts_the_stopped_server_first() {
+    let mut c = core();
+    fail_switchover_at(&mut c, "pg-stop");
+    let plan = medic_plan::plan_recovery(&c.loaded.topology, &c.saved.observed, &to("web1"), "r2")
+        .unwrap();
+    assert!(
+        matches!(&plan.steps[0].action, Action::StartPostgres { machine, .. } if machine == "web1"),
+        "{:?}",
+        plan.steps
+    );
+}
+
+#[test]
+fn no_switchback_once_the_promotion_was_asked_for_nor_after_a_failed_switchback() {
+    // At the promotion: it may finish; remembered, not undone.
+    let mut c = core();
+    let out = fail_switchover_at(&mut c, "pg-promote");
+    assert!(
+        !alerts(&out).iter().any(|a| a.contains("primary again")),
+        "{out:?}"
+    );
+    assert!(!queued(&c).contains(&to("web1")), "{:?}", queued(&c));
+    assert_eq!(
+        c.saved.observed.services["www"].promoting.as_deref(),
+        Some("web2")
+    );
+    // A switchback that fails is not switched back again: the failover follows.
+    let mut c = core();
+    fail_switchover_at(&mut c, "pg-stop");
+    c.schedule(5_000);
+    let id = c.running.keys().next().cloned().unwrap();
+    let Next::Run(step) = c.next_step(&id, 5_000) else {
+        panic!("no step");
+    };
+    assert_eq!(step.action.kind(), "pg-start");
+    c.step_failed(&id, step.index, "its server would not start".into());
+    let Next::End(outcome) = c.next_step(&id, 5_100) else {
+        panic!("not ended");
+    };
+    let out = c.finished(&id, &outcome, 5_100);
+    assert!(
+        !alerts(&out).iter().any(|a| a.contains("primary again")),
+        "{out:?}"
+    );
+    let (event, _) = run_next(&mut c, 5_200);
+    assert_eq!(
+        event,
+        Event::ServiceDown {
+            service: "www".into(),
+            machine: "web1".into()
+        }
+    );
+}
