@@ -407,9 +407,11 @@ impl<'a> Planner<'a> {
                 .iter()
                 .find(|r| r.machine == m)
                 .ok_or_else(|| cannot(format!("{m} is not one of its replicas")))?,
+            // (On a tie, the one listed first, as a failover chooses.)
             None => st
                 .replicas
                 .iter()
+                .rev()
                 .filter(|r| {
                     r.offset.is_some() && super::lacking_on(self.top, st, &r.machine).is_empty()
                 })

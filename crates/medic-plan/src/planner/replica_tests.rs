@@ -442,3 +442,20 @@ fn a_switchover_goes_only_to_a_replica_every_proxy_can_route_to() {
         "`r9001` cannot be switched over: haproxy1 had no server for redis3 when last read; `medic recover PROXY` configures them"
     );
 }
+
+/// On a tie a switchover goes to the replica listed first, as a failover does.
+#[test]
+fn on_a_tie_a_switchover_and_a_failover_choose_the_same_replica() {
+    let (top, mut state) = three_replicas();
+    let s = state.shards.get_mut("r9001").unwrap();
+    s.replicas[0].offset = Some(9_900);
+    s.replicas[1].offset = Some(9_900);
+    for event in [switch("r9001", None), lost("redis1")] {
+        let p = plan(&top, &state, &event);
+        assert!(
+            outline(&p).contains(&"promote r9001@redis2".to_owned()),
+            "{event:?}: {:#?}",
+            outline(&p)
+        );
+    }
+}
