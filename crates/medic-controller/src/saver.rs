@@ -148,6 +148,7 @@ mod tests {
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),
+            kept_unanswered: Default::default(),
         }
     }
 

@@ -51,6 +51,11 @@ pub struct Saved {
     /// `policy.max_recoveries_per_hour`.
     #[serde(default)]
     pub recoveries: Vec<(String, u64)>,
+    /// Lost machines a recovery kept (for the copy on their disk) that no check has had an
+    /// answer from since (not even a refusal): kept again, the same loss is judged again, not
+    /// counted anew against `policy.max_recoveries_per_hour` — after a restart too.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub kept_unanswered: BTreeSet<String>,
 }
 
 impl Saved {
@@ -73,6 +78,7 @@ impl Saved {
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),
+            kept_unanswered: BTreeSet::new(),
         }
     }
 }
@@ -210,6 +216,7 @@ mod tests {
             replacements: vec![("x".into(), 5)],
             retries: BTreeMap::from([("y".to_owned(), (10, 2))]),
             recoveries: vec![("y".into(), 7)],
+            kept_unanswered: BTreeSet::from(["z".to_owned()]),
         };
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));

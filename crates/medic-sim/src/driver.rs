@@ -166,6 +166,7 @@ impl Sim {
             replacements: Vec::new(),
             retries: Default::default(),
             recoveries: Vec::new(),
+            kept_unanswered: Default::default(),
         };
         let mut rng = Rng::new(seed ^ 0x5eed);
         let checks = medic_controller::checks::targets(top)

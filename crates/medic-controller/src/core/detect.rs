@@ -40,13 +40,17 @@ impl Core {
     /// One check's result.
     pub fn on_check(&mut self, r: &CheckResult) -> Vec<Output> {
         // (Refused or unhealthy is an answer too: the machine is there.)
-        if !self.kept_unanswered.is_empty() && r.observation != Observation::Silent {
-            self.kept_unanswered.remove(r.target.machine());
+        let answered = !self.saved.kept_unanswered.is_empty()
+            && r.observation != Observation::Silent
+            && self.saved.kept_unanswered.remove(r.target.machine());
+        let mut out = match self.miscast(r) {
+            Some(out) => out,
+            None => self.on_result(r),
+        };
+        if answered {
+            out.push(Output::Save);
         }
-        if let Some(out) = self.miscast(r) {
-            return out;
-        }
-        self.on_result(r)
+        out
     }
 
     pub(super) fn on_result(&mut self, r: &CheckResult) -> Vec<Output> {

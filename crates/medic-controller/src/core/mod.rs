@@ -242,10 +242,6 @@ pub struct Core {
     /// Services whose switchback (after a failed switchover) ended, and when: a failover of
     /// the service queued before that does not start.
     switched_back_ms: BTreeMap<String, u64>,
-    /// Lost machines a recovery kept (for the copy on their disk) that no check has had an
-    /// answer from since (not even a refusal): kept again, the same loss is judged again, not counted anew against
-    /// `policy.max_recoveries_per_hour`. (In memory: after a restart the next keep counts.)
-    kept_unanswered: BTreeSet<String>,
     /// Machines out of a service that answered and were demoted (their address taken, their
     /// `on_demote` run) while still failing: not again until they go silent or rejoin.
     disarmed: BTreeSet<(String, String)>,
@@ -279,7 +275,6 @@ impl Core {
             leading: true,
             failback_stopped: BTreeSet::new(),
             switched_back_ms: BTreeMap::new(),
-            kept_unanswered: BTreeSet::new(),
             disarmed: BTreeSet::new(),
             following: BTreeSet::new(),
             astray: BTreeSet::new(),
