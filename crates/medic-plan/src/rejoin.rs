@@ -222,19 +222,28 @@ fi
 
 /// The script that undoes `pg-stop` on the server in `r.data_dir` when its switchover failed
 /// before anything was promoted (`pg-start`): a server that runs out of recovery is the
-/// primary already and is left as it is; one medic fenced (its mark, on the timeline it is
-/// still on: nothing was promoted from it, nor has it followed anything since) loses its
-/// `standby.signal` and mark and is started (stopped first if something restarted it
-/// read-only); any other is not touched (exit 4): a server medic did not fence is not made a
-/// primary by medic.
+/// primary already and is left as it is (a stale mark removed); one medic fenced (its mark,
+/// on the timeline it is still on: nothing was promoted from it, nor has it followed anything
+/// since — asked again once it is stopped, when its control file is current) loses its
+/// `standby.signal` and is started, and its mark goes only once it has started, so a start
+/// that fails can be tried again; any other is not touched (exit 4): a server medic did not
+/// fence is not made a primary by medic.
 pub fn start_script(r: &PgRejoin) -> String {
+    let refuse = format!(
+        r#"{{ echo "medic: the server in $D is not an old primary medic fenced on the timeline it is on (no {FENCED} mark naming it): it is not started as a primary; start it by hand if it should be one" >&2; exit 4; }}"#
+    );
     format!(
         r#"{prelude}[ -f "$D/PG_VERSION" ] || {{ echo "medic: no PostgreSQL data in $D: nothing started" >&2; exit 9; }}
-if running && [ ! -f "$D/standby.signal" ] && [ ! -f "$D/recovery.signal" ]; then echo "medic: the server runs as the primary already"; exit 0; fi
-fenced || {{ echo "medic: the server in $D is not an old primary medic fenced on the timeline it is on (no {fenced} mark naming it): it is not started as a primary; start it by hand if it should be one" >&2; exit 4; }}
-{stop}rm -f "$D/standby.signal" "$D/{fenced}" || {{ echo "medic: could not remove $D/standby.signal and its fence mark: nothing started" >&2; exit 5; }}
+if running && [ ! -f "$D/standby.signal" ] && [ ! -f "$D/recovery.signal" ]; then
+  rm -f "$D/{fenced}"
+  echo "medic: the server runs as the primary already"; exit 0
+fi
+fenced || {refuse}
+{stop}fenced || {refuse}
+rm -f "$D/standby.signal" || {{ echo "medic: could not remove $D/standby.signal: nothing started" >&2; exit 5; }}
 LOG=/run/medic-pg-start.log
-sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed" >&2; exit 7; }}
+sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed (its fence mark is kept: the step may be tried again)" >&2; exit 7; }}
+rm -f "$D/{fenced}"
 echo "medic: its fence undone (standby.signal and mark removed), started as the primary again"
 "#,
         prelude = prelude(r),
@@ -418,20 +427,101 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// The start script run under `sh` against a fake PostgreSQL (`pg_ctl status` says
+    /// whether `$D/running` exists, `pg_controldata` names timeline 1) and a `runuser` that
+    /// runs its command as the caller.
     #[test]
-    fn only_a_server_medic_fenced_is_started_as_the_primary() {
-        let s = start_script(&settings(RejoinMethod::Rewind));
-        let primary = s.find("runs as the primary already").unwrap();
-        let guard = s.find("fenced ||").unwrap();
-        let removed = s
-            .find(r#"rm -f "$D/standby.signal" "$D/medic-fenced""#)
-            .unwrap();
-        let started = s.rfind("sh -c 'runuser").unwrap();
-        assert!(
-            primary < guard && guard < removed && removed < started,
-            "{s}"
+    fn only_a_server_medic_fenced_is_started_as_the_primary_and_a_failed_start_is_retried() {
+        let dir = std::env::temp_dir().join(format!("medic-pg-start-{}", std::process::id()));
+        let (data, bin, path) = (dir.join("data"), dir.join("bin"), dir.join("path"));
+        for d in [&data, &bin, &path] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let exe = |p: std::path::PathBuf, body: &str| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        };
+        exe(path.join("runuser"), "shift 3; exec \"$@\"");
+        let d = data.display();
+        exe(
+            bin.join("pg_ctl"),
+            &format!(
+                "case \"$*\" in *status*) [ -f {d}/running ] || exit 3;; *stop*) rm -f {d}/running;; esac"
+            ),
         );
-        assert!(s[guard..removed].contains("exit 4"));
+        exe(
+            bin.join("pg_controldata"),
+            "echo \"Latest checkpoint's TimeLineID:       1\"",
+        );
+        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+        let run = |start: &str| {
+            let r: PgRejoin = serde_json::from_value(serde_json::json!({
+                "data_dir": data, "bin_dir": bin, "os_user": "nobody",
+                "start": start, "stop": format!("rm -f {d}/running"),
+            }))
+            .unwrap();
+            let out = std::process::Command::new("sh")
+                .args(["-c", &start_script(&r)])
+                .env(
+                    "PATH",
+                    format!(
+                        "{}:{}",
+                        path.display(),
+                        std::env::var("PATH").unwrap_or_default()
+                    ),
+                )
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned()
+                    + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let has = |f: &str| data.join(f).exists();
+        let set = |f: &str, text: Option<&str>| match text {
+            Some(t) => std::fs::write(data.join(f), t).unwrap(),
+            None => {
+                let _ = std::fs::remove_file(data.join(f));
+            }
+        };
+        let started = format!("touch {d}/running");
+        // Not medic's fence (no mark, or a mark of another timeline): not touched.
+        set("standby.signal", Some(""));
+        for mark in [None, Some("tl 2 end 0/3000028\n")] {
+            set(FENCED, mark);
+            let (code, said) = run(&started);
+            assert_eq!(code, Some(4), "{said}");
+            assert!(has("standby.signal") && !has("running"), "{said}");
+        }
+        // Fenced by medic: a start that fails keeps the mark, and the step tried again starts it.
+        set(FENCED, Some("tl 1 end 0/3000028\n"));
+        let (code, said) = run("false");
+        assert_eq!(code, Some(7), "{said}");
+        assert!(has(FENCED) && !has("running"), "{said}");
+        let (code, said) = run(&started);
+        assert_eq!(code, Some(0), "{said}");
+        assert!(said.contains("started as the primary again"), "{said}");
+        assert!(
+            has("running") && !has(FENCED) && !has("standby.signal"),
+            "{said}"
+        );
+        // Restarted read-only by something else (its signal back): stopped, then started.
+        set("standby.signal", Some(""));
+        set(FENCED, Some("tl 1\n"));
+        let (code, said) = run(&started);
+        assert_eq!(code, Some(0), "{said}");
+        assert!(
+            said.contains("medic: stopped the server") && has("running"),
+            "{said}"
+        );
+        assert!(!has(FENCED) && !has("standby.signal"), "{said}");
+        // Running as the primary: left as it is.
+        let (code, said) = run("false");
+        assert_eq!(code, Some(0), "{said}");
+        assert!(said.contains("runs as the primary already"), "{said}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -113,6 +113,18 @@ fn a_switchover_whose_standby_cannot_catch_up_is_switched_back_and_loses_nothing
             eprintln!("  {} {} {} ms", s["kind"], s["status"], s["duration_ms"]);
         }
     }
+    // No failover ran: the one primus's failing checks queued was dropped.
+    let recoveries: Vec<String> = env
+        .history()
+        .iter()
+        .filter_map(|r| r["event"].as_str().map(str::to_owned))
+        .collect();
+    assert!(
+        recoveries
+            .iter()
+            .all(|e| e.starts_with("switchover of dryad-db")),
+        "{recoveries:?}"
+    );
     let stopped: Vec<&serde_json::Value> =
         history.iter().filter(|s| s["kind"] == "pg-stop").collect();
     assert!(

@@ -102,7 +102,8 @@ impl Core {
                         message: format!("the automatic failback of service {shard} failed: medic does not try it again; check both machines, then `medic switchover {shard}` by hand"),
                     });
                 }
-                Outcome::Completed if !automatic => {
+                // (An operator's: not the switchback of a failed failback.)
+                Outcome::Completed if !automatic && !Self::is_switchback(&run.trigger) => {
                     self.failback_stopped.remove(shard);
                 }
                 _ => {}
@@ -204,7 +205,7 @@ impl Core {
             // judged again, not something breaking it again, so not counted against
             // `policy.max_recoveries_per_hour` (else the watches would end in a crash-loop
             // hold within minutes). A machine that answered in between counts as any other.
-            if !self.kept_unanswered.insert(m.clone())
+            if !self.saved.kept_unanswered.insert(m.clone())
                 && run.detected
                 && let Some(at) = self.saved.recoveries.iter().rposition(|(what, _)| what == m)
             {

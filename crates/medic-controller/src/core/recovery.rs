@@ -204,6 +204,9 @@ impl Core {
         {
             return Err(format!("{machine} is {shard}'s recorded master by now"));
         }
+        if let Some(why) = self.switchback_stale(req) {
+            return Err(why);
+        }
         if !req.detected {
             return Ok(());
         }

@@ -37,9 +37,11 @@ impl Core {
             return false;
         };
         let primary = st.primary.clone();
-        // (Not a resumed run: its promotion may have been asked for before the restart.)
+        // Not a resumed run (its promotion may have been asked for before the restart), nor
+        // while an earlier recovery's promotion may still be under way.
         if to.as_deref() == Some(primary.as_str())
             || run.resumed
+            || st.promoting.is_some()
             || !before_promotion(&run.plan, step, service)
         {
             return false;
@@ -75,11 +77,38 @@ impl Core {
         true
     }
 
+    /// Whether `req` is a switchback.
+    pub(super) fn is_switchback(req_trigger: &str) -> bool {
+        req_trigger.starts_with(SWITCHBACK)
+    }
+
+    /// Why a queued switchback no longer stands, if it does not: the service's primary is no
+    /// longer the one it would make the primary again (a failover, or another switchover, ran
+    /// meanwhile — under another leader of a group, say), or a promotion may be under way.
+    pub(super) fn switchback_stale(&self, req: &Request) -> Option<String> {
+        let Event::Switchover { shard: service, to } = &req.event else {
+            return None;
+        };
+        if !Self::is_switchback(&req.trigger) {
+            return None;
+        }
+        let st = self.saved.observed.services.get(service)?;
+        if to.as_deref() != Some(st.primary.as_str()) {
+            return Some(format!(
+                "the switchback of service {service} no longer stands: {} is its primary now",
+                st.primary
+            ));
+        }
+        st.promoting.as_ref().map(|m| {
+            format!("the switchback of service {service} no longer stands: the promotion of {m} may be under way")
+        })
+    }
+
     /// A switchback ended (its plan ran to the end): the service's machines are judged
     /// afresh, and a failover queued on the checks its switchover failed (its primary
     /// stopped, since started again) no longer starts.
     pub(super) fn switched_back(&mut self, run: &Running, now_ms: u64) {
-        if !run.trigger.starts_with(SWITCHBACK) {
+        if !Self::is_switchback(&run.trigger) {
             return;
         }
         let Event::Switchover { shard: service, .. } = &run.plan.event else {

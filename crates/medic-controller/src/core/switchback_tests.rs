@@ -42,7 +42,12 @@ fn to(machine: &str) -> Event {
 /// Starts the switchover to web2 and runs it until the step of `kind`, which fails; web1's
 /// checks fail meanwhile (its server stopped). The outputs of its end.
 fn fail_switchover_at(c: &mut Core, kind: &str) -> Vec<Output> {
-    assert!(c.request(request(to("web2"), 2_000, false)));
+    fail_at(c, request(to("web2"), 2_000, false), kind)
+}
+
+/// As [`fail_switchover_at`], for the switchover `req`.
+fn fail_at(c: &mut Core, req: Request, kind: &str) -> Vec<Output> {
+    assert!(c.request(req));
     c.schedule(2_000);
     let id = c
         .running
@@ -114,8 +119,7 @@ fn a_switchover_failing_at_its_pg_stop_switches_back_before_the_failover_it_caus
     assert_eq!(c.saved.observed.services["www"].primary, "web1");
     let (event, _) = run_next(&mut c, 5_000);
     assert_eq!(event, to("web1"));
-    let plan = c.saved.observed.services["www"].primary.clone();
-    assert_eq!(plan, "web1");
+    assert_eq!(c.saved.observed.services["www"].primary, "web1");
     // The failover queued on the stopped server's checks no longer starts.
     let out = c.schedule(5_100);
     assert!(
@@ -181,5 +185,57 @@ fn no_switchback_once_the_promotion_was_asked_for_nor_after_a_failed_switchback(
             service: "www".into(),
             machine: "web1".into()
         }
+    );
+}
+
+#[test]
+fn no_switchback_while_an_earlier_promotion_may_be_under_way() {
+    let mut c = core();
+    c.saved.observed.services.get_mut("www").unwrap().promoting = Some("web2".into());
+    let out = fail_switchover_at(&mut c, "pg-stop");
+    assert!(
+        !alerts(&out).iter().any(|a| a.contains("primary again")),
+        "{out:?}"
+    );
+    assert!(!queued(&c).contains(&to("web1")), "{:?}", queued(&c));
+}
+
+#[test]
+fn a_failed_failback_switched_back_is_not_tried_again() {
+    let mut c = core();
+    let mut failback = request(to("web2"), 2_000, false);
+    failback.trigger = "failback: web2 passed its checks".into();
+    let out = fail_at(&mut c, failback, "pg-stop");
+    let said = alerts(&out);
+    assert!(
+        said.iter().any(|a| a.contains("automatic failback"))
+            && said.iter().any(|a| a.contains("primary again")),
+        "{said:?}"
+    );
+    let (event, _) = run_next(&mut c, 5_000);
+    assert_eq!(event, to("web1"));
+    assert!(
+        c.failback_stopped.contains("www"),
+        "the switchback is not an operator's switchover"
+    );
+}
+
+#[test]
+fn a_switchback_queued_under_an_old_primary_no_longer_starts() {
+    let mut c = core();
+    fail_switchover_at(&mut c, "pg-stop");
+    assert_eq!(queued(&c).first(), Some(&to("web1")));
+    // Meanwhile (another leader of a group, say) the service was failed over to web2.
+    c.saved.observed.services.get_mut("www").unwrap().primary = "web2".into();
+    let out = c.schedule(5_000);
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("no longer stands") && a.contains("web2 is its primary now")),
+        "{out:?}"
+    );
+    assert!(
+        !c.running.values().any(|r| r.plan.event == to("web1")),
+        "the switchback started"
     );
 }

@@ -353,6 +353,26 @@ fn a_switch_back_starts_the_primary_s_server_first_then_puts_it_back_everywhere(
         .insert("web1".into());
     fenced.apply(&plan.steps[0].action, &StepOutput::default());
     assert!(fenced.services["www"].fenced.is_empty());
+    // Passing its checks and not recorded fenced, it runs: nothing to start (no SSH needed).
+    let running = ObservedState::assumed(&top);
+    let plan = plan_recovery(&top, &running, &event, "r1").unwrap();
+    assert!(!outline(&plan).iter().any(|s| s.starts_with("pg-start")));
+    // Never while another server's promotion may be under way: a warning instead.
+    let mut promoting = state.clone();
+    promoting.services.get_mut("www").unwrap().promoting = Some("web2".into());
+    let plan = plan_recovery(&top, &promoting, &event, "r1").unwrap();
+    let steps = outline(&plan);
+    assert!(
+        !steps.iter().any(|s| s.starts_with("pg-start")),
+        "{steps:?}"
+    );
+    assert!(
+        plan.steps
+            .iter()
+            .any(|s| matches!(&s.action, Action::Alert { message, .. }
+            if message.contains("the promotion of web2 may still be under way"))),
+        "{steps:?}"
+    );
     // Without `rejoin` medic never stopped its server: there is nothing to start.
     let bare = with_postgres("");
     let plan = plan_recovery(&bare, &ObservedState::assumed(&bare), &event, "r1").unwrap();

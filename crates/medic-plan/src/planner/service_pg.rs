@@ -175,11 +175,28 @@ impl Planner<'_> {
     }
 
     /// The step that starts `machine`'s server (the recorded primary) again as the primary
-    /// if medic's `pg-stop` fenced it and nothing was promoted since, if the service has a
-    /// `rejoin` (which says how) and a `postgres` check (to read it back).
-    pub(super) fn pg_start(&self, s: &Service, machine: &str) -> Option<Action> {
+    /// if medic's `pg-stop` fenced it, if the service has a `rejoin` (which says how) and a
+    /// `postgres` check (to read it back), and the server is recorded fenced or failing its
+    /// checks (one that passes runs already: nothing to start, and no SSH needed). Never
+    /// while a promotion of another server may still be under way (`promoting`): a warning
+    /// says so instead, as two primaries could follow.
+    pub(super) fn pg_start(&mut self, s: &Service, machine: &str) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
+        let st = self.state.services.get(&s.name.value)?;
+        if !st.fenced.contains(machine) && !st.down.contains(machine) {
+            return None;
+        }
+        if let Some(other) = &st.promoting {
+            self.alert(
+                AlertLevel::Warning,
+                format!(
+                    "service {}: {machine}'s PostgreSQL is not started again by medic: the promotion of {other} may still be under way, and {machine} started as the primary beside it would be a second one. Once {other} is seen as a standby (or you know its promotion did not happen), `medic switchover {} --to {machine}` again",
+                    s.name.value, s.name.value
+                ),
+            );
+            return None;
+        }
         Some(Action::StartPostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
