@@ -2,8 +2,9 @@
 //! SSH): one text each, so that `medic plan` prints exactly what `medic run` sends.
 //!
 //! `pg-stop` (the fence of a PostgreSQL primary, when the service has `rejoin`): the server
-//! stopped if it runs — the `stop` command within 30 s, else `pg_ctl stop -m immediate`, else
-//! SIGKILL — and read back stopped (`pg_ctl status`, nothing on the port); then
+//! stopped if it runs — the `stop` command within 30 s (2 s after its shutdown checkpoint if
+//! it then only waits for its WAL senders), else `pg_ctl stop -m immediate`, else SIGKILL —
+//! and read back stopped (`pg_ctl status`, nothing on the port); then
 //! `standby.signal` and medic's mark written, so that a restart brings it back read-only.
 //!
 //! `pg-rejoin`, in order, each part a no-op when already done, so a step run again after a
@@ -241,9 +242,9 @@ fi
 fenced || {refuse}
 {stop}fenced || {refuse}
 rm -f "$D/standby.signal" || {{ echo "medic: could not remove $D/standby.signal: nothing started" >&2; exit 5; }}
-LOG=/run/medic-pg-start.log
-sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed (its fence mark is kept: the step may be tried again)" >&2; exit 7; }}
-rm -f "$D/{fenced}"
+LOG=$(mktemp) || exit 6
+sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; rm -f "$LOG"; echo "medic: the start command failed (its fence mark is kept: the step may be tried again)" >&2; exit 7; }}
+rm -f "$LOG" "$D/{fenced}"
 echo "medic: its fence undone (standby.signal and mark removed), started as the primary again"
 "#,
         prelude = prelude(r),
@@ -285,11 +286,32 @@ fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || re
 
 /// Stops the server if it runs: the `stop` command within 30 s, else an immediate shutdown
 /// (a server that does not stop cleanly is a primary that could still take writes), else
-/// SIGKILL to the postmaster and its children; exits 3 if it still runs.
+/// SIGKILL to the postmaster and its children; exits 3 if it still runs. A server whose
+/// shutdown checkpoint is written (its data clean, where its WAL ends known) but that still
+/// runs 2 s later is waiting for its WAL senders to reach standbys that do not answer — a
+/// standby cut off holds a fast shutdown up to `wal_sender_timeout` (a minute by default) —
+/// and is shut down at once instead: nothing is lost, the checkpoint is its last record.
 fn stop_block(r: &PgRejoin) -> String {
     format!(
         r#"if running; then
-  timeout 30 sh -c {stop} 9>&- >&2 || echo "medic: the stop command failed or took over 30 s" >&2
+  sr=$(mktemp) || exit 6
+  ( timeout 30 sh -c {stop} >&2 </dev/null; echo $? > "$sr" ) 9>&- &
+  sp=$!
+  i=0; clean=0
+  while running && [ ! -s "$sr" ] && [ $i -lt 300 ] && [ $clean -lt 20 ]; do
+    sleep 0.1; i=$((i+1))
+    case "$(controldata 'Database cluster state')" in "shut down"|"shut down in recovery") clean=$((clean+1));; *) clean=0;; esac
+  done
+  if running; then
+    # (Its `timeout` passes the signal on to the stop command.)
+    [ -s "$sr" ] || {{ pkill -TERM -P "$sp" 2>/dev/null; kill "$sp" 2>/dev/null; }}
+    if [ $clean -ge 20 ]; then
+      echo "medic: its shutdown checkpoint was written 2 s ago, but it still waits for its WAL senders (a standby that does not answer?)" >&2
+    else
+      echo "medic: the stop command failed or took over 30 s" >&2
+    fi
+  fi
+  rm -f "$sr"
   if running; then
     as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
     if running; then
@@ -331,6 +353,8 @@ fn conninfo_value(v: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn settings(method: RejoinMethod) -> PgRejoin {
@@ -352,7 +376,7 @@ mod tests {
             s.contains(r#"as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC" -R"#)
         );
         assert!(s.contains(
-            "timeout 30 sh -c 'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop'"
+            "( timeout 30 sh -c 'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop' >&2 </dev/null; echo $? > \"$sr\" ) 9>&- &"
         ));
         assert!(s.contains("-m immediate"));
         assert!(s.contains("-l /var/lib/pg/medic-start.log -w -t 120 start' 9>&-"));
@@ -361,9 +385,11 @@ mod tests {
         assert!(s.contains(r#"cp -a "$D/pg_wal/." "$kept/""#));
         // Never a copy without rewind_or_copy, and never a removal of the data.
         assert!(s.contains("[ no = yes ]"));
-        // (the only removals: medic's own copy of the WAL, cut short or made in vain, and
-        // pg-stop's mark once the server is a standby; never a standby.signal)
-        assert_eq!(s.matches("rm ").count(), 4, "{s}");
+        // (the only removals: medic's own copy of the WAL, cut short or made in vain,
+        // pg-stop's mark once the server is a standby, and the stop's own temporary file;
+        // never a standby.signal)
+        assert_eq!(s.matches("rm ").count(), 5, "{s}");
+        assert_eq!(s.matches(r#"rm -f "$sr""#).count(), 1);
         assert_eq!(s.matches(r#"rm -rf "$kept";"#).count(), 2);
         assert_eq!(s.matches(r#"rm -f "$D/medic-fenced""#).count(), 2);
         // A server not shut down cleanly is recovered in standby mode, privately, first.
@@ -427,42 +453,58 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    /// The start script run under `sh` against a fake PostgreSQL (`pg_ctl status` says
-    /// whether `$D/running` exists, `pg_controldata` names timeline 1) and a `runuser` that
-    /// runs its command as the caller.
-    #[test]
-    fn only_a_server_medic_fenced_is_started_as_the_primary_and_a_failed_start_is_retried() {
-        let dir = std::env::temp_dir().join(format!("medic-pg-start-{}", std::process::id()));
-        let (data, bin, path) = (dir.join("data"), dir.join("bin"), dir.join("path"));
-        for d in [&data, &bin, &path] {
-            std::fs::create_dir_all(d).unwrap();
+    /// A fake PostgreSQL in a fresh directory for the scripts run under `sh`: `pg_ctl status`
+    /// says whether `data/running` exists and `pg_ctl ... stop` (the immediate shutdown)
+    /// removes it; `pg_controldata` names timeline 1 and the state in `data/state`
+    /// (`in production` if absent); `runuser` runs its command as the caller. Its data
+    /// directory, and a function running a script there: (exit code, what it said).
+    struct FakePg {
+        dir: std::path::PathBuf,
+        data: std::path::PathBuf,
+    }
+
+    impl FakePg {
+        fn new(name: &str) -> FakePg {
+            let dir = std::env::temp_dir().join(format!("medic-{name}-{}", std::process::id()));
+            let (data, bin, path) = (dir.join("data"), dir.join("bin"), dir.join("path"));
+            for d in [&data, &bin, &path] {
+                std::fs::create_dir_all(d).unwrap();
+            }
+            let exe = |p: std::path::PathBuf, body: &str| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+            };
+            exe(path.join("runuser"), "shift 3; exec \"$@\"");
+            let d = data.display();
+            exe(
+                bin.join("pg_ctl"),
+                &format!(
+                    "case \"$*\" in *status*) [ -f {d}/running ] || exit 3;; *stop*) rm -f {d}/running;; esac"
+                ),
+            );
+            exe(
+                bin.join("pg_controldata"),
+                &format!(
+                    "echo \"Latest checkpoint's TimeLineID:       1\"; echo \"Database cluster state:               $(cat {d}/state 2>/dev/null || echo 'in production')\""
+                ),
+            );
+            std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
+            FakePg { dir, data }
         }
-        let exe = |p: std::path::PathBuf, body: &str| {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        };
-        exe(path.join("runuser"), "shift 3; exec \"$@\"");
-        let d = data.display();
-        exe(
-            bin.join("pg_ctl"),
-            &format!(
-                "case \"$*\" in *status*) [ -f {d}/running ] || exit 3;; *stop*) rm -f {d}/running;; esac"
-            ),
-        );
-        exe(
-            bin.join("pg_controldata"),
-            "echo \"Latest checkpoint's TimeLineID:       1\"",
-        );
-        std::fs::write(data.join("PG_VERSION"), "15\n").unwrap();
-        let run = |start: &str| {
-            let r: PgRejoin = serde_json::from_value(serde_json::json!({
-                "data_dir": data, "bin_dir": bin, "os_user": "nobody",
-                "start": start, "stop": format!("rm -f {d}/running"),
+
+        fn settings(&self, start: &str, stop: &str) -> PgRejoin {
+            serde_json::from_value(serde_json::json!({
+                "data_dir": self.data, "bin_dir": self.dir.join("bin"), "os_user": "nobody",
+                "start": start, "stop": stop,
             }))
-            .unwrap();
+            .unwrap()
+        }
+
+        fn run(&self, script: &str) -> (Option<i32>, String) {
+            let path = self.dir.join("path");
             let out = std::process::Command::new("sh")
-                .args(["-c", &start_script(&r)])
+                .args(["-c", script])
                 .env(
                     "PATH",
                     format!(
@@ -478,50 +520,119 @@ mod tests {
                 String::from_utf8_lossy(&out.stdout).into_owned()
                     + &String::from_utf8_lossy(&out.stderr),
             )
-        };
-        let has = |f: &str| data.join(f).exists();
-        let set = |f: &str, text: Option<&str>| match text {
-            Some(t) => std::fs::write(data.join(f), t).unwrap(),
-            None => {
-                let _ = std::fs::remove_file(data.join(f));
+        }
+
+        fn has(&self, f: &str) -> bool {
+            self.data.join(f).exists()
+        }
+
+        fn set(&self, f: &str, text: Option<&str>) {
+            match text {
+                Some(t) => std::fs::write(self.data.join(f), t).unwrap(),
+                None => {
+                    let _ = std::fs::remove_file(self.data.join(f));
+                }
             }
-        };
+        }
+    }
+
+    impl Drop for FakePg {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    #[test]
+    fn only_a_server_medic_fenced_is_started_as_the_primary_and_a_failed_start_is_retried() {
+        let pg = FakePg::new("pg-start");
+        let d = pg.data.display().to_string();
         let started = format!("touch {d}/running");
+        let stop = format!("rm -f {d}/running");
+        let run = |start: &str| pg.run(&start_script(&pg.settings(start, &stop)));
         // Not medic's fence (no mark, or a mark of another timeline): not touched.
-        set("standby.signal", Some(""));
+        pg.set("standby.signal", Some(""));
         for mark in [None, Some("tl 2 end 0/3000028\n")] {
-            set(FENCED, mark);
+            pg.set(FENCED, mark);
             let (code, said) = run(&started);
             assert_eq!(code, Some(4), "{said}");
-            assert!(has("standby.signal") && !has("running"), "{said}");
+            assert!(pg.has("standby.signal") && !pg.has("running"), "{said}");
         }
         // Fenced by medic: a start that fails keeps the mark, and the step tried again starts it.
-        set(FENCED, Some("tl 1 end 0/3000028\n"));
+        pg.set(FENCED, Some("tl 1 end 0/3000028\n"));
         let (code, said) = run("false");
         assert_eq!(code, Some(7), "{said}");
-        assert!(has(FENCED) && !has("running"), "{said}");
+        assert!(pg.has(FENCED) && !pg.has("running"), "{said}");
         let (code, said) = run(&started);
         assert_eq!(code, Some(0), "{said}");
         assert!(said.contains("started as the primary again"), "{said}");
         assert!(
-            has("running") && !has(FENCED) && !has("standby.signal"),
+            pg.has("running") && !pg.has(FENCED) && !pg.has("standby.signal"),
             "{said}"
         );
         // Restarted read-only by something else (its signal back): stopped, then started.
-        set("standby.signal", Some(""));
-        set(FENCED, Some("tl 1\n"));
+        pg.set("standby.signal", Some(""));
+        pg.set(FENCED, Some("tl 1\n"));
         let (code, said) = run(&started);
         assert_eq!(code, Some(0), "{said}");
         assert!(
-            said.contains("medic: stopped the server") && has("running"),
+            said.contains("medic: stopped the server") && pg.has("running"),
             "{said}"
         );
-        assert!(!has(FENCED) && !has("standby.signal"), "{said}");
+        assert!(!pg.has(FENCED) && !pg.has("standby.signal"), "{said}");
         // Running as the primary: left as it is.
         let (code, said) = run("false");
         assert_eq!(code, Some(0), "{said}");
         assert!(said.contains("runs as the primary already"), "{said}");
-        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The stop: a stop command that fails is followed by an immediate shutdown at once; one
+    /// that hangs after the shutdown checkpoint (its WAL senders waiting for a standby cut
+    /// off) is cut short 2 s after the checkpoint, not 30 s after the stop began.
+    #[test]
+    fn a_stop_waiting_only_for_its_wal_senders_is_cut_short() {
+        let pg = FakePg::new("pg-stop");
+        let d = pg.data.display().to_string();
+        let script = |stop: &str| {
+            let r = pg.settings("true", stop);
+            format!("{}{}", prelude(&r), stop_block(&r))
+        };
+        for (stop, state, said_why, within) in [
+            (
+                "false",
+                None,
+                "the stop command failed",
+                Duration::from_secs(2),
+            ),
+            (
+                "sleep 60",
+                Some("shut down"),
+                "its shutdown checkpoint was written 2 s ago",
+                Duration::from_secs(5),
+            ),
+        ] {
+            pg.set("running", Some(""));
+            pg.set("state", state);
+            let began = std::time::Instant::now();
+            let (code, said) = pg.run(&script(stop));
+            let took = began.elapsed();
+            assert_eq!(code, Some(0), "{said}");
+            assert!(said.contains(said_why), "{said}");
+            assert!(
+                said.contains("stopped the server (immediate shutdown)"),
+                "{said}"
+            );
+            assert!(!pg.has("running"), "{said}");
+            assert!(took < within, "{stop}: {took:?}\n{said}");
+        }
+        // A stop command that stops the server: no immediate shutdown.
+        pg.set("running", Some(""));
+        pg.set("state", None);
+        let (code, said) = pg.run(&script(&format!("rm -f {d}/running")));
+        assert_eq!(code, Some(0), "{said}");
+        assert!(
+            said.contains("medic: stopped the server") && !said.contains("immediate"),
+            "{said}"
+        );
     }
 
     #[test]

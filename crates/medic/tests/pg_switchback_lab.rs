@@ -68,7 +68,7 @@ fn a_switchover_whose_standby_cannot_catch_up_is_switched_back_and_loses_nothing
     );
     let asked = std::time::Instant::now();
     let out = medic(&["switchover", "dryad-db", "--to", "secundus", "-t", env.f()]);
-    eprintln!("medic switchover: {}", text(&out));
+    assert!(out.status.success(), "{}", text(&out));
 
     // The switchover stops at its wait (30 s, not tried again), then switches back.
     env.wait(

@@ -38,13 +38,27 @@ impl Core {
         };
         let primary = st.primary.clone();
         // Not a resumed run (its promotion may have been asked for before the restart), nor
-        // while an earlier recovery's promotion may still be under way.
+        // while an earlier recovery's promotion may still be under way or another server
+        // was seen writable.
         if to.as_deref() == Some(primary.as_str())
             || run.resumed
             || st.promoting.is_some()
+            || st.writable.iter().any(|m| *m != primary)
             || !before_promotion(&run.plan, step, service)
         {
             return false;
+        }
+        // Its pg-stop ran (done, or failed at its wait for the standby after the stop): the
+        // server is recorded fenced, so the switchback starts it again whether or not a check
+        // has seen it down yet.
+        let stopped = run.plan.steps.iter().any(|s| {
+            s.index <= step
+                && matches!(&s.action, Action::StopPostgres { service: sv, machine, .. }
+                    if sv == service && *machine == primary)
+        });
+        if stopped && let Some(st) = self.saved.observed.services.get_mut(service) {
+            st.fenced.insert(primary.clone());
+            out.push(Output::Save);
         }
         out.push(Output::Alert {
             level: AlertLevel::Critical,
@@ -99,8 +113,13 @@ impl Core {
                 st.primary
             ));
         }
-        st.promoting.as_ref().map(|m| {
-            format!("the switchback of service {service} no longer stands: the promotion of {m} may be under way")
+        if let Some(m) = &st.promoting {
+            return Some(format!(
+                "the switchback of service {service} no longer stands: the promotion of {m} may be under way"
+            ));
+        }
+        st.writable.iter().find(|m| **m != st.primary).map(|m| {
+            format!("the switchback of service {service} no longer stands: {m} was seen writable")
         })
     }
 

@@ -42,11 +42,12 @@ fn to(machine: &str) -> Event {
 /// Starts the switchover to web2 and runs it until the step of `kind`, which fails; web1's
 /// checks fail meanwhile (its server stopped). The outputs of its end.
 fn fail_switchover_at(c: &mut Core, kind: &str) -> Vec<Output> {
-    fail_at(c, request(to("web2"), 2_000, false), kind)
+    fail_at(c, request(to("web2"), 2_000, false), kind, true)
 }
 
-/// As [`fail_switchover_at`], for the switchover `req`.
-fn fail_at(c: &mut Core, req: Request, kind: &str) -> Vec<Output> {
+/// As [`fail_switchover_at`], for the switchover `req`; web1's checks fail meanwhile only if
+/// `refused`.
+fn fail_at(c: &mut Core, req: Request, kind: &str, refused: bool) -> Vec<Output> {
     assert!(c.request(req));
     c.schedule(2_000);
     let id = c
@@ -64,7 +65,7 @@ fn fail_at(c: &mut Core, req: Request, kind: &str) -> Vec<Output> {
         }
         c.step_done(&id, &step, &StepOutput::default(), 2_100);
     };
-    for at in [2_500, 3_000, 3_500] {
+    for at in [2_500, 3_000, 3_500].into_iter().filter(|_| refused) {
         check(c, &www("web1"), at, Observation::Refused);
     }
     c.step_failed(&id, step.index, "it went wrong".into());
@@ -205,7 +206,7 @@ fn a_failed_failback_switched_back_is_not_tried_again() {
     let mut c = core();
     let mut failback = request(to("web2"), 2_000, false);
     failback.trigger = "failback: web2 passed its checks".into();
-    let out = fail_at(&mut c, failback, "pg-stop");
+    let out = fail_at(&mut c, failback, "pg-stop", true);
     let said = alerts(&out);
     assert!(
         said.iter().any(|a| a.contains("automatic failback"))
@@ -237,5 +238,41 @@ fn a_switchback_queued_under_an_old_primary_no_longer_starts() {
     assert!(
         !c.running.values().any(|r| r.plan.event == to("web1")),
         "the switchback started"
+    );
+}
+
+#[test]
+fn a_pg_stop_that_fails_before_any_check_saw_the_server_stopped_still_starts_it_again() {
+    let mut c = core();
+    fail_at(&mut c, request(to("web2"), 2_000, false), "pg-stop", false);
+    let st = &c.saved.observed.services["www"];
+    assert!(!st.down.contains("web1"), "no check saw it down");
+    assert!(
+        st.fenced.contains("web1"),
+        "its pg-stop ran: recorded fenced"
+    );
+    let plan = medic_plan::plan_recovery(&c.loaded.topology, &c.saved.observed, &to("web1"), "r2")
+        .unwrap();
+    assert!(
+        matches!(&plan.steps[0].action, Action::StartPostgres { machine, .. } if machine == "web1"),
+        "{:?}",
+        plan.steps
+    );
+}
+
+#[test]
+fn no_switchback_once_another_server_was_seen_writable() {
+    let mut c = core();
+    c.saved
+        .observed
+        .services
+        .get_mut("www")
+        .unwrap()
+        .writable
+        .insert("web2".into());
+    let out = fail_switchover_at(&mut c, "pg-stop");
+    assert!(
+        !alerts(&out).iter().any(|a| a.contains("primary again")),
+        "{out:?}"
     );
 }

@@ -370,9 +370,19 @@ fn a_switch_back_starts_the_primary_s_server_first_then_puts_it_back_everywhere(
         plan.steps
             .iter()
             .any(|s| matches!(&s.action, Action::Alert { message, .. }
-            if message.contains("the promotion of web2 may still be under way"))),
+            if message.contains("web2 may be a primary"))),
         "{steps:?}"
     );
+    // Nor while another server was seen writable.
+    let mut writable = state.clone();
+    writable
+        .services
+        .get_mut("www")
+        .unwrap()
+        .writable
+        .insert("web2".into());
+    let plan = plan_recovery(&top, &writable, &event, "r1").unwrap();
+    assert!(!outline(&plan).iter().any(|s| s.starts_with("pg-start")));
     // Without `rejoin` medic never stopped its server: there is nothing to start.
     let bare = with_postgres("");
     let plan = plan_recovery(&bare, &ObservedState::assumed(&bare), &event, "r1").unwrap();

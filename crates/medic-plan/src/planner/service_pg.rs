@@ -178,8 +178,8 @@ impl Planner<'_> {
     /// if medic's `pg-stop` fenced it, if the service has a `rejoin` (which says how) and a
     /// `postgres` check (to read it back), and the server is recorded fenced or failing its
     /// checks (one that passes runs already: nothing to start, and no SSH needed). Never
-    /// while a promotion of another server may still be under way (`promoting`): a warning
-    /// says so instead, as two primaries could follow.
+    /// while a promotion of another server may still be under way (`promoting`) or another
+    /// server was seen writable: a warning says so instead, as two primaries could follow.
     pub(super) fn pg_start(&mut self, s: &Service, machine: &str) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
@@ -187,11 +187,12 @@ impl Planner<'_> {
         if !st.fenced.contains(machine) && !st.down.contains(machine) {
             return None;
         }
-        if let Some(other) = &st.promoting {
+        let writable = st.writable.iter().find(|m| *m != machine);
+        if let Some(other) = st.promoting.as_ref().or(writable) {
             self.alert(
                 AlertLevel::Warning,
                 format!(
-                    "service {}: {machine}'s PostgreSQL is not started again by medic: the promotion of {other} may still be under way, and {machine} started as the primary beside it would be a second one. Once {other} is seen as a standby (or you know its promotion did not happen), `medic switchover {} --to {machine}` again",
+                    "service {}: {machine}'s PostgreSQL is not started again by medic: {other} may be a primary (its promotion may still be under way, or it was seen writable), and {machine} started as the primary beside it would be a second one. Once {other} is seen as a standby (or you know it is not a primary), `medic switchover {} --to {machine}` again",
                     s.name.value, s.name.value
                 ),
             );
