@@ -124,17 +124,15 @@ impl Planner<'_> {
         let Some((port, check)) = s.postgres_check() else {
             return;
         };
+        let login = login_of(&check);
         self.last.push(Action::FollowPostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
             port,
-            user: check.pg_user().to_owned(),
-            database: check.pg_database().to_owned(),
-            password_file: check
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            user: login.0,
+            database: login.1,
+            password_file: login.2,
             primary: primary.to_owned(),
             primary_address: addr_of(self.state, primary),
         });
@@ -153,15 +151,13 @@ impl Planner<'_> {
     ) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
+        let login = login_of(&check);
         let caught_up = then.map(|m| PgStandby {
             machine: m.to_owned(),
             address: addr_of(self.state, m),
-            user: check.pg_user().to_owned(),
-            database: check.pg_database().to_owned(),
-            password_file: check
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            user: login.0,
+            database: login.1,
+            password_file: login.2,
         });
         Some(Action::StopPostgres {
             service: s.name.value.clone(),
@@ -183,6 +179,7 @@ impl Planner<'_> {
     pub(super) fn pg_start(&mut self, s: &Service, machine: &str) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
+        let login = login_of(&check);
         let st = self.state.services.get(&s.name.value)?;
         if !st.fenced.contains(machine) && !st.down.contains(machine) {
             return None;
@@ -203,12 +200,9 @@ impl Planner<'_> {
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
             port,
-            user: check.pg_user().to_owned(),
-            database: check.pg_database().to_owned(),
-            password_file: check
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            user: login.0,
+            database: login.1,
+            password_file: login.2,
             rejoin: rejoin.value.clone(),
         })
     }
@@ -218,17 +212,15 @@ impl Planner<'_> {
     pub(super) fn pg_rejoin(&self, s: &Service, machine: &str, primary: &str) -> Option<Action> {
         let rejoin = s.rejoin.as_ref()?;
         let (port, check) = s.postgres_check()?;
+        let login = login_of(&check);
         Some(Action::RejoinPostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
             port,
-            user: check.pg_user().to_owned(),
-            database: check.pg_database().to_owned(),
-            password_file: check
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            user: login.0,
+            database: login.1,
+            password_file: login.2,
             primary: primary.to_owned(),
             primary_address: addr_of(self.state, primary),
             rejoin: rejoin.value.clone(),
@@ -247,17 +239,15 @@ impl Planner<'_> {
         let Some((port, check)) = s.postgres_check() else {
             return false;
         };
+        let login = login_of(&check);
         self.push(Action::PromotePostgres {
             service: s.name.value.clone(),
             machine: machine.to_owned(),
             address: addr_of(self.state, machine),
             port,
-            user: check.pg_user().to_owned(),
-            database: check.pg_database().to_owned(),
-            password_file: check
-                .password_file
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            user: login.0,
+            database: login.1,
+            password_file: login.2,
         });
         self.push(Action::ServiceRole {
             service: s.name.value.clone(),
@@ -266,4 +256,17 @@ impl Planner<'_> {
         });
         true
     }
+}
+
+/// Who medic logs in to a service's PostgreSQL as (as its `postgres` check does): the user,
+/// the database and the password file.
+fn login_of(check: &medic_topology::service::ServiceCheck) -> (String, String, Option<String>) {
+    (
+        check.pg_user().to_owned(),
+        check.pg_database().to_owned(),
+        check
+            .password_file
+            .as_ref()
+            .map(|p| p.display().to_string()),
+    )
 }
