@@ -55,6 +55,17 @@ pub struct ServiceState {
 }
 
 impl ServiceState {
+    /// A server besides `machine` that may be a primary: one whose promotion may still be
+    /// under way (`promoting`), else one seen writable. Medic then makes no other primary.
+    pub fn other_primary(&self, machine: &str) -> Option<&str> {
+        self.promoting.as_deref().or_else(|| {
+            self.writable
+                .iter()
+                .map(String::as_str)
+                .find(|m| *m != machine)
+        })
+    }
+
     /// Whether the machine medic's failed promotion step was asked to promote (not `old`,
     /// not failed away from) answered writable at its last check: promoted after all, and
     /// not recorded.

@@ -42,8 +42,7 @@ impl Core {
         // was seen writable.
         if to.as_deref() == Some(primary.as_str())
             || run.resumed
-            || st.promoting.is_some()
-            || st.writable.iter().any(|m| *m != primary)
+            || st.other_primary(&primary).is_some()
             || !before_promotion(&run.plan, step, service)
         {
             return false;
@@ -113,13 +112,8 @@ impl Core {
                 st.primary
             ));
         }
-        if let Some(m) = &st.promoting {
-            return Some(format!(
-                "the switchback of service {service} no longer stands: the promotion of {m} may be under way"
-            ));
-        }
-        st.writable.iter().find(|m| **m != st.primary).map(|m| {
-            format!("the switchback of service {service} no longer stands: {m} was seen writable")
+        st.other_primary(&st.primary).map(|m| {
+            format!("the switchback of service {service} no longer stands: {m} may be a primary (its promotion under way, or seen writable)")
         })
     }
 

@@ -184,8 +184,7 @@ impl Planner<'_> {
         if !st.fenced.contains(machine) && !st.down.contains(machine) {
             return None;
         }
-        let writable = st.writable.iter().find(|m| *m != machine);
-        if let Some(other) = st.promoting.as_ref().or(writable) {
+        if let Some(other) = st.other_primary(machine) {
             self.alert(
                 AlertLevel::Warning,
                 format!(
