@@ -172,6 +172,7 @@ impl Cloud for Ec2 {
             return Ok(Launched {
                 instance: found,
                 reused: true,
+                spare: false,
             });
         }
         let image = spec.image_id.clone().ok_or_else(|| CloudError::Invalid {
@@ -252,6 +253,7 @@ impl Cloud for Ec2 {
                     return Ok(Launched {
                         instance: first,
                         reused: false,
+                        spare: false,
                     });
                 }
                 Err(e) => match classify("launch", "ec2:RunInstances", launch_field(spec), e) {
@@ -326,6 +328,23 @@ impl Cloud for Ec2 {
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default();
         Ok(parse_console_host_keys(&text))
+    }
+
+    async fn retag(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[&str],
+    ) -> Result<(), CloudError> {
+        self.retag_instance(id, set, remove).await
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), CloudError> {
+        self.stop_instance(id).await
+    }
+
+    async fn start(&self, id: &str) -> Result<(), CloudError> {
+        self.start_instance(id).await
     }
 
     async fn move_address(

@@ -18,6 +18,7 @@ mod address;
 pub mod check;
 mod ec2;
 mod failover;
+mod lifecycle;
 mod route53;
 
 use std::time::Duration;

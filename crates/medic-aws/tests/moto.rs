@@ -212,6 +212,7 @@ fn spec(w: &World, machine: &str, recovery: &str, step: usize) -> LaunchSpec {
         instance_profile: None,
         tags,
         client_token: medic_plan::client_token(recovery, step),
+        from_spares: false,
     }
 }
 

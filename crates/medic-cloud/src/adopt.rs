@@ -152,6 +152,20 @@ mod tests {
         async fn terminate(&self, _: &str) -> Result<TerminateOutcome, CloudError> {
             Ok(TerminateOutcome::AlreadyGone)
         }
+        async fn retag(
+            &self,
+            _: &str,
+            _: &BTreeMap<String, String>,
+            _: &[&str],
+        ) -> Result<(), CloudError> {
+            Ok(())
+        }
+        async fn stop(&self, _: &str) -> Result<(), CloudError> {
+            Ok(())
+        }
+        async fn start(&self, _: &str) -> Result<(), CloudError> {
+            Ok(())
+        }
         async fn host_keys(&self, _: &str) -> Result<Vec<String>, CloudError> {
             let n = self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(if n < self.empty {

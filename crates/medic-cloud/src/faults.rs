@@ -96,6 +96,28 @@ impl<C: Cloud> Cloud for Faulty<C> {
         self.inner.host_keys(id).await
     }
 
+    async fn retag(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[&str],
+    ) -> Result<(), CloudError> {
+        self.inner.retag(id, set, remove).await
+    }
+
+    async fn stop(&self, id: &str) -> Result<(), CloudError> {
+        self.inner.stop(id).await
+    }
+
+    /// A started instance reads as `pending` for `pending_for`, as a launched one does.
+    async fn start(&self, id: &str) -> Result<(), CloudError> {
+        self.inner.start(id).await?;
+        if let Ok(mut m) = self.launched_at.lock() {
+            m.insert(id.to_owned(), Instant::now());
+        }
+        Ok(())
+    }
+
     async fn move_address(
         &self,
         id: &str,

@@ -14,6 +14,7 @@
 
 pub mod adopt;
 pub mod faults;
+pub mod spares;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -92,6 +93,8 @@ pub struct Launched {
     pub instance: Instance,
     /// `true` when the instance was found (launched by this recovery step before a crash).
     pub reused: bool,
+    /// `true` when it is a spare this step took ([`spares::claim`]), not a launch.
+    pub spare: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -173,6 +176,18 @@ pub trait Cloud: Send + Sync {
     /// The instance's SSH host keys (`ssh-ed25519 AAAA...`) from a source other than an SSH
     /// connection (console output, the lab's record); empty if not available yet.
     fn host_keys(&self, id: &str) -> impl Future<Output = Result<Vec<String>, CloudError>> + Send;
+    /// Sets the tags `set` on the instance and removes the tags named in `remove`; read
+    /// back by the caller. How a spare is taken ([`spares::claim`]) and marked ready.
+    fn retag(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[&str],
+    ) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Stops the instance (a spare kept stopped); one stopped already is success.
+    fn stop(&self, id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
+    /// Starts a stopped instance (a stopped spare taken); one running already is success.
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), CloudError>> + Send;
     /// Moves a service's own address to the instance: `ip`, a secondary private IPv4 address,
     /// assigned to its primary network interface and taken from any other interface holding it;
     /// with `elastic` (an allocation id), that Elastic IP associated with it. Read back; says

@@ -149,6 +149,7 @@ mod tests {
             retries: Default::default(),
             recoveries: Vec::new(),
             kept_unanswered: Default::default(),
+            spare_launches: Vec::new(),
         }
     }
 

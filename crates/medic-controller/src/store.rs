@@ -56,6 +56,11 @@ pub struct Saved {
     /// counted anew against `policy.max_recoveries_per_hour` — after a restart too.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub kept_unanswered: BTreeSet<String>,
+    /// When each spare's preparation was asked for (its role, ms since the epoch):
+    /// `policy.max_replacements_per_hour` bounds them per role, so a spare that fails its
+    /// preparation is not launched again and again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spare_launches: Vec<(String, u64)>,
 }
 
 impl Saved {
@@ -79,6 +84,7 @@ impl Saved {
             retries: Default::default(),
             recoveries: Vec::new(),
             kept_unanswered: BTreeSet::new(),
+            spare_launches: Vec::new(),
         }
     }
 }
@@ -217,6 +223,7 @@ mod tests {
             retries: BTreeMap::from([("y".to_owned(), (10, 2))]),
             recoveries: vec![("y".into(), 7)],
             kept_unanswered: BTreeSet::from(["z".to_owned()]),
+            spare_launches: Vec::new(),
         };
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use medic_cloud::{Cloud, Dns, upsert_and_wait, wait_port, wait_running};
+use medic_cloud::{Cloud, Dns, upsert_and_wait, wait_port};
 use medic_plan::{Action, Addr, Plan, Step, StepOutput};
 use medic_playbook::Playbooks;
 use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
@@ -31,6 +31,7 @@ mod adopted;
 mod error;
 mod fence;
 mod hook;
+mod launch;
 mod persist;
 mod pg_catch_up;
 pub mod pg_follow;
@@ -244,6 +245,7 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             && matches!(
                 step.action,
                 Action::LaunchInstance { .. }
+                    | Action::PrepareSpare { .. }
                     | Action::TerminateInstance { .. }
                     | Action::FenceAtSource { .. }
                     | Action::RunPlaybook { .. }
@@ -255,66 +257,25 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
         }
         let summary = match &step.action {
             Action::LaunchInstance { spec } => {
-                let launched = self
-                    .cloud
-                    .launch(spec)
-                    .await
-                    .map_err(cloud_err(index, kind))?;
-                let running = wait_running(
-                    self.cloud,
-                    &launched.instance.id,
-                    BOOT,
-                    Duration::from_millis(200),
-                )
-                .await
-                .map_err(cloud_err(index, kind))?;
-                let addr = running.address.ok_or_else(|| ExecError::UnknownAddress {
-                    index,
-                    kind,
-                    machine: spec.machine.clone(),
-                })?;
-                self.addresses.insert(spec.machine.clone(), addr);
+                let (summary, addr, id) = self.launch(index, kind, spec).await?;
                 output.address = Some(addr);
-                output.instance_id = Some(running.id.clone());
-                let host = self.host(&spec.machine, addr);
-                self.ssh.forget(&host).await;
-                // EC2 shows the keys in the console output a while after the instance runs:
-                // a strict SSH waits for them (never accepts whatever key answers first).
-                let keys = match host.host_keys {
-                    HostKeys::Strict => {
-                        medic_cloud::adopt::host_keys_when_ready(
-                            self.cloud,
-                            &running.id,
-                            BOOT,
-                            HOST_KEYS_POLL,
-                        )
-                        .await
-                    }
-                    HostKeys::AcceptNew => self.cloud.host_keys(&running.id).await,
-                }
-                .map_err(cloud_err(index, kind))?;
-                if keys.is_empty() && host.host_keys == HostKeys::Strict {
-                    return Err(ExecError::NoHostKey {
-                        index,
-                        machine: spec.machine.clone(),
-                        instance: running.id.clone(),
-                        after: BOOT,
-                    });
-                }
-                for key in keys {
-                    self.ssh
-                        .learn_host_key(&host, &key)
-                        .map_err(|source| ExecError::Ssh {
-                            index,
-                            kind,
-                            source: Box::new(source),
-                        })?;
-                }
-                format!(
-                    "{} {} at {addr}",
-                    if launched.reused { "found" } else { "launched" },
-                    running.id
-                )
+                output.instance_id = Some(id);
+                summary
+            }
+            Action::PrepareSpare {
+                spec,
+                like,
+                playbook,
+                vars,
+                stop,
+                timeout_ms,
+            } => {
+                let (summary, addr, id) = self
+                    .prepare_spare(index, kind, spec, like, playbook, vars, *stop, *timeout_ms)
+                    .await?;
+                output.address = Some(addr);
+                output.instance_id = Some(id);
+                summary
             }
             Action::WaitReachable {
                 machine,

@@ -783,6 +783,7 @@ impl Lab {
             "launching" => InstanceState::Pending,
             "running" => InstanceState::Running,
             "terminated" => InstanceState::Terminated,
+            "stopped" => InstanceState::Stopped,
             other => InstanceState::Other(other.to_owned()),
         };
         Instance {
@@ -804,17 +805,19 @@ impl Cloud for Lab {
             r.state != "terminated"
                 && r.tags.get(TAG_RECOVERY) == recovery
                 && r.tags.get(TAG_STEP) == step
-                && r.tags.get(TAG_MACHINE) == Some(&spec.machine)
+                && r.tags.get(TAG_MACHINE) == spec.tags.get(TAG_MACHINE)
         }) {
             return Ok(Launched {
                 instance: self.instance(&r),
                 reused: true,
+                spare: false,
             });
         }
         let r = self.create(spec, None).await?;
         Ok(Launched {
             instance: self.instance(&r),
             reused: false,
+            spare: false,
         })
     }
 
@@ -849,6 +852,55 @@ impl Cloud for Lab {
         self.write_record(&r)?;
         tracing::info!(instance = %id, "Lab machine terminated.");
         Ok(TerminateOutcome::Terminated)
+    }
+
+    async fn retag(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[&str],
+    ) -> Result<(), CloudError> {
+        let _g = self.lock.lock().await;
+        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
+            return Err(err("retag", format!("{id} is not a live lab machine")));
+        };
+        for k in remove {
+            r.tags.remove(*k);
+        }
+        r.tags
+            .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+        self.write_record(&r)
+    }
+
+    /// Stops every process of the machine (its network stays): what a stopped instance is.
+    async fn stop(&self, id: &str) -> Result<(), CloudError> {
+        let _g = self.lock.lock().await;
+        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
+            return Err(err("stop", format!("{id} is not a live lab machine")));
+        };
+        if r.state == "stopped" {
+            return Ok(());
+        }
+        self.kill_all(&r.netns).await;
+        r.state = "stopped".into();
+        self.write_record(&r)?;
+        tracing::info!(instance = %id, "Lab machine stopped.");
+        Ok(())
+    }
+
+    async fn start(&self, id: &str) -> Result<(), CloudError> {
+        let _g = self.lock.lock().await;
+        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
+            return Err(err("start", format!("{id} is not a live lab machine")));
+        };
+        if r.state != "stopped" {
+            return Ok(());
+        }
+        self.start_machine(&r).await?;
+        r.state = "running".into();
+        self.write_record(&r)?;
+        tracing::info!(instance = %id, "Lab machine started.");
+        Ok(())
     }
 
     async fn host_keys(&self, id: &str) -> Result<Vec<String>, CloudError> {

@@ -112,6 +112,7 @@ fn spec(machine: &str, ami: &str, recovery: &str, step: usize) -> LaunchSpec {
             (TAG_STEP.to_owned(), step.to_string()),
         ]),
         client_token: format!("{recovery}-{step}"),
+        from_spares: false,
     }
 }
 

@@ -149,45 +149,63 @@ pub fn describe_as(
         }
         Action::LaunchInstance { spec } => {
             let mut c = Vec::new();
-            match &spec.image_id {
-                Some(image) => {
-                    let (first, rest) = spec
-                        .instance_types
-                        .split_first()
-                        .map_or(("?", &[][..]), |(f, r)| (f.as_str(), r));
-                    c.push(format!(
-                        "ec2 DescribeInstances Filters=[tag:medic:recovery={}, tag:medic:step={}, instance-state-name=pending|running]  (reuse an instance this step already launched)",
-                        spec.tags.get("medic:recovery").map_or("", String::as_str),
-                        spec.tags.get("medic:step").map_or("", String::as_str)
-                    ));
-                    c.push(format!(
-                        "ec2 RunInstances ImageId={image} InstanceType={first} MinCount=1 MaxCount=1 SubnetId={} SecurityGroupIds=[{}] KeyName={}{} MetadataOptions.HttpTokens=required ClientToken={}",
-                        spec.subnet.as_deref().unwrap_or("?"),
-                        spec.security_groups.join(","),
-                        spec.key_pair.as_deref().unwrap_or("?"),
-                        spec.instance_profile.as_ref().map(|p| format!(" IamInstanceProfile.Name={p}")).unwrap_or_default(),
-                        spec.client_token
-                    ));
-                    if !rest.is_empty() {
-                        c.push(format!(
-                            "  on InsufficientInstanceCapacity, retry with InstanceType={}",
-                            rest.join(", then ")
-                        ));
-                    }
-                }
-                None => c.push(format!(
-                    "lab: launch machine {} from AMI definition `{}`",
-                    spec.machine, spec.ami
-                )),
+            if spec.from_spares {
+                c.push(format!(
+                    "take a ready spare: instances tagged medic:topology={}, medic:spare={}, medic:spare-ready=yes (the first by id); set its tags below, remove medic:spare and medic:spare-ready, read them back, start it if stopped",
+                    spec.tags.get("medic:topology").map_or("", String::as_str),
+                    spec.role.as_str()
+                ));
+                c.push("  if there is none, launch:".to_owned());
             }
-            let tags: Vec<String> = spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            c.push(format!("  tags {}", tags.join(" ")));
+            c.extend(launch_commands(spec));
             (
                 spec.machine.clone(),
                 format!(
-                    "launch a {} machine from AMI `{}`",
+                    "{} a {} machine from AMI `{}`",
+                    if spec.from_spares {
+                        "take a spare, else launch"
+                    } else {
+                        "launch"
+                    },
                     spec.role.as_str(),
                     spec.ami
+                ),
+                c,
+            )
+        }
+        Action::PrepareSpare {
+            spec,
+            like: _,
+            playbook,
+            vars,
+            stop,
+            timeout_ms,
+        } => {
+            let mut c = launch_commands(spec);
+            c.push(format!(
+                "wait until SSH answers at {} (up to {})",
+                crate::Addr::Of(spec.machine.clone()),
+                ms(*timeout_ms)
+            ));
+            c.push(format!(
+                "ssh: the steps of playbook `{playbook}` marked spare:"
+            ));
+            c.extend(
+                render_spare(playbooks, playbook, vars, &mut files)
+                    .into_iter()
+                    .map(|l| format!("  {l}")),
+            );
+            if *stop {
+                c.push("ec2 StopInstances (policy.spare_state: stopped)".to_owned());
+            }
+            c.push("ec2 CreateTags medic:spare-ready=yes".to_owned());
+            (
+                spec.machine.clone(),
+                format!(
+                    "prepare a spare {} machine from AMI `{}`{}",
+                    spec.role.as_str(),
+                    spec.ami,
+                    if *stop { ", left stopped" } else { "" }
                 ),
                 c,
             )
@@ -625,15 +643,79 @@ pub fn describe_as(
 }
 
 /// A playbook's steps as `medic plan` prints them; its files are added to `files`.
+/// How an instance is launched: the lookup of one this step launched, then RunInstances (or
+/// the lab's launch), and its tags.
+fn launch_commands(spec: &crate::LaunchSpec) -> Vec<String> {
+    let mut c = Vec::new();
+    match &spec.image_id {
+        Some(image) => {
+            let (first, rest) = spec
+                .instance_types
+                .split_first()
+                .map_or(("?", &[][..]), |(f, r)| (f.as_str(), r));
+            c.push(format!(
+                        "ec2 DescribeInstances Filters=[tag:medic:recovery={}, tag:medic:step={}, instance-state-name=pending|running]  (reuse an instance this step already launched)",
+                        spec.tags.get("medic:recovery").map_or("", String::as_str),
+                        spec.tags.get("medic:step").map_or("", String::as_str)
+                    ));
+            c.push(format!(
+                        "ec2 RunInstances ImageId={image} InstanceType={first} MinCount=1 MaxCount=1 SubnetId={} SecurityGroupIds=[{}] KeyName={}{} MetadataOptions.HttpTokens=required ClientToken={}",
+                        spec.subnet.as_deref().unwrap_or("?"),
+                        spec.security_groups.join(","),
+                        spec.key_pair.as_deref().unwrap_or("?"),
+                        spec.instance_profile.as_ref().map(|p| format!(" IamInstanceProfile.Name={p}")).unwrap_or_default(),
+                        spec.client_token
+                    ));
+            if !rest.is_empty() {
+                c.push(format!(
+                    "  on InsufficientInstanceCapacity, retry with InstanceType={}",
+                    rest.join(", then ")
+                ));
+            }
+        }
+        None => c.push(format!(
+            "lab: launch machine {} from AMI definition `{}`",
+            spec.machine, spec.ami
+        )),
+    }
+    let tags: Vec<String> = spec.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    c.push(format!("  tags {}", tags.join(" ")));
+    c
+}
+
 fn render(
     playbooks: &Playbooks,
     playbook: &str,
     vars: &serde_json::Value,
     files: &mut Vec<RenderedFile>,
 ) -> Vec<String> {
+    render_with(playbooks, playbook, vars, files, false)
+}
+
+/// The steps of a playbook marked `spare`, as a spare's preparation runs them.
+fn render_spare(
+    playbooks: &Playbooks,
+    playbook: &str,
+    vars: &serde_json::Value,
+    files: &mut Vec<RenderedFile>,
+) -> Vec<String> {
+    render_with(playbooks, playbook, vars, files, true)
+}
+
+fn render_with(
+    playbooks: &Playbooks,
+    playbook: &str,
+    vars: &serde_json::Value,
+    files: &mut Vec<RenderedFile>,
+    spare: bool,
+) -> Vec<String> {
     match playbooks.get(playbook) {
         None => vec![format!("(playbook `{playbook}` is not loaded)")],
-        Some(pb) => match pb.render(vars) {
+        Some(pb) => match if spare {
+            pb.render_spare(vars)
+        } else {
+            pb.render(vars)
+        } {
             Err(e) => vec![format!("(cannot render: {e})")],
             Ok(steps) => steps
                 .iter()

@@ -13,6 +13,8 @@ pub mod state;
 pub mod step;
 pub mod vars;
 
+/// `policy.spares`: its tags and settings, for the crates that take spares.
+pub use medic_topology::spares;
 pub use planner::{
     Hints, KEPT, PlanError, client_token, plan_recovery, plan_with, plan_without_restart,
 };

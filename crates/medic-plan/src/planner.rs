@@ -33,6 +33,7 @@ mod redis;
 mod service;
 mod service_active;
 mod service_pg;
+mod spare;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -153,6 +154,7 @@ pub fn plan_with(
         Event::ServiceDown { service, machine } => p.service_down(service, machine)?,
         Event::ServiceRejoin { service, machine } => p.service_rejoin(service, machine)?,
         Event::ServiceFollow { service, machine } => p.service_follow(service, machine)?,
+        Event::Spare { role, name } => p.prepare_spare(*role, name),
     }
     // The last writes: before the alerts that end a plan (a plan stops being automatic there).
     let alerts = p
@@ -463,6 +465,28 @@ impl<'a> Planner<'a> {
         // (The launch's index is in its tags and token: the writes that precede it come first.)
         self.persist();
         let index = self.steps.len() + 1;
+        let mut spec = self.launch_spec(machine, machine, index);
+        spec.tags
+            .insert("medic:machine".to_owned(), machine.to_owned());
+        spec.from_spares = top.policy.spares_of(spec.role) > 0;
+        self.push(Action::LaunchInstance { spec });
+        let address = Addr::Of(machine.to_owned());
+        let port = m.map_or(22, |m| top.ssh_for(m).port);
+        self.push(Action::WaitReachable {
+            machine: machine.to_owned(),
+            address: address.clone(),
+            port,
+            timeout_ms: top.policy.boot_timeout.value.as_millis() as u64,
+        });
+        address
+    }
+
+    /// What launching `name` as a copy of the topology's machine `template` (its AMI,
+    /// instance types, subnet, role) takes, as step `index` of this plan: every tag but
+    /// `medic:machine`.
+    fn launch_spec(&self, name: &str, template: &str, index: usize) -> LaunchSpec {
+        let top = self.top;
+        let m = top.machine(template);
         let mut tags = BTreeMap::new();
         let (mut image_id, mut subnet, mut sgs, mut key_pair, mut profile) =
             (None, None, Vec::new(), None, None);
@@ -481,9 +505,8 @@ impl<'a> Planner<'a> {
             key_pair = Some(aws.key_pair.clone());
             profile = aws.instance_profile.clone();
         }
-        tags.insert("Name".to_owned(), format!("{}-{}", top.name.value, machine));
+        tags.insert("Name".to_owned(), format!("{}-{}", top.name.value, name));
         tags.insert("medic:topology".to_owned(), top.name.value.clone());
-        tags.insert("medic:machine".to_owned(), machine.to_owned());
         tags.insert("medic:recovery".to_owned(), self.recovery.to_owned());
         tags.insert("medic:step".to_owned(), index.to_string());
         let instance_types = m
@@ -495,8 +518,8 @@ impl<'a> Planner<'a> {
                     .collect()
             })
             .unwrap_or_default();
-        let spec = LaunchSpec {
-            machine: machine.to_owned(),
+        LaunchSpec {
+            machine: name.to_owned(),
             role: m.map_or(Role::Redis, |m| m.role.value),
             ami,
             image_id,
@@ -507,17 +530,8 @@ impl<'a> Planner<'a> {
             instance_profile: profile,
             tags,
             client_token: client_token(self.recovery, index),
-        };
-        self.push(Action::LaunchInstance { spec });
-        let address = Addr::Of(machine.to_owned());
-        let port = m.map_or(22, |m| top.ssh_for(m).port);
-        self.push(Action::WaitReachable {
-            machine: machine.to_owned(),
-            address: address.clone(),
-            port,
-            timeout_ms: top.policy.boot_timeout.value.as_millis() as u64,
-        });
-        address
+            from_spares: false,
+        }
     }
 
     /// UPSERTs every DNS record that lists `machine`, with `machine` at `address`.

@@ -497,6 +497,7 @@ mod tests {
             instance_profile: None,
             tags: BTreeMap::new(),
             client_token: "t-1".into(),
+            from_spares: false,
         };
         let ip: IpAddr = "10.0.0.9".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         s.apply(

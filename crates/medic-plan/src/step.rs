@@ -232,6 +232,9 @@ pub struct LaunchSpec {
     pub tags: BTreeMap<String, String>,
     /// Idempotency token: the same recovery step never launches twice (EC2 ClientToken).
     pub client_token: String,
+    /// Take a ready spare of the role (`policy.spares`) if there is one, else launch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_spares: bool,
 }
 
 /// How a DNS change is made.
@@ -335,8 +338,24 @@ pub enum Action {
         /// `None`: found by its tags `medic:topology` and `medic:machine` when the step runs.
         instance_id: Option<String>,
     },
-    /// Launch the machine's replacement (first looking for one this step already launched).
+    /// Launch the machine's replacement (first looking for one this step already launched;
+    /// with `spec.from_spares`, first taking a ready spare).
     LaunchInstance { spec: LaunchSpec },
+    /// Launch a spare of a role (`policy.spares`, tagged `medic:spare`, no machine's name),
+    /// wait until its SSH port answers, run the steps of its role's playbook marked `spare`,
+    /// stop it if spares are kept stopped, and tag it ready (`medic:spare-ready`). Each part
+    /// is idempotent: run again, the step finds its instance (tags `medic:recovery`,
+    /// `medic:step`) and goes on.
+    PrepareSpare {
+        spec: LaunchSpec,
+        /// A machine of the role, whose SSH settings reach the spare.
+        like: String,
+        playbook: String,
+        vars: serde_json::Value,
+        stop: bool,
+        /// How long the spare may take until its SSH port answers (`policy.boot_timeout`).
+        timeout_ms: u64,
+    },
     /// Wait until the machine answers on its SSH port.
     WaitReachable {
         machine: String,
@@ -564,6 +583,7 @@ impl Action {
             Action::FenceAtSource { .. } => "fence-source",
             Action::TerminateInstance { .. } => "terminate",
             Action::LaunchInstance { .. } => "launch",
+            Action::PrepareSpare { .. } => "spare",
             Action::WaitReachable { .. } => "wait-ssh",
             Action::RunPlaybook { .. } => "playbook",
             Action::UpsertDns { .. } | Action::FailoverDns { .. } => "dns",
@@ -620,6 +640,12 @@ pub enum Event {
     /// A standby's PostgreSQL streams from a server that is not the service's primary (it
     /// was away when the primary changed): it is made to follow the primary.
     ServiceFollow { service: String, machine: String },
+    /// The spares of a role are fewer than `policy.spares` asks: prepare one, named `name`
+    /// (unique: the name of its instance until a replacement takes it).
+    Spare {
+        role: medic_topology::Role,
+        name: String,
+    },
 }
 
 impl fmt::Display for Event {
@@ -652,6 +678,9 @@ impl fmt::Display for Event {
                     f,
                     "{machine} follows another primary than service {service}'s"
                 )
+            }
+            Event::Spare { role, name } => {
+                write!(f, "spare {name} of role {} prepared", role.as_str())
             }
         }
     }

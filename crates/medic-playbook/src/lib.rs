@@ -89,6 +89,11 @@ pub struct Step {
     #[serde(default)]
     #[schemars(with = "Option<WaitSpec>")]
     pub wait_for_port: Option<Spanned<WaitSpec>>,
+    /// Run also when a spare of the role is prepared (`policy.spares`): the step needs
+    /// nothing of the machine the spare will become — only `host.address`, `host.role` and
+    /// `host.topology`; every other variable is null then.
+    #[serde(default)]
+    pub spare: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -259,6 +264,30 @@ impl Playbook {
     }
 
     /// Fills in every step with `vars` (a JSON object) and expands `for_each`.
+    /// The steps marked `spare: true`, rendered for a spare being prepared: the variables not
+    /// in `vars` are null.
+    pub fn render_spare(&self, vars: &serde_json::Value) -> Result<Vec<RenderedStep>, RenderError> {
+        self.spare_only().render(&self.spare_vars(vars))
+    }
+
+    /// This playbook with only its steps marked `spare: true`.
+    pub fn spare_only(&self) -> Playbook {
+        let mut only = self.clone();
+        only.steps.retain(|s| s.value.spare);
+        only
+    }
+
+    /// `vars` with every variable the playbook declares and `vars` lacks set to null.
+    pub fn spare_vars(&self, vars: &serde_json::Value) -> serde_json::Value {
+        let mut vars = vars.clone();
+        if let Some(o) = vars.as_object_mut() {
+            for v in self.var_names() {
+                o.entry(v.to_owned()).or_insert(serde_json::Value::Null);
+            }
+        }
+        vars
+    }
+
     pub fn render(&self, vars: &serde_json::Value) -> Result<Vec<RenderedStep>, RenderError> {
         let playbook = self.name.value.clone();
         for v in self.var_names() {

@@ -167,6 +167,7 @@ impl Sim {
             retries: Default::default(),
             recoveries: Vec::new(),
             kept_unanswered: Default::default(),
+            spare_launches: Vec::new(),
         };
         let mut rng = Rng::new(seed ^ 0x5eed);
         let checks = medic_controller::checks::targets(top)

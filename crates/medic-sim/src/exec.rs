@@ -74,6 +74,8 @@ pub fn execute(
         | Action::ServiceAddress { .. }
         | Action::CloudAddress { .. }
         | Action::FailoverDns { .. } => {}
+        // The simulated topologies keep no spares (`policy.spares`): never planned here.
+        Action::PrepareSpare { .. } => {}
         Action::FenceServer { proxy, server, .. } => {
             out.skipped = run.proxy_change(proxy, server, Change::Fence)?;
             if out.skipped.is_some() {

@@ -22,6 +22,7 @@ pub mod model;
 pub mod pg_rejoin;
 pub mod schema;
 pub mod service;
+pub mod spares;
 pub mod tls;
 pub mod validate;
 

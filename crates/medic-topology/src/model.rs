@@ -503,6 +503,15 @@ pub struct Policy {
     #[serde(default = "default_boot_timeout")]
     #[schemars(with = "Dur")]
     pub boot_timeout: Spanned<Dur>,
+    /// Spares kept per role, launched and prepared ahead of need: a replacement of a machine
+    /// of that role takes one instead of waiting for a boot (see [`crate::spares`]).
+    #[serde(default)]
+    #[schemars(with = "BTreeMap<Role, u32>")]
+    pub spares: BTreeMap<Role, Spanned<u32>>,
+    /// What a prepared spare is left as: `running` (default) or `stopped`.
+    #[serde(default = "default_spare_state")]
+    #[schemars(with = "crate::spares::SpareState")]
+    pub spare_state: Spanned<crate::spares::SpareState>,
 }
 
 impl Default for Policy {
@@ -515,6 +524,8 @@ impl Default for Policy {
             max_promotion_lag_bytes: default_max_lag(),
             sync_timeout: default_sync_timeout(),
             boot_timeout: default_boot_timeout(),
+            spares: BTreeMap::new(),
+            spare_state: default_spare_state(),
         }
     }
 }
@@ -522,6 +533,11 @@ impl Default for Policy {
 impl Policy {
     pub fn allows(&self, remedy: Remedy) -> bool {
         self.remediation.iter().any(|r| r.value == remedy)
+    }
+
+    /// How many spares of `role` medic keeps (0: none, a replacement launches).
+    pub fn spares_of(&self, role: Role) -> u32 {
+        self.spares.get(&role).map_or(0, |n| n.value)
     }
 }
 
@@ -546,6 +562,9 @@ fn default_max_lag() -> Spanned<u64> {
 }
 fn default_sync_timeout() -> Spanned<Dur> {
     unspanned(Dur::from_secs(120))
+}
+fn default_spare_state() -> Spanned<crate::spares::SpareState> {
+    unspanned(crate::spares::SpareState::Running)
 }
 fn default_boot_timeout() -> Spanned<Dur> {
     unspanned(Dur::from_secs(300))

@@ -57,6 +57,7 @@ mod proxies;
 mod rejoin;
 mod rendered;
 mod service;
+mod spares;
 
 pub fn validate(top: &Topology, d: &mut Diagnostics) {
     check_name(d, &top.name, "name");
@@ -77,6 +78,7 @@ pub fn validate(top: &Topology, d: &mut Diagnostics) {
     ctx.dns();
     ctx.checks();
     ctx.policy();
+    ctx.spares();
     ctx.notifications();
     ctx.controller();
     ctx.ports();

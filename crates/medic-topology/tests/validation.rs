@@ -443,3 +443,50 @@ fn a_rejoin_timeout_shorter_than_a_recovery_in_standby_mode_is_a_warning() {
         );
     }
 }
+
+#[test]
+fn spares_are_for_roles_medic_launches_and_configures() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/lab.yaml"))
+        .unwrap()
+        .replace("../amis", &root.join("amis").display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let errors = |spares: &str| -> Vec<String> {
+        let file = dir.path().join("lab.yaml");
+        let t = text.replace(
+            "  boot_timeout: 5m\n",
+            &format!("  boot_timeout: 5m\n{spares}"),
+        );
+        std::fs::write(&file, t).unwrap();
+        match load_topology(&file) {
+            Ok(_) => Vec::new(),
+            Err(e) => e
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Error)
+                .map(|d| format!("{}:{}: {}", d.pos.line, d.path, d.message))
+                .collect(),
+        }
+    };
+    assert_eq!(
+        errors("  spares: {redis: 1, haproxy: 2}\n  spare_state: stopped\n"),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        errors("  spares: {redis: 9, monitor: 1}\n"),
+        [
+            "80:policy.spares.redis: 9 spares; expected 0 to 5",
+            "80:policy.spares.monitor: medic does not configure machines of role monitor; expected redis, haproxy or app",
+        ]
+    );
+    assert_eq!(
+        errors("  spares: {radish: 1}\n").len(),
+        1,
+        "an unknown role is refused"
+    );
+    assert_eq!(
+        errors("  spare_state: asleep\n").len(),
+        1,
+        "an unknown state is refused"
+    );
+}

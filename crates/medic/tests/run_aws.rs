@@ -90,6 +90,7 @@ async fn bridge(
                             (MIRROR_OF.to_owned(), id.clone()),
                         ]),
                         client_token: id.clone(),
+                        from_spares: false,
                     };
                     if let Err(e) = lab.launch_at(&spec, addr).await {
                         eprintln!("bridge: {id} at {addr}: {e}");

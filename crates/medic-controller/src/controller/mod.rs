@@ -43,6 +43,7 @@ mod reconcile;
 mod reconcile_services;
 mod runner;
 mod service_status;
+mod spares;
 mod status;
 
 use discover::replication_now;
@@ -212,6 +213,8 @@ struct St {
     owed_writes: BTreeMap<String, std::collections::BTreeSet<medic_plan::ServerRef>>,
     /// Per proxy machine, the backends found unlike the topology's, as last told.
     layout_told: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// The spare pool as last listed (`policy.spares`).
+    spares: Vec<spares::SpareView>,
 }
 
 /// Starts the checks' thread with its single-threaded runtime; it runs until the sender it
@@ -451,6 +454,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 started_ms: now_ms(),
                 owed_writes: BTreeMap::new(),
                 layout_told: BTreeMap::new(),
+                spares: Vec::new(),
             }),
             notifier: RwLock::new(notifier),
             token,
@@ -559,9 +563,14 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let c = self.clone();
             tokio::spawn(async move { c.run_group().await })
         };
+        let spares = {
+            let c = self.clone();
+            tokio::spawn(async move { c.tend_spares_forever().await })
+        };
         tracing::info!(listen = %self.inner.listen, "medic is watching.");
         self.inner.stop.notified().await;
         reconcile.abort();
+        spares.abort();
         // A safe point: each recovery finishes the step it is in, then stops.
         loop {
             let runners: Vec<JoinHandle<()>> = lock(&self.inner.runners).drain(..).collect();

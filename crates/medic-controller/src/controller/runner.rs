@@ -297,6 +297,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 && matches!(
                     step.action,
                     Action::LaunchInstance { .. }
+                        | Action::PrepareSpare { .. }
                         | Action::WaitReachable { .. }
                         | Action::RunPlaybook { .. }
                         | Action::WaitInSync { .. }

@@ -60,9 +60,9 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let loaded = self.top();
         let top = &loaded.topology;
         let playbooks = read(&self.inner.playbooks).clone();
-        let v = {
+        let (v, spares) = {
             let st = lock(&self.inner.st);
-            View::of(&st, top, &playbooks)
+            (View::of(&st, top, &playbooks), st.spares.clone())
         };
         // The JSON is built from the copy: a check's result never waits for a status.
         let obs = &v.observed;
@@ -214,6 +214,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             "proxies": top.proxy_machines().collect::<Vec<_>>(),
             "app_proxies": apps,
             "dns": dns,
+            "spares": spares,
             "in_flight": v.running.first(),
             "running": v.running,
             "queued": v.queued,

@@ -124,6 +124,17 @@ impl Core {
                     _ => Some(""),
                 });
             match &run.plan.event {
+                // A spare's preparation: its instance is retired by the pool's next tending,
+                // and another prepared (within the hourly bound).
+                Event::Spare { role, name } => {
+                    out.push(Output::Alert {
+                        level: AlertLevel::Warning,
+                        message: format!(
+                            "spare {name} of role {} could not be prepared ({error}); its instance is terminated and another is prepared, up to policy.max_replacements_per_hour an hour",
+                            role.as_str()
+                        ),
+                    });
+                }
                 // The ladder: a process that cannot be restarted on its machine means the
                 // machine is not usable (it may be going down): recover the machine. (Not when
                 // the step that failed was another machine's: a replica that cannot be reached

@@ -30,6 +30,9 @@ mod finish;
 mod holds;
 mod recovery;
 mod service;
+mod spares;
+#[cfg(test)]
+mod spares_tests;
 pub mod startup;
 mod steps;
 mod switchback;
@@ -50,6 +53,7 @@ use crate::store::Saved;
 
 pub use detect::LINK_SILENT_SECS;
 pub use recovery::Next;
+pub use spares::{SpareSeen, Tend};
 pub use steps::{LastLook, internal_summary, is_internal, last_look_failed, note_skips};
 
 /// Alerts kept for the status page.
@@ -113,6 +117,7 @@ impl Request {
             | Event::ServiceRejoin { machine, .. }
             | Event::ServiceFollow { machine, .. } => Some(machine),
             Event::Switchover { shard, .. } => Some(shard),
+            Event::Spare { name, .. } => Some(name),
             Event::Bootstrap => None,
         }
     }
@@ -253,6 +258,8 @@ pub struct Core {
     astray: BTreeSet<(String, String)>,
     /// Service targets whose data store answers in the wrong role, told once per episode.
     miscast: BTreeSet<Target>,
+    /// Roles whose spares are held by the hourly bound, told once per episode.
+    spares_held: BTreeSet<medic_topology::Role>,
 }
 
 impl Core {
@@ -279,6 +286,7 @@ impl Core {
             following: BTreeSet::new(),
             astray: BTreeSet::new(),
             miscast: BTreeSet::new(),
+            spares_held: BTreeSet::new(),
         }
     }
 

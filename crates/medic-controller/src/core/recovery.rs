@@ -123,6 +123,8 @@ impl Core {
             Event::Switchover { shard, .. } => {
                 c.shards.insert(shard.clone());
             }
+            // A spare is no machine's and no shard's until a replacement takes it (ready).
+            Event::Spare { .. } => {}
             Event::Bootstrap => {
                 c.machines = self.saved.observed.machines.keys().cloned().collect();
                 c.shards = self.saved.observed.shards.keys().cloned().collect();

@@ -53,6 +53,35 @@ impl Cloud for AnyCloud {
             AnyCloud::Static => Ok(Vec::new()),
         }
     }
+    async fn retag(
+        &self,
+        id: &str,
+        set: &BTreeMap<String, String>,
+        remove: &[&str],
+    ) -> Result<(), CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.retag(id, set, remove).await,
+            #[cfg(feature = "aws")]
+            AnyCloud::Aws(c) => c.retag(id, set, remove).await,
+            AnyCloud::Static => Err(static_refuses("retag")),
+        }
+    }
+    async fn stop(&self, id: &str) -> Result<(), CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.stop(id).await,
+            #[cfg(feature = "aws")]
+            AnyCloud::Aws(c) => c.stop(id).await,
+            AnyCloud::Static => Err(static_refuses("stop")),
+        }
+    }
+    async fn start(&self, id: &str) -> Result<(), CloudError> {
+        match self {
+            AnyCloud::Lab(c) => c.start(id).await,
+            #[cfg(feature = "aws")]
+            AnyCloud::Aws(c) => c.start(id).await,
+            AnyCloud::Static => Err(static_refuses("start")),
+        }
+    }
     async fn terminate(&self, id: &str) -> Result<TerminateOutcome, CloudError> {
         match self {
             AnyCloud::Lab(c) => c.terminate(id).await,

@@ -407,6 +407,21 @@ pub(super) fn status(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    let spares = v["spares"].as_array().cloned().unwrap_or_default();
+    if !spares.is_empty() {
+        println!();
+        println!("spares (policy.spares):");
+        for sp in &spares {
+            println!(
+                "  {:<10} {:<20} {:<9} {:<9} {}",
+                s(&sp["role"]),
+                s(&sp["id"]),
+                s(&sp["state"]),
+                s(&sp["instance"]),
+                s(&sp["address"])
+            );
+        }
+    }
     // Every recovery running (recoveries of disjoint machines run at once); an older
     // controller reports only `in_flight`.
     let running = v["running"].as_array().cloned().unwrap_or_else(|| {

@@ -1,0 +1,112 @@
+//! Tending the spare pool (`policy.spares`): every [`TEND_EVERY`], the spares the cloud holds
+//! are listed and handed to the core ([`crate::core::Core::tend_spares`]); the preparations it
+//! queues start as recoveries, and the instances it retires are terminated here — each read
+//! again first, so one a replacement took meanwhile is left alone.
+
+use std::time::Duration;
+
+use medic_cloud::spares::{TAG_SPARE, is_ready};
+use medic_cloud::{Cloud, Dns, TAG_RECOVERY, list_owned};
+use medic_topology::Role;
+use serde::Serialize;
+
+use super::{Controller, lock};
+use crate::core::SpareSeen;
+use crate::journal::now_ms;
+
+/// How often the pool is listed and tended.
+pub(super) const TEND_EVERY: Duration = Duration::from_secs(5);
+
+/// One spare, for `medic status`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SpareView {
+    pub id: String,
+    pub role: String,
+    /// `ready`, or `preparing`.
+    pub state: String,
+    /// The instance's own state (`running`, `stopped`, ...).
+    pub instance: String,
+    pub address: Option<String>,
+}
+
+impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
+    pub(super) async fn tend_spares_forever(&self) {
+        loop {
+            self.tend_spares().await;
+            tokio::time::sleep(TEND_EVERY).await;
+        }
+    }
+
+    /// Lists the pool, lets the core decide, retires what it says.
+    pub(crate) async fn tend_spares(&self) {
+        let loaded = self.top();
+        let top = &loaded.topology;
+        if !top.provider.value.can_launch() || !top.managed() || !self.may_act() {
+            return;
+        }
+        let owned = match list_owned(&self.inner.cloud, &top.name.value).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(error = %e, "Cannot list the spares.");
+                return;
+            }
+        };
+        let mut seen = Vec::new();
+        let mut views = Vec::new();
+        for i in owned.iter().filter(|i| !i.state.is_gone()) {
+            let Some(role) = i.tag(TAG_SPARE).and_then(role_named) else {
+                continue;
+            };
+            seen.push(SpareSeen {
+                id: i.id.clone(),
+                role,
+                ready: is_ready(i),
+                recovery: i.tag(TAG_RECOVERY).map(str::to_owned),
+            });
+            views.push(SpareView {
+                id: i.id.clone(),
+                role: role.as_str().to_owned(),
+                state: if is_ready(i) { "ready" } else { "preparing" }.to_owned(),
+                instance: format!("{:?}", i.state).to_lowercase(),
+                address: i.address.map(|a| a.to_string()),
+            });
+        }
+        let tend = {
+            let mut st = lock(&self.inner.st);
+            st.spares = views;
+            st.core.tend_spares(&seen, now_ms())
+        };
+        self.carry_out(tend.out);
+        self.kick();
+        for (id, why) in tend.retire {
+            self.retire_spare(&id, &why).await;
+        }
+    }
+
+    async fn retire_spare(&self, id: &str, why: &str) {
+        let cloud = &self.inner.cloud;
+        // Read again: a replacement may have taken it since it was listed.
+        match cloud.describe(id).await {
+            Ok(Some(i)) if i.tag(TAG_SPARE).is_some() && !i.state.is_gone() => {}
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(instance = %id, error = %e, "Cannot read a spare to retire.");
+                return;
+            }
+        }
+        match cloud.terminate(id).await {
+            Ok(_) => self.notify(
+                "spare_retired",
+                &format!("spare {id} terminated: {why}"),
+                Some(serde_json::json!({ "instance": id })),
+            ),
+            Err(e) => tracing::warn!(instance = %id, error = %e, "Cannot terminate a spare."),
+        }
+    }
+}
+
+fn role_named(s: &str) -> Option<Role> {
+    [Role::Redis, Role::Haproxy, Role::App]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+}

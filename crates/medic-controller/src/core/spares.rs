@@ -1,0 +1,180 @@
+//! The spare pool (`policy.spares`): how many of each role to prepare, and which to retire.
+//!
+//! The adapter lists the spares the cloud holds (tags `medic:topology`, `medic:spare`) and
+//! hands them to [`Core::tend_spares`], which queues a preparation ([`Event::Spare`], a
+//! recovery of one journaled step, claiming no machine or shard) per spare missing, and says
+//! which instances to terminate:
+//! - a spare not ready whose preparation is no longer in flight (it failed, or its journal
+//!   was lost): never left as an orphan;
+//! - ready spares beyond the policy (it was lowered), newest first — not while a replacement
+//!   that may take a spare runs, so a spare being taken is never retired.
+//!
+//! Preparations per role and hour are bounded by `policy.max_replacements_per_hour`: a spare
+//! whose preparation keeps failing stops being launched, with a critical alert.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use medic_plan::{Action, AlertLevel, Event};
+use medic_topology::Role;
+
+use super::{Core, Output, Request};
+
+/// One spare as the cloud lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpareSeen {
+    pub id: String,
+    pub role: Role,
+    pub ready: bool,
+    /// The preparation that launched it (`medic:recovery`).
+    pub recovery: Option<String>,
+}
+
+/// What the adapter is to do about the pool.
+#[derive(Debug, Default, PartialEq)]
+pub struct Tend {
+    /// Instances to terminate, each with why.
+    pub retire: Vec<(String, String)>,
+    pub out: Vec<Output>,
+}
+
+const HOUR_MS: u64 = 3_600_000;
+
+impl Core {
+    /// Preparations of each role queued or running.
+    fn spare_jobs(&self) -> BTreeMap<Role, usize> {
+        let mut n = BTreeMap::new();
+        let events = self
+            .queue
+            .iter()
+            .map(|r| &r.event)
+            .chain(self.running.values().map(|r| &r.plan.event));
+        for e in events {
+            if let Event::Spare { role, .. } = e {
+                *n.entry(*role).or_default() += 1;
+            }
+        }
+        n
+    }
+
+    /// The recoveries in flight: running, or journaled and queued to resume.
+    fn in_flight(&self) -> BTreeSet<&str> {
+        self.running
+            .keys()
+            .map(String::as_str)
+            .chain(
+                self.queue
+                    .iter()
+                    .filter_map(|r| r.resume.as_ref().map(|x| x.id.as_str())),
+            )
+            .collect()
+    }
+
+    /// Whether a running replacement may be taking a spare now.
+    fn taking_spares(&self) -> bool {
+        self.running.values().any(|r| {
+            r.plan
+                .steps
+                .iter()
+                .any(|s| matches!(&s.action, Action::LaunchInstance { spec } if spec.from_spares))
+        })
+    }
+
+    /// Tends the pool against the policy, given every spare the cloud holds now.
+    pub fn tend_spares(&mut self, seen: &[SpareSeen], now_ms: u64) -> Tend {
+        let mut t = Tend::default();
+        if !self.leading {
+            return t;
+        }
+        let loaded = self.loaded.clone();
+        let policy = &loaded.topology.policy;
+        let in_flight = self.in_flight();
+        let mut ready: BTreeMap<Role, Vec<&SpareSeen>> = BTreeMap::new();
+        for s in seen {
+            let preparing = s.recovery.as_deref().is_some_and(|r| in_flight.contains(r));
+            if s.ready {
+                ready.entry(s.role).or_default().push(s);
+            } else if !preparing {
+                t.retire.push((
+                    s.id.clone(),
+                    format!(
+                        "a spare of role {} whose preparation is over but that is not ready (it failed)",
+                        s.role.as_str()
+                    ),
+                ));
+            }
+        }
+        let jobs = self.spare_jobs();
+        let taking = self.taking_spares();
+        let mut roles: BTreeSet<Role> = policy.spares.keys().copied().collect();
+        roles.extend(ready.keys().copied());
+        let mut queue = Vec::new();
+        for role in roles {
+            let want = policy.spares_of(role) as usize;
+            let mut have = ready.remove(&role).unwrap_or_default();
+            let preparing = jobs.get(&role).copied().unwrap_or(0);
+            if have.len() + preparing > want && !taking {
+                // Newest last by id: the oldest are kept.
+                have.sort_by(|a, b| a.id.cmp(&b.id));
+                let extra = (have.len() + preparing - want).min(have.len());
+                for s in have.split_off(have.len() - extra) {
+                    t.retire.push((
+                        s.id.clone(),
+                        format!(
+                            "a spare of role {} beyond policy.spares ({want})",
+                            role.as_str()
+                        ),
+                    ));
+                }
+            }
+            let missing = want.saturating_sub(have.len() + preparing);
+            if missing == 0 {
+                continue;
+            }
+            let key = role.as_str().to_owned();
+            let hour_ago = now_ms.saturating_sub(HOUR_MS);
+            self.saved.spare_launches.retain(|(_, at)| *at > hour_ago);
+            let launched = self
+                .saved
+                .spare_launches
+                .iter()
+                .filter(|(r, _)| *r == key)
+                .count();
+            let max = policy.max_replacements_per_hour.value as usize;
+            let allowed = max.saturating_sub(launched).min(missing);
+            if allowed < missing && self.spares_held.insert(role) {
+                t.out.push(Output::Alert {
+                    level: AlertLevel::Critical,
+                    message: format!(
+                        "spares of role {} held: {launched} were prepared in the last hour (policy.max_replacements_per_hour is {max}); the pool has {} of {want} until the hour has passed — check why their preparations fail (`medic history`)",
+                        role.as_str(),
+                        have.len() + preparing
+                    ),
+                });
+            }
+            if allowed == missing {
+                self.spares_held.remove(&role);
+            }
+            for i in 0..allowed {
+                queue.push((role, format!("spare-{}-{now_ms}-{i}", role.as_str())));
+                self.saved.spare_launches.push((key.clone(), now_ms));
+            }
+        }
+        for (role, name) in queue {
+            self.request(Request {
+                event: Event::Spare { role, name },
+                trigger: format!(
+                    "spare pool: fewer than policy.spares.{} ({})",
+                    role.as_str(),
+                    policy.spares_of(role)
+                ),
+                first_failure_ms: None,
+                master_last_ok_ms: None,
+                queued_ms: now_ms,
+                detected: false,
+                resume: None,
+            });
+            t.out.push(Output::Save);
+        }
+        t
+    }
+}

@@ -1,0 +1,230 @@
+//! The spare pool's tending: what is prepared, what is retired, and the hourly bound.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use std::sync::Arc;
+
+use medic_plan::{Action, Event, StepOutput};
+use medic_topology::Role;
+
+use super::*;
+use crate::journal::Outcome;
+
+/// examples/lab.yaml with `policy.spares` set as `spares` (YAML flow map).
+fn core(spares: &str) -> Core {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/lab.yaml")).unwrap();
+    let text = text
+        .replace(
+            "  boot_timeout: 5m\n",
+            &format!("  boot_timeout: 5m\n  spares: {spares}\n"),
+        )
+        .replace("../amis", &root.join("amis").display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.yaml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = medic_topology::load_topology(&path).expect("lab.yaml with spares loads");
+    let saved = Saved::fresh(&loaded.topology);
+    Core::new(Arc::new(loaded), saved)
+}
+
+fn spare(id: &str, role: Role, ready: bool, recovery: Option<&str>) -> SpareSeen {
+    SpareSeen {
+        id: id.into(),
+        role,
+        ready,
+        recovery: recovery.map(str::to_owned),
+    }
+}
+
+/// Every queued or running preparation, as (role, name).
+fn jobs(c: &Core) -> Vec<(Role, String)> {
+    c.queue
+        .iter()
+        .map(|r| &r.event)
+        .chain(c.running.values().map(|r| &r.plan.event))
+        .filter_map(|e| match e {
+            Event::Spare { role, name } => Some((*role, name.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn started(out: &[Output]) -> Vec<String> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::Start { recovery } => Some(recovery.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_missing_spare_is_prepared_once_and_runs_beside_a_failover() {
+    let mut c = core("{redis: 1, haproxy: 1}");
+    let t = c.tend_spares(&[], 1_000);
+    assert!(t.retire.is_empty());
+    let j = jobs(&c);
+    assert_eq!(j.len(), 2, "one preparation per role: {j:?}");
+    // Tended again while they are queued: nothing more.
+    let _ = c.tend_spares(&[], 2_000);
+    assert_eq!(jobs(&c).len(), 2);
+    // A failover of redis1 queued after them starts beside them (they claim nothing).
+    c.request(Request {
+        event: Event::MachineLost {
+            machine: "redis1".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: None,
+        master_last_ok_ms: None,
+        queued_ms: 2_000,
+        detected: false,
+        resume: None,
+    });
+    let out = c.schedule(3_000);
+    assert_eq!(started(&out).len(), 3, "{out:?}");
+    // The preparation is one step: launch, SSH, the playbook's spare steps, tag ready.
+    let prep = c
+        .running
+        .values()
+        .find(|r| {
+            matches!(
+                &r.plan.event,
+                Event::Spare {
+                    role: Role::Redis,
+                    ..
+                }
+            )
+        })
+        .unwrap();
+    assert_eq!(prep.plan.steps.len(), 1);
+    let Action::PrepareSpare { spec, stop, .. } = &prep.plan.steps[0].action else {
+        panic!("{:?}", prep.plan.steps[0].action)
+    };
+    assert_eq!(
+        spec.tags.get("medic:spare").map(String::as_str),
+        Some("redis")
+    );
+    assert!(!spec.tags.contains_key("medic:machine"));
+    assert!(!stop, "spares are kept running by default");
+    // The failover's launch takes a spare first.
+    let failover = c
+        .running
+        .values()
+        .find(|r| matches!(&r.plan.event, Event::MachineLost { .. }))
+        .unwrap();
+    assert!(failover.plan.steps.iter().any(
+        |s| matches!(&s.action, Action::LaunchInstance { spec } if spec.from_spares && spec.machine == "redis1")
+    ));
+}
+
+#[test]
+fn a_spare_whose_preparation_ended_unready_is_retired_and_replaced() {
+    let mut c = core("{redis: 1}");
+    let _ = c.tend_spares(&[], 1_000);
+    let out = c.schedule(1_000);
+    let id = started(&out).pop().unwrap();
+    // Its instance exists, not ready, while the preparation runs: kept.
+    let listed = [spare("i-1", Role::Redis, false, Some(&id))];
+    let t = c.tend_spares(&listed, 2_000);
+    assert!(t.retire.is_empty(), "{:?}", t.retire);
+    assert_eq!(jobs(&c).len(), 1);
+    // The preparation fails: the instance is retired, and another preparation queued.
+    let failed = Outcome::Failed {
+        step: 1,
+        error: "playbook failed".into(),
+    };
+    let out = c.finished(&id, &failed, 3_000);
+    assert!(out.iter().any(|o| matches!(o, Output::Alert { message, .. } if message.contains("could not be prepared"))), "{out:?}");
+    let t = c.tend_spares(&listed, 4_000);
+    assert_eq!(t.retire.len(), 1);
+    assert_eq!(t.retire[0].0, "i-1");
+    assert_eq!(jobs(&c).len(), 1);
+}
+
+#[test]
+fn ready_spares_beyond_the_policy_are_retired_newest_first_but_not_while_one_may_be_taken() {
+    let mut c = core("{redis: 1}");
+    let listed = [
+        spare("i-1", Role::Redis, true, Some("old")),
+        spare("i-2", Role::Redis, true, Some("old")),
+        spare("i-3", Role::Haproxy, true, Some("old")),
+    ];
+    let t = c.tend_spares(&listed, 1_000);
+    let mut ids: Vec<&str> = t.retire.iter().map(|(i, _)| i.as_str()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        ["i-2", "i-3"],
+        "the oldest redis spare is kept; haproxy keeps none"
+    );
+    assert!(jobs(&c).is_empty(), "the pool is full: nothing to prepare");
+    // A replacement that may take a spare is running: none is retired.
+    c.request(Request {
+        event: Event::MachineLost {
+            machine: "redis2".into(),
+        },
+        trigger: "test".into(),
+        first_failure_ms: None,
+        master_last_ok_ms: None,
+        queued_ms: 1_000,
+        detected: false,
+        resume: None,
+    });
+    let _ = c.schedule(1_000);
+    let t = c.tend_spares(&listed, 2_000);
+    assert!(t.retire.is_empty(), "{:?}", t.retire);
+}
+
+#[test]
+fn preparations_are_bounded_per_hour_and_role() {
+    let mut c = core("{redis: 1}");
+    let max = 3; // examples/lab.yaml: max_replacements_per_hour
+    let mut alerts = 0;
+    for round in 0..6u64 {
+        let now = 1_000 + round * 60_000;
+        let t = c.tend_spares(&[], now);
+        alerts += t
+            .out
+            .iter()
+            .filter(|o| matches!(o, Output::Alert { message, .. } if message.contains("held")))
+            .count();
+        for id in started(&c.schedule(now)) {
+            let failed = Outcome::Failed {
+                step: 1,
+                error: "boot failed".into(),
+            };
+            let _ = c.finished(&id, &failed, now + 1);
+        }
+    }
+    assert_eq!(c.saved.spare_launches.len(), max);
+    assert_eq!(alerts, 1, "told once");
+    // An hour after the first, one more may be prepared.
+    let _ = c.tend_spares(&[], 1_000 + 3_600_000 + 1);
+    assert_eq!(jobs(&c).len(), 1);
+}
+
+#[test]
+fn a_follower_tends_nothing() {
+    let mut c = core("{redis: 1}");
+    c.stand_down();
+    let t = c.tend_spares(&[spare("i-9", Role::Redis, false, None)], 1_000);
+    assert!(t.retire.is_empty());
+    assert!(jobs(&c).is_empty());
+}
+
+#[test]
+fn a_prepared_spare_changes_no_machine_of_the_state() {
+    let mut c = core("{redis: 1}");
+    let _ = c.tend_spares(&[], 1_000);
+    let id = started(&c.schedule(1_000)).pop().unwrap();
+    let before = c.saved.observed.clone();
+    let step = c.running[&id].plan.steps[0].clone();
+    let output = StepOutput {
+        address: Some("10.77.0.40".parse().unwrap()),
+        instance_id: Some("lab-0040".into()),
+        ..StepOutput::default()
+    };
+    let _ = c.step_done(&id, &step, &output, 2_000);
+    assert_eq!(c.saved.observed.machines, before.machines);
+}

@@ -1,0 +1,211 @@
+//! Launch steps: a machine's replacement (a ready spare taken first, with `from_spares`) and
+//! a spare's preparation (`policy.spares`).
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use medic_cloud::spares::{TAG_SPARE_READY, claim};
+use medic_cloud::{Cloud, Dns, Instance, Launched, wait_port, wait_running};
+use medic_plan::LaunchSpec;
+use medic_ssh::{Host, HostKeys, StepOutcome, run_playbook};
+
+use crate::{BOOT, ExecError, Executor, HOST_KEYS_POLL, cloud_err};
+
+impl<C: Cloud, D: Dns> Executor<'_, C, D> {
+    /// Takes a spare (with `from_spares`) or launches; waits until the instance runs and
+    /// learns its host keys. Returns what it did, the address and the instance id.
+    pub(crate) async fn launch(
+        &mut self,
+        index: usize,
+        kind: &'static str,
+        spec: &LaunchSpec,
+    ) -> Result<(String, IpAddr, String), ExecError> {
+        let mut launched = None;
+        if spec.from_spares {
+            launched = claim(self.cloud, spec)
+                .await
+                .map_err(cloud_err(index, kind))?;
+        }
+        let launched = match launched {
+            Some(l) => l,
+            None => self
+                .cloud
+                .launch(spec)
+                .await
+                .map_err(cloud_err(index, kind))?,
+        };
+        let (running, addr) = self.running(index, kind, &spec.machine, &launched).await?;
+        let host = self.host(&spec.machine, addr);
+        self.learn_keys(index, kind, &host, &spec.machine, &running)
+            .await?;
+        let what = match (launched.spare, launched.reused) {
+            (_, true) => "found",
+            (true, false) => "took spare",
+            (false, false) => "launched",
+        };
+        Ok((format!("{what} {} at {addr}", running.id), addr, running.id))
+    }
+
+    /// Launches a spare (or finds the one this step launched), waits for its SSH, runs the
+    /// spare steps of its role's playbook, stops it if asked, and tags it ready.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn prepare_spare(
+        &mut self,
+        index: usize,
+        kind: &'static str,
+        spec: &LaunchSpec,
+        like: &str,
+        playbook: &str,
+        vars: &serde_json::Value,
+        stop: bool,
+        timeout_ms: u64,
+    ) -> Result<(String, IpAddr, String), ExecError> {
+        let launched = self
+            .cloud
+            .launch(spec)
+            .await
+            .map_err(cloud_err(index, kind))?;
+        let id = launched.instance.id.clone();
+        let ready = launched.instance.tag(TAG_SPARE_READY) == Some("yes");
+        if ready {
+            let addr = launched
+                .instance
+                .address
+                .ok_or_else(|| ExecError::UnknownAddress {
+                    index,
+                    kind,
+                    machine: spec.machine.clone(),
+                })?;
+            return Ok((format!("spare {id} at {addr} is ready already"), addr, id));
+        }
+        // A spare stopped before a crash, not yet tagged ready: started again to finish.
+        if matches!(
+            launched.instance.state,
+            medic_cloud::InstanceState::Stopped | medic_cloud::InstanceState::Stopping
+        ) {
+            self.cloud
+                .start(&id)
+                .await
+                .map_err(cloud_err(index, kind))?;
+        }
+        let (running, addr) = self.running(index, kind, &spec.machine, &launched).await?;
+        let mut host = crate::ssh_host(self.topology, like, addr);
+        host.name = spec.machine.clone();
+        self.learn_keys(index, kind, &host, &spec.machine, &running)
+            .await?;
+        wait_port(
+            SocketAddr::new(addr, host.port),
+            Duration::from_millis(timeout_ms),
+        )
+        .await
+        .map_err(cloud_err(index, kind))?;
+        let pb = self
+            .playbooks
+            .get(playbook)
+            .ok_or_else(|| ExecError::NoPlaybook {
+                index,
+                kind,
+                playbook: playbook.to_owned(),
+            })?;
+        let vars = pb.spare_vars(&self.resolve_vars(index, vars)?);
+        let results = run_playbook(self.ssh, &host, &pb.spare_only(), &vars)
+            .await
+            .map_err(|source| ExecError::Playbook {
+                index,
+                kind,
+                source: Box::new(source),
+            })?;
+        let ran = results
+            .iter()
+            .filter(|r| matches!(r.outcome, StepOutcome::Changed | StepOutcome::Ran))
+            .count();
+        if stop {
+            self.cloud.stop(&id).await.map_err(cloud_err(index, kind))?;
+        }
+        let ready =
+            std::collections::BTreeMap::from([(TAG_SPARE_READY.to_owned(), "yes".to_owned())]);
+        self.cloud
+            .retag(&id, &ready, &[])
+            .await
+            .map_err(cloud_err(index, kind))?;
+        Ok((
+            format!(
+                "spare {id} at {addr} ready: {} of playbook `{playbook}`'s spare steps changed something{}",
+                ran,
+                if stop { "; stopped" } else { "" }
+            ),
+            addr,
+            id,
+        ))
+    }
+
+    /// Waits until the instance runs; records its address under `machine`.
+    async fn running(
+        &mut self,
+        index: usize,
+        kind: &'static str,
+        machine: &str,
+        launched: &Launched,
+    ) -> Result<(Instance, IpAddr), ExecError> {
+        let running = wait_running(
+            self.cloud,
+            &launched.instance.id,
+            BOOT,
+            Duration::from_millis(200),
+        )
+        .await
+        .map_err(cloud_err(index, kind))?;
+        let addr = running.address.ok_or_else(|| ExecError::UnknownAddress {
+            index,
+            kind,
+            machine: machine.to_owned(),
+        })?;
+        self.addresses.insert(machine.to_owned(), addr);
+        Ok((running, addr))
+    }
+
+    /// Forgets what SSH knew of `host` and learns the instance's host keys from the cloud.
+    async fn learn_keys(
+        &self,
+        index: usize,
+        kind: &'static str,
+        host: &Host,
+        machine: &str,
+        running: &Instance,
+    ) -> Result<(), ExecError> {
+        self.ssh.forget(host).await;
+        // EC2 shows the keys in the console output a while after the instance runs:
+        // a strict SSH waits for them (never accepts whatever key answers first).
+        let keys = match host.host_keys {
+            HostKeys::Strict => {
+                medic_cloud::adopt::host_keys_when_ready(
+                    self.cloud,
+                    &running.id,
+                    BOOT,
+                    HOST_KEYS_POLL,
+                )
+                .await
+            }
+            HostKeys::AcceptNew => self.cloud.host_keys(&running.id).await,
+        }
+        .map_err(cloud_err(index, kind))?;
+        if keys.is_empty() && host.host_keys == HostKeys::Strict {
+            return Err(ExecError::NoHostKey {
+                index,
+                machine: machine.to_owned(),
+                instance: running.id.clone(),
+                after: BOOT,
+            });
+        }
+        for key in keys {
+            self.ssh
+                .learn_host_key(host, &key)
+                .map_err(|source| ExecError::Ssh {
+                    index,
+                    kind,
+                    source: Box::new(source),
+                })?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! `policy.spares`: machines launched ahead of need, so that a lost machine's replacement
+//! does not wait for a boot (as an EC2 Auto Scaling warm pool does).
+//!
+//! A spare is an instance of a role, launched from that role's AMI, prepared by the steps of
+//! the role's playbook marked `spare: true` (those that need nothing of the machine it will
+//! become), then left running or stopped (`policy.spare_state`) and tagged ready. A
+//! replacement of a machine of that role takes a ready spare instead of launching: it re-tags
+//! it as the machine, starts it if it is stopped and runs the whole playbook on it.
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::model::Role;
+
+/// What a prepared spare is left as.
+#[derive(
+    Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum SpareState {
+    /// Running: taken in the time of a re-tag and the playbook's remaining steps.
+    #[default]
+    Running,
+    /// Stopped (EC2 bills only its volume): taking it adds a start, tens of seconds on EC2
+    /// but no boot from scratch of a fresh image.
+    Stopped,
+}
+
+impl SpareState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SpareState::Running => "running",
+            SpareState::Stopped => "stopped",
+        }
+    }
+}
+
+/// The most spares of one role medic keeps.
+pub const MAX_SPARES: u32 = 5;
+
+/// Tag of a spare instance: the role it is a spare of. Removed when it is taken.
+pub const TAG_SPARE: &str = "medic:spare";
+/// Tag of a spare whose preparation has finished (`yes`): only these are taken.
+pub const TAG_SPARE_READY: &str = "medic:spare-ready";
