@@ -36,6 +36,7 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
     env.wait("the recovery of redis1", RECOVERY, |e| {
         e.ended("machine redis1 lost", "completed")
     });
+    let restored = crashed_at.elapsed();
     env.wait("both shards ok again", RECOVERY, |e| {
         ["r9001", "r9002"].iter().all(|s| {
             let sh = e.shard(s);
@@ -84,6 +85,24 @@ fn a_crashed_redis_machine_is_failed_over_and_replaced_while_a_client_writes() {
             "{proxy}: {r2}"
         );
     }
+    // What the replacement's steps took (docs/BENCHMARKS.md compares it with a spare's).
+    let recovery = env.recovery("machine redis1 lost").unwrap();
+    let ms = |kind: &str| -> u64 {
+        recovery["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == kind)
+            .filter_map(|s| s["duration_ms"].as_u64())
+            .sum()
+    };
+    println!(
+        "crash to the recovery's end (redundancy back): {:.2} s; launch {} ms, wait-ssh {} ms, playbook {} ms",
+        restored.as_secs_f64(),
+        ms("launch"),
+        ms("wait-ssh"),
+        ms("playbook"),
+    );
     // Exactly one replacement; the old instance is terminated.
     let inst = env.instances("redis1");
     assert_eq!(inst.len(), 2, "{inst:?}");
