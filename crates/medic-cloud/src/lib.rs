@@ -447,8 +447,9 @@ pub async fn list_owned<C: Cloud>(cloud: &C, topology: &str) -> Result<Vec<Insta
         .await
 }
 
-/// Orphans: owned instances that are alive but are no machine's current instance and belong to
-/// no recovery still in flight. `current` holds each machine's current instance id.
+/// Orphans: owned instances that are alive but are no machine's current instance, belong to
+/// no recovery still in flight and are no spare (the pool's, tended by the controller).
+/// `current` holds each machine's current instance id.
 pub fn orphans<'a>(
     owned: &'a [Instance],
     current: &BTreeMap<String, String>,
@@ -459,6 +460,7 @@ pub fn orphans<'a>(
         .iter()
         .filter(|i| !i.state.is_gone())
         .filter(|i| !current_ids.contains(i.id.as_str()))
+        .filter(|i| i.tag(spares::TAG_SPARE).is_none())
         .filter(|i| i.tag(TAG_RECOVERY).is_none_or(|r| !in_flight.contains(r)))
         .collect()
 }
@@ -489,6 +491,12 @@ mod tests {
             inst("i-3", "redis9", InstanceState::Running, None), // not in the topology
             inst("i-4", "redis2", InstanceState::Pending, Some("rec-now")), // being launched now
             inst("i-5", "redis2", InstanceState::Terminated, None), // gone
+            {
+                let mut spare = inst("i-6", "", InstanceState::Stopped, Some("rec-spare"));
+                spare.tags.remove(TAG_MACHINE);
+                spare.tags.insert(spares::TAG_SPARE.into(), "redis".into());
+                spare // the pool's
+            },
         ];
         let current = BTreeMap::from([("redis1".to_owned(), "i-1".to_owned())]);
         let in_flight = BTreeSet::from(["rec-now".to_owned()]);

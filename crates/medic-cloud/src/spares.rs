@@ -62,9 +62,13 @@ pub async fn claim<C: Cloud>(cloud: &C, spec: &LaunchSpec) -> Result<Option<Laun
         .filter(|i| is_ready(i) && !i.state.is_gone())
         .collect();
     ready.sort_by(|a, b| a.id.cmp(&b.id));
+    // Every tag of the machine but the topology's, which the spare has (and which medic's
+    // IAM policy does not let it change).
+    let mut tags = spec.tags.clone();
+    tags.remove(TAG_TOPOLOGY);
     for spare in ready {
         cloud
-            .retag(&spare.id, &spec.tags, &[TAG_SPARE, TAG_SPARE_READY])
+            .retag(&spare.id, &tags, &[TAG_SPARE, TAG_SPARE_READY])
             .await?;
         let Some(now) = cloud.describe(&spare.id).await? else {
             continue;
