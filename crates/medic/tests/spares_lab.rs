@@ -90,6 +90,7 @@ fn a_crashed_redis_machine_takes_a_ready_spare_and_the_pool_is_refilled() {
         e.ended("machine redis1 lost", "completed")
     });
     let restored = crashed_at.elapsed();
+    let ended = Instant::now();
     env.wait("both shards ok again", RECOVERY, |e| {
         ["r9001", "r9002"].iter().all(|s| {
             let sh = e.shard(s);
@@ -150,6 +151,10 @@ fn a_crashed_redis_machine_takes_a_ready_spare_and_the_pool_is_refilled() {
     env.wait("the pool refilled", RECOVERY, |e| {
         ready_spares(e).iter().any(|(id, _)| *id != spare)
     });
+    println!(
+        "the pool refilled (a new spare ready) {:.1} s after the recovery ended",
+        ended.elapsed().as_secs_f64()
+    );
     let (refill, refill_ip) = ready_spares(&env).remove(0);
     assert_eq!(refill_ip, env.ip(16));
     // No orphan: every live instance is a machine's current one, or the one ready spare.
