@@ -15,7 +15,7 @@ mod common;
 use common::direct;
 use medic_aws::{Ec2, load_config};
 use medic_cloud::faults::{Faults, Faulty};
-use medic_cloud::spares::{TAG_SPARE, TAG_SPARE_READY, claim, spare_tags};
+use medic_cloud::spares::{TAG_SPARE, TAG_SPARE_FIT, TAG_SPARE_READY, claim, spare_tags};
 use medic_cloud::*;
 use medic_plan::LaunchSpec;
 use medic_testkit::Moto;
@@ -68,6 +68,8 @@ fn spec(w: &World, name: &str, recovery: &str, step: usize) -> LaunchSpec {
 async fn spare<C: Cloud>(cloud: &C, w: &World, recovery: &str, stop: bool) -> String {
     let mut s = spec(w, &format!("spare-redis-{recovery}"), recovery, 1);
     s.tags.insert(TAG_SPARE.into(), "redis".into());
+    // Launched as the replacement would be: the same AMI, subnet and instance types.
+    s.tags.insert(TAG_SPARE_FIT.into(), s.fit());
     let id = cloud.launch(&s).await.unwrap().instance.id;
     wait_running(
         cloud,

@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use medic_cloud::spares::{TAG_SPARE_READY, claim};
+use medic_cloud::spares::{TAG_SPARE_HOST_KEY, TAG_SPARE_READY, claim, is_ready, is_spare};
 use medic_cloud::{Cloud, Dns, Instance, Launched, wait_port, wait_running};
 use medic_plan::LaunchSpec;
 use medic_ssh::{Host, HostKeys, StepOutcome, run_playbook};
@@ -22,9 +22,15 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     ) -> Result<(String, IpAddr, String), ExecError> {
         let mut launched = None;
         if spec.from_spares {
-            launched = claim(self.cloud, spec)
-                .await
-                .map_err(cloud_err(index, kind))?;
+            // A spare that cannot be taken (it would not start, its tags did not read back)
+            // was given back to the pool: the step launches, as without spares.
+            launched = match claim(self.cloud, spec).await {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(machine = %spec.machine, error = %e, "Cannot take a spare; launching instead.");
+                    None
+                }
+            };
         }
         let launched = match launched {
             Some(l) => l,
@@ -36,7 +42,13 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         };
         let (running, addr) = self.running(index, kind, &spec.machine, &launched).await?;
         let host = self.host(&spec.machine, addr);
-        self.learn_keys(index, kind, &host, &spec.machine, &running)
+        // A spare's key as learned when it was prepared: a stopped one started again may
+        // not show its keys on the console again.
+        let pinned = launched
+            .spare
+            .then(|| running.tag(TAG_SPARE_HOST_KEY).map(str::to_owned))
+            .flatten();
+        self.learn_keys(index, kind, &host, &spec.machine, &running, pinned)
             .await?;
         let what = match (launched.spare, launched.reused) {
             (_, true) => "found",
@@ -66,7 +78,27 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
             .await
             .map_err(cloud_err(index, kind))?;
         let id = launched.instance.id.clone();
-        let ready = launched.instance.tag(TAG_SPARE_READY) == Some("yes");
+        // Run again after a replacement took it (EC2 answers a launch's token with the
+        // instance it launched, whoever's it is now): it is a machine's, and left alone.
+        if !is_spare(&launched.instance) {
+            let addr = launched
+                .instance
+                .address
+                .ok_or_else(|| ExecError::UnknownAddress {
+                    index,
+                    kind,
+                    machine: spec.machine.clone(),
+                })?;
+            return Ok((
+                format!(
+                    "spare {id} was prepared and taken by a replacement since ({}); left as it is",
+                    launched.instance.machine().unwrap_or("no machine")
+                ),
+                addr,
+                id,
+            ));
+        }
+        let ready = is_ready(&launched.instance);
         if ready {
             let addr = launched
                 .instance
@@ -91,7 +123,8 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         let (running, addr) = self.running(index, kind, &spec.machine, &launched).await?;
         let mut host = crate::ssh_host(self.topology, like, addr);
         host.name = spec.machine.clone();
-        self.learn_keys(index, kind, &host, &spec.machine, &running)
+        let keys = self
+            .learn_keys(index, kind, &host, &spec.machine, &running, None)
             .await?;
         wait_port(
             SocketAddr::new(addr, host.port),
@@ -122,8 +155,16 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         if stop {
             self.cloud.stop(&id).await.map_err(cloud_err(index, kind))?;
         }
-        let ready =
+        let mut ready =
             std::collections::BTreeMap::from([(TAG_SPARE_READY.to_owned(), "yes".to_owned())]);
+        // (EC2 takes tag values up to 256 characters: an ed25519 key, not an RSA one.)
+        if let Some(k) = keys
+            .iter()
+            .filter(|k| k.len() <= 255)
+            .min_by_key(|k| !k.starts_with("ssh-ed25519"))
+        {
+            ready.insert(TAG_SPARE_HOST_KEY.to_owned(), k.clone());
+        }
         self.cloud
             .retag(&id, &ready, &[])
             .await
@@ -164,7 +205,8 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         Ok((running, addr))
     }
 
-    /// Forgets what SSH knew of `host` and learns the instance's host keys from the cloud.
+    /// Forgets what SSH knew of `host` and learns the instance's host keys from the cloud —
+    /// or `pinned`, a key medic learned from it before. Returns them.
     async fn learn_keys(
         &self,
         index: usize,
@@ -172,8 +214,19 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         host: &Host,
         machine: &str,
         running: &Instance,
-    ) -> Result<(), ExecError> {
+        pinned: Option<String>,
+    ) -> Result<Vec<String>, ExecError> {
         self.ssh.forget(host).await;
+        if let Some(key) = pinned {
+            self.ssh
+                .learn_host_key(host, &key)
+                .map_err(|source| ExecError::Ssh {
+                    index,
+                    kind,
+                    source: Box::new(source),
+                })?;
+            return Ok(vec![key]);
+        }
         // EC2 shows the keys in the console output a while after the instance runs:
         // a strict SSH waits for them (never accepts whatever key answers first).
         let keys = match host.host_keys {
@@ -197,15 +250,15 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
                 after: BOOT,
             });
         }
-        for key in keys {
+        for key in &keys {
             self.ssh
-                .learn_host_key(host, &key)
+                .learn_host_key(host, key)
                 .map_err(|source| ExecError::Ssh {
                     index,
                     kind,
                     source: Box::new(source),
                 })?;
         }
-        Ok(())
+        Ok(keys)
     }
 }

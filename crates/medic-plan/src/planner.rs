@@ -34,6 +34,7 @@ mod service;
 mod service_active;
 mod service_pg;
 mod spare;
+pub use spare::spare_fit;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {

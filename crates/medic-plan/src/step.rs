@@ -237,6 +237,18 @@ pub struct LaunchSpec {
     pub from_spares: bool,
 }
 
+impl LaunchSpec {
+    /// How it launches, as a digest ([`medic_topology::spares::fit`]).
+    pub fn fit(&self) -> String {
+        medic_topology::spares::fit(
+            &self.ami,
+            self.image_id.as_deref(),
+            self.subnet.as_deref(),
+            &self.instance_types,
+        )
+    }
+}
+
 /// How a DNS change is made.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

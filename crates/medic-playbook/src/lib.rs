@@ -263,7 +263,6 @@ impl Playbook {
         self.vars.iter().map(|v| v.value.name.value.as_str())
     }
 
-    /// Fills in every step with `vars` (a JSON object) and expands `for_each`.
     /// The steps marked `spare: true`, rendered for a spare being prepared: the variables not
     /// in `vars` are null.
     pub fn render_spare(&self, vars: &serde_json::Value) -> Result<Vec<RenderedStep>, RenderError> {
@@ -288,6 +287,7 @@ impl Playbook {
         vars
     }
 
+    /// Fills in every step with `vars` (a JSON object) and expands `for_each`.
     pub fn render(&self, vars: &serde_json::Value) -> Result<Vec<RenderedStep>, RenderError> {
         let playbook = self.name.value.clone();
         for v in self.var_names() {

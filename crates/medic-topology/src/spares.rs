@@ -41,3 +41,27 @@ pub const MAX_SPARES: u32 = 5;
 pub const TAG_SPARE: &str = "medic:spare";
 /// Tag of a spare whose preparation has finished (`yes`): only these are taken.
 pub const TAG_SPARE_READY: &str = "medic:spare-ready";
+/// Tag of a prepared spare: the SSH host key medic learned from the cloud when it prepared it
+/// (a stopped instance started again may not print its keys to the console again).
+pub const TAG_SPARE_HOST_KEY: &str = "medic:spare-host-key";
+/// Tag of a spare: what it was launched as ([`fit`]): only a machine launched the same way
+/// takes it.
+pub const TAG_SPARE_FIT: &str = "medic:spare-fit";
+
+/// A short, stable digest of how an instance is launched — its AMI, image id, subnet and
+/// instance types — so that a replacement takes only a spare it could have launched itself
+/// (the same AMI, in the same subnet and zone, of the same types). FNV-1a, 64 bits, in hex.
+pub fn fit(ami: &str, image_id: Option<&str>, subnet: Option<&str>, types: &[String]) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let text = format!(
+        "{ami}|{}|{}|{}",
+        image_id.unwrap_or(""),
+        subnet.unwrap_or(""),
+        types.join(",")
+    );
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}

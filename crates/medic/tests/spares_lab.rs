@@ -80,6 +80,12 @@ fn a_crashed_redis_machine_takes_a_ready_spare_and_the_pool_is_refilled() {
     assert_eq!(tags["medic:spare"], "redis", "{tags}");
     assert_eq!(tags["medic:spare-ready"], "yes", "{tags}");
     assert!(tags.get("medic:machine").is_none(), "{tags}");
+    assert!(
+        tags["medic:spare-host-key"]
+            .as_str()
+            .is_some_and(|k| k.starts_with("ssh-ed25519 ")),
+        "the host key learned when it was prepared: {tags}"
+    );
 
     let app = env.ip(14);
     let writer = Writer::start(format!("{app}:7001").parse().unwrap());

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use medic_cloud::spares::{TAG_SPARE, is_ready};
+use medic_cloud::spares::{TAG_SPARE, TAG_SPARE_FIT, is_ready, is_spare};
 use medic_cloud::{Cloud, Dns, TAG_RECOVERY, list_owned};
 use medic_topology::Role;
 use serde::Serialize;
@@ -16,6 +16,9 @@ use crate::journal::now_ms;
 
 /// How often the pool is listed and tended.
 pub(super) const TEND_EVERY: Duration = Duration::from_secs(5);
+/// Without spares in the policy, every how many rounds the cloud is swept for spares a former
+/// policy left (every minute).
+const SWEEP_EVERY: u64 = 12;
 
 /// One spare, for `medic status`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -31,8 +34,20 @@ pub struct SpareView {
 
 impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     pub(super) async fn tend_spares_forever(&self) {
+        let mut round: u64 = 0;
         loop {
-            self.tend_spares().await;
+            // Without spares in the policy, a slow sweep for those a former policy left.
+            let wanted = self
+                .top()
+                .topology
+                .policy
+                .spares
+                .values()
+                .any(|n| n.value > 0);
+            if wanted || round.is_multiple_of(SWEEP_EVERY) {
+                self.tend_spares().await;
+            }
+            round += 1;
             tokio::time::sleep(TEND_EVERY).await;
         }
     }
@@ -44,6 +59,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         if !top.provider.value.can_launch() || !top.managed() || !self.may_act() {
             return;
         }
+        let fits: std::collections::BTreeMap<Role, Option<String>> = top
+            .policy
+            .spares
+            .keys()
+            .map(|r| (*r, medic_plan::spare_fit(top, *r)))
+            .collect();
         let owned = match list_owned(&self.inner.cloud, &top.name.value).await {
             Ok(o) => o,
             Err(e) => {
@@ -53,15 +74,17 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         };
         let mut seen = Vec::new();
         let mut views = Vec::new();
-        for i in owned.iter().filter(|i| !i.state.is_gone()) {
+        for i in owned.iter().filter(|i| is_spare(i)) {
             let Some(role) = i.tag(TAG_SPARE).and_then(role_named) else {
                 continue;
             };
+            let fit = fits.get(&role).cloned().flatten();
             seen.push(SpareSeen {
                 id: i.id.clone(),
                 role,
                 ready: is_ready(i),
                 recovery: i.tag(TAG_RECOVERY).map(str::to_owned),
+                fits: fit.is_some_and(|f| i.tag(TAG_SPARE_FIT) == Some(f.as_str())),
             });
             views.push(SpareView {
                 id: i.id.clone(),
@@ -78,16 +101,18 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         };
         self.carry_out(tend.out);
         self.kick();
-        for (id, why) in tend.retire {
-            self.retire_spare(&id, &why).await;
+        for r in tend.retire {
+            self.retire_spare(&r.id, &r.why, r.unready).await;
         }
     }
 
-    async fn retire_spare(&self, id: &str, why: &str) {
+    async fn retire_spare(&self, id: &str, why: &str, unready: bool) {
         let cloud = &self.inner.cloud;
-        // Read again: a replacement may have taken it since it was listed.
+        // Read again: a replacement may have taken it since it was listed, or (retired as
+        // unready) its preparation tagged it ready since; and this controller may no longer
+        // lead.
         match cloud.describe(id).await {
-            Ok(Some(i)) if i.tag(TAG_SPARE).is_some() && !i.state.is_gone() => {}
+            Ok(Some(i)) if is_spare(&i) && !(unready && is_ready(&i)) && self.may_act() => {}
             Ok(_) => return,
             Err(e) => {
                 tracing::warn!(instance = %id, error = %e, "Cannot read a spare to retire.");

@@ -53,7 +53,7 @@ use crate::store::Saved;
 
 pub use detect::LINK_SILENT_SECS;
 pub use recovery::Next;
-pub use spares::{SpareSeen, Tend};
+pub use spares::{Retire, SpareSeen, Tend};
 pub use steps::{LastLook, internal_summary, is_internal, last_look_failed, note_skips};
 
 /// Alerts kept for the status page.

@@ -6,8 +6,14 @@
 //! which instances to terminate:
 //! - a spare not ready whose preparation is no longer in flight (it failed, or its journal
 //!   was lost): never left as an orphan;
-//! - ready spares beyond the policy (it was lowered), newest first — not while a replacement
-//!   that may take a spare runs, so a spare being taken is never retired.
+//! - a ready spare launched otherwise than the role's spares are now (its AMI, subnet or
+//!   instance types changed): no replacement would take it;
+//! - ready spares beyond the policy (it was lowered), the last by id — not while a
+//!   replacement that may take a spare runs.
+//!
+//! A spare whose preparation is still in flight counts as that preparation, ready or not.
+//! The adapter reads each instance again before it terminates it, and leaves it if it is no
+//! longer a spare (a replacement took it) or, retired as unready, if it is ready by now.
 //!
 //! Preparations per role and hour are bounded by `policy.max_replacements_per_hour`: a spare
 //! whose preparation keeps failing stops being launched, with a critical alert.
@@ -27,13 +33,24 @@ pub struct SpareSeen {
     pub ready: bool,
     /// The preparation that launched it (`medic:recovery`).
     pub recovery: Option<String>,
+    /// Launched as a spare of its role is launched now (`medic:spare-fit`): only such a
+    /// spare is taken by a replacement.
+    pub fits: bool,
+}
+
+/// A spare to terminate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retire {
+    pub id: String,
+    pub why: String,
+    /// Retired because it is not ready: left alone if it reads ready by then.
+    pub unready: bool,
 }
 
 /// What the adapter is to do about the pool.
 #[derive(Debug, Default, PartialEq)]
 pub struct Tend {
-    /// Instances to terminate, each with why.
-    pub retire: Vec<(String, String)>,
+    pub retire: Vec<Retire>,
     pub out: Vec<Output>,
 }
 
@@ -91,16 +108,30 @@ impl Core {
         let mut ready: BTreeMap<Role, Vec<&SpareSeen>> = BTreeMap::new();
         for s in seen {
             let preparing = s.recovery.as_deref().is_some_and(|r| in_flight.contains(r));
-            if s.ready {
+            if preparing {
+                // Counted as its preparation until that ends (ready or not).
+                continue;
+            }
+            if s.ready && !s.fits {
+                t.retire.push(Retire {
+                    id: s.id.clone(),
+                    why: format!(
+                        "a spare of role {} launched otherwise (AMI, subnet or instance types) than the role's machines are now",
+                        s.role.as_str()
+                    ),
+                    unready: false,
+                });
+            } else if s.ready {
                 ready.entry(s.role).or_default().push(s);
-            } else if !preparing {
-                t.retire.push((
-                    s.id.clone(),
-                    format!(
+            } else {
+                t.retire.push(Retire {
+                    id: s.id.clone(),
+                    why: format!(
                         "a spare of role {} whose preparation is over but that is not ready (it failed)",
                         s.role.as_str()
                     ),
-                ));
+                    unready: true,
+                });
             }
         }
         let jobs = self.spare_jobs();
@@ -113,17 +144,18 @@ impl Core {
             let mut have = ready.remove(&role).unwrap_or_default();
             let preparing = jobs.get(&role).copied().unwrap_or(0);
             if have.len() + preparing > want && !taking {
-                // Newest last by id: the oldest are kept.
+                // The last by id go (the first by id are the ones a replacement takes).
                 have.sort_by(|a, b| a.id.cmp(&b.id));
                 let extra = (have.len() + preparing - want).min(have.len());
                 for s in have.split_off(have.len() - extra) {
-                    t.retire.push((
-                        s.id.clone(),
-                        format!(
+                    t.retire.push(Retire {
+                        id: s.id.clone(),
+                        why: format!(
                             "a spare of role {} beyond policy.spares ({want})",
                             role.as_str()
                         ),
-                    ));
+                        unready: false,
+                    });
                 }
             }
             let missing = want.saturating_sub(have.len() + preparing);

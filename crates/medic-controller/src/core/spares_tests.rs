@@ -34,6 +34,7 @@ fn spare(id: &str, role: Role, ready: bool, recovery: Option<&str>) -> SpareSeen
         role,
         ready,
         recovery: recovery.map(str::to_owned),
+        fits: true,
     }
 }
 
@@ -138,7 +139,8 @@ fn a_spare_whose_preparation_ended_unready_is_retired_and_replaced() {
     assert!(out.iter().any(|o| matches!(o, Output::Alert { message, .. } if message.contains("could not be prepared"))), "{out:?}");
     let t = c.tend_spares(&listed, 4_000);
     assert_eq!(t.retire.len(), 1);
-    assert_eq!(t.retire[0].0, "i-1");
+    assert_eq!(t.retire[0].id, "i-1");
+    assert!(t.retire[0].unready);
     assert_eq!(jobs(&c).len(), 1);
 }
 
@@ -151,7 +153,7 @@ fn ready_spares_beyond_the_policy_are_retired_newest_first_but_not_while_one_may
         spare("i-3", Role::Haproxy, true, Some("old")),
     ];
     let t = c.tend_spares(&listed, 1_000);
-    let mut ids: Vec<&str> = t.retire.iter().map(|(i, _)| i.as_str()).collect();
+    let mut ids: Vec<&str> = t.retire.iter().map(|r| r.id.as_str()).collect();
     ids.sort();
     assert_eq!(
         ids,
@@ -227,4 +229,26 @@ fn a_prepared_spare_changes_no_machine_of_the_state() {
     };
     let _ = c.step_done(&id, &step, &output, 2_000);
     assert_eq!(c.saved.observed.machines, before.machines);
+}
+
+#[test]
+fn a_spare_ready_before_its_preparation_ended_counts_once_and_an_unfit_one_is_retired() {
+    let mut c = core("{redis: 1}");
+    let _ = c.tend_spares(&[], 1_000);
+    let id = started(&c.schedule(1_000)).pop().unwrap();
+    // Tagged ready, its preparation not yet over: it is that preparation, not a second spare.
+    let t = c.tend_spares(&[spare("i-1", Role::Redis, true, Some(&id))], 2_000);
+    assert!(t.retire.is_empty(), "{:?}", t.retire);
+    assert_eq!(jobs(&c).len(), 1);
+    // After it ended: the pool is full. A ready spare launched otherwise (an older AMI) is
+    // retired, and another prepared.
+    let _ = c.finished(&id, &Outcome::Completed, 3_000);
+    let mut stale = spare("i-0", Role::Redis, true, Some("old"));
+    stale.fits = false;
+    let t = c.tend_spares(&[stale, spare("i-1", Role::Redis, true, Some(&id))], 4_000);
+    assert_eq!(
+        t.retire.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["i-0"]
+    );
+    assert!(jobs(&c).is_empty(), "i-1 fills the pool");
 }

@@ -35,6 +35,8 @@ impl Planner<'_> {
             medic_topology::spares::TAG_SPARE.to_owned(),
             role.as_str().to_owned(),
         );
+        spec.tags
+            .insert(medic_topology::spares::TAG_SPARE_FIT.to_owned(), spec.fit());
         let address = Addr::Of(name.to_owned());
         let vars = json!({
             "host": {
@@ -53,4 +55,24 @@ impl Planner<'_> {
             timeout_ms: top.policy.boot_timeout.value.as_millis() as u64,
         });
     }
+}
+
+/// How a spare of `role` is launched now ([`crate::LaunchSpec::fit`]), as a preparation would
+/// tag it; `None` when no spare of it can be prepared. A ready spare of another fit (the AMI,
+/// subnet or instance types changed since) is taken by no replacement, and is retired.
+pub fn spare_fit(top: &medic_topology::Topology, role: Role) -> Option<String> {
+    let plan = crate::plan_recovery(
+        top,
+        &crate::ObservedState::empty(top),
+        &crate::Event::Spare {
+            role,
+            name: "fit".into(),
+        },
+        "fit",
+    )
+    .ok()?;
+    plan.steps.iter().find_map(|s| match &s.action {
+        Action::PrepareSpare { spec, .. } => Some(spec.fit()),
+        _ => None,
+    })
 }

@@ -21,7 +21,8 @@ impl Ctx<'_, '_> {
             }
             let why_not = if !top.provider.value.can_launch() {
                 Some(
-                    "the static provider launches nothing; expected provider aws or lab".to_owned(),
+                    "the static provider launches nothing; expected provider aws or local"
+                        .to_owned(),
                 )
             } else if !top.managed() {
                 Some(
@@ -47,6 +48,12 @@ impl Ctx<'_, '_> {
             };
             if let Some(why) = why_not {
                 self.d.error(n.referenced, &p, why);
+            } else if !top.policy.allows(crate::model::Remedy::ReplaceMachine) {
+                self.d.warning(
+                    n.referenced,
+                    &p,
+                    "replace_machine is not in policy.remediation: no replacement takes a spare; expected it there, or no spares",
+                );
             }
         }
     }
