@@ -100,6 +100,10 @@ async fn a_stopped_spare_is_taken_retagged_started_and_taken_once() {
     let id = spare(&w.ec2, &w, "prep-1", true).await;
     let stopped = w.ec2.describe(&id).await.unwrap().unwrap();
     assert_eq!(stopped.state, InstanceState::Stopped);
+    // A machine launched in another subnet (another zone) does not take it: it launches.
+    let mut elsewhere = replacement(&w, "rec-x", 16);
+    elsewhere.subnet = Some("subnet-0123456789abcdef0".into());
+    assert!(claim(&w.ec2, &elsewhere).await.unwrap().is_none());
     let r = replacement(&w, "rec-2", 16);
     let got = claim(&w.ec2, &r).await.unwrap().unwrap();
     assert_eq!(got.instance.id, id);

@@ -460,7 +460,7 @@ pub fn orphans<'a>(
         .iter()
         .filter(|i| !i.state.is_gone())
         .filter(|i| !current_ids.contains(i.id.as_str()))
-        .filter(|i| i.tag(spares::TAG_SPARE).is_none())
+        .filter(|i| !spares::is_spare(i))
         .filter(|i| i.tag(TAG_RECOVERY).is_none_or(|r| !in_flight.contains(r)))
         .collect()
 }

@@ -99,8 +99,9 @@ pub async fn claim<C: Cloud>(cloud: &C, spec: &LaunchSpec) -> Result<Option<Laun
             Some(i) if is_ready(&i) => {}
             _ => continue,
         }
-        cloud.retag(&candidate.id, &tags, &[]).await?;
         let taken = async {
+            // One call makes it the machine's: from here on it is no spare ([`is_spare`]).
+            cloud.retag(&candidate.id, &tags, &[]).await?;
             cloud
                 .retag(
                     &candidate.id,
@@ -119,9 +120,9 @@ pub async fn claim<C: Cloud>(cloud: &C, spec: &LaunchSpec) -> Result<Option<Laun
             if let Some((k, v)) = tags.iter().find(|(k, v)| now.tags.get(*k) != Some(*v)) {
                 return Err(CloudError::Api {
                     op: "take spare",
-                    code: "Taken".into(),
+                    code: TAKEN.into(),
                     message: format!(
-                        "spare {} reads {k}={:?} after it was tagged {v}",
+                        "spare {} reads {k}={:?} after it was tagged {v}: someone else took it",
                         candidate.id,
                         now.tag(k)
                     ),
@@ -131,38 +132,62 @@ pub async fn claim<C: Cloud>(cloud: &C, spec: &LaunchSpec) -> Result<Option<Laun
             Ok(now)
         }
         .await;
-        match taken {
-            Ok(now) => {
-                return Ok(Some(Launched {
-                    instance: now,
-                    reused: false,
-                    spare: true,
-                }));
-            }
+        return match taken {
+            Ok(now) => Ok(Some(Launched {
+                instance: now,
+                reused: false,
+                spare: true,
+            })),
+            // Another's now: left as it is.
+            Err(e @ CloudError::Api { .. }) if is_taken(&e) => Err(e),
+            // Given back, this step's tags off it: the caller launches. Else the step fails,
+            // and run again finishes what it began (it finds its tags).
             Err(e) => {
-                give_back(cloud, &candidate.id, spec).await;
-                return Err(e);
+                if give_back(cloud, &candidate.id, spec).await {
+                    tracing::warn!(instance = %candidate.id, error = %e, "A spare could not be taken; given back to the pool unready.");
+                    Ok(None)
+                } else {
+                    Err(e)
+                }
             }
-        }
+        };
     }
     Ok(None)
 }
 
+const TAKEN: &str = "Taken";
+
+fn is_taken(e: &CloudError) -> bool {
+    matches!(e, CloudError::Api { code, .. } if code == TAKEN)
+}
+
 /// A spare whose taking failed: back in the pool, unready (retired at the next tending), and
-/// without the machine's, the recovery's and the step's tags. Best effort: what fails is
-/// logged.
-async fn give_back<C: Cloud>(cloud: &C, id: &str, spec: &LaunchSpec) {
+/// without the machine's, the recovery's and the step's tags — read back. Whether it is.
+async fn give_back<C: Cloud>(cloud: &C, id: &str, spec: &LaunchSpec) -> bool {
     let back = BTreeMap::from([(TAG_SPARE.to_owned(), spec.role.as_str().to_owned())]);
-    if let Err(e) = cloud
-        .retag(
-            id,
-            &back,
-            &[TAG_MACHINE, TAG_RECOVERY, TAG_STEP, TAG_SPARE_READY],
-        )
-        .await
-    {
+    let gone = [TAG_MACHINE, TAG_RECOVERY, TAG_STEP, TAG_SPARE_READY];
+    if let Err(e) = cloud.retag(id, &back, &gone).await {
         tracing::warn!(instance = %id, error = %e, "Cannot give a spare back after a failed take.");
+        return false;
     }
+    match cloud.describe(id).await {
+        Ok(Some(i)) => gone.iter().all(|k| i.tag(k).is_none()),
+        Ok(None) => true,
+        Err(_) => false,
+    }
+}
+
+/// Terminates the spare `id` if it still is one — and, `unready`, still not ready — checked
+/// under the lock takings hold, so never an instance a replacement has taken. Whether it
+/// terminated it.
+pub async fn retire<C: Cloud>(cloud: &C, id: &str, unready: bool) -> Result<bool, CloudError> {
+    let _one = CLAIMING.lock().await;
+    match cloud.describe(id).await? {
+        Some(i) if is_spare(&i) && !(unready && is_ready(&i)) => {}
+        _ => return Ok(false),
+    }
+    cloud.terminate(id).await?;
+    Ok(true)
 }
 
 async fn start_if_stopped<C: Cloud>(cloud: &C, i: &Instance) -> Result<(), CloudError> {
@@ -370,7 +395,10 @@ mod tests {
         let cloud = Mem::default();
         cloud.add("i-2", InstanceState::Stopped, &ready());
         *cloud.fail_start.lock().unwrap() = Some("i-2".into());
-        assert!(claim(&cloud, &spec("7")).await.is_err());
+        assert!(
+            claim(&cloud, &spec("7")).await.unwrap().is_none(),
+            "given back: the step launches"
+        );
         let back = cloud.describe("i-2").await.unwrap().unwrap();
         assert!(is_spare(&back) && !is_ready(&back), "{:?}", back.tags);
         for k in [TAG_MACHINE, TAG_RECOVERY, TAG_STEP] {

@@ -22,15 +22,11 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
     ) -> Result<(String, IpAddr, String), ExecError> {
         let mut launched = None;
         if spec.from_spares {
-            // A spare that cannot be taken (it would not start, its tags did not read back)
-            // was given back to the pool: the step launches, as without spares.
-            launched = match claim(self.cloud, spec).await {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::warn!(machine = %spec.machine, error = %e, "Cannot take a spare; launching instead.");
-                    None
-                }
-            };
+            // A spare that could not be taken and was given back: `None`, the step launches.
+            // Any other error fails the step: run again, it finds what it began by its tags.
+            launched = claim(self.cloud, spec)
+                .await
+                .map_err(cloud_err(index, kind))?;
         }
         let launched = match launched {
             Some(l) => l,
@@ -42,12 +38,20 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         };
         let (running, addr) = self.running(index, kind, &spec.machine, &launched).await?;
         let host = self.host(&spec.machine, addr);
-        // A spare's key as learned when it was prepared: a stopped one started again may
-        // not show its keys on the console again.
-        let pinned = launched
-            .spare
-            .then(|| running.tag(TAG_SPARE_HOST_KEY).map(str::to_owned))
-            .flatten();
+        // A spare's key as learned when it was prepared, used only if the console shows none
+        // now (a stopped one started again may not print its keys again): whatever the
+        // console shows comes first.
+        let pinned = match running.tag(TAG_SPARE_HOST_KEY).filter(|_| launched.spare) {
+            Some(k) => {
+                let console = self
+                    .cloud
+                    .host_keys(&running.id)
+                    .await
+                    .map_err(cloud_err(index, kind))?;
+                console.is_empty().then(|| k.to_owned())
+            }
+            None => None,
+        };
         self.learn_keys(index, kind, &host, &spec.machine, &running, pinned)
             .await?;
         let what = match (launched.spare, launched.reused) {

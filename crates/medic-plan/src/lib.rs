@@ -16,7 +16,8 @@ pub mod vars;
 /// `policy.spares`: its tags and settings, for the crates that take spares.
 pub use medic_topology::spares;
 pub use planner::{
-    Hints, KEPT, PlanError, client_token, plan_recovery, plan_with, plan_without_restart, spare_fit,
+    Hints, KEPT, PlanError, client_token, plan_recovery, plan_with, plan_without_restart,
+    spare_fits,
 };
 pub use state::{MachineState, ObservedState, ReplicaState, ServiceState, ShardState, StepOutput};
 pub use step::*;

@@ -34,7 +34,7 @@ mod service;
 mod service_active;
 mod service_pg;
 mod spare;
-pub use spare::spare_fit;
+pub use spare::spare_fits;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum PlanError {
@@ -155,7 +155,7 @@ pub fn plan_with(
         Event::ServiceDown { service, machine } => p.service_down(service, machine)?,
         Event::ServiceRejoin { service, machine } => p.service_rejoin(service, machine)?,
         Event::ServiceFollow { service, machine } => p.service_follow(service, machine)?,
-        Event::Spare { role, name } => p.prepare_spare(*role, name),
+        Event::Spare { role, name, like } => p.prepare_spare(*role, name, like),
     }
     // The last writes: before the alerts that end a plan (a plan stops being automatic there).
     let alerts = p

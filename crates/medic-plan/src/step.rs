@@ -653,10 +653,12 @@ pub enum Event {
     /// was away when the primary changed): it is made to follow the primary.
     ServiceFollow { service: String, machine: String },
     /// The spares of a role are fewer than `policy.spares` asks: prepare one, named `name`
-    /// (unique: the name of its instance until a replacement takes it).
+    /// (unique: the name of its instance until a replacement takes it), launched as the
+    /// machine `like` is (its AMI, subnet, instance types).
     Spare {
         role: medic_topology::Role,
         name: String,
+        like: String,
     },
 }
 
@@ -691,8 +693,12 @@ impl fmt::Display for Event {
                     "{machine} follows another primary than service {service}'s"
                 )
             }
-            Event::Spare { role, name } => {
-                write!(f, "spare {name} of role {} prepared", role.as_str())
+            Event::Spare { role, name, like } => {
+                write!(
+                    f,
+                    "spare {name} of role {} prepared (launched as {like})",
+                    role.as_str()
+                )
             }
         }
     }

@@ -59,12 +59,6 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         if !top.provider.value.can_launch() || !top.managed() || !self.may_act() {
             return;
         }
-        let fits: std::collections::BTreeMap<Role, Option<String>> = top
-            .policy
-            .spares
-            .keys()
-            .map(|r| (*r, medic_plan::spare_fit(top, *r)))
-            .collect();
         let owned = match list_owned(&self.inner.cloud, &top.name.value).await {
             Ok(o) => o,
             Err(e) => {
@@ -78,13 +72,12 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             let Some(role) = i.tag(TAG_SPARE).and_then(role_named) else {
                 continue;
             };
-            let fit = fits.get(&role).cloned().flatten();
             seen.push(SpareSeen {
                 id: i.id.clone(),
                 role,
                 ready: is_ready(i),
                 recovery: i.tag(TAG_RECOVERY).map(str::to_owned),
-                fits: fit.is_some_and(|f| i.tag(TAG_SPARE_FIT) == Some(f.as_str())),
+                fit: i.tag(TAG_SPARE_FIT).map(str::to_owned),
             });
             views.push(SpareView {
                 id: i.id.clone(),
@@ -107,24 +100,19 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     async fn retire_spare(&self, id: &str, why: &str, unready: bool) {
-        let cloud = &self.inner.cloud;
-        // Read again: a replacement may have taken it since it was listed, or (retired as
-        // unready) its preparation tagged it ready since; and this controller may no longer
-        // lead.
-        match cloud.describe(id).await {
-            Ok(Some(i)) if is_spare(&i) && !(unready && is_ready(&i)) && self.may_act() => {}
-            Ok(_) => return,
-            Err(e) => {
-                tracing::warn!(instance = %id, error = %e, "Cannot read a spare to retire.");
-                return;
-            }
+        // Still leading; the rest is checked again under the lock takings hold: a replacement
+        // may have taken it since it was listed, or (retired as unready) its preparation
+        // tagged it ready since.
+        if !self.may_act() {
+            return;
         }
-        match cloud.terminate(id).await {
-            Ok(_) => self.notify(
+        match medic_cloud::spares::retire(&self.inner.cloud, id, unready).await {
+            Ok(true) => self.notify(
                 "spare_retired",
                 &format!("spare {id} terminated: {why}"),
                 Some(serde_json::json!({ "instance": id })),
             ),
+            Ok(false) => {}
             Err(e) => tracing::warn!(instance = %id, error = %e, "Cannot terminate a spare."),
         }
     }

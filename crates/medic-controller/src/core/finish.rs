@@ -126,7 +126,7 @@ impl Core {
             match &run.plan.event {
                 // A spare's preparation: its instance is retired by the pool's next tending,
                 // and another prepared (within the hourly bound).
-                Event::Spare { role, name } => {
+                Event::Spare { role, name, .. } => {
                     out.push(Output::Alert {
                         level: AlertLevel::Warning,
                         message: format!(

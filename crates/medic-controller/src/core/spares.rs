@@ -33,9 +33,9 @@ pub struct SpareSeen {
     pub ready: bool,
     /// The preparation that launched it (`medic:recovery`).
     pub recovery: Option<String>,
-    /// Launched as a spare of its role is launched now (`medic:spare-fit`): only such a
-    /// spare is taken by a replacement.
-    pub fits: bool,
+    /// How it was launched (`medic:spare-fit`): a replacement takes only a spare launched
+    /// as it would launch itself.
+    pub fit: Option<String>,
 }
 
 /// A spare to terminate.
@@ -57,8 +57,8 @@ pub struct Tend {
 const HOUR_MS: u64 = 3_600_000;
 
 impl Core {
-    /// Preparations of each role queued or running.
-    fn spare_jobs(&self) -> BTreeMap<Role, usize> {
+    /// Preparations queued or running, by the machine each copies.
+    fn spare_jobs(&self) -> BTreeMap<String, usize> {
         let mut n = BTreeMap::new();
         let events = self
             .queue
@@ -66,8 +66,8 @@ impl Core {
             .map(|r| &r.event)
             .chain(self.running.values().map(|r| &r.plan.event));
         for e in events {
-            if let Event::Spare { role, .. } = e {
-                *n.entry(*role).or_default() += 1;
+            if let Event::Spare { like, .. } = e {
+                *n.entry(like.clone()).or_default() += 1;
             }
         }
         n
@@ -96,70 +96,94 @@ impl Core {
         })
     }
 
-    /// Tends the pool against the policy, given every spare the cloud holds now.
+    /// Tends the pool against the policy, given every spare the cloud holds now:
+    /// `policy.spares` of each role for each way its machines are launched
+    /// ([`medic_plan::spare_fits`]: on aws, per subnet).
     pub fn tend_spares(&mut self, seen: &[SpareSeen], now_ms: u64) -> Tend {
         let mut t = Tend::default();
         if !self.leading {
             return t;
         }
         let loaded = self.loaded.clone();
-        let policy = &loaded.topology.policy;
+        let top = &loaded.topology;
+        let policy = &top.policy;
         let in_flight = self.in_flight();
-        let mut ready: BTreeMap<Role, Vec<&SpareSeen>> = BTreeMap::new();
+        // Per role, its fits now: (fit, the machine a spare of it copies).
+        let fits: BTreeMap<Role, Vec<(String, String)>> = policy
+            .spares
+            .iter()
+            .filter(|(_, n)| n.value > 0)
+            .map(|(r, _)| (*r, medic_plan::spare_fits(top, *r)))
+            .collect();
+        let mut ready: BTreeMap<String, Vec<&SpareSeen>> = BTreeMap::new();
         for s in seen {
             let preparing = s.recovery.as_deref().is_some_and(|r| in_flight.contains(r));
             if preparing {
                 // Counted as its preparation until that ends (ready or not).
                 continue;
             }
-            if s.ready && !s.fits {
-                t.retire.push(Retire {
+            let fit = s.fit.as_deref().filter(|f| {
+                fits.get(&s.role)
+                    .is_some_and(|v| v.iter().any(|(x, _)| x == f))
+            });
+            match (s.ready, fit) {
+                (true, Some(f)) => ready.entry(f.to_owned()).or_default().push(s),
+                (true, None) => t.retire.push(Retire {
                     id: s.id.clone(),
-                    why: format!(
-                        "a spare of role {} launched otherwise (AMI, subnet or instance types) than the role's machines are now",
-                        s.role.as_str()
-                    ),
+                    why: if policy.spares_of(s.role) == 0 {
+                        format!("a spare of role {}, which policy.spares no longer lists", s.role.as_str())
+                    } else {
+                        format!(
+                            "a spare of role {} launched otherwise (AMI, subnet or instance types) than any of the role's machines is now",
+                            s.role.as_str()
+                        )
+                    },
                     unready: false,
-                });
-            } else if s.ready {
-                ready.entry(s.role).or_default().push(s);
-            } else {
-                t.retire.push(Retire {
+                }),
+                (false, _) => t.retire.push(Retire {
                     id: s.id.clone(),
                     why: format!(
                         "a spare of role {} whose preparation is over but that is not ready (it failed)",
                         s.role.as_str()
                     ),
                     unready: true,
-                });
+                }),
             }
         }
         let jobs = self.spare_jobs();
         let taking = self.taking_spares();
-        let mut roles: BTreeSet<Role> = policy.spares.keys().copied().collect();
-        roles.extend(ready.keys().copied());
         let mut queue = Vec::new();
-        for role in roles {
+        for (role, role_fits) in &fits {
+            let role = *role;
             let want = policy.spares_of(role) as usize;
-            let mut have = ready.remove(&role).unwrap_or_default();
-            let preparing = jobs.get(&role).copied().unwrap_or(0);
-            if have.len() + preparing > want && !taking {
-                // The last by id go (the first by id are the ones a replacement takes).
-                have.sort_by(|a, b| a.id.cmp(&b.id));
-                let extra = (have.len() + preparing - want).min(have.len());
-                for s in have.split_off(have.len() - extra) {
-                    t.retire.push(Retire {
-                        id: s.id.clone(),
-                        why: format!(
-                            "a spare of role {} beyond policy.spares ({want})",
-                            role.as_str()
-                        ),
-                        unready: false,
-                    });
+            let mut missing: Vec<(String, usize)> = Vec::new();
+            let mut short = 0;
+            for (fit, like) in role_fits {
+                let mut have = ready.remove(fit).unwrap_or_default();
+                let preparing = jobs.get(like).copied().unwrap_or(0);
+                // Beyond the policy by the ready ones alone (a preparation may still fail).
+                if have.len() > want && !taking {
+                    // The last by id go (the first by id are the ones a replacement takes).
+                    have.sort_by(|a, b| a.id.cmp(&b.id));
+                    for s in have.split_off(want) {
+                        t.retire.push(Retire {
+                            id: s.id.clone(),
+                            why: format!(
+                                "a spare of role {} beyond policy.spares ({want})",
+                                role.as_str()
+                            ),
+                            unready: false,
+                        });
+                    }
+                }
+                let m = want.saturating_sub(have.len() + preparing);
+                if m > 0 {
+                    missing.push((like.clone(), m));
+                    short += m;
                 }
             }
-            let missing = want.saturating_sub(have.len() + preparing);
-            if missing == 0 {
+            if short == 0 {
+                self.spares_held.remove(&role);
                 continue;
             }
             let key = role.as_str().to_owned();
@@ -172,28 +196,34 @@ impl Core {
                 .filter(|(r, _)| *r == key)
                 .count();
             let max = policy.max_replacements_per_hour.value as usize;
-            let allowed = max.saturating_sub(launched).min(missing);
-            if allowed < missing && self.spares_held.insert(role) {
+            let mut allowed = max.saturating_sub(launched).min(short);
+            if allowed < short && self.spares_held.insert(role) {
                 t.out.push(Output::Alert {
                     level: AlertLevel::Critical,
                     message: format!(
-                        "spares of role {} held: {launched} were prepared in the last hour (policy.max_replacements_per_hour is {max}); the pool has {} of {want} until the hour has passed — check why their preparations fail (`medic history`)",
+                        "spares of role {} held: {launched} were prepared in the last hour (policy.max_replacements_per_hour is {max}); {short} are missing until the hour has passed — check why their preparations fail (`medic history`)",
                         role.as_str(),
-                        have.len() + preparing
                     ),
                 });
             }
-            if allowed == missing {
+            if allowed == short {
                 self.spares_held.remove(&role);
             }
-            for i in 0..allowed {
-                queue.push((role, format!("spare-{}-{now_ms}-{i}", role.as_str())));
-                self.saved.spare_launches.push((key.clone(), now_ms));
+            for (like, m) in missing {
+                for _ in 0..m {
+                    if allowed == 0 {
+                        break;
+                    }
+                    allowed -= 1;
+                    let name = format!("spare-{}-{now_ms}-{}", role.as_str(), queue.len());
+                    queue.push((role, name, like.clone()));
+                    self.saved.spare_launches.push((key.clone(), now_ms));
+                }
             }
         }
-        for (role, name) in queue {
+        for (role, name, like) in queue {
             self.request(Request {
-                event: Event::Spare { role, name },
+                event: Event::Spare { role, name, like },
                 trigger: format!(
                     "spare pool: fewer than policy.spares.{} ({})",
                     role.as_str(),

@@ -34,8 +34,17 @@ fn spare(id: &str, role: Role, ready: bool, recovery: Option<&str>) -> SpareSeen
         role,
         ready,
         recovery: recovery.map(str::to_owned),
-        fits: true,
+        fit: Some(lab_fit(role)),
     }
+}
+
+/// How examples/lab.yaml launches a machine of `role` (the local provider: its AMI alone).
+fn lab_fit(role: Role) -> String {
+    let ami = match role {
+        Role::Redis => "redis",
+        _ => "haproxy",
+    };
+    medic_topology::spares::fit(ami, None, None, &[])
 }
 
 /// Every queued or running preparation, as (role, name).
@@ -45,7 +54,7 @@ fn jobs(c: &Core) -> Vec<(Role, String)> {
         .map(|r| &r.event)
         .chain(c.running.values().map(|r| &r.plan.event))
         .filter_map(|e| match e {
-            Event::Spare { role, name } => Some((*role, name.clone())),
+            Event::Spare { role, name, .. } => Some((*role, name.clone())),
             _ => None,
         })
         .collect()
@@ -175,7 +184,11 @@ fn ready_spares_beyond_the_policy_are_retired_newest_first_but_not_while_one_may
     });
     let _ = c.schedule(1_000);
     let t = c.tend_spares(&listed, 2_000);
-    assert!(t.retire.is_empty(), "{:?}", t.retire);
+    assert_eq!(
+        t.retire.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        ["i-3"],
+        "only the role no replacement takes a spare of"
+    );
 }
 
 #[test]
@@ -244,11 +257,60 @@ fn a_spare_ready_before_its_preparation_ended_counts_once_and_an_unfit_one_is_re
     // retired, and another prepared.
     let _ = c.finished(&id, &Outcome::Completed, 3_000);
     let mut stale = spare("i-0", Role::Redis, true, Some("old"));
-    stale.fits = false;
+    stale.fit = Some("0000000000000000".into());
     let t = c.tend_spares(&[stale, spare("i-1", Role::Redis, true, Some(&id))], 4_000);
     assert_eq!(
         t.retire.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
         ["i-0"]
     );
     assert!(jobs(&c).is_empty(), "i-1 fills the pool");
+}
+
+#[test]
+fn each_way_a_role_s_machines_are_launched_keeps_its_own_spares() {
+    // redis2 launched from another AMI than redis1: a spare of each, each copying its own.
+    let mut c = core("{redis: 1}");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let text = std::fs::read_to_string(root.join("examples/lab.yaml"))
+        .unwrap()
+        .replace(
+            "{name: redis2, role: redis, ami: redis}",
+            "{name: redis2, role: redis, ami: haproxy}",
+        )
+        .replace(
+            "  boot_timeout: 5m\n",
+            "  boot_timeout: 5m\n  spares: {redis: 1}\n",
+        )
+        .replace("../amis", &root.join("amis").display().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lab.yaml");
+    std::fs::write(&path, text).unwrap();
+    let loaded = medic_topology::load_topology(&path).unwrap();
+    c = Core::new(Arc::new(loaded), Saved::fresh(&c.loaded.topology));
+    let fits = medic_plan::spare_fits(&c.loaded.topology, Role::Redis);
+    assert_eq!(fits.len(), 2, "{fits:?}");
+    let _ = c.tend_spares(&[], 1_000);
+    let mut likes: Vec<String> = c
+        .queue
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Spare { like, .. } => Some(like.clone()),
+            _ => None,
+        })
+        .collect();
+    likes.sort();
+    assert_eq!(likes, ["redis1", "redis2"]);
+    // A ready spare of redis1's fit fills only redis1's.
+    let _ = c.schedule(1_000);
+    let ids: Vec<String> = c.running.keys().cloned().collect();
+    for id in ids {
+        let _ = c.finished(&id, &Outcome::Completed, 2_000);
+    }
+    let t = c.tend_spares(&[spare("i-1", Role::Redis, true, Some("old"))], 3_000);
+    assert!(t.retire.is_empty(), "{:?}", t.retire);
+    let queued: Vec<&Event> = c.queue.iter().map(|r| &r.event).collect();
+    assert!(
+        matches!(queued.as_slice(), [Event::Spare { like, .. }] if like == "redis2"),
+        "{queued:?}"
+    );
 }

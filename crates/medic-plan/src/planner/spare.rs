@@ -9,21 +9,19 @@ use super::Planner;
 use crate::step::{Action, Addr, AlertLevel};
 
 impl Planner<'_> {
-    /// A spare of `role` named `name`, launched as a copy of the role's first machine with an
-    /// AMI. Its playbook's spare steps get `host` (the spare's name, address, role and
-    /// topology) and nothing else.
-    pub(super) fn prepare_spare(&mut self, role: Role, name: &str) {
+    /// A spare of `role` named `name`, launched as the machine `like` would be (its AMI,
+    /// subnet, instance types). Its playbook's spare steps get `host` (the spare's name,
+    /// address, role and topology) and nothing else.
+    pub(super) fn prepare_spare(&mut self, role: Role, name: &str, like_name: &str) {
         let top = self.top;
         let like = top
-            .machines
-            .iter()
-            .map(|m| &m.value)
-            .find(|m| m.role.value == role && m.ami.is_some());
+            .machine(like_name)
+            .filter(|m| m.role.value == role && m.ami.is_some());
         let (Some(like), Some(playbook)) = (like, role.playbook()) else {
             self.alert(
                 AlertLevel::Warning,
                 format!(
-                    "no spare of role {} is prepared: no machine of that role has an AMI medic launches and configures",
+                    "no spare of role {} is prepared as {like_name}: it is no machine of that role with an AMI medic launches and configures",
                     role.as_str()
                 ),
             );
@@ -57,22 +55,36 @@ impl Planner<'_> {
     }
 }
 
-/// How a spare of `role` is launched now ([`crate::LaunchSpec::fit`]), as a preparation would
-/// tag it; `None` when no spare of it can be prepared. A ready spare of another fit (the AMI,
-/// subnet or instance types changed since) is taken by no replacement, and is retired.
-pub fn spare_fit(top: &medic_topology::Topology, role: Role) -> Option<String> {
-    let plan = crate::plan_recovery(
-        top,
-        &crate::ObservedState::empty(top),
-        &crate::Event::Spare {
+/// The ways `role`'s machines are launched now ([`crate::LaunchSpec::fit`]): on aws one per
+/// subnet, AMI and instance types among them. Each with the first machine launched so, which a
+/// spare of that fit copies. A replacement takes only a spare of its own fit; a ready spare of
+/// none of them (the AMI, a subnet or the instance types changed since) is retired.
+pub fn spare_fits(top: &medic_topology::Topology, role: Role) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for m in top
+        .machines
+        .iter()
+        .map(|m| &m.value)
+        .filter(|m| m.role.value == role && m.ami.is_some())
+    {
+        let event = crate::Event::Spare {
             role,
             name: "fit".into(),
-        },
-        "fit",
-    )
-    .ok()?;
-    plan.steps.iter().find_map(|s| match &s.action {
-        Action::PrepareSpare { spec, .. } => Some(spec.fit()),
-        _ => None,
-    })
+            like: m.name.value.clone(),
+        };
+        let Ok(plan) = crate::plan_recovery(top, &crate::ObservedState::empty(top), &event, "fit")
+        else {
+            continue;
+        };
+        let fit = plan.steps.iter().find_map(|s| match &s.action {
+            Action::PrepareSpare { spec, .. } => Some(spec.fit()),
+            _ => None,
+        });
+        if let Some(f) = fit
+            && !out.iter().any(|(x, _)| *x == f)
+        {
+            out.push((f, m.name.value.clone()));
+        }
+    }
+    out
 }
