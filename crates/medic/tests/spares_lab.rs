@@ -182,6 +182,12 @@ fn a_crashed_redis_machine_takes_a_ready_spare_and_the_pool_is_refilled() {
         .filter(|(_, _, t)| t.get("medic:spare").is_some())
         .count();
     assert_eq!(spares, 1, "exactly policy.spares");
+    let orphans: Vec<String> = env
+        .alerts()
+        .into_iter()
+        .filter(|a| a.contains("is an orphan"))
+        .collect();
+    assert!(orphans.is_empty(), "{orphans:?}");
     // `medic status` lists it.
     let text_status = text(&medic(&["status", "-t", env.f()]));
     assert!(

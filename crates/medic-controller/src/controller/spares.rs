@@ -1,7 +1,8 @@
 //! Tending the spare pool (`policy.spares`): every [`TEND_EVERY`], the spares the cloud holds
 //! are listed and handed to the core ([`crate::core::Core::tend_spares`]); the preparations it
 //! queues start as recoveries, and the instances it retires are terminated here — each read
-//! again first, so one a replacement took meanwhile is left alone.
+//! again first, so one a replacement took meanwhile is left alone. The same listing reports
+//! orphans ([`crate::core::Core::report_orphans`]).
 
 use std::time::Duration;
 
@@ -62,7 +63,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         let owned = match list_owned(&self.inner.cloud, &top.name.value).await {
             Ok(o) => o,
             Err(e) => {
-                tracing::warn!(error = %e, "Cannot list the spares.");
+                tracing::warn!(error = %e, "Cannot list medic's instances (spares, orphans).");
                 return;
             }
         };
@@ -87,12 +88,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 address: i.address.map(|a| a.to_string()),
             });
         }
-        let tend = {
+        let live: Vec<medic_cloud::Instance> =
+            owned.into_iter().filter(|i| !i.state.is_gone()).collect();
+        let (tend, orphans) = {
             let mut st = lock(&self.inner.st);
             st.spares = views;
-            st.core.tend_spares(&seen, now_ms())
+            let tend = st.core.tend_spares(&seen, now_ms());
+            (tend, st.core.report_orphans(&live))
         };
         self.carry_out(tend.out);
+        self.carry_out(orphans);
         self.kick();
         for r in tend.retire {
             self.retire_spare(&r.id, &r.why, r.unready).await;

@@ -28,6 +28,7 @@ mod astray;
 mod detect;
 mod finish;
 mod holds;
+mod orphans;
 mod recovery;
 mod service;
 mod spares;
@@ -260,6 +261,10 @@ pub struct Core {
     miscast: BTreeSet<Target>,
     /// Roles whose spares are held by the hourly bound, told once per episode.
     spares_held: BTreeSet<medic_topology::Role>,
+    /// Orphan instances told, while they are listed.
+    orphans_told: BTreeSet<String>,
+    /// Spares seen unready with no preparation in flight, and since when.
+    unready_since: BTreeMap<String, u64>,
 }
 
 impl Core {
@@ -287,6 +292,8 @@ impl Core {
             astray: BTreeSet::new(),
             miscast: BTreeSet::new(),
             spares_held: BTreeSet::new(),
+            orphans_told: BTreeSet::new(),
+            unready_since: BTreeMap::new(),
         }
     }
 

@@ -5,7 +5,8 @@
 //! recovery of one journaled step, claiming no machine or shard) per spare missing, and says
 //! which instances to terminate:
 //! - a spare not ready whose preparation is no longer in flight (it failed, or its journal
-//!   was lost): never left as an orphan;
+//!   was lost), once seen so for a minute (a new leader resumes the preparations it took
+//!   over first): never left as an orphan;
 //! - a ready spare launched otherwise than the role's spares are now (its AMI, subnet or
 //!   instance types changed): no replacement would take it;
 //! - ready spares beyond the policy (it was lowered), the last by id — not while a
@@ -55,6 +56,8 @@ pub struct Tend {
 }
 
 const HOUR_MS: u64 = 3_600_000;
+/// How long a spare is seen unready, with no preparation of it in flight, before it is retired.
+const UNREADY_GRACE_MS: u64 = 60_000;
 
 impl Core {
     /// Preparations queued or running, by the machine each copies.
@@ -74,7 +77,7 @@ impl Core {
     }
 
     /// The recoveries in flight: running, or journaled and queued to resume.
-    fn in_flight(&self) -> BTreeSet<&str> {
+    pub(super) fn in_flight(&self) -> BTreeSet<&str> {
         self.running
             .keys()
             .map(String::as_str)
@@ -107,7 +110,7 @@ impl Core {
         let loaded = self.loaded.clone();
         let top = &loaded.topology;
         let policy = &top.policy;
-        let in_flight = self.in_flight();
+        let in_flight: BTreeSet<String> = self.in_flight().into_iter().map(str::to_owned).collect();
         // Per role, its fits now: (fit, the machine a spare of it copies).
         let fits: BTreeMap<Role, Vec<(String, String)>> = policy
             .spares
@@ -140,16 +143,26 @@ impl Core {
                     },
                     unready: false,
                 }),
-                (false, _) => t.retire.push(Retire {
-                    id: s.id.clone(),
-                    why: format!(
-                        "a spare of role {} whose preparation is over but that is not ready (it failed)",
-                        s.role.as_str()
-                    ),
-                    unready: true,
-                }),
+                // Only once seen so for a while: a leader that just took over may not have
+                // resumed the preparation yet.
+                (false, _) => {
+                    let since = *self.unready_since.entry(s.id.clone()).or_insert(now_ms);
+                    if now_ms.saturating_sub(since) >= UNREADY_GRACE_MS {
+                        t.retire.push(Retire {
+                            id: s.id.clone(),
+                            why: format!(
+                                "a spare of role {} whose preparation is over but that is not ready (it failed)",
+                                s.role.as_str()
+                            ),
+                            unready: true,
+                        });
+                    }
+                }
             }
         }
+        let listed: BTreeSet<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+        self.unready_since
+            .retain(|id, _| listed.contains(id.as_str()));
         let jobs = self.spare_jobs();
         let taking = self.taking_spares();
         let mut queue = Vec::new();

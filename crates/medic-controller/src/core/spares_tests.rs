@@ -147,10 +147,15 @@ fn a_spare_whose_preparation_ended_unready_is_retired_and_replaced() {
     let out = c.finished(&id, &failed, 3_000);
     assert!(out.iter().any(|o| matches!(o, Output::Alert { message, .. } if message.contains("could not be prepared"))), "{out:?}");
     let t = c.tend_spares(&listed, 4_000);
+    assert!(
+        t.retire.is_empty(),
+        "not before it was seen so for a minute"
+    );
+    assert_eq!(jobs(&c).len(), 1, "another is prepared meanwhile");
+    let t = c.tend_spares(&listed, 64_000);
     assert_eq!(t.retire.len(), 1);
     assert_eq!(t.retire[0].id, "i-1");
     assert!(t.retire[0].unready);
-    assert_eq!(jobs(&c).len(), 1);
 }
 
 #[test]
@@ -313,4 +318,54 @@ fn each_way_a_role_s_machines_are_launched_keeps_its_own_spares() {
         matches!(queued.as_slice(), [Event::Spare { like, .. }] if like == "redis2"),
         "{queued:?}"
     );
+}
+
+#[test]
+fn an_orphan_is_told_once_and_never_terminated() {
+    use medic_cloud::{Instance, InstanceState};
+    let mut c = core("{redis: 1}");
+    c.saved
+        .observed
+        .machines
+        .get_mut("redis1")
+        .unwrap()
+        .instance_id = Some("lab-0001".into());
+    let inst = |id: &str, tags: &[(&str, &str)]| Instance {
+        id: id.into(),
+        state: InstanceState::Running,
+        address: None,
+        instance_type: None,
+        tags: tags
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+    };
+    let owned = [
+        inst("lab-0001", &[("medic:machine", "redis1")]),
+        inst(
+            "lab-0009",
+            &[("medic:machine", "redis1"), ("medic:recovery", "r-old")],
+        ),
+        inst("lab-0010", &[("medic:spare", "redis")]),
+    ];
+    let out = c.report_orphans(&owned);
+    let alerts: Vec<&String> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Alert { message, .. } => Some(message),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(alerts.len(), 1, "{alerts:?}");
+    assert!(alerts[0].starts_with(
+        "instance lab-0009 (tagged as machine redis1, launched by recovery r-old) is an orphan"
+    ));
+    assert!(c.report_orphans(&owned).is_empty(), "told once");
+    // Gone, then back: told again.
+    assert!(c.report_orphans(&owned[..1]).is_empty());
+    assert_eq!(c.report_orphans(&owned).len(), 1);
+    // A follower tells nothing.
+    c.stand_down();
+    c.orphans_told.clear();
+    assert!(c.report_orphans(&owned).is_empty());
 }
