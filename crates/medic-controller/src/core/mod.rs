@@ -263,6 +263,8 @@ pub struct Core {
     spares_held: BTreeSet<medic_topology::Role>,
     /// Orphan instances told, while they are listed.
     orphans_told: BTreeSet<String>,
+    /// The orphans the last listing found (one is told when the next finds it too).
+    orphans_seen: BTreeSet<String>,
     /// Spares seen unready with no preparation in flight, and since when.
     unready_since: BTreeMap<String, u64>,
 }
@@ -293,6 +295,7 @@ impl Core {
             miscast: BTreeSet::new(),
             spares_held: BTreeSet::new(),
             orphans_told: BTreeSet::new(),
+            orphans_seen: BTreeSet::new(),
             unready_since: BTreeMap::new(),
         }
     }

@@ -12,11 +12,17 @@ use medic_plan::AlertLevel;
 use super::{Core, Output};
 
 impl Core {
-    /// Tells each orphan among `owned` (every live instance tagged with this topology) once;
-    /// one no longer listed is forgotten (told again if it comes back).
+    /// Tells each orphan among `owned` (every live instance tagged with this topology) once,
+    /// when two listings in a row found it one (a listing may be older than the state it is
+    /// compared with: an instance terminated in between). Not told: an instance tagged as a
+    /// machine whose current instance the state does not know (a machine a reload added, a
+    /// look-up that failed at start) — it may be that machine. One no longer listed is
+    /// forgotten (told again if it comes back).
     pub fn report_orphans(&mut self, owned: &[Instance]) -> Vec<Output> {
         let mut out = Vec::new();
         if !self.leading {
+            self.orphans_told.clear();
+            self.orphans_seen.clear();
             return out;
         }
         let current: BTreeMap<String, String> = self
@@ -27,11 +33,22 @@ impl Core {
             .filter_map(|(m, s)| s.instance_id.clone().map(|i| (m.clone(), i)))
             .collect();
         let in_flight: BTreeSet<String> = self.in_flight().into_iter().map(str::to_owned).collect();
-        let found = medic_cloud::orphans(owned, &current, &in_flight);
-        let ids: BTreeSet<&str> = found.iter().map(|i| i.id.as_str()).collect();
-        self.orphans_told.retain(|id| ids.contains(id.as_str()));
+        let unknown = |m: &str| {
+            self.saved
+                .observed
+                .machines
+                .get(m)
+                .is_some_and(|s| s.instance_id.is_none())
+        };
+        let found: Vec<&Instance> = medic_cloud::orphans(owned, &current, &in_flight)
+            .into_iter()
+            .filter(|i| !i.machine().is_some_and(unknown))
+            .collect();
+        let ids: BTreeSet<String> = found.iter().map(|i| i.id.clone()).collect();
+        self.orphans_told.retain(|id| ids.contains(id));
+        let before = std::mem::replace(&mut self.orphans_seen, ids);
         for i in found {
-            if !self.orphans_told.insert(i.id.clone()) {
+            if !before.contains(&i.id) || !self.orphans_told.insert(i.id.clone()) {
                 continue;
             }
             let what = match (i.machine(), i.tag(TAG_RECOVERY)) {

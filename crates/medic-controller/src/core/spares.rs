@@ -105,6 +105,7 @@ impl Core {
     pub fn tend_spares(&mut self, seen: &[SpareSeen], now_ms: u64) -> Tend {
         let mut t = Tend::default();
         if !self.leading {
+            self.unready_since.clear();
             return t;
         }
         let loaded = self.loaded.clone();
@@ -160,9 +161,15 @@ impl Core {
                 }
             }
         }
-        let listed: BTreeSet<&str> = seen.iter().map(|s| s.id.as_str()).collect();
+        // Only those unready with no preparation now: seen ready or preparing since, a spare
+        // starts its minute afresh.
+        let unready: BTreeSet<&str> = seen
+            .iter()
+            .filter(|s| !s.ready && !s.recovery.as_deref().is_some_and(|r| in_flight.contains(r)))
+            .map(|s| s.id.as_str())
+            .collect();
         self.unready_since
-            .retain(|id, _| listed.contains(id.as_str()));
+            .retain(|id, _| unready.contains(id.as_str()));
         let jobs = self.spare_jobs();
         let taking = self.taking_spares();
         let mut queue = Vec::new();
