@@ -38,8 +38,24 @@ pub(crate) async fn failover_and_wait<D: Dns>(
 /// old primary costs a failover this much, not SSH's connect timeout.
 pub const HOOK_REACH_WITHIN: Duration = Duration::from_secs(1);
 
-impl<C: Cloud, D: Dns> Executor<'_, C, D> {
+impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
     /// Runs `playbook` on `machine` with `vars` (placeholders filled); a summary of its steps.
+    /// The loaded playbook `name`, or the step's error.
+    pub(crate) fn playbook_named(
+        &self,
+        index: usize,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<&'a medic_playbook::Playbook, ExecError> {
+        self.playbooks
+            .get(name)
+            .ok_or_else(|| ExecError::NoPlaybook {
+                index,
+                kind,
+                playbook: name.to_owned(),
+            })
+    }
+
     pub(crate) async fn playbook(
         &self,
         index: usize,
@@ -50,14 +66,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         vars: &serde_json::Value,
     ) -> Result<String, ExecError> {
         let ip = self.resolve(index, kind, address)?;
-        let pb = self
-            .playbooks
-            .get(playbook)
-            .ok_or_else(|| ExecError::NoPlaybook {
-                index,
-                kind,
-                playbook: playbook.to_owned(),
-            })?;
+        let pb = self.playbook_named(index, kind, playbook)?;
         let vars = self.resolve_vars(index, vars)?;
         let results = run_playbook(self.ssh, &self.host(machine, ip), pb, &vars)
             .await

@@ -85,14 +85,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         // Run again after a replacement took it (EC2 answers a launch's token with the
         // instance it launched, whoever's it is now): it is a machine's, and left alone.
         if !is_spare(&launched.instance) {
-            let addr = launched
-                .instance
-                .address
-                .ok_or_else(|| ExecError::UnknownAddress {
-                    index,
-                    kind,
-                    machine: spec.machine.clone(),
-                })?;
+            let addr = address_of(index, kind, &spec.machine, &launched.instance)?;
             return Ok((
                 format!(
                     "spare {id} was prepared and taken by a replacement since ({}); left as it is",
@@ -104,14 +97,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         }
         let ready = is_ready(&launched.instance);
         if ready {
-            let addr = launched
-                .instance
-                .address
-                .ok_or_else(|| ExecError::UnknownAddress {
-                    index,
-                    kind,
-                    machine: spec.machine.clone(),
-                })?;
+            let addr = address_of(index, kind, &spec.machine, &launched.instance)?;
             return Ok((format!("spare {id} at {addr} is ready already"), addr, id));
         }
         // A spare stopped before a crash, not yet tagged ready: started again to finish.
@@ -136,14 +122,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         )
         .await
         .map_err(cloud_err(index, kind))?;
-        let pb = self
-            .playbooks
-            .get(playbook)
-            .ok_or_else(|| ExecError::NoPlaybook {
-                index,
-                kind,
-                playbook: playbook.to_owned(),
-            })?;
+        let pb = self.playbook_named(index, kind, playbook)?;
         let vars = pb.spare_vars(&self.resolve_vars(index, vars)?);
         let results = run_playbook(self.ssh, &host, &pb.spare_only(), &vars)
             .await
@@ -200,11 +179,7 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         )
         .await
         .map_err(cloud_err(index, kind))?;
-        let addr = running.address.ok_or_else(|| ExecError::UnknownAddress {
-            index,
-            kind,
-            machine: machine.to_owned(),
-        })?;
+        let addr = address_of(index, kind, machine, &running)?;
         self.addresses.insert(machine.to_owned(), addr);
         Ok((running, addr))
     }
@@ -265,4 +240,18 @@ impl<C: Cloud, D: Dns> Executor<'_, C, D> {
         }
         Ok(keys)
     }
+}
+
+/// The instance's address, which a step needs to go on.
+fn address_of(
+    index: usize,
+    kind: &'static str,
+    machine: &str,
+    i: &Instance,
+) -> Result<IpAddr, ExecError> {
+    i.address.ok_or_else(|| ExecError::UnknownAddress {
+        index,
+        kind,
+        machine: machine.to_owned(),
+    })
 }
