@@ -1,7 +1,9 @@
-//! The health checks: one task per target, each on its own schedule (interval ± jitter) and
-//! each bounded by its timeout, so a hung target never delays another check. Each result is
-//! handed to the controller's detection (a plain call: both live on the checks' thread); the
-//! tasks decide nothing.
+//! The health checks: every target on its own schedule (interval ± jitter) and each check
+//! bounded by its timeout, so a hung target never delays another check. The redis servers,
+//! the thousands, are driven by one task ([`crate::redis_checks`]); every other target (a
+//! HAProxy, an app proxy, a service on a machine) has a task of its own. Each result is handed
+//! to the controller's detection (a plain call: both live on the checks' thread); the checks
+//! decide nothing.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use medic_detect::Observation;
 use medic_haproxy::{HaproxyError, ProxyApi as _, RuntimeApi};
-use medic_redis::{Probe, ProbeResult, Redis, RedisAddr, ReplicationInfo};
+use medic_redis::{ProbeResult, Redis, ReplicationInfo};
 use medic_topology::{Check, Reach, Topology};
 
 use crate::journal::now_ms;
@@ -161,7 +163,7 @@ pub type SharedBook = Arc<RwLock<Book>>;
 
 /// Where to check `machine` now (`None`: nowhere, or not now); `seen` caches the answer for
 /// the book's version it was read at.
-fn address(
+pub(crate) fn address(
     book: &SharedBook,
     machine: &str,
     seen: &mut Option<(u64, Option<IpAddr>)>,
@@ -182,10 +184,10 @@ fn address(
 }
 
 /// A small per-task generator for jitter (no need for a shared or cryptographic one).
-struct Jitter(u64);
+pub(crate) struct Jitter(u64);
 
 impl Jitter {
-    fn new(seed: &str) -> Self {
+    pub(crate) fn new(seed: &str) -> Self {
         let mut h: u64 = 0xcbf2_9ce4_8422_2325 ^ now_ms();
         for b in seed.bytes() {
             h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
@@ -194,7 +196,7 @@ impl Jitter {
     }
 
     /// A duration uniformly in `[base - j, base + j]`.
-    fn around(&mut self, base: Duration, j: Duration) -> Duration {
+    pub(crate) fn around(&mut self, base: Duration, j: Duration) -> Duration {
         if j.is_zero() {
             return base;
         }
@@ -211,12 +213,12 @@ impl Jitter {
 /// within the same tick wake the thread once, together, instead of one wake-up (an
 /// `epoll_wait` return and a context switch) per check: at 10,000 endpoints that is 100
 /// wake-ups a second instead of thousands. A check is late by less than a tick.
-fn tick_for(interval: Duration) -> Duration {
+pub(crate) fn tick_for(interval: Duration) -> Duration {
     (interval / 50).clamp(Duration::from_millis(1), Duration::from_millis(10))
 }
 
 /// `at`, rounded up to the next tick counted from `epoch`.
-fn on_tick(
+pub(crate) fn on_tick(
     at: tokio::time::Instant,
     epoch: tokio::time::Instant,
     tick: Duration,
@@ -257,7 +259,8 @@ pub type RunFor = Arc<
         + Sync,
 >;
 
-/// Starts one task per target on `rt`. Aborting the handles stops them.
+/// Starts the checks of every target on `rt`: one task for all redis servers, one per other
+/// target. Aborting the handles stops them.
 pub fn spawn(
     rt: &tokio::runtime::Handle,
     top: &Topology,
@@ -268,39 +271,49 @@ pub fn spawn(
     sink: Sink,
 ) -> Vec<JoinHandle<()>> {
     let epoch = tokio::time::Instant::now();
-    targets(top)
-        .into_iter()
-        .map(|(target, check, port, listens)| {
-            let reach = top
-                .runtime_api_of(target.machine())
-                .map_or(Reach::Network, |r| r.reach);
-            let shared = Shared {
-                redis: redis.clone(),
-                api: api.clone(),
-                run: run.clone(),
-                book: book.clone(),
-                sink: sink.clone(),
-                epoch,
-            };
-            let service = match &target {
-                Target::Service { service, .. } => {
-                    top.service(service).map(|s| Arc::from(s.all_checks()))
-                }
-                _ => None,
-            };
-            let ssh_port = top
-                .machine(target.machine())
-                .map_or(22, |m| top.ssh_for(m).port);
-            let how = How {
-                port,
-                ssh_port,
-                listens,
-                reach,
-                service,
-            };
-            rt.spawn(async move { run_target(target, check, how, shared).await })
-        })
-        .collect()
+    let mut servers = Vec::new();
+    let mut handles = Vec::new();
+    for (target, check, port, listens) in targets(top) {
+        let ssh_port = top
+            .machine(target.machine())
+            .map_or(22, |m| top.ssh_for(m).port);
+        if let (Target::Redis { .. }, Some(port)) = (&target, port) {
+            servers.push(crate::redis_checks::Endpoint::new(
+                target, check, port, ssh_port,
+            ));
+            continue;
+        }
+        let reach = top
+            .runtime_api_of(target.machine())
+            .map_or(Reach::Network, |r| r.reach);
+        let shared = Shared {
+            api: api.clone(),
+            run: run.clone(),
+            book: book.clone(),
+            sink: sink.clone(),
+            epoch,
+        };
+        let service = match &target {
+            Target::Service { service, .. } => {
+                top.service(service).map(|s| Arc::from(s.all_checks()))
+            }
+            _ => None,
+        };
+        let how = How {
+            port,
+            ssh_port,
+            listens,
+            reach,
+            service,
+        };
+        handles.push(rt.spawn(async move { run_target(target, check, how, shared).await }));
+    }
+    if !servers.is_empty() {
+        handles.push(rt.spawn(crate::redis_checks::drive(
+            servers, redis, book, sink, epoch,
+        )));
+    }
+    handles
 }
 
 /// Where one target is checked: its port, a HAProxy's frontends, how its API is reached.
@@ -317,8 +330,6 @@ struct How {
 
 /// What every check task is given alike.
 struct Shared {
-    /// medic's redis client: its login and TLS, for the probes.
-    redis: Redis,
     api: ApiFor,
     run: RunFor,
     book: SharedBook,
@@ -329,7 +340,6 @@ struct Shared {
 
 async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let Shared {
-        redis,
         api: api_for,
         run,
         book,
@@ -349,7 +359,6 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let mut jitter = Jitter::new(&target.to_string());
     // Spread the first checks over one interval so a thousand targets do not start together.
     let mut next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
-    let mut probe: Option<Probe> = None;
     let mut seen = None;
     let mut suspicion = crate::knock::Suspicion::default();
     let tick = tick_for(interval);
@@ -362,40 +371,14 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
             next = now + interval;
         }
         let Some(ip) = address(&book, target.machine(), &mut seen) else {
-            probe = None;
             continue;
         };
         let started = Instant::now();
         let door = knock_at(&target, ip, ssh_port, suspicion.after(within));
         let mut knocked = None;
         let (observation, detail, info) = match &*target {
-            Target::Redis { .. } => {
-                // A redis target always has its shard's port ([`targets`]).
-                let addr = RedisAddr::new(ip, port.unwrap_or_default());
-                let p = match &mut probe {
-                    Some(p) if p.addr == addr => p,
-                    slot => slot.insert(redis.probe(addr, None, within)),
-                };
-                // The check goes on while the knock is made: its request is never abandoned
-                // for a late reply (asking again would cost a connection each time replies
-                // run late, at the worst moment). Boxed for the time of the check: a task
-                // spends most of its life waiting for its next tick, and a check's future kept
-                // inline made every task ≈ 300 bytes larger (3 MB of heap at 10,000 targets).
-                let r = Box::pin(async {
-                    let check = std::pin::pin!(p.check());
-                    crate::knock::or_knock(check, door).await
-                })
-                .await;
-                match r {
-                    Ok(r) => redis_result(r, within),
-                    Err(why) => {
-                        // Its request abandoned: the next check connects afresh.
-                        probe = None;
-                        knocked = door.map(|(_, after)| after);
-                        (Observation::Silent, why.into(), None)
-                    }
-                }
-            }
+            // Checked by [`crate::redis_checks`], never here.
+            Target::Redis { .. } => continue,
             // The other checks' futures are boxed: a task's future is as large as the largest
             // it awaits, and the redis probe's tasks are the thousands.
             Target::Proxy { machine } | Target::App { machine } => {
@@ -442,7 +425,7 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
 /// SSH port, which medic always reaches and whose accept queue no busy service can fill (a
 /// full queue drops connections silently). A service's check is not joined by a knock: its
 /// machine is judged by `fall` misses.
-fn knock_at(
+pub(crate) fn knock_at(
     target: &Target,
     ip: IpAddr,
     ssh_port: u16,
@@ -454,7 +437,7 @@ fn knock_at(
     }
 }
 
-fn redis_result(
+pub(crate) fn redis_result(
     r: ProbeResult,
     within: Duration,
 ) -> (Observation, Cow<'static, str>, Option<ReplicationInfo>) {

@@ -18,6 +18,7 @@ pub mod knock;
 pub mod notify;
 mod page;
 pub mod pg_check;
+mod redis_checks;
 pub mod saver;
 pub mod service_check;
 pub mod store;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use std::net::SocketAddr;
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::timeout;
 
 use crate::info::{ReplicationInfo, Role, parse_replication};
@@ -39,12 +39,13 @@ impl ProbeResult {
 /// Checks one server, keeping its connection between checks.
 ///
 /// A probe owns its connection and nothing else: a check of one server never waits for another
-/// (the controller runs each probe in its own task). After any failure the connection is
+/// (the controller checks every server concurrently). After any failure the connection is
 /// dropped and the next check connects afresh.
 ///
-/// It speaks RESP itself on a plain (or TLS) socket — one fixed request, the reply read in place into a
-/// small reused buffer — rather than through a client library's multiplexed connection (a task,
-/// channels and buffers per server): a controller keeps thousands of these.
+/// It speaks RESP itself on a plain (or TLS) socket — one fixed request, the reply read in
+/// place into its one small reused buffer, no buffered reader beside it — rather than through a
+/// client library's multiplexed connection (a task, channels and buffers per server): a
+/// controller keeps thousands of these.
 pub struct Probe {
     pub addr: RedisAddr,
     /// The role the server should have, if the caller knows it.
@@ -54,7 +55,8 @@ pub struct Probe {
     auth: Option<Credentials>,
     /// TLS on each new connection, the server's certificate verified.
     tls: Option<Tls>,
-    conn: Option<BufReader<Box<dyn Conn>>>,
+    conn: Option<Box<dyn Conn>>,
+    /// The reply read so far: kept between checks, so its capacity is allocated once.
     buf: Vec<u8>,
 }
 
@@ -84,9 +86,11 @@ enum Fail {
 const INFO_REPLICATION: &[u8] = b"*2\r\n$4\r\nINFO\r\n$11\r\nreplication\r\n";
 /// An `INFO replication` reply is a few hundred bytes; more than this is not one.
 const MAX_REPLY: usize = 64 * 1024;
-/// The read buffer of a kept connection: an `INFO replication` reply fits (a larger one is
-/// read in more than one call).
+/// What a first read may fill: an `INFO replication` reply usually fits (a larger one is read
+/// in more than one call, the buffer grown to the length its header gives).
 const READ_BUFFER: usize = 512;
+/// A reply's first line longer than this is not redis's.
+const MAX_HEADER: usize = 4096;
 
 impl Probe {
     pub fn new(addr: RedisAddr, expect: Option<Role>, timeout: Duration) -> Self {
@@ -166,43 +170,17 @@ impl Probe {
             return Err(Fail::Other("no connection".into()));
         };
         let broken = |e: std::io::Error| Fail::Broken(e.to_string());
-        let w = conn.get_mut();
-        w.write_all(INFO_REPLICATION).await.map_err(broken)?;
-        w.flush().await.map_err(broken)?;
-        self.buf.clear();
-        let n = conn
-            .read_until(b'\n', &mut self.buf)
-            .await
-            .map_err(broken)?;
-        if n == 0 {
-            return Err(Fail::Broken("connection closed".into()));
-        }
-        let header = self.buf.trim_ascii_end();
-        let unexpected =
-            |h: &[u8]| Fail::Other(format!("unexpected reply `{}`", String::from_utf8_lossy(h)));
-        match header.first() {
-            Some(b'$') => {
-                let len: usize = std::str::from_utf8(&header[1..])
-                    .ok()
-                    .and_then(|l| l.parse().ok())
-                    .filter(|l| *l <= MAX_REPLY)
-                    .ok_or_else(|| unexpected(header))?;
-                self.buf.clear();
-                self.buf.resize(len + 2, 0);
-                conn.read_exact(&mut self.buf).await.map_err(broken)?;
+        conn.write_all(INFO_REPLICATION).await.map_err(broken)?;
+        conn.flush().await.map_err(broken)?;
+        let body = match read_reply(conn, &mut self.buf).await? {
+            Reply::Bulk(body) => body,
+            Reply::Error { code, message } => return Ok(ProbeResult::ErrorReply { code, message }),
+            Reply::Simple(line) => {
+                return Err(Fail::Other(format!("unexpected reply `+{line}`")));
             }
-            Some(b'-') => {
-                let line = String::from_utf8_lossy(&header[1..]);
-                let (code, message) = line.split_once(' ').unwrap_or((&line, ""));
-                return Ok(ProbeResult::ErrorReply {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
-                });
-            }
-            _ => return Err(unexpected(header)),
-        }
+        };
         // Parsed in place: the reply is read into the probe's own buffer, not copied out.
-        let Some(body) = self.buf.get(..self.buf.len() - 2) else {
+        let Some(body) = self.buf.get(body) else {
             return Err(Fail::Other("short reply".into()));
         };
         let Ok(text) = std::str::from_utf8(body) else {
@@ -235,7 +213,7 @@ impl Probe {
             std::io::ErrorKind::InvalidData => Fail::Tls(e.to_string()),
             _ => Fail::Other(e.to_string()),
         })?;
-        let mut conn = BufReader::with_capacity(READ_BUFFER, s);
+        let mut conn = s;
         if let Some(a) = &self.auth
             && let Some(refused) = login(&mut conn, a, &mut self.buf).await?
         {
@@ -249,7 +227,7 @@ impl Probe {
 /// `AUTH user password` on a fresh connection: `None` once logged in, the server's refusal
 /// otherwise.
 async fn login(
-    conn: &mut BufReader<Box<dyn Conn>>,
+    conn: &mut Box<dyn Conn>,
     a: &Credentials,
     buf: &mut Vec<u8>,
 ) -> Result<Option<ProbeResult>, Fail> {
@@ -259,29 +237,143 @@ async fn login(
         bulk(&a.user),
         bulk(a.password())
     );
-    let broken = |e: std::io::Error| Fail::Other(e.to_string());
-    let w = conn.get_mut();
-    w.write_all(request.as_bytes()).await.map_err(broken)?;
-    w.flush().await.map_err(broken)?;
-    buf.clear();
-    let n = conn.read_until(b'\n', buf).await.map_err(broken)?;
-    if n == 0 {
-        return Err(Fail::Other("connection closed".into()));
+    let failed = |e: std::io::Error| Fail::Other(e.to_string());
+    conn.write_all(request.as_bytes()).await.map_err(failed)?;
+    conn.flush().await.map_err(failed)?;
+    let reply = read_reply(conn, buf).await.map_err(|e| match e {
+        Fail::Broken(why) => Fail::Other(why),
+        other => other,
+    })?;
+    match reply {
+        Reply::Simple(_) => Ok(None),
+        Reply::Error { code, message } => Ok(Some(ProbeResult::ErrorReply { code, message })),
+        Reply::Bulk(_) => Err(Fail::Other(
+            "unexpected reply to AUTH (a bulk string)".into(),
+        )),
     }
-    let line = buf.trim_ascii_end();
-    match line.first() {
-        Some(b'+') => Ok(None),
+}
+
+/// One whole reply, as far as a probe reads replies.
+#[derive(Debug, PartialEq, Eq)]
+enum Reply {
+    /// A bulk string: where its body is in the buffer.
+    Bulk(std::ops::Range<usize>),
+    /// `-CODE message`.
+    Error { code: String, message: String },
+    /// `+line`.
+    Simple(String),
+}
+
+/// Reads one reply into `buf` (emptied first; its capacity kept): as much as the first read
+/// brings, then as much as the header says is missing.
+async fn read_reply(conn: &mut Box<dyn Conn>, buf: &mut Vec<u8>) -> Result<Reply, Fail> {
+    buf.clear();
+    let mut want = READ_BUFFER;
+    loop {
+        match parse_reply(buf)? {
+            Parsed::Whole(reply) => return Ok(reply),
+            Parsed::Needs(total) => want = total,
+            Parsed::Header => {}
+        }
+        if buf.capacity() == buf.len() {
+            buf.reserve(want.saturating_sub(buf.len()).max(64));
+        }
+        let n = conn
+            .read_buf(buf)
+            .await
+            .map_err(|e| Fail::Broken(e.to_string()))?;
+        if n == 0 {
+            return Err(Fail::Broken("connection closed".into()));
+        }
+    }
+}
+
+/// How far `buf` holds a reply.
+#[derive(Debug, PartialEq, Eq)]
+enum Parsed {
+    Whole(Reply),
+    /// A bulk string's header is in: the reply is this many bytes in all.
+    Needs(usize),
+    /// Not even its first line yet.
+    Header,
+}
+
+fn parse_reply(buf: &[u8]) -> Result<Parsed, Fail> {
+    let Some(end) = buf.iter().position(|b| *b == b'\n') else {
+        if buf.len() > MAX_HEADER {
+            return Err(Fail::Other("a reply's first line is too long".into()));
+        }
+        return Ok(Parsed::Header);
+    };
+    let header = buf[..end].trim_ascii_end();
+    let unexpected =
+        |h: &[u8]| Fail::Other(format!("unexpected reply `{}`", String::from_utf8_lossy(h)));
+    match header.first() {
+        Some(b'$') => {
+            let len: usize = std::str::from_utf8(&header[1..])
+                .ok()
+                .and_then(|l| l.parse().ok())
+                .filter(|l| *l <= MAX_REPLY)
+                .ok_or_else(|| unexpected(header))?;
+            let start = end + 1;
+            let total = start + len + 2;
+            Ok(if buf.len() >= total {
+                Parsed::Whole(Reply::Bulk(start..start + len))
+            } else {
+                Parsed::Needs(total)
+            })
+        }
         Some(b'-') => {
-            let line = String::from_utf8_lossy(&line[1..]);
+            let line = String::from_utf8_lossy(&header[1..]);
             let (code, message) = line.split_once(' ').unwrap_or((&line, ""));
-            Ok(Some(ProbeResult::ErrorReply {
+            Ok(Parsed::Whole(Reply::Error {
                 code: code.to_owned(),
                 message: message.to_owned(),
             }))
         }
-        _ => Err(Fail::Other(format!(
-            "unexpected reply to AUTH `{}`",
-            String::from_utf8_lossy(line)
+        Some(b'+') => Ok(Parsed::Whole(Reply::Simple(
+            String::from_utf8_lossy(&header[1..]).into_owned(),
         ))),
+        _ => Err(unexpected(header)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reply_is_whole_only_once_its_body_is_in() {
+        let whole = b"$5\r\nhello\r\n";
+        for cut in 0..whole.len() {
+            let part = parse_reply(&whole[..cut]).ok();
+            assert!(
+                !matches!(part, Some(Parsed::Whole(_))),
+                "{cut} bytes are not a reply"
+            );
+        }
+        assert_eq!(
+            parse_reply(&whole[..4]).ok(),
+            Some(Parsed::Needs(whole.len()))
+        );
+        assert_eq!(parse_reply(&whole[..2]).ok(), Some(Parsed::Header));
+        assert_eq!(
+            parse_reply(whole).ok(),
+            Some(Parsed::Whole(Reply::Bulk(4..9)))
+        );
+        assert_eq!(
+            parse_reply(b"-LOADING Redis is loading\r\n").ok(),
+            Some(Parsed::Whole(Reply::Error {
+                code: "LOADING".into(),
+                message: "Redis is loading".into()
+            }))
+        );
+        assert_eq!(
+            parse_reply(b"+OK\r\n").ok(),
+            Some(Parsed::Whole(Reply::Simple("OK".into())))
+        );
+        assert!(parse_reply(b":1\r\n").is_err());
+        assert!(parse_reply(format!("${}\r\n", MAX_REPLY + 1).as_bytes()).is_err());
+        assert!(parse_reply(&[b'-'; MAX_HEADER + 1]).is_err());
     }
 }
