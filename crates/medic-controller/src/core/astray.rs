@@ -17,9 +17,14 @@ impl Core {
     /// Whether a replica whose INFO is `info` replicates from `master`'s server of `shard`
     /// (its address and the shard's port). `None`: medic cannot tell (the master's address
     /// unknown, or no master in the INFO read).
-    fn follows_master(&self, shard: &str, master: &str, info: &ReplicationInfo) -> Option<bool> {
+    pub(super) fn follows_master(
+        &self,
+        shard: &str,
+        master: &str,
+        info: &ReplicationInfo,
+    ) -> Option<bool> {
         let at = self.saved.observed.address(master)?.to_canonical();
-        let port = self.loaded.topology.shard(shard)?.port.value;
+        let port = *self.ports.get(shard)?;
         let (host, p) = info.master.as_ref()?;
         Some(
             *p == port
@@ -29,27 +34,35 @@ impl Core {
         )
     }
 
-    /// `machine`'s replica of `shard`, whose INFO is `info`: `false` if it replicates from
-    /// another server than `master` (its offset then forgotten, and the rest done here), else
-    /// `true` (following it, or medic cannot tell).
+    /// Whether any replica was asked to follow its master and not yet seen following it.
+    pub(super) fn astray_any(&self) -> bool {
+        !self.astray.is_empty()
+    }
+
+    /// `machine`'s replica of `shard`, whose INFO is `info` and which `follows` `master` (as
+    /// [`Core::follows_master`] says): `false` if it replicates from another server (its
+    /// offset then forgotten, and the rest done here), else `true` (following it, or medic
+    /// cannot tell).
+    #[allow(clippy::too_many_arguments, reason = "one call site, in `roles`")]
     pub(super) fn judge_upstream(
         &mut self,
         shard: &str,
         machine: &str,
         master: &str,
+        follows: Option<bool>,
         info: &ReplicationInfo,
         r: &CheckResult,
         out: &mut Vec<Output>,
     ) -> bool {
-        let key = (shard.to_owned(), machine.to_owned());
-        match self.follows_master(shard, master, info) {
+        match follows {
             None => return true,
             Some(true) => {
-                self.astray.remove(&key);
+                self.astray.remove(&(shard.to_owned(), machine.to_owned()));
                 return true;
             }
             Some(false) => {}
         }
+        let key = (shard.to_owned(), machine.to_owned());
         if let Some(rep) = self
             .saved
             .observed

@@ -215,24 +215,27 @@ impl Core {
         if self.shard_in_motion(shard, machine) {
             return false;
         }
-        let Some(master) = self
-            .saved
-            .observed
-            .shards
-            .get(shard)
-            .map(|s| s.master.clone())
-        else {
+        let Some(s) = self.saved.observed.shards.get(shard) else {
             return false;
         };
         // One replicating from another server: its offset is another stream's. (Not while a
         // recovery promotes in or re-points the shard: its replicas follow the new master
         // only once the proxies route to it.)
-        if info.role == Role::Replica
-            && master != machine
-            && !self.replicas_in_motion(shard)
-            && !self.judge_upstream(shard, machine, &master, info, r, out)
-        {
-            return false;
+        if info.role == Role::Replica && s.master != machine && !self.replicas_in_motion(shard) {
+            let follows = self.follows_master(shard, &s.master, info);
+            // Every replica's result comes here: the steady path (it follows its master, and
+            // none is astray) copies nothing.
+            let judge = match follows {
+                Some(false) => true,
+                Some(true) => self.astray_any(),
+                None => false,
+            };
+            if judge {
+                let master = s.master.clone();
+                if !self.judge_upstream(shard, machine, &master, follows, info, r, out) {
+                    return false;
+                }
+            }
         }
         let Some(s) = self.saved.observed.shards.get_mut(shard) else {
             return false;

@@ -267,6 +267,17 @@ pub struct Core {
     orphans_seen: BTreeSet<String>,
     /// Spares seen unready with no preparation in flight, and since when.
     unready_since: BTreeMap<String, u64>,
+    /// Each shard's port, by name: read for every replica's result (the topology's own lookup
+    /// walks the list of shards, thousands of them).
+    ports: FxHashMap<String, u16>,
+}
+
+/// Each shard's port, by name.
+fn ports_of(top: &medic_topology::Topology) -> FxHashMap<String, u16> {
+    top.shards
+        .iter()
+        .map(|s| (s.value.name.value.clone(), s.value.port.value))
+        .collect()
 }
 
 impl Core {
@@ -274,6 +285,7 @@ impl Core {
     pub fn new(loaded: Arc<LoadedTopology>, mut saved: Saved) -> Core {
         service::forget_health(&mut saved.observed, &loaded.topology);
         Core {
+            ports: ports_of(&loaded.topology),
             loaded,
             saved,
             health: FxHashMap::default(),
@@ -307,6 +319,7 @@ impl Core {
     /// A reloaded topology (same deployment): new machines and shards join the state.
     pub fn set_topology(&mut self, loaded: Arc<LoadedTopology>) {
         add_new(&mut self.saved.observed, &loaded.topology);
+        self.ports = ports_of(&loaded.topology);
         self.loaded = loaded;
     }
 
