@@ -37,6 +37,7 @@ impl Core {
             return false;
         };
         let primary = st.primary.clone();
+        let generation = st.generation;
         // Not a resumed run (its promotion may have been asked for before the restart), nor
         // while an earlier recovery's promotion may still be under way or another server
         // was seen writable.
@@ -83,6 +84,8 @@ impl Core {
         if !self.request(req) {
             return false;
         }
+        self.switchback_generation
+            .insert(service.clone(), generation);
         // Before a failover its stopped server may have queued meanwhile.
         if let Some(r) = self.queue.pop_back() {
             self.queue.push_front(r);
@@ -96,8 +99,9 @@ impl Core {
     }
 
     /// Why a queued switchback no longer stands, if it does not: the service's primary is no
-    /// longer the one it would make the primary again (a failover, or another switchover, ran
-    /// meanwhile — under another leader of a group, say), or a promotion may be under way.
+    /// longer the one it would make the primary again, or is that one again after a change
+    /// (a failover, or another switchover, ran meanwhile — under another leader of a group,
+    /// say: its generation tells), or a promotion may be under way.
     pub(super) fn switchback_stale(&self, req: &Request) -> Option<String> {
         let Event::Switchover { shard: service, to } = &req.event else {
             return None;
@@ -110,6 +114,15 @@ impl Core {
             return Some(format!(
                 "the switchback of service {service} no longer stands: {} is its primary now",
                 st.primary
+            ));
+        }
+        if let Some(g) = self.switchback_generation.get(service)
+            && *g != st.generation
+        {
+            return Some(format!(
+                "the switchback of service {service} no longer stands: its primary changed since it was asked for ({} is its primary again, after {} change(s))",
+                st.primary,
+                st.generation.saturating_sub(*g)
             ));
         }
         st.other_primary(&st.primary).map(|m| {
@@ -131,6 +144,7 @@ impl Core {
             |t, _| !matches!(t, crate::checks::Target::Service { service: s, .. } if s == service),
         );
         self.switched_back_ms.insert(service.clone(), now_ms);
+        self.switchback_generation.remove(service);
     }
 
     /// Why a failover of `service` queued at `queued_ms` no longer stands, if a switchback

@@ -242,6 +242,27 @@ fn a_switchback_queued_under_an_old_primary_no_longer_starts() {
 }
 
 #[test]
+fn a_switchback_queued_before_the_primary_moved_away_and_back_no_longer_starts() {
+    let mut c = core();
+    fail_switchover_at(&mut c, "pg-stop");
+    assert_eq!(queued(&c).first(), Some(&to("web1")));
+    // Meanwhile (another leader of a group, say) the service was failed over to web2 and
+    // switched back to web1: the same primary, two changes later.
+    let st = c.saved.observed.services.get_mut("www").unwrap();
+    st.generation += 2;
+    let out = c.schedule(5_000);
+    assert!(
+        alerts(&out).iter().any(|a| a.contains("no longer stands")
+            && a.contains("web1 is its primary again, after 2 change(s)")),
+        "{out:?}"
+    );
+    assert!(
+        !c.running.values().any(|r| r.plan.event == to("web1")),
+        "the switchback started"
+    );
+}
+
+#[test]
 fn a_pg_stop_that_fails_before_any_check_saw_the_server_stopped_still_starts_it_again() {
     let mut c = core();
     fail_at(&mut c, request(to("web2"), 2_000, false), "pg-stop", false);
