@@ -20,7 +20,7 @@
 //!   directories; terminating twice is fine.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -29,10 +29,10 @@ use serde::{Deserialize, Serialize};
 use tokio::process::Command;
 use tokio::sync::Mutex;
 
-use medic_cloud::{
-    Cloud, CloudError, Instance, InstanceState, LaunchSpec, Launched, TAG_MACHINE, TAG_RECOVERY,
-    TAG_STEP, TerminateOutcome,
-};
+use medic_cloud::{CloudError, LaunchSpec, TAG_MACHINE};
+
+mod cloud;
+mod faults;
 
 /// Everything a lab needs to know.
 #[derive(Debug, Clone)]
@@ -122,27 +122,6 @@ async fn run(op: &'static str, program: &str, args: &[&str]) -> Result<String, C
 }
 
 /// Like `run`, for clean-up steps where "already gone" is fine.
-/// Inside `netns`, traffic to `to` is dropped.
-async fn blackhole(netns: &str, to: Ipv4Addr) -> Result<(), CloudError> {
-    let to = format!("{to}/32");
-    run(
-        "fault",
-        "ip",
-        &[
-            "netns",
-            "exec",
-            netns,
-            "ip",
-            "route",
-            "replace",
-            "blackhole",
-            &to,
-        ],
-    )
-    .await
-    .map(drop)
-}
-
 async fn run_quiet(program: &str, args: &[&str]) {
     let _ = Command::new(program)
         .args(args)
@@ -555,110 +534,6 @@ impl Lab {
         Ok(r)
     }
 
-    /// Injects a fault into a machine (by its topology name or instance id).
-    pub async fn fault(&self, machine: &str, fault: Fault) -> Result<(), CloudError> {
-        let r = self
-            .live(machine)
-            .ok_or_else(|| err("fault", format!("no running lab machine {machine}")))?;
-        let bridge_ip = format!("{}/32", self.bridge_address());
-        match fault {
-            Fault::Crash => {
-                // The link first: a crashed machine is silent, it never refuses a connection
-                // (killing the processes first would let a check see "refused" in between).
-                run("fault", "ip", &["link", "set", &r.veth, "down"]).await?;
-                self.kill_all(&r.netns).await;
-            }
-            Fault::Hang => self.signal_all(&r.netns, "STOP").await,
-            Fault::Partition {
-                monitor_only: false,
-            } => run("fault", "ip", &["link", "set", &r.veth, "down"])
-                .await
-                .map(drop)?,
-            Fault::Partition { monitor_only: true } => {
-                run(
-                    "fault",
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &r.netns,
-                        "ip",
-                        "route",
-                        "replace",
-                        "blackhole",
-                        &bridge_ip,
-                    ],
-                )
-                .await
-                .map(drop)?;
-            }
-            Fault::Heal => {
-                self.signal_all(&r.netns, "CONT").await;
-                // Every cut of this machine, both ways: its own blackhole routes, and those
-                // of other machines towards it.
-                run_quiet(
-                    "ip",
-                    &[
-                        "netns",
-                        "exec",
-                        &r.netns,
-                        "ip",
-                        "route",
-                        "flush",
-                        "type",
-                        "blackhole",
-                    ],
-                )
-                .await;
-                let own = format!("{}/32", r.address);
-                for peer in self.records().into_iter().filter(|p| p.id != r.id) {
-                    run_quiet(
-                        "ip",
-                        &[
-                            "netns",
-                            "exec",
-                            &peer.netns,
-                            "ip",
-                            "route",
-                            "del",
-                            "blackhole",
-                            &own,
-                        ],
-                    )
-                    .await;
-                }
-                run("fault", "ip", &["link", "set", &r.veth, "up"]).await?;
-            }
-        }
-        tracing::info!(machine = %machine, fault = ?fault, "Fault injected.");
-        Ok(())
-    }
-
-    /// A partial partition: `machine` and each of `peers` (machine names, or `monitor` for
-    /// this host) stop reaching each other, both ways (blackhole routes in both namespaces);
-    /// every other path stays. `Fault::Heal` of `machine` undoes it.
-    pub async fn cut(&self, machine: &str, peers: &[&str]) -> Result<(), CloudError> {
-        let r = self
-            .live(machine)
-            .ok_or_else(|| err("fault", format!("no running lab machine {machine}")))?;
-        for peer in peers {
-            let (peer_ip, peer_ns) = if *peer == "monitor" {
-                (self.bridge_address(), None)
-            } else {
-                let p = self
-                    .live(peer)
-                    .ok_or_else(|| err("fault", format!("no running lab machine {peer}")))?;
-                (p.address, Some(p.netns))
-            };
-            blackhole(&r.netns, peer_ip).await?;
-            if let Some(ns) = peer_ns {
-                blackhole(&ns, r.address).await?;
-            }
-        }
-        tracing::info!(machine = %machine, peers = ?peers, "Partition injected.");
-        Ok(())
-    }
-
     /// The lab's DNS server: BIND's named in a namespace of its own at `.2` on the bridge,
     /// primary for `zone`, accepting updates signed with the TSIG key in `key_file` (created
     /// with `tsig-keygen` if missing). Returns where it listens. Idempotent.
@@ -776,137 +651,5 @@ impl Lab {
         }
         let _ = std::fs::remove_file(self.cfg.state_dir.join("counters.json"));
         Ok(removed)
-    }
-
-    fn instance(&self, r: &Record) -> Instance {
-        let state = match r.state.as_str() {
-            "launching" => InstanceState::Pending,
-            "running" => InstanceState::Running,
-            "terminated" => InstanceState::Terminated,
-            "stopped" => InstanceState::Stopped,
-            other => InstanceState::Other(other.to_owned()),
-        };
-        Instance {
-            id: r.id.clone(),
-            state,
-            address: Some(IpAddr::V4(r.address)),
-            instance_type: None,
-            tags: r.tags.clone(),
-        }
-    }
-}
-
-impl Cloud for Lab {
-    async fn launch(&self, spec: &LaunchSpec) -> Result<Launched, CloudError> {
-        let _g = self.lock.lock().await;
-        let recovery = spec.tags.get(TAG_RECOVERY);
-        let step = spec.tags.get(TAG_STEP);
-        if let Some(r) = self.records().into_iter().find(|r| {
-            r.state != "terminated"
-                && r.tags.get(TAG_RECOVERY) == recovery
-                && r.tags.get(TAG_STEP) == step
-                && r.tags.get(TAG_MACHINE) == spec.tags.get(TAG_MACHINE)
-        }) {
-            return Ok(Launched {
-                instance: self.instance(&r),
-                reused: true,
-                spare: false,
-            });
-        }
-        let r = self.create(spec, None).await?;
-        Ok(Launched {
-            instance: self.instance(&r),
-            reused: false,
-            spare: false,
-        })
-    }
-
-    async fn describe(&self, id: &str) -> Result<Option<Instance>, CloudError> {
-        Ok(self.record(id).map(|r| self.instance(&r)))
-    }
-
-    async fn find(&self, tags: &BTreeMap<String, String>) -> Result<Vec<Instance>, CloudError> {
-        Ok(self
-            .records()
-            .iter()
-            .filter(|r| {
-                r.state != "terminated" && tags.iter().all(|(k, v)| r.tags.get(k) == Some(v))
-            })
-            .map(|r| self.instance(r))
-            .collect())
-    }
-
-    async fn terminate(&self, id: &str) -> Result<TerminateOutcome, CloudError> {
-        let _g = self.lock.lock().await;
-        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
-            return Ok(TerminateOutcome::AlreadyGone);
-        };
-        self.kill_all(&r.netns).await;
-        run_quiet("ip", &["netns", "del", &r.netns]).await;
-        run_quiet("ip", &["link", "del", &r.veth]).await;
-        let d = self.dir(&r.id);
-        for sub in ["etc-upper", "etc-work", "var-lib", "var-log", "run"] {
-            let _ = std::fs::remove_dir_all(d.join(sub));
-        }
-        r.state = "terminated".into();
-        self.write_record(&r)?;
-        tracing::info!(instance = %id, "Lab machine terminated.");
-        Ok(TerminateOutcome::Terminated)
-    }
-
-    async fn retag(
-        &self,
-        id: &str,
-        set: &BTreeMap<String, String>,
-        remove: &[&str],
-    ) -> Result<(), CloudError> {
-        let _g = self.lock.lock().await;
-        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
-            return Err(err("retag", format!("{id} is not a live lab machine")));
-        };
-        for k in remove {
-            r.tags.remove(*k);
-        }
-        r.tags
-            .extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
-        self.write_record(&r)
-    }
-
-    /// Stops every process of the machine (its network stays): what a stopped instance is.
-    async fn stop(&self, id: &str) -> Result<(), CloudError> {
-        let _g = self.lock.lock().await;
-        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
-            return Err(err("stop", format!("{id} is not a live lab machine")));
-        };
-        if r.state == "stopped" {
-            return Ok(());
-        }
-        self.kill_all(&r.netns).await;
-        r.state = "stopped".into();
-        self.write_record(&r)?;
-        tracing::info!(instance = %id, "Lab machine stopped.");
-        Ok(())
-    }
-
-    async fn start(&self, id: &str) -> Result<(), CloudError> {
-        let _g = self.lock.lock().await;
-        let Some(mut r) = self.record(id).filter(|r| r.state != "terminated") else {
-            return Err(err("start", format!("{id} is not a live lab machine")));
-        };
-        if r.state != "stopped" {
-            return Ok(());
-        }
-        self.start_machine(&r).await?;
-        r.state = "running".into();
-        self.write_record(&r)?;
-        tracing::info!(instance = %id, "Lab machine started.");
-        Ok(())
-    }
-
-    async fn host_keys(&self, id: &str) -> Result<Vec<String>, CloudError> {
-        Ok(self
-            .record(id)
-            .map(|r| vec![r.host_key])
-            .unwrap_or_default())
     }
 }

@@ -5,7 +5,10 @@
 //! prints a plan; `medic run` executes the very same values. [`describe`] renders a step as
 //! the exact commands it sends (HAProxy runtime API, redis, EC2, Route 53, SSH playbook).
 
+mod commands;
 pub mod describe;
+mod describe_pg;
+pub mod event;
 pub mod planner;
 pub mod rejoin;
 mod resume;

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::event::Event;
+
 /// How long a `PromotePostgres` step's `pg_promote()` waits for the server to leave recovery.
 pub const PG_PROMOTE_WAIT_SECS: u64 = 60;
 
@@ -622,88 +624,6 @@ pub struct Step {
     pub action: Action,
 }
 
-/// What happened, as the controller concluded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
-    /// A whole machine is gone (silent, or its instance terminated).
-    MachineLost { machine: String },
-    /// One redis process died on a machine that is otherwise alive.
-    ProcessDied { shard: String, machine: String },
-    /// A server answers as master while another machine is its shard's master (an old master
-    /// that came back): it must never take writes again.
-    StaleMaster { shard: String, machine: String },
-    /// A replica replicates from another server than its shard's master (it was away when
-    /// the master changed, or was pointed there by hand): its data may be another history,
-    /// so it is made to follow the master again.
-    FollowMaster { shard: String, machine: String },
-    /// A planned change of master (an operator's `medic switchover`): no write is lost.
-    Switchover {
-        shard: String,
-        /// The replica to promote; the most advanced one if not given.
-        to: Option<String>,
-    },
-    /// Set the whole deployment up from nothing (the lab's `lab up`, a new deployment).
-    Bootstrap,
-    /// A service's machine answers, but the service fails its checks there.
-    ServiceDown { service: String, machine: String },
-    /// A machine a service was failed away from answers again: it rejoins as a standby.
-    ServiceRejoin { service: String, machine: String },
-    /// A standby's PostgreSQL streams from a server that is not the service's primary (it
-    /// was away when the primary changed): it is made to follow the primary.
-    ServiceFollow { service: String, machine: String },
-    /// The spares of a role are fewer than `policy.spares` asks: prepare one, named `name`
-    /// (unique: the name of its instance until a replacement takes it), launched as the
-    /// machine `like` is (its AMI, subnet, instance types).
-    Spare {
-        role: medic_topology::Role,
-        name: String,
-        like: String,
-    },
-}
-
-impl fmt::Display for Event {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Event::MachineLost { machine } => write!(f, "machine {machine} lost"),
-            Event::ProcessDied { shard, machine } => write!(f, "redis {shard}@{machine} died"),
-            Event::StaleMaster { shard, machine } => {
-                write!(f, "redis {shard}@{machine} is a master that lost its role")
-            }
-            Event::FollowMaster { shard, machine } => {
-                write!(
-                    f,
-                    "redis {shard}@{machine} replicates from another server than its master"
-                )
-            }
-            Event::Switchover { shard, to } => match to {
-                Some(m) => write!(f, "switchover of {shard} to {m}"),
-                None => write!(f, "switchover of {shard}"),
-            },
-            Event::Bootstrap => write!(f, "set up from nothing"),
-            Event::ServiceDown { service, machine } => {
-                write!(f, "service {service}@{machine} failed")
-            }
-            Event::ServiceRejoin { service, machine } => {
-                write!(f, "{machine} rejoins service {service}")
-            }
-            Event::ServiceFollow { service, machine } => {
-                write!(
-                    f,
-                    "{machine} follows another primary than service {service}'s"
-                )
-            }
-            Event::Spare { role, name, like } => {
-                write!(
-                    f,
-                    "spare {name} of role {} prepared (launched as {like})",
-                    role.as_str()
-                )
-            }
-        }
-    }
-}
-
 /// A recovery: the ordered steps that bring the deployment back after `event`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Plan {
@@ -711,89 +631,4 @@ pub struct Plan {
     pub topology: String,
     pub event: Event,
     pub steps: Vec<Step>,
-}
-
-impl Action {
-    /// The HAProxy runtime API commands this step sends, one per connection, in order, with
-    /// the servers named as HAProxy names them (`aliases`). The HAProxy driver sends exactly
-    /// these strings.
-    pub fn haproxy_commands(&self, aliases: &medic_haproxy::Aliases) -> Vec<String> {
-        use medic_haproxy::{AdminState, cmd};
-        match self {
-            Action::FenceServer { server, .. } => {
-                let server = aliases.to_haproxy(server);
-                vec![
-                    cmd::set_state(&server, AdminState::Maint),
-                    cmd::shutdown_sessions(&server),
-                ]
-            }
-            Action::ActivateServer { server, .. } => {
-                vec![cmd::set_state(
-                    &aliases.to_haproxy(server),
-                    AdminState::Ready,
-                )]
-            }
-            Action::SetServerAddress {
-                server,
-                address,
-                port,
-                ..
-            } => vec![cmd::set_addr(&aliases.to_haproxy(server), address, *port)],
-            _ => Vec::new(),
-        }
-    }
-
-    /// The shell command a `ServiceAddress` step runs on its machine (as root).
-    pub fn address_command(&self) -> Option<String> {
-        let Action::ServiceAddress {
-            ip,
-            interface,
-            up,
-            detect_duplicate,
-            ..
-        } = self
-        else {
-            return None;
-        };
-        let bare = ip.split('/').next().unwrap_or(ip);
-        // Whether any interface of this machine holds the address now.
-        let held = format!("ip -o -4 addr show | grep -qF ' inet {bare}/'");
-        Some(if *up {
-            // Never brought up while another host answers for it (duplicate address
-            // detection), unless it is this machine's already; then announced (gratuitous
-            // ARP, three times, in the background: the step does not wait for them).
-            let detect = if *detect_duplicate {
-                format!(
-                    "if ! {held}; then arping -q -D -c 1 -w 1 -I {interface} {bare} || {{ echo '{bare} is answered by another host (arping -D): not brought up' >&2; exit 1; }}; fi; "
-                )
-            } else {
-                String::new()
-            };
-            format!(
-                "command -v arping >/dev/null || {{ echo 'arping (iputils-arping) is missing' >&2; exit 1; }}; \
-                 ip link show dev {interface} >/dev/null || exit 1; \
-                 {detect}ip addr replace {ip} dev {interface} && {{ setsid arping -q -U -c 3 -I {interface} {bare} </dev/null >/dev/null 2>&1 & }}"
-            )
-        } else {
-            format!("ip addr del {ip} dev {interface} 2>/dev/null; ! {held}")
-        })
-    }
-
-    /// The redis commands this step sends, as redis-cli would show them.
-    pub fn redis_commands(&self) -> Vec<String> {
-        match self {
-            Action::PromoteReplica { .. } => vec!["REPLICAOF NO ONE".to_owned()],
-            Action::ReplicaOf {
-                master,
-                master_port,
-                ..
-            } => vec![format!("REPLICAOF {master} {master_port}")],
-            Action::WaitInSync { .. } => vec!["INFO replication".to_owned()],
-            Action::PauseWrites { timeout_ms, .. } => {
-                vec![format!("CLIENT PAUSE {timeout_ms} WRITE")]
-            }
-            Action::Unpause { .. } => vec!["CLIENT UNPAUSE".to_owned()],
-            _ => Vec::new(),
-        }
-    }
 }
