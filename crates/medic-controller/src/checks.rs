@@ -277,10 +277,13 @@ pub fn spawn(
         let ssh_port = top
             .machine(target.machine())
             .map_or(22, |m| top.ssh_for(m).port);
-        if let (Target::Redis { .. }, Some(port)) = (&target, port) {
-            servers.push(crate::redis_checks::Endpoint::new(
-                target, check, port, ssh_port,
-            ));
+        if let Target::Redis { .. } = &target {
+            // A redis target always has its shard's port ([`targets`]).
+            if let Some(port) = port {
+                servers.push(crate::redis_checks::Endpoint::new(
+                    target, check, port, ssh_port,
+                ));
+            }
             continue;
         }
         let reach = top

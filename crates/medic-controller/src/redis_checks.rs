@@ -215,3 +215,127 @@ fn finish(e: &mut Endpoint, done: Done) -> CheckResult {
         knocked: done.knocked,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, RwLock};
+
+    use medic_testkit::{RedisServer, unique_loopback};
+    use medic_topology::duration::Dur;
+
+    use super::*;
+    use crate::checks::Book;
+
+    /// What the checks found, per machine, in order.
+    type Seen = BTreeMap<String, Vec<Observation>>;
+
+    fn count(s: &Seen, machine: &str) -> usize {
+        s.get(machine).map_or(0, Vec::len)
+    }
+
+    /// Waits (at most 10 s) until `done` holds of what the checks found; what they found.
+    async fn wait(seen: &Mutex<Seen>, what: &str, done: impl Fn(&Seen) -> bool) -> Seen {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = seen.lock().unwrap().clone();
+            if done(&now) {
+                return now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what}: not within 10 s; the checks found last: {now:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_hung_server_delays_no_other_check_and_a_paused_machine_waits_for_its_unpause() {
+        let fast = RedisServer::start(unique_loopback(), 6379);
+        let paused = RedisServer::start(unique_loopback(), 6379);
+        // Listening, never accepting: the kernel completes the handshake and nothing answers.
+        let hung_ip = unique_loopback();
+        let _hung = std::net::TcpListener::bind((hung_ip, 6379)).unwrap();
+        let mut book = Book::default();
+        book.addresses.insert("fast".into(), fast.addr.ip());
+        book.addresses.insert("paused".into(), paused.addr.ip());
+        book.addresses.insert("hung".into(), IpAddr::V4(hung_ip));
+        book.paused.insert("paused".into());
+        let book: SharedBook = Arc::new(RwLock::new(book));
+        let seen: Arc<Mutex<Seen>> = Arc::default();
+        let sink: Sink = {
+            let seen = seen.clone();
+            Arc::new(move |r: CheckResult| {
+                seen.lock()
+                    .unwrap()
+                    .entry(r.target.machine().to_owned())
+                    .or_default()
+                    .push(r.observation);
+            })
+        };
+        // A check every 50 ms; the hung server's first check waits 2 s for its reply (its
+        // machine's kernel answers the knock: nothing listens on port 1, so it refuses).
+        let check = Check {
+            interval: Dur::from_millis(50),
+            timeout: Dur::from_millis(2_000),
+            fall: 3,
+            rise: 2,
+            jitter: Dur::from_millis(0),
+        };
+        let endpoints = ["fast", "paused", "hung"]
+            .map(|m| {
+                let target = Target::Redis {
+                    shard: "s".into(),
+                    machine: m.into(),
+                };
+                Endpoint::new(target, check, 6379, 1)
+            })
+            .into();
+        let task = tokio::spawn(drive(
+            endpoints,
+            Redis::default(),
+            book.clone(),
+            sink,
+            tokio::time::Instant::now(),
+        ));
+
+        let got = wait(&seen, "fast answering 10 checks", |s| {
+            count(s, "fast") >= 10
+        })
+        .await;
+        assert_eq!(
+            count(&got, "hung"),
+            0,
+            "the hung server's first check is still out while the other is checked again and again: {got:?}"
+        );
+        assert!(got["fast"].iter().all(|o| *o == Observation::Ok), "{got:?}");
+        assert_eq!(
+            count(&got, "paused"),
+            0,
+            "a paused machine was checked: {got:?}"
+        );
+
+        {
+            let mut b = book.write().unwrap();
+            b.paused.clear();
+            b.version += 1;
+        }
+        let got = wait(&seen, "paused checked, hung timed out", |s| {
+            count(s, "paused") >= 3 && count(s, "hung") >= 1
+        })
+        .await;
+        assert!(
+            got["paused"].iter().all(|o| *o == Observation::Ok),
+            "{got:?}"
+        );
+        assert!(
+            got["hung"].iter().all(|o| *o == Observation::Silent),
+            "{got:?}"
+        );
+        assert!(got["fast"].iter().all(|o| *o == Observation::Ok), "{got:?}");
+        task.abort();
+    }
+}

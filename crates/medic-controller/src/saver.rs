@@ -150,6 +150,7 @@ mod tests {
             recoveries: Vec::new(),
             kept_unanswered: Default::default(),
             spare_launches: Vec::new(),
+            switchbacks: Default::default(),
         }
     }
 

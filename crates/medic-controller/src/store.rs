@@ -61,6 +61,21 @@ pub struct Saved {
     /// preparation is not launched again and again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub spare_launches: Vec<(String, u64)>,
+    /// Switchbacks asked for and not yet ended, by service (a switchover that failed before
+    /// its promotion makes its primary the primary again): queued again after a restart or by
+    /// a new leader, so the service does not wait for its stopped primary's checks to fail it
+    /// over.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub switchbacks: BTreeMap<String, SavedSwitchback>,
+}
+
+/// A switchback asked for: the machine made the primary again, the primary's generation when
+/// it was asked for (one changed since no longer stands), and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SavedSwitchback {
+    pub to: String,
+    pub generation: u64,
+    pub trigger: String,
 }
 
 impl Saved {
@@ -85,6 +100,7 @@ impl Saved {
             recoveries: Vec::new(),
             kept_unanswered: BTreeSet::new(),
             spare_launches: Vec::new(),
+            switchbacks: BTreeMap::new(),
         }
     }
 }
@@ -224,6 +240,14 @@ mod tests {
             recoveries: vec![("y".into(), 7)],
             kept_unanswered: BTreeSet::from(["z".to_owned()]),
             spare_launches: Vec::new(),
+            switchbacks: BTreeMap::from([(
+                "www".to_owned(),
+                SavedSwitchback {
+                    to: "web1".into(),
+                    generation: 3,
+                    trigger: "switchback: the switchover r-1 failed at step 4".into(),
+                },
+            )]),
         };
         store.save(&saved).unwrap();
         assert_eq!(store.load().unwrap(), Some(saved));

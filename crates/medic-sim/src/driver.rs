@@ -168,6 +168,7 @@ impl Sim {
             recoveries: Vec::new(),
             kept_unanswered: Default::default(),
             spare_launches: Vec::new(),
+            switchbacks: Default::default(),
         };
         let mut rng = Rng::new(seed ^ 0x5eed);
         let checks = medic_controller::checks::targets(top)

@@ -299,6 +299,11 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
             );
             self.save(&st);
         }
+        // A switchback asked for before the restart (or under the former leader) and not
+        // ended: queued again, ahead of the rest.
+        lock(&self.inner.st)
+            .core
+            .requeue_switchbacks(crate::journal::now_ms());
         Ok(())
     }
 

@@ -30,6 +30,7 @@ mod finish;
 mod holds;
 mod orphans;
 mod recovery;
+mod roles;
 mod service;
 mod spares;
 #[cfg(test)]
@@ -248,10 +249,6 @@ pub struct Core {
     /// Services whose switchback (after a failed switchover) ended, and when: a failover of
     /// the service queued before that does not start.
     switched_back_ms: BTreeMap<String, u64>,
-    /// Services with a switchback queued, and their primary's generation when it was: a
-    /// primary moved away and back since (A → B → A, under another leader of a group) has
-    /// another generation, and the switchback no longer stands.
-    switchback_generation: BTreeMap<String, u64>,
     /// Machines out of a service that answered and were demoted (their address taken, their
     /// `on_demote` run) while still failing: not again until they go silent or rejoin.
     disarmed: BTreeSet<(String, String)>,
@@ -305,7 +302,6 @@ impl Core {
             leading: true,
             failback_stopped: BTreeSet::new(),
             switched_back_ms: BTreeMap::new(),
-            switchback_generation: BTreeMap::new(),
             disarmed: BTreeSet::new(),
             following: BTreeSet::new(),
             astray: BTreeSet::new(),

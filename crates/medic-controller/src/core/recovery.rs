@@ -250,7 +250,13 @@ impl Core {
 
     fn start(&mut self, req: Request, claims: Claims, now_ms: u64, out: &mut Vec<Output>) {
         let key = req.key().map(str::to_owned);
-        if let Err(why) = self.still_wanted(&req) {
+        let wanted = self.still_wanted(&req);
+        // A switchback is saved until it starts (the journal has it from then on), is dropped,
+        // or cannot be planned: never run twice, once by a restarted controller.
+        if self.switchback_over(&req.trigger, &req.event) {
+            out.push(Output::Save);
+        }
+        if let Err(why) = wanted {
             out.push(Output::Alert {
                 level: AlertLevel::Warning,
                 message: format!("{}: not acted on: {why}", req.event),

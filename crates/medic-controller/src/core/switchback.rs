@@ -66,15 +66,16 @@ impl Core {
                 "the switchover of service {service} failed at step {step} ({error}) before anything was promoted: {primary} is made its primary again (its PostgreSQL started again if medic stopped it, its on_promote, the proxies, its address and DNS record)"
             ),
         });
+        let trigger = format!(
+            "{SWITCHBACK} the switchover {} failed at step {step}",
+            run.plan.recovery
+        );
         let req = Request {
             event: Event::Switchover {
                 shard: service.clone(),
                 to: Some(primary.clone()),
             },
-            trigger: format!(
-                "{SWITCHBACK} the switchover {} failed at step {step}",
-                run.plan.recovery
-            ),
+            trigger: trigger.clone(),
             first_failure_ms: None,
             master_last_ok_ms: None,
             queued_ms: now_ms,
@@ -84,8 +85,16 @@ impl Core {
         if !self.request(req) {
             return false;
         }
-        self.switchback_generation
-            .insert(service.clone(), generation);
+        // Saved: queued again after a restart, or by a new leader ([`Core::requeue_switchbacks`]).
+        self.saved.switchbacks.insert(
+            service.clone(),
+            crate::store::SavedSwitchback {
+                to: primary.clone(),
+                generation,
+                trigger: trigger.clone(),
+            },
+        );
+        out.push(Output::Save);
         // Before a failover its stopped server may have queued meanwhile.
         if let Some(r) = self.queue.pop_back() {
             self.queue.push_front(r);
@@ -116,13 +125,21 @@ impl Core {
                 st.primary
             ));
         }
-        if let Some(g) = self.switchback_generation.get(service)
-            && *g != st.generation
-        {
+        // Asked for here and not yet started, it is saved; not saved, it started or was
+        // dropped already (under another leader of a group, whose state this one adopted).
+        let Some(g) = self.saved.switchbacks.get(service).map(|s| s.generation) else {
+            if req.resume.is_some() {
+                return None;
+            }
+            return Some(format!(
+                "the switchback of service {service} no longer stands: it was run or dropped since it was asked for"
+            ));
+        };
+        if g != st.generation {
             return Some(format!(
                 "the switchback of service {service} no longer stands: its primary changed since it was asked for ({} is its primary again, after {} change(s))",
                 st.primary,
-                st.generation.saturating_sub(*g)
+                st.generation.saturating_sub(g)
             ));
         }
         st.other_primary(&st.primary).map(|m| {
@@ -144,7 +161,45 @@ impl Core {
             |t, _| !matches!(t, crate::checks::Target::Service { service: s, .. } if s == service),
         );
         self.switched_back_ms.insert(service.clone(), now_ms);
-        self.switchback_generation.remove(service);
+    }
+
+    /// A switchback that starts (the journal has it from then on), is dropped or cannot be
+    /// planned: no longer saved. Whether it was one.
+    pub(super) fn switchback_over(&mut self, trigger: &str, event: &Event) -> bool {
+        let Event::Switchover { shard: service, .. } = event else {
+            return false;
+        };
+        Self::is_switchback(trigger) && self.saved.switchbacks.remove(service).is_some()
+    }
+
+    /// After a restart, or when this controller starts leading: the saved switchbacks queued
+    /// again, at the head of the queue (before a failover the stopped primary's checks may
+    /// have queued meanwhile). One whose recovery resumes from the journal is that recovery
+    /// already; one that no longer stands is dropped when it would start.
+    pub fn requeue_switchbacks(&mut self, now_ms: u64) {
+        let saved: Vec<(String, crate::store::SavedSwitchback)> = self
+            .saved
+            .switchbacks
+            .iter()
+            .map(|(s, b)| (s.clone(), b.clone()))
+            .collect();
+        for (service, b) in saved.into_iter().rev() {
+            let queued = self.request(Request {
+                event: Event::Switchover {
+                    shard: service,
+                    to: Some(b.to),
+                },
+                trigger: b.trigger,
+                first_failure_ms: None,
+                master_last_ok_ms: None,
+                queued_ms: now_ms,
+                detected: false,
+                resume: None,
+            });
+            if queued && let Some(r) = self.queue.pop_back() {
+                self.queue.push_front(r);
+            }
+        }
     }
 
     /// Why a failover of `service` queued at `queued_ms` no longer stands, if a switchback

@@ -260,6 +260,73 @@ fn a_switchback_queued_before_the_primary_moved_away_and_back_no_longer_starts()
         !c.running.values().any(|r| r.plan.event == to("web1")),
         "the switchback started"
     );
+    assert!(
+        c.saved.switchbacks.is_empty(),
+        "a dropped switchback is no longer saved: {:?}",
+        c.saved.switchbacks
+    );
+}
+
+#[test]
+fn a_switchback_asked_for_before_a_restart_is_queued_again_and_forgotten_once_it_ends() {
+    let mut c = core();
+    let out = fail_switchover_at(&mut c, "pg-stop");
+    assert!(out.iter().any(|o| matches!(o, Output::Save)), "{out:?}");
+    let saved = c
+        .saved
+        .switchbacks
+        .get("www")
+        .expect("the switchback is saved");
+    assert_eq!(saved.to, "web1");
+    // The controller restarts before the switchback starts: a new core over the saved state.
+    let mut again = Core::new(c.loaded.clone(), c.saved.clone());
+    assert!(queued(&again).is_empty());
+    // A failover of the stopped primary its checks queued meanwhile comes after it.
+    for at in [4_500, 5_000, 5_500] {
+        check(&mut again, &www("web1"), at, Observation::Refused);
+    }
+    again.requeue_switchbacks(5_600);
+    again.requeue_switchbacks(5_700);
+    let q = queued(&again);
+    assert_eq!(q.first(), Some(&to("web1")), "{q:?}");
+    assert_eq!(q.iter().filter(|e| **e == to("web1")).count(), 1, "{q:?}");
+    let (event, _) = run_next(&mut again, 6_000);
+    assert_eq!(event, to("web1"));
+    assert!(
+        again.saved.switchbacks.is_empty(),
+        "a started switchback is the journal's, no longer saved: {:?}",
+        again.saved.switchbacks
+    );
+    // Nothing to queue again after the next restart.
+    again.requeue_switchbacks(7_000);
+    assert!(
+        !queued(&again).contains(&to("web1")),
+        "{:?}",
+        queued(&again)
+    );
+}
+
+#[test]
+fn a_switchback_another_leader_ran_or_dropped_no_longer_starts() {
+    let mut c = core();
+    fail_switchover_at(&mut c, "pg-stop");
+    assert_eq!(queued(&c).first(), Some(&to("web1")));
+    // Another leader of the group ran it meanwhile: this one adopts its state, where the
+    // switchback is no longer saved.
+    let mut theirs = c.saved.clone();
+    theirs.switchbacks.clear();
+    c.adopt(theirs);
+    let out = c.schedule(5_000);
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("was run or dropped since it was asked for")),
+        "{out:?}"
+    );
+    assert!(
+        !c.running.values().any(|r| r.plan.event == to("web1")),
+        "the switchback ran twice"
+    );
 }
 
 #[test]
