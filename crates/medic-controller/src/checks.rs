@@ -149,8 +149,8 @@ pub struct CheckResult {
     pub knocked: Option<Duration>,
 }
 
-/// Where each machine is and which are not to be checked: shared with the check tasks, which
-/// read it before every check (a replaced machine is checked at its new address at once).
+/// Where each machine is and which are not to be checked: shared with the checks, which read
+/// it before every check (a replaced machine is checked at its new address at once).
 #[derive(Debug, Default)]
 pub struct Book {
     pub addresses: BTreeMap<String, IpAddr>,

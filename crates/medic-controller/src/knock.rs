@@ -82,7 +82,7 @@ pub async fn or_knock<F: Future>(
         r = &mut check => return Ok(r),
         () = tokio::time::sleep(after) => {}
     }
-    // Boxed: created only for a late check, and kept out of every check task's future.
+    // Boxed: created only for a late check, and kept out of every check's future.
     let knocked = Box::pin(knock(at, after));
     tokio::select! {
         biased;

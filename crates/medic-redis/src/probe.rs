@@ -160,8 +160,8 @@ impl Probe {
 
     async fn ask_once(&mut self) -> Result<ProbeResult, Fail> {
         if self.conn.is_none() {
-            // Boxed: connecting (a TLS handshake) is rare and its future large, and a probe's
-            // future is held by each of thousands of check tasks.
+            // Boxed: connecting (a TLS handshake) is rare and its future large, and a check's
+            // future is held for each of the thousands of checks in flight.
             if let Some(refused) = Box::pin(self.connect()).await? {
                 return Ok(refused);
             }

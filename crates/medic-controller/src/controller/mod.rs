@@ -493,7 +493,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
         &self.inner.token
     }
 
-    /// Updates what the check tasks read: addresses and who is not to be checked.
+    /// Updates what the checks read: addresses and who is not to be checked.
     fn sync_book(&self, st: &St) {
         let mut b = self
             .inner

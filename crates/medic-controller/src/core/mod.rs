@@ -2,7 +2,7 @@
 //! or task.
 //!
 //! # Inputs and outputs
-//! The adapters around it (the check tasks, the witnesses' questions, the recovery runners,
+//! The adapters around it (the checks, the witnesses' questions, the recovery runners,
 //! the HTTP API — or the simulator) call it with what happened, each call with the time:
 //! - a check's result ([`Core::on_check`]),
 //! - the witnesses' answer about a silent machine ([`Core::on_witnesses`]),
