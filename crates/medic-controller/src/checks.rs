@@ -209,6 +209,32 @@ impl Jitter {
     }
 }
 
+/// When a target is next due: every interval ± jitter, its first check spread over one
+/// interval (a thousand targets do not start together).
+pub(crate) struct Schedule {
+    jitter: Jitter,
+    /// When it is next due (before rounding to its tick).
+    pub(crate) next: tokio::time::Instant,
+}
+
+impl Schedule {
+    pub(crate) fn new(target: &Target, interval: Duration) -> Schedule {
+        let mut jitter = Jitter::new(&target.to_string());
+        let next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
+        Schedule { jitter, next }
+    }
+
+    /// A check due now starts: the next is one interval ± jitter on, never in the past (the
+    /// schedule moves on from now rather than catching up in a burst).
+    pub(crate) fn advance(&mut self, check: &Check, now: tokio::time::Instant) {
+        let interval = check.interval.as_duration();
+        self.next += self.jitter.around(interval, check.jitter.as_duration());
+        if self.next < now {
+            self.next = now + interval;
+        }
+    }
+}
+
 /// The granularity of check times: a fiftieth of the interval, at most 10 ms. Checks due
 /// within the same tick wake the thread once, together, instead of one wake-up (an
 /// `epoll_wait` return and a context switch) per check: at 10,000 endpoints that is 100
@@ -359,20 +385,13 @@ async fn run_target(target: Target, check: Check, how: How, shared: Shared) {
     let target = Arc::new(target);
     let interval = check.interval.as_duration();
     let within = check.timeout.as_duration();
-    let mut jitter = Jitter::new(&target.to_string());
-    // Spread the first checks over one interval so a thousand targets do not start together.
-    let mut next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
+    let mut schedule = Schedule::new(&target, interval);
     let mut seen = None;
     let mut suspicion = crate::knock::Suspicion::default();
     let tick = tick_for(interval);
     loop {
-        tokio::time::sleep_until(on_tick(next, epoch, tick)).await;
-        next += jitter.around(interval, check.jitter.as_duration());
-        let now = tokio::time::Instant::now();
-        if next < now {
-            // Never catch up in a burst: the schedule moves on from now.
-            next = now + interval;
-        }
+        tokio::time::sleep_until(on_tick(schedule.next, epoch, tick)).await;
+        schedule.advance(&check, tokio::time::Instant::now());
         let Some(ip) = address(&book, target.machine(), &mut seen) else {
             continue;
         };

@@ -24,7 +24,7 @@ use medic_detect::Observation;
 use medic_redis::{Probe, ProbeResult, Redis, RedisAddr};
 use medic_topology::Check;
 
-use crate::checks::{CheckResult, Jitter, SharedBook, Sink, Target};
+use crate::checks::{CheckResult, Schedule, SharedBook, Sink, Target};
 use crate::journal::now_ms;
 use crate::knock::Suspicion;
 
@@ -35,9 +35,7 @@ pub(crate) struct Endpoint {
     /// Its machine's SSH port, where a late check knocks.
     ssh_port: u16,
     check: Check,
-    jitter: Jitter,
-    /// When it is next due (before rounding to its tick).
-    next: tokio::time::Instant,
+    schedule: Schedule,
     /// Its kept connection; `None` while a check has it, or after a failure.
     probe: Option<Probe>,
     /// Its machine's address as last read, with the book's version it was read at.
@@ -47,18 +45,13 @@ pub(crate) struct Endpoint {
 
 impl Endpoint {
     pub(crate) fn new(target: Target, check: Check, port: u16, ssh_port: u16) -> Endpoint {
-        let mut jitter = Jitter::new(&target.to_string());
-        let interval = check.interval.as_duration();
-        // The first checks are spread over one interval so a thousand servers do not start
-        // together.
-        let next = tokio::time::Instant::now() + jitter.around(interval / 2, interval / 2);
+        let schedule = Schedule::new(&target, check.interval.as_duration());
         Endpoint {
             target: Arc::new(target),
             port,
             ssh_port,
             check,
-            jitter,
-            next,
+            schedule,
             probe: None,
             seen: None,
             suspicion: Suspicion::default(),
@@ -94,7 +87,7 @@ pub(crate) async fn drive(
     // Endpoints by the tick they are next due at; one in a check is in none.
     let mut wheel: BTreeMap<tokio::time::Instant, Vec<usize>> = BTreeMap::new();
     for (i, e) in endpoints.iter().enumerate() {
-        let at = crate::checks::on_tick(e.next, epoch, e.tick());
+        let at = crate::checks::on_tick(e.schedule.next, epoch, e.tick());
         wheel.entry(at).or_default().push(i);
     }
     let mut checking: FuturesUnordered<Checking> = FuturesUnordered::new();
@@ -138,7 +131,7 @@ fn reschedule(
     e: &Endpoint,
     epoch: tokio::time::Instant,
 ) {
-    let when = crate::checks::on_tick(e.next, epoch, e.tick());
+    let when = crate::checks::on_tick(e.schedule.next, epoch, e.tick());
     wheel.entry(when).or_default().push(at);
 }
 
@@ -151,12 +144,7 @@ fn start(
     book: &SharedBook,
     now: tokio::time::Instant,
 ) -> Option<Checking> {
-    let interval = e.check.interval.as_duration();
-    e.next += e.jitter.around(interval, e.check.jitter.as_duration());
-    if e.next < now {
-        // Never catch up in a burst: the schedule moves on from now.
-        e.next = now + interval;
-    }
+    e.schedule.advance(&e.check, now);
     let Some(ip) = crate::checks::address(book, e.target.machine(), &mut e.seen) else {
         e.probe = None;
         return None;

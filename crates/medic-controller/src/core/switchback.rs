@@ -9,6 +9,7 @@
 use medic_plan::{Action, AlertLevel, Event, Plan, ServiceRole};
 
 use super::{Core, Output, Request, Running};
+use crate::store::SavedSwitchback;
 
 /// How a switchback's trigger starts.
 const SWITCHBACK: &str = "switchback:";
@@ -66,40 +67,43 @@ impl Core {
                 "the switchover of service {service} failed at step {step} ({error}) before anything was promoted: {primary} is made its primary again (its PostgreSQL started again if medic stopped it, its on_promote, the proxies, its address and DNS record)"
             ),
         });
-        let trigger = format!(
-            "{SWITCHBACK} the switchover {} failed at step {step}",
-            run.plan.recovery
-        );
-        let req = Request {
+        let back = SavedSwitchback {
+            to: primary,
+            generation,
+            trigger: format!(
+                "{SWITCHBACK} the switchover {} failed at step {step}",
+                run.plan.recovery
+            ),
+        };
+        let service = service.clone();
+        if !self.queue_switchback(&service, &back, now_ms) {
+            return false;
+        }
+        // Saved: queued again after a restart, or by a new leader ([`Core::requeue_switchbacks`]).
+        self.saved.switchbacks.insert(service, back);
+        out.push(Output::Save);
+        true
+    }
+
+    /// Queues the switchback `back` of `service` at the head of the queue, before a failover
+    /// its stopped server may have queued meanwhile: whether it was queued.
+    fn queue_switchback(&mut self, service: &str, back: &SavedSwitchback, now_ms: u64) -> bool {
+        let queued = self.request(Request {
             event: Event::Switchover {
-                shard: service.clone(),
-                to: Some(primary.clone()),
+                shard: service.to_owned(),
+                to: Some(back.to.clone()),
             },
-            trigger: trigger.clone(),
+            trigger: back.trigger.clone(),
             first_failure_ms: None,
             master_last_ok_ms: None,
             queued_ms: now_ms,
             detected: false,
             resume: None,
-        };
-        if !self.request(req) {
-            return false;
-        }
-        // Saved: queued again after a restart, or by a new leader ([`Core::requeue_switchbacks`]).
-        self.saved.switchbacks.insert(
-            service.clone(),
-            crate::store::SavedSwitchback {
-                to: primary.clone(),
-                generation,
-                trigger: trigger.clone(),
-            },
-        );
-        out.push(Output::Save);
-        // Before a failover its stopped server may have queued meanwhile.
-        if let Some(r) = self.queue.pop_back() {
+        });
+        if queued && let Some(r) = self.queue.pop_back() {
             self.queue.push_front(r);
         }
-        true
+        queued
     }
 
     /// Whether `req` is a switchback.
@@ -177,28 +181,14 @@ impl Core {
     /// have queued meanwhile). One whose recovery resumes from the journal is that recovery
     /// already; one that no longer stands is dropped when it would start.
     pub fn requeue_switchbacks(&mut self, now_ms: u64) {
-        let saved: Vec<(String, crate::store::SavedSwitchback)> = self
+        let saved: Vec<(String, SavedSwitchback)> = self
             .saved
             .switchbacks
             .iter()
             .map(|(s, b)| (s.clone(), b.clone()))
             .collect();
-        for (service, b) in saved.into_iter().rev() {
-            let queued = self.request(Request {
-                event: Event::Switchover {
-                    shard: service,
-                    to: Some(b.to),
-                },
-                trigger: b.trigger,
-                first_failure_ms: None,
-                master_last_ok_ms: None,
-                queued_ms: now_ms,
-                detected: false,
-                resume: None,
-            });
-            if queued && let Some(r) = self.queue.pop_back() {
-                self.queue.push_front(r);
-            }
+        for (service, back) in saved.iter().rev() {
+            self.queue_switchback(service, back, now_ms);
         }
     }
 
