@@ -33,6 +33,7 @@ mod ask;
 mod checking;
 mod discover;
 mod drive;
+mod event_log;
 mod group;
 mod history;
 mod latency;
@@ -200,9 +201,8 @@ struct St {
     core: Core,
     alerts: VecDeque<AlertRecord>,
     metrics: Metrics,
-    /// What happened, newest last, numbered: `medic events` follows it.
-    events: VecDeque<EventRecord>,
-    next_event: u64,
+    /// What happened, numbered: `medic events` follows it.
+    events: event_log::EventLog,
     /// Each proxy's routing as last read (the reconcile reads it every few seconds).
     routing: BTreeMap<String, reconcile::Routing>,
     /// The last write probe through each proxy to each shard: (proxy, shard).
@@ -252,19 +252,7 @@ async fn checks_thread()
     }
 }
 
-/// One line of `medic events`.
-#[derive(Debug, Clone, Serialize)]
-pub struct EventRecord {
-    pub seq: u64,
-    pub at_ms: u64,
-    /// detection, recovery_start, step, step_failed, recovery_done, recovery_failed, held,
-    /// alert, recovered.
-    pub kind: String,
-    pub message: String,
-}
-
-/// Events kept for `medic events`.
-const EVENTS_KEPT: usize = 1000;
+pub use event_log::EventRecord;
 
 struct Inner<C, D> {
     loaded: RwLock<Arc<LoadedTopology>>,
@@ -448,8 +436,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                 core,
                 alerts: VecDeque::new(),
                 metrics: Metrics::default(),
-                events: VecDeque::new(),
-                next_event: 1,
+                events: event_log::EventLog::default(),
                 routing: BTreeMap::new(),
                 writes: BTreeMap::new(),
                 started_ms: now_ms(),

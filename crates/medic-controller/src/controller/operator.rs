@@ -4,7 +4,7 @@
 use medic_cloud::{Cloud, Dns};
 use medic_plan::{AlertLevel, Event, plan_recovery};
 
-use super::{AlertRecord, Controller, EVENTS_KEPT, EventRecord, lock, read};
+use super::{AlertRecord, Controller, lock, read};
 use crate::core::{ALERTS_KEPT, Request};
 use crate::journal::now_ms;
 
@@ -47,26 +47,16 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
     }
 
     pub(super) fn record_event(&self, kind: &str, message: &str) {
-        let mut st = lock(&self.inner.st);
-        let seq = st.next_event;
-        st.next_event += 1;
-        st.events.push_back(EventRecord {
-            seq,
-            at_ms: now_ms(),
-            kind: kind.to_owned(),
-            message: crate::hygiene::printable(message),
-        });
-        while st.events.len() > EVENTS_KEPT {
-            st.events.pop_front();
-        }
+        let message = crate::hygiene::printable(message);
+        lock(&self.inner.st).events.push(kind, message, now_ms());
     }
 
     /// Events after `after` (a sequence number), oldest first.
     pub fn events(&self, after: u64) -> serde_json::Value {
         let st = lock(&self.inner.st);
         serde_json::json!({
-            "next": st.next_event,
-            "events": st.events.iter().filter(|e| e.seq > after).collect::<Vec<_>>(),
+            "next": st.events.next(),
+            "events": st.events.after(after),
         })
     }
 
