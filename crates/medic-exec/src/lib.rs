@@ -20,10 +20,10 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use medic_cloud::{Cloud, Dns, upsert_and_wait, wait_port};
+use medic_cloud::{Cloud, Dns, wait_port};
 use medic_plan::{Action, Addr, Plan, Step, StepOutput};
 use medic_playbook::Playbooks;
-use medic_redis::{Redis, RedisAddr, RedisAdmin as _, RedisError};
+use medic_redis::{Redis, RedisError};
 use medic_ssh::{Host, HostKeys, Ssh};
 use medic_topology::{HostKeyPolicy, Secrets, Topology};
 
@@ -40,6 +40,8 @@ mod pg_start;
 pub mod postgres;
 mod proxy_change;
 mod reach;
+mod redis_steps;
+mod service_steps;
 pub use error::ExecError;
 pub use fence::Unfenced;
 use proxy_change::ProxyChange;
@@ -301,114 +303,12 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 self.playbook(index, kind, machine, address, playbook, vars)
                     .await?
             }
-            Action::RunHook {
-                service,
-                hook,
-                machine,
-                address,
-                playbook,
-                vars,
-                skip_unreachable,
-            } => {
-                if hook == "on_promote" {
-                    self.ensure_service_fenced(index, kind, service, machine)
-                        .await?;
-                }
-                let ip = self.resolve(index, kind, address)?;
-                match self.unreachable(machine, ip, *skip_unreachable).await {
-                    Some(why) => format!(
-                        "skipped: {why}; a majority of its observers found it silent: it is demoted when it answers again"
-                    ),
-                    None => {
-                        let ran = self
-                            .playbook(index, kind, machine, address, playbook, vars)
-                            .await?;
-                        format!("{hook} of {service}: {ran}")
-                    }
-                }
-            }
-            Action::ServiceAddress {
-                service,
-                machine,
-                address,
-                ip,
-                up,
-                skip_unreachable,
-                ..
-            } => {
-                let at = self.resolve(index, kind, address)?;
-                match self.unreachable(machine, at, *skip_unreachable).await {
-                    Some(why) => format!(
-                        "skipped: {why}; a majority of its observers found it silent: the address is taken down when it rejoins"
-                    ),
-                    None => {
-                        let command = step.action.address_command().unwrap_or_default();
-                        self.address_command(index, kind, machine, at, &command)
-                            .await?;
-                        format!(
-                            "{service}@{machine}: {ip} {}",
-                            if *up { "up, announced" } else { "down" }
-                        )
-                    }
-                }
-            }
-            Action::CloudAddress {
-                service,
-                machine,
-                instance_id,
-                ip,
-                elastic_ip,
-                up: false,
-            } => {
-                let ids = self
-                    .instance_ids(
-                        index,
-                        kind,
-                        machine,
-                        instance_id.as_deref(),
-                        "release address",
-                    )
-                    .await?;
-                let mut said = Vec::new();
-                for id in &ids {
-                    said.push(
-                        self.cloud
-                            .release_address(id, *ip, elastic_ip.as_deref())
-                            .await
-                            .map_err(cloud_err(index, kind))?,
-                    );
-                }
-                if said.is_empty() {
-                    said.push(format!("no instance: {ip} is on none of {machine}'s"));
-                }
-                format!("{service}@{machine}: {}", said.join("; "))
-            }
-            Action::CloudAddress {
-                service,
-                machine,
-                instance_id,
-                ip,
-                elastic_ip,
-                up: true,
-            } => {
-                let ids = self
-                    .instance_ids(index, kind, machine, instance_id.as_deref(), "move address")
-                    .await?;
-                let [id] = ids.as_slice() else {
-                    return Err(cloud_err(index, kind)(medic_cloud::CloudError::Invalid {
-                        op: "move address",
-                        message: format!(
-                            "{service}: machine {machine} has no instance to move {ip} to"
-                        ),
-                    }));
-                };
-                let moved = self
-                    .cloud
-                    .move_address(id, *ip, elastic_ip.as_deref())
-                    .await
-                    .map_err(cloud_err(index, kind))?;
-                format!("{service}@{machine}: {moved}")
-            }
+            Action::RunHook { .. }
+            | Action::ServiceAddress { .. }
+            | Action::CloudAddress { .. }
+            | Action::ServiceRole { .. }
+            | Action::UpsertDns { .. }
+            | Action::FailoverDns { .. } => self.service_step(index, kind, &step.action).await?,
             Action::PromotePostgres {
                 service, machine, ..
             } => {
@@ -433,93 +333,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             // A failure fails the step: the machine stays out, asked again after the backoff.
             Action::RejoinPostgres { .. } => {
                 self.rejoin_postgres(index, kind, &step.action).await?
-            }
-            Action::ServiceRole {
-                service,
-                machine,
-                role,
-            } => match role {
-                medic_plan::ServiceRole::Primary => {
-                    self.ensure_service_fenced(index, kind, service, machine)
-                        .await?;
-                    format!("{service}@{machine}: primary now")
-                }
-                medic_plan::ServiceRole::Standby => format!("{service}@{machine}: a standby now"),
-                medic_plan::ServiceRole::Out => {
-                    format!("{service}@{machine}: out until it answers and rejoins")
-                }
-                medic_plan::ServiceRole::Inactive => {
-                    format!("{service}@{machine}: out until it passes its checks again")
-                }
-                medic_plan::ServiceRole::Active => format!("{service}@{machine}: serving again"),
-            },
-            Action::UpsertDns {
-                name, ttl, values, ..
-            } => {
-                let ips = values
-                    .iter()
-                    .map(|a| self.resolve(index, kind, a))
-                    .collect::<Result<Vec<_>, _>>()?;
-                match self.dns {
-                    Some(dns) => {
-                        upsert_and_wait(
-                            dns,
-                            name,
-                            *ttl,
-                            &ips,
-                            Duration::from_secs(120),
-                            Duration::from_secs(1),
-                        )
-                        .await
-                        .map_err(cloud_err(index, kind))?;
-                        format!("{name} -> {ips:?}, in sync")
-                    }
-                    None if self.skip_dns => {
-                        format!("skipped: no DNS provider in this run ({name} -> {ips:?})")
-                    }
-                    None => return Err(ExecError::NoDns { index }),
-                }
-            }
-            Action::FailoverDns {
-                name,
-                ttl,
-                primary,
-                secondary,
-                http_path,
-                https,
-                server_name,
-                port,
-                owner,
-                ..
-            } => {
-                let p = self.resolve(index, kind, primary)?;
-                let s = self.resolve(index, kind, secondary)?;
-                let Some(dns) = self.dns else {
-                    return Err(ExecError::NoDns { index });
-                };
-                let health = medic_cloud::HealthSpec {
-                    http_path: http_path.clone(),
-                    https: *https,
-                    server_name: server_name.clone(),
-                    port: *port,
-                    owner: owner.clone(),
-                };
-                let sets = [
-                    medic_cloud::FailoverSet {
-                        primary: true,
-                        value: p,
-                        health: health.clone(),
-                    },
-                    medic_cloud::FailoverSet {
-                        primary: false,
-                        value: s,
-                        health,
-                    },
-                ];
-                hook::failover_and_wait(dns, name, *ttl, &sets)
-                    .await
-                    .map_err(cloud_err(index, kind))?;
-                format!("{name}: PRIMARY {p}, SECONDARY {s}, each with its health check, in sync")
             }
             Action::Monitor { target } => format!("{target}: for the controller to watch"),
             Action::Unmonitor { target } => format!("{target}: no longer watched"),
@@ -580,88 +393,13 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
                 output.skipped = skipped.then(|| summary.clone());
                 summary
             }
-            Action::PromoteReplica { server, .. } => {
-                let backend = medic_plan::vars::proxy_backend(self.topology, &server.shard);
-                self.ensure_fenced(index, kind, &backend, &server.machine)
-                    .await?;
-                self.ensure_backend_clear(index, kind, &backend, &server.machine)
-                    .await?;
-                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                let redis_err = redis_err(index, kind);
-                self.redis.replicaof(at, None).await.map_err(&redis_err)?;
-                // Read back: it must say master now.
-                let info = self.redis.replication(at).await.map_err(&redis_err)?;
-                if info.role != medic_redis::Role::Master {
-                    return Err(redis_err(RedisError::NotInSync {
-                        replica: at,
-                        master: at,
-                        after: Duration::ZERO,
-                        state: "still a replica after REPLICAOF NO ONE".to_owned(),
-                    }));
-                }
-                output.offset = Some(info.offset);
-                // Into its config file too, or a restart brings it back as a replica of the
-                // old master. The promotion itself is done (read back): a rewrite that fails
-                // does not undo it, so the step goes on and says so.
-                let persisted = match self.redis.config_rewrite(at).await {
-                    Ok(()) => "config rewritten".to_owned(),
-                    Err(e) => {
-                        tracing::warn!(step = index, server = %at, error = %e, "Promoted, but the role is not in its config file.");
-                        format!("role not persisted: {e}")
-                    }
-                };
-                format!(
-                    "{}@{} is master at offset {}, {persisted}",
-                    server.shard, server.machine, info.offset
-                )
-            }
-            Action::ReplicaOf {
-                server,
-                master,
-                master_port,
-            } => {
-                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                let to = RedisAddr::new(self.resolve(index, kind, master)?, *master_port);
-                self.redis
-                    .replicaof(at, Some(to))
-                    .await
-                    .map_err(redis_err(index, kind))?;
-                // Into its config file too, or a restart brings it back in its old role (an old
-                // master as a second master). As with a promotion, a failed rewrite is reported.
-                let persisted = match self.redis.config_rewrite(at).await {
-                    Ok(()) => "config rewritten".to_owned(),
-                    Err(e) => {
-                        tracing::warn!(step = index, server = %at, error = %e, "Made a replica, but the role is not in its config file.");
-                        format!("role not persisted: {e}")
-                    }
-                };
-                format!(
-                    "{}@{} replicates {to}, {persisted}",
-                    server.shard, server.machine
-                )
-            }
-            Action::WaitInSync {
-                server,
-                master,
-                master_port,
-                timeout_ms,
-            } => {
-                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                let to = RedisAddr::new(self.resolve(index, kind, master)?, *master_port);
-                let info = medic_redis::wait_in_sync(
-                    &self.redis,
-                    at,
-                    to,
-                    Duration::from_millis(*timeout_ms),
-                )
-                .await
-                .map_err(redis_err(index, kind))?;
-                let offset = info.replica_offset.unwrap_or(info.offset);
-                output.offset = Some(offset);
-                format!(
-                    "{}@{} in sync with {to} at offset {offset}",
-                    server.shard, server.machine
-                )
+            Action::PromoteReplica { .. }
+            | Action::ReplicaOf { .. }
+            | Action::WaitInSync { .. }
+            | Action::PauseWrites { .. }
+            | Action::Unpause { .. } => {
+                self.redis_step(index, kind, &step.action, &mut output)
+                    .await?
             }
             Action::TerminateInstance {
                 machine,
@@ -669,25 +407,6 @@ impl<'a, C: Cloud, D: Dns> Executor<'a, C, D> {
             } => {
                 self.terminate(index, kind, machine, instance_id.as_deref())
                     .await?
-            }
-            Action::PauseWrites { server, timeout_ms } => {
-                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                self.redis
-                    .pause_writes(at, Duration::from_millis(*timeout_ms))
-                    .await
-                    .map_err(redis_err(index, kind))?;
-                format!(
-                    "{}@{}: writes held (for at most {} ms)",
-                    server.shard, server.machine, timeout_ms
-                )
-            }
-            Action::Unpause { server } => {
-                let at = RedisAddr::new(self.resolve(index, kind, &server.address)?, server.port);
-                self.redis
-                    .unpause(at)
-                    .await
-                    .map_err(redis_err(index, kind))?;
-                format!("{}@{}: writes let go", server.shard, server.machine)
             }
         };
         tracing::info!(step = index, kind, "{summary}");

@@ -52,7 +52,9 @@ fn one_of<'a>(names: impl Iterator<Item = &'a str>) -> String {
 mod active;
 mod adopt;
 mod auth;
+mod dns;
 mod ports;
+mod provider;
 mod proxies;
 mod rejoin;
 mod rendered;
@@ -160,111 +162,6 @@ impl<'a> Ctx<'a, '_> {
                 );
             } else {
                 seen.insert(&name.value, name.referenced);
-            }
-        }
-    }
-
-    fn provider(&mut self) {
-        let at = self.top.provider.referenced;
-        match &self.top.provider.value {
-            Provider::Aws(aws) => {
-                if aws.region.trim().is_empty() {
-                    self.d.error(
-                        at,
-                        "provider.aws.region",
-                        "empty; expected a region like us-east-1",
-                    );
-                }
-                if aws.subnets.is_empty() {
-                    self.d.error(
-                        at,
-                        "provider.aws.subnets",
-                        "empty; expected at least one subnet id (subnet-...)",
-                    );
-                }
-                for (i, s) in aws.subnets.iter().enumerate() {
-                    if !s.starts_with("subnet-") {
-                        self.d.error(
-                            at,
-                            format!("provider.aws.subnets[{i}]"),
-                            format!("`{s}` is not a subnet id; expected subnet-..."),
-                        );
-                    }
-                }
-                if aws.security_groups.is_empty() {
-                    self.d.error(
-                        at,
-                        "provider.aws.security_groups",
-                        "empty; expected at least one security group id (sg-...)",
-                    );
-                }
-                for (i, s) in aws.security_groups.iter().enumerate() {
-                    if !s.starts_with("sg-") {
-                        self.d.error(
-                            at,
-                            format!("provider.aws.security_groups[{i}]"),
-                            format!("`{s}` is not a security group id; expected sg-..."),
-                        );
-                    }
-                }
-                if aws.key_pair.trim().is_empty() {
-                    self.d.error(
-                        at,
-                        "provider.aws.key_pair",
-                        "empty; expected the name of an EC2 key pair",
-                    );
-                }
-                for k in aws.tags.keys() {
-                    if k.starts_with("medic:") || k.starts_with("aws:") {
-                        self.d.error(at, format!("provider.aws.tags.{k}"), "tag keys starting with `medic:` or `aws:` are reserved; expected another key");
-                    }
-                }
-            }
-            Provider::Local(local) => {
-                if parse_lab_subnet(&local.subnet).is_none() {
-                    self.d.error(
-                        at,
-                        "provider.local.subnet",
-                        format!("`{}` is not a private /24; expected a network like 10.77.0.0/24 (10/8, 172.16/12 or 192.168/16)", local.subnet),
-                    );
-                }
-                if local.bridge.is_empty() || local.bridge.len() > 15 {
-                    self.d.error(
-                        at,
-                        "provider.local.bridge",
-                        format!(
-                            "`{}` is not a valid interface name; expected 1 to 15 characters",
-                            local.bridge
-                        ),
-                    );
-                }
-            }
-            Provider::Static => {}
-        }
-    }
-
-    fn amis(&mut self) {
-        self.duplicates(
-            self.top
-                .amis
-                .iter()
-                .enumerate()
-                .map(|(i, a)| (&a.value.name, format!("amis[{i}].name"))),
-            "AMI",
-        );
-        for (i, a) in self.top.amis.iter().enumerate() {
-            check_name(self.d, &a.value.name, &format!("amis[{i}].name"));
-            for (region, id) in &a.value.image_ids {
-                if !is_ami_id(&id.value) {
-                    self.d.error(
-                        id.referenced,
-                        format!("amis[{i}].image_ids.{region}"),
-                        format!(
-                            "`{}` is not an AMI id; expected ami- and 8 or 17 hex digits",
-                            id.value
-                        ),
-                    );
-                }
             }
         }
     }
@@ -436,97 +333,6 @@ impl<'a> Ctx<'a, '_> {
                             "machine `{}` is listed twice; expected each replica once",
                             r.value
                         ),
-                    );
-                }
-            }
-        }
-    }
-
-    fn dns(&mut self) {
-        let top = self.top;
-        let Some(dns) = &top.dns else { return };
-        let dns = &dns.value;
-        let ttl = &dns.ttl;
-        if ttl.value < 0 || ttl.value > MAX_TTL {
-            self.d.error(
-                ttl.referenced,
-                "dns.ttl",
-                format!("TTL {} is out of range; expected 0 to {} seconds (Route 53's range; 60 is usual for failover)", ttl.value, MAX_TTL),
-            );
-        }
-        let zone = dns
-            .provider
-            .value
-            .zone()
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        if zone.is_empty() {
-            self.d.error(
-                dns.provider.referenced,
-                "dns.provider",
-                "empty zone; expected the zone's name, like example.com",
-            );
-        }
-        if let DnsProvider::Route53(r) = &dns.provider.value
-            && r.zone_id.trim().is_empty()
-        {
-            self.d.error(
-                dns.provider.referenced,
-                "dns.provider.route53.zone_id",
-                "empty; expected a hosted zone id like Z0123456789ABC",
-            );
-        }
-        if let DnsProvider::Rfc2136(r) = &dns.provider.value
-            && r.tsig_key.trim().is_empty()
-        {
-            self.d.error(
-                dns.provider.referenced,
-                "dns.provider.rfc2136.tsig_key",
-                "empty; expected the TSIG key's name",
-            );
-        }
-        let mut seen: BTreeMap<String, Location> = BTreeMap::new();
-        for (i, sr) in dns.records.iter().enumerate() {
-            let r = &sr.value;
-            let p = format!("dns.records[{i}]");
-            let name = r.name.value.trim_end_matches('.').to_ascii_lowercase();
-            if let Some(first) = seen.get(&name) {
-                self.d.error(
-                    r.name.referenced,
-                    format!("{p}.name"),
-                    format!(
-                        "duplicate record `{}` (first defined at line {}); expected unique names",
-                        r.name.value,
-                        first.line()
-                    ),
-                );
-            } else {
-                seen.insert(name.clone(), r.name.referenced);
-            }
-            if !zone.is_empty() && name != zone && !name.ends_with(&format!(".{zone}")) {
-                self.d.error(
-                    r.name.referenced,
-                    format!("{p}.name"),
-                    format!(
-                        "`{}` is outside the zone {}; expected a name ending in .{}",
-                        r.name.value, zone, zone
-                    ),
-                );
-            }
-            if r.machines.is_empty() {
-                self.d.error(
-                    sr.referenced,
-                    format!("{p}.machines"),
-                    "no machines: the record would have no value; expected at least one machine",
-                );
-            }
-            for (j, m) in r.machines.iter().enumerate() {
-                if !self.roles.contains_key(m.value.as_str()) {
-                    let expected = one_of(top.machines.iter().map(|m| m.value.name.value.as_str()));
-                    self.d.error(
-                        m.referenced,
-                        format!("{p}.machines[{j}]"),
-                        format!("unknown machine `{}`; {}", m.value, expected),
                     );
                 }
             }

@@ -8,8 +8,6 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 
-use medic_plan::describe::{StepView, describe_as};
-use medic_plan::{Event, ObservedState, Plan, plan_recovery};
 use medic_playbook::Playbooks;
 use medic_topology::{Diagnostic, LoadedTopology, load_topology};
 
@@ -337,9 +335,11 @@ topology describes (roles as written, replicas in sync).\n\nExamples:\n  medic p
     },
 }
 
+mod aws_check;
 mod group;
 mod import;
 mod lab;
+mod plan;
 mod providers;
 mod run;
 
@@ -392,7 +392,7 @@ pub fn main() -> ExitCode {
             run::command(&t.topology, "monitor", &machine, None, format)
         }
         Command::StepDown { t, format } => group::step_down(&t.topology, format),
-        Command::Validate { file, format } => validate(&file, format),
+        Command::Validate { file, format } => plan::validate(&file, format),
         Command::Lab(cmd) => lab::run(cmd),
         Command::Schema { kind } => {
             let schema = match kind {
@@ -416,7 +416,7 @@ pub fn main() -> ExitCode {
             file,
             endpoint,
             format,
-        }) => aws_check(&file, endpoint, format),
+        }) => aws_check::aws_check(&file, endpoint, format),
         Command::Plan {
             file,
             lose,
@@ -425,7 +425,7 @@ pub fn main() -> ExitCode {
             files,
             recovery,
             format,
-        } => plan(&file, lose, process, switchover, files, &recovery, format),
+        } => plan::plan(&file, lose, process, switchover, files, &recovery, format),
     };
     match result {
         Ok(code) => code,
@@ -593,224 +593,4 @@ fn report(diags: &[Diagnostic], format: Format) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn validate(file: &Path, format: Format) -> anyhow::Result<ExitCode> {
-    let Some(dep) = load(file, format)? else {
-        return Ok(ExitCode::from(1));
-    };
-    let top = &dep.loaded.topology;
-    match format {
-        Format::Text => println!(
-            "{}: valid: topology {}, provider {}, {} machines, {} shards, {} proxies, {} app proxies",
-            file.display(),
-            top.name.value,
-            top.provider.value.kind(),
-            top.machines.len(),
-            top.shards.len(),
-            top.proxies.value.machines.len(),
-            top.app_proxies.len()
-        ),
-        Format::Json => println!(
-            "{}",
-            serde_json::json!({ "valid": true, "topology": top.name.value, "warnings": dep.loaded.warnings.len() })
-        ),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn plan(
-    file: &Path,
-    lose: Option<String>,
-    process: Option<String>,
-    switchover: Option<String>,
-    files: bool,
-    recovery: &str,
-    format: Format,
-) -> anyhow::Result<ExitCode> {
-    let event = match (lose, process) {
-        (Some(machine), _) => Event::MachineLost { machine },
-        (None, None) if switchover.is_some() => Event::Switchover {
-            shard: switchover.unwrap_or_default(),
-            to: None,
-        },
-        (None, Some(p)) => {
-            let (shard, machine) = p.split_once('@').with_context(|| {
-                format!("--process `{p}`: expected SHARD@MACHINE, like r9001@redis1")
-            })?;
-            Event::ProcessDied {
-                shard: shard.to_owned(),
-                machine: machine.to_owned(),
-            }
-        }
-        (None, None) => anyhow::bail!("say what fails: --lose MACHINE or --process SHARD@MACHINE"),
-    };
-    let Some(dep) = load(file, format)? else {
-        return Ok(ExitCode::from(1));
-    };
-    let top = &dep.loaded.topology;
-    // SERVICE@MACHINE: a service's name (validation keeps them apart from shards').
-    let event = match event {
-        Event::ProcessDied { shard, machine } if top.service(&shard).is_some() => {
-            Event::ServiceDown {
-                service: shard,
-                machine,
-            }
-        }
-        other => other,
-    };
-    let state = ObservedState::assumed(top);
-    let plan = match plan_recovery(top, &state, &event, recovery) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("{}: cannot plan: {e}", file.display());
-            return Ok(ExitCode::from(1));
-        }
-    };
-    let aliases = medic_haproxy::Aliases::new(top.server_aliases());
-    let views: Vec<StepView> = plan
-        .steps
-        .iter()
-        .map(|s| describe_as(s, &dep.playbooks, &aliases))
-        .collect();
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => {
-            let json = serde_json::json!({ "plan": plan, "views": views });
-            writeln!(out, "{}", serde_json::to_string_pretty(&json)?)?;
-        }
-        Format::Text => print_plan(&mut out, &plan, &views, files)?,
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-fn print_plan(
-    out: &mut impl Write,
-    plan: &Plan,
-    views: &[StepView],
-    files: bool,
-) -> io::Result<()> {
-    writeln!(
-        out,
-        "Recovery plan `{}` for topology {}: {}",
-        plan.recovery, plan.topology, plan.event
-    )?;
-    writeln!(
-        out,
-        "Planned against the state the topology describes (roles as written, replicas in sync);\n\
-         `medic run` plans against what it observes. {} steps, in order; each is idempotent.\n\
-         ${{address:M}} is M's address when the step runs (a replacement's is known once launched).",
-        plan.steps.len()
-    )?;
-    writeln!(out)?;
-    let wk = views.iter().map(|v| v.kind.len()).max().unwrap_or(4).max(4);
-    let wt = views
-        .iter()
-        .map(|v| v.target.chars().count())
-        .max()
-        .unwrap_or(6)
-        .max(6);
-    let wn = views.len().to_string().len().max(2);
-    writeln!(
-        out,
-        "{:>wn$}  {:<wk$}  {:<wt$}  WHAT",
-        "#", "STEP", "TARGET"
-    )?;
-    for v in views {
-        writeln!(
-            out,
-            "{:>wn$}  {:<wk$}  {:<wt$}  {}",
-            v.index, v.kind, v.target, v.summary
-        )?;
-        for c in &v.commands {
-            writeln!(out, "{:wn$}  {:wk$}  {c}", "", "")?;
-        }
-        for f in v.files.iter().filter(|_| files) {
-            writeln!(
-                out,
-                "{:wn$}  {:wk$}  --- {} (mode {:04o}) ---",
-                "", "", f.path, f.mode
-            )?;
-            for line in f.content.lines() {
-                writeln!(out, "{:wn$}  {:wk$}  | {line}", "", "")?;
-            }
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(feature = "aws"))]
-fn aws_check(_: &Path, _: Option<String>, _: Format) -> anyhow::Result<ExitCode> {
-    anyhow::bail!(
-        "`medic aws check` needs the AWS SDK, and this medic was built without it (cargo's `aws` feature, on by default)"
-    )
-}
-
-#[cfg(feature = "aws")]
-fn aws_check(file: &Path, endpoint: Option<String>, format: Format) -> anyhow::Result<ExitCode> {
-    use medic_aws::check::{Status, check_topology};
-    let Some(dep) = load(file, format)? else {
-        return Ok(ExitCode::from(1));
-    };
-    let top = &dep.loaded.topology;
-    let medic_topology::Provider::Aws(aws) = &top.provider.value else {
-        anyhow::bail!(
-            "{}: the provider is {}, not aws: nothing to check",
-            file.display(),
-            top.provider.value.kind()
-        );
-    };
-    let settings = medic_aws::AwsSettings {
-        region: aws.region.clone(),
-        endpoint: endpoint.or_else(|| aws.endpoint.clone()),
-        static_credentials: None,
-    };
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let findings = rt.block_on(check_topology(top, &settings));
-    let bad = findings
-        .iter()
-        .filter(|f| f.status != Status::Found)
-        .count();
-    let unchecked = findings
-        .iter()
-        .filter(|f| matches!(f.status, Status::Error { .. }))
-        .count();
-    let mut out = io::stdout().lock();
-    match format {
-        Format::Json => writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({ "findings": findings }))?
-        )?,
-        Format::Text => {
-            let w = findings.iter().map(|f| f.what.len()).max().unwrap_or(0);
-            for f in &findings {
-                let (label, detail) = match &f.status {
-                    Status::Found => ("ok", String::new()),
-                    Status::Missing { detail } => ("MISSING", format!(": {detail}")),
-                    Status::Error { detail } => ("ERROR", format!(": {detail}")),
-                };
-                writeln!(out, "{label:<8} {:<w$}  {}{detail}", f.what, f.field)?;
-            }
-            writeln!(
-                out,
-                "{}: {} checked, {}",
-                file.display(),
-                findings.len(),
-                match (bad, unchecked) {
-                    (0, _) => "all found".to_owned(),
-                    (b, 0) => format!("{b} missing or not visible"),
-                    (b, u) if b == u => format!("{u} could not be checked"),
-                    (b, u) => format!("{} missing or not visible, {u} could not be checked", b - u),
-                }
-            )?;
-        }
-    }
-    Ok(if bad == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
