@@ -1,130 +1,28 @@
 //! The same redis-machine recovery as run_lab.rs, with the **EC2 and Route 53 providers**
 //! against the AWS emulator (moto), so the AWS code path runs end to end: `medic up` launches
 //! every machine through RunInstances, `medic run` terminates the crashed one and launches its
-//! replacement. A bridge in this test materialises each emulated instance as a lab machine at
-//! the instance's private address (the moto subnet is the lab's /24) and removes it when the
-//! instance is terminated — moto has no machines, the lab has no EC2 API. Needs root.
+//! replacement. The lab mirrors each emulated instance (aws_support). Needs root.
 
 #![allow(
     clippy::unwrap_used,
     reason = "a test that cannot set up should fail loudly"
 )]
 
+mod aws_support;
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
-use std::process::{Child, Command, Stdio};
+use std::net::IpAddr;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use medic_aws::{AwsSettings, load_config};
-use medic_cloud::{Cloud, LaunchSpec};
 use medic_lab::{Fault, Lab, LabConfig};
 use medic_testkit::Moto;
 
 use common::{http_get, text};
-
-const MIRROR_OF: &str = "mirror-of";
-
-async fn instances(
-    ec2: &aws_sdk_ec2::Client,
-) -> Vec<(String, String, Option<Ipv4Addr>, String, String)> {
-    let mut out = Vec::new();
-    let Ok(r) = ec2.describe_instances().send().await else {
-        return out;
-    };
-    for res in r.reservations() {
-        for i in res.instances() {
-            let machine = i
-                .tags()
-                .iter()
-                .find(|t| t.key() == Some("medic:machine"))
-                .and_then(|t| t.value())
-                .unwrap_or("")
-                .to_owned();
-            out.push((
-                i.instance_id().unwrap_or("").to_owned(),
-                i.state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str().to_owned())
-                    .unwrap_or_default(),
-                i.private_ip_address().and_then(|a| a.parse().ok()),
-                machine,
-                i.image_id().unwrap_or("").to_owned(),
-            ));
-        }
-    }
-    out
-}
-
-/// Keeps the lab in step with the emulator: a running instance gets a lab machine at its
-/// private address; a terminated one loses it.
-async fn bridge(
-    ec2: aws_sdk_ec2::Client,
-    lab: Arc<Lab>,
-    amis: BTreeMap<String, String>,
-    stop: Arc<AtomicBool>,
-) {
-    while !stop.load(Ordering::Relaxed) {
-        let records = lab.records();
-        for (id, state, addr, machine, image) in instances(&ec2).await {
-            let mirror = records
-                .iter()
-                .find(|r| r.tags.get(MIRROR_OF) == Some(&id) && r.state != "terminated");
-            match (state.as_str(), mirror, addr) {
-                ("running" | "pending", None, Some(addr)) if !machine.is_empty() => {
-                    let spec = LaunchSpec {
-                        machine: machine.clone(),
-                        role: medic_topology::Role::Redis,
-                        ami: amis.get(&image).cloned().unwrap_or_default(),
-                        image_id: None,
-                        instance_types: vec![],
-                        subnet: None,
-                        security_groups: vec![],
-                        key_pair: None,
-                        instance_profile: None,
-                        tags: BTreeMap::from([
-                            ("medic:machine".to_owned(), machine.clone()),
-                            (MIRROR_OF.to_owned(), id.clone()),
-                        ]),
-                        client_token: id.clone(),
-                        from_spares: false,
-                    };
-                    if let Err(e) = lab.launch_at(&spec, addr).await {
-                        eprintln!("bridge: {id} at {addr}: {e}");
-                    }
-                }
-                ("terminated" | "shutting-down", Some(r), _) => {
-                    let _ = lab.terminate(&r.id).await;
-                }
-                _ => {}
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-struct Run(Option<Child>);
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.0.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &c.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(15);
-            while Instant::now() < deadline {
-                if c.try_wait().ok().flatten().is_some() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            let _ = c.kill();
-        }
-    }
-}
 
 #[test]
 fn a_crashed_redis_machine_on_ec2_is_terminated_and_replaced_from_its_ami() {
@@ -153,87 +51,23 @@ fn a_crashed_redis_machine_on_ec2_is_terminated_and_replaced_from_its_ami() {
     let (ec2, subnet, sg, redis_ami, haproxy_ami, zone_id) = rt.block_on(async {
         let config = load_config(&settings).await;
         let ec2 = aws_sdk_ec2::Client::new(&config);
-        let vpc = ec2
-            .create_vpc()
-            .cidr_block("10.74.0.0/16")
-            .send()
-            .await
-            .unwrap()
-            .vpc()
-            .unwrap()
-            .vpc_id()
-            .unwrap()
-            .to_owned();
-        let subnet = ec2
-            .create_subnet()
-            .vpc_id(&vpc)
-            .cidr_block(format!("10.74.{net}.0/24"))
-            .send()
-            .await
-            .unwrap()
-            .subnet()
-            .unwrap()
-            .subnet_id()
-            .unwrap()
-            .to_owned();
-        let sg = ec2
-            .create_security_group()
-            .group_name("medic")
-            .description("medic")
-            .vpc_id(&vpc)
-            .send()
-            .await
-            .unwrap()
-            .group_id()
-            .unwrap()
-            .to_owned();
-        ec2.create_key_pair()
-            .key_name("medic")
-            .send()
-            .await
-            .unwrap();
-        let ami = |name: &'static str| {
-            let ec2 = ec2.clone();
-            async move {
-                ec2.register_image()
-                    .name(name)
-                    .root_device_name("/dev/sda1")
-                    .send()
-                    .await
-                    .unwrap()
-                    .image_id()
-                    .unwrap()
-                    .to_owned()
-            }
-        };
-        let redis_ami = ami("medic-redis").await;
-        let haproxy_ami = ami("medic-haproxy").await;
-        let r53 = aws_sdk_route53::Client::new(&config);
-        let zone_id = r53
-            .create_hosted_zone()
-            .name("barton.test")
-            .caller_reference("medic-e2e")
-            .send()
-            .await
-            .unwrap()
-            .hosted_zone()
-            .unwrap()
-            .id()
-            .trim_start_matches("/hostedzone/")
-            .to_owned();
-        (ec2, subnet, sg, redis_ami, haproxy_ami, zone_id)
+        let vpc = aws_support::vpc(&ec2, net).await;
+        let redis_ami = aws_support::ami(&ec2, "medic-redis").await;
+        let haproxy_ami = aws_support::ami(&ec2, "medic-haproxy").await;
+        let zone_id =
+            aws_support::zone(&aws_sdk_route53::Client::new(&config), "barton.test").await;
+        (
+            ec2,
+            vpc.subnet,
+            vpc.security_group,
+            redis_ami,
+            haproxy_ami,
+            zone_id,
+        )
     });
 
     // The controller's key, which the lab's machines authorize.
-    let key = dir.path().join("id_ed25519");
-    assert!(
-        Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-            .arg(&key)
-            .status()
-            .unwrap()
-            .success()
-    );
+    let key = aws_support::controller_key(dir.path());
     let port = 22000 + net as u16;
     let topo = format!(
         r#"name: barton
@@ -322,20 +156,14 @@ controller:
     ]);
     // Nothing may be sent to a lab address before the lab's bridge routes it.
     rt.block_on(lab.ensure_bridge()).unwrap();
-    let bridge_task = rt.spawn(bridge(ec2.clone(), lab.clone(), amis, stop.clone()));
-    struct Down(Arc<Lab>, tokio::runtime::Handle);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = self.1.block_on(self.0.down());
-        }
-    }
-    let _down = Down(lab.clone(), rt.handle().clone());
-    let aws_env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-        ("NO_COLOR", "1"),
-    ];
+    let bridge_task = rt.spawn(aws_support::bridge(
+        ec2.clone(),
+        lab.clone(),
+        amis,
+        stop.clone(),
+    ));
+    let _down = aws_support::Down(lab.clone(), rt.handle().clone());
+    let aws_env = aws_support::AWS_ENV;
 
     // Set up from nothing through RunInstances, the playbooks and Route 53.
     let out = Command::new(env!("CARGO_BIN_EXE_medic"))
@@ -344,13 +172,17 @@ controller:
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
-    let before = rt.block_on(instances(&ec2));
+    let before = rt.block_on(aws_support::instances(&ec2));
     assert_eq!(
-        before.iter().filter(|i| i.1 == "running").count(),
+        before.iter().filter(|i| i.state == "running").count(),
         5,
         "{before:?}"
     );
-    let old_redis1 = before.iter().find(|i| i.3 == "redis1").unwrap().clone();
+    let old_redis1 = before
+        .iter()
+        .find(|i| i.machine == "redis1")
+        .unwrap()
+        .clone();
 
     let log = dir.path().join("run.log");
     let start = || {
@@ -367,7 +199,7 @@ controller:
             )
             .spawn()
             .unwrap();
-        Run(Some(child))
+        aws_support::Run(Some(child))
     };
     let mut run = start();
     let wait = |what: &str, within: Duration, cond: &dyn Fn() -> bool| {
@@ -388,10 +220,10 @@ controller:
         http_get(port, "/api/status").is_some()
     });
     let app: IpAddr = rt
-        .block_on(instances(&ec2))
+        .block_on(aws_support::instances(&ec2))
         .into_iter()
-        .find(|i| i.3 == "app")
-        .and_then(|i| i.2)
+        .find(|i| i.machine == "app")
+        .and_then(|i| i.address)
         .map(IpAddr::V4)
         .unwrap();
     let redis_cli = |host: &str, port: u16, args: &[&str]| {
@@ -453,7 +285,7 @@ controller:
         .iter()
         .find(|m| m["name"] == "redis1")
         .unwrap();
-    assert_eq!(redis1["instance"], old_redis1.0, "{redis1}");
+    assert_eq!(redis1["instance"], old_redis1.id, "{redis1}");
 
     rt.block_on(lab.fault("redis1", Fault::Crash)).unwrap();
     wait("the recovery of redis1", Duration::from_secs(90), &|| {
@@ -465,24 +297,26 @@ controller:
     });
     // The crashed instance terminated in EC2, exactly one replacement launched from the AMI;
     // the look-alike untouched.
-    let after = rt.block_on(instances(&ec2));
+    let after = rt.block_on(aws_support::instances(&ec2));
     assert!(
-        after.iter().any(|i| i.0 == impostor && i.1 == "running"),
+        after
+            .iter()
+            .any(|i| i.id == impostor && i.state == "running"),
         "the look-alike was terminated: {after:?}"
     );
     let redis1: Vec<_> = after
         .iter()
-        .filter(|i| i.3 == "redis1" && i.0 != impostor)
+        .filter(|i| i.machine == "redis1" && i.id != impostor)
         .collect();
     assert_eq!(redis1.len(), 2, "{redis1:?}");
     assert!(
         redis1
             .iter()
-            .any(|i| i.0 == old_redis1.0 && i.1 == "terminated")
+            .any(|i| i.id == old_redis1.id && i.state == "terminated")
     );
-    let new = redis1.iter().find(|i| i.1 == "running").unwrap();
-    assert_eq!(new.4, redis_ami);
-    let new_ip = new.2.unwrap().to_string();
+    let new = redis1.iter().find(|i| i.state == "running").unwrap();
+    assert_eq!(new.image, redis_ami);
+    let new_ip = new.address.unwrap().to_string();
     // The replacement (a lab machine at the instance's address) is a replica in sync.
     wait("redis1 in sync", Duration::from_secs(30), &|| {
         redis_cli(&new_ip, 9001, &["ROLE"]).starts_with("slave")
