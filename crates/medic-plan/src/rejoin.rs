@@ -14,7 +14,8 @@
 //! 2. the server stopped as above; one with a `standby.signal` not shut down cleanly recovered
 //!    in standby mode, privately, so that nothing is written past the fork;
 //! 3. `pg_rewind` from the primary, `-R` writing `standby.signal` and `primary_conninfo` (a
-//!    server that needs no rewind, a standby that was only behind, gets them too);
+//!    server that needs no rewind, a standby that was only behind, gets them too), with the
+//!    `application_name` of the server's earlier `primary_conninfo`;
 //! 4. with `rewind_or_copy`, if that failed: the data directory moved aside (never deleted)
 //!    and copied afresh with `pg_basebackup -R`;
 //! 5. the server started.
@@ -36,6 +37,12 @@ pub const A_STANDBY: &str = "the server runs as a standby already";
 /// The file `pg-stop` leaves in the data directory beside the `standby.signal` it writes: the
 /// server is an old primary medic fenced, not a standby, even when something restarted it.
 const FENCED: &str = "medic-fenced";
+
+/// A shell function: the `application_name` of the connection string given (the last one,
+/// as libpq takes it), or nothing if it has none or one with a quote or a backslash in it
+/// (then the primary's `cluster_name`, else `walreceiver`, names the standby).
+const APP_OF: &str = r#"app_of() { printf '%s\n' "$1" | sed -n -E "s/^(.*[[:space:]])?application_name[[:space:]]*=[[:space:]]*('([^'\\\\]+)'|([^'\\\\[:space:]]+))([[:space:]].*)?$/\3\4/p" | head -n 1; }
+"#;
 
 /// The script that makes the server in `r.data_dir` a standby of the primary at
 /// `primary_ip:port`, logging in to `database` there as `r.user`.
@@ -68,6 +75,14 @@ fi
 if ! fenced && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then echo "medic: {a_standby}"; exit 0; fi
 {stop}done=no
 MARK="$SYSID {primary_ip}:{port}"
+# The name the server streamed under (`synchronous_standby_names` may name it): its earlier
+# primary_conninfo's application_name, read before a rewind or a copy replaces its
+# configuration with the primary's, and given to the primary_conninfo they write.
+{app_of}RSRC=$SRC
+if [ -f "$D/PG_VERSION" ]; then
+  APP=$(app_of "$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null)")
+  [ -z "$APP" ] || RSRC="$SRC application_name='$APP'"
+fi
 # A server not shut down cleanly (an immediate shutdown, a crash) is recovered before
 # pg_rewind reads it. With a standby.signal (pg-stop's, or a standby's) in standby mode,
 # privately (no network, no upstream, no archive), started and stopped: a standby writes no
@@ -112,7 +127,7 @@ if [ $done = no ] && [ -f "$D/PG_VERSION" ]; then
       made=yes; kept_note="diverged from the primary$fork; its WAL kept in $kept"
     fi
   fi
-  if out=$(as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC"{config} -R 2>&1); then
+  if out=$(as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$RSRC"{config} -R 2>&1); then
     printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
     case "$out" in
       *"no rewind required"*) if [ $made = yes ]; then rm -rf "$kept"; fi; echo "medic: no rewind needed";;
@@ -139,7 +154,7 @@ fi
 if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   [ {copy} = yes ] || {{ echo "medic: no PostgreSQL data in $D (method rewind: nothing copied)" >&2; exit 4; }}
   install -d -o "$U" -m 700 "$D" || exit 6
-  as_u "$B/pg_basebackup" -D "$D" -d "$SRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
+  as_u "$B/pg_basebackup" -D "$D" -d "$RSRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
   echo "medic: copied afresh from the primary"
 fi
 printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
@@ -158,6 +173,12 @@ echo "medic: started as a standby"
         copy = if copy { "yes" } else { "no" },
         fenced = FENCED,
         a_standby = A_STANDBY,
+        app_of = APP_OF,
+        pg_config = r
+            .config_file
+            .as_ref()
+            .map(|c| format!(" -c config_file={}", q(&c.display().to_string())))
+            .unwrap_or_default(),
         config_opt = r
             .config_file
             .as_ref()
@@ -275,6 +296,9 @@ controldata() {{ as_u env LC_ALL=C "$B/pg_controldata" "$D" 2>/dev/null | sed -n
 # An old primary medic fenced (pg-stop's mark, naming the timeline it was on then and, after a
 # clean stop, where its WAL ended): still on it, so neither promoted since nor made to follow
 # anything.
+# Its postmaster stopped by a signal (state T or t): no shutdown can begin until something
+# continues it; SIGKILL ends it at once.
+frozen() {{ f=$(head -n 1 "$D/postmaster.pid" 2>/dev/null); case "$f" in ''|*[!0-9]*) return 1;; esac; case "$(sed -E 's/^[0-9]+ \(.*\) (.) .*/\1/' "/proc/$f/stat" 2>/dev/null)" in T|t) return 0;; esac; return 1; }}
 fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || return 1; case "$(cat "$D/{fenced}" 2>/dev/null)" in "tl $t"|"tl $t end "*) return 0;; esac; return 1; }}
 "#,
         q(&r.data_dir.display().to_string()),
@@ -286,7 +310,9 @@ fenced() {{ t=$(controldata "Latest checkpoint's TimeLineID"); [ -n "$t" ] || re
 
 /// Stops the server if it runs: the `stop` command within 30 s, else an immediate shutdown
 /// (a server that does not stop cleanly is a primary that could still take writes), else
-/// SIGKILL to the postmaster and its children; exits 3 if it still runs. A server whose
+/// SIGKILL to the postmaster and its children; exits 3 if it still runs. A postmaster seen
+/// stopped by a signal for 1 s (it can begin no shutdown) is killed at once, without the
+/// waits: a hung primary no longer delays its standby's promotion by 50 s. A server whose
 /// shutdown checkpoint is written (its data clean, where its WAL ends known) but that still
 /// runs 2 s later is waiting for its WAL senders to reach standbys that do not answer — a
 /// standby cut off holds a fast shutdown up to `wal_sender_timeout` (a minute by default) —
@@ -297,15 +323,18 @@ fn stop_block(r: &PgRejoin) -> String {
   sr=$(mktemp) || exit 6
   ( timeout 30 sh -c {stop} >&2 </dev/null; echo $? > "$sr" ) 9>&- &
   sp=$!
-  i=0; clean=0
-  while running && [ ! -s "$sr" ] && [ $i -lt 300 ] && [ $clean -lt 20 ]; do
+  i=0; clean=0; still=0
+  while running && [ ! -s "$sr" ] && [ $i -lt 300 ] && [ $clean -lt 20 ] && [ $still -lt 10 ]; do
     sleep 0.1; i=$((i+1))
     case "$(controldata 'Database cluster state')" in "shut down"|"shut down in recovery") clean=$((clean+1));; *) clean=0;; esac
+    if frozen; then still=$((still+1)); else still=0; fi
   done
   if running; then
     # (Its `timeout` passes the signal on to the stop command.)
     [ -s "$sr" ] || {{ pkill -TERM -P "$sp" 2>/dev/null; kill "$sp" 2>/dev/null; }}
-    if [ $clean -ge 20 ]; then
+    if [ $still -ge 10 ]; then
+      echo "medic: its postmaster was stopped by a signal (SIGSTOP, a debugger) for 1 s: it can neither stop nor shut down"
+    elif [ $clean -ge 20 ]; then
       echo "medic: its shutdown checkpoint was written 2 s ago, but it still waits for its WAL senders (a standby that does not answer?)" >&2
     else
       echo "medic: the stop command failed or took over 30 s" >&2
@@ -313,7 +342,7 @@ fn stop_block(r: &PgRejoin) -> String {
   fi
   rm -f "$sr"
   if running; then
-    as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
+    [ $still -ge 10 ] || as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
     if running; then
       # It does not even stop at once (its processes stopped by a signal, or stuck): killed,
       # the postmaster and every process it started, as a crash would.
@@ -357,6 +386,105 @@ mod tests {
 
     use super::*;
 
+    /// `app_of` run by sh on `conninfo`.
+    fn app_of(conninfo: &str) -> String {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{APP_OF}app_of \"$1\""))
+            .arg("sh")
+            .arg(conninfo)
+            .output()
+            .expect("sh runs");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+
+    /// The prelude's `frozen` on a data directory whose postmaster.pid names a process that
+    /// runs, then is stopped by SIGSTOP, then is continued.
+    #[test]
+    fn frozen_is_a_postmaster_stopped_by_a_signal() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut r = settings(RejoinMethod::Rewind);
+        r.data_dir = dir.path().to_path_buf();
+        let mut child = std::process::Command::new("sleep")
+            .arg("60")
+            .spawn()
+            .unwrap();
+        std::fs::write(
+            dir.path().join("postmaster.pid"),
+            format!("{}\n/var/lib/pg\n", child.id()),
+        )
+        .unwrap();
+        let frozen = || {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!(
+                    "{}if frozen; then echo yes; else echo no; fi",
+                    prelude(&r)
+                ))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let signal = |s: &str| {
+            assert!(
+                std::process::Command::new("kill")
+                    .args([s, &child.id().to_string()])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        };
+        assert_eq!(frozen(), "no", "running");
+        signal("-STOP");
+        // The kernel marks it stopped as the signal is delivered: asked until it says so.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut last = frozen();
+        while last != "yes" && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            last = frozen();
+        }
+        assert_eq!(last, "yes", "stopped by SIGSTOP");
+        signal("-CONT");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while last != "no" && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            last = frozen();
+        }
+        assert_eq!(last, "no", "continued");
+        let _ = child.kill();
+        let _ = child.wait();
+        std::fs::write(dir.path().join("postmaster.pid"), "not a pid\n").unwrap();
+        assert_eq!(frozen(), "no", "no pid");
+    }
+
+    #[test]
+    fn the_application_name_is_read_from_a_connection_string_as_libpq_reads_it() {
+        let cases = [
+            (
+                "user=postgres host=10.0.0.1 application_name=secundus",
+                "secundus",
+            ),
+            ("application_name=secundus port=5432", "secundus"),
+            (
+                "host=a application_name = 'my app' sslmode=prefer",
+                "my app",
+            ),
+            (
+                "user=postgres passfile='/var/lib/postgresql/.pgpass' channel_binding=prefer host=10.77.0.21 port=5432 sslmode=prefer application_name='tertius'",
+                "tertius",
+            ),
+            ("application_name=a host=h application_name=b", "b"),
+            ("host=h fallback_application_name=x", ""),
+            ("host=h application_name='it\\'s'", ""),
+            ("host=h application_name=a\\b", ""),
+            ("", ""),
+        ];
+        for (conninfo, want) in cases {
+            assert_eq!(app_of(conninfo), want, "{conninfo}");
+        }
+    }
+
     fn settings(method: RejoinMethod) -> PgRejoin {
         serde_json::from_value(serde_json::json!({
             "method": method.as_str(),
@@ -373,7 +501,13 @@ mod tests {
             s.contains("SRC='host=10.0.0.2 port=5432 user=postgres dbname=app connect_timeout=10'")
         );
         assert!(
-            s.contains(r#"as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$SRC" -R"#)
+            s.contains(
+                r#"APP=$(app_of "$(as_u "$B/postgres" -D "$D" -C primary_conninfo 2>/dev/null)")"#
+            ),
+            "the old application_name is read before the rewind: {s}"
+        );
+        assert!(
+            s.contains(r#"as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$RSRC" -R"#)
         );
         assert!(s.contains(
             "( timeout 30 sh -c 'runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /var/lib/pg -m fast -w -t 120 stop' >&2 </dev/null; echo $? > \"$sr\" ) 9>&- &"
@@ -648,7 +782,7 @@ mod tests {
         assert!(s.contains(r"dbname='\''my db'\''"), "{s}");
         assert!(s.contains("[ yes = yes ]"));
         assert!(s.contains(r#"mv "$D" "$aside""#));
-        assert!(s.contains(r#"pg_basebackup" -D "$D" -d "$SRC" -R -X stream"#));
+        assert!(s.contains(r#"pg_basebackup" -D "$D" -d "$RSRC" -R -X stream"#));
     }
 
     #[test]

@@ -361,7 +361,7 @@ fn cut_off_and_back(k: u32, method: &str, initdb_flags: &str) -> Option<String> 
         let aside = on(&env, &primus, "cat /var/lib/pg.medic-*/PG_VERSION");
         assert_eq!(aside.trim(), "15", "the old data kept aside");
     }
-    read_back(&env, &writes, &new_name, &new, &primus);
+    read_back(&env, &writes, &new_name, &new, ("primus", &primus));
     let acked_ids: Vec<u32> = writes.iter().filter(|w| w.2).map(|w| w.0).collect();
     eprintln!("primus made a standby of {new_name} again: {summary}");
     if method == "rewind" {

@@ -117,6 +117,15 @@ pub fn three_in_sync(env: &mut Env, initdb_flags: &str, keep_wal: bool) {
             "ALTER SYSTEM SET wal_keep_size = '256MB'",
         );
     }
+    // As if primus had been a standby before: its name, which its rejoin must keep.
+    super::pg::psql(
+        env,
+        &primus,
+        "dryad",
+        &format!(
+            "ALTER SYSTEM SET primary_conninfo = 'host={secundus} user=postgres application_name=primus'"
+        ),
+    );
     super::pg::start_standby(env, &secundus, &primus);
     super::pg::start_standby(env, &tertius, &primus);
     super::pg::psql(
@@ -164,15 +173,15 @@ pub fn rejoined(env: &Env, machine: &str) -> String {
         .to_owned()
 }
 
-/// `old`, made a standby of `new` (`new_name`), read back: it streams from `new`, a write on
-/// `new` reaches it, every write the client saw acknowledged is on both, and none was
+/// `old` (`old_name`), made a standby of `new` (`new_name`), read back: it streams from `new`
+/// under the name its earlier `primary_conninfo` gave it, a write on `new` reaches it, every write the client saw acknowledged is on both, and none was
 /// acknowledged by `old` after `new` acknowledged its first (two primaries).
 pub fn read_back(
     env: &Env,
     writes: &[(u32, Instant, bool, String)],
     new_name: &str,
     new: &str,
-    old: &str,
+    (old_name, old): (&str, &str),
 ) {
     use super::pg::psql;
     assert_eq!(
@@ -183,6 +192,18 @@ pub fn read_back(
             "SELECT sender_host FROM pg_stat_wal_receiver"
         ),
         new
+    );
+    assert_eq!(
+        psql(
+            env,
+            new,
+            "dryad",
+            &format!(
+                "SELECT application_name FROM pg_stat_replication WHERE client_addr = '{old}'"
+            )
+        ),
+        old_name,
+        "the name {old_name} streamed under before its rejoin"
     );
     psql(
         env,
