@@ -320,6 +320,9 @@ fn a_hung_primary_server_is_killed_by_its_fence_and_made_a_standby_by_medic() {
     client.join().unwrap();
     let writes = writes.lock().unwrap().clone();
     let steps = steps(&env);
+    for s in steps.iter().filter(|s| s["kind"] == "pg-stop") {
+        eprintln!("pg-stop: {s}");
+    }
     assert!(
         steps.iter().any(|s| s["kind"] == "pg-stop"
             && s["summary"].as_str().is_some_and(|t| {
