@@ -201,6 +201,9 @@ pub struct RecoveryLog {
     pub plan: Plan,
     /// Per step index: (duration_ms, summary, output, at_ms) once done.
     pub done: std::collections::BTreeMap<usize, DoneStep>,
+    /// The steps with an intent on record: begun at least once (perhaps done, perhaps cut
+    /// short by a crash). A step not among them never started.
+    pub begun: std::collections::BTreeSet<usize>,
     /// Failed attempts, in order.
     pub failures: Vec<(usize, String)>,
     pub resumed: Vec<u64>,
@@ -505,6 +508,7 @@ pub(crate) fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, 
                     master_last_ok_ms,
                     plan,
                     done: Default::default(),
+                    begun: Default::default(),
                     failures: Vec::new(),
                     resumed: Vec::new(),
                     end: None,
@@ -518,7 +522,9 @@ pub(crate) fn parse(bytes: &[u8], path: &Path, id: &str) -> Result<RecoveryLog, 
                     message: "a journal has exactly one begin record, first".to_owned(),
                 });
             }
-            (Record::Intent { .. }, Some(_)) => {}
+            (Record::Intent { step, .. }, Some(l)) => {
+                l.begun.insert(step);
+            }
             (
                 Record::Done {
                     step,

@@ -140,6 +140,7 @@ fn expected(records: &[Record], torn_tail: bool) -> RecoveryLog {
         master_last_ok_ms,
         plan,
         done: BTreeMap::new(),
+        begun: Default::default(),
         failures: Vec::new(),
         resumed: Vec::new(),
         end: None,
@@ -167,7 +168,10 @@ fn expected(records: &[Record], torn_tail: bool) -> RecoveryLog {
             Record::Failed { step, error, .. } => log.failures.push((step, error)),
             Record::Resumed { at_ms, .. } => log.resumed.push(at_ms),
             Record::End { at_ms, outcome } => log.end = Some((at_ms, outcome)),
-            Record::Intent { .. } | Record::Begin { .. } => {}
+            Record::Intent { step, .. } => {
+                log.begun.insert(step);
+            }
+            Record::Begin { .. } => {}
         }
     }
     log

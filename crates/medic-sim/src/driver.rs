@@ -457,6 +457,7 @@ impl Sim {
                         plan: run.plan.clone(),
                         done: BTreeMap::new(),
                         launched_ms: BTreeMap::new(),
+                        begun: Default::default(),
                     },
                     trigger: run.trigger.clone(),
                     first_failure_ms: run.first_failure_ms,
@@ -549,6 +550,10 @@ impl Sim {
                     r.step = None;
                 }
                 continue;
+            }
+            // Its intent, journaled before it starts.
+            if let Some(j) = self.journal.get_mut(id) {
+                j.resume.begun.insert(step.index);
             }
             let result = if is_internal(&step.action) {
                 Ok(StepOutput::default())

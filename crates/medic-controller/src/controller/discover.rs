@@ -288,6 +288,7 @@ impl<C: Cloud + 'static, D: Dns + 'static> Controller<C, D> {
                     .filter(|s| matches!(s.action, medic_plan::Action::LaunchInstance { .. }))
                     .filter_map(|s| log.done.get(&s.index).map(|d| (s.index, d.at_ms)))
                     .collect(),
+                begun: log.begun.clone(),
             };
             let mut st = lock(&self.inner.st);
             st.core.resume(

@@ -64,6 +64,7 @@ fn a_resumed_recovery_of_an_adopted_deployment_makes_its_proxy_changes_again() {
             plan: run.plan.clone(),
             done,
             launched_ms: BTreeMap::new(),
+            begun: Default::default(),
         },
         "test".into(),
         None,

@@ -104,6 +104,8 @@ pub struct Resume {
     pub done: BTreeMap<usize, StepOutput>,
     /// When each finished launch step was done (ms), for the flap limits.
     pub launched_ms: BTreeMap<usize, u64>,
+    /// The steps begun before the restart (an intent journaled), done or not.
+    pub begun: BTreeSet<usize>,
 }
 
 impl Request {
@@ -164,6 +166,8 @@ pub struct Running {
     pub started_ms: u64,
     /// Resumed from the journal: it already has one.
     pub resumed: bool,
+    /// Steps begun before a restart (their intent journaled), done or not.
+    pub begun_before: BTreeSet<usize>,
     /// Steps finished (before a restart too), and those to run again although finished.
     pub done: BTreeSet<usize>,
     pub redo: BTreeSet<usize>,

@@ -269,8 +269,8 @@ impl Core {
             self.release(key.as_deref());
             return;
         }
-        let (id, plan, done, resumed) = match req.resume {
-            Some(r) => (r.id, r.plan, Some(r.done), true),
+        let (id, plan, done, begun_before, resumed) = match req.resume {
+            Some(r) => (r.id, r.plan, Some(r.done), r.begun, true),
             None => {
                 let id = recovery_id(key.as_deref().unwrap_or("all"), now_ms);
                 let hints = Hints {
@@ -283,7 +283,13 @@ impl Core {
                 let (top, state) = (&self.loaded.topology, &self.saved.observed);
                 let planned = plan_with(top, state, &req.event, &id, &hints);
                 match planned {
-                    Ok(p) => (id, self.apply_flap_limits(p, now_ms), None, false),
+                    Ok(p) => (
+                        id,
+                        self.apply_flap_limits(p, now_ms),
+                        None,
+                        BTreeSet::new(),
+                        false,
+                    ),
                     Err(e) => {
                         out.push(Output::Alert {
                             level: AlertLevel::Critical,
@@ -306,6 +312,7 @@ impl Core {
             master_last_ok_ms: req.master_last_ok_ms,
             started_ms: now_ms,
             resumed,
+            begun_before,
             current: None,
             skipped: Vec::new(),
             unfenced: medic_exec::Unfenced::default(),

@@ -17,9 +17,9 @@ const SWITCHBACK: &str = "switchback:";
 impl Core {
     /// After a service's switchover failed at `step`: its switchback asked for, first in
     /// the queue, if nothing of the new primary had been done (no promotion asked for, no
-    /// role recorded, no `on_promote` run) and the service's primary is still the one the
-    /// switchover demoted. A switchback that fails is not switched back again. Whether it was
-    /// asked for.
+    /// role recorded, no `on_promote` run — in a run resumed after a restart, not even begun
+    /// before it) and the service's primary is still the one the switchover demoted. A
+    /// switchback that fails is not switched back again. Whether it was asked for.
     pub(super) fn switch_back(
         &mut self,
         run: &Running,
@@ -39,11 +39,15 @@ impl Core {
         };
         let primary = st.primary.clone();
         let generation = st.generation;
-        // Not a resumed run (its promotion may have been asked for before the restart), nor
-        // while an earlier recovery's promotion may still be under way or another server
-        // was seen writable.
+        // Not a resumed run whose promotion was begun before the restart (its intent is
+        // journaled: it may have been asked for), nor while an earlier recovery's promotion
+        // may still be under way or another server was seen writable.
         if to.as_deref() == Some(primary.as_str())
-            || run.resumed
+            || (run.resumed
+                && run
+                    .begun_before
+                    .iter()
+                    .any(|&i| !before_promotion(&run.plan, i, service)))
             || st.other_primary(&primary).is_some()
             || !before_promotion(&run.plan, step, service)
         {

@@ -364,3 +364,65 @@ fn no_switchback_once_another_server_was_seen_writable() {
         "{out:?}"
     );
 }
+
+/// The switchover to web2 as a controller restarted mid-way resumes it: every step before its
+/// `pg-stop` done, and the steps in `begun` (by kind) with an intent journaled before the
+/// restart.
+fn resumed_switchover(c: &Core, begun: &[&str]) -> Request {
+    let plan = medic_plan::plan_recovery(&c.loaded.topology, &c.saved.observed, &to("web2"), "r1")
+        .unwrap();
+    let stop = plan
+        .steps
+        .iter()
+        .find(|s| s.action.kind() == "pg-stop")
+        .expect("a pg-stop")
+        .index;
+    let done = plan
+        .steps
+        .iter()
+        .filter(|s| s.index < stop)
+        .map(|s| (s.index, StepOutput::default()))
+        .collect();
+    let begun = plan
+        .steps
+        .iter()
+        .filter(|s| s.index <= stop || begun.contains(&s.action.kind()))
+        .map(|s| s.index)
+        .collect();
+    Request {
+        resume: Some(Resume {
+            id: "r1".into(),
+            plan,
+            done,
+            launched_ms: Default::default(),
+            begun,
+        }),
+        ..request(to("web2"), 2_000, false)
+    }
+}
+
+#[test]
+fn a_resumed_switchover_is_switched_back_unless_its_promotion_was_begun_before_the_restart() {
+    // Cut off by the restart in its pg-stop (its wait for the standby), which fails again:
+    // nothing of web2's promotion was begun, so web1 is made the primary again.
+    let mut c = core();
+    let req = resumed_switchover(&c, &[]);
+    let out = fail_at(&mut c, req, "pg-stop", true);
+    assert!(
+        alerts(&out)
+            .iter()
+            .any(|a| a.contains("web1 is made its primary again")),
+        "{out:?}"
+    );
+    assert_eq!(queued(&c).first(), Some(&to("web1")), "{:?}", queued(&c));
+    // The journal says its promotion was begun before the restart: it may have been asked
+    // for, so nothing is switched back; the failover follows.
+    let mut c = core();
+    let req = resumed_switchover(&c, &["pg-promote"]);
+    let out = fail_at(&mut c, req, "pg-stop", true);
+    assert!(
+        !alerts(&out).iter().any(|a| a.contains("primary again")),
+        "{out:?}"
+    );
+    assert!(!queued(&c).contains(&to("web1")), "{:?}", queued(&c));
+}
