@@ -618,6 +618,8 @@ mod replica_tests;
 #[cfg(test)]
 mod service_active_tests;
 #[cfg(test)]
+mod service_pg_tests;
+#[cfg(test)]
 mod service_tests;
 #[cfg(test)]
 mod silent_tests;
