@@ -14,12 +14,10 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use medic_aws::{AwsSettings, load_config};
-use medic_lab::{Fault, Lab, LabConfig};
+use medic_lab::Fault;
 use medic_testkit::Moto;
 
 use common::{http_get, text};
@@ -137,32 +135,18 @@ controller:
     let loaded = medic_topology::load_topology(&file)
         .map_err(|e| format!("{e}: {:?}", e.diagnostics))
         .unwrap();
-    let lab = Arc::new(Lab::new(LabConfig {
-        subnet: [10, 74, net as u8],
-        bridge: format!("maws{net}"),
-        state_dir: dir.path().join("lab"),
-        prefix: format!("maws{net}-"),
-        authorized_key: std::fs::read_to_string(key.with_extension("pub")).unwrap(),
-        amis: loaded
-            .amis
-            .iter()
-            .map(|(name, def)| (name.clone(), def.summary().binaries))
-            .collect(),
-    }));
-    let stop = Arc::new(AtomicBool::new(false));
-    let amis = BTreeMap::from([
-        (redis_ami.clone(), "redis".to_owned()),
-        (haproxy_ami.clone(), "haproxy".to_owned()),
-    ]);
-    // Nothing may be sent to a lab address before the lab's bridge routes it.
-    rt.block_on(lab.ensure_bridge()).unwrap();
-    let bridge_task = rt.spawn(aws_support::bridge(
-        ec2.clone(),
-        lab.clone(),
-        amis,
-        stop.clone(),
-    ));
-    let _down = aws_support::Down(lab.clone(), rt.handle().clone());
+    let mirror = aws_support::Mirror::start(
+        &rt,
+        &ec2,
+        ("maws", net),
+        dir.path(),
+        &key,
+        &loaded,
+        BTreeMap::from([
+            (redis_ami.clone(), "redis".to_owned()),
+            (haproxy_ami.clone(), "haproxy".to_owned()),
+        ]),
+    );
     let aws_env = aws_support::AWS_ENV;
 
     // Set up from nothing through RunInstances, the playbooks and Route 53.
@@ -287,7 +271,8 @@ controller:
         .unwrap();
     assert_eq!(redis1["instance"], old_redis1.id, "{redis1}");
 
-    rt.block_on(lab.fault("redis1", Fault::Crash)).unwrap();
+    rt.block_on(mirror.lab.fault("redis1", Fault::Crash))
+        .unwrap();
     wait("the recovery of redis1", Duration::from_secs(90), &|| {
         http_get(port, "/api/history")
             .and_then(|h| h.as_array().cloned())
@@ -324,6 +309,5 @@ controller:
     });
     assert_eq!(redis_cli(&app.to_string(), 7001, &["SET", "k", "2"]), "OK");
     drop(run);
-    stop.store(true, Ordering::Relaxed);
-    let _ = rt.block_on(bridge_task);
+    drop(mirror);
 }

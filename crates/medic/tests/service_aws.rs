@@ -17,44 +17,17 @@ mod aws_support;
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use medic_aws::{AwsSettings, load_config};
-use medic_lab::{Fault, Lab, LabConfig};
+use medic_lab::Fault;
 use medic_testkit::Moto;
 
-use common::web::{NGINX_CONF, get, role_conf};
+use common::web::{NGINX_CONF, get, on_with, role_conf};
 use common::{http_get, text};
-
-/// Runs `cmd` as root on the lab machine at `ip` over SSH with the controller's `key` (the
-/// operator's own tooling): its output.
-fn on(key: &Path, ip: &str, cmd: &str) -> String {
-    let out = Command::new("ssh")
-        .arg("-i")
-        .arg(key)
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=3",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("medic@{ip}"))
-        .arg(cmd)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "ssh {ip} {cmd}: {}", text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// The network interface the Elastic IP is associated with, if any. (moto records the
 /// interface, on its primary address, whatever `PrivateIpAddress` asked.)
@@ -207,28 +180,15 @@ controller:
     let loaded = medic_topology::load_topology(&file)
         .map_err(|e| format!("{e}: {:?}", e.diagnostics))
         .unwrap();
-    let lab = Arc::new(Lab::new(LabConfig {
-        subnet: [10, 74, net as u8],
-        bridge: format!("mweb{net}"),
-        state_dir: dir.path().join("lab"),
-        prefix: format!("mweb{net}-"),
-        authorized_key: std::fs::read_to_string(key.with_extension("pub")).unwrap(),
-        amis: loaded
-            .amis
-            .iter()
-            .map(|(name, def)| (name.clone(), def.summary().binaries))
-            .collect(),
-    }));
-    let stop = Arc::new(AtomicBool::new(false));
-    // Nothing may be sent to a lab address before the lab's bridge routes it.
-    rt.block_on(lab.ensure_bridge()).unwrap();
-    let bridge_task = rt.spawn(aws_support::bridge(
-        ec2.clone(),
-        lab.clone(),
+    let mirror = aws_support::Mirror::start(
+        &rt,
+        &ec2,
+        ("mweb", net),
+        dir.path(),
+        &key,
+        &loaded,
         BTreeMap::from([(web_ami.clone(), "web".to_owned())]),
-        stop.clone(),
-    ));
-    let _down = aws_support::Down(lab.clone(), rt.handle().clone());
+    );
 
     // Set up from nothing: both instances, the address on primus, the name.
     let out = Command::new(env!("CARGO_BIN_EXE_medic"))
@@ -264,7 +224,7 @@ controller:
 
     // The operator's web servers, each saying who it is at /role.
     for (ip, name) in [(&primus_ip, "primus"), (&secundus_ip, "secundus")] {
-        on(
+        on_with(
             &key,
             ip,
             &format!(
@@ -338,7 +298,8 @@ controller:
             }
         })
     };
-    rt.block_on(lab.fault("primus", Fault::Crash)).unwrap();
+    rt.block_on(mirror.lab.fault("primus", Fault::Crash))
+        .unwrap();
     wait(
         "secundus the primary, serving the address, named in Route 53",
         Duration::from_secs(60),
@@ -412,6 +373,5 @@ controller:
     assert_eq!(after.len(), 2, "{after:?}");
     assert!(after.iter().all(|i| i.state == "running"), "{after:?}");
     drop(_run);
-    stop.store(true, Ordering::Relaxed);
-    let _ = rt.block_on(bridge_task);
+    drop(mirror);
 }

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use medic_cloud::{Cloud, LaunchSpec};
-use medic_lab::Lab;
+use medic_lab::{Lab, LabConfig};
 
 const MIRROR_OF: &str = "mirror-of";
 
@@ -160,7 +160,7 @@ pub async fn instances(ec2: &aws_sdk_ec2::Client) -> Vec<Instance> {
 
 /// Keeps the lab in step with the emulator until `stop`: a running instance gets a lab machine
 /// at its private address, from the AMI `amis` names for its image; a terminated one loses it.
-pub async fn bridge(
+async fn bridge(
     ec2: aws_sdk_ec2::Client,
     lab: Arc<Lab>,
     amis: BTreeMap<String, String>,
@@ -227,12 +227,59 @@ impl Drop for Run {
     }
 }
 
-/// The lab torn down when dropped.
-pub struct Down(pub Arc<Lab>, pub tokio::runtime::Handle);
+/// The lab beside moto: its bridge up (nothing may be sent to a lab address before it routes
+/// it), each instance mirrored as a lab machine until dropped; then the lab is torn down.
+pub struct Mirror {
+    pub lab: Arc<Lab>,
+    stop: Arc<AtomicBool>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    rt: tokio::runtime::Handle,
+}
 
-impl Drop for Down {
+impl Mirror {
+    /// The lab on `10.74.NET.0/24` (the VPC's subnet), its bridge and namespaces named after
+    /// `name` and `net`, its state in `dir/lab`; its machines authorize `key` (its `.pub`) and
+    /// are made from the AMIs `loaded` defines, named for each image id by `amis`.
+    pub fn start(
+        rt: &tokio::runtime::Runtime,
+        ec2: &aws_sdk_ec2::Client,
+        (name, net): (&str, u32),
+        dir: &Path,
+        key: &Path,
+        loaded: &medic_topology::LoadedTopology,
+        amis: BTreeMap<String, String>,
+    ) -> Mirror {
+        let lab = Arc::new(Lab::new(LabConfig {
+            subnet: [10, 74, u8::try_from(net).unwrap()],
+            bridge: format!("{name}{net}"),
+            state_dir: dir.join("lab"),
+            prefix: format!("{name}{net}-"),
+            authorized_key: std::fs::read_to_string(key.with_extension("pub")).unwrap(),
+            amis: loaded
+                .amis
+                .iter()
+                .map(|(name, def)| (name.clone(), def.summary().binaries))
+                .collect(),
+        }));
+        rt.block_on(lab.ensure_bridge()).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let task = rt.spawn(bridge(ec2.clone(), lab.clone(), amis, stop.clone()));
+        Mirror {
+            lab,
+            stop,
+            task: Some(task),
+            rt: rt.handle().clone(),
+        }
+    }
+}
+
+impl Drop for Mirror {
     fn drop(&mut self) {
-        let _ = self.1.block_on(self.0.down());
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.task.take() {
+            let _ = self.rt.block_on(t);
+        }
+        let _ = self.rt.block_on(self.lab.down());
     }
 }
 

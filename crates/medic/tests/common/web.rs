@@ -41,9 +41,14 @@ pub fn role_conf(role: &str) -> String {
 
 /// Runs `cmd` as root on the lab machine at `ip` over SSH (the operator's own tooling).
 pub fn on(env: &Env, ip: &str, cmd: &str) -> String {
-    let key = env._dir.path().join("lab/id_ed25519");
+    on_with(&env._dir.path().join("lab/id_ed25519"), ip, cmd)
+}
+
+/// Runs `cmd` as root on the lab machine at `ip` over SSH with the private key `key`.
+pub fn on_with(key: &std::path::Path, ip: &str, cmd: &str) -> String {
     let out = Command::new("ssh")
-        .args(["-i", key.to_str().unwrap()])
+        .arg("-i")
+        .arg(key)
         .args([
             "-o",
             "StrictHostKeyChecking=no",
