@@ -39,9 +39,10 @@ pub const A_STANDBY: &str = "the server runs as a standby already";
 const FENCED: &str = "medic-fenced";
 
 /// A shell function: the `application_name` of the connection string given (the last one,
-/// as libpq takes it), or nothing if it has none or one with a quote or a backslash in it
-/// (then the primary's `cluster_name`, else `walreceiver`, names the standby).
-const APP_OF: &str = r#"app_of() { printf '%s\n' "$1" | sed -n -E "s/^(.*[[:space:]])?application_name[[:space:]]*=[[:space:]]*('([^'\\\\]+)'|([^'\\\\[:space:]]+))([[:space:]].*)?$/\3\4/p" | head -n 1; }
+/// as libpq takes it), or nothing if it has none, or if the string has a backslash anywhere
+/// (an escape the pattern cannot follow) or the name a quote (then `cluster_name`, else
+/// `walreceiver`, names the standby).
+const APP_OF: &str = r#"app_of() { case "$1" in *\\*) return 0;; esac; printf '%s\n' "$1" | sed -n -E "s/^(.*[[:space:]])?application_name[[:space:]]*=[[:space:]]*('([^'\\\\]+)'|([^'\\\\[:space:]]+))([[:space:]].*)?$/\3\4/p" | head -n 1; }
 "#;
 
 /// The script that makes the server in `r.data_dir` a standby of the primary at
@@ -76,13 +77,25 @@ if ! fenced && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} 
 {stop}done=no
 MARK="$SYSID {primary_ip}:{port}"
 # The name the server streamed under (`synchronous_standby_names` may name it): its earlier
-# primary_conninfo's application_name, read before a rewind or a copy replaces its
-# configuration with the primary's, and given to the primary_conninfo they write.
-{app_of}RSRC=$SRC
-if [ -f "$D/PG_VERSION" ]; then
-  APP=$(app_of "$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null)")
-  [ -z "$APP" ] || RSRC="$SRC application_name='$APP'"
+# primary_conninfo's application_name, read once, before a rewind or a copy replaces its
+# configuration with the primary's, and kept beside the data directory until the server runs
+# as a standby (a step run again after a failure finds it there, not in what a rewind cut
+# short left); given to the primary_conninfo the rewind or the copy writes.
+{app_of}NAMEF="$D.medic-application-name"
+APP=
+if [ -f "$NAMEF" ]; then
+  APP=$(head -n 1 "$NAMEF")
+elif [ -f "$D/PG_VERSION" ]; then
+  if was=$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null); then
+    APP=$(app_of "$was")
+    printf '%s\n' "$APP" > "$NAMEF" || {{ echo "medic: could not write $NAMEF" >&2; exit 6; }}
+  else
+    echo "medic: its earlier primary_conninfo could not be read (postgres -C): no application_name kept"
+  fi
 fi
+case "$APP" in *"'"*|*\\*) APP=;; esac
+[ -z "$APP" ] || echo "medic: its application_name $APP kept"
+RSRC=$SRC; [ -z "$APP" ] || RSRC="$SRC application_name='$APP'"
 # A server not shut down cleanly (an immediate shutdown, a crash) is recovered before
 # pg_rewind reads it. With a standby.signal (pg-stop's, or a standby's) in standby mode,
 # privately (no network, no upstream, no archive), started and stopped: a standby writes no
@@ -154,8 +167,15 @@ fi
 if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   [ {copy} = yes ] || {{ echo "medic: no PostgreSQL data in $D (method rewind: nothing copied)" >&2; exit 4; }}
   install -d -o "$U" -m 700 "$D" || exit 6
-  as_u "$B/pg_basebackup" -D "$D" -d "$RSRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
+  # (Not under its name: the copy's WAL stream would take a synchronous standby's place, and
+  # hold the primary's commits, for as long as it runs. The name is added once it is done.)
+  as_u "$B/pg_basebackup" -D "$D" -d "$SRC" -R -X stream -c fast >&2 || {{ echo "medic: pg_basebackup from the primary failed" >&2; exit 6; }}
   echo "medic: copied afresh from the primary"
+  if [ -n "$APP" ]; then
+    got=$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null) && [ -n "$got" ] \
+      && printf "primary_conninfo = '%s'\n" "$(printf '%s' "$got application_name='$APP'" | sed -e 's/\\/\\\\/g' -e "s/'/''/g")" >> "$D/postgresql.auto.conf" \
+      || {{ echo "medic: could not add application_name $APP to the copy's primary_conninfo" >&2; exit 6; }}
+  fi
 fi
 printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
 # Replication slots are the operator's: a slot name copied with the primary's configuration
@@ -163,6 +183,7 @@ printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" &&
 sed -i '/^[[:space:]]*primary_slot_name[[:space:]]*=/d' "$D/postgresql.auto.conf" 2>/dev/null
 LOG=/run/medic-pg-start.log
 sh -c {start} 9>&- </dev/null >"$LOG" 2>&1 || {{ tail -n 5 "$LOG" >&2; echo "medic: the start command failed" >&2; exit 7; }}
+rm -f "$NAMEF"
 echo "medic: started as a standby"
 "#,
         prelude = prelude(r),
@@ -342,6 +363,9 @@ fn stop_block(r: &PgRejoin) -> String {
   fi
   rm -f "$sr"
   if running; then
+    if [ $still -lt 10 ] && frozen; then
+      still=10; echo "medic: its postmaster is stopped by a signal (SIGSTOP, a debugger): it cannot shut down"
+    fi
     [ $still -ge 10 ] || as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2
     if running; then
       # It does not even stop at once (its processes stopped by a signal, or stuck): killed,

@@ -498,6 +498,11 @@ impl Sim {
             let Some((step, attempt, due)) = current else {
                 match self.core.next_step(id, self.now) {
                     Next::Run(step) => {
+                        // Its intent, journaled before it starts: a restart from here on
+                        // finds it begun.
+                        if let Some(j) = self.journal.get_mut(id) {
+                            j.resume.begun.insert(step.index);
+                        }
                         let d = if is_internal(&step.action) {
                             0
                         } else {
@@ -550,10 +555,6 @@ impl Sim {
                     r.step = None;
                 }
                 continue;
-            }
-            // Its intent, journaled before it starts.
-            if let Some(j) = self.journal.get_mut(id) {
-                j.resume.begun.insert(step.index);
             }
             let result = if is_internal(&step.action) {
                 Ok(StepOutput::default())

@@ -415,14 +415,21 @@ fn a_resumed_switchover_is_switched_back_unless_its_promotion_was_begun_before_t
         "{out:?}"
     );
     assert_eq!(queued(&c).first(), Some(&to("web1")), "{:?}", queued(&c));
-    // The journal says its promotion was begun before the restart: it may have been asked
-    // for, so nothing is switched back; the failover follows.
-    let mut c = core();
-    let req = resumed_switchover(&c, &["pg-promote"]);
-    let out = fail_at(&mut c, req, "pg-stop", true);
-    assert!(
-        !alerts(&out).iter().any(|a| a.contains("primary again")),
-        "{out:?}"
-    );
-    assert!(!queued(&c).contains(&to("web1")), "{:?}", queued(&c));
+    // The journal says its promotion (web2's PostgreSQL promoted, or its role recorded) was
+    // begun before the restart: it may have been asked for, so nothing is switched back; the
+    // failover follows.
+    for begun in ["pg-promote", "role"] {
+        let mut c = core();
+        let req = resumed_switchover(&c, &[begun]);
+        let out = fail_at(&mut c, req, "pg-stop", true);
+        assert!(
+            !alerts(&out).iter().any(|a| a.contains("primary again")),
+            "{begun}: {out:?}"
+        );
+        assert!(
+            !queued(&c).contains(&to("web1")),
+            "{begun}: {:?}",
+            queued(&c)
+        );
+    }
 }

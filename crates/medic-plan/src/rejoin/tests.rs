@@ -96,6 +96,8 @@ fn the_application_name_is_read_from_a_connection_string_as_libpq_reads_it() {
         ("host=h fallback_application_name=x", ""),
         ("host=h application_name='it\\'s'", ""),
         ("host=h application_name=a\\b", ""),
+        ("application_name=a host=h application_name='it\\'s'", ""),
+        ("passfile='/x\\y' application_name=b", ""),
         ("", ""),
     ];
     for (conninfo, want) in cases {
@@ -119,9 +121,8 @@ fn the_script_rewinds_from_the_primary_and_starts_the_server() {
         s.contains("SRC='host=10.0.0.2 port=5432 user=postgres dbname=app connect_timeout=10'")
     );
     assert!(
-        s.contains(
-            r#"APP=$(app_of "$(as_u "$B/postgres" -D "$D" -C primary_conninfo 2>/dev/null)")"#
-        ),
+        s.contains(r#"if was=$(as_u "$B/postgres" -D "$D" -C primary_conninfo 2>/dev/null); then"#)
+            && s.contains(r#"NAMEF="$D.medic-application-name""#),
         "the old application_name is read before the rewind: {s}"
     );
     assert!(s.contains(r#"as_u env LC_ALL=C "$B/pg_rewind" -D "$D" --source-server="$RSRC" -R"#));
@@ -136,9 +137,10 @@ fn the_script_rewinds_from_the_primary_and_starts_the_server() {
     // Never a copy without rewind_or_copy, and never a removal of the data.
     assert!(s.contains("[ no = yes ]"));
     // (the only removals: medic's own copy of the WAL, cut short or made in vain,
-    // pg-stop's mark once the server is a standby, and the stop's own temporary file;
-    // never a standby.signal)
-    assert_eq!(s.matches("rm ").count(), 5, "{s}");
+    // pg-stop's mark once the server is a standby, the stop's own temporary file, and the
+    // kept application_name once the server runs as a standby; never a standby.signal)
+    assert_eq!(s.matches("rm ").count(), 6, "{s}");
+    assert_eq!(s.matches(r#"rm -f "$NAMEF""#).count(), 1);
     assert_eq!(s.matches(r#"rm -f "$sr""#).count(), 1);
     assert_eq!(s.matches(r#"rm -rf "$kept";"#).count(), 2);
     assert_eq!(s.matches(r#"rm -f "$D/medic-fenced""#).count(), 2);
@@ -346,25 +348,19 @@ fn a_stop_waiting_only_for_its_wal_senders_is_cut_short() {
         let r = pg.settings("true", stop);
         format!("{}{}", prelude(&r), stop_block(&r))
     };
-    for (stop, state, said_why, within) in [
-        (
-            "false",
-            None,
-            "the stop command failed",
-            Duration::from_secs(2),
-        ),
+    // (What cut it short is in what it said: the checkpoint's 2 s rule prints its own line,
+    // never printed when the stop command's 30 s ran out.)
+    for (stop, state, said_why) in [
+        ("false", None, "the stop command failed"),
         (
             "sleep 60",
             Some("shut down"),
             "its shutdown checkpoint was written 2 s ago",
-            Duration::from_secs(5),
         ),
     ] {
         pg.set("running", Some(""));
         pg.set("state", state);
-        let began = std::time::Instant::now();
         let (code, said) = pg.run(&script(stop));
-        let took = began.elapsed();
         assert_eq!(code, Some(0), "{said}");
         assert!(said.contains(said_why), "{said}");
         assert!(
@@ -372,7 +368,6 @@ fn a_stop_waiting_only_for_its_wal_senders_is_cut_short() {
             "{said}"
         );
         assert!(!pg.has("running"), "{said}");
-        assert!(took < within, "{stop}: {took:?}\n{said}");
     }
     // A stop command that stops the server: no immediate shutdown.
     pg.set("running", Some(""));
@@ -383,6 +378,57 @@ fn a_stop_waiting_only_for_its_wal_senders_is_cut_short() {
         said.contains("medic: stopped the server") && !said.contains("immediate"),
         "{said}"
     );
+}
+
+/// A postmaster stopped by a signal can begin no shutdown: it is killed without the stop
+/// command's 30 s or the immediate shutdown's 20 s, whether the stop command hangs or fails
+/// at once. (The fake server is a `sleep` whose pid is in postmaster.pid: `pg_ctl status`
+/// says it runs while that process lives and is not a zombie; the immediate shutdown does
+/// nothing to it.)
+#[test]
+fn a_postmaster_stopped_by_a_signal_is_killed_at_once() {
+    let pg = FakePg::new("pg-frozen");
+    let d = pg.data.display().to_string();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let status = pg.dir.join("bin/pg_ctl");
+        std::fs::write(
+            &status,
+            format!(
+                "#!/bin/sh\ncase \"$*\" in *status*) p=$(head -n 1 {d}/postmaster.pid); s=$(sed -E 's/^[0-9]+ \\(.*\\) (.) .*/\\1/' /proc/$p/stat 2>/dev/null); case \"$s\" in \"\"|Z) exit 3;; esac;; esac\n"
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&status, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    for stop in ["false", "sleep 60"] {
+        let mut server = std::process::Command::new("sleep")
+            .arg("120")
+            .spawn()
+            .unwrap();
+        pg.set("postmaster.pid", Some(&format!("{}\n{d}\n", server.id())));
+        let signal = |s: &str| {
+            std::process::Command::new("kill")
+                .args([s, &server.id().to_string()])
+                .status()
+                .unwrap()
+        };
+        assert!(signal("-STOP").success());
+        let r = pg.settings("true", stop);
+        let (code, said) = pg.run(&format!("{}{}", prelude(&r), stop_block(&r)));
+        let gone = server.try_wait().unwrap();
+        if gone.is_none() {
+            let _ = server.kill();
+            let _ = server.wait();
+        }
+        assert_eq!(code, Some(0), "{stop}: {said}");
+        assert!(said.contains("stopped by a signal"), "{stop}: {said}");
+        assert!(
+            said.contains("killed the server (SIGKILL") && !said.contains("immediate shutdown"),
+            "{stop}: {said}"
+        );
+        assert!(gone.is_some(), "{stop}: the server still runs\n{said}");
+    }
 }
 
 #[test]
@@ -398,7 +444,24 @@ fn rewind_or_copy_moves_the_old_data_aside_then_copies() {
     assert!(s.contains(r"dbname='\''my db'\''"), "{s}");
     assert!(s.contains("[ yes = yes ]"));
     assert!(s.contains(r#"mv "$D" "$aside""#));
-    assert!(s.contains(r#"pg_basebackup" -D "$D" -d "$RSRC" -R -X stream"#));
+    // The copy streams under no standby's name; the name is added afterwards.
+    assert!(s.contains(r#"pg_basebackup" -D "$D" -d "$SRC" -R -X stream"#));
+    assert!(s.contains(r#"printf "primary_conninfo = '%s'\n""#), "{s}");
+    let with_config = rejoin_script(
+        &PgRejoin {
+            config_file: Some("/etc/postgresql/15/main/postgresql.conf".into()),
+            ..settings(RejoinMethod::RewindOrCopy)
+        },
+        "10.0.0.2",
+        5433,
+        "db",
+    );
+    assert!(
+        with_config.contains(
+            "-C primary_conninfo -c config_file='/etc/postgresql/15/main/postgresql.conf' 2>/dev/null"
+        ),
+        "{with_config}"
+    );
 }
 
 #[test]
@@ -406,6 +469,15 @@ fn the_scripts_are_valid_shell() {
     for m in [RejoinMethod::Rewind, RejoinMethod::RewindOrCopy] {
         for s in [
             rejoin_script(&settings(m), "10.0.0.2", 5432, "it's"),
+            rejoin_script(
+                &PgRejoin {
+                    config_file: Some("/etc/postgresql/15/main/postgresql.conf".into()),
+                    ..settings(m)
+                },
+                "10.0.0.2",
+                5432,
+                "db",
+            ),
             stop_script(&settings(m), 5432),
             start_script(&settings(m)),
         ] {
