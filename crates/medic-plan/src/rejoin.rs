@@ -73,7 +73,7 @@ if [ -f "$D/PG_VERSION" ]; then
 fi
 # A server in recovery is left as it is, unless it is an old primary medic fenced and
 # something restarted (its standby.signal is pg-stop's: it follows no primary).
-if ! fenced && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then echo "medic: {a_standby}"; exit 0; fi
+if ! fenced && {{ [ -f "$D/standby.signal" ] || [ -f "$D/recovery.signal" ]; }} && running; then rm -f "$D.medic-application-name"; echo "medic: {a_standby}"; exit 0; fi
 {stop}done=no
 MARK="$SYSID {primary_ip}:{port}"
 # The name the server streamed under (`synchronous_standby_names` may name it): its earlier
@@ -88,7 +88,8 @@ if [ -f "$NAMEF" ]; then
 elif [ -f "$D/PG_VERSION" ]; then
   if was=$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null); then
     APP=$(app_of "$was")
-    printf '%s\n' "$APP" > "$NAMEF" || {{ echo "medic: could not write $NAMEF" >&2; exit 6; }}
+    # (Created afresh, never through a link someone left there: noclobber opens it O_EXCL.)
+    rm -f "$NAMEF" && (set -C; printf '%s\n' "$APP" > "$NAMEF") || {{ echo "medic: could not write $NAMEF" >&2; exit 6; }}
   else
     echo "medic: its earlier primary_conninfo could not be read (postgres -C): no application_name kept"
   fi
@@ -174,7 +175,7 @@ if [ $done = no ] && [ ! -f "$D/PG_VERSION" ]; then
   if [ -n "$APP" ]; then
     got=$(as_u "$B/postgres" -D "$D" -C primary_conninfo{pg_config} 2>/dev/null) && [ -n "$got" ] \
       && printf "primary_conninfo = '%s'\n" "$(printf '%s' "$got application_name='$APP'" | sed -e 's/\\/\\\\/g' -e "s/'/''/g")" >> "$D/postgresql.auto.conf" \
-      || {{ echo "medic: could not add application_name $APP to the copy's primary_conninfo" >&2; exit 6; }}
+      || echo "medic: could not add application_name $APP to the copy's primary_conninfo: it streams as cluster_name or walreceiver names it"
   fi
 fi
 printf '%s\n' "$MARK" > "$D/medic-rejoined" && chown "$U" "$D/medic-rejoined" && rm -f "$D/{fenced}"
@@ -234,8 +235,9 @@ echo "medic-wal: $st|$at|$prior"
 end=
 if [ -z "$at" ]; then :; elif [ "$st" = "shut down" ]; then end=" end $at"; elif [ "$st" = "shut down in recovery" ] && [ -n "$prior" ] && [ "$prior" = "$at" ]; then end=" end $at"; fi
 tl=$(controldata "Latest checkpoint's TimeLineID")
-# Not a standby medic made, whatever it was: the next rejoin rewinds it.
-rm -f "$D/medic-rejoined"
+# Not a standby medic made, whatever it was: the next rejoin rewinds it, under the name its
+# configuration gives now (not one an earlier rejoin kept).
+rm -f "$D/medic-rejoined" "$D.medic-application-name"
 if [ -f "$D/standby.signal" ] && ! fenced; then
   echo "medic: its data is a standby's (standby.signal)"
 elif [ -z "$tl" ]; then
@@ -363,7 +365,7 @@ fn stop_block(r: &PgRejoin) -> String {
   fi
   rm -f "$sr"
   if running; then
-    if [ $still -lt 10 ] && frozen; then
+    if [ $still -lt 10 ] && frozen && sleep 0.2 && frozen; then
       still=10; echo "medic: its postmaster is stopped by a signal (SIGSTOP, a debugger): it cannot shut down"
     fi
     [ $still -ge 10 ] || as_u "$B/pg_ctl" -D "$D" -m immediate -w -t 20 stop 9>&- >&2

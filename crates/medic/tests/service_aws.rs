@@ -396,6 +396,7 @@ controller:
             .args(["netns", "exec", &netns, "ip", "-o", "-4", "addr", "show"])
             .output()
             .unwrap();
+        assert!(out.status.success(), "ip in {netns}: {}", text(&out));
         String::from_utf8_lossy(&out.stdout).contains(&format!(" {vip}/"))
     };
     assert!(holds_vip(), "primus was cut off with the address up");

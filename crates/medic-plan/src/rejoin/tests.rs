@@ -139,8 +139,9 @@ fn the_script_rewinds_from_the_primary_and_starts_the_server() {
     // (the only removals: medic's own copy of the WAL, cut short or made in vain,
     // pg-stop's mark once the server is a standby, the stop's own temporary file, and the
     // kept application_name once the server runs as a standby; never a standby.signal)
-    assert_eq!(s.matches("rm ").count(), 6, "{s}");
-    assert_eq!(s.matches(r#"rm -f "$NAMEF""#).count(), 1);
+    assert_eq!(s.matches("rm ").count(), 8, "{s}");
+    assert_eq!(s.matches(r#"rm -f "$NAMEF""#).count(), 2);
+    assert_eq!(s.matches(r#"rm -f "$D.medic-application-name""#).count(), 1);
     assert_eq!(s.matches(r#"rm -f "$sr""#).count(), 1);
     assert_eq!(s.matches(r#"rm -rf "$kept";"#).count(), 2);
     assert_eq!(s.matches(r#"rm -f "$D/medic-fenced""#).count(), 2);
@@ -380,6 +381,18 @@ fn a_stop_waiting_only_for_its_wal_senders_is_cut_short() {
     );
 }
 
+/// Waits up to 5 s for `cond`, asking every 20 ms; fails naming `what`.
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 5 s for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A postmaster stopped by a signal can begin no shutdown: it is killed without the stop
 /// command's 30 s or the immediate shutdown's 20 s, whether the stop command hangs or fails
 /// at once. (The fake server is a `sleep` whose pid is in postmaster.pid: `pg_ctl status`
@@ -395,7 +408,7 @@ fn a_postmaster_stopped_by_a_signal_is_killed_at_once() {
         std::fs::write(
             &status,
             format!(
-                "#!/bin/sh\ncase \"$*\" in *status*) p=$(head -n 1 {d}/postmaster.pid); s=$(sed -E 's/^[0-9]+ \\(.*\\) (.) .*/\\1/' /proc/$p/stat 2>/dev/null); case \"$s\" in \"\"|Z) exit 3;; esac;; esac\n"
+                "#!/bin/sh\necho \"$*\" >> {d}/../pg_ctl.log\ncase \"$*\" in *status*) p=$(head -n 1 {d}/postmaster.pid); s=$(sed -E 's/^[0-9]+ \\(.*\\) (.) .*/\\1/' /proc/$p/stat 2>/dev/null); case \"$s\" in \"\"|Z) exit 3;; esac;; esac\n"
             ),
         )
         .unwrap();
@@ -414,6 +427,15 @@ fn a_postmaster_stopped_by_a_signal_is_killed_at_once() {
                 .unwrap()
         };
         assert!(signal("-STOP").success());
+        // The kernel marks it stopped as the signal is delivered: asked until it says so.
+        let stat = format!("/proc/{}/stat", server.id());
+        wait_for("the server stopped by SIGSTOP", || {
+            std::fs::read_to_string(&stat).is_ok_and(|t| {
+                t.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T'))
+            })
+        });
+        let _ = std::fs::remove_file(pg.dir.join("pg_ctl.log"));
         let r = pg.settings("true", stop);
         let (code, said) = pg.run(&format!("{}{}", prelude(&r), stop_block(&r)));
         let gone = server.try_wait().unwrap();
@@ -424,8 +446,13 @@ fn a_postmaster_stopped_by_a_signal_is_killed_at_once() {
         assert_eq!(code, Some(0), "{stop}: {said}");
         assert!(said.contains("stopped by a signal"), "{stop}: {said}");
         assert!(
-            said.contains("killed the server (SIGKILL") && !said.contains("immediate shutdown"),
+            said.contains("killed the server (SIGKILL"),
             "{stop}: {said}"
+        );
+        let asked = std::fs::read_to_string(pg.dir.join("pg_ctl.log")).unwrap_or_default();
+        assert!(
+            !asked.contains("immediate"),
+            "{stop}: an immediate shutdown was tried:\n{asked}\n{said}"
         );
         assert!(gone.is_some(), "{stop}: the server still runs\n{said}");
     }
