@@ -16,9 +16,8 @@ use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use medic_aws::{AwsSettings, load_config};
+use medic_aws::load_config;
 use medic_lab::Fault;
-use medic_testkit::Moto;
 
 use common::{http_get, text};
 
@@ -27,23 +26,12 @@ fn a_crashed_redis_machine_on_ec2_is_terminated_and_replaced_from_its_ami() {
     if !medic_testkit::root_or_skip("a_crashed_redis_machine_on_ec2_is_terminated_and_replaced") {
         return;
     }
-    let root = std::path::PathBuf::from(
-        std::env::var_os("CARGO_MANIFEST_DIR").unwrap_or_else(|| env!("CARGO_MANIFEST_DIR").into()),
-    )
-    .join("../..")
-    .canonicalize()
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let moto = Moto::start();
-    let settings = AwsSettings {
-        region: "us-east-1".into(),
-        endpoint: Some(moto.url.clone()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-    };
+    let aws_support::Emulator {
+        root,
+        rt,
+        moto,
+        settings,
+    } = aws_support::Emulator::start();
     let net = 100 + std::process::id() % 100;
     let dir = tempfile::tempdir().unwrap();
     let (ec2, subnet, sg, redis_ami, haproxy_ami, zone_id) = rt.block_on(async {

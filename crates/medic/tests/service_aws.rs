@@ -25,9 +25,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use medic_aws::{AwsSettings, load_config};
+use medic_aws::load_config;
 use medic_lab::Fault;
-use medic_testkit::Moto;
 
 use common::web::{NGINX_CONF, get, on_with, role_conf};
 use common::{http_get, text};
@@ -94,21 +93,12 @@ fn a_primary_cut_off_on_ec2_hands_its_address_elastic_ip_and_name_to_the_standby
     if !medic_testkit::root_or_skip("a_primary_cut_off_on_ec2_hands_its_address") {
         return;
     }
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let moto = Moto::start();
-    let settings = AwsSettings {
-        region: "us-east-1".into(),
-        endpoint: Some(moto.url.clone()),
-        static_credentials: Some(("testing".into(), "testing".into())),
-    };
+    let aws_support::Emulator {
+        root,
+        rt,
+        moto,
+        settings,
+    } = aws_support::Emulator::start();
     // (Another /24 of the lab's than run_aws.rs's, so both may run at once.)
     let net = 200 + std::process::id() % 50;
     let dir = tempfile::tempdir().unwrap();

@@ -19,6 +19,41 @@ use medic_lab::{Lab, LabConfig};
 
 const MIRROR_OF: &str = "mirror-of";
 
+/// The AWS emulator for one test: the workspace's root (its playbooks and AMI definitions),
+/// a runtime for the SDK's calls, moto itself, and the settings that reach it.
+pub struct Emulator {
+    pub root: std::path::PathBuf,
+    pub rt: tokio::runtime::Runtime,
+    pub moto: medic_testkit::Moto,
+    pub settings: medic_aws::AwsSettings,
+}
+
+impl Emulator {
+    pub fn start() -> Emulator {
+        let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../..")
+            .canonicalize()
+            .unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let moto = medic_testkit::Moto::start();
+        let settings = medic_aws::AwsSettings {
+            region: "us-east-1".into(),
+            endpoint: Some(moto.url.clone()),
+            static_credentials: Some(("testing".into(), "testing".into())),
+        };
+        Emulator {
+            root,
+            rt,
+            moto,
+            settings,
+        }
+    }
+}
+
 /// What the emulator holds for the test: a VPC (`10.74.0.0/16`) with one subnet, the lab's
 /// /24 (`10.74.NET.0/24`), a security group and the key pair `medic`.
 pub struct Vpc {
