@@ -39,15 +39,15 @@ impl Core {
         };
         let primary = st.primary.clone();
         let generation = st.generation;
-        // Not a resumed run whose promotion was begun before the restart (its intent is
-        // journaled: it may have been asked for), nor while an earlier recovery's promotion
+        // Not a resumed run whose promotion was begun before the restart (its intent, or a
+        // later step's, is journaled: it may have been asked for), nor while an earlier recovery's promotion
         // may still be under way or another server was seen writable.
         if to.as_deref() == Some(primary.as_str())
             || (run.resumed
                 && run
                     .begun_before
-                    .iter()
-                    .any(|&i| !before_promotion(&run.plan, i, service)))
+                    .last()
+                    .is_some_and(|&i| !before_promotion(&run.plan, i, service)))
             || st.other_primary(&primary).is_some()
             || !before_promotion(&run.plan, step, service)
         {
